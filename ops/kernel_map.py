@@ -1,0 +1,272 @@
+"""Kernel maps of sparse convolution as dense neighbour tables.
+
+A kernel map of a convolution with K kernel offsets is a table ``nbr`` int32 [N_out, K]:
+``nbr[o, k]`` is the input row that offset k of output o reads, or -1. Every conv map has this
+form because an output site and an offset fix the input site (and, for the transposed table, an
+input site and an offset fix the output site), so no pair list is ever needed.
+
+Coordinates are linearised into int64 keys over a padded grid (every axis widened by the
+largest shift a query can make), so a kernel offset is a constant added to every key and the
+order of the keys is preserved: submanifold maps are then one linear merge per offset over the
+sorted keys, with no hashing and no collisions.
+"""
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+_PARALLEL = {"parallel": True, "cache": True, "nogil": True, "boundscheck": False}
+_SERIAL = {"cache": True, "nogil": True, "boundscheck": False}
+
+
+@nb.njit(**_PARALLEL)
+def linear_keys(coords, extents, shift):
+    """int64 keys of int32 coords [N, 1 + D] (batch first) on a grid of `extents` [1 + D].
+
+    Axis a contributes ``coords[:, a] + shift[a]``; the keys preserve the lexicographic order.
+    """
+    n, ndim = coords.shape
+    keys = np.empty(n, np.int64)
+    for i in prange(n):
+        key = np.int64(0)
+        for a in range(ndim):
+            key = key * extents[a] + (coords[i, a] + shift[a])
+        keys[i] = key
+    return keys
+
+
+@nb.njit(**_SERIAL)
+def is_sorted_strictly(keys):
+    for i in range(1, keys.shape[0]):
+        if keys[i] <= keys[i - 1]:
+            return False
+    return True
+
+
+@nb.njit(**_SERIAL)
+def first_duplicate(sorted_keys):
+    """Index (in sorted order) of the first repeated key, or -1."""
+    for i in range(1, sorted_keys.shape[0]):
+        if sorted_keys[i] == sorted_keys[i - 1]:
+            return i
+    return -1
+
+
+@nb.njit(**_PARALLEL)
+def submanifold_table(sorted_keys, order, deltas, symmetric):
+    """Neighbour table [N, K] of a submanifold conv (outputs = inputs).
+
+    sorted_keys: int64 [N] ascending; order: int64 [N] row of each sorted key; deltas: int64 [K]
+    key shift of each offset. With `symmetric` (odd kernel: deltas[K-1-k] == -deltas[k]) only
+    half the offsets are merged and the mirror half is filled from them.
+    """
+    n = sorted_keys.shape[0]
+    kvol = deltas.shape[0]
+    nbr = np.full((n, kvol), -1, np.int32)
+    todo = kvol // 2 if symmetric else kvol
+    for k in prange(todo):
+        delta = deltas[k]
+        mirror = kvol - 1 - k
+        i = 0
+        for j in range(n):
+            target = sorted_keys[j] + delta
+            while i < n and sorted_keys[i] < target:
+                i += 1
+            if i == n:
+                break
+            if sorted_keys[i] == target:
+                out_row = order[j]
+                in_row = order[i]
+                nbr[out_row, k] = in_row
+                if symmetric:
+                    nbr[in_row, mirror] = out_row
+    if symmetric:
+        centre = kvol // 2
+        for j in prange(n):
+            nbr[j, centre] = j
+    return nbr
+
+
+@nb.njit(**_SERIAL)
+def _axis_candidates(p, size_out, ksize, stride, pad, dil, transposed, out_q, out_k):
+    """Per-axis (output coordinate, kernel index) pairs that input coordinate p reaches."""
+    m = 0
+    for k in range(ksize):
+        if transposed:
+            q = p * stride - pad + k * dil
+        else:
+            t = p + pad - k * dil
+            if t < 0 or t % stride != 0:
+                continue
+            q = t // stride
+        if 0 <= q < size_out:
+            out_q[m] = q
+            out_k[m] = k
+            m += 1
+    return m
+
+
+@nb.njit(**_SERIAL)
+def _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides, out_extents,
+                   row_start, fill, pair_keys, pair_in, pair_k):
+    """Enumerate (output key, input row, kernel index) pairs of strided / transposed conv."""
+    n, ndim1 = coords.shape
+    ndim = ndim1 - 1
+    kmax = 0
+    for a in range(ndim):
+        kmax = max(kmax, ksize[a])
+    qs = np.empty((ndim, kmax), np.int64)
+    ks = np.empty((ndim, kmax), np.int64)
+    cnt = np.empty(ndim, np.int64)
+    idx = np.empty(ndim, np.int64)
+    counts = np.zeros(n, np.int64)
+    for i in range(n):
+        total = 1
+        for a in range(ndim):
+            cnt[a] = _axis_candidates(coords[i, a + 1], out_shape[a], ksize[a], stride[a], pad[a],
+                                      dil[a], transposed, qs[a], ks[a])
+            total *= cnt[a]
+        counts[i] = total
+        if not fill or total == 0:
+            continue
+        pos = row_start[i]
+        idx[:] = 0
+        for _ in range(total):
+            key = np.int64(coords[i, 0])
+            kk = np.int64(0)
+            for a in range(ndim):
+                key = key * out_extents[a + 1] + qs[a, idx[a]]
+                kk += ks[a, idx[a]] * kstrides[a]
+            pair_keys[pos] = key
+            pair_in[pos] = i
+            pair_k[pos] = kk
+            pos += 1
+            a = ndim - 1
+            while a >= 0:
+                idx[a] += 1
+                if idx[a] < cnt[a]:
+                    break
+                idx[a] = 0
+                a -= 1
+    return counts
+
+
+def conv_pairs(coords, out_shape, ksize, stride, pad, dil, transposed):
+    """All (output key, input row, kernel index) pairs of a strided or transposed conv.
+
+    Returns int64 arrays; output keys linearise (batch, output coordinate) over the output grid.
+    """
+    ndim = len(out_shape)
+    ksize, stride, pad, dil, out_shape = (np.asarray(v, np.int64) for v in (ksize, stride, pad, dil, out_shape))
+    kstrides = np.ones(ndim, np.int64)
+    for a in range(ndim - 2, -1, -1):
+        kstrides[a] = kstrides[a + 1] * ksize[a + 1]
+    out_extents = np.concatenate([[0], out_shape]).astype(np.int64)
+    empty = np.empty(0, np.int64)
+    counts = _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides,
+                            out_extents, empty, False, empty, empty, empty)
+    row_start = np.zeros(len(counts) + 1, np.int64)
+    np.cumsum(counts, out=row_start[1:])
+    total = int(row_start[-1])
+    pair_keys = np.empty(total, np.int64)
+    pair_in = np.empty(total, np.int64)
+    pair_k = np.empty(total, np.int64)
+    _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides, out_extents,
+                   row_start, True, pair_keys, pair_in, pair_k)
+    return pair_keys, pair_in, pair_k
+
+
+@nb.njit(**_SERIAL)
+def table_from_sorted_pairs(sorted_keys, pair_in, pair_k, kvol):
+    """Unique output keys, the [N_out, K] table and the input row of a duplicate site (or -1).
+
+    A duplicate input site shows as two pairs with the same output and offset.
+    """
+    total = sorted_keys.shape[0]
+    n_out = 0
+    for p in range(total):
+        if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
+            n_out += 1
+    out_keys = np.empty(n_out, np.int64)
+    nbr = np.full((n_out, kvol), -1, np.int32)
+    o = -1
+    dup = -1
+    for p in range(total):
+        if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
+            o += 1
+            out_keys[o] = sorted_keys[p]
+        if nbr[o, pair_k[p]] >= 0 and dup < 0:
+            dup = pair_in[p]
+        nbr[o, pair_k[p]] = pair_in[p]
+    return out_keys, nbr, dup
+
+
+@nb.njit(**_PARALLEL)
+def keys_to_coords(keys, extents):
+    """Inverse of linear_keys with zero shift: int32 coords [N, len(extents)]."""
+    n = keys.shape[0]
+    ndim = extents.shape[0]
+    coords = np.empty((n, ndim), np.int32)
+    for i in prange(n):
+        key = keys[i]
+        for a in range(ndim - 1, 0, -1):
+            coords[i, a] = key % extents[a]
+            key //= extents[a]
+        coords[i, 0] = key
+    return coords
+
+
+@nb.njit(**_PARALLEL)
+def transpose_table(nbr, n_in):
+    """Table [N_in, K] of the reverse direction: ``t[nbr[o, k], k] = o``."""
+    n_out, kvol = nbr.shape
+    t = np.full((n_in, kvol), -1, np.int32)
+    for k in prange(kvol):
+        for o in range(n_out):
+            i = nbr[o, k]
+            if i >= 0:
+                t[i, k] = o
+    return t
+
+
+@nb.njit(**_PARALLEL)
+def flip_offsets(nbr):
+    """The table with its offset axis reversed (the transpose of a symmetric submanifold map)."""
+    n, kvol = nbr.shape
+    t = np.empty_like(nbr)
+    for o in prange(n):
+        for k in range(kvol):
+            t[o, k] = nbr[o, kvol - 1 - k]
+    return t
+
+
+_RADIX_BITS = 11
+_RADIX = 1 << _RADIX_BITS
+
+
+@nb.njit(**_SERIAL)
+def radix_argsort(keys, max_key):
+    """Stable LSD radix sort of non-negative int64 keys: (sorted keys, int64 order)."""
+    n = keys.shape[0]
+    cur_k = keys.copy()
+    cur_i = np.arange(n)
+    nxt_k = np.empty_like(cur_k)
+    nxt_i = np.empty_like(cur_i)
+    shift = 0
+    while shift == 0 or (max_key >> shift) > 0:
+        start = np.zeros(_RADIX + 1, np.int64)
+        for i in range(n):
+            start[((cur_k[i] >> shift) & (_RADIX - 1)) + 1] += 1
+        for d in range(_RADIX):
+            start[d + 1] += start[d]
+        for i in range(n):
+            d = (cur_k[i] >> shift) & (_RADIX - 1)
+            pos = start[d]
+            start[d] = pos + 1
+            nxt_k[pos] = cur_k[i]
+            nxt_i[pos] = cur_i[i]
+        cur_k, nxt_k = nxt_k, cur_k
+        cur_i, nxt_i = nxt_i, cur_i
+        shift += _RADIX_BITS
+    return cur_k, cur_i

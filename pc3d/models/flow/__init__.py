@@ -1,0 +1,1 @@
+"""Scene-flow models (SCTN-style sparse convolution with transformer refinement)."""

@@ -1,0 +1,1 @@
+"""Segmentors: a sparse backbone plus a point-level head, shared by outdoor and indoor data."""

@@ -1,0 +1,1 @@
+"""Spiking sparse-convolution backbones (E-3DSNN-style) and their neuron models."""

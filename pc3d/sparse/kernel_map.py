@@ -1,0 +1,143 @@
+"""Kernel maps: which input site every kernel offset of every output site reads.
+
+A map is built once per (coordinates, kernel, stride, padding, dilation) on the CPU with the
+numba kernels of pc3d_ops.kernel_map, cached on the input tensor, and reused by every layer with
+the same geometry (a stack of SubM layers builds its map once).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from pc3d_ops import kernel_map as km
+from pc3d_ops.threads import use_threads
+
+from pc3d.errors import SparseTensorError
+
+
+@dataclass(eq=False)
+class KernelMap:
+    """Neighbour table of one convolution geometry.
+
+    nbr: int32 [N_out, K]; nbr[o, k] is the input row read by offset k of output o, or -1.
+    Offsets are numbered row-major over the kernel (spconv's weight layout [Cout, *kernel, Cin]).
+    """
+
+    nbr: np.ndarray
+    n_in: int
+    kernel_size: tuple[int, ...]
+    out_coords: torch.Tensor
+    out_spatial_shape: tuple[int, ...]
+    in_coords: torch.Tensor
+    in_spatial_shape: tuple[int, ...]
+    in_stride: tuple[int, ...]
+    out_stride: tuple[int, ...]
+    _transposed: np.ndarray | None = field(default=None, repr=False)
+    _on_device: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def kernel_volume(self) -> int:
+        return self.nbr.shape[1]
+
+    @property
+    def n_pairs(self) -> int:
+        return int((self.nbr >= 0).sum())
+
+    def table(self, transposed: bool = False) -> np.ndarray:
+        """The table [N_out, K], or its transpose [N_in, K] (input -> output), built once."""
+        if not transposed:
+            return self.nbr
+        if self._transposed is None:
+            self._transposed = km.transpose_table(self.nbr, self.n_in)
+        return self._transposed
+
+    def table_on(self, device: torch.device, transposed: bool = False) -> torch.Tensor:
+        """The table as a long tensor on a (non-CPU) device, cached."""
+        key = (str(device), transposed)
+        if key not in self._on_device:
+            self._on_device[key] = torch.from_numpy(self.table(transposed)).to(device, torch.long)
+        return self._on_device[key]
+
+
+def _tuple(value, ndim: int, name: str) -> tuple[int, ...]:
+    out = (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
+    if len(out) != ndim:
+        raise SparseTensorError(f"{name} must be an int or {ndim} ints, got {value}")
+    return out
+
+
+def conv_output_shape(in_shape, kernel, stride, padding, dilation, transposed=False, output_padding=None):
+    """spconv's rule: (in + 2p - d(k - 1) - 1) // s + 1, or its transpose."""
+    out = []
+    for a, size in enumerate(in_shape):
+        if transposed:
+            extra = output_padding[a] if output_padding else 0
+            out.append((size - 1) * stride[a] - 2 * padding[a] + dilation[a] * (kernel[a] - 1) + extra + 1)
+        else:
+            out.append((size + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1)
+    if min(out) <= 0:
+        raise SparseTensorError(f"conv on spatial shape {tuple(in_shape)} with kernel {kernel}, stride "
+                                f"{stride}, padding {padding}, dilation {dilation} has empty output {out}")
+    return tuple(out)
+
+
+def _sorted_keys(coords: np.ndarray, extents: np.ndarray, shift: np.ndarray):
+    keys = km.linear_keys(coords, extents, shift)
+    if km.is_sorted_strictly(keys):
+        return keys, np.arange(len(keys), dtype=np.int64)
+    max_key = int(np.prod(extents.astype(np.float64))) if len(keys) else 0
+    sorted_keys, order = km.radix_argsort(keys, max_key)
+    dup = km.first_duplicate(sorted_keys)
+    if dup >= 0:
+        row = int(order[dup])
+        raise SparseTensorError(f"duplicate coordinate {coords[row].tolist()} (rows {int(order[dup - 1])} "
+                                f"and {row}); merge duplicates before building a SparseTensor")
+    return sorted_keys, order
+
+
+def submanifold_map(x, kernel_size, dilation) -> KernelMap:
+    """Map of a submanifold conv: outputs are the input sites; offset k reads o + (k - k//2) * d."""
+    ndim = x.ndim
+    use_threads(torch.get_num_threads())
+    coords = x.coords.cpu().numpy()
+    radius = [(k // 2) * d for k, d in zip(kernel_size, dilation, strict=False)]
+    reach = [(k - 1) * d for k, d in zip(kernel_size, dilation, strict=False)]
+    extents = np.array([x.batch_size] + [s + r + 1 for s, r in zip(x.spatial_shape, reach, strict=False)], np.int64)
+    shift = np.array([0] + radius, np.int64)
+    keys, order = _sorted_keys(coords, extents, shift)
+    offsets = np.stack(np.meshgrid(*[np.arange(k) for k in kernel_size], indexing="ij"), -1).reshape(-1, ndim)
+    rel = (offsets - np.array([k // 2 for k in kernel_size])) * np.array(dilation)
+    axis_weight = np.ones(ndim, np.int64)
+    for a in range(ndim - 2, -1, -1):
+        axis_weight[a] = axis_weight[a + 1] * extents[a + 2]
+    deltas = (rel * axis_weight).sum(1).astype(np.int64)
+    symmetric = all(k % 2 == 1 for k in kernel_size)
+    nbr = km.submanifold_table(keys, order, deltas, symmetric)
+    return KernelMap(nbr, len(coords), tuple(kernel_size), x.coords, x.spatial_shape, x.coords,
+                     x.spatial_shape, x.stride, x.stride)
+
+
+def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, output_padding=None) -> KernelMap:
+    """Map of a strided (or generative transposed) conv; output sites are sorted (batch, z, y, x)."""
+    out_shape = conv_output_shape(x.spatial_shape, kernel_size, stride, padding, dilation, transposed,
+                                  output_padding)
+    use_threads(torch.get_num_threads())
+    coords = x.coords.cpu().numpy()
+    pair_keys, pair_in, pair_k = km.conv_pairs(coords, out_shape, kernel_size, stride, padding, dilation,
+                                               transposed)
+    extents = np.array([x.batch_size, *out_shape], np.int64)
+    max_key = int(np.prod(extents.astype(np.float64)))
+    sorted_keys, order = km.radix_argsort(pair_keys, max_key)
+    out_keys, nbr, dup = km.table_from_sorted_pairs(sorted_keys, pair_in[order], pair_k[order],
+                                                    int(np.prod(kernel_size)))
+    if dup >= 0:
+        raise SparseTensorError(f"duplicate coordinate {coords[dup].tolist()} (row {dup}); merge "
+                                "duplicates before building a SparseTensor")
+    out_coords = torch.from_numpy(km.keys_to_coords(out_keys, extents)).to(x.coords.device)
+    if transposed:
+        out_stride = tuple(max(1, s // k) for s, k in zip(x.stride, stride, strict=False))
+    else:
+        out_stride = tuple(s * k for s, k in zip(x.stride, stride, strict=False))
+    return KernelMap(nbr, len(coords), tuple(kernel_size), out_coords, out_shape, x.coords,
+                     x.spatial_shape, x.stride, out_stride)

@@ -1,0 +1,171 @@
+"""Native sparse convolution and pooling over a KernelMap, with autograd.
+
+On CPU the fused numba kernels of pc3d_ops.sparse_conv do the work (threaded, no atomics,
+bitwise reproducible); on other devices the same maths runs as torch gather / mm / index_add.
+Weights arrive in spconv 2.x layout [Cout, *kernel, Cin / groups] and are viewed here as
+[K, G, Cin/G, Cout/G].
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pc3d_ops import kernel_map as km
+from pc3d_ops import sparse_conv as kernels
+from pc3d_ops.threads import use_threads
+
+from pc3d.errors import SparseTensorError
+from pc3d.sparse.kernel_map import KernelMap
+
+_NUMBA_DTYPES = (torch.float32, torch.float64)
+
+
+def check_unique(x) -> None:
+    """Raise SparseTensorError if a site of x appears twice."""
+    if len(x) < 2:
+        return
+    _sync_threads()
+    coords = x.coords.cpu().numpy()
+    extents = np.array([x.batch_size, *x.spatial_shape], np.int64)
+    keys = km.linear_keys(coords, extents, np.zeros(len(extents), np.int64))
+    if km.is_sorted_strictly(keys):
+        return
+    sorted_keys, order = km.radix_argsort(keys, int(np.prod(extents.astype(np.float64))))
+    dup = km.first_duplicate(sorted_keys)
+    if dup >= 0:
+        raise SparseTensorError(f"duplicate coordinate {coords[int(order[dup])].tolist()}")
+
+
+def _sync_threads() -> None:
+    """Run numba kernels on as many threads as torch uses (the user's one knob)."""
+    use_threads(torch.get_num_threads())
+
+
+def _weight_kgio(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """[Cout, *kernel, Cin_g] -> [K, G, Cin_g, Cout_g] (contiguous)."""
+    cout, cin_g = weight.shape[0], weight.shape[-1]
+    kvol = weight[0, ..., 0].numel()
+    return weight.reshape(groups, cout // groups, kvol, cin_g).permute(2, 0, 3, 1).contiguous()
+
+
+def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
+                         transposed: bool) -> torch.Tensor:
+    """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group; w: [K, G, cin_g, cout_g]."""
+    kvol, groups, cin_g, cout_g = w.shape
+    n_out = nbr_np.shape[0]
+    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
+        out = feats.new_empty((n_out, groups * cout_g))
+        if n_out:
+            _sync_threads()
+            kernels.gather_gemm_scatter(groups, cin_g, cout_g)(
+                feats.contiguous().numpy(), w.numpy(), nbr_np, out.numpy())
+        return out
+    nbr = kmap.table_on(feats.device, transposed) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
+    out = feats.new_zeros((n_out, groups * cout_g))
+    for k in range(kvol):
+        rows = (nbr[:, k] >= 0).nonzero().squeeze(1)
+        if len(rows) == 0:
+            continue
+        x = feats[nbr[rows, k]].view(len(rows), groups, cin_g).transpose(0, 1)
+        out.index_add_(0, rows, torch.bmm(x, w[k]).transpose(0, 1).reshape(len(rows), -1))
+    return out
+
+
+def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
+                     shape_kgio: tuple[int, int, int, int]) -> torch.Tensor:
+    kvol, groups, cin_g, cout_g = shape_kgio
+    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
+        tasks = kernels.wgrad_tasks(nbr_np.shape[0])
+        partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
+        if nbr_np.shape[0]:
+            _sync_threads()
+            kernels.weight_gradient(groups, cin_g, cout_g)(
+                feats.contiguous().numpy(), grad.contiguous().numpy(), nbr_np, partial)
+        total = partial[0].copy()
+        for t in range(1, tasks):  # fixed order: deterministic
+            total += partial[t]
+        return torch.from_numpy(total)
+    nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
+    out = feats.new_zeros(shape_kgio)
+    for k in range(kvol):
+        rows = (nbr[:, k] >= 0).nonzero().squeeze(1)
+        x = feats[nbr[rows, k]].view(len(rows), groups, cin_g).transpose(0, 1)
+        g = grad[rows].view(len(rows), groups, cout_g).transpose(0, 1)
+        out[k] = torch.bmm(x.transpose(1, 2), g)
+    return out
+
+
+class _SparseConvFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, feats, w, kmap: KernelMap, inverse: bool):
+        # `inverse` runs the map backwards: outputs are the map's inputs (inverse conv).
+        nbr = kmap.table(transposed=inverse)
+        ctx.kmap, ctx.inverse = kmap, inverse
+        ctx.save_for_backward(feats, w)
+        return _gather_gemm_scatter(feats, w, nbr, kmap, inverse)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        feats, w = ctx.saved_tensors
+        kmap, inverse = ctx.kmap, ctx.inverse
+        grad_out = grad_out.contiguous()
+        grad_feats = grad_w = None
+        if ctx.needs_input_grad[0]:
+            w_t = w.transpose(2, 3).contiguous()
+            grad_feats = _gather_gemm_scatter(grad_out, w_t, kmap.table(not inverse), kmap, not inverse)
+        if ctx.needs_input_grad[1]:
+            grad_w = _weight_gradient(feats, grad_out, kmap.table(inverse), kmap, tuple(w.shape))
+            grad_w = grad_w.to(w.device)
+        return grad_feats, grad_w, None, None
+
+
+def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, groups: int = 1,
+                inverse: bool = False) -> torch.Tensor:
+    """Features [N_out, Cout] of a conv with spconv-layout `weight` over `kmap`."""
+    cin = feats.shape[1]
+    if cin != weight.shape[-1] * groups:
+        raise SparseTensorError(f"conv expects {weight.shape[-1] * groups} input channels, got {cin}")
+    if feats.dtype != weight.dtype:
+        raise SparseTensorError(f"features are {feats.dtype} but weights are {weight.dtype}")
+    return _SparseConvFunction.apply(feats.contiguous(), _weight_kgio(weight, groups), kmap, inverse)
+
+
+class _SparseMaxPoolFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, feats, kmap: KernelMap):
+        nbr = kmap.table()
+        if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
+            out = feats.new_empty((nbr.shape[0], feats.shape[1]))
+            argmax = np.empty((nbr.shape[0], feats.shape[1]), np.int64)
+            _sync_threads()
+            kernels.max_pool(feats.contiguous().numpy(), nbr, out.numpy(), argmax)
+            argmax = torch.from_numpy(argmax)
+        else:
+            nbr_t = kmap.table_on(feats.device)
+            padded = torch.cat([feats.new_full((1, feats.shape[1]), -torch.inf), feats])
+            out, which = padded[nbr_t + 1].max(dim=1)
+            argmax = nbr_t.gather(1, which)
+            out = torch.where(argmax >= 0, out, torch.zeros_like(out))
+        ctx.save_for_backward(argmax)
+        ctx.n_in = feats.shape[0]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (argmax,) = ctx.saved_tensors
+        grad = grad_out.new_zeros((ctx.n_in + 1, grad_out.shape[1]))
+        grad.scatter_add_(0, argmax + 1, grad_out)
+        return grad[1:], None
+
+
+def sparse_max_pool(feats: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """Per-channel maximum over each output's active inputs."""
+    return _SparseMaxPoolFunction.apply(feats, kmap)
+
+
+def sparse_avg_pool(feats: torch.Tensor, kmap: KernelMap) -> torch.Tensor:
+    """Per-channel mean over each output's active inputs (a depthwise conv of ones, then a divide)."""
+    channels = feats.shape[1]
+    ones = feats.new_ones((channels, *kmap.kernel_size, 1))
+    summed = sparse_conv(feats, ones, kmap, groups=channels)
+    count = torch.from_numpy((kmap.table() >= 0).sum(1)).to(feats.device, feats.dtype).clamp_(min=1)
+    return summed / count[:, None]

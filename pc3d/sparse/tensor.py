@@ -1,0 +1,176 @@
+"""SparseTensor: active sites of a D-dimensional grid (D = 2, 3, 4) with a feature row each."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pc3d.errors import SparseTensorError
+
+
+class SparseTensor:
+    """Features on the active sites of a batched D-dimensional grid (spconv's argument order).
+
+    feats: [N, C] floating point. coords: int32 [N, 1 + D], batch index first, then the grid
+    indices in the order of `spatial_shape` (spconv's z, y, x for 3D LiDAR grids). Coordinates are
+    unique within a batch; a duplicate is an error when the first kernel map is built (or on
+    `dense()`), never a silent merge. `stride` is the tensor's stride relative to the input grid.
+
+    Kernel maps are cached on the tensor: `maps` is shared by every tensor with the same
+    coordinates (a submanifold layer's output shares its input's), and `indice_dict` is shared
+    along a whole forward chain so that inverse convs find the map of their paired strided conv by
+    `indice_key`. Both are freed with the last tensor that holds them.
+    """
+
+    __slots__ = ("feats", "coords", "spatial_shape", "batch_size", "stride", "maps", "indice_dict",
+                 "spconv_tensor")
+
+    def __init__(self, feats: torch.Tensor, coords: torch.Tensor, spatial_shape: Sequence[int],
+                 batch_size: int, *, stride: Sequence[int] | None = None, maps: dict | None = None,
+                 indice_dict: dict | None = None, check: bool = True):
+        self.spatial_shape = tuple(int(s) for s in spatial_shape)
+        self.batch_size = int(batch_size)
+        self.stride = tuple(int(s) for s in stride) if stride is not None else (1,) * len(self.spatial_shape)
+        if check:
+            feats, coords = _checked(feats, coords, self.spatial_shape, self.batch_size)
+        self.feats = feats
+        self.coords = coords
+        self.maps = {} if maps is None else maps
+        self.indice_dict = {} if indice_dict is None else indice_dict
+        self.spconv_tensor = None  # the spconv twin that carries spconv's own map cache
+
+    # spconv compatibility: OpenPCDet code reads .features / .indices
+    @property
+    def features(self) -> torch.Tensor:
+        return self.feats
+
+    @property
+    def indices(self) -> torch.Tensor:
+        return self.coords
+
+    @property
+    def ndim(self) -> int:
+        return len(self.spatial_shape)
+
+    @property
+    def device(self) -> torch.device:
+        return self.feats.device
+
+    def __len__(self) -> int:
+        return self.coords.shape[0]
+
+    def __repr__(self) -> str:
+        return (f"SparseTensor(n={len(self)}, channels={self.feats.shape[1]}, "
+                f"spatial_shape={self.spatial_shape}, batch_size={self.batch_size}, stride={self.stride})")
+
+    def replace_feature(self, feats: torch.Tensor) -> SparseTensor:
+        """Same sites (and map caches), new features [N, C']."""
+        if feats.ndim != 2 or feats.shape[0] != len(self):
+            raise SparseTensorError(f"replace_feature: expected [{len(self)}, C] features, got "
+                                    f"{tuple(feats.shape)}")
+        out = self.with_sites(feats, self.coords, self.spatial_shape, self.stride, self.maps)
+        out.spconv_tensor = self.spconv_tensor
+        return out
+
+    def with_sites(self, feats, coords, spatial_shape, stride, maps=None) -> SparseTensor:
+        """A tensor on other sites that keeps this chain's batch size and `indice_dict`."""
+        return SparseTensor(feats, coords, spatial_shape, self.batch_size, stride=stride, maps=maps,
+                            indice_dict=self.indice_dict, check=False)
+
+    def to(self, *args, **kwargs) -> SparseTensor:
+        feats = self.feats.to(*args, **kwargs)
+        coords = self.coords.to(device=feats.device)
+        out = SparseTensor(feats, coords, self.spatial_shape, self.batch_size, stride=self.stride,
+                           indice_dict=self.indice_dict, check=False)
+        if coords.device == self.coords.device:
+            out.maps = self.maps
+        return out
+
+    def dense(self, channels_first: bool = True) -> torch.Tensor:
+        """Dense [B, C, *spatial_shape] (or channels last); empty sites are zero."""
+        from pc3d.sparse.ops import check_unique
+
+        check_unique(self)
+        shape = (self.batch_size, *self.spatial_shape, self.feats.shape[1])
+        out = self.feats.new_zeros(shape)
+        idx = self.coords.long()
+        out[tuple(idx[:, a] for a in range(idx.shape[1]))] = self.feats
+        if channels_first:
+            out = out.movedim(-1, 1).contiguous()
+        return out
+
+    @classmethod
+    def from_dense(cls, x: torch.Tensor, channels_first: bool = True) -> SparseTensor:
+        """Sites where any channel of the dense [B, C, *spatial] (or [B, *spatial, C]) is non-zero."""
+        if not channels_first:
+            x = x.movedim(-1, 1)
+        active = (x != 0).any(dim=1)
+        coords = active.nonzero().to(torch.int32)
+        feats = x.movedim(1, -1)[active]
+        return cls(feats, coords, tuple(x.shape[2:]), x.shape[0], check=False)
+
+    def global_pool(self, mode: str = "mean") -> torch.Tensor:
+        """Per-sample pooling of the features: [batch_size, C] ('mean', 'max' or 'sum').
+
+        An empty sample gives zeros.
+        """
+        batch = self.coords[:, 0].long()
+        shape = (self.batch_size, self.feats.shape[1])
+        index = batch[:, None].expand_as(self.feats)
+        if mode == "sum":
+            return self.feats.new_zeros(shape).scatter_add(0, index, self.feats)
+        if mode in ("mean", "max"):
+            reduce = "mean" if mode == "mean" else "amax"
+            return self.feats.new_zeros(shape).scatter_reduce(0, index, self.feats, reduce,
+                                                              include_self=False)
+        raise SparseTensorError(f"global_pool: mode must be 'mean', 'max' or 'sum', not {mode!r}")
+
+    def prune(self, keep: torch.Tensor) -> SparseTensor:
+        """The sites where the boolean mask [N] is True (new coordinates: no map is shared)."""
+        if keep.dtype != torch.bool or keep.shape != (len(self),):
+            raise SparseTensorError(f"prune: expected a bool mask of shape ({len(self)},), got "
+                                    f"{keep.dtype} {tuple(keep.shape)}")
+        return self.with_sites(self.feats[keep], self.coords[keep], self.spatial_shape, self.stride)
+
+
+def cat_features(tensors: Sequence[SparseTensor]) -> SparseTensor:
+    """Concatenate the features of tensors on the same sites (the U-Net skip connection)."""
+    first = tensors[0]
+    for t in tensors[1:]:
+        same = t.coords is first.coords or (
+            t.coords.shape == first.coords.shape and torch.equal(t.coords, first.coords))
+        if not same or t.spatial_shape != first.spatial_shape:
+            raise SparseTensorError("cat_features: tensors must share their coordinates; got "
+                                    f"{len(first)} and {len(t)} sites on {first.spatial_shape} and "
+                                    f"{t.spatial_shape}")
+    return first.replace_feature(torch.cat([t.feats for t in tensors], dim=1))
+
+
+def _checked(feats, coords, spatial_shape, batch_size):
+    if not isinstance(feats, torch.Tensor) or not isinstance(coords, torch.Tensor):
+        raise SparseTensorError("SparseTensor: feats and coords must be torch tensors")
+    ndim = len(spatial_shape)
+    if ndim not in (1, 2, 3, 4):
+        raise SparseTensorError(f"SparseTensor: spatial_shape must have 1 to 4 dims, got {spatial_shape}")
+    if coords.ndim != 2 or coords.shape[1] != ndim + 1:
+        raise SparseTensorError(f"SparseTensor: coords must be [N, {ndim + 1}] (batch first) for a "
+                                f"{ndim}-D grid, got {tuple(coords.shape)}")
+    if coords.dtype.is_floating_point or coords.dtype == torch.bool:
+        raise SparseTensorError(f"SparseTensor: coords must be integers (int32), got {coords.dtype}")
+    if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
+        raise SparseTensorError(f"SparseTensor: feats must be [N, C] with N = {coords.shape[0]} "
+                                f"coordinates, got {tuple(feats.shape)}")
+    if not feats.dtype.is_floating_point:
+        raise SparseTensorError(f"SparseTensor: feats must be floating point, got {feats.dtype}")
+    if coords.device != feats.device:
+        raise SparseTensorError(f"SparseTensor: feats on {feats.device} but coords on {coords.device}")
+    coords = coords.to(torch.int32).contiguous()
+    if len(coords):
+        upper = torch.tensor((batch_size, *spatial_shape), device=coords.device)
+        bad = ((coords < 0) | (coords >= upper)).any(dim=1)
+        if bad.any():
+            row = int(bad.nonzero()[0, 0])
+            raise SparseTensorError(
+                f"SparseTensor: {int(bad.sum())} coordinates lie outside batch_size {batch_size} x "
+                f"spatial_shape {tuple(spatial_shape)}; first: row {row} = {coords[row].tolist()}")
+    return feats, coords

@@ -1,0 +1,21 @@
+"""Helpers shared by the tools/ scripts (not part of the pc3d package)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+BENCHMARK_SWEEP = SHARED / "samples" / "scan360" / "benchmark-pc.npz"
+
+
+def load_benchmark_sweep() -> tuple[np.ndarray, str]:
+    """The standard 360-degree sweep (float32 [N, 3]); a synthetic sweep where it is absent."""
+    if BENCHMARK_SWEEP.exists():
+        return np.load(BENCHMARK_SWEEP)["pc"].astype(np.float32), str(BENCHMARK_SWEEP)
+    rng = np.random.default_rng(0)
+    azimuth = rng.uniform(-np.pi, np.pi, 200_000)
+    distance = rng.uniform(3.0, 70.0, 200_000)
+    z = rng.normal(-1.7, 0.3, 200_000)
+    points = np.stack([distance * np.cos(azimuth), distance * np.sin(azimuth), z], 1)
+    return points.astype(np.float32), "a synthetic sweep (../shared/samples is absent)"
