@@ -1,0 +1,22 @@
+"""Sparse conv blocks shared by every backbone (import them; never copy them)."""
+from __future__ import annotations
+
+from torch import nn
+
+from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d
+
+
+def post_act_block(in_channels: int, out_channels: int, kernel_size=3, indice_key: str | None = None,
+                   stride=1, padding=0, conv_type: str = "subm", norm_eps: float = 1e-3,
+                   norm_momentum: float = 0.01) -> SparseSequential:
+    """conv -> BatchNorm1d -> ReLU, with conv_type 'subm', 'spconv' (strided) or 'inverseconv'."""
+    if conv_type == "subm":
+        conv = SubMConv3d(in_channels, out_channels, kernel_size, bias=False, indice_key=indice_key)
+    elif conv_type == "spconv":
+        conv = SparseConv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
+                            indice_key=indice_key)
+    elif conv_type == "inverseconv":
+        conv = SparseInverseConv3d(in_channels, out_channels, kernel_size, bias=False, indice_key=indice_key)
+    else:
+        raise ValueError(f"conv_type must be 'subm', 'spconv' or 'inverseconv', not {conv_type!r}")
+    return SparseSequential(conv, nn.BatchNorm1d(out_channels, eps=norm_eps, momentum=norm_momentum), nn.ReLU())

@@ -1,0 +1,46 @@
+"""VoxelBackBone8x (SECOND's sparse backbone, OpenPCDet's stage layout): 8x downsampling."""
+from __future__ import annotations
+
+from torch import nn
+
+from pc3d.models.backbones3d.blocks import post_act_block as block
+from pc3d.sparse import SparseConv3d, SparseSequential, SparseTensor, SubMConv3d
+
+
+class VoxelBackBone8x(nn.Module):
+    """Stages of 16, 32, 64, 64 channels; stages 2-4 start with a stride-2 sparse conv.
+
+    With `out_channels` (128 in SECOND), a (3, 1, 1) / (2, 1, 1) conv further halves z for BEV.
+    Returns the last stage and a dict of every stage's output (for multi-scale heads).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int | None = 128):
+        super().__init__()
+        self.conv_input = SparseSequential(
+            SubMConv3d(in_channels, 16, 3, padding=1, bias=False, indice_key="subm1"),
+            nn.BatchNorm1d(16, eps=1e-3, momentum=0.01), nn.ReLU())
+        self.conv1 = SparseSequential(block(16, 16, 3, indice_key="subm1"))
+        self.conv2 = SparseSequential(
+            block(16, 32, 3, stride=2, padding=1, indice_key="spconv2", conv_type="spconv"),
+            block(32, 32, 3, indice_key="subm2"),
+            block(32, 32, 3, indice_key="subm2"))
+        self.conv3 = SparseSequential(
+            block(32, 64, 3, stride=2, padding=1, indice_key="spconv3", conv_type="spconv"),
+            block(64, 64, 3, indice_key="subm3"),
+            block(64, 64, 3, indice_key="subm3"))
+        self.conv4 = SparseSequential(
+            block(64, 64, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
+            block(64, 64, 3, indice_key="subm4"),
+            block(64, 64, 3, indice_key="subm4"))
+        self.conv_out = None if out_channels is None else SparseSequential(
+            SparseConv3d(64, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False,
+                         indice_key="spconv_down2"),
+            nn.BatchNorm1d(out_channels, eps=1e-3, momentum=0.01), nn.ReLU())
+
+    def forward(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
+        x1 = self.conv1(self.conv_input(x))
+        x2 = self.conv2(x1)
+        x3 = self.conv3(x2)
+        x4 = self.conv4(x3)
+        out = x4 if self.conv_out is None else self.conv_out(x4)
+        return out, {"x_conv1": x1, "x_conv2": x2, "x_conv3": x3, "x_conv4": x4}

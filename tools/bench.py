@@ -1,0 +1,98 @@
+"""pc3d benchmarks: pc3d and its reference side by side in one process, reported as ratios.
+
+    python tools/bench.py sparse [--json out.json] [--markdown out.md]
+    python tools/bench.py all --out bench_results/
+
+Every suite prints a markdown table and (with --json / --out) writes
+{"suite", "machine", "rows": [{"case", "pc3d_s", "ref", "ref_s", "speedup", ...}]}.
+Times are the median of repeated runs after a warm-up (numba compiles on the first call).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_sparse import run_sparse  # noqa: E402
+
+
+def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
+    """Median wall time of fn in seconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def machine() -> dict:
+    import numba
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "numba": numba.__version__,
+            "torch_threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine()}
+
+
+def markdown(suite: str, rows: list[dict]) -> str:
+    extra = sorted({k for r in rows for k in r} - {"case", "pc3d_s", "ref", "ref_s", "speedup"})
+    head = ["case", "pc3d (ms)", "reference", "ref (ms)", "speedup", *extra]
+    lines = [f"### {suite}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["case"], _fmt(r.get("pc3d_s"), 1e3), r.get("ref", ""), _fmt(r.get("ref_s"), 1e3),
+                 _fmt(r.get("speedup"), 1, "x")] + [_fmt(r.get(k)) for k in extra]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _fmt(value, scale: float = 1, suffix: str = "") -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        v = value * scale
+        return (f"{v:.3g}" if abs(v) < 100 else f"{v:.0f}") + suffix
+    return str(value)
+
+
+SUITES = {"sparse": run_sparse}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("suite", choices=[*SUITES, "all"])
+    parser.add_argument("--json", type=Path, help="write the suite's JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the suite's markdown table here")
+    parser.add_argument("--out", type=Path, help="folder for <suite>.json and <suite>.md (for 'all')")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and iterations (smoke run)")
+    args = parser.parse_args(argv)
+    suites = list(SUITES) if args.suite == "all" else [args.suite]
+    for name in suites:
+        rows = SUITES[name](timed=timed, quick=args.quick)
+        table = markdown(name, rows)
+        print(table, flush=True)
+        result = {"suite": name, "machine": machine(), "rows": rows}
+        targets = []
+        if args.out:
+            args.out.mkdir(parents=True, exist_ok=True)
+            targets = [(args.out / f"{name}.json", args.out / f"{name}.md")]
+        elif args.json or args.markdown:
+            targets = [(args.json, args.markdown)]
+        for json_path, md_path in targets:
+            if json_path:
+                json_path.write_text(json.dumps(result, indent=2))
+            if md_path:
+                md_path.write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
