@@ -48,6 +48,7 @@ def _status_kib(field: str) -> int:
 
 
 def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach(), b.detach()
     return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
 
 
@@ -58,7 +59,6 @@ def _sorted_rows(coords: torch.Tensor, feats: torch.Tensor) -> torch.Tensor:
 
 
 def run_sparse(timed, quick: bool = False) -> list[dict]:
-    spconv, ConvAlgo, spconv_ops = _spconv()
     torch.manual_seed(0)
     points, _ = load_benchmark_sweep()
     repeats = 3 if quick else 7
@@ -71,61 +71,69 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
     rows.append({"case": "square GEMM 2048^3 (torch)", "pc3d_s": gemm_s, "ref": "-", "gflops": round(gemm_gflops, 1)})
 
     for voxel in (0.1, 0.05):
-        coords_np, shape, _, _ = unique_voxels(points, voxel)
-        coords = torch.from_numpy(coords_np)
-        n = len(coords)
-        feats = torch.randn(n, 64)
-        tag = f"{voxel} m ({n:,} voxels)"
+        rows.extend(_scale_rows(points, voxel, timed, repeats, gemm_gflops, quick))
+    return rows
 
-        # kernel map build, SubM k3
-        x = sp.SparseTensor(feats, coords, shape, 1)
-        ours = timed(lambda x=x: submanifold_map(x, (3, 3, 3), (1, 1, 1)), repeats=repeats)
-        ref = timed(lambda: spconv_ops.get_indice_pairs(coords, 1, list(shape), ConvAlgo.Native, [3, 3, 3],
-                                                        [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], subm=True),
-                    repeats=repeats)
-        kmap = submanifold_map(x, (3, 3, 3), (1, 1, 1))
-        rows.append({"case": f"kernel map SubM k3, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
-                     "speedup": ref / ours, "avg_neighbours": round(kmap.n_pairs / n, 2)})
 
-        # SubM 64 -> 64 with a cached map
-        conv = sp.SubMConv3d(64, 64, 3, bias=False, indice_key="subm")
-        twin = spconv.SubMConv3d(64, 64, 3, bias=False, indice_key="subm", algo=ConvAlgo.Native)
-        twin.load_state_dict(conv.state_dict())
-        st = spconv.SparseConvTensor(feats, coords, list(shape), 1)
-        with torch.no_grad():
-            y_ours = conv(x)
-            y_ref = twin(st)
-            ours = timed(lambda x=x: conv(x), repeats=repeats)
-            ref = timed(lambda st=st: twin(st), repeats=repeats)
-        flops = 2 * kmap.n_pairs * 64 * 64
-        rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                     "ref_s": ref, "speedup": ref / ours, "gflops": round(flops / ours / 1e9, 1),
-                     "of_gemm": round(flops / ours / 1e9 / gemm_gflops, 2),
-                     "max_rel_diff": _rel_diff(y_ours.feats, y_ref.features)})
+def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]:
+    """Map build, SubM forward / backward, strided conv and the backbone at one voxel size."""
+    spconv, ConvAlgo, spconv_ops = _spconv()
+    rows: list[dict] = []
+    coords_np, shape, _, _ = unique_voxels(points, voxel)
+    coords = torch.from_numpy(coords_np)
+    n = len(coords)
+    feats = torch.randn(n, 64)
+    tag = f"{voxel} m ({n:,} voxels)"
 
-        xg = x.replace_feature(feats.clone().requires_grad_(True))
-        stg = st.replace_feature(feats.clone().requires_grad_(True))
-        grad = torch.randn(n, 64)
-        ours = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
-        ref = timed(lambda: twin(stg).features.backward(grad), repeats=repeats)
-        rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                     "ref_s": ref, "speedup": ref / ours, "gflops": round(3 * flops / ours / 1e9, 1)})
+    # kernel map build, SubM k3
+    x = sp.SparseTensor(feats, coords, shape, 1)
+    ours = timed(lambda: submanifold_map(x, (3, 3, 3), (1, 1, 1)), repeats=repeats)
+    ref = timed(lambda: spconv_ops.get_indice_pairs(coords, 1, list(shape), ConvAlgo.Native, [3, 3, 3],
+                                                    [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], subm=True),
+                repeats=repeats)
+    kmap = submanifold_map(x, (3, 3, 3), (1, 1, 1))
+    rows.append({"case": f"kernel map SubM k3, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
+                 "speedup": ref / ours, "avg_neighbours": round(kmap.n_pairs / n, 2)})
 
-        # strided conv, map included (fresh tensors every call)
-        down = sp.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False)
-        down_ref = spconv.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False, algo=ConvAlgo.Native)
-        down_ref.load_state_dict(down.state_dict())
-        with torch.no_grad():
-            ours = timed(lambda: down(sp.SparseTensor(feats, coords, shape, 1)), repeats=repeats)
-            ref = timed(lambda: down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1)), repeats=repeats)
-            y_ours = down(sp.SparseTensor(feats, coords, shape, 1))
-            y_ref = down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1))
-        rows.append({"case": f"strided conv k3 s2 64->64 (map included), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                     "ref_s": ref, "speedup": ref / ours,
-                     "max_rel_diff": _rel_diff(_sorted_rows(y_ours.coords, y_ours.feats),
-                                               _sorted_rows(y_ref.indices, y_ref.features))})
+    # SubM 64 -> 64 with a cached map
+    conv = sp.SubMConv3d(64, 64, 3, bias=False, indice_key="subm")
+    twin = spconv.SubMConv3d(64, 64, 3, bias=False, indice_key="subm", algo=ConvAlgo.Native)
+    twin.load_state_dict(conv.state_dict())
+    st = spconv.SparseConvTensor(feats, coords, list(shape), 1)
+    with torch.no_grad():
+        y_ours = conv(x)
+        y_ref = twin(st)
+        ours = timed(lambda: conv(x), repeats=repeats)
+        ref = timed(lambda: twin(st), repeats=repeats)
+    flops = 2 * kmap.n_pairs * 64 * 64
+    rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
+                 "ref_s": ref, "speedup": ref / ours, "gflops": round(flops / ours / 1e9, 1),
+                 "of_gemm": round(flops / ours / 1e9 / gemm_gflops, 2),
+                 "max_rel_diff": _rel_diff(y_ours.feats, y_ref.features)})
 
-        rows.extend(_backbone_rows(points, voxel, shape, coords, timed, repeats, quick))
+    xg = x.replace_feature(feats.clone().requires_grad_(True))
+    stg = st.replace_feature(feats.clone().requires_grad_(True))
+    grad = torch.randn(n, 64)
+    ours = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
+    ref = timed(lambda: twin(stg).features.backward(grad), repeats=repeats)
+    rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": ours, "ref": "spconv CPU",
+                 "ref_s": ref, "speedup": ref / ours, "gflops": round(3 * flops / ours / 1e9, 1)})
+
+    # strided conv, map included (fresh tensors every call)
+    down = sp.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False)
+    down_ref = spconv.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False, algo=ConvAlgo.Native)
+    down_ref.load_state_dict(down.state_dict())
+    with torch.no_grad():
+        ours = timed(lambda: down(sp.SparseTensor(feats, coords, shape, 1)), repeats=repeats)
+        ref = timed(lambda: down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1)), repeats=repeats)
+        y_ours = down(sp.SparseTensor(feats, coords, shape, 1))
+        y_ref = down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1))
+    rows.append({"case": f"strided conv k3 s2 64->64 (map included), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
+                 "ref_s": ref, "speedup": ref / ours,
+                 "max_rel_diff": _rel_diff(_sorted_rows(y_ours.coords, y_ours.feats),
+                                           _sorted_rows(y_ref.indices, y_ref.features))})
+
+    rows.extend(_backbone_rows(points, voxel, shape, coords, timed, repeats, quick))
     return rows
 
 
@@ -155,9 +163,9 @@ def _backbone_rows(points, voxel, shape, coords, timed, repeats, quick) -> list[
     out_ref = step("spconv")
     grads_ref = [p.grad.clone() for p in net.parameters()]
     bitwise = torch.equal(out_ours.feats, out_again.feats) and all(
-        torch.equal(g1, g2) for g1, g2 in zip(grads_ours, grads_again))
+        torch.equal(g1, g2) for g1, g2 in zip(grads_ours, grads_again, strict=True))
     feat_diff = _rel_diff(_sorted_rows(out_ours.coords, out_ours.feats), _sorted_rows(out_ref.coords, out_ref.feats))
-    grad_diff = max(_rel_diff(g1, g2) for g1, g2 in zip(grads_ours, grads_ref))
+    grad_diff = max(_rel_diff(g1, g2) for g1, g2 in zip(grads_ours, grads_ref, strict=True))
     mem_ours = peak_rss_mib(lambda: step("native"))
     mem_ref = peak_rss_mib(lambda: step("spconv"))
     rows = [{"case": f"VoxelBackBone8x stages fwd + bwd, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
