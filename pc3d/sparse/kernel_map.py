@@ -60,6 +60,18 @@ class KernelMap:
         return self._on_device[key]
 
 
+def sync_threads() -> None:
+    """Run the numba kernels on as many threads as torch uses, and leave torch's count as it was.
+
+    numba's OpenMP pool shares libgomp with torch; launching it (once per process) resets the
+    OpenMP thread count, which is what torch.get_num_threads() reports.
+    """
+    n = torch.get_num_threads()
+    use_threads(n)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+
+
 def _tuple(value, ndim: int, name: str) -> tuple[int, ...]:
     out = (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
     if len(out) != ndim:
@@ -99,7 +111,7 @@ def _sorted_keys(coords: np.ndarray, extents: np.ndarray, shift: np.ndarray):
 def submanifold_map(x, kernel_size, dilation) -> KernelMap:
     """Map of a submanifold conv: outputs are the input sites; offset k reads o + (k - k//2) * d."""
     ndim = x.ndim
-    use_threads(torch.get_num_threads())
+    sync_threads()
     coords = x.coords.cpu().numpy()
     radius = [(k // 2) * d for k, d in zip(kernel_size, dilation, strict=False)]
     reach = [(k - 1) * d for k, d in zip(kernel_size, dilation, strict=False)]
@@ -122,7 +134,7 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
     """Map of a strided (or generative transposed) conv; output sites are sorted (batch, z, y, x)."""
     out_shape = conv_output_shape(x.spatial_shape, kernel_size, stride, padding, dilation, transposed,
                                   output_padding)
-    use_threads(torch.get_num_threads())
+    sync_threads()
     coords = x.coords.cpu().numpy()
     pair_keys, pair_in, pair_k = km.conv_pairs(coords, out_shape, kernel_size, stride, padding, dilation,
                                                transposed)
@@ -131,6 +143,8 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
     sorted_keys, order = km.radix_argsort(pair_keys, max_key)
     out_keys, nbr, dup = km.table_from_sorted_pairs(sorted_keys, pair_in[order], pair_k[order],
                                                     int(np.prod(kernel_size)))
+    if dup < 0:
+        dup = _unreached_duplicate(coords, pair_in, np.array([x.batch_size, *x.spatial_shape], np.int64))
     if dup >= 0:
         raise SparseTensorError(f"duplicate coordinate {coords[dup].tolist()} (row {dup}); merge "
                                 "duplicates before building a SparseTensor")
@@ -141,3 +155,18 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
         out_stride = tuple(s * k for s, k in zip(x.stride, stride, strict=False))
     return KernelMap(nbr, len(coords), tuple(kernel_size), out_coords, out_shape, x.coords,
                      x.spatial_shape, x.stride, out_stride)
+
+
+def _unreached_duplicate(coords: np.ndarray, pair_in: np.ndarray, extents: np.ndarray) -> int:
+    """Row of a duplicated site among the inputs that reach no output (no pair shows it), or -1."""
+    unreached = np.ones(len(coords), bool)
+    unreached[pair_in] = False
+    rows = np.flatnonzero(unreached)
+    if len(rows) < 2:
+        return -1
+    keys = km.linear_keys(coords[rows], extents, np.zeros(len(extents), np.int64))
+    if km.is_sorted_strictly(keys):
+        return -1
+    sorted_keys, order = km.radix_argsort(keys, int(np.prod(extents.astype(np.float64))))
+    dup = km.first_duplicate(sorted_keys)
+    return -1 if dup < 0 else int(rows[order[dup]])

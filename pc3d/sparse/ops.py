@@ -11,10 +11,9 @@ import numpy as np
 import torch
 from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
-from pc3d_ops.threads import use_threads
 
 from pc3d.errors import SparseTensorError
-from pc3d.sparse.kernel_map import KernelMap
+from pc3d.sparse.kernel_map import KernelMap, sync_threads
 
 _NUMBA_DTYPES = (torch.float32, torch.float64)
 
@@ -37,7 +36,7 @@ def check_unique(x) -> None:
 
 def _sync_threads() -> None:
     """Run numba kernels on as many threads as torch uses (the user's one knob)."""
-    use_threads(torch.get_num_threads())
+    sync_threads()
 
 
 def _weight_kgio(weight: torch.Tensor, groups: int) -> torch.Tensor:
