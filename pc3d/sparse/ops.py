@@ -22,7 +22,7 @@ def check_unique(x) -> None:
     """Raise SparseTensorError if a site of x appears twice."""
     if len(x) < 2:
         return
-    _sync_threads()
+    sync_threads()
     coords = x.coords.cpu().numpy()
     extents = np.array([x.batch_size, *x.spatial_shape], np.int64)
     keys = km.linear_keys(coords, extents, np.zeros(len(extents), np.int64))
@@ -32,11 +32,6 @@ def check_unique(x) -> None:
     dup = km.first_duplicate(sorted_keys)
     if dup >= 0:
         raise SparseTensorError(f"duplicate coordinate {coords[int(order[dup])].tolist()}")
-
-
-def _sync_threads() -> None:
-    """Run numba kernels on as many threads as torch uses (the user's one knob)."""
-    sync_threads()
 
 
 def _weight_kgio(weight: torch.Tensor, groups: int) -> torch.Tensor:
@@ -54,7 +49,7 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         out = feats.new_empty((n_out, groups * cout_g))
         if n_out:
-            _sync_threads()
+            sync_threads()
             kernels.gather_gemm_scatter(groups, cin_g, cout_g)(
                 feats.contiguous().numpy(), w.numpy(), nbr_np, out.numpy())
         return out
@@ -76,7 +71,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
         partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
         if nbr_np.shape[0]:
-            _sync_threads()
+            sync_threads()
             kernels.weight_gradient(groups, cin_g, cout_g)(
                 feats.contiguous().numpy(), grad.contiguous().numpy(), nbr_np, partial)
         total = partial[0].copy()
@@ -135,7 +130,7 @@ class _SparseMaxPoolFunction(torch.autograd.Function):
         if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
             out = feats.new_empty((nbr.shape[0], feats.shape[1]))
             argmax = np.empty((nbr.shape[0], feats.shape[1]), np.int64)
-            _sync_threads()
+            sync_threads()
             kernels.max_pool(feats.contiguous().numpy(), nbr, out.numpy(), argmax)
             argmax = torch.from_numpy(argmax)
         else:
