@@ -24,3 +24,19 @@ def rng() -> np.random.Generator:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: end-to-end tests that train or run long")
+
+
+def random_sparse(shape, channels, *, batch=2, occupancy=0.3, empty=None, seed=0):
+    """float32 SparseTensor on shuffled random sites of a [batch, *shape] grid; sample `empty` has none."""
+    import torch
+
+    from pc3d.sparse import SparseTensor
+
+    rng = np.random.default_rng(seed)
+    mask = rng.random((batch, *shape)) < occupancy
+    if empty is not None:
+        mask[empty] = False
+    coords = np.argwhere(mask).astype(np.int32)
+    coords = coords[rng.permutation(len(coords))]
+    feats = rng.standard_normal((len(coords), channels)).astype(np.float32)
+    return SparseTensor(torch.from_numpy(feats), torch.from_numpy(coords), shape, batch)

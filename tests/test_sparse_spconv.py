@@ -6,7 +6,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from conftest import sample_path
+from conftest import random_sparse, sample_path
 from torch import nn
 
 import pc3d.sparse as sp
@@ -22,15 +22,10 @@ RTOL = 1e-4  # relative to the largest magnitude of the reference
 
 
 def random_tensor(shape=SHAPE, channels=4, *, batch=2, occupancy=0.3, empty=None, seed=0):
-    """float32 SparseTensor on shuffled random sites (sample `empty` has none), features requiring grad."""
-    rng = np.random.default_rng(seed)
-    mask = rng.random((batch, *shape)) < occupancy
-    if empty is not None:
-        mask[empty] = False
-    coords = np.argwhere(mask).astype(np.int32)
-    coords = coords[rng.permutation(len(coords))]
-    feats = torch.from_numpy(rng.standard_normal((len(coords), channels)).astype(np.float32))
-    return SparseTensor(feats.requires_grad_(), torch.from_numpy(coords), shape, batch)
+    """float32 SparseTensor on shuffled random sites with features requiring grad."""
+    x = random_sparse(shape, channels, batch=batch, occupancy=occupancy, empty=empty, seed=seed)
+    x.feats.requires_grad_()
+    return x
 
 
 def clone_input(x):

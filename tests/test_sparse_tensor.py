@@ -9,6 +9,7 @@ import weakref
 import numpy as np
 import pytest
 import torch
+from conftest import random_sparse
 from pc3d_ops import sparse_conv as kernels
 
 import pc3d.sparse as sp
@@ -22,14 +23,8 @@ SHAPE = (7, 9, 11)
 
 def random_tensor(shape=SHAPE, channels=4, *, batch=2, occupancy=0.3, empty=None, seed=0):
     """float32 SparseTensor on shuffled random sites; sample `empty` has none."""
-    rng = np.random.default_rng(seed)
-    mask = rng.random((batch, *shape)) < occupancy
-    if empty is not None:
-        mask[empty] = False
-    coords = np.argwhere(mask).astype(np.int32)
-    coords = coords[rng.permutation(len(coords))]
-    feats = rng.standard_normal((len(coords), channels)).astype(np.float32)
-    return SparseTensor(torch.from_numpy(feats), torch.from_numpy(coords), shape, batch)
+    x = random_sparse(shape, channels, batch=batch, occupancy=occupancy, empty=empty, seed=seed)
+    return x
 
 
 @pytest.fixture(autouse=True)
