@@ -21,6 +21,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from .microkernel import mac_rows
+
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
          "cache": True}
 ROWS_PER_BLOCK = 256
@@ -29,8 +31,63 @@ MAX_WGRAD_TASKS = 16
 
 
 @functools.cache
-def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
-    """Kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g], nbr [N_out, K], out [N_out, G*cout_g])."""
+def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, vectorised: bool = False):
+    """Kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g], nbr [N_out, K], out [N_out, G*cout_g]).
+
+    With `vectorised` (cout_g a multiple of the vector width, see `microkernel.vector_lanes`), the
+    active pairs of each offset are collected per block and multiplied a few rows at a time by the
+    register-blocked micro-kernel; otherwise by plain loops that LLVM vectorises when cout_g is wide.
+    """
+    return (_micro_gather_gemm_scatter if vectorised else _loop_gather_gemm_scatter)(groups, cin_g, cout_g)
+
+
+def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
+    cout = groups * cout_g
+    block = ROWS_PER_BLOCK
+    rows = 8 if cout_g <= 16 else 4  # accumulators that fit the register file with the weight rows
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, weight, nbr, out):
+        n_out, kvol = nbr.shape
+        cin = feats.shape[1]
+        x = feats.reshape(-1)
+        w = weight.reshape(-1)
+        n_blocks = (n_out + block - 1) // block
+        for blk in prange(n_blocks):
+            o0 = blk * block
+            o1 = min(n_out, o0 + block)
+            acc = np.zeros((o1 - o0) * cout, out.dtype)
+            x_offs = np.empty(block, np.int64)
+            acc_offs = np.empty(block, np.int64)
+            for k in range(kvol):
+                n = 0
+                for o in range(o0, o1):
+                    i = nbr[o, k]
+                    if i >= 0:
+                        x_offs[n] = i * cin
+                        acc_offs[n] = (o - o0) * cout
+                        n += 1
+                for g in range(groups):
+                    w_off = (k * groups + g) * cin_g * cout_g
+                    if g > 0:  # step the gathered offsets to this group's channels
+                        for p in range(n):
+                            x_offs[p] += cin_g
+                            acc_offs[p] += cout_g
+                    p = 0
+                    while p + rows <= n:
+                        mac_rows(rows, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                        p += rows
+                    while p < n:
+                        mac_rows(1, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                        p += 1
+            for o in range(o0, o1):
+                for c in range(cout):
+                    out[o, c] = acc[(o - o0) * cout + c]
+
+    return kernel
+
+
+def _loop_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
     cout = groups * cout_g
     block = ROWS_PER_BLOCK
 
@@ -68,10 +125,69 @@ def wgrad_tasks(n_out: int) -> int:
 
 
 @functools.cache
-def weight_gradient(groups: int, cin_g: int, cout_g: int):
+def weight_gradient(groups: int, cin_g: int, cout_g: int, vectorised: bool = False):
     """Kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], nbr [N_out, K], partial [T, K, G, cin_g, cout_g]).
 
-    Per block of output rows and offset, the active pairs are taken four at a time: one load and
+    With `vectorised` (cout_g one vector wide: the loops below run scalar there), each block's pairs
+    of one offset are gathered into contiguous [cin_g, n] and [n, cout_g] panels and multiplied by
+    the micro-kernel. From two vectors up the loops below are faster: they need no panels.
+    """
+    return (_micro_weight_gradient if vectorised else _loop_weight_gradient)(groups, cin_g, cout_g)
+
+
+def _micro_weight_gradient(groups: int, cin_g: int, cout_g: int):
+    block = ROWS_PER_BLOCK
+    rows = 8 if cout_g <= 16 else 4
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, grad, nbr, partial):
+        n_out, kvol = nbr.shape
+        n_tasks = partial.shape[0]
+        per_task = (n_out + n_tasks - 1) // n_tasks
+        acc = partial.reshape(-1)
+        for t in prange(n_tasks):
+            ins = np.empty(block, np.int64)
+            outs = np.empty(block, np.int64)
+            x_panel = np.empty(cin_g * block, feats.dtype)  # [cin_g, n]: row a holds feature a of each pair
+            g_panel = np.empty(block * cout_g, feats.dtype)  # [n, cout_g]
+            x_offs = np.empty(cin_g, np.int64)
+            acc_offs = np.empty(cin_g, np.int64)
+            task_end = min(n_out, (t + 1) * per_task)
+            for b0 in range(t * per_task, task_end, block):
+                b1 = min(task_end, b0 + block)
+                for k in range(kvol):
+                    n = 0
+                    for o in range(b0, b1):
+                        i = nbr[o, k]
+                        if i >= 0:
+                            ins[n] = i
+                            outs[n] = o
+                            n += 1
+                    if n == 0:
+                        continue
+                    for g in range(groups):
+                        for p in range(n):
+                            for a in range(cin_g):
+                                x_panel[a * n + p] = feats[ins[p], g * cin_g + a]
+                            for b in range(cout_g):
+                                g_panel[p * cout_g + b] = grad[outs[p], g * cout_g + b]
+                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
+                        for a in range(cin_g):
+                            x_offs[a] = a * n
+                            acc_offs[a] = base + a * cout_g
+                        r = 0
+                        while r + rows <= cin_g:
+                            mac_rows(rows, cout_g, acc, acc_offs, x_panel, x_offs, r, g_panel, 0, n)
+                            r += rows
+                        while r < cin_g:
+                            mac_rows(1, cout_g, acc, acc_offs, x_panel, x_offs, r, g_panel, 0, n)
+                            r += 1
+
+    return kernel
+
+
+def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
+    """Per block of output rows and offset, the active pairs are taken four at a time: one load and
     store of a weight-gradient row serves four rank-1 updates, and the offset's gradient block
     stays in L1.
     """

@@ -153,6 +153,11 @@ SUBM_CASES = [  # (shape, cin, cout, kernel, dilation, groups, bias)
     ((7, 9, 11), 4, 6, 3, 1, 2, True),
     ((13, 11), 4, 6, 3, 1, 2, False),
     ((7, 9, 11), 4, 4, 3, 1, 4, True),
+    # output widths that are whole vectors take the register-blocked micro-kernel (8 float64 lanes)
+    ((7, 9, 11), 8, 16, 3, 1, 1, True),
+    ((7, 9, 11), 5, 24, 3, 2, 1, False),
+    ((7, 9, 11), 16, 16, 3, 1, 2, True),
+    ((13, 11), 16, 8, 3, 1, 1, False),
 ]
 
 
@@ -169,6 +174,21 @@ def test_subm_matches_dense_conv(shape, cin, cout, kernel, dilation, groups, bia
     assert y.coords is x.coords and y.spatial_shape == x.spatial_shape
     ref = dense_conv(x, m, 1, tuple(kk // 2 * dd for kk, dd in zip(k, d, strict=True)), d)
     torch.testing.assert_close(y.feats, at_sites(ref, x.coords), **TOL)
+
+
+@pytest.mark.parametrize("cin,cout,groups", [(4, 16, 1), (16, 32, 1), (32, 16, 1), (32, 64, 2), (3, 48, 1)])
+def test_float32_micro_kernel_matches_float64_reference(cin, cout, groups):
+    """float32 widths of whole 16-lane vectors (the micro-kernel path), forward and feature gradient."""
+    x64 = random_tensor((9, 10, 11), cin, occupancy=0.4, seed=3)
+    m = sp.SubMConv3d(cin, cout, 3, groups=groups).double()
+    feats = x64.feats.clone().requires_grad_(True)
+    y64 = m(x64.replace_feature(feats))
+    y64.feats.square().sum().backward()
+    feats32 = x64.feats.float().requires_grad_(True)
+    y32 = m.float()(x64.replace_feature(feats32))
+    y32.feats.square().sum().backward()
+    torch.testing.assert_close(y32.feats.double(), y64.feats.detach(), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(feats32.grad.double(), feats.grad, rtol=1e-4, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------- strided conv
@@ -337,10 +357,10 @@ def tiny(shape=(6, 7), channels=4, seed=1):
     return random_tensor(shape, channels, batch=1, occupancy=occupancy_, seed=seed)
 
 
-@pytest.mark.parametrize("groups,cout", [(1, 6), (2, 6), (4, 4)])
-def test_gradcheck_subm(groups, cout, one_thread):
-    """SubM conv (plain, grouped, depthwise): analytic gradients w.r.t. features and weight."""
-    gradcheck_module(sp.SubMConv2d(4, cout, 3, groups=groups).double(), tiny())
+@pytest.mark.parametrize("cin,groups,cout", [(4, 1, 6), (4, 2, 6), (4, 4, 4), (8, 1, 8), (16, 2, 16)])
+def test_gradcheck_subm(cin, groups, cout, one_thread):
+    """SubM conv (plain, grouped, depthwise, micro-kernel widths): gradients w.r.t. features and weight."""
+    gradcheck_module(sp.SubMConv2d(cin, cout, 3, groups=groups).double(), tiny(channels=cin))
 
 
 @pytest.mark.parametrize("shape,kernel,stride,padding", [((6, 7), 3, 2, 1), ((4, 4, 5), 2, 2, 0)])

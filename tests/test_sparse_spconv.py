@@ -11,7 +11,7 @@ from torch import nn
 
 import pc3d.sparse as sp
 from pc3d.sparse import SparseTensor
-from pc3d.voxel import unique_voxels
+from pc3d.voxel import grid_sample
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")  # spconv 2.3.6 warns about torch.cuda.amp on import
@@ -140,7 +140,7 @@ def test_backbone_stack_matches_spconv():
 def test_real_scan_subm_strided_inverse_match_spconv():
     """On the real 360-degree scan (0.4 m voxels, 16 channels) SubM + strided + inverse match spconv."""
     points = np.load(sample_path("scan360/benchmark-pc.npz"))["pc"]
-    coords, spatial_shape, _, _ = unique_voxels(points, 0.4)
+    coords, spatial_shape, _, _ = grid_sample(points, 0.4)
     assert len(coords) > 10_000
     feats = torch.from_numpy(np.random.default_rng(0).standard_normal((len(coords), 16)).astype(np.float32))
     x = SparseTensor(feats, torch.from_numpy(coords), spatial_shape, 1)

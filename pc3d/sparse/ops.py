@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
+from pc3d_ops.microkernel import vector_lanes
 
 from pc3d.errors import SparseTensorError
 from pc3d.sparse.kernel_map import KernelMap, sync_threads
@@ -50,8 +51,9 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
         out = feats.new_empty((n_out, groups * cout_g))
         if n_out:
             sync_threads()
-            kernels.gather_gemm_scatter(groups, cin_g, cout_g)(
-                feats.contiguous().numpy(), w.numpy(), nbr_np, out.numpy())
+            x = feats.contiguous().numpy()
+            vectorised = cout_g % vector_lanes(x.dtype) == 0
+            kernels.gather_gemm_scatter(groups, cin_g, cout_g, vectorised)(x, w.numpy(), nbr_np, out.numpy())
         return out
     nbr = kmap.table_on(feats.device, transposed) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros((n_out, groups * cout_g))
@@ -72,8 +74,9 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
         partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
         if nbr_np.shape[0]:
             sync_threads()
-            kernels.weight_gradient(groups, cin_g, cout_g)(
-                feats.contiguous().numpy(), grad.contiguous().numpy(), nbr_np, partial)
+            x = feats.contiguous().numpy()
+            vectorised = cout_g == vector_lanes(x.dtype)
+            kernels.weight_gradient(groups, cin_g, cout_g, vectorised)(x, grad.contiguous().numpy(), nbr_np, partial)
         total = partial[0].copy()
         for t in range(1, tasks):  # fixed order: deterministic
             total += partial[t]

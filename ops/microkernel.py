@@ -1,0 +1,84 @@
+"""A register-blocked multiply-accumulate over a few gathered rows, emitted as LLVM vector IR.
+
+numba gives no SIMD intrinsics, and LLVM scalarises the natural loop nest when the output width
+is 16 or 32 (the short channel loop is fully unrolled and the SLP vectoriser cannot prove the
+accumulator does not alias the inputs). This intrinsic keeps `rows x (cols / lanes)` accumulators
+in vector registers across the whole reduction, which is what a GEMM micro-kernel does:
+
+    acc[acc_offs[p + r] + c] += sum_a x[x_offs[p + r] + a] * w[w_off + a * cols + c]
+
+for r < rows and c < cols, with `cols` a multiple of the vector width (64 bytes: 16 float32 or
+8 float64). On CPUs without 512-bit registers LLVM splits each vector in two.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+VECTOR_BYTES = 64
+
+
+def vector_lanes(dtype) -> int:
+    """Elements of `dtype` in one vector (16 for float32, 8 for float64)."""
+    return VECTOR_BYTES // np.dtype(dtype).itemsize
+
+
+@intrinsic(prefer_literal=True)
+def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth):
+    """mac_rows(rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth); rows and cols compile-time ints.
+
+    A module-level intrinsic (not a closure) so that numba's on-disk cache of the kernels that call
+    it stays valid across processes.
+    """
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+        raise TypingError("mac_rows needs compile-time constant rows and cols")
+    # the literal types stay in the signature: numba reuses a lowering for an equal signature
+    sig = types.void(rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth)
+    rows, cols = rows.literal_value, cols.literal_value
+
+    def codegen(context, builder, signature, args):
+        acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, depth_v = args[2:]
+        acc_t, acc_offs_t, x_t, x_offs_t, _, w_t = signature.args[2:8]
+        i64 = ir.IntType(64)
+        elem = context.get_value_type(acc_t.dtype)
+        width = VECTOR_BYTES // context.get_abi_sizeof(elem)
+        vec = ir.VectorType(elem, width)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+
+        def data(typ, value):
+            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        def vector_at(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
+
+        acc_p, x_p, w_p = data(acc_t, acc_v), data(x_t, x_v), data(w_t, w_v)
+        acc_offs_p, x_offs_p = data(acc_offs_t, acc_offs_v), data(x_offs_t, x_offs_v)
+        x_rows = [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
+        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(cols // width)]
+                for _ in range(rows)]
+        with cgutils.for_range(builder, depth_v) as loop:
+            w_row = builder.add(w_off_v, builder.mul(loop.index, const(cols)))
+            w_vecs = [builder.load(vector_at(w_p, builder.add(w_row, const(l * width))), align=4)
+                      for l in range(cols // width)]
+            for r in range(rows):
+                s = builder.load(builder.gep(x_p, [builder.add(x_rows[r], loop.index)]))
+                s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+                s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), splat)
+                for l, w_vec in enumerate(w_vecs):
+                    prod = builder.fmul(s, w_vec, flags=("contract",))
+                    builder.store(builder.fadd(builder.load(sums[r][l]), prod, flags=("contract",)), sums[r][l])
+        for r in range(rows):
+            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))]))
+            for l in range(cols // width):
+                ptr = vector_at(acc_p, builder.add(base, const(l * width)))
+                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
