@@ -1,0 +1,89 @@
+"""Exact point neighbourhoods: k nearest neighbours and radius neighbours, memory O(Q k + R).
+
+The reference points are sorted into a uniform 3D grid (cells sorted by key); each query searches
+growing shells of cells and stops once no unvisited cell can hold a nearer point, so the answer
+equals brute force (ties: lower reference index first) without a Q x R distance matrix.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from pc3d_ops import neighbors as _k
+
+from pc3d.errors import ConfigError
+
+from ._arrays import check_points, check_positive, like, sync_threads
+
+# cells never finer than the extent / 2^20, so linear cell keys fit in int64
+_MAX_CELLS_PER_AXIS = 2**20
+
+
+def _positive_int(value: int, name: str) -> int:
+    if int(value) != value or value < 1:
+        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _xyz64(points: Any, name: str) -> np.ndarray:
+    return np.ascontiguousarray(check_points(points, name)[:, :3], np.float64)
+
+
+def _floor_side(ref: np.ndarray) -> float:
+    extent = float(np.ptp(ref, axis=0).max()) if len(ref) else 0.0
+    return max(extent / _MAX_CELLS_PER_AXIS, 1e-9)
+
+
+def _knn_grid(ref: np.ndarray, k: int):
+    """A grid whose occupied cells hold about k / 2 points each: the 27 cells around a query then
+    usually hold the answer. Two refinements adapt the first (uniform-density) guess to clouds
+    that lie on surfaces, as LiDAR sweeps do."""
+    extent = np.maximum(np.ptp(ref, axis=0), 1e-3)
+    target = max(k / 2, 2.0)
+    side = max(float(np.cbrt(np.prod(extent) * target / len(ref))), _floor_side(ref))
+    grid = _k.build_grid(ref, side)
+    for _ in range(2):
+        occupancy = len(ref) / len(grid[2])
+        if target / 2 <= occupancy <= target * 2:
+            break
+        # occupancy of a surface-like cloud grows with the cell's area
+        side = max(side * float(np.sqrt(target / occupancy)), _floor_side(ref))
+        grid = _k.build_grid(ref, side)
+    return side, grid
+
+
+def knn(query: Any, ref: Any, k: int) -> tuple[Any, Any]:
+    """Exact k nearest neighbours of each query point among the reference points.
+
+    query: [Q, 3+]; ref: [R, 3+] (x, y, z first). Returns (dist2 float32 [Q, k] squared distances,
+    ascending; idx int64 [Q, k] rows of ref), padded with inf / -1 when R < k. Numpy or torch
+    (like query).
+    """
+    k = _positive_int(k, "k")
+    q = _xyz64(query, "query")
+    r = _xyz64(ref, "ref")
+    if len(r) == 0 or len(q) == 0:
+        return like(np.full((len(q), k), np.inf, np.float32), query), like(np.full((len(q), k), -1, np.int64), query)
+    side, (origin, dims, keys, starts, sorted_xyz, sorted_idx) = _knn_grid(r, k)
+    sync_threads()
+    dist, idx = _k.search(q, origin, dims, side, keys, starts, sorted_xyz, sorted_idx, k, np.inf)
+    return like(dist.astype(np.float32), query), like(idx, query)
+
+
+def radius_neighbors(query: Any, ref: Any, radius: float, max_neighbors: int) -> Any:
+    """Indices int64 [Q, max_neighbors] of the nearest reference points within radius (inclusive).
+
+    Nearest first (ties: lower index), padded with -1 where fewer are in range. query: [Q, 3+];
+    ref: [R, 3+]. Numpy or torch (like query).
+    """
+    k = _positive_int(max_neighbors, "max_neighbors")
+    radius = check_positive(radius, "radius")
+    q = _xyz64(query, "query")
+    r = _xyz64(ref, "ref")
+    if len(r) == 0 or len(q) == 0:
+        return like(np.full((len(q), k), -1, np.int64), query)
+    side = max(radius, _floor_side(r))
+    origin, dims, keys, starts, sorted_xyz, sorted_idx = _k.build_grid(r, side)
+    sync_threads()
+    _, idx = _k.search(q, origin, dims, side, keys, starts, sorted_xyz, sorted_idx, k, radius)
+    return like(idx, query)
