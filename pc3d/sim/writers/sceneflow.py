@@ -1,0 +1,127 @@
+"""Scene-flow layouts of HPLFlowNet's preprocessing: one folder per sample with pc1.npy and pc2.npy
+(float32 N x 3, same index = same point, flow = pc2 - pc1), only points visible in both frames.
+
+    KITTI_processed_occ_final/NNNNNN/{pc1,pc2}.npy
+        camera frame with x left, y up, z forward (HPLFlowNet's kitti_utils negates x and y of the
+        rectified camera); camera field of view only, ground (y < -1.4 in both clouds) and depth
+        >= 35 m removed, as the loaders expect.
+    FlyingThings3D_subset_processed_35m/{train,val}/NNNNNNN/{pc1,pc2}.npy
+        x right, y up, z = -depth (HPLFlowNet's loader negates x and z); points nearer than 35 m.
+        Random primitives fly in front of a moving camera, as in FlyingThings3D.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..ground_truth import in_camera_fov, kitti_calib
+from ..primitives import Parts, box, cylinder, ellipsoid
+from ..world import World
+
+KITTI_DIR = "KITTI_processed_occ_final"
+FT3D_DIR = "FlyingThings3D_subset_processed_35m"
+
+
+def _save(folder: Path, pc1: np.ndarray, pc2: np.ndarray) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "pc1.npy", np.ascontiguousarray(pc1, dtype="<f4"))
+    np.save(folder / "pc2.npy", np.ascontiguousarray(pc2, dtype="<f4"))
+
+
+def _visible(world: World, origin: np.ndarray, targets: np.ndarray, tolerance: float = 0.1) -> np.ndarray:
+    """bool [N]: no surface of world lies between origin and each target (beyond the tolerance)."""
+    d = targets - origin
+    dist = np.linalg.norm(d, axis=1)
+    rng, _, _ = world.cast(np.broadcast_to(origin, d.shape), d / np.maximum(dist, 1e-9)[:, None], 1e4)
+    return rng > dist - tolerance
+
+
+def write_sceneflow_kitti(out, pairs, seed, spec, sequence_length, density, tick) -> None:
+    from ..api import outdoor_frames
+
+    calib = kitti_calib()
+    root = Path(out) / KITTI_DIR
+    for n, (_, scene, frame) in enumerate(outdoor_frames(pairs, seed, spec, frames_per_scene=sequence_length,
+                                                         flow=True, density=density)):
+        pc1 = frame.points[:, :3].astype(np.float64)
+        pc2 = pc1 + frame.flow
+        # occluded at t + dt: something else lies in front of the moved point
+        next_world = scene.world(frame.time + 0.1)
+        next_sensor = scene.vehicle_pose(frame.time + 0.1) @ spec.mount
+        moved_road = pc2 @ next_sensor[:3, :3].T + next_sensor[:3, 3]
+        keep = in_camera_fov(pc1, calib) & in_camera_fov(pc2, calib)
+        keep &= _visible(next_world, next_sensor[:3, 3], moved_road)
+        c1 = np.asarray(calib.lidar_to_rect(pc1[keep]), np.float64) * (-1.0, -1.0, 1.0)
+        c2 = np.asarray(calib.lidar_to_rect(pc2[keep]), np.float64) * (-1.0, -1.0, 1.0)
+        ground = (c1[:, 1] < -1.4) & (c2[:, 1] < -1.4)
+        near = (c1[:, 2] < 35.0) & (c2[:, 2] < 35.0)
+        _save(root / f"{n:06d}", c1[~ground & near], c2[~ground & near])
+        tick(n + 1)
+
+
+def _random_rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
+    axis = rng.standard_normal(3)
+    axis /= np.linalg.norm(axis)
+    angle = rng.uniform(-max_angle, max_angle)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+
+
+def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int = 180,
+                       objects: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(pc1, pc2) float64 [N, 3] in the camera frames (x right, y down, z forward) of t and t + 1."""
+    items, motions = [], []
+    # a room-sized backdrop so every ray hits something
+    items.append((box((0.0, 0.0, rng.uniform(30, 40)), (120.0, 80.0, 1.0)), 0, 0.5))
+    motions.append((np.eye(3), np.zeros(3)))
+    for _ in range(objects):
+        centre = np.array([rng.uniform(-8, 8), rng.uniform(-5, 5), rng.uniform(4, 28)])
+        rotation = _random_rotation(rng, np.pi)
+        kind = rng.integers(0, 3)
+        if kind == 0:
+            row = box(centre, rng.uniform(0.3, 3.0, 3), rotation)
+        elif kind == 1:
+            row = cylinder(centre, rng.uniform(0.2, 1.2), rng.uniform(0.5, 3.0), rotation)
+        else:
+            row = ellipsoid(centre, rng.uniform(0.3, 1.5, 3), rotation)
+        items.append((row, 0, 0.5))
+        motions.append((_random_rotation(rng, np.deg2rad(8)), rng.normal(0, 0.3, 3)))
+    parts = Parts.build(items)
+    owner = np.arange(len(parts), dtype=np.int32)
+    world0 = World(parts.rows, parts.semantic, parts.reflectivity, owner)
+    f = 1050.0 * width / 960.0
+    u, v = np.meshgrid(np.arange(width) + 0.5 - width / 2, np.arange(height) + 0.5 - height / 2)
+    dirs = np.stack([u.ravel() / f, v.ravel() / f, np.ones(u.size)], 1)
+    dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+    rng_m, prim, _ = world0.cast(np.zeros_like(dirs), dirs, 1e4)
+    hit = prim >= 0
+    pc1 = dirs[hit] * rng_m[hit, None]
+    rot = np.stack([m[0] for m in motions])
+    trans = np.stack([m[1] for m in motions])
+    rows1 = parts.rows.copy()
+    for i, (r, t) in enumerate(motions):  # each object turns about its own centre and moves
+        rows1[i, 1:4] = parts.rows[i, 1:4] + t
+        rows1[i, 4:13] = (r @ parts.rows[i, 4:13].reshape(3, 3)).ravel()
+    o = prim[hit]
+    moved = np.einsum("nij,nj->ni", rot[o], pc1 - parts.rows[o, 1:4]) + parts.rows[o, 1:4] + trans[o]
+    cam_r, cam_t = _random_rotation(rng, np.deg2rad(3)), rng.normal(0, 0.3, 3)
+    world1 = World(rows1, parts.semantic, parts.reflectivity, owner)
+    visible = _visible(world1, cam_t, moved)
+    pc2 = (moved - cam_t) @ cam_r  # camera at t + 1: x_world = cam_r @ x_cam + cam_t
+    return pc1[visible], pc2[visible]
+
+
+def write_sceneflow_ft3d(out, pairs, seed, tick) -> None:
+    root = Path(out) / FT3D_DIR
+    n_train = min(pairs - 1, max(1, round(0.8 * pairs))) if pairs > 1 else pairs
+    for n in range(pairs):
+        rng = np.random.default_rng([int(seed), n, 7])
+        pc1, pc2 = flying_things_pair(rng)
+        # disk frame: x right, y up, z = -depth
+        flip = np.array([1.0, -1.0, -1.0])
+        pc1, pc2 = pc1 * flip, pc2 * flip
+        near = (pc1[:, 2] > -35.0) & (pc2[:, 2] > -35.0)
+        split, index = ("train", n) if n < n_train else ("val", n - n_train)
+        _save(root / split / f"{index:07d}", pc1[near], pc2[near])
+        tick(n + 1)

@@ -1,0 +1,79 @@
+"""SemanticKITTI layout (semantic-kitti-api README):
+
+    sequences/SS/velodyne/NNNNNN.bin   float32 x, y, z, remission (N x 4)
+    sequences/SS/labels/NNNNNN.label   uint32: semantic raw id (lower 16 bits) | instance id << 16
+    sequences/SS/calib.txt             P0..P3 and Tr (velodyne -> left camera), 12 values each
+    sequences/SS/poses.txt             3x4 left-camera poses relative to the first frame, one per line
+    sequences/SS/times.txt             seconds since the first frame, one per line
+
+Poses follow the devkit: LiDAR pose = Tr^-1 @ pose @ Tr, so pose = Tr @ lidar_pose @ Tr^-1.
+Sequences are numbered 00, 01, ...; the devkit's split puts 08 in valid and 11..21 in test.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ..ground_truth import kitti_calib
+from ..simulator import SimFrame
+
+
+def calib_text() -> str:
+    calib = kitti_calib()
+    rows = [(f"P{i}", getattr(calib, f"P{i}")) for i in range(4)] + [("Tr", calib.Tr_velo_to_cam)]
+    return "".join(f"{name}: " + " ".join(f"{v:.12e}" for v in m.ravel()) + "\n" for name, m in rows)
+
+
+def encode_labels(semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
+    """uint32 [N] = semantic | instance << 16."""
+    return (semantic.astype(np.uint32) & 0xFFFF) | (instance.astype(np.uint32) << np.uint32(16))
+
+
+class SequenceWriter:
+    """Writes the frames of one sequence; poses and times are written on close()."""
+
+    def __init__(self, root: str | Path, sequence: int):
+        self.dir = Path(root) / "sequences" / f"{sequence:02d}"
+        (self.dir / "velodyne").mkdir(parents=True, exist_ok=True)
+        (self.dir / "labels").mkdir(parents=True, exist_ok=True)
+        self.tr = np.eye(4)
+        self.tr[:3] = kitti_calib().Tr_velo_to_cam
+        self.first: np.ndarray | None = None
+        self.poses: list[np.ndarray] = []
+        self.times: list[float] = []
+        (self.dir / "calib.txt").write_text(calib_text())
+
+    def write(self, frame: SimFrame) -> None:
+        name = f"{len(self.poses):06d}"
+        np.ascontiguousarray(frame.points, dtype="<f4").tofile(self.dir / "velodyne" / f"{name}.bin")
+        encode_labels(frame.semantic, frame.instance).astype("<u4").tofile(self.dir / "labels" / f"{name}.label")
+        if self.first is None:
+            self.first = frame.sensor_pose
+            self.t0 = frame.time
+        lidar = np.linalg.inv(self.first) @ frame.sensor_pose
+        self.poses.append(self.tr @ lidar @ np.linalg.inv(self.tr))
+        self.times.append(frame.time - self.t0)
+
+    def close(self) -> None:
+        (self.dir / "poses.txt").write_text("".join(" ".join(f"{v:e}" for v in p[:3].ravel()) + "\n"
+                                                    for p in self.poses))
+        (self.dir / "times.txt").write_text("".join(f"{t:e}\n" for t in self.times))
+
+
+def write_semantickitti(out, frames, seed, spec, sequence_length, density, distortion, tick) -> None:
+    from ..api import outdoor_frames
+
+    writer = None
+    current = -1
+    for n, (scene_index, _, frame) in enumerate(outdoor_frames(frames, seed, spec, frames_per_scene=sequence_length,
+                                                               distortion=distortion, density=density)):
+        if scene_index != current:
+            if writer is not None:
+                writer.close()
+            writer = SequenceWriter(out, scene_index)
+            current = scene_index
+        writer.write(frame)
+        tick(n + 1)
+    if writer is not None:
+        writer.close()

@@ -1,0 +1,123 @@
+"""Physics of the simulated world: beam geometry, ranges, boxes, surfaces and scene flow."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pc3d.sim.api import scene_rng
+from pc3d.sim.outdoor import make_outdoor_scene
+from pc3d.sim.primitives import box, cylinder, distance_to_surface, ellipsoid, rot_x, rot_z, surface_points
+from pc3d.sim.sensor import kitti_hdl64e, lidar_32, waymo_top
+from pc3d.sim.simulator import simulate_sequence
+from pc3d.sim.world import World
+
+
+@pytest.fixture(scope="module")
+def frames():
+    """Two consecutive KITTI-preset frames (512 columns) of one scene, with flow."""
+    spec = kitti_hdl64e(columns=512)
+    scene = make_outdoor_scene(scene_rng(3, 0), duration=0.3)
+    out = list(simulate_sequence(scene, spec, 2, scene_rng(3, 0, 1), flow=True))
+    return spec, scene, out
+
+
+def _to_road(frame, xyz):
+    pose = frame.road_sensor_pose
+    return xyz.astype(np.float64) @ pose[:3, :3].T + pose[:3, 3]
+
+
+def test_presets_match_their_datasheets():
+    kitti, waymo, v32 = kitti_hdl64e(), waymo_top(), lidar_32()
+    assert kitti.beams == 64 and waymo.beams == 64 and v32.beams == 32
+    np.testing.assert_allclose(np.rad2deg(kitti.inclinations[[0, -1]]), [2.0, -24.8])
+    np.testing.assert_allclose(np.rad2deg(waymo.inclinations[[0, -1]]), [2.4, -17.6])
+    assert kitti.mount[2, 3] == pytest.approx(1.73)
+    for spec in (kitti, waymo, v32):
+        assert np.all(np.diff(spec.inclinations) < 0)  # row 0 is the highest beam
+
+
+def test_beam_elevations_match_the_preset(frames):
+    spec, _, (frame, _) = frames
+    row = frame.sweep.pixel // spec.columns
+    pts = frame.points[:, :3].astype(np.float64)
+    elevation = np.arctan2(pts[:, 2], np.linalg.norm(pts[:, :2], axis=1))
+    np.testing.assert_allclose(elevation, spec.inclinations[row], atol=1e-5)
+    assert len(np.unique(row)) >= 60
+
+
+def test_ranges_within_the_sensor_limits(frames):
+    spec, _, (frame, _) = frames
+    rng = np.linalg.norm(frame.points[:, :3], axis=1)
+    assert rng.max() < spec.max_range and rng.min() >= spec.min_range
+    assert len(frame.points) > 0.8 * spec.beams * spec.columns
+
+
+def test_object_points_lie_in_their_boxes(frames):
+    _, _, (frame, _) = frames
+    checked = 0
+    for box_, track in zip(frame.boxes, frame.track_ids, strict=True):
+        pts = frame.points[frame.instance == track, :3].astype(np.float64)
+        if len(pts) < 10:
+            continue
+        local = pts - box_[:3]
+        c, s = np.cos(box_[6]), np.sin(box_[6])
+        x = c * local[:, 0] + s * local[:, 1]
+        y = -s * local[:, 0] + c * local[:, 1]
+        inside = (np.abs(x) <= box_[3] / 2) & (np.abs(y) <= box_[4] / 2) & (np.abs(local[:, 2]) <= box_[5] / 2)
+        assert inside.mean() >= 0.95, (track, inside.mean())
+        checked += 1
+    assert checked >= 3
+
+
+def test_points_lie_on_primitive_surfaces_within_the_noise(frames):
+    spec, _, (frame, _) = frames
+    road = _to_road(frame, frame.points[:, :3])
+    dist = np.empty(len(road))
+    for p in np.unique(frame.sweep.primitive):
+        m = frame.sweep.primitive == p
+        dist[m] = distance_to_surface(frame.world.rows[p], road[m])
+    assert np.quantile(dist, 0.999) < 3.5 * spec.noise + 1e-3
+    assert dist.max() < 6 * spec.noise + 1e-3
+
+
+def test_flow_carries_points_onto_the_next_surfaces(frames):
+    spec, scene, (first, second) = frames
+    moved = first.points[:, :3] + first.flow
+    road = _to_road(second, moved)
+    dist = np.empty(len(road))
+    for p in np.unique(first.sweep.primitive):
+        m = first.sweep.primitive == p
+        dist[m] = distance_to_surface(second.world.rows[p], road[m])
+    assert np.quantile(dist, 0.99) < 3 * spec.noise + 1e-3
+    # chamfer (one way) to the next sweep, against leaving the points where they were
+    rng = np.random.default_rng(0)
+    ground = np.isin(first.semantic, [40, 44, 48, 60, 72])  # planar ground slides onto itself: not informative
+    near = np.flatnonzero((np.linalg.norm(first.points[:, :2], axis=1) < 15) & ~ground)
+    query = near[rng.choice(len(near), 400, replace=False)]
+    target = second.points[np.linalg.norm(second.points[:, :2], axis=1) < 20, :3]
+
+    def chamfer(q):
+        return float(np.mean([np.min(np.linalg.norm(target - v, axis=1)) for v in q]))
+
+    with_flow, without = chamfer(moved[query]), chamfer(first.points[query, :3])
+    assert with_flow < 0.15  # 512 columns: about 9 cm between neighbouring returns at 15 m
+    if scene.ego.speed > 2:
+        assert with_flow < 0.5 * without
+
+
+def test_ray_caster_hits_each_primitive_kind_on_its_surface():
+    rng = np.random.default_rng(1)
+    rows = np.stack([box((10, 0, 1), (2, 3, 2), rot_z(0.3)), cylinder((0, 10, 1), 0.5, 2.0, rot_x(0.4)),
+                     ellipsoid((-10, 0, 1), (1, 2, 0.5), rot_z(-0.7))])
+    world = World(rows, np.zeros(3, np.int32), np.ones(3, np.float32), np.arange(3, dtype=np.int32))
+    for p in range(3):
+        targets = surface_points(rows[p], 200, rng)
+        origin = np.zeros((200, 3))
+        d = targets - origin
+        d /= np.linalg.norm(d, axis=1, keepdims=True)
+        rng_m, prim, cos_inc = world.cast(origin, d, 100.0)
+        hit = prim == p
+        assert hit.mean() > 0.9
+        pts = d[hit] * rng_m[hit, None]
+        assert distance_to_surface(rows[p], pts).max() < 1e-6
+        assert np.all((cos_inc[hit] >= 0) & (cos_inc[hit] <= 1.0001))
