@@ -20,10 +20,10 @@ from pc3d.info import environment_report  # noqa: E402
 
 def sparse_smoke(voxel_size: float = 0.1) -> None:
     from pc3d.sparse import SparseSequential, SparseTensor, SubMConv3d
-    from pc3d.voxel import unique_voxels
+    from pc3d.voxel import grid_sample
 
     points, source = load_benchmark_sweep()
-    coords, spatial_shape, _, _ = unique_voxels(points, voxel_size)
+    coords, spatial_shape, _, _ = grid_sample(points, voxel_size)
     feats = torch.ones(len(coords), 4)
     x = SparseTensor(feats, torch.from_numpy(coords), spatial_shape, batch_size=1)
     net = SparseSequential(

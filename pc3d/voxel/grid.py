@@ -1,35 +1,157 @@
-"""Unique-coordinates grid sampling: points -> voxel coordinates and the inverse map."""
+"""The voxel grid (range, voxel size, cell of a point) and unique-coordinates grid sampling.
+
+Cells are computed exactly as spconv's PointToVoxel: ``floor((p - range_min) / voxel_size)`` in
+float32 (float64 arithmetic moves a few hundred points of a sweep across cell boundaries), a point
+with any index outside [0, grid) is dropped, and grid = round((range_max - range_min) / voxel_size)
+(so a range that is not a whole number of voxels loses its last partial cell, as in spconv).
+
+Axis order: sizes and ranges are given fastest axis first, as the point columns are (x, y, z[, t]);
+coordinates and spatial shapes are reversed, batch first: (b, z, y, x) or (b, t, z, y, x), as
+spconv and pc3d.sparse.SparseTensor expect.
+"""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numba
 import numpy as np
+import torch
+from pc3d_ops import voxelize as _k
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError
+from pc3d.sparse.kernel_map import sync_threads
+from pc3d.voxel.checks import Frame, check_cloud, check_range, check_sizes
+
+_MAX_KEY = 1 << 62
 
 
-def unique_voxels(points: np.ndarray, voxel_size: float | tuple[float, float, float],
-                  point_range: tuple[float, ...] | None = None, batch_index: int = 0):
-    """Voxel coordinates of the occupied cells of a point cloud.
+def n_chunks() -> int:
+    """Work split of the parallel kernels (numba threads follow torch's).
 
-    points: [N, 3 + C] float32 (LiDAR frame). Indices are float32 floor((p - min) / size), as
-    spconv computes them. Returns (coords int32 [M, 4] as (batch, z, y, x) sorted, spatial_shape
-    (z, y, x), inverse int64 [N'] voxel of each kept point, keep bool [N] points inside the range).
+    Several chunks per thread, handed out one at a time (see `scheduling`): on a shared machine a
+    thread that loses its core then delays a parallel loop by one small chunk, not half the work.
     """
-    xyz = np.asarray(points, np.float32)[:, :3]
-    if not np.isfinite(xyz).all():
-        raise DataFormatError(None, f"{int((~np.isfinite(xyz)).any(1).sum())} points are NaN or inf")
-    size = np.broadcast_to(np.asarray(voxel_size, np.float32), (3,))
+    return 8 * numba.get_num_threads()
+
+
+def scheduling():
+    """Context of the voxelization kernels: parallel loop iterations are handed out one by one."""
+    return numba.parallel_chunksize(1)
+
+
+class VoxelGrid:
+    """A regular grid over D columns of the points (Cartesian x, y, z unless a subclass says).
+
+    voxel_size: one number or D numbers; point_range: (min_0 .. min_D-1, max_0 .. max_D-1);
+    axes: the point column of each grid axis, fastest first (default x, y, z = columns 0, 1, 2);
+    grid_size: cells per axis (default round(range / voxel_size)).
+    """
+
+    def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float],
+                 axes: Sequence[int] = (0, 1, 2), grid_size: Sequence[int] | None = None):
+        self.axes = np.asarray(axes, np.int64)
+        ndim = len(self.axes)
+        if ndim < 1 or (self.axes < 0).any() or len(set(self.axes.tolist())) != ndim:
+            raise ConfigError(f"grid axes must be distinct column indices, got {tuple(axes)}")
+        self.voxel_size = check_sizes(voxel_size, ndim, "voxel_size")
+        self.lower, self.upper = check_range(point_range, ndim)
+        if grid_size is None:
+            # std::round of the float32 ratio, as spconv (half away from zero; numpy rounds to even)
+            grid_size = np.floor((self.upper - self.lower) / self.voxel_size + np.float32(0.5))
+        self.grid_size = np.asarray(grid_size, np.int64).reshape(-1)
+        if self.grid_size.shape != (ndim,) or (self.grid_size < 1).any() or (self.grid_size >= 2**31).any():
+            raise ConfigError(f"the grid must have 1 to 2**31 - 1 cells per axis, got {self.grid_size.tolist()} "
+                              f"from voxel_size {self.voxel_size.tolist()} and range {list(point_range)}")
+        if np.prod(self.grid_size.astype(np.float64)) >= _MAX_KEY:
+            raise ConfigError(f"grid {self.grid_size.tolist()} has too many cells for int64 keys")
+
+    @property
+    def ndim(self) -> int:
+        return len(self.axes)
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        """Cells per axis, slowest first: (z, y, x) or (t, z, y, x), the SparseTensor order."""
+        return tuple(int(g) for g in self.grid_size[::-1])
+
+    @property
+    def min_columns(self) -> int:
+        """Columns a point needs for this grid."""
+        return max(3, int(self.axes.max()) + 1)
+
+    def __repr__(self) -> str:
+        return (f"{type(self).__name__}(voxel_size={self.voxel_size.tolist()}, lower={self.lower.tolist()}, "
+                f"grid_size={self.grid_size.tolist()}, axes={self.axes.tolist()})")
+
+    def positions(self, points: np.ndarray) -> np.ndarray:
+        """The array whose `axes` columns the grid is laid on: the points themselves here."""
+        return points
+
+    def torch_positions(self, points: torch.Tensor) -> torch.Tensor:
+        """[N, D] grid coordinates of the points in axis order (fastest first), in torch."""
+        return points[:, torch.as_tensor(self.axes, device=points.device)]
+
+    def cell_keys(self, points: np.ndarray) -> tuple[np.ndarray, int, int]:
+        """int64 keys [N] of the cells of float32 points [N, C] (-1 outside, -2 NaN / inf), with
+        the counts of points outside the grid and of non-finite points."""
+        sync_threads()
+        with scheduling():
+            keys, n_outside, n_nonfinite = _k.cell_keys(points, self.positions(points), self.axes, self.lower,
+                                                        self.voxel_size, self.grid_size, n_chunks())
+        return keys, int(n_outside), int(n_nonfinite)
+
+    def sort_cells(self, keys: np.ndarray) -> tuple[np.ndarray, int, np.ndarray]:
+        """Points with a cell, stably sorted by key: (``key << ibits | compact index`` int64 [N'],
+        ibits, input index of each compact index int64 [N'])."""
+        max_key = int(np.prod(self.grid_size))
+        if not _k.packed_fits(max_key, len(keys)):
+            raise ConfigError(f"{self!r}: {max_key} cells and {len(keys)} points do not fit one int64 sort "
+                              "key; use a coarser grid or fewer points per call")
+        with scheduling():
+            return _k.sort_by_cell(keys, max_key, n_chunks())
+
+    def voxel_centres(self, coords: torch.Tensor) -> torch.Tensor:
+        """float32 [M, D] centres of cells given as coords [M, 1 + D], in axis order (x, y, z[, t])."""
+        idx = coords[:, 1:].flip(1).to(torch.float32)
+        size = torch.as_tensor(self.voxel_size, device=coords.device)
+        lower = torch.as_tensor(self.lower, device=coords.device)
+        return (idx + 0.5) * size + lower
+
+
+def grid_sample(points: np.ndarray, voxel_size: float | Sequence[float],
+                point_range: Sequence[float] | None = None, batch_index: int = 0, frame: Frame = None,
+                nan_policy: str = "warn") -> tuple[np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]:
+    """Unique voxel coordinates of a cloud and the map that carries per-voxel values to its points.
+
+    points: float32 [N, 3 + C] (LiDAR frame). point_range: (x_min, y_min, z_min, x_max, y_max,
+    z_max); by default the bounding box of the finite points (nothing is cropped then).
+    Returns (coords int32 [M, 4] (batch, z, y, x) sorted, spatial_shape (z, y, x), inverse int64
+    [N'] voxel of each kept point, keep bool [N] points inside the range and finite); per-voxel
+    predictions go back to every input point as ``pred[inverse]`` on ``points[keep]``.
+    NaN / inf points warn and are dropped (nan_policy="warn") or raise DataFormatError ("raise").
+    """
+    from pc3d.voxel.dynamic import DynamicVoxelizer  # dynamic.py builds on this module
+
+
+    pts = check_cloud(points, 3, frame)
     if point_range is None:
-        lo = xyz.min(0) if len(xyz) else np.zeros(3, np.float32)
-        hi = (xyz.max(0) if len(xyz) else np.zeros(3, np.float32)) + size
+        grid = fitted_grid(pts, voxel_size)
     else:
-        lo, hi = np.asarray(point_range[:3], np.float32), np.asarray(point_range[3:], np.float32)
-    grid = np.round((hi - lo) / size).astype(np.int64)
-    idx = np.floor((xyz - lo) / size).astype(np.int64)
-    keep = ((idx >= 0) & (idx < grid)).all(1)
-    idx = idx[keep]
-    keys = (idx[:, 2] * grid[1] + idx[:, 1]) * grid[0] + idx[:, 0]
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    z, rem = np.divmod(uniq, grid[1] * grid[0])
-    y, x = np.divmod(rem, grid[0])
-    coords = np.stack([np.full_like(z, batch_index), z, y, x], 1).astype(np.int32)
-    return coords, (int(grid[2]), int(grid[1]), int(grid[0])), inverse, keep
+        grid = VoxelGrid(voxel_size, point_range)
+    dv = DynamicVoxelizer.from_grid(grid, nan_policy=nan_policy)(pts, batch_index=batch_index, frame=frame)
+    return dv.coords, dv.spatial_shape, dv.point_to_voxel, dv.keep
+
+
+def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float]) -> VoxelGrid:
+    """The Cartesian grid from the lowest finite point that holds every finite point of the cloud."""
+    size = check_sizes(voxel_size, 3, "voxel_size")
+    xyz = points[:, :3]
+    finite = np.isfinite(points).all(1)
+    if not finite.all():
+        xyz = xyz[finite]
+    if len(xyz) == 0:
+        return VoxelGrid(size, np.concatenate([np.zeros(3), size]), grid_size=(1, 1, 1))
+    lower = xyz.min(0)
+    # the same float32 expression as the kernel, so the highest point lands in the last cell
+    cells = np.floor((xyz.max(0) - lower) / size).astype(np.int64) + 1
+    return VoxelGrid(size, np.concatenate([lower, lower + cells * size]), grid_size=cells)

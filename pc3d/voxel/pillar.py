@@ -1,0 +1,41 @@
+"""Pillars (PointPillars): voxels as tall as the point range, on a (1, y, x) grid."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pc3d.voxel.checks import check_range, check_sizes
+from pc3d.voxel.dynamic import DynamicVoxelizer
+from pc3d.voxel.grid import VoxelGrid
+from pc3d.voxel.hard import HardVoxelizer
+
+
+def pillar_grid(pillar_size: float | Sequence[float], point_range: Sequence[float]) -> VoxelGrid:
+    """A Cartesian grid whose z size is the range height: coords (b, 0, y, x), spatial_shape (1, Y, X).
+
+    pillar_size: one or 2 numbers (x, y); point_range: (x_min, y_min, z_min, x_max, y_max, z_max).
+    """
+    size_xy = check_sizes(pillar_size, 2, "pillar_size")
+    lower, upper = check_range(point_range, 3)
+    cells_xy = np.floor((upper[:2] - lower[:2]) / size_xy + np.float32(0.5)).astype(np.int64)
+    # one cell in z, whatever float32 rounding of (z_max - z_min) / height would give
+    return VoxelGrid((*size_xy, upper[2] - lower[2]), point_range, grid_size=(*cells_xy, 1))
+
+
+class PillarVoxelizer(HardVoxelizer):
+    """Hard pillars: at most `max_points_per_pillar` points in each of at most `max_pillars`
+    pillars (the HardVoxelizer rules), as OpenPCDet / spconv PointToVoxel with vz = range height."""
+
+    def __init__(self, pillar_size: float | Sequence[float], point_range: Sequence[float],
+                 max_points_per_pillar: int = 32, max_pillars: int = 16000, shuffle: bool = False, *,
+                 nan_policy: str = "warn"):
+        self._setup(pillar_grid(pillar_size, point_range), max_points_per_pillar, max_pillars, shuffle, nan_policy)
+
+
+class DynamicPillarVoxelizer(DynamicVoxelizer):
+    """Dynamic pillars (dynamic PointPillars / CenterPoint-pillar): every in-range point keeps its pillar."""
+
+    def __init__(self, pillar_size: float | Sequence[float], point_range: Sequence[float], *,
+                 nan_policy: str = "warn"):
+        self._setup(pillar_grid(pillar_size, point_range), nan_policy)
