@@ -6,7 +6,12 @@ in the same order and the same weights.
 """
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -15,7 +20,7 @@ from _common import load_benchmark_sweep
 import pc3d.sparse as sp
 from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
 from pc3d.sparse.kernel_map import submanifold_map
-from pc3d.voxel import unique_voxels
+from pc3d.voxel import grid_sample
 
 
 def _spconv():
@@ -79,7 +84,7 @@ def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]
     """Map build, SubM forward / backward, strided conv and the backbone at one voxel size."""
     spconv, ConvAlgo, spconv_ops = _spconv()
     rows: list[dict] = []
-    coords_np, shape, _, _ = unique_voxels(points, voxel)
+    coords_np, shape, _, _ = grid_sample(points, voxel)
     coords = torch.from_numpy(coords_np)
     n = len(coords)
     feats = torch.randn(n, 64)
@@ -133,16 +138,18 @@ def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]
                  "max_rel_diff": _rel_diff(_sorted_rows(y_ours.coords, y_ours.feats),
                                            _sorted_rows(y_ref.indices, y_ref.features))})
 
-    rows.extend(_backbone_rows(points, voxel, shape, coords, timed, repeats, quick))
+    rows.extend(_backbone_rows(voxel, timed, repeats, quick))
     return rows
 
 
-def _backbone_rows(points, voxel, shape, coords, timed, repeats, quick) -> list[dict]:
-    """VoxelBackBone8x stages (16-32-64-64, three stride-2 convs), forward + backward, same weights."""
-    n = len(coords)
-    feats = torch.randn(n, 4, generator=torch.Generator().manual_seed(1))
+def _backbone_step(voxel: float):
+    """(step(backend) -> output, net, coords) of the benchmark's VoxelBackBone8x on the sweep."""
+    points, _ = load_benchmark_sweep()
+    coords_np, shape, _, _ = grid_sample(points, voxel)
+    coords = torch.from_numpy(coords_np)
+    feats = torch.randn(len(coords), 4, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
     net = VoxelBackBone8x(4, out_channels=None)
-    tag = f"{voxel} m ({n:,} voxels)"
 
     def step(backend: str):
         sp.set_backend(backend)
@@ -153,6 +160,32 @@ def _backbone_rows(points, voxel, shape, coords, timed, repeats, quick) -> list[
             return out
         finally:
             sp.set_backend("auto")
+
+    return step, net, coords
+
+
+def _peak_in_child(backend: str, voxel: float) -> float:
+    """Peak RSS (MiB) above the resting level during one warm fwd + bwd step, in a fresh process:
+    allocator caches of the other engine and of earlier cases can neither hide nor inflate it."""
+    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); import bench_sparse as b; "
+            f"b._child_peak({backend!r}, {voxel!r})")
+    # Blocks >= 64 KiB are mmap-ed and returned on free, so RSS follows live memory, not malloc's cache.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536", "MALLOC_TRIM_THRESHOLD_": "0"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_mib"]
+
+
+def _child_peak(backend: str, voxel: float) -> None:
+    step, _, _ = _backbone_step(voxel)
+    step(backend)
+    step(backend)
+    print(json.dumps({"peak_mib": peak_rss_mib(lambda: step(backend))}))
+
+
+def _backbone_rows(voxel, timed, repeats, quick) -> list[dict]:
+    """VoxelBackBone8x stages (16-32-64-64, three stride-2 convs), forward + backward, same weights."""
+    step, net, coords = _backbone_step(voxel)
+    tag = f"{voxel} m ({len(coords):,} voxels)"
 
     ours = timed(lambda: step("native"), repeats=repeats)
     ref = timed(lambda: step("spconv"), repeats=repeats)
@@ -166,8 +199,8 @@ def _backbone_rows(points, voxel, shape, coords, timed, repeats, quick) -> list[
         torch.equal(g1, g2) for g1, g2 in zip(grads_ours, grads_again, strict=True))
     feat_diff = _rel_diff(_sorted_rows(out_ours.coords, out_ours.feats), _sorted_rows(out_ref.coords, out_ref.feats))
     grad_diff = max(_rel_diff(g1, g2) for g1, g2 in zip(grads_ours, grads_ref, strict=True))
-    mem_ours = peak_rss_mib(lambda: step("native"))
-    mem_ref = peak_rss_mib(lambda: step("spconv"))
+    mem_ours = _peak_in_child("native", voxel)
+    mem_ref = _peak_in_child("spconv", voxel)
     rows = [{"case": f"VoxelBackBone8x stages fwd + bwd, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
              "speedup": ref / ours, "max_rel_diff": feat_diff, "max_rel_grad_diff": grad_diff,
              "bitwise_repeatable": bitwise, "peak_mib": round(mem_ours, 1), "ref_peak_mib": round(mem_ref, 1)}]

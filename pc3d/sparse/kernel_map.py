@@ -22,6 +22,8 @@ class KernelMap:
 
     nbr: int32 [N_out, K]; nbr[o, k] is the input row read by offset k of output o, or -1.
     Offsets are numbered row-major over the kernel (spconv's weight layout [Cout, *kernel, Cin]).
+    A symmetric map (submanifold, odd kernel) is its own transpose with the offsets reversed:
+    nbr_T[i, k] = nbr[i, K - 1 - k], so its transpose is never built (see `ops.py` backward).
     """
 
     nbr: np.ndarray
@@ -33,6 +35,7 @@ class KernelMap:
     in_spatial_shape: tuple[int, ...]
     in_stride: tuple[int, ...]
     out_stride: tuple[int, ...]
+    symmetric: bool = False
     _transposed: np.ndarray | None = field(default=None, repr=False)
     _on_device: dict = field(default_factory=dict, repr=False)
 
@@ -127,7 +130,7 @@ def submanifold_map(x, kernel_size, dilation) -> KernelMap:
     symmetric = all(k % 2 == 1 for k in kernel_size)
     nbr = km.submanifold_table(keys, order, deltas, symmetric)
     return KernelMap(nbr, len(coords), tuple(kernel_size), x.coords, x.spatial_shape, x.coords,
-                     x.spatial_shape, x.stride, x.stride)
+                     x.spatial_shape, x.stride, x.stride, symmetric=symmetric)
 
 
 def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, output_padding=None) -> KernelMap:

@@ -107,8 +107,13 @@ class _SparseConvFunction(torch.autograd.Function):
         grad_out = grad_out.contiguous()
         grad_feats = grad_w = None
         if ctx.needs_input_grad[0]:
-            w_t = w.transpose(2, 3).contiguous()
-            grad_feats = _gather_gemm_scatter(grad_out, w_t, kmap.table(not inverse), kmap, not inverse)
+            w_t = w.transpose(2, 3)
+            if kmap.symmetric:  # the transpose is the same table read with reversed offsets
+                w_t = w_t.flip(0)
+                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(inverse), kmap, inverse)
+            else:
+                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(not inverse), kmap,
+                                                  not inverse)
         if ctx.needs_input_grad[1]:
             grad_w = _weight_gradient(feats, grad_out, kmap.table(inverse), kmap, tuple(w.shape))
             grad_w = grad_w.to(w.device)
