@@ -1,0 +1,96 @@
+"""Segmentation, MOS, scene-flow and classification metrics on hand-computed cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pc3d.errors import ConfigError, DataFormatError
+from pc3d.eval import (
+    MosAccumulator,
+    SceneFlowAccumulator,
+    SegmentationAccumulator,
+    classification_metrics,
+    confusion_matrix,
+    mean_class_accuracy,
+    mos_iou,
+    overall_accuracy,
+    scene_flow_metrics,
+    segmentation_metrics,
+)
+
+
+def test_miou_with_an_absent_class_under_both_conventions():
+    # class 2 appears in neither; a point labelled 255 (ignored) and one predicted 255 are dropped
+    gt = np.array([0, 0, 1, 1, 255, 0])
+    pred = np.array([0, 1, 1, 1, 0, 255])
+    conf = confusion_matrix(pred, gt, 3, ignore_index=255)
+    assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
+    zero = segmentation_metrics(conf, ["a", "b", "c"], absent="zero")  # SemanticKITTI
+    assert zero["iou"] == pytest.approx({"a": 0.5, "b": 2 / 3, "c": 0.0})
+    assert zero["mIoU"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    assert zero["oAcc"] == pytest.approx(0.75)
+    assert zero["mAcc"] == pytest.approx((0.5 + 1 + 0) / 3)
+    nan = segmentation_metrics(conf, ["a", "b", "c"], absent="nan")  # ScanNet
+    assert np.isnan(nan["iou"]["c"])
+    assert nan["mIoU"] == pytest.approx((0.5 + 2 / 3) / 2)
+    assert nan["mAcc"] == pytest.approx(0.75)
+    with pytest.raises(ConfigError):
+        segmentation_metrics(conf, absent="skip")
+
+
+def test_accumulator_equals_one_big_frame_and_bad_labels_raise():
+    rng = np.random.default_rng(0)
+    gt, pred = rng.integers(0, 4, 1000), rng.integers(0, 4, 1000)
+    acc = SegmentationAccumulator(4)
+    acc.update(pred[:300], gt[:300])
+    acc.update(pred[300:], gt[300:])
+    assert acc.metrics() == segmentation_metrics(confusion_matrix(pred, gt, 4))
+    with pytest.raises(DataFormatError):
+        confusion_matrix(np.array([0, 5]), np.array([0, 1]), 4)
+    with pytest.raises(DataFormatError):
+        confusion_matrix(np.array([0]), np.array([0, 1]), 4)
+
+
+def test_mos_iou():
+    pred = np.array([1, 1, 0, 0], bool)
+    gt = np.array([1, 0, 1, 0], bool)
+    assert mos_iou(pred, gt) == pytest.approx(1 / 3)  # tp 1, fp 1, fn 1
+    assert mos_iou(pred, gt, ignore=np.array([0, 1, 0, 0], bool)) == pytest.approx(0.5)
+    acc = MosAccumulator()
+    acc.update(pred, gt)
+    acc.update(pred, gt)
+    assert acc.iou() == pytest.approx(1 / 3)
+
+
+def test_scene_flow_hand_case():
+    gt = np.array([[1.0, 0, 0], [10.0, 0, 0], [0.5, 0, 0], [1.0, 0, 0]])
+    pred = gt + np.array([[0.04, 0, 0], [0, 0.4, 0], [0, 0, 0.08], [5.0, 0, 0]])
+    m = scene_flow_metrics(pred, gt, mask=np.array([True, True, True, False]))  # last point occluded
+    # err 0.04 (AccS), err 0.4 but relative 4 % (AccS, and an outlier by error > 0.3),
+    # err 0.08 relative 16 % (AccR only, outlier by relative error)
+    assert m["EPE3D"] == pytest.approx((0.04 + 0.4 + 0.08) / 3)
+    assert m["AccS"] == pytest.approx(2 / 3)
+    assert m["AccR"] == pytest.approx(1.0)
+    assert m["Outliers"] == pytest.approx(2 / 3)
+
+
+def test_scene_flow_accumulation_modes():
+    zeros = np.zeros((1, 3))
+    big = np.zeros((3, 3))
+    per_sample = SceneFlowAccumulator("sample")
+    per_point = SceneFlowAccumulator("point")
+    for acc in (per_sample, per_point):
+        acc.update(zeros + [0.0, 0, 0.2], zeros)  # one point, error 0.2
+        acc.update(big, big)  # three points, error 0
+    assert per_sample.metrics()["EPE3D"] == pytest.approx(0.1)  # HPLFlowNet / FLOT: mean of sample means
+    assert per_point.metrics()["EPE3D"] == pytest.approx(0.05)
+    with pytest.raises(DataFormatError):
+        scene_flow_metrics(np.zeros((2, 3)), np.zeros((3, 3)))
+
+
+def test_classification_accuracy():
+    pred = np.array([0, 1, 1, 2])
+    gt = np.array([0, 1, 2, 2])
+    m = classification_metrics(pred, gt, 4)  # class 3 has no samples: not averaged
+    assert m["oAcc"] == overall_accuracy(pred, gt) == pytest.approx(0.75)
+    assert m["mAcc"] == mean_class_accuracy(pred, gt, 4) == pytest.approx((1 + 1 + 0.5) / 3)
