@@ -2,6 +2,23 @@
 
 Loaders for KITTI, SemanticKITTI, Waymo v2 (parquet), ScanNet v2, scene flow and the simulated world
 read the official on-disk layouts unchanged and convert to the LiDAR frame at the edge; composable
-transforms augment points, boxes, labels and flow together; collate builds the one documented batch
-structure; the GT database supports ground-truth sampling.
+transforms augment points, boxes, labels and flow together; ``Collate`` builds the one documented
+batch structure (pc3d.data.batch, whose docstring is the contract); the GT database supports
+ground-truth sampling. Waymo (pyarrow) and ScanNet (plyfile) import their readers lazily.
 """
+from .batch import BOX_KEYS, POINT_KEYS, Collate, check_sample, sparse_input, to_device
+from .dataset import BadFrameWarning, PointCloudDataset, sample_seed, seed_worker
+from .gt_database import GTDatabase, write_database
+from .kitti import KITTI_CLASSES, KittiDataset
+from .scannet import SCANNET20_CLASSES, ScanNetDataset
+from .sceneflow import SceneFlowDataset
+from .semantickitti import SemanticKittiDataset
+from .simulated import SimulatedKittiDataset
+from .waymo import WAYMO_CLASSES, WaymoDataset
+
+__all__ = [
+    "BOX_KEYS", "BadFrameWarning", "Collate", "GTDatabase", "KITTI_CLASSES", "KittiDataset", "POINT_KEYS",
+    "PointCloudDataset", "SCANNET20_CLASSES", "ScanNetDataset", "SceneFlowDataset", "SemanticKittiDataset",
+    "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset", "check_sample", "sample_seed", "seed_worker",
+    "sparse_input", "to_device", "write_database",
+]

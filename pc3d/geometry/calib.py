@@ -57,8 +57,12 @@ class KittiCalib:
         path = Path(path)
         if not path.is_file():
             raise DataFormatError(path, "calibration file does not exist")
+        try:
+            text = path.read_text()
+        except UnicodeDecodeError:
+            raise DataFormatError(path, "not a text file") from None
         entries: dict[str, str] = {}
-        for line in path.read_text().splitlines():
+        for line in text.splitlines():
             key, sep, values = line.partition(":")
             if sep and key.strip():
                 entries[key.strip()] = values

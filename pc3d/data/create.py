@@ -1,0 +1,193 @@
+"""Derived files of ``tools/create_data.py``: info indexes and the GT database, JSON / npz, never pickle.
+
+Every info file is ``{"format": "pc3d-infos", "version": 1, "dataset", "split", "frames": [...],
+"skipped": {frame: problem}}`` (Waymo: ``{"format": "pc3d-waymo-index", "version": 1, "segments"}``
+plus the same frame list). Bad frames are skipped, counted and reported, never dropped silently.
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import ConfigError, DataFormatError
+from pc3d.geometry import points_in_boxes_count
+
+from .gt_database import write_database
+
+INFO_FORMAT, INFO_VERSION = "pc3d-infos", 1
+Progress = Callable[[Iterator, int, str], Iterator]
+
+
+def _plain(value):
+    """JSON-ready copy of numpy arrays / scalars inside dicts and lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _write(path: Path, payload: dict) -> Path:
+    path.write_text(json.dumps(_plain(payload)) + "\n")
+    return path
+
+
+def _frames(dataset, progress: Progress, desc: str, skipped: dict) -> Iterator[tuple[int, dict]]:
+    """(index, raw sample) of every good frame; bad frames go to `skipped`."""
+    for i in progress(range(len(dataset)), len(dataset), desc):
+        try:
+            yield i, dataset.load(i)
+        except DataFormatError as error:
+            skipped[dataset.frame_id(i)] = str(error)
+
+
+def _no_progress(it, total, desc):
+    return it
+
+
+def create_kitti(root: Path, progress: Progress = _no_progress, database_split: str = "train") -> dict:
+    from .kitti import KittiDataset
+
+    written, report = [], {}
+    for split in ("train", "val", "trainval", "test"):
+        if not (root / "ImageSets" / f"{split}.txt").is_file():
+            continue
+        dataset = KittiDataset(root, split, fov_only=False)
+        frames, skipped, db_frames = [], {}, []
+        for _, sample in _frames(dataset, progress, f"kitti {split}", skipped):
+            info = {"frame_id": sample["frame_id"], "num_points": len(sample["points"]),
+                    "image_shape": sample["metadata"]["image_shape"]}
+            annos = sample["metadata"].get("annos")
+            if annos is not None:
+                real = annos["name"] != "DontCare"
+                counts = np.full(len(real), -1, np.int64)
+                if real.any():
+                    counts[real] = points_in_boxes_count(sample["points"], annos["gt_boxes_lidar"][real])
+                info["annos"] = {**annos, "num_points_in_gt": counts}
+                if split == database_split and real.any():
+                    db_frames.append({"frame_id": sample["frame_id"], "points": sample["points"],
+                                      "gt_boxes": annos["gt_boxes_lidar"][real], "names": annos["name"][real],
+                                      "difficulty": annos["difficulty"][real]})
+            frames.append(info)
+        written.append(_write(root / f"kitti_infos_{split}.json", {
+            "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "kitti", "split": split, "frames": frames,
+            "skipped": skipped}))
+        report[split] = {"frames": len(frames), "skipped": skipped}
+        if split == database_split:
+            header = write_database(root, "kitti", split, ("x", "y", "z", "intensity"), db_frames)
+            written.append(header)
+            report["gt_database"] = json.loads(header.read_text())["count"]
+    report["written"] = [str(p) for p in written]
+    return report
+
+
+def create_waymo(root: Path, progress: Progress = _no_progress, database_split: str = "training") -> dict:
+    from .waymo import INDEX_FORMAT, INDEX_VERSION, WaymoDataset, segment_index
+
+    written, report = [], {}
+    for split in ("training", "validation", "testing"):
+        if not (root / split / "lidar").is_dir():
+            continue
+        segments = segment_index(root, split)
+        index_path = _write(root / f"waymo_infos_{split}.json", {
+            "format": INDEX_FORMAT, "version": INDEX_VERSION, "dataset": "waymo", "split": split,
+            "segments": segments})
+        written.append(index_path)
+        report[split] = {"segments": len(segments), "frames": sum(len(s["timestamps"]) for s in segments)}
+        if split == database_split:
+            dataset = WaymoDataset(root, split, class_names=("Vehicle", "Pedestrian", "Cyclist", "Sign"),
+                                   index=index_path)
+            skipped: dict = {}
+            db_frames = ({"frame_id": s["frame_id"], "points": s["points"], "gt_boxes": s["metadata"]["annos"]["box"],
+                          "names": s["metadata"]["annos"]["name"],
+                          "difficulty": s["metadata"]["annos"]["difficulty"]}
+                         for _, s in _frames(dataset, progress, f"waymo {split} gt database", skipped))
+            header = write_database(root, "waymo", split, ("x", "y", "z", "intensity", "elongation"), db_frames)
+            written.append(header)
+            report["gt_database"] = json.loads(header.read_text())["count"]
+            report[split]["skipped"] = skipped
+    report["written"] = [str(p) for p in written]
+    return report
+
+
+def create_semantickitti(root: Path, progress: Progress = _no_progress) -> dict:
+    from .semantickitti import SemanticKittiDataset
+
+    sequences = sorted(p.name for p in (root / "sequences").iterdir() if (p / "velodyne").is_dir())
+    dataset = SemanticKittiDataset(root, sequences=sequences)
+    skipped: dict = {}
+    per_sequence: dict[str, dict] = {s: {"frames": 0, "label_histogram": np.zeros(len(dataset.class_names), np.int64)}
+                                     for s in sequences}
+    for i, sample in _frames(dataset, progress, "semantickitti", skipped):
+        entry = per_sequence[dataset.frames[i][0]]
+        entry["frames"] += 1
+        if "point_labels" in sample:
+            entry["label_histogram"] += np.bincount(sample["point_labels"], minlength=len(dataset.class_names))
+    path = _write(root / "semantickitti_infos.json", {
+        "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "semantickitti", "split": "all",
+        "class_names": dataset.class_names, "sequences": per_sequence, "skipped": skipped})
+    return {"sequences": {s: v["frames"] for s, v in per_sequence.items()}, "skipped": skipped, "written": [str(path)]}
+
+
+def create_scannet(root: Path, progress: Progress = _no_progress) -> dict:
+    from .scannet import ScanNetDataset
+
+    written, report = [], {}
+    for split in ("train", "val", "test"):
+        if not (root / f"scannetv2_{split}.txt").is_file():
+            continue
+        dataset = ScanNetDataset(root, split)
+        frames, skipped = [], {}
+        for _, sample in _frames(dataset, progress, f"scannet {split}", skipped):
+            info = {"frame_id": sample["frame_id"], "num_points": len(sample["points"])}
+            if "point_labels" in sample:
+                info["label_histogram"] = np.bincount(sample["point_labels"] + 1, minlength=21)[1:]
+            frames.append(info)
+        written.append(_write(root / f"scannet_infos_{split}.json", {
+            "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "scannet", "split": split, "frames": frames,
+            "skipped": skipped}))
+        report[split] = {"frames": len(frames), "skipped": skipped}
+    report["written"] = [str(p) for p in written]
+    return report
+
+
+def create_sceneflow(root: Path, progress: Progress = _no_progress) -> dict:
+    from .sceneflow import VARIANTS, SceneFlowDataset
+
+    written, report = [], {}
+    for variant, splits in (("kitti", ("all",)), ("flyingthings3d", ("train", "val"))):
+        for split in splits:
+            folder = root / VARIANTS[variant] / ("" if split == "all" else split)
+            if not folder.is_dir():
+                continue
+            dataset = SceneFlowDataset(root, variant, split, num_points=None)
+            frames, skipped = [], {}
+            for _, sample in _frames(dataset, progress, f"{variant} {split}", skipped):
+                frames.append({"frame_id": sample["frame_id"], "num_points": len(sample["points"])})
+            written.append(_write(root / f"sceneflow_{variant}_infos_{split}.json", {
+                "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": f"sceneflow_{variant}", "split": split,
+                "frames": frames, "skipped": skipped}))
+            report[f"{variant}/{split}"] = {"frames": len(frames), "skipped": skipped}
+    report["written"] = [str(p) for p in written]
+    return report
+
+
+CREATORS = {"kitti": create_kitti, "waymo": create_waymo, "semantickitti": create_semantickitti,
+            "scannet": create_scannet, "sceneflow": create_sceneflow}
+
+
+def create_data(dataset: str, root: str | Path, progress: Progress = _no_progress) -> dict:
+    """Write the info indexes (and, for kitti / waymo, the GT database) of the dataset under root."""
+    if dataset not in CREATORS:
+        raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(CREATORS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DataFormatError(root, "dataset root does not exist")
+    return CREATORS[dataset](root, progress)

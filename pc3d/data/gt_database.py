@@ -1,0 +1,121 @@
+"""The ground-truth object database for GT sampling: every training object's points, in its box frame.
+
+Written by ``tools/create_data.py`` beside the dataset, three files per (dataset, split):
+
+    <name>_gt_database_<split>.json   header: {"format": "pc3d-gt-database", "version": 1, "dataset",
+                                      "split", "columns" (point columns), "count" (objects per class),
+                                      "index": npz file name, "points": bin file name}
+    <name>_gt_database_<split>.npz    index arrays: name <U [K], frame_id <U [K], box float32 [K, 7]
+                                      (LiDAR frame, where the object was), num_points int32 [K],
+                                      difficulty int8 [K] (0 easy, 1 moderate, 2 hard, -1 other),
+                                      offset int64 [K + 1] (rows of each object in the bin file)
+    <name>_gt_database_<split>.bin    float32 [P, 3 + C] raw points, x, y, z relative to the box centre
+
+No pickle anywhere: the npz holds plain arrays (loaded with allow_pickle=False) and the point file
+is memory-mapped, so a worker reads only the objects it samples.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+from pc3d.geometry import points_in_boxes
+
+FORMAT, VERSION = "pc3d-gt-database", 1
+
+
+def database_paths(root: str | PathLike, dataset: str, split: str) -> tuple[Path, Path, Path]:
+    base = Path(root) / f"{dataset}_gt_database_{split}"
+    return base.with_suffix(".json"), base.with_suffix(".npz"), base.with_suffix(".bin")
+
+
+def write_database(root: str | PathLike, dataset: str, split: str, columns: Iterable[str],
+                   frames: Iterable[dict]) -> Path:
+    """Write the database from frames {"frame_id", "points" [N, 3 + C], "gt_boxes" [M, 7+], "names" [M],
+    "difficulty" [M]}; returns the header path. Objects with no point are skipped."""
+    header_path, index_path, bin_path = database_paths(root, dataset, split)
+    names, frame_ids, boxes, counts, difficulty = [], [], [], [], []
+    with open(bin_path, "wb") as out:
+        for frame in frames:
+            box = np.asarray(frame["gt_boxes"], np.float32)[:, :7]
+            if not len(box):
+                continue
+            owner = points_in_boxes(frame["points"], box)
+            order = np.argsort(owner, kind="stable")
+            starts = np.searchsorted(owner[order], np.arange(len(box) + 1))
+            for k in range(len(box)):
+                rows = order[starts[k]:starts[k + 1]]
+                if not len(rows):
+                    continue
+                pts = frame["points"][rows].astype(np.float32)
+                pts[:, :3] -= box[k, :3]
+                out.write(np.ascontiguousarray(pts, "<f4").tobytes())
+                names.append(str(frame["names"][k]))
+                frame_ids.append(str(frame["frame_id"]))
+                boxes.append(box[k])
+                counts.append(len(rows))
+                difficulty.append(int(frame["difficulty"][k]))
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    np.savez(index_path, name=np.asarray(names, dtype=str), frame_id=np.asarray(frame_ids, dtype=str),
+             box=np.asarray(boxes, np.float32).reshape(-1, 7), num_points=np.asarray(counts, np.int32),
+             difficulty=np.asarray(difficulty, np.int8), offset=offsets)
+    columns = list(columns)
+    header = {"format": FORMAT, "version": VERSION, "dataset": dataset, "split": split, "columns": columns,
+              "count": dict(sorted(Counter(names).items())), "index": index_path.name, "points": bin_path.name}
+    header_path.write_text(json.dumps(header, indent=1) + "\n")
+    return header_path
+
+
+@dataclass
+class GTDatabase:
+    """A loaded database: index arrays in memory, points memory-mapped (float32 [P, 3 + C])."""
+
+    path: Path
+    columns: list[str]
+    name: np.ndarray
+    frame_id: np.ndarray
+    box: np.ndarray
+    num_points: np.ndarray
+    difficulty: np.ndarray
+    offset: np.ndarray
+    points: np.ndarray
+
+    @classmethod
+    def load(cls, header_path: str | PathLike) -> GTDatabase:
+        path = Path(header_path)
+        try:
+            header = json.loads(path.read_text())
+        except (OSError, ValueError) as error:
+            raise DataFormatError(path, f"unreadable GT database header ({error}); run tools/create_data.py") from None
+        if header.get("format") != FORMAT or header.get("version") != VERSION:
+            raise DataFormatError(path, f"expected format {FORMAT!r} version {VERSION}, got "
+                                        f"{header.get('format')!r} version {header.get('version')!r}")
+        try:
+            with np.load(path.parent / header["index"], allow_pickle=False) as index:
+                arrays = {k: index[k] for k in ("name", "frame_id", "box", "num_points", "difficulty", "offset")}
+        except (OSError, KeyError, ValueError) as error:
+            raise DataFormatError(path.parent / header["index"], f"bad GT database index ({error})") from None
+        columns = list(header["columns"])
+        bin_path = path.parent / header["points"]
+        size = bin_path.stat().st_size if bin_path.is_file() else -1
+        width = 4 * len(columns)
+        if size < 0 or size % width or size // width != int(arrays["offset"][-1]):
+            raise DataFormatError(bin_path, f"expected {int(arrays['offset'][-1])} points of {len(columns)} float32, "
+                                            f"got {size} bytes")
+        points = (np.memmap(bin_path, dtype="<f4", mode="r").reshape(-1, len(columns)) if size
+                  else np.zeros((0, len(columns)), np.float32))
+        return cls(path, columns, points=points, **arrays)
+
+    def __len__(self) -> int:
+        return len(self.name)
+
+    def object_points(self, k: int) -> np.ndarray:
+        """float32 [n_k, 3 + C] points of object k, x, y, z relative to its box centre (a copy)."""
+        return np.array(self.points[self.offset[k]:self.offset[k + 1]], np.float32)

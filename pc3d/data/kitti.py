@@ -1,0 +1,142 @@
+"""KITTI 3D object detection (devkit_object layout), read unchanged:
+
+    training/velodyne/NNNNNN.bin   float32 x, y, z, reflectance        -> points [N, 4] (intensity)
+    training/label_2/NNNNNN.txt    camera-frame objects                 -> gt_boxes in the LiDAR frame
+    training/calib/NNNNNN.txt      P0..P3, R0_rect, Tr_velo_to_cam      -> metadata["calib"] (KittiCalib)
+    training/image_2/NNNNNN.png    only its size is read (field-of-view crop)
+    ImageSets/{train,val,trainval,test}.txt   (test frames live under testing/)
+
+Labels of classes outside ``class_names`` (Van, DontCare, ...) are not training boxes but stay in
+``metadata["annos"]`` for evaluation, with each object's KITTI difficulty.
+"""
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+from pc3d.geometry import KittiCalib, boxes_camera_to_lidar
+
+from .dataset import PointCloudDataset
+from .io import png_size, read_bin, read_lines
+
+KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
+IMAGE_SHAPE = (375, 1242)  # KITTI's usual (height, width) when image_2 is absent
+# KITTI difficulty levels: (min 2D box height px, max occlusion, max truncation), easy first
+DIFFICULTY = ((40.0, 0, 0.15), (25.0, 1, 0.30), (25.0, 2, 0.50))
+
+
+def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
+    """The objects of a label_2 file: name <U [M], truncated, occluded int, alpha, bbox [M, 4],
+    dimensions [M, 3] (h, w, l), location [M, 3] (bottom centre, rectified camera), rotation_y,
+    score (1 when absent). DataFormatError naming the file on a malformed line."""
+    path = Path(path)
+    rows, names = [], []
+    for k, line in enumerate(read_lines(path)):
+        fields = line.split()
+        if len(fields) not in (15, 16):
+            raise DataFormatError(path, f"line {k + 1}: expected 15 or 16 fields, got {len(fields)}")
+        try:
+            values = [float(v) for v in fields[1:]] + ([1.0] if len(fields) == 15 else [])
+        except ValueError:
+            raise DataFormatError(path, f"line {k + 1}: non-numeric value") from None
+        if not np.isfinite(values).all():
+            raise DataFormatError(path, f"line {k + 1}: NaN or infinite value")
+        names.append(fields[0])
+        rows.append(values)
+    v = np.asarray(rows, np.float64).reshape(-1, 15)
+    return {"name": np.asarray(names, dtype=str).reshape(-1), "truncated": v[:, 0],
+            "occluded": v[:, 1].astype(np.int64),
+            "alpha": v[:, 2], "bbox": v[:, 3:7], "dimensions": v[:, 7:10], "location": v[:, 10:13],
+            "rotation_y": v[:, 13], "score": v[:, 14]}
+
+
+def kitti_difficulty(annos: dict[str, np.ndarray]) -> np.ndarray:
+    """int8 [M]: 0 easy, 1 moderate, 2 hard, -1 none (too small, occluded or truncated; DontCare)."""
+    height = annos["bbox"][:, 3] - annos["bbox"][:, 1]
+    out = np.full(len(height), -1, np.int8)
+    for level in reversed(range(3)):
+        min_h, max_occ, max_trunc = DIFFICULTY[level]
+        ok = (height >= min_h) & (annos["occluded"] <= max_occ) & (annos["truncated"] <= max_trunc)
+        out[ok] = level
+    out[annos["name"] == "DontCare"] = -1
+    return out
+
+
+def camera_boxes(annos: dict[str, np.ndarray]) -> np.ndarray:
+    """float64 [M, 7] KITTI camera boxes: x, y, z (bottom centre), h, w, l, rotation_y."""
+    return np.concatenate([annos["location"], annos["dimensions"], annos["rotation_y"][:, None]], 1)
+
+
+def fov_mask(points: np.ndarray, calib: KittiCalib, image_shape: tuple[int, int]) -> np.ndarray:
+    """bool [N]: points that project into image 2 in front of the camera (one fused float32 3 x 4 map)."""
+    r0 = np.eye(4)
+    r0[:3, :3] = calib.R0_rect
+    tr = np.eye(4)
+    tr[:3] = calib.Tr_velo_to_cam
+    m = (calib.P2 @ r0 @ tr).astype(np.float32)
+    hom = points[:, :3] @ m[:, :3].T + m[:, 3]
+    depth = hom[:, 2] - np.float32(calib.P2[2, 3])
+    h, w = image_shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = hom[:, 0] / hom[:, 2], hom[:, 1] / hom[:, 2]
+    return (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+
+
+class KittiDataset(PointCloudDataset):
+    """KITTI 3D object frames of an ImageSets split as samples of the batch contract.
+
+    root: the folder holding training/, testing/ and ImageSets/. split: train, val, trainval or test.
+    class_names: training classes (gt_labels = index + 1). fov_only: keep only points in the left
+    colour camera's field of view (the labelled region; OpenPCDet's FOV_POINTS_ONLY).
+    """
+
+    feature_names = ("intensity",)
+
+    def __init__(self, root: str | PathLike, split: str = "train", class_names=KITTI_CLASSES, fov_only: bool = True,
+                 transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
+                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+        super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
+                         training)
+        self.root = Path(root)
+        self.split = split
+        self.class_names = list(class_names)
+        self.fov_only = fov_only
+        self.base = self.root / ("testing" if split == "test" else "training")
+        self.frames = read_lines(self.root / "ImageSets" / f"{split}.txt")
+        self.has_labels = (self.base / "label_2").is_dir()
+
+    def path(self, kind: str, frame_id: str) -> Path:
+        ext = {"velodyne": "bin", "label_2": "txt", "calib": "txt", "image_2": "png", "planes": "txt"}[kind]
+        return self.base / kind / f"{frame_id}.{ext}"
+
+    def load_annos(self, frame_id: str, calib: KittiCalib, image_shape) -> dict[str, np.ndarray]:
+        """The frame's labels (parse_label) plus difficulty and gt_boxes_lidar float32 [M, 7] (zeros for DontCare)."""
+        annos = parse_label(self.path("label_2", frame_id))
+        annos["difficulty"] = kitti_difficulty(annos)
+        boxes = np.zeros((len(annos["name"]), 7), np.float32)
+        real = annos["name"] != "DontCare"
+        if real.any():
+            boxes[real] = boxes_camera_to_lidar(camera_boxes(annos)[real], calib)
+        annos["gt_boxes_lidar"] = boxes
+        return annos
+
+    def load(self, index: int) -> dict:
+        frame_id = self.frames[index]
+        velodyne = self.path("velodyne", frame_id)
+        points = read_bin(velodyne, 4)
+        calib = KittiCalib.from_file(self.path("calib", frame_id))
+        image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+        if self.fov_only:
+            points = points[fov_mask(points, calib, image_shape)]
+        sample = {"frame_id": frame_id, "points": points,
+                  "metadata": {"calib": calib, "image_shape": image_shape, "source": str(velodyne)}}
+        if self.has_labels:
+            annos = self.load_annos(frame_id, calib, image_shape)
+            train = np.isin(annos["name"], self.class_names)
+            sample["gt_boxes"] = annos["gt_boxes_lidar"][train]
+            sample["gt_labels"] = np.asarray([self.class_names.index(n) + 1 for n in annos["name"][train]], np.int64)
+            sample["metadata"]["annos"] = annos
+        return sample

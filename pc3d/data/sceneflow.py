@@ -1,0 +1,78 @@
+"""Scene flow: FlyingThings3D and KITTI in HPLFlowNet's preprocessing (one folder per sample, pc1.npy
+and pc2.npy, float32 [N, 3], same index = same point, flow = pc2 - pc1):
+
+    KITTI_processed_occ_final/NNNNNN/                         x left, y up, z forward (camera)
+    FlyingThings3D_subset_processed_35m/{train,val}/NNNNNNN/  x right, y up, z = -depth
+
+Clouds are converted at the edge to pc3d's LiDAR axes (x forward, y left, z up), after HPLFlowNet's
+own filters (KITTI: ground y < -1.4 in both clouds removed, depth < 35 m; FlyingThings3D: depth < 35 m).
+An optional ``mask.npy`` (bool [N], True = not occluded, FlowNet3D's valid mask) becomes flow_mask;
+without it every point is valid (HPLFlowNet keeps only points visible in both frames). Every sample
+is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints transform run first.
+"""
+from __future__ import annotations
+
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import ConfigError, DataFormatError
+
+from .dataset import PointCloudDataset
+from .io import read_npy
+from .transforms import SamplePoints
+
+VARIANTS = {"kitti": "KITTI_processed_occ_final", "flyingthings3d": "FlyingThings3D_subset_processed_35m"}
+# rows: LiDAR x, y, z as combinations of the disk axes
+TO_LIDAR = {"kitti": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float32),
+            "flyingthings3d": np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0]], np.float32)}
+DEPTH_LIMIT = 35.0
+
+
+class SceneFlowDataset(PointCloudDataset):
+    """Scene-flow pairs: points (pc1) [n, 3], points2 (pc2) [n, 3], flow [n, 3], flow_mask [n] (n = num_points).
+
+    root: the folder holding the variant's folder. variant: "kitti" or "flyingthings3d". split:
+    train / val for FlyingThings3D (KITTI has one folder; split is ignored, all pairs are used, as in
+    HPLFlowNet's evaluation). num_points: points per cloud (None keeps every point).
+    """
+
+    feature_names = ()
+
+    def __init__(self, root: str | PathLike, variant: str = "flyingthings3d", split: str = "train",
+                 num_points: int | None = 8192,
+                 transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
+                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+        if variant not in VARIANTS:
+            raise ConfigError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+        transforms = ([SamplePoints(num_points)] if num_points else []) + list(transforms or [])
+        super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
+                         training)
+        self.root, self.variant, self.split = Path(root), variant, split
+        folder = self.root / VARIANTS[variant] / (split if variant == "flyingthings3d" else "")
+        if not folder.is_dir():
+            raise DataFormatError(folder, "scene-flow folder does not exist")
+        self.folder = folder
+        self.frames = sorted(p.name for p in folder.iterdir() if p.is_dir())
+
+    def load(self, index: int) -> dict:
+        folder = self.folder / self.frames[index]
+        pc1, pc2 = read_npy(folder / "pc1.npy", 3), read_npy(folder / "pc2.npy", 3)
+        if len(pc1) != len(pc2):
+            raise DataFormatError(folder / "pc2.npy", f"{len(pc2)} points for {len(pc1)} in pc1.npy (same index = "
+                                                      "same point)")
+        mask = np.ones(len(pc1), bool)
+        if (folder / "mask.npy").is_file():
+            mask = np.load(folder / "mask.npy", allow_pickle=False).astype(bool).reshape(-1)
+            if len(mask) != len(pc1):
+                raise DataFormatError(folder / "mask.npy", f"{len(mask)} mask values for {len(pc1)} points")
+        if self.variant == "kitti":
+            keep = ~((pc1[:, 1] < -1.4) & (pc2[:, 1] < -1.4)) & (pc1[:, 2] < DEPTH_LIMIT) & (pc2[:, 2] < DEPTH_LIMIT)
+        else:
+            keep = (pc1[:, 2] > -DEPTH_LIMIT) & (pc2[:, 2] > -DEPTH_LIMIT)
+        m = TO_LIDAR[self.variant]
+        p1, p2 = pc1[keep] @ m.T, pc2[keep] @ m.T
+        return {"frame_id": f"{self.variant}/{self.frames[index]}", "points": np.ascontiguousarray(p1, np.float32),
+                "points2": np.ascontiguousarray(p2, np.float32), "flow": (p2 - p1).astype(np.float32),
+                "flow_mask": mask[keep], "metadata": {"source": str(folder)}}

@@ -1,0 +1,174 @@
+"""SemanticKITTI (semantic segmentation and LiDAR moving-object segmentation), read as the devkit does:
+
+    sequences/SS/velodyne/NNNNNN.bin   float32 x, y, z, remission   -> points [N, 4] (intensity)
+    sequences/SS/labels/NNNNNN.label   uint32: semantic id (lower 16 bits) | instance id << 16
+    sequences/SS/calib.txt, poses.txt, times.txt                     (multi-scan aggregation)
+
+Raw semantic ids become train ids through the devkit's learning map (configs/learning_maps/
+semantic-kitti.yaml for mode="semantic": 0 unlabelled .. 19; semantic-kitti-mos.yaml for mode="mos":
+0 unlabelled, 1 static, 2 moving), so ``ignore_index`` is 0 as in the devkit. With n_past_scans > 0
+the current scan and up to n_past_scans earlier scans of the sequence are merged in the current
+LiDAR frame through the poses (LiDAR pose = Tr^-1 P Tr), with a time column (seconds, 0 for the
+current scan, negative for past scans); the current scan's points come first
+(``metadata["num_current_points"]`` of them).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from pc3d.errors import ConfigError, DataFormatError
+
+from .dataset import PointCloudDataset
+from .io import read_bin, read_label, read_lines, read_matrix_lines
+
+LEARNING_MAPS = Path(__file__).resolve().parents[2] / "configs" / "learning_maps"
+MODES = {"semantic": "semantic-kitti.yaml", "mos": "semantic-kitti-mos.yaml"}
+
+
+@lru_cache(maxsize=8)
+def load_learning_map(path: str) -> dict:
+    """The devkit YAML (labels, learning_map, learning_map_inv, learning_ignore, split) with int keys."""
+    try:
+        config = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read the learning map {path}: {error}") from None
+    for key in ("labels", "learning_map", "learning_map_inv"):
+        if key not in config:
+            raise ConfigError(f"{path}: missing {key!r}")
+    return config
+
+
+def lookup_table(learning_map: dict[int, int]) -> np.ndarray:
+    """int64 [max raw id + 1]: train id of every raw id, -1 for ids the map does not know."""
+    lut = np.full(max(learning_map) + 1, -1, np.int64)
+    for raw, train in learning_map.items():
+        lut[int(raw)] = int(train)
+    return lut
+
+
+def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
+    """float64 [L, 4, 4] LiDAR poses of a sequence (poses.txt camera poses P as Tr^-1 P Tr)."""
+    poses = read_matrix_lines(path, 12).reshape(-1, 3, 4)
+    tr = None
+    for line in read_lines(calib_path):
+        key, _, values = line.partition(":")
+        if key.strip() == "Tr":
+            try:
+                tr = np.array(values.split(), np.float64).reshape(3, 4)
+            except ValueError:
+                raise DataFormatError(calib_path, "Tr must be 12 numbers") from None
+    if tr is None:
+        raise DataFormatError(calib_path, "missing the 'Tr' (velodyne -> camera) line")
+    tr4 = np.eye(4)
+    tr4[:3] = tr
+    p4 = np.tile(np.eye(4), (len(poses), 1, 1))
+    p4[:, :3] = poses
+    return np.linalg.inv(tr4) @ p4 @ tr4
+
+
+class SemanticKittiDataset(PointCloudDataset):
+    """Scans of SemanticKITTI sequences as samples with ``point_labels`` (and ``instance_ids``).
+
+    root: the folder holding sequences/. split: train, valid or test (the devkit's sequence split)
+    unless `sequences` lists sequence numbers. mode: "semantic" or "mos". learning_map: a devkit YAML
+    (default: configs/learning_maps/ for the mode). n_past_scans: past scans merged into each sample.
+    time_channel: add the time column (default: when n_past_scans > 0).
+    """
+
+    ignore_index = 0
+
+    def __init__(self, root: str | PathLike, split: str = "train", mode: str = "semantic",
+                 learning_map: str | PathLike | None = None, sequences=None, n_past_scans: int = 0,
+                 time_channel: bool | None = None,
+                 transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
+                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+        super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
+                         training)
+        if mode not in MODES:
+            raise ConfigError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
+        self.root, self.split, self.mode = Path(root), split, mode
+        self.config = load_learning_map(str(learning_map or LEARNING_MAPS / MODES[mode]))
+        self.lut = lookup_table(self.config["learning_map"])
+        inv = self.config["learning_map_inv"]
+        self.class_names = [self.config["labels"][inv[i]] for i in sorted(inv)]
+        split = {"val": "valid"}.get(split, split)
+        self.split = split
+        if sequences is None:
+            if split not in self.config.get("split", {}):
+                raise ConfigError(f"split {split!r} is not in the learning map's split {sorted(self.config['split'])}")
+            sequences = self.config["split"][split]
+        self.n_past_scans = int(n_past_scans)
+        self.time_channel = self.n_past_scans > 0 if time_channel is None else bool(time_channel)
+        self.feature_names = ("intensity", "time") if self.time_channel else ("intensity",)
+        self.sequences = [f"{int(s):02d}" for s in sequences]
+        self.missing_sequences = [s for s in self.sequences if not (self.root / "sequences" / s / "velodyne").is_dir()]
+        if len(self.missing_sequences) == len(self.sequences):
+            raise DataFormatError(self.root / "sequences", f"none of the sequences {self.sequences} exists")
+        self.frames = [(s, p.stem) for s in self.sequences if s not in self.missing_sequences
+                       for p in sorted((self.root / "sequences" / s / "velodyne").glob("*.bin"))]
+        self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def frame_id(self, index: int) -> str:
+        return "/".join(self.frames[index])
+
+    def sequence_poses(self, seq: str) -> tuple[np.ndarray, np.ndarray]:
+        """(LiDAR poses [L, 4, 4], times [L]) of a sequence, read once."""
+        if seq not in self._poses:
+            folder = self.root / "sequences" / seq
+            poses = lidar_poses(folder / "poses.txt", folder / "calib.txt")
+            times = read_matrix_lines(folder / "times.txt", 1)[:, 0]
+            self._poses[seq] = (poses, times)
+        return self._poses[seq]
+
+    def read_scan(self, seq: str, name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(points float32 [N, 4], train ids int64 [N] or None, instance ids int64 [N] or None)."""
+        folder = self.root / "sequences" / seq
+        points = read_bin(folder / "velodyne" / f"{name}.bin", 4)
+        label_path = folder / "labels" / f"{name}.label"
+        if not (folder / "labels").is_dir():
+            return points, None, None
+        raw = read_label(label_path, len(points))
+        semantic = (raw & 0xFFFF).astype(np.int64)
+        unknown = semantic >= len(self.lut)
+        train = np.where(unknown, -1, self.lut[np.minimum(semantic, len(self.lut) - 1)])
+        if (train < 0).any():
+            bad = np.unique(semantic[train < 0])[:5].tolist()
+            raise DataFormatError(label_path, f"semantic ids {bad} are not in the learning map")
+        return points, train, (raw >> 16).astype(np.int64)
+
+    def load(self, index: int) -> dict:
+        seq, name = self.frames[index]
+        points, labels, instances = self.read_scan(seq, name)
+        clouds, label_list, instance_list = [points], [labels], [instances]
+        times = [np.zeros(len(points), np.float32)]
+        if self.n_past_scans:
+            poses, stamps = self.sequence_poses(seq)
+            current = int(name)
+            if current >= len(poses):
+                raise DataFormatError(self.root / "sequences" / seq / "poses.txt",
+                                      f"{len(poses)} poses, no pose for scan {name}")
+            to_current = np.linalg.inv(poses[current])
+            for past in range(current - 1, max(current - self.n_past_scans, 0) - 1, -1):
+                pts, lab, inst = self.read_scan(seq, f"{past:0{len(name)}d}")
+                m = to_current @ poses[past]
+                pts = pts.copy()
+                pts[:, :3] = (pts[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+                clouds.append(pts)
+                label_list.append(lab)
+                instance_list.append(inst)
+                times.append(np.full(len(pts), stamps[past] - stamps[current], np.float32))
+        points = np.concatenate(clouds)
+        if self.time_channel:
+            points = np.concatenate([points, np.concatenate(times)[:, None]], 1)
+        sample = {"frame_id": f"{seq}/{name}", "points": points,
+                  "metadata": {"num_current_points": len(clouds[0]), "sequence": seq,
+                               "source": str(self.root / "sequences" / seq / "velodyne" / f"{name}.bin")}}
+        if labels is not None:
+            sample["point_labels"] = np.concatenate(label_list)
+            sample["instance_ids"] = np.concatenate(instance_list)
+        return sample

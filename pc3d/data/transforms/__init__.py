@@ -1,0 +1,29 @@
+"""Composable, seeded transforms on samples of the batch contract (pc3d.data.batch).
+
+Build them in a dataset config as a list of hydra ``_target_`` entries, e.g.
+
+    transforms:
+      - {_target_: pc3d.data.transforms.GTSampling, database: ..., class_names: ..., sample_groups: {Car: 15}}
+      - {_target_: pc3d.data.transforms.RandomFlip, axes: [x]}
+      - {_target_: pc3d.data.transforms.GlobalRotation, angle: [-0.785, 0.785]}
+"""
+from .compose import Compose, Transform, instantiate
+from .global_ops import (
+    GlobalRotation,
+    GlobalScaling,
+    GlobalTranslation,
+    RandomFlip,
+    flip_sample,
+    rotate_sample,
+    scale_sample,
+    translate_sample,
+)
+from .object_ops import GTSampling, ObjectNoise
+from .point_ops import PointShuffle, RandomDrop, RangeCrop, SamplePoints, in_range
+from .segmentation import ColorJitter, PointJitter
+
+__all__ = [
+    "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation", "ObjectNoise",
+    "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "Transform",
+    "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
+]

@@ -1,0 +1,91 @@
+"""Point-set operations that keep every point-wise key aligned: range crop, shuffle, random drop,
+fixed-size sampling (scene flow's 8,192 points)."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pc3d.errors import ConfigError
+
+from ..batch import select_boxes, select_points
+
+
+def _check_range(point_range: Sequence[float]) -> np.ndarray:
+    r = np.asarray(point_range, np.float32).reshape(-1)
+    if r.shape != (6,) or not (r[3:] > r[:3]).all():
+        raise ConfigError(f"point_range must be (x_min, y_min, z_min, x_max, y_max, z_max), got {point_range!r}")
+    return r
+
+
+def in_range(xyz: np.ndarray, point_range: np.ndarray) -> np.ndarray:
+    """bool [N]: x, y, z inside [min, max) on every axis (the voxel grid's cells)."""
+    return ((xyz[:, :3] >= point_range[:3]) & (xyz[:, :3] < point_range[3:])).all(1)
+
+
+class RangeCrop:
+    """Keep the points inside point_range and the boxes whose centres are inside it (x, y only for
+    boxes, as OpenPCDet's mask_boxes_outside_range). Deterministic."""
+
+    def __init__(self, point_range: Sequence[float], crop_boxes: bool = True):
+        self.point_range = _check_range(point_range)
+        self.crop_boxes = crop_boxes
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        keep = in_range(sample["points"], self.point_range)
+        if not keep.all():
+            select_points(sample, keep)
+        if "points2" in sample:
+            sample["points2"] = sample["points2"][in_range(sample["points2"], self.point_range)]
+        if self.crop_boxes and "gt_boxes" in sample and len(sample["gt_boxes"]):
+            b, r = sample["gt_boxes"], self.point_range
+            inside = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4])
+            select_boxes(sample, inside)
+        return sample
+
+
+class PointShuffle:
+    """Permute the points (and every point-wise key with them)."""
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        select_points(sample, rng.permutation(len(sample["points"])))
+        if "points2" in sample:
+            sample["points2"] = sample["points2"][rng.permutation(len(sample["points2"]))]
+        return sample
+
+
+class RandomDrop:
+    """Drop each point with probability uniform in [0, max_ratio] drawn once per sample."""
+
+    def __init__(self, max_ratio: float = 0.1):
+        if not 0 <= max_ratio < 1:
+            raise ConfigError(f"max_ratio must be in [0, 1), got {max_ratio!r}")
+        self.max_ratio = float(max_ratio)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        ratio = rng.uniform(0.0, self.max_ratio)
+        select_points(sample, rng.random(len(sample["points"])) >= ratio)
+        return sample
+
+
+class SamplePoints:
+    """Exactly `num_points` points per cloud (HPLFlowNet's 8,192): a random subset, or all points plus
+    random repeats when a cloud is smaller. `points2` is sampled independently, as the scene-flow loaders do."""
+
+    def __init__(self, num_points: int = 8192):
+        if int(num_points) < 1:
+            raise ConfigError(f"num_points must be >= 1, got {num_points!r}")
+        self.num_points = int(num_points)
+
+    def _indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        if n >= self.num_points:
+            return rng.choice(n, self.num_points, replace=False)
+        if n == 0:
+            raise ConfigError("SamplePoints: the cloud is empty")
+        return np.concatenate([np.arange(n), rng.choice(n, self.num_points - n, replace=True)])
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        select_points(sample, self._indices(len(sample["points"]), rng))
+        if "points2" in sample:
+            sample["points2"] = sample["points2"][self._indices(len(sample["points2"]), rng)]
+        return sample

@@ -1,0 +1,191 @@
+"""Round trips from every simulated-world writer through its pc3d.data loader, and the real samples."""
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import sample_path
+
+from pc3d.data import (
+    KittiDataset,
+    ScanNetDataset,
+    SceneFlowDataset,
+    SemanticKittiDataset,
+    SimulatedKittiDataset,
+    WaymoDataset,
+)
+from pc3d.data.io import read_bin
+from pc3d.data.kitti import camera_boxes
+from pc3d.data.scannet import nyu40_to_scannet20
+from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
+from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
+from pc3d.sim.api import outdoor_frames, sensor_spec, simulate_dataset
+from pc3d.sim.ground_truth import kitti_calib, kitti_objects
+from pc3d.sim.labels import KITTI_TYPE, SCANNET20_IDS, WAYMO_TYPE
+
+
+def _sim_frames(n, seed, sensor, frames_per_scene, spacing=0.1):
+    return [f for _, _, f in outdoor_frames(n, seed, sensor_spec(sensor), frames_per_scene=frames_per_scene,
+                                            spacing=spacing)]
+
+
+def test_kitti_round_trip(tmp_path):
+    root = simulate_dataset("kitti", tmp_path, frames=2, seed=0)
+    ds = KittiDataset(root, "trainval", fov_only=False)
+    calib = kitti_calib()
+    for frame, i in zip(_sim_frames(2, 0, "kitti", 5, spacing=1.0), range(2), strict=True):
+        raw = ds.load(i)
+        np.testing.assert_array_equal(raw["points"], frame.points)
+        annos = raw["metadata"]["annos"]
+        real = annos["name"] != "DontCare"
+        # camera -> LiDAR -> camera recovers the label file within 1e-4
+        back = np.asarray(boxes_lidar_to_camera(annos["gt_boxes_lidar"][real].astype(np.float64), calib))
+        expected = camera_boxes(annos)[real]
+        np.testing.assert_allclose(back[:, :6], expected[:, :6], atol=1e-4)
+        dr = (back[:, 6] - expected[:, 6] + np.pi) % (2 * np.pi) - np.pi
+        assert np.abs(dr).max() < 1e-4
+        # and the simulator's own LiDAR boxes, up to the label files' two decimals
+        objs = kitti_objects(frame, calib)
+        rows = objs.index[objs.index >= 0]
+        assert list(annos["name"][real]) == [KITTI_TYPE[frame.kinds[r]] for r in rows]
+        sim = frame.boxes[rows, :7]
+        np.testing.assert_allclose(annos["gt_boxes_lidar"][real, :6], sim[:, :6], atol=0.02)
+        # training boxes: the configured classes, 1-based ids
+        train = np.isin(annos["name"], ds.class_names)
+        assert len(raw["gt_boxes"]) == train.sum()
+        assert [ds.class_names[k - 1] for k in raw["gt_labels"]] == list(annos["name"][train])
+        assert set(annos["difficulty"][~real].tolist()) <= {-1}
+    fov = KittiDataset(root, "trainval")[0]
+    assert 0 < len(fov["points"]) < len(ds.load(0)["points"])
+
+
+def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
+    root = simulate_dataset("semantickitti", tmp_path, frames=3, seed=1, sequence_length=3)
+    frames = _sim_frames(3, 1, "kitti", 3)
+    sem = SemanticKittiDataset(root, sequences=[0])
+    mos = SemanticKittiDataset(root, sequences=[0], mode="mos")
+    lut = lookup_table(load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))["learning_map"])
+    for i, frame in enumerate(frames):
+        s = sem.load(i)
+        np.testing.assert_array_equal(s["points"], frame.points)
+        np.testing.assert_array_equal(s["point_labels"], lut[frame.semantic])
+        np.testing.assert_array_equal(s["instance_ids"], frame.instance)
+        moving = frame.semantic >= 252
+        np.testing.assert_array_equal(mos.load(i)["point_labels"], np.where(moving, 2, np.where(
+            np.isin(frame.semantic, [0, 1]), 0, 1)))
+    assert sem.class_names[0] == "unlabeled" and len(sem.class_names) == 20 and mos.class_names[2] == "moving"
+    multi = SemanticKittiDataset(root, sequences=[0], n_past_scans=2)
+    s = multi.load(2)
+    n = [len(f.points) for f in frames]
+    assert multi.feature_names == ("intensity", "time") and s["points"].shape == (sum(n), 5)
+    assert s["metadata"]["num_current_points"] == n[2]
+    past = s["points"][n[2]:n[2] + n[1]]
+    m = np.linalg.inv(frames[2].sensor_pose) @ frames[1].sensor_pose
+    expected = frames[1].points[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    np.testing.assert_allclose(past[:, :3], expected, atol=2e-3)
+    np.testing.assert_allclose(past[:, 4], -0.1, atol=1e-6)
+    assert (s["points"][:n[2], 4] == 0).all() and len(s["point_labels"]) == sum(n)
+
+
+def test_waymo_round_trip(tmp_path):
+    pytest.importorskip("pyarrow")
+    root = simulate_dataset("waymo", tmp_path, frames=2, seed=2, sequence_length=2)
+    frames = _sim_frames(2, 2, "waymo", 2)
+    mount = sensor_spec("waymo").mount
+    ds = WaymoDataset(root, "train", drop_no_label_zone=False)
+    assert len(ds) == 2
+    for i, frame in enumerate(frames):
+        s = ds.load(i)
+        expected = frame.points[:, :3].astype(np.float64) @ mount[:3, :3].T + mount[:3, 3]
+        assert s["points"].shape == (len(frame.points), 5)
+        assert np.abs(s["points"][:, :3] - expected).max() < 1e-3  # 1 mm
+        np.testing.assert_array_equal(s["points"][:, 3], frame.points[:, 3])
+        keep = frame.num_points > 0
+        b = frame.boxes[keep].astype(np.float64)
+        centre = b[:, :3] @ mount[:3, :3].T + mount[:3, 3]
+        annos = s["metadata"]["annos"]
+        np.testing.assert_allclose(annos["box"][:, :3], centre, atol=1e-4)
+        np.testing.assert_allclose(annos["box"][:, 3:6], b[:, 3:6], atol=1e-4)
+        names = {1: "Vehicle", 2: "Pedestrian", 4: "Cyclist"}
+        assert list(annos["name"]) == [names[WAYMO_TYPE[k]] for k, ok in zip(frame.kinds, keep, strict=True) if ok]
+        assert s["gt_boxes"].shape[1] == 9 and set(s["gt_labels"].tolist()) <= {1, 2, 3}
+
+
+def test_scannet_round_trip(tmp_path):
+    plyfile = pytest.importorskip("plyfile")
+    root = simulate_dataset("scannet", tmp_path, frames=2, seed=3)
+    ds = ScanNetDataset(root, "train", instances=True)
+    s = ds.load(0)
+    folder = root / "scans" / "scene0000_00"
+    nyu = np.asarray(plyfile.PlyData.read(str(folder / "scene0000_00_vh_clean_2.labels.ply"))["vertex"]["label"])
+    expected = np.array([SCANNET20_IDS.index(v) if v in SCANNET20_IDS else -1 for v in nyu])
+    np.testing.assert_array_equal(s["point_labels"], expected)
+    assert s["points"].shape == (len(nyu), 6) and s["points"][:, 3:].min() >= 0 and s["points"][:, 3:].max() <= 1
+    assert s["points"][:, 2].min() > -0.01 and s["points"][:, :2].min() > -0.05  # axis-aligned room
+    assert s["instance_ids"].max() > 0
+
+
+def test_sceneflow_round_trip(tmp_path):
+    root = simulate_dataset("sceneflow", tmp_path, frames=2, seed=4, sequence_length=2)
+    for variant, folder, to_lidar in (
+            ("kitti", root / "KITTI_processed_occ_final" / "000000", lambda p: p[:, [2, 0, 1]]),
+            ("flyingthings3d", root / "FlyingThings3D_subset_processed_35m" / "train" / "0000000",
+             lambda p: np.stack([-p[:, 2], -p[:, 0], p[:, 1]], 1))):
+        ds = SceneFlowDataset(root, variant, "train", num_points=None)
+        s = ds.load(0)
+        pc1, pc2 = np.load(folder / "pc1.npy"), np.load(folder / "pc2.npy")
+        np.testing.assert_allclose(s["points"], to_lidar(pc1), atol=1e-6)
+        np.testing.assert_allclose(s["flow"], to_lidar(pc2 - pc1), atol=1e-5)
+        assert s["flow_mask"].all() and (s["points"][:, 0] > 0).all()  # in front of the sensor
+        sampled = SceneFlowDataset(root, variant, "train", seed=0)[0]
+        assert sampled["points"].shape == sampled["points2"].shape == sampled["flow"].shape == (8192, 3)
+
+
+def test_simulated_dataset_on_the_fly():
+    ds = SimulatedKittiDataset("train", frames=2, columns=512, seed=0)
+    s = ds[1]
+    assert s["points"].dtype == np.float32 and s["points"].shape[1] == 4 and len(s["gt_boxes"])
+    assert (points_in_boxes_count(s["points"], s["gt_boxes"]) > 0).all()
+    np.testing.assert_array_equal(ds[1]["points"], s["points"])
+    assert SimulatedKittiDataset("val", frames=1, columns=512)[0]["frame_id"] != ds[0]["frame_id"]
+
+
+def test_real_kitti_frame(tmp_path):
+    src = sample_path("kitti/000008.bin")
+    (tmp_path / "training" / "velodyne").mkdir(parents=True)
+    (tmp_path / "training" / "calib").mkdir()
+    (tmp_path / "ImageSets").mkdir()
+    shutil.copy(src, tmp_path / "training" / "velodyne" / "000008.bin")
+    (tmp_path / "training" / "calib" / "000008.txt").write_text(kitti_calib().to_text())
+    (tmp_path / "ImageSets" / "val.txt").write_text("000008\n")
+    s = KittiDataset(tmp_path, "val", fov_only=False)[0]
+    assert s["points"].shape == (17238, 4) and s["points"].dtype == np.float32
+    assert s["points"][:, 3].min() >= 0 and s["points"][:, 3].max() <= 1
+    assert "gt_boxes" not in s  # no label_2 folder: an unlabelled frame
+
+
+def test_real_semantickitti_label(tmp_path):
+    seq = tmp_path / "sequences" / "00"
+    (seq / "velodyne").mkdir(parents=True)
+    (seq / "labels").mkdir()
+    shutil.copy(sample_path("semantickitti/000000.bin"), seq / "velodyne" / "000000.bin")
+    shutil.copy(sample_path("semantickitti/000000.label"), seq / "labels" / "000000.label")
+    s = SemanticKittiDataset(tmp_path, sequences=[0]).load(0)
+    assert s["points"].shape == (50, 4)
+    raw = np.fromfile(seq / "labels" / "000000.label", "<u4") & 0xFFFF
+    assert sorted(set(raw.tolist())) == [0, 50, 52, 70, 71, 80]
+    # building 13, other-structure -> unlabelled 0, vegetation 15, trunk 16, pole 18 (semantic-kitti.yaml)
+    expected = {0: 0, 50: 13, 52: 0, 70: 15, 71: 16, 80: 18}
+    np.testing.assert_array_equal(s["point_labels"], [expected[r] for r in raw])
+    assert (SemanticKittiDataset(tmp_path, sequences=[0], mode="mos").load(0)["point_labels"] == np.where(
+        raw == 0, 0, 1)).all()
+
+
+def test_real_scannet_scene():
+    points = read_bin(sample_path("scannet/scene0000_00.bin"), 6)
+    assert points.shape == (40684, 6)
+    assert points[:, 3:].min() >= 0 and points[:, 3:].max() <= 255
+    ids = nyu40_to_scannet20(np.arange(41))
+    assert ids[1] == 0 and ids[39] == 19 and ids[13] == -1 and ids[40] == -1 and ids[0] == -1
+    assert (ids >= 0).sum() == 20

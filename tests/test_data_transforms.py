@@ -1,0 +1,160 @@
+"""Augmentation invariants, GT sampling, collate and reproducibility of pc3d.data."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pc3d.data import Collate, KittiDataset, SceneFlowDataset, sparse_input
+from pc3d.data.create import create_data
+from pc3d.data.transforms import (
+    ColorJitter,
+    Compose,
+    GlobalRotation,
+    GlobalScaling,
+    GlobalTranslation,
+    GTSampling,
+    ObjectNoise,
+    PointJitter,
+    PointShuffle,
+    RandomDrop,
+    RandomFlip,
+    RangeCrop,
+)
+from pc3d.geometry import iou_bev, points_in_boxes, points_in_boxes_count
+from pc3d.sim.api import simulate_dataset
+from pc3d.voxel import DynamicVoxelizer, HardVoxelizer
+
+RANGE = [0.0, -40.0, -3.0, 70.4, 40.0, 1.0]
+
+
+@pytest.fixture(scope="module")
+def kitti_root(tmp_path_factory):
+    root = simulate_dataset("kitti", tmp_path_factory.mktemp("kitti"), frames=4, seed=0)
+    create_data("kitti", root)
+    return root
+
+
+def _scene(rng: np.random.Generator) -> dict:
+    """Boxes on a row, each with points strictly inside it, plus background points outside."""
+    boxes = np.array([[10 + 6 * k, 3 * (-1) ** k, -1.0, 4.0, 1.8, 1.6, 0.3 * k, 1.0, -0.5] for k in range(5)],
+                     np.float32)
+    inner = [np.asarray(b[:3]) + (rng.uniform(-0.4, 0.4, (50, 3)) * b[3:6]) @ np.array(
+        [[np.cos(b[6]), np.sin(b[6]), 0], [-np.sin(b[6]), np.cos(b[6]), 0], [0, 0, 1]]) for b in boxes]
+    background = rng.uniform([0, -30, -3], [60, -20, 1], (300, 3))
+    xyz = np.concatenate(inner + [background]).astype(np.float32)
+    points = np.concatenate([xyz, rng.random((len(xyz), 1), np.float32)], 1)
+    return {"frame_id": "scene", "points": points, "gt_boxes": boxes, "gt_labels": np.ones(len(boxes), np.int64)}
+
+
+@pytest.mark.parametrize("transform", [GlobalRotation(np.pi), GlobalScaling([0.8, 1.2]), GlobalTranslation(2.0),
+                                       RandomFlip(["x", "y"], prob=1.0), ObjectNoise(num_try=50)])
+def test_boxes_keep_their_points(transform):
+    rng = np.random.default_rng(0)
+    for trial in range(5):
+        sample = _scene(rng)
+        before = points_in_boxes(sample["points"], sample["gt_boxes"])
+        out = transform(sample, np.random.default_rng(trial))
+        np.testing.assert_array_equal(points_in_boxes(out["points"], out["gt_boxes"]), before)
+        assert (out["gt_boxes"][:, 6] >= -np.pi).all() and (out["gt_boxes"][:, 6] < np.pi).all()
+        iou = np.asarray(iou_bev(out["gt_boxes"], out["gt_boxes"]))
+        assert (iou[~np.eye(len(iou), dtype=bool)] == 0).all()
+
+
+def test_rotation_turns_velocity_and_flip_mirrors_heading():
+    sample = _scene(np.random.default_rng(1))
+    v = np.linalg.norm(sample["gt_boxes"][:, 7:9], axis=1)
+    out = GlobalRotation([0.5, 0.5])(dict(sample), np.random.default_rng(0))
+    np.testing.assert_allclose(np.linalg.norm(out["gt_boxes"][:, 7:9], axis=1), v, rtol=1e-5)
+    flipped = RandomFlip(["x"], prob=1.0)(dict(sample), np.random.default_rng(0))
+    np.testing.assert_allclose(flipped["gt_boxes"][:, 6], -sample["gt_boxes"][:, 6], atol=1e-6)
+    np.testing.assert_allclose(flipped["gt_boxes"][:, 8], -sample["gt_boxes"][:, 8])
+
+
+def test_gt_sampling_never_overlaps(kitti_root):
+    ds = KittiDataset(kitti_root, "train", fov_only=False)
+    sampler = GTSampling(kitti_root / "kitti_gt_database_train.json", ds.class_names,
+                         {"Car": 40, "Pedestrian": 20, "Cyclist": 20}, min_points=5)
+    for i in range(len(ds)):
+        raw = ds.load(i)
+        n_before = len(raw["gt_boxes"])
+        out = sampler(raw, np.random.default_rng(i))
+        boxes = out["gt_boxes"]
+        assert len(boxes) > n_before and len(out["gt_labels"]) == len(boxes)
+        iou = np.asarray(iou_bev(boxes, boxes))
+        new = np.arange(len(boxes)) >= n_before
+        pairs = (new[:, None] | new[None, :]) & ~np.eye(len(boxes), dtype=bool)
+        assert (iou[pairs] == 0).all()
+        assert (points_in_boxes_count(out["points"], boxes[new]) >= 5).all()
+
+
+def test_flow_moves_with_points(tmp_path):
+    root = simulate_dataset("sceneflow_ft3d", tmp_path, frames=1, seed=4)
+    augment = [GlobalRotation(np.pi), GlobalScaling([0.8, 1.2]), GlobalTranslation(1.0), RandomFlip(["x", "y"], 1.0)]
+    ds = SceneFlowDataset(root, "flyingthings3d", "train", num_points=None, augmentations=augment, seed=0)
+    raw, out = ds.load(0), ds[0]
+    assert not np.allclose(out["points"], raw["points"])
+    np.testing.assert_allclose(out["points2"] - out["points"], out["flow"], atol=2e-4)
+    # a similarity transform: every flow vector's length scales by the same factor
+    ratio = np.linalg.norm(out["flow"], axis=1) / np.linalg.norm(raw["flow"], axis=1)
+    moving = np.linalg.norm(raw["flow"], axis=1) > 0.05
+    np.testing.assert_allclose(ratio[moving], np.median(ratio[moving]), rtol=1e-3)
+
+
+def test_point_wise_keys_stay_aligned():
+    rng = np.random.default_rng(0)
+    n = 1000
+    points = np.concatenate([rng.uniform(-5, 80, (n, 3)), rng.random((n, 3))], 1).astype(np.float32)
+    sample = {"points": points, "point_labels": np.arange(n), "instance_ids": np.arange(n) * 2}
+    pipe = Compose([PointShuffle(), RandomDrop(0.5), RangeCrop(RANGE), PointJitter(0.01, 0.02), ColorJitter()])
+    out = pipe(dict(sample), rng)
+    assert 0 < len(out["points"]) < n
+    idx = out["point_labels"]
+    np.testing.assert_array_equal(out["instance_ids"], idx * 2)
+    assert np.abs(out["points"][:, :3] - points[idx, :3]).max() <= 0.02 + 1e-6
+    assert out["points"][:, 3:].min() >= 0 and out["points"][:, 3:].max() <= 1
+
+
+def test_reproducible_under_seed_and_collate(kitti_root):
+    database = str(kitti_root / "kitti_gt_database_train.json")
+    augment = [{"_target_": "pc3d.data.transforms.GTSampling", "database": database,
+                "class_names": ["Car", "Pedestrian", "Cyclist"], "sample_groups": {"Car": 20, "Pedestrian": 10}},
+               {"_target_": "pc3d.data.transforms.RandomFlip"}, {"_target_": "pc3d.data.transforms.GlobalRotation"},
+               {"_target_": "pc3d.data.transforms.GlobalScaling"}]
+    voxelizer = HardVoxelizer([0.05, 0.05, 0.1], RANGE, 5, 16000)
+    make = lambda seed: KittiDataset(kitti_root, "train", augmentations=augment,  # noqa: E731
+                                     transforms=[RangeCrop(RANGE), PointShuffle()], voxelizer=voxelizer, seed=seed)
+    a, b = make(7), make(7)
+    b[1]  # another order of access changes nothing
+    for i in range(len(a)):
+        x, y = a[i], b[i]
+        np.testing.assert_array_equal(x["points"], y["points"])
+        np.testing.assert_array_equal(x["gt_boxes"], y["gt_boxes"])
+    a.set_epoch(1)
+    assert not np.array_equal(a[0]["points"], b[0]["points"])
+    assert not np.array_equal(make(8)[0]["points"], b[0]["points"])
+    samples = [b[0], b[1]]
+    batch = b.collate_fn(samples)
+    m = [len(s["gt_boxes"]) for s in samples]
+    assert batch["gt_boxes"].shape == (2, max(m), 8)
+    for k, s in enumerate(samples):
+        np.testing.assert_array_equal(batch["gt_boxes"][k, :m[k], :7].numpy(), s["gt_boxes"])
+        np.testing.assert_array_equal(batch["gt_boxes"][k, :m[k], 7].numpy(), s["gt_labels"])
+        assert (batch["gt_boxes"][k, m[k]:] == 0).all()
+    offsets = batch["point_offsets"].numpy()
+    assert offsets.tolist() == [0, len(samples[0]["points"]), len(samples[0]["points"]) + len(samples[1]["points"])]
+    assert set(batch["voxel_coords"][:, 0].tolist()) == {0, 1}
+    assert batch["voxels"].shape[1:] == (5, 4) and batch["spatial_shape"] == (40, 1600, 1408)
+    st = sparse_input(batch)
+    assert st.batch_size == 2 and st.feats.shape == (len(batch["voxel_coords"]), 4)
+
+
+def test_dynamic_collate_maps_every_point():
+    rng = np.random.default_rng(0)
+    samples = [{"frame_id": str(k), "points": rng.uniform(-1, 11, (500, 6)).astype(np.float32),
+                "point_labels": rng.integers(-1, 20, 500)} for k in range(3)]
+    batch = Collate(DynamicVoxelizer(0.5, [0, 0, 0, 10, 10, 10]))(samples)
+    p2v = batch["point_to_voxel"].numpy()
+    inside = ((batch["points"][:, :3] >= 0) & (batch["points"][:, :3] < 10)).all(1).numpy()
+    assert ((p2v >= 0) == inside).all() and len(batch["point_labels"]) == 1500
+    assert (batch["voxel_coords"][p2v[inside], 0].numpy() == batch["point_batch"].numpy()[inside]).all()
+    assert sparse_input(batch).feats.shape[1] == 6

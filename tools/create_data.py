@@ -1,0 +1,45 @@
+"""Build a dataset's derived files (info indexes, GT database) beside it: JSON / npz / raw float32, never pickle.
+
+    python tools/create_data.py kitti data/sim_kitti
+    python tools/create_data.py waymo data/waymo_v2
+    python tools/create_data.py {semantickitti,scannet,sceneflow} <root>
+
+Bad frames are skipped, counted and listed at the end (and in the info files under "skipped").
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from tqdm import tqdm
+
+
+def main(argv: list[str] | None = None) -> int:
+    from pc3d.data.create import CREATORS, create_data
+    from pc3d.errors import Pc3dError
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("dataset", choices=sorted(CREATORS))
+    parser.add_argument("root", help="the dataset folder, in its official layout")
+    args = parser.parse_args(argv)
+
+    def progress(iterable, total, desc):
+        return tqdm(iterable, total=total, desc=desc, unit="frame")
+
+    try:
+        report = create_data(args.dataset, args.root, progress)
+    except Pc3dError as error:
+        print(f"create_data: {error}", file=sys.stderr)
+        return 2
+    skipped = {k: v["skipped"] for k, v in report.items() if isinstance(v, dict) and v.get("skipped")}
+    for split, frames in skipped.items():
+        print(f"{split}: skipped {len(frames)} bad frame(s):", file=sys.stderr)
+        for frame, problem in frames.items():
+            print(f"  {frame}: {problem}", file=sys.stderr)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
