@@ -189,7 +189,8 @@ def _micro_weight_gradient(groups: int, cin_g: int, cout_g: int):
 def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
     """Per block of output rows and offset, the active pairs are taken four at a time: one load and
     store of a weight-gradient row serves four rank-1 updates, and the offset's gradient block
-    stays in L1.
+    stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the
+    task's partial: a two-level sum, so float32 error grows with the block's pairs, not the task's.
     """
     block = ROWS_PER_BLOCK
 
@@ -201,6 +202,7 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
         for t in prange(n_tasks):
             ins = np.empty(block, np.int64)
             outs = np.empty(block, np.int64)
+            local = np.empty((groups, cin_g, cout_g), partial.dtype)
             task_end = min(n_out, (t + 1) * per_task)
             for b0 in range(t * per_task, task_end, block):
                 b1 = min(task_end, b0 + block)
@@ -212,6 +214,9 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
                             ins[n] = i
                             outs[n] = o
                             n += 1
+                    if n == 0:
+                        continue
+                    local[:] = 0
                     p = 0
                     while p + 4 <= n:
                         i0, i1, i2, i3 = ins[p], ins[p + 1], ins[p + 2], ins[p + 3]
@@ -222,8 +227,8 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
                                 v0, v1, v2, v3 = feats[i0, c], feats[i1, c], feats[i2, c], feats[i3, c]
                                 for b in range(cout_g):
                                     d = g * cout_g + b
-                                    partial[t, k, g, a, b] += ((v0 * grad[o0, d] + v1 * grad[o1, d])
-                                                               + (v2 * grad[o2, d] + v3 * grad[o3, d]))
+                                    local[g, a, b] += ((v0 * grad[o0, d] + v1 * grad[o1, d])
+                                                     + (v2 * grad[o2, d] + v3 * grad[o3, d]))
                         p += 4
                     while p < n:
                         i0, o0 = ins[p], outs[p]
@@ -231,8 +236,12 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
                             for a in range(cin_g):
                                 v0 = feats[i0, g * cin_g + a]
                                 for b in range(cout_g):
-                                    partial[t, k, g, a, b] += v0 * grad[o0, g * cout_g + b]
+                                    local[g, a, b] += v0 * grad[o0, g * cout_g + b]
                         p += 1
+                    for g in range(groups):
+                        for a in range(cin_g):
+                            for b in range(cout_g):
+                                partial[t, k, g, a, b] += local[g, a, b]
 
     return kernel
 
