@@ -1,6 +1,7 @@
 """Checked readers of the raw files pc3d loads: every malformed input raises DataFormatError naming the file."""
 from __future__ import annotations
 
+import tokenize
 from os import PathLike
 from pathlib import Path
 
@@ -41,14 +42,20 @@ def read_label(path: str | PathLike, count: int) -> np.ndarray:
     return np.fromfile(path, dtype="<u4")
 
 
+def load_npy(path: str | PathLike) -> np.ndarray:
+    """np.load of a .npy file without pickles; a corrupt header or body raises DataFormatError."""
+    path = Path(path)
+    _size(path)
+    try:  # numpy parses the header with ast / tokenize: a corrupt one raises their errors
+        return np.load(path, allow_pickle=False)
+    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as error:
+        raise DataFormatError(path, f"not a readable .npy array ({error})") from None
+
+
 def read_npy(path: str | PathLike, columns: int | None = None) -> np.ndarray:
     """A float32 [N, columns] .npy array (no pickled objects), checked for shape and finite values."""
     path = Path(path)
-    _size(path)
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as error:
-        raise DataFormatError(path, f"not a readable .npy array ({error})") from None
+    array = load_npy(path)
     if not isinstance(array, np.ndarray) or array.dtype.kind != "f" or array.ndim != 2 or (
             columns is not None and array.shape[1] != columns):
         raise DataFormatError(path, f"expected float [N, {columns or 'C'}], got {getattr(array, 'dtype', '?')} "

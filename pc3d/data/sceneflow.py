@@ -20,7 +20,7 @@ import numpy as np
 from pc3d.errors import ConfigError, DataFormatError
 
 from .dataset import PointCloudDataset
-from .io import read_npy
+from .io import load_npy, read_npy
 from .transforms import SamplePoints
 
 VARIANTS = {"kitti": "KITTI_processed_occ_final", "flyingthings3d": "FlyingThings3D_subset_processed_35m"}
@@ -64,7 +64,7 @@ class SceneFlowDataset(PointCloudDataset):
                                                       "same point)")
         mask = np.ones(len(pc1), bool)
         if (folder / "mask.npy").is_file():
-            mask = np.load(folder / "mask.npy", allow_pickle=False).astype(bool).reshape(-1)
+            mask = load_npy(folder / "mask.npy").astype(bool).reshape(-1)
             if len(mask) != len(pc1):
                 raise DataFormatError(folder / "mask.npy", f"{len(mask)} mask values for {len(pc1)} points")
         if self.variant == "kitti":
