@@ -21,7 +21,6 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sparse import run_sparse  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -63,7 +62,33 @@ def _fmt(value, scale: float = 1, suffix: str = "") -> str:
     return str(value)
 
 
-SUITES = {"sparse": run_sparse}
+def run_sparse(timed, quick: bool) -> list[dict]:
+    from bench_sparse import run_sparse as run
+
+    return run(timed, quick)
+
+
+def run_voxel(timed, quick: bool) -> list[dict]:
+    """Voxelizers against spconv / Open3D, then the box kernels against shapely / numpy / torch."""
+    from bench_geometry import run_geometry
+    from bench_voxel import run_voxel as run
+
+    return run(timed, quick) + run_geometry(timed, quick)
+
+
+def run_sim(timed, quick: bool) -> list[dict]:
+    from bench_sim import run_sim as run
+
+    return run(timed, quick)
+
+
+def run_data(timed, quick: bool) -> list[dict]:
+    from bench_data import run_data as run
+
+    return run(timed, quick)
+
+
+SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data}
 
 
 def main(argv: list[str] | None = None) -> int:
