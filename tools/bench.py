@@ -88,7 +88,13 @@ def run_data(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
-SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data}
+def run_train(timed, quick: bool) -> list[dict]:
+    from bench_train import run_train as run
+
+    return run(timed, quick)
+
+
+SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,7 @@ transforms augment points, boxes, labels and flow together; ``Collate`` builds t
 batch structure (pc3d.data.batch, whose docstring is the contract); the GT database supports
 ground-truth sampling. Waymo (pyarrow) and ScanNet (plyfile) import their readers lazily.
 """
-from .batch import BOX_KEYS, POINT_KEYS, Collate, check_sample, sparse_input, to_device
+from .batch import BOX_KEYS, POINT_KEYS, Collate, check_sample, sparse_input
 from .dataset import BadFrameWarning, PointCloudDataset, sample_seed, seed_worker
 from .gt_database import GTDatabase, write_database
 from .kitti import KITTI_CLASSES, KittiDataset
@@ -20,5 +20,5 @@ __all__ = [
     "BOX_KEYS", "BadFrameWarning", "Collate", "GTDatabase", "KITTI_CLASSES", "KittiDataset", "POINT_KEYS",
     "PointCloudDataset", "SCANNET20_CLASSES", "ScanNetDataset", "SceneFlowDataset", "SemanticKittiDataset",
     "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset", "check_sample", "sample_seed", "seed_worker",
-    "sparse_input", "to_device", "write_database",
+    "sparse_input", "write_database",
 ]

@@ -50,7 +50,7 @@ spatial_shape     tuple[int, ...]         the grid, slowest axis first (SparseTe
 voxels            float32 [V, P, 3 + C]   hard voxelizers only: the first P points of each voxel, zero padded
 
 ``sparse_input(batch)`` turns the voxel keys into the ``pc3d.sparse.SparseTensor`` a backbone takes
-(mean of each voxel's point features); ``to_device`` moves a batch.
+(mean of each voxel's point features); ``pc3d.engine.data.to_device`` moves a batch.
 """
 from __future__ import annotations
 
@@ -186,8 +186,3 @@ def sparse_input(batch: dict, device: torch.device | str | None = None):
         keep = batch["point_to_voxel"] >= 0
         feats = scatter_mean(batch["points"][keep], batch["point_to_voxel"][keep], len(batch["voxel_coords"]))
     return to_sparse_tensor(feats, batch["voxel_coords"], batch["spatial_shape"], batch["batch_size"], device)
-
-
-def to_device(batch: dict, device: torch.device | str) -> dict:
-    """A shallow copy of the batch with every tensor moved to `device` (lists and ints kept)."""
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}

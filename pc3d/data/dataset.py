@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pc3d.engine import seeding
 from pc3d.errors import DataFormatError
 
 from .batch import Collate, check_sample
@@ -29,8 +30,8 @@ class BadFrameWarning(UserWarning):
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of sample `index` in `epoch` of a run seeded with `seed`."""
-    return int(np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch), int(index)]).generate_state(1)[0])
+    """The augmentation seed of sample `index` in `epoch` of a run seeded with `seed` (the engine's mix)."""
+    return seeding.sample_seed(seed, epoch, index)
 
 
 def seed_worker(worker_id: int) -> None:

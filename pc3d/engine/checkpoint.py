@@ -1,0 +1,214 @@
+"""Checkpoints: atomic writes, last-K rotation, the best one, and safe loading.
+
+A checkpoint is a dict written by `torch.save` and read back with `torch.load(weights_only=True)`
+(no arbitrary pickle): only tensors, numbers, strings, lists and dicts.
+
+    {"format": "pc3d-checkpoint", "version": 1,
+     "model": state_dict, "optimizer": ..., "scheduler": ..., "scaler": ... | None, "ema": ... | None,
+     "rng": [per-rank rng_state(), ...],            # pc3d.engine.seeding
+     "progress": {"epoch", "batch_in_epoch", "step", "seed", "world_size"},
+     "best": {"metric", "mode", "value", "step"}, "metrics": {...}, "config": {...resolved config}}
+
+Writing is atomic: a temporary file in the same folder, flushed and fsynced, then `os.replace`d
+onto the final name (and the folder fsynced), so a crash or a full disk never leaves a partial
+file under a checkpoint's name. `CheckpointManager` keeps `step_XXXXXXXX.pt` for the last K saves
+plus `best.pt` (a hard link to, or copy of, the best save by a configured metric and mode).
+`latest()` walks the saves newest first and skips unreadable ones with a warning, so a corrupted
+file never hides the previous good checkpoint.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import shutil
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pc3d.errors import CheckpointError, ConfigError
+
+FORMAT = "pc3d-checkpoint"
+VERSION = 1
+_STEP_FILE = re.compile(r"^step_(\d+)\.pt$")
+log = logging.getLogger(__name__)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj)` to `path` atomically (temp file in the same folder + fsync + os.replace)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(path.parent)
+    return path
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a pc3d checkpoint with weights_only=True; CheckpointError (naming the file) when it is
+    missing, truncated, corrupted or not a pc3d checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
+        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupted?): "
+                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
+        keys = sorted(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
+        raise CheckpointError(f"{path}: not a pc3d checkpoint (found {keys}); a bare state_dict loads with "
+                              "pc3d.engine.checkpoint.load_weights")
+    if ckpt.get("version", 0) > VERSION:
+        raise CheckpointError(f"{path}: checkpoint format version {ckpt['version']} is newer than this pc3d "
+                              f"({VERSION})")
+    if "model" not in ckpt:
+        raise CheckpointError(f"{path}: pc3d checkpoint without model weights")
+    return dict(ckpt)
+
+
+def load_weights(path: str | os.PathLike, *, ema: bool = True) -> dict:
+    """Model weights from a pc3d checkpoint (its EMA weights when present and `ema`), or from a
+    bare state_dict file; weights_only loading either way."""
+    path = Path(path)
+    try:
+        ckpt = load_checkpoint(path)
+    except CheckpointError:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CheckpointError(f"{path}: unreadable weights file: {type(exc).__name__}") from exc
+        if isinstance(sd, Mapping) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()):
+            return dict(sd)
+        raise
+    if ema and ckpt.get("ema"):
+        return dict(ckpt["ema"]["model"])
+    return dict(ckpt["model"])
+
+
+def resolve_checkpoint(path: str | os.PathLike) -> Path:
+    """A checkpoint file as given, or for a folder (a run dir or its checkpoints/) its newest
+    loadable save."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    folder = path / "checkpoints" if (path / "checkpoints").is_dir() else path
+    if not folder.is_dir():
+        raise CheckpointError(f"{path}: no such checkpoint file or folder")
+    found = latest_checkpoint(folder)
+    if found is None:
+        raise CheckpointError(f"{folder}: no loadable checkpoint in this folder")
+    return found
+
+
+def step_checkpoints(folder: str | os.PathLike) -> list[tuple[int, Path]]:
+    """(step, path) of the `step_*.pt` saves in `folder`, oldest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [(int(m.group(1)), folder / name) for name in os.listdir(folder) if (m := _STEP_FILE.match(name))]
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Path | None:
+    """Newest save in `folder` that loads; bad files are skipped with a warning."""
+    for _, path in reversed(step_checkpoints(folder)):
+        try:
+            load_checkpoint(path)
+        except CheckpointError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        return path
+    return None
+
+
+def _better(value: float, best: float | None, mode: str) -> bool:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+class CheckpointManager:
+    """Saves into `folder`: `step_XXXXXXXX.pt` (the newest `keep_last` kept) and `best.pt`.
+
+    best_metric: name of the metric (in the dict passed to `save`) that decides `best.pt`;
+    None keeps no best. mode: 'max' or 'min'.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, keep_last: int = 3, best_metric: str | None = None,
+                 mode: str = "max"):
+        if mode not in ("max", "min"):
+            raise ConfigError(f"train.best_mode must be 'max' or 'min', got {mode!r}")
+        if keep_last < 1:
+            raise ConfigError(f"train.keep_last must be >= 1, got {keep_last}")
+        self.folder = Path(folder)
+        self.keep_last, self.best_metric, self.mode = keep_last, best_metric, mode
+        self.best_value: float | None = None
+        self.best_step: int | None = None
+
+    @property
+    def best_path(self) -> Path:
+        return self.folder / "best.pt"
+
+    def best_state(self) -> dict:
+        return {"metric": self.best_metric, "mode": self.mode, "value": self.best_value, "step": self.best_step}
+
+    def load_best_state(self, state: Mapping | None) -> None:
+        if state and state.get("metric") == self.best_metric and state.get("mode") == self.mode:
+            self.best_value, self.best_step = state.get("value"), state.get("step")
+
+    def is_better(self, metrics: Mapping[str, float] | None) -> bool:
+        if not self.best_metric or not metrics or self.best_metric not in metrics:
+            return False
+        return _better(float(metrics[self.best_metric]), self.best_value, self.mode)
+
+    def save(self, state: dict, step: int, metrics: Mapping[str, float] | None = None) -> Path:
+        """Write `state` as the save of `step`; update best.pt when `metrics` improve the best; rotate."""
+        improved = self.is_better(metrics)
+        if improved:
+            self.best_value, self.best_step = float(metrics[self.best_metric]), step
+        state = {"format": FORMAT, "version": VERSION, **state, "best": self.best_state(),
+                 "metrics": dict(metrics or {})}
+        path = atomic_save(state, self.folder / f"step_{step:08d}.pt")
+        if improved:
+            self._link_best(path)
+        for _, old in step_checkpoints(self.folder)[:-self.keep_last]:
+            old.unlink(missing_ok=True)
+        return path
+
+    def _link_best(self, path: Path) -> None:
+        tmp = self.folder / f".best.pt.tmp-{os.getpid()}"
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(path, tmp)
+        except OSError:
+            shutil.copyfile(path, tmp)
+        os.replace(tmp, self.best_path)
+        _fsync_dir(self.folder)
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.folder)

@@ -1,0 +1,161 @@
+"""Data loading for the engine: resumable, rank-sharded samplers, per-sample seeding, `to_device`.
+
+Contract with datasets: a map-style dataset (`__len__`, `__getitem__(index)`) returns one sample;
+its `collate_fn` attribute (a function or staticmethod, optional; torch's default collate
+otherwise) batches samples into a dict of tensors / numpy arrays / objects with `.to(device)`
+(SparseTensor). Augmentation draws from python's `random`, `np.random` or torch's global
+generator; `SeededDataset` seeds those before each sample from (run seed, epoch, index).
+
+Datasets with their own augmentation seed (pc3d.data.dataset.PointCloudDataset with `seed=`)
+get `set_epoch(epoch)` from the trainer before each epoch; their DataLoader workers are then
+not persistent, so every epoch's workers see the new epoch.
+
+Samplers. `EpochBatchSampler` is the training sampler (it replaces DistributedSampler): epoch `e`
+shuffles with a generator seeded by (seed, e), pads to a multiple of the world size like
+DistributedSampler, gives rank `r` the positions r, r + W, r + 2W, ... and batches them; a
+resumed run starts it at a batch offset inside the epoch. With the same global batch, W ranks of
+batch B see exactly the samples one process of batch W * B sees. `ShardSampler` splits an
+evaluation set into rank shards (index r, r + W, ...) without padding, so no sample is
+evaluated twice.
+"""
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
+from torch.utils.data._utils.collate import default_collate
+
+from pc3d.engine.seeding import sample_seed, seed_globals
+
+
+class SeededDataset(Dataset):
+    """Wraps a dataset; items are `(index, seed)` pairs and each sample is loaded after seeding the
+    global generators with `seed`. In the main process (workers=0) the caller's generator states
+    are saved and restored around each batch, so data loading never moves the model's RNG."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int]) -> Any:
+        return self.__getitems__([item])[0]
+
+    def __getitems__(self, items: Sequence[tuple[int, int]]) -> list:
+        main = get_worker_info() is None
+        if main:
+            saved = random.getstate(), np.random.get_state(), torch.get_rng_state()  # noqa: NPY002
+        try:
+            samples = []
+            for index, seed in items:
+                seed_globals(seed)
+                samples.append(self.dataset[index])
+            return samples
+        finally:
+            if main:
+                random.setstate(saved[0])
+                np.random.set_state(saved[1])  # noqa: NPY002
+                torch.set_rng_state(saved[2])
+
+
+class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
+    """Batches of `(index, sample_seed)` for one rank; deterministic per (seed, epoch); resumable."""
+
+    def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.seed, self.rank, self.world_size, self.drop_last = seed, rank, world_size, drop_last
+        self.per_rank = math.ceil(num_samples / world_size)
+        self.epoch, self.start_batch = 0, 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the epoch's order and skip its first `start_batch` batches (resume)."""
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def __len__(self) -> int:
+        """Batches per epoch (before any skip)."""
+        n = self.per_rank // self.batch_size
+        return n if self.drop_last or self.per_rank % self.batch_size == 0 else n + 1
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
+            order = torch.randperm(self.num_samples, generator=g).tolist()
+        else:
+            order = list(range(self.num_samples))
+        total = self.per_rank * self.world_size
+        order += order[: total - len(order)]
+        mine = order[self.rank:total:self.world_size]
+        seeds = [sample_seed(self.seed, self.epoch, i) for i in mine]
+        pairs = list(zip(mine, seeds, strict=True))
+        for b in range(self.start_batch, len(self)):
+            yield pairs[b * self.batch_size:(b + 1) * self.batch_size]
+
+
+class ShardSampler(Sampler[tuple[int, int]]):
+    """This rank's evaluation indices (rank, rank + W, ...) with a fixed seed per index; no padding."""
+
+    def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1, seed: int = 0):
+        self.indices = list(range(rank, num_samples, world_size))
+        self.seed = seed
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        return iter((i, sample_seed(self.seed, -1, i)) for i in self.indices)
+
+
+def collate_fn_of(dataset: Dataset):
+    """The dataset's `collate_fn` attribute, or torch's default collate."""
+    return getattr(dataset, "collate_fn", None) or default_collate
+
+
+def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
+                 ) -> DataLoader:
+    persistent = workers > 0 and not callable(getattr(dataset, "set_epoch", None))
+    return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=workers,
+                      collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
+                      persistent_workers=persistent, generator=torch.Generator().manual_seed(sampler.seed))
+
+
+def eval_loader(dataset: Dataset, *, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
+                seed: int = 0, pin_memory: bool = False) -> DataLoader:
+    sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)
+    return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
+                      collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(seed))
+
+
+def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
+    """Move tensors (and objects with `.to`, like SparseTensor) inside dicts / lists / tuples to
+    `device`; numpy arrays and everything else are returned unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=non_blocking)
+    if isinstance(obj, dict):
+        return {k: to_device(v, device, non_blocking) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        moved = [to_device(v, device, non_blocking) for v in obj]
+        return type(obj)(*moved) if hasattr(obj, "_fields") else type(obj)(moved)
+    if isinstance(obj, np.ndarray | str | bytes | int | float) or obj is None:
+        return obj
+    move = getattr(obj, "to", None)
+    return move(device) if callable(move) else obj
+
+
+def to_cpu(obj: Any) -> Any:
+    """Detach tensors to CPU inside nested containers (predictions before gathering)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        moved = [to_cpu(v) for v in obj]
+        return type(obj)(*moved) if hasattr(obj, "_fields") else type(obj)(moved)
+    return obj

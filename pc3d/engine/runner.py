@@ -1,0 +1,159 @@
+"""From a hydra config to a trained or evaluated model: what tools/train.py and tools/test.py run.
+
+Config keys read here (configs/config.yaml documents them): `dataset` (a `_target_` taking
+`split=`), `splits.{train,val,test}`, `model`, `optim` (partial optimizer), `schedule` (partial
+schedule or null), `evaluator` (optional partial `(dataset, predictions) -> metrics`), `train`
+(pc3d.engine.trainer.TrainSettings), `seed`, `device`, `threads`, `resume` (null | auto | checkpoint file or
+run dir).
+
+A run folder holds: `config.yaml` (resolved), `train.log`, `checkpoints/step_*.pt` + `best.pt`,
+`metrics.json`, `tb/` (TensorBoard) and hydra's `.hydra/`. `tools/test.py` writes
+`test_<split>/metrics.json`, `metrics.md` and the dataset's predictions beside them.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pc3d.engine import distributed
+from pc3d.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from pc3d.engine.evaluator import evaluate
+from pc3d.engine.monitor import metrics_table, write_json
+from pc3d.engine.seeding import seed_everything
+from pc3d.engine.trainer import Trainer, TrainResult, TrainSettings
+from pc3d.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def _instantiate(node, **kwargs):
+    from hydra.utils import instantiate
+
+    return instantiate(node, _convert_="all", **kwargs)
+
+
+def resolved_config(cfg) -> dict:
+    """The config as plain containers with every interpolation resolved."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_container(cfg, resolve=True) if not isinstance(cfg, dict) else cfg
+
+
+def resume_path(resume: str | None, run_dir: Path) -> Path | None:
+    """`auto` -> the newest loadable checkpoint in this run dir (None when there is none)."""
+    if resume in (None, "", False):
+        return None
+    if resume == "auto":
+        return latest_checkpoint(run_dir / "checkpoints")
+    return resolve_checkpoint(resume)
+
+
+def apply_threads(cfg) -> None:
+    """`threads: N` in the config -> torch.set_num_threads(N) for this process (null: leave torch's default)."""
+    threads = cfg.get("threads")
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+def build_datasets(cfg) -> tuple[Any, Any]:
+    train_set = _instantiate(cfg.dataset, split=cfg.splits.train)
+    val_split = cfg.splits.get("val")
+    return train_set, (_instantiate(cfg.dataset, split=val_split) if val_split else None)
+
+
+def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainResult:
+    """Build every part from `cfg` and train; rank 0 writes `config.yaml` into `run_dir`."""
+    from omegaconf import OmegaConf
+
+    run_dir = Path(run_dir)
+    config = resolved_config(cfg)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
+    apply_threads(cfg)
+    seed_everything(int(cfg.seed))  # identical initial weights on every rank
+    train_set, val_set = build_datasets(cfg)
+    model = _instantiate(cfg.model)
+    settings = TrainSettings.from_config(config["train"])
+    trainer = Trainer(
+        model, train_set, optimizer=_instantiate(cfg.optim), settings=settings, run_dir=run_dir,
+        schedule=_instantiate(cfg.schedule) if cfg.get("schedule") else None, val_set=val_set,
+        evaluator=_instantiate(cfg.evaluator) if cfg.get("evaluator") else None, info=info,
+        seed=int(cfg.seed), config=config)
+    return trainer.fit(resume=resume_path(cfg.get("resume"), run_dir))
+
+
+def find_checkpoint(ckpt: str | None, run_dir: str | None) -> Path:
+    """`ckpt` as given, else `<run_dir>/checkpoints/best.pt` when it loads, else the newest save there."""
+    if ckpt:
+        return resolve_checkpoint(ckpt)
+    if not run_dir:
+        raise ConfigError("tools/test.py needs ckpt=<checkpoint file> or run_dir=<training run folder>")
+    best = Path(run_dir) / "checkpoints" / "best.pt"
+    if best.is_file():
+        try:
+            load_checkpoint(best)
+            return best
+        except CheckpointError as exc:
+            log.warning("skipping %s", exc)
+    return resolve_checkpoint(run_dir)
+
+
+def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
+         out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
+         use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None) -> dict | None:
+    """Evaluate a checkpoint on `split` (default: the config's test split) with the config stored in it.
+
+    Writes `<out_dir>/metrics.json`, `metrics.md` and, when the dataset has `write_predictions`,
+    its predictions under `<out_dir>/predictions`. Returns the metrics on rank 0 (None elsewhere).
+    overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}).
+    """
+    from omegaconf import OmegaConf
+
+    ckpt_path = Path(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    if not ckpt.get("config"):
+        raise CheckpointError(f"{ckpt_path}: has no stored config; it was not written by tools/train.py")
+    cfg = OmegaConf.create(ckpt["config"])
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    split = split or cfg.splits.get("test") or cfg.splits.val
+    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    out_dir = Path(out_dir) if out_dir else run_dir / f"test_{split}"
+    apply_threads(cfg)
+    seed_everything(int(cfg.seed))
+    dataset = _instantiate(cfg.dataset, split=split)
+    model = _instantiate(cfg.model)
+    weights = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
+    model.load_state_dict(weights)
+    model.to(info.device)
+    train_cfg = cfg.train
+    evaluator = _instantiate(cfg.evaluator) if cfg.get("evaluator") else None
+    metrics, predictions = evaluate(
+        model, dataset, batch_size=batch_size or train_cfg.get("val_batch_size") or train_cfg.batch_size,
+        workers=train_cfg.workers if workers is None else workers, info=info,
+        precision=train_cfg.get("precision", "fp32"), seed=int(cfg.seed), evaluator=evaluator)
+    if not info.is_main:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    step = int(ckpt["progress"]["step"])
+    title = f"{cfg.get('experiment_name', 'run')} · {split} · {ckpt_path.name} (step {step})"
+    table = metrics_table(metrics, title)
+    extra = getattr(evaluator, "last_table", None)
+    if isinstance(extra, str) and extra:
+        table += "\n\n" + extra
+    write_json(out_dir / "metrics.json", {"checkpoint": str(ckpt_path), "split": split, "step": step,
+                                          "ema": bool(use_ema and ckpt.get("ema")), "metrics": metrics})
+    (out_dir / "metrics.md").write_text(table + "\n")
+    writer = getattr(dataset, "write_predictions", None)
+    if write_predictions and callable(writer):
+        written = writer(predictions, out_dir / "predictions")
+        log.info("predictions written to %s", written)
+    print(table, flush=True)
+    return metrics
+

@@ -1,0 +1,395 @@
+"""The training loop: epochs or iterations, accumulation, clipping, mixed precision, EMA, periodic
+evaluation, best-checkpoint tracking, exact resume and a clean stop on SIGINT / SIGTERM.
+
+Contract with models: `model(batch)` in train mode returns a dict with a scalar `loss` (what is
+optimised) and any other scalar terms (logged as `train/<name>`); in eval mode see
+pc3d.engine.evaluator. Batches come from pc3d.engine.data (the dataset's `collate_fn`) and are
+moved to the device with `to_device`.
+
+Counting. A *step* is one optimizer step (= `accumulate` micro-batches); schedules, logging,
+`max_iters` and `eval_interval` / `ckpt_interval` (in steps when `max_iters` is set, in epochs
+when `max_epochs` is) count steps. An epoch has `len(loader) // accumulate` steps; leftover
+micro-batches of an epoch are skipped.
+
+Per-step cost is kept small: no host-device synchronisation except every `log_interval` steps
+(loss terms are summed on the device in between), no per-step Python beyond the loop itself.
+
+Stopping. SIGINT / SIGTERM set a flag; at the next step boundary (under DDP at the next
+`log_interval` boundary, after the ranks agree) the trainer saves a checkpoint and returns with
+`interrupted=True`. Resuming from it (`resume=<file or run dir>`) continues bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim import Optimizer
+from torch.utils.data import Dataset
+
+from pc3d.engine import distributed
+from pc3d.engine.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
+from pc3d.engine.data import EpochBatchSampler, to_device, train_loader
+from pc3d.engine.ema import ModelEMA
+from pc3d.engine.evaluator import Evaluator, evaluate
+from pc3d.engine.monitor import Progress, ScalarWriter, flatten_metrics, write_json
+from pc3d.engine.optim import autocast, check_precision, clip_gradients, grad_scaler, param_groups
+from pc3d.engine.schedule import Schedule
+from pc3d.engine.seeding import rng_state, seed_everything, set_rng_state
+from pc3d.engine.signals import StopRequest
+from pc3d.errors import CheckpointError, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainSettings:
+    """The `train:` node of the config. Intervals count epochs when `max_epochs` is set and steps
+    when `max_iters` is; 0 disables the periodic action (the end of training still evaluates and saves)."""
+
+    max_epochs: int | None = None
+    max_iters: int | None = None
+    batch_size: int = 8                 # per process
+    val_batch_size: int | None = None   # None: batch_size
+    workers: int = 0
+    accumulate: int = 1
+    clip_grad_norm: float | None = None
+    precision: str = "fp32"             # fp32 | bf16 | fp16 (CUDA)
+    ema_decay: float | None = None      # e.g. 0.999; evaluation then uses the EMA weights
+    ema_warmup_steps: int = 0
+    eval_interval: int = 1
+    ckpt_interval: int = 1
+    log_interval: int = 20
+    keep_last: int = 3
+    best_metric: str | None = None      # metric deciding best.pt, e.g. "accuracy"
+    best_mode: str = "max"
+    sync_bn: bool = False
+    find_unused_parameters: bool = False
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        if (self.max_epochs is None) == (self.max_iters is None):
+            raise ConfigError("set exactly one of train.max_epochs and train.max_iters, got "
+                              f"max_epochs={self.max_epochs}, max_iters={self.max_iters} (to switch on the command "
+                              "line: train.max_epochs=null train.max_iters=N)")
+        for name in ("batch_size", "accumulate", "log_interval"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+    @classmethod
+    def from_config(cls, node: Mapping) -> TrainSettings:
+        """From the `train:` config node; unknown keys are a ConfigError naming them."""
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(node) - known)
+        if unknown:
+            raise ConfigError(f"unknown train settings {unknown}; known: {sorted(known)}")
+        return cls(**node)
+
+    @property
+    def by_epochs(self) -> bool:
+        return self.max_epochs is not None
+
+
+@dataclass
+class TrainResult:
+    step: int
+    epoch: int
+    interrupted: bool = False
+    signal: int | None = None
+    last_checkpoint: Path | None = None
+    best: dict = field(default_factory=dict)
+    final_metrics: dict | None = None
+
+
+OptimizerFactory = Callable[[list], Optimizer]
+ScheduleFactory = Callable[..., Schedule]
+
+
+class Trainer:
+    """Trains `model` on `train_set`; all outputs go to `run_dir` (rank 0 writes).
+
+    optimizer: partial taking parameter groups (e.g. `functools.partial(torch.optim.AdamW, lr=1e-3)`).
+    schedule: partial taking (optimizer, total_steps=...) or None (constant lr).
+    config: the resolved run config (plain dict) stored in every checkpoint.
+    """
+
+    def __init__(self, model: nn.Module, train_set: Dataset, *, optimizer: OptimizerFactory,
+                 settings: TrainSettings, run_dir: str | Path, schedule: ScheduleFactory | None = None,
+                 val_set: Dataset | None = None, evaluator: Evaluator | None = None,
+                 info: distributed.DistInfo | None = None, seed: int = 0, config: Mapping | None = None):
+        self.s = settings
+        self.info = info or distributed.DistInfo(device=distributed.resolve_device("auto"))
+        check_precision(settings.precision, self.info.device)
+        self.run_dir = Path(run_dir)
+        self.train_set, self.val_set, self.evaluator = train_set, val_set, evaluator
+        self.seed, self.config = seed, dict(config or {})
+        self.model = distributed.wrap_model(model, self.info, sync_bn=settings.sync_bn,
+                                            find_unused_parameters=settings.find_unused_parameters)
+        self.net = distributed.unwrap(self.model)
+        self.optimizer = optimizer(param_groups(self.net))
+        self.scaler = grad_scaler(settings.precision, self.info.device)
+        self.ema = ModelEMA(self.net, settings.ema_decay, settings.ema_warmup_steps) if settings.ema_decay else None
+        self.sampler = EpochBatchSampler(len(train_set), settings.batch_size, shuffle=True, seed=seed,
+                                         rank=self.info.rank, world_size=self.info.world_size)
+        self.steps_per_epoch = len(self.sampler) // settings.accumulate
+        if self.steps_per_epoch < 1:
+            raise ConfigError(f"{len(train_set)} training samples make no full step of batch_size="
+                              f"{settings.batch_size} x accumulate={settings.accumulate} x "
+                              f"{self.info.world_size} processes")
+        self.total_steps = settings.max_iters or settings.max_epochs * self.steps_per_epoch
+        self.schedule = schedule(self.optimizer, total_steps=self.total_steps) if schedule else None
+        self.loader = train_loader(train_set, self.sampler, workers=settings.workers,
+                                   pin_memory=self.info.device.type == "cuda")
+        self.ckpt = CheckpointManager(self.run_dir / "checkpoints", keep_last=settings.keep_last,
+                                      best_metric=settings.best_metric, mode=settings.best_mode)
+        self.step = self.epoch = self.batch_in_epoch = 0
+        self.history: list[dict] = []
+        self.last_checkpoint: Path | None = None
+        self._saved_step = self._evaluated_step = -1
+        set_epoch = getattr(train_set, "set_epoch", None)
+        self._dataset_epoch = set_epoch if callable(set_epoch) else None
+
+    # ---------------------------------------------------------------- state
+
+    def state_dict(self) -> dict:
+        """Everything a resume needs (the RNG states of all ranks are gathered; call on every rank)."""
+        return {
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.schedule.state_dict() if self.schedule else None,
+            "scaler": self.scaler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema else None,
+            "rng": distributed.all_gather_objects(rng_state()),
+            "progress": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
+                         "seed": self.seed, "world_size": self.info.world_size,
+                         "total_steps": self.total_steps},
+            "config": self.config,
+        }
+
+    def load_state_dict(self, ckpt: Mapping, source: Path | str = "checkpoint") -> None:
+        try:
+            self.net.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+        except (RuntimeError, ValueError, KeyError) as exc:
+            raise CheckpointError(f"{source}: does not fit this model / optimizer: {exc}") from exc
+        if self.schedule and ckpt.get("scheduler"):
+            self.schedule.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if ckpt.get("ema"):
+                self.ema.load_state_dict(ckpt["ema"])
+            else:
+                self.ema = ModelEMA(self.net, self.s.ema_decay, self.s.ema_warmup_steps)
+        p = ckpt["progress"]
+        self.epoch, self.batch_in_epoch, self.step = int(p["epoch"]), int(p["batch_in_epoch"]), int(p["step"])
+        if p.get("seed") != self.seed:
+            log.warning("%s was trained with seed %s, this run has seed %s", source, p.get("seed"), self.seed)
+        rng = ckpt.get("rng") or []
+        if len(rng) == self.info.world_size:
+            set_rng_state(rng[self.info.rank])
+        else:
+            log.warning("%s was written by %d processes, this run has %d: reseeding instead of restoring RNG "
+                        "states (the run continues, but not bit for bit)", source, len(rng), self.info.world_size)
+            seed_everything(self.seed + 1000003 * self.step + self.info.rank)
+        self.ckpt.load_best_state(ckpt.get("best"))
+        self._saved_step = self.step
+
+    def resume(self, path: str | Path) -> None:
+        path = resolve_checkpoint(path)
+        self.load_state_dict(load_checkpoint(path), path)
+        metrics_file = self.run_dir / "metrics.json"
+        if metrics_file.is_file():
+            old = json.loads(metrics_file.read_text()).get("history", [])
+            self.history = [h for h in old if h.get("step", 0) <= self.step]
+        log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
+
+    # ---------------------------------------------------------------- loop
+
+    def fit(self, resume: str | Path | None = None) -> TrainResult:
+        """Train until max_epochs / max_iters or a stop signal; returns where it stopped."""
+        if resume is not None:
+            self.resume(resume)
+        else:
+            seed_everything(self.seed + self.info.rank)
+        main = self.info.is_main
+        writer = ScalarWriter(self.run_dir / "tb", self.s.tensorboard and main)
+        progress = Progress(self.total_steps, self.step, main)
+        if main:
+            log.info("training %s: %d steps (%d per epoch), %d process(es), device %s, run dir %s",
+                     type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.info.world_size,
+                     self.info.device, self.run_dir)
+        self.model.train()
+        stop = StopRequest()
+        try:
+            with stop:
+                self._loop(stop, progress, writer)
+            progress.close()
+            interrupted = stop.requested and self.step < self.total_steps
+            if not interrupted:
+                self._finish(writer)
+        finally:
+            progress.close()
+            writer.close()
+        if interrupted and main:
+            log.warning("stopped by signal %d at step %d; saved %s — resume with resume=%s", stop.signum,
+                        self.step, self.last_checkpoint, self.run_dir)
+        final = self.history[-1] if self.history and not interrupted else None
+        return TrainResult(self.step, self.epoch, interrupted, stop.signum, self.last_checkpoint,
+                           self.ckpt.best_state(), final)
+
+    def _loop(self, stop: StopRequest, progress: Progress, writer: ScalarWriter) -> None:
+        s, dev = self.s, self.info.device
+        move = dev.type != "cpu"
+        batches_per_epoch = self.steps_per_epoch * s.accumulate
+        sums: dict[str, torch.Tensor] = {}
+        count, t_log, step_log = 0, time.perf_counter(), self.step
+        while self.step < self.total_steps:
+            if self.batch_in_epoch >= batches_per_epoch:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
+            if self._dataset_epoch is not None:
+                self._dataset_epoch(self.epoch)
+            micro = 0
+            for batch in self.loader:
+                if move:
+                    batch = to_device(batch, dev)
+                micro += 1
+                sync = micro == s.accumulate
+                ctx = self.model.no_sync() if self.info.distributed and not sync else contextlib.nullcontext()
+                with ctx:
+                    with autocast(s.precision, dev):
+                        out = self.model(batch)
+                    loss = out["loss"] if isinstance(out, Mapping) and "loss" in out else self._no_loss(out)
+                    self.scaler.scale(loss / s.accumulate if s.accumulate > 1 else loss).backward()
+                for k, v in out.items():
+                    if isinstance(v, torch.Tensor) and v.ndim == 0:
+                        v = v.detach()
+                        sums[k] = sums[k] + v if k in sums else v
+                count += 1
+                self.batch_in_epoch += 1
+                if not sync:
+                    continue
+                micro = 0
+                if s.clip_grad_norm:
+                    self.scaler.unscale_(self.optimizer)
+                    clip_gradients(self.net.parameters(), s.clip_grad_norm)
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.schedule is not None:
+                    self.schedule.step()
+                if self.ema is not None:
+                    self.ema.update(self.net)
+                self.step += 1
+                progress.update()
+                at_log = self.step % s.log_interval == 0 or self.step == self.total_steps
+                if at_log:
+                    now = time.perf_counter()
+                    self._log(sums, count, (self.step - step_log) / max(now - t_log, 1e-9), progress, writer)
+                    sums, count, t_log, step_log = {}, 0, now, self.step
+                stopping = stop.requested if not self.info.distributed else (
+                    at_log and distributed.any_rank(stop.requested, dev))
+                if stopping:
+                    stop.signum = stop.signum or 15
+                    self.save()
+                    return
+                if not s.by_epochs:
+                    self._periodic(self.step, writer)
+                if self.step >= self.total_steps or self.batch_in_epoch >= batches_per_epoch:
+                    break
+            if self.batch_in_epoch >= batches_per_epoch and s.by_epochs:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+                self._periodic(self.epoch, writer)
+
+    @staticmethod
+    def _no_loss(out: Any):
+        raise ConfigError(f"a model in train mode must return a dict with a scalar 'loss', got {type(out).__name__}"
+                          + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else ""))
+
+    def _periodic(self, count: int, writer: ScalarWriter) -> None:
+        """Evaluate / save when `count` (epochs or steps) hits an interval (not at the very end: _finish does)."""
+        if self.step >= self.total_steps:
+            return
+        metrics = None
+        if self.val_set is not None and self.s.eval_interval and count % self.s.eval_interval == 0:
+            metrics = self.run_eval(writer)
+        if self.s.ckpt_interval and count % self.s.ckpt_interval == 0:
+            self.save(metrics)
+
+    def _finish(self, writer: ScalarWriter) -> None:
+        metrics = None
+        if self.val_set is not None and self._evaluated_step != self.step:
+            metrics = self.run_eval(writer)
+        if self._saved_step != self.step or metrics is not None:
+            self.save(metrics)
+        if self.info.is_main:
+            log.info("finished at step %d; best %s", self.step, self.ckpt.best_state())
+
+    def _log(self, sums: dict, count: int, its: float, progress: Progress, writer: ScalarWriter) -> None:
+        if not sums or not self.info.is_main:
+            return
+        values = dict(zip(sums, (torch.stack(list(sums.values())).float() / count).tolist(), strict=True))
+        lr = self.optimizer.param_groups[0]["lr"]
+        eta = (self.total_steps - self.step) / max(its, 1e-9)
+        progress.show(loss=values.get("loss", math.nan), lr=lr)
+        terms = " ".join(f"{k}={v:.4g}" for k, v in values.items())
+        log.info("step %d/%d epoch %d: %s lr=%.3g %.2f it/s eta %s", self.step, self.total_steps, self.epoch, terms,
+                 lr, its, _hms(eta))
+        if not all(math.isfinite(v) for v in values.values()):
+            log.warning("non-finite loss at step %d: %s", self.step, values)
+        writer.add({**{f"train/{k}": v for k, v in values.items()}, "train/lr": lr, "train/it_per_s": its},
+                   self.step)
+
+    # ---------------------------------------------------------------- eval and save
+
+    def eval_model(self) -> nn.Module:
+        """The weights evaluation uses: the EMA copy when EMA is on."""
+        return self.ema.model if self.ema is not None else self.net
+
+    def run_eval(self, writer: ScalarWriter | None = None) -> dict | None:
+        """Evaluate on the validation set (all ranks); metrics on rank 0, None elsewhere."""
+        metrics, _ = evaluate(self.eval_model(), self.val_set, batch_size=self.s.val_batch_size or self.s.batch_size,
+                              workers=self.s.workers, info=self.info, precision=self.s.precision,
+                              evaluator=self.evaluator, seed=self.seed)
+        self._evaluated_step = self.step
+        self.model.train()
+        if metrics is None:
+            return None
+        flat = flatten_metrics(metrics)
+        self.history.append({"step": self.step, "epoch": self.epoch, **flat})
+        log.info("eval at step %d: %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in flat.items()))
+        if writer is not None:
+            writer.add({f"val/{k}": v for k, v in flat.items()}, self.step)
+            writer.flush()
+        return flat
+
+    def save(self, metrics: Mapping[str, float] | None = None) -> Path | None:
+        """Checkpoint now (all ranks call; rank 0 writes) and update metrics.json."""
+        state = self.state_dict()
+        path = None
+        if self.info.is_main:
+            path = self.ckpt.save(state, self.step, metrics)
+            self.last_checkpoint = path
+            write_json(self.run_dir / "metrics.json", {
+                "history": self.history, "best": self.ckpt.best_state(),
+                "final": self.history[-1] if self.history else None, "step": self.step, "epoch": self.epoch,
+                "settings": asdict(self.s)})
+        self._saved_step = self.step
+        distributed.barrier()
+        return path
+
+
+def _hms(seconds: float) -> str:
+    if not math.isfinite(seconds):
+        return "?"
+    s = int(seconds)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -1,0 +1,36 @@
+"""A demo / test model: a small PointNet classifier for pc3d.data.toy.ToyShapes.
+
+Not a research model; it exists to exercise the training engine. Shared per-point MLP, max pool,
+MLP head with dropout (so the engine's RNG handling is exercised too).
+
+Train mode: `model(batch)` -> {"loss": cross-entropy, "loss_cls": same, "acc": batch accuracy}.
+Eval mode: a list of {"label": int, "score": float, "logits": float32 [num_classes]} per sample.
+"""
+from __future__ import annotations
+
+from torch import nn
+from torch.nn import functional as F
+
+
+class ToyPointNet(nn.Module):
+    def __init__(self, num_classes: int = 4, in_channels: int = 3, width: int = 64, dropout: float = 0.1):
+        super().__init__()
+        self.point_mlp = nn.Sequential(
+            nn.Linear(in_channels, width), nn.ReLU(),
+            nn.Linear(width, 2 * width), nn.ReLU(),
+            nn.Linear(2 * width, 4 * width),
+        )
+        self.head = nn.Sequential(nn.LayerNorm(4 * width), nn.Linear(4 * width, width), nn.ReLU(),
+                                  nn.Dropout(dropout), nn.Linear(width, num_classes))
+
+    def forward(self, batch: dict):
+        feats = self.point_mlp(batch["points"]).amax(dim=1)  # [B, 4 * width]
+        logits = self.head(feats).float()
+        if self.training:
+            loss = F.cross_entropy(logits, batch["label"])
+            acc = (logits.detach().argmax(1) == batch["label"]).float().mean()
+            return {"loss": loss, "loss_cls": loss.detach(), "acc": acc}
+        prob = logits.softmax(1)
+        score, label = prob.max(1)
+        return [{"label": int(lbl), "score": float(s), "logits": lg}
+                for lbl, s, lg in zip(label.tolist(), score.tolist(), logits.cpu(), strict=True)]

@@ -1,0 +1,101 @@
+"""Checkpoints: atomic writes, corrupted / foreign files, `latest` fallback, rotation, RNG states."""
+from __future__ import annotations
+
+import datetime
+import logging
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.engine import checkpoint as ckpt_mod
+from pc3d.engine.checkpoint import CheckpointManager, atomic_save, load_checkpoint, load_weights, resolve_checkpoint
+from pc3d.engine.seeding import rng_state, set_rng_state
+from pc3d.errors import CheckpointError
+
+
+def _state(value: float) -> dict:
+    return {"model": {"w": torch.full((3,), value)}, "progress": {"step": int(value)}, "rng": [rng_state()]}
+
+
+def test_atomic_save_never_leaves_a_partial_file(tmp_path, monkeypatch):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"format": ckpt_mod.FORMAT, "model": {"w": torch.ones(2)}}, path)
+    good = path.read_bytes()
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save({"model": {}}, path)
+    assert path.read_bytes() == good                       # the previous file is untouched
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]   # no temp file left behind
+    with pytest.raises(OSError):
+        atomic_save({"model": {}}, tmp_path / "new.pt")
+    assert not (tmp_path / "new.pt").exists()
+
+
+def test_truncated_checkpoint_raises_and_latest_falls_back(tmp_path, caplog):
+    manager = CheckpointManager(tmp_path, keep_last=3)
+    first = manager.save(_state(1.0), step=1)
+    second = manager.save(_state(2.0), step=2)
+    data = second.read_bytes()
+    second.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="step_00000002.pt"):
+        load_checkpoint(second)
+    with caplog.at_level(logging.WARNING):
+        assert manager.latest() == first
+    assert "step_00000002.pt" in caplog.text
+    assert resolve_checkpoint(tmp_path) == first
+    assert load_checkpoint(first)["model"]["w"][0] == 1.0
+
+
+def test_foreign_and_garbage_files_raise(tmp_path):
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.ones(1)}}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt: not a pc3d checkpoint"):
+        load_checkpoint(foreign)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="garbage.pt"):
+        load_checkpoint(garbage)
+    with pytest.raises(CheckpointError, match="missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    bare = tmp_path / "bare.pt"
+    torch.save({"w": torch.ones(2)}, bare)
+    assert load_weights(bare)["w"].shape == (2,)           # a bare state_dict loads as weights
+
+
+def test_pickled_objects_are_refused(tmp_path):
+    path = tmp_path / "evil.pt"
+    torch.save({"format": ckpt_mod.FORMAT, "model": {}, "x": datetime.timedelta(days=1)}, path)
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        load_checkpoint(path)
+
+
+def test_rotation_keeps_last_k_and_best(tmp_path):
+    manager = CheckpointManager(tmp_path, keep_last=2, best_metric="acc", mode="max")
+    for step, acc in [(1, 0.5), (2, 0.9), (3, 0.7), (4, 0.8)]:
+        manager.save(_state(float(step)), step=step, metrics={"acc": acc})
+    assert sorted(p.name for p in tmp_path.glob("*.pt")) == ["best.pt", "step_00000003.pt", "step_00000004.pt"]
+    best = load_checkpoint(manager.best_path)
+    assert best["progress"]["step"] == 2 and best["best"]["value"] == 0.9
+    restored = CheckpointManager(tmp_path, keep_last=2, best_metric="acc", mode="max")
+    restored.load_best_state(load_checkpoint(tmp_path / "step_00000004.pt")["best"])
+    assert not restored.is_better({"acc": 0.85}) and restored.is_better({"acc": 0.95})
+
+
+def test_rng_state_round_trips_through_weights_only(tmp_path):
+    random.seed(1)
+    np.random.seed(2)  # noqa: NPY002 - the global generators are what rng_state saves
+    torch.manual_seed(3)
+    np.random.normal()  # noqa: NPY002 - leave a cached gaussian in numpy's state
+    atomic_save({"rng": rng_state()}, tmp_path / "rng.pt")
+    expected = random.random(), np.random.normal(size=3), torch.rand(3)  # noqa: NPY002
+    set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    assert random.random() == expected[0]
+    np.testing.assert_array_equal(np.random.normal(size=3), expected[1])  # noqa: NPY002
+    assert torch.equal(torch.rand(3), expected[2])

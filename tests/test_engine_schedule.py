@@ -1,0 +1,118 @@
+"""LR schedules on hand-checked values; EMA; to_device; samplers."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.engine.data import EpochBatchSampler, ShardSampler, to_device
+from pc3d.engine.ema import ModelEMA
+from pc3d.engine.optim import param_groups
+from pc3d.engine.schedule import OneCycle, WarmupCosine, WarmupStep
+from pc3d.errors import ConfigError
+
+
+def _lrs(make, total, momentum=False):
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0, betas=(0.9, 0.999))
+    sched = make(opt, total)
+    lrs, moms = [], []
+    for _ in range(total + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        moms.append(opt.param_groups[0]["betas"][0])
+        sched.step()
+    return (lrs, moms) if momentum else lrs
+
+
+def test_warmup_then_cosine():
+    lrs = _lrs(lambda o, t: WarmupCosine(o, t, warmup_steps=10, warmup_start_factor=0.1, min_lr_ratio=0.0), 100)
+    assert lrs[0] == pytest.approx(0.1)
+    assert lrs[5] == pytest.approx(0.55)          # halfway up the linear warm-up
+    assert lrs[10] == pytest.approx(1.0)          # peak at the end of warm-up
+    assert lrs[55] == pytest.approx(0.5)          # cosine halfway
+    assert lrs[100] == pytest.approx(0.0, abs=1e-12)
+    assert lrs[32] == pytest.approx((1 + math.cos(math.pi * 22 / 90)) / 2)
+    assert all(a <= b for a, b in zip(lrs[:10], lrs[1:11], strict=True))
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+
+
+def test_warmup_ratio_and_min_lr():
+    lrs = _lrs(lambda o, t: WarmupCosine(o, t, warmup_ratio=0.1, warmup_start_factor=0.0, min_lr_ratio=0.1), 50)
+    assert lrs[0] == 0.0 and lrs[5] == pytest.approx(1.0) and lrs[50] == pytest.approx(0.1)
+
+
+def test_step_schedule():
+    lrs = _lrs(lambda o, t: WarmupStep(o, t, milestones=(0.5, 0.75), gamma=0.1), 100)
+    assert lrs[0] == lrs[49] == 1.0
+    assert lrs[50] == pytest.approx(0.1) and lrs[74] == pytest.approx(0.1)
+    assert lrs[75] == pytest.approx(0.01)
+
+
+def test_one_cycle_lr_and_momentum():
+    lrs, moms = _lrs(lambda o, t: OneCycle(o, t, pct_start=0.4, div_factor=10, final_div_factor=1e4), 100, True)
+    assert lrs[0] == pytest.approx(0.1) and lrs[20] == pytest.approx(0.55) and lrs[40] == pytest.approx(1.0)
+    assert lrs[70] == pytest.approx((1.0 + 1e-5) / 2) and lrs[100] == pytest.approx(1e-5)
+    assert moms[0] == pytest.approx(0.95) and moms[40] == pytest.approx(0.85) and moms[100] == pytest.approx(0.95)
+
+
+def test_schedule_resumes_exactly_and_rejects_bad_settings():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    a = WarmupCosine(opt, 20, warmup_steps=3)
+    for _ in range(7):
+        a.step()
+    lr = opt.param_groups[0]["lr"]
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.5)
+    b = WarmupCosine(opt2, 20, warmup_steps=3)
+    b.load_state_dict(a.state_dict())
+    assert opt2.param_groups[0]["lr"] == lr
+    with pytest.raises(ConfigError):
+        WarmupCosine(opt, 10, warmup_steps=10)
+    with pytest.raises(ConfigError):
+        WarmupStep(opt, 10, milestones=(5,))
+
+
+def test_param_groups_exempt_biases_and_norms():
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4))
+    decay, no_decay = param_groups(model)
+    assert [p.shape for p in decay["params"]] == [(4, 3)]
+    assert len(no_decay["params"]) == 3 and no_decay["weight_decay"] == 0.0
+
+
+def test_ema_tracks_and_ramps():
+    model = torch.nn.Linear(2, 1)
+    ema = ModelEMA(model, decay=0.5)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    before = ema.model.weight.clone()
+    ema.update(model)
+    torch.testing.assert_close(ema.model.weight, 0.5 * before + 0.5)
+    assert ModelEMA(model, 0.9, warmup_steps=10).current_decay() == 0.0
+
+
+def test_to_device_moves_tensors_only():
+    class Movable:
+        def to(self, device):
+            return ("moved", str(device))
+
+    batch = {"a": torch.ones(2), "b": [np.zeros(3), "x", 3], "c": (torch.zeros(1),), "s": Movable()}
+    out = to_device(batch, torch.device("meta"))
+    assert out["a"].device.type == "meta" and out["c"][0].device.type == "meta"
+    assert out["b"][0] is batch["b"][0] and out["b"][1:] == ["x", 3]
+    assert out["s"] == ("moved", "meta")
+
+
+def test_samplers_shard_like_one_process():
+    one = EpochBatchSampler(10, 4, seed=3, rank=0, world_size=1)
+    two = [EpochBatchSampler(10, 2, seed=3, rank=r, world_size=2) for r in range(2)]
+    for s in (one, *two):
+        s.set_epoch(1)
+    first = [i for i, _ in next(iter(one))]
+    shards = [[i for i, _ in next(iter(s))] for s in two]
+    assert sorted(first) == sorted(shards[0] + shards[1])
+    seeds_one = dict(next(iter(one)))
+    seeds_two = dict(next(iter(two[0])) + next(iter(two[1])))
+    assert seeds_one == seeds_two                   # augmentation seeds depend on (seed, epoch, index) only
+    one.set_epoch(1, start_batch=1)
+    assert len(list(one)) == len(one) - 1
+    assert [i for s in (ShardSampler(5, rank=r, world_size=2) for r in range(2)) for i, _ in s] == [0, 2, 4, 1, 3]

@@ -1,0 +1,48 @@
+"""End to end: tools/train.py experiment=toy, tools/test.py on its run, torchrun with 2 gloo ranks."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pc3d.engine.checkpoint import load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+FAST = ["train.max_epochs=2", "dataset.train_size=256", "dataset.val_size=64", "train.tensorboard=false"]
+
+
+def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    proc = subprocess.run(args, cwd=cwd, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_train_then_test_writes_the_metrics_table(tmp_path):
+    _run([sys.executable, str(ROOT / "tools" / "train.py"), "experiment=toy", *FAST], tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "toy").iterdir()
+    for name in ("config.yaml", "train.log", "metrics.json", "checkpoints/best.pt", ".hydra/overrides.yaml"):
+        assert (run_dir / name).exists(), name
+    history = json.loads((run_dir / "metrics.json").read_text())["history"]
+    assert [h["epoch"] for h in history] == [1, 2]
+    proc = _run([sys.executable, str(ROOT / "tools" / "test.py"), f"run_dir={run_dir}"], tmp_path)
+    assert "| accuracy |" in proc.stdout
+    out = run_dir / "test_val"
+    assert "| mean_class_accuracy |" in (out / "metrics.md").read_text()
+    assert json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] > 40
+    assert len((out / "predictions" / "predictions.txt").read_text().splitlines()) == 64
+
+
+@pytest.mark.slow
+def test_torchrun_two_gloo_ranks(tmp_path):
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(ROOT / "tools" / "train.py"),
+          "experiment=toy", *FAST], tmp_path)
+    (run_dir,) = (tmp_path / "outputs" / "toy").iterdir()   # one run folder: rank 0's, shared with rank 1
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
+    assert ckpt["progress"]["world_size"] == 2 and len(ckpt["rng"]) == 2
+    assert ckpt["progress"]["step"] == 2 * 256 // (2 * 16)

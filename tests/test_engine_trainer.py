@@ -1,0 +1,183 @@
+"""The trainer on the toy model: loss falls, exact resume, DDP == one process, SIGTERM saves."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from pc3d.data.toy import ToyShapes
+from pc3d.engine import distributed
+from pc3d.engine.checkpoint import load_checkpoint
+from pc3d.engine.schedule import WarmupCosine
+from pc3d.engine.seeding import seed_everything
+from pc3d.engine.trainer import Trainer, TrainSettings
+from pc3d.errors import ConfigError
+from pc3d.models.toy import ToyPointNet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and the test machine is shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def make_trainer(run_dir, *, dropout=0.1, train_size=64, augment=True, **settings) -> Trainer:
+    seed_everything(0)
+    data = {"train_size": train_size, "val_size": 32, "num_points": 32, "augment": augment}
+    options = {"max_iters": 12, "batch_size": 8, "log_interval": 4, "eval_interval": 0, "ckpt_interval": 0,
+               "tensorboard": False, **settings}
+    return Trainer(ToyPointNet(width=16, dropout=dropout), ToyShapes("train", **data),
+                   optimizer=partial(torch.optim.AdamW, lr=1e-2), schedule=partial(WarmupCosine, warmup_steps=2),
+                   settings=TrainSettings(**options), run_dir=run_dir, val_set=ToyShapes("val", **data), seed=0)
+
+
+def params(trainer: Trainer) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in trainer.net.parameters()]
+
+
+def test_toy_model_overfits(tmp_path):
+    trainer = make_trainer(tmp_path, max_iters=80, train_size=16, augment=False, log_interval=40, dropout=0.0)
+    losses = []
+    forward = trainer.net.forward
+
+    def spy(batch):
+        out = forward(batch)
+        if trainer.net.training:
+            losses.append(float(out["loss"].detach()))
+        return out
+
+    trainer.net.forward = spy
+    result = trainer.fit()
+    assert result.step == 80 and not result.interrupted
+    assert sum(losses[-4:]) / 4 < 0.2 * sum(losses[:4]) / 4
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "checkpoints" / "step_00000080.pt").is_file()
+
+
+RESUME_CASES = {
+    "iters": ({"max_iters": 12, "ckpt_interval": 6}, 6, 1),            # mid-epoch: 8 steps per epoch
+    "iters_2_workers": ({"max_iters": 12, "ckpt_interval": 6, "workers": 2}, 6, 1),
+    "epochs": ({"max_iters": None, "max_epochs": 2, "ckpt_interval": 1}, 8, 2),
+    "accumulate_ema_clip_bf16": ({"max_iters": 8, "ckpt_interval": 4, "accumulate": 2, "ema_decay": 0.9,
+                                  "clip_grad_norm": 0.5, "precision": "bf16"}, 4, 1),
+}
+
+
+@pytest.mark.parametrize("case", list(RESUME_CASES))
+def test_exact_resume_is_bitwise(tmp_path, case):
+    """N steps + checkpoint + resume + N steps == 2N steps straight (with dropout, augmentation and evaluation)."""
+    settings, step, epoch = RESUME_CASES[case]
+    straight = make_trainer(tmp_path / "straight", eval_interval=4, **{**settings, "ckpt_interval": 0})
+    straight.fit()
+    saving = make_trainer(tmp_path / "saving", eval_interval=4, keep_last=5, **settings)
+    saving.fit()
+    resumed = make_trainer(tmp_path / "resumed", eval_interval=4, **settings)
+    result = resumed.fit(resume=tmp_path / "saving" / "checkpoints" / f"step_{step:08d}.pt")
+    assert result.step == straight.step == 2 * step and resumed.epoch == epoch
+    for a, b, c in zip(params(straight), params(saving), params(resumed), strict=True):
+        assert torch.equal(a, b) and torch.equal(a, c)
+    opt_a, opt_c = straight.optimizer.state_dict()["state"], resumed.optimizer.state_dict()["state"]
+    assert all(torch.equal(opt_a[k]["exp_avg_sq"], opt_c[k]["exp_avg_sq"]) for k in opt_a)
+    if straight.ema is not None:
+        for a, c in zip(straight.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
+            assert torch.equal(a, c)
+
+
+def test_bad_settings_raise_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="max_epochs"):
+        TrainSettings(max_epochs=1, max_iters=1)
+    with pytest.raises(ConfigError, match="bogus"):
+        TrainSettings.from_config({"max_iters": 1, "bogus": 1})
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        make_trainer(tmp_path, precision="fp16")
+    with pytest.raises(ConfigError, match="no full step"):
+        make_trainer(tmp_path, train_size=4)
+
+
+def _ddp_params(out: Path, batch: int, info: distributed.DistInfo | None = None) -> list[torch.Tensor]:
+    """Six SGD steps on 64 toy samples (no dropout) with per-process batch `batch`."""
+    seed_everything(0)
+    data = {"train_size": 64, "val_size": 16, "num_points": 32}
+    trainer = Trainer(ToyPointNet(width=16, dropout=0.0), ToyShapes("train", **data),
+                      optimizer=partial(torch.optim.SGD, lr=0.05, momentum=0.9),
+                      schedule=partial(WarmupCosine, warmup_steps=2),
+                      settings=TrainSettings(max_iters=6, batch_size=batch, log_interval=3, eval_interval=0,
+                                             ckpt_interval=0, tensorboard=False),
+                      run_dir=out, val_set=ToyShapes("val", **data), info=info)
+    trainer.fit()
+    return [p.detach().clone() for p in trainer.net.parameters()]
+
+
+def _ddp_worker(rank: int, port: int, out: Path, errors) -> None:
+    try:
+        torch.set_num_threads(1)
+        os.environ.update({"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                           "RANK": str(rank), "LOCAL_RANK": str(rank)})
+        info = distributed.init_distributed("cpu")
+        params = _ddp_params(out, 8, info)
+        if info.is_main:
+            torch.save(params, out / "params.pt")
+        distributed.destroy()
+    except BaseException as exc:  # report to the parent, which asserts
+        errors.put(f"rank {rank}: {type(exc).__name__}: {exc}")
+        raise
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_match_one(tmp_path):
+    """2 gloo ranks x batch 8 == 1 process x batch 16 (same samples per step, gradients averaged)."""
+    ctx = mp.get_context("fork")  # children inherit the imported torch: no second import on a busy machine
+    errors = ctx.Queue()
+    port = _free_port()
+    procs = [ctx.Process(target=_ddp_worker, args=(r, port, tmp_path / "ddp", errors)) for r in range(2)]
+    for p in procs:
+        p.start()
+    one = _ddp_params(tmp_path / "one", 16)
+    for p in procs:
+        p.join(timeout=120)
+    assert all(p.exitcode == 0 for p in procs), [errors.get() for _ in range(errors.qsize())]
+    ddp = torch.load(tmp_path / "ddp" / "params.pt")
+    for a, b in zip(ddp, one, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+    assert any(not torch.equal(a, b) for a, b in zip(ddp, _ddp_params(tmp_path / "fewer", 8), strict=True))
+
+
+def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "tools" / "train.py"), "experiment=toy", "train.max_epochs=1000",
+           "train.log_interval=2", "train.eval_interval=0", "train.ckpt_interval=0", "train.tensorboard=false",
+           "dataset.train_size=128", f"hydra.run.dir={run_dir}"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    log = run_dir / "train.log"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (log.exists() and "step 4/" in log.read_text()):
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    saved = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    assert len(saved) == 1
+    ckpt = load_checkpoint(saved[0])
+    assert ckpt["progress"]["step"] >= 4 and ckpt["config"]["experiment_name"] == "toy"
+    assert "stopped by signal 15" in log.read_text()
+    assert not list((run_dir / "checkpoints").glob(".*tmp*"))

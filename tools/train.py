@@ -1,0 +1,56 @@
+"""Train a model from the hydra configs in configs/ (root: configs/config.yaml).
+
+    python tools/train.py experiment=toy
+    python tools/train.py experiment=toy train.max_epochs=10 optim=sgd schedule=step optim.lr=0.05
+    python tools/train.py experiment=toy hydra.run.dir=outputs/toy/job42 resume=auto   # restartable job
+    torchrun --nproc_per_node 2 tools/train.py experiment=toy                            # DDP (gloo on CPU)
+
+The run folder (`<output_dir>/<experiment_name>/<time>/`, or hydra.run.dir) receives config.yaml,
+train.log, checkpoints/, metrics.json and tb/. Exit status: 0 when training finished, 128 + signal
+number when SIGINT / SIGTERM stopped it (after saving a checkpoint; resume=<run dir> continues).
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rank_overrides(argv: list[str]) -> list[str]:
+    """Ranks > 0 of a torchrun job write nothing of hydra's: rank 0's run folder is broadcast to them."""
+    if os.environ.get("RANK", "0") == "0" or any(a.startswith("hydra.run.dir=") for a in argv):
+        return argv
+    return [*argv, "hydra.run.dir=.", "hydra.output_subdir=null"]
+
+
+def main() -> int:
+    import hydra
+    from omegaconf import DictConfig
+
+    status = {"code": 1}
+
+    @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="config")
+    def run(cfg: DictConfig) -> None:
+        from hydra.core.hydra_config import HydraConfig
+
+        from pc3d.engine import distributed, monitor, runner
+
+        info = distributed.init_distributed(cfg.device)
+        try:
+            run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
+            monitor.setup_logging(run_dir, is_main=info.is_main)
+            result = runner.train(cfg, run_dir, info)
+        finally:
+            distributed.destroy()
+            monitor.close_logging()
+        status["code"] = 128 + result.signal if result.interrupted else 0
+
+    sys.argv = [sys.argv[0], *rank_overrides(sys.argv[1:])]
+    run()
+    return status["code"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
