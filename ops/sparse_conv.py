@@ -119,6 +119,19 @@ def _loop_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
     return kernel
 
 
+@nb.njit(inline="always", boundscheck=False)
+def active_pairs(nbr, k, o0, o1, ins, outs):
+    """Collect the (input, output) rows of offset k among outputs [o0, o1); returns their count."""
+    n = 0
+    for o in range(o0, o1):
+        i = nbr[o, k]
+        if i >= 0:
+            ins[n] = i
+            outs[n] = o
+            n += 1
+    return n
+
+
 def wgrad_tasks(n_out: int) -> int:
     """Number of partial weight-gradient sums: fixed by the problem size, not the machine."""
     return int(min(MAX_WGRAD_TASKS, max(1, -(-n_out // ROWS_PER_WGRAD_TASK))))
@@ -156,13 +169,7 @@ def _micro_weight_gradient(groups: int, cin_g: int, cout_g: int):
             for b0 in range(t * per_task, task_end, block):
                 b1 = min(task_end, b0 + block)
                 for k in range(kvol):
-                    n = 0
-                    for o in range(b0, b1):
-                        i = nbr[o, k]
-                        if i >= 0:
-                            ins[n] = i
-                            outs[n] = o
-                            n += 1
+                    n = active_pairs(nbr, k, b0, b1, ins, outs)
                     if n == 0:
                         continue
                     for g in range(groups):
@@ -207,13 +214,7 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
             for b0 in range(t * per_task, task_end, block):
                 b1 = min(task_end, b0 + block)
                 for k in range(kvol):
-                    n = 0
-                    for o in range(b0, b1):
-                        i = nbr[o, k]
-                        if i >= 0:
-                            ins[n] = i
-                            outs[n] = o
-                            n += 1
+                    n = active_pairs(nbr, k, b0, b1, ins, outs)
                     if n == 0:
                         continue
                     local[:] = 0
