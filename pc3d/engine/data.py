@@ -21,6 +21,7 @@ evaluated twice.
 from __future__ import annotations
 
 import math
+import multiprocessing
 import random
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -117,12 +118,21 @@ def collate_fn_of(dataset: Dataset):
     return getattr(dataset, "collate_fn", None) or default_collate
 
 
+def worker_context(workers: int) -> str | None:
+    """Start method of DataLoader workers: forkserver where there is one, since libgomp (numba's and
+    torch's OpenMP) aborts in a child forked after a parallel region ran in the parent."""
+    if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        return "forkserver"
+    return None
+
+
 def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
                  ) -> DataLoader:
     persistent = workers > 0 and not callable(getattr(dataset, "set_epoch", None))
     return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
-                      persistent_workers=persistent, generator=torch.Generator().manual_seed(sampler.seed))
+                      persistent_workers=persistent, multiprocessing_context=worker_context(workers),
+                      generator=torch.Generator().manual_seed(sampler.seed))
 
 
 def eval_loader(dataset: Dataset, *, batch_size: int, workers: int, rank: int = 0, world_size: int = 1,
@@ -130,7 +140,7 @@ def eval_loader(dataset: Dataset, *, batch_size: int, workers: int, rank: int = 
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(seed))
+                      multiprocessing_context=worker_context(workers), generator=torch.Generator().manual_seed(seed))
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
