@@ -113,6 +113,12 @@ class SemanticKittiDataset(PointCloudDataset):
                        for p in sorted((self.root / "sequences" / s / "velodyne").glob("*.bin"))]
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
+    def write_predictions(self, predictions: list[dict], out_dir) -> None:
+        """`tools/test.py` hook: `sequences/SS/predictions/NNNNNN.label` files with raw SemanticKITTI ids."""
+        from pc3d.eval.seg_writer import write_semantickitti_labels
+
+        write_semantickitti_labels(predictions, out_dir, self.config["learning_map_inv"])
+
     def frame_id(self, index: int) -> str:
         return "/".join(self.frames[index])
 

@@ -1,0 +1,94 @@
+"""Sparse U-Nets for semantic segmentation (MinkUNet / Pointcept SpUNet style), dense or depthwise separable.
+
+    stem     SubM 3x3x3 in -> channels[0]                                   stride 1
+    enc i    down 2x2x2 stride 2 (indice_key down{i}) -> enc_depths[i] residual blocks   stride 2^(i+1)
+    dec i    up: inverse of down{i} -> cat(skip of stride 2^i) -> dec_depths[i] residual blocks
+    out      features [V, channels[0] ... decoder width] on the input sites (stride 1)
+
+channels: [stem, enc 1, ..., enc S]; dec_channels: [dec S-1 ... dec 0] output width of each decoder
+stage (deepest first); the network's `out_channels` is dec_channels[-1]. separable=True builds every
+3x3x3 and 2x2x2 conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
+same stage list with far fewer parameters.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from pc3d.models.backbones3d.blocks import post_act_block
+from pc3d.models.backbones3d.dsconv import DSResidualBlock, ds_act_block
+from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, SubMConv3d, cat_features
+
+_NORM = {"eps": 1e-3, "momentum": 0.01}
+
+
+class ResidualBlock(SparseModule):
+    """Basic residual block: SubM 3x3x3 -> BN -> ReLU -> SubM 3x3x3 -> BN, + shortcut (Linear + BN
+    when the width changes), ReLU. [N, in] -> [N, out], sites kept."""
+
+    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None):
+        super().__init__()
+        self.conv1 = post_act_block(in_channels, out_channels, 3, indice_key=indice_key)
+        self.conv2 = SparseSequential(SubMConv3d(out_channels, out_channels, 3, bias=False, indice_key=indice_key),
+                                      nn.BatchNorm1d(out_channels, **_NORM))
+        self.shortcut = (nn.Identity() if in_channels == out_channels else
+                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
+                                       nn.BatchNorm1d(out_channels, **_NORM)))
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        out = self.conv2(self.conv1(x))
+        return out.replace_feature((out.feats + self.shortcut(x.feats)).relu())
+
+
+class SparseUNet(SparseModule):
+    """Encoder-decoder over a voxel SparseTensor; returns a SparseTensor on the input sites.
+
+    in_channels: input feature width (3 + C: the voxel mean of x, y, z and the feature columns).
+    channels: [stem, enc 1 .. enc S] widths; enc_depths: residual blocks per encoder stage (S);
+    dec_channels / dec_depths: per decoder stage, deepest first (S each). separable: SDSC blocks.
+    """
+
+    def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
+                 enc_depths: Sequence[int] = (2, 2, 2), dec_channels: Sequence[int] = (128, 96, 96),
+                 dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False):
+        super().__init__()
+        stages = len(channels) - 1
+        if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
+            raise ValueError("need len(channels) - 1 = len(enc_depths) = len(dec_channels) = len(dec_depths) >= 1, "
+                             f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
+        self.separable = separable
+        block = DSResidualBlock if separable else ResidualBlock
+        self.stem = SparseSequential(post_act_block(in_channels, channels[0], 3, indice_key="subm0"),
+                                     block(channels[0], channels[0], indice_key="subm0"))
+        self.down, self.enc = nn.ModuleList(), nn.ModuleList()
+        for i in range(stages):
+            self.down.append(self._resample(channels[i], channels[i + 1], "spconv", f"down{i}"))
+            self.enc.append(SparseSequential(*[block(channels[i + 1], channels[i + 1], indice_key=f"subm{i + 1}")
+                                               for _ in range(enc_depths[i])]))
+        self.up, self.dec = nn.ModuleList(), nn.ModuleList()
+        width = channels[-1]
+        for j in range(stages):  # deepest first: decoder stage j restores the sites of down{stages - 1 - j}
+            i = stages - 1 - j
+            self.up.append(self._resample(width, dec_channels[j], "inverseconv", f"down{i}"))
+            blocks = [block(dec_channels[j] + channels[i], dec_channels[j], indice_key=f"subm{i}")]
+            blocks += [block(dec_channels[j], dec_channels[j], indice_key=f"subm{i}") for _ in range(dec_depths[j] - 1)]
+            self.dec.append(SparseSequential(*blocks))
+            width = dec_channels[j]
+        self.out_channels = width
+
+    def _resample(self, cin: int, cout: int, kind: str, key: str) -> SparseSequential:
+        if self.separable:
+            return ds_act_block(cin, cout, 2, kind, stride=2, indice_key=key)
+        return post_act_block(cin, cout, 2, indice_key=key, stride=2, conv_type=kind)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        x = self.stem(x)
+        skips = [x]
+        for down, enc in zip(self.down, self.enc, strict=True):
+            x = enc(down(x))
+            skips.append(x)
+        skips.pop()
+        for up, dec in zip(self.up, self.dec, strict=True):
+            x = dec(cat_features([up(x), skips.pop()]))
+        return x

@@ -1,0 +1,82 @@
+"""A voxel semantic segmentor, shared by outdoor (SemanticKITTI) and indoor (ScanNet) data.
+
+    voxels (batch contract: mean point features per voxel) -> sparse U-Net -> voxel logits
+    -> train: loss on voxels (majority label of their points) or on points
+    -> eval: every point's logits through point_to_voxel -> one label per point
+
+Train mode: ``model(batch)`` -> {"loss", "loss_ce", "loss_lovasz", "acc"} on the labelled voxels / points.
+Eval mode: a list with, per sample, {"frame_id": str, "pred_labels": int64 [N] numpy (one train id per
+point of ``points``; ``ignore_index`` for points without a voxel when unmapped="ignore"),
+"point_labels": int64 [N] numpy (the ground truth, when the batch has it)}.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from pc3d.data.batch import sparse_input
+from pc3d.models.backbones3d.unet import SparseUNet
+from pc3d.models.losses import SegmentationLoss
+from pc3d.models.segmentors.point_head import PointHead, fill_point_to_voxel, voxel_labels
+
+
+class SparseSegmentor(nn.Module):
+    """backbone: a SparseUNet (or any sparse module with `out_channels`). num_classes: logits per point,
+    including the ignored class when it is a train id (SemanticKITTI: 20 with ignore_index 0, never
+    predicted; ScanNet: 20 with ignore_index -1). class_weights, ce_weight, lovasz_weight: SegmentationLoss.
+    loss_on: "voxels" (majority label per voxel; cheap: V rows) or "points" (every mapped point; exact).
+    unmapped: "nearest" or "ignore" for points outside every voxel at evaluation (see point_head).
+    """
+
+    def __init__(self, backbone: SparseUNet, num_classes: int, ignore_index: int = -1,
+                 class_weights: Sequence[float] | None = None, ce_weight: float = 1.0, lovasz_weight: float = 1.0,
+                 loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0):
+        super().__init__()
+        if loss_on not in ("voxels", "points"):
+            raise ValueError(f"loss_on must be 'voxels' or 'points', not {loss_on!r}")
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.loss_on, self.unmapped = loss_on, unmapped
+        self.backbone = backbone
+        self.head = PointHead(backbone.out_channels, num_classes, dropout)
+        self.loss = SegmentationLoss(num_classes, ignore_index, class_weights, ce_weight, lovasz_weight)
+
+    def forward(self, batch: dict):
+        x = sparse_input(batch, batch["points"].device)
+        voxel_logits = self.head(self.backbone(x).feats)
+        if self.training:
+            return self.losses(batch, voxel_logits)
+        point_voxel = fill_point_to_voxel(batch["point_to_voxel"], batch["points"], batch["point_batch"],
+                                          x.coords[:, 0].long(), self.unmapped)
+        return self.predictions(batch, PointHead.to_points(voxel_logits, point_voxel), point_voxel >= 0)
+
+    def losses(self, batch: dict, voxel_logits: torch.Tensor) -> dict:
+        point_to_voxel = batch["point_to_voxel"]
+        if self.loss_on == "voxels":
+            logits = voxel_logits
+            labels = voxel_labels(point_to_voxel, batch["point_labels"], len(voxel_logits), self.num_classes,
+                                  self.ignore_index)
+        else:
+            logits = PointHead.to_points(voxel_logits, point_to_voxel)
+            labels = batch["point_labels"][point_to_voxel >= 0]
+        out = self.loss(logits, labels)
+        valid = labels != self.ignore_index
+        out["acc"] = (logits.detach().argmax(1)[valid] == labels[valid]).float().mean()
+        return out
+
+    def predictions(self, batch: dict, logits: torch.Tensor, mapped: torch.Tensor) -> list[dict]:
+        if 0 <= self.ignore_index < self.num_classes:  # the "unlabelled" train id is never a prediction
+            logits = logits.clone()
+            logits[:, self.ignore_index] = float("-inf")
+        labels = torch.full_like(batch["point_to_voxel"], self.ignore_index)
+        labels[mapped] = logits.argmax(1)
+        offsets = batch["point_offsets"].tolist()
+        out = []
+        for b in range(batch["batch_size"]):
+            rows = slice(offsets[b], offsets[b + 1])
+            pred = {"frame_id": batch["frame_id"][b], "pred_labels": labels[rows].cpu().numpy()}
+            if "point_labels" in batch:
+                pred["point_labels"] = batch["point_labels"][rows].cpu().numpy()
+            out.append(pred)
+        return out

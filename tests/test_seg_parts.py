@@ -1,0 +1,205 @@
+"""Segmentation parts: U-Net blocks, SDSC, voxel <-> point maps, losses, evaluator, .label writer."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.models.backbones3d.dsconv import DSResidualBlock, SparseDepthwiseSeparableConv3d
+from pc3d.models.backbones3d.unet import ResidualBlock, SparseUNet
+from pc3d.models.losses import SegmentationLoss, lovasz_softmax
+from pc3d.models.segmentors import SegmentationEvaluator, SparseSegmentor, fill_point_to_voxel, voxel_labels
+from pc3d.sparse import SparseTensor
+
+torch.manual_seed(0)
+
+
+def random_tensor(n=400, channels=8, size=16, batch=2, seed=0) -> SparseTensor:
+    g = torch.Generator().manual_seed(seed)
+    parts = []
+    for b in range(batch):
+        c = torch.unique(torch.randint(0, size, (n, 3), generator=g), dim=0)
+        parts.append(torch.cat([torch.full((len(c), 1), b), c], 1))
+    coords = torch.cat(parts).int()
+    return SparseTensor(torch.randn(len(coords), channels, generator=g), coords, (size, size, size), batch)
+
+
+@pytest.mark.parametrize("block", [ResidualBlock, DSResidualBlock])
+@pytest.mark.parametrize("cin, cout", [(8, 8), (8, 16)])
+def test_residual_blocks_keep_sites_and_pass_gradients(block, cin, cout):
+    x = random_tensor(channels=cin)
+    x.feats.requires_grad_(True)
+    m = block(cin, cout, indice_key="k")
+    y = m(x)
+    assert y.feats.shape == (len(x), cout) and torch.equal(y.coords, x.coords)
+    y.feats.square().sum().backward()
+    assert x.feats.grad is not None and x.feats.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in m.parameters())
+
+
+@pytest.mark.parametrize("kind", ["subm", "spconv"])
+def test_sdsc_is_depthwise_then_pointwise(kind):
+    x = random_tensor(channels=8)
+    conv = SparseDepthwiseSeparableConv3d(8, 12, 3 if kind == "subm" else 2, kind, stride=2)
+    assert conv.depthwise.groups == 8 and conv.depthwise.weight.shape == (8, *conv.depthwise.kernel_size, 1)
+    y = conv(x)
+    assert y.feats.shape[1] == 12
+    if kind == "subm":
+        assert torch.equal(y.coords, x.coords)
+    else:
+        assert y.stride == (2, 2, 2) and len(y) < len(x)
+    dense_params = 27 * 8 * 12
+    assert sum(p.numel() for p in conv.parameters()) < dense_params / 4
+
+
+def test_sdsc_depthwise_weights_train():
+    x = random_tensor(channels=8)
+    m = DSResidualBlock(8, 8)
+    before = m.conv1[0].depthwise.weight.detach().clone()
+    opt = torch.optim.SGD(m.parameters(), lr=0.1)
+    target = torch.randn(len(x), 8)
+    for _ in range(3):
+        opt.zero_grad()
+        loss = (m(x).feats - target).square().mean()
+        loss.backward()
+        assert m.conv1[0].depthwise.weight.grad.abs().sum() > 0
+        opt.step()
+    assert not torch.allclose(m.conv1[0].depthwise.weight, before)
+
+
+@pytest.mark.parametrize("separable", [False, True])
+def test_unet_shapes_gradients_and_parameters(separable):
+    x = random_tensor(channels=4, size=24)
+    m = SparseUNet(4, (8, 16, 24, 32), (1, 1, 1), (24, 16, 16), (1, 1, 1), separable=separable)
+    y = m(x)
+    assert torch.equal(y.coords, x.coords) and y.feats.shape == (len(x), m.out_channels) and m.out_channels == 16
+    y.feats.sum().backward()
+    assert all(p.grad is not None for p in m.parameters())
+
+
+def test_separable_unet_has_at_most_half_the_parameters():
+    args = (4, (16, 32, 48, 64), (1, 1, 1), (64, 48, 32), (1, 1, 1))
+    dense = sum(p.numel() for p in SparseUNet(*args).parameters())
+    separable = sum(p.numel() for p in SparseUNet(*args, separable=True).parameters())
+    assert separable <= 0.5 * dense
+
+
+def test_unet_rejects_mismatched_stage_lists():
+    with pytest.raises(ValueError, match="len"):
+        SparseUNet(4, (8, 16), (1, 1), (8,), (1,))
+
+
+def test_fill_point_to_voxel_nearest_and_ignore():
+    points = torch.tensor([[0.0, 0, 0], [10, 0, 0], [0.4, 0, 0], [9.0, 0, 0], [0.0, 0, 0], [5.0, 5, 5]])
+    point_batch = torch.tensor([0, 0, 0, 0, 1, 1])
+    p2v = torch.tensor([0, 1, -1, -1, 2, -1])
+    voxel_batch = torch.tensor([0, 0, 1])
+    filled = fill_point_to_voxel(p2v, points, point_batch, voxel_batch, "nearest")
+    assert filled.tolist() == [0, 1, 0, 1, 2, 2]  # a point only takes a voxel of its own sample
+    assert torch.equal(fill_point_to_voxel(p2v, points, point_batch, voxel_batch, "ignore"), p2v)
+
+
+def test_voxel_labels_majority_vote():
+    p2v = torch.tensor([0, 0, 0, 1, 1, 2, -1])
+    labels = torch.tensor([3, 3, 1, 0, 0, 2, 5])
+    assert voxel_labels(p2v, labels, 4, 6, ignore_index=0).tolist() == [3, 0, 2, 0]
+
+
+def test_lovasz_perfect_prediction_is_zero_and_wrong_is_positive():
+    labels = torch.tensor([0, 1, 2, 2, 1])
+    perfect = torch.nn.functional.one_hot(labels, 3).float()
+    assert lovasz_softmax(perfect, labels).item() == pytest.approx(0.0, abs=1e-7)
+    wrong = torch.nn.functional.one_hot((labels + 1) % 3, 3).float()
+    assert lovasz_softmax(wrong, labels).item() == pytest.approx(1.0)  # IoU 0 for every present class
+
+
+def test_lovasz_hand_case_equals_one_minus_iou_for_hard_predictions():
+    # class 1: gt {0, 1}, pred {1, 2} -> IoU 1/3; class 0: gt {2, 3}, pred {0, 3} -> IoU 1/3
+    labels = torch.tensor([1, 1, 0, 0])
+    probs = torch.tensor([[1.0, 0], [0, 1], [0, 1], [1, 0]])
+    assert lovasz_softmax(probs, labels).item() == pytest.approx(2 / 3)
+    # an ignored point changes nothing
+    labels_ign = torch.tensor([1, 1, 0, 0, -1])
+    probs_ign = torch.cat([probs, torch.tensor([[0.5, 0.5]])])
+    assert lovasz_softmax(probs_ign, labels_ign, ignore_index=-1).item() == pytest.approx(2 / 3)
+
+
+def test_lovasz_gradient_flows():
+    logits = torch.randn(50, 4, requires_grad=True)
+    lovasz_softmax(logits.softmax(1), torch.randint(0, 4, (50,))).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_segmentation_loss_weights_and_ignore():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 2.0]])
+    labels = torch.tensor([0, 2, 0])  # the first row is ignored
+    loss = SegmentationLoss(3, ignore_index=0, class_weights=[1.0, 1.0, 3.0], lovasz_weight=0.0)(logits, labels)
+    expected = torch.nn.functional.cross_entropy(logits[1:2], labels[1:2])
+    assert loss["loss"].item() == pytest.approx(expected.item(), rel=1e-6)
+    weighted = SegmentationLoss(3, ignore_index=-1, class_weights=[1.0, 1.0, 3.0], lovasz_weight=0.0)
+    ce = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+    w = torch.tensor([1.0, 3.0, 1.0])
+    assert weighted(logits, labels)["loss"].item() == pytest.approx(((ce * w).sum() / w.sum()).item(), rel=1e-6)
+    all_ignored = SegmentationLoss(3, ignore_index=0)(logits, torch.zeros(3, dtype=torch.long))
+    assert all_ignored["loss"].item() == 0.0
+
+
+def tiny_batch(num_points=(300, 200), ignore_index=0):
+    g = torch.Generator().manual_seed(1)
+    points, p2v, coords, labels = [], [], [], []
+    nv = 0
+    for b, n in enumerate(num_points):
+        xyz = torch.rand(n, 3, generator=g) * 8
+        cells = xyz.floor().long()
+        uniq, inv = torch.unique(cells, dim=0, return_inverse=True)
+        points.append(torch.cat([xyz, torch.rand(n, 1, generator=g)], 1))
+        p2v.append(inv + nv)
+        coords.append(torch.cat([torch.full((len(uniq), 1), b), uniq.flip(1)], 1))
+        labels.append((xyz[:, 0] > 4).long() + 1)
+        nv += len(uniq)
+    p2v = torch.cat(p2v)
+    p2v[:5] = -1  # outside the range
+    return {"batch_size": len(num_points), "frame_id": [f"00/{i:06d}" for i in range(len(num_points))],
+            "points": torch.cat(points), "point_labels": torch.cat(labels), "point_to_voxel": p2v,
+            "point_offsets": torch.tensor([0, *np.cumsum(num_points)]), "voxel_coords": torch.cat(coords).int(),
+            "point_batch": torch.repeat_interleave(torch.arange(len(num_points)), torch.tensor(num_points)),
+            "spatial_shape": (8, 8, 8)}
+
+
+@pytest.mark.parametrize("loss_on", ["voxels", "points"])
+def test_segmentor_train_and_eval_contract(loss_on):
+    batch = tiny_batch()
+    model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0, loss_on=loss_on)
+    out = model(batch)
+    assert out["loss"].ndim == 0 and out["loss"].requires_grad
+    out["loss"].backward()
+    model.eval()
+    with torch.no_grad():
+        preds = model(batch)
+    assert [len(p["pred_labels"]) for p in preds] == [300, 200]  # one label per original point
+    assert all((p["pred_labels"] != 0).all() for p in preds)  # the ignored train id is never predicted
+    model.unmapped = "ignore"
+    with torch.no_grad():
+        preds = model(batch)
+    assert (preds[0]["pred_labels"][:5] == 0).all()
+
+
+def test_evaluator_conventions():
+    # scored classes 1..3 (0 ignored); class 3 absent from the ground truth and never predicted
+    gt = np.array([1, 1, 2, 2, 0, 0])
+    pred = np.array([1, 2, 2, 2, 1, 3])
+    m = SegmentationEvaluator(4, ignore_index=0, class_names=["unlabeled", "a", "b", "c"])(None, [
+        {"pred_labels": pred, "point_labels": gt}])
+    assert m["num_classes_present"] == 2
+    assert m["iou"] == pytest.approx({"a": 50.0, "b": 200 / 3})
+    assert m["mIoU"] == pytest.approx((50 + 200 / 3) / 2)
+    assert m["mIoU_official"] == pytest.approx((50 + 200 / 3) / 3)
+
+
+def test_label_writer_writes_raw_ids(tmp_path):
+    from pc3d.eval.seg_writer import write_semantickitti_labels
+
+    preds = [{"frame_id": "08/000003", "pred_labels": np.array([1, 9, 19, 0])}]
+    write_semantickitti_labels(preds, tmp_path)
+    raw = np.fromfile(tmp_path / "sequences" / "08" / "predictions" / "000003.label", "<u4")
+    assert raw.tolist() == [10, 40, 81, 0]  # car, road, traffic-sign, unlabeled
