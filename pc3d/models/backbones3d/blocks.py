@@ -1,9 +1,10 @@
 """Sparse conv blocks shared by every backbone (import them; never copy them)."""
 from __future__ import annotations
 
+import torch
 from torch import nn
 
-from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d
+from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseModule, SparseSequential, SubMConv3d
 
 
 def post_act_block(in_channels: int, out_channels: int, kernel_size=3, indice_key: str | None = None,
@@ -20,3 +21,23 @@ def post_act_block(in_channels: int, out_channels: int, kernel_size=3, indice_ke
     else:
         raise ValueError(f"conv_type must be 'subm', 'spconv' or 'inverseconv', not {conv_type!r}")
     return SparseSequential(conv, nn.BatchNorm1d(out_channels, eps=norm_eps, momentum=norm_momentum), nn.ReLU())
+
+
+class SparseBasicBlock(SparseModule):
+    """ResNet basic block on one set of sites: two SubM convs with BatchNorm, identity shortcut."""
+
+    expansion = 1
+
+    def __init__(self, channels: int, indice_key: str | None = None, norm_eps: float = 1e-3,
+                 norm_momentum: float = 0.01):
+        super().__init__()
+        self.conv1 = SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
+        self.bn1 = nn.BatchNorm1d(channels, eps=norm_eps, momentum=norm_momentum)
+        self.conv2 = SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
+        self.bn2 = nn.BatchNorm1d(channels, eps=norm_eps, momentum=norm_momentum)
+
+    def forward(self, x):
+        out = self.conv1(x)
+        out = out.replace_feature(torch.relu(self.bn1(out.feats)))
+        out = self.conv2(out)
+        return out.replace_feature(torch.relu(self.bn2(out.feats) + x.feats))

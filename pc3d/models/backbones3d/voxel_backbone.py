@@ -1,41 +1,50 @@
 """VoxelBackBone8x (SECOND's sparse backbone, OpenPCDet's stage layout): 8x downsampling."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+
 from torch import nn
 
-from pc3d.models.backbones3d.blocks import post_act_block as block
+from pc3d.models.backbones3d.blocks import post_act_block
 from pc3d.sparse import SparseConv3d, SparseSequential, SparseTensor, SubMConv3d
 
 
 class VoxelBackBone8x(nn.Module):
-    """Stages of 16, 32, 64, 64 channels; stages 2-4 start with a stride-2 sparse conv.
+    """Stages of 16, 32, 64, 64 channels (`channels`); stages 2-4 start with a stride-2 sparse conv.
+    norm_momentum: BatchNorm momentum (OpenPCDet's 0.01 suits long runs; short CPU runs need ~0.1, else
+    the running statistics used in eval mode lag far behind the weights).
 
     With `out_channels` (128 in SECOND), a (3, 1, 1) / (2, 1, 1) conv further halves z for BEV.
     Returns the last stage and a dict of every stage's output (for multi-scale heads).
     """
 
-    def __init__(self, in_channels: int, out_channels: int | None = 128):
+    def __init__(self, in_channels: int, out_channels: int | None = 128,
+                 channels: Sequence[int] = (16, 32, 64, 64), norm_momentum: float = 0.01):
         super().__init__()
+        c1, c2, c3, c4 = channels
+        block = partial(post_act_block, norm_momentum=norm_momentum)
         self.conv_input = SparseSequential(
-            SubMConv3d(in_channels, 16, 3, padding=1, bias=False, indice_key="subm1"),
-            nn.BatchNorm1d(16, eps=1e-3, momentum=0.01), nn.ReLU())
-        self.conv1 = SparseSequential(block(16, 16, 3, indice_key="subm1"))
+            SubMConv3d(in_channels, c1, 3, padding=1, bias=False, indice_key="subm1"),
+            nn.BatchNorm1d(c1, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+        self.conv1 = SparseSequential(block(c1, c1, 3, indice_key="subm1"))
         self.conv2 = SparseSequential(
-            block(16, 32, 3, stride=2, padding=1, indice_key="spconv2", conv_type="spconv"),
-            block(32, 32, 3, indice_key="subm2"),
-            block(32, 32, 3, indice_key="subm2"))
+            block(c1, c2, 3, stride=2, padding=1, indice_key="spconv2", conv_type="spconv"),
+            block(c2, c2, 3, indice_key="subm2"),
+            block(c2, c2, 3, indice_key="subm2"))
         self.conv3 = SparseSequential(
-            block(32, 64, 3, stride=2, padding=1, indice_key="spconv3", conv_type="spconv"),
-            block(64, 64, 3, indice_key="subm3"),
-            block(64, 64, 3, indice_key="subm3"))
+            block(c2, c3, 3, stride=2, padding=1, indice_key="spconv3", conv_type="spconv"),
+            block(c3, c3, 3, indice_key="subm3"),
+            block(c3, c3, 3, indice_key="subm3"))
         self.conv4 = SparseSequential(
-            block(64, 64, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
-            block(64, 64, 3, indice_key="subm4"),
-            block(64, 64, 3, indice_key="subm4"))
+            block(c3, c4, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
+            block(c4, c4, 3, indice_key="subm4"),
+            block(c4, c4, 3, indice_key="subm4"))
         self.conv_out = None if out_channels is None else SparseSequential(
-            SparseConv3d(64, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False,
+            SparseConv3d(c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False,
                          indice_key="spconv_down2"),
-            nn.BatchNorm1d(out_channels, eps=1e-3, momentum=0.01), nn.ReLU())
+            nn.BatchNorm1d(out_channels, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+        self.out_channels = out_channels or c4
 
     def forward(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
         x1 = self.conv1(self.conv_input(x))

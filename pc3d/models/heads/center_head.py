@@ -1,0 +1,154 @@
+"""CenterPoint's head: per task (a group of classes) a Gaussian heat map with focal loss and L1
+regression of the centre offset, z, log size and heading (sin, cos) at each centre; optional IoU branch."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pc3d.geometry import CenterPointCoder, iou_3d_aligned
+from pc3d.models.heads.center_targets import center_targets
+from pc3d.models.heads.losses import gaussian_focal_loss
+
+BRANCHES = {"center": 2, "center_z": 1, "dim": 3, "rot": 2}
+
+
+def _branch(cin: int, cout: int, channels: int, num_convs: int, bias: float = 0.0) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for _ in range(num_convs - 1):
+        layers += [nn.Conv2d(cin, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
+        cin = channels
+    last = nn.Conv2d(cin, cout, 3, padding=1)
+    nn.init.constant_(last.bias, bias)
+    return nn.Sequential(*layers, last)
+
+
+class SeparateHead(nn.Module):
+    """One task's branches: hm (num_classes), center (2), center_z (1), dim (3), rot (2) (, iou (1))."""
+
+    def __init__(self, in_channels: int, num_classes: int, channels: int = 64, num_convs: int = 2,
+                 with_iou: bool = False):
+        super().__init__()
+        outs = {"hm": num_classes, **BRANCHES, **({"iou": 1} if with_iou else {})}
+        self.branches = nn.ModuleDict({
+            name: _branch(in_channels, c, channels, num_convs, -2.19 if name == "hm" else 0.0)
+            for name, c in outs.items()})
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {name: branch(x) for name, branch in self.branches.items()}
+
+
+class CenterHead(nn.Module):
+    """Shared 3x3 conv, then one SeparateHead per task over the BEV map [B, C, H, W].
+
+    tasks: class groups by name, e.g. [[Car], [Pedestrian, Cyclist]]; class_names: the dataset's
+    list (labels are 1 + index in it). out_stride: BEV cells per voxel (the 3D backbone's stride).
+    loss(out, batch) -> {"loss", "loss_hm", "loss_reg"(, "loss_iou")}; predict(out) -> per frame
+    (boxes [N, 7], scores [N], labels [N]), each task's top max_per_task above score_threshold.
+    """
+
+    def __init__(self, in_channels: int, class_names: Sequence[str], tasks: Sequence[Sequence[str]],
+                 voxel_size: Sequence[float], point_cloud_range: Sequence[float], out_stride: int,
+                 shared_channels: int = 64, head_channels: int = 64, num_head_convs: int = 2, with_iou: bool = False,
+                 hm_weight: float = 1.0, reg_weight: float = 2.0, iou_weight: float = 1.0,
+                 code_weights: Sequence[float] = (1.0,) * 8, max_objs: int = 500, min_overlap: float = 0.1,
+                 min_radius: int = 2, score_threshold: float = 0.1, max_per_task: int = 500,
+                 iou_rectifier: float = 0.68, post_center_range: Sequence[float] | None = None):
+        super().__init__()
+        self.class_names = list(class_names)
+        self.tasks = [[self.class_names.index(c) + 1 for c in task] for task in tasks]
+        self.coder = CenterPointCoder(voxel_size, point_cloud_range, out_stride)
+        self.shared = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False),
+                                    nn.BatchNorm2d(shared_channels), nn.ReLU())
+        self.heads = nn.ModuleList(SeparateHead(shared_channels, len(t), head_channels, num_head_convs, with_iou)
+                                   for t in self.tasks)
+        self.with_iou = with_iou
+        self.weights = (hm_weight, reg_weight, iou_weight)
+        self.register_buffer("code_weights", torch.tensor(code_weights, dtype=torch.float32), persistent=False)
+        self.max_objs, self.min_overlap, self.min_radius = max_objs, min_overlap, min_radius
+        self.score_threshold, self.max_per_task, self.iou_rectifier = score_threshold, max_per_task, iou_rectifier
+        self.post_center_range = None if post_center_range is None else list(post_center_range)
+
+    def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        x = self.shared(x)
+        return [head(x) for head in self.heads]
+
+    def targets(self, batch: dict, map_size: tuple[int, int], device) -> list[dict[str, torch.Tensor]]:
+        """Per task, the batch's stacked center_targets (torch, on `device`)."""
+        gt = batch["gt_boxes"].cpu().numpy()
+        out = []
+        for task in self.tasks:
+            frames = []
+            for i, n in enumerate(batch["num_gt"].tolist()):
+                labels = gt[i, :n, -1].astype(np.int64)
+                sel = np.isin(labels, task)
+                classes = np.searchsorted(task, labels[sel]) if sel.any() else labels[sel]
+                frames.append(center_targets(gt[i, :n][sel], classes, len(task), map_size, self.coder,
+                                             self.max_objs, self.min_overlap, self.min_radius))
+            out.append({k: torch.from_numpy(np.stack([f[k] for f in frames])).to(device) for k in frames[0]})
+        return out
+
+    def decode_at(self, pred: dict[str, torch.Tensor], index: torch.Tensor, width: int) -> torch.Tensor:
+        """Boxes [B, K, 7] decoded from the regression maps at flat cell indices index [B, K]."""
+        def gather(t: torch.Tensor) -> torch.Tensor:
+            flat = t.flatten(2)  # [B, C, H*W]
+            return flat.gather(2, index[:, None, :].expand(-1, flat.shape[1], -1)).transpose(1, 2)
+
+        cells = torch.stack([index % width, index // width], -1).to(pred["center"].dtype)
+        rot = gather(pred["rot"])
+        return self.coder.decode(gather(pred["center"]), gather(pred["center_z"]), gather(pred["dim"]),
+                                 rot[..., 0:1], rot[..., 1:2], None, cells)
+
+    def loss(self, preds: list[dict], batch: dict) -> dict:
+        h, w = preds[0]["hm"].shape[2:]
+        targets = self.targets(batch, (h, w), preds[0]["hm"].device)
+        loss_hm = loss_reg = loss_iou = 0.0
+        for pred, tgt in zip(preds, targets, strict=True):
+            loss_hm = loss_hm + gaussian_focal_loss(pred["hm"], tgt["heatmap"])
+            reg = torch.cat([pred[k] for k in BRANCHES], 1).flatten(2)  # [B, 8, H*W]
+            reg = reg.gather(2, tgt["index"][:, None, :].expand(-1, reg.shape[1], -1)).transpose(1, 2)
+            mask = tgt["mask"].float()
+            num = mask.sum().clamp(min=1)
+            loss_reg = loss_reg + ((reg - tgt["targets"]).abs() * self.code_weights * mask[..., None]).sum() / num
+            if self.with_iou:
+                with torch.no_grad():
+                    boxes = self.decode_at(pred, tgt["index"], w)
+                    m = tgt["mask"]
+                    iou = torch.zeros_like(mask)
+                    if m.any():
+                        iou[m] = iou_3d_aligned(boxes[m].float(), tgt["boxes"][m].float()).to(iou.dtype)
+                p = pred["iou"].flatten(2).gather(2, tgt["index"][:, None, :])[:, 0]
+                loss_iou = loss_iou + ((p - (2 * iou - 1)).abs() * mask).sum() / num
+        wh, wr, wi = self.weights
+        loss = wh * loss_hm + wr * loss_reg + (wi * loss_iou if self.with_iou else 0.0)
+        out = {"loss": loss, "loss_hm": loss_hm.detach(), "loss_reg": loss_reg.detach()}
+        if self.with_iou:
+            out["loss_iou"] = loss_iou.detach()
+        return out
+
+    @torch.no_grad()
+    def predict(self, preds: list[dict]) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        b = preds[0]["hm"].shape[0]
+        w = preds[0]["hm"].shape[3]
+        per_frame: list[list] = [[] for _ in range(b)]
+        for pred, task in zip(preds, self.tasks, strict=True):
+            heat = torch.sigmoid(pred["hm"]).flatten(1)  # [B, n * H * W]
+            k = min(self.max_per_task, heat.shape[1])
+            scores, flat = heat.topk(k, dim=1)
+            cells = pred["hm"].shape[2] * w
+            classes, index = flat // cells, flat % cells
+            boxes = self.decode_at(pred, index, w)
+            if self.with_iou:
+                iou = pred["iou"].flatten(2)[:, 0].gather(1, index).clamp(-1, 1)
+                a = self.iou_rectifier
+                scores = scores ** (1 - a) * ((iou + 1) / 2) ** a
+            labels = torch.as_tensor(task, device=flat.device)[classes]
+            for i in range(b):
+                keep = scores[i] >= self.score_threshold
+                if self.post_center_range is not None:
+                    r = torch.as_tensor(self.post_center_range, device=boxes.device)
+                    keep &= ((boxes[i, :, :3] >= r[:3]) & (boxes[i, :, :3] <= r[3:])).all(1)
+                per_frame[i].append((boxes[i][keep], scores[i][keep], labels[i][keep]))
+        return [tuple(torch.cat(parts) for parts in zip(*frame, strict=True)) for frame in per_frame]

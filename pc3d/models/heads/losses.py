@@ -1,0 +1,46 @@
+"""Detection losses: sigmoid focal loss (anchor heads), Gaussian focal loss (CenterPoint heat maps),
+weighted smooth-L1 / L1 box regression and the sin-difference trick for headings."""
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+
+def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
+                       alpha: float = 0.25, gamma: float = 2.0) -> torch.Tensor:
+    """Sum of the focal loss over [..., K] logits with one-hot targets, each anchor weighted by weights [...]."""
+    p = torch.sigmoid(logits)
+    ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
+    p_t = targets * p + (1 - targets) * (1 - p)
+    a_t = targets * alpha + (1 - targets) * (1 - alpha)
+    return (a_t * (1 - p_t) ** gamma * ce * weights[..., None]).sum()
+
+
+def gaussian_focal_loss(logits: torch.Tensor, heatmap: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
+                        ) -> torch.Tensor:
+    """CenterNet's penalty-reduced focal loss of heat-map logits against Gaussian targets in [0, 1],
+    normalised by the number of peaks (cells equal to 1)."""
+    pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    pos = heatmap.eq(1).float()
+    neg_weight = (1 - heatmap) ** beta
+    pos_loss = (torch.log(pred) * (1 - pred) ** alpha * pos).sum()
+    neg_loss = (torch.log(1 - pred) * pred ** alpha * neg_weight * (1 - pos)).sum()
+    return -(pos_loss + neg_loss) / pos.sum().clamp(min=1)
+
+
+def weighted_smooth_l1(pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor, code_weights: torch.Tensor,
+                       beta: float = 1.0 / 9.0) -> torch.Tensor:
+    """Sum of smooth-L1 over [..., D] (NaN targets count as 0), per-row weights [...], per-column code_weights [D]."""
+    target = torch.where(torch.isnan(target), pred.detach(), target)
+    diff = (pred - target).abs()
+    loss = torch.where(diff < beta, 0.5 * diff ** 2 / beta, diff - 0.5 * beta)
+    return (loss * code_weights * weights[..., None]).sum()
+
+
+def add_sin_difference(pred: torch.Tensor, target: torch.Tensor, dim: int = 6) -> tuple[torch.Tensor, torch.Tensor]:
+    """Replace the heading residual column by sin(a) cos(b) and cos(a) sin(b): their difference is sin(a - b),
+    so a box and its pi-flipped twin cost the same (the direction classifier settles the flip)."""
+    a, b = pred[..., dim:dim + 1], target[..., dim:dim + 1]
+    pred = torch.cat([pred[..., :dim], torch.sin(a) * torch.cos(b), pred[..., dim + 1:]], -1)
+    target = torch.cat([target[..., :dim], torch.cos(a) * torch.sin(b), target[..., dim + 1:]], -1)
+    return pred, target

@@ -1,0 +1,76 @@
+"""One frame's scene as Open3D geometries: the coloured point cloud and boxes as line sets (12 edges plus
+a heading tick from the centre to the front face). open3d is imported inside the functions."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pc3d.geometry import boxes_to_corners
+from pc3d.viz.colors import box_color, point_colors
+
+# boxes_to_corners order: bottom face 0-3, top face 4-7 (same winding)
+EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
+
+
+@dataclass
+class Scene:
+    """What to draw for one frame (LiDAR frame). pred_* come from a detector's prediction dict."""
+
+    points: np.ndarray
+    gt_boxes: np.ndarray | None = None
+    pred_boxes: np.ndarray | None = None
+    pred_scores: np.ndarray | None = None
+    pred_labels: np.ndarray | None = None
+    point_labels: np.ndarray | None = None
+    name: str = ""
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_prediction(cls, points: np.ndarray, prediction: dict | None, gt_boxes: np.ndarray | None = None,
+                        name: str = "") -> Scene:
+        p = prediction or {}
+        return cls(points, gt_boxes, p.get("boxes"), p.get("scores"), p.get("labels"), name=name)
+
+
+def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Vertices [M * 10, 3] and line index pairs [M * 13, 2]: each box's 8 corners + centre + front centre."""
+    boxes = np.asarray(boxes, np.float64).reshape(-1, 7 if np.asarray(boxes).size else 7)[:, :7]
+    corners = np.asarray(boxes_to_corners(boxes)).reshape(-1, 8, 3)
+    centre = boxes[:, None, :3]
+    front = centre + 0.5 * boxes[:, None, 3:4] * np.stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6]),
+                                                           np.zeros(len(boxes))], 1)[:, None, :]
+    verts = np.concatenate([corners, centre, front], 1).reshape(-1, 3)
+    per_box = np.concatenate([EDGES, [[8, 9]]])
+    lines = (per_box[None] + 10 * np.arange(len(boxes))[:, None, None]).reshape(-1, 2)
+    return verts, lines
+
+
+def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0) -> list[tuple[str, object]]:
+    """[(name, open3d geometry)]: 'points', then 'gt_i' and 'pred_i' line sets."""
+    import open3d as o3d
+
+    pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(scene.points[:, :3], np.float64)))
+    pcd.colors = o3d.utility.Vector3dVector(point_colors(scene.points, color_mode, scene.point_labels)
+                                            .astype(np.float64))
+    out: list[tuple[str, object]] = [("points", pcd)]
+
+    def add(boxes, labels, prefix, scores=None):
+        if boxes is None or len(boxes) == 0:
+            return
+        for i, box in enumerate(np.asarray(boxes)):
+            if scores is not None and scores[i] < min_score:
+                continue
+            verts, lines = box_lines(box[None])
+            ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
+            color = np.asarray(box_color(None if labels is None else int(labels[i])), np.float64)
+            if scores is not None:  # fainter boxes for lower scores
+                color = color * (0.35 + 0.65 * float(np.clip(scores[i], 0, 1)))
+            ls.colors = o3d.utility.Vector3dVector(np.tile(color, (len(lines), 1)))
+            out.append((f"{prefix}_{i}", ls))
+
+    add(scene.gt_boxes, None, "gt")
+    labels = scene.pred_labels if scene.pred_labels is not None else (
+        None if scene.pred_boxes is None else np.ones(len(scene.pred_boxes), np.int64))
+    add(scene.pred_boxes, labels, "pred", scene.pred_scores)
+    return out

@@ -1,0 +1,196 @@
+"""Detection heads: target assignment and decoding round trips, losses, post-processing on crafted cases."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.geometry import iou_3d_aligned
+from pc3d.models.heads.anchor_head import AnchorHead
+from pc3d.models.heads.anchors import AnchorGenerator, assign_targets
+from pc3d.models.heads.center_head import CenterHead
+from pc3d.models.heads.center_targets import center_targets, draw_gaussian, gaussian_radius
+from pc3d.models.heads.losses import gaussian_focal_loss, sigmoid_focal_loss
+from pc3d.models.postprocess import PostProcessor
+
+RANGE = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]
+VOXEL = [0.1, 0.1, 0.2]
+CLASSES = ["Car", "Pedestrian", "Cyclist"]
+SIZES = [[3.9, 1.6, 1.56], [0.8, 0.6, 1.73], [1.76, 0.6, 1.73]]
+
+
+def gt_batch() -> dict:
+    boxes = np.array([[8.0, 2.0, -0.9, 4.2, 1.7, 1.5, 0.3, 1],
+                      [15.3, -5.1, -0.8, 3.8, 1.6, 1.6, -2.8, 1],
+                      [5.2, -3.3, -0.85, 0.7, 0.6, 1.75, 1.2, 2],
+                      [20.1, 6.4, -0.9, 1.8, 0.6, 1.7, -1.0, 3]], np.float32)
+    return {"gt_boxes": torch.from_numpy(boxes)[None], "num_gt": torch.tensor([4]), "frame_id": ["f0"],
+            "batch_size": 1}
+
+
+def test_anchor_generator_layout():
+    gen = AnchorGenerator(RANGE, SIZES, [-1.78, -0.6, -0.6])
+    anchors = gen(32, 32)
+    assert anchors.shape == (32, 32, 6, 7)
+    assert np.allclose(anchors[0, 0, 0, :2], [0.4, -12.4])
+    assert np.allclose(anchors[0, 0, 1, 6], math.pi / 2, atol=1e-6)
+    assert gen.classes().tolist() == [1, 1, 2, 2, 3, 3]
+    assert np.allclose(anchors[..., 2, 2], -0.6 + 1.73 / 2)
+
+
+def test_anchor_assignment_round_trip():
+    """Every box gets a positive anchor of its class; decoding the targets at positives gives the box back."""
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+    anchors, classes = head.anchors(64, 64)
+    b = gt_batch()["gt_boxes"][0].numpy()
+    labels, targets, headings = assign_targets(anchors, classes, b[:, :7], b[:, 7].astype(np.int64),
+                                               head.matched, head.unmatched, head.coder)
+    pos = torch.nonzero(labels > 0)[:, 0].numpy()
+    decoded = head.coder.decode(targets.numpy()[pos], anchors[pos])
+    ious = np.asarray(iou_bev_match(decoded, b))
+    assert (ious > 0.999).all()
+    for k in range(len(b)):  # each box owns at least one positive anchor of its own class
+        owners = pos[np.abs(decoded[:, :3] - b[k, :3]).sum(1) < 1e-3]
+        assert len(owners) and (labels.numpy()[owners] == b[k, 7]).all()
+    assert (headings.numpy()[pos] != 0).all()
+
+
+def iou_bev_match(decoded: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Best 3D IoU of each decoded box with any ground-truth box."""
+    from pc3d.geometry import iou_3d
+
+    return np.asarray(iou_3d(decoded.astype(np.float64), boxes[:, :7].astype(np.float64))).max(1)
+
+
+def test_anchor_head_perfect_logits_recover_boxes():
+    """Feeding the head its own targets as outputs decodes to the ground truth (direction bins included)."""
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35],
+                      score_threshold=0.5)
+    batch = gt_batch()
+    anchors, classes = head.anchors(32, 32)
+    b = batch["gt_boxes"][0].numpy()
+    labels, targets, headings = assign_targets(anchors, classes, b[:, :7], b[:, 7].astype(np.int64),
+                                               head.matched, head.unmatched, head.coder)
+    cls = torch.full((1, len(anchors), 3), -10.0)
+    pos = labels > 0
+    cls[0, pos, labels[pos] - 1] = 10.0
+    rot = torch.remainder(headings - head.dir_offset, 2 * math.pi)
+    dir_bin = (rot / math.pi).floor().long().clamp(max=1)
+    out = {"cls": cls, "box": targets[None], "dir": torch.nn.functional.one_hot(dir_bin, 2).float()[None] * 10,
+           "map_size": (32, 32)}
+    (boxes, scores, labels_out), = head.predict(out)
+    pred = PostProcessor(score_threshold=0.5, iou_threshold=0.1)([(boxes, scores, labels_out)], ["f0"])[0]
+    assert len(pred["boxes"]) == len(b)
+    order = np.argsort(pred["boxes"][:, 0])
+    ref = b[np.argsort(b[:, 0])]
+    assert np.allclose(pred["boxes"][order, :6], ref[:, :6], atol=1e-4)
+    assert np.allclose(np.cos(pred["boxes"][order, 6] - ref[:, 6]), 1, atol=1e-5)
+    assert (pred["labels"][order] == ref[:, 7]).all()
+
+
+def test_anchor_head_loss_and_gradients():
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+    x = torch.randn(1, 16, 32, 32, requires_grad=True)
+    losses = head.loss(head(x), gt_batch())
+    assert set(losses) >= {"loss", "loss_cls", "loss_box", "loss_dir"}
+    losses["loss"].backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_gaussian_targets():
+    assert gaussian_radius(10, 10, 0.1) > 0
+    hm = np.zeros((9, 9), np.float32)
+    draw_gaussian(hm, 0, 8, 2)  # clipped at the corner
+    assert hm[8, 0] == 1 and hm.max() == 1 and (hm > 0).sum() == 9
+    hm = np.zeros((9, 9), np.float32)
+    draw_gaussian(hm, 4, 4, 2)
+    assert np.allclose(hm, hm.T) and hm[4, 4] == 1 and (hm > 0).sum() == 25
+
+
+def center_head(with_iou: bool = False) -> CenterHead:
+    return CenterHead(16, CLASSES, [["Car"], ["Pedestrian", "Cyclist"]], VOXEL, RANGE, out_stride=4,
+                      shared_channels=8, head_channels=8, with_iou=with_iou, score_threshold=0.5)
+
+
+def test_center_targets_round_trip():
+    """Heat-map peaks and regression targets of the ground truth decode back to the boxes."""
+    head = center_head()
+    batch = gt_batch()
+    targets = head.targets(batch, (64, 64), "cpu")
+    preds = []
+    for tgt, task in zip(targets, head.tasks, strict=True):
+        logit = torch.logit(tgt["heatmap"].clamp(1e-4, 1 - 1e-4))
+        maps = torch.zeros(1, 8, 64 * 64)
+        idx = tgt["index"][0][tgt["mask"][0]]
+        maps[0, :, idx] = tgt["targets"][0][tgt["mask"][0]].T
+        maps = maps.view(1, 8, 64, 64)
+        preds.append({"hm": logit, "center": maps[:, 0:2], "center_z": maps[:, 2:3], "dim": maps[:, 3:6],
+                      "rot": maps[:, 6:8]})
+        assert tgt["heatmap"].shape == (1, len(task), 64, 64)
+        assert int(tgt["mask"].sum()) == sum(int((batch["gt_boxes"][0, :, 7] == k).sum()) for k in task)
+    cands = head.predict(preds)
+    pred = PostProcessor(score_threshold=0.9, nms="circle", min_radius=1.0)(cands, ["f0"])[0]
+    b = batch["gt_boxes"][0].numpy()
+    assert len(pred["boxes"]) == len(b)
+    order, ref = np.argsort(pred["boxes"][:, 0]), b[np.argsort(b[:, 0])]
+    assert np.allclose(pred["boxes"][order], ref[:, :7], atol=1e-4)
+    assert (pred["labels"][order] == ref[:, 7]).all()
+
+
+@pytest.mark.parametrize("with_iou", [False, True])
+def test_center_head_loss_and_gradients(with_iou):
+    head = center_head(with_iou)
+    x = torch.randn(2, 16, 64, 64, requires_grad=True)
+    batch = gt_batch()
+    batch = {**batch, "gt_boxes": batch["gt_boxes"].repeat(2, 1, 1), "num_gt": torch.tensor([4, 2]),
+             "batch_size": 2}
+    losses = head.loss(head(x), batch)
+    assert ("loss_iou" in losses) == with_iou
+    losses["loss"].backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_center_targets_skip_outside_boxes():
+    from pc3d.geometry import CenterPointCoder
+
+    coder = CenterPointCoder(VOXEL, RANGE, 4)
+    boxes = np.array([[-5.0, 0, 0, 4, 2, 1.5, 0], [10.0, 0, 0, 4, 2, 1.5, 0]], np.float32)
+    t = center_targets(boxes, np.array([0, 0]), 1, (64, 64), coder)
+    assert t["mask"].sum() == 1 and t["heatmap"].max() == 1
+    assert np.allclose(t["boxes"][0], boxes[1])
+
+
+def test_focal_losses():
+    logits = torch.tensor([[4.0, -4.0], [-4.0, -4.0]])
+    good = sigmoid_focal_loss(logits, torch.tensor([[1.0, 0.0], [0.0, 0.0]]), torch.ones(2))
+    bad = sigmoid_focal_loss(logits, torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.ones(2))
+    assert good < 0.01 < bad
+    hm = torch.zeros(1, 1, 8, 8)
+    hm[0, 0, 3, 3] = 1
+    perfect = gaussian_focal_loss(torch.where(hm > 0, 8.0, -8.0), hm)
+    wrong = gaussian_focal_loss(torch.where(hm > 0, -8.0, 8.0), hm)
+    assert perfect < 0.01 < wrong
+
+
+def test_postprocess_rotated_nms_and_topk():
+    boxes = np.array([[0, 0, 0, 4, 2, 1.5, 0], [0.1, 0, 0, 4, 2, 1.5, 0.05], [10, 0, 0, 4, 2, 1.5, 0],
+                      [0, 0, 0, 0.8, 0.6, 1.7, 0], [20, 0, 0, 4, 2, 1.5, 7.0]], np.float32)
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.05], np.float32)
+    labels = np.array([1, 1, 1, 2, 1])
+    out = PostProcessor(score_threshold=0.1, nms="rotated", iou_threshold=0.5).frame(boxes, scores, labels)
+    assert out["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6])  # the overlapping car goes, the pedestrian stays
+    assert out["labels"].tolist() == [1, 1, 2]
+    top = PostProcessor(score_threshold=0.0, nms="none", post_max_size=2).frame(boxes, scores, labels)
+    assert len(top["boxes"]) == 2 and top["scores"][0] == pytest.approx(0.9)
+    assert (np.abs(top["boxes"][:, 6]) <= math.pi).all()
+    circ = PostProcessor(score_threshold=0.1, nms="circle", min_radius=1.0).frame(boxes, scores, labels)
+    assert circ["scores"].tolist() == pytest.approx([0.9, 0.7, 0.6])
+    empty = PostProcessor().frame(np.zeros((0, 7), np.float32), np.zeros(0), np.zeros(0))
+    assert empty["boxes"].shape == (0, 7)
+
+
+def test_iou_branch_target_is_exact_for_perfect_boxes():
+    b = gt_batch()["gt_boxes"][0, :, :7]
+    assert torch.allclose(torch.as_tensor(iou_3d_aligned(b, b)).float(), torch.ones(4), atol=1e-5)

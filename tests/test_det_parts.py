@@ -1,0 +1,151 @@
+"""Detection parts (VFEs, 3D backbones, BEV mapping and backbones) and the detectors: shapes and gradients."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.data.batch import Collate
+from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
+from pc3d.models.backbones3d.voxel_res_backbone import VoxelResBackBone8x
+from pc3d.models.bev import BaseBEVBackbone, HeightCompression, PointPillarScatter
+from pc3d.models.detectors import SECOND, CenterPoint, PointPillars
+from pc3d.models.heads.anchor_head import AnchorHead
+from pc3d.models.heads.center_head import CenterHead
+from pc3d.models.postprocess import PostProcessor
+from pc3d.models.vfe import DynamicVFE, MeanVFE, PillarVFE
+from pc3d.voxel import DynamicPillarVoxelizer, DynamicVoxelizer, HardVoxelizer, PillarVoxelizer
+
+RANGE = [0.0, -6.4, -3.0, 12.8, 6.4, 1.0]
+VOXEL = [0.1, 0.1, 0.2]
+PILLAR = [0.2, 0.2, 4.0]
+CLASSES = ["Car", "Pedestrian", "Cyclist"]
+
+
+def samples(n: int = 2) -> list[dict]:
+    rng = np.random.default_rng(0)
+    out = []
+    for i in range(n):
+        ground = np.c_[rng.uniform(0, 12.8, 3000), rng.uniform(-6.4, 6.4, 3000), np.full(3000, -1.7)]
+        car = np.c_[rng.uniform(4, 8, 800), rng.uniform(-1, 1, 800), rng.uniform(-1.7, -0.2, 800)]
+        pts = np.concatenate([ground, car]).astype(np.float32)
+        pts = np.c_[pts, rng.uniform(0, 1, len(pts)).astype(np.float32)]
+        boxes = np.array([[6.0, 0.0, -0.95, 4.0, 2.0, 1.5, 0.1 * i], [3.0, 4.0, -0.85, 0.8, 0.6, 1.7, 0.0]],
+                         np.float32)
+        out.append({"frame_id": f"{i:06d}", "points": pts, "gt_boxes": boxes, "gt_labels": np.array([1, 2]),
+                    "seed": i})
+    return out
+
+
+def batch_with(voxelizer) -> dict:
+    return Collate(voxelizer)(samples())
+
+
+def test_mean_vfe():
+    batch = batch_with(HardVoxelizer(VOXEL, RANGE, 5, 20000))
+    x = MeanVFE(4)(batch)
+    assert x.feats.shape == (len(batch["voxel_coords"]), 4) and x.spatial_shape == (20, 128, 128)
+
+
+def test_pillar_vfe_masks_padding_and_has_gradients():
+    batch = batch_with(PillarVoxelizer(PILLAR[:2], RANGE, 16, 5000))
+    vfe = PillarVFE(4, PILLAR, RANGE, num_filters=(32, 16))
+    x = vfe(batch)
+    assert x.feats.shape == (len(batch["voxel_coords"]), 16) and x.spatial_shape == (1, 64, 64)
+    x.feats.sum().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in vfe.parameters())
+    # padded slots must not matter: adding garbage there leaves the output unchanged
+    vfe.eval()
+    ref = vfe(batch).feats
+    dirty = dict(batch)
+    pad = torch.arange(16)[None, :] >= batch["voxel_num_points"][:, None]
+    dirty["voxels"] = torch.where(pad[..., None], torch.full_like(batch["voxels"], 50.0), batch["voxels"])
+    assert torch.allclose(vfe(dirty).feats, ref)
+
+
+@pytest.mark.parametrize("pillars", [False, True])
+def test_dynamic_vfe(pillars):
+    vox = DynamicPillarVoxelizer(PILLAR[:2], RANGE) if pillars else DynamicVoxelizer(VOXEL, RANGE)
+    batch = batch_with(vox)
+    vfe = DynamicVFE(4, PILLAR if pillars else VOXEL, RANGE, num_filters=(16, 16))
+    x = vfe(batch)
+    assert x.feats.shape == (len(batch["voxel_coords"]), 16)
+    x.feats.square().sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vfe.parameters())
+
+
+@pytest.mark.parametrize("backbone", [VoxelBackBone8x, VoxelResBackBone8x])
+def test_voxel_backbones_stride_and_gradients(backbone):
+    batch = batch_with(HardVoxelizer(VOXEL, RANGE, 5, 20000))
+    x = MeanVFE(4)(batch)
+    x.feats.requires_grad_(True)
+    net = backbone(4, out_channels=None, channels=(8, 8, 16, 16))
+    out, stages = net(x)
+    assert out.spatial_shape == (2, 16, 16) and out.feats.shape[1] == 16
+    assert stages["x_conv2"].spatial_shape == (10, 64, 64)
+    bev = HeightCompression(32)(out)
+    assert bev.shape == (2, 32, 16, 16)
+    bev.sum().backward()
+    assert torch.isfinite(x.feats.grad).all() and x.feats.grad.abs().sum() > 0
+
+
+def test_pillar_scatter_and_bev_backbone():
+    batch = batch_with(PillarVoxelizer(PILLAR[:2], RANGE, 16, 5000))
+    pillars = PillarVFE(4, PILLAR, RANGE, num_filters=(16,))(batch)
+    image = PointPillarScatter(16)(pillars)
+    assert image.shape == (2, 16, 64, 64)
+    coords = batch["voxel_coords"].long()
+    assert torch.equal(image[coords[:, 0], :, coords[:, 2], coords[:, 3]], pillars.feats)
+    net = BaseBEVBackbone(16, layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 32),
+                          upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8))
+    out = net(image)
+    assert out.shape == (2, 24, 16, 16) and net.num_bev_features == 24
+    out.sum().backward()
+
+
+def anchor_head(cin: int) -> AnchorHead:
+    return AnchorHead(cin, 3, RANGE, [[3.9, 1.6, 1.56], [0.8, 0.6, 1.73], [1.76, 0.6, 1.73]], [-1.78, -1.78, -1.78],
+                      [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+
+
+def center_head(cin: int, voxel, stride: int) -> CenterHead:
+    return CenterHead(cin, CLASSES, [["Car"], ["Pedestrian", "Cyclist"]], voxel, RANGE, stride, 8, 8)
+
+
+def detectors():
+    bev2d = {"layer_nums": (1, 1), "layer_strides": (1, 2), "num_filters": (16, 16), "upsample_strides": (1, 2),
+             "num_upsample_filters": (16, 16)}
+    second = SECOND(MeanVFE(4), VoxelBackBone8x(4, None, (8, 8, 16, 16)), HeightCompression(32),
+                    BaseBEVBackbone(32, **bev2d), anchor_head(32), PostProcessor())
+    pillars = PointPillars(PillarVFE(4, PILLAR, RANGE, (16,)), PointPillarScatter(16), BaseBEVBackbone(16, **bev2d),
+                           anchor_head(32), PostProcessor())
+    cp_voxel = CenterPoint(MeanVFE(4), VoxelResBackBone8x(4, None, (8, 8, 16, 16)), HeightCompression(32),
+                           BaseBEVBackbone(32, **bev2d), center_head(32, VOXEL, 8), PostProcessor())
+    cp_pillar = CenterPoint(DynamicVFE(4, PILLAR, RANGE, (16,)), None, PointPillarScatter(16),
+                            BaseBEVBackbone(16, **bev2d), center_head(32, PILLAR, 1),
+                            PostProcessor(nms="circle", min_radius=1.0))
+    return {"second": (second, HardVoxelizer(VOXEL, RANGE, 5, 20000)),
+            "pointpillars": (pillars, PillarVoxelizer(PILLAR[:2], RANGE, 16, 5000)),
+            "centerpoint": (cp_voxel, HardVoxelizer(VOXEL, RANGE, 5, 20000)),
+            "centerpoint_pillar": (cp_pillar, DynamicPillarVoxelizer(PILLAR[:2], RANGE))}
+
+
+@pytest.mark.parametrize("name", ["second", "pointpillars", "centerpoint", "centerpoint_pillar"])
+def test_detector_train_and_eval_contract(name):
+    torch.manual_seed(0)
+    model, voxelizer = detectors()[name]
+    batch = batch_with(voxelizer)
+    model.train()
+    out = model(batch)
+    assert out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+    out["loss"].backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert sum(g is not None and g.abs().sum() > 0 for g in grads) > 0.8 * len(grads)
+    model.eval()
+    with torch.no_grad():
+        preds = model(batch)
+    assert isinstance(preds, list) and len(preds) == 2
+    for p, fid in zip(preds, batch["frame_id"], strict=True):
+        assert p["frame_id"] == fid and p["boxes"].shape[1] == 7 and p["boxes"].dtype == np.float32
+        assert len(p["boxes"]) == len(p["scores"]) == len(p["labels"])
+        assert (p["labels"] >= 1).all() and (p["labels"] <= 3).all()

@@ -1,0 +1,105 @@
+"""Render a LiDAR sequence (with ground truth and / or predictions) to numbered PNGs, or open the viewer.
+
+    python tools/visualize.py SOURCE [--pred DIR] [--out DIR] [--mode auto|3d|bev] [--max-frames N] [--video]
+    python tools/visualize.py SOURCE --pred DIR --viewer        # Open3D window: N / P next / previous frame
+
+SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKITTI sequence).
+--pred: the json/ folder tools/infer.py wrote (boxes in the LiDAR frame). Ground truth boxes are drawn
+when SOURCE is a KITTI root with label_2. Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4
+with --video when ffmpeg is installed). 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back
+to the numpy BEV image when no renderer is available.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS.parent))
+sys.path.insert(0, str(TOOLS))
+
+from infer import list_frames, read_points  # noqa: E402
+
+
+def ground_truth(frame: dict) -> np.ndarray | None:
+    """LiDAR-frame boxes [M, 7] of a KITTI frame's label_2 (None when there is none)."""
+    if frame["calib"] is None:
+        return None
+    label = frame["calib"].parent.parent / "label_2" / f"{frame['frame_id']}.txt"
+    if not label.is_file() or not frame["calib"].is_file():
+        return None
+    from pc3d.data.kitti import camera_boxes, parse_label
+    from pc3d.geometry import KittiCalib, boxes_camera_to_lidar
+
+    annos = parse_label(label)
+    real = annos["name"] != "DontCare"
+    if not real.any():
+        return np.zeros((0, 7), np.float32)
+    return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], KittiCalib.from_file(frame["calib"])),
+                      np.float32)
+
+
+def load_scene(frame: dict, pred_dir: Path | None, threshold: float):
+    from pc3d.viz import Scene
+
+    points = read_points(frame["path"], 4)
+    pred = None
+    if pred_dir is not None and (pred_dir / f"{frame['frame_id']}.json").is_file():
+        p = json.loads((pred_dir / f"{frame['frame_id']}.json").read_text())
+        scores = np.asarray(p["scores"], np.float32)
+        keep = scores >= threshold
+        pred = {"boxes": np.asarray(p["boxes"], np.float32).reshape(-1, 7)[keep], "scores": scores[keep],
+                "labels": np.asarray(p["labels"], np.int64)[keep]}
+    return Scene.from_prediction(points, pred, ground_truth(frame), frame["frame_id"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("source")
+    p.add_argument("--pred", type=Path, default=None, help="tools/infer.py json/ folder")
+    p.add_argument("--out", type=Path, default=Path("outputs/render"))
+    p.add_argument("--split", default="val")
+    p.add_argument("--mode", default="auto", choices=("auto", "3d", "bev"))
+    p.add_argument("--max-frames", type=int, default=0)
+    p.add_argument("--threshold", type=float, default=0.3, help="min score of drawn predictions")
+    p.add_argument("--area", type=float, nargs=6, default=(0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
+                   help="BEV area x_min y_min z_min x_max y_max z_max")
+    p.add_argument("--video", action="store_true", help="also encode <out>/video.mp4 (needs ffmpeg)")
+    p.add_argument("--viewer", action="store_true", help="open the interactive Open3D viewer instead")
+    args = p.parse_args(argv)
+
+    from tqdm import tqdm
+
+    from pc3d.viz import OffscreenRenderer, Viewer, render_scene_png, write_video
+
+    frames = list_frames(Path(args.source), args.split)[: args.max_frames or None]
+    if args.viewer:
+        Viewer(lambda i: load_scene(frames[i], args.pred, args.threshold), len(frames)).run()
+        return 0
+    renderer, mode = None, args.mode
+    if mode != "bev":
+        try:
+            renderer = OffscreenRenderer()
+        except Exception as exc:  # noqa: BLE001 - fall back to BEV images
+            if mode == "3d":
+                raise
+            print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
+            mode = "bev"
+    written = []
+    for i, frame in enumerate(tqdm(frames, unit="frame", dynamic_ncols=True)):
+        scene = load_scene(frame, args.pred, args.threshold)
+        path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1)
+        written.append(path)
+    print(f"{len(written)} PNGs ({used}) in {args.out}", flush=True)
+    if args.video:
+        video = write_video(written, args.out / "video.mp4")
+        print(f"video: {video}" if video else "no video: ffmpeg not found", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
