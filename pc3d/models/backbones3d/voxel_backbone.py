@@ -40,16 +40,27 @@ class VoxelBackBone8x(nn.Module):
             block(c3, c4, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
             block(c4, c4, 3, indice_key="subm4"),
             block(c4, c4, 3, indice_key="subm4"))
-        self.conv_out = None if out_channels is None else SparseSequential(
-            SparseConv3d(c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False,
-                         indice_key="spconv_down2"),
-            nn.BatchNorm1d(out_channels, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+        self.conv_out = z_halving(c4, out_channels, norm_momentum)
         self.out_channels = out_channels or c4
 
     def forward(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
-        x1 = self.conv1(self.conv_input(x))
-        x2 = self.conv2(x1)
-        x3 = self.conv3(x2)
-        x4 = self.conv4(x3)
-        out = x4 if self.conv_out is None else self.conv_out(x4)
-        return out, {"x_conv1": x1, "x_conv2": x2, "x_conv3": x3, "x_conv4": x4}
+        return run_stages(self, x)
+
+
+def z_halving(cin: int, out_channels: int | None, norm_momentum: float) -> SparseSequential | None:
+    """SECOND's (3, 1, 1) / (2, 1, 1) conv that halves z before the BEV map (None: no such conv)."""
+    if out_channels is None:
+        return None
+    return SparseSequential(
+        SparseConv3d(cin, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False, indice_key="spconv_down2"),
+        nn.BatchNorm1d(out_channels, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+
+
+def run_stages(net: nn.Module, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
+    """conv_input -> conv1..conv4 (-> conv_out): the last output and every stage's output."""
+    x1 = net.conv1(net.conv_input(x))
+    x2 = net.conv2(x1)
+    x3 = net.conv3(x2)
+    x4 = net.conv4(x3)
+    out = x4 if net.conv_out is None else net.conv_out(x4)
+    return out, {"x_conv1": x1, "x_conv2": x2, "x_conv3": x3, "x_conv4": x4}

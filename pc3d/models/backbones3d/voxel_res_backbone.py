@@ -7,7 +7,8 @@ from functools import partial
 from torch import nn
 
 from pc3d.models.backbones3d.blocks import SparseBasicBlock, post_act_block
-from pc3d.sparse import SparseConv3d, SparseSequential, SparseTensor, SubMConv3d
+from pc3d.models.backbones3d.voxel_backbone import run_stages, z_halving
+from pc3d.sparse import SparseSequential, SparseTensor, SubMConv3d
 
 
 class VoxelResBackBone8x(nn.Module):
@@ -40,16 +41,8 @@ class VoxelResBackBone8x(nn.Module):
             block(c3, c4, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
             basic(c4, indice_key="res4"),
             basic(c4, indice_key="res4"))
-        self.conv_out = None if out_channels is None else SparseSequential(
-            SparseConv3d(c4, out_channels, (3, 1, 1), stride=(2, 1, 1), padding=0, bias=False,
-                         indice_key="spconv_down2"),
-            nn.BatchNorm1d(out_channels, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+        self.conv_out = z_halving(c4, out_channels, norm_momentum)
         self.out_channels = out_channels or c4
 
     def forward(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
-        x1 = self.conv1(self.conv_input(x))
-        x2 = self.conv2(x1)
-        x3 = self.conv3(x2)
-        x4 = self.conv4(x3)
-        out = x4 if self.conv_out is None else self.conv_out(x4)
-        return out, {"x_conv1": x1, "x_conv2": x2, "x_conv3": x3, "x_conv4": x4}
+        return run_stages(self, x)
