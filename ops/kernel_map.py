@@ -108,80 +108,109 @@ def _axis_candidates(p, size_out, ksize, stride, pad, dil, transposed, out_q, ou
 
 
 @nb.njit(**_SERIAL)
-def _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides, out_extents,
-                   row_start, fill, pair_keys, pair_in, pair_k):
-    """Enumerate (output key, input row, kernel index) pairs of strided / transposed conv."""
+def _axis_tables(in_shape, out_shape, ksize, stride, pad, dil, transposed):
+    """Per-axis candidates of every input coordinate, computed once per map (the integer divisions
+    would otherwise run for every point): counts int64 [D, S], output coordinates and kernel indices
+    int64 [D, S, K] with S the largest input extent and K the largest kernel size."""
+    ndim = in_shape.shape[0]
+    size = 1
+    kmax = 1
+    for a in range(ndim):
+        size = max(size, in_shape[a])
+        kmax = max(kmax, ksize[a])
+    counts = np.zeros((ndim, size), np.int64)
+    qs = np.zeros((ndim, size, kmax), np.int64)
+    ks = np.zeros((ndim, size, kmax), np.int64)
+    for a in range(ndim):
+        for p in range(in_shape[a]):
+            counts[a, p] = _axis_candidates(p, out_shape[a], ksize[a], stride[a], pad[a], dil[a], transposed,
+                                            qs[a, p], ks[a, p])
+    return counts, qs, ks
+
+
+@nb.njit(**_PARALLEL)
+def _pair_counts(coords, counts, n_chunks):
+    """Pairs each input row makes (the product of its per-axis candidate counts)."""
+    n, ndim1 = coords.shape
+    out = np.empty(n, np.int64)
+    for ch in prange(n_chunks):
+        lo, hi = _chunk(n, n_chunks, ch)
+        for i in range(lo, hi):
+            total = np.int64(1)
+            for a in range(ndim1 - 1):
+                total *= counts[a, coords[i, a + 1]]
+            out[i] = total
+    return out
+
+
+@nb.njit(**_PARALLEL)
+def _fill_pairs(coords, counts, qs, ks, kstrides, out_extents, row_start, n_chunks, pair_keys, pair_in, pair_k):
+    """Write each input row's (output key, input row, kernel index) pairs from row_start[i] on."""
     n, ndim1 = coords.shape
     ndim = ndim1 - 1
-    kmax = 0
-    for a in range(ndim):
-        kmax = max(kmax, ksize[a])
-    qs = np.empty((ndim, kmax), np.int64)
-    ks = np.empty((ndim, kmax), np.int64)
-    cnt = np.empty(ndim, np.int64)
-    idx = np.empty(ndim, np.int64)
-    counts = np.zeros(n, np.int64)
-    for i in range(n):
-        total = 1
-        for a in range(ndim):
-            cnt[a] = _axis_candidates(coords[i, a + 1], out_shape[a], ksize[a], stride[a], pad[a],
-                                      dil[a], transposed, qs[a], ks[a])
-            total *= cnt[a]
-        counts[i] = total
-        if not fill or total == 0:
-            continue
-        pos = row_start[i]
-        idx[:] = 0
-        for _ in range(total):
-            key = np.int64(coords[i, 0])
-            kk = np.int64(0)
-            for a in range(ndim):
-                key = key * out_extents[a + 1] + qs[a, idx[a]]
-                kk += ks[a, idx[a]] * kstrides[a]
-            pair_keys[pos] = key
-            pair_in[pos] = i
-            pair_k[pos] = kk
-            pos += 1
-            a = ndim - 1
-            while a >= 0:
-                idx[a] += 1
-                if idx[a] < cnt[a]:
-                    break
-                idx[a] = 0
-                a -= 1
-    return counts
+    for ch in prange(n_chunks):
+        lo, hi = _chunk(n, n_chunks, ch)
+        idx = np.zeros(ndim, np.int64)
+        for i in range(lo, hi):
+            total = row_start[i + 1] - row_start[i]
+            pos = row_start[i]
+            idx[:] = 0
+            for _ in range(total):
+                key = np.int64(coords[i, 0])
+                kk = np.int64(0)
+                for a in range(ndim):
+                    p = coords[i, a + 1]
+                    key = key * out_extents[a + 1] + qs[a, p, idx[a]]
+                    kk += ks[a, p, idx[a]] * kstrides[a]
+                pair_keys[pos] = key
+                pair_in[pos] = i
+                pair_k[pos] = kk
+                pos += 1
+                a = ndim - 1
+                while a >= 0:
+                    idx[a] += 1
+                    if idx[a] < counts[a, coords[i, a + 1]]:
+                        break
+                    idx[a] = 0
+                    a -= 1
 
 
-def conv_pairs(coords, out_shape, ksize, stride, pad, dil, transposed):
+@nb.njit(**_SERIAL)
+def _chunk(n, n_chunks, c):
+    size = (n + n_chunks - 1) // n_chunks
+    return min(n, c * size), min(n, (c + 1) * size)
+
+
+def conv_pairs(coords, in_shape, out_shape, ksize, stride, pad, dil, transposed, n_chunks=8):
     """All (output key, input row, kernel index) pairs of a strided or transposed conv.
 
-    Returns int64 arrays; output keys linearise (batch, output coordinate) over the output grid.
+    coords: int32 [N, 1 + D] inside in_shape. Returns int64 arrays in input-row order; output keys
+    linearise (batch, output coordinate) over the output grid.
     """
     ndim = len(out_shape)
-    ksize, stride, pad, dil, out_shape = (np.asarray(v, np.int64) for v in (ksize, stride, pad, dil, out_shape))
+    in_shape, ksize, stride, pad, dil, out_shape = (np.asarray(v, np.int64)
+                                                    for v in (in_shape, ksize, stride, pad, dil, out_shape))
     kstrides = np.ones(ndim, np.int64)
     for a in range(ndim - 2, -1, -1):
         kstrides[a] = kstrides[a + 1] * ksize[a + 1]
     out_extents = np.concatenate([[0], out_shape]).astype(np.int64)
-    empty = np.empty(0, np.int64)
-    counts = _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides,
-                            out_extents, empty, False, empty, empty, empty)
-    row_start = np.zeros(len(counts) + 1, np.int64)
-    np.cumsum(counts, out=row_start[1:])
+    counts, qs, ks = _axis_tables(in_shape, out_shape, ksize, stride, pad, dil, transposed)
+    row_start = np.zeros(len(coords) + 1, np.int64)
+    np.cumsum(_pair_counts(coords, counts, n_chunks), out=row_start[1:])
     total = int(row_start[-1])
     pair_keys = np.empty(total, np.int64)
     pair_in = np.empty(total, np.int64)
     pair_k = np.empty(total, np.int64)
-    _count_or_fill(coords, out_shape, ksize, stride, pad, dil, transposed, kstrides, out_extents,
-                   row_start, True, pair_keys, pair_in, pair_k)
+    _fill_pairs(coords, counts, qs, ks, kstrides, out_extents, row_start, n_chunks, pair_keys, pair_in, pair_k)
     return pair_keys, pair_in, pair_k
 
 
 @nb.njit(**_SERIAL)
-def table_from_sorted_pairs(sorted_keys, pair_in, pair_k, kvol):
+def table_from_sorted_pairs(sorted_keys, order, pair_in, pair_k, kvol):
     """Unique output keys, the [N_out, K] table and the input row of a duplicate site (or -1).
 
-    A duplicate input site shows as two pairs with the same output and offset.
+    sorted_keys: the pairs' output keys ascending; order: the pair behind each. A duplicate input
+    site shows as two pairs with the same output and offset.
     """
     total = sorted_keys.shape[0]
     n_out = 0
@@ -193,12 +222,13 @@ def table_from_sorted_pairs(sorted_keys, pair_in, pair_k, kvol):
     o = -1
     dup = -1
     for p in range(total):
+        j = order[p]
         if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
             o += 1
             out_keys[o] = sorted_keys[p]
-        if nbr[o, pair_k[p]] >= 0 and dup < 0:
-            dup = pair_in[p]
-        nbr[o, pair_k[p]] = pair_in[p]
+        if nbr[o, pair_k[j]] >= 0 and dup < 0:
+            dup = pair_in[j]
+        nbr[o, pair_k[j]] = pair_in[j]
     return out_keys, nbr, dup
 
 

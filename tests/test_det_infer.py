@@ -98,3 +98,43 @@ def test_infer_writes_predictions_and_latency(tmp_path, checkpoint, capsys):
     assert visualize.main([str(src), "--pred", str(out / "json"), "--out", str(tmp_path / "vis"), "--mode", "bev",
                            "--threshold", "0"]) == 0
     assert sorted(p.name for p in (tmp_path / "vis").glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
+
+
+SEG_RANGE = [-4.0, -4.0, -0.5, 4.0, 4.0, 3.0]
+SEG_CONFIG = {
+    "dataset": {
+        "_target_": "pc3d.data.ScanNetDataset", "point_cloud_range": SEG_RANGE,
+        "transforms": [{"_target_": "pc3d.data.transforms.RangeCrop", "point_range": SEG_RANGE}],
+        "voxelizer": {"_target_": "pc3d.voxel.DynamicVoxelizer", "voxel_size": [0.2, 0.2, 0.2],
+                      "point_range": SEG_RANGE},
+    },
+    "model": {
+        "_target_": "pc3d.models.segmentors.SparseSegmentor", "num_classes": 20, "ignore_index": -1,
+        "backbone": {"_target_": "pc3d.models.backbones3d.unet.SparseUNet", "in_channels": 6,
+                     "channels": [8, 8, 16], "enc_depths": [1, 1], "dec_channels": [16, 8], "dec_depths": [1, 1]},
+    },
+}
+
+
+def test_infer_segments_every_point_of_a_scannet_bin(tmp_path, capsys):
+    """A 6-column ScanNet .bin (colours 0..255): one nyu40 label per input point, ignored (0) outside the
+    range, per-class counts and a class-coloured render."""
+    torch.manual_seed(0)
+    model = instantiate(SEG_CONFIG["model"], _convert_="all")
+    ckpt = tmp_path / "seg.pt"
+    atomic_save({"format": FORMAT, "version": VERSION, "model": model.state_dict(), "config": SEG_CONFIG,
+                 "progress": {"step": 1, "epoch": 0}}, ckpt)
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-5, 5, (2000, 2)), rng.uniform(0, 2.5, 2000), rng.uniform(0, 255, (2000, 3))]
+    points.astype(np.float32).tofile(tmp_path / "scene0000_00.bin")
+    out = tmp_path / "out"
+    assert infer.main([str(ckpt), str(tmp_path / "scene0000_00.bin"), "--out", str(out), "--render",
+                       "--render-mode", "bev"]) == 0
+    assert "| segment |" in capsys.readouterr().out
+    labels = np.loadtxt(out / "labels" / "scene0000_00.txt", dtype=np.int64)
+    inside = (np.abs(points[:, :2]) < 4).all(1)
+    assert len(labels) == len(points) and (labels[~inside] == 0).all()
+    assert set(labels[inside].tolist()) <= {1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39}
+    counts = json.loads((out / "json" / "scene0000_00.json").read_text())["points_per_class"]
+    assert sum(counts.values()) == len(points) and counts["unlabelled"] == int((~inside).sum())
+    assert (out / "render" / "scene0000_00.png").is_file()

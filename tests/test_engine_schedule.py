@@ -107,12 +107,13 @@ def test_samplers_shard_like_one_process():
     two = [EpochBatchSampler(10, 2, seed=3, rank=r, world_size=2) for r in range(2)]
     for s in (one, *two):
         s.set_epoch(1)
-    first = [i for i, _ in next(iter(one))]
-    shards = [[i for i, _ in next(iter(s))] for s in two]
+    first = [item.index for item in next(iter(one))]
+    shards = [[item.index for item in next(iter(s))] for s in two]
     assert sorted(first) == sorted(shards[0] + shards[1])
-    seeds_one = dict(next(iter(one)))
-    seeds_two = dict(next(iter(two[0])) + next(iter(two[1])))
+    seeds_one = {i: (seed, epoch) for i, seed, epoch in next(iter(one))}
+    seeds_two = {i: (seed, epoch) for i, seed, epoch in next(iter(two[0])) + next(iter(two[1]))}
     assert seeds_one == seeds_two                   # augmentation seeds depend on (seed, epoch, index) only
+    assert {epoch for _, epoch in seeds_one.values()} == {1}
     one.set_epoch(1, start_batch=1)
     assert len(list(one)) == len(one) - 1
-    assert [i for s in (ShardSampler(5, rank=r, world_size=2) for r in range(2)) for i, _ in s] == [0, 2, 4, 1, 3]
+    assert [i for s in (ShardSampler(5, rank=r, world_size=2) for r in range(2)) for i, _, _ in s] == [0, 2, 4, 1, 3]

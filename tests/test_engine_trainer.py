@@ -10,6 +10,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -22,6 +23,7 @@ from pc3d.engine.seeding import seed_everything
 from pc3d.engine.trainer import Trainer, TrainSettings
 from pc3d.errors import ConfigError
 from pc3d.models.toy import ToyPointNet
+from pc3d.voxel.grid import grid_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,6 +96,51 @@ def test_exact_resume_is_bitwise(tmp_path, case):
     if straight.ema is not None:
         for a, c in zip(straight.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
             assert torch.equal(a, c)
+
+
+class EpochShapes(ToyShapes):
+    """ToyShapes whose augmentation seed follows `set_epoch` (like PointCloudDataset with `seed=`) and whose
+    loading runs a numba OpenMP kernel, as the real datasets' voxelization does inside workers."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        sample = super().__getitem__(index)
+        jitter = np.random.default_rng([self.epoch, index]).normal(0, 0.05, sample["points"].shape)
+        sample["points"] = (sample["points"] + jitter).astype(np.float32)
+        coords, *_ = grid_sample(sample["points"], 0.25)
+        assert len(coords) > 0
+        return sample
+
+
+def _epochs_run(run_dir: Path, workers: int) -> tuple[Trainer, list[torch.Tensor]]:
+    seed_everything(0)
+    data = {"train_size": 24, "val_size": 8, "num_points": 32, "augment": False}
+    trainer = Trainer(ToyPointNet(width=16, dropout=0.0), EpochShapes("train", **data),
+                      optimizer=partial(torch.optim.AdamW, lr=1e-2), schedule=partial(WarmupCosine, warmup_steps=2),
+                      settings=TrainSettings(max_epochs=3, batch_size=8, log_interval=3, eval_interval=1,
+                                             ckpt_interval=1, workers=workers, tensorboard=False),
+                      run_dir=run_dir, val_set=EpochShapes("val", **data), seed=0)
+    result = trainer.fit()
+    assert result.step == 9 and not result.interrupted
+    return trainer, params(trainer)
+
+
+def test_workers_cross_epochs_of_an_epoch_seeded_dataset(tmp_path):
+    """Persistent workers see each epoch's `set_epoch` and survive epoch ends with evaluation between them:
+    2 workers over 3 epochs train bitwise like in-process loading."""
+    _, in_process = _epochs_run(tmp_path / "w0", 0)
+    trainer, with_workers = _epochs_run(tmp_path / "w2", 2)
+    assert trainer.loader.persistent_workers
+    for a, b in zip(in_process, with_workers, strict=True):
+        assert torch.equal(a, b)
+    constant = EpochShapes("train", train_size=24, num_points=32, augment=False)
+    assert not np.array_equal(constant[0]["points"], (constant.set_epoch(1), constant[0])[1]["points"])
 
 
 def test_bad_settings_raise_config_errors(tmp_path):

@@ -223,6 +223,17 @@ def test_strided_conv_matches_dense_conv(shape, kernel, stride, padding, dilatio
     torch.testing.assert_close(y.feats, at_sites(ref, y.coords), **TOL)
 
 
+def test_strided_map_sort_fallback_gives_the_same_table(monkeypatch):
+    """Grids too large for one packed sort word take the serial radix sort: the same map."""
+    from pc3d.sparse import kernel_map as kmap
+
+    x = random_tensor((7, 9, 11), 4, empty=None)
+    fast = kmap.strided_map(x, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1))
+    monkeypatch.setattr(kmap.vx, "packed_fits", lambda *_: False)
+    slow = kmap.strided_map(x, (3, 3, 3), (2, 2, 2), (1, 1, 1), (1, 1, 1))
+    assert np.array_equal(fast.nbr, slow.nbr) and torch.equal(fast.out_coords, slow.out_coords)
+
+
 # ------------------------------------------------------------------------------- transposed conv
 TRANSPOSED_CASES = [  # (shape, kernel, stride, padding, dilation, output_padding, groups)
     ((4, 5, 6), 3, 2, 1, 1, 0, 1),

@@ -75,3 +75,18 @@ def test_headless_open3d_render_is_not_blank(tmp_path):
     assert mode == "3d" and img.shape == (240, 320, 3)
     lit = img.sum(-1) > 60
     assert lit.mean() > 0.01 and len(np.unique(img.reshape(-1, 3), axis=0)) > 20
+
+
+def test_class_palettes():
+    from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map
+    from pc3d.viz.colors import SCANNET20_COLORS, generated_palette, point_colors, semantickitti_palette
+
+    config = load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))
+    palette = semantickitti_palette(config["learning_map_inv"], config["color_map"])
+    assert palette.shape == (20, 3)
+    np.testing.assert_allclose(palette[1] * 255, [100, 150, 245])  # car: BGR (245, 150, 100) in the devkit
+    generated = generated_palette(30)
+    assert generated.shape == (30, 3) and len(np.unique(generated.round(3), axis=0)) == 30
+    colors = point_colors(np.zeros((3, 3), np.float32), "class", np.array([0, 19, -1]), palette=SCANNET20_COLORS)
+    np.testing.assert_allclose(colors[:2], SCANNET20_COLORS[[0, 19]])
+    assert (colors[2] == 0.35).all()  # unlabelled points are grey

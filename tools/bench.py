@@ -94,7 +94,14 @@ def run_train(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
-SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train}
+def run_det(timed, quick: bool) -> list[dict]:
+    from bench_det import run_det as run
+
+    return run(timed, quick)
+
+
+SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train,
+          "det": run_det}
 
 
 def main(argv: list[str] | None = None) -> int:

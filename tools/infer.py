@@ -1,17 +1,23 @@
-"""Run a trained detector over a LiDAR sequence, frame by frame.
+"""Run a trained detector or segmentor over a LiDAR sequence (or RGB-D scenes), frame by frame.
 
     python tools/infer.py CKPT SOURCE [--out DIR] [--render] [--max-frames N] [--split val]
 
 CKPT: a checkpoint written by tools/train.py (or a run folder: its best.pt, else the newest save).
-SOURCE: a point file (.bin float32 x y z intensity, .npy / .npz, .pcd, .ply); a folder of them; a
-KITTI root (training/velodyne + calib, ImageSets/<split>.txt; field-of-view crop and calibration
-used); a SemanticKITTI sequence folder (velodyne/*.bin). Waymo v2 segments: not supported yet.
+SOURCE: a point file (.bin float32, as many columns as the model reads: x y z intensity for LiDAR
+models, x y z r g b for ScanNet models; .npy / .npz, .pcd, .ply); a folder of them; a KITTI root
+(training/velodyne + calib, ImageSets/<split>.txt; field-of-view crop and calibration used); a
+SemanticKITTI sequence folder (velodyne/*.bin). Waymo v2 segments: not supported yet.
 
-Writes per frame <out>/kitti/<frame>.txt (KITTI label_2 with scores; camera frame through the
-frame's calibration, or the simulator's KITTI calibration for bare point files) and
-<out>/json/<frame>.json (LiDAR-frame boxes, scores, labels, class names); with --render also
-<out>/render/<frame>.png. Prints latency p50 / p95 per stage (read, voxelize, vfe, 3D backbone,
-BEV, head, post-processing) and the throughput.
+Detectors write per frame <out>/kitti/<frame>.txt (KITTI label_2 with scores; camera frame through
+the frame's calibration, or the simulator's KITTI calibration for bare point files) and
+<out>/json/<frame>.json (LiDAR-frame boxes, scores, labels, class names). Segmentors write one
+label per input point: <out>/labels/<frame>.label (SemanticKITTI raw ids, uint32) for
+SemanticKITTI models, <out>/labels/<frame>.txt (ScanNet nyu40 ids, the benchmark's format) for
+ScanNet models, <out>/labels/<frame>.npy (train ids) otherwise, plus a per-class point count in
+<out>/json/<frame>.json; points outside the model's range get the ignored label (raw 0). ScanNet
+colours above 1 are read as 0..255 and scaled to the 0..1 the models train on. With --render also
+<out>/render/<frame>.png (segmentations coloured by predicted class). Prints latency p50 / p95 per
+stage (read, voxelize, vfe, 3D backbone, BEV, head, post-processing) and the throughput.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ if str(ROOT) not in sys.path:
 from pc3d.errors import ConfigError, DataFormatError  # noqa: E402
 
 POINT_EXTS = (".bin", ".npy", ".npz", ".pcd", ".ply")
-STAGES = ("read", "voxelize", "vfe", "backbone_3d", "bev", "head", "post_process")
+STAGES = ("read", "voxelize", "vfe", "backbone_3d", "bev", "head", "post_process", "segment")
 
 
 # ---------------------------------------------------------------- sources
@@ -59,13 +65,14 @@ def list_frames(source: Path, split: str = "val") -> list[dict]:
     return [{"frame_id": p.stem, "path": p, "calib": None} for p in files]
 
 
-def read_points(path: Path, columns: int) -> np.ndarray:
-    """float32 [N, columns]: x, y, z, then features (missing ones zero, extra ones dropped)."""
+def read_points(path: Path, columns: int, bin_columns: int = 4) -> np.ndarray:
+    """float32 [N, columns]: x, y, z, then features (missing ones zero, extra ones dropped). A .bin file
+    holds bin_columns float32 per point."""
     ext = path.suffix.lower()
     if ext == ".bin":
         from pc3d.data.io import read_bin
 
-        pts = read_bin(path, 4)
+        pts = read_bin(path, bin_columns)
     elif ext in (".npy", ".npz"):
         data = np.load(path)
         pts = data[data.files[0]] if ext == ".npz" else data
@@ -85,8 +92,9 @@ def read_points(path: Path, columns: int) -> np.ndarray:
 
 # ---------------------------------------------------------------- model
 
-def load_detector(ckpt: str | Path, device: str = "cpu"):
-    """(model in eval mode, the run config as an OmegaConf node) of a tools/train.py checkpoint."""
+def load_model(ckpt: str | Path, device: str = "cpu"):
+    """(model in eval mode, the run config as an OmegaConf node, checkpoint path) of a tools/train.py
+    checkpoint."""
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
@@ -152,38 +160,88 @@ def latency_table(records: list[dict[str, float]], wall: float) -> str:
 
 # ---------------------------------------------------------------- main
 
+class Renders:
+    """PNG renders of the frames: Open3D offscreen (made once, on first use), else BEV images."""
+
+    def __init__(self, out: Path, mode: str, bev_area):
+        self.out, self.mode, self.bev_area = out / "render", mode, bev_area
+        self.renderer, self.paths = None, []
+
+    def __call__(self, scene) -> None:
+        from pc3d.viz import OffscreenRenderer, render_scene_png
+
+        if self.renderer is None and self.mode != "bev":
+            try:
+                self.renderer = OffscreenRenderer()
+            except Exception as exc:  # noqa: BLE001 - fall back to BEV images
+                print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
+                self.mode = "bev"
+        path, self.used = render_scene_png(scene, self.out / f"{scene.name}.png", self.renderer, self.mode,
+                                           self.bev_area, 0.1)
+        self.paths.append(path)
+
+    def report(self) -> None:
+        if self.paths:
+            print(f"renders ({self.used}): {self.out} ({len(self.paths)} PNGs)", flush=True)
+
+
+def dataset_transforms(cfg):
+    """The run's evaluation transforms without shuffling (and without the range crop: callers crop)."""
+    from hydra.utils import instantiate
+
+    from pc3d.data.transforms import Compose
+
+    return Compose([t for t in instantiate(cfg.dataset.transforms, _convert_="all")
+                    if type(t).__name__ not in ("PointShuffle", "RangeCrop")])
+
+
 def run(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
-    from tqdm import tqdm
 
     from pc3d.data.batch import Collate
+
+    model, cfg, ckpt_path = load_model(args.ckpt, args.device)
+    frames = list_frames(Path(args.source), args.split)[: args.max_frames or None]
+    out = Path(args.out)
+    (out / "json").mkdir(parents=True, exist_ok=True)
+    collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all"))
+    print(f"{type(model).__name__} from {ckpt_path}; {len(frames)} frames from {args.source}", flush=True)
+    segment = str(cfg.model.get("_target_", "")).endswith("Segmentor")
+    records, wall, renders = (run_segmentation if segment else run_detection)(args, model, cfg, frames, collate)
+    print(latency_table(records, wall), flush=True)
+    if renders is not None:
+        renders.report()
+    return 0
+
+
+def _crop(points: np.ndarray, cfg) -> np.ndarray:
+    from pc3d.data.transforms.point_ops import in_range
+
+    return in_range(points, np.asarray(cfg.dataset.point_cloud_range, np.float32))
+
+
+def run_detection(args, model, cfg, frames, collate):
+    from tqdm import tqdm
+
     from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
-    from pc3d.data.transforms import Compose
     from pc3d.eval import write_kitti_label
     from pc3d.geometry import KittiCalib
     from pc3d.models.detectors.kitti_evaluator import to_kitti_anno
     from pc3d.sim.ground_truth import kitti_calib
 
     device = torch.device(args.device)
-    model, cfg, ckpt_path = load_detector(args.ckpt, args.device)
     columns = int(cfg.model.vfe.in_channels)
     class_names = list(cfg.dataset.class_names)
-    pc_range = list(cfg.dataset.point_cloud_range)
-    transforms = Compose([t for t in instantiate(cfg.dataset.transforms, _convert_="all")
-                          if type(t).__name__ != "PointShuffle"])
-    collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all"))
+    transforms = dataset_transforms(cfg)
     fov_only = bool(cfg.dataset.get("fov_only", False))
-    frames = list_frames(Path(args.source), args.split)[: args.max_frames or None]
     out = Path(args.out)
     (out / "kitti").mkdir(parents=True, exist_ok=True)
-    (out / "json").mkdir(parents=True, exist_ok=True)
-    renderer = None
+    renders = Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range)) if args.render else None
     if args.render:
-        from pc3d.viz import OffscreenRenderer, Scene, render_scene_png
+        from pc3d.viz import Scene
     timer = StageTimer(model, device)
-    records, rendered, render_mode = [], [], None
+    records = []
     default_calib = kitti_calib()
-    print(f"{type(model).__name__} from {ckpt_path}; {len(frames)} frames from {args.source}", flush=True)
     start = time.perf_counter()
     for frame in tqdm(frames, unit="frame", dynamic_ncols=True):
         rec: dict[str, float] = {}
@@ -192,6 +250,7 @@ def run(args: argparse.Namespace) -> int:
         calib = KittiCalib.from_file(frame["calib"]) if frame["calib"] and frame["calib"].is_file() else None
         if calib is not None and fov_only:
             points = points[fov_mask(points, calib, IMAGE_SHAPE)]
+        points = points[_crop(points, cfg)]
         sample = transforms({"frame_id": frame["frame_id"], "points": points, "seed": 0},
                             np.random.default_rng(0))
         rec["read"] = time.perf_counter() - t0
@@ -213,31 +272,108 @@ def run(args: argparse.Namespace) -> int:
             "frame_id": frame["frame_id"], "source": str(frame["path"]), "frame": "lidar",
             "boxes": np.round(pred["boxes"], 4).tolist(), "scores": np.round(pred["scores"], 4).tolist(),
             "labels": pred["labels"].tolist(), "names": [class_names[k - 1] for k in pred["labels"]]}))
-        if args.render:
+        if renders is not None:
             keep = pred["scores"] >= args.render_threshold
-            scene = Scene(points, None, pred["boxes"][keep], pred["scores"][keep], pred["labels"][keep],
-                          name=frame["frame_id"])
-            if renderer is None and args.render_mode != "bev":
-                try:
-                    renderer = OffscreenRenderer()
-                except Exception as exc:  # noqa: BLE001 - fall back to BEV images
-                    print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
-                    args.render_mode = "bev"
-            path, render_mode = render_scene_png(scene, out / "render" / f"{frame['frame_id']}.png", renderer,
-                                                 args.render_mode, pc_range, 0.1)
-            rendered.append(path)
+            renders(Scene(points, None, pred["boxes"][keep], pred["scores"][keep], pred["labels"][keep],
+                          name=frame["frame_id"]))
     wall = time.perf_counter() - start
-    print(latency_table(records, wall), flush=True)
     print(f"predictions: {out / 'kitti'} (KITTI txt), {out / 'json'} (JSON)", flush=True)
-    if rendered:
-        print(f"renders ({render_mode}): {rendered[0].parent} ({len(rendered)} PNGs)", flush=True)
-    return 0
+    return records, wall, renders
+
+
+def label_format(cfg):
+    """(dataset kind 'semantickitti' | 'scannet' | 'other', class names, palette [K, 3], writer of one frame's
+    train ids [N] (-1 / ignore for unlabelled points) to a file stem)."""
+    from pc3d.viz.colors import SCANNET20_COLORS, generated_palette, semantickitti_palette
+
+    target = str(cfg.dataset.get("_target_", ""))
+    num_classes = int(cfg.model.num_classes)
+    if target.endswith("SemanticKittiDataset"):
+        from pc3d.data.semantickitti import LEARNING_MAPS, MODES, load_learning_map
+        from pc3d.eval.seg_writer import inverse_lookup
+
+        config = load_learning_map(str(cfg.dataset.get("learning_map") or
+                                       LEARNING_MAPS / MODES[cfg.dataset.get("mode", "semantic")]))
+        lut = inverse_lookup(config["learning_map_inv"])
+        names = [config["labels"][int(config["learning_map_inv"][i])] for i in range(len(lut))]
+
+        def write(stem: Path, ids: np.ndarray) -> Path:
+            lut[np.clip(ids, 0, len(lut) - 1)].astype("<u4").tofile(stem.with_suffix(".label"))
+            return stem.with_suffix(".label")
+
+        return "semantickitti", names, semantickitti_palette(config["learning_map_inv"], config["color_map"]), write
+    if target.endswith("ScanNetDataset"):
+        from pc3d.data.scannet import SCANNET20_CLASSES, SCANNET20_IDS
+
+        nyu40 = np.asarray((0, *SCANNET20_IDS), np.int64)  # train id -1 (unlabelled) -> 0
+
+        def write(stem: Path, ids: np.ndarray) -> Path:
+            np.savetxt(stem.with_suffix(".txt"), nyu40[ids + 1], fmt="%d")
+            return stem.with_suffix(".txt")
+
+        return "scannet", list(SCANNET20_CLASSES), SCANNET20_COLORS, write
+
+    def write(stem: Path, ids: np.ndarray) -> Path:
+        np.save(stem.with_suffix(".npy"), ids)
+        return stem.with_suffix(".npy")
+
+    return "other", [str(i) for i in range(num_classes)], generated_palette(num_classes), write
+
+
+def run_segmentation(args, model, cfg, frames, collate):
+    from tqdm import tqdm
+
+    device = torch.device(args.device)
+    columns = int(cfg.model.backbone.in_channels)
+    kind, names, palette, write = label_format(cfg)
+    ignore = int(cfg.model.get("ignore_index", -1))
+    transforms = dataset_transforms(cfg)
+    out = Path(args.out)
+    (out / "labels").mkdir(parents=True, exist_ok=True)
+    renders = Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range)) if args.render else None
+    if args.render:
+        from pc3d.viz import Scene
+    records = []
+    start = time.perf_counter()
+    for frame in tqdm(frames, unit="frame", dynamic_ncols=True):
+        rec: dict[str, float] = {}
+        t0 = time.perf_counter()
+        points = read_points(frame["path"], columns, bin_columns=columns)
+        if kind == "scannet" and columns >= 6 and len(points) and points[:, 3:6].max() > 1.0:
+            points[:, 3:6] /= 255.0  # ScanNet .bin files (mmdetection3d's) keep colours in 0..255
+        inside = _crop(points, cfg)
+        sample = transforms({"frame_id": frame["frame_id"], "points": points[inside], "seed": 0},
+                            np.random.default_rng(0))
+        rec["read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        batch = collate([sample])
+        rec["voxelize"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            pred = model({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
+        rec["segment"] = time.perf_counter() - t0
+        rec["total"] = rec["read"] + rec["voxelize"] + rec["segment"]
+        records.append(rec)
+        labels = np.full(len(points), ignore, np.int64)
+        labels[inside] = pred["pred_labels"]
+        path = write(out / "labels" / frame["frame_id"], labels)
+        ids, counts = np.unique(labels, return_counts=True)
+        (out / "json" / f"{frame['frame_id']}.json").write_text(json.dumps({
+            "frame_id": frame["frame_id"], "source": str(frame["path"]), "labels": str(path),
+            "points_per_class": {(names[i] if 0 <= i < len(names) else "unlabelled"): int(c)
+                                 for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}}))
+        if renders is not None:
+            renders(Scene(points, point_labels=labels, palette=palette, name=frame["frame_id"],
+                          view="overview" if kind == "scannet" else "driving"))
+    wall = time.perf_counter() - start
+    print(f"predictions: {out / 'labels'} (one label per point), {out / 'json'} (per-class counts)", flush=True)
+    return records, wall, renders
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("ckpt", help="checkpoint file or training run folder")
-    p.add_argument("source", help="point file, folder, KITTI root or SemanticKITTI sequence")
+    p.add_argument("source", help="point file, folder, KITTI root, SemanticKITTI sequence or ScanNet .bin scene")
     p.add_argument("--out", default="outputs/infer", help="output folder (default: outputs/infer)")
     p.add_argument("--split", default="val", help="ImageSets split of a KITTI root (default: val)")
     p.add_argument("--max-frames", type=int, default=0, help="stop after N frames (0: all)")

@@ -6,9 +6,10 @@ otherwise) batches samples into a dict of tensors / numpy arrays / objects with 
 (SparseTensor). Augmentation draws from python's `random`, `np.random` or torch's global
 generator; `SeededDataset` seeds those before each sample from (run seed, epoch, index).
 
-Datasets with their own augmentation seed (pc3d.data.dataset.PointCloudDataset with `seed=`)
-get `set_epoch(epoch)` from the trainer before each epoch; their DataLoader workers are then
-not persistent, so every epoch's workers see the new epoch.
+Items are `(index, seed, epoch)` triples. Datasets with their own augmentation seed
+(pc3d.data.dataset.PointCloudDataset with `seed=`) have a `set_epoch(epoch)`; `SeededDataset`
+calls it inside whichever process loads the item, so DataLoader workers stay persistent across
+epochs (no worker start-up per epoch, and no worker torn down while it still prefetches).
 
 Samplers. `EpochBatchSampler` is the training sampler (it replaces DistributedSampler): epoch `e`
 shuffles with a generator seeded by (seed, e), pads to a multiple of the world size like
@@ -24,7 +25,7 @@ import math
 import multiprocessing
 import random
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -34,27 +35,43 @@ from torch.utils.data._utils.collate import default_collate
 from pc3d.engine.seeding import sample_seed, seed_globals
 
 
+class Item(NamedTuple):
+    """One sample request: dataset index, the seed its augmentation draws from, and the epoch
+    (-1 for evaluation)."""
+
+    index: int
+    seed: int
+    epoch: int = -1
+
+
 class SeededDataset(Dataset):
-    """Wraps a dataset; items are `(index, seed)` pairs and each sample is loaded after seeding the
-    global generators with `seed`. In the main process (workers=0) the caller's generator states
-    are saved and restored around each batch, so data loading never moves the model's RNG."""
+    """Wraps a dataset; items are `Item(index, seed, epoch)` and each sample is loaded after seeding
+    the global generators with `seed` (and telling a dataset with `set_epoch` the item's epoch). In
+    the main process (workers=0) the caller's generator states are saved and restored around each
+    batch, so data loading never moves the model's RNG."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
+        set_epoch = getattr(dataset, "set_epoch", None)
+        self._set_epoch = set_epoch if callable(set_epoch) else None
+        self._epoch: int | None = None
 
     def __len__(self) -> int:
         return len(self.dataset)
 
-    def __getitem__(self, item: tuple[int, int]) -> Any:
+    def __getitem__(self, item: Item) -> Any:
         return self.__getitems__([item])[0]
 
-    def __getitems__(self, items: Sequence[tuple[int, int]]) -> list:
+    def __getitems__(self, items: Sequence[Item]) -> list:
         main = get_worker_info() is None
         if main:
             saved = random.getstate(), np.random.get_state(), torch.get_rng_state()  # noqa: NPY002
         try:
             samples = []
-            for index, seed in items:
+            for index, seed, epoch in items:
+                if self._set_epoch is not None and epoch >= 0 and epoch != self._epoch:
+                    self._set_epoch(epoch)
+                    self._epoch = epoch
                 seed_globals(seed)
                 samples.append(self.dataset[index])
             return samples
@@ -65,8 +82,8 @@ class SeededDataset(Dataset):
                 torch.set_rng_state(saved[2])
 
 
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of `(index, sample_seed)` for one rank; deterministic per (seed, epoch); resumable."""
+class EpochBatchSampler(Sampler[list[Item]]):
+    """Batches of `Item(index, sample_seed, epoch)` for one rank; deterministic per (seed, epoch); resumable."""
 
     def __init__(self, num_samples: int, batch_size: int, *, shuffle: bool = True, seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = True):
@@ -84,7 +101,7 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         n = self.per_rank // self.batch_size
         return n if self.drop_last or self.per_rank % self.batch_size == 0 else n + 1
 
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+    def __iter__(self) -> Iterator[list[Item]]:
         if self.shuffle:
             g = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
             order = torch.randperm(self.num_samples, generator=g).tolist()
@@ -93,13 +110,12 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
         total = self.per_rank * self.world_size
         order += order[: total - len(order)]
         mine = order[self.rank:total:self.world_size]
-        seeds = [sample_seed(self.seed, self.epoch, i) for i in mine]
-        pairs = list(zip(mine, seeds, strict=True))
+        items = [Item(i, sample_seed(self.seed, self.epoch, i), self.epoch) for i in mine]
         for b in range(self.start_batch, len(self)):
-            yield pairs[b * self.batch_size:(b + 1) * self.batch_size]
+            yield items[b * self.batch_size:(b + 1) * self.batch_size]
 
 
-class ShardSampler(Sampler[tuple[int, int]]):
+class ShardSampler(Sampler[Item]):
     """This rank's evaluation indices (rank, rank + W, ...) with a fixed seed per index; no padding."""
 
     def __init__(self, num_samples: int, *, rank: int = 0, world_size: int = 1, seed: int = 0):
@@ -109,8 +125,8 @@ class ShardSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        return iter((i, sample_seed(self.seed, -1, i)) for i in self.indices)
+    def __iter__(self) -> Iterator[Item]:
+        return iter(Item(i, sample_seed(self.seed, -1, i)) for i in self.indices)
 
 
 def collate_fn_of(dataset: Dataset):
@@ -128,10 +144,9 @@ def worker_context(workers: int) -> str | None:
 
 def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
                  ) -> DataLoader:
-    persistent = workers > 0 and not callable(getattr(dataset, "set_epoch", None))
     return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=workers,
-                      collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
-                      persistent_workers=persistent, multiprocessing_context=worker_context(workers),
+                      collate_fn=collate_fn_of(dataset), pin_memory=pin_memory, persistent_workers=workers > 0,
+                      multiprocessing_context=worker_context(workers),
                       generator=torch.Generator().manual_seed(sampler.seed))
 
 

@@ -154,8 +154,6 @@ class Trainer:
         self.history: list[dict] = []
         self.last_checkpoint: Path | None = None
         self._saved_step = self._evaluated_step = -1
-        set_epoch = getattr(train_set, "set_epoch", None)
-        self._dataset_epoch = set_epoch if callable(set_epoch) else None
 
     # ---------------------------------------------------------------- state
 
@@ -256,8 +254,6 @@ class Trainer:
             if self.batch_in_epoch >= batches_per_epoch:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-            if self._dataset_epoch is not None:
-                self._dataset_epoch(self.epoch)
             micro = 0
             for batch in self.loader:
                 if move:

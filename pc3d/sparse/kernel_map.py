@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import torch
 from pc3d_ops import kernel_map as km
+from pc3d_ops import voxelize as vx
 from pc3d_ops.threads import use_threads
 
 from pc3d.errors import SparseTensorError
@@ -139,13 +141,18 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
                                   output_padding)
     sync_threads()
     coords = x.coords.cpu().numpy()
-    pair_keys, pair_in, pair_k = km.conv_pairs(coords, out_shape, kernel_size, stride, padding, dilation,
-                                               transposed)
+    chunks = 4 * numba.get_num_threads()
+    pair_keys, pair_in, pair_k = km.conv_pairs(coords, x.spatial_shape, out_shape, kernel_size, stride, padding,
+                                               dilation, transposed, chunks)
     extents = np.array([x.batch_size, *out_shape], np.int64)
     max_key = int(np.prod(extents.astype(np.float64)))
-    sorted_keys, order = km.radix_argsort(pair_keys, max_key)
-    out_keys, nbr, dup = km.table_from_sorted_pairs(sorted_keys, pair_in[order], pair_k[order],
-                                                    int(np.prod(kernel_size)))
+    kvol = int(np.prod(kernel_size))
+    if vx.packed_fits(max_key, len(pair_keys)):  # one parallel stable sort of key|index words
+        packed, ibits, _ = vx.sort_by_cell(pair_keys, max_key, chunks)
+        sorted_keys, order = packed >> ibits, packed & ((1 << ibits) - 1)
+    else:
+        sorted_keys, order = km.radix_argsort(pair_keys, max_key)
+    out_keys, nbr, dup = km.table_from_sorted_pairs(sorted_keys, order, pair_in, pair_k, kvol)
     if dup < 0:
         dup = _unreached_duplicate(coords, pair_in, np.array([x.batch_size, *x.spatial_shape], np.int64))
     if dup >= 0:

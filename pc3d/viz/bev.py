@@ -52,8 +52,8 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], reso
 
 def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxes: np.ndarray | None = None,
                pred_labels: np.ndarray | None = None, area: Sequence[float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
-               resolution: float = 0.1, color_mode: str = "height", point_labels: np.ndarray | None = None
-               ) -> np.ndarray:
+               resolution: float = 0.1, color_mode: str = "height", point_labels: np.ndarray | None = None,
+               palette: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 [H, W, 3] of the area (x_min, y_min, z_min, x_max, y_max, z_max) at `resolution` m / pixel:
     x points up, y left; points coloured by `color_mode`; ground truth green, predictions by class."""
     area = [float(v) for v in area]
@@ -64,7 +64,7 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
     if len(pts):
         px = np.floor(_to_pixels(pts[:, :2], area, resolution, h) + 0.5).astype(np.int64)
         ok = (px[:, 0] >= 0) & (px[:, 0] < h) & (px[:, 1] >= 0) & (px[:, 1] < w)
-        colors = point_colors(pts, color_mode, point_labels, (area[2], area[5]))
+        colors = point_colors(pts, color_mode, point_labels, (area[2], area[5]), palette)
         order = np.argsort(pts[ok, 2])  # higher points drawn last
         image[px[ok][order, 0], px[ok][order, 1]] = (colors[ok][order] * 255).astype(np.uint8)
     thick = max(1, int(round(0.15 / resolution)))

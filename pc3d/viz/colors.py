@@ -1,4 +1,8 @@
-"""Colours of points (by intensity, height or class) and of boxes (ground truth, predictions per class)."""
+"""Colours of points (by intensity, height or class) and of boxes (ground truth, predictions per class).
+
+Class palettes: SemanticKITTI's from its devkit config (`color_map` of raw ids, BGR, through
+`learning_map_inv`), ScanNet's 20 benchmark colours, and a generated one for any other label set.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -6,6 +10,33 @@ import numpy as np
 GT_COLOR = (0.1, 0.9, 0.1)
 CLASS_COLORS = np.array([[0.95, 0.25, 0.25], [0.25, 0.55, 1.0], [1.0, 0.75, 0.1], [0.8, 0.3, 0.9],
                          [0.2, 0.9, 0.9], [0.9, 0.5, 0.2]], np.float32)
+
+
+# the ScanNet benchmark's colours of its 20 classes (train ids 0..19: wall, floor, ... otherfurniture), RGB
+SCANNET20_COLORS = np.array([
+    [174, 199, 232], [152, 223, 138], [31, 119, 180], [255, 187, 120], [188, 189, 34], [140, 86, 75],
+    [255, 152, 150], [214, 39, 40], [197, 176, 213], [148, 103, 189], [196, 156, 148], [23, 190, 207],
+    [247, 182, 210], [219, 219, 141], [255, 127, 14], [158, 218, 229], [44, 160, 44], [112, 128, 144],
+    [227, 119, 194], [82, 84, 163]], np.float32) / 255.0
+
+
+def generated_palette(num_classes: int) -> np.ndarray:
+    """float32 [num_classes, 3]: well-separated hues (golden-ratio steps), two brightness levels."""
+    i = np.arange(num_classes)
+    hue = (i * 0.618033988749895) % 1.0
+    value = np.where(i % 2 == 0, 0.95, 0.7)
+    k = (np.array([5.0, 3.0, 1.0])[None] + hue[:, None] * 6.0) % 6.0  # HSV -> RGB at saturation 0.75
+    rgb = value[:, None] * (1.0 - 0.75 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    return rgb.astype(np.float32)
+
+
+def semantickitti_palette(learning_map_inv: dict, color_map: dict) -> np.ndarray:
+    """float32 [num train ids, 3] RGB of SemanticKITTI train ids from the devkit's BGR `color_map`."""
+    n = max(int(k) for k in learning_map_inv) + 1
+    out = np.zeros((n, 3), np.float32)
+    for train_id, raw in learning_map_inv.items():
+        out[int(train_id)] = np.asarray(color_map[int(raw)], np.float32)[::-1] / 255.0
+    return out
 
 
 def _ramp(t: np.ndarray) -> np.ndarray:
@@ -18,10 +49,18 @@ def _ramp(t: np.ndarray) -> np.ndarray:
 
 
 def point_colors(points: np.ndarray, mode: str = "height", labels: np.ndarray | None = None,
-                 z_range: tuple[float, float] = (-2.5, 1.5)) -> np.ndarray:
-    """float32 [N, 3] in 0..1. mode: 'intensity' (column 3), 'height' (z over z_range) or 'class' (labels)."""
+                 z_range: tuple[float, float] = (-2.5, 1.5), palette: np.ndarray | None = None) -> np.ndarray:
+    """float32 [N, 3] in 0..1. mode: 'intensity' (column 3), 'height' (z over z_range) or 'class' (labels
+    through `palette` [K, 3], by default a generated one; labels outside 0..K-1 are grey)."""
     if mode == "class" and labels is not None:
-        return CLASS_COLORS[np.asarray(labels, np.int64) % len(CLASS_COLORS)]
+        labels = np.asarray(labels, np.int64)
+        if palette is None:
+            palette = generated_palette(max(int(labels.max(initial=0)) + 1, 1))
+        palette = np.asarray(palette, np.float32)
+        known = (labels >= 0) & (labels < len(palette))
+        out = np.full((len(labels), 3), 0.35, np.float32)
+        out[known] = palette[labels[known]]
+        return out
     if mode == "intensity" and points.shape[1] > 3:
         v = points[:, 3].astype(np.float32)
         hi = float(np.percentile(v, 99)) if len(v) else 1.0

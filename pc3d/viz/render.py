@@ -41,10 +41,23 @@ class OffscreenRenderer:
     def render(self, scene: Scene) -> np.ndarray:
         s = self.renderer.scene
         s.clear_geometry()
-        for name, geom in geometries(scene, self.color_mode):
+        mode = "class" if scene.point_labels is not None else self.color_mode
+        for name, geom in geometries(scene, mode):
             s.add_geometry(name, geom, self.point_material if name == "points" else self.line_material)
-        self.renderer.setup_camera(self.fov, self.look_at, self.eye, [0.0, 0.0, 1.0])
+        look_at, eye = self.camera(scene)
+        self.renderer.setup_camera(self.fov, look_at, eye, [0.0, 0.0, 1.0])
         return np.asarray(self.renderer.render_to_image()).copy()
+
+    def camera(self, scene: Scene) -> tuple[list[float], list[float]]:
+        """(look_at, eye): the fixed driving view, or for view 'overview' a view from above one corner that
+        frames the points' bounding box (rooms, single objects)."""
+        if scene.view != "overview" or not len(scene.points):
+            return self.look_at, self.eye
+        xyz = np.asarray(scene.points[:, :3], np.float64)
+        lo, hi = np.percentile(xyz, 1, axis=0), np.percentile(xyz, 99, axis=0)
+        centre, extent = (lo + hi) / 2, float(np.linalg.norm(hi - lo))
+        eye = centre + extent * np.array([-0.45, -0.55, 0.75])
+        return centre.tolist(), eye.tolist()
 
 
 def open3d_available() -> bool:
@@ -68,7 +81,9 @@ def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRend
             if mode == "3d":
                 raise
             log.warning("3D rendering unavailable (%s: %s); writing a BEV image instead", type(exc).__name__, exc)
-    image = render_bev(scene.points, scene.gt_boxes, scene.pred_boxes, scene.pred_labels, bev_area, bev_resolution)
+    mode = "class" if scene.point_labels is not None else "height"
+    image = render_bev(scene.points, scene.gt_boxes, scene.pred_boxes, scene.pred_labels, bev_area, bev_resolution,
+                       mode, scene.point_labels, scene.palette)
     return write_png(path, image), "bev"
 
 

@@ -25,6 +25,8 @@ class Scene:
     point_labels: np.ndarray | None = None
     name: str = ""
     extra: dict = field(default_factory=dict)
+    palette: np.ndarray | None = None  # colours of point_labels (colour mode 'class')
+    view: str = "driving"  # the offscreen camera: 'driving' (behind the sensor) or 'overview' (fit the points)
 
     @classmethod
     def from_prediction(cls, points: np.ndarray, prediction: dict | None, gt_boxes: np.ndarray | None = None,
@@ -51,7 +53,8 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(scene.points[:, :3], np.float64)))
-    pcd.colors = o3d.utility.Vector3dVector(point_colors(scene.points, color_mode, scene.point_labels)
+    pcd.colors = o3d.utility.Vector3dVector(point_colors(scene.points, color_mode, scene.point_labels,
+                                                         palette=scene.palette)
                                             .astype(np.float64))
     out: list[tuple[str, object]] = [("points", pcd)]
 

@@ -1,0 +1,140 @@
+"""`tools/bench.py det`: per-frame inference of the simulated-KITTI CenterPoint recipe, pc3d's native
+sparse engine against spconv's CPU path (ConvAlgo.Native) with the same weights, stage by stage.
+
+Workload: one simulated frame of the KITTI HDL-64E preset (camera field of view, the recipe's range
+and voxelizer), the model of `experiment=centerpoint_sim_kitti` with seeded weights (or a trained
+checkpoint: `PC3D_BENCH_DET_CKPT=<run dir or .pt>`). Only the sparse layers change engine; the dense
+BEV backbone and head are the same torch code on both sides, so the whole-frame row shows how much of
+a frame the sparse engine still decides. Times are medians over alternating rounds.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import pc3d.sparse as sp
+
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "centerpoint_sim_kitti"
+STAGES = ("voxelize", "vfe", "backbone_3d", "bev", "head", "post_process")
+
+
+def _config():
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return compose("config", overrides=[f"experiment={EXPERIMENT}"])
+
+
+def _model(cfg) -> torch.nn.Module:
+    from hydra.utils import instantiate
+
+    torch.manual_seed(0)
+    model = instantiate(cfg.model, _convert_="all")
+    ckpt = os.environ.get("PC3D_BENCH_DET_CKPT")
+    if ckpt:
+        from infer import load_model
+
+        model = load_model(ckpt)[0]
+    else:  # seeded weights; every candidate is kept so the box comparison has boxes to compare
+        model.post_process.score_threshold = 0.0
+    return model.eval()
+
+
+def _frame(cfg) -> dict:
+    """One simulated KITTI frame, prepared as tools/infer.py prepares it (camera FOV, range crop)."""
+    from hydra.utils import instantiate
+
+    from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
+    from pc3d.data.transforms import Compose
+    from pc3d.sim.api import outdoor_frames, sensor_spec
+    from pc3d.sim.ground_truth import kitti_calib
+
+    _, _, frame = next(outdoor_frames(1, 7, sensor_spec("kitti"), frames_per_scene=1))
+    points = frame.points[:, :4].astype(np.float32)
+    points = points[fov_mask(points, kitti_calib(), IMAGE_SHAPE)]
+    transforms = Compose([t for t in instantiate(cfg.dataset.transforms, _convert_="all")
+                          if type(t).__name__ != "PointShuffle"])
+    return transforms({"frame_id": "bench", "points": points, "seed": 0}, np.random.default_rng(0))
+
+
+def _run_frame(model, collate, sample, timer, backend: str) -> tuple[dict, dict]:
+    """(prediction, seconds per stage) of one frame on `backend`."""
+    import time
+
+    sp.set_backend(backend)
+    try:
+        timer.reset()
+        start = time.perf_counter()
+        batch = collate([sample])
+        voxelize = time.perf_counter() - start
+        with torch.no_grad():
+            start = time.perf_counter()
+            pred = model(batch)[0]
+            total = time.perf_counter() - start
+        times = {"voxelize": voxelize, **timer.times}
+        times["head"] = times.get("head", 0.0) + max(0.0, total - sum(timer.times.values()))  # + decoding
+        times["total"] = voxelize + total
+        return pred, times
+    finally:
+        sp.set_backend("auto")
+
+
+def _same_boxes(a: dict, b: dict) -> tuple[bool, float]:
+    """Both predictions hold the same boxes (score order) within 1e-4 relative; the largest difference."""
+    if len(a["boxes"]) != len(b["boxes"]) or not np.array_equal(a["labels"], b["labels"]):
+        return False, float("inf")
+    if not len(a["boxes"]):
+        return True, 0.0
+    ra = np.concatenate([a["boxes"], a["scores"][:, None]], 1).astype(np.float64)
+    rb = np.concatenate([b["boxes"], b["scores"][:, None]], 1).astype(np.float64)
+    diff = float((np.abs(ra - rb) / np.maximum(1.0, np.abs(rb))).max())
+    return diff <= 1e-4, diff
+
+
+def run_det(timed, quick: bool = False) -> list[dict]:
+    from hydra.utils import instantiate
+    from infer import StageTimer
+
+    from pc3d.data.batch import Collate
+
+    del timed  # stages are timed inside one call; rounds alternate the engines below
+    cfg = _config()
+    model, sample = _model(cfg), _frame(cfg)
+    collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all"))
+    timer = StageTimer(model, torch.device("cpu"))
+    for backend in ("native", "spconv", "native"):  # warm-up: numba compilation, spconv import
+        _run_frame(model, collate, sample, timer, backend)
+    rounds = 3 if quick else 7
+    runs: dict[str, list[dict]] = {"native": [], "spconv": []}
+    preds = {}
+    for r in range(rounds):
+        for backend in ("native", "spconv") if r % 2 == 0 else ("spconv", "native"):
+            preds[backend], times = _run_frame(model, collate, sample, timer, backend)
+            runs[backend].append(times)
+
+    def med(backend: str, *stages: str) -> float:
+        return statistics.median(sum(t.get(s, 0.0) for s in stages) for t in runs[backend])
+
+    same, diff = _same_boxes(preds["native"], preds["spconv"])
+    n_voxels = int(collate([sample])["voxels"].shape[0])
+    tag = f"{n_voxels:,} voxels, {len(sample['points']):,} points"
+    sparse = ("vfe", "backbone_3d")
+    rows = [{"case": f"sparse backbone (VFE + 3D backbone), {tag}", "pc3d_s": med("native", *sparse),
+             "ref": "spconv CPU", "ref_s": med("spconv", *sparse),
+             "speedup": med("spconv", *sparse) / med("native", *sparse)}]
+    whole = {"case": f"whole frame, {tag}", "pc3d_s": med("native", "total"), "ref": "spconv CPU",
+             "ref_s": med("spconv", "total"), "speedup": med("spconv", "total") / med("native", "total"),
+             "same_boxes": same, "max_box_diff": diff, "boxes": len(preds["native"]["boxes"])}
+    total = med("native", "total")
+    whole["stages_ms"] = " / ".join(f"{s} {1e3 * med('native', s):.1f}" for s in STAGES)
+    whole["dense_share"] = f"{(med('native', 'bev') + med('native', 'head')) / total:.0%}"
+    rows.append(whole)
+    for stage in STAGES:
+        rows.append({"case": f"stage: {stage}", "pc3d_s": med("native", stage), "ref": "spconv CPU",
+                     "ref_s": med("spconv", stage), "speedup": med("spconv", stage) / max(med("native", stage), 1e-9)})
+    return rows
