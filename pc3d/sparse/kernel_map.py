@@ -148,7 +148,7 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
     max_key = int(np.prod(extents.astype(np.float64)))
     kvol = int(np.prod(kernel_size))
     if vx.packed_fits(max_key, len(pair_keys)):  # one parallel stable sort of key|index words
-        packed, ibits, _ = vx.sort_by_cell(pair_keys, max_key, chunks)
+        packed, ibits, _ = vx.sort_by_cell(pair_keys, max_key, numba.get_num_threads())
         sorted_keys, order = packed >> ibits, packed & ((1 << ibits) - 1)
     else:
         sorted_keys, order = km.radix_argsort(pair_keys, max_key)
