@@ -16,7 +16,7 @@ from pc3d.data import (
     WaymoDataset,
 )
 from pc3d.data.io import read_bin
-from pc3d.data.kitti import camera_boxes
+from pc3d.data.kitti import camera_boxes, parse_label
 from pc3d.data.scannet import nyu40_to_scannet20
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
 from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
@@ -58,6 +58,20 @@ def test_kitti_round_trip(tmp_path):
         assert set(annos["difficulty"][~real].tolist()) <= {-1}
     fov = KittiDataset(root, "trainval")[0]
     assert 0 < len(fov["points"]) < len(ds.load(0)["points"])
+    # predictions written in the submission format read back as the ground truth they were made from
+    preds = []
+    for i in range(len(ds)):
+        raw = ds.load(i)
+        preds.append({"frame_id": raw["frame_id"], "boxes": raw["gt_boxes"],
+                      "scores": np.linspace(0.9, 0.5, len(raw["gt_boxes"])), "labels": raw["gt_labels"]})
+    out = ds.write_predictions(preds, tmp_path / "pred")
+    for i, pred in enumerate(preds):
+        written = parse_label(out / f"{ds.frames[i]}.txt")
+        truth = ds.load(i)["metadata"]["annos"]
+        train = np.isin(truth["name"], ds.class_names)
+        assert list(written["name"]) == list(truth["name"][train])
+        np.testing.assert_allclose(written["location"], truth["location"][train], atol=0.02)
+        np.testing.assert_allclose(written["score"], pred["scores"], atol=1e-4)
 
 
 def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):

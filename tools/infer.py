@@ -225,8 +225,8 @@ def run_detection(args, model, cfg, frames, collate):
 
     from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
     from pc3d.eval import write_kitti_label
+    from pc3d.eval.kitti_io import to_kitti_anno
     from pc3d.geometry import KittiCalib
-    from pc3d.models.detectors.kitti_evaluator import to_kitti_anno
     from pc3d.sim.ground_truth import kitti_calib
 
     device = torch.device(args.device)

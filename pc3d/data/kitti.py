@@ -123,6 +123,23 @@ class KittiDataset(PointCloudDataset):
         annos["gt_boxes_lidar"] = boxes
         return annos
 
+    def write_predictions(self, predictions: list[dict], out_dir) -> Path:
+        """`tools/test.py` hook: the submission format, ``<out_dir>/label_2/<frame>.txt`` with a score column
+        (camera frame through each frame's calibration; boxes that leave the image are dropped)."""
+        from pc3d.eval.kitti_io import to_kitti_anno, write_kitti_label
+
+        if len(predictions) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
+        out = Path(out_dir) / "label_2"
+        out.mkdir(parents=True, exist_ok=True)
+        for frame_id, pred in zip(self.frames, predictions, strict=True):
+            if str(pred.get("frame_id", frame_id)) != frame_id:
+                raise DataFormatError(self.root, f"prediction for {pred['frame_id']} where {frame_id} was expected")
+            calib = KittiCalib.from_file(self.path("calib", frame_id))
+            image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+            write_kitti_label(out / f"{frame_id}.txt", to_kitti_anno(pred, calib, image_shape, self.class_names))
+        return out
+
     def load(self, index: int) -> dict:
         frame_id = self.frames[index]
         velodyne = self.path("velodyne", frame_id)

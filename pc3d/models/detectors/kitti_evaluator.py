@@ -12,40 +12,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.eval import format_kitti_table, kitti_eval
-from pc3d.eval.kitti_io import empty_anno
-from pc3d.geometry import KittiCalib, alpha_from_rotation_y, boxes_lidar_to_camera, boxes_to_image_2d
+from pc3d.eval.kitti_io import to_kitti_anno
 
 log = logging.getLogger(__name__)
-
-
-def to_kitti_anno(prediction: dict, calib: KittiCalib, image_shape: tuple[int, int] | None,
-                  class_names: Sequence[str]) -> dict:
-    """One frame's prediction -> a KITTI annotation dict (pc3d.eval.kitti_io layout, with score).
-
-    Boxes whose centre is behind the camera or whose 2D box falls outside the image are dropped (they
-    cannot be KITTI labels), as OpenPCDet does."""
-    boxes = np.asarray(prediction["boxes"], np.float32).reshape(-1, 7)
-    anno = empty_anno(with_score=True)
-    if len(boxes) == 0:
-        return anno
-    cam = np.asarray(boxes_lidar_to_camera(boxes, calib), np.float64)
-    keep = cam[:, 2] > 0.1
-    bbox = np.asarray(boxes_to_image_2d(boxes[keep], calib), np.float64) if keep.any() else np.zeros((0, 4))
-    full = np.zeros((len(boxes), 4))
-    full[keep] = bbox
-    if image_shape is not None:
-        h, w = image_shape[:2]
-        keep &= (full[:, 0] < w) & (full[:, 1] < h) & (full[:, 2] >= 0) & (full[:, 3] >= 0)
-        full[:, 0::2] = np.clip(full[:, 0::2], 0, w - 1)
-        full[:, 1::2] = np.clip(full[:, 1::2], 0, h - 1)
-    cam, full = cam[keep], full[keep]
-    labels = np.asarray(prediction["labels"], np.int64)[keep]
-    return {"name": np.asarray([class_names[k - 1] for k in labels], dtype="<U16"),
-            "truncated": np.zeros(len(cam)), "occluded": np.zeros(len(cam), np.int64),
-            "alpha": np.asarray(alpha_from_rotation_y(cam[:, 6], cam[:, 0], cam[:, 2]), np.float64),
-            "bbox": full, "dimensions": cam[:, [5, 3, 4]],  # l, h, w
-            "location": cam[:, :3], "rotation_y": cam[:, 6],
-            "score": np.asarray(prediction["scores"], np.float64)[keep]}
 
 
 def gt_anno(annos: dict) -> dict:
