@@ -46,3 +46,22 @@ def test_torchrun_two_gloo_ranks(tmp_path):
     ckpt = load_checkpoint(run_dir / "checkpoints" / "best.pt")
     assert ckpt["progress"]["world_size"] == 2 and len(ckpt["rng"]) == 2
     assert ckpt["progress"]["step"] == 2 * 256 // (2 * 16)
+
+
+def test_evaluation_datasets_never_augment(tmp_path):
+    """A test split named like a training split ('trainval') is built without augmentation."""
+    from omegaconf import OmegaConf
+
+    from pc3d.engine.runner import build_dataset
+    from pc3d.sim.api import simulate_dataset
+
+    root = simulate_dataset("kitti", tmp_path / "kitti", frames=2, seed=0)
+    node = OmegaConf.create({"_target_": "pc3d.data.KittiDataset", "root": str(root),
+                             "augmentations": [{"_target_": "pc3d.data.transforms.RandomFlip", "axes": ["x"],
+                                                "prob": 1.0}]})
+    assert not build_dataset(node, "trainval", training=False).is_training
+    train = build_dataset(node, "trainval", training=True)
+    assert train.is_training
+    assert not (train[0]["points"] == build_dataset(node, "trainval", training=False)[0]["points"]).all()
+    toy = build_dataset(OmegaConf.create({"_target_": "pc3d.data.toy.ToyShapes", "train_size": 8}), "val", False)
+    assert toy.split == "val"

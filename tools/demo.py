@@ -1,6 +1,6 @@
 """`make demo`: pc3d's main job on its built-in simulated data, end to end.
 
-    python tools/demo.py [--frames 300] [--epochs 6] [--ckpt RUN_DIR_OR_FILE] [--out outputs/demo]
+    python tools/demo.py [--frames 300] [--epochs 30] [--ckpt RUN_DIR_OR_FILE] [--out outputs/demo]
 
 1. environment report;
 2. simulate a small KITTI-format dataset (tools/simulate.py) and its GT database (tools/create_data.py),
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=300, help="simulated frames (half train, half val)")
     p.add_argument("--data", default="data/sim_kitti_det", help="the simulated dataset's folder")
-    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (30: about 11 min on 2 cores)")
     p.add_argument("--ckpt", default=None, help="skip training: evaluate / infer with this run dir or checkpoint")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--infer-frames", type=int, default=10, help="frames of the simulated sequence to infer")

@@ -12,6 +12,7 @@ A run folder holds: `config.yaml` (resolved), `train.log`, `checkpoints/step_*.p
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 from collections.abc import Mapping
@@ -60,10 +61,21 @@ def apply_threads(cfg) -> None:
         torch.set_num_threads(int(threads))
 
 
+def build_dataset(node, split: str, training: bool):
+    """The dataset of `split`, augmenting only when `training`: evaluating on a split named like a
+    training split ('trainval') must not augment. Datasets without a `training` argument decide by split."""
+    from hydra.utils import get_class
+
+    kwargs: dict[str, Any] = {"split": split}
+    if "training" in inspect.signature(get_class(node._target_)).parameters:
+        kwargs["training"] = training
+    return _instantiate(node, **kwargs)
+
+
 def build_datasets(cfg) -> tuple[Any, Any]:
-    train_set = _instantiate(cfg.dataset, split=cfg.splits.train)
+    train_set = build_dataset(cfg.dataset, cfg.splits.train, training=True)
     val_split = cfg.splits.get("val")
-    return train_set, (_instantiate(cfg.dataset, split=val_split) if val_split else None)
+    return train_set, (build_dataset(cfg.dataset, val_split, training=False) if val_split else None)
 
 
 def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainResult:
@@ -127,7 +139,7 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     out_dir = Path(out_dir) if out_dir else run_dir / f"test_{split}"
     apply_threads(cfg)
     seed_everything(int(cfg.seed))
-    dataset = _instantiate(cfg.dataset, split=split)
+    dataset = build_dataset(cfg.dataset, split, training=False)
     model = _instantiate(cfg.model)
     weights = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
     model.load_state_dict(weights)
