@@ -17,8 +17,9 @@ from pc3d.data import (
 )
 from pc3d.data.io import read_bin
 from pc3d.data.kitti import camera_boxes, parse_label
-from pc3d.data.scannet import nyu40_to_scannet20
+from pc3d.data.scannet import nyu40_to_scannet20, read_ply_vertices
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
+from pc3d.errors import DataFormatError
 from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
 from pc3d.sim.api import outdoor_frames, sensor_spec, simulate_dataset
 from pc3d.sim.ground_truth import kitti_calib, kitti_objects
@@ -194,6 +195,28 @@ def test_real_semantickitti_label(tmp_path):
     np.testing.assert_array_equal(s["point_labels"], [expected[r] for r in raw])
     assert (SemanticKittiDataset(tmp_path, sequences=[0], mode="mos").load(0)["point_labels"] == np.where(
         raw == 0, 0, 1)).all()
+
+
+def test_ply_vertices_fast_path_equals_plyfile(tmp_path):
+    """Binary meshes are read with numpy alone (faces skipped); ascii files go through plyfile; both agree
+    with plyfile, and a truncated binary file is an error naming it."""
+    from plyfile import PlyData, PlyElement
+
+    rng = np.random.default_rng(0)
+    vertex = np.array([tuple(v) for v in zip(rng.normal(size=50), rng.normal(size=50), rng.integers(0, 255, 50),
+                                             strict=True)], dtype=[("x", "f4"), ("y", "f8"), ("red", "u1")])
+    faces = np.array([([0, 1, 2],), ([2, 3, 4],)], dtype=[("vertex_indices", "i4", (3,))])
+    for text in (False, True):
+        path = tmp_path / f"mesh_{text}.ply"
+        PlyData([PlyElement.describe(vertex, "vertex"), PlyElement.describe(faces, "face")], text=text).write(str(path))
+        got = read_ply_vertices(path, ("x", "y", "red"))
+        for name in ("x", "y", "red"):
+            np.testing.assert_array_equal(got[name], vertex[name])
+            assert got[name].dtype == vertex[name].dtype
+    data = (tmp_path / "mesh_False.ply").read_bytes()
+    (tmp_path / "cut.ply").write_bytes(data[: data.index(b"end_header") + 200])
+    with pytest.raises(DataFormatError, match="cut.ply"):
+        read_ply_vertices(tmp_path / "cut.ply", ("x",))
 
 
 def test_real_scannet_scene():

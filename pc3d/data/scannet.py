@@ -36,21 +36,71 @@ def nyu40_to_scannet20(labels: np.ndarray) -> np.ndarray:
     return lut[np.asarray(labels, np.int64) & 0xFFFF]
 
 
-def read_ply_vertices(path: str | PathLike, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named vertex properties of a ply file; DataFormatError naming the file when unreadable or missing one."""
-    from plyfile import PlyData
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
+              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 
+
+def _vertex_block(path: Path) -> np.ndarray | None:
+    """The vertex element of a binary ply whose first element is 'vertex' with scalar properties, read
+    straight into a structured array (faces are never parsed); None for any other layout."""
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    end = head.find(b"end_header")
+    if not head.startswith(b"ply") or end < 0:
+        return None
+    lines = head[:end].decode("ascii", "replace").splitlines()[1:]
+    body = end + len(b"end_header") + (2 if head[end + 10:end + 12] == b"\r\n" else 1)
+    fmt, count, props = None, None, []
+    for line in lines:
+        words = line.split()
+        if not words or words[0] in ("comment", "obj_info"):
+            continue
+        if words[0] == "format":
+            fmt = words[1]
+        elif words[0] == "element":
+            if count is not None:
+                break  # the vertex element is complete
+            if words[1] != "vertex":
+                return None
+            count = int(words[2])
+        elif words[0] == "property" and count is not None:
+            if words[1] == "list" or words[1] not in _PLY_TYPES:
+                return None
+            props.append((words[2], _PLY_TYPES[words[1]]))
+    if fmt not in ("binary_little_endian", "binary_big_endian") or count is None or not props:
+        return None
+    order = "<" if fmt == "binary_little_endian" else ">"
+    dtype = np.dtype([(name, order + code) for name, code in props])
+    if path.stat().st_size < body + count * dtype.itemsize:
+        raise DataFormatError(path, f"truncated: {count} vertices of {dtype.itemsize} bytes do not fit the file")
+    return np.fromfile(path, dtype, count=count, offset=body)
+
+
+def read_ply_vertices(path: str | PathLike, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The named vertex properties of a ply file; DataFormatError naming the file when unreadable or missing one.
+
+    Binary files with the vertex element first (ScanNet's meshes and label meshes) are read with numpy
+    alone, skipping the faces; anything else goes through plyfile."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "file does not exist")
     try:
-        ply = PlyData.read(str(path))
-        vertex = ply["vertex"]
-        names = [p.name for p in vertex.properties]
+        block = _vertex_block(path)
+        if block is not None:
+            names = list(block.dtype.names)
+            columns = {f: block[f] for f in fields if f in names}
+        else:
+            from plyfile import PlyData
+
+            vertex = PlyData.read(str(path))["vertex"]
+            names = [p.name for p in vertex.properties]
+            columns = {f: np.asarray(vertex[f]) for f in fields if f in names}
         missing = [f for f in fields if f not in names]
         if missing:
             raise DataFormatError(path, f"vertex element lacks {missing} (has {names})")
-        return {f: np.asarray(vertex[f]) for f in fields}
+        return {f: np.ascontiguousarray(columns[f]).astype(columns[f].dtype.newbyteorder("="), copy=False)
+                for f in fields}
     except DataFormatError:
         raise
     except Exception as error:  # plyfile raises PlyParseError, ValueError, KeyError, EOFError ... on bad bytes
