@@ -48,13 +48,20 @@ def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return verts, lines
 
 
+def to_linear(srgb: np.ndarray) -> np.ndarray:
+    """sRGB colours (0..1, as palettes are written) -> the linear values Open3D's renderer expects, so a
+    palette colour is displayed as itself rather than brightened by the output gamma."""
+    c = np.asarray(srgb, np.float64)
+    return np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+
+
 def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0) -> list[tuple[str, object]]:
     """[(name, open3d geometry)]: 'points', then 'gt_i' and 'pred_i' line sets."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(scene.points[:, :3], np.float64)))
-    pcd.colors = o3d.utility.Vector3dVector(point_colors(scene.points, color_mode, scene.point_labels,
-                                                         palette=scene.palette)
+    pcd.colors = o3d.utility.Vector3dVector(to_linear(point_colors(scene.points, color_mode, scene.point_labels,
+                                                                   palette=scene.palette))
                                             .astype(np.float64))
     out: list[tuple[str, object]] = [("points", pcd)]
 
@@ -69,7 +76,7 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
             color = np.asarray(box_color(None if labels is None else int(labels[i])), np.float64)
             if scores is not None:  # fainter boxes for lower scores
                 color = color * (0.35 + 0.65 * float(np.clip(scores[i], 0, 1)))
-            ls.colors = o3d.utility.Vector3dVector(np.tile(color, (len(lines), 1)))
+            ls.colors = o3d.utility.Vector3dVector(np.tile(to_linear(color), (len(lines), 1)))
             out.append((f"{prefix}_{i}", ls))
 
     add(scene.gt_boxes, None, "gt")
