@@ -7,6 +7,7 @@ import pytest
 from pc3d.data import Collate, KittiDataset, SceneFlowDataset, sparse_input
 from pc3d.data.create import create_data
 from pc3d.data.transforms import (
+    CenterShift,
     ColorJitter,
     Compose,
     GlobalRotation,
@@ -98,6 +99,21 @@ def test_flow_moves_with_points(tmp_path):
     ratio = np.linalg.norm(out["flow"], axis=1) / np.linalg.norm(raw["flow"], axis=1)
     moving = np.linalg.norm(raw["flow"], axis=1) > 0.05
     np.testing.assert_allclose(ratio[moving], np.median(ratio[moving]), rtol=1e-3)
+
+
+def test_center_shift_centres_xy_and_grounds_z():
+    rng = np.random.default_rng(1)
+    points = np.c_[rng.uniform([2, 5, 0.3], [9, 8, 3.0], (500, 3)), rng.random((500, 3))].astype(np.float32)
+    boxes = np.array([[5.0, 6.0, 1.0, 1, 1, 1, 0.3]], np.float32)
+    out = CenterShift()({"points": points.copy(), "gt_boxes": boxes.copy()})
+    xyz = out["points"][:, :3]
+    np.testing.assert_allclose((xyz.min(0)[:2] + xyz.max(0)[:2]) / 2, 0, atol=1e-5)
+    assert abs(xyz[:, 2].min()) < 1e-6
+    shift = xyz[0] - points[0, :3]
+    np.testing.assert_allclose(out["gt_boxes"][0, :3], boxes[0, :3] + shift, atol=1e-5)
+    np.testing.assert_array_equal(out["points"][:, 3:], points[:, 3:])
+    flat = CenterShift(apply_z=False)({"points": points.copy()})
+    np.testing.assert_allclose(flat["points"][:, 2], points[:, 2])
 
 
 def test_point_wise_keys_stay_aligned():

@@ -203,3 +203,10 @@ def test_label_writer_writes_raw_ids(tmp_path):
     write_semantickitti_labels(preds, tmp_path)
     raw = np.fromfile(tmp_path / "sequences" / "08" / "predictions" / "000003.label", "<u4")
     assert raw.tolist() == [10, 40, 81, 0]  # car, road, traffic-sign, unlabeled
+
+
+def test_unet_norm_momentum_reaches_every_batch_norm():
+    for separable in (False, True):
+        net = SparseUNet(4, [8, 8, 16], [1, 1], [16, 8], [1, 1], separable=separable, norm_momentum=0.1)
+        norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        assert norms and all(m.momentum == 0.1 for m in norms)

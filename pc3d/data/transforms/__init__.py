@@ -9,6 +9,7 @@ Build them in a dataset config as a list of hydra ``_target_`` entries, e.g.
 """
 from .compose import Compose, Transform, instantiate
 from .global_ops import (
+    CenterShift,
     GlobalRotation,
     GlobalScaling,
     GlobalTranslation,
@@ -23,7 +24,8 @@ from .point_ops import PointShuffle, RandomDrop, RangeCrop, SamplePoints, in_ran
 from .segmentation import ColorJitter, PointJitter
 
 __all__ = [
-    "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation", "ObjectNoise",
+    "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation",
+    "ObjectNoise",
     "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "Transform",
     "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
 ]

@@ -127,6 +127,24 @@ class GlobalTranslation:
         return translate_sample(sample, rng.normal(0.0, 1.0, 3) * self.std)
 
 
+class CenterShift:
+    """Move the scene so its x, y bounding-box centre is at the origin and (with `apply_z`) its lowest
+    point at z = 0 (Pointcept's CenterShift for indoor scans). Deterministic; indoor scenes come in
+    their own frame (ScanNet: metres from a room corner), so every scene then sits on the same grid
+    whether or not it was augmented."""
+
+    def __init__(self, apply_z: bool = True):
+        self.apply_z = bool(apply_z)
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        xyz = sample["points"][:, :3]
+        if not len(xyz):
+            return sample
+        lo, hi = xyz.min(0).astype(np.float64), xyz.max(0).astype(np.float64)
+        shift = -np.array([(lo[0] + hi[0]) / 2, (lo[1] + hi[1]) / 2, lo[2] if self.apply_z else 0.0])
+        return translate_sample(sample, shift)
+
+
 class RandomFlip:
     """Mirror the scene with probability `prob` per listed axis ("x": y -> -y, "y": x -> -x)."""
 

@@ -47,11 +47,13 @@ class SparseUNet(SparseModule):
     in_channels: input feature width (3 + C: the voxel mean of x, y, z and the feature columns).
     channels: [stem, enc 1 .. enc S] widths; enc_depths: residual blocks per encoder stage (S);
     dec_channels / dec_depths: per decoder stage, deepest first (S each). separable: SDSC blocks.
+    norm_momentum: of every BatchNorm (short CPU runs use 0.1: 0.01 lets the running statistics trail
+    the weights, and evaluation-mode outputs drift from the training ones).
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
                  enc_depths: Sequence[int] = (2, 2, 2), dec_channels: Sequence[int] = (128, 96, 96),
-                 dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False):
+                 dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False, norm_momentum: float = 0.01):
         super().__init__()
         stages = len(channels) - 1
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
@@ -76,6 +78,9 @@ class SparseUNet(SparseModule):
             self.dec.append(SparseSequential(*blocks))
             width = dec_channels[j]
         self.out_channels = width
+        for module in self.modules():
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.momentum = norm_momentum
 
     def _resample(self, cin: int, cout: int, kind: str, key: str) -> SparseSequential:
         if self.separable:
