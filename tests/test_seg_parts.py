@@ -144,12 +144,12 @@ def test_segmentation_loss_weights_and_ignore():
     assert all_ignored["loss"].item() == 0.0
 
 
-def tiny_batch(num_points=(300, 200), ignore_index=0):
+def tiny_batch(num_points=(300, 200), ignore_index=0, extent=8.0):
     g = torch.Generator().manual_seed(1)
     points, p2v, coords, labels = [], [], [], []
     nv = 0
     for b, n in enumerate(num_points):
-        xyz = torch.rand(n, 3, generator=g) * 8
+        xyz = torch.rand(n, 3, generator=g) * extent
         cells = xyz.floor().long()
         uniq, inv = torch.unique(cells, dim=0, return_inverse=True)
         points.append(torch.cat([xyz, torch.rand(n, 1, generator=g)], 1))
@@ -166,10 +166,11 @@ def tiny_batch(num_points=(300, 200), ignore_index=0):
             "spatial_shape": (8, 8, 8)}
 
 
-@pytest.mark.parametrize("loss_on", ["voxels", "points"])
-def test_segmentor_train_and_eval_contract(loss_on):
+@pytest.mark.parametrize("loss_on,point_branch", [("voxels", 0), ("points", 0), ("points", 8)])
+def test_segmentor_train_and_eval_contract(loss_on, point_branch):
     batch = tiny_batch()
-    model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0, loss_on=loss_on)
+    model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0, loss_on=loss_on,
+                            point_branch=point_branch)
     out = model(batch)
     assert out["loss"].ndim == 0 and out["loss"].requires_grad
     out["loss"].backward()
@@ -210,3 +211,27 @@ def test_unet_norm_momentum_reaches_every_batch_norm():
         net = SparseUNet(4, [8, 8, 16], [1, 1], [16, 8], [1, 1], separable=separable, norm_momentum=0.1)
         norms = [m for m in net.modules() if isinstance(m, torch.nn.BatchNorm1d)]
         assert norms and all(m.momentum == 0.1 for m in norms)
+
+
+def test_point_branch_separates_points_that_share_a_voxel():
+    """Labels decided by a point's own colour, mixed inside every voxel: the voxel head cannot beat the
+    majority, the point-fusion head learns them."""
+    batch = tiny_batch(extent=2.0)  # 8 voxels per sample, dozens of points in each
+    batch["point_labels"] = (batch["points"][:, 3] > 0.5).long() + 1
+    mapped = batch["point_to_voxel"] >= 0
+
+    def accuracy(point_branch: int) -> float:
+        torch.manual_seed(0)
+        model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0,
+                                loss_on="points", point_branch=point_branch)
+        opt = torch.optim.Adam(model.parameters(), lr=0.02)
+        for _ in range(60):
+            opt.zero_grad()
+            model(batch)["loss"].backward()
+            opt.step()
+        model.eval()
+        with torch.no_grad():
+            pred = np.concatenate([p["pred_labels"] for p in model(batch)])
+        return float((pred[mapped.numpy()] == batch["point_labels"][mapped].numpy()).mean())
+
+    assert accuracy(8) > 0.9 > 0.7 > accuracy(0)

@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs.insert(0, ("training run (checkpoints, metrics.json, train.log)", run_dir))
     for what, where in outputs:
         print(f"  {what}: {where}")
-    print("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items()))
+    print("  timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in timings.items())
+          + f"; total {sum(timings.values()) / 60:.1f} min")
     return 0
 
 

@@ -59,7 +59,7 @@ class SparseUNet(SparseModule):
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
             raise ValueError("need len(channels) - 1 = len(enc_depths) = len(dec_channels) = len(dec_depths) >= 1, "
                              f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
-        self.separable = separable
+        self.separable, self.in_channels = separable, in_channels
         block = DSResidualBlock if separable else ResidualBlock
         self.stem = SparseSequential(post_act_block(in_channels, channels[0], 3, indice_key="subm0"),
                                      block(channels[0], channels[0], indice_key="subm0"))

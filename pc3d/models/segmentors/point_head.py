@@ -72,3 +72,25 @@ class PointHead(nn.Module):
     @staticmethod
     def to_points(voxel_logits: torch.Tensor, point_voxel: torch.Tensor) -> torch.Tensor:
         return voxel_logits[point_voxel[point_voxel >= 0]]
+
+
+class PointFusionHead(nn.Module):
+    """Per-point classifier on the point's voxel feature and its own columns (SPVCNN-style point branch, one
+    MLP): points that share a voxel, such as a picture 2 cm in front of its wall, can differ.
+
+    forward(voxel_feats [V, C], point_voxel [P] (all >= 0), point_cols [P, D], voxel_cols [V, D]) -> logits
+    [P, num_classes]; voxel_cols are the voxel means of the same D columns (the backbone's input), so the
+    branch sees each point's offset and colour difference from its voxel as well as the point itself.
+    """
+
+    def __init__(self, in_channels: int, point_channels: int, num_classes: int, hidden: int = 32,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.point_mlp = nn.Sequential(nn.Linear(2 * point_channels, hidden, bias=False), nn.BatchNorm1d(hidden),
+                                       nn.ReLU())
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels + hidden, num_classes))
+
+    def forward(self, voxel_feats: torch.Tensor, point_voxel: torch.Tensor, point_cols: torch.Tensor,
+                voxel_cols: torch.Tensor) -> torch.Tensor:
+        local = torch.cat([point_cols - voxel_cols[point_voxel], point_cols], 1)
+        return self.classifier(torch.cat([voxel_feats[point_voxel], self.point_mlp(local)], 1))

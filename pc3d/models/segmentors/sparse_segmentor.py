@@ -19,7 +19,7 @@ from torch import nn
 from pc3d.data.batch import sparse_input
 from pc3d.models.backbones3d.unet import SparseUNet
 from pc3d.models.losses import SegmentationLoss
-from pc3d.models.segmentors.point_head import PointHead, fill_point_to_voxel, voxel_labels
+from pc3d.models.segmentors.point_head import PointFusionHead, PointHead, fill_point_to_voxel, voxel_labels
 
 
 class SparseSegmentor(nn.Module):
@@ -28,37 +28,49 @@ class SparseSegmentor(nn.Module):
     predicted; ScanNet: 20 with ignore_index -1). class_weights, ce_weight, lovasz_weight: SegmentationLoss.
     loss_on: "voxels" (majority label per voxel; cheap: V rows) or "points" (every mapped point; exact).
     unmapped: "nearest" or "ignore" for points outside every voxel at evaluation (see point_head).
+    point_branch: hidden width of a PointFusionHead (0: voxel logits only, the plain PointHead); with it
+    each point is classified from its voxel's feature and its own columns, and the loss is on points.
     """
 
     def __init__(self, backbone: SparseUNet, num_classes: int, ignore_index: int = -1,
                  class_weights: Sequence[float] | None = None, ce_weight: float = 1.0, lovasz_weight: float = 1.0,
-                 loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0):
+                 loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0, point_branch: int = 0):
         super().__init__()
         if loss_on not in ("voxels", "points"):
             raise ValueError(f"loss_on must be 'voxels' or 'points', not {loss_on!r}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
-        self.loss_on, self.unmapped = loss_on, unmapped
+        self.loss_on, self.unmapped = ("points" if point_branch else loss_on), unmapped
         self.backbone = backbone
-        self.head = PointHead(backbone.out_channels, num_classes, dropout)
+        self.fusion = point_branch > 0
+        self.head = (PointFusionHead(backbone.out_channels, backbone.in_channels, num_classes, point_branch, dropout)
+                     if self.fusion else PointHead(backbone.out_channels, num_classes, dropout))
         self.loss = SegmentationLoss(num_classes, ignore_index, class_weights, ce_weight, lovasz_weight)
 
     def forward(self, batch: dict):
         x = sparse_input(batch, batch["points"].device)
-        voxel_logits = self.head(self.backbone(x).feats)
+        feats = self.backbone(x).feats
         if self.training:
-            return self.losses(batch, voxel_logits)
+            return self.losses(batch, feats, x.feats)
         point_voxel = fill_point_to_voxel(batch["point_to_voxel"], batch["points"], batch["point_batch"],
                                           x.coords[:, 0].long(), self.unmapped)
-        return self.predictions(batch, PointHead.to_points(voxel_logits, point_voxel), point_voxel >= 0)
+        return self.predictions(batch, self.point_logits(batch, feats, x.feats, point_voxel), point_voxel >= 0)
 
-    def losses(self, batch: dict, voxel_logits: torch.Tensor) -> dict:
+    def point_logits(self, batch: dict, feats: torch.Tensor, voxel_cols: torch.Tensor,
+                     point_voxel: torch.Tensor) -> torch.Tensor:
+        """Logits of the points with point_voxel >= 0, in point order."""
+        if not self.fusion:
+            return PointHead.to_points(self.head(feats), point_voxel)
+        mapped = point_voxel >= 0
+        return self.head(feats, point_voxel[mapped], batch["points"][mapped].to(voxel_cols.dtype), voxel_cols)
+
+    def losses(self, batch: dict, feats: torch.Tensor, voxel_cols: torch.Tensor) -> dict:
         point_to_voxel = batch["point_to_voxel"]
         if self.loss_on == "voxels":
-            logits = voxel_logits
-            labels = voxel_labels(point_to_voxel, batch["point_labels"], len(voxel_logits), self.num_classes,
+            logits = self.head(feats)
+            labels = voxel_labels(point_to_voxel, batch["point_labels"], len(logits), self.num_classes,
                                   self.ignore_index)
         else:
-            logits = PointHead.to_points(voxel_logits, point_to_voxel)
+            logits = self.point_logits(batch, feats, voxel_cols, point_to_voxel)
             labels = batch["point_labels"][point_to_voxel >= 0]
         out = self.loss(logits, labels)
         valid = labels != self.ignore_index
