@@ -41,3 +41,30 @@ class SparseBasicBlock(SparseModule):
         out = out.replace_feature(torch.relu(self.bn1(out.feats)))
         out = self.conv2(out)
         return out.replace_feature(torch.relu(self.bn2(out.feats) + x.feats))
+
+
+def subm3(in_channels: int, out_channels: int, indice_key: str | None = None) -> SubMConv3d:
+    """A bias-free SubM 3x3x3 conv (the default conv of ResidualBlock)."""
+    return SubMConv3d(in_channels, out_channels, 3, bias=False, indice_key=indice_key)
+
+
+class ResidualBlock(SparseModule):
+    """Basic residual block: conv -> BN -> ReLU -> conv -> BN, + shortcut (Linear + BN when the width
+    changes), ReLU. [N, in] -> [N, out], sites kept. conv(in, out, indice_key) builds each 3x3x3 conv:
+    SubM by default, a depthwise-separable one in the separable U-Net (dsconv.DSResidualBlock)."""
+
+    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None, conv=subm3,
+                 norm_eps: float = 1e-3, norm_momentum: float = 0.01):
+        super().__init__()
+        norm = {"eps": norm_eps, "momentum": norm_momentum}
+        self.conv1 = SparseSequential(conv(in_channels, out_channels, indice_key),
+                                      nn.BatchNorm1d(out_channels, **norm), nn.ReLU())
+        self.conv2 = SparseSequential(conv(out_channels, out_channels, indice_key),
+                                      nn.BatchNorm1d(out_channels, **norm))
+        self.shortcut = (nn.Identity() if in_channels == out_channels else
+                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
+                                       nn.BatchNorm1d(out_channels, **norm)))
+
+    def forward(self, x):
+        out = self.conv2(self.conv1(x))
+        return out.replace_feature((out.feats + self.shortcut(x.feats)).relu())

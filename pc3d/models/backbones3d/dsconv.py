@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseModule, SparseSequential, SparseTensor, SubMConv3d
+from pc3d.models.backbones3d.blocks import ResidualBlock
+from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseSequential, SubMConv3d
 
 _NORM = {"eps": 1e-3, "momentum": 0.01}
 
@@ -54,21 +55,13 @@ def ds_act_block(in_channels: int, out_channels: int, kernel_size=2, kind: str =
         nn.BatchNorm1d(out_channels, **_NORM), nn.ReLU())
 
 
-class DSResidualBlock(SparseModule):
+def _sdsc3(in_channels: int, out_channels: int, indice_key: str | None = None) -> SparseDepthwiseSeparableConv3d:
+    return SparseDepthwiseSeparableConv3d(in_channels, out_channels, 3, indice_key=indice_key)
+
+
+class DSResidualBlock(ResidualBlock):
     """Residual block of two SDSC 3x3x3 convs (each followed by BatchNorm, ReLU after the sum);
     a Linear projection on the shortcut when the channel count changes. [N, in] -> [N, out], sites kept."""
 
     def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None):
-        super().__init__()
-        sdsc = SparseDepthwiseSeparableConv3d
-        self.conv1 = SparseSequential(sdsc(in_channels, out_channels, 3, indice_key=indice_key),
-                                      nn.BatchNorm1d(out_channels, **_NORM), nn.ReLU())
-        self.conv2 = SparseSequential(sdsc(out_channels, out_channels, 3, indice_key=indice_key),
-                                      nn.BatchNorm1d(out_channels, **_NORM))
-        self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
-                                       nn.BatchNorm1d(out_channels, **_NORM)))
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        out = self.conv2(self.conv1(x))
-        return out.replace_feature((out.feats + self.shortcut(x.feats)).relu())
+        super().__init__(in_channels, out_channels, indice_key, conv=_sdsc3)

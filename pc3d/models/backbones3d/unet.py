@@ -16,29 +16,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from pc3d.models.backbones3d.blocks import post_act_block
+from pc3d.models.backbones3d.blocks import ResidualBlock, post_act_block
 from pc3d.models.backbones3d.dsconv import DSResidualBlock, ds_act_block
-from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, SubMConv3d, cat_features
-
-_NORM = {"eps": 1e-3, "momentum": 0.01}
-
-
-class ResidualBlock(SparseModule):
-    """Basic residual block: SubM 3x3x3 -> BN -> ReLU -> SubM 3x3x3 -> BN, + shortcut (Linear + BN
-    when the width changes), ReLU. [N, in] -> [N, out], sites kept."""
-
-    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None):
-        super().__init__()
-        self.conv1 = post_act_block(in_channels, out_channels, 3, indice_key=indice_key)
-        self.conv2 = SparseSequential(SubMConv3d(out_channels, out_channels, 3, bias=False, indice_key=indice_key),
-                                      nn.BatchNorm1d(out_channels, **_NORM))
-        self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
-                                       nn.BatchNorm1d(out_channels, **_NORM)))
-
-    def forward(self, x: SparseTensor) -> SparseTensor:
-        out = self.conv2(self.conv1(x))
-        return out.replace_feature((out.feats + self.shortcut(x.feats)).relu())
+from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, cat_features
 
 
 class SparseUNet(SparseModule):
