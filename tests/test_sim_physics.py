@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pc3d.sim.api import scene_rng
+from pc3d.sim.frames import scene_rng
 from pc3d.sim.outdoor import make_outdoor_scene
 from pc3d.sim.primitives import box, cylinder, distance_to_surface, ellipsoid, rot_x, rot_z, surface_points
 from pc3d.sim.sensor import kitti_hdl64e, lidar_32, waymo_top

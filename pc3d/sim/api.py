@@ -7,48 +7,30 @@ clock, so the same arguments give byte-identical files.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
-
-import numpy as np
 
 from pc3d.errors import ConfigError
 
-from .outdoor import OutdoorScene, make_outdoor_scene
-from .sensor import PRESETS, LidarSpec
-from .simulator import SimFrame, simulate_sequence
+from .frames import outdoor_frames, scene_rng, sensor_spec
+from .writers.kitti import write_kitti
+from .writers.scannet import write_scannet
+from .writers.sceneflow import write_sceneflow_ft3d, write_sceneflow_kitti
+from .writers.semantickitti import write_semantickitti
+from .writers.settings import WriterSettings
+from .writers.waymo import write_waymo
 
-FORMATS = ("kitti", "semantickitti", "waymo", "scannet", "sceneflow", "sceneflow_kitti", "sceneflow_ft3d")
+__all__ = ["FORMATS", "outdoor_frames", "scene_rng", "sensor_spec", "simulate_dataset"]
+
+# the writers of each format ("sceneflow" writes both scene-flow variants)
+WRITERS: dict[str, tuple[Callable[[WriterSettings], None], ...]] = {
+    "kitti": (write_kitti,), "semantickitti": (write_semantickitti,), "waymo": (write_waymo,),
+    "scannet": (write_scannet,), "sceneflow": (write_sceneflow_kitti, write_sceneflow_ft3d),
+    "sceneflow_kitti": (write_sceneflow_kitti,), "sceneflow_ft3d": (write_sceneflow_ft3d,),
+}
+FORMATS = tuple(WRITERS)
 DEFAULT_SENSOR = {"kitti": "kitti", "semantickitti": "kitti", "waymo": "waymo", "sceneflow_kitti": "kitti"}
-
-
-def scene_rng(seed: int, index: int, stream: int = 0) -> np.random.Generator:
-    """The generator of scene `index` of a run with `seed` (stream 0: layout, 1: sensor noise)."""
-    return np.random.default_rng([int(seed), int(index), int(stream)])
-
-
-def sensor_spec(name: str, columns: int | None = None) -> LidarSpec:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown LiDAR preset {name!r}; choose one of {sorted(PRESETS)}")
-    spec = PRESETS[name]()
-    return spec.with_columns(columns) if columns else spec
-
-
-def outdoor_frames(frames: int, seed: int, spec: LidarSpec, *, frames_per_scene: int, spacing: float = 0.1,
-                   flow: bool = False, distortion: bool = False,
-                   density: float = 1.0) -> Iterator[tuple[int, OutdoorScene, SimFrame]]:
-    """(scene index, scene, frame) for `frames` frames: a new scene every frames_per_scene frames,
-    frames `spacing` seconds apart inside a scene."""
-    scene_index = 0
-    done = 0
-    while done < frames:
-        n = min(frames_per_scene, frames - done)
-        scene = make_outdoor_scene(scene_rng(seed, scene_index), duration=(n - 1) * spacing + 0.2, density=density)
-        noise = scene_rng(seed, scene_index, 1)
-        for frame in simulate_sequence(scene, spec, n, noise, dt=spacing, flow=flow, distortion=distortion):
-            yield scene_index, scene, frame
-        done += n
-        scene_index += 1
+DEFAULT_SEQUENCE_LENGTH = {"kitti": 5, "semantickitti": 100, "waymo": 50, "sceneflow": 20, "sceneflow_kitti": 20}
 
 
 def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int = 0, *, sensor: str | None = None,
@@ -62,47 +44,17 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     number of road users; distortion turns on ego-motion distortion of the raw sweeps. progress is
     called with the number of frames done after each frame. Returns the output root.
     """
-    if format not in FORMATS:
+    if format not in WRITERS:
         raise ConfigError(f"unknown format {format!r}; choose one of {FORMATS}")
     if frames < 1:
         raise ConfigError(f"frames must be >= 1, got {frames}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    tick = progress or (lambda n: None)
     spec = sensor_spec(sensor or DEFAULT_SENSOR.get(format, "kitti"), columns)
-    if format == "kitti":
-        _kitti(out, frames, seed, spec, sequence_length or 5, density, distortion, tick)
-    elif format == "semantickitti":
-        from .writers.semantickitti import write_semantickitti
-
-        write_semantickitti(out, frames, seed, spec, sequence_length or 100, density, distortion, tick)
-    elif format == "waymo":
-        from .writers.waymo import write_waymo
-
-        write_waymo(out, frames, seed, spec, sequence_length or 50, density, tick)
-    elif format == "scannet":
-        from .writers.scannet import write_scannet
-
-        write_scannet(out, frames, seed, tick)
-    else:
-        from .writers.sceneflow import write_sceneflow_ft3d, write_sceneflow_kitti
-
-        if format in ("sceneflow", "sceneflow_kitti"):
-            write_sceneflow_kitti(out, frames, seed, spec, sequence_length or 20, density, tick)
-        if format in ("sceneflow", "sceneflow_ft3d"):
-            write_sceneflow_ft3d(out, frames, seed, tick)
+    settings = WriterSettings(
+        out=out, frames=int(frames), seed=int(seed), spec=spec,
+        sequence_length=int(sequence_length or DEFAULT_SEQUENCE_LENGTH.get(format, 1)), density=float(density),
+        distortion=bool(distortion), progress=progress)
+    for write in WRITERS[format]:
+        write(settings)
     return out
-
-
-def _kitti(out, frames, seed, spec, frames_per_scene, density, distortion, tick) -> None:
-    from .ground_truth import kitti_calib
-    from .writers.kitti import KittiWriter
-
-    writer = KittiWriter(out, kitti_calib())
-    ground_z = -float(spec.mount[2, 3])
-    # KITTI object frames are snapshots: frames of one scene are a second apart
-    for n, (_, _, frame) in enumerate(outdoor_frames(frames, seed, spec, frames_per_scene=frames_per_scene,
-                                                     spacing=1.0, distortion=distortion, density=density)):
-        writer.write(frame, ground_z)
-        tick(n + 1)
-    writer.close()

@@ -57,7 +57,7 @@ def points_per_object(frames, calib, kind: str = "car", tolerance: float = 2.5) 
 
 def compare(real: np.ndarray, frames: int = 10, seed: int = 0) -> str:
     """The markdown realism table for a real KITTI frame float32 [N, 4] against `frames` simulated ones."""
-    from .api import outdoor_frames, sensor_spec
+    from .frames import outdoor_frames, sensor_spec
 
     calib = kitti_calib()
     real = real[in_camera_fov(real, calib)]

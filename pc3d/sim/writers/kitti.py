@@ -15,9 +15,11 @@ import numpy as np
 
 from pc3d.geometry.calib import KittiCalib
 
-from ..ground_truth import IMAGE_SHAPE, kitti_objects
+from ..frames import outdoor_frames
+from ..ground_truth import IMAGE_SHAPE, kitti_calib, kitti_objects
 from ..simulator import SimFrame
 from ._png import blank_png
+from .settings import WriterSettings
 
 SUBDIRS = ("velodyne", "label_2", "calib", "image_2", "planes")
 
@@ -81,3 +83,16 @@ class KittiWriter:
         splits = {"train": names[:n_train], "val": names[n_train:], "trainval": names, "test": []}
         for split, items in splits.items():
             (self.root / "ImageSets" / f"{split}.txt").write_text("".join(f"{n}\n" for n in items))
+
+
+def write_kitti(settings: WriterSettings) -> None:
+    """settings.frames KITTI object frames under settings.out, a new scene every sequence_length frames."""
+    writer = KittiWriter(settings.out, kitti_calib())
+    ground_z = -float(settings.spec.mount[2, 3])
+    # KITTI object frames are snapshots: frames of one scene are a second apart
+    frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
+                            spacing=1.0, distortion=settings.distortion, density=settings.density)
+    for n, (_, _, frame) in enumerate(frames):
+        writer.write(frame, ground_z)
+        settings.tick(n + 1)
+    writer.close()

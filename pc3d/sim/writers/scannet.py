@@ -20,6 +20,7 @@ import numpy as np
 
 from ..indoor import make_room
 from ..labels import NYU40_ID
+from .settings import WriterSettings
 
 TSV_COLUMNS = ("id", "raw_category", "category", "count", "nyuId", "nyu40id", "eigen13id", "nyuClass", "nyu40class",
                "eigen13class", "ModelNet40", "ModelNet", "ShapeNetCore55", "synsetoffset", "wnsynsetid",
@@ -100,12 +101,13 @@ def labels_tsv() -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_scannet(out, scenes, seed, tick) -> None:
-    root = Path(out)
+def write_scannet(settings: WriterSettings) -> None:
+    """settings.frames scenes under settings.out/scans, the split lists and the label tsv."""
+    root, scenes = Path(settings.out), settings.frames
     names = [f"scene{i:04d}_00" for i in range(scenes)]
     for i, name in enumerate(names):
-        write_scene(root, name, np.random.default_rng([int(seed), i, 11]))
-        tick(i + 1)
+        write_scene(root, name, np.random.default_rng([int(settings.seed), i, 11]))
+        settings.tick(i + 1)
     # ScanNet's benchmark split is about 1201 / 312 / 100; here 80 % train, the rest val, no test scans
     n_train = min(scenes - 1, max(1, round(0.8 * scenes))) if scenes > 1 else scenes
     (root / "scannetv2_train.txt").write_text("".join(f"{n}\n" for n in names[:n_train]))

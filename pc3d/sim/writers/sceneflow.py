@@ -15,9 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..frames import outdoor_frames
 from ..ground_truth import in_camera_fov, kitti_calib
 from ..primitives import Parts, box, cylinder, ellipsoid
 from ..world import World
+from .settings import WriterSettings
 
 KITTI_DIR = "KITTI_processed_occ_final"
 FT3D_DIR = "FlyingThings3D_subset_processed_35m"
@@ -37,13 +39,14 @@ def _visible(world: World, origin: np.ndarray, targets: np.ndarray, tolerance: f
     return rng > dist - tolerance
 
 
-def write_sceneflow_kitti(out, pairs, seed, spec, sequence_length, density, tick) -> None:
-    from ..api import outdoor_frames
-
+def write_sceneflow_kitti(settings: WriterSettings) -> None:
+    """settings.frames pairs under settings.out/KITTI_DIR, a new scene every sequence_length pairs."""
     calib = kitti_calib()
-    root = Path(out) / KITTI_DIR
-    for n, (_, scene, frame) in enumerate(outdoor_frames(pairs, seed, spec, frames_per_scene=sequence_length,
-                                                         flow=True, density=density)):
+    spec = settings.spec
+    root = Path(settings.out) / KITTI_DIR
+    frames = outdoor_frames(settings.frames, settings.seed, spec, frames_per_scene=settings.sequence_length,
+                            flow=True, density=settings.density)
+    for n, (_, scene, frame) in enumerate(frames):
         pc1 = frame.points[:, :3].astype(np.float64)
         pc2 = pc1 + frame.flow
         # occluded at t + dt: something else lies in front of the moved point
@@ -57,7 +60,7 @@ def write_sceneflow_kitti(out, pairs, seed, spec, sequence_length, density, tick
         ground = (c1[:, 1] < -1.4) & (c2[:, 1] < -1.4)
         near = (c1[:, 2] < 35.0) & (c2[:, 2] < 35.0)
         _save(root / f"{n:06d}", c1[~ground & near], c2[~ground & near])
-        tick(n + 1)
+        settings.tick(n + 1)
 
 
 def _random_rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
@@ -112,8 +115,10 @@ def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int =
     return pc1[visible], pc2[visible]
 
 
-def write_sceneflow_ft3d(out, pairs, seed, tick) -> None:
-    root = Path(out) / FT3D_DIR
+def write_sceneflow_ft3d(settings: WriterSettings) -> None:
+    """settings.frames pairs under settings.out/FT3D_DIR: 80 % train, the rest val."""
+    pairs, seed = settings.frames, settings.seed
+    root = Path(settings.out) / FT3D_DIR
     n_train = min(pairs - 1, max(1, round(0.8 * pairs))) if pairs > 1 else pairs
     for n in range(pairs):
         rng = np.random.default_rng([int(seed), n, 7])
@@ -124,4 +129,4 @@ def write_sceneflow_ft3d(out, pairs, seed, tick) -> None:
         near = (pc1[:, 2] > -35.0) & (pc2[:, 2] > -35.0)
         split, index = ("train", n) if n < n_train else ("val", n - n_train)
         _save(root / split / f"{index:07d}", pc1[near], pc2[near])
-        tick(n + 1)
+        settings.tick(n + 1)

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..frames import outdoor_frames
 from ..ground_truth import kitti_calib
 from ..simulator import SimFrame
+from .settings import WriterSettings
 
 
 def calib_text() -> str:
@@ -61,19 +63,19 @@ class SequenceWriter:
         (self.dir / "times.txt").write_text("".join(f"{t:e}\n" for t in self.times))
 
 
-def write_semantickitti(out, frames, seed, spec, sequence_length, density, distortion, tick) -> None:
-    from ..api import outdoor_frames
-
+def write_semantickitti(settings: WriterSettings) -> None:
+    """settings.frames scans under settings.out/sequences, one sequence of sequence_length scans per scene."""
     writer = None
     current = -1
-    for n, (scene_index, _, frame) in enumerate(outdoor_frames(frames, seed, spec, frames_per_scene=sequence_length,
-                                                               distortion=distortion, density=density)):
+    frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
+                            distortion=settings.distortion, density=settings.density)
+    for n, (scene_index, _, frame) in enumerate(frames):
         if scene_index != current:
             if writer is not None:
                 writer.close()
-            writer = SequenceWriter(out, scene_index)
+            writer = SequenceWriter(settings.out, scene_index)
             current = scene_index
         writer.write(frame)
-        tick(n + 1)
+        settings.tick(n + 1)
     if writer is not None:
         writer.close()

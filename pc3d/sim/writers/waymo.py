@@ -19,8 +19,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..frames import outdoor_frames
 from ..labels import WAYMO_TYPE
 from ..simulator import SimFrame
+from .settings import WriterSettings
 
 LIDAR = "[LiDARComponent]"
 BOX = "[LiDARBoxComponent]"
@@ -126,22 +128,24 @@ class SegmentWriter:
             pq.write_table(pa.table(columns), folder / f"{self.name}.parquet")
 
 
-def write_waymo(out, frames, seed, spec, sequence_length, density, tick) -> None:
-    from ..api import outdoor_frames
-
-    n_segments = -(-frames // sequence_length)
+def write_waymo(settings: WriterSettings) -> None:
+    """settings.frames frames under settings.out, one segment of sequence_length frames per scene; the last
+    segment goes to validation when there are several. settings.distortion is not used: without
+    per-pixel poses (lidar_pose) the files cannot describe a distorted sweep."""
+    frames, length = settings.frames, settings.sequence_length
+    n_segments = -(-frames // length)
     writer = None
     current = -1
-    for n, (index, _, frame) in enumerate(outdoor_frames(frames, seed, spec, frames_per_scene=sequence_length,
-                                                         density=density)):
+    stream = outdoor_frames(frames, settings.seed, settings.spec, frames_per_scene=length, density=settings.density)
+    for n, (index, _, frame) in enumerate(stream):
         if index != current:
             if writer is not None:
                 writer.close()
             split = "validation" if n_segments > 1 and index == n_segments - 1 else "training"
-            length = min(sequence_length, frames - index * sequence_length)
-            writer = SegmentWriter(Path(out), split, segment_name(seed, index, length), spec)
+            name = segment_name(settings.seed, index, min(length, frames - index * length))
+            writer = SegmentWriter(Path(settings.out), split, name, settings.spec)
             current = index
         writer.write(frame, EPOCH_MICROS + index * 10**9 + frame.index * 100_000)
-        tick(n + 1)
+        settings.tick(n + 1)
     if writer is not None:
         writer.close()

@@ -1,0 +1,34 @@
+"""The one settings object every writer of pc3d.sim.writers takes."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..sensor import LidarSpec
+
+
+@dataclass(frozen=True)
+class WriterSettings:
+    """What to simulate and where to write it.
+
+    out: the output root. frames: frames to write (ScanNet: scenes; scene flow: pairs). seed: the
+    run's seed (same settings, byte-identical files). spec: the LiDAR (outdoor formats).
+    sequence_length: frames per scene / sequence / segment (outdoor formats). density: scales the
+    number of road users. distortion: ego-motion distortion of the raw sweeps (formats whose files
+    can describe it: KITTI, SemanticKITTI). progress: called with the number of frames done.
+    """
+
+    out: Path
+    frames: int
+    seed: int
+    spec: LidarSpec
+    sequence_length: int = 1
+    density: float = 1.0
+    distortion: bool = False
+    progress: Callable[[int], None] | None = field(default=None, compare=False)
+
+    def tick(self, done: int) -> None:
+        """Report `done` frames written to the progress callback, if any."""
+        if self.progress is not None:
+            self.progress(done)
