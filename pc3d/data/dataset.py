@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pc3d.engine import seeding
 from pc3d.errors import DataFormatError
+from pc3d.utils import seeding
 
 from .batch import Collate, check_sample
 from .transforms import Compose
@@ -30,7 +30,7 @@ class BadFrameWarning(UserWarning):
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
-    """The augmentation seed of sample `index` in `epoch` of a run seeded with `seed` (the engine's mix)."""
+    """The augmentation seed of sample `index` in `epoch` of a run seeded with `seed` (the engine's mix too)."""
     return seeding.sample_seed(seed, epoch, index)
 
 

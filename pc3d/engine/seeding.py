@@ -6,8 +6,9 @@ checkpoints, so a resumed run continues bit for bit:
 - the main process's python / numpy / torch (and CUDA) generators: `seed_everything(seed + rank)`
   at start, `rng_state()` into each checkpoint, `set_rng_state()` on resume;
 - data augmentation: `pc3d.engine.data.SeededDataset` reseeds the three global generators before
-  every sample from `sample_seed(seed, epoch, index)`, so a sample's augmentation depends on
-  neither the worker that loads it, the number of workers or ranks, nor where a run was resumed.
+  every sample from `sample_seed(seed, epoch, index)` (defined in pc3d.utils.seeding, which
+  pc3d.data shares), so a sample's augmentation depends on neither the worker that loads it, the
+  number of workers or ranks, nor where a run was resumed.
 
 `rng_state()` stores everything as tensors, lists and numbers, so checkpoints load with
 `torch.load(weights_only=True)`.
@@ -19,22 +20,9 @@ import random
 import numpy as np
 import torch
 
-_MASK64 = (1 << 64) - 1
+from pc3d.utils.seeding import sample_seed
 
-
-def _splitmix64(x: int) -> int:
-    x = (x + 0x9E3779B97F4A7C15) & _MASK64
-    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return x ^ (x >> 31)
-
-
-def sample_seed(*parts: int) -> int:
-    """A 32-bit seed mixed from integers (e.g. run seed, epoch, sample index); cheap and well spread."""
-    h = 0
-    for p in parts:
-        h = _splitmix64(h ^ (int(p) & _MASK64))
-    return h & 0xFFFFFFFF
+__all__ = ["rng_state", "sample_seed", "seed_everything", "seed_globals", "set_rng_state"]
 
 
 def seed_globals(seed: int) -> None:
