@@ -31,6 +31,8 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["pc3d", "pc3d.*"]) + ["pc3d_ops"],
     package_dir={"pc3d_ops": "ops"},
+    # the SemanticKITTI learning maps are read at run time, so an installed pc3d must carry them
+    package_data={"pc3d.data.learning_maps": ["*.yaml"]},
     install_requires=RUNTIME,
     extras_require={
         "test": ["pytest==9.2.0", "hypothesis==6.170.15", "shapely==2.2.0"],

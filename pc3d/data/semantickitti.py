@@ -4,7 +4,7 @@
     sequences/SS/labels/NNNNNN.label   uint32: semantic id (lower 16 bits) | instance id << 16
     sequences/SS/calib.txt, poses.txt, times.txt                     (multi-scan aggregation)
 
-Raw semantic ids become train ids through the devkit's learning map (configs/learning_maps/
+Raw semantic ids become train ids through the devkit's learning map (pc3d/data/learning_maps/
 semantic-kitti.yaml for mode="semantic": 0 unlabelled .. 19; semantic-kitti-mos.yaml for mode="mos":
 0 unlabelled, 1 static, 2 moving), so ``ignore_index`` is 0 as in the devkit. With n_past_scans > 0
 the current scan and up to n_past_scans earlier scans of the sequence are merged in the current
@@ -14,41 +14,18 @@ current scan, negative for past scans); the current scan's points come first
 """
 from __future__ import annotations
 
-from functools import lru_cache
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from pc3d.errors import ConfigError, DataFormatError
 
 from .dataset import PointCloudDataset
 from .io import read_bin, read_label, read_lines, read_matrix_lines
+from .learning_maps import LEARNING_MAPS, MODES, load_learning_map, lookup_table
 
-LEARNING_MAPS = Path(__file__).resolve().parents[2] / "configs" / "learning_maps"
-MODES = {"semantic": "semantic-kitti.yaml", "mos": "semantic-kitti-mos.yaml"}
-
-
-@lru_cache(maxsize=8)
-def load_learning_map(path: str) -> dict:
-    """The devkit YAML (labels, learning_map, learning_map_inv, learning_ignore, split) with int keys."""
-    try:
-        config = yaml.safe_load(Path(path).read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read the learning map {path}: {error}") from None
-    for key in ("labels", "learning_map", "learning_map_inv"):
-        if key not in config:
-            raise ConfigError(f"{path}: missing {key!r}")
-    return config
-
-
-def lookup_table(learning_map: dict[int, int]) -> np.ndarray:
-    """int64 [max raw id + 1]: train id of every raw id, -1 for ids the map does not know."""
-    lut = np.full(max(learning_map) + 1, -1, np.int64)
-    for raw, train in learning_map.items():
-        lut[int(raw)] = int(train)
-    return lut
+__all__ = ["LEARNING_MAPS", "MODES", "SemanticKittiDataset", "lidar_poses", "load_learning_map", "lookup_table"]
 
 
 def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
@@ -76,7 +53,7 @@ class SemanticKittiDataset(PointCloudDataset):
 
     root: the folder holding sequences/. split: train, valid or test (the devkit's sequence split)
     unless `sequences` lists sequence numbers. mode: "semantic" or "mos". learning_map: a devkit YAML
-    (default: configs/learning_maps/ for the mode). n_past_scans: past scans merged into each sample.
+    (default: pc3d/data/learning_maps/ for the mode). n_past_scans: past scans merged into each sample.
     time_channel: add the time column (default: when n_past_scans > 0).
     """
 

@@ -27,9 +27,9 @@ def inverse_lookup(learning_map_inv: Mapping[int, int]) -> np.ndarray:
 def write_semantickitti_labels(predictions: Iterable[Mapping], out_dir: str | PathLike,
                                learning_map_inv: Mapping[int, int] | None = None) -> Path:
     """Write each prediction {"frame_id": "SS/NNNNNN", "pred_labels": int [N] train ids} as a ``.label``
-    file; learning_map_inv default: configs/learning_maps/semantic-kitti.yaml. Returns out_dir."""
+    file; learning_map_inv default: pc3d/data/learning_maps/semantic-kitti.yaml. Returns out_dir."""
     if learning_map_inv is None:
-        from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map
+        from pc3d.data.learning_maps import LEARNING_MAPS, load_learning_map
 
         learning_map_inv = load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))["learning_map_inv"]
     lut = inverse_lookup(learning_map_inv)
