@@ -139,6 +139,35 @@ def instance_ids(folder: Path, scene: str, n: int) -> np.ndarray:
     return out
 
 
+def read_scene(folder: Path, align: np.ndarray | None = None) -> np.ndarray:
+    """float32 [N, 6] of scans/<scene>: mesh vertices x, y, z (axis-aligned by `align`, default the scene's
+    <scene>.txt when present) and r, g, b in 0..1."""
+    folder = Path(folder)
+    mesh = folder / f"{folder.name}_vh_clean_2.ply"
+    v = read_ply_vertices(mesh, ("x", "y", "z", "red", "green", "blue"))
+    xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    check_finite(xyz, mesh)
+    if align is None:
+        meta = folder / f"{folder.name}.txt"
+        align = axis_alignment(meta) if meta.is_file() else np.eye(4)
+    xyz = xyz @ align[:3, :3].T + align[:3, 3]
+    rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float32) / 255.0
+    return np.concatenate([xyz.astype(np.float32), rgb], 1)
+
+
+def write_scannet_labels(path: Path, train_ids: np.ndarray, num_vertices: int | None = None) -> Path:
+    """The benchmark's per-scene prediction file: one NYU40 id per mesh vertex, one per line (train id -1: 0).
+    num_vertices: the mesh's vertex count, checked when given."""
+    ids = np.asarray(train_ids, np.int64)
+    if num_vertices is not None and len(ids) != num_vertices:
+        raise DataFormatError(path, f"{len(ids)} predicted labels for a mesh of {num_vertices} vertices")
+    if ids.size and (ids.min() < -1 or ids.max() >= len(SCANNET20_IDS)):
+        raise DataFormatError(path, f"train ids must be in [-1, {len(SCANNET20_IDS)}), got [{ids.min()}, {ids.max()}]")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.savetxt(path, np.asarray((0, *SCANNET20_IDS), np.int64)[ids + 1], fmt="%d")
+    return path
+
+
 class ScanNetDataset(PointCloudDataset):
     """ScanNet v2 scenes of a split as segmentation samples: points [N, 6] (x, y, z, r, g, b),
     point_labels (20 classes, -1 ignored) and, with instances=True, instance_ids."""
@@ -155,17 +184,22 @@ class ScanNetDataset(PointCloudDataset):
         self.root, self.split, self.align, self.instances = Path(root), split, align, instances
         self.frames = read_lines(self.root / f"scannetv2_{split}.txt")
 
+    def write_predictions(self, predictions: list[dict], out_dir) -> Path:
+        """`tools/test.py` hook: the benchmark's ``<out_dir>/<scene>.txt``, one NYU40 id per mesh vertex."""
+        if len(predictions) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} scenes")
+        out = Path(out_dir)
+        for scene, pred in zip(self.frames, predictions, strict=True):
+            mesh = self.root / "scans" / scene / f"{scene}_vh_clean_2.ply"
+            write_scannet_labels(out / f"{scene}.txt", pred["pred_labels"], len(read_ply_vertices(mesh, ("x",))["x"]))
+        return out
+
     def load(self, index: int) -> dict:
         scene = self.frames[index]
         folder = self.root / "scans" / scene
         mesh = folder / f"{scene}_vh_clean_2.ply"
-        v = read_ply_vertices(mesh, ("x", "y", "z", "red", "green", "blue"))
-        xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
-        check_finite(xyz, mesh)
         align = axis_alignment(folder / f"{scene}.txt") if self.align else np.eye(4)
-        xyz = xyz @ align[:3, :3].T + align[:3, 3]
-        rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float32) / 255.0
-        points = np.concatenate([xyz.astype(np.float32), rgb], 1)
+        points = read_scene(folder, align)
         sample = {"frame_id": scene, "points": points,
                   "metadata": {"axis_alignment": align, "source": str(mesh)}}
         if self.split != "test":

@@ -96,6 +96,34 @@ def segment_index(root: str | PathLike, split: str) -> list[dict]:
     return out
 
 
+def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
+    """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
+    frames [(timestamp, {"boxes" [K, 7+], "scores" [K], "labels" 1..K})]."""
+    import pyarrow as pa
+
+    type_ids = {name: i for i, name in WAYMO_TYPES.items()}
+    rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], "key.laser_object_id": []}
+    fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
+    for name in (*fields, "type", "score"):
+        rows[f"{BOX}.{name}"] = []
+    for timestamp, pred in frames:
+        boxes = np.asarray(pred["boxes"], np.float64).reshape(len(pred["scores"]), -1)
+        for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
+            rows[SEGMENT].append(segment)
+            rows[TIMESTAMP].append(int(timestamp))
+            rows["key.laser_object_id"].append(f"pred_{timestamp}_{k}")
+            for j, name in enumerate(fields):
+                rows[f"{BOX}.{name}"].append(float(box[j]))
+            rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
+            rows[f"{BOX}.score"].append(float(score))
+    table = pa.table({k: pa.array(v, pa.int64() if k in (TIMESTAMP, f"{BOX}.type") else
+                                  pa.string() if k in (SEGMENT, "key.laser_object_id") else pa.float64())
+                      for k, v in rows.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _pq().write_table(table, path)
+    return path
+
+
 def _rotation_from_euler(rpy: np.ndarray) -> np.ndarray:
     """[..., 3, 3] from (roll, pitch, yaw) [..., 3], R = Rz(yaw) Ry(pitch) Rx(roll) (Waymo's convention)."""
     r, p, y = rpy[..., 0], rpy[..., 1], rpy[..., 2]
@@ -276,6 +304,24 @@ class WaymoDataset(PointCloudDataset):
                                                                    dtype=str).reshape(-1),
                 "difficulty": col("difficulty_level.detection").astype(np.int8),
                 "num_points": col("num_lidar_points_in_box").astype(np.int64)}
+
+    def annotations(self, index: int) -> dict:
+        """The frame's evaluation ground truth without reading its range images: ``{"annos": read_boxes(...)}``."""
+        segment, timestamp, _ = self.frames[index]
+        return {"annos": self.read_boxes(segment, timestamp)}
+
+    def write_predictions(self, predictions: list[dict], out_dir) -> Path:
+        """`tools/test.py` hook: ``<out_dir>/<split>/lidar_box/<segment>.parquet`` per segment, the v2 box
+        component's columns plus ``[LiDARBoxComponent].score`` (boxes in the vehicle frame)."""
+        if len(predictions) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
+        per_segment: dict[str, list] = {}
+        for (segment, timestamp, _), pred in zip(self.frames, predictions, strict=True):
+            per_segment.setdefault(segment, []).append((timestamp, pred))
+        out = Path(out_dir) / self.split / "lidar_box"
+        for segment, frames in per_segment.items():
+            write_box_predictions(out / f"{segment}.parquet", segment, frames, self.class_names)
+        return out
 
     def load(self, index: int) -> dict:
         segment, timestamp, group = self.frames[index]

@@ -1,8 +1,9 @@
 """From a hydra config to a trained or evaluated model: what tools/train.py and tools/test.py run.
 
 Config keys read here (configs/config.yaml documents them): `dataset` (a `_target_` taking
-`split=`), `splits.{train,val,test}`, `model`, `optim` (partial optimizer), `schedule` (partial
-schedule or null), `evaluator` (optional partial `(dataset, predictions) -> metrics`), `train`
+`split=`, with an optional `evaluator`: the `pc3d.eval.hooks` hook `(dataset, predictions) -> metrics`
+of its benchmark), `splits.{train,val,test}`, `model`, `optim` (partial optimizer), `schedule` (partial
+schedule or null), `train`
 (pc3d.engine.trainer.TrainSettings), `seed`, `device`, `threads`, `resume` (null | auto | checkpoint file or
 run dir).
 
@@ -66,10 +67,20 @@ def build_dataset(node, split: str, training: bool):
     training split ('trainval') must not augment. Datasets without a `training` argument decide by split."""
     from hydra.utils import get_class
 
+    from omegaconf import OmegaConf
+
     kwargs: dict[str, Any] = {"split": split}
-    if "training" in inspect.signature(get_class(node._target_)).parameters:
+    if "training" in inspect.signature(get_class(node["_target_"])).parameters:
         kwargs["training"] = training
+    if "evaluator" in node:  # the hook is the engine's, not a dataset argument; resolve while still in the tree
+        node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "evaluator"}
     return _instantiate(node, **kwargs)
+
+
+def build_evaluator(cfg):
+    """The dataset config's evaluation hook (`dataset.evaluator`), or None: the dataset's own `evaluate`."""
+    node = cfg.dataset.get("evaluator")
+    return _instantiate(node) if node else None
 
 
 def build_datasets(cfg) -> tuple[Any, Any]:
@@ -95,7 +106,7 @@ def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainR
     trainer = Trainer(
         model, train_set, optimizer=_instantiate(cfg.optim), settings=settings, run_dir=run_dir,
         schedule=_instantiate(cfg.schedule) if cfg.get("schedule") else None, val_set=val_set,
-        evaluator=_instantiate(cfg.evaluator) if cfg.get("evaluator") else None, info=info,
+        evaluator=build_evaluator(cfg), info=info,
         seed=int(cfg.seed), config=config)
     return trainer.fit(resume=resume_path(cfg.get("resume"), run_dir))
 
@@ -116,6 +127,27 @@ def find_checkpoint(ckpt: str | None, run_dir: str | None) -> Path:
     return resolve_checkpoint(run_dir)
 
 
+def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, overrides: Mapping | None = None):
+    """(model with the checkpoint's weights (EMA ones when present and use_ema), the run's config with
+    `overrides` (dotted keys) applied, the checkpoint dict) of a tools/train.py checkpoint."""
+    from omegaconf import OmegaConf
+
+    from pc3d.models.contract import task_of
+
+    ckpt_path = Path(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path)
+    if not ckpt.get("config"):
+        raise CheckpointError(f"{ckpt_path}: has no stored config; it was not written by tools/train.py")
+    cfg = OmegaConf.create(ckpt["config"])
+    for key, value in (overrides or {}).items():
+        OmegaConf.update(cfg, key, value, force_add=True)
+    seed_everything(int(cfg.seed))
+    model = _instantiate(cfg.model)
+    task_of(model)
+    model.load_state_dict(ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"])
+    return model, cfg, ckpt
+
+
 def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
          out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
          use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None) -> dict | None:
@@ -125,27 +157,16 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     its predictions under `<out_dir>/predictions`. Returns the metrics on rank 0 (None elsewhere).
     overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}).
     """
-    from omegaconf import OmegaConf
-
     ckpt_path = Path(ckpt_path)
-    ckpt = load_checkpoint(ckpt_path)
-    if not ckpt.get("config"):
-        raise CheckpointError(f"{ckpt_path}: has no stored config; it was not written by tools/train.py")
-    cfg = OmegaConf.create(ckpt["config"])
-    for key, value in (overrides or {}).items():
-        OmegaConf.update(cfg, key, value, force_add=True)
+    model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides)
     split = split or cfg.splits.get("test") or cfg.splits.val
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     out_dir = Path(out_dir) if out_dir else run_dir / f"test_{split}"
     apply_threads(cfg)
-    seed_everything(int(cfg.seed))
     dataset = build_dataset(cfg.dataset, split, training=False)
-    model = _instantiate(cfg.model)
-    weights = ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"]
-    model.load_state_dict(weights)
     model.to(info.device)
     train_cfg = cfg.train
-    evaluator = _instantiate(cfg.evaluator) if cfg.get("evaluator") else None
+    evaluator = build_evaluator(cfg)
     metrics, predictions = evaluate(
         model, dataset, batch_size=batch_size or train_cfg.get("val_batch_size") or train_cfg.batch_size,
         workers=train_cfg.workers if workers is None else workers, info=info,

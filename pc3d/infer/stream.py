@@ -1,0 +1,139 @@
+"""The streaming loop of tools/infer.py: frame by frame, read -> transforms -> voxelize -> model stages -> write.
+
+Stateful models: a model with ``start_sequence(name)`` is told when a new sequence starts (a MOS model
+keeps its past scans between calls and drops them there). Latency is measured per stage: read, voxelize,
+every direct child module of the model (forward hooks: e.g. vfe, backbone_3d, map_to_bev, backbone_2d,
+dense_head), the rest of the model's forward ("model_other": decoding, glue) and the output writing.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from pc3d.infer.sources import Source, SourceFrame
+
+
+class StageTimer:
+    """Wall time of each direct child module of a model per forward (forward pre / post hooks)."""
+
+    def __init__(self, model: nn.Module, device: torch.device):
+        self.times: dict[str, float] = defaultdict(float)
+        self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        self._starts: dict[str, float] = {}
+        for name, module in model.named_children():
+            module.register_forward_pre_hook(self._start(name))
+            module.register_forward_hook(self._stop(name))
+
+    def _start(self, name: str):
+        def hook(*_):
+            self.sync()
+            self._starts[name] = time.perf_counter()
+        return hook
+
+    def _stop(self, name: str):
+        def hook(*_):
+            self.sync()
+            self.times[name] += time.perf_counter() - self._starts.pop(name)
+        return hook
+
+    def take(self) -> dict[str, float]:
+        times, self.times = dict(self.times), defaultdict(float)
+        return times
+
+
+def latency_table(records: list[dict[str, float]], wall: float) -> str:
+    """Markdown table of per-stage p50 / p95 / mean (ms) and share, in first-seen stage order, plus throughput."""
+    stages: list[str] = []
+    for rec in records:
+        stages += [k for k in rec if k not in stages and k != "total"]
+    total = np.array([r["total"] for r in records])
+    lines = ["| stage | p50 ms | p95 ms | mean ms | share |", "| --- | --- | --- | --- | --- |"]
+    for stage in (*stages, "total"):
+        v = np.array([r.get(stage, 0.0) for r in records]) * 1e3
+        share = v.sum() / max(total.sum() * 1e3, 1e-9)
+        lines.append(f"| {stage} | {np.percentile(v, 50):.1f} | {np.percentile(v, 95):.1f} | {v.mean():.1f} | "
+                     f"{share:.0%} |")
+    n = len(records)
+    lines.append(f"\n{n} frames in {wall:.1f} s: {n / max(wall, 1e-9):.2f} frames/s end to end (the first frame "
+                 "included: it pays the numba / kernel-map warm-up)")
+    return "\n".join(lines)
+
+
+def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], dict], collate, output,
+           device: torch.device, render: Callable | None = None, max_frames: int = 0,
+           progress: Callable = iter) -> tuple[list[dict], float]:
+    """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time).
+
+    prepare(frame) -> a sample (the dataset's evaluation transforms applied); collate: samples -> batch;
+    output.write(frame, prediction) -> a Scene, passed to render when given.
+    """
+    timer = StageTimer(model, device)
+    restart = getattr(model, "start_sequence", None)
+    sequence = None
+    records = []
+    start = time.perf_counter()
+    frames = iter(source)
+    total = min(len(source), max_frames) if max_frames else len(source)
+    for _ in progress(range(total)):
+        rec: dict[str, float] = {}
+        t0 = time.perf_counter()
+        frame = next(frames)
+        sample = prepare(frame)
+        rec["read"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        batch = collate([sample])
+        rec["voxelize"] = time.perf_counter() - t0
+        if callable(restart) and frame.sequence != sequence:
+            restart(frame.sequence)
+        sequence = frame.sequence
+        timer.take()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            pred = model({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
+        model_time = time.perf_counter() - t0
+        stages = timer.take()
+        rec.update(stages)
+        rec["model_other"] = max(0.0, model_time - sum(stages.values()))
+        t0 = time.perf_counter()
+        scene = output.write(frame, pred)
+        rec["write"] = time.perf_counter() - t0
+        rec["total"] = sum(rec.values())
+        records.append(rec)
+        if render is not None:
+            render(scene)
+    return records, time.perf_counter() - start
+
+
+class Renders:
+    """PNG renders of the frames under <out>/render: Open3D offscreen (made once, on first use), else BEV images."""
+
+    def __init__(self, out: Path, mode: str, bev_area, min_score: float = 0.3):
+        self.out, self.mode, self.bev_area, self.min_score = out / "render", mode, bev_area, min_score
+        self.renderer, self.paths, self.used = None, [], mode
+
+    def __call__(self, scene) -> None:
+        from pc3d.viz import OffscreenRenderer, render_scene_png
+
+        if scene.pred_scores is not None:  # draw confident boxes only
+            keep = np.asarray(scene.pred_scores) >= self.min_score
+            scene.pred_boxes, scene.pred_scores = scene.pred_boxes[keep], scene.pred_scores[keep]
+            scene.pred_labels = scene.pred_labels[keep]
+
+        if self.renderer is None and self.mode != "bev":
+            try:
+                self.renderer = OffscreenRenderer()
+            except Exception as exc:  # noqa: BLE001 - any renderer failure falls back to BEV images
+                print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
+                self.mode = "bev"
+        path, self.used = render_scene_png(scene, self.out / f"{scene.name}.png", self.renderer, self.mode,
+                                           self.bev_area, 0.1)
+        self.paths.append(path)
+
+    def report(self) -> str:
+        return f"renders ({self.used}): {self.out} ({len(self.paths)} PNGs)" if self.paths else ""
