@@ -66,7 +66,6 @@ def build_dataset(node, split: str, training: bool):
     """The dataset of `split`, augmenting only when `training`: evaluating on a split named like a
     training split ('trainval') must not augment. Datasets without a `training` argument decide by split."""
     from hydra.utils import get_class
-
     from omegaconf import OmegaConf
 
     kwargs: dict[str, Any] = {"split": split}

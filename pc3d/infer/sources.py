@@ -64,7 +64,8 @@ def read_point_file(path: Path, columns: int) -> np.ndarray:
 
     ext = path.suffix.lower()
     if ext not in POINT_EXTS:
-        raise DataFormatError(path, f"unsupported point file type {ext or '(none)'!r}; use one of {', '.join(POINT_EXTS)}")
+        raise DataFormatError(path, f"unsupported point file type {ext or '(none)'!r}; use one of "
+                                    f"{', '.join(POINT_EXTS)}")
     if not path.is_file():
         raise DataFormatError(path, "file does not exist")
     if ext == ".bin":

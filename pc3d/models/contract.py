@@ -32,7 +32,6 @@ Any task may add keys (e.g. ``point_labels``, the ground truth echoed for the ev
 from __future__ import annotations
 
 from collections.abc import Mapping
-
 from typing import Any
 
 import numpy as np
@@ -106,7 +105,8 @@ def check_prediction(task: str, prediction: Mapping, num_points: int | None = No
         if len(set(counts.values())) != 1:
             raise ConfigError(f"{task} prediction of {frame!r}: boxes, scores and labels differ in length {counts}")
         if len(arrays["labels"]) and arrays["labels"].min() < 1:
-            raise ConfigError(f"{task} prediction of {frame!r}: labels are class ids 1..K, got {arrays['labels'].min()}")
+            raise ConfigError(f"{task} prediction of {frame!r}: labels are class ids 1..K, "
+                              f"got {arrays['labels'].min()}")
     if task == "classification" and len(arrays["scores"]) and not 0 <= int(arrays["label"]) < len(arrays["scores"]):
         raise ConfigError(f"classification prediction of {frame!r}: label {int(arrays['label'])} outside "
                           f"0..{len(arrays['scores']) - 1}")

@@ -26,7 +26,8 @@ def _inside(boxes: np.ndarray, point_range: Sequence[float] | None) -> np.ndarra
 
 def waymo_table(result: dict, classes: Sequence[str], title: str) -> str:
     """Markdown table of a waymo_eval result (percent)."""
-    lines = [title, "", "| class | L1 AP | L1 APH | L2 AP | L2 APH | GT (L1 / L2) |", "| --- | --- | --- | --- | --- | --- |"]
+    lines = [title, "", "| class | L1 AP | L1 APH | L2 AP | L2 APH | GT (L1 / L2) |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for cls in classes:
         r = result[cls.lower()]
         lines.append(f"| {cls} | {100 * r['LEVEL_1']['AP']:.2f} | {100 * r['LEVEL_1']['APH']:.2f} | "
