@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pc3d.errors import DataFormatError
+from pc3d.eval.kitti import kitti_difficulty
 from pc3d.geometry import KittiCalib, boxes_camera_to_lidar
 
 from .dataset import PointCloudDataset
@@ -24,8 +25,6 @@ from .io import png_size, read_bin, read_lines
 
 KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 IMAGE_SHAPE = (375, 1242)  # KITTI's usual (height, width) when image_2 is absent
-# KITTI difficulty levels: (min 2D box height px, max occlusion, max truncation), easy first
-DIFFICULTY = ((40.0, 0, 0.15), (25.0, 1, 0.30), (25.0, 2, 0.50))
 
 
 def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
@@ -51,18 +50,6 @@ def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
             "occluded": v[:, 1].astype(np.int64),
             "alpha": v[:, 2], "bbox": v[:, 3:7], "dimensions": v[:, 7:10], "location": v[:, 10:13],
             "rotation_y": v[:, 13], "score": v[:, 14]}
-
-
-def kitti_difficulty(annos: dict[str, np.ndarray]) -> np.ndarray:
-    """int8 [M]: 0 easy, 1 moderate, 2 hard, -1 none (too small, occluded or truncated; DontCare)."""
-    height = annos["bbox"][:, 3] - annos["bbox"][:, 1]
-    out = np.full(len(height), -1, np.int8)
-    for level in reversed(range(3)):
-        min_h, max_occ, max_trunc = DIFFICULTY[level]
-        ok = (height >= min_h) & (annos["occluded"] <= max_occ) & (annos["truncated"] <= max_trunc)
-        out[ok] = level
-    out[annos["name"] == "DontCare"] = -1
-    return out
 
 
 def camera_boxes(annos: dict[str, np.ndarray]) -> np.ndarray:
@@ -115,7 +102,9 @@ class KittiDataset(PointCloudDataset):
     def load_annos(self, frame_id: str, calib: KittiCalib, image_shape) -> dict[str, np.ndarray]:
         """The frame's labels (parse_label) plus difficulty and gt_boxes_lidar float32 [M, 7] (zeros for DontCare)."""
         annos = parse_label(self.path("label_2", frame_id))
-        annos["difficulty"] = kitti_difficulty(annos)
+        annos["difficulty"] = kitti_difficulty(annos["bbox"][:, 3] - annos["bbox"][:, 1], annos["occluded"],
+                                               annos["truncated"])
+        annos["difficulty"][annos["name"] == "DontCare"] = -1
         boxes = np.zeros((len(annos["name"]), 7), np.float32)
         real = annos["name"] != "DontCare"
         if real.any():
