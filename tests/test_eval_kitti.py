@@ -155,3 +155,26 @@ def test_label_file_round_trip_and_errors(tmp_path):
         kitti_eval(gts, dts)
     with pytest.raises(DataFormatError):
         kitti_eval(gts, dts[:2])
+
+
+def test_difficulty_at_exactly_40_and_25_px():
+    from pc3d.eval.kitti import kitti_difficulty
+
+    # the devkit needs a ground truth *taller* than a level's minimum: 40 px is moderate, 25 px is none
+    height = np.array([40.0, 40.01, 25.0, 25.01, 50.0, 50.0, 50.0, 50.0])
+    occluded = np.array([0, 0, 0, 0, 1, 2, 3, 0])
+    truncated = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.16])
+    assert kitti_difficulty(height, occluded, truncated).tolist() == [1, 0, -1, 1, 1, 2, -1, 1]
+    assert kitti_difficulty([50.0, 50.0], [0, 2], [0.5, 0.51]).tolist() == [2, -1]
+
+    gts, dts = perfect()
+    # a 40 px Car: counted at moderate, not easy (only 49 easy ground truths)
+    gts[0] = frame([obj(bbox=[300, 100, 360, 140])])
+    dts[0] = frame([obj(score=0.5, bbox=[300, 100, 360, 140])], det=True)
+    # a 25 px Car and its detection: ignored at every level; the 25 px detection is not "too small"
+    gts[1] = frame([obj(), obj(x=5, bbox=[400, 100, 460, 125])])
+    dts[1] = frame([obj(score=0.505), obj(x=5, score=0.99, bbox=[400, 100, 460, 125])], det=True)
+    r = kitti_eval(gts, dts)
+    assert r.num_gt[0].tolist() == [49, 50, 50]
+    assert r.ap("Car", "bbox", "moderate", "R40") == pytest.approx(100.0)
+    assert r.ap("Car", "bbox", "hard", "R40") == pytest.approx(100.0)

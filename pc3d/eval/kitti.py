@@ -4,10 +4,11 @@ Inputs are per-frame annotation dicts in the layout of ``pc3d.eval.kitti_io`` (c
 ``dimensions`` = l, h, w; detections also carry ``score``). The rules are the devkit's
 (``evaluate_object.cpp`` and its python port in second.pytorch / OpenPCDet):
 
-- difficulty levels Easy / Moderate / Hard: a ground truth is ignored (neither TP nor FN, but it
-  may absorb a detection) when its 2D height <= 40 / 25 / 25 px, occlusion > 0 / 1 / 2 or
-  truncation > 0.15 / 0.30 / 0.50; neighbouring classes (Van for Car, Person_sitting for
-  Pedestrian) are always ignored that way; detections lower than the minimum height are ignored;
+- difficulty levels Easy / Moderate / Hard (``kitti_difficulty``, the one definition pc3d uses): a
+  ground truth is ignored (neither TP nor FN, but it may absorb a detection) when its 2D height
+  <= 40 / 25 / 25 px, occlusion > 0 / 1 / 2 or truncation > 0.15 / 0.30 / 0.50; neighbouring
+  classes (Van for Car, Person_sitting for Pedestrian) are always ignored that way; detections
+  lower than the minimum height are ignored (a detection exactly 40 px tall counts at Easy);
 - matching per frame is greedy in ground-truth order; detections inside DontCare regions
   (intersection over detection area above the overlap threshold, 2D bbox metric) are not FPs;
 - 41 score thresholds from the matched TPs' scores (``getThresholds``), precision interpolated as
@@ -45,6 +46,22 @@ MIN_OVERLAPS = {
 }
 NEIGHBOUR = {"car": "van", "pedestrian": "person_sitting"}
 _RECALLS = ("R11", "R40")
+
+
+def kitti_difficulty(height: np.ndarray, occluded: np.ndarray, truncated: np.ndarray) -> np.ndarray:
+    """int8 [M]: the easiest KITTI level a ground truth belongs to (0 easy, 1 moderate, 2 hard), -1 none.
+
+    height: 2D box height (bottom - top) px; occluded: 0..3; truncated: 0..1. The devkit's rule
+    (evaluate_object.cpp, and clean_data in its python port): an object belongs to a level when its
+    height is *above* the level's minimum (a box exactly 40 px tall is moderate, not easy; exactly
+    25 px is none) and its occlusion and truncation are at most the level's maxima.
+    """
+    height, occluded, truncated = (np.asarray(a, np.float64) for a in (height, occluded, truncated))
+    out = np.full(height.shape, -1, np.int8)
+    for level in reversed(range(len(DIFFICULTIES))):
+        ok = (height > MIN_HEIGHT[level]) & (occluded <= MAX_OCCLUSION[level]) & (truncated <= MAX_TRUNCATION[level])
+        out[ok] = level
+    return out
 
 
 @dataclass
@@ -179,7 +196,7 @@ def kitti_eval(gt_annos: list[dict], dt_annos: list[dict], classes: tuple[str, .
     gt_alpha, dt_alpha = _concat(gt_annos, "alpha"), _concat(dt_annos, "alpha")
     scores = _concat(dt_annos, "score")
     gt_occ, gt_trunc = _concat(gt_annos, "occluded"), _concat(gt_annos, "truncated")
-    gt_height = gt_bbox[:, 3] - gt_bbox[:, 1]
+    gt_difficulty = kitti_difficulty(gt_bbox[:, 3] - gt_bbox[:, 1], gt_occ, gt_trunc)
     dt_height = np.abs(dt_bbox[:, 3] - dt_bbox[:, 1])
     # the C++ devkit skips AOS when any alpha is the "invalid" -10
     aos_computed = bool(dt_alpha.size) and not np.any(dt_alpha == -10)
@@ -194,7 +211,7 @@ def kitti_eval(gt_annos: list[dict], dt_annos: list[dict], classes: tuple[str, .
     for c, cls in enumerate(classes):
         cls_l = cls.lower()
         for k in range(3):
-            ignored_gt, ignored_dt = _ignore_codes(cls_l, k, gt_names, gt_occ, gt_trunc, gt_height, dt_names, dt_height)
+            ignored_gt, ignored_dt = _ignore_codes(cls_l, k, gt_names, gt_difficulty, dt_names, dt_height)
             num_gt[c, k] = int(np.sum(ignored_gt == 0))
             for s in range(S):
                 for m in range(3):
@@ -214,11 +231,12 @@ def kitti_eval(gt_annos: list[dict], dt_annos: list[dict], classes: tuple[str, .
     return KittiResult(tuple(classes), tuple(overlap_sets), min_ov, ap_r11, ap_r40, precision, num_gt, aos_computed)
 
 
-def _ignore_codes(cls: str, level: int, gt_names, gt_occ, gt_trunc, gt_height, dt_names, dt_height):
+def _ignore_codes(cls: str, level: int, gt_names, gt_difficulty, dt_names, dt_height):
     """Devkit ignore codes (int64): gt 0 counted / 1 ignored / -1 other; detections 0 / 1 too small / -1 other."""
     same = gt_names == cls
     neighbour = gt_names == NEIGHBOUR.get(cls, "\0")
-    harder = (gt_occ > MAX_OCCLUSION[level]) | (gt_trunc > MAX_TRUNCATION[level]) | (gt_height <= MIN_HEIGHT[level])
+    # the levels are nested (lower minimum height, more occlusion and truncation allowed as they go)
+    harder = (gt_difficulty < 0) | (gt_difficulty > level)
     ignored_gt = np.full(gt_names.shape, -1, np.int64)
     ignored_gt[neighbour | (same & harder)] = 1
     ignored_gt[same & ~harder] = 0
