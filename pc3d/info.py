@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import platform
+import warnings
 
 
 def _version(dist_names: tuple[str, ...]) -> str:
@@ -17,7 +18,10 @@ def _version(dist_names: tuple[str, ...]) -> str:
 
 def _importable(module: str) -> tuple[bool, str]:
     try:
-        importlib.import_module(module)
+        with warnings.catch_warnings():
+            # spconv 2.3.6 decorates with torch.cuda.amp.custom_fwd / custom_bwd, deprecated since torch 2.4
+            warnings.filterwarnings("ignore", category=FutureWarning, module=r"spconv\.")
+            importlib.import_module(module)
         return True, ""
     except Exception as exc:  # a broken optional install is reported, not raised
         return False, f"{type(exc).__name__}: {exc}".splitlines()[0]

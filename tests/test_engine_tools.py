@@ -65,3 +65,26 @@ def test_evaluation_datasets_never_augment(tmp_path):
     assert not (train[0]["points"] == build_dataset(node, "trainval", training=False)[0]["points"]).all()
     toy = build_dataset(OmegaConf.create({"_target_": "pc3d.data.toy.ToyShapes", "train_size": 8}), "val", False)
     assert toy.split == "val"
+
+
+def test_progress_without_a_terminal_writes_plain_lines():
+    from pc3d.utils.progress import Progress, track
+
+    lines: list[str] = []
+    assert list(track(range(3), desc="load", unit="frame", interval=0.0, log=lines.append)) == [0, 1, 2]
+    assert len(lines) == 4 and lines[-1].startswith("load: 3/3 frame (100 %)") and lines[-1].endswith(", done")
+    with Progress(total=5, desc="quiet", enabled=False, log=lines.append) as bar:
+        bar.update_to(5)
+    assert len(lines) == 4
+
+
+def test_simulate_and_test_command_lines(tmp_path):
+    """tools/simulate.py piped: one plain progress line, no bar; tools/test.py accepts dataset_root=."""
+    proc = _run([sys.executable, str(ROOT / "tools" / "simulate.py"), "format=scannet", "frames=1",
+                 f"out={tmp_path / 'scannet'}"], tmp_path)
+    assert "\r" not in proc.stderr and "simulate scannet: 1/1 frame (100 %)" in proc.stderr
+    proc = subprocess.run([sys.executable, str(ROOT / "tools" / "test.py"), f"run_dir={tmp_path / 'no_run'}",
+                           f"dataset_root={tmp_path / 'scannet'}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode != 0 and "Could not override" not in proc.stderr
+    assert "no_run" in proc.stderr

@@ -5,14 +5,13 @@
     python tools/create_data.py {semantickitti,scannet,sceneflow} <root>
 
 Bad frames are skipped, counted and listed at the end (and in the info files under "skipped").
+Progress: a bar per split on a terminal, a line every few seconds otherwise (pc3d.utils.progress).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-
-from tqdm import tqdm
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("root", help="the dataset folder, in its official layout")
     args = parser.parse_args(argv)
 
-    def progress(iterable, total, desc):
-        return tqdm(iterable, total=total, desc=desc, unit="frame")
-
     try:
-        report = create_data(args.dataset, args.root, progress)
+        report = create_data(args.dataset, args.root)
     except Pc3dError as error:
         print(f"create_data: {error}", file=sys.stderr)
         return 2

@@ -38,15 +38,14 @@ def simulate() -> int:
 
     @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="simulate")
     def run(cfg: DictConfig) -> None:
-        from tqdm import tqdm
-
         from pc3d.sim.api import simulate_dataset
+        from pc3d.utils.progress import Progress
 
-        with tqdm(total=int(cfg.frames), desc=f"simulate {cfg.format}", unit="frame") as bar:
+        with Progress(total=int(cfg.frames), desc=f"simulate {cfg.format}", unit="frame") as bar:
             out = simulate_dataset(cfg.format, cfg.out, frames=int(cfg.frames), seed=int(cfg.seed),
                                    sensor=cfg.sensor, columns=cfg.columns, sequence_length=cfg.sequence_length,
                                    density=float(cfg.density), distortion=bool(cfg.distortion),
-                                   progress=lambda n: bar.update(n - bar.n))
+                                   progress=bar.update_to)
         print(f"wrote {cfg.format} to {out}")
 
     run()

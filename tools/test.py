@@ -3,6 +3,7 @@ predictions in its official submission format when the dataset provides a writer
 
     python tools/test.py run_dir=outputs/toy/2026-01-01_12-00-00     # best.pt, else the newest save
     python tools/test.py ckpt=outputs/toy/.../checkpoints/step_00000256.pt split=test ema=false
+    python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
 Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/.
@@ -27,9 +28,12 @@ def main() -> int:
         monitor.setup_logging(None, is_main=info.is_main)
         try:
             ckpt = runner.find_checkpoint(cfg.ckpt, cfg.run_dir)
+            overrides = OmegaConf.to_container(cfg.overrides, resolve=True)
+            if cfg.dataset_root is not None:
+                overrides["dataset.root"] = str(cfg.dataset_root)
             runner.test(ckpt, info=info, split=cfg.split, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
-                        overrides=OmegaConf.to_container(cfg.overrides, resolve=True))
+                        overrides=overrides)
         finally:
             distributed.destroy()
             monitor.close_logging()

@@ -7,18 +7,18 @@ plus the same frame list). Bad frames are skipped, counted and reported, never d
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import points_in_boxes_count
+from pc3d.utils.progress import track
 
 from .gt_database import write_database
 
 INFO_FORMAT, INFO_VERSION = "pc3d-infos", 1
-Progress = Callable[[Iterator, int, str], Iterator]
 
 
 def _plain(value):
@@ -39,20 +39,16 @@ def _write(path: Path, payload: dict) -> Path:
     return path
 
 
-def _frames(dataset, progress: Progress, desc: str, skipped: dict) -> Iterator[tuple[int, dict]]:
-    """(index, raw sample) of every good frame; bad frames go to `skipped`."""
-    for i in progress(range(len(dataset)), len(dataset), desc):
+def _frames(dataset, desc: str, skipped: dict) -> Iterator[tuple[int, dict]]:
+    """(index, raw sample) of every good frame, with a progress bar; bad frames go to `skipped`."""
+    for i in track(range(len(dataset)), desc=desc, unit="frame"):
         try:
             yield i, dataset.load(i)
         except DataFormatError as error:
             skipped[dataset.frame_id(i)] = str(error)
 
 
-def _no_progress(it, total, desc):
-    return it
-
-
-def create_kitti(root: Path, progress: Progress = _no_progress, database_split: str = "train") -> dict:
+def create_kitti(root: Path, database_split: str = "train") -> dict:
     from .kitti import KittiDataset
 
     written, report = [], {}
@@ -61,7 +57,7 @@ def create_kitti(root: Path, progress: Progress = _no_progress, database_split: 
             continue
         dataset = KittiDataset(root, split, fov_only=False)
         frames, skipped, db_frames = [], {}, []
-        for _, sample in _frames(dataset, progress, f"kitti {split}", skipped):
+        for _, sample in _frames(dataset, f"kitti {split}", skipped):
             info = {"frame_id": sample["frame_id"], "num_points": len(sample["points"]),
                     "image_shape": sample["metadata"]["image_shape"]}
             annos = sample["metadata"].get("annos")
@@ -88,7 +84,7 @@ def create_kitti(root: Path, progress: Progress = _no_progress, database_split: 
     return report
 
 
-def create_waymo(root: Path, progress: Progress = _no_progress, database_split: str = "training") -> dict:
+def create_waymo(root: Path, database_split: str = "training") -> dict:
     from .waymo import INDEX_FORMAT, INDEX_VERSION, WaymoDataset, segment_index
 
     written, report = [], {}
@@ -108,7 +104,7 @@ def create_waymo(root: Path, progress: Progress = _no_progress, database_split: 
             db_frames = ({"frame_id": s["frame_id"], "points": s["points"], "gt_boxes": s["metadata"]["annos"]["box"],
                           "names": s["metadata"]["annos"]["name"],
                           "difficulty": s["metadata"]["annos"]["difficulty"]}
-                         for _, s in _frames(dataset, progress, f"waymo {split} gt database", skipped))
+                         for _, s in _frames(dataset, f"waymo {split} gt database", skipped))
             header = write_database(root, "waymo", split, ("x", "y", "z", "intensity", "elongation"), db_frames)
             written.append(header)
             report["gt_database"] = json.loads(header.read_text())["count"]
@@ -117,7 +113,7 @@ def create_waymo(root: Path, progress: Progress = _no_progress, database_split: 
     return report
 
 
-def create_semantickitti(root: Path, progress: Progress = _no_progress) -> dict:
+def create_semantickitti(root: Path) -> dict:
     from .semantickitti import SemanticKittiDataset
 
     sequences = sorted(p.name for p in (root / "sequences").iterdir() if (p / "velodyne").is_dir())
@@ -125,7 +121,7 @@ def create_semantickitti(root: Path, progress: Progress = _no_progress) -> dict:
     skipped: dict = {}
     per_sequence: dict[str, dict] = {s: {"frames": 0, "label_histogram": np.zeros(len(dataset.class_names), np.int64)}
                                      for s in sequences}
-    for i, sample in _frames(dataset, progress, "semantickitti", skipped):
+    for i, sample in _frames(dataset, "semantickitti", skipped):
         entry = per_sequence[dataset.frames[i][0]]
         entry["frames"] += 1
         if "point_labels" in sample:
@@ -136,7 +132,7 @@ def create_semantickitti(root: Path, progress: Progress = _no_progress) -> dict:
     return {"sequences": {s: v["frames"] for s, v in per_sequence.items()}, "skipped": skipped, "written": [str(path)]}
 
 
-def create_scannet(root: Path, progress: Progress = _no_progress) -> dict:
+def create_scannet(root: Path) -> dict:
     from .scannet import ScanNetDataset
 
     written, report = [], {}
@@ -145,7 +141,7 @@ def create_scannet(root: Path, progress: Progress = _no_progress) -> dict:
             continue
         dataset = ScanNetDataset(root, split)
         frames, skipped = [], {}
-        for _, sample in _frames(dataset, progress, f"scannet {split}", skipped):
+        for _, sample in _frames(dataset, f"scannet {split}", skipped):
             info = {"frame_id": sample["frame_id"], "num_points": len(sample["points"])}
             if "point_labels" in sample:
                 info["label_histogram"] = np.bincount(sample["point_labels"] + 1, minlength=21)[1:]
@@ -158,7 +154,7 @@ def create_scannet(root: Path, progress: Progress = _no_progress) -> dict:
     return report
 
 
-def create_sceneflow(root: Path, progress: Progress = _no_progress) -> dict:
+def create_sceneflow(root: Path) -> dict:
     from .sceneflow import VARIANTS, SceneFlowDataset
 
     written, report = [], {}
@@ -169,7 +165,7 @@ def create_sceneflow(root: Path, progress: Progress = _no_progress) -> dict:
                 continue
             dataset = SceneFlowDataset(root, variant, split, num_points=None)
             frames, skipped = [], {}
-            for _, sample in _frames(dataset, progress, f"{variant} {split}", skipped):
+            for _, sample in _frames(dataset, f"{variant} {split}", skipped):
                 frames.append({"frame_id": sample["frame_id"], "num_points": len(sample["points"])})
             written.append(_write(root / f"sceneflow_{variant}_infos_{split}.json", {
                 "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": f"sceneflow_{variant}", "split": split,
@@ -183,11 +179,11 @@ CREATORS = {"kitti": create_kitti, "waymo": create_waymo, "semantickitti": creat
             "scannet": create_scannet, "sceneflow": create_sceneflow}
 
 
-def create_data(dataset: str, root: str | Path, progress: Progress = _no_progress) -> dict:
+def create_data(dataset: str, root: str | Path) -> dict:
     """Write the info indexes (and, for kitti / waymo, the GT database) of the dataset under root."""
     if dataset not in CREATORS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(CREATORS)}")
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(root, "dataset root does not exist")
-    return CREATORS[dataset](root, progress)
+    return CREATORS[dataset](root)

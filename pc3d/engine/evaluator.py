@@ -24,6 +24,7 @@ from pc3d.engine import distributed
 from pc3d.engine.data import eval_loader, to_cpu, to_device
 from pc3d.engine.optim import autocast
 from pc3d.errors import ConfigError
+from pc3d.utils.progress import Progress
 
 log = logging.getLogger(__name__)
 Evaluator = Callable[[Dataset, list], dict]
@@ -41,14 +42,16 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
     indices = loader.sampler.indices
     mine: list[Any] = []
     try:
-        for batch in loader:
-            batch = to_device(batch, info.device)
-            with autocast(precision, info.device):
-                out = model(batch)
-            if not isinstance(out, list | tuple):
-                raise ConfigError(f"{type(model).__name__} in eval mode must return a list of per-sample "
-                                  f"predictions, got {type(out).__name__}")
-            mine.extend(to_cpu(list(out)))
+        with Progress(total=len(loader), desc="evaluate", unit="batch", enabled=info.is_main, log=log.info) as bar:
+            for batch in loader:
+                batch = to_device(batch, info.device)
+                with autocast(precision, info.device):
+                    out = model(batch)
+                if not isinstance(out, list | tuple):
+                    raise ConfigError(f"{type(model).__name__} in eval mode must return a list of per-sample "
+                                      f"predictions, got {type(out).__name__}")
+                mine.extend(to_cpu(list(out)))
+                bar.update()
     finally:
         model.train(was_training)
     if len(mine) != len(indices):
