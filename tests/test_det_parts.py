@@ -1,6 +1,8 @@
 """Detection parts (VFEs, 3D backbones, BEV mapping and backbones) and the detectors: shapes and gradients."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -80,10 +82,11 @@ def test_voxel_backbones_stride_and_gradients(backbone):
     x = MeanVFE(4)(batch)
     x.feats.requires_grad_(True)
     net = backbone(4, out_channels=None, channels=(8, 8, 16, 16))
-    out, stages = net(x)
-    assert out.spatial_shape == (2, 16, 16) and out.feats.shape[1] == 16
+    out, stages = net.forward_features(x)
+    assert out.spatial_shape == (2, 16, 16) == net.output_shape(x.spatial_shape) and out.feats.shape[1] == 16
+    assert torch.equal(net(x).feats, out.feats)
     assert stages["x_conv2"].spatial_shape == (10, 64, 64)
-    bev = HeightCompression(32)(out)
+    bev = HeightCompression(16, out.spatial_shape)(out)
     assert bev.shape == (2, 32, 16, 16)
     bev.sum().backward()
     assert torch.isfinite(x.feats.grad).all() and x.feats.grad.abs().sum() > 0
@@ -92,38 +95,38 @@ def test_voxel_backbones_stride_and_gradients(backbone):
 def test_pillar_scatter_and_bev_backbone():
     batch = batch_with(PillarVoxelizer(PILLAR[:2], RANGE, 16, 5000))
     pillars = PillarVFE(4, PILLAR, RANGE, num_filters=(16,))(batch)
-    image = PointPillarScatter(16)(pillars)
+    image = PointPillarScatter(16, pillars.spatial_shape)(pillars)
     assert image.shape == (2, 16, 64, 64)
     coords = batch["voxel_coords"].long()
     assert torch.equal(image[coords[:, 0], :, coords[:, 2], coords[:, 3]], pillars.feats)
     net = BaseBEVBackbone(16, layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 32),
                           upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8))
     out = net(image)
-    assert out.shape == (2, 24, 16, 16) and net.num_bev_features == 24
+    assert out.shape == (2, 24, 16, 16) and net.out_channels == 24
     out.sum().backward()
 
 
-def anchor_head(cin: int) -> AnchorHead:
-    return AnchorHead(cin, 3, RANGE, [[3.9, 1.6, 1.56], [0.8, 0.6, 1.73], [1.76, 0.6, 1.73]], [-1.78, -1.78, -1.78],
-                      [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+def anchor_head(in_channels: int) -> AnchorHead:
+    return AnchorHead(in_channels, 3, RANGE, [[3.9, 1.6, 1.56], [0.8, 0.6, 1.73], [1.76, 0.6, 1.73]],
+                      [-1.78, -1.78, -1.78], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
 
 
-def center_head(cin: int, voxel, stride: int) -> CenterHead:
-    return CenterHead(cin, CLASSES, [["Car"], ["Pedestrian", "Cyclist"]], voxel, RANGE, stride, 8, 8)
+def center_head(voxel, stride: int, in_channels: int) -> CenterHead:
+    return CenterHead(in_channels, CLASSES, [["Car"], ["Pedestrian", "Cyclist"]], voxel, RANGE, stride, 8, 8)
 
 
 def detectors():
     bev2d = {"layer_nums": (1, 1), "layer_strides": (1, 2), "num_filters": (16, 16), "upsample_strides": (1, 2),
              "num_upsample_filters": (16, 16)}
-    second = SECOND(MeanVFE(4), VoxelBackBone8x(4, None, (8, 8, 16, 16)), HeightCompression(32),
-                    BaseBEVBackbone(32, **bev2d), anchor_head(32), PostProcessor())
-    pillars = PointPillars(PillarVFE(4, PILLAR, RANGE, (16,)), PointPillarScatter(16), BaseBEVBackbone(16, **bev2d),
-                           anchor_head(32), PostProcessor())
-    cp_voxel = CenterPoint(MeanVFE(4), VoxelResBackBone8x(4, None, (8, 8, 16, 16)), HeightCompression(32),
-                           BaseBEVBackbone(32, **bev2d), center_head(32, VOXEL, 8), PostProcessor())
-    cp_pillar = CenterPoint(DynamicVFE(4, PILLAR, RANGE, (16,)), None, PointPillarScatter(16),
-                            BaseBEVBackbone(16, **bev2d), center_head(32, PILLAR, 1),
-                            PostProcessor(nms="circle", min_radius=1.0))
+    bev = partial(BaseBEVBackbone, **bev2d)
+    second = SECOND(MeanVFE(4), partial(VoxelBackBone8x, out_channels=None, channels=(8, 8, 16, 16)),
+                    HeightCompression, bev, anchor_head, PostProcessor(), VOXEL, RANGE)
+    pillars = PointPillars(PillarVFE(4, PILLAR, RANGE, (16,)), PointPillarScatter, bev, anchor_head, PostProcessor(),
+                           PILLAR, RANGE)
+    cp_voxel = CenterPoint(MeanVFE(4), partial(VoxelResBackBone8x, out_channels=None, channels=(8, 8, 16, 16)),
+                           HeightCompression, bev, partial(center_head, VOXEL, 8), PostProcessor(), VOXEL, RANGE)
+    cp_pillar = CenterPoint(DynamicVFE(4, PILLAR, RANGE, (16,)), None, PointPillarScatter, bev,
+                            partial(center_head, PILLAR, 1), PostProcessor(nms="circle", min_radius=1.0), PILLAR, RANGE)
     return {"second": (second, HardVoxelizer(VOXEL, RANGE, 5, 20000)),
             "pointpillars": (pillars, PillarVoxelizer(PILLAR[:2], RANGE, 16, 5000)),
             "centerpoint": (cp_voxel, HardVoxelizer(VOXEL, RANGE, 5, 20000)),

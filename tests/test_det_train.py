@@ -1,6 +1,8 @@
 """Slow end-to-end: a tiny CenterPoint-pillar trained on a few simulated KITTI frames beats its untrained self."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -29,11 +31,12 @@ def test_tiny_detector_learns_cars(tmp_path):
     samples = [ds[i] for i in range(len(ds))]
     torch.manual_seed(0)
     model = CenterPoint(
-        PillarVFE(4, PILLAR, RANGE, (32,), norm_momentum=0.1), None, PointPillarScatter(32),
-        BaseBEVBackbone(32, (1, 2), (2, 2), (32, 64), (1, 2), (32, 32), norm_momentum=0.1),
-        CenterHead(64, ds.class_names, [["Car"], ["Pedestrian", "Cyclist"]], PILLAR, RANGE, 2, 32, 32,
-                   score_threshold=0.05),
-        PostProcessor(score_threshold=0.05, iou_threshold=0.1, post_max_size=50))
+        PillarVFE(4, PILLAR, RANGE, (32,), norm_momentum=0.1), None, PointPillarScatter,
+        partial(BaseBEVBackbone, layer_nums=(1, 2), layer_strides=(2, 2), num_filters=(32, 64), upsample_strides=(1, 2),
+                num_upsample_filters=(32, 32), norm_momentum=0.1),
+        partial(CenterHead, class_names=ds.class_names, tasks=[["Car"], ["Pedestrian", "Cyclist"]], voxel_size=PILLAR,
+                point_cloud_range=RANGE, out_stride=2, shared_channels=32, head_channels=32, score_threshold=0.05),
+        PostProcessor(score_threshold=0.05, iou_threshold=0.1, post_max_size=50), PILLAR, RANGE)
     evaluator = KittiEvaluator(classes=["Car"], overlap_sets=("loose",))
 
     def car_ap() -> float:

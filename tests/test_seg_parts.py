@@ -1,11 +1,13 @@
 """Segmentation parts: U-Net blocks, SDSC, voxel <-> point maps, losses, evaluator, .label writer."""
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
 
-from pc3d.models.backbones3d.dsconv import DSResidualBlock, SparseDepthwiseSeparableConv3d
+from pc3d.models.backbones3d.dsconv import DSResidualBlock, SparseDepthwiseSeparableConv
 from pc3d.models.backbones3d.unet import ResidualBlock, SparseUNet
 from pc3d.models.losses import SegmentationLoss, lovasz_softmax
 from pc3d.models.segmentors import SegmentationEvaluator, SparseSegmentor, fill_point_to_voxel, voxel_labels
@@ -40,7 +42,7 @@ def test_residual_blocks_keep_sites_and_pass_gradients(block, cin, cout):
 @pytest.mark.parametrize("kind", ["subm", "spconv"])
 def test_sdsc_is_depthwise_then_pointwise(kind):
     x = random_tensor(channels=8)
-    conv = SparseDepthwiseSeparableConv3d(8, 12, 3 if kind == "subm" else 2, kind, stride=2)
+    conv = SparseDepthwiseSeparableConv(8, 12, 3 if kind == "subm" else 2, kind, stride=2)
     assert conv.depthwise.groups == 8 and conv.depthwise.weight.shape == (8, *conv.depthwise.kernel_size, 1)
     y = conv(x)
     assert y.feats.shape[1] == 12
@@ -159,9 +161,11 @@ def tiny_batch(num_points=(300, 200), ignore_index=0, extent=8.0):
         nv += len(uniq)
     p2v = torch.cat(p2v)
     p2v[:5] = -1  # outside the range
+    counts = torch.bincount(p2v[p2v >= 0], minlength=nv).int()
     return {"batch_size": len(num_points), "frame_id": [f"00/{i:06d}" for i in range(len(num_points))],
             "points": torch.cat(points), "point_labels": torch.cat(labels), "point_to_voxel": p2v,
             "point_offsets": torch.tensor([0, *np.cumsum(num_points)]), "voxel_coords": torch.cat(coords).int(),
+            "voxel_num_points": counts,
             "point_batch": torch.repeat_interleave(torch.arange(len(num_points)), torch.tensor(num_points)),
             "spatial_shape": (8, 8, 8)}
 
@@ -169,8 +173,8 @@ def tiny_batch(num_points=(300, 200), ignore_index=0, extent=8.0):
 @pytest.mark.parametrize("loss_on,point_branch", [("voxels", 0), ("points", 0), ("points", 8)])
 def test_segmentor_train_and_eval_contract(loss_on, point_branch):
     batch = tiny_batch()
-    model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0, loss_on=loss_on,
-                            point_branch=point_branch)
+    unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(8,), dec_depths=(1,))
+    model = SparseSegmentor(4, unet, num_classes=3, ignore_index=0, loss_on=loss_on, point_branch=point_branch)
     out = model(batch)
     assert out["loss"].ndim == 0 and out["loss"].requires_grad
     out["loss"].backward()
@@ -222,8 +226,8 @@ def test_point_branch_separates_points_that_share_a_voxel():
 
     def accuracy(point_branch: int) -> float:
         torch.manual_seed(0)
-        model = SparseSegmentor(SparseUNet(4, (8, 16), (1,), (8,), (1,)), num_classes=3, ignore_index=0,
-                                loss_on="points", point_branch=point_branch)
+        unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(8,), dec_depths=(1,))
+        model = SparseSegmentor(4, unet, num_classes=3, ignore_index=0, loss_on="points", point_branch=point_branch)
         opt = torch.optim.Adam(model.parameters(), lr=0.02)
         for _ in range(60):
             opt.zero_grad()

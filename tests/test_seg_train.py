@@ -3,6 +3,8 @@
 First run: the separable net reached mIoU 32.6 from 0.3 before training; the dense one passed the bar."""
 from __future__ import annotations
 
+from functools import partial
+
 import pytest
 import torch
 
@@ -24,8 +26,9 @@ def test_tiny_unet_learns_simulated_semantickitti(tmp_path, separable):
                                    voxelizer=DynamicVoxelizer([0.4, 0.4, 0.4], RANGE))
     batches = [dataset.collate_fn([dataset[i], dataset[i + 1]]) for i in (0, 2)]
     torch.manual_seed(0)
-    model = SparseSegmentor(SparseUNet(4, (16, 24, 32), (1, 1), (24, 24), (1, 1), separable=separable),
-                            num_classes=20, ignore_index=0)
+    unet = partial(SparseUNet, channels=(16, 24, 32), enc_depths=(1, 1), dec_channels=(24, 24), dec_depths=(1, 1),
+                   separable=separable)
+    model = SparseSegmentor(4, unet, num_classes=20, ignore_index=0)
     evaluator = SegmentationEvaluator(20, ignore_index=0)
 
     def miou() -> float:

@@ -13,6 +13,8 @@ from torch.nn import functional as F
 
 
 class ToyPointNet(nn.Module):
+    task = "classification"
+
     def __init__(self, num_classes: int = 4, in_channels: int = 3, width: int = 64, dropout: float = 0.1):
         super().__init__()
         self.point_mlp = nn.Sequential(

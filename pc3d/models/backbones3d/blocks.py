@@ -1,70 +1,112 @@
-"""Sparse conv blocks shared by every backbone (import them; never copy them)."""
+"""Sparse conv blocks shared by every backbone (import them; never copy them).
+
+Every block takes
+- `ndim` (2, 3 or 4): the sparse conv classes it builds (SubMConv{ndim}d, SparseConv{ndim}d,
+  SparseInverseConv{ndim}d); kernel sizes, strides and paddings are ints or per-axis tuples;
+- `act`: a factory `act() -> nn.Module` applied to the [N, C] features (nn.ReLU by default; a spiking
+  neuron is another); each position gets its own instance, so a stateful activation keeps its own state;
+- `norm`: a factory `norm(channels) -> nn.Module` on [N, C] features; BATCH_NORM (BatchNorm1d, eps 1e-3,
+  momentum 0.01) by default, `batch_norm(momentum)` for another momentum.
+"""
 from __future__ import annotations
 
-import torch
+from collections.abc import Callable
+from functools import partial
+
 from torch import nn
 
-from pc3d.sparse import SparseConv3d, SparseInverseConv3d, SparseModule, SparseSequential, SubMConv3d
+from pc3d.sparse import (
+    SparseConv2d,
+    SparseConv3d,
+    SparseConv4d,
+    SparseConvolution,
+    SparseInverseConv2d,
+    SparseInverseConv3d,
+    SparseInverseConv4d,
+    SparseModule,
+    SparseSequential,
+    SparseTensor,
+    SubMConv2d,
+    SubMConv3d,
+    SubMConv4d,
+)
+
+Act = Callable[[], nn.Module]
+Norm = Callable[[int], nn.Module]
+ConvFactory = Callable[..., SparseModule]  # conv(in_channels, out_channels, indice_key=...)
+
+CONVS = {
+    2: {"subm": SubMConv2d, "spconv": SparseConv2d, "inverseconv": SparseInverseConv2d},
+    3: {"subm": SubMConv3d, "spconv": SparseConv3d, "inverseconv": SparseInverseConv3d},
+    4: {"subm": SubMConv4d, "spconv": SparseConv4d, "inverseconv": SparseInverseConv4d},
+}
+
+
+def batch_norm(momentum: float = 0.01) -> Norm:
+    """The default norm factory: BatchNorm1d(channels, eps=1e-3, momentum) (OpenPCDet's eps; short CPU runs
+    want momentum 0.1, else the running statistics used in eval mode lag behind the weights)."""
+    return partial(nn.BatchNorm1d, eps=1e-3, momentum=momentum)
+
+
+BATCH_NORM = batch_norm(0.01)
+
+
+def sparse_conv(kind: str, ndim: int, in_channels: int, out_channels: int, kernel_size=3,
+                indice_key: str | None = None, stride=1, padding=0, groups: int = 1) -> SparseConvolution:
+    """A bias-free sparse conv: kind 'subm' (sites kept), 'spconv' (strided) or 'inverseconv' (restores the
+    sites of the strided conv registered under `indice_key`); ndim 2, 3 or 4."""
+    if ndim not in CONVS:
+        raise ValueError(f"ndim must be 2, 3 or 4, not {ndim!r}")
+    if kind not in CONVS[ndim]:
+        raise ValueError(f"conv kind must be 'subm', 'spconv' or 'inverseconv', not {kind!r}")
+    return CONVS[ndim][kind](in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
+                             bias=False, indice_key=indice_key)
 
 
 def post_act_block(in_channels: int, out_channels: int, kernel_size=3, indice_key: str | None = None,
-                   stride=1, padding=0, conv_type: str = "subm", norm_eps: float = 1e-3,
-                   norm_momentum: float = 0.01) -> SparseSequential:
-    """conv -> BatchNorm1d -> ReLU, with conv_type 'subm', 'spconv' (strided) or 'inverseconv'."""
-    if conv_type == "subm":
-        conv = SubMConv3d(in_channels, out_channels, kernel_size, bias=False, indice_key=indice_key)
-    elif conv_type == "spconv":
-        conv = SparseConv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False,
-                            indice_key=indice_key)
-    elif conv_type == "inverseconv":
-        conv = SparseInverseConv3d(in_channels, out_channels, kernel_size, bias=False, indice_key=indice_key)
-    else:
-        raise ValueError(f"conv_type must be 'subm', 'spconv' or 'inverseconv', not {conv_type!r}")
-    return SparseSequential(conv, nn.BatchNorm1d(out_channels, eps=norm_eps, momentum=norm_momentum), nn.ReLU())
+                   stride=1, padding=0, conv_type: str = "subm", ndim: int = 3, act: Act = nn.ReLU,
+                   norm: Norm = BATCH_NORM) -> SparseSequential:
+    """conv -> norm -> act, with conv_type 'subm', 'spconv' (strided) or 'inverseconv'."""
+    conv = sparse_conv(conv_type, ndim, in_channels, out_channels, kernel_size, indice_key, stride, padding)
+    return SparseSequential(conv, norm(out_channels), act())
 
 
 class SparseBasicBlock(SparseModule):
-    """ResNet basic block on one set of sites: two SubM convs with BatchNorm, identity shortcut."""
+    """ResNet basic block on one set of sites: two SubM 3^ndim convs with norm, identity shortcut.
+    [N, channels] -> [N, channels]."""
 
-    expansion = 1
-
-    def __init__(self, channels: int, indice_key: str | None = None, norm_eps: float = 1e-3,
-                 norm_momentum: float = 0.01):
+    def __init__(self, channels: int, indice_key: str | None = None, ndim: int = 3, act: Act = nn.ReLU,
+                 norm: Norm = BATCH_NORM):
         super().__init__()
-        self.conv1 = SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
-        self.bn1 = nn.BatchNorm1d(channels, eps=norm_eps, momentum=norm_momentum)
-        self.conv2 = SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=indice_key)
-        self.bn2 = nn.BatchNorm1d(channels, eps=norm_eps, momentum=norm_momentum)
+        self.conv1 = sparse_conv("subm", ndim, channels, channels, 3, indice_key, padding=1)
+        self.bn1 = norm(channels)
+        self.act1 = act()
+        self.conv2 = sparse_conv("subm", ndim, channels, channels, 3, indice_key, padding=1)
+        self.bn2 = norm(channels)
+        self.act2 = act()
 
-    def forward(self, x):
+    def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.conv1(x)
-        out = out.replace_feature(torch.relu(self.bn1(out.feats)))
+        out = out.replace_feature(self.act1(self.bn1(out.feats)))
         out = self.conv2(out)
-        return out.replace_feature(torch.relu(self.bn2(out.feats) + x.feats))
-
-
-def subm3(in_channels: int, out_channels: int, indice_key: str | None = None) -> SubMConv3d:
-    """A bias-free SubM 3x3x3 conv (the default conv of ResidualBlock)."""
-    return SubMConv3d(in_channels, out_channels, 3, bias=False, indice_key=indice_key)
+        return out.replace_feature(self.act2(self.bn2(out.feats) + x.feats))
 
 
 class ResidualBlock(SparseModule):
-    """Basic residual block: conv -> BN -> ReLU -> conv -> BN, + shortcut (Linear + BN when the width
-    changes), ReLU. [N, in] -> [N, out], sites kept. conv(in, out, indice_key) builds each 3x3x3 conv:
-    SubM by default, a depthwise-separable one in the separable U-Net (dsconv.DSResidualBlock)."""
+    """Basic residual block: conv -> norm -> act -> conv -> norm, + shortcut (Linear + norm when the width
+    changes), act. [N, in] -> [N, out], sites kept. conv(in, out, indice_key=...) builds each conv: a SubM
+    3^ndim conv by default, a depthwise-separable one in the separable U-Net (dsconv.DSResidualBlock)."""
 
-    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None, conv=subm3,
-                 norm_eps: float = 1e-3, norm_momentum: float = 0.01):
+    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None,
+                 conv: ConvFactory | None = None, ndim: int = 3, act: Act = nn.ReLU, norm: Norm = BATCH_NORM):
         super().__init__()
-        norm = {"eps": norm_eps, "momentum": norm_momentum}
-        self.conv1 = SparseSequential(conv(in_channels, out_channels, indice_key),
-                                      nn.BatchNorm1d(out_channels, **norm), nn.ReLU())
-        self.conv2 = SparseSequential(conv(out_channels, out_channels, indice_key),
-                                      nn.BatchNorm1d(out_channels, **norm))
+        conv = conv or partial(sparse_conv, "subm", ndim, kernel_size=3)
+        self.conv1 = SparseSequential(conv(in_channels, out_channels, indice_key=indice_key), norm(out_channels), act())
+        self.conv2 = SparseSequential(conv(out_channels, out_channels, indice_key=indice_key), norm(out_channels))
         self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False),
-                                       nn.BatchNorm1d(out_channels, **norm)))
+                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False), norm(out_channels)))
+        self.act = act()
 
-    def forward(self, x):
+    def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.conv2(self.conv1(x))
-        return out.replace_feature((out.feats + self.shortcut(x.feats)).relu())
+        return out.replace_feature(self.act(out.feats + self.shortcut(x.feats)))

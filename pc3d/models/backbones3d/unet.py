@@ -1,22 +1,28 @@
-"""Sparse U-Nets for semantic segmentation (MinkUNet / Pointcept SpUNet style), dense or depthwise separable.
+"""Sparse U-Nets for semantic segmentation (MinkUNet / Pointcept SpUNet style), dense or depthwise separable,
+in 2, 3 or 4 dimensions (`ndim`; 4D: space-time, MOS).
 
-    stem     SubM 3x3x3 in -> channels[0]                                   stride 1
-    enc i    down 2x2x2 stride 2 (indice_key down{i}) -> enc_depths[i] residual blocks   stride 2^(i+1)
+    stem     SubM 3^ndim in -> channels[0]                                  stride 1
+    enc i    down 2^ndim stride 2 (indice_key down{i}) -> enc_depths[i] residual blocks   stride 2^(i+1)
     dec i    up: inverse of down{i} -> cat(skip of stride 2^i) -> dec_depths[i] residual blocks
-    out      features [V, channels[0] ... decoder width] on the input sites (stride 1)
+    out      features [V, out_channels] on the input sites (stride 1)
 
 channels: [stem, enc 1, ..., enc S]; dec_channels: [dec S-1 ... dec 0] output width of each decoder
 stage (deepest first); the network's `out_channels` is dec_channels[-1]. separable=True builds every
-3x3x3 and 2x2x2 conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
+3^ndim and 2^ndim conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
 same stage list with far fewer parameters.
+
+Backbone convention (every pc3d 3D backbone): `forward(x) -> SparseTensor`;
+`forward_features(x) -> (SparseTensor, dict[str, SparseTensor])` adds the multi-scale tensors, here
+"enc{i}" and "dec{i}" at stride 2^i.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 from torch import nn
 
-from pc3d.models.backbones3d.blocks import ResidualBlock, post_act_block
+from pc3d.models.backbones3d.blocks import Act, Norm, ResidualBlock, batch_norm, post_act_block
 from pc3d.models.backbones3d.dsconv import DSResidualBlock, ds_act_block
 from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, cat_features
 
@@ -27,53 +33,57 @@ class SparseUNet(SparseModule):
     in_channels: input feature width (3 + C: the voxel mean of x, y, z and the feature columns).
     channels: [stem, enc 1 .. enc S] widths; enc_depths: residual blocks per encoder stage (S);
     dec_channels / dec_depths: per decoder stage, deepest first (S each). separable: SDSC blocks.
-    norm_momentum: of every BatchNorm (short CPU runs use 0.1: 0.01 lets the running statistics trail
-    the weights, and evaluation-mode outputs drift from the training ones).
+    ndim: 2, 3 or 4 (the input's spatial dimensions); act, norm: factories as in blocks.py.
+    norm_momentum: of the default BatchNorm (ignored when `norm` is given; short CPU runs use 0.1: 0.01
+    lets the running statistics trail the weights, and evaluation-mode outputs drift from the training ones).
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
                  enc_depths: Sequence[int] = (2, 2, 2), dec_channels: Sequence[int] = (128, 96, 96),
-                 dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False, norm_momentum: float = 0.01):
+                 dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False, norm_momentum: float = 0.01,
+                 ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None):
         super().__init__()
         stages = len(channels) - 1
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
             raise ValueError("need len(channels) - 1 = len(enc_depths) = len(dec_channels) = len(dec_depths) >= 1, "
                              f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
-        self.separable, self.in_channels = separable, in_channels
-        block = DSResidualBlock if separable else ResidualBlock
-        self.stem = SparseSequential(post_act_block(in_channels, channels[0], 3, indice_key="subm0"),
+        parts = {"ndim": ndim, "act": act, "norm": norm or batch_norm(norm_momentum)}
+        block = partial(DSResidualBlock if separable else ResidualBlock, **parts)
+        resample = partial(ds_act_block if separable else post_act_block, kernel_size=2, **parts)
+        self.stem = SparseSequential(post_act_block(in_channels, channels[0], 3, indice_key="subm0", **parts),
                                      block(channels[0], channels[0], indice_key="subm0"))
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for i in range(stages):
-            self.down.append(self._resample(channels[i], channels[i + 1], "spconv", f"down{i}"))
+            self.down.append(resample(channels[i], channels[i + 1], indice_key=f"down{i}", stride=2,
+                                     conv_type="spconv"))
             self.enc.append(SparseSequential(*[block(channels[i + 1], channels[i + 1], indice_key=f"subm{i + 1}")
                                                for _ in range(enc_depths[i])]))
         self.up, self.dec = nn.ModuleList(), nn.ModuleList()
         width = channels[-1]
         for j in range(stages):  # deepest first: decoder stage j restores the sites of down{stages - 1 - j}
             i = stages - 1 - j
-            self.up.append(self._resample(width, dec_channels[j], "inverseconv", f"down{i}"))
+            self.up.append(resample(width, dec_channels[j], indice_key=f"down{i}",
+                                   conv_type="inverseconv"))
             blocks = [block(dec_channels[j] + channels[i], dec_channels[j], indice_key=f"subm{i}")]
             blocks += [block(dec_channels[j], dec_channels[j], indice_key=f"subm{i}") for _ in range(dec_depths[j] - 1)]
             self.dec.append(SparseSequential(*blocks))
             width = dec_channels[j]
         self.out_channels = width
-        for module in self.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.momentum = norm_momentum
-
-    def _resample(self, cin: int, cout: int, kind: str, key: str) -> SparseSequential:
-        if self.separable:
-            return ds_act_block(cin, cout, 2, kind, stride=2, indice_key=key)
-        return post_act_block(cin, cout, 2, indice_key=key, stride=2, conv_type=kind)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        return self.forward_features(x)[0]
+
+    def forward_features(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
+        """The output and every stage's: "enc{i}" / "dec{i}" at stride 2^i (dec0 is the output)."""
         x = self.stem(x)
         skips = [x]
         for down, enc in zip(self.down, self.enc, strict=True):
             x = enc(down(x))
             skips.append(x)
+        scales = {f"enc{i}": s for i, s in enumerate(skips)}
         skips.pop()
         for up, dec in zip(self.up, self.dec, strict=True):
             x = dec(cat_features([up(x), skips.pop()]))
-        return x
+            scales[f"dec{len(skips)}"] = x
+        return x, scales
+

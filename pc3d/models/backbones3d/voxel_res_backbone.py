@@ -1,4 +1,5 @@
-"""VoxelResBackBone8x (CenterPoint's sparse backbone): VoxelBackBone8x with residual basic blocks."""
+"""VoxelResBackBone8x (CenterPoint's sparse backbone): VoxelBackBone8x with residual basic blocks.
+Same convention as voxel_backbone.py: forward -> SparseTensor, forward_features -> (SparseTensor, stages)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,26 +7,26 @@ from functools import partial
 
 from torch import nn
 
-from pc3d.models.backbones3d.blocks import SparseBasicBlock, post_act_block
-from pc3d.models.backbones3d.voxel_backbone import run_stages, z_halving
-from pc3d.sparse import SparseSequential, SparseTensor, SubMConv3d
+from pc3d.models.backbones3d.blocks import Act, Norm, SparseBasicBlock, batch_norm, post_act_block
+from pc3d.models.backbones3d.voxel_backbone import VoxelStages, z_halving
+from pc3d.sparse import SparseSequential
 
 
-class VoxelResBackBone8x(nn.Module):
+class VoxelResBackBone8x(VoxelStages):
     """Stages of 16, 32, 64, 128 channels (`channels`), two basic blocks each; stages 2-4 start with a
     stride-2 sparse conv. `out_channels` adds the (3, 1, 1) / (2, 1, 1) z-halving conv (None: skip it).
-    Returns the last stage and a dict of every stage's output.
+    norm_momentum, act, norm: as in VoxelBackBone8x.
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = 128,
-                 channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01):
+                 channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01, act: Act = nn.ReLU,
+                 norm: Norm | None = None):
         super().__init__()
         c1, c2, c3, c4 = channels
-        block = partial(post_act_block, norm_momentum=norm_momentum)
-        basic = partial(SparseBasicBlock, norm_momentum=norm_momentum)
-        self.conv_input = SparseSequential(
-            SubMConv3d(in_channels, c1, 3, padding=1, bias=False, indice_key="subm1"),
-            nn.BatchNorm1d(c1, eps=1e-3, momentum=norm_momentum), nn.ReLU())
+        parts = {"act": act, "norm": norm or batch_norm(norm_momentum)}
+        block = partial(post_act_block, **parts)
+        basic = partial(SparseBasicBlock, **parts)
+        self.conv_input = block(in_channels, c1, 3, indice_key="subm1", padding=1)
         self.conv1 = SparseSequential(
             basic(c1, indice_key="res1"),
             basic(c1, indice_key="res1"))
@@ -41,8 +42,5 @@ class VoxelResBackBone8x(nn.Module):
             block(c3, c4, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
             basic(c4, indice_key="res4"),
             basic(c4, indice_key="res4"))
-        self.conv_out = z_halving(c4, out_channels, norm_momentum)
+        self.conv_out = z_halving(block, c4, out_channels)
         self.out_channels = out_channels or c4
-
-    def forward(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
-        return run_stages(self, x)

@@ -26,7 +26,7 @@ def _up(cin: int, cout: int, stride: float, momentum: float = 0.01) -> nn.Sequen
 class BaseBEVBackbone(nn.Module):
     """Stage i: a conv of stride layer_strides[i] to num_filters[i] channels, then layer_nums[i] convs;
     its output is upsampled by upsample_strides[i] to num_upsample_filters[i] channels; the upsampled
-    maps are concatenated: [B, in_channels, H, W] -> [B, sum(num_upsample_filters), H', W'].
+    maps are concatenated: [B, in_channels, H, W] -> [B, out_channels = sum(num_upsample_filters), H', W'].
     """
 
     def __init__(self, in_channels: int, layer_nums: Sequence[int] = (5, 5), layer_strides: Sequence[int] = (1, 2),
@@ -44,7 +44,7 @@ class BaseBEVBackbone(nn.Module):
             self.blocks.append(nn.Sequential(*layers))
             self.deblocks.append(_up(cout, cup, up, norm_momentum))
             cin = cout
-        self.num_bev_features = sum(num_upsample_filters)
+        self.out_channels = sum(num_upsample_filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ups = []

@@ -1,22 +1,18 @@
 """PointPillars: pillar VFE -> pillar scatter (pseudo-image) -> 2D BEV backbone -> anchor head."""
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
+from pc3d.models.detectors.bev_detector import BEVDetector, Part
 
-class PointPillars(nn.Module):
-    """Train mode: {"loss", loss terms}; eval mode: one prediction dict per frame (pc3d.models.postprocess)."""
 
-    def __init__(self, vfe: nn.Module, map_to_bev: nn.Module, backbone_2d: nn.Module, dense_head: nn.Module,
-                 post_process: nn.Module):
-        super().__init__()
-        self.vfe, self.map_to_bev, self.backbone_2d = vfe, map_to_bev, backbone_2d
-        self.dense_head, self.post_process = dense_head, post_process
+class PointPillars(BEVDetector):
+    """The BEVDetector pipeline without a 3D backbone (see bev_detector.py for the parts and their widths)."""
 
-    def forward(self, batch: dict):
-        pillars = self.vfe(batch)
-        bev = self.backbone_2d(self.map_to_bev(pillars))
-        out = self.dense_head(bev)
-        if self.training:
-            return self.dense_head.loss(out, batch)
-        return self.post_process(self.dense_head.predict(out), batch["frame_id"])
+    task = "detection"
+
+    def __init__(self, vfe: nn.Module, map_to_bev: Part, backbone_2d: Part, dense_head: Part, post_process: nn.Module,
+                 voxel_size: Sequence[float], point_cloud_range: Sequence[float]):
+        super().__init__(vfe, None, map_to_bev, backbone_2d, dense_head, post_process, voxel_size, point_cloud_range)

@@ -1,23 +1,10 @@
 """SECOND: mean VFE -> sparse VoxelBackBone8x -> height compression -> 2D BEV backbone -> anchor head."""
 from __future__ import annotations
 
-from torch import nn
+from pc3d.models.detectors.bev_detector import BEVDetector
 
 
-class SECOND(nn.Module):
-    """Train mode: {"loss", loss terms}; eval mode: one prediction dict per frame (pc3d.models.postprocess)."""
+class SECOND(BEVDetector):
+    """The BEVDetector pipeline with a sparse 3D backbone (see bev_detector.py for the parts and their widths)."""
 
-    def __init__(self, vfe: nn.Module, backbone_3d: nn.Module, map_to_bev: nn.Module, backbone_2d: nn.Module,
-                 dense_head: nn.Module, post_process: nn.Module):
-        super().__init__()
-        self.vfe, self.backbone_3d, self.map_to_bev = vfe, backbone_3d, map_to_bev
-        self.backbone_2d, self.dense_head, self.post_process = backbone_2d, dense_head, post_process
-
-    def forward(self, batch: dict):
-        voxels = self.vfe(batch)
-        features, _ = self.backbone_3d(voxels)
-        bev = self.backbone_2d(self.map_to_bev(features))
-        out = self.dense_head(bev)
-        if self.training:
-            return self.dense_head.loss(out, batch)
-        return self.post_process(self.dense_head.predict(out), batch["frame_id"])
+    task = "detection"

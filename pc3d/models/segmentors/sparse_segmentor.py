@@ -1,6 +1,6 @@
 """A voxel semantic segmentor, shared by outdoor (SemanticKITTI) and indoor (ScanNet) data.
 
-    voxels (batch contract: mean point features per voxel) -> sparse U-Net -> voxel logits
+    voxels (batch contract: mean point features per voxel) -> sparse backbone -> voxel logits
     -> train: loss on voxels (majority label of their points) or on points
     -> eval: every point's logits through point_to_voxel -> one label per point
 
@@ -11,39 +11,46 @@ point of ``points``; ``ignore_index`` for points without a voxel when unmapped="
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
 
 from pc3d.data.batch import sparse_input
-from pc3d.models.backbones3d.unet import SparseUNet
 from pc3d.models.losses import SegmentationLoss
 from pc3d.models.segmentors.point_head import PointFusionHead, PointHead, fill_point_to_voxel, voxel_labels
+from pc3d.sparse import SparseModule
 
 
 class SparseSegmentor(nn.Module):
-    """backbone: a SparseUNet (or any sparse module with `out_channels`). num_classes: logits per point,
-    including the ignored class when it is a train id (SemanticKITTI: 20 with ignore_index 0, never
-    predicted; ScanNet: 20 with ignore_index -1). class_weights, ce_weight, lovasz_weight: SegmentationLoss.
+    """in_channels: the voxel feature width (3 + C: the mean of x, y, z and the dataset's feature columns).
+    backbone: a partial (hydra `_partial_: true`) completed here as backbone(in_channels=in_channels), a
+    SparseUNet or any sparse module returning a SparseTensor on its input sites and exposing `out_channels`
+    (the head's width is taken from it). num_classes: logits per point, including the ignored class when it
+    is a train id (SemanticKITTI: 20 with ignore_index 0, never predicted; ScanNet: 20 with ignore_index -1).
+    class_weights, ce_weight, lovasz_weight: SegmentationLoss.
     loss_on: "voxels" (majority label per voxel; cheap: V rows) or "points" (every mapped point; exact).
     unmapped: "nearest" or "ignore" for points outside every voxel at evaluation (see point_head).
     point_branch: hidden width of a PointFusionHead (0: voxel logits only, the plain PointHead); with it
     each point is classified from its voxel's feature and its own columns, and the loss is on points.
     """
 
-    def __init__(self, backbone: SparseUNet, num_classes: int, ignore_index: int = -1,
-                 class_weights: Sequence[float] | None = None, ce_weight: float = 1.0, lovasz_weight: float = 1.0,
-                 loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0, point_branch: int = 0):
+    task = "segmentation"
+
+    def __init__(self, in_channels: int, backbone: Callable[..., SparseModule], num_classes: int,
+                 ignore_index: int = -1, class_weights: Sequence[float] | None = None, ce_weight: float = 1.0,
+                 lovasz_weight: float = 1.0, loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0,
+                 point_branch: int = 0):
         super().__init__()
         if loss_on not in ("voxels", "points"):
             raise ValueError(f"loss_on must be 'voxels' or 'points', not {loss_on!r}")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.loss_on, self.unmapped = ("points" if point_branch else loss_on), unmapped
-        self.backbone = backbone
+        self.backbone = backbone(in_channels=in_channels)
         self.fusion = point_branch > 0
-        self.head = (PointFusionHead(backbone.out_channels, backbone.in_channels, num_classes, point_branch, dropout)
-                     if self.fusion else PointHead(backbone.out_channels, num_classes, dropout))
+        width = self.backbone.out_channels
+        self.head = (PointFusionHead(width, in_channels, num_classes, point_branch, dropout)
+                     if self.fusion else PointHead(width, num_classes, dropout))
         self.loss = SegmentationLoss(num_classes, ignore_index, class_weights, ce_weight, lovasz_weight)
 
     def forward(self, batch: dict):
