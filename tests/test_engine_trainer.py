@@ -23,7 +23,7 @@ from pc3d.engine.seeding import seed_everything
 from pc3d.engine.trainer import Trainer, TrainSettings
 from pc3d.errors import ConfigError
 from pc3d.models.toy import ToyPointNet
-from pc3d.voxel.grid import grid_sample
+from pc3d.voxel import grid_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 

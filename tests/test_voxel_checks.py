@@ -61,8 +61,8 @@ def test_empty_cloud(index):
     vox = voxelizers()[index]
     out = vox(np.zeros((0, 4), np.float32))
     assert len(out) == 0 and out.coords.shape == (0, 4)
-    batch = vox.voxelize_batch([np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)])
-    assert len(batch) == 0 and batch.batch_size == 2
+    batch = vox.voxelize([np.zeros((0, 4), np.float32), np.zeros((0, 4), np.float32)])
+    assert batch["voxel_coords"].shape == (0, 4) and batch["point_to_voxel"].shape == (0,)
     coords, shape, inverse, keep = grid_sample(np.zeros((0, 3), np.float32), 0.1)
     assert coords.shape == (0, 4) and inverse.shape == (0,) and keep.shape == (0,)
 
@@ -103,8 +103,8 @@ def test_too_fine_grid():
 
 def test_to_sparse_tensor(rng):
     pts = rng.uniform(-1, 1, (100, 4)).astype(np.float32)
-    hv = HardVoxelizer(0.5, RANGE, 4, 100).voxelize_batch([pts, pts[:50]])
-    feats = hv.voxels.sum(1) / np.maximum(hv.num_points, 1)[:, None]
-    x = to_sparse_tensor(feats, hv.coords, hv.spatial_shape, hv.batch_size)
-    assert x.spatial_shape == (8, 8, 8) and x.batch_size == 2 and x.feats.shape == (len(hv), 4)
+    hv = HardVoxelizer(0.5, RANGE, 4, 100).voxelize([pts, pts[:50]])
+    feats = hv["voxels"].sum(1) / hv["voxel_num_points"].clamp(min=1)[:, None]
+    x = to_sparse_tensor(feats, hv["voxel_coords"], hv["spatial_shape"], 2)
+    assert x.spatial_shape == (8, 8, 8) and x.batch_size == 2 and x.feats.shape == (len(hv["voxels"]), 4)
     assert x.coords.dtype == torch.int32

@@ -7,7 +7,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from voxel_refs import cells, dynamic_reference, on_boundaries
 
-from pc3d.voxel import DynamicPillarVoxelizer, DynamicVoxelizer, grid_sample, point_offsets, scatter_max, scatter_mean
+from pc3d.voxel import (
+    DynamicPillarVoxelizer,
+    DynamicVoxelizer,
+    DynamicVoxels,
+    grid_sample,
+    point_offsets,
+    scatter_max,
+    scatter_mean,
+)
 
 RANGE = (-2.0, -3.0, -1.0, 2.0, 3.0, 1.0)
 SIZE = (0.25, 0.5, 0.2)
@@ -56,8 +64,8 @@ def test_property_any_cloud(n, seed, size):
 def test_batch(rng):
     clouds = [cloud(rng, 200), cloud(rng, 0), cloud(rng, 300)]
     vox = DynamicVoxelizer(SIZE, RANGE)
-    dv = vox.voxelize_batch(clouds)
     parts = [vox(c, batch_index=b) for b, c in enumerate(clouds)]
+    dv = DynamicVoxels.concat(parts)
     np.testing.assert_array_equal(dv.coords, np.concatenate([p.coords for p in parts]))
     offsets = np.cumsum([0] + [len(p) for p in parts])
     np.testing.assert_array_equal(dv.point_to_voxel, np.concatenate(
@@ -66,6 +74,13 @@ def test_batch(rng):
     assert dv.batch_size == 3
     np.testing.assert_array_equal(dv.point_batch, np.repeat([0, 2], [parts[0].keep.sum(), parts[2].keep.sum()]))
     assert (np.diff(dv.coords[:, 0]) >= 0).all()
+    # the batch keys: every input point mapped, -1 where not kept
+    keys = vox.voxelize(clouds)
+    np.testing.assert_array_equal(keys["voxel_coords"].numpy(), dv.coords)
+    np.testing.assert_array_equal(keys["voxel_num_points"].numpy(), dv.voxel_counts)
+    p2v = keys["point_to_voxel"].numpy()
+    np.testing.assert_array_equal(p2v[dv.keep], dv.point_to_voxel)
+    assert (p2v[~dv.keep] == -1).all() and keys["spatial_shape"] == (10, 12, 16)
 
 
 def test_grid_sample(rng):

@@ -8,7 +8,7 @@ import pytest
 from conftest import sample_path
 from voxel_refs import cells, hard_reference, on_boundaries
 
-from pc3d.voxel import HardVoxelizer, PillarVoxelizer
+from pc3d.voxel import HardVoxelizer, HardVoxels, PillarVoxelizer
 
 RANGE = (-2.0, -3.0, -1.0, 2.0, 3.0, 1.0)
 SIZE = (0.25, 0.5, 0.2)
@@ -69,7 +69,7 @@ def test_shuffle_is_seeded_and_maps_back(rng):
 def test_batch(rng):
     clouds = [cloud(rng, 300), cloud(rng, 0), cloud(rng, 200)]
     vox = HardVoxelizer(SIZE, RANGE, 3, 50)
-    out = vox.voxelize_batch(clouds)
+    out = HardVoxels.concat([vox(c, batch_index=b) for b, c in enumerate(clouds)])
     refs = [reference(c, vox, b) for b, c in enumerate(clouds)]
     np.testing.assert_array_equal(out.coords, np.concatenate([r[2] for r in refs]))
     np.testing.assert_array_equal(out.voxels, np.concatenate([r[0] for r in refs]))
@@ -78,6 +78,12 @@ def test_batch(rng):
     np.testing.assert_array_equal(out.point_to_voxel, p2v)
     assert out.batch_size == 3
     np.testing.assert_array_equal(out.point_batch, np.repeat([0, 1, 2], [300, 0, 200]))
+    keys = vox.voxelize(clouds)
+    np.testing.assert_array_equal(keys["voxels"].numpy(), out.voxels)
+    np.testing.assert_array_equal(keys["voxel_num_points"].numpy(), out.num_points)
+    np.testing.assert_array_equal(keys["voxel_coords"].numpy(), out.coords)
+    np.testing.assert_array_equal(keys["point_to_voxel"].numpy(), p2v)
+    assert keys["spatial_shape"] == out.spatial_shape
 
 
 def test_pillars(rng):

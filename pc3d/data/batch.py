@@ -14,6 +14,12 @@ gt_labels      int64 [M]             class id of each box, 1..K: ``class_names[i
 point_labels   int64 [N]             per-point train id (semantic: 0..K-1 with ``ignore_index`` for
                                      unlabelled; MOS: 0 unlabelled, 1 static, 2 moving)
 instance_ids   int64 [N]             per-point instance id (0 = stuff / none)
+moving_labels  int64 [N]             MOS: 1 moving, 0 static, -1 unlabelled (ignored by losses and metrics)
+point_time     float32 [N]           multi-scan: seconds relative to the current scan (0 current, < 0 past);
+                                     the values of the ``time`` feature column when the dataset has one
+point_frame    int64 [N]             multi-scan: 0 for the current scan, k for the k-th scan before it
+num_current_points  int              multi-scan: rows 0 .. num_current_points - 1 of every point-wise key
+                                     are the current scan, the past scans follow (transforms keep this)
 points2        float32 [N2, 3 + C]   scene flow: the second cloud (same frame convention as points)
 flow           float32 [N, 3]        scene flow: motion of each point of `points` (pc2 - pc1 in the source)
 flow_mask      bool [N]              scene flow: True where the flow is valid (not occluded)
@@ -22,8 +28,14 @@ metadata       dict                  anything for evaluation and visualisation, 
                                      ``annos`` (the frame's full, un-augmented labels incl. DontCare and
                                      difficulty), ``calib``, ``pose``, ``source`` (the file read)
 
-Point-wise keys (``POINT_KEYS``) always have N rows and are cropped, shuffled and dropped together;
-box-wise keys (``BOX_KEYS``) always have M rows. Transforms keep both invariants.
+Clouds. A sample holds one cloud (``points``) or two (``points2``, scene flow); ``CLOUDS`` maps each
+to the suffix of its own keys. The point-wise keys of ``points`` are ``POINT_FIELDS`` (point_labels,
+instance_ids, moving_labels, point_time, point_frame, flow, flow_mask); those of ``points2`` are the
+same names with the suffix 2 (point_labels2, ..., flow2 = the backward flow), where a dataset has
+them. ``point_keys(cloud)`` lists a cloud's keys; they always have that cloud's row count and are
+cropped, shuffled and dropped together by ``select_points(sample, index, cloud)``. Geometric
+transforms move every cloud and turn the vector keys (``VECTOR_FIELDS``: flow, flow2) with them.
+Box-wise keys (``BOX_KEYS``) always have M rows. ``POINT_KEYS`` lists the point-wise keys of all clouds.
 
 Batch (``Collate()(samples)``, torch tensors on the CPU; B = len(samples))
 ---------------------------------------------------------------------------
@@ -34,42 +46,82 @@ seed              int64 [B]
 points            float32 [sum N, 3 + C]  the clouds concatenated in sample order
 point_offsets     int64 [B + 1]           sample b owns rows point_offsets[b]:point_offsets[b + 1]
 point_batch       int64 [sum N]           sample index of every point
-point_labels      int64 [sum N]           (when the samples have them) likewise instance_ids, flow [sum N, 3],
-                                          flow_mask [sum N]
-points2           float32 [sum N2, 3 + C] with points2_offsets int64 [B + 1]
+point_labels      [sum N]                 every point-wise key the samples have, concatenated like points
+                                          (instance_ids, moving_labels, point_time, point_frame, flow [sum N, 3], ...)
+num_current_points int64 [B]              (multi-scan) the first num_current_points[b] rows of sample b are its
+                                          current scan
+points2           float32 [sum N2, 3 + C] (scene flow) with point_offsets2, point_batch2 and the keys of points2
 gt_boxes          float32 [B, Mmax, 7 (+2) + 1]  each sample's boxes, class id (1..K) in the last
                                           column, zero rows after its num_gt[b] boxes (OpenPCDet's
                                           layout); Mmax = max(1, max M)
 num_gt            int64 [B]
 
-With a voxelizer (``Collate(voxelizer=...)``, voxelization runs in the DataLoader workers):
-voxel_coords      int32 [V, 1 + D]        (batch, z, y, x) (D = 3; (batch, t, z, y, x) for a 4D grid)
+With a voxelizer (``Collate(voxelizer=...)``, voxelization runs in the DataLoader workers), for every cloud
+(the keys of points2 carry the suffix 2: voxel_coords2, point_to_voxel2, ..., from the same voxelizer):
+voxel_coords      int32 [V, 1 + D]        (batch, z, y, x); (batch, z, phi, rho) cylindrical; (batch, t, z, y, x)
+                                          spatio-temporal (TemporalVoxelizer, t from the time column)
 voxel_num_points  int32 [V]               points in each voxel (hard: at most max_points_per_voxel)
-point_to_voxel    int64 [sum N]           voxel of every point of ``points``, -1 outside the range / dropped
-spatial_shape     tuple[int, ...]         the grid, slowest axis first (SparseTensor order)
+point_to_voxel    int64 [sum N]           voxel of every point of the cloud, -1 outside the range / dropped
+spatial_shape     tuple[int, ...]         the grid, slowest axis first (SparseTensor order): (Z, Y, X), (T, Z, Y, X)
 voxels            float32 [V, P, 3 + C]   hard voxelizers only: the first P points of each voxel, zero padded
 
-``sparse_input(batch)`` turns the voxel keys into the ``pc3d.sparse.SparseTensor`` a backbone takes
-(mean of each voxel's point features); ``pc3d.engine.data.to_device`` moves a batch.
+A voxelizer is any object with ``voxelize(clouds, seeds=None, frames=None) -> dict`` returning these
+keys for a list of clouds (sample b gets batch index b; seeds seed a shuffling voxelizer, one per
+cloud: the sample's seed; frames name the samples in errors): every pc3d.voxel voxelizer.
+``sparse_input(batch, cloud=...)`` turns a cloud's voxel keys into the ``pc3d.sparse.SparseTensor`` a
+backbone takes (mean of each voxel's point features); ``pc3d.engine.data.to_device`` moves a batch.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from pc3d.errors import DataFormatError
 
-POINT_KEYS = ("points", "point_labels", "instance_ids", "flow", "flow_mask")
+CLOUDS = {"points": "", "points2": "2"}
+POINT_FIELDS = ("point_labels", "instance_ids", "moving_labels", "point_time", "point_frame", "flow", "flow_mask")
+VECTOR_FIELDS = ("flow",)
 BOX_KEYS = ("gt_boxes", "gt_labels")
-_CONCAT = ("point_labels", "instance_ids", "flow", "flow_mask")
+# dtype kind ("i" integer, "f" float, "b" bool) and trailing shape of each point-wise field
+_FIELD_FORMAT = {"point_labels": ("i", ()), "instance_ids": ("i", ()), "moving_labels": ("i", ()),
+                 "point_time": ("f", ()), "point_frame": ("i", ()), "flow": ("f", (3,)), "flow_mask": ("b", ())}
 
 
-def select_points(sample: dict, index: np.ndarray) -> dict:
-    """The sample with every point-wise key indexed by `index` (bool mask or int indices)."""
-    for key in POINT_KEYS:
+def point_keys(cloud: str = "points") -> tuple[str, ...]:
+    """The cloud key and its point-wise keys: ("points", "point_labels", ...) or ("points2", "point_labels2", ...)."""
+    return (cloud, *(field + CLOUDS[cloud] for field in POINT_FIELDS))
+
+
+def vector_keys(cloud: str = "points") -> tuple[str, ...]:
+    """The cloud's point-wise 3-vectors that turn with the points but never translate (flow)."""
+    return tuple(field + CLOUDS[cloud] for field in VECTOR_FIELDS)
+
+
+def clouds_of(sample: dict) -> list[str]:
+    """The clouds a sample holds, "points" first."""
+    return [cloud for cloud in CLOUDS if cloud in sample]
+
+
+POINT_KEYS = tuple(key for cloud in CLOUDS for key in point_keys(cloud))
+
+
+def select_points(sample: dict, index: np.ndarray, cloud: str = "points") -> dict:
+    """The sample with every point-wise key of `cloud` indexed by `index` (bool mask or int indices).
+
+    A multi-scan sample keeps its current scan first: the selected rows of the current scan come
+    first (in the order of `index`), then those of the past scans, and num_current_points follows.
+    """
+    if cloud == "points" and "num_current_points" in sample:
+        index = np.asarray(index)
+        if index.dtype == bool:
+            index = np.flatnonzero(index)
+        current = index < sample["num_current_points"]
+        index = np.concatenate([index[current], index[~current]])
+        sample["num_current_points"] = int(current.sum())
+    for key in point_keys(cloud):
         if key in sample:
             sample[key] = sample[key][index]
     return sample
@@ -83,16 +135,45 @@ def select_boxes(sample: dict, index: np.ndarray) -> dict:
     return sample
 
 
+def _check_cloud(sample: dict, cloud: str) -> None:
+    frame, points = sample.get("frame_id"), sample[cloud]
+    if not isinstance(points, np.ndarray) or points.dtype != np.float32 or points.ndim != 2 or points.shape[1] < 3:
+        raise DataFormatError(frame, f"{cloud} must be float32 [N, 3 + C], got {getattr(points, 'dtype', None)} "
+                                     f"{getattr(points, 'shape', None)}")
+    for field in POINT_FIELDS:
+        key = field + CLOUDS[cloud]
+        if key not in sample:
+            continue
+        value, (kind, tail) = np.asarray(sample[key]), _FIELD_FORMAT[field]
+        if len(value) != len(points):
+            raise DataFormatError(frame, f"{key} has {len(value)} rows for {len(points)} points of {cloud}")
+        if value.shape[1:] != tail or value.dtype.kind not in (kind, "u" if kind == "i" else kind):
+            raise DataFormatError(frame, f"{key} must be {kind} {tail} per point, got {value.dtype} {value.shape}")
+
+
+def _check_current_first(sample: dict) -> None:
+    frame, n, count = sample.get("frame_id"), len(sample["points"]), sample["num_current_points"]
+    if isinstance(count, bool) or not isinstance(count, int | np.integer) or not 0 <= count <= n:
+        raise DataFormatError(frame, f"num_current_points must be an int in [0, {n}], got {count!r}")
+    if "point_frame" in sample and not ((sample["point_frame"][:count] == 0).all()
+                                        and (sample["point_frame"][count:] > 0).all()):
+        raise DataFormatError(frame, f"point_frame must be 0 on the first {count} points (the current scan) "
+                                     "and > 0 after them")
+
+
 def check_sample(sample: dict) -> None:
     """DataFormatError naming the frame when a sample breaks the contract (shapes, dtypes, row counts)."""
     frame = sample.get("frame_id")
-    points = sample.get("points")
-    if not isinstance(points, np.ndarray) or points.dtype != np.float32 or points.ndim != 2 or points.shape[1] < 3:
-        raise DataFormatError(frame, f"points must be float32 [N, 3 + C], got {getattr(points, 'dtype', None)} "
-                                     f"{getattr(points, 'shape', None)}")
-    for key in POINT_KEYS[1:]:
-        if key in sample and len(sample[key]) != len(points):
-            raise DataFormatError(frame, f"{key} has {len(sample[key])} rows for {len(points)} points")
+    if "points" not in sample:
+        raise DataFormatError(frame, "a sample needs points float32 [N, 3 + C]")
+    for cloud in clouds_of(sample):
+        _check_cloud(sample, cloud)
+    orphans = [key for cloud, suffix in CLOUDS.items() if cloud not in sample
+               for key in (field + suffix for field in POINT_FIELDS) if key in sample]
+    if orphans:
+        raise DataFormatError(frame, f"{orphans} without their cloud")
+    if "num_current_points" in sample:
+        _check_current_first(sample)
     if "gt_boxes" in sample:
         boxes = sample["gt_boxes"]
         if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] not in (7, 9):
@@ -116,15 +197,21 @@ def pad_boxes(boxes: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> np.n
     return out
 
 
-class Collate:
-    """DataLoader ``collate_fn``: samples -> the batch above; voxelizes in the worker when given a voxelizer.
+class Voxelizer(Protocol):
+    """What Collate needs of a voxelizer (every pc3d.voxel voxelizer has it)."""
 
-    voxelizer: a ``pc3d.voxel`` HardVoxelizer (SECOND / PointPillars inputs) or DynamicVoxelizer /
-    TemporalVoxelizer (sparse segmentation / MOS inputs), or None for point-based models. A
-    shuffling HardVoxelizer is seeded with each sample's seed, so batches are reproducible.
+    def voxelize(self, clouds: Sequence[np.ndarray], seeds: Sequence[int | None] | None = None,
+                 frames: Sequence[str | None] | None = None) -> dict:
+        """The voxel keys above for clouds [N_b, 3 + C] (sample b gets batch index b)."""
+
+
+class Collate:
+    """DataLoader ``collate_fn``: samples -> the batch above; voxelizes every cloud in the worker when
+    given a voxelizer (a ``pc3d.voxel`` voxelizer, or None for point-based models). A shuffling
+    hard voxelizer is seeded with each sample's seed, so batches are reproducible.
     """
 
-    def __init__(self, voxelizer: Any = None):
+    def __init__(self, voxelizer: Voxelizer | None = None):
         self.voxelizer = voxelizer
 
     def __call__(self, samples: Sequence[dict]) -> dict:
@@ -136,53 +223,53 @@ class Collate:
             "metadata": [s.get("metadata", {}) for s in samples],
             "seed": torch.as_tensor([int(s.get("seed", 0)) for s in samples], dtype=torch.int64),
         }
-        clouds = [s["points"] for s in samples]
-        offsets = _offsets(clouds)
-        batch["points"] = torch.from_numpy(np.concatenate(clouds).astype(np.float32, copy=False))
-        batch["point_offsets"] = torch.from_numpy(offsets)
-        batch["point_batch"] = torch.from_numpy(np.repeat(np.arange(len(samples), dtype=np.int64), np.diff(offsets)))
-        for key in _CONCAT:
-            if all(key in s for s in samples):
-                batch[key] = torch.from_numpy(np.concatenate([s[key] for s in samples]))
-        if all("points2" in s for s in samples):
-            batch["points2"] = torch.from_numpy(np.concatenate([s["points2"] for s in samples]))
-            batch["points2_offsets"] = torch.from_numpy(_offsets([s["points2"] for s in samples]))
+        for cloud in CLOUDS:
+            if all(cloud in s for s in samples):
+                batch.update(self.collate_cloud(samples, cloud))
+        if all("num_current_points" in s for s in samples):
+            batch["num_current_points"] = torch.as_tensor([s["num_current_points"] for s in samples],
+                                                          dtype=torch.int64)
         if all("gt_boxes" in s for s in samples):
             batch["gt_boxes"] = torch.from_numpy(pad_boxes([s["gt_boxes"] for s in samples],
                                                            [s["gt_labels"] for s in samples]))
             batch["num_gt"] = torch.as_tensor([len(s["gt_boxes"]) for s in samples], dtype=torch.int64)
-        if self.voxelizer is not None:
-            batch.update(self.voxelize(samples))
         return batch
 
-    def voxelize(self, samples: Sequence[dict]) -> dict:
-        from pc3d.voxel import HardVoxelizer
+    def collate_cloud(self, samples: Sequence[dict], cloud: str = "points") -> dict:
+        """The batch keys of one cloud: the cloud, its offsets, batch indices, point-wise keys and voxels."""
+        suffix = CLOUDS[cloud]
+        clouds = [s[cloud] for s in samples]
+        offsets = _offsets(clouds)
+        out: dict[str, Any] = {
+            cloud: torch.from_numpy(np.concatenate(clouds).astype(np.float32, copy=False)),
+            "point_offsets" + suffix: torch.from_numpy(offsets),
+            "point_batch" + suffix: torch.from_numpy(np.repeat(np.arange(len(samples), dtype=np.int64),
+                                                               np.diff(offsets))),
+        }
+        for key in point_keys(cloud)[1:]:
+            if all(key in s for s in samples):
+                out[key] = torch.from_numpy(np.concatenate([s[key] for s in samples]))
+        if self.voxelizer is not None:
+            voxels = self.voxelizer.voxelize(clouds, seeds=[int(s.get("seed", 0)) for s in samples],
+                                             frames=[s.get("frame_id") for s in samples])
+            out.update({key + suffix: value for key, value in voxels.items()})
+        return out
 
-        frames = [s.get("frame_id") for s in samples]
-        if isinstance(self.voxelizer, HardVoxelizer):
-            parts = [self.voxelizer(s["points"], seed=int(s.get("seed", 0)), frame=f, batch_index=b)
-                     for b, (s, f) in enumerate(zip(samples, frames, strict=True))]
-            hv = type(parts[0]).concat(parts)
-            return {"voxels": torch.from_numpy(hv.voxels), "voxel_num_points": torch.from_numpy(hv.num_points),
-                    "voxel_coords": torch.from_numpy(hv.coords), "point_to_voxel": torch.from_numpy(hv.point_to_voxel),
-                    "spatial_shape": tuple(hv.spatial_shape)}
-        dv = self.voxelizer.voxelize_batch([s["points"] for s in samples], frames=frames)
-        point_to_voxel = np.full(len(dv.keep), -1, np.int64)
-        point_to_voxel[dv.keep] = dv.point_to_voxel
-        return {"voxel_coords": torch.from_numpy(dv.coords), "voxel_num_points": torch.from_numpy(dv.voxel_counts),
-                "point_to_voxel": torch.from_numpy(point_to_voxel), "spatial_shape": tuple(dv.spatial_shape)}
 
-
-def sparse_input(batch: dict, device: torch.device | str | None = None):
-    """SparseTensor of a voxelized batch: each voxel's feature is the mean of its points' columns [3 + C]."""
+def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: str = "points"):
+    """SparseTensor of a voxelized cloud of the batch: each voxel's feature is the mean of its points'
+    columns [3 + C]."""
     from pc3d.voxel import scatter_mean, to_sparse_tensor
 
-    if "voxel_coords" not in batch:
-        raise DataFormatError(None, "the batch has no voxels: build the DataLoader with Collate(voxelizer=...)")
-    if "voxels" in batch:
-        counts = batch["voxel_num_points"].clamp(min=1).to(batch["voxels"].dtype)
-        feats = batch["voxels"].sum(1) / counts[:, None]
+    s = CLOUDS[cloud]
+    if "voxel_coords" + s not in batch:
+        raise DataFormatError(None, f"the batch has no voxels of {cloud}: build the DataLoader with "
+                                    "Collate(voxelizer=...)")
+    coords, counts = batch["voxel_coords" + s], batch["voxel_num_points" + s]
+    if "voxels" + s in batch:
+        voxels = batch["voxels" + s]
+        feats = voxels.sum(1) / counts.clamp(min=1).to(voxels.dtype)[:, None]
     else:
-        keep = batch["point_to_voxel"] >= 0
-        feats = scatter_mean(batch["points"][keep], batch["point_to_voxel"][keep], len(batch["voxel_coords"]))
-    return to_sparse_tensor(feats, batch["voxel_coords"], batch["spatial_shape"], batch["batch_size"], device)
+        keep = batch["point_to_voxel" + s] >= 0
+        feats = scatter_mean(batch[cloud][keep], batch["point_to_voxel" + s][keep], len(coords))
+    return to_sparse_tensor(feats, coords, batch["spatial_shape" + s], batch["batch_size"], device)

@@ -88,3 +88,14 @@ def report_nonfinite(n_nonfinite: int, n_points: int, frame: Frame, policy: str)
         raise DataFormatError(frame, problem)
     where = "points" if frame is None else str(frame)
     warnings.warn(f"{where}: {problem}; they were dropped", NonFinitePointsWarning, stacklevel=3)
+
+
+def check_batch(clouds: Sequence, seeds: Sequence | None, frames: Sequence[Frame] | None) -> list[tuple]:
+    """(cloud, seed, frame) of each sample of a batch; None seeds / frames stand for None per sample."""
+    if len(clouds) == 0:
+        raise DataFormatError(None, "voxelize needs at least one cloud")
+    seeds = [None] * len(clouds) if seeds is None else list(seeds)
+    frames = [None] * len(clouds) if frames is None else list(frames)
+    if not len(seeds) == len(frames) == len(clouds):
+        raise DataFormatError(None, f"voxelize: {len(clouds)} clouds, {len(seeds)} seeds, {len(frames)} frames")
+    return list(zip(clouds, seeds, frames, strict=True))

@@ -16,9 +16,9 @@ from pc3d_ops import voxelize as _k
 
 from pc3d.errors import ConfigError
 from pc3d.voxel.checks import check_range
-from pc3d.voxel.dynamic import DynamicVoxelizer
+from pc3d.voxel.dynamic import DynamicGridVoxelizer
 from pc3d.voxel.grid import VoxelGrid
-from pc3d.voxel.hard import HardVoxelizer
+from pc3d.voxel.hard import HardGridVoxelizer
 
 
 class CylindricalGrid(VoxelGrid):
@@ -49,18 +49,18 @@ class CylindricalGrid(VoxelGrid):
         return torch.stack([rho, phi, points[:, 2]], 1)
 
 
-class CylindricalVoxelizer(DynamicVoxelizer):
+class CylindricalVoxelizer(DynamicGridVoxelizer):
     """Dynamic cylindrical voxels (Cylinder3D): coords (b, z, phi, rho) sorted, inverse map per point."""
 
     def __init__(self, grid_size: Sequence[int] = (480, 360, 32), rho_range: Sequence[float] = (0.0, 50.0),
                  z_range: Sequence[float] = (-4.0, 2.0), *, nan_policy: str = "warn"):
-        self._setup(CylindricalGrid(grid_size, rho_range, z_range), nan_policy)
+        super().__init__(CylindricalGrid(grid_size, rho_range, z_range), nan_policy=nan_policy)
 
 
-class HardCylindricalVoxelizer(HardVoxelizer):
-    """Hard cylindrical voxels: the HardVoxelizer rules on a (rho, phi, z) grid."""
+class HardCylindricalVoxelizer(HardGridVoxelizer):
+    """Hard cylindrical voxels: the HardGridVoxelizer rules on a (rho, phi, z) grid."""
 
     def __init__(self, grid_size: Sequence[int], rho_range: Sequence[float], z_range: Sequence[float],
                  max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *, nan_policy: str = "warn"):
-        self._setup(CylindricalGrid(grid_size, rho_range, z_range), max_points_per_voxel, max_voxels, shuffle,
-                    nan_policy)
+        super().__init__(CylindricalGrid(grid_size, rho_range, z_range), max_points_per_voxel, max_voxels, shuffle,
+                         nan_policy=nan_policy)

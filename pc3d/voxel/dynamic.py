@@ -1,5 +1,6 @@
 """Dynamic voxelization (MVF / OpenPCDet and mmdet3d DynamicVFE): every in-range point keeps its
-voxel, with no cap on points or voxels; features are pooled with scatter_mean / scatter_max."""
+voxel, with no cap on points or voxels; features are pooled with scatter_mean / scatter_max.
+Unique-coordinates grid sampling (`grid_sample`) is dynamic voxelization of one cloud."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,7 +11,7 @@ import torch
 from pc3d_ops import voxelize as _k
 
 from pc3d.errors import DataFormatError
-from pc3d.voxel.checks import Frame, check_cloud, check_nan_policy, report_nonfinite
+from pc3d.voxel.checks import Frame, check_batch, check_cloud, check_nan_policy, check_sizes, report_nonfinite
 from pc3d.voxel.grid import VoxelGrid, n_chunks, scheduling
 from pc3d.voxel.scatter import scatter_mean
 
@@ -66,27 +67,23 @@ class DynamicVoxels:
             n_nonfinite=sum(p.n_nonfinite for p in parts),
         )
 
+    def batch_keys(self) -> dict:
+        """The voxel keys of the batch contract (pc3d.data.batch) as torch tensors; point_to_voxel
+        covers every input point (-1 where not kept)."""
+        point_to_voxel = np.full(len(self.keep), -1, np.int64)
+        point_to_voxel[self.keep] = self.point_to_voxel
+        return {"voxel_coords": torch.from_numpy(self.coords), "voxel_num_points": torch.from_numpy(self.voxel_counts),
+                "point_to_voxel": torch.from_numpy(point_to_voxel), "spatial_shape": tuple(self.spatial_shape)}
 
-class DynamicVoxelizer:
-    """Points -> occupied voxels, sorted (b, z, y, x), with the inverse map of every kept point.
 
-    voxel_size: one or 3 numbers (x, y, z); point_range: (x_min, y_min, z_min, x_max, y_max, z_max).
-    Cells are spconv's (see pc3d.voxel.grid). nan_policy: "warn" (drop NaN / inf points with a
-    warning naming the frame) or "raise" (DataFormatError).
-    Other grids (pillars, cylindrical, spatio-temporal): ``DynamicVoxelizer.from_grid(grid)``.
+class DynamicGridVoxelizer:
+    """Points -> occupied voxels of any VoxelGrid, sorted (b, z, y, x), with the inverse map of every
+    kept point. nan_policy: "warn" (drop NaN / inf points with a warning naming the frame) or "raise"
+    (DataFormatError). The Cartesian, pillar, cylindrical and spatio-temporal dynamic voxelizers are
+    this class on their grid.
     """
 
-    def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float], *,
-                 nan_policy: str = "warn"):
-        self._setup(VoxelGrid(voxel_size, point_range), nan_policy)
-
-    @classmethod
-    def from_grid(cls, grid: VoxelGrid, *, nan_policy: str = "warn") -> DynamicVoxelizer:
-        self = cls.__new__(cls)
-        DynamicVoxelizer._setup(self, grid, nan_policy)
-        return self
-
-    def _setup(self, grid: VoxelGrid, nan_policy: str) -> None:
+    def __init__(self, grid: VoxelGrid, *, nan_policy: str = "warn"):
         self.grid = grid
         self.nan_policy = check_nan_policy(nan_policy)
 
@@ -119,13 +116,22 @@ class DynamicVoxelizer:
             n_nonfinite=n_nonfinite,
         )
 
-    def voxelize_batch(self, clouds: Sequence[np.ndarray], frames: Sequence[Frame] | None = None) -> DynamicVoxels:
-        """Voxels of a batch of clouds: sample b gets batch index b in coords."""
-        if len(clouds) == 0:
-            raise DataFormatError(None, "voxelize_batch needs at least one cloud")
-        frames = [None] * len(clouds) if frames is None else list(frames)
+    def voxelize(self, clouds: Sequence[np.ndarray], seeds: Sequence[int | None] | None = None,
+                 frames: Sequence[Frame] | None = None) -> dict:
+        """The voxel keys of a batch (pc3d.data.batch): voxel_coords (sample b has batch index b),
+        voxel_num_points, point_to_voxel (rows of the concatenated clouds, -1 where dropped),
+        spatial_shape. seeds: accepted for the common signature, unused (nothing is random here)."""
         return DynamicVoxels.concat([self(c, frame=f, batch_index=b)
-                                     for b, (c, f) in enumerate(zip(clouds, frames, strict=True))])
+                                     for b, (c, _, f) in enumerate(check_batch(clouds, seeds, frames))]).batch_keys()
+
+
+class DynamicVoxelizer(DynamicGridVoxelizer):
+    """Dynamic voxels on a Cartesian grid: voxel_size one or 3 numbers (x, y, z), point_range
+    (x_min, y_min, z_min, x_max, y_max, z_max); cells are spconv's (see pc3d.voxel.grid)."""
+
+    def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float], *,
+                 nan_policy: str = "warn"):
+        super().__init__(VoxelGrid(voxel_size, point_range), nan_policy=nan_policy)
 
 
 def point_offsets(points: np.ndarray | torch.Tensor, dv: DynamicVoxels) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,3 +154,39 @@ def point_offsets(points: np.ndarray | torch.Tensor, dv: DynamicVoxels) -> tuple
     centres = dv.grid.voxel_centres(coords)[:, :3]
     means = scatter_mean(pos, inverse, len(dv))
     return pos - centres[inverse], pos - means[inverse]
+
+
+def grid_sample(points: np.ndarray, voxel_size: float | Sequence[float],
+                point_range: Sequence[float] | None = None, batch_index: int = 0, frame: Frame = None,
+                nan_policy: str = "warn") -> tuple[np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]:
+    """Unique voxel coordinates of a cloud and the map that carries per-voxel values to its points.
+
+    points: float32 [N, 3 + C] (LiDAR frame). point_range: (x_min, y_min, z_min, x_max, y_max,
+    z_max); by default the bounding box of the finite points (nothing is cropped then).
+    Returns (coords int32 [M, 4] (batch, z, y, x) sorted, spatial_shape (z, y, x), inverse int64
+    [N'] voxel of each kept point, keep bool [N] points inside the range and finite); per-voxel
+    predictions go back to every input point as ``pred[inverse]`` on ``points[keep]``.
+    NaN / inf points warn and are dropped (nan_policy="warn") or raise DataFormatError ("raise").
+    """
+    pts = check_cloud(points, 3, frame)
+    if point_range is None:
+        grid = fitted_grid(pts, voxel_size)
+    else:
+        grid = VoxelGrid(voxel_size, point_range)
+    dv = DynamicGridVoxelizer(grid, nan_policy=nan_policy)(pts, batch_index=batch_index, frame=frame)
+    return dv.coords, dv.spatial_shape, dv.point_to_voxel, dv.keep
+
+
+def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float]) -> VoxelGrid:
+    """The Cartesian grid from the lowest finite point that holds every finite point of the cloud."""
+    size = check_sizes(voxel_size, 3, "voxel_size")
+    xyz = points[:, :3]
+    finite = np.isfinite(points).all(1)
+    if not finite.all():
+        xyz = xyz[finite]
+    if len(xyz) == 0:
+        return VoxelGrid(size, np.concatenate([np.zeros(3), size]), grid_size=(1, 1, 1))
+    lower = xyz.min(0)
+    # the same float32 expression as the kernel, so the highest point lands in the last cell
+    cells = np.floor((xyz.max(0) - lower) / size).astype(np.int64) + 1
+    return VoxelGrid(size, np.concatenate([lower, lower + cells * size]), grid_size=cells)

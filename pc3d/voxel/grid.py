@@ -1,4 +1,4 @@
-"""The voxel grid (range, voxel size, cell of a point) and unique-coordinates grid sampling.
+"""The voxel grid: range, voxel size, cell of a point.
 
 Cells are computed exactly as spconv's PointToVoxel: ``floor((p - range_min) / voxel_size)`` in
 float32 (float64 arithmetic moves a few hundred points of a sweep across cell boundaries), a point
@@ -20,7 +20,7 @@ from pc3d_ops import voxelize as _k
 
 from pc3d.errors import ConfigError
 from pc3d.sparse.kernel_map import sync_threads
-from pc3d.voxel.checks import Frame, check_cloud, check_range, check_sizes
+from pc3d.voxel.checks import check_range, check_sizes
 
 _MAX_KEY = 1 << 62
 
@@ -123,42 +123,3 @@ class VoxelGrid:
         size = torch.as_tensor(self.voxel_size, device=coords.device)
         lower = torch.as_tensor(self.lower, device=coords.device)
         return (idx + 0.5) * size + lower
-
-
-def grid_sample(points: np.ndarray, voxel_size: float | Sequence[float],
-                point_range: Sequence[float] | None = None, batch_index: int = 0, frame: Frame = None,
-                nan_policy: str = "warn") -> tuple[np.ndarray, tuple[int, ...], np.ndarray, np.ndarray]:
-    """Unique voxel coordinates of a cloud and the map that carries per-voxel values to its points.
-
-    points: float32 [N, 3 + C] (LiDAR frame). point_range: (x_min, y_min, z_min, x_max, y_max,
-    z_max); by default the bounding box of the finite points (nothing is cropped then).
-    Returns (coords int32 [M, 4] (batch, z, y, x) sorted, spatial_shape (z, y, x), inverse int64
-    [N'] voxel of each kept point, keep bool [N] points inside the range and finite); per-voxel
-    predictions go back to every input point as ``pred[inverse]`` on ``points[keep]``.
-    NaN / inf points warn and are dropped (nan_policy="warn") or raise DataFormatError ("raise").
-    """
-    from pc3d.voxel.dynamic import DynamicVoxelizer  # dynamic.py builds on this module
-
-
-    pts = check_cloud(points, 3, frame)
-    if point_range is None:
-        grid = fitted_grid(pts, voxel_size)
-    else:
-        grid = VoxelGrid(voxel_size, point_range)
-    dv = DynamicVoxelizer.from_grid(grid, nan_policy=nan_policy)(pts, batch_index=batch_index, frame=frame)
-    return dv.coords, dv.spatial_shape, dv.point_to_voxel, dv.keep
-
-
-def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float]) -> VoxelGrid:
-    """The Cartesian grid from the lowest finite point that holds every finite point of the cloud."""
-    size = check_sizes(voxel_size, 3, "voxel_size")
-    xyz = points[:, :3]
-    finite = np.isfinite(points).all(1)
-    if not finite.all():
-        xyz = xyz[finite]
-    if len(xyz) == 0:
-        return VoxelGrid(size, np.concatenate([np.zeros(3), size]), grid_size=(1, 1, 1))
-    lower = xyz.min(0)
-    # the same float32 expression as the kernel, so the highest point lands in the last cell
-    cells = np.floor((xyz.max(0) - lower) / size).astype(np.int64) + 1
-    return VoxelGrid(size, np.concatenate([lower, lower + cells * size]), grid_size=cells)

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from pc3d_ops import voxelize as _k
 
 from pc3d.errors import DataFormatError
-from pc3d.voxel.checks import Frame, check_cloud, check_count, check_nan_policy, report_nonfinite
+from pc3d.voxel.checks import Frame, check_batch, check_cloud, check_count, check_nan_policy, report_nonfinite
 from pc3d.voxel.grid import VoxelGrid, n_chunks, scheduling
 
 
@@ -70,32 +71,26 @@ class HardVoxels:
             n_dropped_points=sum(p.n_dropped_points for p in parts),
         )
 
+    def batch_keys(self) -> dict:
+        """The voxel keys of the batch contract (pc3d.data.batch), as torch tensors sharing this memory."""
+        return {"voxels": torch.from_numpy(self.voxels), "voxel_num_points": torch.from_numpy(self.num_points),
+                "voxel_coords": torch.from_numpy(self.coords), "point_to_voxel": torch.from_numpy(self.point_to_voxel),
+                "spatial_shape": tuple(self.spatial_shape)}
 
-class HardVoxelizer:
-    """Points -> hard voxels, the same output as spconv's ``PointToVoxel`` on CPU.
 
-    voxel_size: one or 3 numbers (x, y, z); point_range: (x_min, y_min, z_min, x_max, y_max, z_max).
+class HardGridVoxelizer:
+    """Points -> hard voxels on any VoxelGrid, the same output as spconv's ``PointToVoxel`` on CPU.
+
     Deterministic: voxels are numbered in order of first appearance of a point, each keeps its
     first `max_points_per_voxel` points in input order, and only the first `max_voxels` voxels are
     kept. With `shuffle` (training) the points are first permuted by a generator seeded with the
     call's `seed`, so a random subset of a crowded voxel is kept. nan_policy: "warn" (drop NaN /
     inf points with a warning naming the frame) or "raise" (DataFormatError).
-    Other grids (pillars, cylindrical, spatio-temporal): ``HardVoxelizer.from_grid(grid, ...)``.
+    The Cartesian, pillar, cylindrical and spatio-temporal voxelizers are this class on their grid.
     """
 
-    def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float],
-                 max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *, nan_policy: str = "warn"):
-        self._setup(VoxelGrid(voxel_size, point_range), max_points_per_voxel, max_voxels, shuffle, nan_policy)
-
-    @classmethod
-    def from_grid(cls, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *,
-                  nan_policy: str = "warn") -> HardVoxelizer:
-        self = cls.__new__(cls)
-        HardVoxelizer._setup(self, grid, max_points_per_voxel, max_voxels, shuffle, nan_policy)
-        return self
-
-    def _setup(self, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int, shuffle: bool,
-               nan_policy: str) -> None:
+    def __init__(self, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *,
+                 nan_policy: str = "warn"):
         self.grid = grid
         self.max_points_per_voxel = check_count(max_points_per_voxel, "max_points_per_voxel")
         self.max_voxels = check_count(max_voxels, "max_voxels")
@@ -144,12 +139,22 @@ class HardVoxelizer:
             n_dropped_points=len(valid_idx) - int(num_points.sum()),
         )
 
-    def voxelize_batch(self, clouds: Sequence[np.ndarray], seed: int | None = None,
-                       frames: Sequence[Frame] | None = None) -> HardVoxels:
-        """Hard voxels of a batch of clouds: sample b gets batch index b in coords."""
-        if len(clouds) == 0:
-            raise DataFormatError(None, "voxelize_batch needs at least one cloud")
-        frames = [None] * len(clouds) if frames is None else list(frames)
-        seeds = np.random.SeedSequence(seed).spawn(len(clouds)) if self.shuffle else [None] * len(clouds)
+    def voxelize(self, clouds: Sequence[np.ndarray], seeds: Sequence[int | None] | None = None,
+                 frames: Sequence[Frame] | None = None) -> dict:
+        """The voxel keys of a batch (pc3d.data.batch): voxels, voxel_num_points, voxel_coords (sample
+        b has batch index b), point_to_voxel (rows of the concatenated clouds), spatial_shape.
+
+        seeds: one per cloud, the shuffle's seed (None: fresh entropy); frames: names for errors.
+        """
         return HardVoxels.concat([self(c, seed=s, frame=f, batch_index=b)
-                                  for b, (c, s, f) in enumerate(zip(clouds, seeds, frames, strict=True))])
+                                  for b, (c, s, f) in enumerate(check_batch(clouds, seeds, frames))]).batch_keys()
+
+
+class HardVoxelizer(HardGridVoxelizer):
+    """Hard voxels on a Cartesian grid (SECOND): voxel_size one or 3 numbers (x, y, z), point_range
+    (x_min, y_min, z_min, x_max, y_max, z_max); the rules of HardGridVoxelizer."""
+
+    def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float],
+                 max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *, nan_policy: str = "warn"):
+        super().__init__(VoxelGrid(voxel_size, point_range), max_points_per_voxel, max_voxels, shuffle,
+                         nan_policy=nan_policy)

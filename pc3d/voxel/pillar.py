@@ -6,9 +6,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.voxel.checks import check_range, check_sizes
-from pc3d.voxel.dynamic import DynamicVoxelizer
+from pc3d.voxel.dynamic import DynamicGridVoxelizer
 from pc3d.voxel.grid import VoxelGrid
-from pc3d.voxel.hard import HardVoxelizer
+from pc3d.voxel.hard import HardGridVoxelizer
 
 
 def pillar_grid(pillar_size: float | Sequence[float], point_range: Sequence[float]) -> VoxelGrid:
@@ -23,19 +23,20 @@ def pillar_grid(pillar_size: float | Sequence[float], point_range: Sequence[floa
     return VoxelGrid((*size_xy, upper[2] - lower[2]), point_range, grid_size=(*cells_xy, 1))
 
 
-class PillarVoxelizer(HardVoxelizer):
+class PillarVoxelizer(HardGridVoxelizer):
     """Hard pillars: at most `max_points_per_pillar` points in each of at most `max_pillars`
-    pillars (the HardVoxelizer rules), as OpenPCDet / spconv PointToVoxel with vz = range height."""
+    pillars (the HardGridVoxelizer rules), as OpenPCDet / spconv PointToVoxel with vz = range height."""
 
     def __init__(self, pillar_size: float | Sequence[float], point_range: Sequence[float],
                  max_points_per_pillar: int = 32, max_pillars: int = 16000, shuffle: bool = False, *,
                  nan_policy: str = "warn"):
-        self._setup(pillar_grid(pillar_size, point_range), max_points_per_pillar, max_pillars, shuffle, nan_policy)
+        super().__init__(pillar_grid(pillar_size, point_range), max_points_per_pillar, max_pillars, shuffle,
+                         nan_policy=nan_policy)
 
 
-class DynamicPillarVoxelizer(DynamicVoxelizer):
+class DynamicPillarVoxelizer(DynamicGridVoxelizer):
     """Dynamic pillars (dynamic PointPillars / CenterPoint-pillar): every in-range point keeps its pillar."""
 
     def __init__(self, pillar_size: float | Sequence[float], point_range: Sequence[float], *,
                  nan_policy: str = "warn"):
-        self._setup(pillar_grid(pillar_size, point_range), nan_policy)
+        super().__init__(pillar_grid(pillar_size, point_range), nan_policy=nan_policy)

@@ -13,9 +13,9 @@ import numpy as np
 
 from pc3d.errors import ConfigError
 from pc3d.voxel.checks import check_range, check_sizes
-from pc3d.voxel.dynamic import DynamicVoxelizer
+from pc3d.voxel.dynamic import DynamicGridVoxelizer
 from pc3d.voxel.grid import VoxelGrid
-from pc3d.voxel.hard import HardVoxelizer
+from pc3d.voxel.hard import HardGridVoxelizer
 
 
 def temporal_grid(voxel_size: float | Sequence[float], point_range: Sequence[float], dt: float,
@@ -31,19 +31,19 @@ def temporal_grid(voxel_size: float | Sequence[float], point_range: Sequence[flo
     return VoxelGrid((*size, *step), (*lower, t_min, *upper, t_max), axes=(0, 1, 2, int(time_column)))
 
 
-class TemporalVoxelizer(DynamicVoxelizer):
+class TemporalVoxelizer(DynamicGridVoxelizer):
     """Dynamic 4D voxels: coords (b, t, z, y, x) sorted, inverse map per point."""
 
     def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float], dt: float,
                  time_range: Sequence[float], time_column: int = 3, *, nan_policy: str = "warn"):
-        self._setup(temporal_grid(voxel_size, point_range, dt, time_range, time_column), nan_policy)
+        super().__init__(temporal_grid(voxel_size, point_range, dt, time_range, time_column), nan_policy=nan_policy)
 
 
-class HardTemporalVoxelizer(HardVoxelizer):
-    """Hard 4D voxels: the HardVoxelizer rules on a (x, y, z, t) grid; coords (b, t, z, y, x)."""
+class HardTemporalVoxelizer(HardGridVoxelizer):
+    """Hard 4D voxels: the HardGridVoxelizer rules on a (x, y, z, t) grid; coords (b, t, z, y, x)."""
 
     def __init__(self, voxel_size: float | Sequence[float], point_range: Sequence[float], dt: float,
                  time_range: Sequence[float], max_points_per_voxel: int, max_voxels: int, time_column: int = 3,
                  shuffle: bool = False, *, nan_policy: str = "warn"):
-        self._setup(temporal_grid(voxel_size, point_range, dt, time_range, time_column), max_points_per_voxel,
-                    max_voxels, shuffle, nan_policy)
+        super().__init__(temporal_grid(voxel_size, point_range, dt, time_range, time_column), max_points_per_voxel,
+                         max_voxels, shuffle, nan_policy=nan_policy)

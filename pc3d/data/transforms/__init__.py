@@ -14,6 +14,7 @@ from .global_ops import (
     GlobalScaling,
     GlobalTranslation,
     RandomFlip,
+    affine_sample,
     flip_sample,
     rotate_sample,
     scale_sample,
@@ -27,5 +28,5 @@ __all__ = [
     "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation",
     "ObjectNoise",
     "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "Transform",
-    "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
+    "affine_sample", "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
 ]

@@ -1,8 +1,8 @@
 """Global scene augmentation (SECOND / OpenPCDet): rotation about z, scaling, translation, flips.
 
-Each applies one rigid (or similarity) transform to everything geometric in a sample: point x, y, z
-(`points`, `points2`), box centres, sizes, headings and velocities (`gt_boxes`) and flow vectors
-(`flow`, which rotates and scales with the points but does not translate).
+Each is one map p -> A p + t applied by `affine_sample` to everything geometric in a sample: x, y, z
+of every cloud (pc3d.data.batch.CLOUDS), the vector keys of each cloud (flow: turned and scaled,
+never translated) and the boxes (centres, sizes, headings, velocities).
 """
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.errors import ConfigError
-from pc3d.geometry.boxes import rotate_points_z, wrap_angle
+from pc3d.geometry.boxes import wrap_angle
 
-_CLOUDS = ("points", "points2")
+from ..batch import clouds_of, vector_keys
 
 
 def _pair(values: float | Sequence[float], name: str) -> tuple[float, float]:
@@ -25,72 +25,56 @@ def _pair(values: float | Sequence[float], name: str) -> tuple[float, float]:
     return float(v[0]), float(v[1])
 
 
-def rotate_sample(sample: dict, angle: float) -> dict:
-    """Rotate a sample counter-clockwise about +z by `angle` radians."""
-    for key in _CLOUDS:
-        if key in sample:
-            sample[key] = rotate_points_z(sample[key], angle)
-    if "flow" in sample:
-        sample["flow"] = rotate_points_z(sample["flow"], angle)
-    if "gt_boxes" in sample and len(sample["gt_boxes"]):
+def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0.0, 0.0, 0.0)) -> dict:
+    """Map a sample by p -> matrix @ p + offset.
+
+    matrix: [3, 3] keeping boxes upright: a rotation about z, a mirror of x or y, a uniform scale, or
+    a product of them. Every cloud's x, y, z map as points; its vector keys (flow) and the box
+    velocities as vectors; box centres as points, sizes by the scale, headings turn with the matrix.
+    """
+    m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
+    for cloud in clouds_of(sample):
+        pts = sample[cloud].copy()
+        pts[:, :3] = pts[:, :3] @ m.T + t
+        sample[cloud] = pts
+        for key in vector_keys(cloud):
+            if key in sample:
+                sample[key] = (sample[key] @ m.T).astype(np.float32)
+    if "gt_boxes" in sample:
         boxes = sample["gt_boxes"].copy()
-        boxes[:, :3] = rotate_points_z(boxes[:, :3], angle)
-        boxes[:, 6] = wrap_angle(boxes[:, 6] + np.float32(angle))
+        heading = boxes[:, 6].astype(np.float64)
+        direction = np.stack([np.cos(heading), np.sin(heading)], 1) @ m[:2, :2].T
+        boxes[:, :3] = boxes[:, :3] @ m.T + t
+        boxes[:, 3:6] *= np.float32(np.linalg.norm(m[:, 2]))  # the z axis only scales under these maps
+        boxes[:, 6] = wrap_angle(np.arctan2(direction[:, 1], direction[:, 0]).astype(np.float32))
         if boxes.shape[1] >= 9:
-            boxes[:, 7:9] = rotate_points_z(np.pad(boxes[:, 7:9], ((0, 0), (0, 1))), angle)[:, :2]
+            boxes[:, 7:9] = boxes[:, 7:9] @ m[:2, :2].T
         sample["gt_boxes"] = boxes
     return sample
+
+
+def rotate_sample(sample: dict, angle: float) -> dict:
+    """Rotate a sample counter-clockwise about +z by `angle` radians."""
+    c, s = np.cos(angle), np.sin(angle)
+    return affine_sample(sample, np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]))
 
 
 def scale_sample(sample: dict, factor: float) -> dict:
     """Scale a sample about the origin by `factor` (points, box centres and sizes, velocities, flow)."""
-    f = np.float32(factor)
-    for key in _CLOUDS:
-        if key in sample:
-            pts = sample[key].copy()
-            pts[:, :3] *= f
-            sample[key] = pts
-    if "flow" in sample:
-        sample["flow"] = sample["flow"] * f
-    if "gt_boxes" in sample:
-        boxes = sample["gt_boxes"].copy()
-        boxes[:, :6] *= f
-        boxes[:, 7:9] *= f
-        sample["gt_boxes"] = boxes
-    return sample
+    return affine_sample(sample, float(factor) * np.eye(3))
 
 
 def translate_sample(sample: dict, offset: np.ndarray) -> dict:
     """Shift points and box centres by offset [3] (flow and velocities are unchanged)."""
-    t = np.asarray(offset, np.float32)
-    for key in _CLOUDS:
-        if key in sample:
-            pts = sample[key].copy()
-            pts[:, :3] += t
-            sample[key] = pts
-    if "gt_boxes" in sample:
-        boxes = sample["gt_boxes"].copy()
-        boxes[:, :3] += t
-        sample["gt_boxes"] = boxes
-    return sample
+    return affine_sample(sample, np.eye(3), offset)
 
 
 def flip_sample(sample: dict, axis: str) -> dict:
     """Mirror a sample: axis "x" negates y (a flip along the x axis), axis "y" negates x."""
     col = {"x": 1, "y": 0}[axis]
-    for key in (*_CLOUDS, "flow"):
-        if key in sample:
-            pts = sample[key].copy()
-            pts[:, col] = -pts[:, col]
-            sample[key] = pts
-    if "gt_boxes" in sample:
-        boxes = sample["gt_boxes"].copy()
-        boxes[:, col] = -boxes[:, col]
-        boxes[:, 6] = wrap_angle(-boxes[:, 6] if axis == "x" else np.float32(np.pi) - boxes[:, 6])
-        if boxes.shape[1] >= 9:
-            boxes[:, 7 + col] = -boxes[:, 7 + col]
-        sample["gt_boxes"] = boxes
-    return sample
+    mirror = np.eye(3)
+    mirror[col, col] = -1.0
+    return affine_sample(sample, mirror)
 
 
 class GlobalRotation:

@@ -64,7 +64,7 @@ class GTSampling:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         db = self.db
-        extra = [k for k in POINT_KEYS[1:] if k in sample]
+        extra = [k for k in (*POINT_KEYS, "num_current_points") if k in sample and k != "points"]
         if extra:
             raise ConfigError(f"GTSampling cannot invent {extra} for pasted points; use it for detection only")
         if db.points.shape[1] != sample["points"].shape[1]:

@@ -1,5 +1,6 @@
 """Point-set operations that keep every point-wise key aligned: range crop, shuffle, random drop,
-fixed-size sampling (scene flow's 8,192 points)."""
+fixed-size sampling (scene flow's 8,192 points). Each runs on every cloud of the sample, each cloud
+with its own point-wise keys (pc3d.data.batch.select_points), in the order of CLOUDS."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -8,7 +9,7 @@ import numpy as np
 
 from pc3d.errors import ConfigError
 
-from ..batch import select_boxes, select_points
+from ..batch import clouds_of, select_boxes, select_points
 
 
 def _check_range(point_range: Sequence[float]) -> np.ndarray:
@@ -24,19 +25,18 @@ def in_range(xyz: np.ndarray, point_range: np.ndarray) -> np.ndarray:
 
 
 class RangeCrop:
-    """Keep the points inside point_range and the boxes whose centres are inside it (x, y only for
-    boxes, as OpenPCDet's mask_boxes_outside_range). Deterministic."""
+    """Keep the points of every cloud inside point_range and the boxes whose centres are inside it
+    (x, y only for boxes, as OpenPCDet's mask_boxes_outside_range). Deterministic."""
 
     def __init__(self, point_range: Sequence[float], crop_boxes: bool = True):
         self.point_range = _check_range(point_range)
         self.crop_boxes = crop_boxes
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        keep = in_range(sample["points"], self.point_range)
-        if not keep.all():
-            select_points(sample, keep)
-        if "points2" in sample:
-            sample["points2"] = sample["points2"][in_range(sample["points2"], self.point_range)]
+        for cloud in clouds_of(sample):
+            keep = in_range(sample[cloud], self.point_range)
+            if not keep.all():
+                select_points(sample, keep, cloud)
         if self.crop_boxes and "gt_boxes" in sample and len(sample["gt_boxes"]):
             b, r = sample["gt_boxes"], self.point_range
             inside = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4])
@@ -45,17 +45,17 @@ class RangeCrop:
 
 
 class PointShuffle:
-    """Permute the points (and every point-wise key with them)."""
+    """Permute the points of every cloud (and its point-wise keys with them); a multi-scan sample
+    keeps its current scan first (select_points)."""
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        select_points(sample, rng.permutation(len(sample["points"])))
-        if "points2" in sample:
-            sample["points2"] = sample["points2"][rng.permutation(len(sample["points2"]))]
+        for cloud in clouds_of(sample):
+            select_points(sample, rng.permutation(len(sample[cloud])), cloud)
         return sample
 
 
 class RandomDrop:
-    """Drop each point with probability uniform in [0, max_ratio] drawn once per sample."""
+    """Drop each point of every cloud with probability uniform in [0, max_ratio] drawn once per sample."""
 
     def __init__(self, max_ratio: float = 0.1):
         if not 0 <= max_ratio < 1:
@@ -64,13 +64,14 @@ class RandomDrop:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         ratio = rng.uniform(0.0, self.max_ratio)
-        select_points(sample, rng.random(len(sample["points"])) >= ratio)
+        for cloud in clouds_of(sample):
+            select_points(sample, rng.random(len(sample[cloud])) >= ratio, cloud)
         return sample
 
 
 class SamplePoints:
     """Exactly `num_points` points per cloud (HPLFlowNet's 8,192): a random subset, or all points plus
-    random repeats when a cloud is smaller. `points2` is sampled independently, as the scene-flow loaders do."""
+    random repeats when a cloud is smaller. Each cloud is sampled independently, as the scene-flow loaders do."""
 
     def __init__(self, num_points: int = 8192):
         if int(num_points) < 1:
@@ -85,7 +86,6 @@ class SamplePoints:
         return np.concatenate([np.arange(n), rng.choice(n, self.num_points - n, replace=True)])
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        select_points(sample, self._indices(len(sample["points"]), rng))
-        if "points2" in sample:
-            sample["points2"] = sample["points2"][self._indices(len(sample["points2"]), rng)]
+        for cloud in clouds_of(sample):
+            select_points(sample, self._indices(len(sample[cloud]), rng), cloud)
         return sample

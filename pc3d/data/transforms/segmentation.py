@@ -1,7 +1,7 @@
 """Segmentation-only augmentation: coordinate jitter and colour jitter.
 
 Rotation, scaling and flips for segmentation are the global transforms (pc3d.data.transforms.global_ops);
-per-point labels need no change under them, so they stay aligned.
+per-point labels need no change under them, so they stay aligned. Both jitters act on every cloud.
 """
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.errors import ConfigError
+
+from ..batch import clouds_of
 
 
 class PointJitter:
@@ -21,17 +23,18 @@ class PointJitter:
         self.sigma, self.clip = float(sigma), float(clip)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        pts = sample["points"].copy()
-        noise = np.clip(rng.normal(0.0, self.sigma, (len(pts), 3)), -self.clip, self.clip)
-        pts[:, :3] += noise.astype(np.float32)
-        sample["points"] = pts
+        for cloud in clouds_of(sample):
+            pts = sample[cloud].copy()
+            noise = np.clip(rng.normal(0.0, self.sigma, (len(pts), 3)), -self.clip, self.clip)
+            pts[:, :3] += noise.astype(np.float32)
+            sample[cloud] = pts
         return sample
 
 
 class ColorJitter:
     """Colour jitter on the feature columns `columns` (indices into points, e.g. [3, 4, 5] for r, g, b
-    in 0..1): a random brightness shift (uniform +-`brightness`) then per-point Gaussian noise (`std`),
-    clipped back to [0, 1]. Applied with probability `prob`."""
+    in 0..1): a random brightness shift (uniform +-`brightness`, one for the scene) then per-point
+    Gaussian noise (`std`), clipped back to [0, 1]. Applied with probability `prob`."""
 
     def __init__(self, columns: Sequence[int] = (3, 4, 5), brightness: float = 0.1, std: float = 0.02,
                  prob: float = 0.95):
@@ -44,9 +47,11 @@ class ColorJitter:
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         if rng.random() >= self.prob:
             return sample
-        pts = sample["points"].copy()
-        colour = pts[:, self.columns] + rng.uniform(-self.brightness, self.brightness)
-        colour += rng.normal(0.0, self.std, colour.shape)
-        pts[:, self.columns] = np.clip(colour, 0.0, 1.0)
-        sample["points"] = pts
+        shift = rng.uniform(-self.brightness, self.brightness)
+        for cloud in clouds_of(sample):
+            pts = sample[cloud].copy()
+            colour = pts[:, self.columns] + shift
+            colour += rng.normal(0.0, self.std, colour.shape)
+            pts[:, self.columns] = np.clip(colour, 0.0, 1.0)
+            sample[cloud] = pts
         return sample
