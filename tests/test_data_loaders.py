@@ -94,7 +94,9 @@ def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
     s = multi.load(2)
     n = [len(f.points) for f in frames]
     assert multi.feature_names == ("intensity", "time") and s["points"].shape == (sum(n), 5)
-    assert s["metadata"]["num_current_points"] == n[2]
+    assert s["num_current_points"] == n[2]
+    np.testing.assert_array_equal(s["point_frame"], np.repeat([0, 1, 2], [n[2], n[1], n[0]]))
+    np.testing.assert_array_equal(s["point_time"], s["points"][:, 4])
     past = s["points"][n[2]:n[2] + n[1]]
     m = np.linalg.inv(frames[2].sensor_pose) @ frames[1].sensor_pose
     expected = frames[1].points[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from pc3d.eval.hooks import KittiEvaluator
 from pc3d.models.bev import BaseBEVBackbone, PointPillarScatter
 from pc3d.models.detectors import CenterPoint
-from pc3d.models.detectors.kitti_evaluator import KittiEvaluator
 from pc3d.models.heads.center_head import CenterHead
 from pc3d.models.postprocess import PostProcessor
 from pc3d.models.vfe import PillarVFE

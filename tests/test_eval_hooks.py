@@ -44,7 +44,7 @@ def test_segmentation_hook_matches_hand_counts():
 def test_mos_hook_ignores_unlabelled_and_scores_current_scan():
     class Data:
         def __getitem__(self, index):  # current scan: 4 points; the past scan's 2 follow
-            return {"point_labels": np.array([2, 2, 1, 0, 2, 2]), "metadata": {"num_current_points": 4}}
+            return {"point_labels": np.array([2, 2, 1, 0, 2, 2]), "num_current_points": 4}
 
     # current gt: moving moving static unlabelled; pred: 1 0 1 1 -> tp 1, fn 1, fp 1 (the unlabelled one ignored)
     m = MosEvaluator()(Data(), [{"frame_id": "08/000001", "moving": np.array([1, 0, 1, 1], np.uint8)}])

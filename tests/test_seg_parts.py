@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
+from pc3d.eval.hooks import SegmentationEvaluator
 from pc3d.models.backbones3d.dsconv import DSResidualBlock, SparseDepthwiseSeparableConv
 from pc3d.models.backbones3d.unet import ResidualBlock, SparseUNet
 from pc3d.models.losses import SegmentationLoss, lovasz_softmax
-from pc3d.models.segmentors import SegmentationEvaluator, SparseSegmentor, fill_point_to_voxel, voxel_labels
+from pc3d.models.segmentors import SparseSegmentor, fill_point_to_voxel, voxel_labels
 from pc3d.sparse import SparseTensor
 
 torch.manual_seed(0)

@@ -10,8 +10,9 @@ import torch
 
 from pc3d.data import SemanticKittiDataset
 from pc3d.data.transforms import RangeCrop
+from pc3d.eval.hooks import SegmentationEvaluator
 from pc3d.models.backbones3d.unet import SparseUNet
-from pc3d.models.segmentors import SegmentationEvaluator, SparseSegmentor
+from pc3d.models.segmentors import SparseSegmentor
 from pc3d.sim.api import simulate_dataset
 from pc3d.voxel import DynamicVoxelizer
 

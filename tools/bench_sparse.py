@@ -155,7 +155,7 @@ def _backbone_step(voxel: float):
         sp.set_backend(backend)
         try:
             net.zero_grad(set_to_none=True)
-            out, _ = net(sp.SparseTensor(feats, coords, shape, 1))
+            out = net(sp.SparseTensor(feats, coords, shape, 1))
             out.feats.square().mean().backward()
             return out
         finally:

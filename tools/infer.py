@@ -29,16 +29,17 @@ if str(ROOT) not in sys.path:
 from pc3d.errors import Pc3dError  # noqa: E402
 
 
-def input_columns(dataset_cfg) -> int:
-    """x, y, z plus the dataset's feature columns: what the model was trained on."""
+def feature_names(dataset_cfg) -> tuple[str, ...]:
+    """The dataset's point feature columns after x, y, z: what the model was trained on."""
     from hydra.utils import get_class
 
-    return 3 + len(get_class(dataset_cfg._target_).feature_names)
+    return tuple(get_class(dataset_cfg._target_).feature_names)
 
 
 def preparer(cfg):
-    """frame -> sample: the field-of-view crop of datasets trained on it (KITTI, with calibration), then the
-    run's evaluation transforms, deterministically."""
+    """frame -> sample: the field-of-view crop of datasets trained on it (KITTI, with calibration); colour
+    columns (features r, g, b) given in 0..255, as ScanNet .bin files keep them, scaled to the 0..1 the
+    datasets load; then the run's evaluation transforms, deterministically."""
     from hydra.utils import instantiate
 
     from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
@@ -46,12 +47,15 @@ def preparer(cfg):
 
     transforms = Compose(instantiate(cfg.dataset.get("transforms") or [], _convert_="all"))
     fov_only = bool(cfg.dataset.get("fov_only", False))
+    colours = [3 + i for i, name in enumerate(feature_names(cfg.dataset)) if name in ("r", "g", "b")]
 
     def prepare(frame):
         points = frame.points
         if fov_only and frame.calib is not None:
             points = points[fov_mask(points, frame.calib, IMAGE_SHAPE)]
             frame.points = points
+        if colours and len(points) and points[:, colours].max() > 1.0:
+            points[:, colours] /= 255.0
         return transforms({"frame_id": frame.frame_id, "points": points, "seed": 0}, np.random.default_rng(0))
 
     return prepare
@@ -60,7 +64,6 @@ def preparer(cfg):
 def run(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
-    from tqdm import tqdm
 
     from pc3d.data.batch import Collate
     from pc3d.engine.runner import find_checkpoint, load_trained
@@ -68,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.infer.sources import open_source
     from pc3d.infer.stream import Renders, latency_table, stream
     from pc3d.models.contract import task_of
+    from pc3d.utils.progress import track
 
     ckpt = Path(args.ckpt)
     path = find_checkpoint(str(ckpt), None) if ckpt.is_file() else find_checkpoint(None, str(ckpt))
@@ -75,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model = model.to(device).eval()
     task = task_of(model)
-    source = open_source(args.source, input_columns(cfg.dataset), args.split)
+    source = open_source(args.source, 3 + len(feature_names(cfg.dataset)), args.split)
     out = Path(args.out)
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     num_classes = int(cfg.model.get("num_classes") or len(dataset_cfg.get("class_names") or ()))
@@ -88,7 +92,7 @@ def run(args: argparse.Namespace) -> int:
           flush=True)
 
     def progress(it):
-        return tqdm(it, unit="frame", dynamic_ncols=True, disable=not sys.stderr.isatty())
+        return track(it, total=total, desc="infer", unit="frame")
 
     records, wall = stream(model, source, preparer(cfg), collate, output, device, renders, args.max_frames, progress)
     print(output.close(), flush=True)

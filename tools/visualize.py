@@ -3,7 +3,8 @@
     python tools/visualize.py SOURCE [--pred DIR] [--out DIR] [--mode auto|3d|bev] [--max-frames N] [--video]
     python tools/visualize.py SOURCE --pred DIR --viewer        # Open3D window: N / P next / previous frame
 
-SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKITTI sequence).
+SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKITTI sequence, Waymo v2 segment,
+ScanNet scene; pc3d.infer.sources).
 --pred: the json/ folder tools/infer.py wrote (boxes in the LiDAR frame). Ground truth boxes are drawn
 when SOURCE is a KITTI root with label_2. Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4
 with --video when ffmpeg is installed). 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back
@@ -18,43 +19,36 @@ from pathlib import Path
 
 import numpy as np
 
-TOOLS = Path(__file__).resolve().parent
-sys.path.insert(0, str(TOOLS.parent))
-sys.path.insert(0, str(TOOLS))
-
-from infer import list_frames, read_points  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
-def ground_truth(frame: dict) -> np.ndarray | None:
+def ground_truth(frame) -> np.ndarray | None:
     """LiDAR-frame boxes [M, 7] of a KITTI frame's label_2 (None when there is none)."""
-    if frame["calib"] is None:
-        return None
-    label = frame["calib"].parent.parent / "label_2" / f"{frame['frame_id']}.txt"
-    if not label.is_file() or not frame["calib"].is_file():
+    label = frame.extra.get("label_2")
+    if label is None or frame.calib is None:
         return None
     from pc3d.data.kitti import camera_boxes, parse_label
-    from pc3d.geometry import KittiCalib, boxes_camera_to_lidar
+    from pc3d.geometry import boxes_camera_to_lidar
 
     annos = parse_label(label)
     real = annos["name"] != "DontCare"
     if not real.any():
         return np.zeros((0, 7), np.float32)
-    return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], KittiCalib.from_file(frame["calib"])),
-                      np.float32)
+    return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], frame.calib), np.float32)
 
 
-def load_scene(frame: dict, pred_dir: Path | None, threshold: float):
+def load_scene(frame, pred_dir: Path | None, threshold: float):
     from pc3d.viz import Scene
 
-    points = read_points(frame["path"], 4)
     pred = None
-    if pred_dir is not None and (pred_dir / f"{frame['frame_id']}.json").is_file():
-        p = json.loads((pred_dir / f"{frame['frame_id']}.json").read_text())
+    path = None if pred_dir is None else pred_dir / f"{frame.frame_id}.json"
+    if path is not None and path.is_file():
+        p = json.loads(path.read_text())
         scores = np.asarray(p["scores"], np.float32)
         keep = scores >= threshold
         pred = {"boxes": np.asarray(p["boxes"], np.float32).reshape(-1, 7)[keep], "scores": scores[keep],
                 "labels": np.asarray(p["labels"], np.int64)[keep]}
-    return Scene.from_prediction(points, pred, ground_truth(frame), frame["frame_id"])
+    return Scene.from_prediction(frame.points, pred, ground_truth(frame), frame.frame_id)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -72,13 +66,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--viewer", action="store_true", help="open the interactive Open3D viewer instead")
     args = p.parse_args(argv)
 
-    from tqdm import tqdm
-
+    from pc3d.errors import Pc3dError
+    from pc3d.infer.sources import open_source
+    from pc3d.utils.progress import track
     from pc3d.viz import OffscreenRenderer, Viewer, render_scene_png, write_video
 
-    frames = list_frames(Path(args.source), args.split)[: args.max_frames or None]
+    try:
+        source = open_source(args.source, 4, args.split)
+    except Pc3dError as error:
+        print(f"visualize: error: {error}", file=sys.stderr, flush=True)
+        return 2
+    items = source.items[: args.max_frames or None]
     if args.viewer:
-        Viewer(lambda i: load_scene(frames[i], args.pred, args.threshold), len(frames)).run()
+        Viewer(lambda i: load_scene(source.read(items[i]), args.pred, args.threshold), len(items)).run()
         return 0
     renderer, mode = None, args.mode
     if mode != "bev":
@@ -90,8 +90,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
             mode = "bev"
     written = []
-    for i, frame in enumerate(tqdm(frames, unit="frame", dynamic_ncols=True)):
-        scene = load_scene(frame, args.pred, args.threshold)
+    for i, item in enumerate(track(items, desc="render", unit="frame")):
+        scene = load_scene(source.read(item), args.pred, args.threshold)
         path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1)
         written.append(path)
     print(f"{len(written)} PNGs ({used}) in {args.out}", flush=True)

@@ -112,6 +112,13 @@ class KittiDataset(PointCloudDataset):
         annos["gt_boxes_lidar"] = boxes
         return annos
 
+    def annotations(self, index: int) -> dict:
+        """The frame's evaluation ground truth without reading its points: ``{"annos", "calib", "image_shape"}``."""
+        frame_id = self.frames[index]
+        calib = KittiCalib.from_file(self.path("calib", frame_id))
+        image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+        return {"annos": self.load_annos(frame_id, calib, image_shape), "calib": calib, "image_shape": image_shape}
+
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: the submission format, ``<out_dir>/label_2/<frame>.txt`` with a score column
         (camera frame through each frame's calibration; boxes that leave the image are dropped)."""

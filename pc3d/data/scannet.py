@@ -22,6 +22,7 @@ from pc3d.errors import DataFormatError
 
 from .dataset import PointCloudDataset
 from .io import check_finite, read_lines
+from .label_space import LabelSpace
 
 SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 SCANNET20_CLASSES = ("wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -183,6 +184,16 @@ class ScanNetDataset(PointCloudDataset):
                          training)
         self.root, self.split, self.align, self.instances = Path(root), split, align, instances
         self.frames = read_lines(self.root / f"scannetv2_{split}.txt")
+
+    @classmethod
+    def label_space(cls, **_) -> LabelSpace:
+        """The 20 benchmark classes, written as the benchmark's ``<scene>.txt`` (NYU40 ids, one per vertex)."""
+        from pc3d.viz.colors import SCANNET20_COLORS
+
+        def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
+            return write_scannet_labels(Path(out_dir) / f"{frame_id}.txt", ids)
+
+        return LabelSpace(list(SCANNET20_CLASSES), write, SCANNET20_COLORS)
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: the benchmark's ``<out_dir>/<scene>.txt``, one NYU40 id per mesh vertex."""

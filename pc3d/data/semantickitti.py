@@ -9,8 +9,9 @@ semantic-kitti.yaml for mode="semantic": 0 unlabelled .. 19; semantic-kitti-mos.
 0 unlabelled, 1 static, 2 moving), so ``ignore_index`` is 0 as in the devkit. With n_past_scans > 0
 the current scan and up to n_past_scans earlier scans of the sequence are merged in the current
 LiDAR frame through the poses (LiDAR pose = Tr^-1 P Tr), with a time column (seconds, 0 for the
-current scan, negative for past scans); the current scan's points come first
-(``metadata["num_current_points"]`` of them).
+current scan, negative for past scans); the current scan's points come first (``num_current_points`` of
+them, with ``point_time`` and ``point_frame`` per point: the batch contract's multi-scan keys). In mode
+"mos" samples also carry ``moving_labels`` (1 moving, 0 static, -1 unlabelled).
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from pc3d.errors import ConfigError, DataFormatError
 
 from .dataset import PointCloudDataset
 from .io import read_bin, read_label, read_lines, read_matrix_lines
+from .label_space import LabelSpace
 from .learning_maps import LEARNING_MAPS, MODES, load_learning_map, lookup_table
 
 __all__ = ["LEARNING_MAPS", "MODES", "SemanticKittiDataset", "lidar_poses", "load_learning_map", "lookup_table"]
@@ -58,6 +60,7 @@ class SemanticKittiDataset(PointCloudDataset):
     """
 
     ignore_index = 0
+    feature_names: tuple[str, ...] = ("intensity",)  # ("intensity", "time") with a time channel
 
     def __init__(self, root: str | PathLike, split: str = "train", mode: str = "semantic",
                  learning_map: str | PathLike | None = None, sequences=None, n_past_scans: int = 0,
@@ -69,6 +72,7 @@ class SemanticKittiDataset(PointCloudDataset):
         if mode not in MODES:
             raise ConfigError(f"mode must be one of {sorted(MODES)}, got {mode!r}")
         self.root, self.split, self.mode = Path(root), split, mode
+        self.learning_map = learning_map
         self.config = load_learning_map(str(learning_map or LEARNING_MAPS / MODES[mode]))
         self.lut = lookup_table(self.config["learning_map"])
         inv = self.config["learning_map_inv"]
@@ -90,11 +94,38 @@ class SemanticKittiDataset(PointCloudDataset):
                        for p in sorted((self.root / "sequences" / s / "velodyne").glob("*.bin"))]
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def write_predictions(self, predictions: list[dict], out_dir) -> None:
-        """`tools/test.py` hook: `sequences/SS/predictions/NNNNNN.label` files with raw SemanticKITTI ids."""
+    @classmethod
+    def label_space(cls, mode: str = "semantic", learning_map: str | PathLike | None = None, **_) -> LabelSpace:
+        """Train ids of `mode` written as the semantic-kitti-api's ``sequences/SS/predictions/NNNNNN.label``
+        (raw ids through learning_map_inv); colours from the devkit's color_map."""
         from pc3d.eval.seg_writer import write_semantickitti_labels
+        from pc3d.viz.colors import semantickitti_palette
 
-        write_semantickitti_labels(predictions, out_dir, self.config["learning_map_inv"])
+        config = load_learning_map(str(learning_map or LEARNING_MAPS / MODES[mode]))
+        inv = config["learning_map_inv"]
+
+        def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
+            write_semantickitti_labels([{"frame_id": frame_id, "pred_labels": ids}], out_dir, inv)
+            seq, _, name = frame_id.rpartition("/")
+            return Path(out_dir) / "sequences" / seq / "predictions" / f"{name}.label"
+
+        return LabelSpace([config["labels"][inv[i]] for i in sorted(inv)], write,
+                          semantickitti_palette(inv, config["color_map"]))
+
+    def write_predictions(self, predictions: list[dict], out_dir) -> Path:
+        """`tools/test.py` hook: ``sequences/SS/predictions/NNNNNN.label`` with raw SemanticKITTI ids, one per
+        point of each raw scan (checked against the scan's size: the api rejects any other count)."""
+        if len(predictions) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} scans")
+        space = self.label_space(self.mode, self.learning_map)
+        for (seq, name), pred in zip(self.frames, predictions, strict=True):
+            scan = self.root / "sequences" / seq / "velodyne" / f"{name}.bin"
+            labels = np.asarray(pred["pred_labels"])
+            if len(labels) * 16 != scan.stat().st_size:
+                raise DataFormatError(scan, f"{len(labels)} predicted labels for a scan of {scan.stat().st_size // 16} "
+                                            "points")
+            space.write(f"{seq}/{name}", labels, out_dir)
+        return Path(out_dir) / "sequences"
 
     def frame_id(self, index: int) -> str:
         return "/".join(self.frames[index])
@@ -148,10 +179,15 @@ class SemanticKittiDataset(PointCloudDataset):
         points = np.concatenate(clouds)
         if self.time_channel:
             points = np.concatenate([points, np.concatenate(times)[:, None]], 1)
-        sample = {"frame_id": f"{seq}/{name}", "points": points,
-                  "metadata": {"num_current_points": len(clouds[0]), "sequence": seq,
-                               "source": str(self.root / "sequences" / seq / "velodyne" / f"{name}.bin")}}
+        source = self.root / "sequences" / seq / "velodyne" / f"{name}.bin"
+        sample = {"frame_id": f"{seq}/{name}", "points": points, "metadata": {"sequence": seq, "source": str(source)}}
+        if self.n_past_scans:  # the batch contract's multi-scan keys: the current scan's rows come first
+            sample["num_current_points"] = len(clouds[0])
+            sample["point_time"] = np.concatenate(times)
+            sample["point_frame"] = np.repeat(np.arange(len(clouds), dtype=np.int64), [len(c) for c in clouds])
         if labels is not None:
             sample["point_labels"] = np.concatenate(label_list)
             sample["instance_ids"] = np.concatenate(instance_list)
+            if self.mode == "mos":  # train ids 0 unlabelled, 1 static, 2 moving -> -1 / 0 / 1
+                sample["moving_labels"] = sample["point_labels"] - 1
         return sample

@@ -93,6 +93,6 @@ class ToyShapes(torch.utils.data.Dataset):
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         path = out / "predictions.txt"
-        path.write_text("".join(f"{i} {CLASSES[int(p['label'])]} {float(p['score']):.4f}\n"
+        path.write_text("".join(f"{i} {CLASSES[int(p['label'])]} {float(max(p['scores'])):.4f}\n"
                                 for i, p in enumerate(predictions)))
         return path

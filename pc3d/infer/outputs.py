@@ -1,5 +1,6 @@
 """Inference outputs, one writer per task (``model.task``): each writes the task's official format through
-the dataset's own writer, a JSON summary per frame, and hands back what to render.
+the dataset's own writer, a JSON summary per frame, and hands back what to render. Files are named by
+frame id ("seq/name" frame ids make sub-folders).
 
     writer = OUTPUTS[task](out_dir, dataset_cfg, source)
     scene = writer.write(frame, prediction)      # a pc3d.viz.Scene to render
@@ -8,8 +9,8 @@ the dataset's own writer, a JSON summary per frame, and hands back what to rende
 detection       KITTI ``label_2`` text with scores (camera frame through the frame's calibration, else the
                 simulator's KITTI calibration) + LiDAR-frame JSON; a Waymo v2 source also gets
                 ``waymo/<split>/lidar_box/<segment>.parquet`` (the v2 box component's columns + score).
-segmentation    the dataset's label files (SemanticKITTI ``sequences/SS/predictions/NNNNNN.label``, ScanNet
-                ``<scene>.txt``, otherwise ``<frame>.npy`` train ids), one label per point read.
+segmentation    under ``labels/`` the dataset's label files (SemanticKITTI ``sequences/SS/predictions/NNNNNN.label``,
+                ScanNet ``<scene>.txt``, otherwise ``<frame>.npy`` train ids), one label per point read.
 mos             the same label files with static / moving ids, one per point of the current scan.
 flow            ``flow/<frame>.npy`` float32 [N, 3] per point of the frame.
 classification  the JSON summary (label, class name, scores).
@@ -17,55 +18,27 @@ classification  the JSON summary (label, class name, scores).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pc3d.data.label_space import LabelSpace, npy_label_space
 from pc3d.errors import DataFormatError
 from pc3d.infer.sources import Source, SourceFrame
-
-
-@dataclass
-class LabelSpace:
-    """How a dataset names, colours and writes per-point train ids: write(frame_id, ids [N], out_dir) -> Path."""
-
-    names: list[str]
-    palette: np.ndarray
-    write: Callable[[str, np.ndarray, Path], Path]
-
-
-def default_label_space(num_classes: int) -> LabelSpace:
-    """Train ids saved as ``labels/<frame>.npy`` with numbered classes."""
-    from pc3d.viz.colors import generated_palette
-
-    def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
-        path = out_dir / "labels" / f"{frame_id.replace('/', '_')}.npy"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, ids)
-        return path
-
-    return LabelSpace([str(i) for i in range(num_classes)], generated_palette(num_classes), write)
 
 
 def label_space(dataset_cfg: dict, num_classes: int) -> LabelSpace:
     """The dataset class's ``label_space(**config)`` when it has one, else train ids in .npy files."""
     from hydra.utils import get_class
 
-    cls = get_class(dataset_cfg["_target_"])
-    make = getattr(cls, "label_space", None)
-    return make(**dataset_cfg) if callable(make) else default_label_space(num_classes)
+    make = getattr(get_class(dataset_cfg["_target_"]), "label_space", None)
+    return make(**dataset_cfg) if callable(make) else npy_label_space(num_classes)
 
 
 def _dump(path: Path, payload: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(payload))
-
-
-def _stem(frame: SourceFrame) -> str:
-    return frame.frame_id.replace("/", "_")
 
 
 class DetectionOutput:
@@ -82,17 +55,17 @@ class DetectionOutput:
 
         calib = frame.calib or kitti_calib()
         anno = to_kitti_anno(pred, calib, IMAGE_SHAPE if frame.calib is not None else None, self.class_names)
-        path = self.out / "kitti" / f"{_stem(frame)}.txt"
+        path = self.out / "kitti" / f"{frame.frame_id}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_kitti_label(path, anno)
-        _dump(self.out / "json" / f"{_stem(frame)}.json", {
+        _dump(self.out / "json" / f"{frame.frame_id}.json", {
             "frame_id": frame.frame_id, "source": str(frame.source), "frame": "lidar",
             "boxes": np.round(pred["boxes"], 4).tolist(), "scores": np.round(pred["scores"], 4).tolist(),
             "labels": np.asarray(pred["labels"]).tolist(),
             "names": [self.class_names[k - 1] for k in np.asarray(pred["labels"])]})
         if self.waymo is not None:
             self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
-        return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=_stem(frame))
+        return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id)
 
     def close(self) -> str:
         lines = [f"predictions: {self.out / 'kitti'} (KITTI label_2 with scores), {self.out / 'json'} (LiDAR frame)"]
@@ -110,7 +83,10 @@ class SegmentationOutput:
     key = "pred_labels"
 
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
+        from pc3d.viz.colors import generated_palette
+
         self.out, self.space = out, label_space(dataset_cfg, num_classes)
+        self.palette = self.space.colors if self.space.colors is not None else generated_palette(len(self.space.names))
         self.view = "overview" if source.kind == "scannet" else "driving"
         self.written = 0
 
@@ -123,19 +99,20 @@ class SegmentationOutput:
         labels = self.labels(pred)
         if len(labels) != len(frame.points):
             raise DataFormatError(frame.source, f"the model labelled {len(labels)} of {len(frame.points)} points")
-        path = self.space.write(frame.frame_id, labels, self.out)
+        path = self.space.write(frame.frame_id, labels, self.out / "labels")
         ids, counts = np.unique(labels, return_counts=True)
         names = self.space.names
-        _dump(self.out / "json" / f"{_stem(frame)}.json", {
+        _dump(self.out / "json" / f"{frame.frame_id}.json", {
             "frame_id": frame.frame_id, "source": str(frame.source), "labels": str(path),
             "points_per_class": {(names[i] if 0 <= i < len(names) else "unlabelled"): int(c)
                                  for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}})
         self.written += 1
-        return Scene(frame.points[:len(labels)], point_labels=labels, palette=self.space.palette, name=_stem(frame),
+        return Scene(frame.points[:len(labels)], point_labels=labels, palette=self.palette, name=frame.frame_id,
                      view=self.view)
 
     def close(self) -> str:
-        return f"predictions: {self.written} label files under {self.out} (one label per point), {self.out / 'json'}"
+        return (f"predictions: {self.written} label files under {self.out / 'labels'} (one label per point), "
+                f"{self.out / 'json'} (points per class)")
 
 
 class MosOutput(SegmentationOutput):
@@ -152,11 +129,11 @@ class FlowOutput:
     def write(self, frame: SourceFrame, pred: dict):
         from pc3d.viz import Scene
 
-        path = self.out / "flow" / f"{_stem(frame)}.npy"
+        path = self.out / "flow" / f"{frame.frame_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         np.save(path, np.asarray(pred["flow"], np.float32))
         self.written += 1
-        return Scene(frame.points, name=_stem(frame))
+        return Scene(frame.points, name=frame.frame_id)
 
     def close(self) -> str:
         return f"predictions: {self.written} flow files under {self.out / 'flow'} (float32 [N, 3])"
@@ -170,10 +147,10 @@ class ClassificationOutput:
         from pc3d.viz import Scene
 
         label = int(pred["label"])
-        _dump(self.out / "json" / f"{_stem(frame)}.json", {
+        _dump(self.out / "json" / f"{frame.frame_id}.json", {
             "frame_id": frame.frame_id, "label": label, "name": str(self.names[label]),
             "scores": np.round(np.asarray(pred["scores"], np.float64), 4).tolist()})
-        return Scene(frame.points, name=_stem(frame), view="overview")
+        return Scene(frame.points, name=frame.frame_id, view="overview")
 
     def close(self) -> str:
         return f"predictions: {self.out / 'json'} (class and scores per file)"

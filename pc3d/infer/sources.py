@@ -2,12 +2,13 @@
 
     open_source(path) -> a Source: len(source), iter(source) -> SourceFrame, source.kind
 
-kinds: ``file`` (one .bin / .npy / .npz / .pcd / .ply cloud), ``folder`` (a folder of such files, one
-frame each, in name order), ``kitti`` (a KITTI object root: training/velodyne, calib, ImageSets/<split>.txt),
-``semantickitti`` (one SemanticKITTI sequence folder holding velodyne/), ``waymo`` (a Waymo v2 segment: its
-``<root>/<split>/lidar/<segment>.parquet``, or a split folder: every segment), ``scannet`` (one ScanNet scene
-folder scans/<scene>). Frames carry the points in pc3d's frame for their dataset; the model's transforms
-and voxelizer do the rest. Every bad input raises a DataFormatError naming the file or folder.
+kinds: ``file`` (one .bin / .npy / .npz / .pcd / .ply cloud); ``folder`` (a folder of such files, one
+frame each, in name order: a sequence named after the folder); ``kitti`` (a KITTI object root:
+training/velodyne, calib, ImageSets/<split>.txt); ``semantickitti`` (one SemanticKITTI sequence folder
+holding velodyne/); ``waymo`` (a Waymo v2 segment: its ``<root>/<split>/lidar/<segment>.parquet``, or a
+split folder: every segment); ``scannet`` (one ScanNet scene folder scans/<scene>). Frames carry the points
+in pc3d's frame for their dataset; the model's transforms and voxelizer do the rest. Every bad input
+raises a DataFormatError naming the file or folder.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ POINT_EXTS = (".bin", ".npy", ".npz", ".pcd", ".ply")
 
 @dataclass
 class SourceFrame:
-    """One frame: frame_id (unique in the source; "SS/NNNNNN" for SemanticKITTI, "<segment>/<ts>" for Waymo),
+    """One frame: frame_id (unique in the source, a relative path for its output files: "<folder>/<stem>" for
+    a folder, "SS/NNNNNN" for SemanticKITTI, "<segment>/<ts>" for Waymo, the stem or scene otherwise),
     sequence (frames of one sequence share it: stateful models reset between sequences), points float32
     [N, >= 3] as read, calib (KittiCalib or None), source (the file read), extra (reader-specific)."""
 
@@ -130,12 +132,16 @@ class PointFiles(Source):
 
     def _items(self) -> list[Path]:
         if self.path.is_file():
+            if self.path.suffix.lower() not in POINT_EXTS:
+                raise DataFormatError(self.path, f"unsupported point file type {self.path.suffix or '(none)'!r}; "
+                                                 f"use one of {', '.join(POINT_EXTS)}")
             self.kind = "file"
             return [self.path]
         return sorted(p for p in self.path.iterdir() if p.is_file() and p.suffix.lower() in POINT_EXTS)
 
     def read(self, item: Path) -> SourceFrame:
-        return SourceFrame(item.stem, item.parent.name, read_point_file(item, self.columns), item)
+        frame_id = item.stem if self.kind == "file" else f"{item.parent.name}/{item.stem}"
+        return SourceFrame(frame_id, item.parent.name, read_point_file(item, self.columns), item)
 
 
 class KittiObject(Source):
@@ -159,8 +165,10 @@ class KittiObject(Source):
 
         velodyne = self.path / "training" / "velodyne" / f"{item}.bin"
         calib = self.path / "training" / "calib" / f"{item}.txt"
+        label = self.path / "training" / "label_2" / f"{item}.txt"
         return SourceFrame(item, "kitti", read_point_file(velodyne, self.columns), velodyne,
-                           KittiCalib.from_file(calib) if calib.is_file() else None)
+                           KittiCalib.from_file(calib) if calib.is_file() else None,
+                           {"label_2": label} if label.is_file() else {})
 
 
 class SemanticKittiSequence(Source):

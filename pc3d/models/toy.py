@@ -4,7 +4,8 @@ Not a research model; it exists to exercise the training engine. Shared per-poin
 MLP head with dropout (so the engine's RNG handling is exercised too).
 
 Train mode: `model(batch)` -> {"loss": cross-entropy, "loss_cls": same, "acc": batch accuracy}.
-Eval mode: a list of {"label": int, "score": float, "logits": float32 [num_classes]} per sample.
+Eval mode: a list of classification predictions (pc3d.models.contract): {"frame_id": the sample index,
+"label": int, "scores": float32 [num_classes] probabilities, "logits": float32 [num_classes]}.
 """
 from __future__ import annotations
 
@@ -32,7 +33,6 @@ class ToyPointNet(nn.Module):
             loss = F.cross_entropy(logits, batch["label"])
             acc = (logits.detach().argmax(1) == batch["label"]).float().mean()
             return {"loss": loss, "loss_cls": loss.detach(), "acc": acc}
-        prob = logits.softmax(1)
-        score, label = prob.max(1)
-        return [{"label": int(lbl), "score": float(s), "logits": lg}
-                for lbl, s, lg in zip(label.tolist(), score.tolist(), logits.cpu(), strict=True)]
+        prob = logits.softmax(1).cpu()
+        return [{"frame_id": str(int(i)), "label": int(p.argmax()), "scores": p.numpy(), "logits": lg.cpu().numpy()}
+                for i, p, lg in zip(batch["index"], prob, logits, strict=True)]

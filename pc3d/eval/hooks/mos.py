@@ -2,7 +2,8 @@
 
 Ground truth: MOS train ids per point of the current scan (0 unlabelled -> ignored, 1 static, 2 moving),
 from each prediction's echoed ``point_labels`` or else the first ``num_current_points`` rows of
-``dataset[i]["point_labels"]``. Prediction: ``moving`` [N] 0 / 1 per point of the current scan.
+``dataset[i]["point_labels"]`` (the batch contract puts the current scan first). Prediction: ``moving``
+[N] 0 / 1 per point of the current scan.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ UNLABELLED, STATIC, MOVING = 0, 1, 2
 
 def current_scan_labels(sample: dict) -> np.ndarray:
     """MOS train ids of the current scan of a sample (points of past scans follow the current ones)."""
-    n = int(sample.get("num_current_points", sample.get("metadata", {}).get("num_current_points",
-                                                                             len(sample["point_labels"]))))
+    n = int(sample.get("num_current_points", len(sample["point_labels"])))
     return np.asarray(sample["point_labels"][:n])
 
 

@@ -125,7 +125,10 @@ class SegmentWriter:
                                    ("vehicle_pose", pose)):
             folder = self.root / self.split / component
             folder.mkdir(parents=True, exist_ok=True)
-            pq.write_table(pa.table(columns), folder / f"{self.name}.parquet")
+            # one row group per frame (the lidar component has one row per frame): a loader reading frames in
+            # shuffled order then decodes one frame's range images, not the whole segment's
+            pq.write_table(pa.table(columns), folder / f"{self.name}.parquet",
+                           row_group_size=1 if component == "lidar" else None)
 
 
 def write_waymo(settings: WriterSettings) -> None:
