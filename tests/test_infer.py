@@ -8,12 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
+from conftest import experiment_checkpoint
 
-from pc3d.engine.checkpoint import FORMAT, VERSION, atomic_save
-from pc3d.engine.runner import resolved_config
 from pc3d.sim.api import simulate_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,18 +17,6 @@ sys.path.insert(0, str(ROOT / "tools"))
 
 import infer  # noqa: E402
 import visualize  # noqa: E402
-
-
-def make_checkpoint(folder: Path, experiment: str, *overrides: str) -> Path:
-    """A tools/train.py-style checkpoint of the experiment's untrained model (seeded)."""
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
-    torch.manual_seed(0)
-    model = instantiate(cfg.model, _convert_="all")
-    path = folder / experiment / "checkpoints" / "step_00000001.pt"
-    atomic_save({"format": FORMAT, "version": VERSION, "model": model.state_dict(), "config": resolved_config(cfg),
-                 "progress": {"step": 1, "epoch": 0}}, path)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +33,10 @@ def data(tmp_path_factory) -> Path:
 def ckpts(data, tmp_path_factory) -> dict[str, Path]:
     runs = tmp_path_factory.mktemp("runs")
     return {
-        "kitti": make_checkpoint(runs, "pointpillars_sim_kitti", f"dataset.root={data / 'kitti'}"),
-        "waymo": make_checkpoint(runs, "centerpoint_sim_waymo", f"dataset.root={data / 'waymo'}"),
-        "semantickitti": make_checkpoint(runs, "sim_semantickitti_seg", f"dataset.root={data / 'semantickitti'}"),
-        "scannet": make_checkpoint(runs, "sim_scannet_seg", f"dataset.root={data / 'scannet'}"),
+        "kitti": experiment_checkpoint(runs, "pointpillars_sim_kitti", f"dataset.root={data / 'kitti'}"),
+        "waymo": experiment_checkpoint(runs, "centerpoint_sim_waymo", f"dataset.root={data / 'waymo'}"),
+        "semantickitti": experiment_checkpoint(runs, "sim_semantickitti_seg", f"dataset.root={data / 'semantickitti'}"),
+        "scannet": experiment_checkpoint(runs, "sim_scannet_seg", f"dataset.root={data / 'scannet'}"),
     }
 
 
@@ -147,3 +131,10 @@ def test_bad_input_is_one_line_naming_it(ckpts, tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("infer: error: ") and str(source) in err[0], err
     assert "Traceback" not in err[0]
+
+
+def test_single_npy_file(data, ckpts, tmp_path):
+    scan = data / "kitti" / "training" / "velodyne" / "000000.bin"
+    np.save(tmp_path / "frame.npy", np.fromfile(scan, np.float32).reshape(-1, 4))
+    assert run(ckpts["kitti"], tmp_path / "frame.npy", tmp_path / "out") == 0
+    assert (tmp_path / "out" / "kitti" / "frame.txt").is_file() and (tmp_path / "out" / "json" / "frame.json").is_file()

@@ -3,7 +3,8 @@
 - ``mIoU``: mean IoU over the classes present in the split's ground truth, in percent (the headline);
 - ``mIoU_union``: over the classes in the ground truth or the predictions (ScanNet's script, absent="nan");
 - ``mIoU_official``: over every scored class, IoU 0 for absent ones (semantic-kitti-api, absent="zero");
-plus ``oAcc``, ``mAcc``, ``iou/<class>`` (classes present in the ground truth) and ``num_classes_present``.
+plus ``oAcc``, ``mAcc``, ``iou/<class>`` (classes present in the ground truth), ``num_classes_present`` and
+``num_points`` (the labelled points scored).
 The dataset's ``ignore_index`` train id is left out (SemanticKITTI 0, ScanNet -1). Ground truth is each
 prediction's echoed ``point_labels`` or else ``dataset[i]["point_labels"]``; predictions must cover the
 same points (the raw scan: evaluation datasets do not crop).
@@ -53,4 +54,4 @@ class SegmentationEvaluator:
         return {"mIoU": float(np.mean(list(iou.values()))) if iou else float("nan"),
                 "mIoU_union": 100 * union["mIoU"], "mIoU_official": 100 * official["mIoU"],
                 "oAcc": 100 * union["oAcc"], "mAcc": 100 * float(np.mean(class_acc)) if class_acc else float("nan"),
-                "num_classes_present": int(present.sum()), "iou": iou}
+                "num_classes_present": int(present.sum()), "num_points": int(conf.sum()), "iou": iou}
