@@ -47,9 +47,12 @@ def compose_on(experiment: str, data: Path):
         return compose("config", overrides=overrides)
 
 
-def num_points(task: str, batch: dict, b: int) -> int:
+def num_points(task: str, batch: dict, b: int) -> int | None:
+    """The points sample b's per-point output must cover (segmentation: every point of the sample)."""
+    if task != "segmentation":
+        return None
     offsets = batch["point_offsets"]
-    return int(offsets[b + 1] - offsets[b]) if task == "segmentation" else None
+    return int(offsets[b + 1] - offsets[b])
 
 
 @pytest.mark.slow
