@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         report = create_data(args.dataset, args.root)
     except Pc3dError as error:
-        print(f"create_data: {error}", file=sys.stderr)
-        return 2
+        from pc3d.utils.cli import user_error
+
+        return user_error("create_data", error)
     skipped = {k: v["skipped"] for k, v in report.items() if isinstance(v, dict) and v.get("skipped")}
     for split, frames in skipped.items():
         print(f"{split}: skipped {len(frames)} bad frame(s):", file=sys.stderr)

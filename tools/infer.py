@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Pc3dError as error:
-        print(f"infer: error: {error}", file=sys.stderr, flush=True)
-        return 2
+        from pc3d.utils.cli import user_error
+
+        return user_error("infer", error)
 
 
 if __name__ == "__main__":

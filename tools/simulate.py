@@ -36,20 +36,28 @@ def simulate() -> int:
     import hydra
     from omegaconf import DictConfig
 
+    status = {"code": 0}
+
     @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="simulate")
     def run(cfg: DictConfig) -> None:
+        from pc3d.errors import Pc3dError
         from pc3d.sim.api import simulate_dataset
+        from pc3d.utils.cli import user_error
         from pc3d.utils.progress import Progress
 
-        with Progress(total=int(cfg.frames), desc=f"simulate {cfg.format}", unit="frame") as bar:
-            out = simulate_dataset(cfg.format, cfg.out, frames=int(cfg.frames), seed=int(cfg.seed),
-                                   sensor=cfg.sensor, columns=cfg.columns, sequence_length=cfg.sequence_length,
-                                   density=float(cfg.density), distortion=bool(cfg.distortion),
-                                   progress=bar.update_to)
+        try:
+            with Progress(total=int(cfg.frames), desc=f"simulate {cfg.format}", unit="frame") as bar:
+                out = simulate_dataset(cfg.format, cfg.out, frames=int(cfg.frames), seed=int(cfg.seed),
+                                       sensor=cfg.sensor, columns=cfg.columns, sequence_length=cfg.sequence_length,
+                                       density=float(cfg.density), distortion=bool(cfg.distortion),
+                                       progress=bar.update_to)
+        except Pc3dError as error:
+            status["code"] = user_error("simulate", error)
+            return
         print(f"wrote {cfg.format} to {out}")
 
     run()
-    return 0
+    return status["code"]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ predictions in its official submission format when the dataset provides a writer
     python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
-Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/.
+Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/. A pc3d error
+(a missing checkpoint, bad data) prints one line and exits 2 (PC3D_DEBUG=1: the traceback).
 """
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def main() -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
 
+    status = {"code": 0}
+
     @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="test")
     def run(cfg: DictConfig) -> None:
         from pc3d.engine import distributed, monitor, runner
+        from pc3d.errors import Pc3dError
+        from pc3d.utils.cli import user_error
 
         info = distributed.init_distributed(cfg.device)
         monitor.setup_logging(None, is_main=info.is_main)
@@ -34,12 +39,14 @@ def main() -> int:
             runner.test(ckpt, info=info, split=cfg.split, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
                         overrides=overrides)
+        except Pc3dError as error:
+            status["code"] = user_error("test", error)
         finally:
             distributed.destroy()
             monitor.close_logging()
 
     run()
-    return 0
+    return status["code"]
 
 
 if __name__ == "__main__":

@@ -7,7 +7,8 @@
 
 The run folder (`<output_dir>/<experiment_name>/<time>/`, or hydra.run.dir) receives config.yaml,
 train.log, checkpoints/, metrics.json and tb/. Exit status: 0 when training finished, 128 + signal
-number when SIGINT / SIGTERM stopped it (after saving a checkpoint; resume=<run dir> continues).
+number when SIGINT / SIGTERM stopped it (after saving a checkpoint; resume=<run dir> continues), 2 with one
+line on stderr for a pc3d error (bad config value, bad data; PC3D_DEBUG=1 shows the traceback).
 """
 from __future__ import annotations
 
@@ -36,16 +37,20 @@ def main() -> int:
         from hydra.core.hydra_config import HydraConfig
 
         from pc3d.engine import distributed, monitor, runner
+        from pc3d.errors import Pc3dError
+        from pc3d.utils.cli import user_error
 
         info = distributed.init_distributed(cfg.device)
         try:
             run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
             monitor.setup_logging(run_dir, is_main=info.is_main)
             result = runner.train(cfg, run_dir, info)
+            status["code"] = 128 + result.signal if result.interrupted else 0
+        except Pc3dError as error:
+            status["code"] = user_error("train", error)
         finally:
             distributed.destroy()
             monitor.close_logging()
-        status["code"] = 128 + result.signal if result.interrupted else 0
 
     sys.argv = [sys.argv[0], *rank_overrides(sys.argv[1:])]
     run()

@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         source = open_source(args.source, 4, args.split)
     except Pc3dError as error:
-        print(f"visualize: error: {error}", file=sys.stderr, flush=True)
-        return 2
+        from pc3d.utils.cli import user_error
+
+        return user_error("visualize", error)
     items = source.items[: args.max_frames or None]
     if args.viewer:
         Viewer(lambda i: load_scene(source.read(items[i]), args.pred, args.threshold), len(items)).run()

@@ -94,6 +94,8 @@ def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainR
 
     run_dir = Path(run_dir)
     config = resolved_config(cfg)
+    settings = TrainSettings.from_config(config["train"])  # a bad setting or resume fails before anything is written
+    resume = resume_path(cfg.get("resume"), run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(config)))
@@ -101,13 +103,12 @@ def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainR
     seed_everything(int(cfg.seed))  # identical initial weights on every rank
     train_set, val_set = build_datasets(cfg)
     model = _instantiate(cfg.model)
-    settings = TrainSettings.from_config(config["train"])
     trainer = Trainer(
         model, train_set, optimizer=_instantiate(cfg.optim), settings=settings, run_dir=run_dir,
         schedule=_instantiate(cfg.schedule) if cfg.get("schedule") else None, val_set=val_set,
         evaluator=build_evaluator(cfg), info=info,
         seed=int(cfg.seed), config=config)
-    return trainer.fit(resume=resume_path(cfg.get("resume"), run_dir))
+    return trainer.fit(resume=resume)
 
 
 def find_checkpoint(ckpt: str | None, run_dir: str | None) -> Path:

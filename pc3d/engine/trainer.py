@@ -76,6 +76,7 @@ class TrainSettings:
     tensorboard: bool = True
 
     def __post_init__(self):
+        self._check_types()
         if (self.max_epochs is None) == (self.max_iters is None):
             raise ConfigError("set exactly one of train.max_epochs and train.max_iters, got "
                               f"max_epochs={self.max_epochs}, max_iters={self.max_iters} (to switch on the command "
@@ -83,6 +84,19 @@ class TrainSettings:
         for name in ("batch_size", "accumulate", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+    def _check_types(self) -> None:
+        """ConfigError naming train.<key> when a value has the wrong type (e.g. max_epochs=abc)."""
+        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
+        for name, spec in self.__dataclass_fields__.items():
+            value = getattr(self, name)
+            base, _, optional = str(spec.type).partition(" | ")
+            if value is None and optional == "None":
+                continue
+            ok = isinstance(value, kinds[base]) and not (base in ("int", "float") and isinstance(value, bool))
+            if not ok:
+                raise ConfigError(f"train.{name} must be {'an' if base == 'int' else 'a'} {base}"
+                                  f"{' or null' if optional == 'None' else ''}, got {value!r}")
 
     @classmethod
     def from_config(cls, node: Mapping) -> TrainSettings:

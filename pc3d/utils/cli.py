@@ -1,0 +1,19 @@
+"""The error rule of every pc3d entry point (tools/*.py, python -m pc3d): a pc3d error is the user's to
+fix, so it prints one line, ``<tool>: error: <file or frame>: <what is wrong>``, and the tool exits 2;
+``PC3D_DEBUG=1`` re-raises it for the traceback. Anything else is a bug and keeps its traceback."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pc3d.errors import Pc3dError
+
+EXIT_USER_ERROR = 2
+
+
+def user_error(tool: str, error: Pc3dError) -> int:
+    """Print the one-line report of `error` to stderr and return the exit status (re-raise under PC3D_DEBUG=1)."""
+    if os.environ.get("PC3D_DEBUG") == "1":
+        raise error
+    print(f"{tool}: error: {error}", file=sys.stderr, flush=True)
+    return EXIT_USER_ERROR
