@@ -138,3 +138,17 @@ def test_single_npy_file(data, ckpts, tmp_path):
     np.save(tmp_path / "frame.npy", np.fromfile(scan, np.float32).reshape(-1, 4))
     assert run(ckpts["kitti"], tmp_path / "frame.npy", tmp_path / "out") == 0
     assert (tmp_path / "out" / "kitti" / "frame.txt").is_file() and (tmp_path / "out" / "json" / "frame.json").is_file()
+
+
+def test_a_bad_frame_is_skipped_and_counted_unless_strict(data, ckpts, tmp_path, capsys):
+    scan = np.fromfile(data / "kitti" / "training" / "velodyne" / "000000.bin", np.float32).reshape(-1, 4)
+    folder = tmp_path / "seq"
+    folder.mkdir()
+    np.save(folder / "000000.npy", scan)
+    np.save(folder / "000001.npy", np.full((10, 4), np.nan, np.float32))
+    np.save(folder / "000002.npy", scan)
+    assert run(ckpts["kitti"], folder, tmp_path / "out") == 0
+    captured = capsys.readouterr()
+    assert "000001.npy" in captured.err and "1 bad frame(s) skipped" in captured.out
+    assert sorted(p.name for p in (tmp_path / "out" / "kitti" / "seq").glob("*.txt")) == ["000000.txt", "000002.txt"]
+    assert run(ckpts["kitti"], folder, tmp_path / "strict", "--strict") == 2

@@ -11,7 +11,8 @@ folder), a ScanNet scene folder (scans/<scene>). See pc3d.infer.sources.
 Outputs (pc3d.infer.outputs, by the model's task): detections as KITTI label_2 text + JSON (+ Waymo v2
 parquet for Waymo sources); per-point labels in the dataset's submission format (one per point read);
 MOS flags, flows, classes. --render writes <out>/render/<frame>.png. Prints latency p50 / p95 per stage.
-Bad input ends with one line naming it and exit status 2.
+A bad frame of a sequence is skipped with one line saying why (--strict: stop there); bad input
+otherwise ends with one line naming it and exit status 2.
 """
 from __future__ import annotations
 
@@ -94,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
     def progress(it):
         return track(it, total=total, desc="infer", unit="frame")
 
-    records, wall = stream(model, source, preparer(cfg), collate, output, device, renders, args.max_frames, progress)
+    records, wall, skipped = stream(model, source, preparer(cfg), collate, output, device, renders, args.max_frames,
+                                    progress, args.strict)
     print(output.close(), flush=True)
+    if skipped:
+        print(f"{len(skipped)} bad frame(s) skipped (listed above); --strict stops at the first", flush=True)
     print(latency_table(records, wall), flush=True)
     if renders is not None:
         print(renders.report(), flush=True)
@@ -114,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render", action="store_true", help="also render each frame to <out>/render/<frame>.png")
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
+    p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
     args = p.parse_args(argv)
     try:
         return run(args)

@@ -7,6 +7,7 @@ dense_head), the rest of the model's forward ("model_other": decoding, glue) and
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -16,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pc3d.errors import DataFormatError
 from pc3d.infer.sources import Source, SourceFrame
 
 
@@ -67,24 +69,34 @@ def latency_table(records: list[dict[str, float]], wall: float) -> str:
 
 def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], dict], collate, output,
            device: torch.device, render: Callable | None = None, max_frames: int = 0,
-           progress: Callable = iter) -> tuple[list[dict], float]:
-    """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time).
+           progress: Callable = iter, strict: bool = False) -> tuple[list[dict], float, dict[str, str]]:
+    """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time,
+    {frame: problem} of the bad frames skipped).
 
     prepare(frame) -> a sample (the dataset's evaluation transforms applied); collate: samples -> batch;
-    output.write(frame, prediction) -> a Scene, passed to render when given.
+    output.write(frame, prediction) -> a Scene, passed to render when given. A frame that cannot be read
+    (a DataFormatError) is skipped with one line saying which and why, unless `strict` or the source has
+    one frame; when every frame is bad, the run fails.
     """
     timer = StageTimer(model, device)
     restart = getattr(model, "start_sequence", None)
     sequence = None
-    records = []
+    records, skipped = [], {}
     start = time.perf_counter()
-    frames = iter(source)
-    total = min(len(source), max_frames) if max_frames else len(source)
-    for _ in progress(range(total)):
+    items = source.items[:max_frames] if max_frames else source.items
+    strict = strict or len(items) == 1  # one frame: its problem is the run's
+    for item in progress(items):
         rec: dict[str, float] = {}
         t0 = time.perf_counter()
-        frame = next(frames)
-        sample = prepare(frame)
+        try:
+            frame = source.read(item)
+            sample = prepare(frame)
+        except DataFormatError as error:
+            if strict:
+                raise
+            skipped[str(item)] = str(error)
+            print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
+            continue
         rec["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         batch = collate([sample])
@@ -107,7 +119,9 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
         records.append(rec)
         if render is not None:
             render(scene)
-    return records, time.perf_counter() - start
+    if not records:
+        raise DataFormatError(source.path, f"all {len(items)} frames are bad: {'; '.join(skipped.values())}")
+    return records, time.perf_counter() - start, skipped
 
 
 class Renders:
