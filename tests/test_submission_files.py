@@ -29,9 +29,9 @@ def test_semantickitti_labels_cover_every_point_of_each_scan(tmp_path):
         scan = Path(root) / "sequences" / "00" / "velodyne" / f"{name}.bin"
         written = np.fromfile(predictions / f"{name}.label", "<u4")
         assert len(written) == scan.stat().st_size // 16  # the semantic-kitti-api rejects any other count
-        points = dataset.load(i)["points"]
-        assert (np.abs(points[:, :2]).max(1) > 32).any()  # beyond the recipe's 32 m grid: nearest voxel's label
-        labelled += int(np.sum(dataset.load(i)["point_labels"] != dataset.ignore_index))
+        sample = dataset.load(i)
+        assert (np.abs(sample["points"][:, :2]).max(1) > 32).any()  # beyond the 32 m grid: nearest voxel's label
+        labelled += int(np.sum(sample["point_labels"] != dataset.ignore_index))
     assert metrics["num_points"] == labelled  # mIoU over every labelled point of the raw scans
 
 

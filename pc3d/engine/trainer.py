@@ -91,7 +91,7 @@ class TrainSettings:
         for name, spec in self.__dataclass_fields__.items():
             value = getattr(self, name)
             base, _, optional = str(spec.type).partition(" | ")
-            if value is None and optional == "None":
+            if base not in kinds or (value is None and optional == "None"):
                 continue
             ok = isinstance(value, kinds[base]) and not (base in ("int", "float") and isinstance(value, bool))
             if not ok:

@@ -107,7 +107,7 @@ class SegmentationOutput:
             "points_per_class": {(names[i] if 0 <= i < len(names) else "unlabelled"): int(c)
                                  for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}})
         self.written += 1
-        return Scene(frame.points[:len(labels)], point_labels=labels, palette=self.palette, name=frame.frame_id,
+        return Scene(frame.points, point_labels=labels, palette=self.palette, name=frame.frame_id,
                      view=self.view)
 
     def close(self) -> str:

@@ -1,6 +1,6 @@
 """Inference inputs: one reader per kind of source, each yielding the frames of a sequence in order.
 
-    open_source(path) -> a Source: len(source), iter(source) -> SourceFrame, source.kind
+    open_source(path) -> a Source: source.items (in sequence order), source.read(item) -> SourceFrame, source.kind
 
 kinds: ``file`` (one .bin / .npy / .npz / .pcd / .ply cloud); ``folder`` (a folder of such files, one
 frame each, in name order: a sequence named after the folder); ``kitti`` (a KITTI object root:
@@ -13,7 +13,6 @@ raises a DataFormatError naming the file or folder.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -55,6 +54,13 @@ def _finite(points: np.ndarray, path: Path) -> np.ndarray:
     return points
 
 
+def fit_columns(points: np.ndarray, columns: int) -> np.ndarray:
+    """float32 [N, columns]: x, y, z and the features a model reads (missing ones zero, extra ones dropped)."""
+    out = np.zeros((len(points), columns), np.float32)
+    out[:, :min(columns, points.shape[1])] = points[:, :columns]
+    return out
+
+
 def read_point_file(path: Path, columns: int) -> np.ndarray:
     """float32 [N, columns] of a point file: x, y, z, then features (missing ones zero, extra ones dropped).
 
@@ -86,9 +92,7 @@ def read_point_file(path: Path, columns: int) -> np.ndarray:
     else:
         pts = _read_open3d(path)
     pts = _finite(np.asarray(pts, np.float32), path)
-    out = np.zeros((len(pts), columns), np.float32)
-    out[:, :min(columns, pts.shape[1])] = pts[:, :columns]
-    return out
+    return fit_columns(pts, columns)
 
 
 def _read_open3d(path: Path) -> np.ndarray:
@@ -120,9 +124,6 @@ class Source:
 
     def __len__(self) -> int:
         return len(self.items)
-
-    def __iter__(self) -> Iterator[SourceFrame]:
-        return (self.read(item) for item in self.items)
 
 
 class PointFiles(Source):
@@ -183,7 +184,7 @@ class SemanticKittiSequence(Source):
         from pc3d.data.io import read_bin
 
         seq = self.path.name
-        return SourceFrame(f"{seq}/{item.stem}", seq, _finite(read_bin(item, 4), item)[:, :self.columns], item)
+        return SourceFrame(f"{seq}/{item.stem}", seq, fit_columns(_finite(read_bin(item, 4), item), self.columns), item)
 
 
 class WaymoSegments(Source):
@@ -204,9 +205,7 @@ class WaymoSegments(Source):
         sample = self.dataset.load(item)
         meta = sample["metadata"]
         points = _finite(sample["points"], Path(meta["source"]))
-        cols = np.zeros((len(points), self.columns), np.float32)
-        cols[:, :min(self.columns, points.shape[1])] = points[:, :self.columns]
-        return SourceFrame(sample["frame_id"], meta["segment"], cols, Path(meta["source"]),
+        return SourceFrame(sample["frame_id"], meta["segment"], fit_columns(points, self.columns), Path(meta["source"]),
                            extra={"segment": meta["segment"], "timestamp": meta["timestamp"]})
 
 
@@ -223,9 +222,7 @@ class ScanNetScene(Source):
         from pc3d.data.scannet import read_scene
 
         points = _finite(read_scene(self.path), item)
-        cols = np.zeros((len(points), self.columns), np.float32)
-        cols[:, :min(self.columns, points.shape[1])] = points[:, :self.columns]
-        return SourceFrame(self.path.name, self.path.name, cols, item)
+        return SourceFrame(self.path.name, self.path.name, fit_columns(points, self.columns), item)
 
 
 def open_source(path: str | Path, columns: int, split: str = "val") -> Source:

@@ -55,14 +55,14 @@ class WaymoEvaluator:
         for i, pred in enumerate(predictions):
             annos = dataset.annotations(i)["annos"]
             keep = _inside(annos["box"], self.point_cloud_range)
-            gts.append({"boxes": annos["box"][keep, :7], "types": np.char.lower(annos["name"][keep].astype(str)),
+            gts.append({"boxes": annos["box"][keep, :7], "types": annos["name"][keep],
                         "num_points": annos["num_points"][keep], "difficulty": annos["difficulty"][keep]})
             boxes = np.asarray(pred["boxes"], np.float64)
             boxes = boxes if boxes.ndim == 2 else boxes.reshape(0, 7)
             keep = _inside(boxes, self.point_cloud_range)
-            names = np.asarray([class_names[k - 1].lower() for k in np.asarray(pred["labels"])], dtype="<U16")
+            names = np.asarray(class_names)[np.asarray(pred["labels"], np.int64) - 1]
             dts.append({"boxes": boxes[keep, :7], "types": names[keep], "scores": np.asarray(pred["scores"])[keep]})
-        result = waymo_eval(gts, dts, tuple(c.lower() for c in classes))
+        result = waymo_eval(gts, dts, tuple(c.lower() for c in classes))  # waymo_eval compares lower-case names
         where = ("all boxes" if self.point_cloud_range is None else
                  f"boxes with centres inside x, y range {self.point_cloud_range[0]:g}..{self.point_cloud_range[3]:g}, "
                  f"{self.point_cloud_range[1]:g}..{self.point_cloud_range[4]:g} m")
