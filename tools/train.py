@@ -26,11 +26,38 @@ def rank_overrides(argv: list[str]) -> list[str]:
     return [*argv, "hydra.run.dir=.", "hydra.output_subdir=null"]
 
 
+def precheck(argv: list[str]) -> int:
+    """Compose the config as hydra.main will and check it before hydra creates the run folder: a bad value,
+    an unknown key or a missing recipe exits 2 with one line and leaves nothing behind; 0 when it passes."""
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+
+    from pc3d.engine.runner import check_train_config
+    from pc3d.errors import ConfigError, Pc3dError
+    from pc3d.utils.cli import hydra_message, user_error
+
+    if any(a.startswith("-") for a in argv):  # --help, --cfg, --multirun, ...: hydra's own business
+        return 0
+    overrides = [a for a in argv if not a.lstrip("+~").startswith("hydra.")]
+    try:
+        with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+            cfg = compose(config_name="config", overrides=overrides)
+    except HydraException as error:
+        return user_error("train", ConfigError(hydra_message(error)))
+    try:
+        check_train_config(cfg)
+    except Pc3dError as error:
+        return user_error("train", error)
+    return 0
+
+
 def main() -> int:
     import hydra
     from omegaconf import DictConfig
 
-    status = {"code": 1}
+    status = {"code": precheck(sys.argv[1:])}
+    if status["code"]:
+        return status["code"]
 
     @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="config")
     def run(cfg: DictConfig) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -88,13 +89,45 @@ def build_datasets(cfg) -> tuple[Any, Any]:
     return train_set, (build_dataset(cfg.dataset, val_split, training=False) if val_split else None)
 
 
+_OPTIM_NUMBERS = ("lr", "weight_decay", "momentum", "eps")
+
+
+def check_train_config(cfg) -> TrainSettings:
+    """Every value of a training config that can be checked without building anything: the `train:`
+    settings (types and ranges), `seed`, `threads`, the optimizer's numbers and a `resume` file. A
+    ConfigError (or CheckpointError) names the key; tools/train.py calls this before hydra writes a run folder."""
+    from omegaconf import OmegaConf
+
+    def node(key):
+        value = cfg.get(key)
+        return OmegaConf.to_container(value, resolve=True) if OmegaConf.is_config(value) else value
+
+    settings = TrainSettings.from_config(node("train") or {})
+    seed, threads = node("seed"), node("threads")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise ConfigError(f"seed must be an integer, got {seed!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or threads < 1):
+        raise ConfigError(f"threads must be a positive integer or null, got {threads!r}")
+    optim = node("optim") or {}
+    for key in _OPTIM_NUMBERS:
+        value = optim.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ConfigError(f"optim.{key} must be a finite number >= 0, got {value!r}")
+    resume = node("resume")
+    if resume not in (None, "", False, "auto"):
+        resolve_checkpoint(str(resume))
+    return settings
+
+
 def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainResult:
     """Build every part from `cfg` and train; rank 0 writes `config.yaml` into `run_dir`."""
     from omegaconf import OmegaConf
 
     run_dir = Path(run_dir)
+    settings = check_train_config(cfg)  # a bad setting or resume fails before anything is written
     config = resolved_config(cfg)
-    settings = TrainSettings.from_config(config["train"])  # a bad setting or resume fails before anything is written
     resume = resume_path(cfg.get("resume"), run_dir)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)

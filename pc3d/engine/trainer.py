@@ -81,9 +81,25 @@ class TrainSettings:
             raise ConfigError("set exactly one of train.max_epochs and train.max_iters, got "
                               f"max_epochs={self.max_epochs}, max_iters={self.max_iters} (to switch on the command "
                               "line: train.max_epochs=null train.max_iters=N)")
-        for name in ("batch_size", "accumulate", "log_interval"):
-            if getattr(self, name) < 1:
-                raise ConfigError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        self._check_ranges()
+
+    def _check_ranges(self) -> None:
+        """ConfigError naming train.<key> for a value of the right type outside its range."""
+        at_least = {"max_epochs": 1, "max_iters": 1, "batch_size": 1, "val_batch_size": 1, "accumulate": 1,
+                    "log_interval": 1, "keep_last": 1, "workers": 0, "ema_warmup_steps": 0, "eval_interval": 0,
+                    "ckpt_interval": 0}
+        for name, low in at_least.items():
+            value = getattr(self, name)
+            if value is not None and value < low:
+                raise ConfigError(f"train.{name} must be >= {low}, got {value}")
+        choices = {"precision": ("fp32", "bf16", "fp16"), "best_mode": ("max", "min")}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ConfigError(f"train.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
+        if self.clip_grad_norm is not None and not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
+            raise ConfigError(f"train.clip_grad_norm must be a finite number > 0 or null, got {self.clip_grad_norm}")
+        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {self.ema_decay}")
 
     def _check_types(self) -> None:
         """ConfigError naming train.<key> when a value has the wrong type (e.g. max_epochs=abc)."""

@@ -17,3 +17,12 @@ def user_error(tool: str, error: Pc3dError) -> int:
         raise error
     print(f"{tool}: error: {error}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR
+
+
+def hydra_message(error: Exception) -> str:
+    """One line from a hydra composition error (unknown override key, missing config option, bad override
+    syntax): its first paragraph, and the options hydra offers, without the config search path."""
+    head = str(error).split("\n\n")[0].split("Config search path")[0]
+    text = "; ".join(line.strip().rstrip(".") for line in head.splitlines() if line.strip())
+    options = getattr(error, "options", None)
+    return f"{text} (options: {', '.join(options)})" if options else text

@@ -1,0 +1,63 @@
+"""A training config is checked, key by key, before anything is built or written (tools/train.py composes it
+before hydra creates the run folder)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from pc3d.engine.runner import check_train_config
+from pc3d.engine.trainer import TrainSettings
+from pc3d.errors import CheckpointError, ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        return compose("config", overrides=["experiment=toy", *overrides])
+
+
+def test_the_toy_recipe_passes():
+    settings = check_train_config(composed())
+    assert isinstance(settings, TrainSettings) and settings.batch_size >= 1
+
+
+@pytest.mark.parametrize(("override", "key"), [
+    ("train.max_epochs=abc", "train.max_epochs"), ("train.max_epochs=0", "train.max_epochs"),
+    ("train.batch_size=-2", "train.batch_size"), ("train.workers=-1", "train.workers"),
+    ("train.keep_last=0", "train.keep_last"), ("train.eval_interval=-1", "train.eval_interval"),
+    ("train.precision=bf17", "train.precision"), ("train.best_mode=up", "train.best_mode"),
+    ("train.clip_grad_norm=0", "train.clip_grad_norm"), ("train.clip_grad_norm=nan", "train.clip_grad_norm"),
+    ("train.ema_decay=1.5", "train.ema_decay"), ("optim.lr=nan", "optim.lr"), ("optim.lr=-0.1", "optim.lr"),
+    ("optim.weight_decay=abc", "optim.weight_decay"), ("seed=x", "seed"), ("threads=0", "threads"),
+    ("train.max_iters=5", "train.max_epochs"),  # both set
+])
+def test_a_bad_value_names_its_key(override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        check_train_config(composed(override))
+
+
+def test_a_missing_resume_file_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt"):
+        check_train_config(composed(f"resume={tmp_path / 'nope.pt'}"))
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (("experiment=toy", "train.max_epochs=abc"), "train.max_epochs"),
+    (("experiment=toy", "train.foo=1"), "train.foo"),
+    (("experiment=nope",), "experiment/nope"),
+])
+def test_train_rejects_before_writing_a_run_folder(tmp_path, args, needle):
+    out = tmp_path / "outputs"
+    env = {**os.environ, "PC3D_DEBUG": "0"}
+    done = subprocess.run([sys.executable, "tools/train.py", *args, f"output_dir={out}"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("train: error: ") and needle in lines[0], lines
+    assert not out.exists()
