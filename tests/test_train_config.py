@@ -61,3 +61,14 @@ def test_train_rejects_before_writing_a_run_folder(tmp_path, args, needle):
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("train: error: ") and needle in lines[0], lines
     assert not out.exists()
+
+
+def test_building_a_node_reports_the_pc3d_error_or_names_the_target(tmp_path):
+    from pc3d.engine.runner import _instantiate, build_dataset
+    from pc3d.errors import DataFormatError
+
+    cfg = composed("experiment=second_sim_kitti", f"dataset.root={tmp_path / 'nowhere'}")
+    with pytest.raises(DataFormatError, match="nowhere"):  # the loader's own error, not hydra's wrapping
+        build_dataset(cfg.dataset, "train", training=True)
+    with pytest.raises(ConfigError, match="ToyPointNet"):
+        _instantiate(composed("model.num_classes=abc").model)

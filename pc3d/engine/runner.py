@@ -29,15 +29,28 @@ from pc3d.engine.evaluator import evaluate
 from pc3d.engine.monitor import metrics_table, write_json
 from pc3d.engine.seeding import seed_everything
 from pc3d.engine.trainer import Trainer, TrainResult, TrainSettings
-from pc3d.errors import CheckpointError, ConfigError
+from pc3d.errors import CheckpointError, ConfigError, Pc3dError
 
 log = logging.getLogger(__name__)
 
 
 def _instantiate(node, **kwargs):
+    """hydra's instantiate, with its wrapping undone for the user: a pc3d error raised while building (a
+    dataset naming its missing file) comes out as itself; any other failure to build a config node (a
+    wrongly typed model argument) as a ConfigError naming the node's target and the cause."""
+    from hydra.errors import InstantiationException
     from hydra.utils import instantiate
 
-    return instantiate(node, _convert_="all", **kwargs)
+    try:
+        return instantiate(node, _convert_="all", **kwargs)
+    except InstantiationException as error:
+        cause = error
+        while isinstance(cause, InstantiationException) and cause.__cause__ is not None:
+            cause = cause.__cause__
+        if isinstance(cause, Pc3dError):
+            raise cause from error
+        target = node.get("_target_", "?") if hasattr(node, "get") else "?"
+        raise ConfigError(f"cannot build {target} from the config: {type(cause).__name__}: {cause}") from error
 
 
 def resolved_config(cfg) -> dict:
