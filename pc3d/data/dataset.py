@@ -29,6 +29,11 @@ class BadFrameWarning(UserWarning):
     """A frame was skipped under skip_bad_frames=True (the message names the file and the problem)."""
 
 
+class DataWarning(UserWarning):
+    """The data is usable but something is absent or empty (missing sequences, empty scans): counted per
+    dataset in ``dataset.notes`` and warned once per kind, naming the first file or folder and the count."""
+
+
 def sample_seed(seed: int, epoch: int, index: int) -> int:
     """The augmentation seed of sample `index` in `epoch` of a run seeded with `seed` (the engine's mix too)."""
     return seeding.sample_seed(seed, epoch, index)
@@ -57,6 +62,8 @@ class PointCloudDataset(torch.utils.data.Dataset):
     skip_bad_frames: when a frame raises DataFormatError, warn
     (BadFrameWarning naming the file), count it in ``self.skipped`` and return the next good frame
     instead of raising; ``skip_report()`` summarises what was skipped in this process.
+    Usable oddities (an empty unlabelled scan, a missing sequence of a split) are counted in
+    ``self.notes`` ({kind: [file or folder, ...]}) and warned once per kind (``note``).
     """
 
     feature_names: tuple[str, ...] = ()
@@ -75,6 +82,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.skip_bad_frames = bool(skip_bad_frames)
         self.skipped: dict[str, str] = {}
+        self.notes: dict[str, list[str]] = {}
         self.frames: list = []
 
     @property
@@ -124,11 +132,28 @@ class PointCloudDataset(torch.utils.data.Dataset):
             self.skipped[frame] = str(error)
             warnings.warn(f"skipping frame {frame}: {error}", BadFrameWarning, stacklevel=3)
 
+    def note(self, kind: str, *where) -> None:
+        """Count files or folders under `kind` (what is absent or empty) in ``self.notes``; the first note of a
+        kind warns (DataWarning) with the count and names, later ones are only counted (``skip_report``)."""
+        seen = self.notes.setdefault(kind, [])
+        new = [str(w) for w in where if str(w) not in seen]
+        if not new:
+            return
+        first = not seen
+        seen.extend(new)
+        if first:
+            names = ", ".join(new[:5]) + (", ..." if len(new) > 5 else "")
+            warnings.warn(f"{type(self).__name__}: {kind}: {len(new)} ({names}); later ones are counted in "
+                          "the dataset's notes, not warned", DataWarning, stacklevel=3)
+
     def skip_report(self) -> str:
-        """'N bad frames skipped: frame: problem; ...' (empty string when none were skipped)."""
-        if not self.skipped:
-            return ""
-        return f"{len(self.skipped)} bad frame(s) skipped: " + "; ".join(f"{k}: {v}" for k, v in self.skipped.items())
+        """'N bad frames skipped: frame: problem; ...' plus the counts of ``notes`` (empty string when none)."""
+        parts = [f"{kind}: {len(where)} ({', '.join(where[:3])}{', ...' if len(where) > 3 else ''})"
+                 for kind, where in self.notes.items()]
+        if self.skipped:
+            parts.insert(0, f"{len(self.skipped)} bad frame(s) skipped: "
+                         + "; ".join(f"{k}: {v}" for k, v in self.skipped.items()))
+        return "; ".join(parts)
 
     def scan(self, progress: Callable[[int], None] | None = None) -> dict[str, str]:
         """Load every frame once; returns {frame_id: problem} of the bad ones (used by create_data)."""

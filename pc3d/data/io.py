@@ -74,26 +74,48 @@ def check_finite(points: np.ndarray, where: str | PathLike | None) -> None:
 
 def read_lines(path: str | PathLike) -> list[str]:
     """Non-empty stripped lines of a text file; DataFormatError when missing or not text."""
+    return [line for _, line in numbered_lines(path)]
+
+
+def numbered_lines(path: str | PathLike) -> list[tuple[int, str]]:
+    """(1-based line number, stripped line) of the non-empty lines of a text file, for messages that
+    name the line; DataFormatError when missing or not text."""
     path = Path(path)
     _size(path)
     try:
         text = path.read_text()
     except UnicodeDecodeError:
         raise DataFormatError(path, "not a text file") from None
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return [(k + 1, line.strip()) for k, line in enumerate(text.splitlines()) if line.strip()]
+
+
+def read_ids(path: str | PathLike) -> list[str]:
+    """The ids of a split / list file (KITTI ImageSets, ScanNet scannetv2_*.txt), one per line, in order.
+
+    DataFormatError naming the file for a line that is not one id or an id listed twice (a duplicated
+    frame would be trained and counted twice, and multiply the GT database)."""
+    path = Path(path)
+    first: dict[str, int] = {}
+    for number, line in numbered_lines(path):
+        if len(line.split()) != 1:
+            raise DataFormatError(path, f"line {number}: expected one id per line, got {line[:60]!r}")
+        if line in first:
+            raise DataFormatError(path, f"line {number}: id {line!r} is listed twice (first on line {first[line]})")
+        first[line] = number
+    return list(first)
 
 
 def read_matrix_lines(path: str | PathLike, columns: int) -> np.ndarray:
     """float64 [L, columns] of a whitespace-separated numeric text file (poses.txt, times.txt)."""
     path = Path(path)
     rows = []
-    for k, line in enumerate(read_lines(path)):
+    for number, line in numbered_lines(path):
         try:
             values = [float(v) for v in line.split()]
         except ValueError:
-            raise DataFormatError(path, f"line {k + 1}: non-numeric value") from None
+            raise DataFormatError(path, f"line {number}: non-numeric value") from None
         if len(values) != columns:
-            raise DataFormatError(path, f"line {k + 1}: expected {columns} values, got {len(values)}")
+            raise DataFormatError(path, f"line {number}: expected {columns} values, got {len(values)}")
         rows.append(values)
     out = np.asarray(rows, np.float64).reshape(-1, columns)
     check_finite(out, path)

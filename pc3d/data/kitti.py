@@ -7,7 +7,9 @@
     ImageSets/{train,val,trainval,test}.txt   (test frames live under testing/)
 
 Labels of classes outside ``class_names`` (Van, DontCare, ...) are not training boxes but stay in
-``metadata["annos"]`` for evaluation, with each object's KITTI difficulty.
+``metadata["annos"]`` for evaluation, with each object's KITTI difficulty. A name outside the devkit's
+classes, a negative size, a frame id listed twice or a labelled frame without points is a
+DataFormatError; an unlabelled empty scan is counted in ``notes`` (warned once).
 """
 from __future__ import annotations
 
@@ -16,12 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.eval.kitti import kitti_difficulty
 from pc3d.geometry import KittiCalib, boxes_camera_to_lidar
+from pc3d.sim.labels import KITTI_TYPES  # the devkit's object classes (one definition, shared with the writer)
 
 from .dataset import PointCloudDataset
-from .io import png_size, read_bin, read_lines
+from .io import numbered_lines, png_size, read_bin, read_ids
 
 KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 IMAGE_SHAPE = (375, 1242)  # KITTI's usual (height, width) when image_2 is absent
@@ -30,19 +33,26 @@ IMAGE_SHAPE = (375, 1242)  # KITTI's usual (height, width) when image_2 is absen
 def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
     """The objects of a label_2 file: name <U [M], truncated, occluded int, alpha, bbox [M, 4],
     dimensions [M, 3] (h, w, l), location [M, 3] (bottom centre, rectified camera), rotation_y,
-    score (1 when absent). DataFormatError naming the file on a malformed line."""
+    score (1 when absent). DataFormatError naming the file and line on a malformed line: a wrong field
+    count, a non-numeric or non-finite value, a class outside the devkit's (KITTI_TYPES) or a negative
+    size of a real object (DontCare rows carry -1 sizes)."""
     path = Path(path)
     rows, names = [], []
-    for k, line in enumerate(read_lines(path)):
+    for number, line in numbered_lines(path):
         fields = line.split()
         if len(fields) not in (15, 16):
-            raise DataFormatError(path, f"line {k + 1}: expected 15 or 16 fields, got {len(fields)}")
+            raise DataFormatError(path, f"line {number}: expected 15 or 16 fields, got {len(fields)}")
+        if fields[0] not in KITTI_TYPES:
+            raise DataFormatError(path, f"line {number}: unknown class {fields[0][:40]!r} (KITTI classes: "
+                                        f"{', '.join(KITTI_TYPES)})")
         try:
             values = [float(v) for v in fields[1:]] + ([1.0] if len(fields) == 15 else [])
         except ValueError:
-            raise DataFormatError(path, f"line {k + 1}: non-numeric value") from None
+            raise DataFormatError(path, f"line {number}: non-numeric value") from None
         if not np.isfinite(values).all():
-            raise DataFormatError(path, f"line {k + 1}: NaN or infinite value")
+            raise DataFormatError(path, f"line {number}: NaN or infinite value")
+        if fields[0] != "DontCare" and min(values[7:10]) < 0:
+            raise DataFormatError(path, f"line {number}: negative size (h, w, l) = {tuple(values[7:10])}")
         names.append(fields[0])
         rows.append(values)
     v = np.asarray(rows, np.float64).reshape(-1, 15)
@@ -90,14 +100,30 @@ class KittiDataset(PointCloudDataset):
         self.root = Path(root)
         self.split = split
         self.class_names = list(class_names)
+        unknown = [n for n in self.class_names if n not in KITTI_TYPES]
+        if unknown:
+            raise ConfigError(f"class_names {unknown} are not KITTI classes ({', '.join(KITTI_TYPES)})")
         self.fov_only = fov_only
         self.base = self.root / ("testing" if split == "test" else "training")
-        self.frames = read_lines(self.root / "ImageSets" / f"{split}.txt")
+        self.frames = read_ids(self.root / "ImageSets" / f"{split}.txt")
         self.has_labels = (self.base / "label_2").is_dir()
+        self.has_images = (self.base / "image_2").is_dir()
 
     def path(self, kind: str, frame_id: str) -> Path:
         ext = {"velodyne": "bin", "label_2": "txt", "calib": "txt", "image_2": "png", "planes": "txt"}[kind]
         return self.base / kind / f"{frame_id}.{ext}"
+
+    def image_shape(self, frame_id: str) -> tuple[int, int]:
+        """(height, width) of the frame's image_2 PNG; IMAGE_SHAPE when the split has no image_2 folder
+        (counted in ``notes``), a DataFormatError when the folder exists but this frame's PNG does not."""
+        if not self.has_images:
+            self.note(f"no image_2 folder, image size {IMAGE_SHAPE} assumed", self.base / "image_2")
+            return IMAGE_SHAPE
+        path = self.path("image_2", frame_id)
+        shape = png_size(path)
+        if shape is None:
+            raise DataFormatError(path, "missing or not a PNG (its size sets the field of view and the difficulty)")
+        return shape
 
     def load_annos(self, frame_id: str, calib: KittiCalib, image_shape) -> dict[str, np.ndarray]:
         """The frame's labels (parse_label) plus difficulty and gt_boxes_lidar float32 [M, 7] (zeros for DontCare)."""
@@ -116,7 +142,7 @@ class KittiDataset(PointCloudDataset):
         """The frame's evaluation ground truth without reading its points: ``{"annos", "calib", "image_shape"}``."""
         frame_id = self.frames[index]
         calib = KittiCalib.from_file(self.path("calib", frame_id))
-        image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+        image_shape = self.image_shape(frame_id)
         return {"annos": self.load_annos(frame_id, calib, image_shape), "calib": calib, "image_shape": image_shape}
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
@@ -132,7 +158,7 @@ class KittiDataset(PointCloudDataset):
             if str(pred.get("frame_id", frame_id)) != frame_id:
                 raise DataFormatError(self.root, f"prediction for {pred['frame_id']} where {frame_id} was expected")
             calib = KittiCalib.from_file(self.path("calib", frame_id))
-            image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+            image_shape = self.image_shape(frame_id)
             write_kitti_label(out / f"{frame_id}.txt", to_kitti_anno(pred, calib, image_shape, self.class_names))
         return out
 
@@ -141,13 +167,19 @@ class KittiDataset(PointCloudDataset):
         velodyne = self.path("velodyne", frame_id)
         points = read_bin(velodyne, 4)
         calib = KittiCalib.from_file(self.path("calib", frame_id))
-        image_shape = png_size(self.path("image_2", frame_id)) or IMAGE_SHAPE
+        image_shape = self.image_shape(frame_id)
+        annos = self.load_annos(frame_id, calib, image_shape) if self.has_labels else None
+        if not len(points):
+            objects = 0 if annos is None else int((annos["name"] != "DontCare").sum())
+            if objects:
+                raise DataFormatError(velodyne, f"no points, but label_2/{frame_id}.txt labels "
+                                                f"{objects} objects")
+            self.note("empty scans (0 points)", velodyne)
         if self.fov_only:
             points = points[fov_mask(points, calib, image_shape)]
         sample = {"frame_id": frame_id, "points": points,
                   "metadata": {"calib": calib, "image_shape": image_shape, "source": str(velodyne)}}
-        if self.has_labels:
-            annos = self.load_annos(frame_id, calib, image_shape)
+        if annos is not None:
             train = np.isin(annos["name"], self.class_names)
             sample["gt_boxes"] = annos["gt_boxes_lidar"][train]
             sample["gt_labels"] = np.asarray([self.class_names.index(n) + 1 for n in annos["name"][train]], np.int64)

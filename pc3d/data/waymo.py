@@ -11,7 +11,11 @@ range_image), in the vehicle frame (pc3d's LiDAR frame for Waymo): x, y, z, inte
 Points in no-label zones are dropped (drop_no_label_zone) or kept. When a segment has no lidar_pose
 component, no rolling-shutter correction is applied (the simulated world writes undistorted sweeps).
 Memory stays bounded per segment: only the columns and the row group holding the wanted frame are
-read (one row group cached), calibration and boxes are read once per segment (small tables).
+read (one row group cached), calibration and boxes are read once per segment (small tables); a segment
+whose tables cannot be read is never cached half-filled, so each of its frames raises the same error.
+Labels: the training and validation splits need every segment's ``lidar_box`` file, testing reads it
+when present (``labels`` overrides this). A lidar file without frames, a timestamp listed twice, a box
+of negative size or of an unknown type is a DataFormatError naming the file.
 """
 from __future__ import annotations
 
@@ -21,14 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import beam_inclinations, range_image_to_points
 
 from .dataset import PointCloudDataset
 
 LIDAR, CALIB, BOX = "[LiDARComponent]", "[LiDARCalibrationComponent]", "[LiDARBoxComponent]"
 SEGMENT, TIMESTAMP, LASER = "key.segment_context_name", "key.frame_timestamp_micros", "key.laser_name"
-WAYMO_TYPES = {1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
+WAYMO_TYPES = {0: "Unknown", 1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
 WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
 SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
 INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
@@ -72,6 +76,22 @@ def _read(path: Path, parquet, columns: list[str], row_group: int | None = None)
         raise DataFormatError(path, f"cannot read columns ({type(error).__name__}: {error})") from None
 
 
+def _numbers(path: Path, table, column: str, rows=None, where: str = "") -> np.ndarray:
+    """float64 [R] of a numeric column (the `rows` of it); DataFormatError on nulls or non-finite values."""
+    values = table.column(column)
+    if rows is not None:
+        values = values.take(rows)
+    if values.null_count:
+        raise DataFormatError(path, f"{where}{values.null_count} null values in {column}")
+    try:
+        out = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise DataFormatError(path, f"{where}{column} is not numeric ({error})") from None
+    if not np.isfinite(out).all():
+        raise DataFormatError(path, f"{where}NaN or infinite values in {column}")
+    return out
+
+
 def segment_index(root: str | PathLike, split: str) -> list[dict]:
     """[{"segment", "timestamps": [...], "row_groups": [...]}] of a split, from the lidar files' key
     columns only (laser 1 = TOP rows; a frame is a timestamp)."""
@@ -85,15 +105,46 @@ def segment_index(root: str | PathLike, split: str) -> list[dict]:
         stamps, groups = [], []
         for g in range(parquet.num_row_groups):
             table = _read(path, parquet, [TIMESTAMP, LASER], g)
-            ts = np.asarray(table.column(TIMESTAMP).to_numpy(), np.int64)
-            top = np.asarray(table.column(LASER).to_numpy()) == 1
+            ts = _numbers(path, table, TIMESTAMP).astype(np.int64)
+            top = _numbers(path, table, LASER) == 1
             for t in np.unique(ts[top]):
                 stamps.append(int(t))
                 groups.append(g)
+        if not stamps:
+            raise DataFormatError(path, f"no frames: {parquet.metadata.num_rows} rows, none of the TOP laser "
+                                        f"({LASER} = 1)")
+        if len(set(stamps)) < len(stamps):
+            twice = sorted({t for t in stamps if stamps.count(t) > 1})
+            raise DataFormatError(path, f"timestamps {twice[:3]} are in more than one row group (a frame listed twice)")
         order = np.argsort(stamps, kind="stable")
         out.append({"segment": path.stem, "timestamps": [stamps[i] for i in order],
                     "row_groups": [groups[i] for i in order]})
     return out
+
+
+def read_index(path: Path) -> list[dict]:
+    """The segments of a create_data index JSON, checked: {"segment", "timestamps", "row_groups"} each,
+    no segment or timestamp listed twice; DataFormatError naming the file otherwise."""
+    try:
+        header = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DataFormatError(path, f"not a readable JSON index ({error}); rerun tools/create_data.py") from None
+    if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
+        raise DataFormatError(path, f"expected {INDEX_FORMAT} version {INDEX_VERSION}; rerun tools/create_data.py")
+    segments, seen = header.get("segments"), set()
+    for k, entry in enumerate(segments if isinstance(segments, list) else [None]):
+        try:
+            name, stamps, groups = str(entry["segment"]), list(entry["timestamps"]), list(entry["row_groups"])
+            ok = len(stamps) == len(groups) and all(isinstance(v, int) for v in stamps + groups)
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise DataFormatError(path, f"segments[{k}]: expected {{segment, timestamps, row_groups}} with one "
+                                        "integer row group per integer timestamp")
+        if name in seen or len(set(stamps)) < len(stamps):
+            raise DataFormatError(path, f"segment {name!r} or one of its timestamps is listed twice")
+        seen.add(name)
+    return segments
 
 
 def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
@@ -141,12 +192,15 @@ class WaymoDataset(PointCloudDataset):
     to use. drop_no_label_zone: drop points in no-label zones. min_box_points: boxes with fewer
     LiDAR points are not training boxes (they stay in metadata["annos"]). index: a create_data index
     JSON (default <root>/waymo_infos_<split>.json when present, else built from the key columns).
+    labels: whether each segment must have its lidar_box file (None: yes, except for testing, whose
+    boxes are read when present; False: boxes are never read, e.g. for inference).
     """
 
     feature_names = ("intensity", "elongation")
 
     def __init__(self, root: str | PathLike, split: str = "training", class_names=WAYMO_CLASSES,
                  returns=(1, 2), drop_no_label_zone: bool = True, min_box_points: int = 1, index=None,
+                 labels: bool | None = None,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
@@ -154,17 +208,16 @@ class WaymoDataset(PointCloudDataset):
         self.root, self.split = Path(root), SPLIT_ALIASES.get(split, split)
         split = self.split
         self.class_names = list(class_names)
+        unknown = [n for n in self.class_names if n not in WAYMO_TYPES.values()]
+        if unknown:
+            raise ConfigError(f"class_names {unknown} are not Waymo types ({', '.join(WAYMO_TYPES.values())})")
         self.returns = tuple(int(r) for r in returns)
         self.drop_no_label_zone = drop_no_label_zone
         self.min_box_points = int(min_box_points)
+        self.labels = split != "testing" if labels is None else bool(labels)
+        self.read_labels = labels is not False
         index_path = Path(index) if index else self.root / f"waymo_infos_{split}.json"
-        if index_path.is_file():
-            header = json.loads(index_path.read_text())
-            if header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
-                raise DataFormatError(index_path, f"expected {INDEX_FORMAT} version {INDEX_VERSION}")
-            segments = header["segments"]
-        else:
-            segments = segment_index(self.root, split)
+        segments = read_index(index_path) if index_path.is_file() else segment_index(self.root, split)
         self.frames = [(s["segment"], t, g) for s in segments for t, g in zip(s["timestamps"], s["row_groups"],
                                                                                strict=True)]
         self._segment: str | None = None
@@ -178,10 +231,18 @@ class WaymoDataset(PointCloudDataset):
         return self.root / self.split / name / f"{segment}.parquet"
 
     def _segment_tables(self, segment: str) -> dict:
-        """Calibration per laser and the segment's box table, read once; the row-group cache is reset."""
+        """Calibration per laser and the segment's box table, read once; the row-group cache is reset.
+        Built whole before it is cached: after a bad file every frame of the segment raises the same error."""
         if self._segment == segment:
             return self._cache
-        self._segment, self._cache = segment, {}
+        tables = {"calib": self._read_calibration(segment), "boxes": self._read_box_table(segment)}
+        pose_path = self.component("lidar_pose", segment)
+        tables["lidar_pose"] = pose_path if pose_path.is_file() else None
+        self._segment, self._cache = segment, tables
+        return tables
+
+    def _read_calibration(self, segment: str) -> dict:
+        """{laser: (extrinsic [4, 4], beam inclination values or None, min, max)} of lidar_calibration."""
         path = self.component("lidar_calibration", segment)
         parquet = _open(path)
         cols = [LASER, f"{CALIB}.extrinsic.transform", f"{CALIB}.beam_inclination.min",
@@ -189,24 +250,40 @@ class WaymoDataset(PointCloudDataset):
         _require(path, parquet, cols)
         values_col = f"{CALIB}.beam_inclination.values"
         has_values = values_col in parquet.schema_arrow.names
-        table = _read(path, parquet, cols + ([values_col] if has_values else [])).to_pydict()
+        table = _read(path, parquet, cols + ([values_col] if has_values else []))
+        lasers = _numbers(path, table, LASER).astype(np.int64)
+        lo, hi = _numbers(path, table, cols[2]), _numbers(path, table, cols[3])
+        rows = table.to_pydict()
         calib = {}
-        for k, laser in enumerate(table[LASER]):
-            extrinsic = np.asarray(table[cols[1]][k], np.float64)
-            if extrinsic.shape != (16,):
-                raise DataFormatError(path, f"laser {laser}: extrinsic must have 16 values, got {extrinsic.shape}")
-            calib[int(laser)] = (extrinsic.reshape(4, 4), table[values_col][k] if has_values else None,
-                                 table[cols[2]][k], table[cols[3]][k])
-        self._cache["calib"] = calib
-        box_path = self.component("lidar_box", segment)
-        if box_path.is_file():
-            parquet = _open(box_path)
-            _require(box_path, parquet, BOX_COLUMNS)
-            extra = [c for c in OPTIONAL_BOX_COLUMNS if c in parquet.schema_arrow.names]
-            self._cache["boxes"] = _read(box_path, parquet, BOX_COLUMNS + extra)
-        pose_path = self.component("lidar_pose", segment)
-        self._cache["lidar_pose"] = pose_path if pose_path.is_file() else None
-        return self._cache
+        for k, laser in enumerate(lasers.tolist()):
+            if laser in calib:
+                raise DataFormatError(path, f"laser {laser} is calibrated twice")
+            try:
+                extrinsic = np.asarray(rows[cols[1]][k], np.float64)
+                values = None if not has_values or rows[values_col][k] is None else np.asarray(rows[values_col][k],
+                                                                                                np.float64)
+            except (TypeError, ValueError):
+                raise DataFormatError(path, f"laser {laser}: non-numeric extrinsic or beam inclinations") from None
+            if extrinsic.shape != (16,) or not np.isfinite(extrinsic).all():
+                raise DataFormatError(path, f"laser {laser}: extrinsic must have 16 finite values, got "
+                                            f"{extrinsic.shape}")
+            if values is not None and not np.isfinite(values).all():
+                raise DataFormatError(path, f"laser {laser}: NaN or infinite beam inclinations")
+            calib[laser] = (extrinsic.reshape(4, 4), values, float(lo[k]), float(hi[k]))
+        return calib
+
+    def _read_box_table(self, segment: str):
+        """The segment's lidar_box table, or None where labels are not needed (see ``labels``)."""
+        path = self.component("lidar_box", segment)
+        if not self.read_labels or (not self.labels and not path.is_file()):
+            return None
+        if not path.is_file():
+            raise DataFormatError(path, f"missing: every {self.split} segment needs its boxes (pass labels=False "
+                                        "to read points only)")
+        parquet = _open(path)
+        _require(path, parquet, BOX_COLUMNS)
+        extra = [c for c in OPTIONAL_BOX_COLUMNS if c in parquet.schema_arrow.names]
+        return _read(path, parquet, BOX_COLUMNS + extra)
 
     def _row_group(self, segment: str, group: int):
         key = ("lidar", group)
@@ -225,26 +302,26 @@ class WaymoDataset(PointCloudDataset):
         tables = self._segment_tables(segment)
         table = self._row_group(segment, group)
         path = self.component("lidar", segment)
-        rows = np.flatnonzero(np.asarray(table.column(TIMESTAMP).to_numpy()) == timestamp)
+        rows = np.flatnonzero(_numbers(path, table, TIMESTAMP) == timestamp)
         if not len(rows):
             raise DataFormatError(path, f"no lidar rows for timestamp {timestamp} in row group {group}")
+        lasers = _numbers(path, table, LASER, rows, f"frame {timestamp}: ").astype(np.int64)
+        if len(set(lasers.tolist())) < len(lasers):
+            raise DataFormatError(path, f"frame {timestamp}: a laser has more than one row")
         clouds = []
-        for row in rows:
-            laser = int(table.column(LASER)[int(row)].as_py())
+        for row, laser in zip(rows.tolist(), lasers.tolist(), strict=True):
             if laser not in tables["calib"]:
                 raise DataFormatError(self.component("lidar_calibration", segment), f"no calibration of laser {laser}")
             extrinsic, values, lo, hi = tables["calib"][laser]
             for r in self.returns:
-                shape = table.column(f"{LIDAR}.range_image_return{r}.shape")[int(row)].as_py()
-                flat = table.column(f"{LIDAR}.range_image_return{r}.values")[int(row)].values.to_numpy()
-                if shape is None or len(shape) != 3 or shape[2] < 4 or int(np.prod(shape)) != len(flat):
-                    raise DataFormatError(path, f"frame {timestamp} laser {laser} return {r}: range image of "
-                                                f"{len(flat)} values does not match shape {shape}")
-                image = flat.reshape(shape)
-                if not np.isfinite(image).all():
-                    raise DataFormatError(path, f"frame {timestamp} laser {laser} return {r}: NaN in range image")
-                incl = beam_inclinations(shape[0], values, lo, hi)
-                xyz, pixels = range_image_to_points(image, incl, extrinsic)
+                where = f"frame {timestamp} laser {laser} return {r}"
+                image = self._range_image(path, table, row, r, where)
+                try:
+                    incl = beam_inclinations(image.shape[0], values, lo, hi)
+                    xyz, pixels = range_image_to_points(image, incl, extrinsic)
+                except (ConfigError, DataFormatError) as error:
+                    raise DataFormatError(self.component("lidar_calibration", segment),
+                                          f"laser {laser} does not fit the {where} range image: {error}") from None
                 if laser == 1 and tables["lidar_pose"] is not None:
                     xyz = self._rolling_shutter(segment, timestamp, r, xyz, image, pixels, incl, extrinsic)
                 feats = image[pixels[:, 0], pixels[:, 1]]
@@ -252,28 +329,61 @@ class WaymoDataset(PointCloudDataset):
                 clouds.append(cloud)
         return np.concatenate(clouds) if clouds else np.zeros((0, 5), np.float32)
 
+    @staticmethod
+    def _range_image(path: Path, table, row: int, ret: int, where: str) -> np.ndarray:
+        """float32 [H, W, C >= 4] range image `ret` of lidar row `row`; DataFormatError on nulls, NaN, bad shapes."""
+        shape = table.column(f"{LIDAR}.range_image_return{ret}.shape")[row].as_py()
+        values = table.column(f"{LIDAR}.range_image_return{ret}.values")[row].values
+        if values is None or values.null_count:
+            raise DataFormatError(path, f"{where}: null range image values")
+        flat = values.to_numpy(zero_copy_only=False)
+        try:
+            shape = [int(v) for v in shape]
+        except (TypeError, ValueError):
+            shape = None
+        if shape is None or flat.dtype.kind not in "iuf":
+            raise DataFormatError(path, f"{where}: range image values ({flat.dtype}) or shape are not numbers")
+        if len(shape) != 3 or min(shape) < 1 or shape[2] < 4 or int(np.prod(shape)) != len(flat):
+            raise DataFormatError(path, f"{where}: range image of {len(flat)} values does not match shape {shape}")
+        image = flat.reshape(shape)
+        if not np.isfinite(image).all():
+            raise DataFormatError(path, f"{where}: NaN in range image")
+        return image
+
     def _rolling_shutter(self, segment, timestamp, ret, xyz, image, pixels, incl, extrinsic) -> np.ndarray:
-        """Per-pixel vehicle poses (lidar_pose component) move each TOP point to the frame's vehicle pose."""
+        """Per-pixel vehicle poses (lidar_pose component) move each TOP point to the frame's vehicle pose.
+        The v2 component stores one pose image (``range_image_return1``), used for both returns."""
         path = self.tables_pose_path(segment)
         parquet = _open(path)
-        col = f"[LiDARPoseComponent].range_image_return{ret}.values"
-        if col not in parquet.schema_arrow.names:
-            return xyz
-        table = parquet.read(columns=[TIMESTAMP, LASER, col])
-        ts = np.asarray(table.column(TIMESTAMP).to_numpy())
-        lasers = np.asarray(table.column(LASER).to_numpy())
-        rows = np.flatnonzero((ts == timestamp) & (lasers == 1))
+        col = "[LiDARPoseComponent].range_image_return1.values"
+        _require(path, parquet, [TIMESTAMP, LASER, col])
+        table = _read(path, parquet, [TIMESTAMP, LASER, col])
+        rows = np.flatnonzero((_numbers(path, table, TIMESTAMP) == timestamp) & (_numbers(path, table, LASER) == 1))
+        if not len(rows):
+            raise DataFormatError(path, f"frame {timestamp}: no TOP laser pose row")
+        values = table.column(col)[int(rows[0])].values
+        size = int(np.prod(image.shape[:2])) * 6
+        if values is None or values.null_count or len(values) != size:
+            raise DataFormatError(path, f"frame {timestamp}: expected {size} pose values (H x W x 6), got "
+                                        f"{0 if values is None else len(values)}")
+        pixel_pose = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(*image.shape[:2], 6)
         pose_path = self.component("vehicle_pose", segment)
-        if not len(rows) or not pose_path.is_file():
-            return xyz
-        pixel_pose = table.column(col)[int(rows[0])].values.to_numpy().reshape(*image.shape[:2], 6)
-        vp = _open(pose_path).read(columns=[TIMESTAMP, "[VehiclePoseComponent].world_from_vehicle.transform"])
-        k = int(np.flatnonzero(np.asarray(vp.column(TIMESTAMP).to_numpy()) == timestamp)[0])
-        frame_pose = np.asarray(vp.column(1)[k].as_py(), np.float64).reshape(4, 4)
-        p = pixel_pose[pixels[:, 0], pixels[:, 1]].astype(np.float64)
+        transform = "[VehiclePoseComponent].world_from_vehicle.transform"
+        vehicle = _open(pose_path)
+        _require(pose_path, vehicle, [TIMESTAMP, transform])
+        vp = _read(pose_path, vehicle, [TIMESTAMP, transform])
+        k = np.flatnonzero(_numbers(pose_path, vp, TIMESTAMP) == timestamp)
+        frame_pose = np.asarray(vp.column(1)[int(k[0])].as_py() or [], np.float64) if len(k) else np.zeros(0)
+        if frame_pose.shape != (16,) or not np.isfinite(frame_pose).all() or not np.isfinite(pixel_pose).all():
+            raise DataFormatError(pose_path, f"frame {timestamp}: no finite 4 x 4 world_from_vehicle pose (or NaN in "
+                                             f"{path.name})")
+        p = pixel_pose[pixels[:, 0], pixels[:, 1]]
         rot = _rotation_from_euler(p[:, :3])
         world = np.einsum("nij,nj->ni", rot, xyz.astype(np.float64)) + p[:, 3:]
-        inv = np.linalg.inv(frame_pose)
+        try:
+            inv = np.linalg.inv(frame_pose.reshape(4, 4))
+        except np.linalg.LinAlgError:
+            raise DataFormatError(pose_path, f"frame {timestamp}: singular world_from_vehicle pose") from None
         return (world @ inv[:3, :3].T + inv[:3, 3]).astype(np.float32)
 
     def tables_pose_path(self, segment: str) -> Path:
@@ -286,21 +396,27 @@ class WaymoDataset(PointCloudDataset):
         if boxes is None:
             return {"box": np.zeros((0, 9), np.float32), "name": np.zeros(0, str),
                     "difficulty": np.zeros(0, np.int8), "num_points": np.zeros(0, np.int64)}
-        rows = np.flatnonzero(np.asarray(boxes.column(TIMESTAMP).to_numpy()) == timestamp)
+        path = self.component("lidar_box", segment)
+        rows = np.flatnonzero(_numbers(path, boxes, TIMESTAMP) == timestamp)
+        where = f"frame {timestamp}: "
 
         def col(name: str) -> np.ndarray:
             full = f"{BOX}.{name}"
             if full not in boxes.schema.names:
                 return np.zeros(len(rows))
-            return np.asarray(boxes.column(full).take(rows).to_numpy(zero_copy_only=False), np.float64)
+            return _numbers(path, boxes, full, rows, where)
 
         box = np.stack([col(c) for c in ("box.center.x", "box.center.y", "box.center.z", "box.size.x",
                                           "box.size.y", "box.size.z", "box.heading", "speed.x", "speed.y")], 1)
-        if not np.isfinite(box).all():
-            raise DataFormatError(self.component("lidar_box", segment), f"frame {timestamp}: NaN in boxes")
+        if (box[:, 3:6] < 0).any():
+            k = int(np.flatnonzero((box[:, 3:6] < 0).any(1))[0])
+            raise DataFormatError(path, f"{where}negative box size (l, w, h) = {tuple(box[k, 3:6].tolist())}")
         box[:, 6] = (box[:, 6] + np.pi) % (2 * np.pi) - np.pi
         types = col("type").astype(np.int64)
-        return {"box": box.astype(np.float32), "name": np.asarray([WAYMO_TYPES.get(int(t), "Unknown") for t in types],
+        unknown = sorted(set(types.tolist()) - set(WAYMO_TYPES))
+        if unknown:
+            raise DataFormatError(path, f"{where}unknown box types {unknown[:5]} (Waymo types: {WAYMO_TYPES})")
+        return {"box": box.astype(np.float32), "name": np.asarray([WAYMO_TYPES[t] for t in types.tolist()],
                                                                    dtype=str).reshape(-1),
                 "difficulty": col("difficulty_level.detection").astype(np.int8),
                 "num_points": col("num_lidar_points_in_box").astype(np.int64)}
