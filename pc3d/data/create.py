@@ -2,7 +2,8 @@
 
 Every info file is ``{"format": "pc3d-infos", "version": 1, "dataset", "split", "frames": [...],
 "skipped": {frame: problem}}`` (Waymo: ``{"format": "pc3d-waymo-index", "version": 1, "segments"}``
-plus the same frame list). Bad frames are skipped, counted and reported, never dropped silently.
+plus the same frame list). Bad frames are skipped, counted and reported, never dropped silently; a root
+holding none of the dataset's expected files is a DataFormatError naming it and what was expected.
 """
 from __future__ import annotations
 
@@ -48,13 +49,19 @@ def _frames(dataset, desc: str, skipped: dict) -> Iterator[tuple[int, dict]]:
             skipped[dataset.frame_id(i)] = str(error)
 
 
+def _expect(found, root: Path, expected: str) -> None:
+    """DataFormatError naming `root` when `found` is empty: the layout holds none of what create_data reads."""
+    if not found:
+        raise DataFormatError(root, f"nothing to index: expected {expected}")
+
+
 def create_kitti(root: Path, database_split: str = "train") -> dict:
     from .kitti import KittiDataset
 
     written, report = [], {}
-    for split in ("train", "val", "trainval", "test"):
-        if not (root / "ImageSets" / f"{split}.txt").is_file():
-            continue
+    splits = [s for s in ("train", "val", "trainval", "test") if (root / "ImageSets" / f"{s}.txt").is_file()]
+    _expect(splits, root, "ImageSets/{train,val,trainval,test}.txt beside training/ and testing/ (KITTI object)")
+    for split in splits:
         dataset = KittiDataset(root, split, fov_only=False)
         frames, skipped, db_frames = [], {}, []
         for _, sample in _frames(dataset, f"kitti {split}", skipped):
@@ -74,8 +81,8 @@ def create_kitti(root: Path, database_split: str = "train") -> dict:
             frames.append(info)
         written.append(_write(root / f"kitti_infos_{split}.json", {
             "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "kitti", "split": split, "frames": frames,
-            "skipped": skipped}))
-        report[split] = {"frames": len(frames), "skipped": skipped}
+            "skipped": skipped, "notes": dataset.notes}))
+        report[split] = {"frames": len(frames), "skipped": skipped, "notes": dataset.notes}
         if split == database_split:
             header = write_database(root, "kitti", split, ("x", "y", "z", "intensity"), db_frames)
             written.append(header)
@@ -88,9 +95,9 @@ def create_waymo(root: Path, database_split: str = "training") -> dict:
     from .waymo import INDEX_FORMAT, INDEX_VERSION, WaymoDataset, segment_index
 
     written, report = [], {}
-    for split in ("training", "validation", "testing"):
-        if not (root / split / "lidar").is_dir():
-            continue
+    splits = [s for s in ("training", "validation", "testing") if (root / s / "lidar").is_dir()]
+    _expect(splits, root, "{training,validation,testing}/lidar/<segment>.parquet (Waymo v2)")
+    for split in splits:
         segments = segment_index(root, split)
         index_path = _write(root / f"waymo_infos_{split}.json", {
             "format": INDEX_FORMAT, "version": INDEX_VERSION, "dataset": "waymo", "split": split,
@@ -116,16 +123,19 @@ def create_waymo(root: Path, database_split: str = "training") -> dict:
 def create_semantickitti(root: Path) -> dict:
     from .semantickitti import SemanticKittiDataset
 
-    sequences = sorted(p.name for p in (root / "sequences").iterdir() if (p / "velodyne").is_dir())
-    dataset = SemanticKittiDataset(root, sequences=sequences)
+    folder = root / "sequences"
+    sequences = sorted(p.name for p in folder.iterdir() if p.name.isdigit() and any((p / "velodyne").glob(
+        "*.bin"))) if folder.is_dir() else []
+    _expect(sequences, root, "sequences/NN/velodyne/NNNNNN.bin (SemanticKITTI)")
     skipped: dict = {}
-    per_sequence: dict[str, dict] = {s: {"frames": 0, "label_histogram": np.zeros(len(dataset.class_names), np.int64)}
-                                     for s in sequences}
-    for i, sample in _frames(dataset, "semantickitti", skipped):
-        entry = per_sequence[dataset.frames[i][0]]
-        entry["frames"] += 1
-        if "point_labels" in sample:
-            entry["label_histogram"] += np.bincount(sample["point_labels"], minlength=len(dataset.class_names))
+    per_sequence: dict[str, dict] = {}
+    for seq in sequences:  # one dataset per sequence: test sequences have no labels
+        dataset = SemanticKittiDataset(root, sequences=[seq])
+        entry = per_sequence[seq] = {"frames": 0, "label_histogram": np.zeros(len(dataset.class_names), np.int64)}
+        for _, sample in _frames(dataset, f"semantickitti {seq}", skipped):
+            entry["frames"] += 1
+            if "point_labels" in sample:
+                entry["label_histogram"] += np.bincount(sample["point_labels"], minlength=len(dataset.class_names))
     path = _write(root / "semantickitti_infos.json", {
         "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "semantickitti", "split": "all",
         "class_names": dataset.class_names, "sequences": per_sequence, "skipped": skipped})
@@ -136,9 +146,9 @@ def create_scannet(root: Path) -> dict:
     from .scannet import ScanNetDataset
 
     written, report = [], {}
-    for split in ("train", "val", "test"):
-        if not (root / f"scannetv2_{split}.txt").is_file():
-            continue
+    splits = [s for s in ("train", "val", "test") if (root / f"scannetv2_{s}.txt").is_file()]
+    _expect(splits, root, "scannetv2_{train,val,test}.txt beside scans/<scene>/ (ScanNet v2)")
+    for split in splits:
         dataset = ScanNetDataset(root, split)
         frames, skipped = [], {}
         for _, sample in _frames(dataset, f"scannet {split}", skipped):
@@ -158,19 +168,19 @@ def create_sceneflow(root: Path) -> dict:
     from .sceneflow import VARIANTS, SceneFlowDataset
 
     written, report = [], {}
-    for variant, splits in (("kitti", ("all",)), ("flyingthings3d", ("train", "val"))):
-        for split in splits:
-            folder = root / VARIANTS[variant] / ("" if split == "all" else split)
-            if not folder.is_dir():
-                continue
-            dataset = SceneFlowDataset(root, variant, split, num_points=None)
-            frames, skipped = [], {}
-            for _, sample in _frames(dataset, f"{variant} {split}", skipped):
-                frames.append({"frame_id": sample["frame_id"], "num_points": len(sample["points"])})
-            written.append(_write(root / f"sceneflow_{variant}_infos_{split}.json", {
-                "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": f"sceneflow_{variant}", "split": split,
-                "frames": frames, "skipped": skipped}))
-            report[f"{variant}/{split}"] = {"frames": len(frames), "skipped": skipped}
+    found = [(variant, split) for variant, splits in (("kitti", ("all",)), ("flyingthings3d", ("train", "val")))
+             for split in splits if (root / VARIANTS[variant] / ("" if split == "all" else split)).is_dir()]
+    _expect(found, root, f"{VARIANTS['kitti']}/ or {VARIANTS['flyingthings3d']}/{{train,val}}/ (HPLFlowNet's "
+                         "preprocessed scene flow)")
+    for variant, split in found:
+        dataset = SceneFlowDataset(root, variant, split, num_points=None)
+        frames, skipped = [], {}
+        for _, sample in _frames(dataset, f"{variant} {split}", skipped):
+            frames.append({"frame_id": sample["frame_id"], "num_points": len(sample["points"])})
+        written.append(_write(root / f"sceneflow_{variant}_infos_{split}.json", {
+            "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": f"sceneflow_{variant}", "split": split,
+            "frames": frames, "skipped": skipped}))
+        report[f"{variant}/{split}"] = {"frames": len(frames), "skipped": skipped}
     report["written"] = [str(p) for p in written]
     return report
 
@@ -185,5 +195,5 @@ def create_data(dataset: str, root: str | Path) -> dict:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(CREATORS)}")
     root = Path(root)
     if not root.is_dir():
-        raise DataFormatError(root, "dataset root does not exist")
+        raise DataFormatError(root, "dataset root is not a folder" if root.exists() else "dataset root does not exist")
     return CREATORS[dataset](root)

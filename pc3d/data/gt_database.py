@@ -4,6 +4,7 @@ Written by ``tools/create_data.py`` beside the dataset, three files per (dataset
 
     <name>_gt_database_<split>.json   header: {"format": "pc3d-gt-database", "version": 1, "dataset",
                                       "split", "columns" (point columns), "count" (objects per class),
+                                      "empty" (objects left out for having no point, per class),
                                       "index": npz file name, "points": bin file name}
     <name>_gt_database_<split>.npz    index arrays: name <U [K], frame_id <U [K], box float32 [K, 7]
                                       (LiDAR frame, where the object was), num_points int32 [K],
@@ -39,9 +40,10 @@ def database_paths(root: str | PathLike, dataset: str, split: str) -> tuple[Path
 def write_database(root: str | PathLike, dataset: str, split: str, columns: Iterable[str],
                    frames: Iterable[dict]) -> Path:
     """Write the database from frames {"frame_id", "points" [N, 3 + C], "gt_boxes" [M, 7+], "names" [M],
-    "difficulty" [M]}; returns the header path. Objects with no point are skipped."""
+    "difficulty" [M]}; returns the header path. Objects with no point are left out, counted in "empty"."""
     header_path, index_path, bin_path = database_paths(root, dataset, split)
     names, frame_ids, boxes, counts, difficulty = [], [], [], [], []
+    empty: Counter = Counter()
     with open(bin_path, "wb") as out:
         for frame in frames:
             box = np.asarray(frame["gt_boxes"], np.float32)[:, :7]
@@ -53,6 +55,7 @@ def write_database(root: str | PathLike, dataset: str, split: str, columns: Iter
             for k in range(len(box)):
                 rows = order[starts[k]:starts[k + 1]]
                 if not len(rows):
+                    empty[str(frame["names"][k])] += 1
                     continue
                 pts = frame["points"][rows].astype(np.float32)
                 pts[:, :3] -= box[k, :3]
@@ -68,7 +71,8 @@ def write_database(root: str | PathLike, dataset: str, split: str, columns: Iter
              difficulty=np.asarray(difficulty, np.int8), offset=offsets)
     columns = list(columns)
     header = {"format": FORMAT, "version": VERSION, "dataset": dataset, "split": split, "columns": columns,
-              "count": dict(sorted(Counter(names).items())), "index": index_path.name, "points": bin_path.name}
+              "count": dict(sorted(Counter(names).items())), "empty": dict(sorted(empty.items())),
+              "index": index_path.name, "points": bin_path.name}
     header_path.write_text(json.dumps(header, indent=1) + "\n")
     return header_path
 
@@ -94,14 +98,25 @@ class GTDatabase:
             header = json.loads(path.read_text())
         except (OSError, ValueError) as error:
             raise DataFormatError(path, f"unreadable GT database header ({error}); run tools/create_data.py") from None
-        if header.get("format") != FORMAT or header.get("version") != VERSION:
-            raise DataFormatError(path, f"expected format {FORMAT!r} version {VERSION}, got "
-                                        f"{header.get('format')!r} version {header.get('version')!r}")
+        if not isinstance(header, dict) or header.get("format") != FORMAT or header.get("version") != VERSION:
+            found = f"{header.get('format')!r} version {header.get('version')!r}" if isinstance(header, dict) else "?"
+            raise DataFormatError(path, f"expected format {FORMAT!r} version {VERSION}, got {found}")
+        names_ok = all(isinstance(header.get(k), str) for k in ("index", "points"))
+        if not names_ok or not isinstance(header.get("columns"), list) or len(header["columns"]) < 3:
+            raise DataFormatError(path, "expected 'index' and 'points' file names and at least 3 'columns'; "
+                                        "rerun tools/create_data.py")
+        index_path = path.parent / header["index"]
         try:
-            with np.load(path.parent / header["index"], allow_pickle=False) as index:
+            with np.load(index_path, allow_pickle=False) as index:
                 arrays = {k: index[k] for k in ("name", "frame_id", "box", "num_points", "difficulty", "offset")}
-        except (OSError, KeyError, ValueError) as error:
-            raise DataFormatError(path.parent / header["index"], f"bad GT database index ({error})") from None
+        except (OSError, KeyError, ValueError, EOFError) as error:
+            raise DataFormatError(index_path, f"bad GT database index ({error})") from None
+        k = len(arrays["name"])
+        lengths = {a: len(arrays[a]) for a in ("frame_id", "box", "num_points", "difficulty", "offset")}
+        if lengths != {"frame_id": k, "box": k, "num_points": k, "difficulty": k, "offset": k + 1} or (
+                np.diff(arrays["offset"]) < 0).any():
+            raise DataFormatError(index_path, f"index arrays disagree ({k} names, lengths {lengths}); rerun "
+                                              "tools/create_data.py")
         columns = list(header["columns"])
         bin_path = path.parent / header["points"]
         size = bin_path.stat().st_size if bin_path.is_file() else -1

@@ -21,7 +21,7 @@ import numpy as np
 from pc3d.errors import DataFormatError
 
 from .dataset import PointCloudDataset
-from .io import check_finite, read_lines
+from .io import check_finite, read_ids, read_lines
 from .label_space import LabelSpace
 
 SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -42,44 +42,128 @@ _PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short":
               "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 
 
-def _vertex_block(path: Path) -> np.ndarray | None:
-    """The vertex element of a binary ply whose first element is 'vertex' with scalar properties, read
-    straight into a structured array (faces are never parsed); None for any other layout."""
+def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list]], int] | None:
+    """(format, elements [(name, count, properties)], offset of the body) of a ply file; None when the
+    header is not one pc3d parses (plyfile reports what is wrong). A property is (name, numpy code) or,
+    for a list, (name, (count code, item code))."""
     with path.open("rb") as f:
         head = f.read(1 << 16)
     end = head.find(b"end_header")
     if not head.startswith(b"ply") or end < 0:
         return None
-    lines = head[:end].decode("ascii", "replace").splitlines()[1:]
     body = end + len(b"end_header") + (2 if head[end + 10:end + 12] == b"\r\n" else 1)
-    fmt, count, props = None, None, []
-    for line in lines:
+    fmt, elements = None, []
+    for line in head[:end].decode("ascii", "replace").splitlines()[1:]:
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
             continue
-        if words[0] == "format":
-            fmt = words[1]
-        elif words[0] == "element":
-            if count is not None:
-                break  # the vertex element is complete
-            if words[1] != "vertex":
-                return None
-            count = int(words[2])
-        elif words[0] == "property" and count is not None:
-            if words[1] == "list" or words[1] not in _PLY_TYPES:
-                return None
-            props.append((words[2], _PLY_TYPES[words[1]]))
-    if fmt not in ("binary_little_endian", "binary_big_endian") or count is None or not props:
+        try:
+            if words[0] == "format":
+                fmt = words[1]
+            elif words[0] == "element":
+                elements.append((words[1], int(words[2]), []))
+            elif words[0] == "property" and words[1] == "list":
+                elements[-1][2].append((words[4], (_PLY_TYPES[words[2]], _PLY_TYPES[words[3]])))
+            elif words[0] == "property":
+                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
+        except (IndexError, KeyError, ValueError):
+            return None  # plyfile reports what is wrong with the header
+    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian") or not elements:
+        return None
+    if min(count for _, count, _ in elements) < 0:
+        raise DataFormatError(path, "negative element count in the header")
+    return fmt, elements, body
+
+
+def _element_bytes(path: Path, order: str, offset: int, count: int, props: list) -> int | None:
+    """Bytes taken by `count` rows of an element at `offset`: fixed rows, or rows of one list whose length is
+    read from the file (constant lengths checked at once, others row by row); None for other layouts."""
+    lists = [k for k, (_, code) in enumerate(props) if isinstance(code, tuple)]
+    fixed = sum(np.dtype(code).itemsize for _, code in props if not isinstance(code, tuple))
+    if not lists or not count:
+        return count * fixed
+    if len(props) > 1:
+        return None
+    len_code, item_code = props[lists[0]][1]
+    len_dtype, item = np.dtype(order + len_code), np.dtype(item_code).itemsize
+    size = path.stat().st_size
+    if offset + len_dtype.itemsize > size:
+        return size + 1  # the caller reports the file as too short
+    first = int(np.fromfile(path, len_dtype, count=1, offset=offset)[0])
+    row = len_dtype.itemsize + max(first, 0) * item
+    if first >= 0 and offset + count * row <= size:
+        lengths = np.memmap(path, np.uint8, "r", offset, (count, row))[:, :len_dtype.itemsize]
+        if (np.ascontiguousarray(lengths).view(len_dtype).reshape(-1) == first).all():
+            return count * row
+    data = np.memmap(path, np.uint8, "r")
+    position = offset
+    for _ in range(count):
+        if position + len_dtype.itemsize > size:
+            return size + 1
+        position += len_dtype.itemsize + int(data[position:position + len_dtype.itemsize].view(len_dtype)[0]) * item
+    return position - offset
+
+
+def _vertex_block(path: Path) -> np.ndarray | None:
+    """The vertex element of a binary ply whose first element is 'vertex' with scalar properties, read
+    straight into a structured array (faces are skipped, but their bytes are counted: the file must end
+    where the header says); None for any other layout."""
+    header = _ply_header(path)
+    if header is None or header[0] == "ascii":
+        return None
+    fmt, elements, body = header
+    name, count, props = elements[0]
+    if name != "vertex" or not props or any(isinstance(code, tuple) for _, code in props):
         return None
     order = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(name, order + code) for name, code in props])
-    if path.stat().st_size < body + count * dtype.itemsize:
+    dtype = np.dtype([(prop, order + code) for prop, code in props])
+    size = path.stat().st_size
+    end = body + count * dtype.itemsize
+    if size < end:
         raise DataFormatError(path, f"truncated: {count} vertices of {dtype.itemsize} bytes do not fit the file")
+    for _, rows, other_props in elements[1:]:
+        taken = _element_bytes(path, order, end, rows, other_props)
+        if taken is None:
+            return None
+        end += taken
+    _check_extent(path, elements, end - body, size - body)
     return np.fromfile(path, dtype, count=count, offset=body)
 
 
+def _check_extent(path: Path, elements, expected: int, found: int, unit: str = "bytes") -> None:
+    """DataFormatError when the body holds more or fewer bytes (ascii: lines) than the header's counts need."""
+    if expected != found:
+        counts = ", ".join(f"{rows} {name}" for name, rows, _ in elements)
+        raise DataFormatError(path, f"the header's element counts ({counts}) need {expected} {unit} of data, the "
+                                    f"file has {found}: a wrong vertex count or a truncated file")
+
+
+def _check_plyfile_extent(path: Path, ply) -> None:
+    """What plyfile read covers the file exactly (plyfile ignores rows after the counted ones)."""
+    header = _ply_header(path)
+    if header is None:  # a header only plyfile understands: nothing to compare with
+        return
+    fmt, elements, body = header
+    data = path.read_bytes()[body:]
+    if fmt == "ascii":
+        _check_extent(path, elements, sum(rows for _, rows, _ in elements),
+                      sum(1 for line in data.splitlines() if line.strip()), "lines")
+        return
+    expected = 0
+    for element in ply.elements:
+        for prop in element.properties:
+            if hasattr(prop, "len_dtype"):
+                items = sum(len(v) for v in element.data[prop.name])
+                expected += (element.count * np.dtype(prop.len_dtype).itemsize
+                             + items * np.dtype(prop.val_dtype).itemsize)
+            else:
+                expected += element.count * np.dtype(prop.dtype()).itemsize
+    _check_extent(path, elements, expected, len(data))
+
+
 def read_ply_vertices(path: str | PathLike, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named vertex properties of a ply file; DataFormatError naming the file when unreadable or missing one.
+    """The named vertex properties of a ply file; DataFormatError naming the file when unreadable, missing one,
+    or holding more or fewer rows than its header counts.
 
     Binary files with the vertex element first (ScanNet's meshes and label meshes) are read with numpy
     alone, skipping the faces; anything else goes through plyfile."""
@@ -94,7 +178,9 @@ def read_ply_vertices(path: str | PathLike, fields: tuple[str, ...]) -> dict[str
         else:
             from plyfile import PlyData
 
-            vertex = PlyData.read(str(path))["vertex"]
+            ply = PlyData.read(str(path))
+            _check_plyfile_extent(path, ply)
+            vertex = ply["vertex"]
             names = [p.name for p in vertex.properties]
             columns = {f: np.asarray(vertex[f]) for f in fields if f in names}
         missing = [f for f in fields if f not in names]
@@ -127,16 +213,25 @@ def instance_ids(folder: Path, scene: str, n: int) -> np.ndarray:
     """int64 [n]: 1 + objectId of each vertex's aggregation group, 0 where none."""
     segs_path = folder / f"{scene}_vh_clean_2.0.010000.segs.json"
     agg_path = folder / f"{scene}.aggregation.json"
+    for path in (segs_path, agg_path):
+        if not path.is_file():
+            raise DataFormatError(path, "file does not exist (instances=True needs it)")
     try:
         seg = np.asarray(json.loads(segs_path.read_text())["segIndices"], np.int64)
-        groups = json.loads(agg_path.read_text())["segGroups"]
-    except (OSError, ValueError, KeyError, TypeError) as error:
-        raise DataFormatError(folder, f"bad {segs_path.name} / {agg_path.name} ({error})") from None
+    except (OSError, ValueError, KeyError, TypeError, OverflowError) as error:
+        raise DataFormatError(segs_path, f"expected {{'segIndices': [int, ...]}} "
+                                         f"({type(error).__name__}: {error})") from None
+    try:
+        groups = [(np.asarray(g["segments"], np.int64).reshape(-1), int(g.get("objectId", g.get("id", 0))))
+                  for g in json.loads(agg_path.read_text())["segGroups"]]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError) as error:
+        raise DataFormatError(agg_path, f"expected {{'segGroups': [{{'objectId', 'segments'}}, ...]}} "
+                                        f"({type(error).__name__}: {error})") from None
     if seg.shape != (n,):
-        raise DataFormatError(segs_path, f"{len(seg)} segment indices for {n} vertices")
+        raise DataFormatError(segs_path, f"{seg.size} segment indices for {n} vertices")
     out = np.zeros(n, np.int64)
-    for group in groups:
-        out[np.isin(seg, group["segments"])] = int(group.get("objectId", group.get("id", 0))) + 1
+    for segments, object_id in groups:
+        out[np.isin(seg, segments)] = object_id + 1
     return out
 
 
@@ -147,6 +242,8 @@ def read_scene(folder: Path, align: np.ndarray | None = None) -> np.ndarray:
     mesh = folder / f"{folder.name}_vh_clean_2.ply"
     v = read_ply_vertices(mesh, ("x", "y", "z", "red", "green", "blue"))
     xyz = np.stack([v["x"], v["y"], v["z"]], 1).astype(np.float64)
+    if not len(xyz):
+        raise DataFormatError(mesh, "the mesh has no vertices")
     check_finite(xyz, mesh)
     if align is None:
         meta = folder / f"{folder.name}.txt"
@@ -183,7 +280,7 @@ class ScanNetDataset(PointCloudDataset):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         self.root, self.split, self.align, self.instances = Path(root), split, align, instances
-        self.frames = read_lines(self.root / f"scannetv2_{split}.txt")
+        self.frames = read_ids(self.root / f"scannetv2_{split}.txt")
 
     @classmethod
     def label_space(cls, **_) -> LabelSpace:
@@ -218,6 +315,9 @@ class ScanNetDataset(PointCloudDataset):
             nyu = read_ply_vertices(labelled, ("label",))["label"]
             if len(nyu) != len(points):
                 raise DataFormatError(labelled, f"{len(nyu)} labels for {len(points)} vertices")
+            if nyu.dtype.kind not in "iu" or nyu.min() < 0 or nyu.max() > 40:
+                raise DataFormatError(labelled, f"labels must be NYU40 ids 0..40, got {nyu.dtype} in "
+                                                f"[{nyu.min()}, {nyu.max()}]")
             sample["point_labels"] = nyu40_to_scannet20(nyu)
             if self.instances:
                 sample["instance_ids"] = instance_ids(folder, scene, len(points))

@@ -9,6 +9,7 @@ own filters (KITTI: ground y < -1.4 in both clouds removed, depth < 35 m; Flying
 An optional ``mask.npy`` (bool [N], True = not occluded, FlowNet3D's valid mask) becomes flow_mask;
 without it every point is valid (HPLFlowNet keeps only points visible in both frames). Every sample
 is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints transform run first.
+A pair with no point (on disk, or after the filters) is a DataFormatError naming its folder.
 """
 from __future__ import annotations
 
@@ -55,6 +56,8 @@ class SceneFlowDataset(PointCloudDataset):
             raise DataFormatError(folder, "scene-flow folder does not exist")
         self.folder = folder
         self.frames = sorted(p.name for p in folder.iterdir() if p.is_dir())
+        if not self.frames:
+            raise DataFormatError(folder, "no sample folders (expected one folder per pair, holding pc1.npy, pc2.npy)")
 
     def load(self, index: int) -> dict:
         folder = self.folder / self.frames[index]
@@ -62,15 +65,23 @@ class SceneFlowDataset(PointCloudDataset):
         if len(pc1) != len(pc2):
             raise DataFormatError(folder / "pc2.npy", f"{len(pc2)} points for {len(pc1)} in pc1.npy (same index = "
                                                       "same point)")
+        if not len(pc1):
+            raise DataFormatError(folder / "pc1.npy", "no points (a scene-flow pair needs both clouds)")
         mask = np.ones(len(pc1), bool)
         if (folder / "mask.npy").is_file():
-            mask = load_npy(folder / "mask.npy").astype(bool).reshape(-1)
-            if len(mask) != len(pc1):
-                raise DataFormatError(folder / "mask.npy", f"{len(mask)} mask values for {len(pc1)} points")
+            mask = load_npy(folder / "mask.npy")
+            if mask.dtype.kind not in "biu" or mask.size != len(pc1):
+                raise DataFormatError(folder / "mask.npy", f"expected {len(pc1)} bool mask values, got {mask.dtype} "
+                                                           f"{mask.shape}")
+            mask = mask.astype(bool).reshape(-1)
         if self.variant == "kitti":
             keep = ~((pc1[:, 1] < -1.4) & (pc2[:, 1] < -1.4)) & (pc1[:, 2] < DEPTH_LIMIT) & (pc2[:, 2] < DEPTH_LIMIT)
         else:
             keep = (pc1[:, 2] > -DEPTH_LIMIT) & (pc2[:, 2] > -DEPTH_LIMIT)
+        if not keep.any():
+            ground = ", ground below y = -1.4 m removed" if self.variant == "kitti" else ""
+            raise DataFormatError(folder, f"none of the {len(pc1)} points is left after the {self.variant} filters "
+                                          f"(depth < {DEPTH_LIMIT:g} m{ground})")
         m = TO_LIDAR[self.variant]
         p1, p2 = pc1[keep] @ m.T, pc2[keep] @ m.T
         return {"frame_id": f"{self.variant}/{self.frames[index]}", "points": np.ascontiguousarray(p1, np.float32),

@@ -12,6 +12,10 @@ LiDAR frame through the poses (LiDAR pose = Tr^-1 P Tr), with a time column (sec
 current scan, negative for past scans); the current scan's points come first (``num_current_points`` of
 them, with ``point_time`` and ``point_frame`` per point: the batch contract's multi-scan keys). In mode
 "mos" samples also carry ``moving_labels`` (1 moving, 0 static, -1 unlabelled).
+
+Sequences listed in ``sequences`` must all exist (DataFormatError); of a split taken from the learning
+map, missing or empty sequence folders are counted in ``notes`` and warned once. Labels are all or
+nothing: a sequence without labels/ beside labelled ones is a DataFormatError.
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ import numpy as np
 from pc3d.errors import ConfigError, DataFormatError
 
 from .dataset import PointCloudDataset
-from .io import read_bin, read_label, read_lines, read_matrix_lines
+from .io import check_finite, read_bin, read_label, read_lines, read_matrix_lines
 from .label_space import LabelSpace
 from .learning_maps import LEARNING_MAPS, MODES, load_learning_map, lookup_table
 
@@ -43,11 +47,31 @@ def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
                 raise DataFormatError(calib_path, "Tr must be 12 numbers") from None
     if tr is None:
         raise DataFormatError(calib_path, "missing the 'Tr' (velodyne -> camera) line")
+    check_finite(tr, calib_path)
     tr4 = np.eye(4)
     tr4[:3] = tr
     p4 = np.tile(np.eye(4), (len(poses), 1, 1))
     p4[:, :3] = poses
+    singular = np.abs(np.linalg.det(p4)) < 1e-9
+    if singular.any():
+        raise DataFormatError(path, f"pose {int(np.flatnonzero(singular)[0]) + 1}: singular (a rotation expected)")
+    if abs(np.linalg.det(tr4)) < 1e-9:
+        raise DataFormatError(calib_path, "Tr is singular (a rigid transform expected)")
     return np.linalg.inv(tr4) @ p4 @ tr4
+
+
+def _sequence_names(sequences) -> list[str]:
+    """Two-digit sequence folder names ("00") of sequence numbers; ConfigError on a non-number or a repeat."""
+    names = []
+    for s in sequences:
+        try:
+            name = f"{int(s):02d}"
+        except (TypeError, ValueError):
+            raise ConfigError(f"sequences must be sequence numbers, got {s!r}") from None
+        if name in names:
+            raise ConfigError(f"sequence {name} is listed twice in {list(sequences)}")
+        names.append(name)
+    return names
 
 
 class SemanticKittiDataset(PointCloudDataset):
@@ -79,6 +103,7 @@ class SemanticKittiDataset(PointCloudDataset):
         self.class_names = [self.config["labels"][inv[i]] for i in sorted(inv)]
         split = {"val": "valid"}.get(split, split)
         self.split = split
+        explicit = sequences is not None
         if sequences is None:
             if split not in self.config.get("split", {}):
                 raise ConfigError(f"split {split!r} is not in the learning map's split {sorted(self.config['split'])}")
@@ -86,12 +111,24 @@ class SemanticKittiDataset(PointCloudDataset):
         self.n_past_scans = int(n_past_scans)
         self.time_channel = self.n_past_scans > 0 if time_channel is None else bool(time_channel)
         self.feature_names = ("intensity", "time") if self.time_channel else ("intensity",)
-        self.sequences = [f"{int(s):02d}" for s in sequences]
-        self.missing_sequences = [s for s in self.sequences if not (self.root / "sequences" / s / "velodyne").is_dir()]
+        self.sequences = _sequence_names(sequences)
+        folder = self.root / "sequences"
+        scans = {s: sorted((folder / s / "velodyne").glob("*.bin")) for s in self.sequences}
+        self.missing_sequences = [s for s in self.sequences if not scans[s]]
         if len(self.missing_sequences) == len(self.sequences):
-            raise DataFormatError(self.root / "sequences", f"none of the sequences {self.sequences} exists")
-        self.frames = [(s, p.stem) for s in self.sequences if s not in self.missing_sequences
-                       for p in sorted((self.root / "sequences" / s / "velodyne").glob("*.bin"))]
+            raise DataFormatError(folder, f"none of the sequences {self.sequences} has scans (velodyne/*.bin)")
+        if self.missing_sequences:
+            what = f"sequences {self.missing_sequences} have no scans (velodyne/*.bin)"
+            if explicit:
+                raise DataFormatError(folder, f"{what}; the dataset lists {self.sequences}")
+            self.note(f"sequences of split {split!r} missing or empty", *(folder / s for s in self.missing_sequences))
+        present = [s for s in self.sequences if scans[s]]
+        labelled = [s for s in present if (folder / s / "labels").is_dir()]
+        if labelled and len(labelled) < len(present):
+            unlabelled = [s for s in present if s not in labelled]
+            raise DataFormatError(folder / unlabelled[0], f"no labels/ folder, but sequences {labelled} have "
+                                                          "labels (a split is labelled throughout or not at all)")
+        self.frames = [(s, p.stem) for s in present for p in scans[s]]
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
     @classmethod
@@ -136,6 +173,9 @@ class SemanticKittiDataset(PointCloudDataset):
             folder = self.root / "sequences" / seq
             poses = lidar_poses(folder / "poses.txt", folder / "calib.txt")
             times = read_matrix_lines(folder / "times.txt", 1)[:, 0]
+            if len(times) != len(poses):
+                raise DataFormatError(folder / "times.txt", f"{len(times)} times for {len(poses)} poses in poses.txt "
+                                                            "(one line per scan in each)")
             self._poses[seq] = (poses, times)
         return self._poses[seq]
 
@@ -162,6 +202,9 @@ class SemanticKittiDataset(PointCloudDataset):
         times = [np.zeros(len(points), np.float32)]
         if self.n_past_scans:
             poses, stamps = self.sequence_poses(seq)
+            if not name.isdigit():
+                raise DataFormatError(self.root / "sequences" / seq / "velodyne" / f"{name}.bin",
+                                      "scan name is not a scan number (NNNNNN.bin): no pose to merge past scans")
             current = int(name)
             if current >= len(poses):
                 raise DataFormatError(self.root / "sequences" / seq / "poses.txt",
