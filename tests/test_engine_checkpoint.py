@@ -72,8 +72,13 @@ def test_foreign_and_garbage_files_raise(tmp_path):
 def test_pickled_objects_are_refused(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"format": ckpt_mod.FORMAT, "model": {}, "x": datetime.timedelta(days=1)}, path)
-    with pytest.raises(CheckpointError, match="evil.pt"):
+    with pytest.raises(CheckpointError, match="evil.pt: a pickled checkpoint .*datetime.timedelta.*weights_only=True"
+                                              ".*convert-checkpoint") as raised:
         load_checkpoint(path)
+    assert "truncated" not in str(raised.value) and "\n" not in str(raised.value)
+    converted = tmp_path / "converted.pt"
+    assert ckpt_mod.convert_checkpoint(path, converted) == ["x (datetime.timedelta)"]
+    assert load_checkpoint(converted)["format"] == ckpt_mod.FORMAT and "x" not in load_checkpoint(converted)
 
 
 def test_rotation_keeps_last_k_and_best(tmp_path):

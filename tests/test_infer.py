@@ -72,21 +72,36 @@ def test_semantickitti_sequence_streams_one_label_per_point(data, ckpts, tmp_pat
     assert f"{len(scans)} frames" in capsys.readouterr().out
 
 
-def test_pcd_folder_with_a_segmentor(data, ckpts, tmp_path):
-    o3d = pytest.importorskip("open3d")
+def write_pcd(path: Path, points: np.ndarray, fields: str = "x y z intensity", mode: str = "binary") -> Path:
+    """A PCL v0.7 .pcd file of float32 columns named `fields`."""
+    n, c = points.shape
+    header = (f"# .PCD v0.7\nVERSION 0.7\nFIELDS {fields}\nSIZE {' '.join(['4'] * c)}\nTYPE {' '.join(['F'] * c)}\n"
+              f"COUNT {' '.join(['1'] * c)}\nWIDTH {n}\nHEIGHT 1\nVIEWPOINT 0 0 0 1 0 0 0\nPOINTS {n}\nDATA {mode}\n")
+    body = points.astype("<f4").tobytes() if mode == "binary" else "\n".join(
+        " ".join(f"{v:.6g}" for v in row) for row in points).encode()
+    path.write_bytes(header.encode() + body)
+    return path
+
+
+def test_pcd_folder_with_a_segmentor(data, ckpts, tmp_path, capsys):
     folder = tmp_path / "clouds"
     folder.mkdir()
     counts = []
-    for scan in sorted((data / "semantickitti" / "sequences" / "00" / "velodyne").glob("*.bin")):
-        pts = np.fromfile(scan, np.float32).reshape(-1, 4)[:, :3].astype(np.float64)
-        cloud = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(pts))
-        o3d.io.write_point_cloud(str(folder / f"{scan.stem}.pcd"), cloud)
+    for k, scan in enumerate(sorted((data / "semantickitti" / "sequences" / "00" / "velodyne").glob("*.bin"))):
+        pts = np.fromfile(scan, np.float32).reshape(-1, 4)
+        write_pcd(folder / f"{scan.stem}.pcd", pts, mode="binary" if k % 2 else "ascii")
         counts.append((scan.stem, len(pts)))
     assert run(ckpts["semantickitti"], folder, tmp_path / "out") == 0
     for stem, n in counts:
         labels = np.fromfile(tmp_path / "out" / "labels" / "sequences" / "clouds" / "predictions" / f"{stem}.label",
                              "<u4")
         assert len(labels) == n
+    # x, y, z only: the model reads intensity, so the frame is refused unless --pad-features
+    xyz = write_pcd(tmp_path / "xyz.pcd", np.fromfile(scan, np.float32).reshape(-1, 4)[:, :3], "x y z")
+    capsys.readouterr()
+    assert run(ckpts["semantickitti"], xyz, tmp_path / "xyz") == 2
+    assert "no intensity column" in capsys.readouterr().err
+    assert run(ckpts["semantickitti"], xyz, tmp_path / "xyz", "--pad-features") == 0
 
 
 def test_waymo_segment_writes_parquet(data, ckpts, tmp_path):

@@ -12,7 +12,10 @@ Outputs (pc3d.infer.outputs, by the model's task): detections as KITTI label_2 t
 parquet for Waymo sources); per-point labels in the dataset's submission format (one per point read);
 MOS flags, flows, classes. --render writes <out>/render/<frame>.png. Prints latency p50 / p95 per stage.
 A bad frame of a sequence is skipped with one line saying why (--strict: stop there); bad input
-otherwise ends with one line naming it and exit status 2.
+otherwise ends with one line naming it and exit status 2. Points with NaN / inf are dropped with one line
+per frame giving the count (per-point outputs still cover every row of the file: those rows are ignored).
+A cloud must carry the columns the model was trained on (x, y, z and its dataset's features, matched by
+name where the format names them); --pad-features fills missing ones with 0 and drops extra ones.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pc3d.errors import Pc3dError  # noqa: E402
+from pc3d.errors import ConfigError, Pc3dError  # noqa: E402
 
 
 def feature_names(dataset_cfg) -> tuple[str, ...]:
@@ -77,11 +80,17 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.ckpt)
     path = find_checkpoint(str(ckpt), None) if ckpt.is_file() else find_checkpoint(None, str(ckpt))
     model, cfg, _ = load_trained(path)
+    if int(cfg.dataset.get("n_past_scans") or 0) > 0:
+        raise ConfigError(f"{path}: the model was trained on {cfg.dataset.n_past_scans} past scans merged into each "
+                          "frame (dataset.n_past_scans); tools/infer.py reads one scan per frame and would feed it "
+                          "something else: evaluate it with tools/test.py")
     device = torch.device(args.device)
     model = model.to(device).eval()
     task = task_of(model)
-    source = open_source(args.source, 3 + len(feature_names(cfg.dataset)), args.split)
+    source = open_source(args.source, feature_names(cfg.dataset), args.split, args.pad_features)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     num_classes = int(cfg.model.get("num_classes") or len(dataset_cfg.get("class_names") or ()))
     output = OUTPUTS[task](out, dataset_cfg, source, num_classes)
@@ -91,15 +100,20 @@ def run(args: argparse.Namespace) -> int:
     total = min(len(source), args.max_frames) if args.max_frames else len(source)
     print(f"{type(model).__name__} ({task}) from {path}; {total} frames of a {source.kind} source: {args.source}",
           flush=True)
+    if source.note:
+        print(source.note, flush=True)
 
     def progress(it):
         return track(it, total=total, desc="infer", unit="frame")
 
-    records, wall, skipped = stream(model, source, preparer(cfg), collate, output, device, renders, args.max_frames,
-                                    progress, args.strict)
+    records, wall, skipped, dropped = stream(model, source, preparer(cfg), collate, output, device, renders,
+                                             args.max_frames, progress, args.strict)
     print(output.close(), flush=True)
     if skipped:
         print(f"{len(skipped)} bad frame(s) skipped (listed above); --strict stops at the first", flush=True)
+    if dropped:
+        print(f"{sum(dropped.values())} points with NaN / inf dropped in {len(dropped)} frame(s) (listed above)",
+              flush=True)
     print(latency_table(records, wall), flush=True)
     if renders is not None:
         print(renders.report(), flush=True)
@@ -119,13 +133,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
+    p.add_argument("--pad-features", action="store_true",
+                   help="fill feature columns a cloud lacks with 0 and drop extra ones (default: refuse the frame)")
     args = p.parse_args(argv)
+    if args.max_frames < 0:
+        p.error(f"--max-frames must be >= 0, got {args.max_frames}")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        p.error(f"--device: not a torch device: {args.device!r} (cpu, cuda, cuda:1, ...)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: CUDA is not available here")
     try:
         return run(args)
-    except Pc3dError as error:
+    except Exception as exc:
         from pc3d.utils.cli import user_error
 
+        error = pc3d_error(exc)
+        if error is None:
+            raise
         return user_error("infer", error)
+
+
+def pc3d_error(exc: BaseException) -> Pc3dError | None:
+    """`exc` when it is a pc3d error, else the pc3d error it wraps (hydra's instantiate re-raises what a
+    constructor raised as an InstantiationException), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Pc3dError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
 
 
 if __name__ == "__main__":

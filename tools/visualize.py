@@ -8,7 +8,9 @@ ScanNet scene; pc3d.infer.sources).
 --pred: the json/ folder tools/infer.py wrote (boxes in the LiDAR frame). Ground truth boxes are drawn
 when SOURCE is a KITTI root with label_2. Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4
 with --video when ffmpeg is installed). 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back
-to the numpy BEV image when no renderer is available.
+to the numpy BEV image when no renderer is available. Any cloud renders (missing feature columns are 0);
+a frame that cannot be read, or whose --pred file is malformed, is skipped with one line and counted. A pc3d
+error otherwise prints one line and exits 2 (PC3D_DEBUG=1: the traceback).
 """
 from __future__ import annotations
 
@@ -37,17 +39,32 @@ def ground_truth(frame) -> np.ndarray | None:
     return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], frame.calib), np.float32)
 
 
+def read_prediction(path: Path, threshold: float) -> dict:
+    """Boxes [K, 7], scores, labels of a tools/infer.py JSON file with score >= threshold; DataFormatError
+    naming the file when it is not one."""
+    from pc3d.errors import DataFormatError
+
+    try:
+        p = json.loads(path.read_text())
+        scores = np.asarray(p["scores"], np.float32).reshape(-1)
+        boxes = np.asarray(p["boxes"], np.float32).reshape(-1, 7)
+        labels = np.asarray(p["labels"], np.int64).reshape(-1)
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise DataFormatError(path, f"not a readable JSON file ({exc})") from None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataFormatError(path, f"not a tools/infer.py detection file (boxes [K, 7], scores [K], labels [K]: "
+                                    f"{type(exc).__name__}: {exc})") from None
+    if not len(boxes) == len(scores) == len(labels):
+        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    keep = scores >= threshold
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
 def load_scene(frame, pred_dir: Path | None, threshold: float):
     from pc3d.viz import Scene
 
-    pred = None
     path = None if pred_dir is None else pred_dir / f"{frame.frame_id}.json"
-    if path is not None and path.is_file():
-        p = json.loads(path.read_text())
-        scores = np.asarray(p["scores"], np.float32)
-        keep = scores >= threshold
-        pred = {"boxes": np.asarray(p["boxes"], np.float32).reshape(-1, 7)[keep], "scores": scores[keep],
-                "labels": np.asarray(p["labels"], np.int64)[keep]}
+    pred = read_prediction(path, threshold) if path is not None and path.is_file() else None
     return Scene.from_prediction(frame.points, pred, ground_truth(frame), frame.frame_id)
 
 
@@ -67,16 +84,29 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     from pc3d.errors import Pc3dError
+    from pc3d.utils.cli import user_error
+
+    if args.max_frames < 0:
+        p.error(f"--max-frames must be >= 0, got {args.max_frames}")
+    if args.pred is not None and not args.pred.is_dir():
+        p.error(f"--pred {args.pred}: not a folder (the json/ folder tools/infer.py wrote)")
+    if args.out.exists() and not args.out.is_dir():
+        p.error(f"--out {args.out}: exists and is not a folder")
+    try:
+        return render(args)
+    except Pc3dError as error:
+        return user_error("visualize", error)
+
+
+def render(args: argparse.Namespace) -> int:
+    from pc3d.errors import DataFormatError
     from pc3d.infer.sources import open_source
     from pc3d.utils.progress import track
     from pc3d.viz import OffscreenRenderer, Viewer, render_scene_png, write_video
 
-    try:
-        source = open_source(args.source, 4, args.split)
-    except Pc3dError as error:
-        from pc3d.utils.cli import user_error
-
-        return user_error("visualize", error)
+    source = open_source(args.source, ("intensity",), args.split, pad=True)
+    if source.note:
+        print(source.note, flush=True)
     items = source.items[: args.max_frames or None]
     if args.viewer:
         Viewer(lambda i: load_scene(source.read(items[i]), args.pred, args.threshold), len(items)).run()
@@ -90,12 +120,22 @@ def main(argv: list[str] | None = None) -> int:
                 raise
             print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
             mode = "bev"
-    written = []
+    written, skipped, used = [], 0, mode
     for i, item in enumerate(track(items, desc="render", unit="frame")):
-        scene = load_scene(source.read(item), args.pred, args.threshold)
+        try:
+            scene = load_scene(source.read(item), args.pred, args.threshold)
+        except DataFormatError as error:
+            if len(items) == 1:
+                raise
+            skipped += 1
+            print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
+            continue
         path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1)
         written.append(path)
-    print(f"{len(written)} PNGs ({used}) in {args.out}", flush=True)
+    if not written:
+        raise DataFormatError(source.path, f"all {len(items)} frames are bad (listed above)")
+    print(f"{len(written)} PNGs ({used}) in {args.out}" + (f"; {skipped} bad frame(s) skipped (listed above)"
+                                                           if skipped else ""), flush=True)
     if args.video:
         video = write_video(written, args.out / "video.mp4")
         print(f"video: {video}" if video else "no video: ffmpeg not found", flush=True)

@@ -15,14 +15,21 @@ file under a checkpoint's name. `CheckpointManager` keeps `step_XXXXXXXX.pt` for
 plus `best.pt` (a hard link to, or copy of, the best save by a configured metric and mode).
 `latest()` walks the saves newest first and skips unreadable ones with a warning, so a corrupted
 file never hides the previous good checkpoint.
+
+Every bad file is one CheckpointError naming it and saying what it is: empty, truncated or corrupted, not a
+PyTorch file, a pickled (unsafe) checkpoint that pc3d will not unpickle (convert a trusted one with
+`python -m pc3d convert-checkpoint SRC DST`), not a pc3d checkpoint, or weights of another model
+(`load_model_state` names the missing / unexpected keys).
 """
 from __future__ import annotations
 
 import logging
 import math
 import os
+import pickle
 import re
 import shutil
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -68,17 +75,50 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return path
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
-    """Read a pc3d checkpoint with weights_only=True; CheckpointError (naming the file) when it is
-    missing, truncated, corrupted or not a pc3d checkpoint."""
-    path = Path(path)
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
+
+
+def _torch_load(path: Path, map_location: str | torch.device = "cpu"):
+    """torch.load(weights_only=True) of `path`; one CheckpointError naming the file and what is wrong with it."""
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a folder, expected a checkpoint file")
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint")
+    with path.open("rb") as f:
+        head = f.read(4)
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ... for bad files
-        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or corrupted?): "
-                              f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, KeyError, ... for bad files
+        unsafe = _UNSAFE_GLOBAL.search(str(exc)) if isinstance(exc, pickle.UnpicklingError) else None
+        if unsafe:
+            raise CheckpointError(
+                f"{path}: a pickled checkpoint holding Python objects ({unsafe.group(1)}), which pc3d does not "
+                "load: it reads checkpoints with torch.load(weights_only=True) so that loading runs no code; if you "
+                f"trust the file, convert it: python -m pc3d convert-checkpoint {path} <converted.pt>") from exc
+        if head == b"PK\x03\x04" and not zipfile.is_zipfile(path):
+            what = f"truncated or corrupted ({size} bytes; the zip archive's directory is missing)"
+        elif head == b"PK\x03\x04":
+            what = f"corrupted ({_first_line(exc)})"
+        elif head[:1] == b"\x80":
+            what = f"not readable as a PyTorch checkpoint (a damaged legacy file or a plain pickle: {_first_line(exc)})"
+        else:
+            what = "not a PyTorch checkpoint (neither a torch.save zip archive nor a pickle)"
+        raise CheckpointError(f"{path}: {what}") from exc
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict:
+    """Read a pc3d checkpoint with weights_only=True; CheckpointError (naming the file) when it is
+    missing, a folder, empty, truncated, corrupted, pickled or not a pc3d checkpoint."""
+    path = Path(path)
+    ckpt = _torch_load(path, map_location)
     if not isinstance(ckpt, Mapping) or ckpt.get("format") != FORMAT:
         keys = sorted(ckpt)[:8] if isinstance(ckpt, Mapping) else type(ckpt).__name__
         raise CheckpointError(f"{path}: not a pc3d checkpoint (found {keys}); a bare state_dict loads with "
@@ -86,9 +126,34 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
     if ckpt.get("version", 0) > VERSION:
         raise CheckpointError(f"{path}: checkpoint format version {ckpt['version']} is newer than this pc3d "
                               f"({VERSION})")
-    if "model" not in ckpt:
-        raise CheckpointError(f"{path}: pc3d checkpoint without model weights")
+    if not isinstance(ckpt.get("model"), Mapping):
+        raise CheckpointError(f"{path}: pc3d checkpoint without model weights (no 'model' state_dict)")
+    if "config" in ckpt and not isinstance(ckpt["config"], Mapping):
+        raise CheckpointError(f"{path}: its 'config' is a {type(ckpt['config']).__name__}, not a mapping")
     return dict(ckpt)
+
+
+def load_model_state(model: torch.nn.Module, state: Mapping, path: str | os.PathLike) -> None:
+    """`model.load_state_dict(state)` (strict); a CheckpointError naming `path` and, briefly, the missing,
+    unexpected and mis-shaped keys when the weights are another model's."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != own[k].shape]
+    if missing or unexpected or shapes:
+        def brief(keys: list[str]) -> str:
+            return ", ".join(keys[:3]) + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+
+        parts = [f"{len(missing)} missing ({brief(missing)})" if missing else "",
+                 f"{len(unexpected)} unexpected ({brief(unexpected)})" if unexpected else "",
+                 f"{len(shapes)} of another shape ({brief(shapes)})" if shapes else ""]
+        raise CheckpointError(f"{path}: weights of another model than {type(model).__name__}: keys "
+                              + "; ".join(p for p in parts if p))
+    try:
+        model.load_state_dict(state)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: weights do not load into {type(model).__name__} ({_first_line(exc)})") from exc
 
 
 def load_weights(path: str | os.PathLike, *, ema: bool = True) -> dict:
@@ -98,16 +163,65 @@ def load_weights(path: str | os.PathLike, *, ema: bool = True) -> dict:
     try:
         ckpt = load_checkpoint(path)
     except CheckpointError:
-        try:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path}: unreadable weights file: {type(exc).__name__}") from exc
+        sd = _torch_load(path)
         if isinstance(sd, Mapping) and sd and all(isinstance(v, torch.Tensor) for v in sd.values()):
             return dict(sd)
         raise
     if ema and ckpt.get("ema"):
         return dict(ckpt["ema"]["model"])
     return dict(ckpt["model"])
+
+
+def _weights_only_safe(obj: Any, where: str, dropped: list[str]) -> Any:
+    """`obj` with only what torch.load(weights_only=True) reads: tensors, numbers, strings, None, lists / dicts of
+    them (numpy arrays become tensors, tuples lists); anything else is left out and listed in `dropped`."""
+    import numpy as np
+
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return obj
+    if isinstance(obj, np.ndarray) and obj.dtype.kind in "biuf":
+        return torch.from_numpy(np.ascontiguousarray(obj))
+    if isinstance(obj, np.generic) and obj.dtype.kind in "biuf":
+        return obj.item()
+    if isinstance(obj, Mapping):
+        out = {}
+        for key, value in obj.items():
+            if not isinstance(key, (str, int)):
+                dropped.append(f"{where}[{key!r}]")
+                continue
+            value = _weights_only_safe(value, f"{where}.{key}" if where else str(key), dropped)
+            if value is not _DROPPED:
+                out[key] = value
+        return out
+    if isinstance(obj, (list, tuple)):
+        items = [_weights_only_safe(v, f"{where}[{i}]", dropped) for i, v in enumerate(obj)]
+        return [v for v in items if v is not _DROPPED]
+    dropped.append(f"{where or 'the file'} ({type(obj).__module__}.{type(obj).__qualname__})")
+    return _DROPPED
+
+
+_DROPPED = object()
+
+
+def convert_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> list[str]:
+    """Rewrite a TRUSTED pickled checkpoint `src` as one torch.load(weights_only=True) reads (`dst`): unpickles it
+    with weights_only=False (this runs whatever code the file holds: only for files you trust), keeps tensors,
+    numbers, strings, lists and dicts, and returns what it left out."""
+    src, dst = Path(src), Path(dst)
+    if not src.is_file():
+        raise CheckpointError(f"{src}: no such checkpoint file")
+    if dst.resolve() == src.resolve():
+        raise CheckpointError(f"{dst}: write the converted checkpoint to another file than its source")
+    try:
+        obj = torch.load(src, map_location="cpu", weights_only=False)
+    except Exception as exc:  # noqa: BLE001 - whatever the unpickler raises, the file is unreadable
+        raise CheckpointError(f"{src}: not readable even with weights_only=False ({_first_line(exc)})") from exc
+    dropped: list[str] = []
+    safe = _weights_only_safe(obj, "", dropped)
+    if safe is _DROPPED:
+        raise CheckpointError(f"{src}: holds a {dropped[0]}, nothing a checkpoint can keep")
+    atomic_save(safe, dst)
+    return dropped
 
 
 def resolve_checkpoint(path: str | os.PathLike) -> Path:

@@ -10,9 +10,11 @@ detection       KITTI ``label_2`` text with scores (camera frame through the fra
                 simulator's KITTI calibration) + LiDAR-frame JSON; a Waymo v2 source also gets
                 ``waymo/<split>/lidar_box/<segment>.parquet`` (the v2 box component's columns + score).
 segmentation    under ``labels/`` the dataset's label files (SemanticKITTI ``sequences/SS/predictions/NNNNNN.label``,
-                ScanNet ``<scene>.txt``, otherwise ``<frame>.npy`` train ids), one label per point read.
+                ScanNet ``<scene>.txt``, otherwise ``<frame>.npy`` train ids; a one-file source's frame is
+                ``<folder>/<stem>``, a sequence named after its folder), one label per row of the file
+                read: rows dropped for NaN / inf get the dataset's ``ignore_index`` (-1 when it has none).
 mos             the same label files with static / moving ids, one per point of the current scan.
-flow            ``flow/<frame>.npy`` float32 [N, 3] per point of the frame.
+flow            ``flow/<frame>.npy`` float32 [N, 3] per row of the file read (NaN for rows dropped for NaN / inf).
 classification  the JSON summary (label, class name, scores).
 """
 from __future__ import annotations
@@ -83,11 +85,15 @@ class SegmentationOutput:
     key = "pred_labels"
 
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
+        from hydra.utils import get_class
+
         from pc3d.viz.colors import generated_palette
 
         self.out, self.space = out, label_space(dataset_cfg, num_classes)
+        self.ignore_index = int(getattr(get_class(dataset_cfg["_target_"]), "ignore_index", -1))
         self.palette = self.space.colors if self.space.colors is not None else generated_palette(len(self.space.names))
         self.view = "overview" if source.kind == "scannet" else "driving"
+        self.one_file = source.kind == "file"  # its labels go to <folder>/<stem>, as a folder's frames do
         self.written = 0
 
     def labels(self, pred: dict) -> np.ndarray:
@@ -99,7 +105,13 @@ class SegmentationOutput:
         labels = self.labels(pred)
         if len(labels) != len(frame.points):
             raise DataFormatError(frame.source, f"the model labelled {len(labels)} of {len(frame.points)} points")
-        path = self.space.write(frame.frame_id, labels, self.out / "labels")
+        kept = frame.extra.get("kept")
+        if kept is not None:  # one label per row of the file: rows dropped for NaN / inf are ignored ones
+            rows = np.full(len(kept), self.ignore_index, np.int64)
+            rows[kept] = labels
+            labels = rows
+        name = f"{frame.sequence}/{frame.frame_id}" if self.one_file else frame.frame_id
+        path = self.space.write(name, labels, self.out / "labels")
         ids, counts = np.unique(labels, return_counts=True)
         names = self.space.names
         _dump(self.out / "json" / f"{frame.frame_id}.json", {
@@ -107,6 +119,7 @@ class SegmentationOutput:
             "points_per_class": {(names[i] if 0 <= i < len(names) else "unlabelled"): int(c)
                                  for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}})
         self.written += 1
+        labels = labels if kept is None else labels[kept]
         return Scene(frame.points, point_labels=labels, palette=self.palette, name=frame.frame_id,
                      view=self.view)
 
@@ -131,7 +144,13 @@ class FlowOutput:
 
         path = self.out / "flow" / f"{frame.frame_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.save(path, np.asarray(pred["flow"], np.float32))
+        flow = np.asarray(pred["flow"], np.float32)
+        kept = frame.extra.get("kept")
+        if kept is not None:  # one row per row of the file: rows dropped for NaN / inf get NaN
+            rows = np.full((len(kept), flow.shape[1]), np.nan, np.float32)
+            rows[kept] = flow
+            flow = rows
+        np.save(path, flow)
         self.written += 1
         return Scene(frame.points, name=frame.frame_id)
 

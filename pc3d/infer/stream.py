@@ -69,19 +69,20 @@ def latency_table(records: list[dict[str, float]], wall: float) -> str:
 
 def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], dict], collate, output,
            device: torch.device, render: Callable | None = None, max_frames: int = 0,
-           progress: Callable = iter, strict: bool = False) -> tuple[list[dict], float, dict[str, str]]:
+           progress: Callable = iter, strict: bool = False) -> tuple[list[dict], float, dict[str, str], dict[str, int]]:
     """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time,
-    {frame: problem} of the bad frames skipped).
+    {frame: problem} of the bad frames skipped, {frame: rows dropped for NaN / inf}).
 
     prepare(frame) -> a sample (the dataset's evaluation transforms applied); collate: samples -> batch;
     output.write(frame, prediction) -> a Scene, passed to render when given. A frame that cannot be read
     (a DataFormatError) is skipped with one line saying which and why, unless `strict` or the source has
-    one frame; when every frame is bad, the run fails.
+    one frame; when every frame is bad, the run fails. A frame whose NaN / inf rows were dropped gets one
+    line saying how many.
     """
     timer = StageTimer(model, device)
     restart = getattr(model, "start_sequence", None)
     sequence = None
-    records, skipped = [], {}
+    records, skipped, dropped = [], {}, {}
     start = time.perf_counter()
     items = source.items[:max_frames] if max_frames else source.items
     strict = strict or len(items) == 1  # one frame: its problem is the run's
@@ -97,6 +98,10 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
             skipped[str(item)] = str(error)
             print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
             continue
+        if frame.extra.get("dropped"):
+            dropped[frame.frame_id] = int(frame.extra["dropped"])
+            print(f"{frame.source}: dropped {dropped[frame.frame_id]} of {len(frame.extra['kept'])} points with NaN / "
+                  "inf", file=sys.stderr, flush=True)
         rec["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         batch = collate([sample])
@@ -120,8 +125,9 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
         if render is not None:
             render(scene)
     if not records:
-        raise DataFormatError(source.path, f"all {len(items)} frames are bad: {'; '.join(skipped.values())}")
-    return records, time.perf_counter() - start, skipped
+        first = next(iter(skipped.values()), "")
+        raise DataFormatError(source.path, f"all {len(items)} frames are bad (listed above; the first: {first})")
+    return records, time.perf_counter() - start, skipped, dropped
 
 
 class Renders:
