@@ -7,7 +7,8 @@ predictions in its official submission format when the dataset provides a writer
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
 Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/. A pc3d error
-(a missing checkpoint, bad data) prints one line and exits 2 (PC3D_DEBUG=1: the traceback).
+(a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and exits 2
+(PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
 """
 from __future__ import annotations
 
@@ -15,6 +16,40 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def check_settings(cfg) -> None:
+    """ConfigError naming the key of a tools/test.py setting of the wrong type or range (before anything runs)."""
+    from omegaconf import DictConfig
+
+    from pc3d.errors import ConfigError
+
+    def wrong(key: str, expected: str) -> ConfigError:
+        return ConfigError(f"{key}: expected {expected}, got {cfg[key]!r} ({type(cfg[key]).__name__})")
+
+    for key in ("ckpt", "run_dir", "split", "out_dir", "dataset_root"):
+        if isinstance(cfg[key], bool) or (cfg[key] is not None and not isinstance(cfg[key], (str, int))):
+            raise wrong(key, "a path or name")
+    for key, low in (("batch_size", 1), ("workers", 0)):
+        value = cfg[key]
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise wrong(key, f"an integer >= {low} or null")
+    for key in ("ema", "write_predictions"):
+        if not isinstance(cfg[key], bool):
+            raise wrong(key, "true or false")
+    if not isinstance(cfg.overrides, DictConfig):
+        raise wrong("overrides", "a mapping of dotted keys, e.g. 'overrides={train.workers: 0}'")
+    device = cfg.device
+    if not isinstance(device, str) or (device != "auto" and device.split(":")[0] not in ("cpu", "cuda")):
+        raise wrong("device", "auto, cpu, cuda or cuda:N")
+    if str(device).startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {device} asked but CUDA is not available here")
+    for key in ("out_dir",):
+        if cfg[key] is not None and Path(str(cfg[key])).exists() and not Path(str(cfg[key])).is_dir():
+            raise ConfigError(f"{key}: {cfg[key]} exists and is not a folder")
 
 
 def main() -> int:
@@ -29,14 +64,21 @@ def main() -> int:
         from pc3d.errors import Pc3dError
         from pc3d.utils.cli import user_error
 
+        try:
+            check_settings(cfg)
+        except Pc3dError as error:
+            status["code"] = user_error("test", error)
+            return
         info = distributed.init_distributed(cfg.device)
         monitor.setup_logging(None, is_main=info.is_main)
         try:
-            ckpt = runner.find_checkpoint(cfg.ckpt, cfg.run_dir)
+            ckpt = runner.find_checkpoint(None if cfg.ckpt is None else str(cfg.ckpt),
+                                          None if cfg.run_dir is None else str(cfg.run_dir))
             overrides = OmegaConf.to_container(cfg.overrides, resolve=True)
             if cfg.dataset_root is not None:
                 overrides["dataset.root"] = str(cfg.dataset_root)
-            runner.test(ckpt, info=info, split=cfg.split, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
+            split = None if cfg.split is None else str(cfg.split)
+            runner.test(ckpt, info=info, split=split, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
                         overrides=overrides)
         except Pc3dError as error:
