@@ -108,23 +108,23 @@ def _axis_candidates(p, size_out, ksize, stride, pad, dil, transposed, out_q, ou
 
 
 @nb.njit(**_SERIAL)
-def _axis_tables(in_shape, out_shape, ksize, stride, pad, dil, transposed):
+def _axis_tables(values, n_values, out_shape, ksize, stride, pad, dil, transposed):
     """Per-axis candidates of every input coordinate, computed once per map (the integer divisions
-    would otherwise run for every point): counts int64 [D, S], output coordinates and kernel indices
-    int64 [D, S, K] with S the largest input extent and K the largest kernel size."""
-    ndim = in_shape.shape[0]
-    size = 1
+    would otherwise run for every point). values: int64 [D, S], the coordinates of each axis that
+    the tables cover (the first n_values[a] of row a); coordinate values[a, p] has table index p.
+    Returns counts int64 [D, S], output coordinates and kernel indices int64 [D, S, K] with K the
+    largest kernel size."""
+    ndim, size = values.shape
     kmax = 1
     for a in range(ndim):
-        size = max(size, in_shape[a])
         kmax = max(kmax, ksize[a])
     counts = np.zeros((ndim, size), np.int64)
     qs = np.zeros((ndim, size, kmax), np.int64)
     ks = np.zeros((ndim, size, kmax), np.int64)
     for a in range(ndim):
-        for p in range(in_shape[a]):
-            counts[a, p] = _axis_candidates(p, out_shape[a], ksize[a], stride[a], pad[a], dil[a], transposed,
-                                            qs[a, p], ks[a, p])
+        for p in range(n_values[a]):
+            counts[a, p] = _axis_candidates(values[a, p], out_shape[a], ksize[a], stride[a], pad[a], dil[a],
+                                            transposed, qs[a, p], ks[a, p])
     return counts, qs, ks
 
 
@@ -194,15 +194,37 @@ def conv_pairs(coords, in_shape, out_shape, ksize, stride, pad, dil, transposed,
     for a in range(ndim - 2, -1, -1):
         kstrides[a] = kstrides[a + 1] * ksize[a + 1]
     out_extents = np.concatenate([[0], out_shape]).astype(np.int64)
-    counts, qs, ks = _axis_tables(in_shape, out_shape, ksize, stride, pad, dil, transposed)
+    index, values, n_values = _table_index(coords, in_shape)
+    counts, qs, ks = _axis_tables(values, n_values, out_shape, ksize, stride, pad, dil, transposed)
     row_start = np.zeros(len(coords) + 1, np.int64)
-    np.cumsum(_pair_counts(coords, counts, n_chunks), out=row_start[1:])
+    np.cumsum(_pair_counts(index, counts, n_chunks), out=row_start[1:])
     total = int(row_start[-1])
     pair_keys = np.empty(total, np.int64)
     pair_in = np.empty(total, np.int64)
     pair_k = np.empty(total, np.int64)
-    _fill_pairs(coords, counts, qs, ks, kstrides, out_extents, row_start, n_chunks, pair_keys, pair_in, pair_k)
+    _fill_pairs(index, counts, qs, ks, kstrides, out_extents, row_start, n_chunks, pair_keys, pair_in, pair_k)
     return pair_keys, pair_in, pair_k
+
+
+def _table_index(coords, in_shape):
+    """(coords indexing the per-axis tables, the coordinate of each table entry [D, S], entries per
+    axis [D]). The tables cover every coordinate of an axis, so the coords index them directly,
+    unless an axis is much longer than there are points (a huge grid): then they cover only the
+    coordinates present and the coords are replaced by their ranks, so memory stays O(N)."""
+    ndim = len(in_shape)
+    size = int(in_shape.max())
+    if size <= max(1 << 16, 2 * len(coords)):
+        return coords, np.broadcast_to(np.arange(size, dtype=np.int64), (ndim, size)).copy(), in_shape
+    index = coords.copy()
+    present = []
+    for a in range(ndim):
+        vals, index[:, a + 1] = np.unique(coords[:, a + 1], return_inverse=True)
+        present.append(vals)
+    n_values = np.array([len(v) for v in present], np.int64)
+    values = np.zeros((ndim, max(1, int(n_values.max()))), np.int64)
+    for a, vals in enumerate(present):
+        values[a, :len(vals)] = vals
+    return index, values, n_values
 
 
 @nb.njit(**_SERIAL)
@@ -284,7 +306,8 @@ def radix_argsort(keys, max_key):
     nxt_k = np.empty_like(cur_k)
     nxt_i = np.empty_like(cur_i)
     shift = 0
-    while shift == 0 or (max_key >> shift) > 0:
+    # max_key < 2**63 (the callers check the key space); shift < 63 keeps the loop finite anyway
+    while shift == 0 or (shift < 63 and (max_key >> shift) > 0):
         start = np.zeros(_RADIX + 1, np.int64)
         for i in range(n):
             start[((cur_k[i] >> shift) & (_RADIX - 1)) + 1] += 1

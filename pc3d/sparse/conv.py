@@ -18,6 +18,7 @@ from torch import nn
 
 from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.sparse import backend as _backend
+from pc3d.sparse.checks import check_channels
 from pc3d.sparse.kernel_map import KernelMap, _tuple, strided_map, submanifold_map
 from pc3d.sparse.ops import sparse_conv
 from pc3d.sparse.tensor import SparseTensor
@@ -41,9 +42,7 @@ class SparseConvolution(SparseModule):
                  output_padding=0, transposed: bool = False, inverse: bool = False,
                  indice_key: str | None = None, backend: str | None = None, algo=None):
         super().__init__()
-        if in_channels % groups or out_channels % groups:
-            raise ConfigError(f"groups={groups} must divide in_channels={in_channels} and "
-                              f"out_channels={out_channels}")
+        check_channels(in_channels, out_channels, groups)
         if inverse and not indice_key:
             raise ConfigError("an inverse conv needs the indice_key of its paired strided conv")
         self.ndim, self.in_channels, self.out_channels, self.groups = ndim, in_channels, out_channels, groups
@@ -85,8 +84,8 @@ class SparseConvolution(SparseModule):
             return self._forward_spconv(x)
         kmap, inverse = self._kernel_map(x)
         feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse)
-        if self.bias is not None:
-            feats = feats + self.bias
+        if self.bias is not None:  # in the features' dtype: a bf16 conv under autocast stays bf16
+            feats = feats + self.bias.to(feats.dtype)
         if self.subm:
             return x.with_sites(feats, x.coords, x.spatial_shape, x.stride, maps=x.maps)
         if inverse:

@@ -16,6 +16,7 @@ from pc3d_ops import voxelize as vx
 from pc3d_ops.threads import use_threads
 
 from pc3d.errors import SparseTensorError
+from pc3d.sparse.checks import INT32_MAX, check_key_space, int_tuple, key_space
 
 
 @dataclass(eq=False)
@@ -78,14 +79,15 @@ def sync_threads() -> None:
 
 
 def _tuple(value, ndim: int, name: str) -> tuple[int, ...]:
-    out = (int(value),) * ndim if isinstance(value, int) else tuple(int(v) for v in value)
-    if len(out) != ndim:
-        raise SparseTensorError(f"{name} must be an int or {ndim} ints, got {value}")
-    return out
+    """A conv / pool parameter as ndim ints; ConfigError naming the parameter and its allowed range
+    (kernel_size, stride, dilation >= 1; padding, output_padding >= 0; all <= 2**31 - 1)."""
+    return int_tuple(value, ndim, name)
 
 
 def conv_output_shape(in_shape, kernel, stride, padding, dilation, transposed=False, output_padding=None):
-    """spconv's rule: (in + 2p - d(k - 1) - 1) // s + 1, or its transpose."""
+    """spconv's rule: (in + 2p - d(k - 1) - 1) // s + 1, or its transpose.
+
+    SparseTensorError when the output is empty or an axis passes the int32 coordinate range."""
     out = []
     for a, size in enumerate(in_shape):
         if transposed:
@@ -93,9 +95,13 @@ def conv_output_shape(in_shape, kernel, stride, padding, dilation, transposed=Fa
             out.append((size - 1) * stride[a] - 2 * padding[a] + dilation[a] * (kernel[a] - 1) + extra + 1)
         else:
             out.append((size + 2 * padding[a] - dilation[a] * (kernel[a] - 1) - 1) // stride[a] + 1)
+    geometry = (f"spatial shape {tuple(in_shape)} with kernel {kernel}, stride {stride}, padding {padding}, "
+                f"dilation {dilation}")
     if min(out) <= 0:
-        raise SparseTensorError(f"conv on spatial shape {tuple(in_shape)} with kernel {kernel}, stride "
-                                f"{stride}, padding {padding}, dilation {dilation} has empty output {out}")
+        raise SparseTensorError(f"conv on {geometry} has empty output {out}")
+    if max(out) > INT32_MAX:
+        raise SparseTensorError(f"{'transposed ' if transposed else ''}conv on {geometry} gives output shape "
+                                f"{out}, beyond the int32 coordinate range (at most {INT32_MAX} per axis)")
     return tuple(out)
 
 
@@ -103,8 +109,7 @@ def _sorted_keys(coords: np.ndarray, extents: np.ndarray, shift: np.ndarray):
     keys = km.linear_keys(coords, extents, shift)
     if km.is_sorted_strictly(keys):
         return keys, np.arange(len(keys), dtype=np.int64)
-    max_key = int(np.prod(extents.astype(np.float64))) if len(keys) else 0
-    sorted_keys, order = km.radix_argsort(keys, max_key)
+    sorted_keys, order = km.radix_argsort(keys, key_space(extents))
     dup = km.first_duplicate(sorted_keys)
     if dup >= 0:
         row = int(order[dup])
@@ -122,6 +127,8 @@ def submanifold_map(x, kernel_size, dilation) -> KernelMap:
     reach = [(k - 1) * d for k, d in zip(kernel_size, dilation, strict=False)]
     extents = np.array([x.batch_size] + [s + r + 1 for s, r in zip(x.spatial_shape, reach, strict=False)], np.int64)
     shift = np.array([0] + radius, np.int64)
+    check_key_space(extents, f"submanifold map of kernel {tuple(kernel_size)}, dilation {tuple(dilation)} "
+                             "(the grid padded by the kernel's reach)", "a coarser grid, a smaller batch or kernel")
     keys, order = _sorted_keys(coords, extents, shift)
     offsets = np.stack(np.meshgrid(*[np.arange(k) for k in kernel_size], indexing="ij"), -1).reshape(-1, ndim)
     rel = (offsets - np.array([k // 2 for k in kernel_size])) * np.array(dilation)
@@ -139,13 +146,13 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
     """Map of a strided (or generative transposed) conv; output sites are sorted (batch, z, y, x)."""
     out_shape = conv_output_shape(x.spatial_shape, kernel_size, stride, padding, dilation, transposed,
                                   output_padding)
+    extents = np.array([x.batch_size, *out_shape], np.int64)
+    max_key = check_key_space(extents, f"{'transposed' if transposed else 'strided'} conv output grid")
     sync_threads()
     coords = x.coords.cpu().numpy()
     chunks = 4 * numba.get_num_threads()
     pair_keys, pair_in, pair_k = km.conv_pairs(coords, x.spatial_shape, out_shape, kernel_size, stride, padding,
                                                dilation, transposed, chunks)
-    extents = np.array([x.batch_size, *out_shape], np.int64)
-    max_key = int(np.prod(extents.astype(np.float64)))
     kvol = int(np.prod(kernel_size))
     if vx.packed_fits(max_key, len(pair_keys)):  # one parallel stable sort of key|index words
         packed, ibits, _ = vx.sort_by_cell(pair_keys, max_key, numba.get_num_threads())
@@ -177,6 +184,6 @@ def _unreached_duplicate(coords: np.ndarray, pair_in: np.ndarray, extents: np.nd
     keys = km.linear_keys(coords[rows], extents, np.zeros(len(extents), np.int64))
     if km.is_sorted_strictly(keys):
         return -1
-    sorted_keys, order = km.radix_argsort(keys, int(np.prod(extents.astype(np.float64))))
+    sorted_keys, order = km.radix_argsort(keys, key_space(extents))
     dup = km.first_duplicate(sorted_keys)
     return -1 if dup < 0 else int(rows[order[dup]])

@@ -4,11 +4,20 @@ Each pc3d layer builds the matching spconv module once (not registered as a chil
 state_dict is pc3d's alone) and hands it its weight and bias at every call: the two backends
 share one weight layout. The spconv twin tensor rides on the pc3d SparseTensor, so spconv's own
 map cache (indice_dict) is reused along a chain of spconv layers.
+
+spconv gets the native engine's checks: the layer parameters when the pc3d layer is built, the
+coordinates when the SparseTensor is built, duplicate sites once per set of sites (spconv would
+merge or double-count them silently) and the output grid of every strided / transposed layer
+(a forward pre-hook on the twin) before spconv runs. On CPU, spconv keys sites with int32, so a
+grid of 2**31 - 1 keys or more is refused there (use the native backend).
 """
 from __future__ import annotations
 
-from pc3d.errors import BackendUnavailableError
+from pc3d.errors import BackendUnavailableError, SparseTensorError
 from pc3d.sparse.backend import spconv_module
+from pc3d.sparse.checks import INT32_MAX, check_key_space, key_space
+from pc3d.sparse.kernel_map import conv_output_shape
+from pc3d.sparse.ops import check_unique
 from pc3d.sparse.tensor import SparseTensor
 
 
@@ -17,7 +26,36 @@ def to_spconv(x: SparseTensor):
     twin = x.spconv_tensor
     if twin is not None and twin.indices is x.coords:
         return twin.replace_feature(x.feats)
+    if not x.maps.get(_UNIQUE):  # once per set of sites: the cache is shared by tensors on them
+        check_unique(x)
+        x.maps[_UNIQUE] = True
     return spconv.SparseConvTensor(x.feats, x.coords, list(x.spatial_shape), x.batch_size)
+
+
+_UNIQUE = ("sites checked unique",)
+
+
+def _check_grid(twin, args) -> None:
+    """Forward pre-hook of every spconv twin: the output grid of a strided / transposed / pooling
+    layer must be valid (non-empty, int32 coordinates, int64 key space) before spconv computes it,
+    and on CPU, where spconv keys sites by int32 (it switches to int64 keys on CUDA only), every
+    grid it hashes must have fewer than 2**31 - 1 keys: beyond, its CPU maps are wrong."""
+    x = args[0]
+    shapes = [tuple(x.spatial_shape)]
+    if not (getattr(twin, "subm", False) or getattr(twin, "inverse", False)):
+        transposed = bool(getattr(twin, "transposed", False))
+        out_shape = conv_output_shape(shapes[0], tuple(twin.kernel_size), tuple(twin.stride),
+                                      tuple(twin.padding), tuple(twin.dilation), transposed,
+                                      tuple(twin.output_padding) if transposed else None)
+        check_key_space((x.batch_size, *out_shape), f"spconv {type(twin).__name__} output grid")
+        shapes.append(out_shape)
+    if x.indices.device.type == "cpu":
+        for shape in shapes:
+            keys = key_space((x.batch_size, *shape))
+            if keys >= INT32_MAX:
+                raise SparseTensorError(
+                    f"spconv {type(twin).__name__} on CPU: batch_size {x.batch_size} x grid {shape} = {keys} "
+                    f"keys; spconv's CPU maps hold at most {INT32_MAX - 1} (int32 keys); use backend='native'")
 
 
 def from_spconv(y, x: SparseTensor, stride) -> SparseTensor:
@@ -46,9 +84,13 @@ def build_conv(layer):
     if layer.device_type == "cpu":
         kwargs["algo"] = ConvAlgo.Native  # the only spconv algorithm with a CPU backward
     if layer.inverse:
-        return cls(layer.in_channels, layer.out_channels, layer.kernel_size, **kwargs)
-    return cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+        twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, **kwargs)
+        twin.register_forward_pre_hook(_check_grid)
+        return twin
+    twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                padding=layer.padding, dilation=layer.dilation, **kwargs)
+    twin.register_forward_pre_hook(_check_grid)
+    return twin
 
 
 def build_pool(layer):
@@ -59,5 +101,7 @@ def build_pool(layer):
         from spconv.core import ConvAlgo
 
         kwargs["algo"] = ConvAlgo.Native
-    return cls(layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
+    twin = cls(layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                **kwargs)
+    twin.register_forward_pre_hook(_check_grid)
+    return twin

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 import torch
 
 from pc3d.errors import SparseTensorError
+from pc3d.sparse.checks import check_coords, check_grid
 
 
 class SparseTensor:
@@ -14,7 +15,13 @@ class SparseTensor:
     feats: [N, C] floating point. coords: int32 [N, 1 + D], batch index first, then the grid
     indices in the order of `spatial_shape` (spconv's z, y, x for 3D LiDAR grids). Coordinates are
     unique within a batch; a duplicate is an error when the first kernel map is built (or on
-    `dense()`), never a silent merge. `stride` is the tensor's stride relative to the input grid.
+    `dense()`, or before the first spconv layer), never a silent merge. `stride` is the tensor's
+    stride relative to the input grid.
+
+    The engine's limits (pc3d.sparse.checks) are checked here, once: spatial_shape 1 to 4 ints in
+    [1, 2**31 - 1], batch_size >= 1, batch_size x prod(spatial_shape) < 2**63, integer coords
+    inside the grid (any integer dtype; checked before the cast to int32, so nothing wraps).
+    `check=False` is for the engine's own tensors, whose sites are valid by construction.
 
     Kernel maps are cached on the tensor: `maps` is shared by every tensor with the same
     coordinates (a submanifold layer's output shares its input's), and `indice_dict` is shared
@@ -28,6 +35,8 @@ class SparseTensor:
     def __init__(self, feats: torch.Tensor, coords: torch.Tensor, spatial_shape: Sequence[int],
                  batch_size: int, *, stride: Sequence[int] | None = None, maps: dict | None = None,
                  indice_dict: dict | None = None, check: bool = True):
+        if check:
+            spatial_shape, batch_size = check_grid(spatial_shape, batch_size)
         self.spatial_shape = tuple(int(s) for s in spatial_shape)
         self.batch_size = int(batch_size)
         self.stride = tuple(int(s) for s in stride) if stride is not None else (1,) * len(self.spatial_shape)
@@ -149,28 +158,12 @@ def cat_features(tensors: Sequence[SparseTensor]) -> SparseTensor:
 def _checked(feats, coords, spatial_shape, batch_size):
     if not isinstance(feats, torch.Tensor) or not isinstance(coords, torch.Tensor):
         raise SparseTensorError("SparseTensor: feats and coords must be torch tensors")
-    ndim = len(spatial_shape)
-    if ndim not in (1, 2, 3, 4):
-        raise SparseTensorError(f"SparseTensor: spatial_shape must have 1 to 4 dims, got {spatial_shape}")
-    if coords.ndim != 2 or coords.shape[1] != ndim + 1:
-        raise SparseTensorError(f"SparseTensor: coords must be [N, {ndim + 1}] (batch first) for a "
-                                f"{ndim}-D grid, got {tuple(coords.shape)}")
-    if coords.dtype.is_floating_point or coords.dtype == torch.bool:
-        raise SparseTensorError(f"SparseTensor: coords must be integers (int32), got {coords.dtype}")
+    if coords.device != feats.device:
+        raise SparseTensorError(f"SparseTensor: feats on {feats.device} but coords on {coords.device}")
+    coords = check_coords(coords, spatial_shape, batch_size)
     if feats.ndim != 2 or feats.shape[0] != coords.shape[0]:
         raise SparseTensorError(f"SparseTensor: feats must be [N, C] with N = {coords.shape[0]} "
                                 f"coordinates, got {tuple(feats.shape)}")
     if not feats.dtype.is_floating_point:
         raise SparseTensorError(f"SparseTensor: feats must be floating point, got {feats.dtype}")
-    if coords.device != feats.device:
-        raise SparseTensorError(f"SparseTensor: feats on {feats.device} but coords on {coords.device}")
-    coords = coords.to(torch.int32).contiguous()
-    if len(coords):
-        upper = torch.tensor((batch_size, *spatial_shape), device=coords.device)
-        bad = ((coords < 0) | (coords >= upper)).any(dim=1)
-        if bad.any():
-            row = int(bad.nonzero()[0, 0])
-            raise SparseTensorError(
-                f"SparseTensor: {int(bad.sum())} coordinates lie outside batch_size {batch_size} x "
-                f"spatial_shape {tuple(spatial_shape)}; first: row {row} = {coords[row].tolist()}")
     return feats, coords
