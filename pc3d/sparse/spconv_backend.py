@@ -17,7 +17,6 @@ from pc3d.errors import BackendUnavailableError, SparseTensorError
 from pc3d.sparse.backend import spconv_module
 from pc3d.sparse.checks import INT32_MAX, check_key_space, key_space
 from pc3d.sparse.kernel_map import conv_output_shape
-from pc3d.sparse.ops import check_unique
 from pc3d.sparse.tensor import SparseTensor
 
 
@@ -26,13 +25,8 @@ def to_spconv(x: SparseTensor):
     twin = x.spconv_tensor
     if twin is not None and twin.indices is x.coords:
         return twin.replace_feature(x.feats)
-    if not x.maps.get(_UNIQUE):  # once per set of sites: the cache is shared by tensors on them
-        check_unique(x)
-        x.maps[_UNIQUE] = True
+    x.check_unique()  # spconv would merge or double-count a duplicate silently
     return spconv.SparseConvTensor(x.feats, x.coords, list(x.spatial_shape), x.batch_size)
-
-
-_UNIQUE = ("sites checked unique",)
 
 
 def _check_grid(twin, args) -> None:

@@ -8,6 +8,8 @@ import torch
 from pc3d.errors import SparseTensorError
 from pc3d.sparse.checks import check_coords, check_grid
 
+UNIQUE_SITES = ("sites checked unique",)  # a `maps` entry: these sites have no duplicate
+
 
 class SparseTensor:
     """Features on the active sites of a batched D-dimensional grid (spconv's argument order).
@@ -95,11 +97,20 @@ class SparseTensor:
             out.maps = self.maps
         return out
 
-    def dense(self, channels_first: bool = True) -> torch.Tensor:
-        """Dense [B, C, *spatial_shape] (or channels last); empty sites are zero."""
+    def check_unique(self) -> None:
+        """SparseTensorError naming a duplicated site, if any; checked once per set of sites (the
+        answer is cached in `maps`, shared by every tensor on these sites). Kernel maps, dense()
+        and the spconv backend call it; code that reads coords directly should too."""
+        if self.maps.get(UNIQUE_SITES):
+            return
         from pc3d.sparse.ops import check_unique
 
         check_unique(self)
+        self.maps[UNIQUE_SITES] = True
+
+    def dense(self, channels_first: bool = True) -> torch.Tensor:
+        """Dense [B, C, *spatial_shape] (or channels last); empty sites are zero."""
+        self.check_unique()
         shape = (self.batch_size, *self.spatial_shape, self.feats.shape[1])
         out = self.feats.new_zeros(shape)
         idx = self.coords.long()

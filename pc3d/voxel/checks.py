@@ -15,6 +15,9 @@ import numpy as np
 from pc3d.errors import ConfigError, DataFormatError
 
 NAN_POLICIES = ("warn", "raise")
+INT32_MAX = 2**31 - 1  # voxel coords are int32
+FLOAT32_MIN = float(np.finfo(np.float32).smallest_subnormal)
+FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 Frame = str | PathLike | None
 
@@ -30,14 +33,19 @@ def check_nan_policy(policy: str) -> str:
 
 
 def check_sizes(values: float | Sequence[float], ndim: int, name: str) -> np.ndarray:
-    """float32 [ndim] strictly positive, finite sizes; a scalar applies to every axis."""
+    """float32 [ndim] strictly positive, finite sizes; a scalar applies to every axis.
+
+    Checked in float32, the precision the cells are computed in (1e-46 is 0 there, 1e39 is inf)."""
     try:
         sizes = np.broadcast_to(np.asarray(values, np.float64), (ndim,))
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{name} must be a number or {ndim} numbers, got {values!r}") from error
+    with np.errstate(over="ignore", under="ignore"):
+        sizes = sizes.astype(np.float32)
     if not (np.isfinite(sizes).all() and (sizes > 0).all()):
-        raise ConfigError(f"{name} must be finite and > 0 on every axis, got {values!r}")
-    return sizes.astype(np.float32)
+        raise ConfigError(f"{name} must be finite and > 0 on every axis (in float32: {FLOAT32_MIN:.3g} to "
+                          f"{FLOAT32_MAX:.3g}), got {values!r}")
+    return sizes
 
 
 def check_range(point_range: Sequence[float], ndim: int, name: str = "point_range") -> tuple[np.ndarray, np.ndarray]:
@@ -46,17 +54,27 @@ def check_range(point_range: Sequence[float], ndim: int, name: str = "point_rang
         values = np.asarray(point_range, np.float64).reshape(-1)
     except (ValueError, TypeError) as error:
         raise ConfigError(f"{name} must be {2 * ndim} numbers, got {point_range!r}") from error
-    if values.shape != (2 * ndim,) or not np.isfinite(values).all():
-        raise ConfigError(f"{name} must be {2 * ndim} finite numbers (mins then maxes), got {point_range!r}")
-    lower, upper = values[:ndim].astype(np.float32), values[ndim:].astype(np.float32)
+    with np.errstate(over="ignore"):
+        values32 = values.astype(np.float32)
+    if values.shape != (2 * ndim,) or not np.isfinite(values32).all():
+        raise ConfigError(f"{name} must be {2 * ndim} finite float32 numbers (mins then maxes, |v| <= "
+                          f"{FLOAT32_MAX:.3g}), got {point_range!r}")
+    lower, upper = values32[:ndim], values32[ndim:]
     if not (upper > lower).all():
         raise ConfigError(f"{name}: every max must be > its min, got {point_range!r}")
     return lower, upper
 
 
-def check_count(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
-        raise ConfigError(f"{name} must be a positive int, got {value!r}")
+def check_count(value: int, name: str, high: int = INT32_MAX) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 1 <= value <= high:
+        raise ConfigError(f"{name} must be an int in [1, {high}], got {value!r}")
+    return int(value)
+
+
+def check_batch_index(value: int) -> int:
+    """A sample's batch index: an int in [0, 2**31 - 1] (voxel coords are int32)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or not 0 <= value <= INT32_MAX:
+        raise ConfigError(f"batch_index must be an int in [0, {INT32_MAX}], got {value!r}")
     return int(value)
 
 

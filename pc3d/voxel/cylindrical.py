@@ -17,7 +17,7 @@ from pc3d_ops import voxelize as _k
 from pc3d.errors import ConfigError
 from pc3d.voxel.checks import check_range
 from pc3d.voxel.dynamic import DynamicGridVoxelizer
-from pc3d.voxel.grid import VoxelGrid
+from pc3d.voxel.grid import VoxelGrid, cell_counts
 from pc3d.voxel.hard import HardGridVoxelizer
 
 
@@ -26,8 +26,8 @@ class CylindricalGrid(VoxelGrid):
 
     def __init__(self, grid_size: Sequence[int] = (480, 360, 32), rho_range: Sequence[float] = (0.0, 50.0),
                  z_range: Sequence[float] = (-4.0, 2.0)):
-        cells = np.asarray(grid_size, np.int64).reshape(-1)
-        if cells.shape != (3,) or (cells < 1).any():
+        cells = cell_counts(grid_size, 3)
+        if (cells < 1).any():
             raise ConfigError(f"grid_size must be 3 positive ints (n_rho, n_phi, n_z), got {grid_size!r}")
         (rho_min,), (rho_max,) = check_range(rho_range, 1, "rho_range")
         (z_min,), (z_max,) = check_range(z_range, 1, "z_range")

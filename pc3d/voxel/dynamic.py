@@ -11,7 +11,16 @@ import torch
 from pc3d_ops import voxelize as _k
 
 from pc3d.errors import DataFormatError
-from pc3d.voxel.checks import Frame, check_batch, check_cloud, check_nan_policy, check_sizes, report_nonfinite
+from pc3d.voxel.checks import (
+    INT32_MAX,
+    Frame,
+    check_batch,
+    check_batch_index,
+    check_cloud,
+    check_nan_policy,
+    check_sizes,
+    report_nonfinite,
+)
 from pc3d.voxel.grid import VoxelGrid, n_chunks, scheduling
 from pc3d.voxel.scatter import scatter_mean
 
@@ -97,6 +106,7 @@ class DynamicGridVoxelizer:
     def __call__(self, points: np.ndarray, frame: Frame = None, batch_index: int = 0) -> DynamicVoxels:
         """Voxels of one cloud float32 [N, 3 + C]; coords carry `batch_index`."""
         pts = check_cloud(points, self.grid.min_columns, frame)
+        batch_index = check_batch_index(batch_index)
         keys, n_outside, n_nonfinite = self.grid.cell_keys(pts)
         report_nonfinite(n_nonfinite, len(pts), frame, self.nan_policy)
         packed, ibits, _ = self.grid.sort_cells(keys)
@@ -170,15 +180,17 @@ def grid_sample(points: np.ndarray, voxel_size: float | Sequence[float],
     """
     pts = check_cloud(points, 3, frame)
     if point_range is None:
-        grid = fitted_grid(pts, voxel_size)
+        grid = fitted_grid(pts, voxel_size, frame)
     else:
         grid = VoxelGrid(voxel_size, point_range)
     dv = DynamicGridVoxelizer(grid, nan_policy=nan_policy)(pts, batch_index=batch_index, frame=frame)
     return dv.coords, dv.spatial_shape, dv.point_to_voxel, dv.keep
 
 
-def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float]) -> VoxelGrid:
-    """The Cartesian grid from the lowest finite point that holds every finite point of the cloud."""
+def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float], frame: Frame = None) -> VoxelGrid:
+    """The Cartesian grid from the lowest finite point that holds every finite point of the cloud.
+
+    DataFormatError naming the frame if the cloud spans more cells than int32 coords hold."""
     size = check_sizes(voxel_size, 3, "voxel_size")
     xyz = points[:, :3]
     finite = np.isfinite(points).all(1)
@@ -188,5 +200,11 @@ def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float]) -> Voxe
         return VoxelGrid(size, np.concatenate([np.zeros(3), size]), grid_size=(1, 1, 1))
     lower = xyz.min(0)
     # the same float32 expression as the kernel, so the highest point lands in the last cell
-    cells = np.floor((xyz.max(0) - lower) / size).astype(np.int64) + 1
-    return VoxelGrid(size, np.concatenate([lower, lower + cells * size]), grid_size=cells)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cells = np.floor((xyz.max(0) - lower) / size) + 1
+        upper = lower + cells * size
+    if not (np.isfinite(upper).all() and (cells <= INT32_MAX).all()):
+        raise DataFormatError(frame, f"the points span {(xyz.max(0) - lower).tolist()} (x, y, z): "
+                                     f"{cells.tolist()} voxels of {size.tolist()}, more than the {INT32_MAX} per "
+                                     "axis of int32 coords; pass point_range or a larger voxel_size")
+    return VoxelGrid(size, np.concatenate([lower, upper]), grid_size=cells.astype(np.int64))

@@ -11,6 +11,7 @@ spconv and pc3d.sparse.SparseTensor expect.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numba
@@ -20,9 +21,22 @@ from pc3d_ops import voxelize as _k
 
 from pc3d.errors import ConfigError
 from pc3d.sparse.kernel_map import sync_threads
-from pc3d.voxel.checks import check_range, check_sizes
+from pc3d.voxel.checks import INT32_MAX, check_range, check_sizes
 
-_MAX_KEY = 1 << 62
+
+def cell_counts(grid_size, ndim: int) -> np.ndarray:
+    """int64 [ndim] cells per axis from ints (floats, even whole ones, are refused: they hide a mistake)."""
+    try:
+        cells = np.asarray(grid_size)
+    except (ValueError, TypeError, OverflowError):
+        cells = np.asarray(None)
+    if cells.dtype.kind not in "iu" or cells.shape != (ndim,):
+        raise ConfigError(f"grid_size must be {ndim} ints, got {grid_size!r}")
+    if cells.dtype.kind == "u" and (cells > INT32_MAX).any():
+        raise ConfigError(f"the grid must have 1 to 2**31 - 1 cells per axis, got {grid_size!r}")
+    return cells.astype(np.int64)
+
+MAX_CELLS = 1 << 53  # cell keys must fit the 53 bits that sort_by_cell packs beside point indices
 
 
 def n_chunks() -> int:
@@ -64,13 +78,21 @@ class VoxelGrid:
         self.lower, self.upper = check_range(point_range, ndim)
         if grid_size is None:
             # std::round of the float32 ratio, as spconv (half away from zero; numpy rounds to even)
-            grid_size = np.floor((self.upper - self.lower) / self.voxel_size + np.float32(0.5))
-        self.grid_size = np.asarray(grid_size, np.int64).reshape(-1)
-        if self.grid_size.shape != (ndim,) or (self.grid_size < 1).any() or (self.grid_size >= 2**31).any():
+            with np.errstate(over="ignore", invalid="ignore"):
+                cells = np.floor((self.upper - self.lower) / self.voxel_size + np.float32(0.5))
+            if not (np.isfinite(cells).all() and (cells <= INT32_MAX).all()):
+                raise ConfigError(f"range / voxel_size gives {cells.tolist()} cells per axis, more than the "
+                                  f"{INT32_MAX} (2**31 - 1) of int32 voxel coords, from voxel_size "
+                                  f"{self.voxel_size.tolist()} and range {list(point_range)}")
+            grid_size = cells.astype(np.int64)
+        self.grid_size = cell_counts(grid_size, ndim)
+        if (self.grid_size < 1).any() or (self.grid_size > INT32_MAX).any():
             raise ConfigError(f"the grid must have 1 to 2**31 - 1 cells per axis, got {self.grid_size.tolist()} "
                               f"from voxel_size {self.voxel_size.tolist()} and range {list(point_range)}")
-        if np.prod(self.grid_size.astype(np.float64)) >= _MAX_KEY:
-            raise ConfigError(f"grid {self.grid_size.tolist()} has too many cells for int64 keys")
+        cells = math.prod(int(g) for g in self.grid_size)
+        if cells > MAX_CELLS:
+            raise ConfigError(f"grid {self.grid_size.tolist()} has {cells} cells, more than the 2**53 a cell key "
+                              "can hold (keys are sorted together with point indices); use a coarser grid")
 
     @property
     def ndim(self) -> int:

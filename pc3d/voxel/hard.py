@@ -10,8 +10,19 @@ import torch
 from pc3d_ops import voxelize as _k
 
 from pc3d.errors import DataFormatError
-from pc3d.voxel.checks import Frame, check_batch, check_cloud, check_count, check_nan_policy, report_nonfinite
+from pc3d.voxel.checks import (
+    Frame,
+    check_batch,
+    check_batch_index,
+    check_cloud,
+    check_count,
+    check_nan_policy,
+    report_nonfinite,
+)
 from pc3d.voxel.grid import VoxelGrid, n_chunks, scheduling
+
+# the voxels array is [M, P, C] float32, padded to P: a larger P only exhausts memory
+MAX_POINTS_PER_VOXEL = 2**16
 
 
 @dataclass(eq=False)
@@ -92,7 +103,7 @@ class HardGridVoxelizer:
     def __init__(self, grid: VoxelGrid, max_points_per_voxel: int, max_voxels: int, shuffle: bool = False, *,
                  nan_policy: str = "warn"):
         self.grid = grid
-        self.max_points_per_voxel = check_count(max_points_per_voxel, "max_points_per_voxel")
+        self.max_points_per_voxel = check_count(max_points_per_voxel, "max_points_per_voxel", MAX_POINTS_PER_VOXEL)
         self.max_voxels = check_count(max_voxels, "max_voxels")
         self.shuffle = bool(shuffle)
         self.nan_policy = check_nan_policy(nan_policy)
@@ -109,6 +120,7 @@ class HardGridVoxelizer:
                  frame: Frame = None, batch_index: int = 0) -> HardVoxels:
         """Hard voxels of one cloud float32 [N, 3 + C]; coords carry `batch_index`."""
         pts = check_cloud(points, self.grid.min_columns, frame)
+        batch_index = check_batch_index(batch_index)
         n = len(pts)
         perm = None
         if self.shuffle:

@@ -5,7 +5,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pc3d.voxel.checks import check_range, check_sizes
+from pc3d.errors import ConfigError
+from pc3d.voxel.checks import INT32_MAX, check_range, check_sizes
 from pc3d.voxel.dynamic import DynamicGridVoxelizer
 from pc3d.voxel.grid import VoxelGrid
 from pc3d.voxel.hard import HardGridVoxelizer
@@ -18,7 +19,13 @@ def pillar_grid(pillar_size: float | Sequence[float], point_range: Sequence[floa
     """
     size_xy = check_sizes(pillar_size, 2, "pillar_size")
     lower, upper = check_range(point_range, 3)
-    cells_xy = np.floor((upper[:2] - lower[:2]) / size_xy + np.float32(0.5)).astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cells_xy = np.floor((upper[:2] - lower[:2]) / size_xy + np.float32(0.5))
+    if not (np.isfinite(cells_xy).all() and (cells_xy <= INT32_MAX).all()):
+        raise ConfigError(f"range / pillar_size gives {cells_xy.tolist()} pillars per axis, more than the "
+                          f"{INT32_MAX} (2**31 - 1) of int32 coords, from pillar_size {size_xy.tolist()} and "
+                          f"range {list(point_range)}")
+    cells_xy = cells_xy.astype(np.int64)
     # one cell in z, whatever float32 rounding of (z_max - z_min) / height would give
     return VoxelGrid((*size_xy, upper[2] - lower[2]), point_range, grid_size=(*cells_xy, 1))
 
