@@ -4,7 +4,8 @@
     python tools/create_data.py waymo data/waymo_v2
     python tools/create_data.py {semantickitti,scannet,sceneflow} <root>
 
-Bad frames are skipped, counted and listed at the end (and in the info files under "skipped").
+Bad frames are skipped, counted and listed at the end (and in the info files under "skipped"), as are
+usable oddities such as empty scans ("notes"). A root holding nothing to index exits 2 with one line.
 Progress: a bar per split on a terminal, a line every few seconds otherwise (pc3d.utils.progress).
 """
 from __future__ import annotations
@@ -29,11 +30,15 @@ def main(argv: list[str] | None = None) -> int:
         from pc3d.utils.cli import user_error
 
         return user_error("create_data", error)
-    skipped = {k: v["skipped"] for k, v in report.items() if isinstance(v, dict) and v.get("skipped")}
-    for split, frames in skipped.items():
-        print(f"{split}: skipped {len(frames)} bad frame(s):", file=sys.stderr)
-        for frame, problem in frames.items():
-            print(f"  {frame}: {problem}", file=sys.stderr)
+    for split, entry in report.items():
+        if not isinstance(entry, dict):
+            continue
+        if entry.get("skipped"):
+            print(f"{split}: skipped {len(entry['skipped'])} bad frame(s):", file=sys.stderr)
+            for frame, problem in entry["skipped"].items():
+                print(f"  {frame}: {problem}", file=sys.stderr)
+        for kind, where in (entry.get("notes") or {}).items():
+            print(f"{split}: {kind}: {len(where)}", file=sys.stderr)
     print(json.dumps(report, indent=1))
     return 0
 

@@ -18,6 +18,7 @@ from pc3d.geometry import points_in_boxes_count
 from pc3d.utils.progress import track
 
 from .gt_database import write_database
+from .io import read_ids
 
 INFO_FORMAT, INFO_VERSION = "pc3d-infos", 1
 
@@ -62,6 +63,9 @@ def create_kitti(root: Path, database_split: str = "train") -> dict:
     splits = [s for s in ("train", "val", "trainval", "test") if (root / "ImageSets" / f"{s}.txt").is_file()]
     _expect(splits, root, "ImageSets/{train,val,trainval,test}.txt beside training/ and testing/ (KITTI object)")
     for split in splits:
+        if not read_ids(root / "ImageSets" / f"{split}.txt", allow_empty=True):
+            report[split] = {"frames": 0, "skipped": {}}  # an empty list (the simulator's test split)
+            continue
         dataset = KittiDataset(root, split, fov_only=False)
         frames, skipped, db_frames = [], {}, []
         for _, sample in _frames(dataset, f"kitti {split}", skipped):
@@ -149,6 +153,9 @@ def create_scannet(root: Path) -> dict:
     splits = [s for s in ("train", "val", "test") if (root / f"scannetv2_{s}.txt").is_file()]
     _expect(splits, root, "scannetv2_{train,val,test}.txt beside scans/<scene>/ (ScanNet v2)")
     for split in splits:
+        if not read_ids(root / f"scannetv2_{split}.txt", allow_empty=True):
+            report[split] = {"frames": 0, "skipped": {}}
+            continue
         dataset = ScanNetDataset(root, split)
         frames, skipped = [], {}
         for _, sample in _frames(dataset, f"scannet {split}", skipped):

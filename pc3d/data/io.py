@@ -89,11 +89,12 @@ def numbered_lines(path: str | PathLike) -> list[tuple[int, str]]:
     return [(k + 1, line.strip()) for k, line in enumerate(text.splitlines()) if line.strip()]
 
 
-def read_ids(path: str | PathLike) -> list[str]:
+def read_ids(path: str | PathLike, allow_empty: bool = False) -> list[str]:
     """The ids of a split / list file (KITTI ImageSets, ScanNet scannetv2_*.txt), one per line, in order.
 
-    DataFormatError naming the file for a line that is not one id or an id listed twice (a duplicated
-    frame would be trained and counted twice, and multiply the GT database)."""
+    DataFormatError naming the file for a line that is not one id, an id listed twice (a duplicated
+    frame would be trained and counted twice, and multiply the GT database) or, unless allow_empty,
+    a file that lists no id."""
     path = Path(path)
     first: dict[str, int] = {}
     for number, line in numbered_lines(path):
@@ -102,6 +103,8 @@ def read_ids(path: str | PathLike) -> list[str]:
         if line in first:
             raise DataFormatError(path, f"line {number}: id {line!r} is listed twice (first on line {first[line]})")
         first[line] = number
+    if not first and not allow_empty:
+        raise DataFormatError(path, "lists no frame id (one id per line expected)")
     return list(first)
 
 

@@ -34,12 +34,15 @@ def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
     """The objects of a label_2 file: name <U [M], truncated, occluded int, alpha, bbox [M, 4],
     dimensions [M, 3] (h, w, l), location [M, 3] (bottom centre, rectified camera), rotation_y,
     score (1 when absent). DataFormatError naming the file and line on a malformed line: a wrong field
-    count, a non-numeric or non-finite value, a class outside the devkit's (KITTI_TYPES) or a negative
-    size of a real object (DontCare rows carry -1 sizes)."""
+    count, a non-numeric or non-finite value, a class outside the devkit's (KITTI_TYPES), a negative
+    size of a real object (DontCare rows carry -1 sizes) or a real object's line repeated."""
     path = Path(path)
-    rows, names = [], []
+    rows, names, first = [], [], {}
     for number, line in numbered_lines(path):
         fields = line.split()
+        if fields[0] != "DontCare" and first.setdefault(" ".join(fields), number) != number:
+            raise DataFormatError(path, f"line {number}: the object of line {first[' '.join(fields)]} again (a "
+                                        "duplicated label line)")
         if len(fields) not in (15, 16):
             raise DataFormatError(path, f"line {number}: expected 15 or 16 fields, got {len(fields)}")
         if fields[0] not in KITTI_TYPES:

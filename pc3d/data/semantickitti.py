@@ -128,6 +128,11 @@ class SemanticKittiDataset(PointCloudDataset):
             unlabelled = [s for s in present if s not in labelled]
             raise DataFormatError(folder / unlabelled[0], f"no labels/ folder, but sequences {labelled} have "
                                                           "labels (a split is labelled throughout or not at all)")
+        for s in labelled:  # a label without its scan: the scan was lost, not the frame dropped on purpose
+            orphans = sorted({p.stem for p in (folder / s / "labels").glob("*.label")} - {p.stem for p in scans[s]})
+            if orphans:
+                raise DataFormatError(folder / s / "velodyne" / f"{orphans[0]}.bin", f"missing, but labels/"
+                                      f"{orphans[0]}.label exists ({len(orphans)} labels without their scan)")
         self.frames = [(s, p.stem) for s in present for p in scans[s]]
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
@@ -182,9 +187,16 @@ class SemanticKittiDataset(PointCloudDataset):
     def read_scan(self, seq: str, name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """(points float32 [N, 4], train ids int64 [N] or None, instance ids int64 [N] or None)."""
         folder = self.root / "sequences" / seq
-        points = read_bin(folder / "velodyne" / f"{name}.bin", 4)
+        scan = folder / "velodyne" / f"{name}.bin"
+        points = read_bin(scan, 4)
         label_path = folder / "labels" / f"{name}.label"
-        if not (folder / "labels").is_dir():
+        labelled = (folder / "labels").is_dir()
+        if not len(points):
+            if labelled and label_path.is_file() and label_path.stat().st_size:
+                raise DataFormatError(scan, f"no points, but labels/{name}.label holds "
+                                            f"{label_path.stat().st_size // 4} labels")
+            self.note("empty scans (0 points)", scan)
+        if not labelled:
             return points, None, None
         raw = read_label(label_path, len(points))
         semantic = (raw & 0xFFFF).astype(np.int64)
