@@ -197,3 +197,26 @@ def test_fuzz_waymo(fuzz_roots, data, component):
         _only_data_format_errors(lambda: WaymoDataset(root, "training").load(0))
     finally:
         path.write_bytes(original)
+
+
+def test_gt_database_header_and_empty_objects(roots, tmp_path):
+    """The GT database counts the objects it leaves out (no point inside) and refuses a damaged header or index."""
+    import json
+
+    from pc3d.data import GTDatabase
+    from pc3d.data.create import create_data
+
+    root = _copy(roots["kitti"], tmp_path, "k")
+    report = create_data("kitti", root)
+    header_path = root / "kitti_gt_database_train.json"
+    header = json.loads(header_path.read_text())
+    assert "empty" in header and report["gt_database"] == header["count"]
+    assert len(GTDatabase.load(header_path)) == sum(header["count"].values())
+    for bad in ({**header, "columns": "xyz"}, {k: v for k, v in header.items() if k != "index"}, [header]):
+        header_path.write_text(json.dumps(bad))
+        _raises_naming(lambda: GTDatabase.load(header_path), header_path)
+    header_path.write_text(json.dumps(header))
+    index = root / header["index"]
+    with np.load(index) as arrays:
+        np.savez(index, **{**arrays, "offset": arrays["offset"][:-1]})
+    assert "disagree" in str(_raises_naming(lambda: GTDatabase.load(header_path), index))
