@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from pc3d.errors import ConfigError, Pc3dError  # noqa: E402
+from pc3d.errors import ConfigError  # noqa: E402
 
 
 def feature_names(dataset_cfg) -> tuple[str, ...]:
@@ -147,24 +147,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return run(args)
     except Exception as exc:
-        from pc3d.utils.cli import user_error
+        from pc3d.utils.cli import pc3d_error, user_error
 
         error = pc3d_error(exc)
         if error is None:
             raise
         return user_error("infer", error)
-
-
-def pc3d_error(exc: BaseException) -> Pc3dError | None:
-    """`exc` when it is a pc3d error, else the pc3d error it wraps (hydra's instantiate re-raises what a
-    constructor raised as an InstantiationException), else None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, Pc3dError):
-            return exc
-        seen.add(id(exc))
-        exc = exc.__cause__
-    return None
 
 
 if __name__ == "__main__":

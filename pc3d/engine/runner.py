@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from pc3d.engine import distributed
-from pc3d.engine.checkpoint import latest_checkpoint, load_checkpoint, resolve_checkpoint
+from pc3d.engine.checkpoint import latest_checkpoint, load_checkpoint, load_model_state, resolve_checkpoint
 from pc3d.engine.evaluator import evaluate
 from pc3d.engine.monitor import metrics_table, write_json
 from pc3d.engine.seeding import seed_everything
@@ -187,10 +187,13 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
     cfg = OmegaConf.create(ckpt["config"])
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, force_add=True)
+    lacking = [key for key in ("model", "dataset", "seed", "splits", "train") if key not in cfg]
+    if lacking:
+        raise CheckpointError(f"{ckpt_path}: its stored config lacks {lacking}; it was not written by tools/train.py")
     seed_everything(int(cfg.seed))
     model = _instantiate(cfg.model)
     task_of(model)
-    model.load_state_dict(ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"])
+    load_model_state(model, ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"], ckpt_path)
     return model, cfg, ckpt
 
 

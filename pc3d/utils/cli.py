@@ -15,8 +15,21 @@ def user_error(tool: str, error: Pc3dError) -> int:
     """Print the one-line report of `error` to stderr and return the exit status (re-raise under PC3D_DEBUG=1)."""
     if os.environ.get("PC3D_DEBUG") == "1":
         raise error
-    print(f"{tool}: error: {error}", file=sys.stderr, flush=True)
+    text = "; ".join(line.strip() for line in str(error).splitlines() if line.strip())
+    print(f"{tool}: error: {text}", file=sys.stderr, flush=True)
     return EXIT_USER_ERROR
+
+
+def pc3d_error(exc: BaseException) -> Pc3dError | None:
+    """`exc` when it is a pc3d error, else the pc3d error it was raised from (hydra's instantiate wraps
+    what a constructor raised in an InstantiationException), else None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, Pc3dError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__
+    return None
 
 
 def hydra_message(error: Exception) -> str:
