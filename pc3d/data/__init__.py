@@ -7,7 +7,7 @@ batch structure (pc3d.data.batch, whose docstring is the contract); the GT datab
 ground-truth sampling. Waymo (pyarrow) and ScanNet (plyfile) import their readers lazily.
 """
 from .batch import BOX_KEYS, POINT_KEYS, Collate, check_sample, sparse_input
-from .dataset import BadFrameWarning, PointCloudDataset, sample_seed, seed_worker
+from .dataset import BadFrameWarning, DataWarning, PointCloudDataset, sample_seed, seed_worker
 from .gt_database import GTDatabase, write_database
 from .kitti import KITTI_CLASSES, KittiDataset
 from .scannet import SCANNET20_CLASSES, ScanNetDataset
@@ -17,8 +17,8 @@ from .simulated import SimulatedKittiDataset
 from .waymo import WAYMO_CLASSES, WaymoDataset
 
 __all__ = [
-    "BOX_KEYS", "BadFrameWarning", "Collate", "GTDatabase", "KITTI_CLASSES", "KittiDataset", "POINT_KEYS",
-    "PointCloudDataset", "SCANNET20_CLASSES", "ScanNetDataset", "SceneFlowDataset", "SemanticKittiDataset",
-    "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset", "check_sample", "sample_seed", "seed_worker",
-    "sparse_input", "write_database",
+    "BOX_KEYS", "BadFrameWarning", "Collate", "DataWarning", "GTDatabase", "KITTI_CLASSES", "KittiDataset",
+    "POINT_KEYS", "PointCloudDataset", "SCANNET20_CLASSES", "ScanNetDataset", "SceneFlowDataset",
+    "SemanticKittiDataset", "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset", "check_sample", "sample_seed",
+    "seed_worker", "sparse_input", "write_database",
 ]

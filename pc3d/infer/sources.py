@@ -411,18 +411,13 @@ class KittiObject(Source):
         super().__init__(path, features, pad)
 
     def _items(self) -> list[str]:
-        from pc3d.data.io import read_lines
+        from pc3d.data.io import read_ids
 
         ids_file = self.path / "ImageSets" / f"{self.split}.txt"
         if not ids_file.is_file():
             self.note = f"{ids_file} does not exist: every scan of training/velodyne"
             return sorted(p.stem for p in (self.path / "training" / "velodyne").glob("*.bin"))
-        ids = read_lines(ids_file)
-        seen: set[str] = set()
-        twice = [i for i in ids if i in seen or seen.add(i)]
-        if twice:
-            raise DataFormatError(ids_file, f"frame(s) listed more than once: {', '.join(sorted(set(twice))[:5])}")
-        return ids
+        return read_ids(ids_file)  # a frame listed twice, or no frame, is a DataFormatError naming the file
 
     def read(self, item: str) -> SourceFrame:
         from pc3d.geometry import KittiCalib
@@ -463,7 +458,7 @@ class WaymoSegments(Source):
         from pc3d.data.waymo import WaymoDataset
 
         split_dir = self.path.parent.parent if self.path.is_file() else self.path
-        self.dataset = WaymoDataset(split_dir.parent, split_dir.name)
+        self.dataset = WaymoDataset(split_dir.parent, split_dir.name, labels=False)  # boxes are not read
         wanted = self.path.stem if self.path.is_file() else None
         return [i for i, (segment, _, _) in enumerate(self.dataset.frames) if wanted in (None, segment)]
 
