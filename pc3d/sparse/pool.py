@@ -10,7 +10,10 @@ from pc3d.sparse.tensor import SparseTensor
 
 
 class SparsePool(SparseModule):
-    """Max or mean over the active inputs of each output site (the mean counts active inputs only)."""
+    """Max or mean over the active inputs of each output site (the mean counts active inputs only).
+
+    kernel_size, stride (default: kernel_size) and dilation are ints >= 1, padding >= 0 (ConfigError
+    otherwise, see pc3d.sparse.checks)."""
 
     def __init__(self, ndim: int, kernel_size, stride=None, padding=0, dilation=1, mode: str = "max",
                  indice_key: str | None = None, backend: str | None = None, algo=None):
@@ -30,6 +33,8 @@ class SparsePool(SparseModule):
                 f"padding={self.padding}, dilation={self.dilation}")
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        if not isinstance(x, SparseTensor):
+            raise SparseTensorError(f"{type(self).__name__} expects a SparseTensor, got {type(x).__name__}")
         if x.ndim != self.ndim:
             raise SparseTensorError(f"{type(self).__name__} is {self.ndim}-D but the tensor is {x.ndim}-D")
         self.device_type = x.device.type

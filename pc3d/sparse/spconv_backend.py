@@ -35,6 +35,9 @@ def _check_grid(twin, args) -> None:
     and on CPU, where spconv keys sites by int32 (it switches to int64 keys on CUDA only), every
     grid it hashes must have fewer than 2**31 - 1 keys: beyond, its CPU maps are wrong."""
     x = args[0]
+    if x.indices.shape[0] == 0:
+        raise SparseTensorError(f"spconv {type(twin).__name__}: the tensor has no sites (spconv cannot run on "
+                                "an empty tensor); use backend='native', which returns an empty tensor")
     shapes = [tuple(x.spatial_shape)]
     if not (getattr(twin, "subm", False) or getattr(twin, "inverse", False)):
         transposed = bool(getattr(twin, "transposed", False))
@@ -79,10 +82,12 @@ def build_conv(layer):
         kwargs["algo"] = ConvAlgo.Native  # the only spconv algorithm with a CPU backward
     if layer.inverse:
         twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, **kwargs)
-        twin.register_forward_pre_hook(_check_grid)
-        return twin
-    twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-               padding=layer.padding, dilation=layer.dilation, **kwargs)
+    else:
+        twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                   padding=layer.padding, dilation=layer.dilation, **kwargs)
+    # spconv runs 1x1 kernels as one mm with weight.view(Cin, Cout), not the [Cout, 1.., Cin] layout
+    # of its other kernels (and of pc3d): the general path keeps one layout for every kernel size
+    twin.conv1x1 = False
     twin.register_forward_pre_hook(_check_grid)
     return twin
 

@@ -204,7 +204,11 @@ def fitted_grid(points: np.ndarray, voxel_size: float | Sequence[float], frame: 
         cells = np.floor((xyz.max(0) - lower) / size) + 1
         upper = lower + cells * size
     if not (np.isfinite(upper).all() and (cells <= INT32_MAX).all()):
-        raise DataFormatError(frame, f"the points span {(xyz.max(0) - lower).tolist()} (x, y, z): "
+        raise DataFormatError(frame, f"the points span {(xyz.max(0).astype(np.float64) - lower).tolist()} (x, y, z): "
                                      f"{cells.tolist()} voxels of {size.tolist()}, more than the {INT32_MAX} per "
                                      "axis of int32 coords; pass point_range or a larger voxel_size")
+    if not (upper > lower).all():
+        raise DataFormatError(frame, f"the points lie as far as {np.abs(xyz).max(0).tolist()} (x, y, z) from the "
+                                     f"origin, where voxels of {size.tolist()} are below float32 resolution; pass "
+                                     "point_range or a larger voxel_size")
     return VoxelGrid(size, np.concatenate([lower, upper]), grid_size=cells.astype(np.int64))
