@@ -14,7 +14,7 @@ from pc3d_ops import sparse_conv as kernels
 
 import pc3d.sparse as sp
 import pc3d.sparse.conv as conv_module
-from pc3d.errors import SparseTensorError
+from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.sparse import SparseTensor, cat_features
 from pc3d.sparse.kernel_map import KernelMap
 
@@ -167,6 +167,52 @@ def test_malformed_inputs_raise(feats, coords, match):
     """Float coords, wrong coords rank, feats/coords length mismatch and integer feats are rejected."""
     with pytest.raises(SparseTensorError, match=match):
         SparseTensor(feats, coords, SHAPE, 2)
+
+
+def test_int64_coordinates_beyond_int32_are_refused_not_wrapped():
+    """2**32 + 1 would wrap to 1 in int32: it is refused with the row and the allowed range."""
+    coords = torch.tensor([[0, 1, 1, 1], [0, 2**32 + 1, 1, 1]], dtype=torch.int64)
+    with pytest.raises(SparseTensorError, match=r"allowed: batch \[0, 0\], axis 0 \[0, 6\].*row 1 = "
+                                                r"\[0, 4294967297, 1, 1\]"):
+        SparseTensor(torch.zeros(2, 4), coords, SHAPE, 1)
+    x = SparseTensor(torch.zeros(2, 4), coords.clamp(max=6), SHAPE, 1)  # in range: cast, unchanged
+    assert x.coords.dtype == torch.int32 and x.coords.tolist() == [[0, 1, 1, 1], [0, 6, 1, 1]]
+
+
+@pytest.mark.parametrize("shape,batch,match", [
+    ((7, -1, 11), 2, r"spatial_shape must be in \[1, 2147483647\]"), ((7, 2**31, 11), 2, "spatial_shape"),
+    ((7, 9.5, 11), 2, "spatial_shape must be an int or"), ((), 2, "1 to 4 dims"), (7, 2, "sequence"),
+    (SHAPE, 0, r"batch_size must be an int in \[1, 2147483647\]"), (SHAPE, 2.0, "batch_size"),
+    ((2**21,) * 3, 1, r"2\*\*63\.0\) do not fit int64 keys"), ((2**22,) * 3, 1, "do not fit int64 keys")])
+def test_bad_spatial_shape_or_batch_size_raise(shape, batch, match):
+    """Extents beyond int32, non-integers, an empty batch and grids whose keys pass int64 are refused."""
+    with pytest.raises(SparseTensorError, match=match):
+        SparseTensor(torch.zeros(0, 4), torch.zeros(0, 1 + (len(shape) if isinstance(shape, tuple) else 1),
+                                                    dtype=torch.int32), shape, batch)
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda: sp.SubMConv3d(4, 4, 0), r"kernel_size must be in \[1, "), (lambda: sp.SubMConv3d(4, 4, -1), "kernel_size"),
+    (lambda: sp.SparseConv3d(4, 4, 3, 0), r"stride must be in \[1, "), (lambda: sp.SparseConv3d(4, 4, 3, -2), "stride"),
+    (lambda: sp.SparseConv3d(4, 4, 3, 1, dilation=0), r"dilation must be in \[1, "),
+    (lambda: sp.SparseConv3d(4, 4, 3, 1, padding=-1), r"padding must be in \[0, "),
+    (lambda: sp.SparseConv3d(4, 4, 2.5), "kernel_size must be an int or 3 ints"),
+    (lambda: sp.SparseConv3d(4, 4, (3, 3)), "kernel_size must be an int or 3 ints"),
+    (lambda: sp.SparseConv3d(4, 4, 100), "more than the engine's 65536"),
+    (lambda: sp.SparseConv3d(4, 4, 3, groups=0), r"groups must be an int in \[1, "),
+    (lambda: sp.SparseConv3d(0, 4, 3), "in_channels"),
+    (lambda: sp.SparseMaxPool3d(0), "kernel_size"), (lambda: sp.SparseAvgPool3d(2, 0), "stride")])
+def test_zero_negative_or_non_int_layer_parameters_raise_config_error(make, match):
+    """kernel_size / stride / dilation 0 used to raise ZeroDivisionError deep in the map builder."""
+    with pytest.raises(ConfigError, match=match):
+        make()
+
+
+def test_transposed_output_beyond_int32_is_refused():
+    """A transposed conv whose output grid passes int32 coordinates is refused before any map."""
+    x = SparseTensor(torch.ones(1, 1), torch.zeros(1, 4, dtype=torch.int32), (4, 4, 2**30), 1)
+    with pytest.raises(SparseTensorError, match="beyond the int32 coordinate range"):
+        sp.SparseConvTranspose3d(1, 1, 2, 4)(x)
 
 
 def test_wrong_channel_count_raises():

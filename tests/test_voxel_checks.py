@@ -89,7 +89,11 @@ def test_bad_arrays():
 @pytest.mark.parametrize("kwargs", [dict(voxel_size=0.0), dict(voxel_size=(0.1, -0.1, 0.1)),
                                     dict(voxel_size=float("nan")), dict(point_range=(0, 0, 0, 1, 1, 0)),
                                     dict(point_range=(0, 0, 0, 1, 1)), dict(max_voxels=0),
-                                    dict(max_points_per_voxel=2.5), dict(nan_policy="ignore")])
+                                    dict(max_points_per_voxel=2.5), dict(nan_policy="ignore"),
+                                    dict(voxel_size=1e-46), dict(voxel_size=1e39),
+                                    dict(point_range=(0, 0, 0, 1, 1, 1e39)),
+                                    dict(point_range=(-3e38, 0, 0, 3e38, 1, 1)), dict(voxel_size=(4 / 2**31, 1, 1)),
+                                    dict(max_points_per_voxel=2**40), dict(max_voxels=2**40)])
 def test_bad_config(kwargs):
     args = dict(voxel_size=0.5, point_range=RANGE, max_points_per_voxel=4, max_voxels=10) | kwargs
     with pytest.raises(ConfigError):
@@ -108,3 +112,20 @@ def test_to_sparse_tensor(rng):
     x = to_sparse_tensor(feats, hv["voxel_coords"], hv["spatial_shape"], 2)
     assert x.spatial_shape == (8, 8, 8) and x.batch_size == 2 and x.feats.shape == (len(hv["voxels"]), 4)
     assert x.coords.dtype == torch.int32
+
+
+def test_batch_index_out_of_range_raises(rng):
+    """A batch index beyond int32 used to wrap in the int32 coords; a negative one was written as is."""
+    pts = rng.uniform(-1, 1, (10, 3)).astype(np.float32)
+    for vox in (HardVoxelizer(0.5, RANGE, 4, 10), DynamicVoxelizer(0.5, RANGE)):
+        for bad in (-1, 2**31, 1.0):
+            with pytest.raises(ConfigError, match="batch_index"):
+                vox(pts, batch_index=bad)
+
+
+def test_grid_sample_of_a_far_flung_cloud_names_the_frame():
+    """A cloud spanning more voxels than int32 holds, or so far out that a voxel is below float32
+    resolution, is a DataFormatError naming the frame (it was a garbage range before)."""
+    for far in ([[0, 0, 0], [1e30, 1e30, 1e30]], [[1e30, 0, 0]]):
+        with pytest.raises(DataFormatError, match="scan.bin"):
+            grid_sample(np.array(far, np.float32), 0.1, frame="scan.bin")
