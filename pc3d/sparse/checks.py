@@ -129,8 +129,8 @@ def check_coords(coords: torch.Tensor, spatial_shape: tuple[int, ...], batch_siz
                                 f"{ndim}-D grid, got {tuple(coords.shape)}")
     if len(coords):
         upper = (batch_size, *spatial_shape)
-        low, high = torch.aminmax(coords, dim=0)
-        low, high = low.tolist(), high.tolist()
+        # amin / amax, not aminmax(dim=0): that one is 10-30x slower on [N, 4] here (torch 2.x CPU)
+        low, high = coords.amin(0).tolist(), coords.amax(0).tolist()
         if min(low) < 0 or any(h >= u for h, u in zip(high, upper, strict=True)):
             bad = ((coords < 0) | (coords.to(torch.int64) >= torch.tensor(upper, device=coords.device))).any(1)
             row = int(bad.nonzero()[0, 0])
