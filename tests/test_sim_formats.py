@@ -224,3 +224,13 @@ def test_same_seed_gives_identical_bytes(tmp_path, fmt):
     assert a == b and len(a) > 3
     c = _digest(simulate_dataset(fmt, tmp_path / "c", frames=frames, seed=6, sequence_length=2))
     assert c != a
+
+
+@pytest.mark.parametrize("kwargs", [{"columns": 0}, {"sequence_length": 0}, {"density": -1.0},
+                                    {"density": float("nan")}, {"frames": 0}])
+def test_simulate_refuses_out_of_range_settings(tmp_path, kwargs):
+    from pc3d.errors import ConfigError
+    from pc3d.sim.api import simulate_dataset
+
+    with pytest.raises(ConfigError, match=next(iter(kwargs))):
+        simulate_dataset("kitti", tmp_path / "out", **{"frames": 1, **kwargs})

@@ -36,21 +36,26 @@ def test_the_toy_recipe_passes():
     ("train.ema_decay=1.5", "train.ema_decay"), ("optim.lr=nan", "optim.lr"), ("optim.lr=-0.1", "optim.lr"),
     ("optim.weight_decay=abc", "optim.weight_decay"), ("seed=x", "seed"), ("threads=0", "threads"),
     ("train.max_iters=5", "train.max_epochs"),  # both set
+    ("device=tpu", "device"), ("device=cuda:x", "device"),
 ])
 def test_a_bad_value_names_its_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         check_train_config(composed(override))
 
 
-def test_a_missing_resume_file_is_named(tmp_path):
+def test_a_missing_or_empty_resume_file_is_named(tmp_path):
     with pytest.raises(CheckpointError, match="nope.pt"):
         check_train_config(composed(f"resume={tmp_path / 'nope.pt'}"))
+    (tmp_path / "empty.pt").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty.pt"):
+        check_train_config(composed(f"resume={tmp_path / 'empty.pt'}"))
 
 
 @pytest.mark.parametrize(("args", "needle"), [
     (("experiment=toy", "train.max_epochs=abc"), "train.max_epochs"),
     (("experiment=toy", "train.foo=1"), "train.foo"),
     (("experiment=nope",), "experiment/nope"),
+    (("experiment=second_sim_kitti", "dataset.root=/nonexistent/kitti"), "/nonexistent/kitti"),  # found mid-build
 ])
 def test_train_rejects_before_writing_a_run_folder(tmp_path, args, needle):
     out = tmp_path / "outputs"
@@ -60,7 +65,7 @@ def test_train_rejects_before_writing_a_run_folder(tmp_path, args, needle):
     lines = [ln for ln in done.stderr.splitlines() if ln.strip()]
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("train: error: ") and needle in lines[0], lines
-    assert not out.exists()
+    assert not out.exists() or not any(out.iterdir())  # no run folder (nor its experiment folder)
 
 
 def test_building_a_node_reports_the_pc3d_error_or_names_the_target(tmp_path):

@@ -13,7 +13,9 @@ line on stderr for a pc3d error (bad config value, bad data; PC3D_DEBUG=1 shows 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,6 +53,25 @@ def precheck(argv: list[str]) -> int:
     return 0
 
 
+STARTED = time.time()
+START_FILES = {".hydra", "train.log", "config.yaml"}  # what a run folder holds before its first step
+
+
+def remove_failed_start(run_dir: Path, output_dir: Path) -> None:
+    """A run that failed on a user error before training leaves no folder behind: remove `run_dir` when it
+    holds nothing but what this process wrote on starting (a folder of an earlier run is kept)."""
+    if os.environ.get("RANK", "0") != "0" or not run_dir.is_dir():
+        return
+    entries = list(run_dir.iterdir())
+    if any(e.name not in START_FILES or e.stat().st_mtime < STARTED - 1 for e in entries):
+        return
+    shutil.rmtree(run_dir, ignore_errors=True)
+    for parent in run_dir.parents:  # <output_dir>/<experiment_name>/ when this run was its only one
+        if parent == output_dir or not parent.is_relative_to(output_dir) or any(parent.iterdir()):
+            break
+        parent.rmdir()
+
+
 def main() -> int:
     import hydra
     from omegaconf import DictConfig
@@ -67,9 +88,10 @@ def main() -> int:
         from pc3d.errors import Pc3dError
         from pc3d.utils.cli import user_error
 
-        info = distributed.init_distributed(cfg.device)
+        run_dir = Path(HydraConfig.get().runtime.output_dir)
         try:
-            run_dir = Path(distributed.broadcast_object(HydraConfig.get().runtime.output_dir))
+            info = distributed.init_distributed(cfg.device)
+            run_dir = Path(distributed.broadcast_object(str(run_dir)))
             monitor.setup_logging(run_dir, is_main=info.is_main)
             result = runner.train(cfg, run_dir, info)
             status["code"] = 128 + result.signal if result.interrupted else 0
@@ -78,6 +100,8 @@ def main() -> int:
         finally:
             distributed.destroy()
             monitor.close_logging()
+        if status["code"] == 2:
+            remove_failed_start(run_dir.resolve(), Path(cfg.output_dir).resolve())
 
     sys.argv = [sys.argv[0], *rank_overrides(sys.argv[1:])]
     run()

@@ -46,7 +46,10 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
         name = f"cuda:{local_rank}"
-    dev = torch.device(name)
+    try:
+        dev = torch.device(name)
+    except RuntimeError as error:
+        raise ConfigError(f"device={device!r} is not a torch device ({error})") from error
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"device={device!r} but CUDA is not available; use device=cpu")
     return dev

@@ -107,7 +107,7 @@ _OPTIM_NUMBERS = ("lr", "weight_decay", "momentum", "eps")
 
 def check_train_config(cfg) -> TrainSettings:
     """Every value of a training config that can be checked without building anything: the `train:`
-    settings (types and ranges), `seed`, `threads`, the optimizer's numbers and a `resume` file. A
+    settings (types and ranges), `seed`, `threads`, `device`, the optimizer's numbers and a `resume` file. A
     ConfigError (or CheckpointError) names the key; tools/train.py calls this before hydra writes a run folder."""
     from omegaconf import OmegaConf
 
@@ -128,9 +128,10 @@ def check_train_config(cfg) -> TrainSettings:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"optim.{key} must be a finite number >= 0, got {value!r}")
+    distributed.resolve_device(node("device") or "auto")
     resume = node("resume")
     if resume not in (None, "", False, "auto"):
-        resolve_checkpoint(str(resume))
+        load_checkpoint(resolve_checkpoint(str(resume)))  # an empty or foreign file fails here, not mid-build
     return settings
 
 

@@ -7,6 +7,7 @@ clock, so the same arguments give byte-identical files.
 """
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
         raise ConfigError(f"unknown format {format!r}; choose one of {FORMATS}")
     if frames < 1:
         raise ConfigError(f"frames must be >= 1, got {frames}")
+    for name, value in (("columns", columns), ("sequence_length", sequence_length)):
+        if value is not None and value < 1:  # 0 would silently mean "the default"
+            raise ConfigError(f"{name} must be >= 1 (or null for the preset's), got {value}")
+    if not (math.isfinite(density) and density >= 0):
+        raise ConfigError(f"density must be a finite number >= 0, got {density}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = sensor_spec(sensor or DEFAULT_SENSOR.get(format, "kitti"), columns)
