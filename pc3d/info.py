@@ -49,6 +49,9 @@ def environment_report() -> str:
         ok, why = _importable(module)
         status = "imports" if ok else f"does not import ({why})"
         lines.append(f"{label:<11} {_version(dists)} ({status})")
+    from pc3d_ops.bf16 import kernel_name
+
+    lines.append(f"sparse bf16 {kernel_name()}")
     lines.append("sparse backends:")
     for device, backends in available_backends().items():
         lines.append(f"  {device:<6} {', '.join(backends) if backends else 'none'}")

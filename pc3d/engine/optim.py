@@ -6,7 +6,9 @@ the partial with `param_groups(model)`, which exempts biases and normalisation w
 parameters) from weight decay.
 
 Precision (`train.precision`): `fp32`; `bf16` (autocast to bfloat16, on CPU or CUDA; no loss
-scaling needed); `fp16` (CUDA only: autocast to float16 with a GradScaler).
+scaling needed); `fp16` (CUDA only: autocast to float16 with a GradScaler). Under bf16 autocast the
+native sparse convs multiply in bf16 with float32 sums too (pc3d.sparse.ops); parameters, their
+gradients, BatchNorm statistics and losses stay float32.
 """
 from __future__ import annotations
 

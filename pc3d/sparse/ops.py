@@ -4,13 +4,22 @@ On CPU the fused numba kernels of pc3d_ops.sparse_conv do the work (threaded, no
 bitwise reproducible); on other devices the same maths runs as torch gather / mm / index_add.
 Weights arrive in spconv 2.x layout [Cout, *kernel, Cin / groups] and are viewed here as
 [K, G, Cin/G, Cout/G].
+
+bfloat16: a conv multiplies in bf16 when its features and weights are bf16, or under
+`torch.autocast` with dtype bf16 (the conv casts its inputs itself, like a custom_fwd with
+cast_inputs, so float32 weights stay float32 parameters). The bf16 kernels of
+pc3d_ops.sparse_conv_bf16 sum in float32 and round once; the output is bf16. Gradients come back
+in the dtype of what they differentiate: a float32 weight under autocast gets a float32 gradient,
+summed in float32 and never rounded to bf16.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from pc3d_ops import bf16 as bf16_ops
 from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
+from pc3d_ops import sparse_conv_bf16 as bf16_kernels
 from pc3d_ops.microkernel import vector_lanes
 
 from pc3d.errors import SparseTensorError
@@ -42,11 +51,48 @@ def _weight_kgio(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return weight.reshape(groups, cout // groups, kvol, cin_g).permute(2, 0, 3, 1).contiguous()
 
 
+def compute_dtype(feats: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
+    """The dtype a conv multiplies in: autocast's where autocast is on for the features' device
+    (float64 is never cast down, as autocast does), else the features' (which must be the weights')."""
+    device = feats.device.type
+    if torch.is_autocast_enabled(device) and torch.float64 not in (feats.dtype, weight.dtype):
+        return torch.get_autocast_dtype(device)
+    if feats.dtype != weight.dtype:
+        raise SparseTensorError(f"features are {feats.dtype} but weights are {weight.dtype}")
+    return feats.dtype
+
+
+def _numpy_bits(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a CPU tensor; bf16 as its int16 bits (numba has no bf16 type)."""
+    return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
+
+
+def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
+                              transposed: bool, out_dtype: torch.dtype) -> torch.Tensor:
+    """The bf16 forward / feature gradient on CPU: float32 sums, output in out_dtype."""
+    kvol, groups, cin_g, cout_g = w.shape
+    if cout_g % bf16_ops.LANES:  # widths the bf16 micro-kernel does not cover: exact products in float32
+        return _gather_gemm_scatter(feats.float(), w.float(), nbr_np, kmap, transposed).to(out_dtype)
+    n_out = nbr_np.shape[0]
+    out = torch.empty((n_out, groups * cout_g), dtype=out_dtype)
+    if n_out:
+        sync_threads()
+        w_vnni = bf16_ops.to_vnni(w.contiguous().view(torch.int16).numpy())
+        kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
+        kernel(_numpy_bits(feats.contiguous()), w_vnni, nbr_np, _numpy_bits(out))
+    return out
+
+
 def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
-                         transposed: bool) -> torch.Tensor:
-    """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group; w: [K, G, cin_g, cout_g]."""
+                         transposed: bool, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+    """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group; w: [K, G, cin_g, cout_g] in feats' dtype.
+
+    out_dtype (default: feats') only differs for bf16 inputs on CPU, whose float32 sums can be
+    returned unrounded."""
     kvol, groups, cin_g, cout_g = w.shape
     n_out = nbr_np.shape[0]
+    if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
+        return _bf16_gather_gemm_scatter(feats, w, nbr_np, kmap, transposed, out_dtype or feats.dtype)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         out = feats.new_empty((n_out, groups * cout_g))
         if n_out:
@@ -63,12 +109,15 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
             continue
         x = feats[nbr[rows, k]].view(len(rows), groups, cin_g).transpose(0, 1)
         out.index_add_(0, rows, torch.bmm(x, w[k]).transpose(0, 1).reshape(len(rows), -1))
-    return out
+    return out if out_dtype is None else out.to(out_dtype)
 
 
 def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
                      shape_kgio: tuple[int, int, int, int]) -> torch.Tensor:
+    """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, [K, G, cin_g, cout_g]; float32 for bf16 inputs."""
     kvol, groups, cin_g, cout_g = shape_kgio
+    if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
+        return _weight_gradient(feats.float(), grad.float(), nbr_np, kmap, shape_kgio)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
         partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
@@ -77,10 +126,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
             x = feats.contiguous().numpy()
             vectorised = cout_g == vector_lanes(x.dtype)
             kernels.weight_gradient(groups, cin_g, cout_g, vectorised)(x, grad.contiguous().numpy(), nbr_np, partial)
-        total = partial[0].copy()
-        for t in range(1, tasks):  # fixed order: deterministic
-            total += partial[t]
-        return torch.from_numpy(total)
+        return torch.from_numpy(_sum_tasks(partial))
     nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros(shape_kgio)
     for k in range(kvol):
@@ -91,33 +137,52 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
     return out
 
 
+def _sum_tasks(partial: np.ndarray) -> np.ndarray:
+    total = partial[0].copy()
+    for t in range(1, partial.shape[0]):  # fixed order: deterministic
+        total += partial[t]
+    return total
+
+
 class _SparseConvFunction(torch.autograd.Function):
+    """Features [N_out, G*cout_g] = conv of feats with w [K, G, cin_g, cout_g], multiplied in `dtype`.
+
+    Inputs of another dtype are cast here (autocast's cast_inputs); gradients are returned in the
+    inputs' own dtypes. custom_fwd / custom_bwd run backward under forward's autocast state.
+    """
+
     @staticmethod
-    def forward(ctx, feats, w, kmap: KernelMap, inverse: bool):
+    @torch.amp.custom_fwd(device_type="cpu")
+    def forward(ctx, feats, w, kmap: KernelMap, inverse: bool, dtype: torch.dtype):
         # `inverse` runs the map backwards: outputs are the map's inputs (inverse conv).
         nbr = kmap.table(transposed=inverse)
         ctx.kmap, ctx.inverse = kmap, inverse
+        ctx.dtypes = feats.dtype, w.dtype
+        feats, w = feats.to(dtype).contiguous(), w.to(dtype)
         ctx.save_for_backward(feats, w)
         return _gather_gemm_scatter(feats, w, nbr, kmap, inverse)
 
     @staticmethod
+    @torch.amp.custom_bwd(device_type="cpu")
     def backward(ctx, grad_out):
         feats, w = ctx.saved_tensors
         kmap, inverse = ctx.kmap, ctx.inverse
-        grad_out = grad_out.contiguous()
+        feats_dtype, w_dtype = ctx.dtypes
+        grad_out = grad_out.to(feats.dtype).contiguous()
         grad_feats = grad_w = None
         if ctx.needs_input_grad[0]:
             w_t = w.transpose(2, 3)
             if kmap.symmetric:  # the transpose is the same table read with reversed offsets
                 w_t = w_t.flip(0)
-                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(inverse), kmap, inverse)
+                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(inverse), kmap, inverse,
+                                                  feats_dtype)
             else:
                 grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(not inverse), kmap,
-                                                  not inverse)
+                                                  not inverse, feats_dtype)
         if ctx.needs_input_grad[1]:
             grad_w = _weight_gradient(feats, grad_out, kmap.table(inverse), kmap, tuple(w.shape))
-            grad_w = grad_w.to(w.device)
-        return grad_feats, grad_w, None, None
+            grad_w = grad_w.to(w.device, w_dtype)
+        return grad_feats, grad_w, None, None, None
 
 
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, groups: int = 1,
@@ -126,9 +191,8 @@ def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, grou
     cin = feats.shape[1]
     if cin != weight.shape[-1] * groups:
         raise SparseTensorError(f"conv expects {weight.shape[-1] * groups} input channels, got {cin}")
-    if feats.dtype != weight.dtype:
-        raise SparseTensorError(f"features are {feats.dtype} but weights are {weight.dtype}")
-    return _SparseConvFunction.apply(feats.contiguous(), _weight_kgio(weight, groups), kmap, inverse)
+    dtype = compute_dtype(feats, weight)
+    return _SparseConvFunction.apply(feats.contiguous(), _weight_kgio(weight, groups), kmap, inverse, dtype)
 
 
 class _SparseMaxPoolFunction(torch.autograd.Function):

@@ -1,0 +1,183 @@
+"""bfloat16 helpers of the sparse-conv kernels: the `vdpbf16ps` micro-kernel and its fallback.
+
+numba has no bfloat16 type: bf16 arrays travel as int16 views of torch tensors
+(`t.view(torch.int16).numpy()`). A bf16 value is the upper 16 bits of a float32, so widening is a
+16-bit shift and every product of two bf16 values is exact in float32.
+
+`dot_rows` is the bf16 twin of `microkernel.mac_rows`: `rows x (cols / 16)` float32 accumulators
+held in vector registers across the reduction, two reduction steps per instruction:
+
+    acc[acc_offs[p + r] + c] += sum_a x[x_offs[p + r] + a] * w[a, c]    (float32 sums)
+
+with w in "pair-interleaved" (VNNI) layout, w_vnni[w_off + (a // 2) * 2 * cols + 2 * c + a % 2],
+zero-padded to an even depth. Where the CPU has AVX512_BF16 each step is one `vdpbf16ps`
+(`llvm.x86.avx512bf16.dpbf16ps.512`); elsewhere the fallback widens both halves of each pair
+and adds the two products in the order the instruction defines (odd element, then even), each
+with one float32 rounding (the product is exact, so mul + add = fma).
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+LANES = 16  # float32 accumulators per 512-bit vector; one vector covers 16 output columns
+ENV_FORCE_FALLBACK = "PC3D_BF16_FALLBACK"
+
+
+class _BFloat(ir.Type):
+    """LLVM's `bfloat` (llvmlite has no class for it); only used as a vector element type."""
+
+    def _to_string(self):
+        return "bfloat"
+
+    def __eq__(self, other):
+        return isinstance(other, _BFloat)
+
+    def __hash__(self):
+        return hash("bfloat")
+
+
+def _llvm_major() -> int:
+    import llvmlite.binding as llvm
+
+    return llvm.llvm_version_info[0]
+
+
+@functools.cache
+def cpu_has_avx512_bf16() -> bool:
+    """Whether the host CPU (as LLVM sees it) has AVX512_BF16."""
+    import llvmlite.binding as llvm
+
+    try:
+        return bool(llvm.get_host_cpu_features().get("avx512bf16", False))
+    except RuntimeError:  # features unknown on this platform
+        return False
+
+
+def use_native() -> bool:
+    """Whether the kernels use `vdpbf16ps`: the CPU has it and PC3D_BF16_FALLBACK is not set."""
+    return cpu_has_avx512_bf16() and os.environ.get(ENV_FORCE_FALLBACK, "") in ("", "0")
+
+
+def kernel_name(native: bool | None = None) -> str:
+    """Human-readable name of the bf16 micro-kernel in use (for `python -m pc3d info`)."""
+    native = use_native() if native is None else native
+    if native:
+        return "vdpbf16ps (avx512_bf16)"
+    why = "forced by PC3D_BF16_FALLBACK" if cpu_has_avx512_bf16() else "no avx512_bf16 on this CPU"
+    return f"float32 FMA fallback ({why})"
+
+
+@intrinsic(prefer_literal=True)
+def dot_rows(typingctx, native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth):
+    """dot_rows(native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth).
+
+    native, rows and cols are compile-time ints (native: 1 = vdpbf16ps, 0 = fallback); acc is
+    float32, x and w int16 (bf16 bits), w in VNNI layout (see the module docstring); depth is the
+    reduction length (odd depths read the last x element alone: its pair partner is zero).
+    """
+    if not all(isinstance(v, types.IntegerLiteral) for v in (native, rows, cols)):
+        raise TypingError("dot_rows needs compile-time constant native, rows and cols")
+    if cols.literal_value % LANES:
+        raise TypingError(f"dot_rows needs cols a multiple of {LANES}")
+    sig = types.void(native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth)
+    native, rows, cols = native.literal_value, rows.literal_value, cols.literal_value
+    n_vec = cols // LANES
+
+    def codegen(context, builder, signature, args):
+        acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, depth_v = args[3:]
+        acc_t, acc_offs_t, x_t, x_offs_t, _, w_t = signature.args[3:9]
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        f32 = ir.FloatType()
+        vf = ir.VectorType(f32, LANES)
+        vi = ir.VectorType(i32, LANES)
+        vh = ir.VectorType(i16, 2 * LANES)
+        splat = ir.Constant(vi, [0] * LANES)
+        if native:
+            operand = ir.VectorType(_BFloat(), 2 * LANES) if _llvm_major() >= 17 else vi
+            fnty = ir.FunctionType(vf, [vf, operand, operand])
+            dp = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
+        high = ir.Constant(vi, [-65536] * LANES)  # 0xFFFF0000: the odd (upper) bf16 of each pair
+        shift = ir.Constant(vi, [16] * LANES)
+
+        def data(typ, value):
+            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        acc_p, x_p, w_p = data(acc_t, acc_v), data(x_t, x_v), data(w_t, w_v)
+        acc_offs_p, x_offs_p = data(acc_offs_t, acc_offs_v), data(x_offs_t, x_offs_v)
+        x_rows = [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
+        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(n_vec)]
+                for _ in range(rows)]
+
+        def step(j, pair_of_row):
+            """One reduction pair j: w row pair j against each row's pair (an i32 per row)."""
+            w_row = builder.add(w_off_v, builder.mul(j, const(2 * cols)))
+            w_vecs = []
+            for l in range(n_vec):
+                ptr = builder.bitcast(builder.gep(w_p, [builder.add(w_row, const(2 * LANES * l))]), vh.as_pointer())
+                wv = builder.bitcast(builder.load(ptr, align=2), vi)
+                if native:
+                    w_vecs.append(builder.bitcast(wv, operand))
+                else:
+                    w_vecs.append((builder.bitcast(builder.and_(wv, high), vf),
+                                   builder.bitcast(builder.shl(wv, shift), vf)))
+            for r in range(rows):
+                xi = pair_of_row(r)
+                xv = builder.insert_element(ir.Constant(vi, ir.Undefined), xi, ir.Constant(i32, 0))
+                xv = builder.shuffle_vector(xv, ir.Constant(vi, ir.Undefined), splat)
+                if native:
+                    xb = builder.bitcast(xv, operand)
+                else:
+                    x_odd = builder.bitcast(builder.and_(xv, high), vf)
+                    x_even = builder.bitcast(builder.shl(xv, shift), vf)
+                for l in range(n_vec):
+                    s = builder.load(sums[r][l])
+                    if native:
+                        s = builder.call(dp, [s, xb, w_vecs[l]])
+                    else:
+                        s = builder.fadd(s, builder.fmul(x_odd, w_vecs[l][0]))
+                        s = builder.fadd(s, builder.fmul(x_even, w_vecs[l][1]))
+                    builder.store(s, sums[r][l])
+
+        def x_pair(j):
+            def load(r):
+                ptr = builder.gep(x_p, [builder.add(x_rows[r], builder.mul(j, const(2)))])
+                return builder.load(builder.bitcast(ptr, i32.as_pointer()), align=2)
+            return load
+
+        pairs = builder.lshr(depth_v, const(1))
+        with cgutils.for_range(builder, pairs) as loop:
+            step(loop.index, x_pair(loop.index))
+        odd = builder.icmp_unsigned("!=", builder.and_(depth_v, const(1)), const(0))
+        with builder.if_then(odd, likely=False):
+            last = builder.sub(depth_v, const(1))
+
+            def x_last(r):
+                return builder.zext(builder.load(builder.gep(x_p, [builder.add(x_rows[r], last)])), i32)
+            step(pairs, x_last)
+        for r in range(rows):
+            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))]))
+            for l in range(n_vec):
+                ptr = builder.bitcast(builder.gep(acc_p, [builder.add(base, const(l * LANES))]), vf.as_pointer())
+                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def to_vnni(w: np.ndarray) -> np.ndarray:
+    """[..., depth, cols] int16 -> [..., ceil(depth / 2), cols, 2]: reduction pairs interleaved, zero-padded."""
+    depth, cols = w.shape[-2:]
+    if depth % 2:
+        w = np.concatenate([w, np.zeros((*w.shape[:-2], 1, cols), w.dtype)], axis=-2)
+    return np.ascontiguousarray(w.reshape(*w.shape[:-2], -1, 2, cols).swapaxes(-1, -2))
