@@ -104,3 +104,17 @@ def test_rng_state_round_trips_through_weights_only(tmp_path):
     assert random.random() == expected[0]
     np.testing.assert_array_equal(np.random.normal(size=3), expected[1])  # noqa: NPY002
     assert torch.equal(torch.rand(3), expected[2])
+
+
+def test_weights_holding_nan_are_refused_by_name(tmp_path):
+    from pc3d.engine.checkpoint import load_model_state
+    from pc3d.errors import CheckpointError
+
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4))
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    state["0.weight"][1, 2] = float("nan")
+    with pytest.raises(CheckpointError, match=r"diverged\.pt: 1 weight tensor\(s\) hold NaN / inf \(0\.weight\)"):
+        load_model_state(model, state, tmp_path / "diverged.pt")
+    state["0.weight"][1, 2] = 0.5
+    load_model_state(model, state, tmp_path / "fine.pt")
+    assert model[0].weight[1, 2] == 0.5

@@ -165,8 +165,12 @@ def test_kitti_unknown_class_names_the_file_and_line(work, name, line):
 
 
 @FEW
-@given(line=st.integers(0, 5), column=st.integers(8, 10), value=st.sampled_from(["-0.01", "-1.65", "nan", "-inf"]))
-def test_kitti_negative_or_nan_size(work, line, column, value):
+@given(line=st.integers(0, 5), column_value=st.one_of(
+    st.tuples(st.integers(8, 10), st.sampled_from(["-0.01", "-1.65", "nan", "-inf", "0", "0.0"])),  # sizes
+    st.tuples(st.just(2), st.sampled_from(["4", "9", "-2", "1.5"])),  # occluded outside 0..3
+    st.tuples(st.just(1), st.sampled_from(["1.2", "-0.5", "7"]))))  # truncated outside [0, 1]
+def test_kitti_object_values_out_of_the_devkit_ranges(work, line, column_value):
+    column, value = column_value
     path = work["kitti"] / "training" / "label_2" / "000000.txt"
     lines = path.read_text().splitlines()
     fields = lines[line].split()

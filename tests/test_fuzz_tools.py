@@ -263,8 +263,20 @@ def test_kitti_frame_without_calibration_is_refused(kitti, tmp_path):
     with pytest.raises(DataFormatError, match=f"calib/{frame}.txt: calibration file missing"):
         source.read(frame)
     (root / "ImageSets" / "train.txt").write_text(f"{frame}\n{frame}\n")
-    with pytest.raises(DataFormatError, match=f"train.txt: frame.s. listed more than once: {frame}"):
+    with pytest.raises(DataFormatError, match=f"train.txt: line 2: id '{frame}' is listed twice"):
         open_source(root, ("intensity",), "train")
+    with pytest.raises(DataFormatError, match=r"ImageSets/bogus.txt: no such split list \(--split bogus\)"):
+        open_source(root, ("intensity",), "bogus")  # never a silent run over every scan
+
+
+def test_fifos_are_refused_not_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe.bin")
+    with pytest.raises(DataFormatError, match="pipe.bin: neither a regular file nor a folder"):
+        open_source(tmp_path / "pipe.bin")
+    np.zeros((5, 4), np.float32).tofile(tmp_path / "real.bin")
+    assert [p.name for p in open_source(tmp_path)._items()] == ["real.bin"]  # the FIFO beside it is not listed
 
 
 def test_infer_skips_the_kitti_frame_without_calibration(kitti, ckpt, tmp_path, capsys):

@@ -30,12 +30,26 @@ KITTI_CLASSES = ("Car", "Pedestrian", "Cyclist")
 IMAGE_SHAPE = (375, 1242)  # KITTI's usual (height, width) when image_2 is absent
 
 
+def check_object_line(path: Path, number: int, values: list[float]) -> None:
+    """A real object's values as the devkit defines them: h, w, l > 0 (a box without volume cannot be learnt
+    or matched), occluded in 0..3 and truncated in [0, 1], or -1 for both as in result files (an occlusion
+    outside 0..3 puts the object in no difficulty, so it would silently leave the evaluation)."""
+    truncated, occluded, size = values[0], values[1], values[7:10]
+    if min(size) <= 0:
+        raise DataFormatError(path, f"line {number}: size (h, w, l) = {tuple(size)} must be > 0 for an object "
+                                    "(only DontCare rows carry -1)")
+    if occluded not in (0, 1, 2, 3, -1):
+        raise DataFormatError(path, f"line {number}: occluded = {occluded:g}, expected 0, 1, 2 or 3 (-1: unknown)")
+    if not (0 <= truncated <= 1 or truncated == -1):
+        raise DataFormatError(path, f"line {number}: truncated = {truncated:g}, expected a fraction in [0, 1]")
+
+
 def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
     """The objects of a label_2 file: name <U [M], truncated, occluded int, alpha, bbox [M, 4],
     dimensions [M, 3] (h, w, l), location [M, 3] (bottom centre, rectified camera), rotation_y,
     score (1 when absent). DataFormatError naming the file and line on a malformed line: a wrong field
-    count, a non-numeric or non-finite value, a class outside the devkit's (KITTI_TYPES), a negative
-    size of a real object (DontCare rows carry -1 sizes) or a real object's line repeated."""
+    count, a non-numeric or non-finite value, a class outside the devkit's (KITTI_TYPES), a real object's
+    line out of the devkit's ranges (check_object_line) or repeated."""
     path = Path(path)
     rows, names, first = [], [], {}
     for number, line in numbered_lines(path):
@@ -54,8 +68,8 @@ def parse_label(path: str | PathLike) -> dict[str, np.ndarray]:
             raise DataFormatError(path, f"line {number}: non-numeric value") from None
         if not np.isfinite(values).all():
             raise DataFormatError(path, f"line {number}: NaN or infinite value")
-        if fields[0] != "DontCare" and min(values[7:10]) < 0:
-            raise DataFormatError(path, f"line {number}: negative size (h, w, l) = {tuple(values[7:10])}")
+        if fields[0] != "DontCare":
+            check_object_line(path, number, values)
         names.append(fields[0])
         rows.append(values)
     v = np.asarray(rows, np.float64).reshape(-1, 15)

@@ -135,7 +135,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
 
 def load_model_state(model: torch.nn.Module, state: Mapping, path: str | os.PathLike) -> None:
     """`model.load_state_dict(state)` (strict); a CheckpointError naming `path` and, briefly, the missing,
-    unexpected and mis-shaped keys when the weights are another model's."""
+    unexpected and mis-shaped keys when the weights are another model's, or the tensors holding NaN / inf."""
     own = model.state_dict()
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
@@ -150,6 +150,11 @@ def load_model_state(model: torch.nn.Module, state: Mapping, path: str | os.Path
                  f"{len(shapes)} of another shape ({brief(shapes)})" if shapes else ""]
         raise CheckpointError(f"{path}: weights of another model than {type(model).__name__}: keys "
                               + "; ".join(p for p in parts if p))
+    broken = [k for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()
+              and not bool(torch.isfinite(v).all())]
+    if broken:  # a diverged run: its predictions would be NaN without a word
+        raise CheckpointError(f"{path}: {len(broken)} weight tensor(s) hold NaN / inf ({', '.join(broken[:3])}"
+                              f"{' ...' if len(broken) > 3 else ''}); the run diverged before this save")
     try:
         model.load_state_dict(state)
     except (RuntimeError, TypeError, ValueError) as exc:

@@ -161,7 +161,8 @@ def read_cloud(path: Path, features: Sequence[str] = ("intensity",), pad: bool =
     if path.is_dir():
         raise DataFormatError(path, "is a folder, expected a point file")
     if not path.is_file():
-        raise DataFormatError(path, "file does not exist")
+        raise DataFormatError(path, "neither a regular file nor a folder (a FIFO or device?)" if path.exists()
+                              else "file does not exist")
     if ext == ".bin":
         return finite_rows(_read_bin(path, 3 + len(tuple(features)), tuple(features), pad), path)
     if ext in (".npy", ".npz"):
@@ -391,7 +392,8 @@ class PointFiles(Source):
                                                  f"use one of {', '.join(POINT_EXTS)}")
             self.kind = "file"
             return [self.path]
-        return sorted(p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and not p.is_dir())
+        # regular files only: reading a FIFO or a device named like a point file would block or never end
+        return sorted(p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and p.is_file())
 
     def read(self, item: Path) -> SourceFrame:
         frame_id = item.stem if self.kind == "file" else f"{item.parent.name}/{item.stem}"
@@ -414,6 +416,9 @@ class KittiObject(Source):
         from pc3d.data.io import read_ids
 
         ids_file = self.path / "ImageSets" / f"{self.split}.txt"
+        if ids_file.parent.is_dir() and not ids_file.is_file():
+            splits = sorted(p.stem for p in ids_file.parent.glob("*.txt"))
+            raise DataFormatError(ids_file, f"no such split list (--split {self.split}); this root lists {splits}")
         if not ids_file.is_file():
             self.note = f"{ids_file} does not exist: every scan of training/velodyne"
             return sorted(p.stem for p in (self.path / "training" / "velodyne").glob("*.bin"))
@@ -502,6 +507,8 @@ def open_source(path: str | Path, features: Sequence[str] = ("intensity",), spli
         if path.suffix.lower() == ".parquet" and path.parent.name == "lidar":
             return WaymoSegments(path, features, pad)
         return PointFiles(path, features, pad)
+    if not path.is_dir():
+        raise DataFormatError(path, "neither a regular file nor a folder (a FIFO, socket or device?)")
     if (path / "training" / "velodyne").is_dir():
         return KittiObject(path, features, pad, split)
     if (path / "velodyne").is_dir():
