@@ -8,7 +8,8 @@ parameters) from weight decay.
 Precision (`train.precision`): `fp32`; `bf16` (autocast to bfloat16, on CPU or CUDA; no loss
 scaling needed); `fp16` (CUDA only: autocast to float16 with a GradScaler). Under bf16 autocast the
 native sparse convs multiply in bf16 with float32 sums too (pc3d.sparse.ops); parameters, their
-gradients, BatchNorm statistics and losses stay float32.
+gradients and BatchNorm statistics stay float32. A loss must cast bf16 logits to float32 itself:
+autocast leaves sigmoid / log in bf16, where 1 - 1e-4 rounds to 1.
 """
 from __future__ import annotations
 
