@@ -201,6 +201,7 @@ def test_bad_spatial_shape_or_batch_size_raise(shape, batch, match):
     (lambda: sp.SparseConv3d(4, 4, 100), "more than the engine's 65536"),
     (lambda: sp.SparseConv3d(4, 4, 3, groups=0), r"groups must be an int in \[1, "),
     (lambda: sp.SparseConv3d(0, 4, 3), "in_channels"),
+    (lambda: sp.SubMConv3d(4, 4, 3, stride=2), "submanifold conv keeps its input sites: stride must be 1"),
     (lambda: sp.SparseMaxPool3d(0), "kernel_size"), (lambda: sp.SparseAvgPool3d(2, 0), "stride")])
 def test_zero_negative_or_non_int_layer_parameters_raise_config_error(make, match):
     """kernel_size / stride / dilation 0 used to raise ZeroDivisionError deep in the map builder."""

@@ -51,6 +51,8 @@ class SparseConvolution(SparseModule):
         self.padding = _tuple(padding, ndim, "padding")
         self.dilation = _tuple(dilation, ndim, "dilation")
         self.output_padding = _tuple(output_padding, ndim, "output_padding")
+        if subm and self.stride != (1,) * ndim:
+            raise ConfigError(f"a submanifold conv keeps its input sites: stride must be 1, got {stride!r}")
         self.subm, self.transposed, self.inverse = subm, transposed, inverse
         self.indice_key, self.backend = indice_key, backend
         self.device_type = "cpu"
