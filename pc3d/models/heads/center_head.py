@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pc3d.errors import ConfigError
 from pc3d.geometry import CenterPointCoder, iou_3d_aligned
 from pc3d.models.heads.center_targets import center_targets
 from pc3d.models.heads.losses import gaussian_focal_loss
@@ -47,6 +48,8 @@ class CenterHead(nn.Module):
     list (labels are 1 + index in it). out_stride: BEV cells per voxel (the 3D backbone's stride).
     loss(out, batch) -> {"loss", "loss_hm", "loss_reg"(, "loss_iou")}; predict(out) -> per frame
     (boxes [N, 7], scores [N], labels [N]), each task's top max_per_task above score_threshold.
+    with_iou: an IoU branch regresses each box's 3D IoU with its ground truth (as 2 * IoU - 1) and
+    predict rectifies scores to heat ** (1 - a) * IoU ** a; iou_rectifier a: one value or one per class.
     """
 
     def __init__(self, in_channels: int, class_names: Sequence[str], tasks: Sequence[Sequence[str]],
@@ -55,7 +58,7 @@ class CenterHead(nn.Module):
                  hm_weight: float = 1.0, reg_weight: float = 2.0, iou_weight: float = 1.0,
                  code_weights: Sequence[float] = (1.0,) * 8, max_objs: int = 500, min_overlap: float = 0.1,
                  min_radius: int = 2, score_threshold: float = 0.1, max_per_task: int = 500,
-                 iou_rectifier: float = 0.68, post_center_range: Sequence[float] | None = None):
+                 iou_rectifier: float | Sequence[float] = 0.68, post_center_range: Sequence[float] | None = None):
         super().__init__()
         self.class_names = list(class_names)
         self.tasks = [[self.class_names.index(c) + 1 for c in task] for task in tasks]
@@ -68,7 +71,14 @@ class CenterHead(nn.Module):
         self.weights = (hm_weight, reg_weight, iou_weight)
         self.register_buffer("code_weights", torch.tensor(code_weights, dtype=torch.float32), persistent=False)
         self.max_objs, self.min_overlap, self.min_radius = max_objs, min_overlap, min_radius
-        self.score_threshold, self.max_per_task, self.iou_rectifier = score_threshold, max_per_task, iou_rectifier
+        self.score_threshold, self.max_per_task = score_threshold, max_per_task
+        rectifier = torch.as_tensor(iou_rectifier, dtype=torch.float32).reshape(-1)
+        if len(rectifier) not in (1, len(self.class_names)):
+            raise ConfigError(f"iou_rectifier needs one value or one per class ({len(self.class_names)}), got "
+                              f"{len(rectifier)}")
+        rectifier = rectifier.expand(len(self.class_names))
+        # indexed by label (1..K): score = heat ** (1 - a) * iou ** a, one a per class (DSVT: 0.68, 0.71, 0.65)
+        self.register_buffer("iou_rectifier", torch.cat([rectifier.new_zeros(1), rectifier]), persistent=False)
         self.post_center_range = None if post_center_range is None else list(post_center_range)
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
@@ -140,11 +150,11 @@ class CenterHead(nn.Module):
             cells = pred["hm"].shape[2] * w
             classes, index = flat // cells, flat % cells
             boxes = self.decode_at(pred, index, w)
+            labels = torch.as_tensor(task, device=flat.device)[classes]
             if self.with_iou:
                 iou = pred["iou"].flatten(2)[:, 0].gather(1, index).clamp(-1, 1)
-                a = self.iou_rectifier
+                a = self.iou_rectifier[labels].to(scores.dtype)
                 scores = scores ** (1 - a) * ((iou + 1) / 2) ** a
-            labels = torch.as_tensor(task, device=flat.device)[classes]
             for i in range(b):
                 keep = scores[i] >= self.score_threshold
                 if self.post_center_range is not None:

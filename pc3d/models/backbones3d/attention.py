@@ -1,0 +1,60 @@
+"""Attention over slot tables (pc3d.sparse.window.Slots), shared by DSVT and FlatFormer.
+
+Features stay per voxel ([N, C]); a layer gathers them into slots [T, K, C], runs one
+`scaled_dot_product_attention` call over [T, heads, K, C / heads] and takes every voxel's output
+from its first slot. q = k = features + position, v = features; post-norm residuals (both papers).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from pc3d.sparse.window import Slots
+
+
+class SlotAttention(nn.Module):
+    """Multi-head attention inside each slot row: [N, C] features (+ [N, C] positions) -> [N, C]."""
+
+    def __init__(self, channels: int, heads: int):
+        super().__init__()
+        if channels % heads:
+            raise ValueError(f"channels ({channels}) must be a multiple of heads ({heads})")
+        self.heads = heads
+        self.qk = nn.Linear(channels, 2 * channels)
+        self.v = nn.Linear(channels, channels)
+        self.out = nn.Linear(channels, channels)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None, slots: Slots) -> torch.Tensor:
+        t, k = slots.index.shape
+        c, h = x.shape[1], self.heads
+        # projections are per voxel (a voxel may fill several slots); one gather of q, k, v together;
+        # index_select, whose backward is index_add, not the much slower accumulating index_put
+        qkv = torch.cat([self.qk(x if pos is None else x + pos), self.v(x)], 1)
+        qkv = qkv.index_select(0, slots.index.flatten()).view(t, k, 3, h, c // h).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=slots.attn_mask)
+        return self.out(out.transpose(1, 2).reshape(t * k, c).index_select(0, slots.first))
+
+
+class AttentionLayer(nn.Module):
+    """x = norm1(x + attention(x, pos)); x = norm2(x + FFN(x)), FFN = Linear, GELU, Linear."""
+
+    def __init__(self, channels: int, heads: int, ffn_channels: int, dropout: float = 0.0):
+        super().__init__()
+        self.attn = SlotAttention(channels, heads)
+        self.ffn = nn.Sequential(nn.Linear(channels, ffn_channels), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(ffn_channels, channels))
+        self.norm1, self.norm2 = nn.LayerNorm(channels), nn.LayerNorm(channels)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None, slots: Slots) -> torch.Tensor:
+        x = self.norm1(x + self.dropout(self.attn(x, pos, slots)))
+        return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+def run_layer(layer: nn.Module, use_checkpoint: bool, *args):
+    """layer(*args), recomputed in the backward pass instead of stored when `use_checkpoint` and training."""
+    if use_checkpoint and layer.training and torch.is_grad_enabled():
+        return checkpoint(layer, *args, use_reentrant=False)
+    return layer(*args)

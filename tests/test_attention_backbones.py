@@ -1,0 +1,178 @@
+"""Window-attention backbones (DSVT, FlatFormer): slot attention against a dense softmax reference, masked
+slots, invariance to the order of input voxels, and one training step of each detector on simulated KITTI."""
+from __future__ import annotations
+
+import math
+from functools import partial
+
+import pytest
+import torch
+from conftest import random_sparse
+
+from pc3d.models.backbones3d.attention import SlotAttention
+from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR
+from pc3d.models.backbones3d.flatformer import FlatFormer
+from pc3d.sparse import SparseTensor
+from pc3d.sparse.window import dynamic_sets, flat_groups
+
+SMALL_DSVT = dict(channels=(16,), blocks=(2,), set_size=(6,), window_shape=((1, 4, 4),),
+                  shifted_window_shape=((1, 8, 8),), shift=((0, 2, 2),), heads=2, ffn_channels=(32,))
+SMALL_DSVT_VOXEL = dict(channels=(16, 16, 16), blocks=(1, 1, 1), set_size=(8, 8, 8),
+                        window_shape=((16, 4, 4), (4, 4, 4), (1, 4, 4)),
+                        shifted_window_shape=((16, 8, 8), (4, 8, 8), (1, 8, 8)),
+                        shift=((0, 2, 2),) * 3, pool_z=(4, 4), heads=2, ffn_channels=(32,) * 3)
+SMALL_FLAT = dict(channels=16, blocks=1, heads=2, ffn_channels=32, window_shape=(1, 5, 5), group_size=12)
+
+
+def _pillars(seed: int = 0, channels: int = 8) -> SparseTensor:
+    return random_sparse((1, 24, 20), channels, batch=3, occupancy=0.15, empty=1, seed=seed)
+
+
+def _sets(x: SparseTensor, size: int = 5):
+    return dynamic_sets(x.coords, x.spatial_shape, (1, 4, 4), (0, 2, 2), size, X_MAJOR)
+
+
+def test_masked_slots_never_change_an_output():
+    torch.manual_seed(0)
+    x = _pillars(channels=16)
+    attn = SlotAttention(16, 4)
+    pos = torch.randn_like(x.feats)
+    for slots in (_sets(x), flat_groups(x.coords, x.spatial_shape, (1, 5, 5), (0, 0, 0), 100, Y_MAJOR, 3)):
+        assert not slots.key_mask.all(), "the case must have masked slots"
+        with torch.no_grad():
+            want = attn(x.feats, pos, slots)
+            masked = ~slots.key_mask
+            slots.index[masked] = torch.randint(0, len(x), (int(masked.sum()),))  # any other voxel
+            got = attn(x.feats, pos, slots)
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
+
+
+def test_one_group_attention_equals_dense_softmax():
+    torch.manual_seed(1)
+    x = _pillars(channels=8)
+    attn = SlotAttention(8, 2)
+    pos = torch.randn_like(x.feats)
+    slots = _sets(x)
+    with torch.no_grad():
+        out = attn(x.feats, pos, slots)
+        for t in range(len(slots.index)):
+            rows, keys = slots.index[t], slots.key_mask[t]
+            q, k = (x.feats[rows] + pos[rows]) @ attn.qk.weight.T + attn.qk.bias, None
+            q, k = q[:, :8], q[:, 8:]
+            v = x.feats[rows] @ attn.v.weight.T + attn.v.bias
+            heads = []
+            for h in range(2):
+                cols = slice(4 * h, 4 * h + 4)
+                score = q[:, cols] @ k[:, cols].T / math.sqrt(4)
+                score[:, ~keys] = -math.inf
+                heads.append(torch.softmax(score, 1) @ v[:, cols])
+            dense = torch.cat(heads, 1) @ attn.out.weight.T + attn.out.bias
+            own = slots.first[rows] == t * slots.index.shape[1] + torch.arange(len(rows))
+            torch.testing.assert_close(out[rows[own]], dense[own], rtol=1e-5, atol=1e-5)
+
+
+def _sorted_by_site(y: SparseTensor) -> torch.Tensor:
+    c = y.coords.long()
+    key = ((c[:, 0] * 1000 + c[:, 1]) * 1000 + c[:, 2]) * 1000 + c[:, 3]
+    return y.feats[torch.argsort(key)]
+
+
+@pytest.mark.parametrize("name", ["dsvt_pillar", "dsvt_voxel", "flatformer"])
+def test_output_does_not_depend_on_voxel_order(name):
+    torch.manual_seed(0)
+    if name == "dsvt_voxel":
+        x = random_sparse((16, 12, 12), 8, batch=2, occupancy=0.05)
+        net = DSVT(8, **SMALL_DSVT_VOXEL)
+    else:
+        x = _pillars()
+        net = DSVT(8, **SMALL_DSVT) if name == "dsvt_pillar" else FlatFormer(8, **SMALL_FLAT)
+    net.eval()
+    perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(3))
+    shuffled = SparseTensor(x.feats[perm], x.coords[perm], x.spatial_shape, x.batch_size)
+    with torch.no_grad():
+        a, b = net(x), net(shuffled)
+    assert a.spatial_shape == net.output_shape(x.spatial_shape)
+    torch.testing.assert_close(_sorted_by_site(a), _sorted_by_site(b), rtol=1e-5, atol=1e-5)
+
+
+def test_checkpointed_layers_give_the_same_gradients():
+    x = _pillars()
+    grads = []
+    for use_checkpoint in (False, True):
+        torch.manual_seed(0)
+        net = DSVT(8, **SMALL_DSVT, use_checkpoint=use_checkpoint)
+        net(x).feats.square().sum().backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    torch.testing.assert_close(grads[0], grads[1])
+
+
+RANGE = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]
+PILLAR = [0.32, 0.32, 4.0]
+VOXEL = [0.32, 0.32, 0.25]  # 16 z cells
+
+
+@pytest.fixture(scope="module")
+def kitti(tmp_path_factory):
+    from pc3d.data import KittiDataset
+    from pc3d.data.transforms import RangeCrop
+    from pc3d.sim.api import simulate_dataset
+    from pc3d.voxel import HardVoxelizer
+
+    root = simulate_dataset("kitti", tmp_path_factory.mktemp("sim") / "kitti", frames=2, seed=0, columns=512)
+
+    def batch(voxel_size):
+        ds = KittiDataset(root, "trainval", ["Car", "Pedestrian", "Cyclist"], transforms=[RangeCrop(RANGE)],
+                          voxelizer=HardVoxelizer(voxel_size, RANGE, 8, 20000), seed=0, training=False)
+        return ds.collate_fn([ds[0], ds[1]])
+    return {"pillar": batch(PILLAR), "voxel": batch(VOXEL)}
+
+
+@pytest.mark.parametrize("name", ["dsvt_pillar", "dsvt_voxel", "flatformer"])
+def test_detector_trains_one_step(name, kitti):
+    from pc3d.models.bev import PointPillarScatter
+    from pc3d.models.bev.res_bev import BaseBEVResBackbone
+    from pc3d.models.detectors import CenterPoint
+    from pc3d.models.heads.center_head import CenterHead
+    from pc3d.models.postprocess import PostProcessor
+    from pc3d.models.vfe import DynamicVFE
+
+    grid = VOXEL if name == "dsvt_voxel" else PILLAR
+    backbone = {"dsvt_pillar": partial(DSVT, **SMALL_DSVT), "dsvt_voxel": partial(DSVT, **SMALL_DSVT_VOXEL),
+                "flatformer": partial(FlatFormer, **SMALL_FLAT)}[name]
+    torch.manual_seed(0)
+    model = CenterPoint(
+        DynamicVFE(4, grid, RANGE, (16, 16)), backbone, PointPillarScatter,
+        partial(BaseBEVResBackbone, layer_nums=(1, 1), layer_strides=(1, 2), num_filters=(16, 32),
+                upsample_strides=(1, 2), num_upsample_filters=(16, 16)),
+        partial(CenterHead, class_names=["Car", "Pedestrian", "Cyclist"], tasks=[["Car"], ["Pedestrian", "Cyclist"]],
+                voxel_size=grid, point_cloud_range=RANGE, out_stride=1, shared_channels=16, head_channels=16,
+                with_iou=name != "flatformer", iou_rectifier=[0.68, 0.71, 0.65]),
+        PostProcessor(), grid, RANGE)
+    batch = kitti["voxel" if name == "dsvt_voxel" else "pillar"]
+    model.train()
+    losses = model(batch)
+    assert torch.isfinite(losses["loss"])
+    losses["loss"].backward()
+    for part in (model.vfe, model.backbone_3d, model.dense_head):
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in part.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        predictions = model(batch)
+    assert len(predictions) == 2 and all(len(p["boxes"]) == len(p["scores"]) for p in predictions)
+
+
+def test_iou_rectified_scores_per_class():
+    from pc3d.models.heads.center_head import CenterHead
+
+    head = CenterHead(8, ["Car", "Pedestrian"], [["Car", "Pedestrian"]], [0.5, 0.5, 4.0], [0, 0, -3, 4, 4, 1],
+                      out_stride=1, with_iou=True, iou_rectifier=[0.0, 1.0], score_threshold=0.0, max_per_task=2)
+    hm = torch.full((1, 2, 8, 8), -20.0)
+    hm[0, 0, 2, 3], hm[0, 1, 5, 5] = 2.0, 1.0  # one Car, one Pedestrian peak
+    iou = torch.zeros(1, 1, 8, 8)
+    iou[0, 0, 2, 3], iou[0, 0, 5, 5] = 0.2, -0.5  # IoU (x + 1) / 2: 0.6 and 0.25
+    pred = {"hm": hm, "center": torch.zeros(1, 2, 8, 8), "center_z": torch.zeros(1, 1, 8, 8),
+            "dim": torch.zeros(1, 3, 8, 8), "rot": torch.zeros(1, 2, 8, 8), "iou": iou}
+    _, scores, labels = head.predict([pred])[0]
+    by_label = dict(zip(labels.tolist(), scores.tolist(), strict=True))
+    assert by_label[1] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())  # Car: a = 0, the heat map
+    assert by_label[2] == pytest.approx(0.25)  # Pedestrian: a = 1, the IoU
