@@ -276,7 +276,10 @@ def test_fifos_are_refused_not_read(tmp_path):
     with pytest.raises(DataFormatError, match="pipe.bin: neither a regular file nor a folder"):
         open_source(tmp_path / "pipe.bin")
     np.zeros((5, 4), np.float32).tofile(tmp_path / "real.bin")
-    assert [p.name for p in open_source(tmp_path)._items()] == ["real.bin"]  # the FIFO beside it is not listed
+    source = open_source(tmp_path)
+    assert [p.name for p in source._items()] == ["pipe.bin", "real.bin"]  # listed, so a skip is counted
+    with pytest.raises(DataFormatError, match="pipe.bin: neither a regular file nor a folder"):
+        source.read(tmp_path / "pipe.bin")  # refused without opening it (opening a FIFO blocks)
 
 
 def test_infer_skips_the_kitti_frame_without_calibration(kitti, ckpt, tmp_path, capsys):

@@ -392,8 +392,8 @@ class PointFiles(Source):
                                                  f"use one of {', '.join(POINT_EXTS)}")
             self.kind = "file"
             return [self.path]
-        # regular files only: reading a FIFO or a device named like a point file would block or never end
-        return sorted(p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and p.is_file())
+        # a FIFO or a broken link named like a point file is listed: reading it is refused (without opening it)
+        return sorted(p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and not p.is_dir())
 
     def read(self, item: Path) -> SourceFrame:
         frame_id = item.stem if self.kind == "file" else f"{item.parent.name}/{item.stem}"
