@@ -19,8 +19,9 @@ def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: tor
 def gaussian_focal_loss(logits: torch.Tensor, heatmap: torch.Tensor, alpha: float = 2.0, beta: float = 4.0
                         ) -> torch.Tensor:
     """CenterNet's penalty-reduced focal loss of heat-map logits against Gaussian targets in [0, 1],
-    normalised by the number of peaks (cells equal to 1)."""
-    pred = torch.sigmoid(logits).clamp(1e-4, 1 - 1e-4)
+    normalised by the number of peaks (cells equal to 1). Computed in float32: in bf16, 1 - 1e-4 rounds to 1
+    and the clamp would let log(1 - pred) reach log(0)."""
+    pred = torch.sigmoid(logits.float()).clamp(1e-4, 1 - 1e-4)
     pos = heatmap.eq(1).float()
     neg_weight = (1 - heatmap) ** beta
     pos_loss = (torch.log(pred) * (1 - pred) ** alpha * pos).sum()
