@@ -98,9 +98,9 @@ def dynamic_sets(coords: torch.Tensor, spatial_shape: Sequence[int], window_shap
     start, set_start = _starts(n), _starts(s)
     set_window = torch.repeat_interleave(torch.arange(len(n), device=n.device), s)
     j = torch.arange(len(set_window), device=n.device) - set_start[set_window]
-    slot = j[:, None] * set_size + torch.arange(set_size, device=n.device)
+    flat = j[:, None] * set_size + torch.arange(set_size, device=n.device)  # slot number within the window
     n_w, s_w = n[set_window, None], s[set_window, None]
-    rank = slot * n_w // (s_w * set_size)
+    rank = flat * n_w // (s_w * set_size)
     # the first slot of rank r is ceil(r * s * S / n)
     window_of = torch.repeat_interleave(torch.arange(len(n), device=n.device), n)
     r = torch.arange(len(order), device=n.device) - start[window_of]
@@ -125,12 +125,13 @@ def flat_groups(coords: torch.Tensor, spatial_shape: Sequence[int], window_shape
     j = torch.arange(len(group_sample), device=device) - group_start[group_sample]
     k = torch.arange(group_size, device=device)
     m_g, last = m[group_sample, None], (j == g[group_sample] - 1)[:, None]
+    # each slot's rank among its sample's sorted tokens
     pos = torch.where(last, (m_g - group_size).clamp(min=0) + k, j[:, None] * group_size + k)
     pos = torch.minimum(pos, m_g - 1)
     sample_of = torch.repeat_interleave(torch.arange(batch_size, device=device), m)
     r = torch.arange(len(order), device=device) - start[sample_of]
     m_t, g_t = m[sample_of], g[sample_of]
-    in_last = r >= (g_t - 1) * group_size
+    in_last = r >= (g_t - 1) * group_size  # tokens first seen in their sample's last group
     slot = torch.where(in_last, (g_t - 1) * group_size + r - (m_t - group_size).clamp(min=0), r)
     return _slots(order, start[group_sample, None] + pos, group_start[sample_of] * group_size + slot)
 
