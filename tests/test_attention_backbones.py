@@ -106,6 +106,22 @@ def test_checkpointed_layers_give_the_same_gradients():
     torch.testing.assert_close(grads[0], grads[1])
 
 
+@pytest.mark.parametrize("name", ["dsvt_pillar", "dsvt_voxel", "flatformer"])
+def test_bf16_autocast_runs_forward_and_backward(name):
+    torch.manual_seed(0)
+    if name == "dsvt_voxel":
+        x, net = random_sparse((16, 12, 12), 8, batch=2, occupancy=0.05), DSVT(8, **SMALL_DSVT_VOXEL)
+    else:
+        x = _pillars()
+        net = DSVT(8, **SMALL_DSVT) if name == "dsvt_pillar" else FlatFormer(8, **SMALL_FLAT)
+    want = net(x).feats.detach()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = net(x)
+    y.feats.float().square().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
+    assert (y.feats.float() - want).abs().max() < 0.1  # bf16 keeps 8 bits of mantissa; LayerNorm'd outputs
+
+
 RANGE = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]
 PILLAR = [0.32, 0.32, 4.0]
 VOXEL = [0.32, 0.32, 0.25]  # 16 z cells
