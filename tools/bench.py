@@ -1,6 +1,7 @@
 """pc3d benchmarks: pc3d and its reference side by side in one process, reported as ratios.
 
     python tools/bench.py sparse [--json out.json] [--markdown out.md]
+    python tools/bench.py attn --json attn.json      # DSVT / FlatFormer vs VoxelBackBone8x
     python tools/bench.py all --out bench_results/
 
 Every suite prints a markdown table and (with --json / --out) writes
@@ -100,8 +101,15 @@ def run_det(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
+def run_attn(timed, quick: bool) -> list[dict]:
+    """The window-attention backbones (DSVT, FlatFormer) against VoxelBackBone8x on one frame."""
+    from bench_attn import run_attn as run
+
+    return run(timed, quick)
+
+
 SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train,
-          "det": run_det}
+          "det": run_det, "attn": run_attn}
 
 
 def main(argv: list[str] | None = None) -> int:
