@@ -14,6 +14,9 @@ zero-padded to an even depth. Where the CPU has AVX512_BF16 each step is one `vd
 (`llvm.x86.avx512bf16.dpbf16ps.512`); elsewhere the fallback widens both halves of each pair
 and adds the two products in the order the instruction defines (odd element, then even), each
 with one float32 rounding (the product is exact, so mul + add = fma).
+
+Where the CPU has AMX-BF16 the forward and feature-gradient kernels use tiles instead
+(`amx`, `sparse_conv_amx`; PC3D_BF16_NO_AMX=1 keeps these kernels); `kernel_name` reports which.
 """
 from __future__ import annotations
 
@@ -67,8 +70,17 @@ def use_native() -> bool:
 
 
 def kernel_name(native: bool | None = None) -> str:
-    """Human-readable name of the bf16 micro-kernel in use (for `python -m pc3d info`)."""
-    native = use_native() if native is None else native
+    """Human-readable name of the bf16 micro-kernel in use (for `python -m pc3d info`); `native` names
+    the vdpbf16ps kernel (True) or its fallback (False) whatever runs."""
+    from . import amx
+
+    if native is None:
+        why_not_amx = amx.why_not()
+        if not why_not_amx:
+            return "AMX tdpbf16ps tiles (amx_bf16; weight gradient: float32 FMA)"
+        native = use_native()
+        if native and amx.cpu_has_amx_bf16():
+            return f"vdpbf16ps (avx512_bf16; AMX not used: {why_not_amx})"
     if native:
         return "vdpbf16ps (avx512_bf16)"
     why = "forced by PC3D_BF16_FALLBACK" if cpu_has_avx512_bf16() else "no avx512_bf16 on this CPU"

@@ -1,12 +1,16 @@
 """bfloat16 sparse convs: bf16 inputs, float32 sums. Against the float32 engine and float64 dense references,
-gradients, determinism, autocast, and the vdpbf16ps kernel against its fallback."""
+gradients, determinism, autocast, the vdpbf16ps kernel against its fallback, and the AMX tile kernel against
+both and against float64."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from pc3d_ops import amx as amx_ops
 from pc3d_ops import bf16 as bf16_ops
+from pc3d_ops import sparse_conv_amx as amx_kernels
+from pc3d_ops import sparse_conv_bf16 as bf16_kernels
 from test_sparse_dense_reference import CONV_T, at_sites, dense_conv, random_tensor
 
 import pc3d.sparse as sp
@@ -14,6 +18,7 @@ import pc3d.sparse as sp
 CONVS = {3: (sp.SubMConv3d, sp.SparseConv3d, sp.SparseConvTranspose3d, sp.SparseInverseConv3d),
          4: (sp.SubMConv4d, sp.SparseConv4d, sp.SparseConvTranspose4d, sp.SparseInverseConv4d)}
 SHAPES = {3: (7, 9, 11), 4: (5, 6, 4, 3)}
+needs_amx = pytest.mark.skipif(not amx_ops.available(), reason="no AMX-BF16 here (or the OS refused the tile state)")
 
 
 def rounded(t: torch.Tensor) -> torch.Tensor:
@@ -135,8 +140,12 @@ def test_bf16_strided_gradients_match_float64():
 
 
 @pytest.mark.parametrize("autocast", [False, True])
-def test_bf16_is_bitwise_reproducible(autocast):
-    """Two runs (and a run on one thread) give bitwise-identical outputs and gradients."""
+@pytest.mark.parametrize("kernel", ["default", "no_amx"])
+def test_bf16_is_bitwise_reproducible(autocast, kernel, monkeypatch):
+    """Two runs (and a run on one thread) give bitwise-identical outputs and gradients, with the kernel
+    this machine picks (AMX where it has it) and with AMX off."""
+    if kernel == "no_amx":
+        monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
     layers, x = build("subm", 3, 32, 64)
     dtype = None if autocast else torch.bfloat16
     first = run(layers, x, dtype, autocast)
@@ -156,6 +165,7 @@ def test_fallback_kernel_equals_vdpbf16ps(kind, ndim, cin, cout, groups, monkeyp
     """The float32 FMA fallback adds the pair's two exact products in vdpbf16ps's order: bitwise equal."""
     if not bf16_ops.cpu_has_avx512_bf16():
         pytest.skip("no avx512_bf16 here: only the fallback runs")
+    monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
     layers, x = build(kind, ndim, cin, cout, groups)
     native = run(layers, x, None, True)
     monkeypatch.setenv(bf16_ops.ENV_FORCE_FALLBACK, "1")
@@ -218,5 +228,107 @@ def test_info_reports_the_bf16_kernel(monkeypatch):
     from pc3d.info import environment_report
 
     assert "sparse bf16" in environment_report()
+    assert ("AMX tdpbf16ps" in bf16_ops.kernel_name()) == amx_ops.available()
+    monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
+    assert not amx_ops.use_amx() and "AMX tdpbf16ps" not in bf16_ops.kernel_name()
+    if bf16_ops.cpu_has_avx512_bf16():
+        assert bf16_ops.kernel_name().startswith("vdpbf16ps")
     monkeypatch.setenv(bf16_ops.ENV_FORCE_FALLBACK, "1")
     assert "fallback" in bf16_ops.kernel_name()
+    monkeypatch.delenv(amx_ops.ENV_DISABLE)
+    assert not amx_ops.use_amx() and "fallback" in bf16_ops.kernel_name()
+
+
+# ------------------------------------------------------------------------------------ AMX tile kernel
+AMX_CASES = [c for c in CASES if c[3] // c[4] % 16 == 0]
+
+
+@needs_amx
+@pytest.mark.parametrize("kind,ndim,cin,cout,groups", AMX_CASES)
+def test_amx_matches_vdpbf16ps_kernel(kind, ndim, cin, cout, groups, monkeypatch):
+    """Under autocast, the AMX tiles and the vdpbf16ps kernel (or its fallback) form the same exact
+    products and sum them in float32 in another order: the float32 feature gradients agree to float32
+    summation error, the bf16 outputs to one bf16 rounding, the weight gradients (same kernel) exactly."""
+    layers, x = build(kind, ndim, cin, cout, groups)
+    spy = []
+    original = amx_kernels.gather_gemm_scatter
+    monkeypatch.setattr(amx_kernels, "gather_gemm_scatter", lambda *a: spy.append(a) or original(*a))
+    y_amx, gx_amx, gw_amx = run(layers, x, None, True)
+    calls = len(spy)
+    assert calls, "the AMX kernel did not run"
+    monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
+    y_vec, gx_vec, gw_vec = run(layers, x, None, True)
+    assert len(spy) == calls, "the AMX kernel ran with PC3D_BF16_NO_AMX=1"
+    assert rel_err(y_amx, y_vec) <= 2.0**-7
+    tol = 2.0**-7 if kind == "inverse" else 1e-5  # inverse: the inner activations are bf16-rounded
+    assert rel_err(gx_amx, gx_vec) < tol and rel_err(gw_amx, gw_vec) < tol
+
+
+def _random_problem(seed, n_in, n_out, kvol, groups, cin_g, cout_g, density=0.5):
+    """bf16 feats and weights (as int16 bits and float64 values), a random table with one empty offset."""
+    rng = np.random.default_rng(seed)
+    nbr = rng.integers(0, max(n_in, 1), (n_out, kvol)).astype(np.int32)
+    nbr[rng.random((n_out, kvol)) > density] = -1
+    if n_in == 0:
+        nbr[:] = -1
+    if kvol > 1:
+        nbr[:, 1] = -1
+    feats = torch.from_numpy(rng.standard_normal((n_in, groups * cin_g)).astype(np.float32)).bfloat16()
+    w = torch.from_numpy(rng.standard_normal((kvol, groups, cin_g, cout_g)).astype(np.float32)).bfloat16()
+    ref = np.zeros((n_out, groups * cout_g))
+    x64, w64 = feats.double().numpy(), w.double().numpy()
+    for k in range(kvol):
+        rows = np.nonzero(nbr[:, k] >= 0)[0]
+        for g in range(groups):
+            ref[rows, g * cout_g:(g + 1) * cout_g] += x64[nbr[rows, k], g * cin_g:(g + 1) * cin_g] @ w64[k, g]
+    return feats.view(torch.int16).numpy(), bf16_ops.to_vnni(w.view(torch.int16).numpy()), nbr, ref
+
+
+@needs_amx
+@pytest.mark.parametrize("groups,cin_g,cout_g", [
+    (1, 64, 64), (1, 5, 16), (1, 33, 48), (1, 70, 80), (1, 96, 128), (1, 1, 16), (2, 7, 32), (3, 32, 16)])
+def test_amx_kernel_against_float64(groups, cin_g, cout_g):
+    """Odd depths (a zero pad column), depths over several 32-deep tiles and a partial last one, widths over
+    several 64-column blocks, groups: float32 sums of exact products equal float64 to float32 error; the
+    bf16 output is the float32 output rounded as torch rounds; two runs are bitwise equal; the vdpbf16ps
+    kernel agrees to float32 error."""
+    feats, w_vnni, nbr, ref = _random_problem(cin_g + cout_g, 300, 600, 7, groups, cin_g, cout_g)
+    kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
+    out32 = np.empty((600, groups * cout_g), np.float32)
+    kernel(feats, w_vnni, nbr, out32)
+    scale = np.abs(ref).max()
+    np.testing.assert_allclose(out32, ref, rtol=0, atol=scale * 1e-5)
+    again = np.empty_like(out32)
+    kernel(feats, w_vnni, nbr, again)
+    assert np.array_equal(out32.view(np.int32), again.view(np.int32))
+    out16 = np.empty(out32.shape, np.int16)
+    kernel(feats, w_vnni, nbr, out16)
+    assert np.array_equal(out16, torch.from_numpy(out32).bfloat16().view(torch.int16).numpy())
+    vec = np.empty_like(out32)
+    bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())(feats, w_vnni, nbr, vec)
+    np.testing.assert_allclose(out32, vec, rtol=0, atol=scale * 1e-5)
+
+
+@needs_amx
+@pytest.mark.parametrize("n_in,n_out", [(0, 40), (50, 0), (50, 40)])
+def test_amx_kernel_empty_maps(n_in, n_out):
+    """No pairs at all (no inputs, no outputs, or every table entry -1): zeros, and no tile work on garbage."""
+    feats, w_vnni, nbr, _ = _random_problem(1, n_in, n_out, 27, 1, 16, 32)
+    nbr[:] = -1
+    out = np.full((n_out, 32), np.nan, np.float32)
+    amx_kernels.gather_gemm_scatter(1, 16, 32)(feats, w_vnni, nbr, out)
+    assert not out.any()
+
+
+def test_amx_routing(monkeypatch):
+    """Widths the tiles do not cover (cout_g not a multiple of 16) are refused by the AMX kernel (the
+    dispatch sends them to the float32 kernels first); PC3D_BF16_NO_AMX and PC3D_BF16_FALLBACK turn AMX off."""
+    assert amx_ops.supports(16) and amx_ops.supports(80) and not amx_ops.supports(24) and not amx_ops.supports(8)
+    with pytest.raises(ValueError):
+        amx_kernels.gather_gemm_scatter(1, 16, 24)
+    for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
+        monkeypatch.setenv(name, "1")
+        assert not amx_ops.use_amx() and "disabled by" in amx_ops.why_not()
+        monkeypatch.delenv(name)
+    monkeypatch.setenv(amx_ops.ENV_DISABLE, "0")
+    assert amx_ops.use_amx() == amx_ops.available()

@@ -8,7 +8,8 @@ Weights arrive in spconv 2.x layout [Cout, *kernel, Cin / groups] and are viewed
 bfloat16: a conv multiplies in bf16 when its features and weights are bf16, or under
 `torch.autocast` with dtype bf16 (the conv casts its inputs itself, like a custom_fwd with
 cast_inputs, so float32 weights stay float32 parameters). The bf16 kernels of
-pc3d_ops.sparse_conv_bf16 sum in float32 and round once; the output is bf16. Gradients come back
+pc3d_ops.sparse_conv_amx (AMX tiles) or pc3d_ops.sparse_conv_bf16 (vdpbf16ps or its fallback) sum in
+float32 and round once; the output is bf16. Gradients come back
 in the dtype of what they differentiate: a float32 weight under autocast gets a float32 gradient,
 summed in float32 and never rounded to bf16.
 """
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from pc3d_ops import amx as amx_ops
 from pc3d_ops import bf16 as bf16_ops
 from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
+from pc3d_ops import sparse_conv_amx as amx_kernels
 from pc3d_ops import sparse_conv_bf16 as bf16_kernels
 from pc3d_ops.microkernel import vector_lanes
 
@@ -78,7 +81,10 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.n
     if n_out:
         sync_threads()
         w_vnni = bf16_ops.to_vnni(w.contiguous().view(torch.int16).numpy())
-        kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
+        if amx_ops.use_amx():  # AMX tiles where the CPU has them and the OS grants them (PC3D_BF16_NO_AMX=1: off)
+            kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
+        else:
+            kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
         kernel(_numpy_bits(feats.contiguous()), w_vnni, nbr_np, _numpy_bits(out))
     return out
 

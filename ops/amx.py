@@ -1,0 +1,217 @@
+"""Intel AMX (tile) bf16 matrix multiply for the sparse-conv kernels: run-time detection and the micro-kernel.
+
+AMX multiplies whole tiles: `tdpbf16ps` adds a [16 x K bf16] @ [K x 16 float32-columns] product
+into a 16 x 16 float32 tile (K up to 32: 64 bytes per row), one instruction for 16 x 16 x 32
+multiply-adds. numba knows nothing of tiles; `mac16` below emits LLVM's "internal" AMX intrinsics
+(`llvm.x86.tileloadd64.internal`, `tdpbf16ps.internal`, `tilestored64.internal`,
+`tilezero.internal`), whose tile values have LLVM's `x86_amx` type. LLVM's X86 backend configures
+the tiles itself (it derives the palette from the constant shapes and inserts `ldtilecfg`), so the
+intrinsic only needs a target with +amx-tile,+amx-bf16: numba compiles for the host CPU.
+
+The OS must grant the process AMX state before the first tile instruction (Linux:
+`arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); without it a tile instruction raises SIGILL
+and kills the process. `use_amx()` therefore checks the CPU flags, that numba targets them, and that
+the request succeeded, before any kernel that calls `mac16` runs.
+
+`mac16` computes, for a gathered row panel `a` and one kernel offset's VNNI-packed weights,
+
+    (a @ w)[r, j] = sum_a a[r * depth_pad + a] * w[w_off + (a // 2) * 2 * cols + 2 * j + a % 2]
+
+for r < 16, j < cols, in float32 (`tdpbf16ps` rounds to nearest even, treats bf16 denormal inputs
+as zero and flushes denormal results). Loop order: per block of 64 columns (4 accumulator tiles
+zeroed), per 32-deep slice of the reduction (one A tile, then one B tile per 16 columns), then the
+accumulators are stored to a float32 panel, whose rows are added to the outputs' float32 sums with
+vector adds (numba's own loop for that add ran scalar). Every step is fixed at compile time, so
+results are deterministic.
+"""
+from __future__ import annotations
+
+import ctypes
+import functools
+import os
+import sys
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.errors import TypingError
+from numba.extending import intrinsic
+
+ENV_DISABLE = "PC3D_BF16_NO_AMX"
+TILE_ROWS = 16  # rows of every tile (A, B in pairs, C)
+TILE_BYTES = 64  # bytes per tile row: 32 bf16 of the reduction, or 16 float32 columns
+COLS = TILE_BYTES // 4  # float32 output columns per accumulator tile
+DEPTH = TILE_BYTES // 2  # bf16 reduction elements per A tile row
+MAX_ACC_TILES = 4  # accumulator tiles live at once (of 8): 4 C + A + B leaves two spare
+
+_ARCH_REQ_XCOMP_PERM = 0x1023
+_XFEATURE_XTILEDATA = 18
+_SYS_ARCH_PRCTL = 158  # x86-64
+
+
+class _AmxTile(ir.Type):
+    """LLVM's `x86_amx` (llvmlite has no class for it): the value of one tile register."""
+
+    def _to_string(self):
+        return "x86_amx"
+
+    def __eq__(self, other):
+        return isinstance(other, _AmxTile)
+
+    def __hash__(self):
+        return hash("x86_amx")
+
+
+@functools.cache
+def cpu_has_amx_bf16() -> bool:
+    """Whether the host CPU (as LLVM sees it) has AMX tiles and AMX-BF16."""
+    import llvmlite.binding as llvm
+
+    try:
+        features = llvm.get_host_cpu_features()
+    except RuntimeError:  # features unknown on this platform
+        return False
+    return bool(features.get("amx-tile", False) and features.get("amx-bf16", False))
+
+
+def numba_targets_host() -> bool:
+    """Whether numba compiles for the host CPU's features (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES not
+    overriding them without AMX): otherwise LLVM cannot emit tile instructions."""
+    import numba
+
+    name, features = numba.config.CPU_NAME, numba.config.CPU_FEATURES
+    if features:
+        return "+amx-tile" in features and "+amx-bf16" in features
+    return name in (None, "", "host")
+
+
+@functools.cache
+def request_tile_state() -> bool:
+    """Ask Linux for the AMX tile state (once per process; inherited by forked children). True if granted."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        rc = libc.syscall(ctypes.c_long(_SYS_ARCH_PRCTL), ctypes.c_long(_ARCH_REQ_XCOMP_PERM),
+                          ctypes.c_ulong(_XFEATURE_XTILEDATA))
+    except (OSError, AttributeError):
+        return False
+    return rc == 0
+
+
+def available() -> bool:
+    """The CPU has AMX-BF16, numba targets it and the OS granted the tile state."""
+    return cpu_has_amx_bf16() and numba_targets_host() and request_tile_state()
+
+
+def why_not() -> str:
+    """Why the bf16 kernels do not use AMX ("" if they do)."""
+    from .bf16 import ENV_FORCE_FALLBACK
+
+    for name in (ENV_DISABLE, ENV_FORCE_FALLBACK):
+        if os.environ.get(name, "") not in ("", "0"):
+            return f"disabled by {name}"
+    if not cpu_has_amx_bf16():
+        return "no amx_bf16 on this CPU"
+    if not numba_targets_host():
+        return "numba targets another CPU (NUMBA_CPU_NAME / NUMBA_CPU_FEATURES)"
+    if not request_tile_state():
+        return "the OS refused the tile state (arch_prctl)"
+    return ""
+
+
+def use_amx() -> bool:
+    """Whether the bf16 kernels multiply on AMX tiles: available and not disabled by PC3D_BF16_NO_AMX
+    (or by PC3D_BF16_FALLBACK, which forces the float32 FMA fallback)."""
+    return not why_not()
+
+
+def supports(cout_g: int) -> bool:
+    """Widths the tile kernel covers: whole accumulator tiles of output columns (any depth)."""
+    return cout_g > 0 and cout_g % COLS == 0
+
+
+@intrinsic(prefer_literal=True)
+def mac16(typingctx, depth, cols, a, w, w_off, c, acc, acc_offs, p, m):
+    """mac16(depth, cols, a, w, w_off, c, acc, acc_offs, p, m): acc[acc_offs[p + r] + j] += (a @ w)[r, j]
+    for r < m, j < cols (see the module docstring for a @ w).
+
+    depth and cols are compile-time ints (cols a multiple of 16); a is int16 (bf16 bits), 16 rows of
+    depth_pad = depth rounded up to even (the pad element zero); w int16 in VNNI layout, the
+    offset's block starting at element w_off; c a float32 scratch of 16 rows of cols (the tiles are
+    stored there, then added row by row with vector adds); acc float32. Rows r >= m are computed
+    and ignored.
+    """
+    if not (isinstance(depth, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+        raise TypingError("mac16 needs compile-time constant depth and cols")
+    if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0:
+        raise TypingError(f"mac16 needs cols a positive multiple of {COLS} and depth > 0")
+    sig = types.void(depth, cols, a, w, w_off, c, acc, acc_offs, p, m)
+    depth, cols = depth.literal_value, cols.literal_value
+    depth_pad = depth + depth % 2
+
+    def codegen(context, builder, signature, args):
+        a_v, w_v, w_off_v, c_v, acc_v, acc_offs_v, p_v, m_v = args[2:]
+        a_t, w_t, w_off_t, c_t, acc_t, acc_offs_t, p_t, m_t = signature.args[2:]
+        w_off_v = context.cast(builder, w_off_v, w_off_t, types.int64)
+        p_v = context.cast(builder, p_v, p_t, types.int64)
+        m_v = context.cast(builder, m_v, m_t, types.int64)
+        i8p = ir.IntType(8).as_pointer()
+        i16, i64 = ir.IntType(16), ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), COLS)
+        tile = _AmxTile()
+        module = builder.module
+        load = cgutils.get_or_insert_function(module, ir.FunctionType(tile, [i16, i16, i8p, i64]),
+                                              "llvm.x86.tileloadd64.internal")
+        zero = cgutils.get_or_insert_function(module, ir.FunctionType(tile, [i16, i16]),
+                                              "llvm.x86.tilezero.internal")
+        dot = cgutils.get_or_insert_function(module, ir.FunctionType(tile, [i16, i16, i16, tile, tile, tile]),
+                                             "llvm.x86.tdpbf16ps.internal")
+        store = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), [i16, i16, i8p, i64, tile]),
+                                               "llvm.x86.tilestored64.internal")
+
+        def data(typ, value):
+            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+        def short(v):
+            return ir.Constant(i16, v)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        def byte_ptr(base, index):
+            return builder.bitcast(builder.gep(base, [index]), i8p)
+
+        def vector_at(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vf.as_pointer())
+
+        a_p, w_p, c_p = data(a_t, a_v), data(w_t, w_v), data(c_t, c_v)
+        acc_p, acc_offs_p = data(acc_t, acc_v), data(acc_offs_t, acc_offs_v)
+        a_stride = const(2 * depth_pad)  # bytes per A row
+        w_stride = const(4 * cols)  # bytes per VNNI row (one pair of reduction steps)
+        c_stride = const(4 * cols)
+        for n0 in range(0, cols, MAX_ACC_TILES * COLS):
+            n_tiles = min(MAX_ACC_TILES, (cols - n0) // COLS)
+            accs = [builder.call(zero, [short(TILE_ROWS), short(TILE_BYTES)]) for _ in range(n_tiles)]
+            for d0 in range(0, depth_pad, DEPTH):
+                k_bytes = 2 * min(DEPTH, depth_pad - d0)  # a multiple of 4: whole pairs
+                a_tile = builder.call(load, [short(TILE_ROWS), short(k_bytes), byte_ptr(a_p, const(d0)), a_stride])
+                for t in range(n_tiles):
+                    w_index = builder.add(w_off_v, const((d0 // 2) * 2 * cols + 2 * (n0 + t * COLS)))
+                    b_tile = builder.call(load, [short(k_bytes // 4), short(TILE_BYTES), byte_ptr(w_p, w_index),
+                                                 w_stride])
+                    accs[t] = builder.call(dot, [short(TILE_ROWS), short(TILE_BYTES), short(k_bytes),
+                                                 accs[t], a_tile, b_tile])
+            for t in range(n_tiles):
+                builder.call(store, [short(TILE_ROWS), short(TILE_BYTES), byte_ptr(c_p, const(n0 + t * COLS)),
+                                     c_stride, accs[t]])
+        with cgutils.for_range(builder, m_v) as loop:  # the rows in use, added to their outputs
+            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, loop.index)]))
+            row = builder.mul(loop.index, const(cols))
+            for l in range(cols // COLS):
+                dst = vector_at(acc_p, builder.add(base, const(l * COLS)))
+                src = builder.load(vector_at(c_p, builder.add(row, const(l * COLS))), align=4)
+                builder.store(builder.fadd(builder.load(dst, align=4), src), dst, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
