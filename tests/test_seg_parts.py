@@ -43,7 +43,7 @@ def test_residual_blocks_keep_sites_and_pass_gradients(block, cin, cout):
 @pytest.mark.parametrize("kind", ["subm", "spconv"])
 def test_sdsc_is_depthwise_then_pointwise(kind):
     x = random_tensor(channels=8)
-    conv = SparseDepthwiseSeparableConv(8, 12, 3 if kind == "subm" else 2, kind, stride=2)
+    conv = SparseDepthwiseSeparableConv(8, 12, 3 if kind == "subm" else 2, kind, stride=1 if kind == "subm" else 2)
     assert conv.depthwise.groups == 8 and conv.depthwise.weight.shape == (8, *conv.depthwise.kernel_size, 1)
     y = conv(x)
     assert y.feats.shape[1] == 12
