@@ -2,27 +2,28 @@
 
 AMX multiplies whole tiles: `tdpbf16ps` adds a [16 x K bf16] @ [K x 16 float32-columns] product
 into a 16 x 16 float32 tile (K up to 32: 64 bytes per row), one instruction for 16 x 16 x 32
-multiply-adds. numba knows nothing of tiles; `mac16` below emits LLVM's "internal" AMX intrinsics
-(`llvm.x86.tileloadd64.internal`, `tdpbf16ps.internal`, `tilestored64.internal`,
+multiply-adds. numba knows nothing of tiles; `tile_product` below emits LLVM's "internal" AMX
+intrinsics (`llvm.x86.tileloadd64.internal`, `tdpbf16ps.internal`, `tilestored64.internal`,
 `tilezero.internal`), whose tile values have LLVM's `x86_amx` type. LLVM's X86 backend configures
-the tiles itself (it derives the palette from the constant shapes and inserts `ldtilecfg`), so the
+the tiles itself (it derives the palette from the constant shapes and inserts `ldtilecfg` once at
+the entry of the function the intrinsic is inlined into, `tilerelease` at its exit), so the
 intrinsic only needs a target with +amx-tile,+amx-bf16: numba compiles for the host CPU.
 
 The OS must grant the process AMX state before the first tile instruction (Linux:
 `arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA)`); without it a tile instruction raises SIGILL
-and kills the process. `use_amx()` therefore checks the CPU flags, that numba targets them, and that
-the request succeeded, before any kernel that calls `mac16` runs.
+and kills the process. `available()` checks the CPU flags, that numba targets them, and that the
+request succeeded; kernels that call `tile_product` are only built and run after it.
 
-`mac16` computes, for a gathered row panel `a` and one kernel offset's VNNI-packed weights,
+`tile_product` computes, for a gathered row panel `a` and one kernel offset's VNNI-packed weights,
 
-    (a @ w)[r, j] = sum_a a[r * depth_pad + a] * w[w_off + (a // 2) * 2 * cols + 2 * j + a % 2]
+    c[r, j] = sum_a a[r * depth_pad + a] * w[w_off + (a // 2) * 2 * cols + 2 * j + a % 2]
 
 for r < 16, j < cols, in float32 (`tdpbf16ps` rounds to nearest even, treats bf16 denormal inputs
 as zero and flushes denormal results). Loop order: per block of 64 columns (4 accumulator tiles
 zeroed), per 32-deep slice of the reduction (one A tile, then one B tile per 16 columns), then the
-accumulators are stored to a float32 panel, whose rows are added to the outputs' float32 sums with
-vector adds (numba's own loop for that add ran scalar). Every step is fixed at compile time, so
-results are deterministic.
+accumulator tiles are stored to the float32 panel c. Every step is fixed at compile time, so
+results are deterministic. `add_rows` adds such a panel's rows to scattered output rows with
+vector adds (numba's own loop for it ran scalar).
 """
 from __future__ import annotations
 
@@ -131,34 +132,39 @@ def supports(cout_g: int) -> bool:
     return cout_g > 0 and cout_g % COLS == 0
 
 
+def _data(context, builder, typ, value):
+    return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+
+def _int64(context, builder, value, typ):
+    return context.cast(builder, value, typ, types.int64)
+
+
 @intrinsic(prefer_literal=True)
-def mac16(typingctx, depth, cols, a, w, w_off, c, acc, acc_offs, p, m):
-    """mac16(depth, cols, a, w, w_off, c, acc, acc_offs, p, m): acc[acc_offs[p + r] + j] += (a @ w)[r, j]
-    for r < m, j < cols (see the module docstring for a @ w).
+def tile_product(typingctx, depth, cols, a, a_off, w, w_off, c, c_off):
+    """tile_product(depth, cols, a, a_off, w, w_off, c, c_off): c[c_off:][16, cols] = a[a_off:][16, depth] @ w
+    (see the module docstring).
 
     depth and cols are compile-time ints (cols a multiple of 16); a is int16 (bf16 bits), 16 rows of
     depth_pad = depth rounded up to even (the pad element zero); w int16 in VNNI layout, the
-    offset's block starting at element w_off; c a float32 scratch of 16 rows of cols (the tiles are
-    stored there, then added row by row with vector adds); acc float32. Rows r >= m are computed
-    and ignored.
+    offset's block starting at element w_off; c float32, 16 rows of cols, overwritten.
     """
     if not (isinstance(depth, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
-        raise TypingError("mac16 needs compile-time constant depth and cols")
+        raise TypingError("tile_product needs compile-time constant depth and cols")
     if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0:
-        raise TypingError(f"mac16 needs cols a positive multiple of {COLS} and depth > 0")
-    sig = types.void(depth, cols, a, w, w_off, c, acc, acc_offs, p, m)
+        raise TypingError(f"tile_product needs cols a positive multiple of {COLS} and depth > 0")
+    sig = types.void(depth, cols, a, a_off, w, w_off, c, c_off)
     depth, cols = depth.literal_value, cols.literal_value
     depth_pad = depth + depth % 2
 
     def codegen(context, builder, signature, args):
-        a_v, w_v, w_off_v, c_v, acc_v, acc_offs_v, p_v, m_v = args[2:]
-        a_t, w_t, w_off_t, c_t, acc_t, acc_offs_t, p_t, m_t = signature.args[2:]
-        w_off_v = context.cast(builder, w_off_v, w_off_t, types.int64)
-        p_v = context.cast(builder, p_v, p_t, types.int64)
-        m_v = context.cast(builder, m_v, m_t, types.int64)
+        a_t, a_off_t, w_t, w_off_t, c_t, c_off_t = signature.args[2:]
+        a_v, w_v, c_v = (_data(context, builder, t, v) for t, v in ((a_t, args[2]), (w_t, args[4]), (c_t, args[6])))
+        a_off_v = _int64(context, builder, args[3], a_off_t)
+        w_off_v = _int64(context, builder, args[5], w_off_t)
+        c_off_v = _int64(context, builder, args[7], c_off_t)
         i8p = ir.IntType(8).as_pointer()
         i16, i64 = ir.IntType(16), ir.IntType(64)
-        vf = ir.VectorType(ir.FloatType(), COLS)
         tile = _AmxTile()
         module = builder.module
         load = cgutils.get_or_insert_function(module, ir.FunctionType(tile, [i16, i16, i8p, i64]),
@@ -170,9 +176,6 @@ def mac16(typingctx, depth, cols, a, w, w_off, c, acc, acc_offs, p, m):
         store = cgutils.get_or_insert_function(module, ir.FunctionType(ir.VoidType(), [i16, i16, i8p, i64, tile]),
                                                "llvm.x86.tilestored64.internal")
 
-        def data(typ, value):
-            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
-
         def short(v):
             return ir.Constant(i16, v)
 
@@ -182,11 +185,6 @@ def mac16(typingctx, depth, cols, a, w, w_off, c, acc, acc_offs, p, m):
         def byte_ptr(base, index):
             return builder.bitcast(builder.gep(base, [index]), i8p)
 
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [index]), vf.as_pointer())
-
-        a_p, w_p, c_p = data(a_t, a_v), data(w_t, w_v), data(c_t, c_v)
-        acc_p, acc_offs_p = data(acc_t, acc_v), data(acc_offs_t, acc_offs_v)
         a_stride = const(2 * depth_pad)  # bytes per A row
         w_stride = const(4 * cols)  # bytes per VNNI row (one pair of reduction steps)
         c_stride = const(4 * cols)
@@ -195,23 +193,102 @@ def mac16(typingctx, depth, cols, a, w, w_off, c, acc, acc_offs, p, m):
             accs = [builder.call(zero, [short(TILE_ROWS), short(TILE_BYTES)]) for _ in range(n_tiles)]
             for d0 in range(0, depth_pad, DEPTH):
                 k_bytes = 2 * min(DEPTH, depth_pad - d0)  # a multiple of 4: whole pairs
-                a_tile = builder.call(load, [short(TILE_ROWS), short(k_bytes), byte_ptr(a_p, const(d0)), a_stride])
+                a_tile = builder.call(load, [short(TILE_ROWS), short(k_bytes),
+                                             byte_ptr(a_v, builder.add(a_off_v, const(d0))), a_stride])
                 for t in range(n_tiles):
                     w_index = builder.add(w_off_v, const((d0 // 2) * 2 * cols + 2 * (n0 + t * COLS)))
-                    b_tile = builder.call(load, [short(k_bytes // 4), short(TILE_BYTES), byte_ptr(w_p, w_index),
+                    b_tile = builder.call(load, [short(k_bytes // 4), short(TILE_BYTES), byte_ptr(w_v, w_index),
                                                  w_stride])
                     accs[t] = builder.call(dot, [short(TILE_ROWS), short(TILE_BYTES), short(k_bytes),
                                                  accs[t], a_tile, b_tile])
             for t in range(n_tiles):
-                builder.call(store, [short(TILE_ROWS), short(TILE_BYTES), byte_ptr(c_p, const(n0 + t * COLS)),
-                                     c_stride, accs[t]])
-        with cgutils.for_range(builder, m_v) as loop:  # the rows in use, added to their outputs
-            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, loop.index)]))
-            row = builder.mul(loop.index, const(cols))
+                builder.call(store, [short(TILE_ROWS), short(TILE_BYTES),
+                                     byte_ptr(c_v, builder.add(c_off_v, const(n0 + t * COLS))), c_stride, accs[t]])
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def add_rows(typingctx, cols, c, c_off, acc, rows, p, m, stride, col0):
+    """add_rows(cols, c, c_off, acc, rows, p, m, stride, col0):
+    acc[rows[p + r] * stride + col0 + j] += c[c_off + r * cols + j] for r < m, j < cols.
+
+    cols is a compile-time int, a multiple of 16: each row is added with 16-lane float32 vector adds
+    (numba's own loop for it ran scalar).
+    """
+    if not isinstance(cols, types.IntegerLiteral) or cols.literal_value % COLS or cols.literal_value <= 0:
+        raise TypingError(f"add_rows needs compile-time constant cols, a positive multiple of {COLS}")
+    sig = types.void(cols, c, c_off, acc, rows, p, m, stride, col0)
+    cols = cols.literal_value
+
+    def codegen(context, builder, signature, args):
+        c_t, c_off_t, acc_t, rows_t, p_t, m_t, stride_t, col0_t = signature.args[1:]
+        c_v, acc_v, rows_v = (_data(context, builder, t, v)
+                              for t, v in ((c_t, args[1]), (acc_t, args[3]), (rows_t, args[4])))
+        c_off_v, p_v, m_v, stride_v, col0_v = (_int64(context, builder, args[i], t) for i, t in
+                                               ((2, c_off_t), (5, p_t), (6, m_t), (7, stride_t), (8, col0_t)))
+        i64 = ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), COLS)
+
+        def vector_at(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vf.as_pointer())
+
+        with cgutils.for_range(builder, m_v) as loop:
+            row = builder.load(builder.gep(rows_v, [builder.add(p_v, loop.index)]))
+            row = _int64(context, builder, row, rows_t.dtype)
+            base = builder.add(builder.mul(row, stride_v), col0_v)
+            src0 = builder.add(c_off_v, builder.mul(loop.index, ir.Constant(i64, cols)))
             for l in range(cols // COLS):
-                dst = vector_at(acc_p, builder.add(base, const(l * COLS)))
-                src = builder.load(vector_at(c_p, builder.add(row, const(l * COLS))), align=4)
+                dst = vector_at(acc_v, builder.add(base, ir.Constant(i64, l * COLS)))
+                src = builder.load(vector_at(c_v, builder.add(src0, ir.Constant(i64, l * COLS))), align=4)
                 builder.store(builder.fadd(builder.load(dst, align=4), src), dst, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def gather_rows(typingctx, depth, a, a_off, x, x_rows, p, m, x_stride, col0):
+    """gather_rows(depth, a, a_off, x, x_rows, p, m, x_stride, col0):
+    a[a_off + r * depth_pad + d] = x[x_rows[p + r] * x_stride + col0 + d] for r < m, d < depth.
+
+    depth is a compile-time int (depth_pad: rounded up to even, the row stride of a); a and x are
+    int16. Rows are copied 32 elements (64 bytes) per vector, the tail element by element (numba's
+    own loop for it ran about ten times slower).
+    """
+    if not isinstance(depth, types.IntegerLiteral) or depth.literal_value <= 0:
+        raise TypingError("gather_rows needs a compile-time constant depth > 0")
+    sig = types.void(depth, a, a_off, x, x_rows, p, m, x_stride, col0)
+    depth = depth.literal_value
+    depth_pad = depth + depth % 2
+
+    def codegen(context, builder, signature, args):
+        a_t, a_off_t, x_t, rows_t, p_t, m_t, stride_t, col0_t = signature.args[1:]
+        a_v, x_v, rows_v = (_data(context, builder, t, v)
+                            for t, v in ((a_t, args[1]), (x_t, args[3]), (rows_t, args[4])))
+        a_off_v, p_v, m_v, stride_v, col0_v = (_int64(context, builder, args[i], t) for i, t in
+                                               ((2, a_off_t), (5, p_t), (6, m_t), (7, stride_t), (8, col0_t)))
+        i16, i64 = ir.IntType(16), ir.IntType(64)
+        vh = ir.VectorType(i16, DEPTH)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        with cgutils.for_range(builder, m_v) as loop:
+            row = builder.load(builder.gep(rows_v, [builder.add(p_v, loop.index)]))
+            src = builder.add(builder.mul(_int64(context, builder, row, rows_t.dtype), stride_v), col0_v)
+            dst = builder.add(a_off_v, builder.mul(loop.index, const(depth_pad)))
+            d = 0
+            while d + DEPTH <= depth:
+                value = builder.load(builder.bitcast(builder.gep(x_v, [builder.add(src, const(d))]), vh.as_pointer()),
+                                     align=2)
+                builder.store(value, builder.bitcast(builder.gep(a_v, [builder.add(dst, const(d))]), vh.as_pointer()),
+                              align=2)
+                d += DEPTH
+            for e in range(d, depth):
+                value = builder.load(builder.gep(x_v, [builder.add(src, const(e))]))
+                builder.store(value, builder.gep(a_v, [builder.add(dst, const(e))]))
         return context.get_dummy_value()
 
     return sig, codegen
