@@ -1,17 +1,111 @@
-"""Thread settings of the numba kernels, applied at call time (never on import)."""
+"""The thread policy of every pc3d process: one thread count for numba and torch, bounded spin-waits.
+
+One count. A process runs numba's parallel kernels on as many threads as torch runs its own
+(`torch.get_num_threads()`; DataLoader workers: 1, which torch sets in each worker). The
+`PC3D_THREADS` environment variable chooses that count for torch and numba alike; without it torch's
+default stands (`OMP_NUM_THREADS`, else one thread per core).
+
+Bounded spinning. torch's intra-op parallelism and numba's `omp` threading layer run on the same
+GNU OpenMP runtime (libgomp: torch's wheel ships it, numba's omppool links the same soname, so one
+copy and one pool of threads is loaded). A libgomp thread that waits -- a worker between two
+parallel regions, a thread at a region's closing barrier -- spins `GOMP_SPINCOUNT` times before it
+sleeps on a futex; unset, that is 300,000 `pause` loops (about 3 ms, longer on cores with a slow
+`pause`) after *every* region. Alone on its cores that spin is cheap; with a second busy process on
+the same cores, the spinning threads take the time slices the other process's working threads need,
+and both crawl (10x per step measured on 2 cores). pc3d bounds the spin (`SPIN_ENV`); libgomp reads
+it once, when it is loaded, so `apply_env_defaults` runs on `import pc3d`, before torch or numba
+load libgomp, and entry points import pc3d before torch. A variable the user set is never changed.
+
+numba's layer is `omp` (TBB is not installed with the wheels, and a second, `workqueue` pool would put
+two sets of threads on the cores); `NUMBA_THREADING_LAYER` overrides it.
+
+This module imports only the standard library at import time (numba and torch are imported where used).
+"""
 from __future__ import annotations
 
-import numba
+import os
+import sys
+import warnings
+
+# Spin about 10-50 us instead of 3+ ms before sleeping: long enough to bridge the gaps between the
+# parallel regions of one layer, short enough not to starve another process (measured: issue #16).
+SPIN_ENV = {"GOMP_SPINCOUNT": "10000"}
+# Variables whose presence means the user chose the wait policy: SPIN_ENV is then left out entirely.
+USER_SPIN_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+
+
+def env_threads(environ=None) -> int | None:
+    """The thread count PC3D_THREADS asks for (None: unset); an invalid value warns and is ignored."""
+    value = (os.environ if environ is None else environ).get("PC3D_THREADS", "").strip()
+    if not value:
+        return None
+    if value.isdigit() and int(value) >= 1:
+        return int(value)
+    warnings.warn(f"PC3D_THREADS={value!r} is not a positive integer; ignored", RuntimeWarning, stacklevel=2)
+    return None
+
+
+def libgomp_loaded() -> bool:
+    """Whether this process has loaded GNU OpenMP already (its environment is read then, and only then)."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "libgomp" in f.read()
+    except OSError:  # not Linux: assume the worst once torch or numba's OpenMP pool is in
+        return "torch" in sys.modules or "numba.np.ufunc.omppool" in sys.modules
+
+
+def apply_env_defaults(environ=None) -> dict[str, str]:
+    """Set the policy's environment before libgomp loads; returns the variables it set.
+
+    Nothing is set once libgomp is loaded (it would no longer change this process) or where the user
+    set the variable. With PC3D_THREADS, OMP_NUM_THREADS defaults to it (torch's count at import);
+    if torch is imported already, its count is set directly.
+    """
+    environ = os.environ if environ is None else environ
+    threads = env_threads(environ)
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    if libgomp_loaded():
+        return {}
+    wanted = {} if any(v in environ for v in USER_SPIN_VARS) else dict(SPIN_ENV)
+    if threads is not None:
+        wanted["OMP_NUM_THREADS"] = str(threads)
+    applied = {k: v for k, v in wanted.items() if k not in environ}
+    environ.update(applied)
+    return applied
+
+
+def process_threads() -> int:
+    """This process's thread count: torch's where torch is imported, else PC3D_THREADS, else numba's pool."""
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        return torch.get_num_threads()
+    threads = env_threads()
+    if threads is not None:
+        return threads
+    import numba
+
+    return numba.config.NUMBA_NUM_THREADS
 
 
 def use_threads(n: int) -> None:
-    """Run the parallel kernels on n threads (capped at numba's pool size).
+    """Run the numba kernels on min(n, this process's count) threads (see `process_threads`); leaves
+    torch's count as it was.
 
     Before numba's first parallel launch, prefer its OpenMP layer (torch ships libgomp) over a
     TBB that may be too old to load, unless the user chose a layer with NUMBA_THREADING_LAYER.
+    numba's first launch of the OpenMP pool resets the OpenMP thread count torch reports; it is put back.
     """
+    import numba
+
+    torch = sys.modules.get("torch")
+    torch_threads = torch.get_num_threads() if torch is not None else None
     if numba.config.THREADING_LAYER == "default":
         numba.config.THREADING_LAYER_PRIORITY = ["omp", "tbb", "workqueue"]
-    want = max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
+    cap = torch_threads if torch_threads is not None else process_threads()
+    want = max(1, min(int(n), cap, numba.config.NUMBA_NUM_THREADS))
     if numba.get_num_threads() != want:
         numba.set_num_threads(want)
+    if torch_threads is not None and torch.get_num_threads() != torch_threads:
+        torch.set_num_threads(torch_threads)

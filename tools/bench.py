@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pc3d  # noqa: F401  (before torch: pc3d puts its thread policy in the environment libgomp reads)
+
+# isort: split
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -142,11 +142,21 @@ def worker_context(workers: int) -> str | None:
     return None
 
 
+def worker_threads(worker_id: int) -> None:
+    """`worker_init_fn` of every loader: numba's kernels in a worker (voxelizers, the simulator) run on
+    as many threads as torch there (torch sets 1 in each worker), so N workers add N threads, not N x
+    cores. The bounded OpenMP spin of pc3d's thread policy reaches workers through the environment."""
+    del worker_id
+    from pc3d_ops.threads import use_threads
+
+    use_threads(torch.get_num_threads())
+
+
 def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
                  ) -> DataLoader:
     return DataLoader(SeededDataset(dataset), batch_sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn_of(dataset), pin_memory=pin_memory, persistent_workers=workers > 0,
-                      multiprocessing_context=worker_context(workers),
+                      multiprocessing_context=worker_context(workers), worker_init_fn=worker_threads,
                       generator=torch.Generator().manual_seed(sampler.seed))
 
 
@@ -155,7 +165,8 @@ def eval_loader(dataset: Dataset, *, batch_size: int, workers: int, rank: int = 
     sampler = ShardSampler(len(dataset), rank=rank, world_size=world_size, seed=seed)
     return DataLoader(SeededDataset(dataset), batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate_fn_of(dataset), pin_memory=pin_memory,
-                      multiprocessing_context=worker_context(workers), generator=torch.Generator().manual_seed(seed))
+                      multiprocessing_context=worker_context(workers), worker_init_fn=worker_threads,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def to_device(obj: Any, device: torch.device, non_blocking: bool = True) -> Any:
