@@ -9,8 +9,13 @@ a frame the sparse engine still decides. Times are medians over alternating roun
 """
 from __future__ import annotations
 
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +42,9 @@ def _model(cfg) -> torch.nn.Module:
     model = instantiate(cfg.model, _convert_="all")
     ckpt = os.environ.get("PC3D_BENCH_DET_CKPT")
     if ckpt:
-        from infer import load_model
+        from pc3d.engine.runner import load_trained
 
-        model = load_model(ckpt)[0]
+        model = load_trained(ckpt)[0]
     else:  # seeded weights; every candidate is kept so the box comparison has boxes to compare
         model.post_process.score_threshold = 0.0
     return model.eval()
@@ -64,11 +69,9 @@ def _frame(cfg) -> dict:
 
 def _run_frame(model, collate, sample, timer, backend: str) -> tuple[dict, dict]:
     """(prediction, seconds per stage) of one frame on `backend`."""
-    import time
-
     sp.set_backend(backend)
     try:
-        timer.reset()
+        timer.take()
         start = time.perf_counter()
         batch = collate([sample])
         voxelize = time.perf_counter() - start
@@ -76,8 +79,9 @@ def _run_frame(model, collate, sample, timer, backend: str) -> tuple[dict, dict]
             start = time.perf_counter()
             pred = model(batch)[0]
             total = time.perf_counter() - start
-        times = {"voxelize": voxelize, **timer.times}
-        times["head"] = times.get("head", 0.0) + max(0.0, total - sum(timer.times.values()))  # + decoding
+        stages = timer.take()
+        times = {"voxelize": voxelize, **stages}
+        times["head"] = times.get("head", 0.0) + max(0.0, total - sum(stages.values()))  # + decoding
         times["total"] = voxelize + total
         return pred, times
     finally:
@@ -96,17 +100,22 @@ def _same_boxes(a: dict, b: dict) -> tuple[bool, float]:
     return diff <= 1e-4, diff
 
 
-def run_det(timed, quick: bool = False) -> list[dict]:
+def _setup():
+    """(model, collate, sample, timer) of the benchmark frame."""
     from hydra.utils import instantiate
-    from infer import StageTimer
 
     from pc3d.data.batch import Collate
+    from pc3d.infer.stream import StageTimer
 
-    del timed  # stages are timed inside one call; rounds alternate the engines below
     cfg = _config()
     model, sample = _model(cfg), _frame(cfg)
     collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all"))
-    timer = StageTimer(model, torch.device("cpu"))
+    return model, collate, sample, StageTimer(model, torch.device("cpu"))
+
+
+def run_det(timed, quick: bool = False) -> list[dict]:
+    del timed  # stages are timed inside one call; rounds alternate the engines below
+    model, collate, sample, timer = _setup()
     for backend in ("native", "spconv", "native"):  # warm-up: numba compilation, spconv import
         _run_frame(model, collate, sample, timer, backend)
     rounds = 3 if quick else 7
@@ -137,4 +146,56 @@ def run_det(timed, quick: bool = False) -> list[dict]:
     for stage in STAGES:
         rows.append({"case": f"stage: {stage}", "pc3d_s": med("native", stage), "ref": "spconv CPU",
                      "ref_s": med("spconv", stage), "speedup": med("spconv", stage) / max(med("native", stage), 1e-9)})
+    rows.append(contention_row(quick))
     return rows
+
+
+SPARSE_STAGES = ("vfe", "backbone_3d")
+
+
+def _contention_child(rounds: int, barrier: str, parties: int) -> None:
+    """One process of the two-process row: the native engine's sparse-backbone time per frame (median
+    of `rounds` frames), printed as JSON. Timing starts once `parties` processes have warmed up."""
+    model, collate, sample, timer = _setup()
+    for _ in range(2):
+        _run_frame(model, collate, sample, timer, "native")
+    Path(barrier, f"ready-{os.getpid()}").touch()
+    deadline = time.monotonic() + 300
+    while len(list(Path(barrier).glob("ready-*"))) < parties and time.monotonic() < deadline:
+        time.sleep(0.005)
+    start = time.perf_counter()
+    sparse = [sum(_run_frame(model, collate, sample, timer, "native")[1].get(s, 0.0) for s in SPARSE_STAGES)
+              for _ in range(rounds)]
+    print(json.dumps({"sparse_s": statistics.median(sparse), "wall_s": time.perf_counter() - start,
+                      "threads": torch.get_num_threads()}))
+
+
+def contention(parties: int, rounds: int, env: dict | None = None) -> list[dict]:
+    """Run `parties` benchmark processes started together (each with torch's default thread count, so
+    together they ask for parties x the cores); each one's result of `_contention_child`."""
+    code = ("import pc3d, sys; "  # pc3d first: its thread policy is in place before torch loads libgomp
+            f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r}); import bench_det; "
+            "bench_det._contention_child(int(sys.argv[1]), sys.argv[2], int(sys.argv[3]))")
+    with tempfile.TemporaryDirectory() as barrier:
+        procs = [subprocess.Popen([sys.executable, "-c", code, str(rounds), barrier, str(parties)],
+                                  stdout=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                 for _ in range(parties)]
+        outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode for p in procs):
+        raise RuntimeError(f"a contention child failed: {[p.returncode for p in procs]}")
+    return [json.loads(out.strip().splitlines()[-1]) for out in outs]
+
+
+def contention_row(quick: bool) -> dict:
+    """Two processes on the native sparse backbone started together against one alone."""
+    from pc3d_ops.threads import SPIN_ENV, USER_SPIN_VARS
+
+    rounds = 6 if quick else 20
+    solo = contention(1, rounds)[0]
+    alone = solo["sparse_s"]
+    together = [r["sparse_s"] for r in contention(2, rounds)]
+    spin = {k: os.environ[k] for k in USER_SPIN_VARS if k in os.environ} or SPIN_ENV
+    return {"case": "sparse backbone, 2 processes started together (each: its time)", "pc3d_s": max(together),
+            "ref": "1 process alone", "ref_s": alone, "speedup": alone / max(together),
+            "slowdown": f"{together[0] / alone:.2f}x / {together[1] / alone:.2f}x",
+            "threads_each": solo["threads"], "spin": " ".join(f"{k}={v}" for k, v in spin.items())}

@@ -6,6 +6,7 @@ in the same order and the same weights.
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -69,18 +70,25 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
     repeats = 3 if quick else 7
     rows: list[dict] = []
 
-    a = torch.randn(2048, 2048)
-    b = torch.randn(2048, 2048)
-    gemm_s = timed(lambda: torch.mm(a, b), repeats=repeats)
-    gemm_gflops = 2 * 2048**3 / gemm_s / 1e9
-    rows.append({"case": "square GEMM 2048^3 (torch)", "pc3d_s": gemm_s, "ref": "-", "gflops": round(gemm_gflops, 1)})
+    gemm = {}  # GFLOP/s of torch's square GEMM per dtype: the roof the sparse rows are read against
+    for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
+        a = torch.randn(2048, 2048).to(dtype)
+        b = torch.randn(2048, 2048).to(dtype)
+        gemm_s = timed(lambda a=a, b=b: torch.mm(a, b), repeats=repeats)
+        gemm[dtype] = 2 * 2048**3 / gemm_s / 1e9
+        rows.append({"case": f"square GEMM 2048^3 {name} (torch)", "pc3d_s": gemm_s, "ref": "-",
+                     "gflops": round(gemm[dtype], 1)})
 
     for voxel in (0.1, 0.05):
-        rows.extend(_scale_rows(points, voxel, timed, repeats, gemm_gflops, quick))
+        rows.extend(_scale_rows(points, voxel, timed, repeats, gemm, quick))
+    for voxel in (0.1,) if quick else (0.1, 0.05):
+        layers = gradient_table(voxel, control=not quick)
+        print(gradient_markdown(voxel, layers) + "\n", flush=True)
+        rows.append(gradient_summary(voxel, layers))
     return rows
 
 
-def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]:
+def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     """Map build, SubM forward / backward, strided conv and the backbone at one voxel size."""
     spconv, ConvAlgo, spconv_ops = _spconv()
     rows: list[dict] = []
@@ -108,21 +116,26 @@ def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]
     with torch.no_grad():
         y_ours = conv(x)
         y_ref = twin(st)
-        ours = timed(lambda: conv(x), repeats=repeats)
+        fwd32 = timed(lambda: conv(x), repeats=repeats)
         ref = timed(lambda: twin(st), repeats=repeats)
     flops = 2 * kmap.n_pairs * 64 * 64
-    rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                 "ref_s": ref, "speedup": ref / ours, "gflops": round(flops / ours / 1e9, 1),
-                 "of_gemm": round(flops / ours / 1e9 / gemm_gflops, 2),
+    rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": fwd32, "ref": "spconv CPU",
+                 "ref_s": ref, "speedup": ref / fwd32, "gflops": round(flops / fwd32 / 1e9, 1),
+                 "of_gemm": round(flops / fwd32 / 1e9 / gemm[torch.float32], 2),
                  "max_rel_diff": _rel_diff(y_ours.feats, y_ref.features)})
 
     xg = x.replace_feature(feats.clone().requires_grad_(True))
     stg = st.replace_feature(feats.clone().requires_grad_(True))
     grad = torch.randn(n, 64)
-    ours = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
+    fb32 = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
     ref = timed(lambda: twin(stg).features.backward(grad), repeats=repeats)
-    rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                 "ref_s": ref, "speedup": ref / ours, "gflops": round(3 * flops / ours / 1e9, 1)})
+    rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, "ref": "spconv CPU",
+                 "ref_s": ref, "speedup": ref / fb32, "gflops": round(3 * flops / fb32 / 1e9, 1)})
+    rows.extend(_bf16_rows(x, conv, grad, flops, tag, timed, repeats, gemm[torch.bfloat16], fwd32, fb32,
+                           y_ours.feats))
+    if voxel == 0.1:
+        rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
+        rows.extend(_open3d_rows(x, conv, grad, tag, timed, quick))
 
     # strided conv, map included (fresh tensors every call)
     down = sp.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False)
@@ -142,21 +155,127 @@ def _scale_rows(points, voxel, timed, repeats, gemm_gflops, quick) -> list[dict]
     return rows
 
 
-def _backbone_step(voxel: float):
-    """(step(backend) -> output, net, coords) of the benchmark's VoxelBackBone8x on the sweep."""
+def _bf16_rows(x, conv, grad, flops, tag, timed, repeats, gemm_bf16, fwd32, fb32, y32) -> list[dict]:
+    """SubM 64->64 in bf16 (bf16 features and weights, float32 sums) against pc3d's own float32 rows;
+    of_gemm is the fraction of torch's bf16 square GEMM measured in the same run."""
+    conv16 = copy.deepcopy(conv).to(torch.bfloat16)
+    x16 = x.replace_feature(x.feats.to(torch.bfloat16))  # same sites: the cached map is shared
+    with torch.no_grad():
+        y16 = conv16(x16)
+        fwd = timed(lambda: conv16(x16), repeats=repeats)
+    rows = [{"case": f"SubM 64->64 bf16 forward (cached map), {tag}", "pc3d_s": fwd, "ref": "pc3d float32",
+             "ref_s": fwd32, "speedup": fwd32 / fwd, "gflops": round(flops / fwd / 1e9, 1),
+             "of_gemm": round(flops / fwd / 1e9 / gemm_bf16, 2), "max_rel_diff": _rel_diff(y16.feats.float(), y32)}]
+    xg = x16.replace_feature(x16.feats.clone().requires_grad_(True))
+    grad16 = grad.to(torch.bfloat16)
+    fb = timed(lambda: conv16(xg).feats.backward(grad16), repeats=repeats)
+    rows.append({"case": f"SubM 64->64 bf16 forward + backward, {tag}", "pc3d_s": fb, "ref": "pc3d float32",
+                 "ref_s": fb32, "speedup": fb32 / fb, "gflops": round(3 * flops / fb / 1e9, 1),
+                 "of_gemm": round(3 * flops / fb / 1e9 / gemm_bf16, 2)})
+    return rows
+
+
+def _torch_depthwise(feats: torch.Tensor, w: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    """Depthwise sparse conv in plain torch (gather, multiply, index_add per offset): w [K, C], table [N, K]."""
+    out = feats.new_zeros(feats.shape)
+    for k in range(table.shape[1]):
+        rows = (table[:, k] >= 0).nonzero().squeeze(1)
+        out = out.index_add(0, rows, feats[table[rows, k]] * w[k])
+    return out
+
+
+def _depthwise_rows(x, grad, tag, timed, repeats) -> list[dict]:
+    """Depthwise SubM k3, C = 64 (groups = 64: the SDSC U-Net's conv) against the same maths in torch."""
+    from pc3d.sparse.ops import _weight_kgio
+
+    torch.manual_seed(0)
+    conv = sp.SubMConv3d(64, 64, 3, groups=64, bias=False)
+    table = torch.from_numpy(submanifold_map(x, (3, 3, 3), (1, 1, 1)).table()).long()
+    pairs = int((table >= 0).sum())
+    flops = 2 * pairs * 64
+
+    def reference(feats):
+        return _torch_depthwise(feats, _weight_kgio(conv.weight, 64).reshape(table.shape[1], 64), table)
+
+    with torch.no_grad():
+        ours = timed(lambda: conv(x), repeats=repeats)
+        ref = timed(lambda: reference(x.feats), repeats=repeats)
+        diff = _rel_diff(conv(x).feats, reference(x.feats))
+    rows = [{"case": f"depthwise SubM k3 C=64 forward (cached map), {tag}", "pc3d_s": ours,
+             "ref": "torch gather-mul-index_add", "ref_s": ref, "speedup": ref / ours,
+             "gflops": round(flops / ours / 1e9, 2), "max_rel_diff": diff}]
+    xg = x.replace_feature(x.feats.clone().requires_grad_(True))
+    feats_ref = x.feats.clone().requires_grad_(True)
+    ours = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
+    ref = timed(lambda: reference(feats_ref).backward(grad), repeats=repeats)
+    rows.append({"case": f"depthwise SubM k3 C=64 forward + backward, {tag}", "pc3d_s": ours,
+                 "ref": "torch gather-mul-index_add", "ref_s": ref, "speedup": ref / ours,
+                 "gflops": round(3 * flops / ours / 1e9, 2)})
+    return rows
+
+
+def _open3d_rows(x, conv, grad, tag, timed, quick) -> list[dict]:
+    """SubM 64->64 against Open3D-ML's SparseConv (a fixed-radius neighbour search, then its
+    continuous-conv kernel): same weights, map / neighbour search included on both sides."""
+    case = f"SubM 64->64 {{}} (map included), {tag}"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import open3d.ml.torch as ml3d
+    except Exception as err:  # noqa: BLE001  (an ABI mismatch with torch raises anything)
+        return [{"case": case.format("forward"), "ref": f"Open3D-ML unavailable: {type(err).__name__}"}]
+    peer = ml3d.layers.SparseConv(64, 64, [3, 3, 3], use_bias=False)
+    with torch.no_grad():  # pc3d [Cout, kz, ky, kx, Cin] -> Open3D [kz, ky, kx, Cin, Cout] (x -> width)
+        peer.kernel.copy_(conv.weight.permute(1, 2, 3, 4, 0))
+    positions = x.coords[:, [3, 2, 1]].float() + 0.5  # voxel centres, (x, y, z), voxel size 1
+
+    def ours(feats):
+        return conv(sp.SparseTensor(feats, x.coords, x.spatial_shape, 1)).feats  # builds its map every call
+
+    def theirs(feats):
+        return peer(feats, positions, positions, 1.0)
+
+    repeats = 1 if quick else 3
+    with torch.no_grad():
+        diff = _rel_diff(theirs(x.feats), ours(x.feats))
+        t_ours = timed(lambda: ours(x.feats), repeats=repeats)
+        t_ref = timed(lambda: theirs(x.feats), repeats=repeats)
+    rows = [{"case": case.format("forward"), "pc3d_s": t_ours, "ref": "Open3D-ML SparseConv", "ref_s": t_ref,
+             "speedup": t_ref / t_ours, "max_rel_diff": diff}]
+    fa = x.feats.clone().requires_grad_(True)
+    fb = x.feats.clone().requires_grad_(True)
+    t_ours = timed(lambda: ours(fa).backward(grad), repeats=repeats)
+    t_ref = timed(lambda: theirs(fb).backward(grad), repeats=repeats)
+    for t in (fa, fb, conv.weight, peer.kernel):
+        t.grad = None
+    ours(fa).backward(grad)
+    theirs(fb).backward(grad)
+    grad_diff = max(_rel_diff(fa.grad, fb.grad), _rel_diff(conv.weight.grad, peer.kernel.grad.permute(4, 0, 1, 2, 3)))
+    conv.weight.grad = None
+    rows.append({"case": case.format("forward + backward"), "pc3d_s": t_ours, "ref": "Open3D-ML SparseConv",
+                 "ref_s": t_ref, "speedup": t_ref / t_ours, "max_rel_grad_diff": grad_diff})
+    return rows
+
+
+def _backbone_step(voxel: float, dtype: torch.dtype = torch.float32, act=torch.nn.ReLU):
+    """(step(backend) -> output, net, coords) of the benchmark's VoxelBackBone8x on the sweep.
+
+    Weights and input features are drawn in float32 whatever `dtype` is, so a float64 net holds
+    exactly the float32 net's numbers."""
     points, _ = load_benchmark_sweep()
     coords_np, shape, _, _ = grid_sample(points, voxel)
     coords = torch.from_numpy(coords_np)
-    feats = torch.randn(len(coords), 4, generator=torch.Generator().manual_seed(1))
+    feats = torch.randn(len(coords), 4, generator=torch.Generator().manual_seed(1)).to(dtype)
     torch.manual_seed(0)
-    net = VoxelBackBone8x(4, out_channels=None)
+    net = VoxelBackBone8x(4, out_channels=None, act=act).to(dtype)
 
-    def step(backend: str):
+    def step(backend: str, bf16: bool = False):
         sp.set_backend(backend)
         try:
             net.zero_grad(set_to_none=True)
-            out = net(sp.SparseTensor(feats, coords, shape, 1))
-            out.feats.square().mean().backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                out = net(sp.SparseTensor(feats, coords, shape, 1))
+            out.feats.float().square().mean().backward()
             return out
         finally:
             sp.set_backend("auto")
@@ -204,6 +323,12 @@ def _backbone_rows(voxel, timed, repeats, quick) -> list[dict]:
     rows = [{"case": f"VoxelBackBone8x stages fwd + bwd, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
              "speedup": ref / ours, "max_rel_diff": feat_diff, "max_rel_grad_diff": grad_diff,
              "bitwise_repeatable": bitwise, "peak_mib": round(mem_ours, 1), "ref_peak_mib": round(mem_ref, 1)}]
+    bf16 = timed(lambda: step("native", bf16=True), repeats=repeats)
+    out_bf16 = step("native", bf16=True)
+    rows.append({"case": f"VoxelBackBone8x stages fwd + bwd, bf16 autocast, {tag}", "pc3d_s": bf16,
+                 "ref": "spconv CPU (float32)", "ref_s": ref, "speedup": ref / bf16,
+                 "vs_pc3d_float32": round(ours / bf16, 2),
+                 "max_rel_diff": _rel_diff(out_bf16.feats.float(), out_ours.feats)})
     if voxel == 0.1:
         iters = 20 if quick else 200
         rss = []
@@ -214,3 +339,166 @@ def _backbone_rows(voxel, timed, repeats, quick) -> list[dict]:
         rows.append({"case": f"VoxelBackBone8x memory over {iters} fwd + bwd, {tag}", "ref": "-",
                      "rss_mib_at_10": round(rss[0], 1), f"rss_mib_at_{iters}": round(rss[1], 1)})
     return rows
+
+
+# ---------------------------------------------------------------------------------------------
+# Weight-gradient agreement: pc3d float32 and spconv float32 against pc3d float64, layer by layer
+
+
+class _ConvProbe:
+    """Forward hooks on every sparse conv of a net: each conv's input features and sites, output
+    sites, the gradient reaching its output, and its kernel map (native runs)."""
+
+    def __init__(self, net: torch.nn.Module):
+        self.layers: dict[str, dict] = {}
+        self._handles = [m.register_forward_hook(self._hook(name)) for name, m in net.named_modules()
+                         if isinstance(m, sp.SparseConvolution)]
+
+    def _hook(self, name: str):
+        def hook(module, inputs, output):
+            x = inputs[0]
+            rec = self.layers[name] = {"x": x.feats.detach(), "x_coords": x.coords, "y": output.feats.detach(),
+                                       "y_coords": output.coords, "module": module}
+            if sp.get_backend() == "native":
+                rec["kmap"], rec["inverse"] = module._kernel_map(x)  # cached: no second build
+            output.feats.register_hook(lambda g: rec.__setitem__("dy", g.detach()))
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+
+def _probe_run(voxel: float, dtype: torch.dtype, backend: str, act=torch.nn.ReLU) -> tuple[dict, dict]:
+    """({conv name: probe record}, {conv name: weight gradient}) of one fwd + bwd step; the record of
+    each conv also holds `act_out`, the features after its activation (the next conv's input)."""
+    step, net, _ = _backbone_step(voxel, dtype, act)
+    probe = _ConvProbe(net)
+    try:
+        out = step(backend)
+    finally:
+        probe.remove()
+    layers = probe.layers
+    names = list(layers)
+    for name, after in zip(names, names[1:] + [None], strict=True):
+        rec = layers[name]
+        rec["act_out"] = (layers[after]["x"], layers[after]["x_coords"]) if after else (out.feats.detach(), out.coords)
+    grads = {name: layers[name]["module"].weight.grad.detach().double() for name in layers}
+    return layers, grads
+
+
+def _aligned(feats: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Rows in (batch, z, y, x) order, so runs whose engines order sites differently compare row by row."""
+    return _sorted_rows(coords, feats.double())
+
+
+def _norm_rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref).norm() / ref.norm().clamp(min=1e-300))
+
+
+def _max_rel(a: torch.Tensor, ref: torch.Tensor) -> float:
+    return float((a.double() - ref).abs().max() / ref.abs().max().clamp(min=1e-300))
+
+
+def _kernel_only(rec: dict) -> tuple[float, float, float]:
+    """(pc3d, torch-GEMM, cancellation) on the float64 run's own inputs rounded to float32.
+
+    The first two are the norm-relative errors of a float32 weight gradient computed from exactly the
+    same float32 inputs by pc3d's kernel and by what spconv's CPU path does (gather, then torch.mm per
+    offset): the error the kernel adds by itself, without what earlier layers passed on. The last is
+    || |X|^T |dY| || / || X^T dY ||: how much the sum cancels, the factor by which rounding the
+    summands (relative error u each) grows into the gradient's relative error."""
+    from pc3d.sparse.ops import _weight_gradient, _weight_kgio
+
+    kmap, inverse, module = rec["kmap"], rec["inverse"], rec["module"]
+    nbr = kmap.table(inverse)
+    shape = tuple(_weight_kgio(module.weight, module.groups).shape)
+    x32, dy32 = rec["x"].float(), rec["dy"].float()
+    exact = _weight_gradient(x32.double(), dy32.double(), nbr, kmap, shape)
+    ours = _weight_gradient(x32, dy32, nbr, kmap, shape)
+    table = torch.from_numpy(nbr).long()
+    gemm = torch.zeros(shape)
+    for k in range(shape[0]):
+        rows = (table[:, k] >= 0).nonzero().squeeze(1)
+        gemm[k, 0] = torch.mm(x32[table[rows, k]].t(), dy32[rows])
+    magnitude = _weight_gradient(rec["x"].abs(), rec["dy"].abs(), nbr, kmap, shape)
+    reference = _weight_gradient(rec["x"], rec["dy"], nbr, kmap, shape)
+    return _norm_rel(ours, exact), _norm_rel(gemm, exact), float(magnitude.norm() / reference.norm())
+
+
+def gradient_table(voxel: float, control: bool = True) -> list[dict]:
+    """One row per conv of the benchmark's VoxelBackBone8x (fwd + bwd, loss mean(out^2), BatchNorm in
+    training mode): the weight-gradient error of pc3d float32 and spconv float32 (ConvAlgo.Native)
+    against pc3d float64 with the same weights and inputs, norm-relative ||g - g64|| / ||g64|| and
+    max-relative max|g - g64| / max|g64|; the errors each run's conv input and output gradient
+    already carry (norm-relative, rows matched by site); the kernel-only errors and the cancellation
+    of the weight-gradient sum; the ReLU flips after the conv (elements whose sign differs from the
+    float64 run's); with `control`, the norm-relative errors of the same stack with SiLU (no kink)."""
+    ref_layers, ref_grads = _probe_run(voxel, torch.float64, "native")
+    ours_layers, ours_grads = _probe_run(voxel, torch.float32, "native")
+    sp_layers, sp_grads = _probe_run(voxel, torch.float32, "spconv")
+    smooth = {}
+    if control:
+        _, smooth_ref = _probe_run(voxel, torch.float64, "native", torch.nn.SiLU)
+        smooth = {tag: _probe_run(voxel, torch.float32, backend, torch.nn.SiLU)[1]
+                  for tag, backend in (("pc3d", "native"), ("spconv", "spconv"))}
+    rows = []
+    for name, ref in ref_layers.items():
+        module = ref["module"]
+        kind = "subm" if module.subm else "s" + "".join(map(str, module.stride))
+        x64 = _aligned(ref["x"], ref["x_coords"])
+        dy64 = _aligned(ref["dy"], ref["y_coords"])
+        act64 = _aligned(*ref["act_out"])
+        k_ours, k_gemm, cancel = _kernel_only(ref)
+        row = {"layer": name, "conv": f"{module.in_channels}->{module.out_channels} {kind}", "sites": len(ref["y"]),
+               "pc3d_norm_rel": _norm_rel(ours_grads[name], ref_grads[name]),
+               "spconv_norm_rel": _norm_rel(sp_grads[name], ref_grads[name]),
+               "pc3d_max_rel": _max_rel(ours_grads[name], ref_grads[name]),
+               "spconv_max_rel": _max_rel(sp_grads[name], ref_grads[name])}
+        for tag, layers in (("pc3d", ours_layers), ("spconv", sp_layers)):
+            rec = layers[name]
+            row[f"{tag}_x_err"] = _norm_rel(_aligned(rec["x"], rec["x_coords"]), x64)
+            row[f"{tag}_dy_err"] = _norm_rel(_aligned(rec["dy"], rec["y_coords"]), dy64)
+            row[f"{tag}_relu_flips"] = int(((_aligned(*rec["act_out"]) > 0) != (act64 > 0)).sum())
+        row.update({"pc3d_kernel_only": k_ours, "gemm_kernel_only": k_gemm, "cancellation": cancel})
+        for tag, grads in smooth.items():
+            row[f"{tag}_silu_norm_rel"] = _norm_rel(grads[name], smooth_ref[name])
+        rows.append(row)
+    return rows
+
+
+GRAD_COLUMNS = (("layer", "layer"), ("conv", "conv"), ("sites", "sites"),
+                ("pc3d_norm_rel", "pc3d ‖Δg‖/‖g‖"), ("spconv_norm_rel", "spconv ‖Δg‖/‖g‖"),
+                ("pc3d_max_rel", "pc3d max-rel"), ("spconv_max_rel", "spconv max-rel"),
+                ("pc3d_x_err", "pc3d in err"), ("spconv_x_err", "spconv in err"),
+                ("pc3d_dy_err", "pc3d ∂out err"), ("spconv_dy_err", "spconv ∂out err"),
+                ("pc3d_relu_flips", "pc3d ReLU flips"), ("spconv_relu_flips", "spconv ReLU flips"),
+                ("pc3d_kernel_only", "pc3d kernel only"), ("gemm_kernel_only", "torch.mm kernel only"),
+                ("cancellation", "cancel ‖|X|ᵀ|dY|‖/‖XᵀdY‖"),
+                ("pc3d_silu_norm_rel", "SiLU: pc3d ‖Δg‖/‖g‖"), ("spconv_silu_norm_rel", "SiLU: spconv ‖Δg‖/‖g‖"))
+
+
+def gradient_markdown(voxel: float, rows: list[dict]) -> str:
+    columns = [(k, title) for k, title in GRAD_COLUMNS if k in rows[0]]
+    lines = [f"### sparse: weight-gradient error against pc3d float64, VoxelBackBone8x, {voxel} m", "",
+             "| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
+    for r in rows:
+        cells = [f"{r[k]:.2e}" if isinstance(r[k], float) else str(r[k]) for k, _ in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def gradient_summary(voxel: float, layers: list[dict]) -> dict:
+    """The suite-table row of one gradient table: worst layers, where pc3d is at most spconv, the flips."""
+    within = sum(r["pc3d_norm_rel"] <= r["spconv_norm_rel"] for r in layers)
+    row = {"case": f"VoxelBackBone8x weight-gradient error vs float64 (worst layer), {voxel} m",
+           "ref": "spconv CPU", "grad_norm_rel": max(r["pc3d_norm_rel"] for r in layers),
+           "ref_grad_norm_rel": max(r["spconv_norm_rel"] for r in layers),
+           "grad_layers_pc3d_le_ref": f"{within}/{len(layers)}",
+           "relu_flips": f"{sum(r['pc3d_relu_flips'] for r in layers)} / {sum(r['spconv_relu_flips'] for r in layers)}",
+           "kernel_only_le_gemm": f"{sum(r['pc3d_kernel_only'] <= r['gemm_kernel_only'] for r in layers)}"
+                                  f"/{len(layers)}"}
+    if "pc3d_silu_norm_rel" in layers[0]:
+        row["silu_grad_norm_rel"] = max(r["pc3d_silu_norm_rel"] for r in layers)
+        row["silu_ref_grad_norm_rel"] = max(r["spconv_silu_norm_rel"] for r in layers)
+    return row
