@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import itertools
 import os
 import sys
 
@@ -141,28 +142,29 @@ def _int64(context, builder, value, typ):
 
 
 @intrinsic(prefer_literal=True)
-def tile_product(typingctx, depth, cols, a, a_off, w, w_off, c, c_off):
-    """tile_product(depth, cols, a, a_off, w, w_off, c, c_off): c[c_off:][16, cols] = a[a_off:][16, depth] @ w
+def tile_product(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
+    """tile_product(rows, depth, cols, a, a_off, w, w_off, c, c_off): c[c_off:][rows, cols] = a[a_off:][rows, depth] @ w
     (see the module docstring).
 
-    depth and cols are compile-time ints (cols a multiple of 16); a is int16 (bf16 bits), 16 rows of
-    depth_pad = depth rounded up to even (the pad element zero); w int16 in VNNI layout, the
-    offset's block starting at element w_off; c float32, 16 rows of cols, overwritten.
+    rows, depth and cols are compile-time ints (cols a multiple of 16; rows are taken 16 at a time,
+    the last group may be shorter); a is int16 (bf16 bits), rows of depth_pad = depth rounded up
+    to even (the pad element zero); w int16 in VNNI layout, the block starting at element w_off;
+    c float32, rows of cols, overwritten.
     """
-    if not (isinstance(depth, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
-        raise TypingError("tile_product needs compile-time constant depth and cols")
-    if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0:
-        raise TypingError(f"tile_product needs cols a positive multiple of {COLS} and depth > 0")
-    sig = types.void(depth, cols, a, a_off, w, w_off, c, c_off)
-    depth, cols = depth.literal_value, cols.literal_value
+    if not all(isinstance(v, types.IntegerLiteral) for v in (rows, depth, cols)):
+        raise TypingError("tile_product needs compile-time constant rows, depth and cols")
+    if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0 or rows.literal_value <= 0:
+        raise TypingError(f"tile_product needs cols a positive multiple of {COLS}, rows and depth > 0")
+    sig = types.void(rows, depth, cols, a, a_off, w, w_off, c, c_off)
+    rows, depth, cols = rows.literal_value, depth.literal_value, cols.literal_value
     depth_pad = depth + depth % 2
 
     def codegen(context, builder, signature, args):
-        a_t, a_off_t, w_t, w_off_t, c_t, c_off_t = signature.args[2:]
-        a_v, w_v, c_v = (_data(context, builder, t, v) for t, v in ((a_t, args[2]), (w_t, args[4]), (c_t, args[6])))
-        a_off_v = _int64(context, builder, args[3], a_off_t)
-        w_off_v = _int64(context, builder, args[5], w_off_t)
-        c_off_v = _int64(context, builder, args[7], c_off_t)
+        a_t, a_off_t, w_t, w_off_t, c_t, c_off_t = signature.args[3:]
+        a_v, w_v, c_v = (_data(context, builder, t, v) for t, v in ((a_t, args[3]), (w_t, args[5]), (c_t, args[7])))
+        a_off_v = _int64(context, builder, args[4], a_off_t)
+        w_off_v = _int64(context, builder, args[6], w_off_t)
+        c_off_v = _int64(context, builder, args[8], c_off_t)
         i8p = ir.IntType(8).as_pointer()
         i16, i64 = ir.IntType(16), ir.IntType(64)
         tile = _AmxTile()
@@ -188,22 +190,22 @@ def tile_product(typingctx, depth, cols, a, a_off, w, w_off, c, c_off):
         a_stride = const(2 * depth_pad)  # bytes per A row
         w_stride = const(4 * cols)  # bytes per VNNI row (one pair of reduction steps)
         c_stride = const(4 * cols)
-        for n0 in range(0, cols, MAX_ACC_TILES * COLS):
+        for r0, n0 in itertools.product(range(0, rows, TILE_ROWS), range(0, cols, MAX_ACC_TILES * COLS)):
+            m = min(TILE_ROWS, rows - r0)
             n_tiles = min(MAX_ACC_TILES, (cols - n0) // COLS)
-            accs = [builder.call(zero, [short(TILE_ROWS), short(TILE_BYTES)]) for _ in range(n_tiles)]
+            accs = [builder.call(zero, [short(m), short(TILE_BYTES)]) for _ in range(n_tiles)]
             for d0 in range(0, depth_pad, DEPTH):
                 k_bytes = 2 * min(DEPTH, depth_pad - d0)  # a multiple of 4: whole pairs
-                a_tile = builder.call(load, [short(TILE_ROWS), short(k_bytes),
-                                             byte_ptr(a_v, builder.add(a_off_v, const(d0))), a_stride])
+                a_tile = builder.call(load, [short(m), short(k_bytes),
+                                             byte_ptr(a_v, builder.add(a_off_v, const(r0 * depth_pad + d0))), a_stride])
                 for t in range(n_tiles):
                     w_index = builder.add(w_off_v, const((d0 // 2) * 2 * cols + 2 * (n0 + t * COLS)))
                     b_tile = builder.call(load, [short(k_bytes // 4), short(TILE_BYTES), byte_ptr(w_v, w_index),
                                                  w_stride])
-                    accs[t] = builder.call(dot, [short(TILE_ROWS), short(TILE_BYTES), short(k_bytes),
-                                                 accs[t], a_tile, b_tile])
+                    accs[t] = builder.call(dot, [short(m), short(TILE_BYTES), short(k_bytes), accs[t], a_tile, b_tile])
             for t in range(n_tiles):
-                builder.call(store, [short(TILE_ROWS), short(TILE_BYTES),
-                                     byte_ptr(c_v, builder.add(c_off_v, const(n0 + t * COLS))), c_stride, accs[t]])
+                c_index = builder.add(c_off_v, const(r0 * cols + n0 + t * COLS))
+                builder.call(store, [short(m), short(TILE_BYTES), byte_ptr(c_v, c_index), c_stride, accs[t]])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -289,6 +291,105 @@ def gather_rows(typingctx, depth, a, a_off, x, x_rows, p, m, x_stride, col0):
             for e in range(d, depth):
                 value = builder.load(builder.gep(x_v, [builder.add(src, const(e))]))
                 builder.store(value, builder.gep(a_v, [builder.add(dst, const(e))]))
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _row_loader(context, builder, x_v, rows_v, rows_t, p_v, m_v, stride_v, col0_v):
+    """load(r, c0, width): x[x_rows[p + r] * stride + col0 + c0 : +width] as <width x i16>, zeros for r >= m
+    (the row index is clamped to m - 1 first, so no stale index is dereferenced; m >= 1)."""
+    i16, i64 = ir.IntType(16), ir.IntType(64)
+    bases = []
+
+    def base(r):
+        while len(bases) <= r:
+            q = len(bases)
+            clamped = builder.select(builder.icmp_signed("<", ir.Constant(i64, q), m_v), ir.Constant(i64, q),
+                                     builder.sub(m_v, ir.Constant(i64, 1)))
+            row = builder.load(builder.gep(rows_v, [builder.add(p_v, clamped)]))
+            start = builder.add(builder.mul(_int64(context, builder, row, rows_t.dtype), stride_v), col0_v)
+            bases.append((start, builder.icmp_signed("<", ir.Constant(i64, q), m_v)))
+        return bases[r]
+
+    def load(r, c0, width):
+        vt = ir.VectorType(i16, width)
+        start, valid = base(r)
+        ptr = builder.bitcast(builder.gep(x_v, [builder.add(start, ir.Constant(i64, c0))]), vt.as_pointer())
+        return builder.select(valid, builder.load(ptr, align=2), ir.Constant(vt, None))
+
+    return load
+
+
+@intrinsic(prefer_literal=True)
+def transpose_rows(typingctx, channels, a, a_off, a_stride, x, x_rows, p, m, x_stride, col0):
+    """transpose_rows(channels, a, a_off, a_stride, x, x_rows, p, m, x_stride, col0):
+    a[a_off + d * a_stride + r] = x[x_rows[p + r] * x_stride + col0 + d] for r < 32, d < channels
+    (0 for r >= m; 1 <= m <= 32).
+
+    channels is a compile-time multiple of 32: each 32 x 32 block of int16 is transposed in vector
+    registers by five rounds of perfect shuffles (row i and row i + 16 interleaved into rows 2i and
+    2i + 1), 32 loads and 32 stores of 64 bytes.
+    """
+    if not isinstance(channels, types.IntegerLiteral) or channels.literal_value % DEPTH:
+        raise TypingError(f"transpose_rows needs compile-time constant channels, a multiple of {DEPTH}")
+    sig = types.void(channels, a, a_off, a_stride, x, x_rows, p, m, x_stride, col0)
+    channels = channels.literal_value
+
+    def codegen(context, builder, signature, args):
+        a_t, a_off_t, a_stride_t, x_t, rows_t, p_t, m_t, stride_t, col0_t = signature.args[1:]
+        a_v, x_v, rows_v = (_data(context, builder, t, v)
+                            for t, v in ((a_t, args[1]), (x_t, args[4]), (rows_t, args[5])))
+        a_off_v, a_stride_v, p_v, m_v, stride_v, col0_v = (
+            _int64(context, builder, args[i], t)
+            for i, t in ((2, a_off_t), (3, a_stride_t), (6, p_t), (7, m_t), (8, stride_t), (9, col0_t)))
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        vt = ir.VectorType(i16, DEPTH)
+        half = DEPTH // 2
+        lo = ir.Constant(ir.VectorType(i32, DEPTH), [i // 2 + (i % 2) * DEPTH for i in range(DEPTH)])
+        hi = ir.Constant(ir.VectorType(i32, DEPTH), [half + i // 2 + (i % 2) * DEPTH for i in range(DEPTH)])
+        load = _row_loader(context, builder, x_v, rows_v, rows_t, p_v, m_v, stride_v, col0_v)
+        for c0 in range(0, channels, DEPTH):
+            rows = [load(r, c0, DEPTH) for r in range(DEPTH)]
+            for _ in range(5):  # log2(32) rounds of perfect shuffles transpose a 32 x 32 block
+                rows = [v for i in range(half) for v in (builder.shuffle_vector(rows[i], rows[i + half], lo),
+                                                         builder.shuffle_vector(rows[i], rows[i + half], hi))]
+            for d in range(DEPTH):
+                index = builder.add(a_off_v, builder.mul(ir.Constant(i64, c0 + d), a_stride_v))
+                builder.store(rows[d], builder.bitcast(builder.gep(a_v, [index]), vt.as_pointer()), align=2)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def interleave_rows(typingctx, cols, b, b_off, g, g_rows, p, m, g_stride, col0):
+    """interleave_rows(cols, b, b_off, g, g_rows, p, m, g_stride, col0): 32 rows of g into VNNI layout,
+    b[b_off + (r // 2) * 2 * cols + 2 * c + r % 2] = g[g_rows[p + r] * g_stride + col0 + c] for r < 32,
+    c < cols (0 for r >= m; 1 <= m <= 32). cols is a compile-time multiple of 16: two rows' vectors
+    are interleaved by one shuffle.
+    """
+    if not isinstance(cols, types.IntegerLiteral) or cols.literal_value % COLS:
+        raise TypingError(f"interleave_rows needs compile-time constant cols, a multiple of {COLS}")
+    sig = types.void(cols, b, b_off, g, g_rows, p, m, g_stride, col0)
+    cols = cols.literal_value
+
+    def codegen(context, builder, signature, args):
+        b_t, b_off_t, g_t, rows_t, p_t, m_t, stride_t, col0_t = signature.args[1:]
+        b_v, g_v, rows_v = (_data(context, builder, t, v)
+                            for t, v in ((b_t, args[1]), (g_t, args[3]), (rows_t, args[4])))
+        b_off_v, p_v, m_v, stride_v, col0_v = (_int64(context, builder, args[i], t) for i, t in
+                                               ((2, b_off_t), (5, p_t), (6, m_t), (7, stride_t), (8, col0_t)))
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        load = _row_loader(context, builder, g_v, rows_v, rows_t, p_v, m_v, stride_v, col0_v)
+        for q in range(DEPTH // 2):
+            for c0 in range(0, cols, DEPTH):
+                width = min(DEPTH, cols - c0)  # 32, or 16 at the end
+                mask = ir.Constant(ir.VectorType(i32, 2 * width), [i // 2 + (i % 2) * width for i in range(2 * width)])
+                pair = builder.shuffle_vector(load(2 * q, c0, width), load(2 * q + 1, c0, width), mask)
+                index = builder.add(b_off_v, ir.Constant(i64, q * 2 * cols + 2 * c0))
+                ptr = builder.bitcast(builder.gep(b_v, [index]), ir.VectorType(i16, 2 * width).as_pointer())
+                builder.store(pair, ptr, align=2)
         return context.get_dummy_value()
 
     return sig, codegen

@@ -19,7 +19,18 @@ import numba as nb
 import numpy as np
 from numba import prange
 
-from .amx import TILE_ROWS, add_rows, available, gather_rows, supports, tile_product, why_not
+from .amx import (
+    DEPTH,
+    TILE_ROWS,
+    add_rows,
+    available,
+    gather_rows,
+    interleave_rows,
+    supports,
+    tile_product,
+    transpose_rows,
+    why_not,
+)
 from .sparse_conv import ROWS_PER_BLOCK
 from .sparse_conv_bf16 import store_row
 
@@ -92,7 +103,7 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
                 if 0 <= q < n_chunks:  # this chunk's product (gathered in the previous step)
                     buf = q & 1
                     w_off = (chunk_k[q] * groups + chunk_g[q]) * w_group
-                    tile_product(cin_g, cout_g, a, buf * a_panel, w, w_off, c, buf * c_panel)
+                    tile_product(TILE_ROWS, cin_g, cout_g, a, buf * a_panel, w, w_off, c, buf * c_panel)
                 if q + 1 < n_chunks:  # gather the next chunk
                     nxt = q + 1
                     buf = nxt & 1
@@ -106,5 +117,93 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
                     add_rows(cout_g, c, (prev & 1) * c_panel, acc, rows, first, m, cout, chunk_g[prev] * cout_g)
             for o in range(o0, o1):
                 store_row(acc, (o - o0) * cout, out, o, 0, cout)
+
+    return kernel
+
+
+def wgrad_supports(cin_g: int, cout_g: int) -> bool:
+    """Widths the AMX weight gradient covers: cin_g in whole 32 x 32 transposes, cout_g in whole tiles."""
+    return cin_g % DEPTH == 0 and supports(cout_g)
+
+
+@functools.cache
+def weight_gradient(groups: int, cin_g: int, cout_g: int):
+    """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], nbr [N_out, K],
+    partial float32 [T, K, G, cin_g, cout_g]): dW[k] = sum_o feats[nbr[o, k]]^T grad[o], bf16 products,
+    float32 sums, split into T tasks as the float32 engine's `weight_gradient` (T fixed by N_out).
+
+    Loop order: tasks (parallel) > blocks of 256 output rows (their pairs collected for all offsets
+    in one branch-free pass) > offsets k > groups. A (block, k, g) puts its n pairs, 32 at a time,
+    into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a VNNI gradient panel
+    [n_pad / 2, cout_g, 2] (`interleave_rows`), n_pad = n rounded up to 32 with zeros in both; one
+    `tile_product` reduces over the pairs on the tiles, and the [cin_g, cout_g] result is added to
+    the task's partial (`add_rows`). Accumulation: two levels, as the float32 engine's (a block's
+    pairs on the tiles in a fixed order, then blocks in order); the caller sums the partials in
+    task order.
+    """
+    if not wgrad_supports(cin_g, cout_g):
+        raise ValueError(f"the AMX weight gradient needs cin_g % 32 == 0 and cout_g % 16 == 0, got {cin_g}, {cout_g}")
+    if not available():
+        raise RuntimeError(f"AMX tiles are not usable here: {why_not()}")
+    block = ROWS_PER_BLOCK
+    size = cin_g * cout_g
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, grad, nbr, partial):
+        n_out, kvol = nbr.shape
+        cin, cout = feats.shape[1], grad.shape[1]
+        x = feats.reshape(-1)
+        gr = grad.reshape(-1)
+        acc = partial.reshape(-1)
+        n_tasks = partial.shape[0]
+        per_task = (n_out + n_tasks - 1) // n_tasks
+        for t in prange(n_tasks):
+            ins = np.empty(kvol * block, np.int32)  # the pairs of offset k at [k * block, k * block + count[k])
+            outs = np.empty(kvol * block, np.int32)
+            count = np.empty(kvol, np.int64)
+            a = np.empty(cin_g * block, np.int16)  # [cin_g, n_pad]: row d holds feature d of each pair
+            b = np.empty(block * cout_g, np.int16)  # [n_pad / 2, cout_g, 2]: pairs of pairs interleaved
+            local = np.empty(size, np.float32)
+            channel = np.arange(cin_g)  # rows of `local` in the partial: add_rows(..., rows=channel, ...)
+            task_end = min(n_out, (t + 1) * per_task)
+            for b0 in range(t * per_task, task_end, block):
+                b1 = min(task_end, b0 + block)
+                count[:] = 0
+                for o in range(b0, b1):  # one pass over the block's table rows, branch-free
+                    for k in range(kvol):
+                        i = nbr[o, k]
+                        p = count[k]
+                        ins[k * block + p] = i
+                        outs[k * block + p] = o
+                        count[k] = p + (i >= 0)
+                for k in range(kvol):
+                    n = count[k]
+                    if n == 0:
+                        continue
+                    n_pad = (n + DEPTH - 1) // DEPTH * DEPTH
+                    for g in range(groups):
+                        for j0 in range(0, n, DEPTH):
+                            m = min(DEPTH, n - j0)
+                            first = k * block + j0
+                            transpose_rows(cin_g, a, j0, n_pad, x, ins, first, m, cin, g * cin_g)
+                            interleave_rows(cout_g, b, j0 * cout_g, gr, outs, first, m, cout, g * cout_g)
+                        if n_pad == 32:
+                            tile_product(cin_g, 32, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 64:
+                            tile_product(cin_g, 64, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 96:
+                            tile_product(cin_g, 96, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 128:
+                            tile_product(cin_g, 128, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 160:
+                            tile_product(cin_g, 160, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 192:
+                            tile_product(cin_g, 192, cout_g, a, 0, b, 0, local, 0)
+                        elif n_pad == 224:
+                            tile_product(cin_g, 224, cout_g, a, 0, b, 0, local, 0)
+                        else:
+                            tile_product(cin_g, 256, cout_g, a, 0, b, 0, local, 0)
+                        base = ((t * kvol + k) * groups + g) * size
+                        add_rows(cout_g, local, 0, acc, channel, 0, cin_g, cout_g, base)
 
     return kernel

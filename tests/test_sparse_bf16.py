@@ -246,9 +246,9 @@ AMX_CASES = [c for c in CASES if c[3] // c[4] % 16 == 0]
 @needs_amx
 @pytest.mark.parametrize("kind,ndim,cin,cout,groups", AMX_CASES)
 def test_amx_matches_vdpbf16ps_kernel(kind, ndim, cin, cout, groups, monkeypatch):
-    """Under autocast, the AMX tiles and the vdpbf16ps kernel (or its fallback) form the same exact
-    products and sum them in float32 in another order: the float32 feature gradients agree to float32
-    summation error, the bf16 outputs to one bf16 rounding, the weight gradients (same kernel) exactly."""
+    """Under autocast, the AMX tiles and the vdpbf16ps kernel (or its fallback; the float32 kernels for
+    weight gradients) form the same exact products and sum them in float32 in another order: the float32
+    feature and weight gradients agree to float32 summation error, the bf16 outputs to one bf16 rounding."""
     layers, x = build(kind, ndim, cin, cout, groups)
     spy = []
     original = amx_kernels.gather_gemm_scatter
@@ -307,6 +307,37 @@ def test_amx_kernel_against_float64(groups, cin_g, cout_g):
     vec = np.empty_like(out32)
     bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())(feats, w_vnni, nbr, vec)
     np.testing.assert_allclose(out32, vec, rtol=0, atol=scale * 1e-5)
+
+
+@needs_amx
+@pytest.mark.parametrize("groups,cin_g,cout_g,n_out", [
+    (1, 64, 64, 600), (1, 32, 16, 300), (1, 32, 48, 5000), (1, 96, 80, 40), (2, 32, 32, 600), (1, 64, 128, 9000)])
+def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
+    """The AMX weight gradient (pairs transposed into panels padded to a multiple of 32, widths over
+    several tiles, several tasks at 5000+ rows) equals float64 to float32 summation error and is
+    bitwise reproducible; widths it does not cover are refused (the dispatch sends them to float32)."""
+    from pc3d_ops.sparse_conv import wgrad_tasks
+
+    feats, _, nbr, _ = _random_problem(cin_g, 300, n_out, 7, groups, cin_g, cout_g)
+    rng = np.random.default_rng(cout_g)
+    grad = torch.from_numpy(rng.standard_normal((n_out, groups * cout_g)).astype(np.float32)).bfloat16()
+    x64 = torch.from_numpy(feats).view(torch.bfloat16).double().numpy()
+    g64 = grad.double().numpy()
+    ref = np.zeros((7, groups, cin_g, cout_g))
+    for k in range(7):
+        rows = np.nonzero(nbr[:, k] >= 0)[0]
+        for g in range(groups):
+            ref[k, g] = x64[nbr[rows, k], g * cin_g:(g + 1) * cin_g].T @ g64[rows, g * cout_g:(g + 1) * cout_g]
+    kernel = amx_kernels.weight_gradient(groups, cin_g, cout_g)
+    results = []
+    for _ in range(2):
+        partial = np.zeros((wgrad_tasks(n_out), 7, groups, cin_g, cout_g), np.float32)
+        kernel(feats, grad.view(torch.int16).numpy(), nbr, partial)
+        results.append(partial.sum(0, dtype=np.float64))
+        assert partial.shape[0] > 1 or n_out <= 4096
+    np.testing.assert_allclose(results[0], ref, rtol=0, atol=np.abs(ref).max() * 1e-5)
+    assert np.array_equal(results[0], results[1])
+    assert not amx_kernels.wgrad_supports(16, 16) and not amx_kernels.wgrad_supports(32, 24)
 
 
 @needs_amx

@@ -123,6 +123,13 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
     """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, [K, G, cin_g, cout_g]; float32 for bf16 inputs."""
     kvol, groups, cin_g, cout_g = shape_kgio
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
+        if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():
+            partial = np.zeros((kernels.wgrad_tasks(nbr_np.shape[0]), *shape_kgio), np.float32)
+            if nbr_np.shape[0]:
+                sync_threads()
+                amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
+                                                                   _numpy_bits(grad.contiguous()), nbr_np, partial)
+            return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), nbr_np, kmap, shape_kgio)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
