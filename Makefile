@@ -13,11 +13,14 @@ $(STAMP): setup.py tools/setup.sh
 	bash tools/setup.sh
 	touch $@
 
+# Two pytest workers, one thread each (tests/conftest.py), whole files per worker (module fixtures built once).
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	$(PYTEST) tests
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PYTEST) -m "not slow" tests
 
 demo: $(STAMP)
 	$(PY) tools/demo.py

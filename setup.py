@@ -35,7 +35,7 @@ setup(
     package_data={"pc3d.data.learning_maps": ["*.yaml"]},
     install_requires=RUNTIME,
     extras_require={
-        "test": ["pytest==9.2.0", "hypothesis==6.170.15", "shapely==2.2.0"],
+        "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "hypothesis==6.170.15", "shapely==2.2.0"],
         "dev": ["ruff==0.17.6"],
     },
     entry_points={"console_scripts": ["pc3d=pc3d.__main__:main"]},

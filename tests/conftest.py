@@ -1,10 +1,14 @@
 """Shared fixtures: paths to the real samples beside the checkout, seeded generators."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each, no
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # oversubscription (set before torch is imported)
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 

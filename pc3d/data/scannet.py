@@ -75,9 +75,11 @@ def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list]], int] | No
     return fmt, elements, body
 
 
-def _element_bytes(path: Path, order: str, offset: int, count: int, props: list) -> int | None:
+def _element_bytes(path: Path, order: str, offset: int, count: int, props: list, vertices: int) -> int | None:
     """Bytes taken by `count` rows of an element at `offset`: fixed rows, or rows of one list whose length is
-    read from the file (constant lengths checked at once, others row by row); None for other layouts."""
+    read from the file (constant lengths checked at once, others row by row); None for other layouts. A list
+    of vertex indices must index the `vertices` read before it: a header that under-counts vertices shifts
+    the faces into vertex bytes, and a walk over those can, by chance, still end where the file does."""
     lists = [k for k, (_, code) in enumerate(props) if isinstance(code, tuple)]
     fixed = sum(np.dtype(code).itemsize for _, code in props if not isinstance(code, tuple))
     if not lists or not count:
@@ -91,16 +93,31 @@ def _element_bytes(path: Path, order: str, offset: int, count: int, props: list)
         return size + 1  # the caller reports the file as too short
     first = int(np.fromfile(path, len_dtype, count=1, offset=offset)[0])
     row = len_dtype.itemsize + max(first, 0) * item
+    indices = props[lists[0]][0] in ("vertex_indices", "vertex_index") and np.dtype(item_code).kind in "iu"
     if first >= 0 and offset + count * row <= size:
-        lengths = np.memmap(path, np.uint8, "r", offset, (count, row))[:, :len_dtype.itemsize]
-        if (np.ascontiguousarray(lengths).view(len_dtype).reshape(-1) == first).all():
+        rows = np.memmap(path, np.uint8, "r", offset, (count, row))
+        lengths = np.ascontiguousarray(rows[:, :len_dtype.itemsize]).view(len_dtype).reshape(-1)
+        if (lengths == first).all():
+            if indices and first:
+                values = np.ascontiguousarray(rows[:, len_dtype.itemsize:]).view(order + item_code)
+                if values.min() < 0 or values.max() >= vertices:
+                    raise DataFormatError(path, f"face vertex indices outside [0, {vertices}): the header's vertex "
+                                                "count does not match the vertices in the file")
             return count * row
     data = np.memmap(path, np.uint8, "r")
     position = offset
     for _ in range(count):
         if position + len_dtype.itemsize > size:
             return size + 1
-        position += len_dtype.itemsize + int(data[position:position + len_dtype.itemsize].view(len_dtype)[0]) * item
+        length = int(data[position:position + len_dtype.itemsize].view(len_dtype)[0])
+        if indices and length > 0:
+            start = position + len_dtype.itemsize
+            stop = start + min(length, max(size - start, 0) // item) * item  # whole items inside the file
+            values = np.asarray(data[start:stop]).view(order + item_code)
+            if len(values) and (values.min() < 0 or values.max() >= vertices):
+                raise DataFormatError(path, f"face vertex indices outside [0, {vertices}): the header's vertex "
+                                            "count does not match the vertices in the file")
+        position += len_dtype.itemsize + length * item
     return position - offset
 
 
@@ -122,7 +139,7 @@ def _vertex_block(path: Path) -> np.ndarray | None:
     if size < end:
         raise DataFormatError(path, f"truncated: {count} vertices of {dtype.itemsize} bytes do not fit the file")
     for _, rows, other_props in elements[1:]:
-        taken = _element_bytes(path, order, end, rows, other_props)
+        taken = _element_bytes(path, order, end, rows, other_props, count)
         if taken is None:
             return None
         end += taken
