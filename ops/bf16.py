@@ -77,7 +77,7 @@ def kernel_name(native: bool | None = None) -> str:
     if native is None:
         why_not_amx = amx.why_not()
         if not why_not_amx:
-            return "AMX tdpbf16ps tiles (amx_bf16; weight gradient: float32 FMA)"
+            return "AMX tdpbf16ps tiles (amx_bf16)"
         native = use_native()
         if native and amx.cpu_has_amx_bf16():
             return f"vdpbf16ps (avx512_bf16; AMX not used: {why_not_amx})"

@@ -69,8 +69,10 @@ def run(layers, x, dtype: torch.dtype | None, autocast: bool, grad_seed: int = 7
     return out
 
 
-CASES = [  # (kind, ndim, cin, cout, groups): widths that take the vdpbf16ps kernel (cout_g % 16 == 0)
+CASES = [  # (kind, ndim, cin, cout, groups): widths that take the vdpbf16ps / AMX kernels (cout_g % 16 == 0;
+    # AMX weight gradients also need cin_g % 32 == 0)
     ("subm", 3, 32, 64, 1), ("subm", 3, 5, 16, 1), ("subm", 3, 64, 32, 2), ("subm", 4, 16, 32, 1),
+    ("subm", 4, 32, 16, 1),
     ("strided", 3, 16, 32, 1), ("strided", 4, 7, 16, 1), ("transposed", 3, 32, 16, 1),
     ("inverse", 3, 16, 32, 1), ("inverse", 4, 16, 16, 1),
     # and widths that run the float32 kernels on widened values: odd, grouped, depthwise
@@ -228,6 +230,8 @@ def test_info_reports_the_bf16_kernel(monkeypatch):
     from pc3d.info import environment_report
 
     assert "sparse bf16" in environment_report()
+    for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
+        monkeypatch.delenv(name, raising=False)
     assert ("AMX tdpbf16ps" in bf16_ops.kernel_name()) == amx_ops.available()
     monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
     assert not amx_ops.use_amx() and "AMX tdpbf16ps" not in bf16_ops.kernel_name()
@@ -249,6 +253,8 @@ def test_amx_matches_vdpbf16ps_kernel(kind, ndim, cin, cout, groups, monkeypatch
     """Under autocast, the AMX tiles and the vdpbf16ps kernel (or its fallback; the float32 kernels for
     weight gradients) form the same exact products and sum them in float32 in another order: the float32
     feature and weight gradients agree to float32 summation error, the bf16 outputs to one bf16 rounding."""
+    for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
+        monkeypatch.delenv(name, raising=False)
     layers, x = build(kind, ndim, cin, cout, groups)
     spy = []
     original = amx_kernels.gather_gemm_scatter
@@ -357,6 +363,8 @@ def test_amx_routing(monkeypatch):
     assert amx_ops.supports(16) and amx_ops.supports(80) and not amx_ops.supports(24) and not amx_ops.supports(8)
     with pytest.raises(ValueError):
         amx_kernels.gather_gemm_scatter(1, 16, 24)
+    for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
+        monkeypatch.delenv(name, raising=False)
     for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
         monkeypatch.setenv(name, "1")
         assert not amx_ops.use_amx() and "disabled by" in amx_ops.why_not()

@@ -7,11 +7,14 @@ Weights arrive in spconv 2.x layout [Cout, *kernel, Cin / groups] and are viewed
 
 bfloat16: a conv multiplies in bf16 when its features and weights are bf16, or under
 `torch.autocast` with dtype bf16 (the conv casts its inputs itself, like a custom_fwd with
-cast_inputs, so float32 weights stay float32 parameters). The bf16 kernels of
-pc3d_ops.sparse_conv_amx (AMX tiles) or pc3d_ops.sparse_conv_bf16 (vdpbf16ps or its fallback) sum in
-float32 and round once; the output is bf16. Gradients come back
-in the dtype of what they differentiate: a float32 weight under autocast gets a float32 gradient,
-summed in float32 and never rounded to bf16.
+cast_inputs, so float32 weights stay float32 parameters). The bf16 kernels sum in float32 and
+round once; the output is bf16. Gradients come back in the dtype of what they differentiate: a
+float32 weight under autocast gets a float32 gradient, summed in float32 and never rounded to bf16.
+Which bf16 kernel runs (`pc3d_ops.bf16.kernel_name`, `python -m pc3d info`): AMX tiles
+(pc3d_ops.sparse_conv_amx) where the CPU has AMX-BF16 and the OS grants the tile state, for
+forward, feature gradient and (cin_g % 32 == 0) weight gradient; else vdpbf16ps or its fallback
+(pc3d_ops.sparse_conv_bf16; PC3D_BF16_NO_AMX=1 forces this path) for forward and feature gradient,
+and the float32 kernels on widened values for weight gradients and widths with cout_g % 16 != 0.
 """
 from __future__ import annotations
 
@@ -120,7 +123,8 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
 
 def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
                      shape_kgio: tuple[int, int, int, int]) -> torch.Tensor:
-    """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, [K, G, cin_g, cout_g]; float32 for bf16 inputs."""
+    """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, [K, G, cin_g, cout_g]; float32 for bf16 inputs
+    (AMX tiles where they cover the widths, else the float32 kernels on widened values)."""
     kvol, groups, cin_g, cout_g = shape_kgio
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
         if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():
