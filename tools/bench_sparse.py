@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import warnings
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -259,7 +260,16 @@ def _open3d_rows(x, conv, grad, tag, timed, quick) -> list[dict]:
     return rows
 
 
-def _backbone_step(voxel: float, dtype: torch.dtype = torch.float32, act=torch.nn.ReLU):
+class _BatchNormF64(torch.nn.BatchNorm1d):
+    """BatchNorm1d whose statistics and normalisation run in float64 (the result in the input's dtype):
+    the gradient table's control for how much of the float32 error BatchNorm's own arithmetic makes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.batch_norm(x.double(), None, None, self.weight.double(), self.bias.double(),
+                                              True, 0.0, self.eps).to(x.dtype)
+
+
+def _backbone_step(voxel: float, dtype: torch.dtype = torch.float32, act=torch.nn.ReLU, norm=None):
     """(step(backend) -> output, net, coords) of the benchmark's VoxelBackBone8x on the sweep.
 
     Weights and input features are drawn in float32 whatever `dtype` is, so a float64 net holds
@@ -269,7 +279,7 @@ def _backbone_step(voxel: float, dtype: torch.dtype = torch.float32, act=torch.n
     coords = torch.from_numpy(coords_np)
     feats = torch.randn(len(coords), 4, generator=torch.Generator().manual_seed(1)).to(dtype)
     torch.manual_seed(0)
-    net = VoxelBackBone8x(4, out_channels=None, act=act).to(dtype)
+    net = VoxelBackBone8x(4, out_channels=None, act=act, norm=norm).to(dtype)
 
     def step(backend: str, bf16: bool = False):
         sp.set_backend(backend)
@@ -371,10 +381,11 @@ class _ConvProbe:
             h.remove()
 
 
-def _probe_run(voxel: float, dtype: torch.dtype, backend: str, act=torch.nn.ReLU) -> tuple[dict, dict]:
+def _probe_run(voxel: float, dtype: torch.dtype, backend: str, act=torch.nn.ReLU, norm=None
+               ) -> tuple[dict, dict]:
     """({conv name: probe record}, {conv name: weight gradient}) of one fwd + bwd step; the record of
     each conv also holds `act_out`, the features after its activation (the next conv's input)."""
-    step, net, _ = _backbone_step(voxel, dtype, act)
+    step, net, _ = _backbone_step(voxel, dtype, act, norm)
     probe = _ConvProbe(net)
     try:
         out = step(backend)
@@ -435,15 +446,18 @@ def gradient_table(voxel: float, control: bool = True) -> list[dict]:
     max-relative max|g - g64| / max|g64|; the errors each run's conv input and output gradient
     already carry (norm-relative, rows matched by site); the kernel-only errors and the cancellation
     of the weight-gradient sum; the ReLU flips after the conv (elements whose sign differs from the
-    float64 run's); with `control`, the norm-relative errors of the same stack with SiLU (no kink)."""
+    float64 run's); with `control`, the norm-relative errors of the same stack with SiLU (no kink), and
+    with SiLU and BatchNorm computed in float64 (what is left is the convs' own float32 arithmetic)."""
     ref_layers, ref_grads = _probe_run(voxel, torch.float64, "native")
     ours_layers, ours_grads = _probe_run(voxel, torch.float32, "native")
     sp_layers, sp_grads = _probe_run(voxel, torch.float32, "spconv")
-    smooth = {}
+    controls = {}  # label -> (float64 run's grads, {engine: float32 grads})
     if control:
-        _, smooth_ref = _probe_run(voxel, torch.float64, "native", torch.nn.SiLU)
-        smooth = {tag: _probe_run(voxel, torch.float32, backend, torch.nn.SiLU)[1]
-                  for tag, backend in (("pc3d", "native"), ("spconv", "spconv"))}
+        bn64 = partial(_BatchNormF64, eps=1e-3)
+        for label, act, norm in (("silu", torch.nn.SiLU, None), ("silu_bn64", torch.nn.SiLU, bn64)):
+            _, exact = _probe_run(voxel, torch.float64, "native", act, norm)
+            controls[label] = exact, {tag: _probe_run(voxel, torch.float32, backend, act, norm)[1]
+                                      for tag, backend in (("pc3d", "native"), ("spconv", "spconv"))}
     rows = []
     for name, ref in ref_layers.items():
         module = ref["module"]
@@ -463,8 +477,9 @@ def gradient_table(voxel: float, control: bool = True) -> list[dict]:
             row[f"{tag}_dy_err"] = _norm_rel(_aligned(rec["dy"], rec["y_coords"]), dy64)
             row[f"{tag}_relu_flips"] = int(((_aligned(*rec["act_out"]) > 0) != (act64 > 0)).sum())
         row.update({"pc3d_kernel_only": k_ours, "gemm_kernel_only": k_gemm, "cancellation": cancel})
-        for tag, grads in smooth.items():
-            row[f"{tag}_silu_norm_rel"] = _norm_rel(grads[name], smooth_ref[name])
+        for label, (exact, runs) in controls.items():
+            for tag, grads in runs.items():
+                row[f"{tag}_{label}_norm_rel"] = _norm_rel(grads[name], exact[name])
         rows.append(row)
     return rows
 
@@ -477,7 +492,9 @@ GRAD_COLUMNS = (("layer", "layer"), ("conv", "conv"), ("sites", "sites"),
                 ("pc3d_relu_flips", "pc3d ReLU flips"), ("spconv_relu_flips", "spconv ReLU flips"),
                 ("pc3d_kernel_only", "pc3d kernel only"), ("gemm_kernel_only", "torch.mm kernel only"),
                 ("cancellation", "cancel ‖|X|ᵀ|dY|‖/‖XᵀdY‖"),
-                ("pc3d_silu_norm_rel", "SiLU: pc3d ‖Δg‖/‖g‖"), ("spconv_silu_norm_rel", "SiLU: spconv ‖Δg‖/‖g‖"))
+                ("pc3d_silu_norm_rel", "SiLU: pc3d ‖Δg‖/‖g‖"), ("spconv_silu_norm_rel", "SiLU: spconv ‖Δg‖/‖g‖"),
+                ("pc3d_silu_bn64_norm_rel", "SiLU + BN in f64: pc3d"),
+                ("spconv_silu_bn64_norm_rel", "SiLU + BN in f64: spconv"))
 
 
 def gradient_markdown(voxel: float, rows: list[dict]) -> str:
@@ -500,7 +517,7 @@ def gradient_summary(voxel: float, layers: list[dict]) -> dict:
            "relu_flips": f"{sum(r['pc3d_relu_flips'] for r in layers)} / {sum(r['spconv_relu_flips'] for r in layers)}",
            "kernel_only_le_gemm": f"{sum(r['pc3d_kernel_only'] <= r['gemm_kernel_only'] for r in layers)}"
                                   f"/{len(layers)}"}
-    if "pc3d_silu_norm_rel" in layers[0]:
-        row["silu_grad_norm_rel"] = max(r["pc3d_silu_norm_rel"] for r in layers)
-        row["silu_ref_grad_norm_rel"] = max(r["spconv_silu_norm_rel"] for r in layers)
+    if "pc3d_silu_bn64_norm_rel" in layers[0]:
+        row["silu_bn64_grad_norm_rel"] = max(r["pc3d_silu_bn64_norm_rel"] for r in layers)
+        row["silu_bn64_ref_grad_norm_rel"] = max(r["spconv_silu_bn64_norm_rel"] for r in layers)
     return row
