@@ -20,7 +20,8 @@ from hypothesis.extra import numpy as hnp
 
 from pc3d.engine import checkpoint as ckpt_mod
 from pc3d.errors import CheckpointError, ConfigError, DataFormatError, Pc3dError
-from pc3d.infer.sources import fit_columns, open_source, read_cloud, read_point_file
+from pc3d.infer.point_files import fit_columns, read_cloud, read_point_file
+from pc3d.infer.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
