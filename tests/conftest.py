@@ -6,9 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each, no
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # oversubscription (set before torch is imported)
+
+# CI and `make test` draw the same examples every run (a red run is reproducible, never a dice roll);
+# `pytest --hypothesis-profile=explore` draws fresh random ones to hunt for new failures.
+settings.register_profile("repeatable", derandomize=True, database=None)
+settings.register_profile("explore", derandomize=False)
+settings.load_profile("repeatable")
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
 

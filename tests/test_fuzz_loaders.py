@@ -201,7 +201,10 @@ def test_kitti_empty_scan(copy):
     root = copy("kitti")
     velodyne = root / "training" / "velodyne" / "000000.bin"
     velodyne.write_bytes(b"")
-    with pytest.raises(DataFormatError, match=r"000000.bin: no points, but label_2/000000.txt labels \d+ objects"):
+    with pytest.raises(DataFormatError, match=r"000000.bin: no points .*, but label_2/000000.txt labels \d+ objects"):
+        KittiDataset(root, "train").load(0)
+    velodyne.write_bytes(np.array([[-5.0, 0.0, 0.0, 0.5]], np.float32).tobytes())  # one point, behind the camera
+    with pytest.raises(DataFormatError, match=r"000000.bin: no points in the camera's field of view, but"):
         KittiDataset(root, "train").load(0)
     shutil.rmtree(root / "training" / "label_2")  # unlabelled: counted and warned once per dataset
     (root / "training" / "velodyne" / "000001.bin").write_bytes(b"")

@@ -111,6 +111,27 @@ def test_corrupted_bytes_never_raise_a_foreign_error(tmp_path, ext, data):
     read_or_error(path)
 
 
+@pytest.mark.parametrize("field, value", [("flags", 1),         # an encrypted member: zipfile's RuntimeError
+                                          ("method", 99),       # a compression zipfile lacks: NotImplementedError
+                                          ("version", 64)])     # zip version 6.4: NotImplementedError
+def test_npz_archives_zipfile_cannot_open(tmp_path, field, value):
+    """The zip headers of an .npz name a feature numpy's zipfile refuses; the reader names the file."""
+    import struct
+    import zipfile
+
+    raw = bytearray(VALID[".npz"])
+    offsets = {"version": 4, "flags": 6, "method": 8}  # in the local header (PK\x03\x04) and central (+2)
+    for signature, shift in ((b"PK\x03\x04", 0), (b"PK\x01\x02", 2)):
+        start = raw.find(signature)
+        struct.pack_into("<H", raw, start + offsets[field] + shift, value)
+    path = tmp_path / "odd.npz"
+    path.write_bytes(bytes(raw))
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        with zipfile.ZipFile(path) as archive:
+            archive.read(archive.namelist()[0])
+    assert read_or_error(path) is None
+
+
 @pytest.mark.parametrize("ext", sorted(VALID))
 @FUZZ
 @given(blob=st.binary(max_size=512))

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pc3d.data.io import NUMPY_FILE_ERRORS
 from pc3d.errors import DataFormatError
 from pc3d.geometry import points_in_boxes
 
@@ -109,7 +110,7 @@ class GTDatabase:
         try:
             with np.load(index_path, allow_pickle=False) as index:
                 arrays = {k: index[k] for k in ("name", "frame_id", "box", "num_points", "difficulty", "offset")}
-        except (OSError, KeyError, ValueError, EOFError) as error:
+        except NUMPY_FILE_ERRORS as error:
             raise DataFormatError(index_path, f"bad GT database index ({error})") from None
         k = len(arrays["name"])
         lengths = {a: len(arrays[a]) for a in ("frame_id", "box", "num_points", "difficulty", "offset")}

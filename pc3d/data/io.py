@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 import tokenize
+import zipfile
+import zlib
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
 from pc3d.errors import DataFormatError
+
+# What np.load of a damaged .npy / .npz raises besides its own ValueError: the header parser's errors, and
+# zipfile's for a bad archive, an unsupported zip version or compression method (NotImplementedError) or an
+# encrypted member (RuntimeError), and zlib's for a bad deflate stream.
+NUMPY_FILE_ERRORS = (ValueError, OSError, EOFError, KeyError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile,
+                     zlib.error, NotImplementedError, RuntimeError)
 
 
 def _size(path: Path) -> int:
@@ -48,7 +56,7 @@ def load_npy(path: str | PathLike) -> np.ndarray:
     _size(path)
     try:  # numpy parses the header with ast / tokenize: a corrupt one raises their errors
         return np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError) as error:
+    except NUMPY_FILE_ERRORS as error:
         raise DataFormatError(path, f"not a readable .npy array ({error})") from None
 
 

@@ -8,8 +8,9 @@
 
 Labels of classes outside ``class_names`` (Van, DontCare, ...) are not training boxes but stay in
 ``metadata["annos"]`` for evaluation, with each object's KITTI difficulty. A name outside the devkit's
-classes, a negative size, a frame id listed twice or a labelled frame without points is a
-DataFormatError; an unlabelled empty scan is counted in ``notes`` (warned once).
+classes, a negative size, a frame id listed twice or a labelled frame without points (in the camera's
+field of view, when cropping to it) is a DataFormatError; an unlabelled empty scan is counted in ``notes``
+(warned once).
 """
 from __future__ import annotations
 
@@ -186,14 +187,15 @@ class KittiDataset(PointCloudDataset):
         calib = KittiCalib.from_file(self.path("calib", frame_id))
         image_shape = self.image_shape(frame_id)
         annos = self.load_annos(frame_id, calib, image_shape) if self.has_labels else None
-        if not len(points):
-            objects = 0 if annos is None else int((annos["name"] != "DontCare").sum())
-            if objects:
-                raise DataFormatError(velodyne, f"no points, but label_2/{frame_id}.txt labels "
-                                                f"{objects} objects")
-            self.note("empty scans (0 points)", velodyne)
         if self.fov_only:
             points = points[fov_mask(points, calib, image_shape)]
+        if not len(points):
+            where = "in the camera's field of view" if self.fov_only else "at all"
+            objects = 0 if annos is None else int((annos["name"] != "DontCare").sum())
+            if objects:
+                raise DataFormatError(velodyne, f"no points {where}, but label_2/{frame_id}.txt labels "
+                                                f"{objects} objects")
+            self.note("empty scans (0 points)", velodyne)
         sample = {"frame_id": frame_id, "points": points,
                   "metadata": {"calib": calib, "image_shape": image_shape, "source": str(velodyne)}}
         if annos is not None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from pc3d.data.io import NUMPY_FILE_ERRORS
 from pc3d.errors import DataFormatError
 
 POINT_EXTS = (".bin", ".npy", ".npz", ".pcd", ".ply")
@@ -157,8 +158,6 @@ def _read_bin(path: Path, columns: int, features: tuple[str, ...], pad: bool) ->
 
 
 def _first_npz_array(path: Path) -> np.ndarray:
-    import zipfile
-
     try:
         with np.load(path, allow_pickle=False) as data:
             if not data.files:
@@ -166,7 +165,7 @@ def _first_npz_array(path: Path) -> np.ndarray:
             return data[data.files[0]]
     except DataFormatError:
         raise
-    except (ValueError, OSError, EOFError, KeyError, zipfile.BadZipFile, SyntaxError) as exc:
+    except NUMPY_FILE_ERRORS as exc:
         raise DataFormatError(path, f"not a readable .npz file ({type(exc).__name__}: {exc})") from None
 
 
