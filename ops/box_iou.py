@@ -12,6 +12,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+
 _PARALLEL = {"parallel": True, "cache": True, "nogil": True, "boundscheck": False}
 _SERIAL = {"cache": True, "nogil": True, "boundscheck": False}
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+
 _SERIAL = {"cache": True, "nogil": True, "boundscheck": False}
 
 N_SAMPLE_PTS = 41

@@ -21,6 +21,8 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+
 BOX, CYLINDER, ELLIPSOID, PLANE = 0, 1, 2, 3
 _EPS = 1e-6
 _PARALLEL = {"parallel": True, "cache": True, "nogil": True, "boundscheck": False}

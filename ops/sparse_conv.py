@@ -21,6 +21,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .microkernel import mac_rows
 
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,

@@ -19,6 +19,7 @@ import numba as nb
 import numpy as np
 from numba import prange
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .amx import (
     DEPTH,
     TILE_ROWS,

@@ -21,6 +21,7 @@ import numpy as np
 from numba import prange, types
 from numba.extending import overload
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .bf16 import LANES, dot_rows
 from .sparse_conv import ROWS_PER_BLOCK
 

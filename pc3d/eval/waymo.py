@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+import pc3d_ops.numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import iou_3d

@@ -1,0 +1,59 @@
+"""numba's on-disk kernel cache under concurrent processes (pc3d_ops.numba_cache)."""
+from __future__ import annotations
+
+import multiprocessing
+
+import pc3d_ops.numba_cache  # noqa: F401  (installs the locked save and the checked load)
+from numba.core import types
+from numba.core.caching import IndexDataCacheFile
+from numba.core.typing.templates import Signature
+
+
+def cache_file(folder) -> IndexDataCacheFile:
+    return IndexDataCacheFile(str(folder), "kernel-1.py311", source_stamp=("stamp", 1))
+
+
+def key(i: int) -> tuple:
+    """A cache key as numba's Cache builds it: (argument types, codegen magic, code hashes)."""
+    return ((types.int64,) * (i + 1), ("x86_64", "cpu", ""), ("code", "cells"))
+
+
+def payload(i: int) -> tuple:
+    """Compile-result-shaped data: index 3 is the signature of key(i)."""
+    return ("lib", "fndesc", "env", Signature(types.none, (types.int64,) * (i + 1), None), i)
+
+
+def _save_keys(folder, keys):
+    cache = cache_file(folder)
+    for i in keys:
+        cache.save(key(i), payload(i))
+
+
+def test_concurrent_saves_never_cross_entries(tmp_path):
+    """Four processes save 40 different signatures of one function at once (the race of two pytest
+    workers compiling on a fresh checkout): every entry loads its own data."""
+    context = multiprocessing.get_context("spawn")
+    workers = [context.Process(target=_save_keys, args=(tmp_path, range(w, 40, 4))) for w in range(4)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(60)
+        assert w.exitcode == 0
+    cache = cache_file(tmp_path)
+    loaded = {i: cache.load(key(i)) for i in range(40)}
+    assert all(loaded[i] is not None and loaded[i][4] == i for i in range(40)), \
+        {i: None if v is None else v[4] for i, v in loaded.items()}
+
+
+def test_an_entry_naming_another_signatures_code_is_recompiled(tmp_path):
+    """A cache corrupted by an unlocked writer (index: key 0 -> data of key 1) loads nothing, so numba
+    compiles again instead of running the wrong machine code; save then repairs the entry."""
+    cache = cache_file(tmp_path)
+    cache.save(key(1), payload(1))
+    overloads = cache._load_index()
+    overloads[key(0)] = overloads[key(1)]
+    cache._save_index(overloads)
+    assert cache.load(key(1))[4] == 1
+    assert cache.load(key(0)) is None
+    cache.save(key(0), payload(0))
+    assert cache.load(key(0))[4] == 0 and cache.load(key(1))[4] == 1
