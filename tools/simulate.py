@@ -62,6 +62,7 @@ def check_settings(cfg) -> None:
     number("columns", int, optional=True)
     number("sequence_length", int, optional=True)
     number("density", float)
+    number("moving_density", float, optional=True)
     if not isinstance(cfg.distortion, bool):
         raise ConfigError(f"distortion: expected true or false, got {cfg.distortion!r}")
     if not isinstance(cfg.format, str) or not isinstance(cfg.out, str):
@@ -89,7 +90,9 @@ def simulate() -> int:
             with Progress(total=int(cfg.frames), desc=f"simulate {cfg.format}", unit="frame") as bar:
                 out = simulate_dataset(cfg.format, cfg.out, frames=int(cfg.frames), seed=int(cfg.seed),
                                        sensor=cfg.sensor, columns=cfg.columns, sequence_length=cfg.sequence_length,
-                                       density=float(cfg.density), distortion=bool(cfg.distortion),
+                                       density=float(cfg.density),
+                                       moving_density=None if cfg.moving_density is None else float(cfg.moving_density),
+                                       distortion=bool(cfg.distortion),
                                        progress=bar.update_to)
         except Pc3dError as error:
             status["code"] = user_error("simulate", error)

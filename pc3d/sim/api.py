@@ -25,25 +25,34 @@ __all__ = ["FORMATS", "outdoor_frames", "scene_rng", "sensor_spec", "simulate_da
 
 # the writers of each format ("sceneflow" writes both scene-flow variants)
 WRITERS: dict[str, tuple[Callable[[WriterSettings], None], ...]] = {
-    "kitti": (write_kitti,), "semantickitti": (write_semantickitti,), "waymo": (write_waymo,),
+    "kitti": (write_kitti,), "semantickitti": (write_semantickitti,), "semantickitti_mos": (write_semantickitti,),
+    "waymo": (write_waymo,),
     "scannet": (write_scannet,), "sceneflow": (write_sceneflow_kitti, write_sceneflow_ft3d),
     "sceneflow_kitti": (write_sceneflow_kitti,), "sceneflow_ft3d": (write_sceneflow_ft3d,),
 }
 FORMATS = tuple(WRITERS)
-DEFAULT_SENSOR = {"kitti": "kitti", "semantickitti": "kitti", "waymo": "waymo", "sceneflow_kitti": "kitti"}
-DEFAULT_SEQUENCE_LENGTH = {"kitti": 5, "semantickitti": 100, "waymo": 50, "sceneflow": 20, "sceneflow_kitti": 20}
+DEFAULT_SENSOR = {"kitti": "kitti", "semantickitti": "kitti", "semantickitti_mos": "kitti", "waymo": "waymo",
+                  "sceneflow_kitti": "kitti"}
+# moving road users added near the ego's path (make_outdoor_scene's moving_density): semantickitti_mos is
+# the SemanticKITTI layout with them (moving-object segmentation needs moving cars, cyclists, pedestrians)
+DEFAULT_MOVING_DENSITY = {"semantickitti_mos": 1.0}
+DEFAULT_SEQUENCE_LENGTH = {"kitti": 5, "semantickitti": 100, "semantickitti_mos": 100, "waymo": 50, "sceneflow": 20,
+                           "sceneflow_kitti": 20}
 
 
 def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int = 0, *, sensor: str | None = None,
                      columns: int | None = None, sequence_length: int | None = None, density: float = 1.0,
-                     distortion: bool = False, progress: Callable[[int], None] | None = None) -> Path:
+                     moving_density: float | None = None, distortion: bool = False,
+                     progress: Callable[[int], None] | None = None) -> Path:
     """Simulate `frames` frames (ScanNet: scenes; scene flow: pairs) in the layout of `format` under `out`.
 
-    format: one of FORMATS ("sceneflow" writes both scene-flow variants). sensor: a LiDAR preset
+    format: one of FORMATS ("sceneflow" writes both scene-flow variants; "semantickitti_mos" is the
+    SemanticKITTI layout with moving_density 1 by default). sensor: a LiDAR preset
     (default: the dataset's own). columns: override the preset's azimuth resolution.
     sequence_length: frames per scene / sequence / segment (default per format). density scales the
-    number of road users; distortion turns on ego-motion distortion of the raw sweeps. progress is
-    called with the number of frames done after each frame. Returns the output root.
+    number of road users; moving_density adds moving cars, cyclists and pedestrians near the ego's path
+    (default per format: DEFAULT_MOVING_DENSITY, else 0); distortion turns on ego-motion distortion of the
+    raw sweeps. progress is called with the number of frames done after each frame. Returns the output root.
     """
     if format not in WRITERS:
         raise ConfigError(f"unknown format {format!r}; choose one of {FORMATS}")
@@ -52,15 +61,18 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     for name, value in (("columns", columns), ("sequence_length", sequence_length)):
         if value is not None and value < 1:  # 0 would silently mean "the default"
             raise ConfigError(f"{name} must be >= 1 (or null for the preset's), got {value}")
-    if not (math.isfinite(density) and density >= 0):
-        raise ConfigError(f"density must be a finite number >= 0, got {density}")
+    if moving_density is None:
+        moving_density = DEFAULT_MOVING_DENSITY.get(format, 0.0)
+    for name, value in (("density", density), ("moving_density", moving_density)):
+        if not (math.isfinite(value) and value >= 0):
+            raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = sensor_spec(sensor or DEFAULT_SENSOR.get(format, "kitti"), columns)
     settings = WriterSettings(
         out=out, frames=int(frames), seed=int(seed), spec=spec,
         sequence_length=int(sequence_length or DEFAULT_SEQUENCE_LENGTH.get(format, 1)), density=float(density),
-        distortion=bool(distortion), progress=progress)
+        moving_density=float(moving_density), distortion=bool(distortion), progress=progress)
     for write in WRITERS[format]:
         write(settings)
     return out

@@ -190,8 +190,49 @@ def _vehicle_kind(rng: np.random.Generator) -> str:
     return str(rng.choice(["car", "van", "truck"], p=[0.8, 0.14, 0.06]))
 
 
-def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density: float = 1.0) -> OutdoorScene:
-    """A street scene for `duration` seconds of driving; `density` scales the number of road users."""
+def _add_movers(moving_density: float, lanes: int, road_half: float, lane_speed: dict, ego: Trajectory,
+                duration: float, actors: list, rng: np.random.Generator, accepted: list, times: np.ndarray) -> None:
+    """Moving cars (in the lanes), cyclists (at the outer lane edges) and walking pedestrians (on the
+    sidewalks, a quarter crossing) around the stretch of road the ego drives: x from 30 m behind its start
+    to 50 m ahead of its end. Targets: Poisson counts of mean 3, 3 and 4 per unit of moving_density; a
+    place where the road user would run into another one during the sequence is refused and another
+    drawn (at most 10 tries per road user). Cars and cyclists keep their lane's speed (anything faster or
+    slower would run into the lane's traffic)."""
+    x0, x1 = -30.0, ego.speed * duration + 50.0
+
+    def car():
+        lane, side = int(rng.integers(0, lanes)), int(rng.choice([-1, 1]))
+        return Trajectory(rng.uniform(x0, x1), side * (lane + 0.5) * LANE, 0.0 if side < 0 else np.pi,
+                          lane_speed[lane, side] or 8.0)
+
+    def cyclist():
+        side = int(rng.choice([-1, 1]))
+        return Trajectory(rng.uniform(x0, x1), side * (lanes * LANE - 0.7), 0.0 if side < 0 else np.pi,
+                          lane_speed[lanes - 1, side] or 5.0)
+
+    def pedestrian():
+        side = float(rng.choice([-1.0, 1.0]))
+        if rng.random() < 0.25:  # crossing the road
+            return Trajectory(rng.uniform(x0, x1), side * (road_half + 0.5), -side * np.pi / 2, rng.uniform(1.0, 1.6))
+        return Trajectory(rng.uniform(x0, x1), side * (road_half + rng.uniform(0.6, 1.8)),
+                          float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.1)), rng.uniform(0.8, 1.7))
+
+    for kind, draw, mean in (("car", car, 3), ("cyclist", cyclist, 3), ("pedestrian", pedestrian, 4)):
+        target = int(rng.poisson(mean * moving_density))
+        placed = tries = 0
+        while placed < target and tries < 10 * target:
+            placed += _add_actor(kind, draw(), actors, rng, accepted, times)
+            tries += 1
+
+
+def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density: float = 1.0,
+                       moving_density: float = 0.0) -> OutdoorScene:
+    """A street scene for `duration` seconds of driving; `density` scales the number of road users.
+
+    moving_density adds moving road users near the ego's path (``_add_movers``: on average 3 cars, 3
+    cyclists and 4 walking pedestrians per unit, placed where the sensor sees them); 0 adds none and
+    leaves the scene of a seed as it was.
+    """
     lanes = int(rng.integers(1, 3))
     parking = rng.random() < 0.75
     road_half = lanes * LANE + (2.5 if parking else 0.6)
@@ -226,10 +267,12 @@ def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density:
                     _add_actor(kind, traj, actors, rng, accepted, times, size)
                 x += size[0] + rng.uniform(0.8, 6.0)
     # traffic in every lane, same speed per lane; some change lanes
+    lane_speed: dict[tuple[int, int], float] = {}
     for lane in range(lanes):
         for side in (-1, 1):
             y = side * (lane + 0.5) * LANE
             speed = ego_speed if (side < 0 and lane == 0 and ego_speed > 0) else rng.uniform(5.0, 14.0)
+            lane_speed[lane, side] = speed
             heading = 0.0 if side < 0 else np.pi
             x = x0 + rng.uniform(0, 20)
             while x < x1:
@@ -265,5 +308,7 @@ def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density:
     road_to_world = np.eye(4)
     road_to_world[:3, :3] = rot_z(heading) @ rot_y(-grade)
     road_to_world[:3, 3] = (rng.uniform(-500, 500), rng.uniform(-500, 500), rng.uniform(0, 50))
+    if moving_density > 0:  # drawn last, so a scene without them is the scene of the same seed before
+        _add_movers(moving_density, lanes, road_half, lane_speed, ego, duration, actors, rng, accepted, times)
     return OutdoorScene(static, actors, ego, road_half, duration, road_to_world, lanes, parking)
 

@@ -5,6 +5,10 @@
     sequences/SS/calib.txt             P0..P3 and Tr (velodyne -> left camera), 12 values each
     sequences/SS/poses.txt             3x4 left-camera poses relative to the first frame, one per line
     sequences/SS/times.txt             seconds since the first frame, one per line
+    sequences/SS/boxes/NNNNNN.txt      (pc3d's, not the devkit's) exact boxes of the road users with points
+                                       in the scan: "instance raw_id x y z dx dy dz heading" per line, LiDAR
+                                       frame, instance = the instance id in the .label, raw_id the static
+                                       SemanticKITTI id of its class (10 car, 18 truck, 30 person, 31 bicyclist)
 
 Poses follow the devkit: LiDAR pose = Tr^-1 @ pose @ Tr, so pose = Tr @ lidar_pose @ Tr^-1.
 Sequences are numbered 00, 01, ...; the devkit's split puts 08 in valid and 11..21 in test.
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import labels as L
 from ..frames import outdoor_frames
 from ..ground_truth import kitti_calib
 from ..simulator import SimFrame
@@ -32,6 +37,13 @@ def encode_labels(semantic: np.ndarray, instance: np.ndarray) -> np.ndarray:
     return (semantic.astype(np.uint32) & 0xFFFF) | (instance.astype(np.uint32) << np.uint32(16))
 
 
+def box_text(frame: SimFrame) -> str:
+    """The boxes/NNNNNN.txt lines of a frame: the actors with at least one point in the scan."""
+    return "".join(f"{int(track)} {L.SEMANTIC_ID[kind]} " + " ".join(f"{v:.6f}" for v in box[:7]) + "\n"
+                   for box, kind, track, n in zip(frame.boxes, frame.kinds, frame.track_ids, frame.num_points,
+                                                  strict=True) if n > 0)
+
+
 class SequenceWriter:
     """Writes the frames of one sequence; poses and times are written on close()."""
 
@@ -39,6 +51,7 @@ class SequenceWriter:
         self.dir = Path(root) / "sequences" / f"{sequence:02d}"
         (self.dir / "velodyne").mkdir(parents=True, exist_ok=True)
         (self.dir / "labels").mkdir(parents=True, exist_ok=True)
+        (self.dir / "boxes").mkdir(parents=True, exist_ok=True)
         self.tr = np.eye(4)
         self.tr[:3] = kitti_calib().Tr_velo_to_cam
         self.first: np.ndarray | None = None
@@ -50,6 +63,7 @@ class SequenceWriter:
         name = f"{len(self.poses):06d}"
         np.ascontiguousarray(frame.points, dtype="<f4").tofile(self.dir / "velodyne" / f"{name}.bin")
         encode_labels(frame.semantic, frame.instance).astype("<u4").tofile(self.dir / "labels" / f"{name}.label")
+        (self.dir / "boxes" / f"{name}.txt").write_text(box_text(frame))
         if self.first is None:
             self.first = frame.sensor_pose
             self.t0 = frame.time
@@ -68,7 +82,8 @@ def write_semantickitti(settings: WriterSettings) -> None:
     writer = None
     current = -1
     frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
-                            distortion=settings.distortion, density=settings.density)
+                            distortion=settings.distortion, density=settings.density,
+                            moving_density=settings.moving_density)
     for n, (scene_index, _, frame) in enumerate(frames):
         if scene_index != current:
             if writer is not None:

@@ -15,7 +15,8 @@ class WriterSettings:
     out: the output root. frames: frames to write (ScanNet: scenes; scene flow: pairs). seed: the
     run's seed (same settings, byte-identical files). spec: the LiDAR (outdoor formats).
     sequence_length: frames per scene / sequence / segment (outdoor formats). density: scales the
-    number of road users. distortion: ego-motion distortion of the raw sweeps (formats whose files
+    number of road users; moving_density adds moving cars, cyclists and pedestrians near the ego's path
+    (pc3d.sim.outdoor.make_outdoor_scene). distortion: ego-motion distortion of the raw sweeps (formats whose files
     can describe it: KITTI, SemanticKITTI). progress: called with the number of frames done.
     """
 
@@ -25,6 +26,7 @@ class WriterSettings:
     spec: LidarSpec
     sequence_length: int = 1
     density: float = 1.0
+    moving_density: float = 0.0
     distortion: bool = False
     progress: Callable[[int], None] | None = field(default=None, compare=False)
 
