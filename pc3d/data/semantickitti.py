@@ -8,10 +8,31 @@ Raw semantic ids become train ids through the devkit's learning map (pc3d/data/l
 semantic-kitti.yaml for mode="semantic": 0 unlabelled .. 19; semantic-kitti-mos.yaml for mode="mos":
 0 unlabelled, 1 static, 2 moving), so ``ignore_index`` is 0 as in the devkit. With n_past_scans > 0
 the current scan and up to n_past_scans earlier scans of the sequence are merged in the current
-LiDAR frame through the poses (LiDAR pose = Tr^-1 P Tr), with a time column (seconds, 0 for the
-current scan, negative for past scans); the current scan's points come first (``num_current_points`` of
-them, with ``point_time`` and ``point_frame`` per point: the batch contract's multi-scan keys). In mode
-"mos" samples also carry ``moving_labels`` (1 moving, 0 static, -1 unlabelled).
+LiDAR frame through the poses, with a time column (seconds, 0 for the current scan, negative for past
+scans: times.txt differences, or -k * scan_period for the k-th scan before the current one when
+scan_period is set, as 4DMOS / InsMOS do); the current scan's points come first
+(``num_current_points`` of them, with ``point_time`` and ``point_frame`` per point: the batch contract's
+multi-scan keys). In mode "mos" samples also carry ``moving_labels`` (1 moving, 0 static, -1 unlabelled).
+
+Poses. ``lidar_poses``: P_lidar_i = Tr^-1 P_0^-1 P_i Tr (P_i the i-th line of poses.txt, left-camera
+frame; Tr the velodyne -> camera line of calib.txt), so scan 0 is the origin whatever poses.txt starts
+at. A point of scan j goes to the frame of scan i by ``relative_pose(P_lidar_i, P_lidar_j)`` =
+inv(P_lidar_i) P_lidar_j (float64), applied by ``transform_points`` (float64 product, float32 result).
+
+The MOS window (past_voxel_size set: the configs of 4D MOS). Each past scan is reduced once, in its
+own LiDAR frame, to one point per occupied voxel of past_voxel_size (``reduce_scan``: the mean of the
+voxel's points, all columns; labels and instance ids by majority), then moved into the current frame;
+the current scan stays raw. ``pc3d.infer.scan_window.ScanWindow`` keeps the reduced scans of a stream
+and builds the same cloud with the same functions, so training and streaming feed the network the
+same 4D input bit for bit (tests/test_mos_stream.py).
+
+Boxes (mode "mos", labelled sequences): ``gt_boxes`` [M, 7] / ``gt_labels`` (1 car, 2 pedestrian,
+3 cyclist: ``box_class_names``) of the current scan's instances of raw classes car (10, 252),
+person (30, 254) and bicyclist (31, 253), moving or not, with at least MIN_BOX_POINTS points. A
+sequence with a ``boxes/`` folder (the simulator writes one: ``NNNNNN.txt`` lines "instance raw_id x
+y z dx dy dz heading", LiDAR frame, exact ground truth) gives its boxes; otherwise each instance's
+box is fitted to its points (``fit_box``: heading along the principal axis of the points' BEV
+covariance, extent and centre from the min / max of the points in that rotated frame and in z).
 
 Sequences listed in ``sequences`` must all exist (DataFormatError); of a split taken from the learning
 map, missing or empty sequence folders are counted in ``notes`` and warned once. Labels are all or
@@ -31,11 +52,20 @@ from .io import check_finite, read_bin, read_label, read_lines, read_matrix_line
 from .label_space import LabelSpace
 from .learning_maps import LEARNING_MAPS, MODES, load_learning_map, lookup_table
 
-__all__ = ["LEARNING_MAPS", "MODES", "SemanticKittiDataset", "lidar_poses", "load_learning_map", "lookup_table"]
+__all__ = ["BOX_CLASS_NAMES", "LEARNING_MAPS", "MODES", "SemanticKittiDataset", "fit_box", "instance_boxes",
+           "lidar_poses", "load_learning_map", "lookup_table", "reduce_scan", "relative_pose", "transform_points",
+           "voxel_mode"]
+
+BOX_CLASS_NAMES = ("car", "pedestrian", "cyclist")
+# raw SemanticKITTI id (static and moving) -> box class id 1..3 of BOX_CLASS_NAMES
+BOX_CLASS_OF_RAW = {10: 1, 252: 1, 30: 2, 254: 2, 31: 3, 253: 3}
+MIN_BOX_POINTS = 5
 
 
 def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
-    """float64 [L, 4, 4] LiDAR poses of a sequence (poses.txt camera poses P as Tr^-1 P Tr)."""
+    """float64 [L, 4, 4] LiDAR poses of a sequence: Tr^-1 P_0^-1 P_i Tr of the poses.txt camera poses P_i
+    (4DMOS's normalisation: scan 0 is the origin); DataFormatError naming poses.txt / calib.txt when one
+    is missing, non-numeric, singular, or calib.txt has no Tr line."""
     poses = read_matrix_lines(path, 12).reshape(-1, 3, 4)
     tr = None
     for line in read_lines(calib_path):
@@ -57,7 +87,109 @@ def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
         raise DataFormatError(path, f"pose {int(np.flatnonzero(singular)[0]) + 1}: singular (a rotation expected)")
     if abs(np.linalg.det(tr4)) < 1e-9:
         raise DataFormatError(calib_path, "Tr is singular (a rigid transform expected)")
-    return np.linalg.inv(tr4) @ p4 @ tr4
+    if not len(p4):
+        raise DataFormatError(path, "no poses (one 3 x 4 pose per scan expected)")
+    return np.linalg.inv(tr4) @ np.linalg.inv(p4[0]) @ p4 @ tr4
+
+
+def relative_pose(current: np.ndarray, past: np.ndarray) -> np.ndarray:
+    """float64 [4, 4] taking points of the scan with LiDAR pose `past` into the frame of pose `current`:
+    inv(current) @ past."""
+    return np.linalg.inv(current) @ past
+
+
+def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
+    """A copy of float32 points [N, 3 + C] with x, y, z moved by the rigid [4, 4] `m` (float64 product,
+    float32 result); the other columns are kept."""
+    out = points.copy()
+    out[:, :3] = (points[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
+    return out
+
+
+def voxel_mode(values: np.ndarray, inverse: np.ndarray, num_voxels: int) -> np.ndarray:
+    """[num_voxels] the most frequent value of each voxel's points (ties: the smallest value); values and
+    inverse [N] (voxel of every point, each voxel has at least one point)."""
+    order = np.lexsort((values, inverse))
+    inv, val = inverse[order], values[order]
+    start = np.ones(len(inv), bool)
+    start[1:] = (inv[1:] != inv[:-1]) | (val[1:] != val[:-1])
+    first = np.flatnonzero(start)
+    counts = np.diff(np.append(first, len(inv)))
+    run_voxel, run_value = inv[first], val[first]
+    pick = np.lexsort((-counts, run_voxel))  # per voxel: most points first, then the smallest value
+    lead = np.ones(len(pick), bool)
+    lead[1:] = run_voxel[pick][1:] != run_voxel[pick][:-1]
+    out = np.zeros(num_voxels, values.dtype)
+    out[run_voxel[pick][lead]] = run_value[pick][lead]
+    return out
+
+
+def reduce_scan(points: np.ndarray, voxel_size: float) -> tuple[np.ndarray, np.ndarray]:
+    """(reduced float32 [M, 3 + C], inverse int64 [N]): one point per occupied voxel of a cubic grid of
+    `voxel_size` anchored at the scan's lowest point (nothing cropped), the mean of its points in every
+    column (float64 sums in point order, float32 result: deterministic), voxels in (z, y, x) order;
+    inverse maps each input point to its reduced point. points: float32 [N, 3 + C], finite."""
+    from pc3d.voxel.dynamic import grid_sample
+
+    if not len(points):
+        return points[:0].copy(), np.zeros(0, np.int64)
+    coords, _, inverse, _ = grid_sample(points, voxel_size, nan_policy="raise")
+    order = np.argsort(inverse, kind="stable")
+    starts = np.flatnonzero(np.diff(inverse[order], prepend=-1))
+    sums = np.add.reduceat(points[order].astype(np.float64), starts, axis=0)
+    counts = np.diff(np.append(starts, len(points)))
+    return (sums / counts[:, None]).astype(np.float32), inverse.astype(np.int64)
+
+
+def fit_box(xyz: np.ndarray) -> np.ndarray:
+    """float32 [7] box (x, y, z centre, dx, dy, dz, heading) fitted to an instance's points [K >= 1, 3].
+
+    heading: the principal axis of the points' BEV (x, y) covariance, in [-pi / 2, pi / 2) (a fitted
+    box cannot tell front from back); dx along it, dy across; extent and centre from the min / max of
+    the points in that rotated frame (x, y) and in z.
+    """
+    xyz = np.asarray(xyz, np.float64)
+    xy = xyz[:, :2] - xyz[:, :2].mean(0)
+    cov = xy.T @ xy
+    _, vectors = np.linalg.eigh(cov)
+    axis = vectors[:, -1]  # largest eigenvalue
+    heading = float(np.arctan2(axis[1], axis[0]))
+    if heading >= np.pi / 2:
+        heading -= np.pi
+    elif heading < -np.pi / 2:
+        heading += np.pi
+    c, s = np.cos(heading), np.sin(heading)
+    local = xyz[:, :2] @ np.array([[c, -s], [s, c]])  # (x, y) in the box axes
+    lo, hi = local.min(0), local.max(0)
+    mid = (lo + hi) / 2
+    z_lo, z_hi = xyz[:, 2].min(), xyz[:, 2].max()
+    centre = np.array([c * mid[0] - s * mid[1], s * mid[0] + c * mid[1]])
+    return np.array([*centre, (z_lo + z_hi) / 2, *(hi - lo), z_hi - z_lo, heading], np.float32)
+
+
+def instance_boxes(xyz: np.ndarray, raw_semantic: np.ndarray, instance: np.ndarray,
+                   min_points: int = MIN_BOX_POINTS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes float32 [M, 7], labels int64 [M] 1..3 (BOX_CLASS_NAMES), instance ids int64 [M]) fitted to the
+    points of every (instance id > 0, box class) group with at least min_points points, by ``fit_box``;
+    sorted by instance id."""
+    cls = np.zeros(len(raw_semantic), np.int64)
+    for raw, c in BOX_CLASS_OF_RAW.items():
+        cls[raw_semantic == raw] = c
+    keep = (cls > 0) & (instance > 0)
+    if not keep.any():
+        return np.zeros((0, 7), np.float32), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pairs, inverse, counts = np.unique(np.stack([instance[keep], cls[keep]], 1), axis=0, return_inverse=True,
+                                       return_counts=True)
+    inverse = inverse.reshape(-1)
+    boxes, labels, ids = [], [], []
+    kept_xyz = xyz[keep]
+    for k, (inst, c) in enumerate(pairs):
+        if counts[k] >= min_points:
+            boxes.append(fit_box(kept_xyz[inverse == k]))
+            labels.append(int(c))
+            ids.append(int(inst))
+    return (np.asarray(boxes, np.float32).reshape(-1, 7), np.asarray(labels, np.int64),
+            np.asarray(ids, np.int64))
 
 
 def _sequence_names(sequences) -> list[str]:
@@ -80,15 +212,20 @@ class SemanticKittiDataset(PointCloudDataset):
     root: the folder holding sequences/. split: train, valid or test (the devkit's sequence split)
     unless `sequences` lists sequence numbers. mode: "semantic" or "mos". learning_map: a devkit YAML
     (default: pc3d/data/learning_maps/ for the mode). n_past_scans: past scans merged into each sample.
-    time_channel: add the time column (default: when n_past_scans > 0).
+    time_channel: add the time column (default: when n_past_scans > 0). scan_period: seconds between
+    scans for the time column (None: from times.txt). past_voxel_size: reduce each past scan to one
+    point per voxel of this size in its own frame (the MOS window, see the module docstring; None: raw
+    past points). boxes: gt_boxes / gt_labels of the current scan (default: in mode "mos").
     """
 
     ignore_index = 0
     feature_names: tuple[str, ...] = ("intensity",)  # ("intensity", "time") with a time channel
+    box_class_names: tuple[str, ...] = BOX_CLASS_NAMES  # gt_labels 1..3 (mode "mos")
 
     def __init__(self, root: str | PathLike, split: str = "train", mode: str = "semantic",
                  learning_map: str | PathLike | None = None, sequences=None, n_past_scans: int = 0,
-                 time_channel: bool | None = None,
+                 time_channel: bool | None = None, scan_period: float | None = None,
+                 past_voxel_size: float | None = None, boxes: bool | None = None,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
@@ -109,6 +246,14 @@ class SemanticKittiDataset(PointCloudDataset):
                 raise ConfigError(f"split {split!r} is not in the learning map's split {sorted(self.config['split'])}")
             sequences = self.config["split"][split]
         self.n_past_scans = int(n_past_scans)
+        if self.n_past_scans < 0:
+            raise ConfigError(f"n_past_scans must be >= 0, got {n_past_scans!r}")
+        for key, value in (("scan_period", scan_period), ("past_voxel_size", past_voxel_size)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+                raise ConfigError(f"{key} must be a number > 0 or null, got {value!r}")
+        self.scan_period = None if scan_period is None else float(scan_period)
+        self.past_voxel_size = None if past_voxel_size is None else float(past_voxel_size)
+        self.boxes = mode == "mos" if boxes is None else bool(boxes)
         self.time_channel = self.n_past_scans > 0 if time_channel is None else bool(time_channel)
         self.feature_names = ("intensity", "time") if self.time_channel else ("intensity",)
         self.sequences = _sequence_names(sequences)
@@ -155,30 +300,46 @@ class SemanticKittiDataset(PointCloudDataset):
                           semantickitti_palette(inv, config["color_map"]))
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
-        """`tools/test.py` hook: ``sequences/SS/predictions/NNNNNN.label`` with raw SemanticKITTI ids, one per
-        point of each raw scan (checked against the scan's size: the api rejects any other count)."""
+        """`tools/test.py` hook: ``sequences/SS/predictions/NNNNNN.label``, one id per point of each raw scan
+        (checked against the scan's size: the api rejects any other count). The predictions follow the
+        dataset's task (pc3d.models.contract): mode "semantic" -> segmentation ``pred_labels`` as raw ids
+        through learning_map_inv; mode "mos" -> the ``moving`` flags of the current scan as the MOS
+        benchmark's 9 (static) / 251 (moving) (pc3d.eval.mos_writer)."""
+        from pc3d.eval.mos_writer import write_mos_predictions
+
         if len(predictions) != len(self.frames):
             raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} scans")
-        space = self.label_space(self.mode, self.learning_map)
+        key = "moving" if self.mode == "mos" else "pred_labels"
+        space = None if self.mode == "mos" else self.label_space(self.mode, self.learning_map)
         for (seq, name), pred in zip(self.frames, predictions, strict=True):
             scan = self.root / "sequences" / seq / "velodyne" / f"{name}.bin"
-            labels = np.asarray(pred["pred_labels"])
+            if key not in pred:
+                raise DataFormatError(scan, f"a {self.mode} prediction needs {key!r}, got keys {sorted(pred)}")
+            labels = np.asarray(pred[key])
             if len(labels) * 16 != scan.stat().st_size:
                 raise DataFormatError(scan, f"{len(labels)} predicted labels for a scan of {scan.stat().st_size // 16} "
                                             "points")
-            space.write(f"{seq}/{name}", labels, out_dir)
+            if space is None:
+                write_mos_predictions([{"frame_id": f"{seq}/{name}", "moving": labels}], out_dir)
+            else:
+                space.write(f"{seq}/{name}", labels, out_dir)
         return Path(out_dir) / "sequences"
 
     def frame_id(self, index: int) -> str:
         return "/".join(self.frames[index])
 
-    def sequence_poses(self, seq: str) -> tuple[np.ndarray, np.ndarray]:
-        """(LiDAR poses [L, 4, 4], times [L]) of a sequence, read once."""
+    def sequence_poses(self, seq: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """(LiDAR poses [L, 4, 4], times [L] or None with a scan_period) of a sequence, read once;
+        DataFormatError naming poses.txt when it has fewer poses than the sequence has scans."""
         if seq not in self._poses:
             folder = self.root / "sequences" / seq
             poses = lidar_poses(folder / "poses.txt", folder / "calib.txt")
-            times = read_matrix_lines(folder / "times.txt", 1)[:, 0]
-            if len(times) != len(poses):
+            numbers = [int(name) for s, name in self.frames if s == seq and name.isdigit()]
+            if numbers and max(numbers) >= len(poses):
+                raise DataFormatError(folder / "poses.txt", f"{len(poses)} poses for {max(numbers) + 1} scans "
+                                                            "(velodyne/): one pose per scan expected")
+            times = None if self.scan_period else read_matrix_lines(folder / "times.txt", 1)[:, 0]
+            if times is not None and len(times) != len(poses):
                 raise DataFormatError(folder / "times.txt", f"{len(times)} times for {len(poses)} poses in poses.txt "
                                                             "(one line per scan in each)")
             self._poses[seq] = (poses, times)
@@ -207,6 +368,25 @@ class SemanticKittiDataset(PointCloudDataset):
             raise DataFormatError(label_path, f"semantic ids {bad} are not in the learning map")
         return points, train, (raw >> 16).astype(np.int64)
 
+    def read_boxes(self, seq: str, name: str, points: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(gt_boxes float32 [M, 7], gt_labels int64 [M]) of a scan: boxes/NNNNNN.txt when the sequence has a
+        boxes/ folder, else fitted to the instances (see the module docstring)."""
+        semantic, instance = (raw & 0xFFFF).astype(np.int64), (raw >> 16).astype(np.int64)
+        folder = self.root / "sequences" / seq / "boxes"
+        if not folder.is_dir():
+            boxes, labels, _ = instance_boxes(points[:, :3], semantic, instance)
+            return boxes, labels
+        path = folder / f"{name}.txt"
+        rows = read_matrix_lines(path, 9)
+        if (rows[:, :2] != np.round(rows[:, :2])).any() or (rows[:, :2] < 0).any():
+            raise DataFormatError(path, "instance and raw class ids must be whole numbers >= 0")
+        if (rows[:, 5:8] <= 0).any():
+            raise DataFormatError(path, "box sizes (dx, dy, dz) must be > 0")
+        labels = np.array([BOX_CLASS_OF_RAW.get(int(r), 0) for r in rows[:, 1]], np.int64)
+        counts = np.bincount(instance, minlength=int(rows[:, 0].max(initial=0)) + 1)
+        keep = (labels > 0) & (counts[rows[:, 0].astype(np.int64)] >= MIN_BOX_POINTS)
+        return rows[keep, 2:9].astype(np.float32), labels[keep]
+
     def load(self, index: int) -> dict:
         seq, name = self.frames[index]
         points, labels, instances = self.read_scan(seq, name)
@@ -221,16 +401,17 @@ class SemanticKittiDataset(PointCloudDataset):
             if current >= len(poses):
                 raise DataFormatError(self.root / "sequences" / seq / "poses.txt",
                                       f"{len(poses)} poses, no pose for scan {name}")
-            to_current = np.linalg.inv(poses[current])
             for past in range(current - 1, max(current - self.n_past_scans, 0) - 1, -1):
                 pts, lab, inst = self.read_scan(seq, f"{past:0{len(name)}d}")
-                m = to_current @ poses[past]
-                pts = pts.copy()
-                pts[:, :3] = (pts[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
-                clouds.append(pts)
+                if self.past_voxel_size is not None:  # the MOS window: reduced once in its own frame
+                    pts, inverse = reduce_scan(pts, self.past_voxel_size)
+                    if lab is not None:
+                        lab, inst = voxel_mode(lab, inverse, len(pts)), voxel_mode(inst, inverse, len(pts))
+                clouds.append(transform_points(pts, relative_pose(poses[current], poses[past])))
                 label_list.append(lab)
                 instance_list.append(inst)
-                times.append(np.full(len(pts), stamps[past] - stamps[current], np.float32))
+                dt = -(current - past) * self.scan_period if self.scan_period else stamps[past] - stamps[current]
+                times.append(np.full(len(pts), dt, np.float32))
         points = np.concatenate(clouds)
         if self.time_channel:
             points = np.concatenate([points, np.concatenate(times)[:, None]], 1)
@@ -245,4 +426,7 @@ class SemanticKittiDataset(PointCloudDataset):
             sample["instance_ids"] = np.concatenate(instance_list)
             if self.mode == "mos":  # train ids 0 unlabelled, 1 static, 2 moving -> -1 / 0 / 1
                 sample["moving_labels"] = sample["point_labels"] - 1
+            if self.boxes:
+                raw = read_label(self.root / "sequences" / seq / "labels" / f"{name}.label", len(clouds[0]))
+                sample["gt_boxes"], sample["gt_labels"] = self.read_boxes(seq, name, clouds[0], raw)
         return sample
