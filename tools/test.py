@@ -6,7 +6,10 @@ predictions in its official submission format when the dataset provides a writer
     python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
-Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/. A pc3d error
+Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/ (written by the
+dataset's `write_predictions`, which reads the predictions of its task: a SemanticKITTI dataset in mode "mos"
+writes a mos model's `moving` flags in the SemanticKITTI-MOS submission layout,
+predictions/sequences/SS/predictions/NNNNNN.label with 9 static / 251 moving, pc3d.eval.mos_writer). A pc3d error
 (a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and exits 2
 (PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
 """

@@ -10,7 +10,8 @@ frame_id       str                   unique name of the frame ("000008", "08/000
 points         float32 [N, 3 + C]    x, y, z, then the dataset's feature columns (``dataset.feature_names``,
                                      e.g. intensity; r, g, b in 0..1; time in seconds, <= 0 for past scans)
 gt_boxes       float32 [M, 7 (+2)]   x, y, z (centre), dx, dy, dz, heading in [-pi, pi) (, vx, vy)
-gt_labels      int64 [M]             class id of each box, 1..K: ``class_names[id - 1]`` (0 is never used)
+gt_labels      int64 [M]             class id of each box, 1..K: ``class_names[id - 1]`` (0 is never used;
+                                     datasets whose class_names name point classes, MOS: ``box_class_names``)
 point_labels   int64 [N]             per-point train id (semantic: 0..K-1 with ``ignore_index`` for
                                      unlabelled; MOS: 0 unlabelled, 1 static, 2 moving)
 instance_ids   int64 [N]             per-point instance id (0 = stuff / none)
