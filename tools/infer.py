@@ -16,6 +16,11 @@ otherwise ends with one line naming it and exit status 2. Points with NaN / inf 
 per frame giving the count (per-point outputs still cover every row of the file: those rows are ignored).
 A cloud must carry the columns the model was trained on (x, y, z and its dataset's features, matched by
 name where the format names them); --pad-features fills missing ones with 0 and drops extra ones.
+
+A model of task "mos" trained on a window of scans (dataset.n_past_scans > 0) streams a SemanticKITTI
+sequence folder (poses.txt, calib.txt) through a ring buffer (pc3d.infer.scan_window): each new scan is
+reduced once and the past ones are moved into the new current frame by the relative pose, the same window
+the dataset built in training; the latency table's "prepare" row is that step.
 """
 from __future__ import annotations
 
@@ -40,10 +45,11 @@ def feature_names(dataset_cfg) -> tuple[str, ...]:
     return tuple(get_class(dataset_cfg._target_).feature_names)
 
 
-def preparer(cfg):
+def preparer(cfg, window=None):
     """frame -> sample: the field-of-view crop of datasets trained on it (KITTI, with calibration); colour
     columns (features r, g, b) given in 0..255, as ScanNet .bin files keep them, scaled to the 0..1 the
-    datasets load; then the run's evaluation transforms, deterministically."""
+    datasets load; then the run's evaluation transforms, deterministically. With a ScanWindow (4D MOS):
+    frame -> the window's sample -> the transforms (a WindowedPrepare, told when a sequence starts)."""
     from hydra.utils import instantiate
 
     from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
@@ -62,6 +68,10 @@ def preparer(cfg):
             points[:, colours] /= 255.0
         return transforms({"frame_id": frame.frame_id, "points": points, "seed": 0}, np.random.default_rng(0))
 
+    if window is not None:
+        from pc3d.infer.scan_window import WindowedPrepare
+
+        return WindowedPrepare(window, lambda sample: transforms(sample, np.random.default_rng(0)))
     return prepare
 
 
@@ -80,14 +90,25 @@ def run(args: argparse.Namespace) -> int:
     ckpt = Path(args.ckpt)
     path = find_checkpoint(str(ckpt), None) if ckpt.is_file() else find_checkpoint(None, str(ckpt))
     model, cfg, _ = load_trained(path)
-    if int(cfg.dataset.get("n_past_scans") or 0) > 0:
-        raise ConfigError(f"{path}: the model was trained on {cfg.dataset.n_past_scans} past scans merged into each "
-                          "frame (dataset.n_past_scans); tools/infer.py reads one scan per frame and would feed it "
-                          "something else: evaluate it with tools/test.py")
     device = torch.device(args.device)
     model = model.to(device).eval()
     task = task_of(model)
+    window = None
+    if int(cfg.dataset.get("n_past_scans") or 0) > 0:
+        if task != "mos":
+            raise ConfigError(f"{path}: the model was trained on {cfg.dataset.n_past_scans} past scans merged into "
+                              "each frame (dataset.n_past_scans); tools/infer.py streams windows of scans for mos "
+                              "models only: evaluate it with tools/test.py")
+        from pc3d.infer.scan_window import window_of_dataset
+
+        window = window_of_dataset(cfg.dataset)
     source = open_source(args.source, feature_names(cfg.dataset), args.split, args.pad_features)
+    if window is not None:
+        if not hasattr(source, "with_poses"):
+            raise ConfigError(f"{args.source}: a {source.kind} source has no poses; a model trained on a window of "
+                              f"{window.n_past_scans} past scans streams a SemanticKITTI sequence folder "
+                              "(velodyne/, poses.txt, calib.txt)")
+        source.with_poses = True
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
@@ -106,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
     def progress(it):
         return track(it, total=total, desc="infer", unit="frame")
 
-    records, wall, skipped, dropped = stream(model, source, preparer(cfg), collate, output, device, renders,
+    records, wall, skipped, dropped = stream(model, source, preparer(cfg, window), collate, output, device, renders,
                                              args.max_frames, progress, args.strict)
     print(output.close(), flush=True)
     if skipped:

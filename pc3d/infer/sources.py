@@ -161,16 +161,37 @@ class KittiObject(Source):
 
 
 class SemanticKittiSequence(Source):
-    """sequences/SS: velodyne/NNNNNN.bin in order; frame ids "SS/NNNNNN" (the submission layout)."""
+    """sequences/SS: velodyne/NNNNNN.bin in order; frame ids "SS/NNNNNN" (the submission layout). With
+    ``with_poses`` set (tools/infer.py sets it for 4D MOS streaming), frames carry extra["pose"] (the LiDAR
+    pose, pc3d.data.semantickitti.lidar_poses of poses.txt and calib.txt, read on first use) and
+    extra["scan"] (the scan number)."""
 
     kind = "semantickitti"
+    with_poses = False
 
     def _items(self) -> list[Path]:
+        self._poses = None
         return sorted((self.path / "velodyne").glob("*.bin"))
+
+    def poses(self) -> np.ndarray:
+        """float64 [L, 4, 4] LiDAR poses of the sequence (DataFormatError naming poses.txt or calib.txt)."""
+        if self._poses is None:
+            from pc3d.data.semantickitti import lidar_poses
+
+            self._poses = lidar_poses(self.path / "poses.txt", self.path / "calib.txt")
+        return self._poses
 
     def read(self, item: Path) -> SourceFrame:
         seq = self.path.name
         points, extra = _velodyne(item, self.features, self.pad)
+        if self.with_poses:
+            poses = self.poses()
+            if not item.stem.isdigit():
+                raise DataFormatError(item, "scan name is not a scan number (NNNNNN.bin): no pose")
+            scan = int(item.stem)
+            if scan >= len(poses):
+                raise DataFormatError(self.path / "poses.txt", f"{len(poses)} poses, no pose for scan {item.stem}")
+            extra.update(pose=poses[scan], scan=scan)
         return SourceFrame(f"{seq}/{item.stem}", seq, points, item, extra=extra)
 
 

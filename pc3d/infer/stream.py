@@ -1,9 +1,11 @@
 """The streaming loop of tools/infer.py: frame by frame, read -> transforms -> voxelize -> model stages -> write.
 
-Stateful models: a model with ``start_sequence(name)`` is told when a new sequence starts (a MOS model
-keeps its past scans between calls and drops them there). Latency is measured per stage: read, voxelize,
-every direct child module of the model (forward hooks: e.g. vfe, backbone_3d, map_to_bev, backbone_2d,
-dense_head), the rest of the model's forward ("model_other": decoding, glue) and the output writing.
+Stateful steps: the model and the `prepare` step, when they have ``start_sequence(name)``, are told when
+a new sequence starts, before its first frame is prepared (a 4D MOS run prepares each frame through a
+``pc3d.infer.scan_window.ScanWindow``, which keeps the past scans and drops them there). Latency is measured
+per stage: read (the source), prepare (the scan window, the evaluation transforms), voxelize, every direct
+child module of the model (forward hooks: e.g. vfe, backbone_3d, map_to_bev, backbone_2d, dense_head), the
+rest of the model's forward ("model_other": decoding, glue) and the output writing.
 """
 from __future__ import annotations
 
@@ -80,7 +82,8 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
     line saying how many.
     """
     timer = StageTimer(model, device)
-    restart = getattr(model, "start_sequence", None)
+    restarts = [hook for hook in (getattr(model, "start_sequence", None), getattr(prepare, "start_sequence", None))
+                if callable(hook)]
     sequence = None
     records, skipped, dropped = [], {}, {}
     start = time.perf_counter()
@@ -91,7 +94,14 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
         t0 = time.perf_counter()
         try:
             frame = source.read(item)
+            rec["read"] = time.perf_counter() - t0
+            if frame.sequence != sequence:
+                for restart in restarts:
+                    restart(frame.sequence)
+                sequence = frame.sequence
+            t0 = time.perf_counter()
             sample = prepare(frame)
+            rec["prepare"] = time.perf_counter() - t0
         except DataFormatError as error:
             if strict:
                 raise
@@ -102,13 +112,9 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
             dropped[frame.frame_id] = int(frame.extra["dropped"])
             print(f"{frame.source}: dropped {dropped[frame.frame_id]} of {len(frame.extra['kept'])} points with NaN / "
                   "inf", file=sys.stderr, flush=True)
-        rec["read"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         batch = collate([sample])
         rec["voxelize"] = time.perf_counter() - t0
-        if callable(restart) and frame.sequence != sequence:
-            restart(frame.sequence)
-        sequence = frame.sequence
         timer.take()
         t0 = time.perf_counter()
         with torch.no_grad():

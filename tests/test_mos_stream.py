@@ -1,0 +1,140 @@
+"""Streaming 4D MOS: the ring buffer of past scans (pc3d.infer.scan_window) gives the network the same 4D
+input, bit for bit, as the dataset building the window from the files; sequences reset it; the stream loop
+tells it when a sequence starts."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from pc3d.data import SemanticKittiDataset
+from pc3d.data.batch import Collate, sparse_input
+from pc3d.errors import ConfigError, DataFormatError
+from pc3d.infer.scan_window import ScanWindow, WindowedPrepare, window_of_dataset
+from pc3d.infer.sources import SemanticKittiSequence
+from pc3d.infer.stream import stream
+from pc3d.voxel import TemporalVoxelizer
+
+N_PAST = 3
+CONFIG = {"n_past_scans": N_PAST, "scan_period": 0.1, "past_voxel_size": 0.1}
+
+
+@pytest.fixture(scope="module")
+def sequence(tmp_path_factory):
+    from pc3d.sim.api import simulate_dataset
+
+    root = simulate_dataset("semantickitti_mos", tmp_path_factory.mktemp("mos"), frames=6, seed=4, columns=256,
+                            sequence_length=6)
+    return root
+
+
+def four_d_input(sample: dict):
+    voxelizer = TemporalVoxelizer([0.1] * 3, [-60, -50, -3, 60, 50, 1], 0.1, [-(N_PAST + 0.5) * 0.1, 0.05], 4)
+    batch = Collate(voxelizer)([sample])
+    return batch["voxel_coords"], sparse_input(batch).features
+
+
+def test_buffer_gives_the_dataset_window_bitwise(sequence, tmp_path):
+    import shutil
+
+    root = tmp_path / "data"
+    shutil.copytree(sequence, root)
+    ds = SemanticKittiDataset(root, sequences=[0], mode="mos", **CONFIG)
+    expected = [ds.load(i) for i in range(len(ds))]  # from scratch: every window read from the files
+    source = SemanticKittiSequence(root / "sequences" / "00", ("intensity",))
+    source.with_poses = True
+    window = window_of_dataset(CONFIG)
+    for item, reference in zip(source.items, expected, strict=True):
+        sample = window(source.read(item))
+        item.unlink()  # the buffer never reads a past scan's file again
+        assert sample["points"].dtype == np.float32 and sample["points"].shape == reference["points"].shape
+        assert np.array_equal(sample["points"], reference["points"])  # bitwise: same dtype, same bits
+        for key in ("point_time", "point_frame"):
+            assert np.array_equal(sample[key], reference[key]), key
+        assert sample["num_current_points"] == reference["num_current_points"]
+        coords, features = four_d_input(sample)
+        ref_coords, ref_features = four_d_input(reference)
+        assert torch.equal(coords, ref_coords) and torch.equal(features, ref_features)
+    assert sample["point_frame"].max() == N_PAST and len(window.scans) == N_PAST
+
+
+def test_window_resets_per_sequence_and_leaves_gaps():
+    rng = np.random.default_rng(0)
+    window = ScanWindow(2, 0.1, 0.1)
+    scan = rng.normal(size=(50, 4)).astype(np.float32)
+    for number in range(3):
+        sample = window.window(scan, np.eye(4), number, f"00/{number:06d}")
+    assert sample["point_frame"].max() == 2 and sample["point_time"].min() == np.float32(-0.2)
+    sample = window.window(scan, np.eye(4), 5)  # scans 3 and 4 skipped: only scan 2 is 3 > 2 scans back
+    assert sample["point_frame"].tolist() == [0] * 50
+    sample = window.window(scan, np.eye(4), 6)
+    assert set(sample["point_frame"].tolist()) == {0, 1} and sample["point_time"].min() == np.float32(-0.1)
+    window.start_sequence("01")
+    assert window.window(scan, np.eye(4), 7)["points"].shape == (50, 5)
+    with pytest.raises(DataFormatError, match="4 x 4"):
+        window.window(scan, np.eye(3), 8, "01/000008")
+    with pytest.raises(ConfigError, match="scan_period"):
+        window_of_dataset({"n_past_scans": 2, "scan_period": None})
+
+
+class WindowModel(nn.Module):
+    """A stand-in mos model: records the windows it gets and the sequences it is told about."""
+
+    task = "mos"
+
+    def __init__(self):
+        super().__init__()
+        self.frames, self.sequences = [], []
+
+    def start_sequence(self, name):
+        self.sequences.append(name)
+
+    def forward(self, batch):
+        n = int(batch["num_current_points"][0])
+        self.frames.append(int(batch["point_frame"].max()))
+        return [{"frame_id": batch["frame_id"][0], "moving": np.zeros(n, np.uint8)}]
+
+
+class Written:
+    def __init__(self):
+        self.frames = []
+
+    def write(self, frame, pred):
+        assert len(pred["moving"]) == len(frame.points)  # one flag per point of the current scan
+        self.frames.append(frame.frame_id)
+
+
+def test_stream_tells_the_window_when_a_sequence_starts(sequence, tmp_path):
+    import shutil
+
+    for seq in ("00", "01"):  # two sequences of 6 scans
+        shutil.copytree(sequence / "sequences" / "00", tmp_path / "sequences" / seq)
+    window = window_of_dataset(CONFIG)
+    prepare = WindowedPrepare(window)
+    starts = []
+    original = window.start_sequence
+    window.start_sequence = lambda name=None: (starts.append(name), original(name))
+    model, output = WindowModel(), Written()
+    voxelizer = TemporalVoxelizer([0.1] * 3, [-60, -50, -3, 60, 50, 1], 0.1, [-0.35, 0.05], 4)
+    for seq in ("00", "01"):
+        source = SemanticKittiSequence(tmp_path / "sequences" / seq, ("intensity",))
+        source.with_poses = True
+        records, *_ = stream(model, source, prepare, Collate(voxelizer), output, torch.device("cpu"))
+        assert all("prepare" in r and "read" in r for r in records)
+    assert starts == ["00", "01"] and model.sequences == ["00", "01"]
+    assert model.frames == [0, 1, 2, 3, 3, 3] * 2  # the window grows to 3 past scans, then slides
+    assert len(output.frames) == 12
+
+
+def test_a_source_without_poses_is_named(sequence, tmp_path):
+    import shutil
+
+    folder = tmp_path / "00"
+    shutil.copytree(sequence / "sequences" / "00", folder)
+    (folder / "poses.txt").unlink()
+    source = SemanticKittiSequence(folder, ("intensity",))
+    source.with_poses = True
+    with pytest.raises(DataFormatError) as info:
+        source.read(source.items[0])
+    assert info.value.path == str(folder / "poses.txt")
