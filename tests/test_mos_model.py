@@ -193,7 +193,7 @@ def test_tiny_motion_net_learns_a_simulated_mos_sequence(tmp_path):
     from pc3d.eval.hooks import MosEvaluator
     from pc3d.sim.api import simulate_dataset
 
-    simulate_dataset("semantickitti", tmp_path, frames=7, seed=0, columns=512, sequence_length=7)
+    simulate_dataset("semantickitti_mos", tmp_path, frames=7, seed=0, columns=512, sequence_length=7)
     crop = [-19.2, -19.2, -3.0, 19.2, 19.2, 1.8]
     dataset = SemanticKittiDataset(tmp_path, sequences=[0], mode="mos", n_past_scans=4, transforms=[RangeCrop(crop)],
                                    training=False, voxelizer=TemporalVoxelizer([0.3] * 3, crop, 0.1, [-0.45, 0.05], 4))
