@@ -52,7 +52,8 @@ class StageTimer:
 
 
 def latency_table(records: list[dict[str, float]], wall: float) -> str:
-    """Markdown table of per-stage p50 / p95 / mean (ms) and share, in first-seen stage order, plus throughput."""
+    """Markdown table of per-stage p50 / p95 / mean (ms) and share, in first-seen stage order, the ratio of a
+    frame's total to its model forward (p50), plus throughput."""
     stages: list[str] = []
     for rec in records:
         stages += [k for k in rec if k not in stages and k != "total"]
@@ -63,6 +64,11 @@ def latency_table(records: list[dict[str, float]], wall: float) -> str:
         share = v.sum() / max(total.sum() * 1e3, 1e-9)
         lines.append(f"| {stage} | {np.percentile(v, 50):.1f} | {np.percentile(v, 95):.1f} | {v.mean():.1f} | "
                      f"{share:.0%} |")
+    outside = ("read", "prepare", "voxelize", "write", "total")
+    model = np.array([sum(v for k, v in r.items() if k not in outside) for r in records])
+    if model.size and np.percentile(model, 50) > 0:
+        lines.append(f"\nper frame / model forward (p50): {np.percentile(total, 50) / np.percentile(model, 50):.2f}x "
+                     "(everything but the model's own stages: read, prepare, voxelize, write)")
     n = len(records)
     lines.append(f"\n{n} frames in {wall:.1f} s: {n / max(wall, 1e-9):.2f} frames/s end to end (the first frame "
                  "included: it pays the numba / kernel-map warm-up)")
