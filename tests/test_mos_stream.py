@@ -11,7 +11,7 @@ from torch import nn
 from pc3d.data import SemanticKittiDataset
 from pc3d.data.batch import Collate, sparse_input
 from pc3d.errors import ConfigError, DataFormatError
-from pc3d.infer.scan_window import ScanWindow, WindowedPrepare, window_of_dataset
+from pc3d.infer.scan_window import ScanWindow, WindowedPrepare, scan_log_odds, window_of_dataset
 from pc3d.infer.sources import SemanticKittiSequence
 from pc3d.infer.stream import stream
 from pc3d.voxel import TemporalVoxelizer
@@ -138,3 +138,30 @@ def test_a_source_without_poses_is_named(sequence, tmp_path):
     with pytest.raises(DataFormatError) as info:
         source.read(source.items[0])
     assert info.value.path == str(folder / "poses.txt")
+
+
+def test_bayes_filter_hand_computed():
+    from pc3d.eval.bayes_filter import BinaryBayesFilter, logit
+
+    l0 = logit(0.25)  # log(1 / 3) = -1.0986
+    f = BinaryBayesFilter(0.25)
+    f.add(7, np.array([0.0, -2.0, 2.0, 5.0]), np.array([True, True, True, False]))
+    f.add(7, np.array([0.0, -0.5, -3.0, 5.0]), np.array([True, True, False, False]))
+    # beliefs: 2 * 1.0986 > 0; -2.5 + 2.197 < 0; 2 + 1.0986 > 0 (the second window did not see it); never seen
+    np.testing.assert_allclose(f.beliefs[7][:3], [-2 * l0, -2.5 - 2 * l0, 2 - l0])
+    assert f.pop(7, fallback=np.array([0, 1, 0, 1])).tolist() == [1, 0, 1, 1]
+    assert 7 not in f.beliefs
+    with pytest.raises(ConfigError):
+        BinaryBayesFilter(1.0)
+
+
+def test_scan_log_odds_reach_every_raw_point():
+    window = ScanWindow(1, 0.1, 0.1)
+    first = np.array([[0.01, 0, 0, 1], [0.02, 0, 0, 1], [5, 5, 0, 1]], np.float32)  # two points share a voxel
+    window.window(first, np.eye(4), 0)
+    sample = window.window(np.array([[1, 1, 1, 1]], np.float32), np.eye(4), 1)
+    assert sample["metadata"]["window_scans"] == [1, 0]
+    log_odds = np.arange(len(sample["points"]), dtype=np.float32)  # current row 0, reduced rows 1, 2
+    (cur, cur_lo, cur_seen), (past, past_lo, past_seen) = scan_log_odds(sample, log_odds)
+    assert (cur, past) == (1, 0) and cur_lo.tolist() == [0.0] and cur_seen.all()
+    assert past_lo[0] == past_lo[1] != past_lo[2] and sorted(set(past_lo.tolist())) == [1.0, 2.0]

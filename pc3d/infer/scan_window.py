@@ -39,7 +39,10 @@ class ScanWindow:
     """Past scans (reduced in their own frame, with their LiDAR poses) of one sequence, at most
     n_past_scans of them (voxel_size None: kept raw, the window of a dataset without past_voxel_size);
     ``__call__(frame)`` -> the multi-scan sample of the frame (batch contract keys frame_id, points
-    [N, 3 + C (+ 1)] with time last when time_channel, num_current_points, point_time, point_frame).
+    [N, 3 + C (+ 1)] with time last when time_channel, num_current_points, point_time, point_frame; and
+    metadata window_scans (the scan number of each block, current first) and window_inverses (per block:
+    raw point -> row of the block, None for the raw current scan): what ``scan_log_odds`` needs to give
+    a window's per-point outputs back to the raw points of every scan in it).
 
     The frame's points may carry a time column already (a source fills it with 0 for a model trained
     on a time feature): with ``time_column`` (its index, the last column) it is replaced by the window's
@@ -60,7 +63,8 @@ class ScanWindow:
         self.n_past_scans, self.scan_period = int(n_past_scans), float(scan_period)
         self.voxel_size = None if voxel_size is None else float(voxel_size)
         self.time_column, self.time_channel = time_column, bool(time_channel)
-        self.scans: deque[tuple[int, np.ndarray, np.ndarray]] = deque()  # (scan number, reduced points, pose)
+        # (scan number, reduced points, pose, inverse: raw point -> reduced row, None when kept raw)
+        self.scans: deque[tuple[int, np.ndarray, np.ndarray, np.ndarray | None]] = deque()
         self.sequence: str | None = None
         self._next = 0
 
@@ -86,14 +90,17 @@ class ScanWindow:
         while self.scans and (scan - self.scans[0][0] > self.n_past_scans or self.scans[0][0] >= scan):
             self.scans.popleft()
         clouds, times, frames = [points], [np.zeros(len(points), np.float32)], [0]
-        for number, reduced, past_pose in reversed(self.scans):  # newest first, as the dataset lists them
+        numbers, inverses = [scan], [None]
+        for number, reduced, past_pose, inverse in reversed(self.scans):  # newest first, as the dataset lists them
             k = scan - number
             clouds.append(transform_points(reduced, relative_pose(pose, past_pose)))
             times.append(np.full(len(reduced), -k * self.scan_period, np.float32))
             frames.append(k)
+            numbers.append(number)
+            inverses.append(inverse)
         if self.n_past_scans:
-            kept = points if self.voxel_size is None else reduce_scan(points, self.voxel_size)[0]
-            self.scans.append((scan, kept, pose))
+            kept, inverse = (points, None) if self.voxel_size is None else reduce_scan(points, self.voxel_size)
+            self.scans.append((scan, kept, pose, inverse))
             while self.scans[0][0] < scan + 1 - self.n_past_scans:  # out of the next scan's window
                 self.scans.popleft()
         point_time = np.concatenate(times)
@@ -101,7 +108,8 @@ class ScanWindow:
         if self.time_channel:
             cloud = np.concatenate([cloud, point_time[:, None]], 1)
         return {"frame_id": frame_id, "points": cloud, "num_current_points": len(points), "point_time": point_time,
-                "point_frame": np.repeat(np.asarray(frames, np.int64), [len(c) for c in clouds]), "seed": 0}
+                "point_frame": np.repeat(np.asarray(frames, np.int64), [len(c) for c in clouds]), "seed": 0,
+                "metadata": {"window_scans": numbers, "window_inverses": inverses}}
 
     def __call__(self, frame) -> dict:
         """The sample of a SourceFrame (its extra["pose"]: the LiDAR pose; extra["scan"]: its number)."""
@@ -144,3 +152,20 @@ def window_of_dataset(dataset_cfg) -> ScanWindow:
     time_channel = dataset_cfg.get("time_channel")
     return ScanWindow(n_past, dataset_cfg.get("past_voxel_size"), float(period),
                       time_channel=n_past > 0 if time_channel is None else bool(time_channel))
+
+
+def scan_log_odds(sample: dict, log_odds: np.ndarray, measured: np.ndarray | None = None
+                  ) -> list[tuple[int, np.ndarray, np.ndarray]]:
+    """(scan number, log-odds float32 [N_scan], measured bool [N_scan]) for every raw point of every scan of a
+    ScanWindow sample, from per-window-point log_odds [N] (and measured [N]: True where the point had a
+    voxel; default all): a past scan's raw point takes its reduced point's value."""
+    frame = sample["point_frame"]
+    measured = np.ones(len(log_odds), bool) if measured is None else np.asarray(measured, bool)
+    meta = sample["metadata"]
+    out = []
+    for number, inverse in zip(meta["window_scans"], meta["window_inverses"], strict=True):
+        rows = np.flatnonzero(frame == meta["window_scans"][0] - number)  # point_frame: scans before the current
+        if inverse is not None:
+            rows = rows[inverse]
+        out.append((int(number), np.asarray(log_odds)[rows], measured[rows]))
+    return out
