@@ -66,6 +66,7 @@ class MotionUNet(SparseModule):
                                           **parts))
             self.dec.append(stage(out + widths[i], out, f"subm{i}"))
             width = out
+        self.dec_channels = list(dec_channels)  # decoder widths, deepest first ("dec{S-1}" .. "dec0")
         self.out_channels = width
 
     def forward(self, x: SparseTensor) -> SparseTensor:

@@ -1,0 +1,161 @@
+"""InsMOS: the 4D motion net plus an instance branch whose boxes guide the moving / static decision (task "mos").
+
+    batch (4D voxels (b, t, z, y, x) of a scan window, mean point columns per voxel)
+    -> motion_net (MotionUNet) -> motion logits [V, 2] (static, moving)                     NLL (motion)
+    -> instance branch: the current scan's voxels (b, z, y, x), features = point columns + motion logits
+       -> backbone_3d (sparse encoder) -> map_to_bev -> backbone_2d -> dense_head (CenterHead: car,
+       pedestrian, cyclist)                                                                   detection loss
+    -> upsample fusion (UpsampleFusion): from the deepest decoder level of the motion net to the finest,
+       each level's features concatenated with one-hot "voxel centre inside a predicted box of class c"
+       masks (boxes scoring >= mask_threshold) and the coarser level's fused features brought up by the
+       inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]       NLL (fused)
+    -> eval: current-scan points from the fused logits (as MosNet), plus the detections
+
+Parts after the motion net arrive as partials (hydra `_partial_: true`) completed with the widths before them,
+as in pc3d.models.detectors.bev_detector; the BEV grid is VoxelGrid(voxel_size, point_cloud_range) (the
+spatial part of the 4D grid). Two logits (static, moving) as in MosNet: the unlabelled train id is ignored.
+Train mode: {"loss", "loss_fused", "loss_motion", "loss_det", "loss_hm", "loss_reg", "acc", "moving_iou"}
+(acc / moving_iou of the fused output). Eval mode: per sample {"frame_id", "moving", "point_labels" (when
+present), "boxes", "scores", "labels"} (labels 1..3 in dense_head's class_names).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from pc3d.data.batch import sparse_input
+from pc3d.errors import ConfigError
+from pc3d.geometry.points_in_boxes import points_in_boxes
+from pc3d.models.backbones3d.blocks import batch_norm, post_act_block
+from pc3d.models.mos.mos_net import UNMAPPED, current_mask, mos_loss, mos_predictions
+from pc3d.models.mos.motion_net import MotionUNet
+from pc3d.sparse import SparseTensor
+from pc3d.voxel import VoxelGrid
+
+Part = Callable[..., nn.Module]
+
+
+def current_voxels(batch: dict) -> torch.Tensor:
+    """int64 [Vc]: the (sorted) 4D voxels holding current-scan points; one time cell, so their (b, z, y, x)
+    are unique."""
+    point_voxel = batch["point_to_voxel"][current_mask(batch)]
+    return torch.unique(point_voxel[point_voxel >= 0])
+
+
+def box_masks(x: SparseTensor, detections: list[dict], num_classes: int, voxel_size: Sequence[float],
+              point_cloud_range: Sequence[float], threshold: float) -> torch.Tensor:
+    """float [V, num_classes]: 1 where the centre of a 4D voxel of x (any stride) lies inside a detection of
+    class c (label c + 1) of its sample scoring >= threshold."""
+    coords = x.coords.cpu().numpy()
+    stride = np.asarray(x.stride[1:][::-1], np.float64)  # (x, y, z) strides of the (t, z, y, x) tensor
+    centres = np.asarray(point_cloud_range[:3]) + (coords[:, [4, 3, 2]] + 0.5) * stride * np.asarray(voxel_size)
+    masks = np.zeros((len(coords), num_classes), np.float32)
+    for b, det in enumerate(detections):
+        rows = np.flatnonzero(coords[:, 0] == b)
+        keep = det["scores"] >= threshold
+        for c in range(num_classes):
+            boxes = det["boxes"][keep & (det["labels"] == c + 1)]
+            if len(rows) and len(boxes):
+                masks[rows, c] = points_in_boxes(centres[rows].astype(np.float32), boxes) >= 0
+    return torch.from_numpy(masks).to(device=x.feats.device, dtype=x.feats.dtype)
+
+
+class UpsampleFusion(nn.Module):
+    """levels: the motion net's decoder tensors, deepest first; masks: [V_l, num_classes] per level.
+    Level j: Linear + BN + ReLU over cat(features, masks, the fused level j - 1 brought up by an inverse conv
+    paired with the motion net's strided conv `up_keys[j - 1]`) -> `channels`; returns logits [V_last, 2]."""
+
+    def __init__(self, level_channels: Sequence[int], num_classes: int, channels: int, up_keys: Sequence[str],
+                 up_kernel: Sequence[int], norm_momentum: float = 0.1):
+        super().__init__()
+        norm = batch_norm(norm_momentum)
+        self.mix = nn.ModuleList(
+            nn.Sequential(nn.Linear(c + num_classes + (channels if j else 0), channels, bias=False), norm(channels),
+                          nn.ReLU()) for j, c in enumerate(level_channels))
+        self.up = nn.ModuleList(post_act_block(channels, channels, tuple(up_kernel), indice_key=key,
+                                               conv_type="inverseconv", ndim=4, norm=norm) for key in up_keys)
+        self.classifier = nn.Linear(channels, 2)
+
+    def forward(self, levels: Sequence[SparseTensor], masks: Sequence[torch.Tensor]) -> torch.Tensor:
+        fused = None
+        for j, (level, mask) in enumerate(zip(levels, masks, strict=True)):
+            parts = [level.feats, mask]
+            if fused is not None:
+                parts.append(self.up[j - 1](fused).feats)
+            fused = level.replace_feature(self.mix[j](torch.cat(parts, 1)))
+        return self.classifier(fused.feats)
+
+
+class InsMOS(nn.Module):
+    """in_channels: voxel feature width (x, y, z, intensity, time: 5). motion_net: partial MotionUNet.
+    backbone_3d, map_to_bev, backbone_2d, dense_head: partials as in BEVDetector (dense_head: a CenterHead
+    over the box classes); post_process: a PostProcessor. voxel_size, point_cloud_range: the spatial part of
+    the 4D grid. fusion_channels: width of the fusion levels. mask_threshold: detection score for the box
+    masks. motion_weight, detection_weight: loss weights (the fused NLL weighs 1). class_weights: (static,
+    moving) cross-entropy weights. unmapped: as MosNet."""
+
+    task = "mos"
+
+    def __init__(self, in_channels: int, motion_net: Part, backbone_3d: Part, map_to_bev: Part, backbone_2d: Part,
+                 dense_head: Part, post_process: nn.Module, voxel_size: Sequence[float],
+                 point_cloud_range: Sequence[float], fusion_channels: int = 16, mask_threshold: float = 0.3,
+                 motion_weight: float = 1.0, detection_weight: float = 1.0,
+                 class_weights: Sequence[float] | None = None, unmapped: str = "nearest"):
+        super().__init__()
+        if unmapped not in UNMAPPED:
+            raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
+        self.voxel_size, self.point_cloud_range = list(voxel_size)[:3], list(point_cloud_range)
+        self.mask_threshold, self.unmapped = mask_threshold, unmapped
+        self.motion_weight, self.detection_weight = motion_weight, detection_weight
+        self.motion_net: MotionUNet = motion_net(in_channels=in_channels)
+        self.motion_head = nn.Linear(self.motion_net.out_channels, 2)
+        shape = VoxelGrid(self.voxel_size, self.point_cloud_range).spatial_shape
+        self.backbone_3d = backbone_3d(in_channels=in_channels + 2)
+        self.map_to_bev = map_to_bev(in_channels=self.backbone_3d.out_channels,
+                                     spatial_shape=self.backbone_3d.output_shape(shape))
+        self.backbone_2d = backbone_2d(in_channels=self.map_to_bev.out_channels)
+        self.dense_head = dense_head(in_channels=self.backbone_2d.out_channels)
+        self.post_process = post_process
+        self.num_box_classes = len(self.dense_head.class_names)
+        stages = len(self.motion_net.down)
+        self.fusion = UpsampleFusion(self.motion_net.dec_channels, self.num_box_classes, fusion_channels,
+                                     [f"down{i}" for i in range(stages - 2, -1, -1)],
+                                     self.motion_net.down[0][0].kernel_size)
+        self.register_buffer("class_weights", None if class_weights is None else
+                             torch.tensor(class_weights, dtype=torch.float32), persistent=False)
+
+    def forward(self, batch: dict):
+        x = sparse_input(batch, batch["points"].device)
+        _, scales = self.motion_net.forward_features(x)
+        motion = self.motion_head(scales["dec0"].feats)
+        current = current_voxels(batch)
+        scan = SparseTensor(torch.cat([x.feats[current], motion[current]], 1), x.coords[current][:, [0, 2, 3, 4]],
+                            x.spatial_shape[1:], batch["batch_size"])
+        heads = self.dense_head(self.backbone_2d(self.map_to_bev(self.backbone_3d(scan))))
+        detections = self.post_process(self.dense_head.predict(heads), batch["frame_id"])
+        levels = [scales[f"dec{i}"] for i in range(len(self.motion_net.down) - 1, -1, -1)]
+        masks = [box_masks(level, detections, self.num_box_classes, self.voxel_size, self.point_cloud_range,
+                           self.mask_threshold) for level in levels]
+        fused = self.fusion(levels, masks)
+        if self.training:
+            return self.losses(batch, motion, fused, heads)
+        out = mos_predictions(batch, fused, x.coords[:, 0].long(), self.unmapped)
+        for pred, det in zip(out, detections, strict=True):
+            pred.update(boxes=det["boxes"], scores=det["scores"], labels=det["labels"])
+        return out
+
+    def losses(self, batch: dict, motion: torch.Tensor, fused: torch.Tensor, heads) -> dict:
+        if "gt_boxes" not in batch:
+            raise ConfigError("InsMOS trains its detection head on gt_boxes / gt_labels: the batch has none "
+                              "(SemanticKittiDataset mode 'mos' with boxes)")
+        out = mos_loss(fused, batch, self.class_weights)
+        motion_terms = mos_loss(motion, batch, self.class_weights)
+        det = self.dense_head.loss(heads, batch)
+        loss = out["loss"] + self.motion_weight * motion_terms["loss"] + self.detection_weight * det["loss"]
+        return {"loss": loss, "loss_fused": out["loss_mos"], "loss_motion": motion_terms["loss_mos"],
+                "loss_det": det["loss"].detach(), "loss_hm": det["loss_hm"], "loss_reg": det["loss_reg"],
+                "acc": out["acc"], "moving_iou": out["moving_iou"]}
+

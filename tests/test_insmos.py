@@ -1,0 +1,131 @@
+"""InsMOS (pc3d.models.mos.insmos): motion net + instance branch (CenterPoint head) + upsample fusion with box masks:
+losses and gradients, the mos prediction contract with boxes, the box masks, determinism; slow: a tiny InsMOS
+learns a simulated MOS sequence."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.data.batch import Collate, sparse_input
+from pc3d.errors import ConfigError
+from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
+from pc3d.models.bev import BaseBEVBackbone, HeightCompression
+from pc3d.models.contract import check_prediction, task_of
+from pc3d.models.heads.center_head import CenterHead
+from pc3d.models.mos.insmos import InsMOS, box_masks
+from pc3d.models.mos.motion_net import MotionUNet
+from pc3d.models.postprocess import PostProcessor
+from pc3d.voxel import TemporalVoxelizer
+
+RANGE = [-8.0, -8.0, -2.0, 8.0, 8.0, 2.0]
+VOXEL = [0.25, 0.25, 0.25]
+CLASSES = ["car", "pedestrian", "cyclist"]
+FLOOR = 50.0  # moving IoU (percent) the slow test must pass
+
+
+def make_sample(seed: int, frame: str, scans: int = 3) -> dict:
+    """Ground (static), a car driving +x at 10 m/s (moving, one box per scan: the current one is gt), a
+    standing pedestrian (static), a few unlabelled points; x, y, z, intensity, time."""
+    rng = np.random.default_rng(seed)
+    clouds, labels = [], []
+    for k in range(scans):
+        ground = np.column_stack([rng.uniform(-7.5, 7.5, (300, 2)), np.full(300, -1.7)])
+        car = rng.uniform([-2, -0.9, -1.7], [2, 0.9, -0.2], (120, 3)) + [2.0 - 1.0 * k, 2.0, 0.0]
+        person = rng.uniform([-0.3, -0.3, -1.7], [0.3, 0.3, 0.0], (40, 3)) + [-3.0, -3.0, 0.0]
+        xyz = np.concatenate([ground, car, person])
+        lab = np.concatenate([np.ones(300), np.full(120, 2), np.ones(40)]).astype(np.int64)
+        lab[rng.random(len(lab)) < 0.05] = 0
+        n = len(xyz)
+        clouds.append(np.column_stack([xyz, rng.uniform(0, 1, n), np.full(n, -0.1 * k)]).astype(np.float32))
+        labels.append(lab)
+    points = np.concatenate(clouds)
+    sizes = [len(c) for c in clouds]
+    boxes = np.array([[2.0, 2.0, -0.95, 4.0, 1.8, 1.5, 0.0], [-3.0, -3.0, -0.85, 0.6, 0.6, 1.7, 0.0]], np.float32)
+    return {"frame_id": frame, "points": points, "num_current_points": sizes[0],
+            "point_labels": np.concatenate(labels), "point_time": points[:, 4].copy(),
+            "point_frame": np.repeat(np.arange(scans), sizes).astype(np.int64),
+            "gt_boxes": boxes, "gt_labels": np.array([1, 2], np.int64)}
+
+
+def make_batch(samples=None) -> dict:
+    samples = samples or [make_sample(0, "00/000002"), make_sample(1, "00/000003")]
+    return Collate(TemporalVoxelizer(VOXEL, RANGE, 0.1, [-0.25, 0.05], time_column=4))(samples)
+
+
+def tiny_insmos(**kwargs) -> InsMOS:
+    torch.manual_seed(0)
+    return InsMOS(
+        5,
+        motion_net=partial(MotionUNet, stem_channels=8, channels=(8, 16, 16), dec_channels=(16, 16, 8), stem_kernel=3),
+        backbone_3d=partial(VoxelBackBone8x, out_channels=None, channels=(8, 16, 16, 16), norm_momentum=0.1),
+        map_to_bev=HeightCompression,
+        backbone_2d=partial(BaseBEVBackbone, layer_nums=[1], layer_strides=[1], num_filters=[16],
+                            upsample_strides=[1], num_upsample_filters=[16]),
+        dense_head=partial(CenterHead, class_names=CLASSES, tasks=[["car"], ["pedestrian", "cyclist"]],
+                           voxel_size=VOXEL, point_cloud_range=RANGE, out_stride=8, shared_channels=16,
+                           head_channels=16, score_threshold=0.0, max_per_task=20),
+        post_process=PostProcessor(score_threshold=0.0, nms="circle", min_radius=1.0, post_max_size=20),
+        voxel_size=VOXEL, point_cloud_range=RANGE, fusion_channels=8, **kwargs)
+
+
+def test_insmos_losses_reach_every_parameter():
+    model = tiny_insmos()
+    assert task_of(model) == "mos"
+    model.train()
+    out = model(make_batch())
+    assert set(out) >= {"loss", "loss_fused", "loss_motion", "loss_det", "loss_hm", "loss_reg", "moving_iou"}
+    assert torch.isfinite(out["loss"]) and out["loss"].ndim == 0
+    out["loss"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+
+
+def test_insmos_predictions_follow_the_contract_with_boxes():
+    batch = make_batch()
+    model = tiny_insmos().eval()
+    with torch.no_grad():
+        preds = model(batch)
+    offsets = batch["point_offsets"].tolist()
+    for b, pred in enumerate(preds):
+        n = int(batch["num_current_points"][b])
+        check_prediction("mos", pred, n)
+        assert {"boxes", "scores", "labels"} <= set(pred) and pred["moving"].dtype == np.uint8
+        assert set(pred["labels"].tolist()) <= {1, 2, 3}
+        np.testing.assert_array_equal(pred["point_labels"], batch["point_labels"][offsets[b]:offsets[b] + n].numpy())
+
+
+def test_second_forward_is_identical():
+    batch = make_batch()
+    model = tiny_insmos().eval()
+    with torch.no_grad():
+        first, second = model(batch), model(batch)
+    for a, b in zip(first, second, strict=True):
+        for key in ("moving", "boxes", "scores", "labels"):
+            np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_box_masks_mark_voxels_inside_boxes_of_each_class():
+    batch = make_batch([make_sample(0, "00/000001")])
+    x = sparse_input(batch)
+    detections = [{"boxes": np.array([[2.0, 2.0, -0.95, 4.0, 1.8, 1.5, 0.0], [-3.0, -3.0, -0.85, 0.6, 0.6, 1.7, 0.0],
+                                      [0.0, -5.0, -1.0, 1.0, 1.0, 1.0, 0.0]], np.float32),
+                   "scores": np.array([0.9, 0.8, 0.1], np.float32), "labels": np.array([1, 2, 3])}]
+    masks = box_masks(x, detections, 3, VOXEL, RANGE, threshold=0.3).numpy()
+    centres = np.asarray(RANGE[:3]) + (x.coords[:, [4, 3, 2]].numpy() + 0.5) * VOXEL
+    in_car = (np.abs(centres[:, 0] - 2.0) < 2.0) & (np.abs(centres[:, 1] - 2.0) < 0.9) & \
+             (np.abs(centres[:, 2] + 0.95) < 0.75)
+    np.testing.assert_array_equal(masks[:, 0], in_car.astype(np.float32))
+    assert masks[:, 1].sum() > 0 and masks[:, 2].sum() == 0  # the cyclist scores under the threshold
+    assert not (masks[:, 0] * masks[:, 1]).any()
+
+
+def test_training_without_boxes_is_a_config_error():
+    batch = make_batch()
+    for key in ("gt_boxes", "num_gt"):
+        batch.pop(key)
+    model = tiny_insmos().train()
+    with pytest.raises(ConfigError, match="gt_boxes"):
+        model(batch)
