@@ -155,7 +155,9 @@ def test_second_forward_is_identical():
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a["moving"], b["moving"])
         np.testing.assert_array_equal(a["log_odds"], b["log_odds"])
-        assert a["log_odds"].dtype == np.float32
+        assert a["log_odds"].dtype == np.float32 and a["measured"].dtype == np.bool_
+        assert len(a["log_odds"]) == len(a["measured"]) > len(a["moving"])  # the whole window
+        assert not a["measured"].all() and (a["log_odds"][~a["measured"]] == 0).all()
 
 
 def test_points_outside_the_grid_take_the_nearest_current_voxel_or_static():

@@ -95,7 +95,7 @@ class InsMOS(nn.Module):
     over the box classes); post_process: a PostProcessor. voxel_size, point_cloud_range: the spatial part of
     the 4D grid. fusion_channels: width of the fusion levels. mask_threshold: detection score for the box
     masks. motion_weight, detection_weight: loss weights (the fused NLL weighs 1). class_weights: (static,
-    moving) cross-entropy weights. unmapped: as MosNet."""
+    moving) cross-entropy weights. unmapped, return_log_odds: as MosNet (of the fused output)."""
 
     task = "mos"
 
@@ -103,12 +103,13 @@ class InsMOS(nn.Module):
                  dense_head: Part, post_process: nn.Module, voxel_size: Sequence[float],
                  point_cloud_range: Sequence[float], fusion_channels: int = 16, mask_threshold: float = 0.3,
                  motion_weight: float = 1.0, detection_weight: float = 1.0,
-                 class_weights: Sequence[float] | None = None, unmapped: str = "nearest"):
+                 class_weights: Sequence[float] | None = None, unmapped: str = "nearest",
+                 return_log_odds: bool = False):
         super().__init__()
         if unmapped not in UNMAPPED:
             raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
         self.voxel_size, self.point_cloud_range = list(voxel_size)[:3], list(point_cloud_range)
-        self.mask_threshold, self.unmapped = mask_threshold, unmapped
+        self.mask_threshold, self.unmapped, self.return_log_odds = mask_threshold, unmapped, return_log_odds
         self.motion_weight, self.detection_weight = motion_weight, detection_weight
         self.motion_net: MotionUNet = motion_net(in_channels=in_channels)
         self.motion_head = nn.Linear(self.motion_net.out_channels, 2)
@@ -142,7 +143,7 @@ class InsMOS(nn.Module):
         fused = self.fusion(levels, masks)
         if self.training:
             return self.losses(batch, motion, fused, heads)
-        out = mos_predictions(batch, fused, x.coords[:, 0].long(), self.unmapped)
+        out = mos_predictions(batch, fused, x.coords[:, 0].long(), self.unmapped, self.return_log_odds)
         for pred, det in zip(out, detections, strict=True):
             pred.update(boxes=det["boxes"], scores=det["scores"], labels=det["labels"])
         return out

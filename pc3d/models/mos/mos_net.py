@@ -17,8 +17,8 @@ A current-scan point outside the voxel grid takes the label of the nearest curre
 Train mode: {"loss", "loss_mos", "acc", "moving_iou"} (the last two on this batch's points, logged).
 Eval mode: per sample {"frame_id", "moving": uint8 [n_current], "point_labels": int64 [n_current] (the
 current scan's MOS train ids, when the batch has them)} and with return_log_odds=True "log_odds": float32
-[N] over every point of the window (log p(moving) - log p(static); 0 outside the grid), for a binary
-Bayes filter over overlapping windows.
+[N] over every point of the window (log p(moving) - log p(static); 0 outside the grid) and "measured": bool
+[N] (the point has a voxel), for a binary Bayes filter over overlapping windows (pc3d.eval.bayes_filter).
 """
 from __future__ import annotations
 
@@ -115,6 +115,7 @@ def mos_predictions(batch: dict, voxel_logits: torch.Tensor, voxel_batch: torch.
             pred["point_labels"] = labels[starts[b]:starts[b + 1]].cpu().numpy()
         if return_log_odds:
             pred["log_odds"] = log_odds[offsets[b]:offsets[b + 1]].detach().cpu().numpy()
+            pred["measured"] = (batch["point_to_voxel"][offsets[b]:offsets[b + 1]] >= 0).cpu().numpy()
         out.append(pred)
     return out
 
