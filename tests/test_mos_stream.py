@@ -165,3 +165,30 @@ def test_scan_log_odds_reach_every_raw_point():
     (cur, cur_lo, cur_seen), (past, past_lo, past_seen) = scan_log_odds(sample, log_odds)
     assert (cur, past) == (1, 0) and cur_lo.tolist() == [0.0] and cur_seen.all()
     assert past_lo[0] == past_lo[1] != past_lo[2] and sorted(set(past_lo.tolist())) == [1.0, 2.0]
+
+
+def test_tools_infer_streams_a_mos_model(sequence, tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from conftest import experiment_checkpoint
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import infer
+
+    ckpt = experiment_checkpoint(tmp_path / "runs", "mos_sim", f"dataset.root={sequence}")
+    folder = sequence / "sequences" / "00"
+    assert infer.main([str(ckpt), str(folder), "--out", str(tmp_path / "out"), "--device", "cpu",
+                       "--max-frames", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "| prepare |" in printed and "per frame / model forward (p50)" in printed
+    for scan in sorted((folder / "velodyne").glob("*.bin"))[:4]:
+        written = np.fromfile(tmp_path / "out" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label",
+                              "<u4")
+        assert len(written) == scan.stat().st_size // 16 and set(written.tolist()) <= {9, 251}
+    # a folder of point files has no poses: one line naming it, exit 2
+    loose = tmp_path / "loose"
+    loose.mkdir()
+    (loose / "a.bin").write_bytes((folder / "velodyne" / "000000.bin").read_bytes())
+    assert infer.main([str(ckpt), str(loose), "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 2
+    assert "has no poses" in capsys.readouterr().err

@@ -52,3 +52,23 @@ def test_mos_dataset_writes_the_benchmark_layout(tmp_path):
         ds.write_predictions([{**preds[0], "moving": preds[0]["moving"][:-1]}, preds[1]], tmp_path / "bad")
     with pytest.raises(DataFormatError, match="needs 'moving'"):
         ds.write_predictions([{"frame_id": "00/000000", "pred_labels": preds[0]["moving"]}, preds[1]], tmp_path / "x")
+
+
+def test_tools_test_writes_mos_submission_files(tmp_path):
+    """tools/test.py (pc3d.engine.runner.test) on a mos model: metrics, and one 9 / 251 id per point of every raw
+    scan in the benchmark's layout, through the dataset's write_predictions."""
+    from conftest import experiment_checkpoint
+
+    from pc3d.engine import distributed
+    from pc3d.engine.runner import test as run_test
+    from pc3d.sim.api import simulate_dataset
+
+    root = simulate_dataset("semantickitti_mos", tmp_path / "data", frames=3, seed=0, columns=256, sequence_length=3)
+    ckpt = experiment_checkpoint(tmp_path / "runs", "mos_sim", f"dataset.root={root}", "dataset.sequences=[0]")
+    metrics = run_test(ckpt, info=distributed.init_distributed("cpu"), split="train", out_dir=tmp_path / "test",
+                       workers=0)
+    assert 0 <= metrics["moving_IoU"] <= 100 and metrics["num_moving"] > 0
+    folder = tmp_path / "test" / "predictions" / "sequences" / "00" / "predictions"
+    for scan in sorted((root / "sequences" / "00" / "velodyne").glob("*.bin")):
+        written = np.fromfile(folder / f"{scan.stem}.label", "<u4")
+        assert len(written) == scan.stat().st_size // 16 and set(written.tolist()) <= {9, 251}
