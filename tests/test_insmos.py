@@ -173,3 +173,15 @@ def test_tiny_insmos_learns_a_simulated_mos_sequence(tmp_path):
     print(f"moving IoU {before:.1f} -> {after:.1f}; detection loss {np.mean(det[:3]):.2f} -> {np.mean(det[-3:]):.2f}")
     assert after > max(FLOOR, before + 20), (before, after)
     assert np.mean(det[-3:]) < np.mean(det[:3])
+
+
+def test_box_masks_use_the_voxel_centre_at_every_stride():
+    from pc3d.sparse import SparseTensor
+
+    coords = torch.tensor([[0, 0, 3, 5, 6], [0, 1, 3, 5, 7]], dtype=torch.int32)  # (b, t, z, y, x) at stride 2
+    x = SparseTensor(torch.zeros(2, 4), coords, (3, 8, 32, 32), 1, stride=(1, 2, 2, 2))
+    centre = [-8.0 + 6.5 * 0.5, -8.0 + 5.5 * 0.5, -2.0 + 3.5 * 0.5]  # (-4.75, -5.25, -0.25)
+    box = np.array([[*centre, 0.4, 0.4, 0.4, 0.0]], np.float32)
+    det = [{"boxes": box, "scores": np.array([1.0], np.float32), "labels": np.array([3])}]
+    masks = box_masks(x, det, 3, VOXEL, RANGE, threshold=0.5).numpy()
+    np.testing.assert_array_equal(masks, [[0, 0, 1], [0, 0, 0]])  # the second voxel's centre is 0.5 m along x
