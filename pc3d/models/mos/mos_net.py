@@ -70,12 +70,14 @@ def mos_loss(voxel_logits: torch.Tensor, batch: dict, class_weights: torch.Tenso
             "moving_iou": tp.float() / union.clamp(min=1)}
 
 
-def current_point_voxel(batch: dict, voxel_batch: torch.Tensor, unmapped: str = "nearest") -> torch.Tensor:
+def current_point_voxel(batch: dict, voxel_batch: torch.Tensor, unmapped: str = "nearest",
+                        current: torch.Tensor | None = None) -> torch.Tensor:
     """int64 [sum n_current]: the voxel of every current-scan point (rows in batch order); a point outside
-    the grid gets the nearest voxel holding current-scan points (unmapped="nearest") or -1 ("static")."""
+    the grid gets the nearest voxel holding current-scan points (unmapped="nearest") or -1 ("static").
+    current: current_mask(batch), when the caller has it."""
     if unmapped not in UNMAPPED:
         raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
-    current = current_mask(batch)
+    current = current_mask(batch) if current is None else current
     point_voxel = batch["point_to_voxel"][current]
     if unmapped == "static":
         return point_voxel
@@ -96,10 +98,8 @@ def gather(values: torch.Tensor, index: torch.Tensor, fill=0) -> torch.Tensor:
 def mos_predictions(batch: dict, voxel_logits: torch.Tensor, voxel_batch: torch.Tensor, unmapped: str = "nearest",
                     return_log_odds: bool = False) -> list[dict]:
     """One prediction dict per sample from voxel logits [V, 2] (static, moving); see the module docstring."""
-    moving_voxel = voxel_logits.argmax(1).to(torch.uint8)
-    point_voxel = current_point_voxel(batch, voxel_batch, unmapped)
-    moving = gather(moving_voxel, point_voxel)
     current = current_mask(batch)
+    moving = gather(voxel_logits.argmax(1).to(torch.uint8), current_point_voxel(batch, voxel_batch, unmapped, current))
     counts = torch.bincount(batch["point_batch"][current], minlength=batch["batch_size"]).tolist()
     starts = [0]
     for n in counts:
