@@ -175,6 +175,8 @@ def test_fitted_boxes():
     cloud = np.concatenate([xyz, rng.normal(size=(9, 3))])
     boxes, labels, ids = instance_boxes(cloud, raw, inst)  # the 3-point pedestrian is too small, road is no box
     assert labels.tolist() == [1] and ids.tolist() == [7] and boxes.shape == (1, 7)
+    line = fit_box(np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0]]))  # one scan line: no width, no height
+    np.testing.assert_allclose(line, [1, 0, 0, 2, 0.1, 0.1, 0], atol=1e-6)
 
 
 def test_simulated_sequences_carry_exact_boxes(tmp_path):

@@ -60,6 +60,7 @@ BOX_CLASS_NAMES = ("car", "pedestrian", "cyclist")
 # raw SemanticKITTI id (static and moving) -> box class id 1..3 of BOX_CLASS_NAMES
 BOX_CLASS_OF_RAW = {10: 1, 252: 1, 30: 2, 254: 2, 31: 3, 253: 3}
 MIN_BOX_POINTS = 5
+MIN_BOX_SIZE = 0.1  # metres: the least extent of a fitted box (a few points on one scan line span no width)
 
 
 def lidar_poses(path: str | PathLike, calib_path: str | PathLike) -> np.ndarray:
@@ -146,7 +147,8 @@ def fit_box(xyz: np.ndarray) -> np.ndarray:
 
     heading: the principal axis of the points' BEV (x, y) covariance, in [-pi / 2, pi / 2) (a fitted
     box cannot tell front from back); dx along it, dy across; extent and centre from the min / max of
-    the points in that rotated frame (x, y) and in z.
+    the points in that rotated frame (x, y) and in z; every extent at least MIN_BOX_SIZE (about the
+    centre).
     """
     xyz = np.asarray(xyz, np.float64)
     xy = xyz[:, :2] - xyz[:, :2].mean(0)
@@ -164,7 +166,8 @@ def fit_box(xyz: np.ndarray) -> np.ndarray:
     mid = (lo + hi) / 2
     z_lo, z_hi = xyz[:, 2].min(), xyz[:, 2].max()
     centre = np.array([c * mid[0] - s * mid[1], s * mid[0] + c * mid[1]])
-    return np.array([*centre, (z_lo + z_hi) / 2, *(hi - lo), z_hi - z_lo, heading], np.float32)
+    size = np.maximum([*(hi - lo), z_hi - z_lo], MIN_BOX_SIZE)
+    return np.array([*centre, (z_lo + z_hi) / 2, *size, heading], np.float32)
 
 
 def instance_boxes(xyz: np.ndarray, raw_semantic: np.ndarray, instance: np.ndarray,
