@@ -219,3 +219,22 @@ def test_bad_poses_name_the_file(tmp_path, damage):
     with pytest.raises(DataFormatError) as info:
         ds.load(0)  # even the first scan: the sequence's poses are read and checked as a whole
     assert info.value.path == str(culprit)
+
+
+def test_past_scan_cache_gives_the_same_samples(tmp_path):
+    rng = np.random.default_rng(2)
+    scans = [np.concatenate([rng.uniform(-3, 3, (100, 3)), rng.uniform(0, 1, (100, 1))], 1) for _ in range(5)]
+    raws = [rng.choice([40, 252, 0], 100) for _ in range(5)]
+    write_sequence(tmp_path, scans, raws, [TR @ rigid(0.1 * i, (i, 0, 0)) @ np.linalg.inv(TR) for i in range(5)])
+    settings = {"sequences": [0], "mode": "mos", "n_past_scans": 2, "scan_period": 0.1, "past_voxel_size": 0.5}
+    plain = SemanticKittiDataset(tmp_path, **settings)
+    cached = SemanticKittiDataset(tmp_path, past_scan_cache=2, **settings)
+    for i in (4, 3, 4, 2, 1, 4):
+        a, b = plain.load(i), cached.load(i)
+        for key in ("points", "point_labels", "instance_ids", "moving_labels", "point_time", "point_frame"):
+            assert a[key].dtype == b[key].dtype and np.array_equal(a[key], b[key]), key
+    assert list(cached._reduced) == [("00", "000003"), ("00", "000002")]  # the two most recent past scans
+    (tmp_path / "sequences" / "00" / "velodyne" / "000003.bin").unlink()
+    cached.load(4)  # scans 3 and 2 come from the cache: no file read
+    with pytest.raises(DataFormatError, match="000003.bin"):
+        plain.load(4)
