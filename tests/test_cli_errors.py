@@ -48,3 +48,14 @@ def test_tools_print_one_line_and_exit_2(tmp_path, args, needle):
 def test_debug_shows_the_traceback():
     done = tool("tools/test.py", "run_dir=/nonexistent/run", debug=True)
     assert done.returncode != 0 and "Traceback" in done.stderr
+
+
+def test_test_overrides_take_a_mapping_on_the_command_line():
+    """tools/test.py's `overrides` is null by default, so `overrides={a.b: 1}` assigns a mapping (an empty
+    struct mapping would refuse every new key, and only `++overrides=` would work)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        assert compose("test").overrides is None
+        cfg = compose("test", overrides=["overrides={train.workers: 0, dataset.sequences: [0, 1]}"])
+    assert dict(cfg.overrides) == {"train.workers": 0, "dataset.sequences": [0, 1]}

@@ -40,7 +40,7 @@ def check_settings(cfg) -> None:
     for key in ("ema", "write_predictions"):
         if not isinstance(cfg[key], bool):
             raise wrong(key, "true or false")
-    if not isinstance(cfg.overrides, DictConfig):
+    if cfg.overrides is not None and not isinstance(cfg.overrides, DictConfig):
         raise wrong("overrides", "a mapping of dotted keys, e.g. 'overrides={train.workers: 0}'")
     device = cfg.device
     if not isinstance(device, str) or (device != "auto" and device.split(":")[0] not in ("cpu", "cuda")):
@@ -77,7 +77,7 @@ def main() -> int:
         try:
             ckpt = runner.find_checkpoint(None if cfg.ckpt is None else str(cfg.ckpt),
                                           None if cfg.run_dir is None else str(cfg.run_dir))
-            overrides = OmegaConf.to_container(cfg.overrides, resolve=True)
+            overrides = {} if cfg.overrides is None else OmegaConf.to_container(cfg.overrides, resolve=True)
             if cfg.dataset_root is not None:
                 overrides["dataset.root"] = str(cfg.dataset_root)
             split = None if cfg.split is None else str(cfg.split)
