@@ -75,15 +75,22 @@ class SparseUNet(SparseModule):
 
     def forward_features(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
         """The output and every stage's: "enc{i}" / "dec{i}" at stride 2^i (dec0 is the output)."""
-        x = self.stem(x)
-        skips = [x]
-        for down, enc in zip(self.down, self.enc, strict=True):
-            x = enc(down(x))
-            skips.append(x)
-        scales = {f"enc{i}": s for i, s in enumerate(skips)}
-        skips.pop()
-        for up, dec in zip(self.up, self.dec, strict=True):
-            x = dec(cat_features([up(x), skips.pop()]))
-            scales[f"dec{len(skips)}"] = x
-        return x, scales
+        return unet_forward(self, x)
+
+
+def unet_forward(unet: nn.Module, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
+    """The U-Net pass of a module with stem, down / enc (encoder, shallow first) and up / dec (decoder,
+    deepest first; each up restores the sites of its down): the output and every stage's tensor,
+    "enc{i}" / "dec{i}" at stride 2^i (dec0 is the output)."""
+    x = unet.stem(x)
+    skips = [x]
+    for down, enc in zip(unet.down, unet.enc, strict=True):
+        x = enc(down(x))
+        skips.append(x)
+    scales = {f"enc{i}": s for i, s in enumerate(skips)}
+    skips.pop()
+    for up, dec in zip(unet.up, unet.dec, strict=True):
+        x = dec(cat_features([up(x), skips.pop()]))
+        scales[f"dec{len(skips)}"] = x
+    return x, scales
 

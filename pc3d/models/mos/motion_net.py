@@ -19,7 +19,8 @@ from functools import partial
 from torch import nn
 
 from pc3d.models.backbones3d.blocks import ResidualBlock, batch_norm, post_act_block, sparse_conv
-from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, cat_features
+from pc3d.models.backbones3d.unet import unet_forward
+from pc3d.sparse import SparseModule, SparseSequential, SparseTensor
 
 
 class MotionUNet(SparseModule):
@@ -74,14 +75,4 @@ class MotionUNet(SparseModule):
 
     def forward_features(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
         """The output and every stage's tensor: "enc{i}" / "dec{i}" at spatial stride 2^i (dec0 is the output)."""
-        x = self.stem(x)
-        skips = [x]
-        for down, enc in zip(self.down, self.enc, strict=True):
-            x = enc(down(x))
-            skips.append(x)
-        scales = {f"enc{i}": s for i, s in enumerate(skips)}
-        skips.pop()
-        for up, dec in zip(self.up, self.dec, strict=True):
-            x = dec(cat_features([up(x), skips.pop()]))
-            scales[f"dec{len(skips)}"] = x
-        return x, scales
+        return unet_forward(self, x)
