@@ -17,6 +17,11 @@ per frame giving the count (per-point outputs still cover every row of the file:
 A cloud must carry the columns the model was trained on (x, y, z and its dataset's features, matched by
 name where the format names them); --pad-features fills missing ones with 0 and drops extra ones.
 
+A model of task "flow" estimates the motion of each point to the next frame of the sequence
+(pc3d.infer.flow_pairs): every frame is cropped as HPLFlowNet crops KITTI (depth < 35 m, the camera's 90-degree
+field of view, ground below z = -1.4 m; --flow-* options) and sampled to 8,192 points (--flow-points 0: all),
+and the pair (t - 1, t) writes flow/<frame t - 1>.npy; the last frame of a sequence has no flow.
+
 A model of task "mos" trained on a window of scans (dataset.n_past_scans > 0) streams a SemanticKITTI
 sequence folder (poses.txt, calib.txt) through a ring buffer (pc3d.infer.scan_window): each new scan is
 reduced once and the past ones are moved into the new current frame by the relative pose, the same window
@@ -93,7 +98,12 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     model = model.to(device).eval()
     task = task_of(model)
-    window = None
+    window, pairs = None, None
+    if task == "flow":
+        from pc3d.infer.flow_pairs import FlowPairs
+
+        pairs = FlowPairs(args.flow_points or None, args.flow_max_depth, args.flow_fov,
+                          None if args.flow_keep_ground else args.flow_min_z)
     if int(cfg.dataset.get("n_past_scans") or 0) > 0:
         if task != "mos":
             raise ConfigError(f"{path}: the model was trained on {cfg.dataset.n_past_scans} past scans merged into "
@@ -127,7 +137,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(it):
         return track(it, total=total, desc="infer", unit="frame")
 
-    records, wall, skipped, dropped = stream(model, source, preparer(cfg, window), collate, output, device, renders,
+    records, wall, skipped, dropped = stream(model, source, pairs or preparer(cfg, window), collate, output, device,
+                                             renders,
                                              args.max_frames, progress, args.strict)
     print(output.close(), flush=True)
     if skipped:
@@ -154,6 +165,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
+    p.add_argument("--flow-points", type=int, default=8192,
+                   help="scene flow: points sampled per cloud after the crop (0: all of them; default 8192)")
+    p.add_argument("--flow-max-depth", type=float, default=35.0, help="scene flow: crop at this depth x (m)")
+    p.add_argument("--flow-fov", type=float, default=90.0, help="scene flow: azimuth kept around +x (degrees)")
+    p.add_argument("--flow-min-z", type=float, default=-1.4, help="scene flow: drop points below this z (ground)")
+    p.add_argument("--flow-keep-ground", action="store_true", help="scene flow: no ground cut")
     p.add_argument("--pad-features", action="store_true",
                    help="fill feature columns a cloud lacks with 0 and drop extra ones (default: refuse the frame)")
     args = p.parse_args(argv)

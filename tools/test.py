@@ -4,6 +4,7 @@ predictions in its official submission format when the dataset provides a writer
     python tools/test.py run_dir=outputs/toy/2026-01-01_12-00-00     # best.pt, else the newest save
     python tools/test.py ckpt=outputs/toy/.../checkpoints/step_00000256.pt split=test ema=false
     python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
+    python tools/test.py run_dir=... eval_dataset=sim_sequence_flow    # another dataset config (configs/dataset/)
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
 Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/ (written by the
@@ -30,7 +31,7 @@ def check_settings(cfg) -> None:
     def wrong(key: str, expected: str) -> ConfigError:
         return ConfigError(f"{key}: expected {expected}, got {cfg[key]!r} ({type(cfg[key]).__name__})")
 
-    for key in ("ckpt", "run_dir", "split", "out_dir", "dataset_root"):
+    for key in ("ckpt", "run_dir", "split", "out_dir", "dataset_root", "eval_dataset"):
         if isinstance(cfg[key], bool) or (cfg[key] is not None and not isinstance(cfg[key], (str, int))):
             raise wrong(key, "a path or name")
     for key, low in (("batch_size", 1), ("workers", 0)):
@@ -53,6 +54,19 @@ def check_settings(cfg) -> None:
     for key in ("out_dir",):
         if cfg[key] is not None and Path(str(cfg[key])).exists() and not Path(str(cfg[key])).is_dir():
             raise ConfigError(f"{key}: {cfg[key]} exists and is not a folder")
+
+
+def eval_dataset_config(name: str) -> dict:
+    """configs/dataset/<name>.yaml as a dict (ConfigError naming the configs there when it does not exist)."""
+    from omegaconf import OmegaConf
+
+    from pc3d.errors import ConfigError
+
+    path = ROOT / "configs" / "dataset" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"eval_dataset={name}: no {path}; dataset configs: {', '.join(known)}")
+    return OmegaConf.to_container(OmegaConf.load(path))
 
 
 def main() -> int:
@@ -81,9 +95,17 @@ def main() -> int:
             if cfg.dataset_root is not None:
                 overrides["dataset.root"] = str(cfg.dataset_root)
             split = None if cfg.split is None else str(cfg.split)
-            runner.test(ckpt, info=info, split=split, out_dir=cfg.out_dir, batch_size=cfg.batch_size,
+            dataset, out_dir = None, cfg.out_dir
+            if cfg.eval_dataset is not None:
+                dataset = eval_dataset_config(str(cfg.eval_dataset))
+                split = split or dataset.get("split")  # the other dataset's own split names
+                if out_dir is None:
+                    ckpt = Path(ckpt)
+                    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+                    out_dir = run_dir / f"test_{cfg.eval_dataset}"
+            runner.test(ckpt, info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
-                        overrides=overrides)
+                        overrides=overrides, dataset=dataset)
         except Pc3dError as error:
             status["code"] = user_error("test", error)
         finally:

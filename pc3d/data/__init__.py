@@ -13,12 +13,13 @@ from .kitti import KITTI_CLASSES, KittiDataset
 from .scannet import SCANNET20_CLASSES, ScanNetDataset
 from .sceneflow import SceneFlowDataset
 from .semantickitti import SemanticKittiDataset
+from .sequence_flow import SequenceFlowDataset
 from .simulated import SimulatedKittiDataset
 from .waymo import WAYMO_CLASSES, WaymoDataset
 
 __all__ = [
     "BOX_KEYS", "BadFrameWarning", "Collate", "DataWarning", "GTDatabase", "KITTI_CLASSES", "KittiDataset",
     "POINT_KEYS", "PointCloudDataset", "SCANNET20_CLASSES", "ScanNetDataset", "SceneFlowDataset",
-    "SemanticKittiDataset", "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset", "check_sample", "sample_seed",
-    "seed_worker", "sparse_input", "write_database",
+    "SemanticKittiDataset", "SequenceFlowDataset", "SimulatedKittiDataset", "WAYMO_CLASSES", "WaymoDataset",
+    "check_sample", "sample_seed", "seed_worker", "sparse_input", "write_database",
 ]

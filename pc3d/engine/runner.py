@@ -174,9 +174,14 @@ def find_checkpoint(ckpt: str | None, run_dir: str | None) -> Path:
     return resolve_checkpoint(run_dir)
 
 
-def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, overrides: Mapping | None = None):
+def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, overrides: Mapping | None = None,
+                 dataset: Mapping | None = None):
     """(model with the checkpoint's weights (EMA ones when present and use_ema), the run's config with
-    `overrides` (dotted keys) applied, the checkpoint dict) of a tools/train.py checkpoint."""
+    `overrides` (dotted keys) applied, the checkpoint dict) of a tools/train.py checkpoint.
+
+    dataset: another dataset config replacing the run's (evaluate on other data), which keeps the run's
+    ``voxelizer``, ``voxel_size`` and ``point_cloud_range`` (the grid the model was built for); applied before
+    the overrides."""
     from omegaconf import OmegaConf
 
     from pc3d.models.contract import task_of
@@ -186,6 +191,9 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
     if not ckpt.get("config"):
         raise CheckpointError(f"{ckpt_path}: has no stored config; it was not written by tools/train.py")
     cfg = OmegaConf.create(ckpt["config"])
+    if dataset is not None:
+        kept = {k: cfg.dataset[k] for k in ("voxelizer", "voxel_size", "point_cloud_range") if k in cfg.dataset}
+        cfg.dataset = OmegaConf.merge(OmegaConf.create(dict(dataset)), kept)
     for key, value in (overrides or {}).items():
         OmegaConf.update(cfg, key, value, force_add=True)
     lacking = [key for key in ("model", "dataset", "seed", "splits", "train") if key not in cfg]
@@ -200,15 +208,17 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
 
 def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
          out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
-         use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None) -> dict | None:
+         use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None,
+         dataset: Mapping | None = None) -> dict | None:
     """Evaluate a checkpoint on `split` (default: the config's test split) with the config stored in it.
 
     Writes `<out_dir>/metrics.json`, `metrics.md` and, when the dataset has `write_predictions`,
     its predictions under `<out_dir>/predictions`. Returns the metrics on rank 0 (None elsewhere).
-    overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}).
+    overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}). dataset: another
+    dataset config replacing the run's (see load_trained).
     """
     ckpt_path = Path(ckpt_path)
-    model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides)
+    model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides, dataset=dataset)
     split = split or cfg.splits.get("test") or cfg.splits.val
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     out_dir = Path(out_dir) if out_dir else run_dir / f"test_{split}"

@@ -14,7 +14,9 @@ segmentation    under ``labels/`` the dataset's label files (SemanticKITTI ``seq
                 ``<folder>/<stem>``, a sequence named after its folder), one label per row of the file
                 read: rows dropped for NaN / inf get the dataset's ``ignore_index`` (-1 when it has none).
 mos             the same label files with static / moving ids, one per point of the current scan.
-flow            ``flow/<frame>.npy`` float32 [N, 3] per row of the file read (NaN for rows dropped for NaN / inf).
+flow            ``flow/<frame>.npy`` float32 [N, 3] per row of the file read: the motion of each point to the next
+                frame of the sequence (NaN for rows dropped for NaN / inf and rows the model did not see: outside
+                the scene-flow crop or not sampled); rendered as coloured arrows.
 classification  the JSON summary (label, class name, scores).
 """
 from __future__ import annotations
@@ -153,6 +155,11 @@ class FlowOutput:
         path = self.out / "flow" / f"{frame.frame_id}.npy"
         path.parent.mkdir(parents=True, exist_ok=True)
         flow = np.asarray(pred["flow"], np.float32)
+        if "rows" in frame.extra:  # the model saw these rows of the frame (a scene-flow crop / sample)
+            full = np.full((len(frame.points), 3), np.nan, np.float32)
+            full[frame.extra["rows"]] = flow
+            flow = full
+        shown = flow
         kept = frame.extra.get("kept")
         if kept is not None:  # one row per row of the file: rows dropped for NaN / inf get NaN
             rows = np.full((len(kept), flow.shape[1]), np.nan, np.float32)
@@ -160,7 +167,7 @@ class FlowOutput:
             flow = rows
         np.save(path, flow)
         self.written += 1
-        return Scene(frame.points, name=frame.frame_id)
+        return Scene(frame.points, name=frame.frame_id, flow=shown)
 
     def close(self) -> str:
         return f"predictions: {self.written} flow files under {self.out / 'flow'} (float32 [N, 3])"

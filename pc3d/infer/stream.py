@@ -81,7 +81,9 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
     """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time,
     {frame: problem} of the bad frames skipped, {frame: rows dropped for NaN / inf}).
 
-    prepare(frame) -> a sample (the dataset's evaluation transforms applied); collate: samples -> batch;
+    prepare(frame) -> a sample (the dataset's evaluation transforms applied), or None when it waits for more
+    frames (scene-flow pairs); a sample's ``source_frame`` (popped) is the frame its prediction belongs to
+    (default: the frame just read); collate: samples -> batch;
     output.write(frame, prediction) -> a Scene, passed to render when given. A frame that cannot be read
     (a DataFormatError) is skipped with one line saying which and why, unless `strict` or the source has
     one frame; when every frame is bad, the run fails. A frame whose NaN / inf rows were dropped gets one
@@ -114,6 +116,9 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
             skipped[str(item)] = str(error)
             print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
             continue
+        if sample is None:  # a pair-wise step (scene flow) waits for the next frame
+            continue
+        frame = sample.pop("source_frame", frame)
         if frame.extra.get("dropped"):
             dropped[frame.frame_id] = int(frame.extra["dropped"])
             print(f"{frame.source}: dropped {dropped[frame.frame_id]} of {len(frame.extra['kept'])} points with NaN / "

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.geometry import boxes_to_corners
-from pc3d.viz.colors import box_color, point_colors
+from pc3d.viz.colors import box_color, flow_colors, point_colors
+from pc3d.viz.scene import flow_arrows
 
 
 def _to_pixels(xy: np.ndarray, area: Sequence[float], resolution: float, height: int) -> np.ndarray:
@@ -53,9 +54,10 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], reso
 def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxes: np.ndarray | None = None,
                pred_labels: np.ndarray | None = None, area: Sequence[float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
                resolution: float = 0.1, color_mode: str = "height", point_labels: np.ndarray | None = None,
-               palette: np.ndarray | None = None) -> np.ndarray:
+               palette: np.ndarray | None = None, flow: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 [H, W, 3] of the area (x_min, y_min, z_min, x_max, y_max, z_max) at `resolution` m / pixel:
-    x points up, y left; points coloured by `color_mode`; ground truth green, predictions by class."""
+    x points up, y left; points coloured by `color_mode` (by their flow when `flow` [N, 3] is given, drawn
+    as arrows too); ground truth green, predictions by class."""
     area = [float(v) for v in area]
     h = int(round((area[3] - area[0]) / resolution))
     w = int(round((area[4] - area[1]) / resolution))
@@ -64,10 +66,16 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
     if len(pts):
         px = np.floor(_to_pixels(pts[:, :2], area, resolution, h) + 0.5).astype(np.int64)
         ok = (px[:, 0] >= 0) & (px[:, 0] < h) & (px[:, 1] >= 0) & (px[:, 1] < w)
-        colors = point_colors(pts, color_mode, point_labels, (area[2], area[5]), palette)
+        colors = (flow_colors(flow) if flow is not None else
+                  point_colors(pts, color_mode, point_labels, (area[2], area[5]), palette))
         order = np.argsort(pts[ok, 2])  # higher points drawn last
         image[px[ok][order, 0], px[ok][order, 1]] = (colors[ok][order] * 255).astype(np.uint8)
     thick = max(1, int(round(0.15 / resolution)))
+    if flow is not None and len(pts):
+        verts, lines, rows = flow_arrows(pts, flow, max_arrows=1500)
+        px = _to_pixels(verts[:, :2], area, resolution, h)
+        for (a, b), color in zip(lines, np.repeat(flow_colors(flow)[rows], 3, 0), strict=True):
+            draw_line(image, px[a], px[b], color)
     if gt_boxes is not None:
         draw_boxes(image, np.asarray(gt_boxes)[:, :7], area, resolution, None, thick)
     if pred_boxes is not None:

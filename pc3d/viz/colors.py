@@ -1,4 +1,5 @@
-"""Colours of points (by intensity, height or class) and of boxes (ground truth, predictions per class).
+"""Colours of points (by intensity, height or class), of boxes (ground truth, predictions per class) and of
+scene-flow vectors (direction as hue, speed as brightness: the optical-flow colour wheel seen from above).
 
 Class palettes: SemanticKITTI's from its devkit config (`color_map` of raw ids, BGR, through
 `learning_map_inv`), ScanNet's 20 benchmark colours, and a generated one for any other label set.
@@ -74,3 +75,20 @@ def box_color(label: int | None) -> tuple[float, float, float]:
     if label is None:
         return GT_COLOR
     return tuple(float(c) for c in CLASS_COLORS[(int(label) - 1) % len(CLASS_COLORS)])
+
+
+def flow_colors(flow: np.ndarray, max_norm: float | None = None) -> np.ndarray:
+    """float32 [N, 3] in 0..1 of flow vectors [N, 3]: hue = direction in the x-y plane (+x red, +y
+    yellow-green, -x cyan, -y violet), saturation = speed / max_norm (default: the 99th percentile), so a
+    still point is white-grey and the fastest ones fully coloured. NaN rows are grey."""
+    flow = np.asarray(flow, np.float32).reshape(-1, 3)
+    finite = np.isfinite(flow).all(1)
+    speed = np.linalg.norm(np.where(finite[:, None], flow, 0), axis=1)
+    if max_norm is None:
+        max_norm = float(np.percentile(speed[finite], 99)) if finite.any() else 1.0
+    hue = (np.arctan2(flow[:, 1], flow[:, 0]) / (2 * np.pi)) % 1.0
+    sat = np.clip(speed / max(max_norm, 1e-6), 0.0, 1.0)
+    k = (np.array([5.0, 3.0, 1.0])[None] + np.nan_to_num(hue)[:, None] * 6.0) % 6.0  # HSV -> RGB, value 0.95
+    rgb = 0.95 * (1.0 - sat[:, None] * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0))
+    rgb[~finite] = 0.35
+    return rgb.astype(np.float32)

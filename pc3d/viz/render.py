@@ -83,7 +83,7 @@ def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRend
             log.warning("3D rendering unavailable (%s: %s); writing a BEV image instead", type(exc).__name__, exc)
     mode = "class" if scene.point_labels is not None else "height"
     image = render_bev(scene.points, scene.gt_boxes, scene.pred_boxes, scene.pred_labels, bev_area, bev_resolution,
-                       mode, scene.point_labels, scene.palette)
+                       mode, scene.point_labels, scene.palette, scene.flow)
     return write_png(path, image), "bev"
 
 

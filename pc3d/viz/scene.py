@@ -1,5 +1,7 @@
-"""One frame's scene as Open3D geometries: the coloured point cloud and boxes as line sets (12 edges plus
-a heading tick from the centre to the front face). open3d is imported inside the functions."""
+"""One frame's scene as Open3D geometries: the coloured point cloud, boxes as line sets (12 edges plus
+a heading tick from the centre to the front face) and scene flow as arrows (a line set from each point to
+where it moves, with a two-stroke head; points and arrows coloured by ``flow_colors``). open3d is imported
+inside the functions."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -7,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pc3d.geometry import boxes_to_corners
-from pc3d.viz.colors import box_color, point_colors
+from pc3d.viz.colors import box_color, flow_colors, point_colors
 
 # boxes_to_corners order: bottom face 0-3, top face 4-7 (same winding)
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
@@ -27,6 +29,7 @@ class Scene:
     extra: dict = field(default_factory=dict)
     palette: np.ndarray | None = None  # colours of point_labels (colour mode 'class')
     view: str = "driving"  # the offscreen camera: 'driving' (behind the sensor) or 'overview' (fit the points)
+    flow: np.ndarray | None = None  # [N, 3] motion of each point (scene flow), drawn as arrows
 
     @classmethod
     def from_prediction(cls, points: np.ndarray, prediction: dict | None, gt_boxes: np.ndarray | None = None,
@@ -48,6 +51,29 @@ def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return verts, lines
 
 
+MAX_ARROWS = 4000
+
+
+def flow_arrows(points: np.ndarray, flow: np.ndarray, max_arrows: int = MAX_ARROWS, head: float = 0.3
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(vertices [A * 4, 3], line index pairs [A * 3, 2], arrow index [A] into points) of at most `max_arrows`
+    arrows (every k-th finite row): shaft p -> p + f and a head of two strokes of `head` x |f| turned 25
+    degrees about z (in the x-y plane)."""
+    points, flow = np.asarray(points, np.float64)[:, :3], np.asarray(flow, np.float64)
+    rows = np.flatnonzero(np.isfinite(flow).all(1))
+    rows = rows[::max(1, -(-len(rows) // max_arrows))]
+    p, f = points[rows], flow[rows]
+    tip = p + f
+    c, s = np.cos(np.radians(25.0)), np.sin(np.radians(25.0))
+    back = -head * f
+    left = np.stack([c * back[:, 0] - s * back[:, 1], s * back[:, 0] + c * back[:, 1], back[:, 2]], 1)
+    right = np.stack([c * back[:, 0] + s * back[:, 1], -s * back[:, 0] + c * back[:, 1], back[:, 2]], 1)
+    verts = np.stack([p, tip, tip + left, tip + right], 1).reshape(-1, 3)
+    base = 4 * np.arange(len(rows))[:, None, None]
+    lines = (np.array([[0, 1], [1, 2], [1, 3]])[None] + base).reshape(-1, 2)
+    return verts, lines, rows
+
+
 def to_linear(srgb: np.ndarray) -> np.ndarray:
     """sRGB colours (0..1, as palettes are written) -> the linear values Open3D's renderer expects, so a
     palette colour is displayed as itself rather than brightened by the output gamma."""
@@ -60,10 +86,16 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(scene.points[:, :3], np.float64)))
-    pcd.colors = o3d.utility.Vector3dVector(to_linear(point_colors(scene.points, color_mode, scene.point_labels,
-                                                                   palette=scene.palette))
-                                            .astype(np.float64))
+    colors = (flow_colors(scene.flow) if scene.flow is not None and color_mode != "class" else
+              point_colors(scene.points, color_mode, scene.point_labels, palette=scene.palette))
+    pcd.colors = o3d.utility.Vector3dVector(to_linear(colors).astype(np.float64))
     out: list[tuple[str, object]] = [("points", pcd)]
+    if scene.flow is not None:
+        verts, lines, rows = flow_arrows(scene.points, scene.flow)
+        arrows = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
+        arrows.colors = o3d.utility.Vector3dVector(np.repeat(to_linear(flow_colors(scene.flow)[rows]), 3, 0)
+                                                   .astype(np.float64))
+        out.append(("flow", arrows))
 
     def add(boxes, labels, prefix, scores=None):
         if boxes is None or len(boxes) == 0:

@@ -1,0 +1,61 @@
+"""Scene-flow baselines without weights (task "flow"), the reference rows of every flow table.
+
+ZeroFlow             flow = 0: the EPE3D it scores is the mean motion of the scored points.
+NearestNeighbourFlow flow = the nearest point of the second cloud minus the point (exact kNN, k = 1): what a
+                     matching without learned features gives; it cannot beat the clouds' sampling density.
+
+Both read ``points`` / ``points2`` of a batch (pc3d.data.batch) and return the flow contract per sample, with
+the ground truth echoed (``flow_gt``, ``flow_mask``) when the batch has it. They have no training mode.
+"""
+from __future__ import annotations
+
+import numpy as np
+from torch import nn
+
+from pc3d.geometry import knn
+
+
+def _split(batch: dict, key: str, offsets: str) -> list[np.ndarray]:
+    values, cut = batch[key].cpu().numpy(), batch[offsets].tolist()
+    return [values[cut[b]:cut[b + 1]] for b in range(batch["batch_size"])]
+
+
+class _FlowBaseline(nn.Module):
+    task = "flow"
+
+    def flows(self, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def forward(self, batch: dict) -> list[dict]:
+        if self.training:
+            raise RuntimeError(f"{type(self).__name__} has no weights to train; evaluate it")
+        clouds = zip(_split(batch, "points", "point_offsets"), _split(batch, "points2", "point_offsets2"), strict=True)
+        gts = _split(batch, "flow", "point_offsets") if "flow" in batch else None
+        masks = _split(batch, "flow_mask", "point_offsets") if "flow_mask" in batch else None
+        out = []
+        for b, (p1, p2) in enumerate(clouds):
+            pred = {"frame_id": batch["frame_id"][b], "flow": self.flows(p1[:, :3], p2[:, :3]).astype(np.float32)}
+            if gts is not None:
+                pred["flow_gt"] = gts[b]
+            if masks is not None:
+                pred["flow_mask"] = masks[b]
+            out.append(pred)
+        return out
+
+
+class ZeroFlow(_FlowBaseline):
+    """flow = 0 for every point of the first cloud."""
+
+    def flows(self, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+        return np.zeros_like(p1)
+
+
+class NearestNeighbourFlow(_FlowBaseline):
+    """flow = the nearest point of the second cloud minus the point."""
+
+    def flows(self, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+        _, idx = knn(p1, p2, 1)
+        return p2[idx[:, 0]] - p1
+
+
+BASELINES = {"zero": ZeroFlow, "nearest": NearestNeighbourFlow}

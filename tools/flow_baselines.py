@@ -1,0 +1,76 @@
+"""Score the weight-free scene-flow baselines (zero flow, nearest neighbour) on a flow dataset, through the
+dataset's evaluation hook as tools/test.py scores a trained model: the reference rows of a flow table.
+
+    python tools/flow_baselines.py sim_sceneflow --root data/sim_sceneflow_seed1 --split val
+    python tools/flow_baselines.py sim_sceneflow --root data/sim_sceneflow_kitti_seed1 --variant kitti
+    python tools/flow_baselines.py sim_sequence_flow
+
+DATASET: a configs/dataset/ name. Prints one markdown row per baseline (EPE3D m, AccS / AccR / Outliers %)
+and writes them to --out (JSON) when given.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def run(args: argparse.Namespace) -> int:
+    from omegaconf import OmegaConf
+
+    from pc3d.engine.distributed import DistInfo
+    from pc3d.engine.evaluator import evaluate
+    from pc3d.engine.runner import build_dataset, build_evaluator
+    from pc3d.models.flow.baselines import BASELINES
+    from tools.test import eval_dataset_config
+
+    node = OmegaConf.create(eval_dataset_config(args.dataset))
+    for key, value in (("root", args.root), ("variant", args.variant)):
+        if value is not None:
+            node[key] = value
+    node.voxelizer = None  # the baselines read points, not voxels
+    split = args.split or node.get("split") or "val"
+    dataset = build_dataset(node, split, training=False)
+    evaluator = build_evaluator(OmegaConf.create({"dataset": node}))
+    rows = {}
+    lines = [f"### flow baselines · {args.dataset} · {node.root} · {split} ({len(dataset)} pairs)", "",
+             "| baseline | EPE3D (m) | AccS (%) | AccR (%) | Outliers (%) |", "| --- | --- | --- | --- | --- |"]
+    for name, cls in BASELINES.items():
+        metrics, _ = evaluate(cls().eval(), dataset, batch_size=4, workers=0, info=DistInfo(), evaluator=evaluator)
+        rows[name] = metrics
+        lines.append(f"| {name} | {metrics['EPE3D']:.4f} | {metrics['AccS']:.2f} | {metrics['AccR']:.2f} | "
+                     f"{metrics['Outliers']:.2f} |")
+    print("\n".join(lines), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"dataset": args.dataset, "root": str(node.root), "split": split,
+                                              "pairs": len(dataset), "metrics": rows}, indent=2) + "\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("dataset", help="a configs/dataset/ name (sim_sceneflow, sceneflow_kitti, sim_sequence_flow, ...)")
+    p.add_argument("--root", help="dataset.root (default: the config's)")
+    p.add_argument("--variant", help="dataset.variant of a SceneFlowDataset: flyingthings3d or kitti")
+    p.add_argument("--split", help="split (default: the config's, else val)")
+    p.add_argument("--out", help="also write the rows to this JSON file")
+    args = p.parse_args(argv)
+    try:
+        return run(args)
+    except Exception as exc:
+        from pc3d.utils.cli import pc3d_error, user_error
+
+        error = pc3d_error(exc)
+        if error is None:
+            raise
+        return user_error("flow_baselines", error)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
