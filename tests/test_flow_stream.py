@@ -140,3 +140,26 @@ def test_sequence_pairs_score_zero_for_the_true_ego_motion(tmp_path):
     assert scene_flow_metrics(s["flow"], s["flow"], s["flow_mask"])["EPE3D"] == 0.0
     np.testing.assert_allclose(scene_flow_metrics(0 * s["flow"], s["flow"], s["flow_mask"])["EPE3D"],
                                np.sqrt(41.0), rtol=1e-5)
+
+
+def test_baselines_on_a_hand_case():
+    """Zero flow scores the motion's size; the nearest neighbour finds a small shift of a sparse cloud."""
+    import torch
+
+    from pc3d.data.batch import Collate
+    from pc3d.models.contract import check_prediction
+    from pc3d.models.flow.baselines import NearestNeighbourFlow, ZeroFlow
+
+    p1 = np.array([[0.0, 0, 0], [5, 0, 0], [0, 5, 0]], np.float32)
+    shift = np.array([0.1, 0.2, 0.0], np.float32)
+    sample = {"frame_id": "a", "points": p1, "points2": p1 + shift, "flow": np.tile(shift, (3, 1)),
+              "flow_mask": np.array([True, True, False])}
+    batch = Collate()([sample])
+    with torch.no_grad():
+        nn_pred = NearestNeighbourFlow().eval()(batch)[0]
+        zero = ZeroFlow().eval()(batch)[0]
+    check_prediction("flow", nn_pred, num_points=3)
+    np.testing.assert_allclose(nn_pred["flow"], sample["flow"], atol=1e-6)
+    assert np.abs(zero["flow"]).max() == 0 and zero["flow_mask"].tolist() == [True, True, False]
+    with pytest.raises(RuntimeError, match="no weights"):
+        ZeroFlow().train()(batch)
