@@ -6,13 +6,15 @@ Every block takes
 - `act`: a factory `act() -> nn.Module` applied to the [N, C] features (nn.ReLU by default; a spiking
   neuron is another); each position gets its own instance, so a stateful activation keeps its own state;
 - `norm`: a factory `norm(channels) -> nn.Module` on [N, C] features; BATCH_NORM (BatchNorm1d, eps 1e-3,
-  momentum 0.01) by default, `batch_norm(momentum)` for another momentum.
+  momentum 0.01) by default, `batch_norm(momentum)` for another momentum. A SparseModule norm (e.g.
+  SparseInstanceNorm, which needs each voxel's sample) is given the SparseTensor instead.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
 
+import torch
 from torch import nn
 
 from pc3d.sparse import (
@@ -49,6 +51,29 @@ def batch_norm(momentum: float = 0.01) -> Norm:
 
 
 BATCH_NORM = batch_norm(0.01)
+
+
+class SparseInstanceNorm(SparseModule):
+    """Instance norm of a sparse tensor: each sample's voxels (coords[:, 0]) normalised per channel to zero
+    mean and unit variance (biased variance, + eps), then an optional per-channel affine. [N, C] -> [N, C].
+    A norm factory: ``partial(SparseInstanceNorm, affine=True)``."""
+
+    def __init__(self, channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(channels)) if affine else None
+        self.bias = nn.Parameter(torch.zeros(channels)) if affine else None
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        feats, sample, n = x.feats, x.coords[:, 0].long(), x.batch_size
+        count = torch.bincount(sample, minlength=n).clamp(min=1).to(feats.dtype)[:, None]
+        mean = feats.new_zeros(n, feats.shape[1]).index_add_(0, sample, feats) / count
+        centred = feats - mean[sample]
+        var = feats.new_zeros(n, feats.shape[1]).index_add_(0, sample, centred * centred) / count
+        out = centred * torch.rsqrt(var[sample] + self.eps)
+        if self.weight is not None:
+            out = out * self.weight + self.bias
+        return x.replace_feature(out)
 
 
 def sparse_conv(kind: str, ndim: int, in_channels: int, out_channels: int, kernel_size=3,
@@ -95,7 +120,8 @@ class SparseBasicBlock(SparseModule):
 class ResidualBlock(SparseModule):
     """Basic residual block: conv -> norm -> act -> conv -> norm, + shortcut (Linear + norm when the width
     changes), act. [N, in] -> [N, out], sites kept. conv(in, out, indice_key=...) builds each conv: a SubM
-    3^ndim conv by default, a depthwise-separable one in the separable U-Net (dsconv.DSResidualBlock)."""
+    3^ndim conv by default, a depthwise-separable one in the separable U-Net (dsconv.DSResidualBlock).
+    The shortcut is a SparseSequential (empty when the width is kept), so a SparseModule norm works there too."""
 
     def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None,
                  conv: ConvFactory | None = None, ndim: int = 3, act: Act = nn.ReLU, norm: Norm = BATCH_NORM):
@@ -103,10 +129,10 @@ class ResidualBlock(SparseModule):
         conv = conv or partial(sparse_conv, "subm", ndim, kernel_size=3)
         self.conv1 = SparseSequential(conv(in_channels, out_channels, indice_key=indice_key), norm(out_channels), act())
         self.conv2 = SparseSequential(conv(out_channels, out_channels, indice_key=indice_key), norm(out_channels))
-        self.shortcut = (nn.Identity() if in_channels == out_channels else
-                         nn.Sequential(nn.Linear(in_channels, out_channels, bias=False), norm(out_channels)))
+        self.shortcut = (SparseSequential() if in_channels == out_channels else
+                         SparseSequential(nn.Linear(in_channels, out_channels, bias=False), norm(out_channels)))
         self.act = act()
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.conv2(self.conv1(x))
-        return out.replace_feature(self.act(out.feats + self.shortcut(x.feats)))
+        return out.replace_feature(self.act(out.feats + self.shortcut(x).feats))

@@ -1,13 +1,15 @@
 """Sparse U-Nets for semantic segmentation (MinkUNet / Pointcept SpUNet style), dense or depthwise separable,
 in 2, 3 or 4 dimensions (`ndim`; 4D: space-time, MOS).
 
-    stem     SubM 3^ndim in -> channels[0]                                  stride 1
-    enc i    down 2^ndim stride 2 (indice_key down{i}) -> enc_depths[i] residual blocks   stride 2^(i+1)
+    stem     SubM stem_kernel^ndim in -> channels[0] -> residual block       stride 1
+    enc i    down down_kernel^ndim stride 2 (indice_key down{i}) -> enc_depths[i] residual blocks   stride 2^(i+1)
     dec i    up: inverse of down{i} -> cat(skip of stride 2^i) -> dec_depths[i] residual blocks
     out      features [V, out_channels] on the input sites (stride 1)
 
 channels: [stem, enc 1, ..., enc S]; dec_channels: [dec S-1 ... dec 0] output width of each decoder
-stage (deepest first); the network's `out_channels` is dec_channels[-1]. separable=True builds every
+stage (deepest first); the network's `out_channels` is dec_channels[-1]. stem_kernel (3) and down_kernel
+(2; an odd kernel pads by (k - 1) // 2 so every input site has an output) size the stem and the strided /
+inverse convs (SCTN: 7 and 3). separable=True builds every
 3^ndim and 2^ndim conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
 same stage list with far fewer parameters.
 
@@ -33,7 +35,8 @@ class SparseUNet(SparseModule):
     in_channels: input feature width (3 + C: the voxel mean of x, y, z and the feature columns).
     channels: [stem, enc 1 .. enc S] widths; enc_depths: residual blocks per encoder stage (S);
     dec_channels / dec_depths: per decoder stage, deepest first (S each). separable: SDSC blocks.
-    ndim: 2, 3 or 4 (the input's spatial dimensions); act, norm: factories as in blocks.py.
+    ndim: 2, 3 or 4 (the input's spatial dimensions); act, norm: factories as in blocks.py (a SparseModule
+    norm such as SparseInstanceNorm works). stem_kernel, down_kernel: see the module docstring.
     norm_momentum: of the default BatchNorm (ignored when `norm` is given; short CPU runs use 0.1: 0.01
     lets the running statistics trail the weights, and evaluation-mode outputs drift from the training ones).
     """
@@ -41,7 +44,8 @@ class SparseUNet(SparseModule):
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
                  enc_depths: Sequence[int] = (2, 2, 2), dec_channels: Sequence[int] = (128, 96, 96),
                  dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False, norm_momentum: float = 0.01,
-                 ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None):
+                 ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None, stem_kernel: int = 3,
+                 down_kernel: int = 2):
         super().__init__()
         stages = len(channels) - 1
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
@@ -49,8 +53,9 @@ class SparseUNet(SparseModule):
                              f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
         parts = {"ndim": ndim, "act": act, "norm": norm or batch_norm(norm_momentum)}
         block = partial(DSResidualBlock if separable else ResidualBlock, **parts)
-        resample = partial(ds_act_block if separable else post_act_block, kernel_size=2, **parts)
-        self.stem = SparseSequential(post_act_block(in_channels, channels[0], 3, indice_key="subm0", **parts),
+        resample = partial(ds_act_block if separable else post_act_block, kernel_size=down_kernel,
+                           padding=(down_kernel - 1) // 2, **parts)
+        self.stem = SparseSequential(post_act_block(in_channels, channels[0], stem_kernel, indice_key="subm0", **parts),
                                      block(channels[0], channels[0], indice_key="subm0"))
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for i in range(stages):
