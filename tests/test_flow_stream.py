@@ -163,3 +163,60 @@ def test_baselines_on_a_hand_case():
     assert np.abs(zero["flow"]).max() == 0 and zero["flow_mask"].tolist() == [True, True, False]
     with pytest.raises(RuntimeError, match="no weights"):
         ZeroFlow().train()(batch)
+
+
+TINY_SCTN = ("model.backbone.channels=[8,8,16,16]", "model.backbone.dec_channels=[16,8,8]",
+             "model.backbone.stem_kernel=3", "model.refine_widths=[8,8,8]", "model.interp_k=4", "model.refine_k=8",
+             "model.fsc_k=4", "model.pos_hidden=8", "model.ot_chunk=64")
+
+
+def test_a_flow_model_streams_a_sequence_and_scores_on_another_dataset(tmp_path, capsys):
+    """tools/infer.py pairs consecutive scans (one flow file per scan but the last, NaN outside the crop) and
+    renders arrows; tools/test.py eval_dataset= scores the same run on consecutive-scan pairs."""
+    import sys
+
+    from conftest import experiment_checkpoint
+
+    from pc3d.engine import distributed, runner
+    from pc3d.sim.api import simulate_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import infer
+    from _common import dataset_config
+
+    data = simulate_dataset("semantickitti", tmp_path / "seq", frames=3, seed=0, columns=256, sequence_length=3)
+    ckpt = experiment_checkpoint(tmp_path / "runs", "sctn_sim", *TINY_SCTN)
+    out = tmp_path / "infer"
+    sequence = data / "sequences" / "00"
+    assert infer.main([str(ckpt), str(sequence), "--out", str(out), "--device", "cpu", "--flow-points", "128",
+                       "--render", "--render-mode", "bev"]) == 0
+    printed = capsys.readouterr().out
+    scans = sorted((sequence / "velodyne").glob("*.bin"))
+    written = sorted((out / "flow" / "00").glob("*.npy"))
+    assert [p.stem for p in written] == [s.stem for s in scans[:-1]]  # the last scan has no next one
+    flow = np.load(written[0])
+    assert flow.shape == (scans[0].stat().st_size // 16, 3)
+    seen = np.isfinite(flow).all(1)
+    assert 0 < seen.sum() <= 128  # the sampled rows of the crop; every other row NaN
+    assert (out / "render" / "00" / "000000.png").is_file()
+    for stage in ("feature_net", "transformer", "transport", "refine", "total"):
+        assert f"| {stage} |" in printed
+    dataset = dataset_config("sim_sequence_flow")
+    dataset.update(root=str(data), num_points=128)
+    metrics = runner.test(ckpt, info=distributed.DistInfo(), split="valid", out_dir=tmp_path / "test",
+                          dataset=dataset, batch_size=1, workers=0)
+    assert set(metrics) >= {"EPE3D", "AccS", "AccR", "Outliers"} and np.isfinite(metrics["EPE3D"])
+
+
+def test_a_missing_occlusion_mask_names_the_file(tmp_path):
+    """Masks are all or nothing: a pair without mask.npy beside pairs with one is an error, not 'all visible'."""
+    from pc3d.data import SceneFlowDataset
+    from pc3d.sim.api import simulate_dataset
+
+    root = simulate_dataset("sceneflow_kitti", tmp_path, frames=2, seed=0, columns=256, sequence_length=2)
+    folder = root / "KITTI_processed_occ_final"
+    np.save(folder / "000001" / "mask.npy", np.ones(len(np.load(folder / "000001" / "pc1.npy")), bool))
+    ds = SceneFlowDataset(root, "kitti", num_points=None)
+    assert ds[1]["flow_mask"].all()
+    with pytest.raises(DataFormatError, match="000000/mask.npy: missing, but 000001/mask.npy exists"):
+        ds[0]

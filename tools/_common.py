@@ -5,7 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
 BENCHMARK_SWEEP = SHARED / "samples" / "scan360" / "benchmark-pc.npz"
 
 
@@ -19,3 +20,16 @@ def load_benchmark_sweep() -> tuple[np.ndarray, str]:
     z = rng.normal(-1.7, 0.3, 200_000)
     points = np.stack([distance * np.cos(azimuth), distance * np.sin(azimuth), z], 1)
     return points.astype(np.float32), "a synthetic sweep (../shared/samples is absent)"
+
+
+def dataset_config(name: str) -> dict:
+    """configs/dataset/<name>.yaml as a dict (ConfigError listing the dataset configs when it does not exist)."""
+    from omegaconf import OmegaConf
+
+    from pc3d.errors import ConfigError
+
+    path = ROOT / "configs" / "dataset" / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"no dataset config {name!r} ({path}); dataset configs: {', '.join(known)}")
+    return OmegaConf.to_container(OmegaConf.load(path))

@@ -2,6 +2,7 @@
 
     python tools/bench.py sparse [--json out.json] [--markdown out.md]
     python tools/bench.py attn --json attn.json      # DSVT / FlatFormer vs VoxelBackBone8x
+    python tools/bench.py flow                       # SCTN per stage, peak memory
     python tools/bench.py all --out bench_results/
 
 Every suite prints a markdown table and (with --json / --out) writes
@@ -111,8 +112,15 @@ def run_attn(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
+def run_flow(timed, quick: bool) -> list[dict]:
+    """SCTN scene flow on one 8,192-point pair: per-stage times, peak memory, attention blocks vs one call."""
+    from bench_flow import run_flow as run
+
+    return run(timed, quick)
+
+
 SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train,
-          "det": run_det, "attn": run_attn}
+          "det": run_det, "attn": run_attn, "flow": run_flow}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,21 +15,19 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run(args: argparse.Namespace) -> int:
+    from _common import dataset_config
     from omegaconf import OmegaConf
 
     from pc3d.engine.distributed import DistInfo
     from pc3d.engine.evaluator import evaluate
     from pc3d.engine.runner import build_dataset, build_evaluator
     from pc3d.models.flow.baselines import BASELINES
-    from tools.test import eval_dataset_config
 
-    node = OmegaConf.create(eval_dataset_config(args.dataset))
+    node = OmegaConf.create(dataset_config(args.dataset))
     for key, value in (("root", args.root), ("variant", args.variant)):
         if value is not None:
             node[key] = value

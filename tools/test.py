@@ -56,19 +56,6 @@ def check_settings(cfg) -> None:
             raise ConfigError(f"{key}: {cfg[key]} exists and is not a folder")
 
 
-def eval_dataset_config(name: str) -> dict:
-    """configs/dataset/<name>.yaml as a dict (ConfigError naming the configs there when it does not exist)."""
-    from omegaconf import OmegaConf
-
-    from pc3d.errors import ConfigError
-
-    path = ROOT / "configs" / "dataset" / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in path.parent.glob("*.yaml"))
-        raise ConfigError(f"eval_dataset={name}: no {path}; dataset configs: {', '.join(known)}")
-    return OmegaConf.to_container(OmegaConf.load(path))
-
-
 def main() -> int:
     import hydra
     from omegaconf import DictConfig, OmegaConf
@@ -97,7 +84,10 @@ def main() -> int:
             split = None if cfg.split is None else str(cfg.split)
             dataset, out_dir = None, cfg.out_dir
             if cfg.eval_dataset is not None:
-                dataset = eval_dataset_config(str(cfg.eval_dataset))
+                sys.path.insert(0, str(ROOT / "tools"))
+                from _common import dataset_config
+
+                dataset = dataset_config(str(cfg.eval_dataset))
                 split = split or dataset.get("split")  # the other dataset's own split names
                 if out_dir is None:
                     ckpt = Path(ckpt)

@@ -7,7 +7,9 @@ and pc2.npy, float32 [N, 3], same index = same point, flow = pc2 - pc1):
 Clouds are converted at the edge to pc3d's LiDAR axes (x forward, y left, z up), after HPLFlowNet's
 own filters (KITTI: ground y < -1.4 in both clouds removed, depth < 35 m; FlyingThings3D: depth < 35 m).
 An optional ``mask.npy`` (bool [N], True = not occluded, FlowNet3D's valid mask) becomes flow_mask;
-without it every point is valid (HPLFlowNet keeps only points visible in both frames). Every sample
+without it every point is valid (HPLFlowNet keeps only points visible in both frames). Masks are all or
+nothing: when a pair of the folder has one, a pair without it is a DataFormatError (its occluded points
+would silently count as valid). Every sample
 is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints transform run first.
 A pair with no point (on disk, or after the filters) is a DataFormatError naming its folder.
 """
@@ -58,6 +60,8 @@ class SceneFlowDataset(PointCloudDataset):
         self.frames = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not self.frames:
             raise DataFormatError(folder, "no sample folders (expected one folder per pair, holding pc1.npy, pc2.npy)")
+        masked = [f for f in self.frames if (folder / f / "mask.npy").is_file()]
+        self.masked = masked[0] if masked else None  # a pair with an occlusion mask: all must have one
 
     def load(self, index: int) -> dict:
         folder = self.folder / self.frames[index]
@@ -68,6 +72,10 @@ class SceneFlowDataset(PointCloudDataset):
         if not len(pc1):
             raise DataFormatError(folder / "pc1.npy", "no points (a scene-flow pair needs both clouds)")
         mask = np.ones(len(pc1), bool)
+        if self.masked and not (folder / "mask.npy").is_file():
+            raise DataFormatError(folder / "mask.npy", f"missing, but {self.masked}/mask.npy exists (occlusion masks "
+                                                       "are all or nothing: without one every point would count as "
+                                                       "visible)")
         if (folder / "mask.npy").is_file():
             mask = load_npy(folder / "mask.npy")
             if mask.dtype.kind not in "biu" or mask.size != len(pc1):

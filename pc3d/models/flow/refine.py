@@ -5,7 +5,8 @@ first cloud, then a Linear to a residual 3-vector added to the transported flow.
 
 W1 [x_k, p_k - p_i] is computed as (Wx x)[k] + Wp (p_k - p_i): the feature product runs once per point, not
 per edge. The activation commutes with the max (LeakyReLU is increasing), so it runs after it; autograd then
-keeps no [N, k, out] tensor (the max keeps its indices), which at N = 8,192, k = 32 saves ~0.4 GB.
+keeps no [N, k, out] tensor (the max keeps its indices), which at N = 8,192, k = 32 saves ~0.4 GB. The edges
+are made for `chunk_size` points at a time, so the transient [N, k, out] tensors never exist whole either.
     refine:    flow = ot_flow + Linear(set_conv_3(set_conv_2(set_conv_1(ot_flow))))
 """
 from __future__ import annotations
@@ -17,18 +18,25 @@ from torch import nn
 
 
 class SetConv(nn.Module):
-    """[N, in] features, [N, 3] positions, [N, k] neighbour rows (-1: none) -> [N, out]."""
+    """[N, in] features, [N, 3] positions, [N, k] neighbour rows (-1: none) -> [N, out]; edges made for
+    chunk_size points at a time (None: all)."""
 
-    def __init__(self, in_channels: int, out_channels: int):
+    def __init__(self, in_channels: int, out_channels: int, chunk_size: int | None = 2048):
         super().__init__()
+        self.chunk_size = chunk_size
         self.feat = nn.Linear(in_channels, out_channels)
         self.pos = nn.Linear(3, out_channels, bias=False)
         self.point = nn.Sequential(nn.LeakyReLU(0.1), nn.Linear(out_channels, out_channels), nn.LeakyReLU(0.1))
 
     def forward(self, feats: torch.Tensor, xyz: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
         index = torch.where(neighbours >= 0, neighbours, torch.arange(len(xyz), device=xyz.device)[:, None])
-        edges = self.feat(feats)[index] + self.pos(xyz[index] - xyz[:, None])
-        return self.point(edges.max(1).values)
+        projected = self.feat(feats)
+        step = self.chunk_size or max(len(xyz), 1)
+        maxima = []
+        for i in range(0, len(xyz), step):
+            rows = index[i:i + step]
+            maxima.append((projected[rows] + self.pos(xyz[rows] - xyz[i:i + step, None])).max(1).values)
+        return self.point(torch.cat(maxima) if maxima else projected[:0])
 
 
 class FlowRefine(nn.Module):
