@@ -192,3 +192,72 @@ def test_tools_infer_streams_a_mos_model(sequence, tmp_path, capsys):
     (loose / "a.bin").write_bytes((folder / "velodyne" / "000000.bin").read_bytes())
     assert infer.main([str(ckpt), str(loose), "--out", str(tmp_path / "o2"), "--device", "cpu"]) == 2
     assert "has no poses" in capsys.readouterr().err
+
+
+def test_bayes_filtered_output_writes_each_scan_once_no_window_holds_it_any_more():
+    """Windows of 3 scans (2 past): every window calls its current scan moving (log-odds 1) and its past scans
+    static (-3). A scan is written when the window two frames later has passed, with the summed belief; the
+    end of the stream writes the open ones with the windows they had."""
+    from pathlib import Path
+
+    from pc3d.eval.bayes_filter import logit
+    from pc3d.infer.mos_filter import FilteredMosOutput
+    from pc3d.infer.sources import SourceFrame
+
+    class Inner:
+        def __init__(self):
+            self.written = []
+
+        def write(self, frame, pred):
+            self.written.append((frame.frame_id, pred["moving"].tolist()))
+            return frame.frame_id
+
+        def close(self):
+            return "inner"
+
+    window, inner = ScanWindow(2, None, 0.1), Inner()
+    out = FilteredMosOutput(inner, 2)
+    scenes = []
+    for k in range(4):
+        points = np.array([[k, 0, 0, 1.0]], np.float32)
+        frame = SourceFrame(f"00/{k:06d}", "00", points, Path(f"{k}.bin"), extra={"pose": np.eye(4), "scan": k})
+        sample = WindowedPrepare(window)(frame)
+        log_odds = np.where(sample["point_frame"] == 0, 1.0, -3.0)
+        scenes.append(out.write(frame, {"moving": np.array([1], np.uint8), "log_odds": log_odds,
+                                        "measured": np.ones(len(log_odds), bool)}))
+    assert scenes == [None, None, "00/000000", "00/000001"]
+    assert "inner" in out.close()
+    l0 = logit(0.25)
+    assert (1 - l0) + 2 * (-3 - l0) < 0 < (1 - l0) + (-3 - l0)  # three windows: static; two: moving
+    assert inner.written == [("00/000000", [0]), ("00/000001", [0]), ("00/000002", [1]), ("00/000003", [1])]
+
+
+def test_tools_infer_bayes_filter_and_eval_mos(sequence, tmp_path, capsys):
+    """Both streams write a label file for every scan; tools/eval_mos.py scores them like the MOS api (and
+    names a missing file); the unfiltered stream's IoU equals tools/test.py's on the same scans."""
+    import sys
+    from pathlib import Path
+
+    from conftest import experiment_checkpoint
+
+    from pc3d.engine import distributed, runner
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import eval_mos
+    import infer
+
+    ckpt = experiment_checkpoint(tmp_path / "runs", "mos_sim", f"dataset.root={sequence}")
+    folder = sequence / "sequences" / "00"
+    scores = {}
+    for name, extra in (("plain", []), ("filtered", ["--bayes-filter"])):
+        assert infer.main([str(ckpt), str(folder), "--out", str(tmp_path / name), "--device", "cpu", *extra]) == 0
+        capsys.readouterr()
+        assert eval_mos.main([str(tmp_path / name / "labels"), str(sequence), "--sequences", "0"]) == 0
+        scores[name] = capsys.readouterr().out
+        assert "over 6 scans" in scores[name]
+    metrics = runner.test(ckpt, info=distributed.DistInfo(), split="valid", out_dir=tmp_path / "test", batch_size=1,
+                          workers=0, overrides={"dataset.sequences": [0]})
+    assert f"moving IoU {metrics['moving_IoU']:.2f} " in scores["plain"]
+    (tmp_path / "plain" / "labels" / "sequences" / "00" / "predictions" / "000003.label").unlink()
+    assert eval_mos.main([str(tmp_path / "plain" / "labels"), str(sequence), "--sequences", "0"]) == 2
+    assert "000003.label: missing" in capsys.readouterr().err

@@ -25,7 +25,8 @@ and the pair (t - 1, t) writes flow/<frame t - 1>.npy; the last frame of a seque
 A model of task "mos" trained on a window of scans (dataset.n_past_scans > 0) streams a SemanticKITTI
 sequence folder (poses.txt, calib.txt) through a ring buffer (pc3d.infer.scan_window): each new scan is
 reduced once and the past ones are moved into the new current frame by the relative pose, the same window
-the dataset built in training; the latency table's "prepare" row is that step.
+the dataset built in training; the latency table's "prepare" row is that step. --bayes-filter fuses every
+scan's flags over the windows that hold it (4DMOS's binary Bayes filter, pc3d.infer.mos_filter).
 """
 from __future__ import annotations
 
@@ -125,6 +126,14 @@ def run(args: argparse.Namespace) -> int:
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     num_classes = int(cfg.model.get("num_classes") or len(dataset_cfg.get("class_names") or ()))
     output = OUTPUTS[task](out, dataset_cfg, source, num_classes)
+    if args.bayes_filter:
+        if window is None or not window.n_past_scans:
+            raise ConfigError("--bayes-filter: only a mos model trained on a window of scans (dataset.n_past_scans "
+                              "> 0) has overlapping windows to filter")
+        from pc3d.infer.mos_filter import FilteredMosOutput
+
+        model.return_log_odds = True
+        output = FilteredMosOutput(output, window.n_past_scans)
     renders = (Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range), args.render_threshold)
                if args.render else None)
     collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all") if cfg.dataset.get("voxelizer") else None)
@@ -165,6 +174,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
+    p.add_argument("--bayes-filter", action="store_true",
+                   help="4D MOS: fuse each scan's flags over the overlapping windows (4DMOS's binary Bayes filter); "
+                        "scans are written once no later window holds them")
     p.add_argument("--flow-points", type=int, default=8192,
                    help="scene flow: points sampled per cloud after the crop (0: all of them; default 8192)")
     p.add_argument("--flow-max-depth", type=float, default=35.0, help="scene flow: crop at this depth x (m)")

@@ -137,6 +137,8 @@ class WindowedPrepare:
 
     def __call__(self, frame) -> dict:
         sample = self.window(frame)
+        # what a Bayes filter needs to give the window's outputs back to each scan (pc3d.infer.mos_filter)
+        frame.extra["window"] = {"point_frame": sample["point_frame"], "metadata": sample["metadata"]}
         return sample if self.then is None else self.then(sample)
 
 

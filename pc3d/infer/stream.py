@@ -84,10 +84,10 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
     prepare(frame) -> a sample (the dataset's evaluation transforms applied), or None when it waits for more
     frames (scene-flow pairs); a sample's ``source_frame`` (popped) is the frame its prediction belongs to
     (default: the frame just read); collate: samples -> batch;
-    output.write(frame, prediction) -> a Scene, passed to render when given. A frame that cannot be read
-    (a DataFormatError) is skipped with one line saying which and why, unless `strict` or the source has
-    one frame; when every frame is bad, the run fails. A frame whose NaN / inf rows were dropped gets one
-    line saying how many.
+    output.write(frame, prediction) -> a Scene (or None: nothing final yet), passed to render when given. A
+    frame that cannot be read (a DataFormatError) is skipped with one line saying which and why, unless
+    `strict` or the source has one frame; when every frame is bad, the run fails. A frame whose NaN / inf
+    rows were dropped gets one line saying how many.
     """
     timer = StageTimer(model, device)
     restarts = [hook for hook in (getattr(model, "start_sequence", None), getattr(prepare, "start_sequence", None))
@@ -139,7 +139,7 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
         rec["write"] = time.perf_counter() - t0
         rec["total"] = sum(rec.values())
         records.append(rec)
-        if render is not None:
+        if render is not None and scene is not None:  # a delayed writer (Bayes filter) may have nothing yet
             render(scene)
     if not records:
         first = next(iter(skipped.values()), "")
