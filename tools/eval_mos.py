@@ -55,15 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sequences", nargs="+", type=int, required=True, help="sequence numbers to score")
     p.add_argument("--allow-missing", action="store_true", help="score only the scans that have a prediction")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except Exception as exc:
-        from pc3d.utils.cli import pc3d_error, user_error
+    from pc3d.utils.cli import run_tool
 
-        error = pc3d_error(exc)
-        if error is None:
-            raise
-        return user_error("eval_mos", error)
+    return run_tool("eval_mos", run, args)
 
 
 if __name__ == "__main__":

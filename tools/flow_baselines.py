@@ -59,15 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--split", help="split (default: the config's, else val)")
     p.add_argument("--out", help="also write the rows to this JSON file")
     args = p.parse_args(argv)
-    try:
-        return run(args)
-    except Exception as exc:
-        from pc3d.utils.cli import pc3d_error, user_error
+    from pc3d.utils.cli import run_tool
 
-        error = pc3d_error(exc)
-        if error is None:
-            raise
-        return user_error("flow_baselines", error)
+    return run_tool("flow_baselines", run, args)
 
 
 if __name__ == "__main__":

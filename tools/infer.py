@@ -194,15 +194,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--device: not a torch device: {args.device!r} (cpu, cuda, cuda:1, ...)")
     if device.type == "cuda" and not torch.cuda.is_available():
         p.error(f"--device {args.device}: CUDA is not available here")
-    try:
-        return run(args)
-    except Exception as exc:
-        from pc3d.utils.cli import pc3d_error, user_error
+    from pc3d.utils.cli import run_tool
 
-        error = pc3d_error(exc)
-        if error is None:
-            raise
-        return user_error("infer", error)
+    return run_tool("infer", run, args)
 
 
 if __name__ == "__main__":

@@ -32,6 +32,18 @@ def pc3d_error(exc: BaseException) -> Pc3dError | None:
     return None
 
 
+def run_tool(tool: str, run, *args) -> int:
+    """``run(*args)``'s exit status, with a pc3d error (however deeply wrapped) reported by ``user_error``;
+    any other exception propagates with its traceback (a bug)."""
+    try:
+        return run(*args)
+    except Exception as exc:
+        error = pc3d_error(exc)
+        if error is None:
+            raise
+        return user_error(tool, error)
+
+
 def hydra_message(error: Exception) -> str:
     """One line from a hydra composition error (unknown override key, missing config option, bad override
     syntax): its first paragraph, and the options hydra offers, without the config search path."""
