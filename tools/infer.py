@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
         from pc3d.infer.mos_filter import FilteredMosOutput
 
         model.return_log_odds = True
-        output = FilteredMosOutput(output, window.n_past_scans)
+        output = FilteredMosOutput(output, window.n_past_scans, args.bayes_prior)
     renders = (Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range), args.render_threshold)
                if args.render else None)
     collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all") if cfg.dataset.get("voxelizer") else None)
@@ -177,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--bayes-filter", action="store_true",
                    help="4D MOS: fuse each scan's flags over the overlapping windows (4DMOS's binary Bayes filter); "
                         "scans are written once no later window holds them")
+    p.add_argument("--bayes-prior", type=float, default=0.25,
+                   help="the filter's prior p(moving) (4DMOS: 0.25; each window adds its log-odds minus logit(prior))")
     p.add_argument("--flow-points", type=int, default=8192,
                    help="scene flow: points sampled per cloud after the crop (0: all of them; default 8192)")
     p.add_argument("--flow-max-depth", type=float, default=35.0, help="scene flow: crop at this depth x (m)")
