@@ -14,6 +14,7 @@ import dataclasses
 import numpy as np
 
 from pc3d.data.sequence_flow import scene_flow_crop
+from pc3d.data.transforms import SamplePoints
 from pc3d.errors import DataFormatError
 
 
@@ -41,9 +42,7 @@ class FlowPairs:
             raise DataFormatError(frame.source, f"no point left after the scene-flow crop ({self.crop})")
         if self.num_points:
             rng = np.random.default_rng([self.seed, self.count])
-            pick = (rng.choice(len(rows), self.num_points, replace=False) if len(rows) >= self.num_points else
-                    np.concatenate([np.arange(len(rows)), rng.choice(len(rows), self.num_points - len(rows))]))
-            rows = rows[pick]
+            rows = rows[SamplePoints(self.num_points).indices(len(rows), rng)]
         return rows
 
     def __call__(self, frame) -> dict | None:

@@ -78,7 +78,8 @@ class SamplePoints:
             raise ConfigError(f"num_points must be >= 1, got {num_points!r}")
         self.num_points = int(num_points)
 
-    def _indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+    def indices(self, n: int, rng: np.random.Generator) -> np.ndarray:
+        """int64 [num_points] rows of a cloud of n points: a subset, or all rows plus random repeats."""
         if n >= self.num_points:
             return rng.choice(n, self.num_points, replace=False)
         if n == 0:
@@ -87,5 +88,5 @@ class SamplePoints:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         for cloud in clouds_of(sample):
-            select_points(sample, self._indices(len(sample[cloud]), rng), cloud)
+            select_points(sample, self.indices(len(sample[cloud]), rng), cloud)
         return sample
