@@ -15,6 +15,7 @@ from pc3d.errors import ConfigError
 
 from .frames import outdoor_frames, scene_rng, sensor_spec
 from .writers.kitti import write_kitti
+from .writers.modelnet import write_modelnet40
 from .writers.scannet import write_scannet
 from .writers.sceneflow import write_sceneflow_ft3d, write_sceneflow_kitti
 from .writers.semantickitti import write_semantickitti
@@ -29,6 +30,7 @@ WRITERS: dict[str, tuple[Callable[[WriterSettings], None], ...]] = {
     "waymo": (write_waymo,),
     "scannet": (write_scannet,), "sceneflow": (write_sceneflow_kitti, write_sceneflow_ft3d),
     "sceneflow_kitti": (write_sceneflow_kitti,), "sceneflow_ft3d": (write_sceneflow_ft3d,),
+    "modelnet40": (write_modelnet40,),
 }
 FORMATS = tuple(WRITERS)
 DEFAULT_SENSOR = {"kitti": "kitti", "semantickitti": "kitti", "semantickitti_mos": "kitti", "waymo": "waymo",
@@ -44,7 +46,8 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
                      columns: int | None = None, sequence_length: int | None = None, density: float = 1.0,
                      moving_density: float | None = None, distortion: bool = False,
                      progress: Callable[[int], None] | None = None) -> Path:
-    """Simulate `frames` frames (ScanNet: scenes; scene flow: pairs) in the layout of `format` under `out`.
+    """Simulate `frames` frames (ScanNet: scenes; scene flow: pairs; ModelNet40: shapes) in the layout of
+    `format` under `out`.
 
     format: one of FORMATS ("sceneflow" writes both scene-flow variants; "semantickitti_mos" is the
     SemanticKITTI layout with moving_density 1 by default). sensor: a LiDAR preset
