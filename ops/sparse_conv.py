@@ -264,3 +264,31 @@ def max_pool(feats, nbr, out, argmax):
                     arg = i
             out[o, c] = best if arg >= 0 else 0.0
             argmax[o, c] = arg
+
+
+@nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
+def nonzero_rows(x):
+    """bool [N]: rows of x [N, C] with a non-zero entry (floats, or bf16 as int16 bits: +0 is bits 0)."""
+    n, c = x.shape
+    out = np.zeros(n, np.bool_)
+    for i in prange(n):
+        for j in range(c):
+            if x[i, j] != 0:
+                out[i] = True
+                break
+    return out
+
+
+@nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
+def drop_inputs(nbr, keep):
+    """A copy of the table [N_out, K] with every entry whose input row is not kept set to -1 (no pair).
+
+    A conv over it skips those rows: with keep = "the row has a non-zero value", the sums are those of
+    the full table (a zero row adds exact zeros), in the same order, minus the work."""
+    n_out, kvol = nbr.shape
+    out = np.empty_like(nbr)
+    for o in prange(n_out):
+        for k in range(kvol):
+            i = nbr[o, k]
+            out[o, k] = i if i >= 0 and keep[i] else -1
+    return out

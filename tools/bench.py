@@ -3,6 +3,7 @@
     python tools/bench.py sparse [--json out.json] [--markdown out.md]
     python tools/bench.py attn --json attn.json      # DSVT / FlatFormer vs VoxelBackBone8x
     python tools/bench.py flow                       # SCTN per stage, peak memory
+    python tools/bench.py snn                        # spiking inputs: zero-row skipping vs none
     python tools/bench.py all --out bench_results/
 
 Every suite prints a markdown table and (with --json / --out) writes
@@ -119,8 +120,16 @@ def run_flow(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
+def run_snn(timed, quick: bool) -> list[dict]:
+    """A SubM conv on spike inputs with silent rows: zero-row skipping against the plain engine."""
+    from bench_snn import run_snn as run
+
+    return run(timed, quick)
+
+
 SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train,
-          "det": run_det, "attn": run_attn, "flow": run_flow}
+          "det": run_det, "attn": run_attn, "flow": run_flow,
+          "snn": run_snn}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -372,7 +372,7 @@ class _ConvProbe:
             rec = self.layers[name] = {"x": x.feats.detach(), "x_coords": x.coords, "y": output.feats.detach(),
                                        "y_coords": output.coords, "module": module}
             if sp.get_backend() == "native":
-                rec["kmap"], rec["inverse"] = module._kernel_map(x)  # cached: no second build
+                rec["kmap"], rec["inverse"] = module.kernel_map(x)  # cached: no second build
             output.feats.register_hook(lambda g: rec.__setitem__("dy", g.detach()))
         return hook
 

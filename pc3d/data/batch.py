@@ -24,6 +24,7 @@ num_current_points  int              multi-scan: rows 0 .. num_current_points - 
 points2        float32 [N2, 3 + C]   scene flow: the second cloud (same frame convention as points)
 flow           float32 [N, 3]        scene flow: motion of each point of `points` (pc2 - pc1 in the source)
 flow_mask      bool [N]              scene flow: True where the flow is valid (not occluded)
+label          int                   shape classification: the sample's class id 0..K-1 (``class_names[label]``)
 seed           int                   the seed of this sample's augmentation (reproducible: (seed, epoch, index))
 metadata       dict                  anything for evaluation and visualisation, never collated: e.g.
                                      ``annos`` (the frame's full, un-augmented labels incl. DontCare and
@@ -56,6 +57,7 @@ gt_boxes          float32 [B, Mmax, 7 (+2) + 1]  each sample's boxes, class id (
                                           column, zero rows after its num_gt[b] boxes (OpenPCDet's
                                           layout); Mmax = max(1, max M)
 num_gt            int64 [B]
+label             int64 [B]               (shape classification) each sample's class id
 
 With a voxelizer (``Collate(voxelizer=...)``, voxelization runs in the DataLoader workers), for every cloud
 (the keys of points2 carry the suffix 2: voxel_coords2, point_to_voxel2, ..., from the same voxelizer):
@@ -234,6 +236,8 @@ class Collate:
             batch["gt_boxes"] = torch.from_numpy(pad_boxes([s["gt_boxes"] for s in samples],
                                                            [s["gt_labels"] for s in samples]))
             batch["num_gt"] = torch.as_tensor([len(s["gt_boxes"]) for s in samples], dtype=torch.int64)
+        if all("label" in s for s in samples):
+            batch["label"] = torch.as_tensor([int(s["label"]) for s in samples], dtype=torch.int64)
         return batch
 
     def collate_cloud(self, samples: Sequence[dict], cloud: str = "points") -> dict:

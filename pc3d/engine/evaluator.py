@@ -8,6 +8,11 @@ passed instead; the engine never looks inside a prediction. A dataset may also o
 `write_predictions(predictions, out_dir)`, the hook `tools/test.py` uses to write the official
 submission format. An evaluator with a `last_table` string attribute (e.g. the KITTI AP table)
 gets that table printed and written to `metrics.md` by `tools/test.py` too.
+
+Measurements. A module of the model may measure each sample while it predicts (a spiking layer counts its
+spikes and synaptic operations): a module with `pop_measurements() -> list[dict] | None` hands over one
+dict per sample of the last batch, and `predict` stores it in that sample's prediction dict under
+`measurements[<module name>]`, where an evaluation hook such as pc3d.eval.hooks.EnergyReport reads it.
 """
 from __future__ import annotations
 
@@ -50,6 +55,7 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
                 if not isinstance(out, list | tuple):
                     raise ConfigError(f"{type(model).__name__} in eval mode must return a list of per-sample "
                                       f"predictions, got {type(out).__name__}")
+                attach_measurements(model, out)
                 mine.extend(to_cpu(list(out)))
                 bar.update()
     finally:
@@ -61,6 +67,19 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
         return None
     ordered = sorted((pair for shard in shards for pair in shard), key=lambda p: p[0])
     return [p for _, p in ordered]
+
+
+def attach_measurements(model: nn.Module, predictions: list | tuple) -> None:
+    """Each measuring module's per-sample dicts into predictions[i]["measurements"][module name]."""
+    for name, module in model.named_modules():
+        pop = getattr(module, "pop_measurements", None)
+        per_sample = pop() if callable(pop) else None
+        if per_sample is None:
+            continue
+        if len(per_sample) != len(predictions):
+            raise ConfigError(f"{name} measured {len(per_sample)} samples of a batch of {len(predictions)}")
+        for prediction, measured in zip(predictions, per_sample, strict=True):
+            prediction.setdefault("measurements", {})[name] = measured
 
 
 def score(dataset: Dataset, predictions: list, evaluator: Evaluator | None = None) -> dict:

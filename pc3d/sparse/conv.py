@@ -54,6 +54,7 @@ class SparseConvolution(SparseModule):
         if subm and self.stride != (1,) * ndim:
             raise ConfigError(f"a submanifold conv keeps its input sites: stride must be 1, got {stride!r}")
         self.subm, self.transposed, self.inverse = subm, transposed, inverse
+        self.skip_zero_rows = False  # native engine: leave all-zero input rows out of the work (spiking inputs)
         self.indice_key, self.backend = indice_key, backend
         self.device_type = "cpu"
         self.weight = nn.Parameter(torch.empty(out_channels, *self.kernel_size, in_channels // groups))
@@ -84,8 +85,8 @@ class SparseConvolution(SparseModule):
         self.device_type = x.device.type
         if _backend.resolve(self.backend, x.device.type) == "spconv":
             return self._forward_spconv(x)
-        kmap, inverse = self._kernel_map(x)
-        feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse)
+        kmap, inverse = self.kernel_map(x)
+        feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse, self.skip_zero_rows)
         if self.bias is not None:  # in the features' dtype: a bf16 conv under autocast stays bf16
             feats = feats + self.bias.to(feats.dtype)
         if self.subm:
@@ -94,7 +95,8 @@ class SparseConvolution(SparseModule):
             return x.with_sites(feats, kmap.in_coords, kmap.in_spatial_shape, kmap.in_stride)
         return x.with_sites(feats, kmap.out_coords, kmap.out_spatial_shape, kmap.out_stride)
 
-    def _kernel_map(self, x: SparseTensor) -> tuple[KernelMap, bool]:
+    def kernel_map(self, x: SparseTensor) -> tuple[KernelMap, bool]:
+        """(the map this conv runs over x, whether it runs it backwards); built once per tensor and key."""
         if self.subm:
             key = ("subm", self.kernel_size, self.dilation)
             kmap = cached_map(x, key, lambda: submanifold_map(x, self.kernel_size, self.dilation))

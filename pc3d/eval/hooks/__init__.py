@@ -8,11 +8,12 @@ clouds where the dataset allows it (``dataset.annotations(i)``), and compute met
 functions and accumulators of ``pc3d.eval``.
 """
 from .classification import ClassificationEvaluator
+from .energy import EnergyReport
 from .flow import FlowEvaluator
 from .kitti import KittiEvaluator
 from .mos import MosEvaluator
 from .segmentation import SegmentationEvaluator
 from .waymo import WaymoEvaluator
 
-__all__ = ["ClassificationEvaluator", "FlowEvaluator", "KittiEvaluator", "MosEvaluator", "SegmentationEvaluator",
-           "WaymoEvaluator"]
+__all__ = ["ClassificationEvaluator", "EnergyReport", "FlowEvaluator", "KittiEvaluator", "MosEvaluator",
+           "SegmentationEvaluator", "WaymoEvaluator"]

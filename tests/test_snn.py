@@ -1,0 +1,201 @@
+"""Spiking sparse conv (E-3DSNN): the neuron, zero-row skipping in the engine, per-layer counts, the energy model
+and the three networks."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import pc3d.sparse as sp
+from pc3d.eval.energy import energy_summary, energy_table
+from pc3d.eval.hooks import ClassificationEvaluator, EnergyReport
+from pc3d.models.contract import check_prediction
+from pc3d.models.snn import (
+    MultiSpike,
+    SpikeConv,
+    SpikingBlock,
+    SpikingClassifier,
+    SpikingUNet,
+    SpikingVoxelResBackBone8x,
+    multi_spike,
+)
+from pc3d.sparse import SparseTensor
+
+
+def spike_tensor(n_sites=400, channels=16, silent=0.7, shape=(12, 12, 12), batch=2, seed=0, dtype=torch.float32):
+    """Spike counts 0..4 on random sites, `silent` of the rows all zero."""
+    rng = np.random.default_rng(seed)
+    flat = rng.choice(batch * int(np.prod(shape)), n_sites, replace=False)
+    coords = np.stack(np.unravel_index(flat, (batch, *shape)), 1).astype(np.int32)
+    spikes = rng.integers(0, 5, (n_sites, channels)).astype(np.float32)
+    spikes[rng.random(n_sites) < silent] = 0
+    return SparseTensor(torch.from_numpy(spikes).to(dtype), torch.from_numpy(coords), shape, batch)
+
+
+# ------------------------------------------------------------------------------------------ neuron
+def test_multi_spike_values_and_straight_through_gradient():
+    x = torch.tensor([-1.0, 0.0, 0.3, 0.5, 0.7, 1.5, 2.5, 3.9, 4.0, 6.0], requires_grad=True)
+    s = multi_spike(x)
+    assert s.tolist() == [0, 0, 0, 0, 1, 2, 2, 4, 4, 4]  # round halves to even, clamp to 0..4
+    s.sum().backward()
+    assert x.grad.tolist() == [0, 0, 1, 1, 1, 1, 1, 1, 0, 0]  # 1 on 0 < x < 4 only
+
+
+def test_spike_counts_are_integers_in_0_to_4():
+    s = MultiSpike()(torch.randn(1000, 8) * 5)
+    assert torch.equal(s, s.round()) and s.min() >= 0 and s.max() <= 4
+    assert set(s.unique().tolist()) == {0, 1, 2, 3, 4}
+
+
+# ------------------------------------------------------------------------------- zero-row skipping
+@pytest.mark.parametrize("kind", ["subm", "spconv"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_skipping_zero_rows_gives_bitwise_the_plain_outputs_and_gradients(kind, dtype):
+    torch.manual_seed(0)
+    x = spike_tensor(dtype=dtype)
+    conv = (sp.SubMConv3d(16, 32, 3, padding=1, bias=False) if kind == "subm" else
+            sp.SparseConv3d(16, 32, 3, stride=2, padding=1, bias=False))
+    conv.weight.data = conv.weight.data.to(dtype)
+    results = []
+    for skip in (False, True):
+        conv.skip_zero_rows = skip
+        conv.weight.grad = None
+        feats = x.feats.clone().requires_grad_(True)
+        y = conv(x.replace_feature(feats))
+        y.feats.backward(torch.randn(y.feats.shape, generator=torch.Generator().manual_seed(1)).to(dtype))
+        results.append((y.feats.detach(), conv.weight.grad.clone(), feats.grad.clone()))
+    bits = torch.int16 if dtype == torch.bfloat16 else torch.int32
+    (out, grad_w, grad_x), (out_skip, grad_w_skip, grad_x_skip) = results
+    assert torch.equal(out.view(bits), out_skip.view(bits))  # per output row the same sums in the same order
+    assert torch.equal(grad_x.view(bits), grad_x_skip.view(bits))  # every row needs its gradient: full table
+    # the weight gradient's register blocks regroup the remaining pairs: equal up to float32 rounding
+    torch.testing.assert_close(grad_w_skip.float(), grad_w.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_a_spike_conv_skips_and_a_relu_or_encoding_conv_does_not():
+    assert SpikeConv(4, 8).conv.skip_zero_rows
+    assert not SpikeConv(4, 8, neuron=nn.ReLU).conv.skip_zero_rows
+    assert not SpikeConv(4, 8, neuron=nn.Identity).conv.skip_zero_rows
+
+
+# ---------------------------------------------------------------------------------- counts, energy
+def line_tensor():
+    """Sites (0, 0, 0), (0, 0, 1), (0, 0, 3) of one sample, two channels: spikes [1, 0], [0, 3], [0, 0]."""
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [0, 0, 0, 3]], dtype=torch.int32)
+    feats = torch.tensor([[1.2, 0.0], [0.0, 2.6], [0.4, 0.2]])
+    return SparseTensor(feats, coords, (1, 1, 4), 1)
+
+
+def test_two_layer_counts_by_hand():
+    # layer 1: SubM 3^3, 2 -> 3, weights 1, no norm. Pairs: site 0 and 1 see each other, site 3 only itself: 5.
+    # row spike totals 1, 3, 0: SOPs = 3 x (1 + 3 + 1 + 3 + 0) = 24; MACs = 5 pairs x 2 x 3 = 30.
+    # its output is 4 on sites 0 and 1 (every channel), 0 on site 3, so layer 2 (3 -> 1) sees spikes 4, 4, 0
+    # per channel: row totals 12, 12, 0; SOPs = 1 x (24 + 24 + 0) = 48; MACs = 5 x 3 x 1 = 15.
+    net = sp.SparseSequential(SpikeConv(2, 3, 3, "a", padding=1, norm=None),
+                              SpikeConv(3, 1, 3, "a", padding=1, norm=None))
+    for layer in net:
+        nn.init.ones_(layer.conv.weight)
+    net.eval()
+    y = net(line_tensor())
+    assert y.feats[:, 0].tolist() == [24.0, 24.0, 0.0]
+    first, second = (layer.pop_measurements()[0] for layer in net)
+    assert first == {"neurons": 6, "spikes": 4, "active": 2, "macs": 30, "sops": 24, "spiking": 1.0}
+    assert second == {"neurons": 9, "spikes": 24, "active": 6, "macs": 15, "sops": 48, "spiking": 1.0}
+    assert net[0].pop_measurements() is None  # handed over once
+
+    summary = energy_summary([{"l1": first, "l2": second}])
+    assert summary["sops_G"] == pytest.approx(72e-9) and summary["relu_macs_G"] == pytest.approx(45e-9)
+    assert summary["energy_mJ"] == pytest.approx(0.9 * 72 * 1e-9)  # 64.8 pJ
+    assert summary["relu_energy_mJ"] == pytest.approx(4.6 * 45 * 1e-9)  # 207 pJ
+    assert summary["firing_rate"] == pytest.approx(28 / 15)
+    assert summary["layers"]["l2"]["active_rate"] == pytest.approx(6 / 9)
+    assert "| l1 | spikes |" in energy_table(summary)
+
+
+def test_an_encoding_layer_costs_macs_and_samples_are_counted_apart():
+    x = spike_tensor(n_sites=60, channels=4, silent=0.0, batch=2)
+    layer = SpikeConv(4, 8, neuron=nn.Identity, norm=None).eval()
+    layer(x)
+    per_sample = layer.pop_measurements()
+    assert len(per_sample) == 2 and all(m["spiking"] == 0.0 for m in per_sample)
+    assert sum(m["neurons"] for m in per_sample) == 60 * 4
+    summary = energy_summary([{"enc": m} for m in per_sample])
+    assert summary["sops_G"] == 0 and summary["macs_G"] == pytest.approx(summary["relu_macs_G"])
+    assert summary["energy_mJ"] == pytest.approx(summary["relu_energy_mJ"])
+
+
+# ------------------------------------------------------------------------------------------ networks
+def shape_batch(n=2, points=300, seed=0):
+    """A voxelized batch of random clouds with normals (x, y, z, nx, ny, nz), classes 0 and 1."""
+    from pc3d.data.batch import Collate
+    from pc3d.voxel import DynamicVoxelizer
+
+    rng = np.random.default_rng(seed)
+    samples = []
+    for i in range(n):
+        p = rng.standard_normal((points, 3))
+        p /= np.linalg.norm(p, axis=1, keepdims=True) * (1 + i)
+        samples.append({"frame_id": f"s{i}", "points": np.concatenate([p, p], 1).astype(np.float32), "label": i % 2})
+    vox = DynamicVoxelizer(voxel_size=[0.1] * 3, point_range=[-1, -1, -1, 1, 1, 1])
+    return Collate(vox)(samples)
+
+
+def test_spiking_classifier_trains_and_predicts_with_energy():
+    torch.manual_seed(0)
+    batch = shape_batch()
+    model = SpikingClassifier(in_channels=6, num_classes=2, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1))
+    out = model(batch)
+    out["loss"].backward()
+    assert torch.isfinite(out["loss"]) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    model.eval()
+    with torch.no_grad():
+        preds = model(batch)
+    from pc3d.engine.evaluator import attach_measurements
+
+    attach_measurements(model, preds)
+    for p in preds:
+        check_prediction("classification", p)
+        assert len(p["measurements"]) == 3 + 4 + 2 * (1 + 1 + 1 + 1) + 1  # stem, downs, block convs, head
+    metrics = EnergyReport(ClassificationEvaluator(2))(type("D", (), {"labels": np.array([0, 1])})(), preds)
+    assert {"accuracy", "energy/mJ", "energy/relu_mJ", "energy/firing_rate"} <= set(metrics)
+    assert 0 < metrics["energy/mJ"] and metrics["energy/relu_mJ"] > 0
+
+
+def test_relu_twin_has_the_same_parameters():
+    spiking = SpikingClassifier(widths="T")
+    relu = SpikingClassifier(widths="T", neuron=nn.ReLU)
+    assert [p.shape for p in spiking.parameters()] == [p.shape for p in relu.parameters()]
+    assert 1.0e6 < sum(p.numel() for p in spiking.parameters()) < 2.5e6  # E-3DSNN-T: about 1.9 M
+
+
+def test_spiking_unet_keeps_the_input_sites():
+    torch.manual_seed(0)
+    x = spike_tensor(n_sites=300, channels=4, silent=0.0, shape=(16, 16, 16), batch=2)
+    net = SpikingUNet(in_channels=4, channels=(8, 16, 16, 32), enc_depths=(1, 1, 1), dec_channels=(16, 16, 8),
+                      dec_depths=(1, 1, 1))
+    y = net(x)
+    assert torch.equal(y.coords, x.coords) and y.feats.shape == (300, net.out_channels)
+    y.feats.square().mean().backward()
+
+
+def test_spiking_detector_backbone_matches_the_voxel_backbone_convention():
+    from pc3d.models.backbones3d.voxel_res_backbone import VoxelResBackBone8x
+
+    x = spike_tensor(n_sites=500, channels=4, silent=0.0, shape=(41, 40, 40), batch=1)
+    spiking = SpikingVoxelResBackBone8x(4, 32, channels=(8, 8, 16, 16))
+    relu = VoxelResBackBone8x(4, 32, channels=(8, 8, 16, 16))
+    out, stages = spiking.forward_features(x)
+    assert set(stages) == {"x_conv1", "x_conv2", "x_conv3", "x_conv4"}
+    assert out.spatial_shape == relu(x).spatial_shape == spiking.output_shape(x.spatial_shape)
+    assert spiking.out_channels == 32
+
+
+def test_spiking_block_residual_adds_pre_spike_values():
+    block = SpikingBlock(4, indice_key="b", norm=partial(nn.BatchNorm1d, affine=False)).eval()
+    for conv in (block.conv1.conv, block.conv2.conv):
+        nn.init.zeros_(conv.weight)
+    x = spike_tensor(n_sites=50, channels=4, silent=0.0).replace_feature(torch.randn(50, 4))
+    assert torch.allclose(block(x).feats, x.feats)  # zero convs: the block is the identity on pre-spike values
