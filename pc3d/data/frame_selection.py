@@ -1,0 +1,106 @@
+"""Which frames of a sequence get labels: ST-RFD (Less is More) against the uniform baseline.
+
+A LiDAR sequence recorded at 10 Hz repeats itself wherever the sensor barely moves (a stop at a
+crossing gives dozens of near-identical scans). ST-RFD (spatio-temporal redundant frame downsampling)
+spends the label budget over the sensor's *motion* instead of over time:
+
+    motion(t)   = sum over s <= t of  |translation step s|  +  metres_per_radian x |heading step s|
+    keep k      = max(1, round(fraction x F)) frames; frame j is the one whose motion is nearest
+                  (j + 0.5) / k of the total, each frame taken once (the next nearest when taken)
+
+so frames cluster where the sensor moves and a stop contributes one frame at most. A sequence that never
+moves falls back to the uniform choice. ``uniform_frames`` is the baseline: k frames evenly spaced in time.
+Selections are written as text lists, one ``SS/NNNNNN`` per line (sequence / scan, as SemanticKITTI names
+them), so a run names the list it trained on and can be reproduced.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import ConfigError, DataFormatError
+
+METRES_PER_RADIAN = 10.0  # a turn of 1 rad counts as much new scene as 10 m of travel
+
+
+def budget(num_frames: int, fraction: float) -> int:
+    """Frames to keep of num_frames at `fraction` (0 < fraction <= 1): at least one."""
+    if not 0 < fraction <= 1:
+        raise ConfigError(f"label fraction must be in (0, 1], got {fraction!r}")
+    return max(1, min(num_frames, round(fraction * num_frames)))
+
+
+def motion_coordinate(poses: np.ndarray, metres_per_radian: float = METRES_PER_RADIAN) -> np.ndarray:
+    """float64 [F]: the cumulative motion of poses [F, 4, 4] (sensor -> world), 0 at the first frame."""
+    poses = np.asarray(poses, np.float64)
+    if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+        raise ConfigError(f"poses must be [F, 4, 4], got {poses.shape}")
+    step = np.linalg.norm(np.diff(poses[:, :3, 3], axis=0), axis=1)
+    heading = np.unwrap(np.arctan2(poses[:, 1, 0], poses[:, 0, 0]))
+    step += metres_per_radian * np.abs(np.diff(heading))
+    return np.concatenate([[0.0], np.cumsum(step)])
+
+
+def uniform_frames(num_frames: int, fraction: float) -> np.ndarray:
+    """int64 [k]: k frames evenly spaced in time (the centre of each of k equal spans)."""
+    k = budget(num_frames, fraction)
+    return np.unique(((np.arange(k) + 0.5) * num_frames / k).astype(np.int64))
+
+
+def st_rfd_frames(poses: np.ndarray, fraction: float, metres_per_radian: float = METRES_PER_RADIAN) -> np.ndarray:
+    """int64 [k], sorted: the frames ST-RFD keeps of a sequence with poses [F, 4, 4] (see the module doc)."""
+    motion = motion_coordinate(poses, metres_per_radian)
+    num_frames = len(motion)
+    k = budget(num_frames, fraction)
+    if motion[-1] <= 0:
+        return uniform_frames(num_frames, fraction)
+    targets = (np.arange(k) + 0.5) / k * motion[-1]
+    taken = np.zeros(num_frames, bool)
+    chosen = []
+    for target in targets:
+        order = np.argsort(np.abs(motion - target), kind="stable")  # nearest first, earlier frame on ties
+        j = order[np.argmax(~taken[order])]
+        taken[j] = True
+        chosen.append(j)
+    return np.sort(np.asarray(chosen, np.int64))
+
+
+def write_frame_list(path: str | PathLike, frames: Iterable[tuple[int, int]]) -> Path:
+    """Write (sequence, scan) pairs as lines ``SS/NNNNNN``; returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{int(seq):02d}/{int(scan):06d}\n" for seq, scan in frames))
+    return path
+
+
+def read_frame_list(path: str | PathLike) -> list[tuple[int, int]]:
+    """The (sequence, scan) pairs of a list written by write_frame_list; DataFormatError naming the file and
+    line when a line is not ``SS/NNNNNN``."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataFormatError(path, "frame list does not exist")
+    pairs = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        seq, _, scan = line.strip().partition("/")
+        if not (seq.isdigit() and scan.isdigit()):
+            raise DataFormatError(path, f"line {number}: expected 'SS/NNNNNN', got {line!r}")
+        pairs.append((int(seq), int(scan)))
+    return pairs
+
+
+def select_frames(sequences: Sequence[tuple[int, np.ndarray]], fraction: float, method: str = "st_rfd"
+                  ) -> list[tuple[int, int]]:
+    """(sequence, scan) pairs kept of every (sequence id, poses [F, 4, 4]) at `fraction`, by method
+    "st_rfd" or "uniform" (each sequence gets its own share of the budget)."""
+    if method not in ("st_rfd", "uniform"):
+        raise ConfigError(f"frame selection method must be 'st_rfd' or 'uniform', not {method!r}")
+    kept = []
+    for seq, poses in sequences:
+        scans = st_rfd_frames(poses, fraction) if method == "st_rfd" else uniform_frames(len(poses), fraction)
+        kept += [(int(seq), int(s)) for s in scans]
+    return kept

@@ -1,0 +1,67 @@
+"""ST-RFD frame selection against the uniform baseline, on synthetic trajectories."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pc3d.data.frame_selection import (
+    budget,
+    motion_coordinate,
+    read_frame_list,
+    select_frames,
+    st_rfd_frames,
+    uniform_frames,
+    write_frame_list,
+)
+from pc3d.errors import ConfigError, DataFormatError
+
+
+def trajectory(x: np.ndarray, yaw: np.ndarray | None = None) -> np.ndarray:
+    """Poses [F, 4, 4] at positions (x, 0, 0) with headings yaw."""
+    yaw = np.zeros_like(x) if yaw is None else yaw
+    poses = np.tile(np.eye(4), (len(x), 1, 1))
+    poses[:, 0, 0] = poses[:, 1, 1] = np.cos(yaw)
+    poses[:, 1, 0], poses[:, 0, 1] = np.sin(yaw), -np.sin(yaw)
+    poses[:, 0, 3] = x
+    return poses
+
+
+def test_motion_coordinate_counts_travel_and_turns():
+    poses = trajectory(np.array([0.0, 1.0, 1.0, 3.0]), np.array([0.0, 0.0, 0.1, 0.1]))
+    assert motion_coordinate(poses, metres_per_radian=10.0) == pytest.approx([0, 1, 2, 4])
+
+
+def test_st_rfd_keeps_the_fraction_and_skips_a_stop():
+    # 100 frames: drive 1 m per frame for 30, stand still for 40, drive again for 30
+    x = np.concatenate([np.arange(30.0), np.full(40, 30.0), 30 + np.arange(1.0, 31.0)])
+    poses = trajectory(x)
+    kept = st_rfd_frames(poses, 0.1)
+    assert len(kept) == budget(100, 0.1) == 10 and len(set(kept.tolist())) == 10
+    in_stop = ((kept >= 30) & (kept < 70)).sum()
+    assert in_stop <= 1  # the stop is one place: one frame at most
+    assert ((uniform_frames(100, 0.1) >= 30) & (uniform_frames(100, 0.1) < 70)).sum() == 4  # uniform spends 4 there
+    travel = np.sort(x[kept])
+    assert np.diff(travel).min() >= 4.0  # spread over the travelled distance (6 m apart ideally)
+
+
+def test_budget_and_degenerate_sequences():
+    assert budget(7, 0.01) == 1 and budget(100, 1.0) == 100
+    with pytest.raises(ConfigError, match="fraction"):
+        budget(10, 0.0)
+    still = trajectory(np.zeros(20))
+    assert st_rfd_frames(still, 0.2).tolist() == uniform_frames(20, 0.2).tolist() == [2, 7, 12, 17]
+    assert st_rfd_frames(trajectory(np.arange(5.0)), 1.0).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_frame_lists_round_trip_and_bad_lines_name_the_file(tmp_path):
+    pairs = select_frames([(0, trajectory(np.arange(50.0))), (2, trajectory(np.arange(20.0)))], 0.1)
+    assert [p[0] for p in pairs] == [0] * 5 + [2] * 2
+    path = write_frame_list(tmp_path / "st_rfd_10.txt", pairs)
+    assert path.read_text().splitlines()[0] == "00/000005"  # motion 49 m: targets 4.9, 14.7, ...
+    assert read_frame_list(path) == pairs
+    bad = tmp_path / "bad.txt"
+    bad.write_text("00/000001\n0x/12\n")
+    with pytest.raises(DataFormatError, match="bad.txt.*line 2"):
+        read_frame_list(bad)
+    with pytest.raises(ConfigError, match="method"):
+        select_frames([(0, trajectory(np.arange(5.0)))], 0.5, method="random")

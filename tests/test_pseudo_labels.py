@@ -1,0 +1,73 @@
+"""Mean-teacher pieces of Less is More: EMA, range bands, the reflectivity prior, class-range thresholds and
+pseudo targets, on crafted cases."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from pc3d.models.semi import (
+    IGNORE,
+    ReflectivityPrior,
+    adjust,
+    class_range_thresholds,
+    ema_update,
+    pseudo_targets,
+    range_band,
+)
+
+
+def test_ema_alpha_schedule_and_update():
+    teacher, student = nn.BatchNorm1d(2), nn.BatchNorm1d(2)
+    nn.init.constant_(teacher.weight, 0.0)
+    nn.init.constant_(student.weight, 1.0)
+    student.num_batches_tracked += 7
+    assert ema_update(teacher, student, step=0) == 0.0  # the first step copies the student
+    assert torch.equal(teacher.weight, student.weight) and int(teacher.num_batches_tracked) == 7
+    nn.init.constant_(teacher.weight, 0.0)
+    assert ema_update(teacher, student, step=3) == pytest.approx(0.75)
+    assert teacher.weight.tolist() == pytest.approx([0.25, 0.25])
+    assert ema_update(teacher, student, step=10_000) == 0.99
+    assert not teacher.weight.requires_grad or teacher.weight.grad is None
+
+
+def test_range_bands():
+    points = torch.tensor([[3.0, 4.0, 0.0], [0.0, 9.99, 1.0], [10.0, 0.0, 0.0], [60.0, 0.0, 0.0]])
+    assert range_band(points, [0, 10, 20]).tolist() == [0, 0, 1, 2]
+
+
+def test_reflectivity_prior_normalises_by_band_and_separates_classes():
+    # class 1 reflects twice as much as class 2 at every range; far points return half as much
+    near = torch.tensor([[5.0, 0.0]] * 4)
+    far = torch.tensor([[25.0, 0.0]] * 4)
+    labels = torch.tensor([1, 1, 2, 2])
+    prior = ReflectivityPrior(3, edges=[0, 20], ignore_index=0, remission_bins=4, max_ratio=2.0)
+    prior.update(near, torch.tensor([0.8, 0.8, 0.4, 0.4]), labels)
+    prior.update(far, torch.tensor([0.4, 0.4, 0.2, 0.2]), labels)
+    ratio = prior.normalised(torch.cat([near[:2], far[:2]]), torch.tensor([0.8, 0.4, 0.4, 0.2]))
+    assert ratio.tolist() == pytest.approx([4 / 3, 2 / 3, 4 / 3, 2 / 3])  # band means 0.6 and 0.3
+    lik = prior.likelihood(torch.cat([near[:1], far[:1]]), torch.tensor([0.8, 0.2]))
+    assert lik[0, 1] > lik[0, 2] and lik[1, 2] > lik[1, 1]  # bright reads class 1, dim reads class 2
+    prob = torch.tensor([[0.0, 0.5, 0.5], [0.0, 0.5, 0.5]])
+    adjusted = adjust(prob, lik)
+    assert adjusted.argmax(1).tolist() == [1, 2] and adjusted.sum(1).tolist() == pytest.approx([1, 1])
+    assert prior.histogram[0].sum() == 0  # ignored labels never count
+
+
+def test_class_range_thresholds_keep_the_same_share_of_every_cell():
+    # class 0 near: confident (0.9..0.99); class 1 far: unsure (0.4..0.49). One global cut at 0.8 would
+    # starve class 1; per-cell quantiles keep half of each.
+    conf = torch.cat([torch.linspace(0.9, 0.99, 10), torch.linspace(0.4, 0.49, 10)])
+    pred = torch.tensor([0] * 10 + [1] * 10)
+    band = torch.tensor([0] * 10 + [1] * 10)
+    tau = class_range_thresholds(conf, pred, band, num_classes=2, num_bands=2, keep=0.5)
+    assert tau[0, 0] == pytest.approx(0.945) and tau[1, 1] == pytest.approx(0.445)
+    assert torch.isinf(tau[0, 1]) and torch.isinf(tau[1, 0])  # no points there
+    rest = (1 - conf) / 2
+    prob = torch.stack([conf, rest, rest], 1)
+    prob[10:] = torch.stack([rest, conf, rest], 1)[10:]  # the far points are predicted class 1
+    assert prob.argmax(1).tolist() == pred.tolist()
+    hard, soft = pseudo_targets(prob, band, class_range_thresholds(prob.max(1)[0], pred, band, 3, 2, 0.5),
+                                soft_margin=0.02)
+    assert (hard[:10] == 0).sum() == 5 and (hard[10:] == 1).sum() == 5 and (hard == IGNORE).sum() == 10
+    assert ((hard == IGNORE) & (soft > 0)).sum() == 4  # 0.93, 0.94 and 0.43, 0.44: within 0.02 below the cut
