@@ -261,6 +261,21 @@ class Collate:
         return out
 
 
+VOXEL_KEYS = ("voxel_coords", "voxel_num_points", "point_to_voxel", "spatial_shape", "voxels")
+
+
+def cloud_view(batch: dict, cloud: str) -> dict:
+    """The batch as a model of one cloud sees it: `cloud`'s keys (its points, offsets, point-wise and voxel
+    keys) under the first cloud's names, every other key as it is (a mean teacher's student reads points2)."""
+    suffix = CLOUDS[cloud]
+    if cloud not in batch:
+        raise DataFormatError(None, f"the batch has no {cloud}")
+    names = ("points", "point_offsets", "point_batch", *point_keys("points")[1:], *VOXEL_KEYS)
+    view = {key: value for key, value in batch.items() if key not in names}
+    view.update({name: batch[name + suffix] for name in names if name + suffix in batch})
+    return view
+
+
 def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: str = "points"):
     """SparseTensor of a voxelized cloud of the batch: each voxel's feature is the mean of its points'
     columns [3 + C]."""

@@ -223,6 +223,10 @@ class SemanticKittiDataset(PointCloudDataset):
     past_scan_cache: keep this many reduced past scans in memory (LRU, per DataLoader worker; about 1 MB
     each for a 1024-column scan at 0.1 m), so that epochs after the first read and reduce only the
     current scan of each window; 0: none.
+    labelled_frames: a frame list (pc3d.data.frame_selection, lines ``SS/NNNNNN``) naming the frames whose
+    labels may be used (label-efficient training); the other frames' label files are never read: their
+    point_labels are all ignore_index and ``metadata["labelled"]`` is False. labelled_only: keep only the
+    listed frames (the supervised-only baseline).
     """
 
     ignore_index = 0
@@ -234,7 +238,8 @@ class SemanticKittiDataset(PointCloudDataset):
                  time_channel: bool | None = None, scan_period: float | None = None,
                  past_voxel_size: float | None = None, boxes: bool | None = None, past_scan_cache: int = 0,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
-                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
+                 labelled_frames: str | PathLike | None = None, labelled_only: bool = False):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         if mode not in MODES:
@@ -290,7 +295,23 @@ class SemanticKittiDataset(PointCloudDataset):
                 raise DataFormatError(folder / s / "velodyne" / f"{orphans[0]}.bin", f"missing, but labels/"
                                       f"{orphans[0]}.label exists ({len(orphans)} labels without their scan)")
         self.frames = [(s, p.stem) for s in present for p in scans[s]]
+        self.unlabelled: set[tuple[str, str]] = set()
+        if labelled_frames is not None:
+            self._restrict_labels(Path(labelled_frames), labelled_only)
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _restrict_labels(self, path: Path, labelled_only: bool) -> None:
+        """Apply a frame list (see labelled_frames): drop or mark the frames it does not name."""
+        from pc3d.data.frame_selection import read_frame_list
+
+        listed = set(read_frame_list(path))
+        named = {frame for frame in self.frames if frame[1].isdigit() and (int(frame[0]), int(frame[1])) in listed}
+        if not named:
+            raise DataFormatError(path, f"names none of the {len(self.frames)} frames of sequences {self.sequences}")
+        if labelled_only:
+            self.frames = [frame for frame in self.frames if frame in named]
+        else:
+            self.unlabelled = {frame for frame in self.frames if frame not in named}
 
     @classmethod
     def label_space(cls, mode: str = "semantic", learning_map: str | PathLike | None = None, **_) -> LabelSpace:
@@ -398,6 +419,18 @@ class SemanticKittiDataset(PointCloudDataset):
         keep = (labels > 0) & (counts[rows[:, 0].astype(np.int64)] >= MIN_BOX_POINTS)
         return rows[keep, 2:9].astype(np.float32), labels[keep]
 
+    def load_unlabelled(self, seq: str, name: str) -> dict:
+        """A frame outside labelled_frames: its scan with every point_labels ignore_index (its label file is
+        not read) and metadata["labelled"] False."""
+        if self.n_past_scans:
+            raise ConfigError("labelled_frames with n_past_scans > 0 is not supported")
+        source = self.root / "sequences" / seq / "velodyne" / f"{name}.bin"
+        points = read_bin(source, 4)
+        return {"frame_id": f"{seq}/{name}", "points": points,
+                "point_labels": np.full(len(points), self.ignore_index, np.int64),
+                "instance_ids": np.zeros(len(points), np.int64),
+                "metadata": {"sequence": seq, "source": str(source), "labelled": False}}
+
     def past_scan(self, seq: str, name: str) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
         """A past scan of a window in its own frame: ``read_scan``, reduced with past_voxel_size (labels and
         instance ids by majority); with past_scan_cache, the last past_scan_cache reduced scans are kept
@@ -420,6 +453,8 @@ class SemanticKittiDataset(PointCloudDataset):
 
     def load(self, index: int) -> dict:
         seq, name = self.frames[index]
+        if (seq, name) in self.unlabelled:
+            return self.load_unlabelled(seq, name)
         points, labels, instances = self.read_scan(seq, name)
         clouds, label_list, instance_list = [points], [labels], [instances]
         times = [np.zeros(len(points), np.float32)]

@@ -1,0 +1,107 @@
+"""Mean teacher for label-efficient segmentation (Less is More), around any voxel segmentor.
+
+    batch       points: the teacher's (weakly augmented) view; points2: the student's stronger view of the same
+                points, row by row (pc3d.data.transforms.views.SecondView); unlabelled frames have all-ignored
+                point_labels and metadata["labelled"] False (SemanticKittiDataset(labelled_frames=...))
+    teacher     EMA of the student (pc3d.models.semi.ema_update, before every training step), eval mode,
+                no gradient: class probabilities of every point of the unlabelled frames
+    pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
+                -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
+    student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
+                + unlabelled_weight x (CE on hard pseudo labels + confidence-weighted KL to the soft targets)
+
+Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
+"alpha" (the EMA factor)}. Eval mode: the teacher's predictions (the EMA weights generalise better).
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from pc3d.data.batch import cloud_view, sparse_input
+from pc3d.models.semi.pseudo_labels import (
+    IGNORE,
+    ReflectivityPrior,
+    adjust,
+    class_range_thresholds,
+    ema_update,
+    pseudo_targets,
+    range_band,
+)
+
+
+class MeanTeacherSegmentor(nn.Module):
+    """student: a SparseSegmentor (built). unlabelled_weight: of the pseudo-label loss. keep: share of each
+    (class, range band) cell's unlabelled points that get a hard label. soft_margin: below the cell's threshold,
+    the band of soft targets. range_edges: range bands (m). beta: weight of the reflectivity prior.
+    remission_column: the points column holding remission. max_alpha: the EMA's ceiling."""
+
+    task = "segmentation"
+
+    def __init__(self, student: nn.Module, unlabelled_weight: float = 1.0, keep: float = 0.5,
+                 soft_margin: float = 0.1, range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0,
+                 remission_column: int = 3, max_alpha: float = 0.99):
+        super().__init__()
+        self.student = student
+        self.teacher = copy.deepcopy(student).requires_grad_(False)
+        self.unlabelled_weight, self.keep, self.soft_margin, self.beta = unlabelled_weight, keep, soft_margin, beta
+        self.remission_column, self.max_alpha, self.range_edges = remission_column, max_alpha, list(range_edges)
+        self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
+        self.prior = ReflectivityPrior(self.num_classes, self.range_edges, self.ignore_index)
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()  # the teacher always predicts with its (EMA) running statistics
+        return self
+
+    def forward(self, batch: dict):
+        if not self.training:
+            return self.teacher(batch)
+        alpha = ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
+        self.step += 1
+        labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
+        point_labelled = labelled[batch["point_batch"]]
+        points, remission = batch["points"][:, :3], batch["points"][:, self.remission_column]
+        self.prior.update(points[point_labelled], remission[point_labelled], batch["point_labels"][point_labelled])
+
+        view = cloud_view(batch, "points2") | {"point_labels": batch["point_labels"]}
+        x = sparse_input(view, view["points"].device)
+        feats = self.student.backbone(x).feats
+        supervised = self.student.losses(view, feats, x.feats)
+        out = {"loss_sup": supervised["loss"].detach(), "alpha": torch.tensor(alpha)}
+        unlabelled = ~point_labelled & (batch["point_to_voxel"] >= 0) & (view["point_to_voxel"] >= 0)
+        if not unlabelled.any():
+            return out | {"loss": supervised["loss"], "loss_pseudo": torch.zeros(()), "pseudo_share": torch.zeros(())}
+
+        with torch.no_grad():
+            prob = self.point_probabilities(self.teacher, batch, unlabelled)
+            prob = adjust(prob, self.prior.likelihood(points[unlabelled], remission[unlabelled]), self.beta)
+            if 0 <= self.ignore_index < self.num_classes:  # never a pseudo label
+                prob[:, self.ignore_index] = 0
+                prob = prob / prob.sum(1, keepdim=True).clamp(min=1e-12)
+            band = range_band(points[unlabelled], self.range_edges)
+            confidence, pred = prob.max(1)
+            tau = class_range_thresholds(confidence, pred, band, self.num_classes, len(self.range_edges), self.keep)
+            hard, soft = pseudo_targets(prob, band, tau, self.soft_margin)
+        point_voxel = torch.where(unlabelled, view["point_to_voxel"], torch.full_like(view["point_to_voxel"], -1))
+        logits = self.student.point_logits(view, feats, x.feats, point_voxel).float()
+        ce = F.cross_entropy(logits, hard, ignore_index=IGNORE) if (hard != IGNORE).any() else logits.sum() * 0
+        kl = (F.kl_div(logits.log_softmax(1), prob.float(), reduction="none").sum(1) * soft).sum() / len(soft)
+        pseudo = ce + kl
+        return out | {"loss": supervised["loss"] + self.unlabelled_weight * pseudo, "loss_pseudo": pseudo.detach(),
+                      "pseudo_share": (hard != IGNORE).float().mean()}
+
+    @staticmethod
+    def point_probabilities(model: nn.Module, batch: dict, points: torch.Tensor) -> torch.Tensor:
+        """Class probabilities [P, K] of a segmentor for the batch's points where `points` is True (each inside
+        a voxel of the batch's first cloud)."""
+        x = sparse_input(batch, batch["points"].device)
+        feats = model.backbone(x).feats
+        point_voxel = torch.where(points, batch["point_to_voxel"], torch.full_like(batch["point_to_voxel"], -1))
+        return model.point_logits(batch, feats, x.feats, point_voxel).float().softmax(1)
+

@@ -1,0 +1,104 @@
+"""The mean teacher on simulated SemanticKITTI frames: labelled / unlabelled frames from a frame list, the
+student's second view, one training step, and pseudo labels that never read an unlabelled frame's labels."""
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import pytest
+import torch
+
+from pc3d.data import SemanticKittiDataset
+from pc3d.data.frame_selection import write_frame_list
+from pc3d.data.transforms import GlobalRotation, GlobalScaling
+from pc3d.data.transforms.views import SecondView
+from pc3d.errors import ConfigError, DataFormatError
+from pc3d.models.backbones3d.unet import SparseUNet
+from pc3d.models.segmentors import SparseSegmentor
+from pc3d.models.semi import MeanTeacherSegmentor
+from pc3d.sim.api import simulate_dataset
+from pc3d.voxel import DynamicVoxelizer
+
+RANGE = [-19.2, -19.2, -3.2, 19.2, 19.2, 3.2]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    path = tmp_path_factory.mktemp("skitti")
+    simulate_dataset("semantickitti", path, frames=4, seed=0, columns=512, sequence_length=4)
+    write_frame_list(path / "labelled.txt", [(0, 1)])
+    return path
+
+
+def dataset(root, **options):
+    views = [GlobalRotation(0.3), SecondView([GlobalRotation(0.5), GlobalScaling((0.9, 1.1))])]
+    return SemanticKittiDataset(root, sequences=[0], training=True, seed=0, augmentations=views,
+                                voxelizer=DynamicVoxelizer([0.4, 0.4, 0.4], RANGE), **options)
+
+
+def model():
+    torch.manual_seed(0)
+    unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
+    return MeanTeacherSegmentor(SparseSegmentor(4, unet, num_classes=20, ignore_index=0), keep=0.5)
+
+
+def test_frame_lists_mark_or_keep_the_labelled_frames(root):
+    marked = dataset(root, labelled_frames=root / "labelled.txt")
+    assert len(marked) == 4 and marked.unlabelled == {("00", "000000"), ("00", "000002"), ("00", "000003")}
+    sample = marked[0]
+    assert sample["metadata"]["labelled"] is False and (sample["point_labels"] == 0).all()
+    assert sample["points2"].shape == sample["points"].shape and not np.allclose(sample["points2"], sample["points"])
+    assert marked[1]["metadata"].get("labelled", True) and (marked[1]["point_labels"] > 0).any()
+    only = dataset(root, labelled_frames=root / "labelled.txt", labelled_only=True)
+    assert [only.frame_id(i) for i in range(len(only))] == ["00/000001"]
+    write_frame_list(root / "elsewhere.txt", [(5, 0)])
+    with pytest.raises(DataFormatError, match="elsewhere.txt"):
+        dataset(root, labelled_frames=root / "elsewhere.txt")
+
+
+def test_second_view_must_keep_every_point():
+    from pc3d.data.transforms import RandomDrop
+
+    with pytest.raises(ConfigError, match="keep every point"):
+        SecondView([RandomDrop(0.5)])({"points": np.zeros((100, 4), np.float32)}, np.random.default_rng(0))
+
+
+def step(root) -> dict:
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    batch = data.collate_fn([data[0], data[1]])
+    net = model().train()
+    out = net(batch)
+    out["loss"].backward()
+    return out
+
+
+def test_one_step_trains_the_student_and_uses_pseudo_labels(root):
+    out = step(root)
+    assert torch.isfinite(out["loss"]) and out["loss_pseudo"] > 0 and 0 < out["pseudo_share"] < 1
+    assert out["alpha"] == 0.0  # the first step copies the student
+
+
+def test_pseudo_labels_never_read_an_unlabelled_frames_labels(root, tmp_path):
+    before = step(root)
+    label_file = root / "sequences" / "00" / "labels" / "000000.label"
+    original = label_file.read_bytes()
+    try:  # scramble the unlabelled frame's labels: nothing may change
+        raw = np.frombuffer(original, np.uint32)
+        label_file.write_bytes(np.random.default_rng(1).permutation(raw).astype(np.uint32).tobytes())
+        after = step(root)
+    finally:
+        label_file.write_bytes(original)
+    for key in ("loss", "loss_sup", "loss_pseudo", "pseudo_share"):
+        assert torch.equal(before[key], after[key]), key
+
+
+def test_eval_predicts_with_the_teacher(root):
+    data = dataset(root)
+    data.training = False
+    batch = data.collate_fn([data[2]])
+    net = model().eval()
+    with torch.no_grad():
+        torch.nn.init.zeros_(net.student.head.classifier[1].weight)  # only the student changes
+        ours = net(batch)[0]["pred_labels"]
+        teachers = net.teacher(batch)[0]["pred_labels"]
+    assert np.array_equal(ours, teachers)
