@@ -54,10 +54,11 @@ def test_budget_and_degenerate_sequences():
 
 
 def test_frame_lists_round_trip_and_bad_lines_name_the_file(tmp_path):
-    pairs = select_frames([(0, trajectory(np.arange(50.0))), (2, trajectory(np.arange(20.0)))], 0.1)
-    assert [p[0] for p in pairs] == [0] * 5 + [2] * 2
-    path = write_frame_list(tmp_path / "st_rfd_10.txt", pairs)
-    assert path.read_text().splitlines()[0] == "00/000005"  # motion 49 m: targets 4.9, 14.7, ...
+    pairs = select_frames([(0, trajectory(np.arange(50.0))), (2, trajectory(np.arange(20.0)))], 0.1,
+                          method="uniform")
+    assert pairs == [(0, 5), (0, 15), (0, 25), (0, 35), (0, 45), (2, 5), (2, 15)]  # every 10th of the 70 frames
+    path = write_frame_list(tmp_path / "uniform_10.txt", pairs)
+    assert path.read_text().splitlines()[0] == "00/000005"
     assert read_frame_list(path) == pairs
     bad = tmp_path / "bad.txt"
     bad.write_text("00/000001\n0x/12\n")
@@ -65,3 +66,30 @@ def test_frame_lists_round_trip_and_bad_lines_name_the_file(tmp_path):
         read_frame_list(bad)
     with pytest.raises(ConfigError, match="method"):
         select_frames([(0, trajectory(np.arange(5.0)))], 0.5, method="random")
+
+
+def test_one_budget_over_sequences_goes_where_the_sensor_moves():
+    moving, still = trajectory(np.arange(50.0)), trajectory(np.zeros(50))
+    st_rfd = select_frames([(0, moving), (1, still)], 0.1)
+    uniform = select_frames([(0, moving), (1, still)], 0.1, method="uniform")
+    assert len(st_rfd) == len(uniform) == 10
+    assert sum(seq == 1 for seq, _ in st_rfd) == 1 and sum(seq == 1 for seq, _ in uniform) == 5
+
+
+def test_select_frames_tool_writes_lists_a_dataset_reads(tmp_path, capsys):
+    import sys
+    from pathlib import Path
+
+    from pc3d.data import SemanticKittiDataset
+    from pc3d.sim.api import simulate_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from select_frames import main
+
+    simulate_dataset("semantickitti", tmp_path, frames=8, seed=0, columns=256, sequence_length=4)
+    assert main([str(tmp_path), "--sequences", "0", "1", "--fraction", "0.25"]) == 0
+    assert "st_rfd: 2 of 8 frames" in capsys.readouterr().out
+    for method in ("st_rfd", "uniform"):
+        data = SemanticKittiDataset(tmp_path, sequences=[0, 1], labelled_frames=tmp_path / "frame_lists" /
+                                    f"{method}_25.txt", labelled_only=True)
+        assert len(data) == 2

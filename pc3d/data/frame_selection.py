@@ -9,7 +9,9 @@ spends the label budget over the sensor's *motion* instead of over time:
                   (j + 0.5) / k of the total, each frame taken once (the next nearest when taken)
 
 so frames cluster where the sensor moves and a stop contributes one frame at most. A sequence that never
-moves falls back to the uniform choice. ``uniform_frames`` is the baseline: k frames evenly spaced in time.
+moves falls back to the uniform choice. Over several sequences (``select_frames``) the budget is one: the
+sequences are laid end to end on the motion axis, so a still sequence costs about one frame.
+``uniform_frames`` is the baseline: k frames evenly spaced in time (over all sequences in order).
 Selections are written as text lists, one ``SS/NNNNNN`` per line (sequence / scan, as SemanticKITTI names
 them), so a run names the list it trained on and can be reproduced.
 """
@@ -24,6 +26,7 @@ import numpy as np
 from pc3d.errors import ConfigError, DataFormatError
 
 METRES_PER_RADIAN = 10.0  # a turn of 1 rad counts as much new scene as 10 m of travel
+SEQUENCE_GAP = 10.0  # metres of motion between two sequences (another place): a still sequence's worth
 
 
 def budget(num_frames: int, fraction: float) -> int:
@@ -53,19 +56,9 @@ def uniform_frames(num_frames: int, fraction: float) -> np.ndarray:
 def st_rfd_frames(poses: np.ndarray, fraction: float, metres_per_radian: float = METRES_PER_RADIAN) -> np.ndarray:
     """int64 [k], sorted: the frames ST-RFD keeps of a sequence with poses [F, 4, 4] (see the module doc)."""
     motion = motion_coordinate(poses, metres_per_radian)
-    num_frames = len(motion)
-    k = budget(num_frames, fraction)
     if motion[-1] <= 0:
-        return uniform_frames(num_frames, fraction)
-    targets = (np.arange(k) + 0.5) / k * motion[-1]
-    taken = np.zeros(num_frames, bool)
-    chosen = []
-    for target in targets:
-        order = np.argsort(np.abs(motion - target), kind="stable")  # nearest first, earlier frame on ties
-        j = order[np.argmax(~taken[order])]
-        taken[j] = True
-        chosen.append(j)
-    return np.sort(np.asarray(chosen, np.int64))
+        return uniform_frames(len(motion), fraction)
+    return _spread(motion, budget(len(motion), fraction))
 
 
 def write_frame_list(path: str | PathLike, frames: Iterable[tuple[int, int]]) -> Path:
@@ -93,14 +86,39 @@ def read_frame_list(path: str | PathLike) -> list[tuple[int, int]]:
     return pairs
 
 
-def select_frames(sequences: Sequence[tuple[int, np.ndarray]], fraction: float, method: str = "st_rfd"
+def select_frames(sequences: Sequence[tuple[int, np.ndarray]], fraction: float, method: str = "st_rfd",
+                  metres_per_radian: float = METRES_PER_RADIAN, sequence_gap: float = SEQUENCE_GAP
                   ) -> list[tuple[int, int]]:
-    """(sequence, scan) pairs kept of every (sequence id, poses [F, 4, 4]) at `fraction`, by method
-    "st_rfd" or "uniform" (each sequence gets its own share of the budget)."""
+    """(sequence, scan) pairs kept of every (sequence id, poses [F, 4, 4]) at `fraction` of all frames.
+
+    Both spend one budget, budget(all frames, fraction). "uniform": evenly spaced over the sequences' frames
+    in order (every n-th frame). "st_rfd": evenly spaced over the sequences laid end to end on the motion
+    axis, each starting `sequence_gap` metres after the previous one ended (a new place), so a sequence where
+    the sensor stands still costs about one frame and the budget goes where the sensor moves."""
     if method not in ("st_rfd", "uniform"):
         raise ConfigError(f"frame selection method must be 'st_rfd' or 'uniform', not {method!r}")
-    kept = []
-    for seq, poses in sequences:
-        scans = st_rfd_frames(poses, fraction) if method == "st_rfd" else uniform_frames(len(poses), fraction)
-        kept += [(int(seq), int(s)) for s in scans]
-    return kept
+    owner = [(int(seq), scan) for seq, poses in sequences for scan in range(len(poses))]
+    if method == "uniform":
+        return [owner[i] for i in uniform_frames(len(owner), fraction)]
+    axis, offset = [], 0.0
+    for _, poses in sequences:
+        motion = motion_coordinate(poses, metres_per_radian)
+        axis.append(offset + sequence_gap + motion)
+        offset += sequence_gap + motion[-1]
+    kept = _spread(np.concatenate(axis) if axis else np.zeros(0), budget(len(owner), fraction))
+    return [owner[i] for i in kept]
+
+
+def _spread(motion: np.ndarray, k: int) -> np.ndarray:
+    """Sorted indices of k distinct frames whose motion is nearest the targets (j + 0.5) / k of the axis from
+    motion[0] to motion[-1] (see the module doc)."""
+    start, total = motion[0], motion[-1] - motion[0]
+    targets = start + (np.arange(k) + 0.5) / k * total
+    taken = np.zeros(len(motion), bool)
+    chosen = []
+    for target in targets:
+        order = np.argsort(np.abs(motion - target), kind="stable")  # nearest first, earlier frame on ties
+        j = order[np.argmax(~taken[order])]
+        taken[j] = True
+        chosen.append(j)
+    return np.sort(np.asarray(chosen, np.int64))
