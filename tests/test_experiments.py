@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from pc3d.data.create import create_data
+from pc3d.data.frame_selection import write_frame_list
 from pc3d.engine.evaluator import attach_measurements
 from pc3d.engine.runner import build_dataset, build_evaluator
 from pc3d.models.contract import check_prediction, task_of
@@ -32,6 +33,8 @@ def data(tmp_path_factory) -> Path:
     simulate_dataset("waymo", root / "waymo", frames=2, seed=0, columns=512, sequence_length=1)
     create_data("waymo", root / "waymo")
     simulate_dataset("semantickitti", root / "semantickitti", frames=2, seed=0, columns=512, sequence_length=2)
+    for method in ("st_rfd", "uniform"):  # the label-efficient recipes' frame lists: one labelled scan
+        write_frame_list(root / "semantickitti" / "frame_lists" / f"{method}_5.txt", [(0, 1)])
     simulate_dataset("scannet", root / "scannet", frames=5, seed=0)
     simulate_dataset("sceneflow_ft3d", root / "sceneflow", frames=3, seed=0)  # 2 train, 1 val pairs
     simulate_dataset("modelnet40", root / "modelnet40", frames=32, seed=0)  # 16 train, 16 test shapes

@@ -45,10 +45,13 @@ def model():
 def test_frame_lists_mark_or_keep_the_labelled_frames(root):
     marked = dataset(root, labelled_frames=root / "labelled.txt")
     assert len(marked) == 4 and marked.unlabelled == {("00", "000000"), ("00", "000002"), ("00", "000003")}
-    sample = marked[0]
+    assert [marked.frame_id(i) for i in range(4)] == ["00/000001", "00/000000", "00/000002", "00/000003"]
+    sample = marked[1]
     assert sample["metadata"]["labelled"] is False and (sample["point_labels"] == 0).all()
     assert sample["points2"].shape == sample["points"].shape and not np.allclose(sample["points2"], sample["points"])
-    assert marked[1]["metadata"].get("labelled", True) and (marked[1]["point_labels"] > 0).any()
+    assert marked[0]["metadata"].get("labelled", True) and (marked[0]["point_labels"] > 0).any()
+    repeated = dataset(root, labelled_frames=root / "labelled.txt", labelled_repeat=3)
+    assert [repeated.frame_id(i) for i in range(4)] == ["00/000001"] * 3 + ["00/000000"] and len(repeated) == 6
     only = dataset(root, labelled_frames=root / "labelled.txt", labelled_only=True)
     assert [only.frame_id(i) for i in range(len(only))] == ["00/000001"]
     write_frame_list(root / "elsewhere.txt", [(5, 0)])

@@ -224,9 +224,11 @@ class SemanticKittiDataset(PointCloudDataset):
     each for a 1024-column scan at 0.1 m), so that epochs after the first read and reduce only the
     current scan of each window; 0: none.
     labelled_frames: a frame list (pc3d.data.frame_selection, lines ``SS/NNNNNN``) naming the frames whose
-    labels may be used (label-efficient training); the other frames' label files are never read: their
-    point_labels are all ignore_index and ``metadata["labelled"]`` is False. labelled_only: keep only the
-    listed frames (the supervised-only baseline).
+    labels may be used (label-efficient training; a training dataset only, evaluation reads every label); the
+    other frames' label files are never read: their point_labels are all ignore_index and
+    ``metadata["labelled"]`` is False. labelled_only: keep only the listed frames (the supervised-only baseline).
+    labelled_repeat: list the labelled frames this many times (a mean teacher's batches then hold labelled
+    frames: at 5 % labels, 20 repeats make about half of each epoch labelled).
     """
 
     ignore_index = 0
@@ -239,7 +241,8 @@ class SemanticKittiDataset(PointCloudDataset):
                  past_voxel_size: float | None = None, boxes: bool | None = None, past_scan_cache: int = 0,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
-                 labelled_frames: str | PathLike | None = None, labelled_only: bool = False):
+                 labelled_frames: str | PathLike | None = None, labelled_only: bool = False,
+                 labelled_repeat: int = 1):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         if mode not in MODES:
@@ -296,22 +299,24 @@ class SemanticKittiDataset(PointCloudDataset):
                                       f"{orphans[0]}.label exists ({len(orphans)} labels without their scan)")
         self.frames = [(s, p.stem) for s in present for p in scans[s]]
         self.unlabelled: set[tuple[str, str]] = set()
-        if labelled_frames is not None:
-            self._restrict_labels(Path(labelled_frames), labelled_only)
+        if labelled_frames is not None and self.is_training:  # evaluation reads every label
+            self._restrict_labels(Path(labelled_frames), labelled_only, labelled_repeat)
         self._poses: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
-    def _restrict_labels(self, path: Path, labelled_only: bool) -> None:
-        """Apply a frame list (see labelled_frames): drop or mark the frames it does not name."""
+    def _restrict_labels(self, path: Path, labelled_only: bool, repeat: int) -> None:
+        """Apply a frame list (see labelled_frames): drop or mark the frames it does not name; list the named
+        ones `repeat` times."""
+        if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
+            raise ConfigError(f"labelled_repeat must be an int >= 1, got {repeat!r}")
         from pc3d.data.frame_selection import read_frame_list
 
         listed = set(read_frame_list(path))
         named = {frame for frame in self.frames if frame[1].isdigit() and (int(frame[0]), int(frame[1])) in listed}
         if not named:
             raise DataFormatError(path, f"names none of the {len(self.frames)} frames of sequences {self.sequences}")
-        if labelled_only:
-            self.frames = [frame for frame in self.frames if frame in named]
-        else:
-            self.unlabelled = {frame for frame in self.frames if frame not in named}
+        self.unlabelled = set() if labelled_only else {frame for frame in self.frames if frame not in named}
+        kept = [frame for frame in self.frames if frame in named] * repeat
+        self.frames = kept + ([] if labelled_only else sorted(self.unlabelled))
 
     @classmethod
     def label_space(cls, mode: str = "semantic", learning_map: str | PathLike | None = None, **_) -> LabelSpace:
