@@ -1,0 +1,91 @@
+"""Indoor 3D detection AP over axis-aligned boxes, as the ScanNet / SUN RGB-D detection benchmark evaluates
+(VoteNet's eval_det, which mmdetection3d's indoor evaluation follows).
+
+Conventions
+- boxes are pc3d boxes [M, 7] (centre x, y, z, size dx, dy, dz, heading); indoor boxes are axis aligned,
+  so the heading is not used: IoU is that of the axis-aligned boxes [centre - size / 2, centre + size / 2];
+- per class and IoU threshold, the detections of every scene are ranked by score (ties: the earlier scene and
+  detection first); a detection is a true positive when its best-overlapping ground truth of that class in its
+  scene reaches the threshold and was not taken by a higher-scored detection, else a false positive;
+- AP = the area under the precision envelope over all recall points: recall padded with 0 and 1, precision
+  with 0 and 0, each precision replaced by the maximum at that recall or above, summed over recall steps;
+- mAP: the mean over the classes that have ground truth in the split ("the classes present"); a class
+  without ground truth has no AP (detections of it do not count).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+
+
+def aligned_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """float64 [N, M]: IoU of axis-aligned boxes a [N, >= 6] and b [M, >= 6] (centre, size)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    lo_a, hi_a = a[:, None, :3] - a[:, None, 3:6] / 2, a[:, None, :3] + a[:, None, 3:6] / 2
+    lo_b, hi_b = b[None, :, :3] - b[None, :, 3:6] / 2, b[None, :, :3] + b[None, :, 3:6] / 2
+    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod(-1)
+    union = a[:, None, 3:6].prod(-1) + b[None, :, 3:6].prod(-1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+
+
+def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
+    """Area under the precision envelope (see the module doc); recall / precision in ranking order."""
+    mrec = np.concatenate([[0.0], recall, [1.0]])
+    mpre = np.concatenate([[0.0], precision, [0.0]])
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    step = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[step + 1] - mrec[step]) * mpre[step + 1]))
+
+
+def class_ap(detections: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray],
+             threshold: float) -> float | None:
+    """AP of one class: detections[s] = (boxes [K, 7], scores [K]) and truths[s] = boxes [M, 7] of scene s;
+    None when no scene has ground truth."""
+    positives = sum(len(t) for t in truths)
+    if positives == 0:
+        return None
+    rows = [(s, k) for s, (boxes, _) in enumerate(detections) for k in range(len(boxes))]
+    scores = np.array([detections[s][1][k] for s, k in rows], np.float64)
+    order = np.argsort(-scores, kind="stable")
+    overlaps = [aligned_iou(boxes, truths[s]) if len(truths[s]) and len(boxes) else None
+                for s, (boxes, _) in enumerate(detections)]
+    taken = [np.zeros(len(t), bool) for t in truths]
+    tp = np.zeros(len(rows))
+    for rank, i in enumerate(order):
+        s, k = rows[i]
+        if overlaps[s] is None:
+            continue
+        best = int(np.argmax(overlaps[s][k]))
+        if overlaps[s][k, best] >= threshold and not taken[s][best]:
+            taken[s][best] = True
+            tp[rank] = 1
+    cum_tp = np.cumsum(tp)
+    ranks = np.arange(1, len(rows) + 1)
+    return average_precision(cum_tp / positives, cum_tp / np.maximum(ranks, 1))
+
+
+def indoor_map(predictions: Sequence[dict], truths: Sequence[dict], class_names: Sequence[str],
+               thresholds: Sequence[float] = (0.25, 0.5)) -> dict:
+    """{"mAP_0.25", "mAP_0.50", "AP_0.25/<class>", ...} in percent over scenes in the same order.
+
+    predictions[s]: {"boxes" [K, 7], "scores" [K], "labels" [K] (1..C)}; truths[s]: {"gt_boxes" [M, 7],
+    "gt_labels" [M] (1..C)}; class_names[c - 1] names class id c."""
+    if len(predictions) != len(truths):
+        raise DataFormatError(None, f"{len(predictions)} predictions for {len(truths)} scenes")
+    metrics: dict[str, float] = {}
+    for threshold in thresholds:
+        tag = f"{threshold:.2f}"
+        aps = []
+        for c, name in enumerate(class_names, 1):
+            dets = [(np.asarray(p["boxes"])[np.asarray(p["labels"]) == c],
+                     np.asarray(p["scores"])[np.asarray(p["labels"]) == c]) for p in predictions]
+            gts = [np.asarray(t["gt_boxes"])[np.asarray(t["gt_labels"]) == c] for t in truths]
+            ap = class_ap(dets, gts, threshold)
+            if ap is not None:
+                metrics[f"AP_{tag}/{name}"] = 100 * ap
+                aps.append(ap)
+        metrics[f"mAP_{tag}"] = 100 * float(np.mean(aps)) if aps else 0.0
+    return metrics

@@ -1,0 +1,62 @@
+"""Indoor detection AP (ScanNet / VoteNet convention) on hand-computed cases."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pc3d.errors import DataFormatError
+from pc3d.eval.indoor import aligned_iou, average_precision, class_ap, indoor_map
+
+
+def box(x, y=0.0, z=0.0, size=1.0):
+    return np.array([x, y, z, size, size, size, 0.0], np.float32)
+
+
+def test_aligned_iou_by_hand():
+    a = np.stack([box(0.0)])
+    b = np.stack([box(0.0), box(0.5), box(2.0), box(0.0, size=2.0)])
+    assert aligned_iou(a, b)[0] == pytest.approx([1.0, 0.5 / 1.5, 0.0, 1 / 8])
+
+
+def test_average_precision_envelope():
+    # ranks TP, FP, TP, TP of 3 positives: recall 1/3 1/3 2/3 1, precision 1 1/2 2/3 3/4
+    ap = average_precision(np.array([1, 1, 2, 3]) / 3, np.array([1, 1 / 2, 2 / 3, 3 / 4]))
+    assert ap == pytest.approx(1 / 3 * 1 + 1 / 3 * 0.75 + 1 / 3 * 0.75)
+
+
+def test_one_class_by_hand():
+    # scene A: two truths, scene B: one. Detections by score: A exact (TP), A duplicate of it (FP), B exact (TP),
+    # A on the second truth with IoU 1/3 (TP at 0.25, FP at 0.5).
+    truths = [np.stack([box(0.0), box(5.0)]), np.stack([box(0.0)])]
+    dets = [(np.stack([box(0.0), box(0.0), box(5.5)]), np.array([0.9, 0.8, 0.6])),
+            (np.stack([box(0.0)]), np.array([0.7]))]
+    assert class_ap(dets, truths, 0.25) == pytest.approx(5 / 6)
+    assert class_ap(dets, truths, 0.5) == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
+    assert class_ap(dets, [np.zeros((0, 7))] * 2, 0.25) is None  # no ground truth: no AP
+
+
+def test_map_over_present_classes_and_mismatched_scenes():
+    preds = [{"boxes": np.stack([box(0.0), box(3.0)]), "scores": np.array([0.9, 0.8]), "labels": np.array([1, 2])}]
+    truths = [{"gt_boxes": np.stack([box(0.0)]), "gt_labels": np.array([1])}]
+    metrics = indoor_map(preds, truths, ["chair", "table", "sofa"])
+    assert metrics["AP_0.25/chair"] == pytest.approx(100) and "AP_0.25/table" not in metrics
+    assert metrics["mAP_0.25"] == pytest.approx(100) and metrics["mAP_0.50"] == pytest.approx(100)
+    with pytest.raises(DataFormatError, match="2 scenes"):
+        indoor_map(preds, truths * 2, ["chair"])
+
+
+def test_boxes_from_instances_of_a_hand_built_scene():
+    from pc3d.data.indoor_boxes import SCANNET18_CLASSES, instance_boxes
+
+    points = np.array([[0, 0, 0], [2, 1, 1], [1, 0.5, 3],            # instance 1: a chair (train id 4)
+                       [5, 5, 0], [6, 7, 0],                          # instance 2: wall (train id 0): no box
+                       [9, 9, 9],                                     # no instance
+                       [3, 3, 3], [4, 5, 6], [3.5, 4, 4]], np.float32)  # instance 7: a table, one point says sofa
+    labels = np.array([4, 4, 4, 0, 0, 6, 6, 5, 6])
+    instances = np.array([1, 1, 1, 2, 2, 0, 7, 7, 7])
+    boxes, ids = instance_boxes(points, labels, instances)
+    assert ids.tolist() == [3, 5] and [SCANNET18_CLASSES[i - 1] for i in ids] == ["chair", "table"]
+    np.testing.assert_allclose(boxes[0], [1, 0.5, 1.5, 2, 1, 3, 0])
+    np.testing.assert_allclose(boxes[1], [3.5, 4, 4.5, 1, 2, 3, 0])
+    with pytest.raises(DataFormatError, match="scene0000_00.*9 points but 8 labels"):
+        instance_boxes(points, labels[:8], instances, frame="scene0000_00")
