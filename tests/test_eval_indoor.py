@@ -46,7 +46,8 @@ def test_map_over_present_classes_and_mismatched_scenes():
 
 
 def test_boxes_from_instances_of_a_hand_built_scene():
-    from pc3d.data.indoor_boxes import SCANNET18_CLASSES, instance_boxes
+    from pc3d.data.indoor_boxes import instance_boxes
+    from pc3d.data.scannet import SCANNET18_CLASSES
 
     points = np.array([[0, 0, 0], [2, 1, 1], [1, 0.5, 3],            # instance 1: a chair (train id 4)
                        [5, 5, 0], [6, 7, 0],                          # instance 2: wall (train id 0): no box
@@ -60,3 +61,36 @@ def test_boxes_from_instances_of_a_hand_built_scene():
     np.testing.assert_allclose(boxes[1], [3.5, 4, 4.5, 1, 2, 3, 0])
     with pytest.raises(DataFormatError, match="scene0000_00.*9 points but 8 labels"):
         instance_boxes(points, labels[:8], instances, frame="scene0000_00")
+
+
+def test_simulated_scannet_boxes_infos_and_the_hook(tmp_path):
+    from pc3d.data import ScanNetDataset
+    from pc3d.data.create import create_data
+    from pc3d.eval.hooks import IndoorDetectionEvaluator
+    from pc3d.sim.api import simulate_dataset
+
+    simulate_dataset("scannet", tmp_path, frames=3, seed=0)
+    data = ScanNetDataset(tmp_path, "train", boxes=True)
+    sample = data.load(0)
+    assert len(sample["gt_boxes"]) > 0 and sample["gt_labels"].min() >= 1 and sample["gt_labels"].max() <= 18
+    spans = []  # each instance's min / max: every box is one of them
+    for i in np.unique(sample["instance_ids"][sample["instance_ids"] > 0]):
+        pts = sample["points"][sample["instance_ids"] == i, :3]
+        spans.append(np.concatenate([pts.min(0), pts.max(0)]))
+    for b in sample["gt_boxes"]:
+        assert np.abs(np.array(spans) - np.concatenate([b[:3] - b[3:6] / 2, b[:3] + b[3:6] / 2])).max(1).min() < 1e-5
+    computed = data.annotations(0)
+    create_data("scannet", tmp_path)
+    from_infos = ScanNetDataset(tmp_path, "train").annotations(0)
+    np.testing.assert_allclose(from_infos["gt_boxes"], computed["gt_boxes"], atol=1e-5)
+    assert from_infos["gt_labels"].tolist() == computed["gt_labels"].tolist()
+    perfect = [{"boxes": data.annotations(i)["gt_boxes"], "labels": data.annotations(i)["gt_labels"],
+                "scores": np.ones(len(data.annotations(i)["gt_labels"]))} for i in range(len(data))]
+    metrics = IndoorDetectionEvaluator()(data, perfect)
+    # a box of zero volume (the simulator's pictures are planes) has IoU 0 with everything, as in VoteNet's
+    # evaluation: every other class is found perfectly
+    flat = {int(c) for i in range(len(data)) for b, c in zip(*data.annotations(i).values(), strict=True)
+            if np.prod(b[3:6]) == 0}
+    for c, name in enumerate(data.box_class_names, 1):
+        if f"AP_0.25/{name}" in metrics and c not in flat:
+            assert metrics[f"AP_0.25/{name}"] == pytest.approx(100) and metrics[f"AP_0.50/{name}"] == pytest.approx(100)

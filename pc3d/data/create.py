@@ -156,12 +156,16 @@ def create_scannet(root: Path) -> dict:
         if not read_ids(root / f"scannetv2_{split}.txt", allow_empty=True):
             report[split] = {"frames": 0, "skipped": {}}
             continue
-        dataset = ScanNetDataset(root, split)
+        scenes = read_ids(root / f"scannetv2_{split}.txt")
+        boxes = split != "test" and all((root / "scans" / s / f"{s}.aggregation.json").is_file() for s in scenes)
+        dataset = ScanNetDataset(root, split, boxes=boxes)  # the detection benchmark's boxes where instances exist
         frames, skipped = [], {}
         for _, sample in _frames(dataset, f"scannet {split}", skipped):
             info = {"frame_id": sample["frame_id"], "num_points": len(sample["points"])}
             if "point_labels" in sample:
                 info["label_histogram"] = np.bincount(sample["point_labels"] + 1, minlength=21)[1:]
+            if "gt_boxes" in sample:
+                info["gt_boxes"], info["gt_labels"] = sample["gt_boxes"], sample["gt_labels"]
             frames.append(info)
         written.append(_write(root / f"scannet_infos_{split}.json", {
             "format": INFO_FORMAT, "version": INFO_VERSION, "dataset": "scannet", "split": split, "frames": frames,

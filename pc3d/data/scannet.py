@@ -21,6 +21,7 @@ import numpy as np
 from pc3d.errors import DataFormatError
 
 from .dataset import PointCloudDataset
+from .indoor_boxes import instance_boxes
 from .io import check_finite, read_ids, read_lines
 from .label_space import LabelSpace
 
@@ -28,6 +29,7 @@ SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 
 SCANNET20_CLASSES = ("wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
                      "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
                      "bathtub", "otherfurniture")
+SCANNET18_CLASSES = SCANNET20_CLASSES[2:]  # the detection benchmark's: no wall, no floor (box ids 1..18)
 
 
 def nyu40_to_scannet20(labels: np.ndarray) -> np.ndarray:
@@ -285,18 +287,22 @@ def write_scannet_labels(path: Path, train_ids: np.ndarray, num_vertices: int | 
 
 class ScanNetDataset(PointCloudDataset):
     """ScanNet v2 scenes of a split as segmentation samples: points [N, 6] (x, y, z, r, g, b),
-    point_labels (20 classes, -1 ignored) and, with instances=True, instance_ids."""
+    point_labels (20 classes, -1 ignored) and, with instances=True, instance_ids; with boxes=True (instances
+    implied) the detection benchmark's axis-aligned gt_boxes / gt_labels (1..18, ``box_class_names``) from the
+    instances (pc3d.data.indoor_boxes)."""
 
     feature_names = ("r", "g", "b")
     class_names = SCANNET20_CLASSES
+    box_class_names = SCANNET18_CLASSES
     ignore_index = -1
 
     def __init__(self, root: str | PathLike, split: str = "train", align: bool = True, instances: bool = False,
-                 transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
-                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+                 boxes: bool = False, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
+                 voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
-        self.root, self.split, self.align, self.instances = Path(root), split, align, instances
+        self.root, self.split, self.align = Path(root), split, align
+        self.instances, self.boxes = instances or boxes, boxes
         self.frames = read_ids(self.root / f"scannetv2_{split}.txt")
 
     @classmethod
@@ -319,6 +325,25 @@ class ScanNetDataset(PointCloudDataset):
             write_scannet_labels(out / f"{scene}.txt", pred["pred_labels"], len(read_ply_vertices(mesh, ("x",))["x"]))
         return out
 
+    def annotations(self, index: int) -> dict:
+        """The scene's detection ground truth {"gt_boxes" [M, 7], "gt_labels" [M]}: from create_data's
+        scannet_infos_<split>.json when it holds them (no mesh read), else computed from the instances."""
+        if not hasattr(self, "_info_boxes"):
+            path = self.root / f"scannet_infos_{self.split}.json"
+            frames = json.loads(path.read_text()).get("frames", []) if path.is_file() else []
+            self._info_boxes = {f["frame_id"]: f for f in frames if "gt_boxes" in f}
+        info = self._info_boxes.get(self.frames[index])
+        if info is not None:
+            return {"gt_boxes": np.asarray(info["gt_boxes"], np.float32).reshape(-1, 7),
+                    "gt_labels": np.asarray(info["gt_labels"], np.int64)}
+        scene = self.frames[index]
+        folder = self.root / "scans" / scene
+        points = read_scene(folder, axis_alignment(folder / f"{scene}.txt") if self.align else np.eye(4))
+        nyu = read_ply_vertices(folder / f"{scene}_vh_clean_2.labels.ply", ("label",))["label"]
+        boxes, labels = instance_boxes(points, nyu40_to_scannet20(nyu), instance_ids(folder, scene, len(points)),
+                                       frame=scene)
+        return {"gt_boxes": boxes, "gt_labels": labels}
+
     def load(self, index: int) -> dict:
         scene = self.frames[index]
         folder = self.root / "scans" / scene
@@ -338,4 +363,7 @@ class ScanNetDataset(PointCloudDataset):
             sample["point_labels"] = nyu40_to_scannet20(nyu)
             if self.instances:
                 sample["instance_ids"] = instance_ids(folder, scene, len(points))
+            if self.boxes:
+                sample["gt_boxes"], sample["gt_labels"] = instance_boxes(points, sample["point_labels"],
+                                                                         sample["instance_ids"], frame=scene)
         return sample

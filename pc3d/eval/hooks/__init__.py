@@ -10,10 +10,11 @@ functions and accumulators of ``pc3d.eval``.
 from .classification import ClassificationEvaluator
 from .energy import EnergyReport
 from .flow import FlowEvaluator
+from .indoor import IndoorDetectionEvaluator
 from .kitti import KittiEvaluator
 from .mos import MosEvaluator
 from .segmentation import SegmentationEvaluator
 from .waymo import WaymoEvaluator
 
-__all__ = ["ClassificationEvaluator", "EnergyReport", "FlowEvaluator", "KittiEvaluator", "MosEvaluator",
-           "SegmentationEvaluator", "WaymoEvaluator"]
+__all__ = ["ClassificationEvaluator", "EnergyReport", "FlowEvaluator", "IndoorDetectionEvaluator", "KittiEvaluator",
+           "MosEvaluator", "SegmentationEvaluator", "WaymoEvaluator"]
