@@ -21,8 +21,9 @@ from pc3d.sim.api import simulate_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-LAYOUT = {"KittiDataset": "kitti", "WaymoDataset": "waymo", "SemanticKittiDataset": "semantickitti",
-          "ScanNetDataset": "scannet", "SceneFlowDataset": "sceneflow", "ModelNet40": "modelnet40"}
+LAYOUT = {"KittiDataset": "kitti", "WaymoDataset": "waymo", "WaymoSegmentationDataset": "waymo",
+          "SemanticKittiDataset": "semantickitti", "ScanNetDataset": "scannet", "SceneFlowDataset": "sceneflow",
+          "ModelNet40": "modelnet40"}
 
 
 @pytest.fixture(scope="module")

@@ -299,6 +299,12 @@ class WaymoDataset(PointCloudDataset):
 
     def read_points(self, segment: str, timestamp: int, group: int) -> np.ndarray:
         """float32 [N, 5 (+1)] vehicle-frame points of every laser and return of one frame."""
+        clouds = [cloud for _, _, cloud, _ in self.read_returns(segment, timestamp, group)]
+        return np.concatenate(clouds) if clouds else np.zeros((0, 5), np.float32)
+
+    def read_returns(self, segment: str, timestamp: int, group: int):
+        """(laser, return, points float32 [K, 6], pixels int64 [K, 2] (row, col)) of each laser and return of one
+        frame: vehicle-frame x, y, z, intensity, elongation, no-label zone, in row-major pixel order."""
         tables = self._segment_tables(segment)
         table = self._row_group(segment, group)
         path = self.component("lidar", segment)
@@ -308,7 +314,6 @@ class WaymoDataset(PointCloudDataset):
         lasers = _numbers(path, table, LASER, rows, f"frame {timestamp}: ").astype(np.int64)
         if len(set(lasers.tolist())) < len(lasers):
             raise DataFormatError(path, f"frame {timestamp}: a laser has more than one row")
-        clouds = []
         for row, laser in zip(rows.tolist(), lasers.tolist(), strict=True):
             if laser not in tables["calib"]:
                 raise DataFormatError(self.component("lidar_calibration", segment), f"no calibration of laser {laser}")
@@ -325,9 +330,7 @@ class WaymoDataset(PointCloudDataset):
                 if laser == 1 and tables["lidar_pose"] is not None:
                     xyz = self._rolling_shutter(segment, timestamp, r, xyz, image, pixels, incl, extrinsic)
                 feats = image[pixels[:, 0], pixels[:, 1]]
-                cloud = np.concatenate([xyz, feats[:, 1:3], feats[:, 3:4]], 1).astype(np.float32)
-                clouds.append(cloud)
-        return np.concatenate(clouds) if clouds else np.zeros((0, 5), np.float32)
+                yield laser, r, np.concatenate([xyz, feats[:, 1:3], feats[:, 3:4]], 1).astype(np.float32), pixels
 
     @staticmethod
     def _range_image(path: Path, table, row: int, ret: int, where: str) -> np.ndarray:

@@ -32,6 +32,15 @@ WAYMO_TYPE: dict[str, int] = {"car": 1, "van": 1, "truck": 1, "pedestrian": 2, "
 KITTI_TYPES: tuple[str, ...] = ("Car", "Van", "Truck", "Pedestrian", "Person_sitting", "Cyclist", "Tram", "Misc",
                                 "DontCare")
 
+# SemanticKITTI raw id -> Waymo segmentation class id (segmentation.proto Segmentation.Type 0..22, names in
+# pc3d.data.waymo_seg.WAYMO_SEG_CLASSES; moving ids take their static class's). Waymo has no fence
+# or other-structure class: both are building (the man-made, permanent structure class); terrain is walkable.
+WAYMO_SEG_OF_RAW: dict[int, int] = {
+    0: 0, 1: 0, 10: 1, 11: 12, 13: 3, 15: 13, 16: 4, 18: 2, 20: 4, 30: 7, 31: 6, 32: 5, 40: 18, 44: 18, 48: 22,
+    49: 20, 50: 14, 51: 14, 52: 14, 60: 19, 70: 15, 71: 16, 72: 21, 80: 10, 81: 8, 99: 0,
+    252: 1, 253: 6, 254: 7, 255: 5, 256: 4, 257: 3, 258: 2, 259: 4,
+}
+
 # NYU40 class names, ids 1..40 (ScanNet's nyu40class column)
 NYU40_NAMES: tuple[str, ...] = (
     "wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf", "picture",

@@ -4,6 +4,7 @@
     {training,validation}/lidar_box/<segment>.parquet           3D boxes in the vehicle frame
     {training,validation}/lidar_calibration/<segment>.parquet   extrinsic + beam inclinations
     {training,validation}/vehicle_pose/<segment>.parquet        world_from_vehicle per frame
+    {training,validation}/lidar_segmentation/<segment>.parquet  TOP per-pixel (instance id, semantic class)
 
 Column names and arrow types follow waymo-open-dataset v2 (``v2/perception/{lidar,box,context,
 pose}.py``): ``key.segment_context_name``, ``key.frame_timestamp_micros``, ``key.laser_name``,
@@ -12,6 +13,9 @@ pose}.py``): ``key.segment_context_name``, ``key.frame_timestamp_micros``, ``key
 the official range_image_utils; pixels without a return hold -1. The second return is empty (all
 -1). Beam inclinations are stored ascending (the official readers reverse them). Rolling-shutter
 per-pixel poses (``lidar_pose``) are not written: the sweeps carry no ego-motion distortion.
+Segmentation labels (``[LiDARSegmentationLabelComponent].range_image_return{1,2}``, int32 [H, W, 2]: instance
+id, then the Segmentation.Type class of each pixel, 0 where there is no return) are written for every frame
+(the real dataset labels every fifth TOP frame or so); return 2 is all 0, like its range image.
 """
 from __future__ import annotations
 
@@ -20,13 +24,14 @@ from pathlib import Path
 import numpy as np
 
 from ..frames import outdoor_frames
-from ..labels import WAYMO_TYPE
+from ..labels import WAYMO_SEG_OF_RAW, WAYMO_TYPE
 from ..simulator import SimFrame
 from .settings import WriterSettings
 
 LIDAR = "[LiDARComponent]"
 BOX = "[LiDARBoxComponent]"
 CALIB = "[LiDARCalibrationComponent]"
+SEG = "[LiDARSegmentationLabelComponent]"
 POSE = "[VehiclePoseComponent]"
 TOP = 1
 EPOCH_MICROS = 1_550_000_000_000_000
@@ -50,12 +55,25 @@ def range_image(frame: SimFrame, empty: bool = False) -> np.ndarray:
     return out
 
 
+_SEG_LUT = np.zeros(max(WAYMO_SEG_OF_RAW) + 1, np.int32)
+_SEG_LUT[list(WAYMO_SEG_OF_RAW)] = list(WAYMO_SEG_OF_RAW.values())
+
+
+def segmentation_image(frame: SimFrame) -> np.ndarray:
+    """int32 [H, W, 2]: (instance id, Waymo segmentation class) of each pixel's return, 0 where none."""
+    h, w = frame.sweep.range_image.shape
+    out = np.zeros((h * w, 2), np.int32)
+    out[frame.sweep.pixel, 0] = frame.instance
+    out[frame.sweep.pixel, 1] = _SEG_LUT[frame.semantic]
+    return out.reshape(h, w, 2)
+
+
 class SegmentWriter:
     """Collects the frames of one segment and writes its four parquet files on close()."""
 
     def __init__(self, root: Path, split: str, name: str, spec):
         self.root, self.split, self.name, self.spec = Path(root), split, name, spec
-        self.lidar: dict[str, list] = {k: [] for k in ("ts", "r1", "r2")}
+        self.lidar: dict[str, list] = {k: [] for k in ("ts", "r1", "r2", "seg")}
         self.boxes: dict[str, list] = {}
         self.poses: list[tuple[int, list[float]]] = []
 
@@ -63,6 +81,7 @@ class SegmentWriter:
         self.lidar["ts"].append(timestamp)
         self.lidar["r1"].append(range_image(frame))
         self.lidar["r2"].append(range_image(frame, empty=True))
+        self.lidar["seg"].append(segmentation_image(frame))
         self.poses.append((timestamp, frame.vehicle_pose.ravel().tolist()))
         mount = self.spec.mount
         keep = frame.num_points > 0
@@ -101,13 +120,16 @@ class SegmentWriter:
         key = {"key.segment_context_name": pa.array([self.name] * n, s),
                "key.frame_timestamp_micros": pa.array(self.lidar["ts"], i64)}
 
-        def image_columns(ret: str, images: list[np.ndarray]) -> dict:
-            values = pa.array([im.ravel() for im in images], pa.list_(pa.float32()))
+        def image_columns(ret: str, images: list[np.ndarray], component: str = LIDAR, kind=None) -> dict:
+            values = pa.array([im.ravel() for im in images], pa.list_(kind or pa.float32()))
             shape = pa.array([list(im.shape) for im in images], pa.list_(pa.int32(), 3))
-            return {f"{LIDAR}.range_image_{ret}.values": values, f"{LIDAR}.range_image_{ret}.shape": shape}
+            return {f"{component}.range_image_{ret}.values": values, f"{component}.range_image_{ret}.shape": shape}
 
         lidar = {**key, "key.laser_name": pa.array([TOP] * n, i8), **image_columns("return1", self.lidar["r1"]),
                  **image_columns("return2", self.lidar["r2"])}
+        segmentation = {**key, "key.laser_name": pa.array([TOP] * n, i8),
+                        **image_columns("return1", self.lidar["seg"], SEG, pa.int32()),
+                        **image_columns("return2", [np.zeros_like(im) for im in self.lidar["seg"]], SEG, pa.int32())}
         types = {"key.segment_context_name": s, "key.frame_timestamp_micros": i64, "key.laser_object_id": s,
                  f"{BOX}.type": i8, f"{BOX}.num_lidar_points_in_box": i64, f"{BOX}.num_top_lidar_points_in_box": i64,
                  f"{BOX}.difficulty_level.detection": i8, f"{BOX}.difficulty_level.tracking": i8}
@@ -122,13 +144,13 @@ class SegmentWriter:
                  f"{CALIB}.beam_inclination.values": pa.array([inclinations[::-1].tolist()], pa.list_(f64))}
         pose = {**key, f"{POSE}.world_from_vehicle.transform": pa.array([p for _, p in self.poses], pa.list_(f64, 16))}
         for component, columns in (("lidar", lidar), ("lidar_box", boxes), ("lidar_calibration", calib),
-                                   ("vehicle_pose", pose)):
+                                   ("vehicle_pose", pose), ("lidar_segmentation", segmentation)):
             folder = self.root / self.split / component
             folder.mkdir(parents=True, exist_ok=True)
             # one row group per frame (the lidar component has one row per frame): a loader reading frames in
             # shuffled order then decodes one frame's range images, not the whole segment's
             pq.write_table(pa.table(columns), folder / f"{self.name}.parquet",
-                           row_group_size=1 if component == "lidar" else None)
+                           row_group_size=1 if component in ("lidar", "lidar_segmentation") else None)
 
 
 def write_waymo(settings: WriterSettings) -> None:

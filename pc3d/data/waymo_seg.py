@@ -1,0 +1,122 @@
+"""Waymo Open Dataset v2 3D semantic segmentation (no TensorFlow): the TOP LiDAR's points with the labels of
+the ``lidar_segmentation`` component.
+
+    {training,validation}/lidar_segmentation/<segment>.parquet
+        [LiDARSegmentationLabelComponent].range_image_return{1,2}.values / .shape   int32 [H, W, 2]
+
+Each labelled pixel holds (instance id, semantic class); a point takes the label of the range-image pixel it
+came from (``range_image_labels``), so the labels follow the points of each return exactly. Only frames with
+a segmentation row are samples (the real dataset labels about every fifth frame), and only the TOP laser is
+labelled, so only its points are read. Classes: Segmentation.Type 0..22 (``WAYMO_SEG_CLASSES``); 0
+(undefined) is ``ignore_index``, so mIoU runs over the 22 defined classes. Points in no-label zones are
+dropped with their labels (drop_no_label_zone) or kept as undefined.
+"""
+from __future__ import annotations
+
+from os import PathLike
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+
+from .waymo import LASER, TIMESTAMP, WaymoDataset, _numbers, _open, _read, _require
+
+SEG = "[LiDARSegmentationLabelComponent]"
+TOP = 1
+WAYMO_SEG_CLASSES = (
+    "undefined", "car", "truck", "bus", "other_vehicle", "motorcyclist", "bicyclist", "pedestrian", "sign",
+    "traffic_light", "pole", "construction_cone", "bicycle", "motorcycle", "building", "vegetation", "tree_trunk",
+    "curb", "road", "lane_marker", "other_ground", "walkable", "sidewalk",
+)
+
+
+def range_image_labels(labels: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(semantic int64 [K], instance int64 [K]) of points at pixels [K, 2] (row, col) of a label image
+    [H, W, 2] (instance id, semantic class)."""
+    picked = labels[pixels[:, 0], pixels[:, 1]].astype(np.int64)
+    return picked[:, 1], picked[:, 0]
+
+
+class WaymoSegmentationDataset(WaymoDataset):
+    """Samples {frame_id, points [N, 5] (x, y, z, intensity, elongation; TOP laser, vehicle frame),
+    point_labels [N] (0..22), instance_ids [N]} of the frames that have segmentation labels.
+
+    root / split / returns / drop_no_label_zone / index and the common dataset arguments as WaymoDataset."""
+
+    class_names = list(WAYMO_SEG_CLASSES)
+    ignore_index = 0
+
+    def __init__(self, root: str | PathLike, split: str = "training", returns=(1, 2), drop_no_label_zone: bool = True,
+                 index=None, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
+                 voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False,
+                 training: bool | None = None):
+        super().__init__(root, split, returns=returns, drop_no_label_zone=drop_no_label_zone, index=index,
+                         labels=False, transforms=transforms, augmentations=augmentations, voxelizer=voxelizer,
+                         point_cloud_range=point_cloud_range, voxel_size=voxel_size, seed=seed,
+                         skip_bad_frames=skip_bad_frames, training=training)
+        self.class_names = list(WAYMO_SEG_CLASSES)
+        labelled = {segment: self._labelled_timestamps(segment) for segment in {f[0] for f in self.frames}}
+        self.frames = [f for f in self.frames if f[1] in labelled[f[0]]]
+        if not self.frames:
+            raise DataFormatError(self.root / self.split / "lidar_segmentation",
+                                  "no frame has segmentation labels of the TOP laser")
+
+    def _labelled_timestamps(self, segment: str) -> set[int]:
+        path = self.component("lidar_segmentation", segment)
+        if not path.is_file():
+            return set()
+        parquet = _open(path)
+        _require(path, parquet, [TIMESTAMP, LASER])
+        table = _read(path, parquet, [TIMESTAMP, LASER])
+        lasers = _numbers(path, table, LASER).astype(np.int64)
+        return set(_numbers(path, table, TIMESTAMP).astype(np.int64)[lasers == TOP].tolist())
+
+    def read_label_images(self, segment: str, timestamp: int) -> dict[int, np.ndarray]:
+        """{return: int32 [H, W, 2]} of the TOP laser at timestamp; DataFormatError naming the file."""
+        path = self.component("lidar_segmentation", segment)
+        parquet = _open(path)
+        cols = [TIMESTAMP, LASER] + [f"{SEG}.range_image_return{r}.{f}" for r in self.returns
+                                     for f in ("values", "shape")]
+        _require(path, parquet, cols)
+        table = _read(path, parquet, cols)
+        rows = np.flatnonzero((_numbers(path, table, TIMESTAMP) == timestamp) &
+                              (_numbers(path, table, LASER).astype(np.int64) == TOP))
+        if len(rows) != 1:
+            raise DataFormatError(path, f"frame {timestamp}: {len(rows)} TOP label rows (expected 1)")
+        images = {}
+        for r in self.returns:
+            shape = [int(v) for v in table.column(f"{SEG}.range_image_return{r}.shape")[int(rows[0])].as_py()]
+            flat = table.column(f"{SEG}.range_image_return{r}.values")[int(rows[0])].values.to_numpy(
+                zero_copy_only=False)
+            if len(shape) != 3 or shape[2] != 2 or int(np.prod(shape)) != len(flat):
+                raise DataFormatError(path, f"frame {timestamp} return {r}: {len(flat)} label values do not fit "
+                                            f"shape {shape} (expected [H, W, 2])")
+            images[r] = flat.reshape(shape)
+        return images
+
+    def load(self, index: int) -> dict:
+        segment, timestamp, group = self.frames[index]
+        label_images = self.read_label_images(segment, timestamp)
+        clouds, semantic, instance = [], [], []
+        for laser, ret, cloud, pixels in self.read_returns(segment, timestamp, group):
+            if laser != TOP:
+                continue
+            image = label_images[ret]
+            if (pixels.max(0, initial=0) >= image.shape[:2]).any():
+                raise DataFormatError(self.component("lidar_segmentation", segment),
+                                      f"frame {timestamp} return {ret}: label image {image.shape[:2]} is smaller "
+                                      "than the range image")
+            sem, inst = range_image_labels(image, pixels)
+            keep = cloud[:, 5] <= 0 if self.drop_no_label_zone else np.ones(len(cloud), bool)
+            clouds.append(cloud[keep, :5])
+            semantic.append(np.where(cloud[keep, 5] > 0, 0, sem[keep]))
+            instance.append(inst[keep])
+        if semantic and (np.concatenate(semantic) >= len(WAYMO_SEG_CLASSES)).any():
+            raise DataFormatError(self.component("lidar_segmentation", segment),
+                                  f"frame {timestamp}: semantic classes beyond {len(WAYMO_SEG_CLASSES) - 1}")
+        return {"frame_id": f"{segment}/{timestamp}",
+                "points": np.ascontiguousarray(np.concatenate(clouds)) if clouds else np.zeros((0, 5), np.float32),
+                "point_labels": np.concatenate(semantic) if semantic else np.zeros(0, np.int64),
+                "instance_ids": np.concatenate(instance) if instance else np.zeros(0, np.int64),
+                "metadata": {"segment": segment, "timestamp": timestamp,
+                             "source": str(self.component("lidar_segmentation", segment))}}
