@@ -49,3 +49,13 @@ def test_a_segmentation_file_without_the_label_column_names_the_file(root, tmp_p
     pq.write_table(table.drop([c for c in table.column_names if c.endswith("return1.values")]), path)
     with pytest.raises(DataFormatError, match=path.name):
         WaymoSegmentationDataset(bad, "training").load(0)
+
+
+def test_predictions_are_written_one_class_per_point(root, tmp_path):
+    data = WaymoSegmentationDataset(root, "training")
+    sample = data.load(0)
+    written = data.write_predictions([{"pred_labels": sample["point_labels"]}] * len(data), tmp_path)
+    path = written / f"{data.frame_id(0)}.label"
+    assert np.array_equal(np.fromfile(path, "<u4").astype(np.int64), sample["point_labels"])
+    with pytest.raises(DataFormatError, match="classes must be"):
+        data.label_space().write("x/1", np.array([23]), tmp_path)

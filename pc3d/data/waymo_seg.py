@@ -14,11 +14,13 @@ dropped with their labels (drop_no_label_zone) or kept as undefined.
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 
 from pc3d.errors import DataFormatError
 
+from .label_space import LabelSpace
 from .waymo import LASER, TIMESTAMP, WaymoDataset, _numbers, _open, _read, _require
 
 SEG = "[LiDARSegmentationLabelComponent]"
@@ -28,6 +30,18 @@ WAYMO_SEG_CLASSES = (
     "traffic_light", "pole", "construction_cone", "bicycle", "motorcycle", "building", "vegetation", "tree_trunk",
     "curb", "road", "lane_marker", "other_ground", "walkable", "sidewalk",
 )
+
+
+def write_label_file(path: Path, semantic: np.ndarray) -> Path:
+    """The per-point prediction file: uint32 little-endian, one Segmentation.Type per point (SemanticKITTI's
+    .label layout: class in the lower 16 bits, instance 0)."""
+    semantic = np.asarray(semantic, np.int64)
+    if semantic.size and (semantic.min() < 0 or semantic.max() >= len(WAYMO_SEG_CLASSES)):
+        raise DataFormatError(path, f"classes must be in [0, {len(WAYMO_SEG_CLASSES)}), got "
+                                    f"[{semantic.min()}, {semantic.max()}]")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    semantic.astype("<u4").tofile(path)
+    return path
 
 
 def range_image_labels(labels: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -45,6 +59,25 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     class_names = list(WAYMO_SEG_CLASSES)
     ignore_index = 0
+
+    @classmethod
+    def label_space(cls, **_) -> LabelSpace:
+        """Segmentation.Type ids written as ``<out_dir>/<segment>/<timestamp>.label`` (write_label_file)."""
+
+        def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
+            return write_label_file(Path(out_dir) / f"{frame_id}.label", ids)
+
+        return LabelSpace(list(WAYMO_SEG_CLASSES), write)
+
+    def write_predictions(self, predictions: list[dict], out_dir) -> Path:
+        """`tools/test.py` hook: ``<out_dir>/<segment>/<timestamp>.label`` per labelled frame, one class per point
+        of the sample (the TOP laser's points, in the loader's order)."""
+        if len(predictions) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
+        space = self.label_space()
+        for index, pred in enumerate(predictions):
+            space.write(self.frame_id(index), np.asarray(pred["pred_labels"]), Path(out_dir))
+        return Path(out_dir)
 
     def __init__(self, root: str | PathLike, split: str = "training", returns=(1, 2), drop_no_label_zone: bool = True,
                  index=None, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
