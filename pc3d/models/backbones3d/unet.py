@@ -19,7 +19,7 @@ Backbone convention (every pc3d 3D backbone): `forward(x) -> SparseTensor`;
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import nn
@@ -39,24 +39,30 @@ class SparseUNet(SparseModule):
     norm such as SparseInstanceNorm works). stem_kernel, down_kernel: see the module docstring.
     norm_momentum: of the default BatchNorm (ignored when `norm` is given; short CPU runs use 0.1: 0.01
     lets the running statistics trail the weights, and evaluation-mode outputs drift from the training ones).
+    block, resample, stem: other units for the same stage list (the spiking U-Net's): block(in, out,
+    indice_key=...) a residual block, resample(in, out, indice_key=..., stride=..., conv_type=...) the strided
+    and inverse convs, stem(in_channels, channels[0]) the stem (None: the residual / SDSC defaults).
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
                  enc_depths: Sequence[int] = (2, 2, 2), dec_channels: Sequence[int] = (128, 96, 96),
                  dec_depths: Sequence[int] = (2, 2, 2), separable: bool = False, norm_momentum: float = 0.01,
                  ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None, stem_kernel: int = 3,
-                 down_kernel: int = 2):
+                 down_kernel: int = 2, block: Callable[..., SparseModule] | None = None,
+                 resample: Callable[..., SparseModule] | None = None,
+                 stem: Callable[[int, int], SparseModule] | None = None):
         super().__init__()
         stages = len(channels) - 1
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
             raise ValueError("need len(channels) - 1 = len(enc_depths) = len(dec_channels) = len(dec_depths) >= 1, "
                              f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
         parts = {"ndim": ndim, "act": act, "norm": norm or batch_norm(norm_momentum)}
-        block = partial(DSResidualBlock if separable else ResidualBlock, **parts)
-        resample = partial(ds_act_block if separable else post_act_block, kernel_size=down_kernel,
-                           padding=(down_kernel - 1) // 2, **parts)
-        self.stem = SparseSequential(post_act_block(in_channels, channels[0], stem_kernel, indice_key="subm0", **parts),
-                                     block(channels[0], channels[0], indice_key="subm0"))
+        block = block or partial(DSResidualBlock if separable else ResidualBlock, **parts)
+        resample = resample or partial(ds_act_block if separable else post_act_block, kernel_size=down_kernel,
+                                       padding=(down_kernel - 1) // 2, **parts)
+        self.stem = stem(in_channels, channels[0]) if stem else SparseSequential(
+            post_act_block(in_channels, channels[0], stem_kernel, indice_key="subm0", **parts),
+            block(channels[0], channels[0], indice_key="subm0"))
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for i in range(stages):
             self.down.append(resample(channels[i], channels[i + 1], indice_key=f"down{i}", stride=2,

@@ -2,31 +2,34 @@
 Same convention as voxel_backbone.py: forward -> SparseTensor, forward_features -> (SparseTensor, stages)."""
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 from torch import nn
 
 from pc3d.models.backbones3d.blocks import Act, Norm, SparseBasicBlock, batch_norm, post_act_block
 from pc3d.models.backbones3d.voxel_backbone import VoxelStages, z_halving
-from pc3d.sparse import SparseSequential
+from pc3d.sparse import SparseModule, SparseSequential
 
 
 class VoxelResBackBone8x(VoxelStages):
     """Stages of 16, 32, 64, 128 channels (`channels`), two basic blocks each; stages 2-4 start with a
     stride-2 sparse conv. `out_channels` adds the (3, 1, 1) / (2, 1, 1) z-halving conv (None: skip it).
-    norm_momentum, act, norm: as in VoxelBackBone8x.
+    norm_momentum, act, norm: as in VoxelBackBone8x. block, basic, first: other units for the same stages
+    (the spiking backbone's): block with post_act_block's signature (the strided convs and z-halving), basic(c,
+    indice_key=...) a residual block, first with post_act_block's signature for the input conv (default: block).
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = 128,
                  channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01, act: Act = nn.ReLU,
-                 norm: Norm | None = None):
+                 norm: Norm | None = None, block: Callable[..., SparseModule] | None = None,
+                 basic: Callable[..., SparseModule] | None = None, first: Callable[..., SparseModule] | None = None):
         super().__init__()
         c1, c2, c3, c4 = channels
         parts = {"act": act, "norm": norm or batch_norm(norm_momentum)}
-        block = partial(post_act_block, **parts)
-        basic = partial(SparseBasicBlock, **parts)
-        self.conv_input = block(in_channels, c1, 3, indice_key="subm1", padding=1)
+        block = block or partial(post_act_block, **parts)
+        basic = basic or partial(SparseBasicBlock, **parts)
+        self.conv_input = (first or block)(in_channels, c1, 3, indice_key="subm1", padding=1)
         self.conv1 = SparseSequential(
             basic(c1, indice_key="res1"),
             basic(c1, indice_key="res1"))

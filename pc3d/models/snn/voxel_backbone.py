@@ -17,37 +17,19 @@ from functools import partial
 from torch import nn
 
 from pc3d.models.backbones3d.blocks import batch_norm
-from pc3d.models.backbones3d.voxel_backbone import VoxelStages, z_halving
+from pc3d.models.backbones3d.voxel_res_backbone import VoxelResBackBone8x
 from pc3d.models.snn.blocks import Neuron, SpikeConv, SpikingBlock
 from pc3d.models.snn.neuron import MultiSpike
-from pc3d.sparse import SparseSequential
 
 
-class SpikingVoxelResBackBone8x(VoxelStages):
+class SpikingVoxelResBackBone8x(VoxelResBackBone8x):
     """Stages of `channels` (16, 32, 64, 128), two SpikingBlocks each; in_channels / out_channels /
     norm_momentum as VoxelResBackBone8x; neuron: MultiSpike or nn.ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int | None = 128,
                  channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01,
                  neuron: Neuron = MultiSpike):
-        super().__init__()
-        c1, c2, c3, c4 = channels
         norm = batch_norm(norm_momentum)
-        unit = partial(SpikeConv, neuron=neuron, norm=norm)
-        block = partial(SpikingBlock, neuron=neuron, norm=norm)
-        self.conv_input = SpikeConv(in_channels, c1, 3, "subm1", padding=1, neuron=nn.Identity, norm=norm)
-        self.conv1 = SparseSequential(block(c1, indice_key="res1"), block(c1, indice_key="res1"))
-        self.conv2 = SparseSequential(
-            unit(c1, c2, 3, stride=2, padding=1, indice_key="spconv2", conv_type="spconv"),
-            block(c2, indice_key="res2"),
-            block(c2, indice_key="res2"))
-        self.conv3 = SparseSequential(
-            unit(c2, c3, 3, stride=2, padding=1, indice_key="spconv3", conv_type="spconv"),
-            block(c3, indice_key="res3"),
-            block(c3, indice_key="res3"))
-        self.conv4 = SparseSequential(
-            unit(c3, c4, 3, stride=2, padding=(0, 1, 1), indice_key="spconv4", conv_type="spconv"),
-            block(c4, indice_key="res4"),
-            block(c4, indice_key="res4"))
-        self.conv_out = z_halving(unit, c4, out_channels)
-        self.out_channels = out_channels or c4
+        super().__init__(in_channels, out_channels, channels, block=partial(SpikeConv, neuron=neuron, norm=norm),
+                         basic=partial(SpikingBlock, neuron=neuron, norm=norm),
+                         first=partial(SpikeConv, neuron=nn.Identity, norm=norm))
