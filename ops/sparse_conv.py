@@ -27,28 +27,36 @@ from .microkernel import mac_rows
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
          "cache": True}
 ROWS_PER_BLOCK = 256
+NO_KEEP = np.ones(1, np.bool_)  # the keep argument of a vectorised kernel that does not skip
 ROWS_PER_WGRAD_TASK = 4096
 MAX_WGRAD_TASKS = 16
 
 
 @functools.cache
-def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, vectorised: bool = False):
+def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, vectorised: bool = False, skip: bool = False):
     """Kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g], nbr [N_out, K], out [N_out, G*cout_g]).
 
     With `vectorised` (cout_g a multiple of the vector width, see `microkernel.vector_lanes`), the
     active pairs of each offset are collected per block and multiplied a few rows at a time by the
     register-blocked micro-kernel; otherwise by plain loops that LLVM vectorises when cout_g is wide.
+    The vectorised kernel takes a fifth argument, keep bool [N_in]: with `skip` it leaves out the pairs of
+    input rows that are not kept (all-zero spike rows: the same sums, in the same order); without, it is not
+    read (pass NO_KEEP).
     """
+    if skip:
+        if not vectorised:
+            raise ValueError("skip needs the vectorised kernel")
+        return _micro_gather_gemm_scatter(groups, cin_g, cout_g, True)
     return (_micro_gather_gemm_scatter if vectorised else _loop_gather_gemm_scatter)(groups, cin_g, cout_g)
 
 
-def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
+def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, skip: bool = False):
     cout = groups * cout_g
     block = ROWS_PER_BLOCK
     rows = 8 if cout_g <= 16 else 4  # accumulators that fit the register file with the weight rows
 
     @nb.njit(**_OPTS)
-    def kernel(feats, weight, nbr, out):
+    def kernel(feats, weight, nbr, out, keep):  # keep: read only with skip (else any bool array)
         n_out, kvol = nbr.shape
         cin = feats.shape[1]
         x = feats.reshape(-1)
@@ -64,7 +72,7 @@ def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
                 n = 0
                 for o in range(o0, o1):
                     i = nbr[o, k]
-                    if i >= 0:
+                    if i >= 0 and (not skip or keep[i]):
                         x_offs[n] = i * cin
                         acc_offs[n] = (o - o0) * cout
                         n += 1

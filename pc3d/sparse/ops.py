@@ -93,23 +93,32 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.n
 
 
 def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
-                         transposed: bool, out_dtype: torch.dtype | None = None) -> torch.Tensor:
+                         transposed: bool, out_dtype: torch.dtype | None = None, keep: np.ndarray | None = None
+                         ) -> torch.Tensor:
     """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group; w: [K, G, cin_g, cout_g] in feats' dtype.
 
     out_dtype (default: feats') only differs for bf16 inputs on CPU, whose float32 sums can be
-    returned unrounded."""
+    returned unrounded. keep (bool [N_in]): only these input rows take part (the others are all zeros);
+    the float32 micro-kernel tests it while collecting pairs, the other paths get a table without them."""
     kvol, groups, cin_g, cout_g = w.shape
     n_out = nbr_np.shape[0]
-    if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
-        return _bf16_gather_gemm_scatter(feats, w, nbr_np, kmap, transposed, out_dtype or feats.dtype)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         out = feats.new_empty((n_out, groups * cout_g))
         if n_out:
             sync_threads()
             x = feats.contiguous().numpy()
             vectorised = cout_g % vector_lanes(x.dtype) == 0
-            kernels.gather_gemm_scatter(groups, cin_g, cout_g, vectorised)(x, w.numpy(), nbr_np, out.numpy())
+            if vectorised:
+                kernel = kernels.gather_gemm_scatter(groups, cin_g, cout_g, True, skip=keep is not None)
+                kernel(x, w.numpy(), nbr_np, out.numpy(), kernels.NO_KEEP if keep is None else keep)
+            else:
+                table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
+                kernels.gather_gemm_scatter(groups, cin_g, cout_g, False)(x, w.numpy(), table, out.numpy())
         return out
+    if keep is not None:
+        nbr_np = kernels.drop_inputs(nbr_np, keep)
+    if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
+        return _bf16_gather_gemm_scatter(feats, w, nbr_np, kmap, transposed, out_dtype or feats.dtype)
     nbr = kmap.table_on(feats.device, transposed) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros((n_out, groups * cout_g))
     for k in range(kvol):
@@ -161,11 +170,11 @@ def _sum_tasks(partial: np.ndarray) -> np.ndarray:
     return total
 
 
-def skip_zero_rows(nbr: np.ndarray, feats: torch.Tensor) -> np.ndarray:
-    """The table without the pairs whose input row of feats is all zeros (a spiking layer's silent sites):
-    the conv over it gives the same sums with less work."""
+def nonzero_rows(feats: torch.Tensor) -> np.ndarray:
+    """bool [N]: the rows of feats (CPU) with a non-zero value; a conv leaves the others (a spiking layer's
+    silent sites) out of its work with the same sums."""
     sync_threads()
-    return kernels.drop_inputs(nbr, kernels.nonzero_rows(_numpy_bits(feats.contiguous())))
+    return kernels.nonzero_rows(_numpy_bits(feats.contiguous()))
 
 
 class _SparseConvFunction(torch.autograd.Function):
@@ -184,13 +193,12 @@ class _SparseConvFunction(torch.autograd.Function):
     def forward(ctx, feats, w, kmap: KernelMap, inverse: bool, dtype: torch.dtype, skip_zero: bool = False):
         # `inverse` runs the map backwards: outputs are the map's inputs (inverse conv).
         nbr = kmap.table(transposed=inverse)
-        if skip_zero and feats.device.type == "cpu":
-            nbr = skip_zero_rows(nbr, feats)
-        ctx.kmap, ctx.inverse, ctx.nbr = kmap, inverse, nbr
+        ctx.kmap, ctx.inverse = kmap, inverse
         ctx.dtypes = feats.dtype, w.dtype
         feats, w = feats.to(dtype).contiguous(), w.to(dtype)
+        ctx.keep = nonzero_rows(feats) if skip_zero and feats.device.type == "cpu" else None
         ctx.save_for_backward(feats, w)
-        return _gather_gemm_scatter(feats, w, nbr, kmap, inverse)
+        return _gather_gemm_scatter(feats, w, nbr, kmap, inverse, keep=ctx.keep)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
@@ -210,7 +218,8 @@ class _SparseConvFunction(torch.autograd.Function):
                 grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(not inverse), kmap,
                                                   not inverse, feats_dtype)
         if ctx.needs_input_grad[1]:
-            grad_w = _weight_gradient(feats, grad_out, ctx.nbr, kmap, tuple(w.shape))
+            table = kmap.table(inverse) if ctx.keep is None else kernels.drop_inputs(kmap.table(inverse), ctx.keep)
+            grad_w = _weight_gradient(feats, grad_out, table, kmap, tuple(w.shape))
             grad_w = grad_w.to(w.device, w_dtype)
         return grad_feats, grad_w, None, None, None, None
 
