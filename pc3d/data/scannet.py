@@ -327,7 +327,7 @@ class ScanNetDataset(PointCloudDataset):
 
     def annotations(self, index: int) -> dict:
         """The scene's detection ground truth {"gt_boxes" [M, 7], "gt_labels" [M]}: from create_data's
-        scannet_infos_<split>.json when it holds them (no mesh read), else computed from the instances."""
+        scannet_infos_<split>.json when it holds them (no mesh read), else from the loaded scene's instances."""
         if not hasattr(self, "_info_boxes"):
             path = self.root / f"scannet_infos_{self.split}.json"
             frames = json.loads(path.read_text()).get("frames", []) if path.is_file() else []
@@ -336,13 +336,13 @@ class ScanNetDataset(PointCloudDataset):
         if info is not None:
             return {"gt_boxes": np.asarray(info["gt_boxes"], np.float32).reshape(-1, 7),
                     "gt_labels": np.asarray(info["gt_labels"], np.int64)}
-        scene = self.frames[index]
-        folder = self.root / "scans" / scene
-        points = read_scene(folder, axis_alignment(folder / f"{scene}.txt") if self.align else np.eye(4))
-        nyu = read_ply_vertices(folder / f"{scene}_vh_clean_2.labels.ply", ("label",))["label"]
-        boxes, labels = instance_boxes(points, nyu40_to_scannet20(nyu), instance_ids(folder, scene, len(points)),
-                                       frame=scene)
-        return {"gt_boxes": boxes, "gt_labels": labels}
+        sample = self.load(index)
+        if "gt_boxes" not in sample:  # a dataset built without boxes=True
+            scene = self.frames[index]
+            sample["gt_boxes"], sample["gt_labels"] = instance_boxes(
+                sample["points"], sample["point_labels"],
+                instance_ids(self.root / "scans" / scene, scene, len(sample["points"])), frame=scene)
+        return {"gt_boxes": sample["gt_boxes"], "gt_labels": sample["gt_labels"]}
 
     def load(self, index: int) -> dict:
         scene = self.frames[index]
