@@ -34,20 +34,52 @@ MAX_WGRAD_TASKS = 16
 
 @functools.cache
 def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, vectorised: bool = False, skip: bool = False):
-    """Kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g], nbr [N_out, K], out [N_out, G*cout_g]).
+    """The forward kernel of one channel configuration.
 
-    With `vectorised` (cout_g a multiple of the vector width, see `microkernel.vector_lanes`), the
-    active pairs of each offset are collected per block and multiplied a few rows at a time by the
-    register-blocked micro-kernel; otherwise by plain loops that LLVM vectorises when cout_g is wide.
-    The vectorised kernel takes a fifth argument, keep bool [N_in]: with `skip` it leaves out the pairs of
-    input rows that are not kept (all-zero spike rows: the same sums, in the same order); without, it is not
-    read (pass NO_KEEP).
+    Plain loops (`vectorised=False`): kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g],
+    nbr [N_out, K], out [N_out, G*cout_g]); LLVM vectorises them when cout_g is wide.
+
+    Micro-kernel (`vectorised`, cout_g a multiple of the vector width, see `microkernel.vector_lanes`):
+    kernel(feats, weight, starts, ins, outs, out, keep) over the table's pairs grouped per block of
+    output rows and offset (`block_pairs`); each group is multiplied a few rows at a time by the
+    register-blocked micro-kernel. With `skip` it leaves out the pairs whose input row is not kept
+    (all-zero spike rows: the same sums, in the same order); without, keep is not read (pass NO_KEEP).
     """
-    if skip:
-        if not vectorised:
-            raise ValueError("skip needs the vectorised kernel")
-        return _micro_gather_gemm_scatter(groups, cin_g, cout_g, True)
-    return (_micro_gather_gemm_scatter if vectorised else _loop_gather_gemm_scatter)(groups, cin_g, cout_g)
+    if skip and not vectorised:
+        raise ValueError("skip needs the vectorised kernel")
+    if vectorised:
+        return _micro_gather_gemm_scatter(groups, cin_g, cout_g, skip)
+    return _loop_gather_gemm_scatter(groups, cin_g, cout_g)
+
+
+@nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
+def block_pairs(nbr, block):
+    """The pairs of a table [N_out, K] grouped by (block of `block` output rows, offset), each group in
+    output order: starts int64 [n_blocks * K + 1] (group b * K + k is ins / outs[starts[g]:starts[g + 1]]),
+    ins int32 [P] (input row), outs int32 [P] (output row minus the block's first).
+
+    Built once per map (`KernelMap.block_pairs`): the kernels then read P pairs instead of scanning the
+    N_out * K entries of the table, most of them empty, on every call."""
+    n_out, kvol = nbr.shape
+    n_blocks = (n_out + block - 1) // block
+    counts = np.zeros(n_blocks * kvol + 1, np.int64)
+    for b in prange(n_blocks):
+        for o in range(b * block, min(n_out, (b + 1) * block)):
+            for k in range(kvol):
+                counts[b * kvol + k + 1] += nbr[o, k] >= 0
+    starts = np.cumsum(counts)
+    ins = np.empty(starts[-1], np.int32)
+    outs = np.empty(starts[-1], np.int32)
+    for b in prange(n_blocks):
+        fill = starts[b * kvol:(b + 1) * kvol].copy()
+        for o in range(b * block, min(n_out, (b + 1) * block)):
+            for k in range(kvol):
+                i = nbr[o, k]
+                if i >= 0:
+                    ins[fill[k]] = i
+                    outs[fill[k]] = o - b * block
+                    fill[k] += 1
+    return starts, ins, outs
 
 
 def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, skip: bool = False):
@@ -56,8 +88,9 @@ def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, skip: bool 
     rows = 8 if cout_g <= 16 else 4  # accumulators that fit the register file with the weight rows
 
     @nb.njit(**_OPTS)
-    def kernel(feats, weight, nbr, out, keep):  # keep: read only with skip (else any bool array)
-        n_out, kvol = nbr.shape
+    def kernel(feats, weight, starts, ins, outs, out, keep):  # keep: read only with skip (else any bool array)
+        n_out = out.shape[0]
+        kvol = weight.shape[0]
         cin = feats.shape[1]
         x = feats.reshape(-1)
         w = weight.reshape(-1)
@@ -70,12 +103,11 @@ def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, skip: bool 
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
                 n = 0
-                for o in range(o0, o1):
-                    i = nbr[o, k]
-                    if i >= 0 and (not skip or keep[i]):
-                        x_offs[n] = i * cin
-                        acc_offs[n] = (o - o0) * cout
-                        n += 1
+                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                    i = ins[q]  # branch-free: the slot is always written, counted when kept
+                    x_offs[n] = i * cin
+                    acc_offs[n] = outs[q] * cout
+                    n += keep[i] if skip else 1
                 for g in range(groups):
                     w_off = (k * groups + g) * cin_g * cout_g
                     if g > 0:  # step the gathered offsets to this group's channels
@@ -86,9 +118,14 @@ def _micro_gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, skip: bool 
                     while p + rows <= n:
                         mac_rows(rows, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
                         p += rows
-                    while p < n:
+                    if rows > 4 and p + 4 <= n:  # the rest (< rows) in halving steps
+                        mac_rows(4, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                        p += 4
+                    if p + 2 <= n:
+                        mac_rows(2, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                        p += 2
+                    if p < n:
                         mac_rows(1, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
-                        p += 1
             for o in range(o0, o1):
                 for c in range(cout):
                     out[o, c] = acc[(o - o0) * cout + c]
@@ -275,15 +312,18 @@ def max_pool(feats, nbr, out, argmax):
 
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
-def nonzero_rows(x):
-    """bool [N]: rows of x [N, C] with a non-zero entry (floats, or bf16 as int16 bits: +0 is bits 0)."""
-    n, c = x.shape
-    out = np.zeros(n, np.bool_)
+def nonzero_rows(bits):
+    """bool [N]: rows of a float array [N, C], given as its integer bits (int16 / int32 / int64 of the same
+    width), with a bit set. +0.0 is bits 0; a -0.0 row counts as non-zero (kept: correct, only not skipped).
+    An OR over the row rather than a search for the first non-zero: it vectorises, and a silent row (the
+    case that matters) is read to its end either way."""
+    n, c = bits.shape
+    out = np.empty(n, np.bool_)
     for i in prange(n):
+        acc = bits[i, 0] & 0
         for j in range(c):
-            if x[i, j] != 0:
-                out[i] = True
-                break
+            acc |= bits[i, j]
+        out[i] = acc != 0
     return out
 
 

@@ -23,6 +23,7 @@ from pc3d.models.snn import (
     multi_spike,
 )
 from pc3d.sparse import SparseTensor
+from pc3d.sparse.ops import nonzero_rows
 
 
 def spike_tensor(n_sites=400, channels=16, silent=0.7, shape=(12, 12, 12), batch=2, seed=0, dtype=torch.float32):
@@ -73,6 +74,12 @@ def test_skipping_zero_rows_gives_bitwise_the_plain_outputs_and_gradients(kind, 
     assert torch.equal(grad_x.view(bits), grad_x_skip.view(bits))  # every row needs its gradient: full table
     # the weight gradient's register blocks regroup the remaining pairs: equal up to float32 rounding
     torch.testing.assert_close(grad_w_skip.float(), grad_w.float(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+def test_nonzero_rows_finds_rows_with_a_set_bit(dtype):
+    feats = torch.tensor([[0.0, 0.0, 0.0], [0.0, 2.0, 0.0], [-0.0, 0.0, -0.0], [0.0, 0.0, 1e-30]]).to(dtype)
+    assert nonzero_rows(feats).tolist() == [False, True, True, True]  # a -0.0 row is kept (only not skipped)
 
 
 def test_a_spike_conv_skips_and_a_relu_or_encoding_conv_does_not():

@@ -298,6 +298,29 @@ def test_subm_stack_builds_its_map_once(monkeypatch):
     assert y.maps is x.maps and y.coords is x.coords
 
 
+def test_block_pairs_group_the_table_by_block_and_offset_in_output_order():
+    """The pair lists the micro-kernels read hold exactly the table's pairs, each group in output order."""
+    rng = np.random.default_rng(0)
+    nbr = np.where(rng.random((600, 5)) < 0.4, rng.integers(0, 50, (600, 5)), -1).astype(np.int32)
+    block = 256
+    starts, ins, outs = kernels.block_pairs(nbr, block)
+    assert starts[-1] == (nbr >= 0).sum() == len(ins) == len(outs)
+    for b in range(3):
+        for k in range(5):
+            g = b * 5 + k
+            rows = np.flatnonzero(nbr[b * block:(b + 1) * block, k] >= 0)
+            assert outs[starts[g]:starts[g + 1]].tolist() == rows.tolist()
+            assert ins[starts[g]:starts[g + 1]].tolist() == nbr[b * block + rows, k].tolist()
+
+
+def test_block_pairs_are_built_once_per_map_and_direction():
+    x = random_tensor()
+    sp.SubMConv3d(4, 4, 3)(x)
+    kmap = next(iter(x.maps.values()))
+    assert kmap.block_pairs() is kmap.block_pairs()
+    assert kmap.block_pairs(True) is not kmap.block_pairs()
+
+
 # ------------------------------------------------------------------------------ determinism
 def test_forward_backward_is_bitwise_deterministic():
     """Two forward+backward runs (maps rebuilt) give bitwise-identical outputs and gradients."""

@@ -12,6 +12,7 @@ import numba
 import numpy as np
 import torch
 from pc3d_ops import kernel_map as km
+from pc3d_ops import sparse_conv as sc
 from pc3d_ops import voxelize as vx
 from pc3d_ops.threads import use_threads
 
@@ -40,6 +41,7 @@ class KernelMap:
     out_stride: tuple[int, ...]
     symmetric: bool = False
     _transposed: np.ndarray | None = field(default=None, repr=False)
+    _block_pairs: dict = field(default_factory=dict, repr=False)
     _on_device: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -57,6 +59,13 @@ class KernelMap:
         if self._transposed is None:
             self._transposed = km.transpose_table(self.nbr, self.n_in)
         return self._transposed
+
+    def block_pairs(self, transposed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs of `table(transposed)` grouped per block of output rows and offset (what the float
+        micro-kernels read, see `pc3d_ops.sparse_conv.block_pairs`), built once."""
+        if transposed not in self._block_pairs:
+            self._block_pairs[transposed] = sc.block_pairs(self.table(transposed), sc.ROWS_PER_BLOCK)
+        return self._block_pairs[transposed]
 
     def table_on(self, device: torch.device, transposed: bool = False) -> torch.Tensor:
         """The table as a long tensor on a (non-CPU) device, cached."""

@@ -109,8 +109,10 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
             x = feats.contiguous().numpy()
             vectorised = cout_g % vector_lanes(x.dtype) == 0
             if vectorised:
+                pairs = (kmap.block_pairs(transposed) if nbr_np is kmap.table(transposed)
+                         else kernels.block_pairs(nbr_np, kernels.ROWS_PER_BLOCK))
                 kernel = kernels.gather_gemm_scatter(groups, cin_g, cout_g, True, skip=keep is not None)
-                kernel(x, w.numpy(), nbr_np, out.numpy(), kernels.NO_KEEP if keep is None else keep)
+                kernel(x, w.numpy(), *pairs, out.numpy(), kernels.NO_KEEP if keep is None else keep)
             else:
                 table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
                 kernels.gather_gemm_scatter(groups, cin_g, cout_g, False)(x, w.numpy(), table, out.numpy())
@@ -174,7 +176,8 @@ def nonzero_rows(feats: torch.Tensor) -> np.ndarray:
     """bool [N]: the rows of feats (CPU) with a non-zero value; a conv leaves the others (a spiking layer's
     silent sites) out of its work with the same sums."""
     sync_threads()
-    return kernels.nonzero_rows(_numpy_bits(feats.contiguous()))
+    bits = {2: torch.int16, 4: torch.int32, 8: torch.int64}[feats.element_size()]
+    return kernels.nonzero_rows(feats.contiguous().view(bits).numpy())
 
 
 class _SparseConvFunction(torch.autograd.Function):
