@@ -19,16 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.errors import DataFormatError
-
-
-def aligned_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """float64 [N, M]: IoU of axis-aligned boxes a [N, >= 6] and b [M, >= 6] (centre, size)."""
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    lo_a, hi_a = a[:, None, :3] - a[:, None, 3:6] / 2, a[:, None, :3] + a[:, None, 3:6] / 2
-    lo_b, hi_b = b[None, :, :3] - b[None, :, 3:6] / 2, b[None, :, :3] + b[None, :, 3:6] / 2
-    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod(-1)
-    union = a[:, None, 3:6].prod(-1) + b[None, :, 3:6].prod(-1) - inter
-    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)
+from pc3d.geometry.iou import iou_axis_aligned as aligned_iou
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

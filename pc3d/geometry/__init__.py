@@ -16,9 +16,9 @@ from .boxes import (
     wrap_angle,
 )
 from .calib import KittiCalib
-from .iou import iou_3d, iou_3d_aligned, iou_bev, iou_bev_aligned, iou_bev_nearest
+from .iou import iou_3d, iou_3d_aligned, iou_axis_aligned, iou_bev, iou_bev_aligned, iou_bev_nearest
 from .neighbors import knn, radius_neighbors
-from .nms import nms_circle, nms_multiclass, nms_rotated
+from .nms import nms_axis_aligned, nms_circle, nms_multiclass, nms_rotated
 from .points_in_boxes import points_in_boxes, points_in_boxes_count
 from .range_image import beam_inclinations, points_to_range_image, range_image_to_points, spherical_projection
 
@@ -35,10 +35,12 @@ __all__ = [
     "enlarge_boxes",
     "iou_3d",
     "iou_3d_aligned",
+    "iou_axis_aligned",
     "iou_bev",
     "iou_bev_aligned",
     "iou_bev_nearest",
     "knn",
+    "nms_axis_aligned",
     "nms_circle",
     "nms_multiclass",
     "nms_rotated",

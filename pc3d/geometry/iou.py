@@ -1,4 +1,5 @@
-"""Exact IoU of rotated boxes: BEV and 3D, all pairs or row-wise, and OpenPCDet's nearest-axis BEV IoU.
+"""Exact IoU of rotated boxes: BEV and 3D, all pairs or row-wise, OpenPCDet's nearest-axis BEV IoU, and the
+IoU of axis-aligned boxes (indoor detection, where the heading is not used).
 
 Boxes are [M, 7+] (x, y, z, dx, dy, dz, heading, ...). The BEV overlap is the exact area of the
 intersection polygon (convex clipping in float64), the 3D overlap multiplies it by the z overlap.
@@ -69,3 +70,14 @@ def iou_bev_nearest(a: Any, b: Any) -> Any:
     sync_threads()
     return like(_k.nearest_bev_iou(an, bn).astype(dtype, copy=False), a)
 
+
+
+def iou_axis_aligned(a: Any, b: Any) -> np.ndarray:
+    """float64 [Na, Nb]: 3D IoU of axis-aligned boxes a [Na, >= 6] and b [Nb, >= 6] (centre, size; a heading
+    column is ignored), each spanning [centre - size / 2, centre + size / 2]. A pair of zero union is 0."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    lo_a, hi_a = a[:, None, :3] - a[:, None, 3:6] / 2, a[:, None, :3] + a[:, None, 3:6] / 2
+    lo_b, hi_b = b[None, :, :3] - b[None, :, 3:6] / 2, b[None, :, :3] + b[None, :, 3:6] / 2
+    inter = np.clip(np.minimum(hi_a, hi_b) - np.maximum(lo_a, lo_b), 0, None).prod(-1)
+    union = a[:, None, 3:6].prod(-1) + b[None, :, 3:6].prod(-1) - inter
+    return np.where(union > 0, inter / np.maximum(union, 1e-12), 0.0)

@@ -1,4 +1,5 @@
-"""Non-maximum suppression of LiDAR boxes: rotated BEV IoU, CenterPoint's circle NMS, per class.
+"""Non-maximum suppression of LiDAR boxes: rotated BEV IoU, CenterPoint's circle NMS, per class; and of
+axis-aligned 3D boxes (indoor detection).
 
 All return int64 indices into the input, in descending score order (equal scores: lower index
 first), as numpy or torch like the boxes. Boxes only meet their neighbours on a BEV grid, so
@@ -14,6 +15,7 @@ from pc3d_ops import box_iou as _k
 from pc3d.errors import ConfigError, DataFormatError
 
 from ._arrays import check_boxes, check_positive, like, to_numpy
+from .iou import iou_axis_aligned
 
 
 def _order(scores: Any, n: int, pre_max_size: int | None) -> np.ndarray:
@@ -99,3 +101,28 @@ def nms_multiclass(boxes: Any, scores: Any, labels: Any, iou_threshold: float, p
     # descending score, lower index first on ties
     keep = keep[np.lexsort((keep, -s[keep].astype(np.float64)))]
     return like(keep.astype(np.int64), boxes)
+
+
+def nms_axis_aligned(boxes: Any, scores: Any, labels: Any, iou_threshold: float, pre_max_size: int | None = None,
+                     post_max_size: int | None = None) -> np.ndarray:
+    """Greedy per-class NMS by axis-aligned 3D IoU (heading ignored): int64 [K] kept indices into boxes [M, 6+],
+    descending score over all classes (ties: lower index first). pre_max_size: the best-scored boxes of each
+    class considered; post_max_size: the cap on the result. Indoor detectors keep a few hundred candidates
+    per class, so the IoU of each class is one [n, n] table."""
+    bx, s, lab = to_numpy(boxes), to_numpy(scores), to_numpy(labels)
+    if bx.ndim != 2 or bx.shape[1] < 6 or s.shape != (len(bx),) or lab.shape != (len(bx),):
+        raise DataFormatError(None, f"boxes must be [M, 6+] with M scores and labels, got {bx.shape}, {s.shape}, "
+                                    f"{lab.shape}")
+    kept = []
+    for label in np.unique(lab):
+        idx = np.flatnonzero(lab == label)
+        idx = idx[_order(s[idx], len(idx), pre_max_size)]
+        iou = iou_axis_aligned(bx[idx], bx[idx])
+        alive = np.ones(len(idx), bool)
+        for r in range(len(idx)):
+            if alive[r]:
+                alive[r + 1:] &= iou[r, r + 1:] <= iou_threshold
+        kept.append(idx[alive])
+    keep = np.concatenate(kept) if kept else np.zeros(0, np.int64)
+    keep = keep[np.lexsort((keep, -s[keep].astype(np.float64)))]
+    return keep[:_count(post_max_size, "post_max_size")].astype(np.int64)

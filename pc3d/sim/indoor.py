@@ -34,6 +34,9 @@ SIZES = {
 WALL_ITEMS = {"curtain": ((1.0, 2.0), (2.0, 2.4)), "picture": ((0.4, 1.0), (0.3, 0.8)),
               "whiteboard": ((1.2, 2.4), (0.9, 1.2)), "mirror": ((0.5, 0.9), (0.6, 1.0)),
               "shower curtain": ((0.8, 1.4), (1.8, 2.0))}
+# how far doors, windows and wall items stand off their wall (frames, sills, folds): the thickness of their boxes
+WALL_DEPTH = {"door": 0.05, "window": 0.12, "curtain": 0.12, "shower curtain": 0.08, "picture": 0.03,
+              "whiteboard": 0.02, "mirror": 0.02}
 
 
 @dataclass
@@ -161,11 +164,16 @@ def make_room(rng: np.random.Generator, spacing: float = 0.05) -> tuple[Mesh, st
             return
         t = rng.uniform(0.2, length - width - 0.2)
         d = (b - a) / length
-        origin = a + d * t + inward[k] * 0.02
+        base = a + d * t + inward[k] * 0.005  # a slab standing off the wall: its front and four edges
+        depth = inward[k] * (WALL_DEPTH[name] - 0.005)
         instance += 1
         mesh.instance_names[instance] = name
-        mesh.add_rect((*origin, z0), (*(d * width), 0), (0, 0, h), spacing, rng.uniform(30, 230, 3), NYU40_ID[name],
-                      instance, rng)
+        color, label = rng.uniform(30, 230, 3), NYU40_ID[name]
+        across, up = (*(d * width), 0), (0, 0, h)
+        mesh.add_rect((*(base + depth), z0), across, up, spacing, color, label, instance, rng)
+        for corner, side in (((*base, z0), up), ((*(base + d * width), z0), up),
+                             ((*base, z0), across), ((*base, z0 + h), across)):
+            mesh.add_rect(corner, (*depth, 0), side, spacing, color, label, instance, rng)
 
     on_wall("door", rng.uniform(0.8, 1.0), 0.0, rng.uniform(2.0, 2.1))
     for _ in range(int(rng.integers(1, 3))):

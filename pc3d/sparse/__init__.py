@@ -32,13 +32,13 @@ from pc3d.sparse.pool import (
     SparsePool,
 )
 from pc3d.sparse.sequential import SparseSequential
-from pc3d.sparse.tensor import SparseTensor, cat_features
+from pc3d.sparse.tensor import SparseTensor, add_at_sites, cat_features
 
 __all__ = [
     "SparseAvgPool2d", "SparseAvgPool3d", "SparseAvgPool4d", "SparseConv2d", "SparseConv3d",
     "SparseConv4d", "SparseConvTranspose2d", "SparseConvTranspose3d", "SparseConvTranspose4d",
     "SparseConvolution", "SparseInverseConv2d", "SparseInverseConv3d", "SparseInverseConv4d",
     "SparseMaxPool2d", "SparseMaxPool3d", "SparseMaxPool4d", "SparseModule", "SparsePool",
-    "SparseSequential", "SparseTensor", "SubMConv2d", "SubMConv3d", "SubMConv4d", "cat_features",
+    "SparseSequential", "SparseTensor", "SubMConv2d", "SubMConv3d", "SubMConv4d", "add_at_sites", "cat_features",
     "get_backend", "set_backend",
 ]

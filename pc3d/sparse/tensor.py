@@ -166,6 +166,32 @@ def cat_features(tensors: Sequence[SparseTensor]) -> SparseTensor:
     return first.replace_feature(torch.cat([t.feats for t in tensors], dim=1))
 
 
+def add_at_sites(dst: SparseTensor, src: SparseTensor) -> SparseTensor:
+    """dst's features plus src's at the sites they share, on dst's sites with src's spatial shape (the skip
+    connection of a generative neck: a transposed conv's output holds every site of the encoder level it
+    returns to). SparseTensorError when a site of src is not one of dst's."""
+    if dst.feats.shape[1] != src.feats.shape[1] or dst.batch_size != src.batch_size:
+        raise SparseTensorError(f"add_at_sites: {dst} and {src} differ in channels or batch size")
+    extents = [dst.batch_size, *(max(a, b) for a, b in zip(dst.spatial_shape, src.spatial_shape, strict=True))]
+
+    def keys(coords: torch.Tensor) -> torch.Tensor:
+        key = torch.zeros(len(coords), dtype=torch.int64, device=coords.device)
+        for axis, extent in enumerate(extents):
+            key = key * extent + coords[:, axis].long()
+        return key
+
+    dst_keys, order = torch.sort(keys(dst.coords))
+    src_keys = keys(src.coords)
+    if not len(src_keys):
+        return dst.with_sites(dst.feats, dst.coords, src.spatial_shape, dst.stride)
+    pos = torch.searchsorted(dst_keys, src_keys).clamp(max=max(len(dst_keys) - 1, 0))
+    missing = len(src_keys) if not len(dst_keys) else int((dst_keys[pos] != src_keys).sum())
+    if missing:
+        raise SparseTensorError(f"add_at_sites: {missing} sites of {src} are not sites of {dst}")
+    feats = dst.feats.index_add(0, order[pos], src.feats.to(dst.feats.dtype))
+    return dst.with_sites(feats, dst.coords, src.spatial_shape, dst.stride)
+
+
 def _checked(feats, coords, spatial_shape, batch_size):
     if not isinstance(feats, torch.Tensor) or not isinstance(coords, torch.Tensor):
         raise SparseTensorError("SparseTensor: feats and coords must be torch tensors")

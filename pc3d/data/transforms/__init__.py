@@ -20,11 +20,13 @@ from .global_ops import (
     scale_sample,
     translate_sample,
 )
+from .indoor_ops import BoxesFromInstances
 from .object_ops import GTSampling, ObjectNoise
 from .point_ops import PointShuffle, RandomDrop, RangeCrop, SamplePoints, in_range
 from .segmentation import ColorJitter, PointJitter
 
 __all__ = [
+    "BoxesFromInstances",
     "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation",
     "ObjectNoise",
     "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "Transform",

@@ -1,8 +1,10 @@
-"""Detectors (SECOND, PointPillars, CenterPoint): one BEV pipeline (bev_detector.py) that builds its parts in
-order with derived widths, runs them and adds the losses."""
+"""Detectors. Outdoor (SECOND, PointPillars, CenterPoint): one BEV pipeline (bev_detector.py) that builds its
+parts in order with derived widths, runs them and adds the losses. Indoor: a fully sparse TR3D-style
+detector of axis-aligned boxes (indoor.py)."""
 from .bev_detector import BEVDetector
 from .centerpoint import CenterPoint
+from .indoor import SparseIndoorDetector
 from .pointpillars import PointPillars
 from .second import SECOND
 
-__all__ = ["BEVDetector", "SECOND", "CenterPoint", "PointPillars"]
+__all__ = ["BEVDetector", "SECOND", "CenterPoint", "PointPillars", "SparseIndoorDetector"]

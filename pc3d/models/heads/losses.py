@@ -1,5 +1,6 @@
 """Detection losses: sigmoid focal loss (anchor heads), Gaussian focal loss (CenterPoint heat maps),
-weighted smooth-L1 / L1 box regression and the sin-difference trick for headings."""
+weighted smooth-L1 / L1 box regression, the sin-difference trick for headings, and the DIoU loss of
+axis-aligned boxes (indoor heads)."""
 from __future__ import annotations
 
 import torch
@@ -45,3 +46,17 @@ def add_sin_difference(pred: torch.Tensor, target: torch.Tensor, dim: int = 6) -
     pred = torch.cat([pred[..., :dim], torch.sin(a) * torch.cos(b), pred[..., dim + 1:]], -1)
     target = torch.cat([target[..., :dim], torch.cos(a) * torch.sin(b), target[..., dim + 1:]], -1)
     return pred, target
+
+
+def axis_aligned_diou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """[P]: 1 - IoU + |centre difference|^2 / (enclosing box diagonal)^2 of axis-aligned boxes pred and target
+    [P, 6] (centre, size); Distance-IoU (Zheng et al. 2020), the box loss of FCAF3D / TR3D. The centre term
+    still pulls a box that does not overlap its target."""
+    lo_p, hi_p = pred[:, :3] - pred[:, 3:6] / 2, pred[:, :3] + pred[:, 3:6] / 2
+    lo_t, hi_t = target[:, :3] - target[:, 3:6] / 2, target[:, :3] + target[:, 3:6] / 2
+    inter = (torch.minimum(hi_p, hi_t) - torch.maximum(lo_p, lo_t)).clamp(min=0).prod(1)
+    union = pred[:, 3:6].prod(1) + target[:, 3:6].prod(1) - inter
+    iou = inter / union.clamp(min=eps)
+    diagonal = ((torch.maximum(hi_p, hi_t) - torch.minimum(lo_p, lo_t)) ** 2).sum(1)
+    centre = ((pred[:, :3] - target[:, :3]) ** 2).sum(1)
+    return 1 - iou + centre / diagonal.clamp(min=eps)
