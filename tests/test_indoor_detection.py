@@ -189,3 +189,20 @@ def test_simulated_doors_windows_and_wall_items_have_thickness(tmp_path):
                     seen.add(names[label - 1])
                     assert b[3:6].min() >= 0.02, (names[label - 1], b)
     assert {"door", "window"} <= seen
+
+
+def test_inference_output_of_an_indoor_scene_is_json_in_the_scene_frame(tmp_path):
+    import json
+    from types import SimpleNamespace
+
+    from pc3d.infer.outputs import DetectionOutput
+    from pc3d.infer.sources import SourceFrame
+
+    output = DetectionOutput(tmp_path, {"_target_": "pc3d.data.ScanNetDataset"}, SimpleNamespace(kind="file"), 18)
+    frame = SourceFrame("scene0000_00", "samples", np.zeros((4, 6), np.float32), tmp_path / "scene0000_00.bin")
+    pred = {"frame_id": "scene0000_00", "boxes": np.array([box(1.0)], np.float32),
+            "scores": np.array([0.9], np.float32), "labels": np.array([3])}
+    scene = output.write(frame, pred)
+    written = json.loads((tmp_path / "json" / "scene0000_00.json").read_text())
+    assert written["names"] == ["chair"] and written["frame"] == "scene"  # the 18 detection classes, not the 20
+    assert scene.view == "overview" and not (tmp_path / "kitti").exists()

@@ -67,6 +67,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
     """
 
     feature_names: tuple[str, ...] = ()
+    indoor = False  # an indoor scene (ScanNet): shown whole from above, boxes axis aligned in the scene's frame
 
     def __init__(self, transforms: Sequence[Any] | None = None, augmentations: Sequence[Any] | None = None,
                  voxelizer: Any = None, point_cloud_range: Sequence[float] | None = None,

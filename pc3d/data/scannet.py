@@ -292,6 +292,7 @@ class ScanNetDataset(PointCloudDataset):
     instances (pc3d.data.indoor_boxes)."""
 
     feature_names = ("r", "g", "b")
+    indoor = True
     class_names = SCANNET20_CLASSES
     box_class_names = SCANNET18_CLASSES
     ignore_index = -1

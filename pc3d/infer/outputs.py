@@ -32,11 +32,15 @@ from pc3d.errors import DataFormatError
 from pc3d.infer.sources import Source, SourceFrame
 
 
-def label_space(dataset_cfg: dict, num_classes: int) -> LabelSpace:
-    """The dataset class's ``label_space(**config)`` when it has one, else train ids in .npy files."""
+def dataset_class(dataset_cfg: dict) -> type:
     from hydra.utils import get_class
 
-    make = getattr(get_class(dataset_cfg["_target_"]), "label_space", None)
+    return get_class(dataset_cfg["_target_"])
+
+
+def label_space(dataset_cfg: dict, num_classes: int) -> LabelSpace:
+    """The dataset class's ``label_space(**config)`` when it has one, else train ids in .npy files."""
+    make = getattr(dataset_class(dataset_cfg), "label_space", None)
     return make(**dataset_cfg) if callable(make) else npy_label_space(num_classes)
 
 
@@ -45,33 +49,54 @@ def _dump(path: Path, payload: dict) -> None:
     path.write_text(json.dumps(payload))
 
 
+def box_class_names(dataset_cfg: dict) -> list[str]:
+    """The names of box labels 1..K: the config's class_names, else the dataset class's box_class_names
+    (ScanNet: 18 detection classes beside its 20 segmentation classes) or class_names."""
+    if dataset_cfg.get("class_names"):
+        return list(dataset_cfg["class_names"])
+    cls = dataset_class(dataset_cfg)
+    return list(getattr(cls, "box_class_names", None) or cls.class_names)
+
+
 class DetectionOutput:
+    """Outdoor sources: KITTI label_2 text (+ Waymo parquet) and JSON; an indoor scene (ScanNet): JSON of its
+    axis-aligned boxes in the scene's aligned frame, the frame the benchmark's boxes are in."""
+
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
-        self.out, self.class_names = out, list(dataset_cfg["class_names"])
+        self.out, self.class_names = out, box_class_names(dataset_cfg)
         self.waymo: dict[str, list] = {} if source.kind == "waymo" else None
         self.split = getattr(getattr(source, "dataset", None), "split", "")
+        self.indoor = source.kind == "scannet" or getattr(dataset_class(dataset_cfg), "indoor", False)
 
     def write(self, frame: SourceFrame, pred: dict):
+        from pc3d.viz import Scene
+
+        if not self.indoor:
+            self.write_kitti(frame, pred)
+        _dump(self.out / "json" / f"{frame.frame_id}.json", {
+            "frame_id": frame.frame_id, "source": str(frame.source), "frame": "scene" if self.indoor else "lidar",
+            "boxes": np.round(pred["boxes"], 4).tolist(), "scores": np.round(pred["scores"], 4).tolist(),
+            "labels": np.asarray(pred["labels"]).tolist(),
+            "names": [self.class_names[k - 1] for k in np.asarray(pred["labels"])]})
+        if self.waymo is not None:
+            self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
+        return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id,
+                     view="overview" if self.indoor else "driving")
+
+    def write_kitti(self, frame: SourceFrame, pred: dict) -> None:
         from pc3d.data.kitti import IMAGE_SHAPE
         from pc3d.eval.kitti_io import to_kitti_anno, write_kitti_label
         from pc3d.sim.ground_truth import kitti_calib
-        from pc3d.viz import Scene
 
         calib = frame.calib or kitti_calib()
         anno = to_kitti_anno(pred, calib, IMAGE_SHAPE if frame.calib is not None else None, self.class_names)
         path = self.out / "kitti" / f"{frame.frame_id}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_kitti_label(path, anno)
-        _dump(self.out / "json" / f"{frame.frame_id}.json", {
-            "frame_id": frame.frame_id, "source": str(frame.source), "frame": "lidar",
-            "boxes": np.round(pred["boxes"], 4).tolist(), "scores": np.round(pred["scores"], 4).tolist(),
-            "labels": np.asarray(pred["labels"]).tolist(),
-            "names": [self.class_names[k - 1] for k in np.asarray(pred["labels"])]})
-        if self.waymo is not None:
-            self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
-        return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id)
 
     def close(self) -> str:
+        if self.indoor:
+            return f"predictions: {self.out / 'json'} (axis-aligned boxes: centre, size, heading 0; scene frame)"
         lines = [f"predictions: {self.out / 'kitti'} (KITTI label_2 with scores), {self.out / 'json'} (LiDAR frame)"]
         if self.waymo:
             from pc3d.data.waymo import write_box_predictions
@@ -87,14 +112,13 @@ class SegmentationOutput:
     key = "pred_labels"
 
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
-        from hydra.utils import get_class
-
         from pc3d.viz.colors import generated_palette
 
         self.out, self.space = out, label_space(dataset_cfg, num_classes)
-        self.ignore_index = int(getattr(get_class(dataset_cfg["_target_"]), "ignore_index", -1))
+        self.ignore_index = int(getattr(dataset_class(dataset_cfg), "ignore_index", -1))
         self.palette = self.space.colors if self.space.colors is not None else generated_palette(len(self.space.names))
-        self.view = "overview" if source.kind == "scannet" else "driving"
+        indoor = source.kind == "scannet" or getattr(dataset_class(dataset_cfg), "indoor", False)
+        self.view = "overview" if indoor else "driving"
         self.one_file = source.kind == "file"  # its labels go to <folder>/<stem>, as a folder's frames do
         self.written = 0
 
