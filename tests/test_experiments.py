@@ -14,7 +14,7 @@ from hydra.utils import instantiate
 
 from pc3d.data.create import create_data
 from pc3d.data.frame_selection import write_frame_list
-from pc3d.engine.evaluator import attach_measurements
+from pc3d.engine.evaluator import attach_measurements, measuring
 from pc3d.engine.runner import build_dataset, build_evaluator
 from pc3d.models.contract import check_prediction, task_of
 from pc3d.sim.api import simulate_dataset
@@ -100,7 +100,7 @@ def test_experiment_trains_one_step_and_evaluates(experiment, data):
     samples = [val_set[i] for i in range(len(val_set) if len(val_set) <= 16 else 2)]
     batch = val_set.collate_fn(samples)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), measuring(model):
         predictions = model(batch)
     attach_measurements(model, predictions)  # as the engine's predict does (spiking models count energy)
     assert len(predictions) == len(samples)

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import pc3d.sparse as sp
+from pc3d.engine.evaluator import attach_measurements, measuring
 from pc3d.eval.energy import energy_summary, energy_table
 from pc3d.eval.hooks import ClassificationEvaluator, EnergyReport
 from pc3d.models.contract import check_prediction
@@ -106,7 +107,11 @@ def test_two_layer_counts_by_hand():
     for layer in net:
         nn.init.ones_(layer.conv.weight)
     net.eval()
-    y = net(line_tensor())
+    net(line_tensor())
+    assert all(layer.pop_measurements() is None for layer in net)  # outside measuring(): inference counts nothing
+    with measuring(net):
+        y = net(line_tensor())
+    assert not net[0].measuring  # the flag is put back
     assert y.feats[:, 0].tolist() == [24.0, 24.0, 0.0]
     first, second = (layer.pop_measurements()[0] for layer in net)
     assert first == {"neurons": 6, "spikes": 4, "active": 2, "macs": 30, "sops": 24, "spiking": 1.0}
@@ -125,7 +130,8 @@ def test_two_layer_counts_by_hand():
 def test_an_encoding_layer_costs_macs_and_samples_are_counted_apart():
     x = spike_tensor(n_sites=60, channels=4, silent=0.0, batch=2)
     layer = SpikeConv(4, 8, neuron=nn.Identity, norm=None).eval()
-    layer(x)
+    with measuring(layer):
+        layer(x)
     per_sample = layer.pop_measurements()
     assert len(per_sample) == 2 and all(m["spiking"] == 0.0 for m in per_sample)
     assert sum(m["neurons"] for m in per_sample) == 60 * 4
@@ -158,10 +164,8 @@ def test_spiking_classifier_trains_and_predicts_with_energy():
     out["loss"].backward()
     assert torch.isfinite(out["loss"]) and all(p.grad is not None for p in model.parameters() if p.requires_grad)
     model.eval()
-    with torch.no_grad():
+    with torch.no_grad(), measuring(model):
         preds = model(batch)
-    from pc3d.engine.evaluator import attach_measurements
-
     attach_measurements(model, preds)
     for p in preds:
         check_prediction("classification", p)

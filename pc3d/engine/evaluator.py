@@ -13,9 +13,11 @@ Measurements. A module of the model may measure each sample while it predicts (a
 spikes and synaptic operations): a module with `pop_measurements() -> list[dict] | None` hands over one
 dict per sample of the last batch, and `predict` stores it in that sample's prediction dict under
 `measurements[<module name>]`, where an evaluation hook such as pc3d.eval.hooks.EnergyReport reads it.
+Such modules count only inside `measuring(model)` (which `predict` opens), so inference pays nothing.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -50,7 +52,7 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
         with Progress(total=len(loader), desc="evaluate", unit="batch", enabled=info.is_main, log=log.info) as bar:
             for batch in loader:
                 batch = to_device(batch, info.device)
-                with autocast(precision, info.device):
+                with autocast(precision, info.device), measuring(model):
                     out = model(batch)
                 if not isinstance(out, list | tuple):
                     raise ConfigError(f"{type(model).__name__} in eval mode must return a list of per-sample "
@@ -67,6 +69,21 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
         return None
     ordered = sorted((pair for shard in shards for pair in shard), key=lambda p: p[0])
     return [p for _, p in ordered]
+
+
+@contextlib.contextmanager
+def measuring(model: nn.Module):
+    """Within the block, every module of the model that can measure (has `pop_measurements`) does: its
+    `measuring` flag is True, and restored after. Outside (inference, training) nothing is counted."""
+    modules = [m for m in model.modules() if callable(getattr(m, "pop_measurements", None))]
+    before = [getattr(m, "measuring", False) for m in modules]
+    for m in modules:
+        m.measuring = True
+    try:
+        yield model
+    finally:
+        for m, flag in zip(modules, before, strict=True):
+            m.measuring = flag
 
 
 def attach_measurements(model: nn.Module, predictions: list | tuple) -> None:

@@ -9,7 +9,8 @@ real valued (the first conv over the voxel features: Spike Voxel Coding turns it
 next neuron). A SpikeConv after a spiking neuron skips all-zero input rows in the native engine (same
 outputs, less work: the silent sites of a spiking layer cost nothing).
 
-Measurement. In eval mode every SpikeConv counts, per sample of the batch, what the energy model needs
+Measurement. In eval mode inside `pc3d.engine.evaluator.measuring(model)` (evaluation opens it; inference
+does not) every SpikeConv counts, per sample of the batch, what the energy model needs
 (pc3d.eval.energy): neurons and spikes at its input, the active pairs of its conv as multiply-accumulates
 of the ReLU twin (pairs x Cin x Cout / groups) and as synaptic operations of the spiking network (each
 pair's input spike count x Cout / groups). `pop_measurements()` hands them over, one dict per sample
@@ -67,12 +68,13 @@ class SpikeConv(SparseModule):
         self.conv = sparse_conv(conv_type, ndim, in_channels, out_channels, kernel_size, indice_key, stride, padding)
         self.conv.skip_zero_rows = self.spiking
         self.norm = norm(out_channels) if norm is not None else nn.Identity()
+        self.measuring = False  # set by pc3d.engine.evaluator.measuring
         self._measured: dict[str, torch.Tensor] | None = None
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         s = x.replace_feature(self.neuron(x.feats))
         y = self.conv(s)
-        if not self.training:
+        if self.measuring and not self.training:
             self._measure(s, y)
         return y.replace_feature(self.norm(y.feats))
 
