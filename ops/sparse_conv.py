@@ -293,6 +293,64 @@ def _loop_weight_gradient(groups: int, cin_g: int, cout_g: int):
     return kernel
 
 
+@functools.cache
+def depthwise(channels: int):
+    """Depthwise forward / feature gradient (groups = channels, one input and one output channel per group):
+    kernel(feats [N_in, C], weight [K, C], starts, ins, outs, out [N_out, C]) over `block_pairs`:
+    ``out[o, c] = sum_k feats[nbr[o, k], c] * weight[k, c]``. Channels run across the vector lanes (one
+    multiply-add per pair and channel, the whole row at once), offsets outermost in a block as in the dense
+    kernel; each row sums in a fixed order (offsets, then pairs): bitwise reproducible."""
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, weight, starts, ins, outs, out):
+        n_out = out.shape[0]
+        kvol = weight.shape[0]
+        block = ROWS_PER_BLOCK
+        n_blocks = (n_out + block - 1) // block
+        for blk in prange(n_blocks):
+            o0 = blk * block
+            o1 = min(n_out, o0 + block)
+            acc = np.zeros((o1 - o0, channels), out.dtype)
+            for k in range(kvol):
+                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                    i, r = ins[q], outs[q]
+                    for c in range(channels):
+                        acc[r, c] += feats[i, c] * weight[k, c]
+            for o in range(o0, o1):
+                for c in range(channels):
+                    out[o, c] = acc[o - o0, c]
+
+    return kernel
+
+
+@functools.cache
+def depthwise_weight_gradient(channels: int):
+    """kernel(feats [N_in, C], grad [N_out, C], starts, ins, outs, partial [T, K, C]):
+    ``dW[k, c] = sum_o feats[nbr[o, k], c] * grad[o, c]``. Task t takes a fixed run of blocks (T is a function
+    of N only); each (block, offset) sums into a zeroed row first, then into its task's partial."""
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, grad, starts, ins, outs, partial):
+        n_tasks, kvol = partial.shape[0], partial.shape[1]
+        block = ROWS_PER_BLOCK
+        n_blocks = (len(starts) - 1) // kvol
+        per_task = (n_blocks + n_tasks - 1) // n_tasks
+        for t in prange(n_tasks):
+            local = np.empty(channels, partial.dtype)
+            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
+                o0 = blk * block
+                for k in range(kvol):
+                    local[:] = 0
+                    for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                        i, o = ins[q], o0 + outs[q]
+                        for c in range(channels):
+                            local[c] += feats[i, c] * grad[o, c]
+                    for c in range(channels):
+                        partial[t, k, c] += local[c]
+
+    return kernel
+
+
 @nb.njit(parallel=True, nogil=True, boundscheck=False)
 def max_pool(feats, nbr, out, argmax):
     """out[o, c] = max_k feats[nbr[o, k], c]; argmax holds the winning input row (-1: none)."""

@@ -176,9 +176,11 @@ def test_subm_matches_dense_conv(shape, cin, cout, kernel, dilation, groups, bia
     torch.testing.assert_close(y.feats, at_sites(ref, x.coords), **TOL)
 
 
-@pytest.mark.parametrize("cin,cout,groups", [(4, 16, 1), (16, 32, 1), (32, 16, 1), (32, 64, 2), (3, 48, 1)])
+@pytest.mark.parametrize("cin,cout,groups", [(4, 16, 1), (16, 32, 1), (32, 16, 1), (32, 64, 2), (3, 48, 1),
+                                             (64, 64, 64)])
 def test_float32_micro_kernel_matches_float64_reference(cin, cout, groups):
-    """float32 widths of whole 16-lane vectors (the micro-kernel path), forward and feature gradient."""
+    """float32 widths of whole 16-lane vectors (the micro-kernel path; 64 groups of one: the per-channel
+    kernels), forward and feature gradient."""
     x64 = random_tensor((9, 10, 11), cin, occupancy=0.4, seed=3)
     m = sp.SubMConv3d(cin, cout, 3, groups=groups).double()
     feats = x64.feats.clone().requires_grad_(True)
@@ -200,6 +202,7 @@ STRIDED_CASES = [  # (shape, kernel, stride, padding, dilation, groups)
     ((7, 9, 11), 3, 1, 2, 2, 1),
     ((7, 9, 11), 3, 2, 2, 2, 1),
     ((7, 9, 11), 3, 2, 1, 1, 2),
+    ((7, 9, 11), 3, 2, 1, 1, 4),  # depthwise: the per-channel kernels over a table that is not symmetric
     ((13, 11), 3, 2, 1, 1, 1),
     ((13, 11), (2, 3), (2, 3), 0, 1, 1),
 ]
@@ -212,7 +215,7 @@ def test_strided_conv_matches_dense_conv(shape, kernel, stride, padding, dilatio
     ndim = len(shape)
     x = random_tensor(shape, 4, empty=empty)
     k, s, p, d = (tup(v, ndim) for v in (kernel, stride, padding, dilation))
-    m = {2: sp.SparseConv2d, 3: sp.SparseConv3d}[ndim](4, 6, k, s, p, d, groups=groups).double()
+    m = {2: sp.SparseConv2d, 3: sp.SparseConv3d}[ndim](4, 4 if groups == 4 else 6, k, s, p, d, groups=groups).double()
     y = m(x)
     ref = dense_conv(x, m, s, p, d)
     assert y.spatial_shape == tuple(ref.shape[2:])
@@ -374,11 +377,12 @@ def test_gradcheck_subm(cin, groups, cout, one_thread):
     gradcheck_module(sp.SubMConv2d(cin, cout, 3, groups=groups).double(), tiny(channels=cin))
 
 
-@pytest.mark.parametrize("shape,kernel,stride,padding", [((6, 7), 3, 2, 1), ((4, 4, 5), 2, 2, 0)])
-def test_gradcheck_strided(shape, kernel, stride, padding, one_thread):
-    """Strided conv: analytic gradients w.r.t. features and weight."""
+@pytest.mark.parametrize("shape,kernel,stride,padding,groups", [((6, 7), 3, 2, 1, 1), ((4, 4, 5), 2, 2, 0, 1),
+                                                                 ((6, 7), 3, 2, 1, 4)])
+def test_gradcheck_strided(shape, kernel, stride, padding, groups, one_thread):
+    """Strided conv (plain and depthwise): analytic gradients w.r.t. features and weight."""
     cls = sp.SparseConv2d if len(shape) == 2 else sp.SparseConv3d
-    gradcheck_module(cls(4, 6, kernel, stride, padding).double(), tiny(shape))
+    gradcheck_module(cls(4, 4 if groups == 4 else 6, kernel, stride, padding, groups=groups).double(), tiny(shape))
 
 
 def test_gradcheck_transposed(one_thread):

@@ -317,8 +317,10 @@ def test_block_pairs_are_built_once_per_map_and_direction():
     x = random_tensor()
     sp.SubMConv3d(4, 4, 3)(x)
     kmap = next(iter(x.maps.values()))
-    assert kmap.block_pairs() is kmap.block_pairs()
-    assert kmap.block_pairs(True) is not kmap.block_pairs()
+    assert kmap.block_pairs(kmap.table()) is kmap.block_pairs(kmap.table())
+    assert kmap.block_pairs(kmap.table(True)) is kmap.block_pairs(kmap.table(True)) is not kmap.block_pairs(kmap.nbr)
+    other = kmap.table().copy()
+    assert kmap.block_pairs(other) is not kmap.block_pairs(other)  # a derived table is not cached
 
 
 # ------------------------------------------------------------------------------ determinism

@@ -92,6 +92,11 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.n
     return out
 
 
+def _depthwise(groups: int, cin_g: int, cout_g: int) -> bool:
+    """One input and one output channel per group: the per-channel kernels (channels across vector lanes)."""
+    return groups > 1 and cin_g == 1 and cout_g == 1
+
+
 def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
                          transposed: bool, out_dtype: torch.dtype | None = None, keep: np.ndarray | None = None
                          ) -> torch.Tensor:
@@ -109,10 +114,12 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
             x = feats.contiguous().numpy()
             vectorised = cout_g % vector_lanes(x.dtype) == 0
             if vectorised:
-                pairs = (kmap.block_pairs(transposed) if nbr_np is kmap.table(transposed)
-                         else kernels.block_pairs(nbr_np, kernels.ROWS_PER_BLOCK))
                 kernel = kernels.gather_gemm_scatter(groups, cin_g, cout_g, True, skip=keep is not None)
-                kernel(x, w.numpy(), *pairs, out.numpy(), kernels.NO_KEEP if keep is None else keep)
+                kernel(x, w.numpy(), *kmap.block_pairs(nbr_np), out.numpy(), kernels.NO_KEEP if keep is None else keep)
+            elif _depthwise(groups, cin_g, cout_g):
+                table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
+                kernels.depthwise(groups)(x, np.ascontiguousarray(w.numpy().reshape(kvol, groups)),
+                                          *kmap.block_pairs(table), out.numpy())
             else:
                 table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
                 kernels.gather_gemm_scatter(groups, cin_g, cout_g, False)(x, w.numpy(), table, out.numpy())
@@ -146,6 +153,13 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
                                                                    _numpy_bits(grad.contiguous()), nbr_np, partial)
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), nbr_np, kmap, shape_kgio)
+    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
+        partial = np.zeros((kernels.wgrad_tasks(nbr_np.shape[0]), kvol, groups), feats.numpy().dtype)
+        if nbr_np.shape[0]:
+            sync_threads()
+            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(),
+                                                      *kmap.block_pairs(nbr_np), partial)
+        return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
         partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
