@@ -41,8 +41,8 @@ _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}
 
 @functools.cache
 def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
-    """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], nbr [N_out, K],
-    out float32 or int16 [N_out, G*cout_g]).
+    """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], starts, ins, outs
+    (the map's pairs per block and offset, `sparse_conv.block_pairs`), out float32 or int16 [N_out, G*cout_g]).
 
     Loop order: blocks of 256 output rows (parallel) > chunks in order of offset k > group > the
     block's pairs with an input at k, 16 at a time. Each chunk is gathered one step ahead and added
@@ -64,8 +64,9 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
     c_panel = TILE_ROWS * cout_g
 
     @nb.njit(**_OPTS)
-    def kernel(feats, w_vnni, nbr, out):
-        n_out, kvol = nbr.shape
+    def kernel(feats, w_vnni, starts, ins, outs, out):
+        n_out = out.shape[0]
+        kvol = w_vnni.shape[0]
         cin = feats.shape[1]
         x = feats.reshape(-1)
         w = w_vnni.reshape(-1)
@@ -75,28 +76,21 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
             acc = np.zeros((o1 - o0) * cout, np.float32)
-            # the pairs of each offset k: ins / rows[k * block + p], p < count[k]; one pass over the
-            # block's table rows, branch-free (every entry is written, the active ones kept)
-            ins = np.empty(kvol * block, np.int32)
-            rows = np.empty(kvol * block, np.int32)
-            count = np.zeros(kvol, np.int64)
-            for o in range(o0, o1):
-                for k in range(kvol):
-                    i = nbr[o, k]
-                    p = count[k]
-                    ins[k * block + p] = i
-                    rows[k * block + p] = o - o0
-                    count[k] = p + (i >= 0)
+            # chunks of up to 16 pairs of one (offset, group), in offset order: the block's pairs of offset k
+            # are ins / outs[starts[blk * kvol + k]:starts[blk * kvol + k + 1]] (sparse_conv.block_pairs)
             chunk_k = np.empty(max_chunks, np.int64)
             chunk_g = np.empty(max_chunks, np.int64)
-            chunk_p = np.empty(max_chunks, np.int64)  # first pair, k * block + p0
+            chunk_p = np.empty(max_chunks, np.int64)  # its first pair
+            chunk_m = np.empty(max_chunks, np.int64)  # its pairs
             n_chunks = 0
             for k in range(kvol):
+                s0, s1 = starts[blk * kvol + k], starts[blk * kvol + k + 1]
                 for g in range(groups):
-                    for p0 in range(0, count[k], TILE_ROWS):
+                    for p0 in range(s0, s1, TILE_ROWS):
                         chunk_k[n_chunks] = k
                         chunk_g[n_chunks] = g
-                        chunk_p[n_chunks] = k * block + p0
+                        chunk_p[n_chunks] = p0
+                        chunk_m[n_chunks] = min(TILE_ROWS, s1 - p0)
                         n_chunks += 1
             a = np.zeros(2 * a_panel, np.int16)  # two panels; the pad column of odd depths stays zero
             c = np.empty(2 * c_panel, np.float32)
@@ -107,15 +101,12 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
                     tile_product(TILE_ROWS, cin_g, cout_g, a, buf * a_panel, w, w_off, c, buf * c_panel)
                 if q + 1 < n_chunks:  # gather the next chunk
                     nxt = q + 1
-                    buf = nxt & 1
-                    first, g = chunk_p[nxt], chunk_g[nxt]
-                    m = min(TILE_ROWS, count[chunk_k[nxt]] - (first - chunk_k[nxt] * block))
-                    gather_rows(cin_g, a, buf * a_panel, x, ins, first, m, cin, g * cin_g)
+                    gather_rows(cin_g, a, (nxt & 1) * a_panel, x, ins, chunk_p[nxt], chunk_m[nxt], cin,
+                                chunk_g[nxt] * cin_g)
                 if q >= 1:  # add the previous chunk's product to its outputs
                     prev = q - 1
-                    first = chunk_p[prev]
-                    m = min(TILE_ROWS, count[chunk_k[prev]] - (first - chunk_k[prev] * block))
-                    add_rows(cout_g, c, (prev & 1) * c_panel, acc, rows, first, m, cout, chunk_g[prev] * cout_g)
+                    add_rows(cout_g, c, (prev & 1) * c_panel, acc, outs, chunk_p[prev], chunk_m[prev], cout,
+                             chunk_g[prev] * cout_g)
             for o in range(o0, o1):
                 store_row(acc, (o - o0) * cout, out, o, 0, cout)
 

@@ -61,8 +61,8 @@ def _store_row(acc, a0, out, o, c0, width):
 
 @functools.cache
 def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
-    """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], nbr [N_out, K],
-    out float32 or int16 [N_out, G*cout_g]).
+    """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], starts, ins, outs
+    (the map's pairs per block and offset, `sparse_conv.block_pairs`), out float32 or int16 [N_out, G*cout_g]).
 
     Loop order: blocks of 256 output rows (parallel) > offsets k > groups > pairs of the block
     with an input at k, `rows_per_call` at a time, each multiplied over the whole cin_g reduction
@@ -78,8 +78,9 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
     nat = int(native)
 
     @nb.njit(**_OPTS)
-    def kernel(feats, w_vnni, nbr, out):
-        n_out, kvol = nbr.shape
+    def kernel(feats, w_vnni, starts, ins, outs, out):
+        n_out = out.shape[0]
+        kvol = w_vnni.shape[0]
         cin = feats.shape[1]
         x = feats.reshape(-1)
         w = w_vnni.reshape(-1)
@@ -92,12 +93,10 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
                 n = 0
-                for o in range(o0, o1):
-                    i = nbr[o, k]
-                    if i >= 0:
-                        x_offs[n] = i * cin
-                        acc_offs[n] = (o - o0) * cout
-                        n += 1
+                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                    x_offs[n] = ins[q] * cin
+                    acc_offs[n] = outs[q] * cout
+                    n += 1
                 for g in range(groups):
                     if g > 0:  # step the gathered offsets to this group's channels
                         for p in range(n):

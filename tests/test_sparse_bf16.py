@@ -11,6 +11,7 @@ from pc3d_ops import amx as amx_ops
 from pc3d_ops import bf16 as bf16_ops
 from pc3d_ops import sparse_conv_amx as amx_kernels
 from pc3d_ops import sparse_conv_bf16 as bf16_kernels
+from pc3d_ops.sparse_conv import ROWS_PER_BLOCK, block_pairs
 from test_sparse_dense_reference import CONV_T, at_sites, dense_conv, random_tensor
 
 import pc3d.sparse as sp
@@ -299,19 +300,20 @@ def test_amx_kernel_against_float64(groups, cin_g, cout_g):
     bf16 output is the float32 output rounded as torch rounds; two runs are bitwise equal; the vdpbf16ps
     kernel agrees to float32 error."""
     feats, w_vnni, nbr, ref = _random_problem(cin_g + cout_g, 300, 600, 7, groups, cin_g, cout_g)
+    pairs = block_pairs(nbr, ROWS_PER_BLOCK)
     kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
     out32 = np.empty((600, groups * cout_g), np.float32)
-    kernel(feats, w_vnni, nbr, out32)
+    kernel(feats, w_vnni, *pairs, out32)
     scale = np.abs(ref).max()
     np.testing.assert_allclose(out32, ref, rtol=0, atol=scale * 1e-5)
     again = np.empty_like(out32)
-    kernel(feats, w_vnni, nbr, again)
+    kernel(feats, w_vnni, *pairs, again)
     assert np.array_equal(out32.view(np.int32), again.view(np.int32))
     out16 = np.empty(out32.shape, np.int16)
-    kernel(feats, w_vnni, nbr, out16)
+    kernel(feats, w_vnni, *pairs, out16)
     assert np.array_equal(out16, torch.from_numpy(out32).bfloat16().view(torch.int16).numpy())
     vec = np.empty_like(out32)
-    bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())(feats, w_vnni, nbr, vec)
+    bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())(feats, w_vnni, *pairs, vec)
     np.testing.assert_allclose(out32, vec, rtol=0, atol=scale * 1e-5)
 
 
@@ -353,7 +355,7 @@ def test_amx_kernel_empty_maps(n_in, n_out):
     feats, w_vnni, nbr, _ = _random_problem(1, n_in, n_out, 27, 1, 16, 32)
     nbr[:] = -1
     out = np.full((n_out, 32), np.nan, np.float32)
-    amx_kernels.gather_gemm_scatter(1, 16, 32)(feats, w_vnni, nbr, out)
+    amx_kernels.gather_gemm_scatter(1, 16, 32)(feats, w_vnni, *block_pairs(nbr, ROWS_PER_BLOCK), out)
     assert not out.any()
 
 

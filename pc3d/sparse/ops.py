@@ -88,7 +88,7 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.n
             kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
         else:
             kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
-        kernel(_numpy_bits(feats.contiguous()), w_vnni, nbr_np, _numpy_bits(out))
+        kernel(_numpy_bits(feats.contiguous()), w_vnni, *kmap.block_pairs(nbr_np), _numpy_bits(out))
     return out
 
 
