@@ -78,18 +78,17 @@ class AxisAlignedBoxHead(nn.Module):
         nn.init.normal_(self.box.weight, std=0.01)
         nn.init.zeros_(self.box.bias)  # boxes start as the site's own cell
 
-    def forward(self, x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(logits [S, K], boxes [S, 6]: centre, size in metres) of x's sites."""
+    def forward(self, x: SparseTensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(logits [S, K], boxes [S, 6]: centre, size in metres, site centres [S, 3]) of x's sites."""
         centres = site_centres(x, self.voxel_size, self.range_min)
         cell = centres.new_tensor(self.voxel_size) * centres.new_tensor(x.stride[::-1])
         raw = self.box(x.feats).float()
         boxes = torch.cat([centres + raw[:, :3] * cell, cell * raw[:, 3:].clamp(max=MAX_LOG_SIZE).exp()], 1)
-        return self.cls(x.feats), boxes
+        return self.cls(x.feats), boxes, centres
 
     def loss(self, x: SparseTensor, gt_boxes: torch.Tensor, num_gt: torch.Tensor) -> dict:
-        logits, boxes = self(x)
-        target, truth = assign_nearest(site_centres(x, self.voxel_size, self.range_min), x.coords[:, 0].long(),
-                                       gt_boxes, num_gt, self.top_k)
+        logits, boxes, centres = self(x)
+        target, truth = assign_nearest(centres, x.coords[:, 0].long(), gt_boxes, num_gt, self.top_k)
         positive = target >= 0
         onehot = torch.zeros_like(logits, dtype=torch.float32)
         onehot[positive, truth[target[positive], -1].long() - 1] = 1.0
@@ -103,7 +102,7 @@ class AxisAlignedBoxHead(nn.Module):
 
     @torch.no_grad()
     def predict(self, x: SparseTensor, frame_ids: Sequence[str]) -> list[dict]:
-        logits, boxes = self(x)
+        logits, boxes, _ = self(x)
         scores = torch.sigmoid(logits.float()).cpu().numpy()
         boxes, site_batch = boxes.cpu().numpy(), x.coords[:, 0].cpu().numpy()
         out = []
@@ -114,6 +113,7 @@ class AxisAlignedBoxHead(nn.Module):
                                     self.post_max_size)
             kept = np.zeros((len(keep), 7), np.float32)  # heading 0: axis aligned
             kept[:, :6] = boxes[rows[keep]]
-            out.append({"frame_id": frame_id, "boxes": kept, "scores": scores[rows[keep], cls[keep]].astype(np.float32),
+            out.append({"frame_id": frame_id, "boxes": kept,
+                        "scores": scores[rows[keep], cls[keep]].astype(np.float32),
                         "labels": (cls[keep] + 1).astype(np.int64)})
         return out
