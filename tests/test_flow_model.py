@@ -98,6 +98,14 @@ def test_transport_recovers_a_translation_before_learning():
     assert epe < 1e-3
 
 
+def test_transport_starting_values():
+    assert torch.allclose(OptimalTransport().epsilon, torch.tensor([1.03]))  # FLOT: log 0 + 0.03
+    ot = OptimalTransport(epsilon_init=0.1, gamma_init=2.0)
+    assert torch.allclose(ot.epsilon, torch.tensor([0.1])) and torch.allclose(ot.gamma, torch.tensor([2.0]))
+    with pytest.raises(ValueError, match="epsilon_init"):
+        OptimalTransport(epsilon_init=0.03)
+
+
 def test_sparse_instance_norm_is_per_sample():
     coords = torch.tensor([[0, 0, 0, i] for i in range(5)] + [[1, 0, 0, i] for i in range(7)], dtype=torch.int32)
     feats = torch.randn(12, 4) * torch.tensor([1.0, 3.0, 5.0, 7.0]) + 10 * coords[:, :1]
@@ -149,6 +157,9 @@ def test_sctn_contract_gradients_and_determinism():
     batch = rigid_batch(0)
     torch.manual_seed(0)
     model = tiny_sctn(fsc_start_step=1)
+    assert not model.transformer.v.weight.any()  # the point transformer starts as the identity
+    with torch.no_grad():  # as after a first optimiser step: q, k and the position MLP reach the loss through v
+        model.transformer.v.weight.normal_(0, 0.1)
     model.train()
     first = model(batch)
     assert set(first) == {"loss", "loss_l1", "loss_fsc", "epe"} and first["loss_fsc"] == 0  # FSC after step 1
@@ -160,6 +171,8 @@ def test_sctn_contract_gradients_and_determinism():
     assert not missing
     torch.manual_seed(0)
     again = tiny_sctn(fsc_start_step=1)
+    with torch.no_grad():
+        again.transformer.v.weight.normal_(0, 0.1)
     assert again(batch)["loss"].item() == first["loss"].item()
     model.eval()
     with torch.no_grad():
@@ -177,7 +190,8 @@ def test_sctn_config_builds():
     assert isinstance(model, SCTN) and model.feature_net.out_channels == 64
     assert tuple(model.feature_net.stem[0][0].weight.shape[1:4]) == (7, 7, 7)
     assert tuple(model.feature_net.down[0][0].weight.shape[1:4]) == (3, 3, 3)
-    assert [name for name, _ in model.named_children()] == ["feature_net", "transformer", "transport", "refine"]
+    assert [name for name, _ in model.named_children()] == ["feature_net", "feature_head", "transformer",
+                                                                   "transport", "refine"]
 
 
 def test_sctn_on_simulated_sceneflow(tmp_path):

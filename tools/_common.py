@@ -33,3 +33,18 @@ def dataset_config(name: str) -> dict:
         known = sorted(p.stem for p in path.parent.glob("*.yaml"))
         raise ConfigError(f"no dataset config {name!r} ({path}); dataset configs: {', '.join(known)}")
     return OmegaConf.to_container(OmegaConf.load(path))
+
+
+def rel_diff(a, b) -> float:
+    """max |a - b| / max |b| of two torch tensors (detached)."""
+    a, b = a.detach(), b.detach()
+    return float((a - b).abs().max() / b.abs().max().clamp(min=1e-12))
+
+
+def rows_in_site_order(coords, feats):
+    """feats' rows in (batch, z, y, x) order of their int coords: engines that order output sites
+    differently then compare row by row."""
+    import torch
+
+    order = np.lexsort(coords.long().numpy().T[::-1])
+    return feats[torch.from_numpy(order)]

@@ -7,7 +7,8 @@
     T = diag(a) K diag(b)
     ot_flow_i = (T x2)_i / (sum_j T_ij + 1e-8) - x1_i
 
-epsilon = exp(log_epsilon) + 0.03 and gamma = exp(log_gamma) are learned (both start at log 0, as FLOT).
+epsilon = exp(log_epsilon) + 0.03 and gamma = exp(log_gamma) are learned; FLOT starts both at log 0 (epsilon 1.03,
+gamma 1), `epsilon_init` / `gamma_init` set other starting values.
 K is built in blocks of `chunk_size` rows of the first cloud (so no op ever makes a full n x m temporary
 beyond K itself, and backward works block by block). keep_kernel=True (default) builds each block once
 and reuses it for every Sinkhorn product and for backward: n x m floats held (268 MB at 8,192 points),
@@ -15,6 +16,8 @@ one build per pair. keep_kernel=False rebuilds a block for each product (and aga
 torch.utils.checkpoint): memory O(chunk_size x m), about four times the compute at one iteration.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -96,19 +99,23 @@ class OptimalTransport(nn.Module):
     """Learned-entropy, mass-relaxed optimal transport of the first cloud's points onto the second.
 
     iters: Sinkhorn iterations (>= 1; FLOT trains with 1); radius: support radius in metres (10);
-    epsilon_min: floor added to exp(log_epsilon) (0.03); chunk_size: rows of K per block (None: one block);
-    keep_kernel: build K once per pair and keep it (True), or rebuild it per product (memory O(chunk_size x m)).
+    epsilon_min: floor added to exp(log_epsilon) (0.03); epsilon_init, gamma_init: starting values (FLOT: 1.03
+    and 1); chunk_size: rows of K per block (None: one block); keep_kernel: build K once per pair and keep it
+    (True), or rebuild it per product (memory O(chunk_size x m)).
     """
 
-    def __init__(self, iters: int = 1, radius: float = 10.0, epsilon_min: float = 0.03,
-                 chunk_size: int | None = 1024, keep_kernel: bool = True):
+    def __init__(self, iters: int = 1, radius: float = 10.0, epsilon_min: float = 0.03, epsilon_init: float = 1.03,
+                 gamma_init: float = 1.0, chunk_size: int | None = 1024, keep_kernel: bool = True):
         super().__init__()
         if iters < 1:
             raise ValueError(f"iters must be >= 1, got {iters}")
+        if not epsilon_init > epsilon_min or not gamma_init > 0:
+            raise ValueError(f"need epsilon_init > epsilon_min = {epsilon_min} and gamma_init > 0, "
+                             f"got {epsilon_init}, {gamma_init}")
         self.iters, self.radius, self.epsilon_min, self.chunk_size = iters, radius, epsilon_min, chunk_size
         self.keep_kernel = keep_kernel
-        self.log_epsilon = nn.Parameter(torch.zeros(1))
-        self.log_gamma = nn.Parameter(torch.zeros(1))
+        self.log_epsilon = nn.Parameter(torch.full((1,), math.log(epsilon_init - epsilon_min)))
+        self.log_gamma = nn.Parameter(torch.full((1,), math.log(gamma_init)))
 
     @property
     def epsilon(self) -> torch.Tensor:

@@ -2,7 +2,7 @@
 single-head self-attention per cloud; output = input features + attention features.
 
     h = f + pos_mlp(xyz)           pos_mlp: Linear 3 -> 32, ReLU, Linear 32 -> C
-    out = f + attention(q(h), k(h), v(h))   over all points of the same sample
+    out = f + attention(q(h), k(h), v(h))   over all points of the same sample (v starts at zero)
 
 Queries run in blocks of `chunk_size` rows (softmax is per query, so blocks are exact); under autograd each
 block is recomputed in backward (torch.utils.checkpoint), so memory stays O(chunk_size x N) whichever
@@ -27,6 +27,11 @@ class PointTransformer(nn.Module):
         self.q = nn.Linear(channels, channels, bias=False)
         self.k = nn.Linear(channels, channels, bias=False)
         self.v = nn.Linear(channels, channels, bias=False)
+        # zero-initialised values: the block starts as the identity on the (unit-norm) conv features. With a
+        # random v, the attention term (about the mean of v over the cloud, with norm ~ |pos_mlp(xyz)| >> 1 at
+        # metre-scale coordinates) is nearly the same vector for every point and drowns the conv features:
+        # every pair's cosine starts near 0.99 and the transport starts uniform.
+        nn.init.zeros_(self.v.weight)
 
     def forward(self, feats: torch.Tensor, xyz: torch.Tensor, offsets: list[int]) -> torch.Tensor:
         """feats [N, C], xyz [N, 3], offsets: B + 1 row offsets of the samples -> [N, C]."""

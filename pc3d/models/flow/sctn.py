@@ -33,7 +33,7 @@ class SCTN(nn.Module):
     backbone(in_channels=in_channels) (a SparseUNet; its out_channels sizes the rest). interp_k: voxels per
     point interpolation (32). pos_hidden: position-MLP hidden width (32). ot_iters, ot_radius, ot_chunk,
     ot_keep_kernel: Sinkhorn iterations, support radius (m), rows of K (and attention queries) per block, K
-    kept or rebuilt per product (optimal_transport.py). refine_widths, refine_k: set-conv widths and
+    kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT: 1.03). refine_widths, refine_k: set-conv widths and
     neighbours (32). fsc_weight, fsc_start_step, fsc_k, fsc_temperature: the FSC term (fsc_k <= refine_k - 1
     neighbours, the point itself excluded)."""
 
@@ -41,7 +41,7 @@ class SCTN(nn.Module):
 
     def __init__(self, backbone: Callable[..., SparseModule], in_channels: int = 3, interp_k: int = 32,
                  pos_hidden: int = 32, ot_iters: int = 1, ot_radius: float = 10.0, ot_chunk: int | None = 1024,
-                 ot_keep_kernel: bool = True,
+                 ot_keep_kernel: bool = True, ot_epsilon_init: float = 1.03,
                  refine_widths: Sequence[int] = (32, 64, 128), refine_k: int = 32, fsc_weight: float = 0.3,
                  fsc_start_step: int = 1000, fsc_k: int = 16, fsc_temperature: float = 0.45):
         super().__init__()
@@ -51,15 +51,19 @@ class SCTN(nn.Module):
         self.fsc_weight, self.fsc_start_step, self.fsc_k, self.fsc_temperature = (
             fsc_weight, fsc_start_step, fsc_k, fsc_temperature)
         self.feature_net = backbone(in_channels=in_channels)
+        # FCGF-style final 1x1 conv (bias, no norm, no activation): the U-Net's last block ends in a ReLU, and
+        # non-negative features have cosines near 1 for every pair, so the transport would start uniform
+        self.feature_head = nn.Linear(self.feature_net.out_channels, self.feature_net.out_channels)
         self.transformer = PointTransformer(self.feature_net.out_channels, pos_hidden, ot_chunk)
-        self.transport = OptimalTransport(ot_iters, ot_radius, chunk_size=ot_chunk, keep_kernel=ot_keep_kernel)
+        self.transport = OptimalTransport(ot_iters, ot_radius, epsilon_init=ot_epsilon_init, chunk_size=ot_chunk,
+                                          keep_kernel=ot_keep_kernel)
         self.refine = FlowRefine(refine_widths)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
     def point_features(self, batch: dict, cloud: str, xyz: torch.Tensor, offsets: list[int]) -> torch.Tensor:
         """[N, C] features of the cloud's points: U-Net voxel features, normalised, interpolated, attended."""
         x = sparse_input(batch, xyz.device, cloud=cloud)
-        voxel_feats = normalize(self.feature_net(x).feats)
+        voxel_feats = normalize(self.feature_head(self.feature_net(x).feats))
         voxel_offsets = offsets_of(x.coords[:, 0], batch["batch_size"])
         feats = voxels_to_points(voxel_feats, x.feats[:, :3], voxel_offsets, xyz, offsets, self.interp_k)
         return self.transformer(feats, xyz, offsets)
