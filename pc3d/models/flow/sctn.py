@@ -1,7 +1,7 @@
 """SCTN scene flow (sparse convolution + transformer + optimal transport; task "flow").
 
-    each cloud (same weights): voxels (mean xyz) -> sparse U-Net (feature_net) -> L2-normalised voxel
-        features -> points (inverse distance over the 32 nearest voxels, interpolate.py)
+    each cloud (same weights): voxels (mean xyz) -> sparse U-Net (feature_net) -> linear (feature_head)
+        -> L2-normalised voxel features -> points (inverse distance over the 32 nearest voxels, interpolate.py)
         -> point transformer (transformer): f + global attention(f + pos_mlp(xyz))
     transport: FLOT's Sinkhorn on the cosine cost -> ot_flow [N, 3]
     refine: set convs over the 32 nearest first-cloud neighbours -> flow = ot_flow + residual
@@ -33,8 +33,9 @@ class SCTN(nn.Module):
     backbone(in_channels=in_channels) (a SparseUNet; its out_channels sizes the rest). interp_k: voxels per
     point interpolation (32). pos_hidden: position-MLP hidden width (32). ot_iters, ot_radius, ot_chunk,
     ot_keep_kernel: Sinkhorn iterations, support radius (m), rows of K (and attention queries) per block, K
-    kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT: 1.03). refine_widths, refine_k: set-conv widths and
-    neighbours (32). fsc_weight, fsc_start_step, fsc_k, fsc_temperature: the FSC term (fsc_k <= refine_k - 1
+    kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT:
+    1.03). refine_widths, refine_k: set-conv widths and neighbours (32). fsc_weight, fsc_start_step, fsc_k,
+    fsc_temperature: the FSC term (fsc_k <= refine_k - 1
     neighbours, the point itself excluded)."""
 
     task = "flow"
