@@ -35,8 +35,7 @@ class SCTN(nn.Module):
     ot_keep_kernel: Sinkhorn iterations, support radius (m), rows of K (and attention queries) per block, K
     kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT:
     1.03). refine_widths, refine_k: set-conv widths and neighbours (32). fsc_weight, fsc_start_step, fsc_k,
-    fsc_temperature: the FSC term (fsc_k <= refine_k - 1
-    neighbours, the point itself excluded)."""
+    fsc_temperature: the FSC term (fsc_k <= refine_k - 1 neighbours, the point itself excluded)."""
 
     task = "flow"
 
