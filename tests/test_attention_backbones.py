@@ -7,13 +7,14 @@ from functools import partial
 
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import random_sparse
 
-from pc3d.models.backbones3d.attention import SlotAttention
+from pc3d.models.backbones3d.attention import AttentionLayer, SlotAttention
 from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR
 from pc3d.models.backbones3d.flatformer import FlatFormer
 from pc3d.sparse import SparseTensor
-from pc3d.sparse.window import dynamic_sets, flat_groups
+from pc3d.sparse.window import Slots, dynamic_sets, flat_groups
 
 SMALL_DSVT = dict(channels=(16,), blocks=(2,), set_size=(6,), window_shape=((1, 4, 4),),
                   shifted_window_shape=((1, 8, 8),), shift=((0, 2, 2),), heads=2, ffn_channels=(32,))
@@ -120,6 +121,22 @@ def test_bf16_autocast_runs_forward_and_backward(name):
     y.feats.float().square().sum().backward()
     assert all(torch.isfinite(p.grad).all() for p in net.parameters() if p.grad is not None)
     assert (y.feats.float() - want).abs().max() < 0.1  # bf16 keeps 8 bits of mantissa; LayerNorm'd outputs
+
+
+def test_bf16_autocast_attention_itself_runs_in_float32(monkeypatch):
+    """The projections take bf16 under autocast; the softmax attention gets float32 q, k, v (its CPU bf16
+    backward is the slow part of a bf16 step otherwise)."""
+    seen = []
+    sdpa = F.scaled_dot_product_attention
+    monkeypatch.setattr(F, "scaled_dot_product_attention", lambda *a, **k: seen.append(a[0].dtype) or sdpa(*a, **k))
+    torch.manual_seed(0)
+    layer = AttentionLayer(8, 2, 16)
+    x, pos = torch.randn(50, 8), torch.randn(50, 8)
+    slots = Slots(torch.arange(50).view(5, 10), torch.ones(5, 10, dtype=torch.bool), torch.arange(50))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        y = layer(x, pos, slots)
+    assert seen == [torch.float32] and layer.attn.qk(x).dtype == torch.float32  # outside autocast
+    torch.testing.assert_close(y.float(), layer(x, pos, slots), atol=0.1, rtol=0)
 
 
 RANGE = [0.0, -12.8, -3.0, 25.6, 12.8, 1.0]

@@ -88,6 +88,8 @@ def test_voxel_backbones_stride_and_gradients(backbone):
     assert stages["x_conv2"].spatial_shape == (10, 64, 64)
     bev = HeightCompression(16, out.spatial_shape)(out)
     assert bev.shape == (2, 32, 16, 16)
+    # SECOND's channel order (c * Z + z) in channels-last memory, no copy in NCHW order
+    assert torch.equal(bev, out.dense().flatten(1, 2)) and bev.is_contiguous(memory_format=torch.channels_last)
     bev.sum().backward()
     assert torch.isfinite(x.feats.grad).all() and x.feats.grad.abs().sum() > 0
 
@@ -99,6 +101,7 @@ def test_pillar_scatter_and_bev_backbone():
     assert image.shape == (2, 16, 64, 64)
     coords = batch["voxel_coords"].long()
     assert torch.equal(image[coords[:, 0], :, coords[:, 2], coords[:, 3]], pillars.feats)
+    assert torch.equal(image, pillars.dense()[:, :, 0]) and image.is_contiguous(memory_format=torch.channels_last)
     net = BaseBEVBackbone(16, layer_nums=(1, 1, 1), layer_strides=(2, 2, 2), num_filters=(8, 16, 32),
                           upsample_strides=(0.5, 1, 2), num_upsample_filters=(8, 8, 8))
     out = net(image)
