@@ -74,15 +74,24 @@ def build_parts(kind: str, size: np.ndarray, rng: np.random.Generator) -> Parts:
                  (box((0.0, 0.0, 0.7), (2 * lo - 0.4, 1.0, 0.35)), sem, 0.05)]
         items += _wheels((lo - 1.2, -lo + 1.4, -lo + 2.5), width / 2, r, sem, tread=0.3)
     elif kind == "pedestrian":
+        # front and back differ, as a person's do (feet and a forward lean in front, a bag on the back),
+        # so the heading is in the shape: a body symmetric under a half turn leaves front / back a coin flip
         hip = 0.5 * height
         stride = min(0.12, lo - 0.08)
         ry = min(0.2, wo - 0.02)
+        chest = min(0.13, lo)
         items = [(cylinder((s * stride, s * 0.09, hip / 2), 0.07, hip - 0.02), sem, 0.25) for s in (-1, 1)]
-        items += [(ellipsoid((0.0, 0.0, 0.68 * height), (min(0.13, lo), ry, 0.17 * height)), sem,
+        items += [(box((min(s * stride + 0.06, lo - 0.12), s * 0.09, 0.04), (0.24, 0.09, 0.08)), sem, 0.1)
+                  for s in (-1, 1)]
+        items += [(ellipsoid((0.0, 0.0, 0.68 * height), (chest, ry, 0.17 * height), rot_y(0.1)), sem,
                    float(rng.uniform(0.2, 0.6))),
-                  (ellipsoid((0.02, 0.0, ho - 0.11), (0.1, 0.09, 0.11)), sem, 0.3)]
+                  (ellipsoid((min(0.07, lo - 0.1), 0.0, ho - 0.11), (0.1, 0.09, 0.11)), sem, 0.3)]
         items += [(cylinder((0.0, s * (ry + 0.0), 0.64 * height), 0.04, 0.3 * height, rot_y(s * 0.15)), sem, 0.3)
                   for s in (-1, 1)]
+        bag = min(0.14, lo - chest + 0.04)  # the bag presses 4 cm into the torso's curve
+        if bag > 0.06:
+            items.append((box((-(chest - 0.04 + bag / 2), 0.0, 0.7 * height), (bag, min(0.3, 2 * ry), 0.25 * height)),
+                          sem, 0.35))
     elif kind == "cyclist":
         r = min(0.34, lo / 2 - 0.05)
         hub = lo - r
