@@ -104,11 +104,13 @@ def test_pcd_folder_with_a_segmentor(data, ckpts, tmp_path, capsys):
     assert run(ckpts["semantickitti"], xyz, tmp_path / "xyz", "--pad-features") == 0
 
 
-def test_waymo_segment_writes_parquet(data, ckpts, tmp_path):
+def test_waymo_segment_writes_parquet(data, ckpts, tmp_path, capsys):
     import pyarrow.parquet as pq
 
     segment = next((data / "waymo" / "training" / "lidar").glob("*.parquet"))
+    capsys.readouterr()
     assert run(ckpts["waymo"], segment, tmp_path, "--render", "--render-mode", "bev") == 0
+    assert f"renders (bev): {tmp_path / 'render' / segment.stem}, 2 PNGs" in capsys.readouterr().out
     table = pq.read_table(tmp_path / "waymo" / "training" / "lidar_box" / segment.name)
     assert {"key.frame_timestamp_micros", "[LiDARBoxComponent].box.center.x", "[LiDARBoxComponent].type",
             "[LiDARBoxComponent].score"} <= set(table.column_names)

@@ -126,8 +126,8 @@ def test_ray_caster_hits_each_primitive_kind_on_its_surface():
 
 @pytest.mark.parametrize("seed", range(6))
 def test_pedestrians_stay_in_their_box_and_show_their_heading(seed):
-    """Every part of a pedestrian stays inside its box, the front and back INSET inside, and the body is not the same after a half turn
-    about z (feet and lean in front, a bag behind): a detector can tell its heading from its shape."""
+    """Every part of a pedestrian stays inside its box (front and back INSET inside), and the body is not the
+    same after a half turn about z (feet and lean in front, a bag behind): its heading is in its shape."""
     rng = np.random.default_rng(seed)
     size = sample_size("pedestrian", rng)
     parts = build_parts("pedestrian", size, rng)

@@ -173,4 +173,11 @@ class Renders:
         self.paths.append(path)
 
     def report(self) -> str:
-        return f"renders ({self.used}): {self.out} ({len(self.paths)} PNGs)" if self.paths else ""
+        """Where the PNGs are: their folder, or the render folder and its sub-folders (one per Waymo segment)."""
+        if not self.paths:
+            return ""
+        folders = sorted({Path(p).parent for p in self.paths})
+        where = str(folders[0]) if len(folders) == 1 else (
+            f"{self.out} ({len(folders)} folders: {', '.join(str(f.relative_to(self.out)) for f in folders[:3])}"
+            f"{', ...' if len(folders) > 3 else ''})")
+        return f"renders ({self.used}): {where}, {len(self.paths)} PNGs"
