@@ -59,8 +59,8 @@ class AnchorHead(nn.Module):
     def forward(self, x: torch.Tensor) -> dict:
         b, _, h, w = x.shape
 
-        def flat(t: torch.Tensor) -> torch.Tensor:
-            return t.permute(0, 2, 3, 1).reshape(b, h * w * self.anchor_generator.num_per_cell, -1)
+        def flat(t: torch.Tensor) -> torch.Tensor:  # float32 under bf16 autocast too: anchors + deltas decode exactly
+            return t.permute(0, 2, 3, 1).reshape(b, h * w * self.anchor_generator.num_per_cell, -1).float()
 
         return {"cls": flat(self.conv_cls(x)), "box": flat(self.conv_box(x)), "dir": flat(self.conv_dir(x)),
                 "map_size": (h, w)}

@@ -82,8 +82,10 @@ class CenterHead(nn.Module):
         self.post_center_range = None if post_center_range is None else list(post_center_range)
 
     def forward(self, x: torch.Tensor) -> list[dict[str, torch.Tensor]]:
+        """Per task, its maps [B, C, H, W] in float32 (under bf16 autocast too: decoding a cell index plus an
+        offset in bf16 rounds a centre 40 m out to 0.25 m, and 8-bit heatmap scores tie in the ranking)."""
         x = self.shared(x)
-        return [head(x) for head in self.heads]
+        return [{k: v.float() for k, v in head(x).items()} for head in self.heads]
 
     def targets(self, batch: dict, map_size: tuple[int, int], device) -> list[dict[str, torch.Tensor]]:
         """Per task, the batch's stacked center_targets (torch, on `device`)."""
