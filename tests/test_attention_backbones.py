@@ -135,7 +135,7 @@ def test_bf16_autocast_attention_itself_runs_in_float32(monkeypatch):
     slots = Slots(torch.arange(50).view(5, 10), torch.ones(5, 10, dtype=torch.bool), torch.arange(50))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = layer(x, pos, slots)
-    assert seen == [torch.float32] and layer.attn.qk(x).dtype == torch.float32  # outside autocast
+    assert seen == [torch.float32]
     torch.testing.assert_close(y.float(), layer(x, pos, slots), atol=0.1, rtol=0)
 
 

@@ -34,10 +34,9 @@ class SlotAttention(nn.Module):
         qkv = torch.cat([self.qk(x if pos is None else x + pos), self.v(x)], 1)
         qkv = qkv.index_select(0, slots.index.flatten()).view(t, k, 3, h, c // h).permute(2, 0, 3, 1, 4)
         if qkv.dtype == torch.bfloat16 and qkv.device.type == "cpu":
-            with torch.autocast("cpu", enabled=False):  # autocast would cast q, k, v back to bf16
-                out = F.scaled_dot_product_attention(*qkv.float(), attn_mask=slots.attn_mask)
-        else:
-            out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=slots.attn_mask)
+            qkv = qkv.float()
+        with torch.autocast(qkv.device.type, enabled=False):  # autocast would cast q, k, v back to bf16
+            out = F.scaled_dot_product_attention(*qkv, attn_mask=slots.attn_mask)
         return self.out(out.transpose(1, 2).reshape(t * k, c).index_select(0, slots.first))
 
 
