@@ -105,3 +105,18 @@ def test_eval_predicts_with_the_teacher(root):
         ours = net(batch)[0]["pred_labels"]
         teachers = net.teacher(batch)[0]["pred_labels"]
     assert np.array_equal(ours, teachers)
+
+
+def test_the_reflectivity_prior_travels_in_the_state_dict(root):
+    """A resumed run goes on with the prior it had: its sums are buffers of the model."""
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    batch = data.collate_fn([data[0], data[1]])
+    net = model().train()
+    net(batch)
+    state = net.state_dict()
+    assert state["prior.histogram"].sum() > 0 and state["prior.band_count"].sum() > 0
+    fresh = model()
+    fresh.load_state_dict(state)
+    points, remission = batch["points"][:, :3], batch["points"][:, 3]
+    assert torch.equal(fresh.prior.likelihood(points, remission), net.prior.likelihood(points, remission))
+    assert not torch.equal(model().prior.likelihood(points, remission), net.prior.likelihood(points, remission))

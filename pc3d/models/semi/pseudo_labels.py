@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
 IGNORE = -1
 
@@ -35,24 +36,27 @@ def range_band(points: torch.Tensor, edges: Sequence[float]) -> torch.Tensor:
     return torch.bucketize(distance, bounds, right=True)
 
 
-class ReflectivityPrior:
+class ReflectivityPrior(nn.Module):
     """Per-band remission normaliser and per-class histograms of normalised remission (see module doc).
 
     num_classes, ignore_index: the label space (ignored labels never count); edges: range bands;
-    remission_bins, max_ratio: the histogram of normalised remission."""
+    remission_bins, max_ratio: the histogram of normalised remission. The sums are float64 buffers, so
+    they travel in the model's state dict: a resumed run goes on with the prior it had."""
 
     def __init__(self, num_classes: int, edges: Sequence[float] = (0, 10, 20, 30, 40, 50), ignore_index: int = 0,
                  remission_bins: int = 16, max_ratio: float = 4.0):
+        super().__init__()
         self.num_classes, self.edges, self.ignore_index = num_classes, list(edges), ignore_index
         self.bins, self.max_ratio = remission_bins, max_ratio
-        self.band_sum = torch.zeros(len(self.edges), dtype=torch.float64)
-        self.band_count = torch.zeros(len(self.edges), dtype=torch.float64)
-        self.histogram = torch.zeros(num_classes, remission_bins, dtype=torch.float64)
+        self.register_buffer("band_sum", torch.zeros(len(self.edges), dtype=torch.float64))
+        self.register_buffer("band_count", torch.zeros(len(self.edges), dtype=torch.float64))
+        self.register_buffer("histogram", torch.zeros(num_classes, remission_bins, dtype=torch.float64))
 
     def normalised(self, points: torch.Tensor, remission: torch.Tensor) -> torch.Tensor:
         """Remission / the band's mean (1 where a band has no labelled points yet)."""
         band = range_band(points, self.edges).cpu()
-        mean = torch.where(self.band_count > 0, self.band_sum / self.band_count.clamp(min=1), 1.0)
+        band_sum, band_count = self.band_sum.cpu(), self.band_count.cpu()
+        mean = torch.where(band_count > 0, band_sum / band_count.clamp(min=1), 1.0)
         return remission.double().cpu() / mean[band].clamp(min=1e-6)
 
     def _bin(self, ratio: torch.Tensor) -> torch.Tensor:
@@ -63,16 +67,17 @@ class ReflectivityPrior:
         band means, then the class histograms of the remission normalised by them."""
         keep = (labels != self.ignore_index).cpu()
         points, remission, labels = points.cpu()[keep], remission.double().cpu()[keep], labels.cpu()[keep]
-        band = range_band(points, self.edges)
-        self.band_sum.index_add_(0, band, remission)
-        self.band_count.index_add_(0, band, torch.ones_like(remission))
+        band = range_band(points, self.edges).to(self.band_sum.device)
+        self.band_sum.index_add_(0, band, remission.to(self.band_sum.device))
+        self.band_count.index_add_(0, band, torch.ones_like(remission, device=self.band_sum.device))
         cell = labels * self.bins + self._bin(self.normalised(points, remission))
         self.histogram += torch.bincount(cell, minlength=self.num_classes * self.bins).view(
-            self.num_classes, self.bins).double()
+            self.num_classes, self.bins).double().to(self.histogram.device)
 
     def likelihood(self, points: torch.Tensor, remission: torch.Tensor) -> torch.Tensor:
         """float64 [N, num_classes]: p(rho | c) of each point's normalised remission (add-one smoothed)."""
-        table = (self.histogram + 1) / (self.histogram.sum(1, keepdim=True) + self.bins)
+        histogram = self.histogram.cpu()
+        table = (histogram + 1) / (histogram.sum(1, keepdim=True) + self.bins)
         return table[:, self._bin(self.normalised(points, remission))].T
 
 
