@@ -142,3 +142,55 @@ def test_pedestrians_stay_in_their_box_and_show_their_heading(seed):
     turned = pts * np.array([-1.0, -1.0, 1.0])
     same = cells(pts) & cells(turned)
     assert len(same) < 0.85 * len(cells(pts))  # about 0.75; 0.99 for a body symmetric under the turn
+
+
+def test_red_lights_stop_the_ego_and_its_side_of_the_road():
+    """stops: the ego and the traffic driving its way stand still together (one clock), the scene is otherwise
+    the scene of the seed without stops, and the frames at a stop repeat the ego's pose."""
+    from pc3d.sim.actors import Trajectory, stop_clock
+
+    clock = stop_clock(np.random.default_rng(0), 10.0, 2, 0.6)
+    traj = Trajectory(0.0, 0.0, 0.0, 5.0, clock=clock)
+    standing = [t for t in np.arange(0.0, 12.0, 0.05) if traj.standing(t)]
+    assert abs(len(standing) * 0.05 - 6.0) < 0.15  # 60 % of 10 s
+    t0 = standing[0]
+    assert traj.state(t0 + 0.5)[0] == pytest.approx(traj.state(t0)[0]) and traj.velocity(t0 + 0.5) == (0.0, 0.0)
+    assert traj.state(11.0)[0] == pytest.approx(5.0 * (11.0 - 6.0))  # driving time after the last stop
+    plain = make_outdoor_scene(scene_rng(2, 0), duration=10.0)
+    lights = make_outdoor_scene(scene_rng(2, 0), duration=10.0, stops=2, standing=0.6)
+    np.testing.assert_array_equal(plain.static.rows, lights.static.rows)
+    assert [a.trajectory.x for a in plain.actors] == [a.trajectory.x for a in lights.actors]
+    stop = next(t for t in np.arange(0.0, 10.0, 0.1) if lights.ego.standing(t))
+    np.testing.assert_allclose(lights.vehicle_pose(stop), lights.vehicle_pose(stop + 0.3))
+    before, later = lights.actor_boxes(stop), lights.actor_boxes(stop + 0.3)
+    kinds = []
+    for i, actor in enumerate(lights.actors):
+        same_way = actor.kind != "pedestrian" and actor.trajectory.y < 0 and np.cos(actor.trajectory.yaw) > 0
+        if actor.trajectory.speed > 0.3:
+            moved = np.linalg.norm(later[i, :2] - before[i, :2]) > 0.1
+            assert moved != same_way and actor.moving_at(stop) != same_way, (actor.kind, actor.trajectory)
+            kinds.append(same_way)
+    assert sum(kinds) >= 2 and len(kinds) - sum(kinds) >= 2  # waiting and passing road users were both checked
+
+
+def test_zones_keep_fences_trees_and_poles_on_one_stretch_per_side():
+    from pc3d.sim import labels as L
+    from pc3d.sim.outdoor import ZONED
+
+    plain = make_outdoor_scene(scene_rng(4, 0), duration=20.0)
+    zoned = make_outdoor_scene(scene_rng(4, 0), duration=20.0, zones=True)
+    rest = ~np.isin(plain.static.semantic, sum(ZONED, ()))
+    np.testing.assert_array_equal(zoned.static.rows[~np.isin(zoned.static.semantic, sum(ZONED, ()))],
+                                  plain.static.rows[rest])  # the other scenery is the scene of the seed
+    span = plain.static.rows[:, 1].max() - plain.static.rows[:, 1].min()
+    assert span > 200
+    def of(scene, group, side):
+        rows = scene.static.rows
+        return rows[np.isin(scene.static.semantic, group) & (np.sign(rows[:, 2]) == side)]
+
+    for group in ZONED:
+        for side in (-1, 1):
+            rows, before = of(zoned, group, side), of(plain, group, side)
+            assert len(rows) <= len(before) and (len(rows) == 0 or np.ptp(rows[:, 1]) <= 50.0), (group, side)
+            if group == (L.TRUNK, L.VEGETATION):  # trees line the whole road without zones
+                assert 0 < len(rows) < len(before) / 2

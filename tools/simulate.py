@@ -63,6 +63,10 @@ def check_settings(cfg) -> None:
     number("sequence_length", int, optional=True)
     number("density", float)
     number("moving_density", float, optional=True)
+    number("stops", int)
+    number("standing", float)
+    if not isinstance(cfg.zones, bool):
+        raise ConfigError(f"zones: expected true or false, got {cfg.zones!r}")
     if not isinstance(cfg.distortion, bool):
         raise ConfigError(f"distortion: expected true or false, got {cfg.distortion!r}")
     if not isinstance(cfg.format, str) or not isinstance(cfg.out, str):
@@ -92,6 +96,7 @@ def simulate() -> int:
                                        sensor=cfg.sensor, columns=cfg.columns, sequence_length=cfg.sequence_length,
                                        density=float(cfg.density),
                                        moving_density=None if cfg.moving_density is None else float(cfg.moving_density),
+                                       stops=int(cfg.stops), standing=float(cfg.standing), zones=bool(cfg.zones),
                                        distortion=bool(cfg.distortion),
                                        progress=bar.update_to)
         except Pc3dError as error:

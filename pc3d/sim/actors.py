@@ -112,6 +112,8 @@ class Trajectory:
     """Planar motion at constant speed with piecewise-constant yaw rate (turns), in the road frame.
 
     segments: [(start_time, yaw_rate)] sorted by start time (the first starts at 0).
+    clock: stops, as knots [(t, tau)] of a piecewise-linear map from scene time t to driving time tau
+    (slope 1 while driving, 0 while standing; slope 1 after the last knot); () drives all the time.
     """
 
     x: float
@@ -119,9 +121,24 @@ class Trajectory:
     yaw: float
     speed: float
     segments: tuple[tuple[float, float], ...] = ((0.0, 0.0),)
+    clock: tuple[tuple[float, float], ...] = ()
+
+    def driving_time(self, t: float) -> float:
+        """tau(t): seconds spent driving by scene time t (t itself without stops)."""
+        if not self.clock:
+            return t
+        (t_last, tau_last) = self.clock[-1]
+        if t >= t_last:
+            return tau_last + t - t_last
+        return float(np.interp(t, [k[0] for k in self.clock], [k[1] for k in self.clock]))
+
+    def standing(self, t: float) -> bool:
+        """Whether scene time t falls in a stop (the clock's slope is 0 just after t)."""
+        return self.driving_time(t + 1e-3) - self.driving_time(t) < 5e-4
 
     def state(self, t: float) -> tuple[float, float, float]:
         """(x, y, yaw) at time t >= 0."""
+        t = self.driving_time(t)
         x, y, yaw = self.x, self.y, self.yaw
         bounds = [s for s, _ in self.segments[1:]] + [np.inf]
         for (start, rate), end in zip(self.segments, bounds, strict=True):
@@ -139,7 +156,22 @@ class Trajectory:
 
     def velocity(self, t: float) -> tuple[float, float]:
         _, _, yaw = self.state(t)
-        return self.speed * np.cos(yaw), self.speed * np.sin(yaw)
+        speed = 0.0 if self.standing(t) else self.speed
+        return speed * np.cos(yaw), speed * np.sin(yaw)
+
+
+def stop_clock(rng: np.random.Generator, duration: float, stops: int, standing: float) -> tuple:
+    """Knots [(t, tau)] of `stops` stops that together take `standing` x duration seconds, at random times
+    (the driving stretches between them split the rest as a uniform Dirichlet draw)."""
+    stand = standing * duration / stops
+    drives = rng.dirichlet(np.ones(stops + 1)) * duration * (1.0 - standing)
+    knots, t, tau = [(0.0, 0.0)], 0.0, 0.0
+    for drive in drives[:-1]:
+        t, tau = t + drive, tau + drive
+        knots.append((t, tau))
+        t += stand
+        knots.append((t, tau))
+    return tuple((float(a), float(b)) for a, b in knots)
 
 
 @dataclass
@@ -154,4 +186,9 @@ class Actor:
 
     @property
     def moving(self) -> bool:
+        """Whether the actor ever drives or walks (speed above 0.3 m/s)."""
         return self.trajectory.speed > 0.3
+
+    def moving_at(self, t: float) -> bool:
+        """Whether it moves at scene time t: a mover waiting at a stop is not moving then."""
+        return self.moving and not self.trajectory.standing(t)

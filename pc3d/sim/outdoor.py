@@ -8,12 +8,12 @@ the scene.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from . import labels as L
-from .actors import Actor, Trajectory, build_parts, sample_size
+from .actors import Actor, Trajectory, build_parts, sample_size, stop_clock
 from .primitives import Parts, box, cylinder, ellipsoid, plane, rot_x, rot_y, rot_z, transform_rows
 from .world import World
 
@@ -50,7 +50,7 @@ class OutdoorScene:
         for i, actor in enumerate(self.actors):
             x, y, yaw = actor.trajectory.state(t)
             rows.append(transform_rows(actor.parts.rows, rot_z(yaw), np.array([x, y, 0.0])))
-            semantic.append(np.full(len(actor.parts), L.moving_id(int(actor.parts.semantic[0]), actor.moving),
+            semantic.append(np.full(len(actor.parts), L.moving_id(int(actor.parts.semantic[0]), actor.moving_at(t)),
                                     np.int32))
             refl.append(actor.parts.reflectivity)
             owner.append(np.full(len(actor.parts), i, np.int32))
@@ -159,6 +159,24 @@ def _side_scenery(side: int, x0: float, x1: float, road_half: float, rng: np.ran
     return items
 
 
+# scenery that `zones` keeps on one stretch per side of the road: fences, trees (trunk and crown), poles and signs
+ZONED = ((L.FENCE,), (L.TRUNK, L.VEGETATION), (L.POLE, L.TRAFFIC_SIGN))
+
+
+def _zoned(static: Parts, x0: float, x1: float, rng: np.random.Generator,
+           length: tuple[float, float] = (25.0, 50.0)) -> Parts:
+    """static with each ZONED group kept only on one stretch (length metres, drawn) of each side of the road."""
+    x, side = static.rows[:, 1], np.sign(static.rows[:, 2])
+    keep = np.ones(len(static), bool)
+    for group in ZONED:
+        member = np.isin(static.semantic, group)
+        for s in (-1.0, 1.0):
+            span = rng.uniform(*length)
+            start = rng.uniform(x0, max(x0, x1 - span))
+            keep[member & (side == s) & ((x < start) | (x > start + span))] = False
+    return Parts(static.rows[keep], static.semantic[keep], static.reflectivity[keep])
+
+
 def _add_actor(kind, trajectory, actors, rng, accepted, times, size=None) -> bool:
     size = sample_size(kind, rng) if size is None else size
     track = _footprint(trajectory, size, times)
@@ -226,12 +244,20 @@ def _add_movers(moving_density: float, lanes: int, road_half: float, lane_speed:
 
 
 def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density: float = 1.0,
-                       moving_density: float = 0.0) -> OutdoorScene:
+                       moving_density: float = 0.0, stops: int = 0, standing: float = 0.5,
+                       zones: bool = False) -> OutdoorScene:
     """A street scene for `duration` seconds of driving; `density` scales the number of road users.
 
     moving_density adds moving road users near the ego's path (``_add_movers``: on average 3 cars, 3
     cyclists and 4 walking pedestrians per unit, placed where the sensor sees them); 0 adds none and
     leaves the scene of a seed as it was.
+    stops: red lights on the ego's side of the road: the ego and every vehicle and cyclist driving its
+    way stand still `stops` times, `standing` x duration seconds in all (stop_clock). They share one
+    clock, so each lane keeps its spacing; oncoming traffic and pedestrians go on. 0 leaves the scene of a
+    seed as it was (the clock is drawn last).
+    zones: fences, trees, and poles with signs stand only on one 25-50 m stretch of each side of the road
+    (ZONED), so along a long drive these classes are seen in few places (drawn after everything else: the
+    rest of the scene is the scene of the seed).
     """
     lanes = int(rng.integers(1, 3))
     parking = rng.random() < 0.75
@@ -310,5 +336,16 @@ def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density:
     road_to_world[:3, 3] = (rng.uniform(-500, 500), rng.uniform(-500, 500), rng.uniform(0, 50))
     if moving_density > 0:  # drawn last, so a scene without them is the scene of the same seed before
         _add_movers(moving_density, lanes, road_half, lane_speed, ego, duration, actors, rng, accepted, times)
+    if stops > 0:
+        if not 0.0 < standing < 1.0:
+            raise ValueError(f"standing must be in (0, 1), got {standing}")
+        clock = stop_clock(rng, duration, stops, standing)
+        ego = replace(ego, clock=clock)
+        for actor in actors:
+            traj = actor.trajectory
+            if actor.kind != "pedestrian" and traj.speed > 0 and traj.y < 0 and np.cos(traj.yaw) > 0:
+                actor.trajectory = replace(traj, clock=clock)
+    if zones:
+        static = _zoned(static, x0, x1, rng)
     return OutdoorScene(static, actors, ego, road_half, duration, road_to_world, lanes, parking)
 

@@ -16,8 +16,11 @@ class WriterSettings:
     run's seed (same settings, byte-identical files). spec: the LiDAR (outdoor formats).
     sequence_length: frames per scene / sequence / segment (outdoor formats). density: scales the
     number of road users; moving_density adds moving cars, cyclists and pedestrians near the ego's path
-    (pc3d.sim.outdoor.make_outdoor_scene). distortion: ego-motion distortion of the raw sweeps (formats whose files
-    can describe it: KITTI, SemanticKITTI). progress: called with the number of frames done.
+    (pc3d.sim.outdoor.make_outdoor_scene); stops / standing: red lights per sequence and the share of its
+    time the ego stands at them, zones: fences, trees and poles on one stretch per side of the road only
+    (SemanticKITTI layout; make_outdoor_scene). distortion: ego-motion
+    distortion of the raw sweeps (formats whose files can describe it: KITTI, SemanticKITTI). progress:
+    called with the number of frames done.
     """
 
     out: Path
@@ -27,6 +30,9 @@ class WriterSettings:
     sequence_length: int = 1
     density: float = 1.0
     moving_density: float = 0.0
+    stops: int = 0
+    standing: float = 0.5
+    zones: bool = False
     distortion: bool = False
     progress: Callable[[int], None] | None = field(default=None, compare=False)
 
