@@ -19,7 +19,7 @@ from pc3d.data.io import read_bin
 from pc3d.data.kitti import camera_boxes, parse_label
 from pc3d.data.scannet import nyu40_to_scannet20, read_ply_vertices
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
 from pc3d.sim.api import outdoor_frames, sensor_spec, simulate_dataset
 from pc3d.sim.ground_truth import kitti_calib, kitti_objects
@@ -157,6 +157,12 @@ def test_sceneflow_round_trip(tmp_path):
         assert s["flow_mask"].all() and (s["points"][:, 0] > 0).all()  # in front of the sensor
         sampled = SceneFlowDataset(root, variant, "train", seed=0)[0]
         assert sampled["points"].shape == sampled["points2"].shape == sampled["flow"].shape == (8192, 3)
+    per_mode = {"train": 1024, "test": 4096}  # OpenPCDet's NUM_POINTS by mode: the split, or `training`, decides
+    assert len(SceneFlowDataset(root, split="train", num_points=per_mode, seed=0)[0]["points"]) == 1024
+    assert len(SceneFlowDataset(root, split="val", num_points=per_mode, seed=0)[0]["points"]) == 4096
+    assert len(SceneFlowDataset(root, split="train", num_points=per_mode, seed=0, training=False)[0]["points"]) == 4096
+    with pytest.raises(ConfigError, match="train and test"):
+        SceneFlowDataset(root, split="train", num_points={"train": 1024})
 
 
 def test_simulated_dataset_on_the_fly():

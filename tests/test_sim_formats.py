@@ -211,6 +211,27 @@ def test_sceneflow_layouts(tmp_path):
         assert (pc1[:, 2] < 0).all() and (pc1[:, 2] > -35).all()
 
 
+def test_flying_things_background_shows_the_camera_motion():
+    """The static scenery (wall + clutter) moves rigidly with the camera, objects do not, and the bare wall,
+    whose in-plane motion no geometry can show, holds a small share of the points."""
+    from pc3d.sim.writers.sceneflow import flying_things_scene
+
+    wall = []
+    for n in range(4):
+        pc1, pc2, owner = flying_things_scene(np.random.default_rng([3, n]), width=160, height=90, clutter=80)
+        static = owner <= 80
+        # Kabsch: the best rigid map of the static points of frame 1 onto frame 2
+        a, b = pc1[static], pc2[static]
+        u, _, vt = np.linalg.svd((a - a.mean(0)).T @ (b - b.mean(0)))
+        d = np.diag([1.0, 1.0, np.linalg.det(u @ vt)])
+        r = u @ d @ vt
+        residual = np.abs((a - a.mean(0)) @ r + b.mean(0) - b).max()
+        moved = np.abs((pc1[~static] - a.mean(0)) @ r + b.mean(0) - pc2[~static]).max()
+        assert residual < 1e-6 < 0.05 < moved
+        wall.append((owner[pc1[:, 2] < 35] == 0).mean())
+    assert np.mean(wall) < 0.2
+
+
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}

@@ -10,11 +10,14 @@ An optional ``mask.npy`` (bool [N], True = not occluded, FlowNet3D's valid mask)
 without it every point is valid (HPLFlowNet keeps only points visible in both frames). Masks are all or
 nothing: when a pair of the folder has one, a pair without it is a DataFormatError (its occluded points
 would silently count as valid). Every sample
-is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints transform run first.
+is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints transform run first;
+`num_points` may also name a count per mode, {train: 2048, test: 8192}, as OpenPCDet's NUM_POINTS does
+(a CPU recipe trains on small clouds and evaluates at the benchmark's size).
 A pair with no point (on disk, or after the filters) is a DataFormatError naming its folder.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 
@@ -22,7 +25,7 @@ import numpy as np
 
 from pc3d.errors import ConfigError, DataFormatError
 
-from .dataset import PointCloudDataset
+from .dataset import TRAIN_SPLITS, PointCloudDataset
 from .io import load_npy, read_npy
 from .transforms import SamplePoints
 
@@ -33,23 +36,33 @@ TO_LIDAR = {"kitti": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float32),
 DEPTH_LIMIT = 35.0
 
 
+def sample_points_per_mode(num_points, training: bool | None, split: str) -> list[SamplePoints]:
+    """[SamplePoints(n)] for num_points = n, or n = num_points["train" | "test"] by mode (training, or when
+    None the split's name); [] for None (every point kept)."""
+    if isinstance(num_points, Mapping):
+        if set(num_points) != {"train", "test"}:
+            raise ConfigError(f"num_points per mode needs exactly the keys train and test, got {sorted(num_points)}")
+        num_points = num_points["train" if (training if training is not None else split in TRAIN_SPLITS) else "test"]
+    return [SamplePoints(num_points)] if num_points else []
+
+
 class SceneFlowDataset(PointCloudDataset):
     """Scene-flow pairs: points (pc1) [n, 3], points2 (pc2) [n, 3], flow [n, 3], flow_mask [n] (n = num_points).
 
     root: the folder holding the variant's folder. variant: "kitti" or "flyingthings3d". split:
     train / val for FlyingThings3D (KITTI has one folder; split is ignored, all pairs are used, as in
-    HPLFlowNet's evaluation). num_points: points per cloud (None keeps every point).
+    HPLFlowNet's evaluation). num_points: points per cloud (None keeps every point), or {train: n, test: m}.
     """
 
     feature_names = ()
 
     def __init__(self, root: str | PathLike, variant: str = "flyingthings3d", split: str = "train",
-                 num_points: int | None = 8192,
+                 num_points: int | Mapping[str, int] | None = 8192,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
         if variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
-        transforms = ([SamplePoints(num_points)] if num_points else []) + list(transforms or [])
+        transforms = sample_points_per_mode(num_points, training, split) + list(transforms or [])
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         self.root, self.variant, self.split = Path(root), variant, split

@@ -18,6 +18,7 @@ a sequence has no pair.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 
@@ -27,8 +28,8 @@ from pc3d.errors import DataFormatError
 
 from .dataset import PointCloudDataset
 from .io import read_label
+from .sceneflow import sample_points_per_mode
 from .semantickitti import SemanticKittiDataset, relative_pose, transform_points
-from .transforms import SamplePoints
 
 # raw SemanticKITTI ids of the ground: road, parking, sidewalk, other-ground, lane-marking, terrain
 GROUND_IDS = (40, 44, 48, 49, 60, 72)
@@ -49,17 +50,18 @@ class SequenceFlowDataset(PointCloudDataset):
     """Consecutive-scan pairs of SemanticKITTI-layout sequences; see the module docstring.
 
     root: the folder holding sequences/. split / sequences: as SemanticKittiDataset (mode "mos": its learning
-    map's splits). num_points: points per cloud after the filters (None: all). min_z, max_depth, fov: the
-    filters (metres, metres, degrees).
+    map's splits). num_points: points per cloud after the filters (None: all; or {train: n, test: m}). min_z,
+    max_depth, fov: the filters (metres, metres, degrees).
     """
 
     feature_names = ()
 
-    def __init__(self, root: str | PathLike, split: str = "valid", sequences=None, num_points: int | None = 8192,
+    def __init__(self, root: str | PathLike, split: str = "valid", sequences=None,
+                 num_points: int | Mapping[str, int] | None = 8192,
                  min_z: float = -1.4, max_depth: float = 35.0, fov: float = 90.0,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
-        transforms = ([SamplePoints(num_points)] if num_points else []) + list(transforms or [])
+        transforms = sample_points_per_mode(num_points, training, split) + list(transforms or [])
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         self.scans = SemanticKittiDataset(root, split, mode="mos", sequences=sequences, scan_period=0.1)

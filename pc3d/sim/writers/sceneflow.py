@@ -7,7 +7,8 @@
         >= 35 m removed, as the loaders expect.
     FlyingThings3D_subset_processed_35m/{train,val}/NNNNNNN/{pc1,pc2}.npy
         x right, y up, z = -depth (HPLFlowNet's loader negates x and z); points nearer than 35 m.
-        Random primitives fly in front of a moving camera, as in FlyingThings3D.
+        Random primitives fly in front of a moving camera and a cluttered static background, as in
+        FlyingThings3D.
 """
 from __future__ import annotations
 
@@ -71,24 +72,38 @@ def _random_rotation(rng: np.random.Generator, max_angle: float) -> np.ndarray:
     return np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
 
 
-def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int = 180,
-                       objects: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(pc1, pc2) float64 [N, 3] in the camera frames (x right, y down, z forward) of t and t + 1."""
-    items, motions = [], []
-    # a room-sized backdrop so every ray hits something
-    items.append((box((0.0, 0.0, rng.uniform(30, 40)), (120.0, 80.0, 1.0)), 0, 0.5))
-    motions.append((np.eye(3), np.zeros(3)))
+def _random_primitive(rng: np.random.Generator, centre: np.ndarray, scale: tuple[float, float]) -> np.ndarray:
+    """A box, capped cylinder or ellipsoid about centre, randomly turned, of extent drawn from scale (m)."""
+    lo, hi = scale
+    rotation = _random_rotation(rng, np.pi)
+    kind = rng.integers(0, 3)
+    if kind == 0:
+        return box(centre, rng.uniform(lo, hi, 3), rotation)
+    if kind == 1:
+        return cylinder(centre, rng.uniform(lo, hi) / 2.5, rng.uniform(lo, hi), rotation)
+    return ellipsoid(centre, rng.uniform(lo, hi, 3) / 2, rotation)
+
+
+def flying_things_scene(rng: np.random.Generator, width: int = 320, height: int = 180, objects: int = 16,
+                        clutter: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pc1, pc2, owner): float64 [N, 3] points in the camera frames (x right, y down, z forward) of t and
+    t + 1 and int [N] the item each point lies on: 0 the backdrop wall, 1..clutter the static clutter in
+    front of it, the rest the flying objects.
+
+    Static scenery is a wall 30-40 m away with `clutter` primitives (1-6 m) between 14 and 34 m, so that
+    geometry shows the camera's motion almost everywhere, as FlyingThings3D's cluttered backgrounds do: a
+    bare wall hides the in-plane part of that motion (no method can see a plane slide along itself).
+    `objects` primitives (0.3-3 m) at 4-28 m each turn (up to 8 deg) and move (0.3 m std per axis); the
+    camera turns up to 3 deg and moves 0.3 m std per axis.
+    """
+    items = [(box((0.0, 0.0, rng.uniform(30, 40)), (120.0, 80.0, 1.0)), 0, 0.5)]
+    for _ in range(clutter):
+        centre = np.array([rng.uniform(-16, 16), rng.uniform(-9, 9), rng.uniform(14, 34)])
+        items.append((_random_primitive(rng, centre, (1.0, 6.0)), 0, 0.5))
+    motions = [(np.eye(3), np.zeros(3))] * len(items)
     for _ in range(objects):
         centre = np.array([rng.uniform(-8, 8), rng.uniform(-5, 5), rng.uniform(4, 28)])
-        rotation = _random_rotation(rng, np.pi)
-        kind = rng.integers(0, 3)
-        if kind == 0:
-            row = box(centre, rng.uniform(0.3, 3.0, 3), rotation)
-        elif kind == 1:
-            row = cylinder(centre, rng.uniform(0.2, 1.2), rng.uniform(0.5, 3.0), rotation)
-        else:
-            row = ellipsoid(centre, rng.uniform(0.3, 1.5, 3), rotation)
-        items.append((row, 0, 0.5))
+        items.append((_random_primitive(rng, centre, (0.3, 3.0)), 0, 0.5))
         motions.append((_random_rotation(rng, np.deg2rad(8)), rng.normal(0, 0.3, 3)))
     parts = Parts.build(items)
     owner = np.arange(len(parts), dtype=np.int32)
@@ -112,7 +127,14 @@ def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int =
     world1 = World(rows1, parts.semantic, parts.reflectivity, owner)
     visible = _visible(world1, cam_t, moved)
     pc2 = (moved - cam_t) @ cam_r  # camera at t + 1: x_world = cam_r @ x_cam + cam_t
-    return pc1[visible], pc2[visible]
+    return pc1[visible], pc2[visible], o[visible]
+
+
+def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int = 180,
+                       objects: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """(pc1, pc2) of flying_things_scene."""
+    pc1, pc2, _ = flying_things_scene(rng, width, height, objects)
+    return pc1, pc2
 
 
 def write_sceneflow_ft3d(settings: WriterSettings) -> None:
