@@ -58,8 +58,9 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     (default per format: DEFAULT_MOVING_DENSITY, else 0); stops: red lights per sequence of the SemanticKITTI
     layouts, where the ego and the traffic its way stand still for `standing` (0 < standing < 1) of the
     sequence's time in all (ST-RFD's case: frames that repeat); zones keeps fences, trees and poles on one
-    stretch per side of each scene's road (classes seen in few places); distortion turns on ego-motion distortion of the
-    raw sweeps. progress is called with the number of frames done after each frame. Returns the output root.
+    stretch per side of each scene's road (classes seen in few places); distortion turns on ego-motion
+    distortion of the raw sweeps. progress is called with the number of frames done after each frame.
+    Returns the output root.
     """
     if format not in WRITERS:
         raise ConfigError(f"unknown format {format!r}; choose one of {FORMATS}")
@@ -86,8 +87,7 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
         out=out, frames=int(frames), seed=int(seed), spec=spec,
         sequence_length=int(sequence_length or DEFAULT_SEQUENCE_LENGTH.get(format, 1)), density=float(density),
         moving_density=float(moving_density), stops=stops, standing=float(standing), zones=bool(zones),
-        distortion=bool(distortion),
-        progress=progress)
+        distortion=bool(distortion), progress=progress)
     for write in WRITERS[format]:
         write(settings)
     return out

@@ -54,10 +54,10 @@ class ReflectivityPrior(nn.Module):
 
     def normalised(self, points: torch.Tensor, remission: torch.Tensor) -> torch.Tensor:
         """Remission / the band's mean (1 where a band has no labelled points yet)."""
-        band = range_band(points, self.edges).cpu()
-        band_sum, band_count = self.band_sum.cpu(), self.band_count.cpu()
-        mean = torch.where(band_count > 0, band_sum / band_count.clamp(min=1), 1.0)
-        return remission.double().cpu() / mean[band].clamp(min=1e-6)
+        device = self.band_sum.device
+        band = range_band(points, self.edges).to(device)
+        mean = torch.where(self.band_count > 0, self.band_sum / self.band_count.clamp(min=1), 1.0)
+        return remission.double().to(device) / mean[band].clamp(min=1e-6)
 
     def _bin(self, ratio: torch.Tensor) -> torch.Tensor:
         return (ratio / self.max_ratio * self.bins).long().clamp(0, self.bins - 1)
@@ -65,19 +65,20 @@ class ReflectivityPrior(nn.Module):
     def update(self, points: torch.Tensor, remission: torch.Tensor, labels: torch.Tensor) -> None:
         """Add labelled points [N, >= 2] with remission [N] and labels [N] (ignore_index skipped): first the
         band means, then the class histograms of the remission normalised by them."""
-        keep = (labels != self.ignore_index).cpu()
-        points, remission, labels = points.cpu()[keep], remission.double().cpu()[keep], labels.cpu()[keep]
-        band = range_band(points, self.edges).to(self.band_sum.device)
-        self.band_sum.index_add_(0, band, remission.to(self.band_sum.device))
-        self.band_count.index_add_(0, band, torch.ones_like(remission, device=self.band_sum.device))
+        device = self.band_sum.device
+        keep = labels != self.ignore_index
+        points, labels = points[keep].to(device), labels[keep].to(device)
+        remission = remission[keep].double().to(device)
+        band = range_band(points, self.edges)
+        self.band_sum.index_add_(0, band, remission)
+        self.band_count.index_add_(0, band, torch.ones_like(remission))
         cell = labels * self.bins + self._bin(self.normalised(points, remission))
         self.histogram += torch.bincount(cell, minlength=self.num_classes * self.bins).view(
-            self.num_classes, self.bins).double().to(self.histogram.device)
+            self.num_classes, self.bins).double()
 
     def likelihood(self, points: torch.Tensor, remission: torch.Tensor) -> torch.Tensor:
         """float64 [N, num_classes]: p(rho | c) of each point's normalised remission (add-one smoothed)."""
-        histogram = self.histogram.cpu()
-        table = (histogram + 1) / (histogram.sum(1, keepdim=True) + self.bins)
+        table = (self.histogram + 1) / (self.histogram.sum(1, keepdim=True) + self.bins)
         return table[:, self._bin(self.normalised(points, remission))].T
 
 

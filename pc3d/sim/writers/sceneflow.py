@@ -130,13 +130,6 @@ def flying_things_scene(rng: np.random.Generator, width: int = 320, height: int 
     return pc1[visible], pc2[visible], o[visible]
 
 
-def flying_things_pair(rng: np.random.Generator, width: int = 320, height: int = 180,
-                       objects: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """(pc1, pc2) of flying_things_scene."""
-    pc1, pc2, _ = flying_things_scene(rng, width, height, objects)
-    return pc1, pc2
-
-
 def write_sceneflow_ft3d(settings: WriterSettings) -> None:
     """settings.frames pairs under settings.out/FT3D_DIR: 80 % train, the rest val."""
     pairs, seed = settings.frames, settings.seed
@@ -144,7 +137,7 @@ def write_sceneflow_ft3d(settings: WriterSettings) -> None:
     n_train = min(pairs - 1, max(1, round(0.8 * pairs))) if pairs > 1 else pairs
     for n in range(pairs):
         rng = np.random.default_rng([int(seed), n, 7])
-        pc1, pc2 = flying_things_pair(rng)
+        pc1, pc2, _ = flying_things_scene(rng)
         # disk frame: x right, y up, z = -depth
         flip = np.array([1.0, -1.0, -1.0])
         pc1, pc2 = pc1 * flip, pc2 * flip
