@@ -1,6 +1,7 @@
 """The trainer on the toy model: loss falls, exact resume, DDP == one process, SIGTERM saves."""
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -16,7 +17,7 @@ import torch
 import torch.multiprocessing as mp
 
 from pc3d.data.toy import ToyShapes
-from pc3d.engine import distributed
+from pc3d.engine import distributed, optim
 from pc3d.engine.checkpoint import load_checkpoint
 from pc3d.engine.schedule import WarmupCosine
 from pc3d.engine.seeding import seed_everything
@@ -79,8 +80,9 @@ RESUME_CASES = {
 
 
 @pytest.mark.parametrize("case", list(RESUME_CASES))
-def test_exact_resume_is_bitwise(tmp_path, case):
+def test_exact_resume_is_bitwise(tmp_path, case, monkeypatch):
     """N steps + checkpoint + resume + N steps == 2N steps straight (with dropout, augmentation and evaluation)."""
+    monkeypatch.setenv(optim.ENV_BF16, "force")  # the bf16 case runs bf16 on any CPU
     settings, step, epoch = RESUME_CASES[case]
     straight = make_trainer(tmp_path / "straight", eval_interval=4, **{**settings, "ckpt_interval": 0})
     straight.fit()
@@ -96,6 +98,26 @@ def test_exact_resume_is_bitwise(tmp_path, case):
     if straight.ema is not None:
         for a, c in zip(straight.ema.model.parameters(), resumed.ema.model.parameters(), strict=True):
             assert torch.equal(a, c)
+
+
+def test_bf16_runs_float32_on_a_cpu_without_bf16_instructions(tmp_path, monkeypatch, caplog):
+    """train.precision=bf16 on a CPU that cannot multiply bf16 trains in float32 and says so; PC3D_BF16=force
+    and a CPU with the instructions keep bf16."""
+    cpu = torch.device("cpu")
+    monkeypatch.delenv(optim.ENV_BF16, raising=False)
+    monkeypatch.setattr(optim, "cpu_multiplies_bf16", lambda: False)
+    with caplog.at_level(logging.WARNING, logger=optim.__name__):
+        assert optim.resolve_precision("bf16", cpu) == "fp32"
+    assert "no bf16 instructions" in caplog.text
+    assert make_trainer(tmp_path / "fallback", precision="bf16").s.precision == "fp32"
+    assert optim.resolve_precision("fp32", cpu) == "fp32"
+    monkeypatch.setenv(optim.ENV_BF16, "force")
+    assert optim.resolve_precision("bf16", cpu) == "bf16"
+    monkeypatch.delenv(optim.ENV_BF16)
+    monkeypatch.setattr(optim, "cpu_multiplies_bf16", lambda: True)
+    assert make_trainer(tmp_path / "native", precision="bf16").s.precision == "bf16"
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        optim.resolve_precision("fp16", cpu)
 
 
 class EpochShapes(ToyShapes):

@@ -29,7 +29,7 @@ from torch.utils.data import Dataset
 
 from pc3d.engine import distributed
 from pc3d.engine.data import eval_loader, to_cpu, to_device
-from pc3d.engine.optim import autocast
+from pc3d.engine.optim import autocast, resolve_precision
 from pc3d.errors import ConfigError
 from pc3d.utils.progress import Progress
 
@@ -42,6 +42,7 @@ def predict(model: nn.Module, dataset: Dataset, *, batch_size: int, workers: int
             precision: str = "fp32", seed: int = 0) -> list[Any] | None:
     """Predictions for every sample of `dataset` in index order on rank 0 (None on other ranks);
     each rank predicts its shard."""
+    precision = resolve_precision(precision, info.device)
     loader = eval_loader(dataset, batch_size=batch_size, workers=workers, rank=info.rank,
                          world_size=info.world_size, seed=seed, pin_memory=info.device.type == "cuda")
     was_training = model.training

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from pc3d.engine.data import EpochBatchSampler, to_device, train_loader
 from pc3d.engine.ema import ModelEMA
 from pc3d.engine.evaluator import Evaluator, evaluate
 from pc3d.engine.monitor import Progress, ScalarWriter, flatten_metrics, write_json
-from pc3d.engine.optim import autocast, check_precision, clip_gradients, grad_scaler, param_groups
+from pc3d.engine.optim import autocast, clip_gradients, grad_scaler, param_groups, resolve_precision
 from pc3d.engine.schedule import Schedule
 from pc3d.engine.seeding import rng_state, seed_everything, set_rng_state
 from pc3d.engine.signals import StopRequest
@@ -155,9 +155,9 @@ class Trainer:
                  settings: TrainSettings, run_dir: str | Path, schedule: ScheduleFactory | None = None,
                  val_set: Dataset | None = None, evaluator: Evaluator | None = None,
                  info: distributed.DistInfo | None = None, seed: int = 0, config: Mapping | None = None):
-        self.s = settings
         self.info = info or distributed.DistInfo(device=distributed.resolve_device("auto"))
-        check_precision(settings.precision, self.info.device)
+        settings = replace(settings, precision=resolve_precision(settings.precision, self.info.device))
+        self.s = settings
         self.run_dir = Path(run_dir)
         self.train_set, self.val_set, self.evaluator = train_set, val_set, evaluator
         self.seed, self.config = seed, dict(config or {})
