@@ -156,8 +156,7 @@ class Trainer:
                  val_set: Dataset | None = None, evaluator: Evaluator | None = None,
                  info: distributed.DistInfo | None = None, seed: int = 0, config: Mapping | None = None):
         self.info = info or distributed.DistInfo(device=distributed.resolve_device("auto"))
-        settings = replace(settings, precision=resolve_precision(settings.precision, self.info.device))
-        self.s = settings
+        self.s = settings = replace(settings, precision=resolve_precision(settings.precision, self.info.device))
         self.run_dir = Path(run_dir)
         self.train_set, self.val_set, self.evaluator = train_set, val_set, evaluator
         self.seed, self.config = seed, dict(config or {})
