@@ -10,30 +10,43 @@ later run loads, say, the float32 kernel for float64 arrays: wrong numbers or a 
 ``install()`` replaces ``IndexDataCacheFile.save`` with one that holds an exclusive ``flock`` on
 ``<name>.nbi.lock`` while it re-reads the index, picks a number and writes data then index, and
 ``load`` with one that drops (recompiles) an entry whose data holds another signature than the
-index names, which also repairs a cache that an unlocked writer corrupted before. Where ``fcntl``
-is missing (Windows) saving stays unlocked.
+index names, which also repairs a cache that an unlocked writer corrupted before.
+
+It also wraps ``Dispatcher.compile`` so that one process compiles a given kernel and signature while
+the others wait for it and then load its result from the cache: on a fresh checkout the two pytest
+workers (or a trainer and its DataLoader workers) need mostly the same specialisations, and each costs
+about 3 s of LLVM. The lock is per index key (``<name>.<key hash>.compile.lock`` beside the index), so
+different kernels still compile side by side; nested compiles take their callees' locks, and the call
+graph has no cycles, so two processes cannot wait on each other. ``PC3D_COMPILE_LOG=<file>`` appends
+one line per compile (pid, kernel, seconds) for measuring. Where ``fcntl`` is missing (Windows) saving
+and compiling stay unlocked.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import itertools
+import os
+import time
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from numba.core.caching import IndexDataCacheFile
+from numba.core.caching import Cache, IndexDataCacheFile
+from numba.core.dispatcher import Dispatcher
 
 _original_load = IndexDataCacheFile.load
+_original_compile = Dispatcher.compile
 
 
 @contextlib.contextmanager
-def _locked(index_path: str):
+def _locked(index_path: str, suffix: str = ".lock"):
     if fcntl is None:  # pragma: no cover
         yield
         return
-    with open(index_path + ".lock", "a+b") as lock:
+    with open(index_path + suffix, "a+b") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             yield
@@ -73,10 +86,29 @@ def _load(self, key):
     return data
 
 
+def _compile(self, sig):
+    cache = self._cache
+    if not isinstance(cache, Cache) or fcntl is None:  # not cached: nothing to share
+        return _original_compile(self, sig)
+    key = cache._index_key(sig, self.targetctx.codegen())
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
+    index_path = cache._cache_file._index_path
+    log = os.environ.get("PC3D_COMPILE_LOG")
+    with _locked(index_path[:-len(".nbi")], f".{digest}.compile.lock"):
+        misses = sum(self._cache_misses.values())
+        start = time.perf_counter()
+        entry = _original_compile(self, sig)  # loads what another process saved meanwhile, else compiles
+        if log and sum(self._cache_misses.values()) > misses:
+            with open(log, "a") as out:
+                out.write(f"{os.getpid()} {os.path.basename(index_path)} {digest} {time.perf_counter() - start:.2f}\n")
+        return entry
+
+
 def install() -> None:
-    """Patch numba's cache file class (idempotent)."""
+    """Patch numba's cache file class and dispatcher (idempotent)."""
     IndexDataCacheFile.save = _save
     IndexDataCacheFile.load = _load
+    Dispatcher.compile = _compile
 
 
 install()

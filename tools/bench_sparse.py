@@ -202,8 +202,8 @@ def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     w = _weight_kgio(conv.weight.detach(), 64).numpy()
     feats, g = x.feats.numpy(), grad.numpy()
     out = np.empty_like(feats)
-    loop = kernels.gather_gemm_scatter(64, 1, 1, False)
-    wgrad = kernels.weight_gradient(64, 1, 1, False)
+    loop = kernels.gather_gemm_scatter(1, False)  # groups and widths from the arrays
+    wgrad = kernels.weight_gradient(1, 1, False)
 
     def loop_forward():
         loop(feats, w, table, out)

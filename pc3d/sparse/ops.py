@@ -114,7 +114,7 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
             x = feats.contiguous().numpy()
             vectorised = cout_g % vector_lanes(x.dtype) == 0
             if vectorised:
-                kernel = kernels.gather_gemm_scatter(groups, cin_g, cout_g, True, skip=keep is not None)
+                kernel = kernels.gather_gemm_scatter(cout_g, True, skip=keep is not None)
                 kernel(x, w.numpy(), *kmap.block_pairs(nbr_np), out.numpy(), kernels.NO_KEEP if keep is None else keep)
             elif _depthwise(groups, cin_g, cout_g):
                 table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
@@ -122,7 +122,7 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
                                           *kmap.block_pairs(table), out.numpy())
             else:
                 table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
-                kernels.gather_gemm_scatter(groups, cin_g, cout_g, False)(x, w.numpy(), table, out.numpy())
+                kernels.gather_gemm_scatter(cout_g, False)(x, w.numpy(), table, out.numpy())
         return out
     if keep is not None:
         nbr_np = kernels.drop_inputs(nbr_np, keep)
@@ -167,7 +167,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
             sync_threads()
             x = feats.contiguous().numpy()
             vectorised = cout_g == vector_lanes(x.dtype)
-            kernels.weight_gradient(groups, cin_g, cout_g, vectorised)(x, grad.contiguous().numpy(), nbr_np, partial)
+            kernels.weight_gradient(cin_g, cout_g, vectorised)(x, grad.contiguous().numpy(), nbr_np, partial)
         return torch.from_numpy(_sum_tasks(partial))
     nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros(shape_kgio)
