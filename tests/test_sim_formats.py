@@ -193,6 +193,34 @@ def test_scannet_layout(tmp_path):
     assert "raw_category" in header and "nyu40id" in header
 
 
+@pytest.mark.parametrize("labelled", [False, True])
+def test_scannet_ply_matches_plyfile(tmp_path, labelled):
+    """The numpy PLY writer gives plyfile's bytes for the same vertices and faces."""
+    plyfile = pytest.importorskip("plyfile")
+    from pc3d.sim.writers.scannet import _write_ply
+
+    rng = np.random.default_rng(0)
+    xyz, rgb = rng.random((50, 3)).astype(np.float32), rng.integers(0, 256, (50, 3)).astype(np.uint8)
+    faces, labels = rng.integers(0, 50, (70, 3)), rng.integers(1, 41, 50) if labelled else None
+    _write_ply(tmp_path / "ours.ply", xyz, rgb, faces, labels)
+    fields = [(n, "<f4") for n in "xyz"] + [(n, "u1") for n in ("red", "green", "blue", "alpha")]
+    vert = np.empty(50, fields + ([("label", "<u2")] if labelled else []))
+    for i, n in enumerate("xyz"):
+        vert[n] = xyz[:, i]
+    for i, n in enumerate(("red", "green", "blue")):
+        vert[n] = rgb[:, i]
+    vert["alpha"] = 255
+    if labelled:
+        vert["label"] = labels
+    face = np.empty(70, [("vertex_indices", "<i4", (3,))])
+    face["vertex_indices"] = faces
+    plyfile.PlyData([plyfile.PlyElement.describe(vert, "vertex"),
+                     plyfile.PlyElement.describe(face, "face", len_types={"vertex_indices": "u1"},
+                                                 val_types={"vertex_indices": "i4"})],
+                    text=False, byte_order="<", comments=["VCGLIB generated"]).write(str(tmp_path / "ref.ply"))
+    assert (tmp_path / "ours.ply").read_bytes() == (tmp_path / "ref.ply").read_bytes()
+
+
 def test_sceneflow_layouts(tmp_path):
     root = simulate_dataset("sceneflow", tmp_path, frames=2, seed=4, sequence_length=2)
     kitti = sorted((root / "KITTI_processed_occ_final").iterdir())
