@@ -116,6 +116,32 @@ def test_sparse_instance_norm_is_per_sample():
         torch.testing.assert_close(out[rows].var(0, unbiased=False), torch.ones(4), atol=1e-3, rtol=0)
 
 
+def test_sparse_instance_norm_gradients_match_the_composed_ops():
+    """The fused backward equals autograd through the plain formula (float64, two samples, affine)."""
+    g = torch.Generator().manual_seed(1)
+    coords = torch.tensor([[0, 0, 0, i] for i in range(5)] + [[1, 0, 0, i] for i in range(7)], dtype=torch.int32)
+    feats = (torch.randn(12, 3, generator=g, dtype=torch.float64) * 4 + 2).requires_grad_()
+    norm = SparseInstanceNorm(3).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 2.0, -1.0]))
+        norm.bias.copy_(torch.tensor([0.1, 0.0, 0.3]))
+    upstream = torch.randn(12, 3, generator=g, dtype=torch.float64)
+    out = norm(SparseTensor(feats, coords, (1, 1, 8), 2)).feats
+    grads = torch.autograd.grad(out, (feats, norm.weight, norm.bias), upstream)
+    sample = coords[:, 0].long()
+    reference = torch.empty_like(feats)
+    for s in (0, 1):  # the plain formula, sample by sample
+        rows = sample == s
+        x = feats[rows]
+        reference[rows] = (x - x.mean(0)) / torch.sqrt(x.var(0, unbiased=False) + norm.eps)
+    reference = reference * norm.weight + norm.bias
+    torch.testing.assert_close(out, reference)
+    for ours, theirs in zip(grads, torch.autograd.grad(reference, (feats, norm.weight, norm.bias), upstream),
+                            strict=True):
+        torch.testing.assert_close(ours, theirs)
+    assert torch.autograd.gradcheck(lambda f: norm(SparseTensor(f, coords, (1, 1, 8), 2)).feats, (feats,))
+
+
 def test_fsc_loss_zero_for_equal_flows_and_l1_on_valid_points():
     g = torch.Generator().manual_seed(3)
     feats, xyz = torch.randn(50, 8, generator=g), torch.rand(50, 3, generator=g)
