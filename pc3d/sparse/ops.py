@@ -157,8 +157,8 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
         partial = np.zeros((kernels.wgrad_tasks(nbr_np.shape[0]), kvol, groups), feats.numpy().dtype)
         if nbr_np.shape[0]:
             sync_threads()
-            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(),
-                                                      nbr_np, partial)
+            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(), nbr_np,
+                                                      partial)
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
