@@ -71,3 +71,19 @@ def test_class_range_thresholds_keep_the_same_share_of_every_cell():
                                 soft_margin=0.02)
     assert (hard[:10] == 0).sum() == 5 and (hard[10:] == 1).sum() == 5 and (hard == IGNORE).sum() == 10
     assert ((hard == IGNORE) & (soft > 0)).sum() == 4  # 0.93, 0.94 and 0.43, 0.44: within 0.02 below the cut
+
+
+def test_min_confidence_floors_every_cell_and_leaves_sure_cells_alone():
+    # class 0: sure (0.95..0.99); class 1: a cell the teacher is unsure about as a whole (0.5..0.7), as parking
+    # predicted on road. The quantile alone hands hard labels to class 1's better half; the floor does not.
+    conf = torch.cat([torch.linspace(0.95, 0.99, 5), torch.linspace(0.5, 0.7, 5)])
+    pred = torch.tensor([0] * 5 + [1] * 5)
+    band = torch.zeros(10, dtype=torch.long)
+    plain = class_range_thresholds(conf, pred, band, num_classes=2, num_bands=1, keep=0.6)
+    floored = class_range_thresholds(conf, pred, band, num_classes=2, num_bands=1, keep=0.6, min_confidence=0.9)
+    assert plain[1, 0] == pytest.approx(0.58) and floored[1, 0] == pytest.approx(0.9)
+    assert floored[0, 0] == plain[0, 0] == pytest.approx(0.966)  # a sure cell keeps its own quantile
+    prob = torch.stack([torch.where(pred == 0, conf, 1 - conf), torch.where(pred == 1, conf, 1 - conf)], 1)
+    hard, soft = pseudo_targets(prob, band, floored, soft_margin=0.25)
+    assert hard.tolist() == [IGNORE, IGNORE, 0, 0, 0] + [IGNORE] * 5
+    assert (soft[5:] > 0).tolist() == [False, False, False, True, True]  # 0.65, 0.7: within 0.25 below 0.9

@@ -36,19 +36,22 @@ from pc3d.models.semi.pseudo_labels import (
 
 class MeanTeacherSegmentor(nn.Module):
     """student: a SparseSegmentor (built). unlabelled_weight: of the pseudo-label loss. keep: share of each
-    (class, range band) cell's unlabelled points that get a hard label. soft_margin: below the cell's threshold,
+    (class, range band) cell's unlabelled points that get a hard label. min_confidence: the least confidence of a
+    hard label, whatever the cell's share. soft_margin: below the cell's threshold,
     the band of soft targets. range_edges: range bands (m). beta: weight of the reflectivity prior.
     remission_column: the points column holding remission. max_alpha: the EMA's ceiling."""
 
     task = "segmentation"
 
     def __init__(self, student: nn.Module, unlabelled_weight: float = 1.0, keep: float = 0.5,
-                 soft_margin: float = 0.1, range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0,
-                 remission_column: int = 3, max_alpha: float = 0.99):
+                 min_confidence: float = 0.0, soft_margin: float = 0.1,
+                 range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
+                 max_alpha: float = 0.99):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
         self.unlabelled_weight, self.keep, self.soft_margin, self.beta = unlabelled_weight, keep, soft_margin, beta
+        self.min_confidence = min_confidence
         self.remission_column, self.max_alpha, self.range_edges = remission_column, max_alpha, list(range_edges)
         self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
         self.prior = ReflectivityPrior(self.num_classes, self.range_edges, self.ignore_index)
@@ -86,7 +89,8 @@ class MeanTeacherSegmentor(nn.Module):
                 prob = prob / prob.sum(1, keepdim=True).clamp(min=1e-12)
             band = range_band(points[unlabelled], self.range_edges)
             confidence, pred = prob.max(1)
-            tau = class_range_thresholds(confidence, pred, band, self.num_classes, len(self.range_edges), self.keep)
+            tau = class_range_thresholds(confidence, pred, band, self.num_classes, len(self.range_edges), self.keep,
+                                         self.min_confidence)
             hard, soft = pseudo_targets(prob, band, tau, self.soft_margin)
         point_voxel = torch.where(unlabelled, view["point_to_voxel"], torch.full_like(view["point_to_voxel"], -1))
         logits = self.student.point_logits(view, feats, x.feats, point_voxel).float()

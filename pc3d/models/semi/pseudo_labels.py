@@ -13,7 +13,9 @@ Conventions
 - thresholds: for each class c and band b, the (1 - keep) quantile of the adjusted confidence max_c p'(c)
   of the points whose adjusted prediction is c in band b, so every class and every distance keeps the same
   share of its points and far or rare classes are not starved by one global cut; a cell without points gets
-  +inf (no pseudo label);
+  +inf (no pseudo label). ``min_confidence`` raises every cell's threshold to at least that value: a cell
+  the teacher is unsure about as a whole (on simulated SemanticKITTI, parking predicted on road) would
+  otherwise hand hard labels to its best half however wrong, and the student would learn the confusion back;
 - targets: a point with confidence >= its cell's threshold gets the hard label argmax p'; a point within
   ``soft_margin`` below it gets the soft target p' (weighted by its confidence); the rest are ignored.
 Nothing here reads a ground-truth label of an unlabelled frame: the prior is fit on labelled frames.
@@ -89,16 +91,16 @@ def adjust(prob: torch.Tensor, likelihood: torch.Tensor, beta: float = 1.0) -> t
 
 
 def class_range_thresholds(confidence: torch.Tensor, pred: torch.Tensor, band: torch.Tensor, num_classes: int,
-                           num_bands: int, keep: float) -> torch.Tensor:
+                           num_bands: int, keep: float, min_confidence: float = 0.0) -> torch.Tensor:
     """float [num_classes, num_bands]: the (1 - keep) quantile of confidence per (predicted class, band)
-    cell; +inf where a cell has no points."""
+    cell, at least min_confidence; +inf where a cell has no points."""
     out = torch.full((num_classes, num_bands), float("inf"), dtype=confidence.dtype)
     cell = (pred * num_bands + band).cpu()
     conf = confidence.cpu()
     for c in torch.unique(cell).tolist():
         values = conf[cell == c]
         out.view(-1)[c] = torch.quantile(values.float(), 1.0 - keep).to(conf.dtype)
-    return out
+    return out.clamp(min=min_confidence)
 
 
 def pseudo_targets(prob: torch.Tensor, band: torch.Tensor, thresholds: torch.Tensor, soft_margin: float = 0.1
