@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -54,21 +55,8 @@ def random_sparse(shape, channels, *, batch=2, occupancy=0.3, empty=None, seed=0
 
 
 def experiment_checkpoint(folder: Path, experiment: str, *overrides: str) -> Path:
-    """A tools/train.py-style checkpoint of an experiment config's untrained model (seeded), under
-    <folder>/<experiment>/checkpoints; overrides are hydra overrides (e.g. dataset.root=...)."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
+    """tools/_common.py's: a checkpoint of the experiment's seeded, untrained model with its resolved config."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from _common import experiment_checkpoint as write
 
-    from pc3d.engine.checkpoint import FORMAT, VERSION, atomic_save
-    from pc3d.engine.runner import resolved_config
-
-    configs = Path(__file__).resolve().parents[1] / "configs"
-    with initialize_config_dir(config_dir=str(configs), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
-    torch.manual_seed(0)
-    model = instantiate(cfg.model, _convert_="all")
-    path = folder / experiment / "checkpoints" / "step_00000001.pt"
-    atomic_save({"format": FORMAT, "version": VERSION, "model": model.state_dict(), "config": resolved_config(cfg),
-                 "progress": {"step": 1, "epoch": 0}}, path)
-    return path
+    return write(folder, experiment, *overrides)

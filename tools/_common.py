@@ -35,6 +35,27 @@ def dataset_config(name: str) -> dict:
     return OmegaConf.to_container(OmegaConf.load(path))
 
 
+def experiment_checkpoint(folder: Path, experiment: str, *overrides: str) -> Path:
+    """A tools/train.py-style checkpoint of an experiment config's untrained model (seeded), under
+    <folder>/<experiment>/checkpoints; overrides are hydra overrides (e.g. dataset.root=...). The fixture of
+    tests and of tools/probe_bad_input.py: everything that reads a run can be exercised without training."""
+    import torch
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    from pc3d.engine.checkpoint import FORMAT, VERSION, atomic_save
+    from pc3d.engine.runner import resolved_config
+
+    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
+    torch.manual_seed(0)
+    model = instantiate(cfg.model, _convert_="all")
+    path = folder / experiment / "checkpoints" / "step_00000001.pt"
+    atomic_save({"format": FORMAT, "version": VERSION, "model": model.state_dict(), "config": resolved_config(cfg),
+                 "progress": {"step": 1, "epoch": 0}}, path)
+    return path
+
+
 def rel_diff(a, b) -> float:
     """max |a - b| / max |b| of two torch tensors (detached)."""
     a, b = a.detach(), b.detach()

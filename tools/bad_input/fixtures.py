@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import experiment_checkpoint
 
 from .core import PYTHON, ROOT
 
@@ -32,7 +33,7 @@ def build_fixtures(work: Path, timeout: float) -> dict:
     simulate_dataset("sceneflow", fx / "sceneflow", frames=2, seed=0, columns=256)
     for exp, root in (("centerpoint_sim_kitti", fx / "kitti"), ("sim_semantickitti_seg", fx / "semantickitti"),
                       ("sim_scannet_seg", fx / "scannet")):
-        _experiment_checkpoint(fx / "ckpt", exp, f"dataset.root={root}", "train.workers=0")
+        experiment_checkpoint(fx / "ckpt", exp, f"dataset.root={root}", "train.workers=0")
     # a real tools/train.py run (1 epoch of the toy recipe): run folder with config.yaml + checkpoints
     run = subprocess.run([PYTHON, str(ROOT / "tools" / "train.py"), "experiment=toy", "train.max_epochs=1",
                           f"hydra.run.dir={fx / 'toy_run'}", "train.tensorboard=false"],
@@ -41,25 +42,6 @@ def build_fixtures(work: Path, timeout: float) -> dict:
             "toy_tail": (run.stderr or run.stdout).strip().splitlines()[-3:]}
     done.write_text(json.dumps(info))
     return info
-
-
-def _experiment_checkpoint(folder: Path, experiment: str, *overrides: str) -> Path:
-    """As tests/conftest.py: a checkpoint of the experiment's seeded, untrained model with its resolved config."""
-    import torch
-    from hydra import compose, initialize_config_dir
-    from hydra.utils import instantiate
-
-    from pc3d.engine.checkpoint import FORMAT, VERSION, atomic_save
-    from pc3d.engine.runner import resolved_config
-
-    with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
-        cfg = compose("config", overrides=[f"experiment={experiment}", *overrides])
-    torch.manual_seed(0)
-    model = instantiate(cfg.model, _convert_="all")
-    path = folder / experiment / "checkpoints" / "step_00000001.pt"
-    atomic_save({"format": FORMAT, "version": VERSION, "model": model.state_dict(), "config": resolved_config(cfg),
-                 "progress": {"step": 1, "epoch": 0}}, path)
-    return path
 
 
 # ----------------------------------------------------------------------------------------------------------
