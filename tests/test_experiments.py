@@ -23,6 +23,7 @@ CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 EXPERIMENTS = sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
 LAYOUT = {"KittiDataset": "kitti", "WaymoDataset": "waymo", "WaymoSegmentationDataset": "waymo",
           "SemanticKittiDataset": "semantickitti", "ScanNetDataset": "scannet", "SceneFlowDataset": "sceneflow",
+          "SequenceFlowDataset": "semantickitti",
           "ModelNet40": "modelnet40"}
 
 
@@ -51,7 +52,7 @@ def compose_on(experiment: str, data: Path):
         overrides.append(f"dataset.root={data / layout}")
     if layout == "semantickitti":
         overrides.append("dataset.sequences=[0]")
-    if layout in ("sceneflow", "modelnet40"):  # 1,024 points show the same code path as 8,192 / 10,000
+    if layout and "num_points" in cfg.dataset:  # 1,024 points show the same code path as 8,192 / 10,000
         overrides.append("dataset.num_points=1024")
     with initialize_config_dir(config_dir=str(CONFIGS), version_base=None):
         return compose("config", overrides=overrides)
