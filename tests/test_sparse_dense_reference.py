@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import pc3d.sparse as sp
+from pc3d.errors import ConfigError
 from pc3d.sparse import SparseTensor
 
 CONV = {2: F.conv2d, 3: F.conv3d}
@@ -224,6 +225,47 @@ def test_strided_conv_matches_dense_conv(shape, kernel, stride, padding, dilatio
     assert site_set(y.coords) == positive_sites(mask_conv(x, k, s, p, d))
     assert len(site_set(y.coords)) == len(y)
     torch.testing.assert_close(y.feats, at_sites(ref, y.coords), **TOL)
+
+
+@pytest.mark.parametrize("shape,kernel,stride,padding", [((7, 9, 11), 3, 2, 1), ((7, 9, 11), 3, (1, 2, 2), (0, 1, 0)),
+                                                    ((13, 11), 3, 2, 0), ((7, 9, 11), 2, 2, 0)])
+def test_floored_site_conv_is_the_dense_conv_at_the_input_sites_floored(shape, kernel, stride, padding):
+    """generative=False (MinkowskiEngine's strided conv): output sites = floor(input sites / stride), each the
+    dense conv's value there; the paired inverse conv restores the input sites with the dense transpose."""
+    ndim = len(shape)
+    x = random_tensor(shape, 4, empty=1)
+    k, s, p = (tup(v, ndim) for v in (kernel, stride, padding))
+    conv = {2: sp.SparseConv2d, 3: sp.SparseConv3d}[ndim]
+    down = conv(4, 6, k, s, p, indice_key="down", generative=False).double()
+    y = down(x)
+    floored = torch.cat([x.coords[:, :1], x.coords[:, 1:] // torch.tensor(s)], 1)
+    generative = site_set(conv(4, 6, k, s, p).double()(x).coords)
+    assert site_set(y.coords) == site_set(floored) & generative  # inside the output grid (p = 0 crops its edge)
+    assert len(y) == len(site_set(y.coords))
+    assert_sorted_rows(y.coords)
+    torch.testing.assert_close(y.feats, at_sites(dense_conv(x, down, s, p, (1,) * ndim), y.coords), **TOL)
+    up = {2: sp.SparseInverseConv2d, 3: sp.SparseInverseConv3d}[ndim](6, 4, k, indice_key="down").double()
+    coarse = y.replace_feature(torch.randn_like(y.feats))
+    z = up(coarse)
+    assert torch.equal(z.coords, x.coords)
+    full = CONV_T[ndim](coarse.dense(), up.weight.movedim(-1, 0), None, s, 0, 0, 1, 1)
+    pad = []
+    for a in reversed(range(ndim)):
+        pad += [-p[a], shape[a] + p[a] - full.shape[2 + a]]
+    torch.testing.assert_close(z.feats, at_sites(F.pad(full, pad), x.coords) + up.bias, **TOL)
+
+
+@pytest.mark.parametrize("kernel,stride,padding,kind", [(3, 2, 2, "strided"), (3, 3, 1, "strided"),
+                                                        (3, 1, 1, "subm"), (3, 2, 1, "transposed")])
+def test_floored_sites_refuse_convs_they_do_not_fit(kernel, stride, padding, kind):
+    """A footprint that misses an input of its floored site, or a conv that has its sites: ConfigError."""
+    with pytest.raises(ConfigError, match="generative=False"):
+        if kind == "subm":
+            sp.SubMConv3d(4, 6, kernel, generative=False)
+        elif kind == "transposed":
+            sp.SparseConvTranspose3d(4, 6, kernel, stride, padding, generative=False)
+        else:
+            sp.SparseConv3d(4, 6, kernel, stride, padding, generative=False)
 
 
 def test_strided_map_sort_fallback_gives_the_same_table(monkeypatch):

@@ -40,7 +40,7 @@ class SparseConvolution(SparseModule):
     def __init__(self, ndim: int, in_channels: int, out_channels: int, kernel_size=3, stride=1,
                  padding=0, dilation=1, groups: int = 1, bias: bool = True, subm: bool = False,
                  output_padding=0, transposed: bool = False, inverse: bool = False,
-                 indice_key: str | None = None, backend: str | None = None, algo=None):
+                 indice_key: str | None = None, backend: str | None = None, algo=None, generative: bool = True):
         super().__init__()
         check_channels(in_channels, out_channels, groups)
         if inverse and not indice_key:
@@ -54,6 +54,9 @@ class SparseConvolution(SparseModule):
         if subm and self.stride != (1,) * ndim:
             raise ConfigError(f"a submanifold conv keeps its input sites: stride must be 1, got {stride!r}")
         self.subm, self.transposed, self.inverse = subm, transposed, inverse
+        self.generative = generative
+        if not generative:
+            check_floored_sites(self)
         self.skip_zero_rows = False  # native engine: leave all-zero input rows out of the work (spiking inputs)
         self.indice_key, self.backend = indice_key, backend
         self.device_type = "cpu"
@@ -69,7 +72,8 @@ class SparseConvolution(SparseModule):
             nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def extra_repr(self) -> str:
-        kind = "subm" if self.subm else "inverse" if self.inverse else "transposed" if self.transposed else "strided"
+        kind = ("subm" if self.subm else "inverse" if self.inverse else "transposed" if self.transposed
+                else "strided" if self.generative else "strided (floored sites)")
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, kind={kind}, "
                 f"stride={self.stride}, padding={self.padding}, dilation={self.dilation}, "
                 f"groups={self.groups}, bias={self.bias is not None}, indice_key={self.indice_key}")
@@ -113,9 +117,10 @@ class SparseConvolution(SparseModule):
                                         f"conv's {kmap.kernel_size} (indice_key {self.indice_key!r})")
             return kmap, True
         key = ("transposed" if self.transposed else "conv", self.kernel_size, self.stride, self.padding,
-               self.dilation, self.output_padding if self.transposed else None)
+               self.dilation, self.output_padding if self.transposed else None, self.generative)
         kmap = cached_map(x, key, lambda: strided_map(x, self.kernel_size, self.stride, self.padding,
-                                                      self.dilation, self.transposed, self.output_padding))
+                                                      self.dilation, self.transposed, self.output_padding,
+                                                      self.generative))
         if self.indice_key:
             x.indice_dict[self.indice_key] = kmap
         return kmap, False
@@ -128,7 +133,7 @@ class SparseConvolution(SparseModule):
             twin = self._spconv[x.device.type] = spconv_backend.build_conv(self).to(x.device)
         twin.weight = self.weight
         twin.bias = self.bias
-        y = twin(spconv_backend.to_spconv(x))
+        y = twin(spconv_backend.floored_input(x, self.indice_key) if self.inverse else spconv_backend.to_spconv(x))
         if self.subm:
             stride = x.stride
         elif self.inverse:
@@ -139,15 +144,30 @@ class SparseConvolution(SparseModule):
             stride = tuple(s * k for s, k in zip(x.stride, self.stride, strict=False))
             if self.indice_key:
                 x.indice_dict[("spconv input stride", self.indice_key)] = x.stride
+            if not self.generative:
+                return spconv_backend.keep_floored(y, x, stride, self.stride, self.indice_key)
         return spconv_backend.from_spconv(y, x, stride)
+
+
+def check_floored_sites(conv: SparseConvolution) -> None:
+    """generative=False needs a strided conv whose footprint holds every input of its floored site: for each
+    remainder r < stride, r + padding is a multiple of the dilation below kernel x dilation (k3 s2 p1: yes)."""
+    if conv.subm or conv.transposed or conv.inverse:
+        raise ConfigError("generative=False is for strided convs (submanifold, transposed and inverse convs "
+                          "have their sites already)")
+    for k, s, p, d in zip(conv.kernel_size, conv.stride, conv.padding, conv.dilation, strict=True):
+        if any((r + p) % d or (r + p) // d >= k for r in range(s)):
+            raise ConfigError(f"generative=False: kernel {conv.kernel_size}, stride {conv.stride}, padding "
+                              f"{conv.padding}, dilation {conv.dilation} leave some input outside its floored "
+                              "site's footprint (need padding + stride <= kernel at dilation 1)")
 
 
 def _alias(name: str, ndim: int, **fixed):
     def __init__(self, in_channels, out_channels, kernel_size=3, stride=1, padding=0, dilation=1,
-                 groups=1, bias=True, indice_key=None, backend=None, algo=None, output_padding=0):
+                 groups=1, bias=True, indice_key=None, backend=None, algo=None, output_padding=0, **options):
         SparseConvolution.__init__(self, ndim, in_channels, out_channels, kernel_size, stride, padding,
                                    dilation, groups, bias, indice_key=indice_key, backend=backend,
-                                   output_padding=output_padding, **fixed)
+                                   output_padding=output_padding, **fixed, **options)
 
     return type(name, (SparseConvolution,), {"__init__": __init__, "__module__": __name__,
                                              "__doc__": f"{ndim}-D {name} (see SparseConvolution)."})

@@ -155,8 +155,30 @@ def submanifold_map(x, kernel_size, dilation) -> KernelMap:
                      x.spatial_shape, x.stride, x.stride, symmetric=symmetric)
 
 
-def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, output_padding=None) -> KernelMap:
-    """Map of a strided (or generative transposed) conv; output sites are sorted (batch, z, y, x)."""
+def floored_sites(out_coords: torch.Tensor, in_coords: torch.Tensor, stride) -> torch.Tensor:
+    """bool [N_out]: which output sites (batch, i...) are an input site floored to the stride."""
+    stride = torch.as_tensor(stride, dtype=torch.int64, device=in_coords.device)
+    floored = torch.cat([in_coords[:, :1].long(), in_coords[:, 1:].long() // stride], 1)
+    hi = torch.maximum(out_coords.long().amax(0), floored.amax(0)) + 1 if len(floored) and len(out_coords) else None
+    if hi is None:
+        return torch.zeros(len(out_coords), dtype=torch.bool, device=out_coords.device)
+
+    def key(c: torch.Tensor) -> torch.Tensor:
+        k = c[:, 0].long()
+        for d in range(1, c.shape[1]):
+            k = k * hi[d] + c[:, d].long()
+        return k
+
+    return torch.isin(key(out_coords), key(floored))
+
+
+def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, output_padding=None,
+                generative: bool = True) -> KernelMap:
+    """Map of a strided (or generative transposed) conv; output sites are sorted (batch, z, y, x).
+
+    generative (strided convs): every output site some input reaches (spconv's SparseConv), or with False only
+    the input sites floored to the stride, floor(coords / stride) (MinkowskiEngine's strided conv); each kept
+    site reads its whole kernel footprint either way, so its value is the generative conv's at that site."""
     out_shape = conv_output_shape(x.spatial_shape, kernel_size, stride, padding, dilation, transposed,
                                   output_padding)
     extents = np.array([x.batch_size, *out_shape], np.int64)
@@ -179,6 +201,9 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
         raise SparseTensorError(f"duplicate coordinate {coords[dup].tolist()} (row {dup}); merge "
                                 "duplicates before building a SparseTensor")
     out_coords = torch.from_numpy(km.keys_to_coords(out_keys, extents)).to(x.coords.device)
+    if not generative:
+        kept = floored_sites(out_coords, x.coords, stride)
+        nbr, out_coords = np.ascontiguousarray(nbr[kept.numpy()]), out_coords[kept]
     if transposed:
         out_stride = tuple(max(1, s // k) for s, k in zip(x.stride, stride, strict=False))
     else:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from pc3d.errors import BackendUnavailableError, SparseTensorError
 from pc3d.sparse.backend import spconv_module
 from pc3d.sparse.checks import INT32_MAX, check_key_space, key_space
-from pc3d.sparse.kernel_map import conv_output_shape
+from pc3d.sparse.kernel_map import conv_output_shape, floored_sites
 from pc3d.sparse.tensor import SparseTensor
 
 
@@ -61,6 +61,31 @@ def from_spconv(y, x: SparseTensor, stride) -> SparseTensor:
                        maps=x.maps if same_sites else None)
     out.spconv_tensor = y
     return out
+
+
+def keep_floored(y, x: SparseTensor, stride, conv_stride, indice_key: str | None) -> SparseTensor:
+    """A generative=False strided conv on spconv: spconv computes every reachable site; keep the input sites
+    floored to the stride (the same values: each site reads its whole footprint either way). The full output
+    is remembered under the indice_key, for the inverse conv that restores the input sites."""
+    kept = floored_sites(y.indices, x.coords, conv_stride)
+    if indice_key:
+        x.indice_dict[("spconv floored", indice_key)] = (y, kept)
+    return x.with_sites(y.features[kept], y.indices[kept], tuple(y.spatial_shape), stride)
+
+
+def floored_input(x: SparseTensor, indice_key: str | None):
+    """The spconv tensor an inverse conv runs on: x itself, or when its paired strided conv kept the floored
+    sites only, spconv's full output with x's rows in place and zeros elsewhere (zeros add nothing)."""
+    full = x.indice_dict.get(("spconv floored", indice_key))
+    if full is None:
+        return to_spconv(x)
+    y, kept = full
+    if int(kept.sum()) != len(x.coords):
+        raise SparseTensorError(f"inverse conv: the floored sites of indice_key {indice_key!r} hold {int(kept.sum())} "
+                                f"rows, the tensor {len(x.coords)}")
+    feats = x.feats.new_zeros(len(kept), x.feats.shape[1])
+    feats[kept.to(feats.device)] = x.feats
+    return y.replace_feature(feats)
 
 
 def build_conv(layer):

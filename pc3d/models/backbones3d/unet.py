@@ -9,7 +9,10 @@ in 2, 3 or 4 dimensions (`ndim`; 4D: space-time, MOS).
 channels: [stem, enc 1, ..., enc S]; dec_channels: [dec S-1 ... dec 0] output width of each decoder
 stage (deepest first); the network's `out_channels` is dec_channels[-1]. stem_kernel (3) and down_kernel
 (2; an odd kernel pads by (k - 1) // 2 so every input site has an output) size the stem and the strided /
-inverse convs (SCTN: 7 and 3). separable=True builds every
+inverse convs (SCTN: 7 and 3). down_sites: the strided convs' output sites, "all" that an input reaches
+(spconv's; an odd kernel dilates the cloud, 7.7k -> 15k voxels on an SCTN cloud) or "floor", the input sites
+floored to the stride (MinkowskiEngine's, as SCTN was built; a 2^ndim kernel gives these either way).
+separable=True builds every
 3^ndim and 2^ndim conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
 same stage list with far fewer parameters.
 
@@ -24,6 +27,7 @@ from functools import partial
 
 from torch import nn
 
+from pc3d.errors import ConfigError
 from pc3d.models.backbones3d.blocks import Act, Norm, ResidualBlock, batch_norm, post_act_block
 from pc3d.models.backbones3d.dsconv import DSResidualBlock, ds_act_block
 from pc3d.sparse import SparseModule, SparseSequential, SparseTensor, cat_features
@@ -42,6 +46,7 @@ class SparseUNet(SparseModule):
     block, resample, stem: other units for the same stage list (the spiking U-Net's): block(in, out,
     indice_key=...) a residual block, resample(in, out, indice_key=..., stride=..., conv_type=...) the strided
     and inverse convs, stem(in_channels, channels[0]) the stem (None: the residual / SDSC defaults).
+    down_sites: "all" or "floor" (see the module docstring; "floor" with the dense default resample only).
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
@@ -50,9 +55,14 @@ class SparseUNet(SparseModule):
                  ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None, stem_kernel: int = 3,
                  down_kernel: int = 2, block: Callable[..., SparseModule] | None = None,
                  resample: Callable[..., SparseModule] | None = None,
-                 stem: Callable[[int, int], SparseModule] | None = None):
+                 stem: Callable[[int, int], SparseModule] | None = None, down_sites: str = "all"):
         super().__init__()
         stages = len(channels) - 1
+        if down_sites not in ("all", "floor"):
+            raise ConfigError(f"down_sites must be 'all' or 'floor', got {down_sites!r}")
+        if down_sites == "floor" and (separable or resample is not None):
+            raise ConfigError("down_sites='floor' is built for the dense strided convs (separable=False, no resample)")
+        floored = {"generative": False} if down_sites == "floor" else {}
         if not (len(enc_depths) == len(dec_channels) == len(dec_depths) == stages) or stages < 1:
             raise ValueError("need len(channels) - 1 = len(enc_depths) = len(dec_channels) = len(dec_depths) >= 1, "
                              f"got {len(channels)}, {len(enc_depths)}, {len(dec_channels)}, {len(dec_depths)}")
@@ -66,7 +76,7 @@ class SparseUNet(SparseModule):
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for i in range(stages):
             self.down.append(resample(channels[i], channels[i + 1], indice_key=f"down{i}", stride=2,
-                                     conv_type="spconv"))
+                                     conv_type="spconv", **floored))
             self.enc.append(SparseSequential(*[block(channels[i + 1], channels[i + 1], indice_key=f"subm{i + 1}")
                                                for _ in range(enc_depths[i])]))
         self.up, self.dec = nn.ModuleList(), nn.ModuleList()
