@@ -178,7 +178,8 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
 
     generative (strided convs): every output site some input reaches (spconv's SparseConv), or with False only
     the input sites floored to the stride, floor(coords / stride) (MinkowskiEngine's strided conv); each kept
-    site reads its whole kernel footprint either way, so its value is the generative conv's at that site."""
+    site reads its whole kernel footprint either way, so its value is the generative conv's at that site. The
+    generative table is built and then cut (about twice the pairs, once per map)."""
     out_shape = conv_output_shape(x.spatial_shape, kernel_size, stride, padding, dilation, transposed,
                                   output_padding)
     extents = np.array([x.batch_size, *out_shape], np.int64)

@@ -14,8 +14,8 @@ Conventions
   of the points whose adjusted prediction is c in band b, so every class and every distance keeps the same
   share of its points and far or rare classes are not starved by one global cut; a cell without points gets
   +inf (no pseudo label). ``min_confidence`` raises every cell's threshold to at least that value: a cell
-  the teacher is unsure about as a whole (on simulated SemanticKITTI, parking predicted on road) would
-  otherwise hand hard labels to its best half however wrong, and the student would learn the confusion back;
+  the teacher is unsure about as a whole (on simulated SemanticKITTI, parking predicted on road) otherwise
+  hands hard labels to its best half however wrong (the README has what it did to a trained mean teacher);
 - targets: a point with confidence >= its cell's threshold gets the hard label argmax p'; a point within
   ``soft_margin`` below it gets the soft target p' (weighted by its confidence); the rest are ignored.
 Nothing here reads a ground-truth label of an unlabelled frame: the prior is fit on labelled frames.
