@@ -188,7 +188,7 @@ def test_sctn_contract_gradients_and_determinism():
         model.transformer.v.weight.normal_(0, 0.1)
     model.train()
     first = model(batch)
-    assert set(first) == {"loss", "loss_l1", "loss_fsc", "epe"} and first["loss_fsc"] == 0  # FSC after step 1
+    assert set(first) == {"loss", "loss_l1", "loss_fsc", "epe", "epe_ot"} and first["loss_fsc"] == 0  # FSC after step 1
     out = model(batch)
     assert out["loss_fsc"] > 0 and int(model.step) == 2
     out["loss"].backward()
@@ -271,3 +271,25 @@ def test_sctn_training_lowers_epe():
     final = epe()
     print(f"EPE3D initial {initial:.3f} final {final:.3f}")  # measured 1.834 -> 1.053 (epsilon still ~0.9)
     assert final < 0.7 * initial
+
+
+def test_ego_motion_stage_gives_the_followers_one_rigid_flow():
+    """ego_motion (eval only): the points that follow the fitted sensor motion share its flow exactly; training
+    output is unchanged by it."""
+    from pc3d.models.flow.rigid import weighted_kabsch
+
+    batch = rigid_batch(0)
+    torch.manual_seed(0)
+    plain = tiny_sctn().eval()
+    torch.manual_seed(0)
+    model = tiny_sctn(ego_motion={"inlier_threshold": 100.0, "icp_max_distance": 5.0}).eval()
+    with torch.no_grad():
+        raw, snapped = plain(batch), model(batch)
+    for r, s, (a, b) in zip(raw, snapped, ((0, 300), (300, 560)), strict=True):
+        xyz = batch["points"][a:b, :3].double()
+        flow = torch.from_numpy(s["flow"]).double()
+        rotation, translation = weighted_kabsch(xyz, xyz + flow, torch.ones(len(xyz)))
+        torch.testing.assert_close(xyz @ rotation.T + translation - xyz, flow, atol=1e-5, rtol=0)
+        assert not np.allclose(r["flow"], s["flow"])
+    model.train(), plain.train()
+    assert model(batch)["loss"].item() == plain(batch)["loss"].item()

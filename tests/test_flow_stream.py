@@ -202,7 +202,7 @@ def test_a_flow_model_streams_a_sequence_and_scores_on_another_dataset(tmp_path,
     for stage in ("feature_net", "transformer", "transport", "refine", "total"):
         assert f"| {stage} |" in printed
     dataset = dataset_config("sim_sequence_flow")
-    dataset.update(root=str(data), num_points=128)
+    dataset.update(root=str(data), sequences=[0], num_points=128)
     metrics = runner.test(ckpt, info=distributed.DistInfo(), split="valid", out_dir=tmp_path / "test",
                           dataset=dataset, batch_size=1, workers=0)
     assert set(metrics) >= {"EPE3D", "AccS", "AccR", "Outliers"} and np.isfinite(metrics["EPE3D"])

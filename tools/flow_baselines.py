@@ -1,4 +1,4 @@
-"""Score the weight-free scene-flow baselines (zero flow, nearest neighbour) on a flow dataset, through the
+"""Score the weight-free scene-flow baselines (zero flow, nearest neighbour, ICP) on a flow dataset, through the
 dataset's evaluation hook as tools/test.py scores a trained model: the reference rows of a flow table.
 
     python tools/flow_baselines.py sim_sceneflow --root data/sim_sceneflow_seed1 --split val

@@ -3,6 +3,9 @@
 ZeroFlow             flow = 0: the EPE3D it scores is the mean motion of the scored points.
 NearestNeighbourFlow flow = the nearest point of the second cloud minus the point (exact kNN, k = 1): what a
                      matching without learned features gives; it cannot beat the clouds' sampling density.
+IcpFlow              flow = the rigid motion point-to-plane ICP finds from the identity (pc3d.geometry.registration),
+                     for every point: the sensor's motion when the scene is static and ICP reaches it, which
+                     from the identity it does only for small motions (its pairs are nearest points).
 
 Both read ``points`` / ``points2`` of a batch (pc3d.data.batch) and return the flow contract per sample, with
 the ground truth echoed (``flow_gt``, ``flow_mask``) when the batch has it. They have no training mode.
@@ -13,6 +16,7 @@ import numpy as np
 from torch import nn
 
 from pc3d.geometry import knn
+from pc3d.geometry.registration import point_to_plane_icp
 
 
 def _split(batch: dict, key: str, offsets: str) -> list[np.ndarray]:
@@ -58,4 +62,13 @@ class NearestNeighbourFlow(_FlowBaseline):
         return p2[idx[:, 0]] - p1
 
 
-BASELINES = {"zero": ZeroFlow, "nearest": NearestNeighbourFlow}
+class IcpFlow(_FlowBaseline):
+    """flow = R p + t - p with (R, t) from point-to-plane ICP of the first cloud onto the second, from the identity."""
+
+    def flows(self, p1: np.ndarray, p2: np.ndarray) -> np.ndarray:
+        xyz = p1.astype(np.float64)
+        rotation, translation, _ = point_to_plane_icp(xyz, p2)
+        return xyz @ rotation.T + translation - xyz
+
+
+BASELINES = {"zero": ZeroFlow, "nearest": NearestNeighbourFlow, "icp": IcpFlow}

@@ -5,16 +5,20 @@
         -> point transformer (transformer): f + global attention(f + pos_mlp(xyz))
     transport: FLOT's Sinkhorn on the cosine cost -> ot_flow [N, 3]
     refine: set convs over the 32 nearest first-cloud neighbours -> flow = ot_flow + residual
+    ego_motion (optional, eval mode only; not SCTN's): the flow's dominant rigid motion refined by point-to-plane
+        ICP onto the second cloud; points that follow it take its flow (rigid.py, snap_to_ego_motion)
 
-Train mode: {"loss", "loss_l1", "loss_fsc", "epe"}: loss = l1 + fsc_weight * fsc once the model has taken
-`fsc_start_step` train steps (the persistent buffer `step` counts train-mode forwards, so a resumed
-checkpoint keeps the count); loss_fsc is 0 before. epe: this batch's EPE3D on valid points (detached).
+Train mode: {"loss", "loss_l1", "loss_fsc", "epe", "epe_ot"}: loss = l1 + fsc_weight * fsc once the model has
+taken `fsc_start_step` train steps (the persistent buffer `step` counts train-mode forwards, so a resumed
+checkpoint keeps the count); loss_fsc is 0 before. epe / epe_ot: this batch's EPE3D on valid points of the
+refined flow / of the transport's flow alone (detached): when epe_ot stays near zero flow's error, the
+features do not match and the refinement only regresses the typical flow of the training set.
 Eval mode: per sample {"frame_id", "flow" float32 [N, 3]} plus "flow_gt" / "flow_mask" (numpy) when the
 batch has them, for pc3d.eval.hooks.FlowEvaluator.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -25,29 +29,41 @@ from pc3d.models.flow.losses import end_point_error, flow_l1, fsc_loss
 from pc3d.models.flow.optimal_transport import OptimalTransport, normalize
 from pc3d.models.flow.point_transformer import PointTransformer
 from pc3d.models.flow.refine import FlowRefine
+from pc3d.models.flow.rigid import snap_to_ego_motion
 from pc3d.sparse import SparseModule
 
 
 class SCTN(nn.Module):
     """in_channels: voxel feature width (3: mean x, y, z). backbone: a partial completed as
-    backbone(in_channels=in_channels) (a SparseUNet; its out_channels sizes the rest). interp_k: voxels per
+    backbone(in_channels=in_channels) (a SparseUNet; its out_channels sizes the rest). voxel_input: what the
+    U-Net reads, "xyz" (the voxel's mean point, SCTN's and FLOT's input) or "occupancy" (a 1 per voxel,
+    FCGF's: features of the shape alone, the same wherever it is; in_channels must be 1). interp_k: voxels per
     point interpolation (32). pos_hidden: position-MLP hidden width (32). ot_iters, ot_radius, ot_chunk,
     ot_keep_kernel: Sinkhorn iterations, support radius (m), rows of K (and attention queries) per block, K
     kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT:
-    1.03). refine_widths, refine_k: set-conv widths and neighbours (32). fsc_weight, fsc_start_step, fsc_k,
-    fsc_temperature: the FSC term (fsc_k <= refine_k - 1 neighbours, the point itself excluded)."""
+    1.03). refine_widths, refine_k: set-conv widths and neighbours (32). ego_motion: None (SCTN's output) or the
+    keyword arguments of rigid.snap_to_ego_motion (inlier_threshold, surface_threshold, icp_max_distance,
+    icp_iters), applied to each predicted pair in eval mode, for clouds from one moving sensor. fsc_weight,
+    fsc_start_step, fsc_k, fsc_temperature: the FSC term (fsc_k <= refine_k - 1 neighbours, the point itself
+    excluded)."""
 
     task = "flow"
 
-    def __init__(self, backbone: Callable[..., SparseModule], in_channels: int = 3, interp_k: int = 32,
+    def __init__(self, backbone: Callable[..., SparseModule], in_channels: int = 3, voxel_input: str = "xyz",
+                 interp_k: int = 32,
                  pos_hidden: int = 32, ot_iters: int = 1, ot_radius: float = 10.0, ot_chunk: int | None = 1024,
                  ot_keep_kernel: bool = True, ot_epsilon_init: float = 1.03,
-                 refine_widths: Sequence[int] = (32, 64, 128), refine_k: int = 32, fsc_weight: float = 0.3,
+                 refine_widths: Sequence[int] = (32, 64, 128), refine_k: int = 32,
+                 ego_motion: Mapping[str, float] | None = None, fsc_weight: float = 0.3,
                  fsc_start_step: int = 1000, fsc_k: int = 16, fsc_temperature: float = 0.45):
         super().__init__()
+        if voxel_input not in ("xyz", "occupancy") or (voxel_input == "occupancy" and in_channels != 1):
+            raise ValueError(f"voxel_input must be 'xyz' or 'occupancy' (with in_channels 1), got {voxel_input!r} "
+                             f"with in_channels {in_channels}")
         if not 1 <= fsc_k < refine_k:
             raise ValueError(f"fsc_k must be in 1..refine_k - 1 = {refine_k - 1}, got {fsc_k}")
-        self.interp_k, self.refine_k = interp_k, refine_k
+        self.voxel_input, self.interp_k, self.refine_k = voxel_input, interp_k, refine_k
+        self.ego_motion = None if ego_motion is None else dict(ego_motion)
         self.fsc_weight, self.fsc_start_step, self.fsc_k, self.fsc_temperature = (
             fsc_weight, fsc_start_step, fsc_k, fsc_temperature)
         self.feature_net = backbone(in_channels=in_channels)
@@ -63,7 +79,8 @@ class SCTN(nn.Module):
     def point_features(self, batch: dict, cloud: str, xyz: torch.Tensor, offsets: list[int]) -> torch.Tensor:
         """[N, C] features of the cloud's points: U-Net voxel features, normalised, interpolated, attended."""
         x = sparse_input(batch, xyz.device, cloud=cloud)
-        voxel_feats = normalize(self.feature_head(self.feature_net(x).feats))
+        net_input = x if self.voxel_input == "xyz" else x.replace_feature(x.feats.new_ones(len(x.feats), 1))
+        voxel_feats = normalize(self.feature_head(self.feature_net(net_input).feats))
         voxel_offsets = offsets_of(x.coords[:, 0], batch["batch_size"])
         feats = voxels_to_points(voxel_feats, x.feats[:, :3], voxel_offsets, xyz, offsets, self.interp_k)
         return self.transformer(feats, xyz, offsets)
@@ -77,7 +94,12 @@ class SCTN(nn.Module):
         neighbours = knn_per_sample(xyz1, offsets1, xyz1, offsets1, self.refine_k)
         flow = self.refine(ot_flow, xyz1, neighbours)
         if self.training:
-            return self.loss(flow, f1, neighbours, batch)
+            return {**self.loss(flow, f1, neighbours, batch),
+                    "epe_ot": end_point_error(ot_flow, batch["flow"], batch.get("flow_mask"))}
+        if self.ego_motion is not None:
+            flow = torch.cat([snap_to_ego_motion(xyz1[a:b], xyz2[c:d], flow[a:b], **self.ego_motion)
+                              for a, b, c, d in zip(offsets1[:-1], offsets1[1:], offsets2[:-1], offsets2[1:],
+                                                    strict=True)])
         return self.predictions(flow, batch, offsets1)
 
     def loss(self, flow: torch.Tensor, feats: torch.Tensor, neighbours: torch.Tensor, batch: dict) -> dict:

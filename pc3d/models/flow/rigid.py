@@ -1,0 +1,99 @@
+"""The dominant rigid motion of a flow field, and flow snapped to it (ego motion on the static points).
+
+In a LiDAR sequence every static point moves by one rigid transform, the inverse of the sensor's motion; a
+learned flow scatters around it by the spacing of the second sweep (the transport matches surfaces, not
+points). Fitting that transform to all points, robustly, and giving its flow to the points that agree with it
+averages the scatter away; points that move on their own disagree and keep their flow.
+
+    weighted_kabsch(src, dst, w)         -> R [3, 3], t [3]: argmin sum_i w_i |R src_i + t - dst_i|^2
+    robust_rigid_fit(xyz, flow, ...)     -> R, t, residual [N]: iteratively reweighted (Cauchy weights, scale
+                                            = 1.4826 median residual, at least min_scale) from uniform weights
+    snap_to_rigid(xyz, flow, ...)        -> flow with R xyz + t - xyz on the points whose residual is below
+                                            inlier_threshold; the others unchanged
+    snap_to_ego_motion(xyz1, xyz2, flow, ...)
+                                         -> the same with the fit refined by point-to-plane ICP of the first
+                                            cloud onto the second (pc3d.geometry.registration): the fit
+                                            starts where the flow points and the surfaces finish it, so a flow
+                                            biased towards the training set's typical motion is corrected
+
+Conventions: xyz, flow [N, 3] of one cloud; the fit runs in float64 (the SVD of a 3 x 3 covariance) and the
+result comes back in the flow's dtype. Deterministic: no sampling (unlike RANSAC). The moving points must
+be a minority for the fit to find the ego motion: true of a LiDAR scan, where most of what is seen is static.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from pc3d.geometry.neighbors import knn
+from pc3d.geometry.registration import point_to_plane_icp, surface_normals
+
+
+def weighted_kabsch(src: torch.Tensor, dst: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The proper rotation R and translation t minimising sum_i w_i |R src_i + t - dst_i|^2 (Kabsch / Umeyama
+    without scale; a reflection is turned into the nearest rotation). src, dst [N, 3]; weights [N] >= 0 with a
+    positive sum."""
+    w = weights.double() / weights.double().sum()
+    src, dst = src.double(), dst.double()
+    mean_src, mean_dst = w @ src, w @ dst
+    cov = (src - mean_src).T @ ((dst - mean_dst) * w[:, None])
+    u, _, vh = torch.linalg.svd(cov)
+    sign = torch.ones(3, dtype=torch.float64, device=src.device)
+    sign[2] = torch.sign(torch.linalg.det(vh.T @ u.T))
+    rotation = vh.T @ torch.diag(sign) @ u.T
+    return rotation, mean_dst - rotation @ mean_src
+
+
+def robust_rigid_fit(xyz: torch.Tensor, flow: torch.Tensor, iters: int = 10,
+                     min_scale: float = 0.02) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(R, t, residual [N]) of the rigid motion most of `flow` follows: iteratively reweighted least squares
+    with Cauchy weights 1 / (1 + (r / c)^2), c = max(1.4826 * median(r), min_scale) metres, from uniform
+    weights. residual: |R xyz + t - (xyz + flow)| per point, float64."""
+    if len(xyz) < 3:
+        raise ValueError(f"a rigid fit needs at least 3 points, got {len(xyz)}")
+    src, dst = xyz.double(), (xyz + flow).double()
+    weights = torch.ones(len(src), dtype=torch.float64, device=src.device)
+    for _ in range(iters):
+        rotation, translation = weighted_kabsch(src, dst, weights)
+        residual = (src @ rotation.T + translation - dst).norm(dim=1)
+        scale = max(1.4826 * float(residual.median()), min_scale)
+        weights = 1.0 / (1.0 + (residual / scale) ** 2)
+    rotation, translation = weighted_kabsch(src, dst, weights)
+    residual = (src @ rotation.T + translation - dst).norm(dim=1)
+    return rotation, translation, residual
+
+
+def snap_to_rigid(xyz: torch.Tensor, flow: torch.Tensor, inlier_threshold: float, iters: int = 10,
+                  min_scale: float = 0.02) -> torch.Tensor:
+    """`flow` with the dominant rigid motion's flow on the points within `inlier_threshold` metres of it (the
+    others keep theirs); see robust_rigid_fit."""
+    rotation, translation, residual = robust_rigid_fit(xyz.detach(), flow.detach(), iters, min_scale)
+    rigid = (xyz.double() @ rotation.T + translation - xyz.double()).to(flow.dtype)
+    return torch.where((residual < inlier_threshold)[:, None], rigid, flow)
+
+
+def snap_to_ego_motion(xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor, inlier_threshold: float,
+                       surface_threshold: float | None = None, icp_max_distance: float = 1.0,
+                       icp_iters: int = 30) -> torch.Tensor:
+    """`flow` [N, 3] of the points xyz1 [N, 3] onto the cloud xyz2 [M, 3], with the ego motion's flow on the points
+    that follow it: their own flow within `inlier_threshold` metres of the ego motion's, and (surface_threshold
+    not None) moved by the ego motion, within surface_threshold metres of the second cloud's surface (the plane
+    of the nearest point, which must be within icp_max_distance). The ego motion is the robust rigid fit of
+    `flow`, refined by point-to-plane ICP (pairs up to icp_max_distance metres, icp_iters steps). A pair with
+    fewer than 6 points in either cloud (too few for ICP) keeps its flow."""
+    if len(xyz1) < 6 or len(xyz2) < 6:
+        return flow
+    rotation, translation, _ = robust_rigid_fit(xyz1.detach(), flow.detach())
+    source, target = xyz1.detach().double().cpu().numpy(), xyz2.detach().double().cpu().numpy()
+    normals = surface_normals(target)
+    rotation, translation, _ = point_to_plane_icp(source, target, rotation.cpu().numpy(), translation.cpu().numpy(),
+                                                  target_normals=normals, max_distance=icp_max_distance,
+                                                  iters=icp_iters)
+    moved = source @ rotation.T + translation
+    follows = np.linalg.norm(moved - source - flow.detach().double().cpu().numpy(), axis=1) < inlier_threshold
+    if surface_threshold is not None:
+        dist2, idx = knn(moved, target, 1)
+        plane = np.abs(((moved - target[idx[:, 0]]) * normals[idx[:, 0]]).sum(1))
+        follows &= (dist2[:, 0] < icp_max_distance**2) & (plane < surface_threshold)
+    rigid = torch.from_numpy(moved - source).to(flow)
+    return torch.where(torch.from_numpy(follows).to(flow.device)[:, None], rigid, flow)
