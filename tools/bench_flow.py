@@ -6,7 +6,8 @@ the neighbour searches, is the total minus these) and the peak resident
 memory of forward + backward (``ru_maxrss`` of a fresh process, imports included), with the transport kernel
 kept (the default, faster) and rebuilt per product (``ot_keep_kernel: false``); then the global
 attention of one cloud, pc3d's query blocks against one torch ``scaled_dot_product_attention`` call over
-all queries (the reference: the same FLOPs without blocks, memory O(N^2) in backward).
+all queries (the reference: the same FLOPs without blocks, memory O(N^2) in backward); last the ego-motion
+stage (`model.ego_motion`, robust rigid fit + point-to-plane ICP) on the model's flow of the pair.
 """
 from __future__ import annotations
 
@@ -103,6 +104,14 @@ def run_flow(timed, quick: bool = False) -> list[dict]:
         whole = timed(lambda: F.scaled_dot_product_attention(q, k, v), repeats=repeats)
     rows.append({"case": f"point transformer, {POINTS:,} points (blocks of {model.transformer.chunk_size})",
                  "pc3d_s": block, "ref": "torch SDPA, one call", "ref_s": whole, "speedup": whole / block})
+    from pc3d.models.flow.rigid import EgoMotion
+
+    ego = EgoMotion(inlier_threshold=1.0, surface_threshold=0.1)  # sctn_sim_lidar's
+    xyz1, xyz2, offsets = batch["points"][:, :3], batch["points2"][:, :3], [0, POINTS]
+    with torch.no_grad():
+        flow = torch.from_numpy(model(batch)[0]["flow"])
+    rows.append({"case": f"ego-motion stage (rigid fit + ICP), {POINTS:,} + {POINTS:,} points",
+                 "pc3d_s": timed(lambda: ego(xyz1, xyz2, flow, offsets, offsets), repeats=repeats)})
     return rows
 
 

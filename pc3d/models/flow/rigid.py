@@ -15,6 +15,8 @@ averages the scatter away; points that move on their own disagree and keep their
                                             cloud onto the second (pc3d.geometry.registration): the fit
                                             starts where the flow points and the surfaces finish it, so a flow
                                             biased towards the training set's typical motion is corrected
+    EgoMotion(**kwargs)(xyz1, xyz2, flow, offsets1, offsets2)
+                                         -> snap_to_ego_motion pair by pair of a batch (a model's stage)
 
 Conventions: xyz, flow [N, 3] of one cloud; the fit runs in float64 (the SVD of a 3 x 3 covariance) and the
 result comes back in the flow's dtype. Deterministic: no sampling (unlike RANSAC). The moving points must
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
 
 from pc3d.geometry.neighbors import knn
 from pc3d.geometry.registration import point_to_plane_icp, surface_normals
@@ -97,3 +100,21 @@ def snap_to_ego_motion(xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tenso
         follows &= (dist2[:, 0] < icp_max_distance**2) & (plane < surface_threshold)
     rigid = torch.from_numpy(moved - source).to(flow)
     return torch.where(torch.from_numpy(follows).to(flow.device)[:, None], rigid, flow)
+
+
+class EgoMotion(nn.Module):
+    """snap_to_ego_motion as a model stage (no weights), pair by pair of a batch; kwargs as snap_to_ego_motion's
+    (inlier_threshold, surface_threshold, icp_max_distance, icp_iters)."""
+
+    def __init__(self, inlier_threshold: float, surface_threshold: float | None = None,
+                 icp_max_distance: float = 1.0, icp_iters: int = 30):
+        super().__init__()
+        self.kwargs = {"inlier_threshold": inlier_threshold, "surface_threshold": surface_threshold,
+                       "icp_max_distance": icp_max_distance, "icp_iters": icp_iters}
+
+    def forward(self, xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor, offsets1: list[int],
+                offsets2: list[int]) -> torch.Tensor:
+        """flow [N, 3] of the first clouds' points xyz1 [N, 3] onto xyz2 [M, 3]; offsets: B + 1 rows per cloud."""
+        return torch.cat([snap_to_ego_motion(xyz1[a:b], xyz2[c:d], flow[a:b], **self.kwargs)
+                          for a, b, c, d in zip(offsets1[:-1], offsets1[1:], offsets2[:-1], offsets2[1:],
+                                                strict=True)])

@@ -6,7 +6,7 @@
     transport: FLOT's Sinkhorn on the cosine cost -> ot_flow [N, 3]
     refine: set convs over the 32 nearest first-cloud neighbours -> flow = ot_flow + residual
     ego_motion (optional, eval mode only; not SCTN's): the flow's dominant rigid motion refined by point-to-plane
-        ICP onto the second cloud; points that follow it take its flow (rigid.py, snap_to_ego_motion)
+        ICP onto the second cloud; points that follow it take its flow (rigid.py, EgoMotion)
 
 Train mode: {"loss", "loss_l1", "loss_fsc", "epe", "epe_ot"}: loss = l1 + fsc_weight * fsc once the model has
 taken `fsc_start_step` train steps (the persistent buffer `step` counts train-mode forwards, so a resumed
@@ -29,7 +29,7 @@ from pc3d.models.flow.losses import end_point_error, flow_l1, fsc_loss
 from pc3d.models.flow.optimal_transport import OptimalTransport, normalize
 from pc3d.models.flow.point_transformer import PointTransformer
 from pc3d.models.flow.refine import FlowRefine
-from pc3d.models.flow.rigid import snap_to_ego_motion
+from pc3d.models.flow.rigid import EgoMotion
 from pc3d.sparse import SparseModule
 
 
@@ -42,8 +42,8 @@ class SCTN(nn.Module):
     ot_keep_kernel: Sinkhorn iterations, support radius (m), rows of K (and attention queries) per block, K
     kept or rebuilt per product (optimal_transport.py); ot_epsilon_init: the entropy's starting value (FLOT:
     1.03). refine_widths, refine_k: set-conv widths and neighbours (32). ego_motion: None (SCTN's output) or the
-    keyword arguments of rigid.snap_to_ego_motion (inlier_threshold, surface_threshold, icp_max_distance,
-    icp_iters), applied to each predicted pair in eval mode, for clouds from one moving sensor. fsc_weight,
+    keyword arguments of rigid.EgoMotion (inlier_threshold, surface_threshold, icp_max_distance, icp_iters),
+    applied to each predicted pair in eval mode, for clouds from one moving sensor. fsc_weight,
     fsc_start_step, fsc_k, fsc_temperature: the FSC term (fsc_k <= refine_k - 1 neighbours, the point itself
     excluded)."""
 
@@ -63,7 +63,6 @@ class SCTN(nn.Module):
         if not 1 <= fsc_k < refine_k:
             raise ValueError(f"fsc_k must be in 1..refine_k - 1 = {refine_k - 1}, got {fsc_k}")
         self.voxel_input, self.interp_k, self.refine_k = voxel_input, interp_k, refine_k
-        self.ego_motion = None if ego_motion is None else dict(ego_motion)
         self.fsc_weight, self.fsc_start_step, self.fsc_k, self.fsc_temperature = (
             fsc_weight, fsc_start_step, fsc_k, fsc_temperature)
         self.feature_net = backbone(in_channels=in_channels)
@@ -74,6 +73,7 @@ class SCTN(nn.Module):
         self.transport = OptimalTransport(ot_iters, ot_radius, epsilon_init=ot_epsilon_init, chunk_size=ot_chunk,
                                           keep_kernel=ot_keep_kernel)
         self.refine = FlowRefine(refine_widths)
+        self.ego_motion = None if ego_motion is None else EgoMotion(**ego_motion)
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
     def point_features(self, batch: dict, cloud: str, xyz: torch.Tensor, offsets: list[int]) -> torch.Tensor:
@@ -97,9 +97,7 @@ class SCTN(nn.Module):
             return {**self.loss(flow, f1, neighbours, batch),
                     "epe_ot": end_point_error(ot_flow, batch["flow"], batch.get("flow_mask"))}
         if self.ego_motion is not None:
-            flow = torch.cat([snap_to_ego_motion(xyz1[a:b], xyz2[c:d], flow[a:b], **self.ego_motion)
-                              for a, b, c, d in zip(offsets1[:-1], offsets1[1:], offsets2[:-1], offsets2[1:],
-                                                    strict=True)])
+            flow = self.ego_motion(xyz1, xyz2, flow, offsets1, offsets2)
         return self.predictions(flow, batch, offsets1)
 
     def loss(self, flow: torch.Tensor, feats: torch.Tensor, neighbours: torch.Tensor, batch: dict) -> dict:
