@@ -8,11 +8,10 @@ averages the scatter away; points that move on their own disagree and keep their
     weighted_kabsch(src, dst, w)         -> R [3, 3], t [3]: argmin sum_i w_i |R src_i + t - dst_i|^2
     robust_rigid_fit(xyz, flow, ...)     -> R, t, residual [N]: iteratively reweighted (Cauchy weights, scale
                                             = 1.4826 median residual, at least min_scale) from uniform weights
-    snap_to_rigid(xyz, flow, ...)        -> flow with R xyz + t - xyz on the points whose residual is below
-                                            inlier_threshold; the others unchanged
     snap_to_ego_motion(xyz1, xyz2, flow, ...)
-                                         -> the same with the fit refined by point-to-plane ICP of the first
-                                            cloud onto the second (pc3d.geometry.registration): the fit
+                                         -> flow with R xyz1 + t - xyz1 on the points that follow the motion,
+                                            the fit refined by point-to-plane ICP of the first cloud onto the
+                                            second (pc3d.geometry.registration): the fit
                                             starts where the flow points and the surfaces finish it, so a flow
                                             biased towards the training set's typical motion is corrected
     EgoMotion(**kwargs)(xyz1, xyz2, flow, offsets1, offsets2)
@@ -64,15 +63,6 @@ def robust_rigid_fit(xyz: torch.Tensor, flow: torch.Tensor, iters: int = 10,
     rotation, translation = weighted_kabsch(src, dst, weights)
     residual = (src @ rotation.T + translation - dst).norm(dim=1)
     return rotation, translation, residual
-
-
-def snap_to_rigid(xyz: torch.Tensor, flow: torch.Tensor, inlier_threshold: float, iters: int = 10,
-                  min_scale: float = 0.02) -> torch.Tensor:
-    """`flow` with the dominant rigid motion's flow on the points within `inlier_threshold` metres of it (the
-    others keep theirs); see robust_rigid_fit."""
-    rotation, translation, residual = robust_rigid_fit(xyz.detach(), flow.detach(), iters, min_scale)
-    rigid = (xyz.double() @ rotation.T + translation - xyz.double()).to(flow.dtype)
-    return torch.where((residual < inlier_threshold)[:, None], rigid, flow)
 
 
 def snap_to_ego_motion(xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor, inlier_threshold: float,
