@@ -151,6 +151,19 @@ def tile_product(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
     to even (the pad element zero); w int16 in VNNI layout, the block starting at element w_off;
     c float32, rows of cols, overwritten.
     """
+    return _tile_product(False, rows, depth, cols, a, a_off, w, w_off, c, c_off)
+
+
+@intrinsic(prefer_literal=True)
+def tile_product_add(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
+    """tile_product_add(rows, depth, cols, a, a_off, w, w_off, c, c_off): c[c_off:][rows, cols] += a[a_off:] @ w,
+    as `tile_product` but the accumulator tiles start from c's values (one tile load each), so the
+    products are summed onto c on the tiles, in the same fixed order."""
+    return _tile_product(True, rows, depth, cols, a, a_off, w, w_off, c, c_off)
+
+
+def _tile_product(accumulate, rows, depth, cols, a, a_off, w, w_off, c, c_off):
+    """Typing and code generation of `tile_product` (accumulate False) and `tile_product_add` (True)."""
     if not all(isinstance(v, types.IntegerLiteral) for v in (rows, depth, cols)):
         raise TypingError("tile_product needs compile-time constant rows, depth and cols")
     if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0 or rows.literal_value <= 0:
@@ -193,7 +206,11 @@ def tile_product(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
         for r0, n0 in itertools.product(range(0, rows, TILE_ROWS), range(0, cols, MAX_ACC_TILES * COLS)):
             m = min(TILE_ROWS, rows - r0)
             n_tiles = min(MAX_ACC_TILES, (cols - n0) // COLS)
-            accs = [builder.call(zero, [short(m), short(TILE_BYTES)]) for _ in range(n_tiles)]
+            c_ptrs = [byte_ptr(c_v, builder.add(c_off_v, const(r0 * cols + n0 + t * COLS))) for t in range(n_tiles)]
+            if accumulate:
+                accs = [builder.call(load, [short(m), short(TILE_BYTES), ptr, c_stride]) for ptr in c_ptrs]
+            else:
+                accs = [builder.call(zero, [short(m), short(TILE_BYTES)]) for _ in range(n_tiles)]
             for d0 in range(0, depth_pad, DEPTH):
                 k_bytes = 2 * min(DEPTH, depth_pad - d0)  # a multiple of 4: whole pairs
                 a_tile = builder.call(load, [short(m), short(k_bytes),
@@ -204,8 +221,7 @@ def tile_product(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
                                                  w_stride])
                     accs[t] = builder.call(dot, [short(m), short(TILE_BYTES), short(k_bytes), accs[t], a_tile, b_tile])
             for t in range(n_tiles):
-                c_index = builder.add(c_off_v, const(r0 * cols + n0 + t * COLS))
-                builder.call(store, [short(m), short(TILE_BYTES), byte_ptr(c_v, c_index), c_stride, accs[t]])
+                builder.call(store, [short(m), short(TILE_BYTES), c_ptrs[t], c_stride, accs[t]])
         return context.get_dummy_value()
 
     return sig, codegen

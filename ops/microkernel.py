@@ -82,3 +82,73 @@ def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth
         return context.get_dummy_value()
 
     return sig, codegen
+
+
+@intrinsic(prefer_literal=True)
+def mac_pairs(typingctx, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride):
+    """mac_pairs(rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride):
+
+        acc[acc_off + r * cols + c] += sum_{d < n} x[ins[p + d] * x_stride + x_col + r]
+                                                   * g[g_base + outs[p + d] * g_stride + c]
+
+    for r < rows and c < cols: a weight-gradient block X^T G over n gathered pairs, read straight from
+    the feature and gradient rows (no transposed panel). rows (>= 0; 0 does nothing) and cols (a
+    multiple of the vector width) are compile-time ints. rows x (cols / lanes) accumulators stay in
+    vector registers over the pairs, which are summed in order; each pair costs cols / lanes vector
+    loads of its gradient row and rows broadcasts of its features.
+    """
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
+        raise TypingError("mac_pairs needs compile-time constant rows and cols")
+    sig = types.void(rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride)
+    rows, cols = rows.literal_value, cols.literal_value
+
+    def codegen(context, builder, signature, args):
+        acc_t, _, x_t, ins_t, _, g_t, outs_t = signature.args[2:9]
+        i64 = ir.IntType(64)
+        elem = context.get_value_type(acc_t.dtype)
+        width = VECTOR_BYTES // context.get_abi_sizeof(elem)
+        if cols % width or rows < 0:
+            raise TypingError(f"mac_pairs needs cols a multiple of {width} and rows >= 0")
+        if rows == 0:
+            return context.get_dummy_value()
+        vec = ir.VectorType(elem, width)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+
+        def data(typ, value):
+            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        def as_i64(i):
+            return context.cast(builder, args[i], signature.args[i], types.int64)
+
+        def vector_at(base, index):
+            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
+
+        acc_p, x_p, ins_p, g_p, outs_p = (data(signature.args[i], args[i]) for i in (2, 4, 5, 7, 8))
+        acc_off, x_col, g_base, p, n, x_stride, g_stride = (as_i64(i) for i in (3, 6, 9, 10, 11, 12, 13))
+        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(cols // width)]
+                for _ in range(rows)]
+        with cgutils.for_range(builder, n) as loop:
+            pair = builder.add(p, loop.index)
+            i = context.cast(builder, builder.load(builder.gep(ins_p, [pair])), ins_t.dtype, types.int64)
+            o = context.cast(builder, builder.load(builder.gep(outs_p, [pair])), outs_t.dtype, types.int64)
+            x_row = builder.add(builder.mul(i, x_stride), x_col)
+            g_row = builder.add(g_base, builder.mul(o, g_stride))
+            g_vecs = [builder.load(vector_at(g_p, builder.add(g_row, const(l * width))), align=4)
+                      for l in range(cols // width)]
+            for r in range(rows):
+                s = builder.load(builder.gep(x_p, [builder.add(x_row, const(r))]))
+                s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
+                s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), splat)
+                for l, g_vec in enumerate(g_vecs):
+                    prod = builder.fmul(s, g_vec, flags=("contract",))
+                    builder.store(builder.fadd(builder.load(sums[r][l]), prod, flags=("contract",)), sums[r][l])
+        for r in range(rows):
+            for l in range(cols // width):
+                ptr = vector_at(acc_p, builder.add(acc_off, const(r * cols + l * width)))
+                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -24,7 +24,7 @@ import numpy as np
 from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
-from .microkernel import mac_rows
+from .microkernel import mac_pairs, mac_rows, vector_lanes
 
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
          "cache": True}
@@ -61,26 +61,37 @@ def block_pairs(nbr, block):
     ins int32 [P] (input row), outs int32 [P] (output row minus the block's first).
 
     Built once per map (`KernelMap.block_pairs`): the kernels then read P pairs instead of scanning the
-    N_out * K entries of the table, most of them empty, on every call."""
+    N_out * K entries of the table, most of them empty, on every call. Two passes over the table, both
+    branch-free: count each group's pairs, then collect a block's pairs into per-offset scratch rows
+    (every entry is written, the fill only advances past the valid ones) and copy them out."""
     n_out, kvol = nbr.shape
     n_blocks = (n_out + block - 1) // block
     counts = np.zeros(n_blocks * kvol + 1, np.int64)
     for b in prange(n_blocks):
+        count = np.zeros(kvol, np.int64)
         for o in range(b * block, min(n_out, (b + 1) * block)):
             for k in range(kvol):
-                counts[b * kvol + k + 1] += nbr[o, k] >= 0
+                count[k] += nbr[o, k] >= 0
+        counts[b * kvol + 1:(b + 1) * kvol + 1] = count
     starts = np.cumsum(counts)
     ins = np.empty(starts[-1], np.int32)
     outs = np.empty(starts[-1], np.int32)
     for b in prange(n_blocks):
-        fill = starts[b * kvol:(b + 1) * kvol].copy()
-        for o in range(b * block, min(n_out, (b + 1) * block)):
+        scratch_ins = np.empty(kvol * block, np.int32)  # offset k's pairs at [k * block, k * block + fill[k])
+        scratch_outs = np.empty(kvol * block, np.int32)
+        fill = np.zeros(kvol, np.int64)
+        o0 = b * block
+        for o in range(o0, min(n_out, o0 + block)):
             for k in range(kvol):
                 i = nbr[o, k]
-                if i >= 0:
-                    ins[fill[k]] = i
-                    outs[fill[k]] = o - b * block
-                    fill[k] += 1
+                p = k * block + fill[k]
+                scratch_ins[p] = i
+                scratch_outs[p] = o - o0
+                fill[k] += i >= 0
+        for k in range(kvol):
+            s = starts[b * kvol + k]
+            ins[s:s + fill[k]] = scratch_ins[k * block:k * block + fill[k]]
+            outs[s:s + fill[k]] = scratch_outs[k * block:k * block + fill[k]]
     return starts, ins, outs
 
 
@@ -185,67 +196,71 @@ def wgrad_tasks(n_out: int) -> int:
     return int(min(MAX_WGRAD_TASKS, max(1, -(-n_out // ROWS_PER_WGRAD_TASK))))
 
 
-def weight_gradient(cin_g: int, cout_g: int, vectorised: bool = False):
-    """Kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], nbr [N_out, K], partial [T, K, G, cin_g, cout_g]).
+def weight_gradient(cin_g: int, cout_g: int, dtype=np.float32):
+    """The weight-gradient kernel of one width: dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, into
+    partial [T, K, G, cin_g, cout_g] (T = `wgrad_tasks(N_out)`, zeroed by the caller, summed in task order).
 
-    The loops are specialised on cout_g (G and cin_g read from partial's shape); the micro-kernel on cin_g
-    too (its panel gathers unroll over cin_g, 1.4x at 16 -> 16), and it only serves cout_g of one vector.
-
-    With `vectorised` (cout_g one vector wide: the loops below run scalar there), each block's pairs
-    of one offset are gathered into contiguous [cin_g, n] and [n, cout_g] panels and multiplied by
-    the micro-kernel. From two vectors up the loops below are faster: they need no panels.
+    cout_g a multiple of the vector width of `dtype` (`pair_weight_gradient`): kernel(feats, grad,
+    starts, ins, outs, partial) over `block_pairs`. Other widths (`loop_weight_gradient`): kernel(feats,
+    grad, nbr, partial) over the table.
     """
-    return _micro_weight_gradient(cin_g, cout_g) if vectorised else _loop_weight_gradient(cout_g)
+    if cout_g % vector_lanes(dtype) == 0:
+        return pair_weight_gradient(cin_g, cout_g, np.dtype(dtype).name)
+    return loop_weight_gradient(cout_g)
+
+
+def wgrad_rows(cout_g: int, lanes: int) -> int:
+    """Feature channels per `mac_pairs` call: rows x (cout_g / lanes) accumulators plus cout_g / lanes
+    gradient vectors fit the 32 vector registers."""
+    return max(1, min(8, 20 // (cout_g // lanes)))
 
 
 @functools.cache
-def _micro_weight_gradient(cin_g: int, cout_g: int):
+def pair_weight_gradient(cin_g: int, cout_g: int, dtype: str):
+    """Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
+    map) are reduced by `mac_pairs` a few feature channels at a time: the accumulators of
+    [rows, cout_g] stay in registers over the pairs, each pair's gradient row is loaded once per channel
+    group and its features are broadcast from their rows; no panels are copied. Tasks are contiguous
+    runs of blocks (their number fixed by N_out). Sums: each (block, offset, group) in registers, pairs in
+    order, then added to the task's partial, blocks in order: a two-level sum, float32 error growing
+    with a block's pairs, not a task's.
+    """
     block = ROWS_PER_BLOCK
-    rows = 8 if cout_g <= 16 else 4
+    rows = min(cin_g, wgrad_rows(cout_g, vector_lanes(dtype)))
+    last = cin_g % rows  # channels of the last, narrower call (0: none)
 
     @nb.njit(**_OPTS)
-    def kernel(feats, grad, nbr, partial):
-        n_out, kvol = nbr.shape
-        n_tasks, groups = partial.shape[0], partial.shape[2]
-        per_task = (n_out + n_tasks - 1) // n_tasks
+    def kernel(feats, grad, starts, ins, outs, partial):
+        n_tasks, kvol, groups = partial.shape[0], partial.shape[1], partial.shape[2]
+        cin, cout = feats.shape[1], grad.shape[1]
+        x = feats.reshape(-1)
+        gr = grad.reshape(-1)
         acc = partial.reshape(-1)
+        n_blocks = (len(starts) - 1) // kvol
+        per_task = (n_blocks + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
-            ins = np.empty(block, np.int64)
-            outs = np.empty(block, np.int64)
-            x_panel = np.empty(cin_g * block, feats.dtype)  # [cin_g, n]: row a holds feature a of each pair
-            g_panel = np.empty(block * cout_g, feats.dtype)  # [n, cout_g]
-            x_offs = np.empty(cin_g, np.int64)
-            acc_offs = np.empty(cin_g, np.int64)
-            task_end = min(n_out, (t + 1) * per_task)
-            for b0 in range(t * per_task, task_end, block):
-                b1 = min(task_end, b0 + block)
+            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
                 for k in range(kvol):
-                    n = active_pairs(nbr, k, b0, b1, ins, outs)
+                    s0 = starts[blk * kvol + k]
+                    n = starts[blk * kvol + k + 1] - s0
                     if n == 0:
                         continue
                     for g in range(groups):
-                        for p in range(n):
-                            for a in range(cin_g):
-                                x_panel[a * n + p] = feats[ins[p], g * cin_g + a]
-                            for b in range(cout_g):
-                                g_panel[p * cout_g + b] = grad[outs[p], g * cout_g + b]
                         base = ((t * kvol + k) * groups + g) * cin_g * cout_g
-                        for a in range(cin_g):
-                            x_offs[a] = a * n
-                            acc_offs[a] = base + a * cout_g
+                        g_base = blk * block * cout + g * cout_g
                         r = 0
                         while r + rows <= cin_g:
-                            mac_rows(rows, cout_g, acc, acc_offs, x_panel, x_offs, r, g_panel, 0, n)
+                            mac_pairs(rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                      s0, n, cin, cout)
                             r += rows
-                        while r < cin_g:
-                            mac_rows(1, cout_g, acc, acc_offs, x_panel, x_offs, r, g_panel, 0, n)
-                            r += 1
+                        mac_pairs(last, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                  s0, n, cin, cout)
 
     return kernel
 
 
 @functools.cache
-def _loop_weight_gradient(cout_g: int):
+def loop_weight_gradient(cout_g: int):
     """Per block of output rows and offset, the active pairs are taken four at a time: one load and
     store of a weight-gradient row serves four rank-1 updates, and the offset's gradient block
     stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the

@@ -29,6 +29,7 @@ from .amx import (
     interleave_rows,
     supports,
     tile_product,
+    tile_product_add,
     transpose_rows,
     why_not,
 )
@@ -121,17 +122,19 @@ def wgrad_supports(cin_g: int, cout_g: int) -> bool:
 @functools.cache
 def weight_gradient(groups: int, cin_g: int, cout_g: int):
     """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], nbr [N_out, K],
-    partial float32 [T, K, G, cin_g, cout_g]): dW[k] = sum_o feats[nbr[o, k]]^T grad[o], bf16 products,
-    float32 sums, split into T tasks as the float32 engine's `weight_gradient` (T fixed by N_out).
+    partial float32 [T, K, G, cin_g, cout_g]): partial[t] += the dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of
+    task t's output rows, bf16 products, float32 sums, in T tasks as the float32 engine's `weight_gradient`
+    (T fixed by N_out; the caller zeroes partial and sums it in task order).
 
     Loop order: tasks (parallel) > blocks of 256 output rows (their pairs collected for all offsets
-    in one branch-free pass) > offsets k > groups. A (block, k, g) puts its n pairs, 32 at a time,
-    into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a VNNI gradient panel
-    [n_pad / 2, cout_g, 2] (`interleave_rows`), n_pad = n rounded up to 32 with zeros in both; one
-    `tile_product` reduces over the pairs on the tiles, and the [cin_g, cout_g] result is added to
-    the task's partial (`add_rows`). Accumulation: two levels, as the float32 engine's (a block's
-    pairs on the tiles in a fixed order, then blocks in order); the caller sums the partials in
-    task order.
+    in one branch-free pass) > the block's (offset k, group g) items with pairs, in order. An item puts
+    its n pairs, 32 at a time, into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a
+    VNNI gradient panel [n_pad / 2, cout_g, 2] (`interleave_rows`), n_pad = n rounded up to 32 with
+    zeros in both; `tile_product_add` then reduces over the pairs on the tiles, starting from and
+    storing to the task's partial[k, g]. Each item's panels are built one step ahead, in the other of
+    two buffers, so tile loads never wait for the vector stores just made (they are not forwarded).
+    Accumulation: each partial[t, k, g] takes its blocks in order, each block's pairs on the tiles in
+    a fixed order.
     """
     if not wgrad_supports(cin_g, cout_g):
         raise ValueError(f"the AMX weight gradient needs cin_g % 32 == 0 and cout_g % 16 == 0, got {cin_g}, {cout_g}")
@@ -139,6 +142,8 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
         raise RuntimeError(f"AMX tiles are not usable here: {why_not()}")
     block = ROWS_PER_BLOCK
     size = cin_g * cout_g
+    a_panel = cin_g * block  # [cin_g, n_pad] of one item
+    b_panel = block * cout_g  # [n_pad / 2, cout_g, 2] of one item
 
     @nb.njit(**_OPTS)
     def kernel(feats, grad, nbr, partial):
@@ -153,10 +158,10 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
             ins = np.empty(kvol * block, np.int32)  # the pairs of offset k at [k * block, k * block + count[k])
             outs = np.empty(kvol * block, np.int32)
             count = np.empty(kvol, np.int64)
-            a = np.empty(cin_g * block, np.int16)  # [cin_g, n_pad]: row d holds feature d of each pair
-            b = np.empty(block * cout_g, np.int16)  # [n_pad / 2, cout_g, 2]: pairs of pairs interleaved
-            local = np.empty(size, np.float32)
-            channel = np.arange(cin_g)  # rows of `local` in the partial: add_rows(..., rows=channel, ...)
+            item_k = np.empty(kvol * groups, np.int64)
+            item_g = np.empty(kvol * groups, np.int64)
+            a = np.empty(2 * a_panel, np.int16)
+            b = np.empty(2 * b_panel, np.int16)
             task_end = min(n_out, (t + 1) * per_task)
             for b0 in range(t * per_task, task_end, block):
                 b1 = min(task_end, b0 + block)
@@ -168,34 +173,44 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
                         ins[k * block + p] = i
                         outs[k * block + p] = o
                         count[k] = p + (i >= 0)
+                n_items = 0
                 for k in range(kvol):
-                    n = count[k]
-                    if n == 0:
-                        continue
-                    n_pad = (n + DEPTH - 1) // DEPTH * DEPTH
-                    for g in range(groups):
+                    if count[k]:
+                        for g in range(groups):
+                            item_k[n_items] = k
+                            item_g[n_items] = g
+                            n_items += 1
+                for q in range(-1, n_items):
+                    if q + 1 < n_items:  # build the next item's panels in the other buffer
+                        k, g = item_k[q + 1], item_g[q + 1]
+                        n = count[k]
+                        n_pad = (n + DEPTH - 1) // DEPTH * DEPTH
+                        a0, b0_ = ((q + 1) & 1) * a_panel, ((q + 1) & 1) * b_panel
                         for j0 in range(0, n, DEPTH):
                             m = min(DEPTH, n - j0)
                             first = k * block + j0
-                            transpose_rows(cin_g, a, j0, n_pad, x, ins, first, m, cin, g * cin_g)
-                            interleave_rows(cout_g, b, j0 * cout_g, gr, outs, first, m, cout, g * cout_g)
-                        if n_pad == 32:
-                            tile_product(cin_g, 32, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 64:
-                            tile_product(cin_g, 64, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 96:
-                            tile_product(cin_g, 96, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 128:
-                            tile_product(cin_g, 128, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 160:
-                            tile_product(cin_g, 160, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 192:
-                            tile_product(cin_g, 192, cout_g, a, 0, b, 0, local, 0)
-                        elif n_pad == 224:
-                            tile_product(cin_g, 224, cout_g, a, 0, b, 0, local, 0)
-                        else:
-                            tile_product(cin_g, 256, cout_g, a, 0, b, 0, local, 0)
+                            transpose_rows(cin_g, a, a0 + j0, n_pad, x, ins, first, m, cin, g * cin_g)
+                            interleave_rows(cout_g, b, b0_ + j0 * cout_g, gr, outs, first, m, cout, g * cout_g)
+                    if q >= 0:  # this item's product onto the task's partial[k, g]
+                        k, g = item_k[q], item_g[q]
+                        n_pad = (count[k] + DEPTH - 1) // DEPTH * DEPTH
+                        a0, b0_ = (q & 1) * a_panel, (q & 1) * b_panel
                         base = ((t * kvol + k) * groups + g) * size
-                        add_rows(cout_g, local, 0, acc, channel, 0, cin_g, cout_g, base)
+                        if n_pad == 32:
+                            tile_product_add(cin_g, 32, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 64:
+                            tile_product_add(cin_g, 64, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 96:
+                            tile_product_add(cin_g, 96, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 128:
+                            tile_product_add(cin_g, 128, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 160:
+                            tile_product_add(cin_g, 160, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 192:
+                            tile_product_add(cin_g, 192, cout_g, a, a0, b, b0_, acc, base)
+                        elif n_pad == 224:
+                            tile_product_add(cin_g, 224, cout_g, a, a0, b, b0_, acc, base)
+                        else:
+                            tile_product_add(cin_g, 256, cout_g, a, a0, b, b0_, acc, base)
 
     return kernel

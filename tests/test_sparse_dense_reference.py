@@ -178,20 +178,24 @@ def test_subm_matches_dense_conv(shape, cin, cout, kernel, dilation, groups, bia
 
 
 @pytest.mark.parametrize("cin,cout,groups", [(4, 16, 1), (16, 32, 1), (32, 16, 1), (32, 64, 2), (3, 48, 1),
-                                             (64, 64, 64)])
+                                             (64, 64, 1), (20, 32, 1), (64, 64, 64)])
 def test_float32_micro_kernel_matches_float64_reference(cin, cout, groups):
-    """float32 widths of whole 16-lane vectors (the micro-kernel path; 64 groups of one: the per-channel
-    kernels), forward and feature gradient."""
+    """float32 widths of whole 16-lane vectors (the micro-kernel paths; 64 groups of one: the per-channel
+    kernels): forward, feature gradient and weight gradient (feature channels taken a few at a time,
+    with a narrower last call at 64 and 20 input channels)."""
     x64 = random_tensor((9, 10, 11), cin, occupancy=0.4, seed=3)
     m = sp.SubMConv3d(cin, cout, 3, groups=groups).double()
     feats = x64.feats.clone().requires_grad_(True)
     y64 = m(x64.replace_feature(feats))
     y64.feats.square().sum().backward()
+    grad_w64 = m.weight.grad.clone()
+    m.zero_grad()
     feats32 = x64.feats.float().requires_grad_(True)
     y32 = m.float()(x64.replace_feature(feats32))
     y32.feats.square().sum().backward()
     torch.testing.assert_close(y32.feats.double(), y64.feats.detach(), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(feats32.grad.double(), feats.grad, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(m.weight.grad.double(), grad_w64, rtol=1e-4, atol=1e-4 * grad_w64.abs().max().item())
 
 
 # --------------------------------------------------------------------------------- strided conv

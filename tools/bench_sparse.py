@@ -206,7 +206,7 @@ def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     feats, g = x.feats.numpy(), grad.numpy()
     out = np.empty_like(feats)
     loop = kernels.gather_gemm_scatter(1, False)  # groups and widths from the arrays
-    wgrad = kernels.weight_gradient(1, 1, False)
+    wgrad = kernels.loop_weight_gradient(1)
 
     def loop_forward():
         loop(feats, w, table, out)

@@ -162,12 +162,13 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         tasks = kernels.wgrad_tasks(nbr_np.shape[0])
-        partial = np.zeros((tasks, *shape_kgio), feats.numpy().dtype)
+        x = feats.contiguous().numpy()
+        partial = np.zeros((tasks, *shape_kgio), x.dtype)
         if nbr_np.shape[0]:
             sync_threads()
-            x = feats.contiguous().numpy()
-            vectorised = cout_g == vector_lanes(x.dtype)
-            kernels.weight_gradient(cin_g, cout_g, vectorised)(x, grad.contiguous().numpy(), nbr_np, partial)
+            kernel = kernels.weight_gradient(cin_g, cout_g, x.dtype)
+            pairs = kmap.block_pairs(nbr_np) if cout_g % vector_lanes(x.dtype) == 0 else (nbr_np,)
+            kernel(x, grad.contiguous().numpy(), *pairs, partial)
         return torch.from_numpy(_sum_tasks(partial))
     nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros(shape_kgio)
