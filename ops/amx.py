@@ -337,6 +337,64 @@ def _row_loader(context, builder, x_v, rows_v, rows_t, p_v, m_v, stride_v, col0_
     return load
 
 
+def _lane_mask(rule) -> list[int]:
+    """A shufflevector mask over two <32 x i16> operands (b's elements numbered from 32) built lane by lane:
+    rule(L) gives the 8 indices of 128-bit lane L of the result."""
+    return [i for lane in range(4) for i in rule(lane)]
+
+
+_B = DEPTH  # index of the second operand's first element in a shufflevector mask
+# In-lane unpacks of 16-, 32- and 64-bit elements (vpunpck{l,h}{wd,dq,qdq}: one single-cycle shuffle each).
+_UNPACK = {
+    (16, 0): _lane_mask(lambda L: [x for e in range(4) for x in (8 * L + e, _B + 8 * L + e)]),
+    (16, 1): _lane_mask(lambda L: [x for e in range(4, 8) for x in (8 * L + e, _B + 8 * L + e)]),
+    (32, 0): _lane_mask(lambda L: [x for e in range(2) for x in (8 * L + 2 * e, 8 * L + 2 * e + 1,
+                                                                  _B + 8 * L + 2 * e, _B + 8 * L + 2 * e + 1)]),
+    (32, 1): _lane_mask(lambda L: [x for e in range(2, 4) for x in (8 * L + 2 * e, 8 * L + 2 * e + 1,
+                                                                     _B + 8 * L + 2 * e, _B + 8 * L + 2 * e + 1)]),
+    (64, 0): _lane_mask(lambda L: [8 * L + e for e in range(4)] + [_B + 8 * L + e for e in range(4)]),
+    (64, 1): _lane_mask(lambda L: [8 * L + 4 + e for e in range(4)] + [_B + 8 * L + 4 + e for e in range(4)]),
+}
+
+
+def _lanes(*picks) -> list[int]:
+    """Mask taking whole 128-bit lanes: picks are (operand 0 | 1, lane) for result lanes 0..3."""
+    return [operand * _B + 8 * lane + e for operand, lane in picks for e in range(8)]
+
+
+_LANES_01 = _lanes((0, 0), (1, 0), (0, 1), (1, 1))  # [a0 b0 a1 b1]
+_LANES_23 = _lanes((0, 2), (1, 2), (0, 3), (1, 3))  # [a2 b2 a3 b3]
+_PICK_01 = _lanes((0, 0), (0, 1), (1, 0), (1, 1))  # [a0 a1 b0 b1]
+_PICK_23 = _lanes((0, 2), (0, 3), (1, 2), (1, 3))  # [a2 a3 b2 b3]
+
+
+def _transpose_32x32(builder, rows):
+    """Transpose 32 <32 x i16> rows: result d holds element d of every row.
+
+    Three rounds of in-lane unpacks (16-, 32-, then 64-bit) transpose each group of 8 rows as 8 x 8
+    blocks inside the 128-bit lanes: register j of group G then holds, in lane L, column 8 L + j of
+    rows 8 G .. 8 G + 7. Two rounds of whole-lane shuffles put the four groups' lane L side by side.
+    160 single-uop shuffles per block (five rounds of two-source 16-bit permutes cost twice that)."""
+    def shuffle(a, b, mask):
+        return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(ir.IntType(32), DEPTH), mask))
+
+    groups = []
+    for g in range(4):
+        r = rows[8 * g:8 * g + 8]
+        s = [shuffle(r[2 * i], r[2 * i + 1], _UNPACK[16, h]) for i in range(4) for h in (0, 1)]
+        u = [shuffle(s[a], s[b], _UNPACK[32, h]) for a, b in ((0, 2), (1, 3), (4, 6), (5, 7)) for h in (0, 1)]
+        groups.append([shuffle(u[a], u[b], _UNPACK[64, h]) for a, b in ((0, 4), (1, 5), (2, 6), (3, 7))
+                       for h in (0, 1)])
+    out = [None] * DEPTH
+    for j in range(8):
+        a, b, c, d = (group[j] for group in groups)
+        ab01, ab23 = shuffle(a, b, _LANES_01), shuffle(a, b, _LANES_23)
+        cd01, cd23 = shuffle(c, d, _LANES_01), shuffle(c, d, _LANES_23)
+        out[j], out[8 + j] = shuffle(ab01, cd01, _PICK_01), shuffle(ab01, cd01, _PICK_23)
+        out[16 + j], out[24 + j] = shuffle(ab23, cd23, _PICK_01), shuffle(ab23, cd23, _PICK_23)
+    return out
+
+
 @intrinsic(prefer_literal=True)
 def transpose_rows(typingctx, channels, a, a_off, a_stride, x, x_rows, p, m, x_stride, col0):
     """transpose_rows(channels, a, a_off, a_stride, x, x_rows, p, m, x_stride, col0):
@@ -344,8 +402,7 @@ def transpose_rows(typingctx, channels, a, a_off, a_stride, x, x_rows, p, m, x_s
     (0 for r >= m; 1 <= m <= 32).
 
     channels is a compile-time multiple of 32: each 32 x 32 block of int16 is transposed in vector
-    registers by five rounds of perfect shuffles (row i and row i + 16 interleaved into rows 2i and
-    2i + 1), 32 loads and 32 stores of 64 bytes.
+    registers (32 loads and 32 stores of 64 bytes) by `_transpose_32x32`.
     """
     if not isinstance(channels, types.IntegerLiteral) or channels.literal_value % DEPTH:
         raise TypingError(f"transpose_rows needs compile-time constant channels, a multiple of {DEPTH}")
@@ -359,17 +416,11 @@ def transpose_rows(typingctx, channels, a, a_off, a_stride, x, x_rows, p, m, x_s
         a_off_v, a_stride_v, p_v, m_v, stride_v, col0_v = (
             _int64(context, builder, args[i], t)
             for i, t in ((2, a_off_t), (3, a_stride_t), (6, p_t), (7, m_t), (8, stride_t), (9, col0_t)))
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        i16, i64 = ir.IntType(16), ir.IntType(64)
         vt = ir.VectorType(i16, DEPTH)
-        half = DEPTH // 2
-        lo = ir.Constant(ir.VectorType(i32, DEPTH), [i // 2 + (i % 2) * DEPTH for i in range(DEPTH)])
-        hi = ir.Constant(ir.VectorType(i32, DEPTH), [half + i // 2 + (i % 2) * DEPTH for i in range(DEPTH)])
         load = _row_loader(context, builder, x_v, rows_v, rows_t, p_v, m_v, stride_v, col0_v)
         for c0 in range(0, channels, DEPTH):
-            rows = [load(r, c0, DEPTH) for r in range(DEPTH)]
-            for _ in range(5):  # log2(32) rounds of perfect shuffles transpose a 32 x 32 block
-                rows = [v for i in range(half) for v in (builder.shuffle_vector(rows[i], rows[i + half], lo),
-                                                         builder.shuffle_vector(rows[i], rows[i + half], hi))]
+            rows = _transpose_32x32(builder, [load(r, c0, DEPTH) for r in range(DEPTH)])
             for d in range(DEPTH):
                 index = builder.add(a_off_v, builder.mul(ir.Constant(i64, c0 + d), a_stride_v))
                 builder.store(rows[d], builder.bitcast(builder.gep(a_v, [index]), vt.as_pointer()), align=2)

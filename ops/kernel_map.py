@@ -273,11 +273,15 @@ def keys_to_coords(keys, extents):
 
 @nb.njit(**_PARALLEL)
 def transpose_table(nbr, n_in):
-    """Table [N_in, K] of the reverse direction: ``t[nbr[o, k], k] = o``."""
+    """Table [N_in, K] of the reverse direction: ``t[nbr[o, k], k] = o``.
+
+    A conv map reads input i at offset k from one output at most (the output site is the input site
+    minus the offset), so each entry of t is written once and the rows can be split across threads:
+    one pass over nbr in memory order (an offset-parallel loop read it K times, 5.7x slower at 0.1 m)."""
     n_out, kvol = nbr.shape
     t = np.full((n_in, kvol), -1, np.int32)
-    for k in prange(kvol):
-        for o in range(n_out):
+    for o in prange(n_out):
+        for k in range(kvol):
             i = nbr[o, k]
             if i >= 0:
                 t[i, k] = o

@@ -121,20 +121,19 @@ def wgrad_supports(cin_g: int, cout_g: int) -> bool:
 
 @functools.cache
 def weight_gradient(groups: int, cin_g: int, cout_g: int):
-    """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], nbr [N_out, K],
-    partial float32 [T, K, G, cin_g, cout_g]): partial[t] += the dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of
-    task t's output rows, bf16 products, float32 sums, in T tasks as the float32 engine's `weight_gradient`
-    (T fixed by N_out; the caller zeroes partial and sums it in task order).
+    """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], starts, ins, outs (the map's pairs per
+    block and offset, `sparse_conv.block_pairs`), partial float32 [T, K, G, cin_g, cout_g]): partial[t] += the
+    dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of task t's blocks, bf16 products, float32 sums. Tasks are
+    contiguous runs of blocks, their number T fixed by N_out (`sparse_conv.wgrad_tasks`); the caller zeroes
+    partial and sums it in task order.
 
-    Loop order: tasks (parallel) > blocks of 256 output rows (their pairs collected for all offsets
-    in one branch-free pass) > the block's (offset k, group g) items with pairs, in order. An item puts
-    its n pairs, 32 at a time, into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a
-    VNNI gradient panel [n_pad / 2, cout_g, 2] (`interleave_rows`), n_pad = n rounded up to 32 with
-    zeros in both; `tile_product_add` then reduces over the pairs on the tiles, starting from and
-    storing to the task's partial[k, g]. Each item's panels are built one step ahead, in the other of
-    two buffers, so tile loads never wait for the vector stores just made (they are not forwarded).
-    Accumulation: each partial[t, k, g] takes its blocks in order, each block's pairs on the tiles in
-    a fixed order.
+    Work items are a task's (block, offset k, group g) with pairs, in that order. An item puts its n pairs,
+    32 at a time, into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a VNNI gradient
+    panel [n_pad / 2, cout_g, 2] (`interleave_rows`), n_pad = n rounded up to 32 with zeros in both;
+    `tile_product_add` then reduces over the pairs on the tiles, starting from and storing to
+    partial[t, k, g]. Each item's panels are built one item ahead, in the other of two buffers, so tile
+    loads never wait for the vector stores just made (they are not forwarded). Accumulation: each
+    partial[t, k, g] takes its blocks in order, each block's pairs on the tiles in a fixed order.
     """
     if not wgrad_supports(cin_g, cout_g):
         raise ValueError(f"the AMX weight gradient needs cin_g % 32 == 0 and cout_g % 16 == 0, got {cin_g}, {cout_g}")
@@ -146,71 +145,56 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
     b_panel = block * cout_g  # [n_pad / 2, cout_g, 2] of one item
 
     @nb.njit(**_OPTS)
-    def kernel(feats, grad, nbr, partial):
-        n_out, kvol = nbr.shape
+    def kernel(feats, grad, starts, ins, outs, partial):
+        n_tasks, kvol = partial.shape[0], partial.shape[1]
         cin, cout = feats.shape[1], grad.shape[1]
         x = feats.reshape(-1)
         gr = grad.reshape(-1)
         acc = partial.reshape(-1)
-        n_tasks = partial.shape[0]
-        per_task = (n_out + n_tasks - 1) // n_tasks
+        n_blocks = (len(starts) - 1) // kvol
+        per_task = (n_blocks + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
-            ins = np.empty(kvol * block, np.int32)  # the pairs of offset k at [k * block, k * block + count[k])
-            outs = np.empty(kvol * block, np.int32)
-            count = np.empty(kvol, np.int64)
-            item_k = np.empty(kvol * groups, np.int64)
-            item_g = np.empty(kvol * groups, np.int64)
+            blk0, blk1 = t * per_task, min(n_blocks, (t + 1) * per_task)
+            items = np.empty(max(0, blk1 - blk0) * kvol * groups, np.int64)  # (block * kvol + k) * groups + g
+            n_items = 0
+            for bk in range(blk0 * kvol, blk1 * kvol):
+                if starts[bk + 1] > starts[bk]:
+                    for g in range(groups):
+                        items[n_items] = bk * groups + g
+                        n_items += 1
             a = np.empty(2 * a_panel, np.int16)
             b = np.empty(2 * b_panel, np.int16)
-            task_end = min(n_out, (t + 1) * per_task)
-            for b0 in range(t * per_task, task_end, block):
-                b1 = min(task_end, b0 + block)
-                count[:] = 0
-                for o in range(b0, b1):  # one pass over the block's table rows, branch-free
-                    for k in range(kvol):
-                        i = nbr[o, k]
-                        p = count[k]
-                        ins[k * block + p] = i
-                        outs[k * block + p] = o
-                        count[k] = p + (i >= 0)
-                n_items = 0
-                for k in range(kvol):
-                    if count[k]:
-                        for g in range(groups):
-                            item_k[n_items] = k
-                            item_g[n_items] = g
-                            n_items += 1
-                for q in range(-1, n_items):
-                    if q + 1 < n_items:  # build the next item's panels in the other buffer
-                        k, g = item_k[q + 1], item_g[q + 1]
-                        n = count[k]
-                        n_pad = (n + DEPTH - 1) // DEPTH * DEPTH
-                        a0, b0_ = ((q + 1) & 1) * a_panel, ((q + 1) & 1) * b_panel
-                        for j0 in range(0, n, DEPTH):
-                            m = min(DEPTH, n - j0)
-                            first = k * block + j0
-                            transpose_rows(cin_g, a, a0 + j0, n_pad, x, ins, first, m, cin, g * cin_g)
-                            interleave_rows(cout_g, b, b0_ + j0 * cout_g, gr, outs, first, m, cout, g * cout_g)
-                    if q >= 0:  # this item's product onto the task's partial[k, g]
-                        k, g = item_k[q], item_g[q]
-                        n_pad = (count[k] + DEPTH - 1) // DEPTH * DEPTH
-                        a0, b0_ = (q & 1) * a_panel, (q & 1) * b_panel
-                        base = ((t * kvol + k) * groups + g) * size
-                        if n_pad == 32:
-                            tile_product_add(cin_g, 32, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 64:
-                            tile_product_add(cin_g, 64, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 96:
-                            tile_product_add(cin_g, 96, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 128:
-                            tile_product_add(cin_g, 128, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 160:
-                            tile_product_add(cin_g, 160, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 192:
-                            tile_product_add(cin_g, 192, cout_g, a, a0, b, b0_, acc, base)
-                        elif n_pad == 224:
-                            tile_product_add(cin_g, 224, cout_g, a, a0, b, b0_, acc, base)
-                        else:
-                            tile_product_add(cin_g, 256, cout_g, a, a0, b, b0_, acc, base)
+            for q in range(-1, n_items):
+                if q + 1 < n_items:  # build the next item's panels in the other buffer
+                    bk, g = items[q + 1] // groups, items[q + 1] % groups
+                    s0, n = starts[bk], starts[bk + 1] - starts[bk]
+                    n_pad = (n + DEPTH - 1) // DEPTH * DEPTH
+                    a0, b0 = ((q + 1) & 1) * a_panel, ((q + 1) & 1) * b_panel
+                    g_col = (bk // kvol) * block * cout + g * cout_g  # outs count from the block's first row
+                    for j0 in range(0, n, DEPTH):
+                        m = min(DEPTH, n - j0)
+                        transpose_rows(cin_g, a, a0 + j0, n_pad, x, ins, s0 + j0, m, cin, g * cin_g)
+                        interleave_rows(cout_g, b, b0 + j0 * cout_g, gr, outs, s0 + j0, m, cout, g_col)
+                if q >= 0:  # this item's product onto the task's partial[k, g]
+                    bk, g = items[q] // groups, items[q] % groups
+                    n_pad = (starts[bk + 1] - starts[bk] + DEPTH - 1) // DEPTH * DEPTH
+                    a0, b0 = (q & 1) * a_panel, (q & 1) * b_panel
+                    base = ((t * kvol + bk % kvol) * groups + g) * size
+                    if n_pad == 32:
+                        tile_product_add(cin_g, 32, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 64:
+                        tile_product_add(cin_g, 64, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 96:
+                        tile_product_add(cin_g, 96, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 128:
+                        tile_product_add(cin_g, 128, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 160:
+                        tile_product_add(cin_g, 160, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 192:
+                        tile_product_add(cin_g, 192, cout_g, a, a0, b, b0, acc, base)
+                    elif n_pad == 224:
+                        tile_product_add(cin_g, 224, cout_g, a, a0, b, b0, acc, base)
+                    else:
+                        tile_product_add(cin_g, 256, cout_g, a, a0, b, b0, acc, base)
 
     return kernel

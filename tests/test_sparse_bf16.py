@@ -340,7 +340,7 @@ def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
     results = []
     for _ in range(2):
         partial = np.zeros((wgrad_tasks(n_out), 7, groups, cin_g, cout_g), np.float32)
-        kernel(feats, grad.view(torch.int16).numpy(), nbr, partial)
+        kernel(feats, grad.view(torch.int16).numpy(), *block_pairs(nbr, ROWS_PER_BLOCK), partial)
         results.append(partial.sum(0, dtype=np.float64))
         assert partial.shape[0] > 1 or n_out <= 4096
     np.testing.assert_allclose(results[0], ref, rtol=0, atol=np.abs(ref).max() * 1e-5)

@@ -150,7 +150,8 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
             if nbr_np.shape[0]:
                 sync_threads()
                 amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
-                                                                   _numpy_bits(grad.contiguous()), nbr_np, partial)
+                                                                   _numpy_bits(grad.contiguous()),
+                                                                   *kmap.block_pairs(nbr_np), partial)
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), nbr_np, kmap, shape_kgio)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
