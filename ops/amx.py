@@ -155,15 +155,37 @@ def tile_product(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
 
 
 @intrinsic(prefer_literal=True)
-def tile_product_add(typingctx, rows, depth, cols, a, a_off, w, w_off, c, c_off):
-    """tile_product_add(rows, depth, cols, a, a_off, w, w_off, c, c_off): c[c_off:][rows, cols] += a[a_off:] @ w,
-    as `tile_product` but the accumulator tiles start from c's values (one tile load each), so the
-    products are summed onto c on the tiles, in the same fixed order."""
-    return _tile_product(True, rows, depth, cols, a, a_off, w, w_off, c, c_off)
+def tile_product_add(typingctx, rows, max_depth, cols, a, a_off, w, w_off, c, c_off, depth):
+    """tile_product_add(rows, max_depth, cols, a, a_off, w, w_off, c, c_off, depth): c[c_off:][rows, cols] +=
+    a[a_off:][rows, depth] @ w, for a run-time depth, a multiple of 32 up to the compile-time max_depth
+    (a's rows have `depth` elements). The accumulator tiles start from c's values (one tile load each), so the
+    products are summed onto c on the tiles, in `tile_product`'s fixed order. One constant-depth product is
+    generated per multiple of 32 and a switch on depth picks it (a depth outside them runs max_depth's)."""
+    if not isinstance(max_depth, types.IntegerLiteral) or max_depth.literal_value % DEPTH:
+        raise TypingError(f"tile_product_add needs a compile-time max_depth, a multiple of {DEPTH}")
+    sig = types.void(rows, max_depth, cols, a, a_off, w, w_off, c, c_off, depth)
+    products = {d: _tile_product(True, rows, types.IntegerLiteral(d), cols, a, a_off, w, w_off, c, c_off)[1]
+                for d in range(DEPTH, max_depth.literal_value + 1, DEPTH)}
+
+    def codegen(context, builder, signature, args):
+        depth_v = _int64(context, builder, args[9], signature.args[9])
+        done = builder.append_basic_block("tile_product_add.done")
+        cases = {d: builder.append_basic_block(f"tile_product_add.depth{d}") for d in products}
+        switch = builder.switch(depth_v, cases[max(products)])
+        for d, block in cases.items():
+            switch.add_case(ir.Constant(ir.IntType(64), d), block)
+            with builder.goto_block(block):
+                products[d](context, builder, signature, args)
+                builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 
 def _tile_product(accumulate, rows, depth, cols, a, a_off, w, w_off, c, c_off):
-    """Typing and code generation of `tile_product` (accumulate False) and `tile_product_add` (True)."""
+    """Signature and code generation of one constant-depth product: c overwritten (`tile_product`) or, with
+    accumulate, added to (`tile_product_add`). The code reads its operands from args[3:9] only."""
     if not all(isinstance(v, types.IntegerLiteral) for v in (rows, depth, cols)):
         raise TypingError("tile_product needs compile-time constant rows, depth and cols")
     if cols.literal_value % COLS or cols.literal_value <= 0 or depth.literal_value <= 0 or rows.literal_value <= 0:
@@ -173,7 +195,7 @@ def _tile_product(accumulate, rows, depth, cols, a, a_off, w, w_off, c, c_off):
     depth_pad = depth + depth % 2
 
     def codegen(context, builder, signature, args):
-        a_t, a_off_t, w_t, w_off_t, c_t, c_off_t = signature.args[3:]
+        a_t, a_off_t, w_t, w_off_t, c_t, c_off_t = signature.args[3:9]
         a_v, w_v, c_v = (_data(context, builder, t, v) for t, v in ((a_t, args[3]), (w_t, args[5]), (c_t, args[7])))
         a_off_v = _int64(context, builder, args[4], a_off_t)
         w_off_v = _int64(context, builder, args[6], w_off_t)

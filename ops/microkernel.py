@@ -27,6 +27,47 @@ def vector_lanes(dtype) -> int:
     return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
+class _RegisterBlock:
+    """rows x (cols / lanes) vector accumulators of acc's dtype, the code both micro-kernels share: `fma(r,
+    scalar, vecs)` adds scalar * vecs to row r's accumulators, `flush(r, ptr_of)` adds row r's to memory."""
+
+    def __init__(self, context, builder, acc_t, rows: int, cols: int):
+        elem = context.get_value_type(acc_t.dtype)
+        self.builder, self.width = builder, VECTOR_BYTES // context.get_abi_sizeof(elem)
+        if cols % self.width:
+            raise TypingError(f"the micro-kernels need cols a multiple of {self.width}, got {cols}")
+        self.vec = ir.VectorType(elem, self.width)
+        self.vectors = cols // self.width
+        self.sums = [[cgutils.alloca_once_value(builder, ir.Constant(self.vec, None)) for _ in range(self.vectors)]
+                     for _ in range(rows)]
+
+    def vector_at(self, base, index):
+        """Pointer to the vector at element `index` of the array data pointer `base`."""
+        return self.builder.bitcast(self.builder.gep(base, [index]), self.vec.as_pointer())
+
+    def load_row(self, base, start):
+        """The cols / lanes vectors of base[start:start + cols]."""
+        b = self.builder
+        return [b.load(self.vector_at(base, b.add(start, ir.Constant(start.type, l * self.width))), align=4)
+                for l in range(self.vectors)]
+
+    def fma(self, r, scalar, vecs):
+        b = self.builder
+        s = b.insert_element(ir.Constant(self.vec, ir.Undefined), scalar, ir.Constant(ir.IntType(32), 0))
+        s = b.shuffle_vector(s, ir.Constant(self.vec, ir.Undefined),
+                             ir.Constant(ir.VectorType(ir.IntType(32), self.width), [0] * self.width))
+        for l, v in enumerate(vecs):
+            prod = b.fmul(s, v, flags=("contract",))
+            b.store(b.fadd(b.load(self.sums[r][l]), prod, flags=("contract",)), self.sums[r][l])
+
+    def flush(self, r, base, start):
+        """base[start + l * lanes ...] += row r's accumulators."""
+        b = self.builder
+        for l in range(self.vectors):
+            ptr = self.vector_at(base, b.add(start, ir.Constant(start.type, l * self.width)))
+            b.store(b.fadd(b.load(ptr, align=4), b.load(self.sums[r][l])), ptr, align=4)
+
+
 @intrinsic(prefer_literal=True)
 def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth):
     """mac_rows(rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth); rows and cols compile-time ints.
@@ -44,10 +85,7 @@ def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth
         acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, depth_v = args[2:]
         acc_t, acc_offs_t, x_t, x_offs_t, _, w_t = signature.args[2:8]
         i64 = ir.IntType(64)
-        elem = context.get_value_type(acc_t.dtype)
-        width = VECTOR_BYTES // context.get_abi_sizeof(elem)
-        vec = ir.VectorType(elem, width)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
+        block = _RegisterBlock(context, builder, acc_t, rows, cols)
 
         def data(typ, value):
             return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
@@ -55,30 +93,15 @@ def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth
         def const(v):
             return ir.Constant(i64, v)
 
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
-
         acc_p, x_p, w_p = data(acc_t, acc_v), data(x_t, x_v), data(w_t, w_v)
         acc_offs_p, x_offs_p = data(acc_offs_t, acc_offs_v), data(x_offs_t, x_offs_v)
         x_rows = [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
-        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(cols // width)]
-                for _ in range(rows)]
         with cgutils.for_range(builder, depth_v) as loop:
-            w_row = builder.add(w_off_v, builder.mul(loop.index, const(cols)))
-            w_vecs = [builder.load(vector_at(w_p, builder.add(w_row, const(l * width))), align=4)
-                      for l in range(cols // width)]
+            w_vecs = block.load_row(w_p, builder.add(w_off_v, builder.mul(loop.index, const(cols))))
             for r in range(rows):
-                s = builder.load(builder.gep(x_p, [builder.add(x_rows[r], loop.index)]))
-                s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-                s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), splat)
-                for l, w_vec in enumerate(w_vecs):
-                    prod = builder.fmul(s, w_vec, flags=("contract",))
-                    builder.store(builder.fadd(builder.load(sums[r][l]), prod, flags=("contract",)), sums[r][l])
+                block.fma(r, builder.load(builder.gep(x_p, [builder.add(x_rows[r], loop.index)])), w_vecs)
         for r in range(rows):
-            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))]))
-            for l in range(cols // width):
-                ptr = vector_at(acc_p, builder.add(base, const(l * width)))
-                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+            block.flush(r, acc_p, builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))])))
         return context.get_dummy_value()
 
     return sig, codegen
@@ -105,50 +128,30 @@ def mac_pairs(typingctx, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_bas
     def codegen(context, builder, signature, args):
         acc_t, _, x_t, ins_t, _, g_t, outs_t = signature.args[2:9]
         i64 = ir.IntType(64)
-        elem = context.get_value_type(acc_t.dtype)
-        width = VECTOR_BYTES // context.get_abi_sizeof(elem)
-        if cols % width or rows < 0:
-            raise TypingError(f"mac_pairs needs cols a multiple of {width} and rows >= 0")
+        if rows < 0:
+            raise TypingError("mac_pairs needs rows >= 0")
+        block = _RegisterBlock(context, builder, acc_t, rows, cols)
         if rows == 0:
             return context.get_dummy_value()
-        vec = ir.VectorType(elem, width)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), width), [0] * width)
 
         def data(typ, value):
             return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
 
-        def const(v):
-            return ir.Constant(i64, v)
-
         def as_i64(i):
             return context.cast(builder, args[i], signature.args[i], types.int64)
 
-        def vector_at(base, index):
-            return builder.bitcast(builder.gep(base, [index]), vec.as_pointer())
-
         acc_p, x_p, ins_p, g_p, outs_p = (data(signature.args[i], args[i]) for i in (2, 4, 5, 7, 8))
         acc_off, x_col, g_base, p, n, x_stride, g_stride = (as_i64(i) for i in (3, 6, 9, 10, 11, 12, 13))
-        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vec, None)) for _ in range(cols // width)]
-                for _ in range(rows)]
         with cgutils.for_range(builder, n) as loop:
             pair = builder.add(p, loop.index)
             i = context.cast(builder, builder.load(builder.gep(ins_p, [pair])), ins_t.dtype, types.int64)
             o = context.cast(builder, builder.load(builder.gep(outs_p, [pair])), outs_t.dtype, types.int64)
             x_row = builder.add(builder.mul(i, x_stride), x_col)
-            g_row = builder.add(g_base, builder.mul(o, g_stride))
-            g_vecs = [builder.load(vector_at(g_p, builder.add(g_row, const(l * width))), align=4)
-                      for l in range(cols // width)]
+            g_vecs = block.load_row(g_p, builder.add(g_base, builder.mul(o, g_stride)))
             for r in range(rows):
-                s = builder.load(builder.gep(x_p, [builder.add(x_row, const(r))]))
-                s = builder.insert_element(ir.Constant(vec, ir.Undefined), s, ir.Constant(ir.IntType(32), 0))
-                s = builder.shuffle_vector(s, ir.Constant(vec, ir.Undefined), splat)
-                for l, g_vec in enumerate(g_vecs):
-                    prod = builder.fmul(s, g_vec, flags=("contract",))
-                    builder.store(builder.fadd(builder.load(sums[r][l]), prod, flags=("contract",)), sums[r][l])
+                block.fma(r, builder.load(builder.gep(x_p, [builder.add(x_row, ir.Constant(i64, r))])), g_vecs)
         for r in range(rows):
-            for l in range(cols // width):
-                ptr = vector_at(acc_p, builder.add(acc_off, const(r * cols + l * width)))
-                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+            block.flush(r, acc_p, builder.add(acc_off, ir.Constant(i64, r * cols)))
         return context.get_dummy_value()
 
     return sig, codegen

@@ -180,21 +180,6 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
                     n_pad = (starts[bk + 1] - starts[bk] + DEPTH - 1) // DEPTH * DEPTH
                     a0, b0 = (q & 1) * a_panel, (q & 1) * b_panel
                     base = ((t * kvol + bk % kvol) * groups + g) * size
-                    if n_pad == 32:
-                        tile_product_add(cin_g, 32, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 64:
-                        tile_product_add(cin_g, 64, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 96:
-                        tile_product_add(cin_g, 96, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 128:
-                        tile_product_add(cin_g, 128, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 160:
-                        tile_product_add(cin_g, 160, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 192:
-                        tile_product_add(cin_g, 192, cout_g, a, a0, b, b0, acc, base)
-                    elif n_pad == 224:
-                        tile_product_add(cin_g, 224, cout_g, a, a0, b, b0, acc, base)
-                    else:
-                        tile_product_add(cin_g, 256, cout_g, a, a0, b, b0, acc, base)
+                    tile_product_add(cin_g, block, cout_g, a, a0, b, b0, acc, base, n_pad)
 
     return kernel
