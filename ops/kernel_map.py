@@ -55,34 +55,50 @@ def first_duplicate(sorted_keys):
     return -1
 
 
+_TABLE_CHUNK = 4096  # output rows per task of submanifold_table (any size gives the same table)
+
+
 @nb.njit(**_PARALLEL)
-def submanifold_table(sorted_keys, order, deltas, symmetric):
+def submanifold_table(sorted_keys, order, deltas, symmetric, run):
     """Neighbour table [N, K] of a submanifold conv (outputs = inputs).
 
     sorted_keys: int64 [N] ascending; order: int64 [N] row of each sorted key; deltas: int64 [K]
-    key shift of each offset. With `symmetric` (odd kernel: deltas[K-1-k] == -deltas[k]) only
+    key shift of each offset, ascending. With `symmetric` (odd kernel: deltas[K-1-k] == -deltas[k]) only
     half the offsets are merged and the mirror half is filled from them.
+
+    The offsets are merged in runs of `run` consecutive ones (the kernel's last axis: their shifts lie
+    within a few keys of each other) with one merge pointer per run: per output key the pointer moves to
+    the run's first target and the run's targets are then found by a short scan from there, so each run
+    is one pass over the keys instead of one per offset. Rows are split into fixed chunks across threads;
+    every table entry is written by one (row, offset) only: an entry and its mirror belong to two
+    different (row, offset) pairs.
     """
     n = sorted_keys.shape[0]
     kvol = deltas.shape[0]
     nbr = np.full((n, kvol), -1, np.int32)
     todo = kvol // 2 if symmetric else kvol
-    for k in prange(todo):
-        delta = deltas[k]
-        mirror = kvol - 1 - k
-        i = 0
-        for j in range(n):
-            target = sorted_keys[j] + delta
-            while i < n and sorted_keys[i] < target:
-                i += 1
-            if i == n:
-                break
-            if sorted_keys[i] == target:
-                out_row = order[j]
-                in_row = order[i]
-                nbr[out_row, k] = in_row
-                if symmetric:
-                    nbr[in_row, mirror] = out_row
+    n_chunks = (n + _TABLE_CHUNK - 1) // _TABLE_CHUNK
+    for ch in prange(n_chunks):
+        lo = ch * _TABLE_CHUNK
+        hi = min(n, lo + _TABLE_CHUNK)
+        for r0 in range(0, todo, run):
+            r1 = min(todo, r0 + run)
+            first = np.searchsorted(sorted_keys, sorted_keys[lo] + deltas[r0])
+            for j in range(lo, hi):
+                key = sorted_keys[j]
+                while first < n and sorted_keys[first] < key + deltas[r0]:
+                    first += 1
+                i = first
+                for k in range(r0, r1):
+                    target = key + deltas[k]
+                    while i < n and sorted_keys[i] < target:
+                        i += 1
+                    if i < n and sorted_keys[i] == target:
+                        out_row = order[j]
+                        in_row = order[i]
+                        nbr[out_row, k] = in_row
+                        if symmetric:
+                            nbr[in_row, kvol - 1 - k] = out_row
     if symmetric:
         centre = kvol // 2
         for j in prange(n):

@@ -150,7 +150,7 @@ def submanifold_map(x, kernel_size, dilation) -> KernelMap:
         axis_weight[a] = axis_weight[a + 1] * extents[a + 2]
     deltas = (rel * axis_weight).sum(1).astype(np.int64)
     symmetric = all(k % 2 == 1 for k in kernel_size)
-    nbr = km.submanifold_table(keys, order, deltas, symmetric)
+    nbr = km.submanifold_table(keys, order, deltas, symmetric, int(kernel_size[-1]))  # runs along the last axis
     return KernelMap(nbr, len(coords), tuple(kernel_size), x.coords, x.spatial_shape, x.coords,
                      x.spatial_shape, x.stride, x.stride, symmetric=symmetric)
 
