@@ -127,6 +127,34 @@ def test_lovasz_hand_case_equals_one_minus_iou_for_hard_predictions():
     assert lovasz_softmax(probs_ign, labels_ign, ignore_index=-1).item() == pytest.approx(2 / 3)
 
 
+def test_lovasz_equals_the_lovasz_extension_class_by_class():
+    """Soft predictions: each class's term is the Lovasz extension of its Jaccard loss, evaluated as the
+    sum over the points in decreasing error of error x (Jaccard loss of the first k - of the first k-1);
+    "present" averages the classes in the labels (class 3 absent here), "all" every class."""
+    torch.manual_seed(0)
+    probs = torch.randn(40, 4).softmax(1)
+    labels = torch.randint(0, 3, (40,))
+
+    def extension(c):
+        fg = (labels == c).double()
+        err = (fg - probs[:, c].double()).abs()
+        order = torch.argsort(err, descending=True)
+        total, previous = 0.0, 0.0
+        for k in range(1, len(order) + 1):
+            top = torch.zeros_like(fg)
+            top[order[:k]] = 1.0  # the k largest errors: mispredicted set of the first k points
+            inter = (fg * (1 - top)).sum()
+            union = fg.sum() + (top * (1 - fg)).sum()
+            jaccard = (1 - inter / union).item() if union > 0 else 0.0
+            total += err[order[k - 1]].item() * (jaccard - previous)
+            previous = jaccard
+        return total
+
+    terms = [extension(c) for c in range(4)]
+    assert lovasz_softmax(probs, labels).item() == pytest.approx(sum(terms[:3]) / 3, rel=1e-5)
+    assert lovasz_softmax(probs, labels, classes="all").item() == pytest.approx(sum(terms) / 4, rel=1e-5)
+
+
 def test_lovasz_gradient_flows():
     logits = torch.randn(50, 4, requires_grad=True)
     lovasz_softmax(logits.softmax(1), torch.randint(0, 4, (50,))).backward()
