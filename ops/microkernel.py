@@ -29,7 +29,8 @@ def vector_lanes(dtype) -> int:
 
 class _RegisterBlock:
     """rows x (cols / lanes) vector accumulators of acc's dtype, the code both micro-kernels share: `fma(r,
-    scalar, vecs)` adds scalar * vecs to row r's accumulators, `flush(r, ptr_of)` adds row r's to memory."""
+    scalar, vecs)` adds scalar * vecs to row r's accumulators, `flush(r, base, start)` adds row r's to
+    base[start:start + cols]."""
 
     def __init__(self, context, builder, acc_t, rows: int, cols: int):
         elem = context.get_value_type(acc_t.dtype)

@@ -10,10 +10,11 @@ Weight gradient: ``dW[k] = sum_o feats[nbr[o, k]]^T grad[o]``; output rows are s
 fixed number of tasks (a function of N only, never of the thread count), each with its own
 partial sum, added in task order: deterministic too.
 
-Kernels are specialised on the output width only (`cout_g`, the vectorised loop): numba freezes the
-closure constants, so that loop unrolls and vectorises. The group count and input width are read from
-the arrays' shapes (the reduction is a loop either way), so a 32 -> 64 conv and a 16 -> 64 conv share
-one compiled kernel: each compile costs about 3 s of LLVM, and a model uses a handful of widths.
+Kernels are specialised on the output width (`cout_g`, the vectorised loop; the register-blocked weight
+gradient on cin_g and the dtype too): numba freezes the closure constants, so that loop unrolls and
+vectorises. Elsewhere the group count and input width are read from the arrays' shapes (the reduction is
+a loop either way), so a 32 -> 64 conv and a 16 -> 64 conv share one compiled forward kernel: each compile
+costs about 3 s of LLVM, and a model uses a handful of widths.
 """
 from __future__ import annotations
 
@@ -196,19 +197,6 @@ def wgrad_tasks(n_out: int) -> int:
     return int(min(MAX_WGRAD_TASKS, max(1, -(-n_out // ROWS_PER_WGRAD_TASK))))
 
 
-def weight_gradient(cin_g: int, cout_g: int, dtype=np.float32):
-    """The weight-gradient kernel of one width: dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, into
-    partial [T, K, G, cin_g, cout_g] (T = `wgrad_tasks(N_out)`, zeroed by the caller, summed in task order).
-
-    cout_g a multiple of the vector width of `dtype` (`pair_weight_gradient`): kernel(feats, grad,
-    starts, ins, outs, partial) over `block_pairs`. Other widths (`loop_weight_gradient`): kernel(feats,
-    grad, nbr, partial) over the table.
-    """
-    if cout_g % vector_lanes(dtype) == 0:
-        return pair_weight_gradient(cin_g, cout_g, np.dtype(dtype).name)
-    return loop_weight_gradient(cout_g)
-
-
 def wgrad_rows(cout_g: int, lanes: int) -> int:
     """Feature channels per `mac_pairs` call: rows x (cout_g / lanes) accumulators plus cout_g / lanes
     gradient vectors fit the 32 vector registers."""
@@ -217,7 +205,12 @@ def wgrad_rows(cout_g: int, lanes: int) -> int:
 
 @functools.cache
 def pair_weight_gradient(cin_g: int, cout_g: int, dtype: str):
-    """Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
+    """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
+    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name): partial[t]
+    += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T = `wgrad_tasks(N_out)`; the caller
+    zeroes partial and sums it in task order). Other widths: `loop_weight_gradient` over the table.
+
+    Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
     map) are reduced by `mac_pairs` a few feature channels at a time: the accumulators of
     [rows, cout_g] stay in registers over the pairs, each pair's gradient row is loaded once per channel
     group and its features are broadcast from their rows; no panels are copied. Tasks are contiguous

@@ -167,9 +167,11 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray
         partial = np.zeros((tasks, *shape_kgio), x.dtype)
         if nbr_np.shape[0]:
             sync_threads()
-            kernel = kernels.weight_gradient(cin_g, cout_g, x.dtype)
-            pairs = kmap.block_pairs(nbr_np) if cout_g % vector_lanes(x.dtype) == 0 else (nbr_np,)
-            kernel(x, grad.contiguous().numpy(), *pairs, partial)
+            g = grad.contiguous().numpy()
+            if cout_g % vector_lanes(x.dtype) == 0:  # register-blocked over the map's cached pair lists
+                kernels.pair_weight_gradient(cin_g, cout_g, x.dtype.name)(x, g, *kmap.block_pairs(nbr_np), partial)
+            else:
+                kernels.loop_weight_gradient(cout_g)(x, g, nbr_np, partial)
         return torch.from_numpy(_sum_tasks(partial))
     nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
     out = feats.new_zeros(shape_kgio)
