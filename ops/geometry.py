@@ -203,3 +203,38 @@ def project_to_range_image(points, rotation_t, translation, inclinations, width,
             if current == 0.0 or rng[i] < current:
                 image[row[i], col[i]] = rng[i]
     return image, row, col, row >= 0
+
+
+@nb.njit(**_PARALLEL)
+def in_image(points, m, depth_offset, width, height):
+    """bool [N]: points [N, >= 3] whose projection h = m[:, :3] @ p + m[:, 3] (m float32 [3, 4], a camera's
+    fused velodyne -> pixel map) lands in a width x height image, with depth h[2] - depth_offset > 0.
+
+    One pass in float32 (each row's three sums in x, y, z order), the pixel tests as KITTI's: 0 <= u < width,
+    0 <= v < height, u = h[0] / h[2], v = h[1] / h[2]."""
+    n = points.shape[0]
+    keep = np.empty(n, np.bool_)
+    for i in prange(n):
+        x, y, z = points[i, 0], points[i, 1], points[i, 2]
+        h0 = m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + m[0, 3]
+        h1 = m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + m[1, 3]
+        h2 = m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + m[2, 3]
+        u, v = h0 / h2, h1 / h2  # h2 = 0 gives inf or nan: outside either way
+        keep[i] = (h2 - depth_offset > 0) & (u >= 0) & (u < width) & (v >= 0) & (v < height)
+    return keep
+
+
+@nb.njit(**_PARALLEL)
+def affine_points(points, m, t):
+    """A copy of points [N, C] (float32) with x, y, z mapped to m @ p + t (m [3, 3], t [3] float64),
+    computed in float64 and rounded once; the other columns unchanged."""
+    n, c = points.shape
+    out = np.empty_like(points)
+    for i in prange(n):
+        x, y, z = np.float64(points[i, 0]), np.float64(points[i, 1]), np.float64(points[i, 2])
+        out[i, 0] = m[0, 0] * x + m[0, 1] * y + m[0, 2] * z + t[0]
+        out[i, 1] = m[1, 0] * x + m[1, 1] * y + m[1, 2] * z + t[1]
+        out[i, 2] = m[2, 0] * x + m[2, 1] * y + m[2, 2] * z + t[2]
+        for j in range(3, c):
+            out[i, j] = points[i, j]
+    return out

@@ -245,31 +245,55 @@ def _table_index(coords, in_shape):
     return index, values, n_values
 
 
-@nb.njit(**_SERIAL)
+_PAIR_CHUNK = 16384  # sorted pairs per task of table_from_sorted_pairs (about; a chunk ends where an output does)
+
+
+@nb.njit(**_PARALLEL)
 def table_from_sorted_pairs(sorted_keys, order, pair_in, pair_k, kvol):
     """Unique output keys, the [N_out, K] table and the input row of a duplicate site (or -1).
 
     sorted_keys: the pairs' output keys ascending; order: the pair behind each. A duplicate input
-    site shows as two pairs with the same output and offset.
+    site shows as two pairs with the same output and offset; the one reported is the first in sorted
+    order. The pairs are cut into chunks that end where an output's pairs end (so every output row is
+    written by one task), counted, then filled: the same table whatever the thread count.
     """
     total = sorted_keys.shape[0]
-    n_out = 0
-    for p in range(total):
-        if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
-            n_out += 1
+    n_chunks = max(1, (total + _PAIR_CHUNK - 1) // _PAIR_CHUNK)
+    bounds = np.empty(n_chunks + 1, np.int64)
+    for c in range(n_chunks + 1):
+        p = min(total, c * _PAIR_CHUNK)
+        while 0 < p < total and sorted_keys[p] == sorted_keys[p - 1]:
+            p += 1
+        bounds[c] = p
+    firsts = np.zeros(n_chunks + 1, np.int64)  # output rows before each chunk
+    for c in prange(n_chunks):
+        count = 0
+        for p in range(bounds[c], bounds[c + 1]):
+            count += p == 0 or sorted_keys[p] != sorted_keys[p - 1]
+        firsts[c + 1] = count
+    firsts = np.cumsum(firsts)
+    n_out = firsts[n_chunks]
     out_keys = np.empty(n_out, np.int64)
-    nbr = np.full((n_out, kvol), -1, np.int32)
-    o = -1
-    dup = -1
-    for p in range(total):
-        j = order[p]
-        if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
-            o += 1
-            out_keys[o] = sorted_keys[p]
-        if nbr[o, pair_k[j]] >= 0 and dup < 0:
-            dup = pair_in[j]
-        nbr[o, pair_k[j]] = pair_in[j]
-    return out_keys, nbr, dup
+    nbr = np.empty((n_out, kvol), np.int32)
+    dups = np.full(n_chunks, -1, np.int64)
+    for c in prange(n_chunks):
+        nbr[firsts[c]:firsts[c + 1]] = -1
+        o = firsts[c] - 1
+        dup = -1
+        for p in range(bounds[c], bounds[c + 1]):
+            j = order[p]
+            if p == 0 or sorted_keys[p] != sorted_keys[p - 1]:
+                o += 1
+                out_keys[o] = sorted_keys[p]
+            k = pair_k[j]
+            if nbr[o, k] >= 0 and dup < 0:
+                dup = pair_in[j]
+            nbr[o, k] = pair_in[j]
+        dups[c] = dup
+    for c in range(n_chunks):
+        if dups[c] >= 0:
+            return out_keys, nbr, dups[c]
+    return out_keys, nbr, -1
 
 
 @nb.njit(**_PARALLEL)

@@ -16,7 +16,7 @@ from pc3d.data import (
     WaymoDataset,
 )
 from pc3d.data.io import read_bin
-from pc3d.data.kitti import camera_boxes, parse_label
+from pc3d.data.kitti import IMAGE_SHAPE, camera_boxes, fov_mask, parse_label
 from pc3d.data.scannet import nyu40_to_scannet20, read_ply_vertices
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
 from pc3d.errors import ConfigError, DataFormatError
@@ -234,3 +234,24 @@ def test_real_scannet_scene():
     ids = nyu40_to_scannet20(np.arange(41))
     assert ids[1] == 0 and ids[39] == 19 and ids[13] == -1 and ids[40] == -1 and ids[0] == -1
     assert (ids >= 0).sum() == 20
+
+
+def test_fov_mask_equals_the_projection_in_float64():
+    """The one-pass kernel keeps the points a float64 projection keeps (real frame plus points on the
+    camera plane and behind it); only points within float32 rounding of an image edge may differ."""
+    calib = kitti_calib()
+    rng = np.random.default_rng(0)
+    extra = np.concatenate([rng.uniform([-5, -40, -3], [5, 40, 2], (2000, 3)), np.zeros((2000, 1))], 1)
+    points = np.concatenate([read_bin(sample_path("kitti/000008.bin"), 4), extra.astype(np.float32)])
+    r0, tr = np.eye(4), np.eye(4)
+    r0[:3, :3], tr[:3] = calib.R0_rect, calib.Tr_velo_to_cam
+    hom = np.concatenate([points[:, :3].astype(np.float64), np.ones((len(points), 1))], 1) @ (calib.P2 @ r0 @ tr).T
+    h, w = IMAGE_SHAPE
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u, v = hom[:, 0] / hom[:, 2], hom[:, 1] / hom[:, 2]
+    expected = (hom[:, 2] - calib.P2[2, 3] > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    got = fov_mask(points, calib, IMAGE_SHAPE)
+    near_edge = (np.minimum(np.abs(u), np.abs(u - w)) < 1e-2) | (np.minimum(np.abs(v), np.abs(v - h)) < 1e-2)
+    assert 1000 < expected.sum() < len(points) - 1000
+    np.testing.assert_array_equal(got[~near_edge], expected[~near_edge])
+    assert fov_mask(points[:0], calib, IMAGE_SHAPE).shape == (0,)

@@ -71,6 +71,19 @@ def test_rotation_turns_velocity_and_flip_mirrors_heading():
     np.testing.assert_allclose(flipped["gt_boxes"][:, 8], -sample["gt_boxes"][:, 8])
 
 
+def test_affine_maps_xyz_in_float64_and_keeps_features():
+    from pc3d.data.transforms.global_ops import affine_sample
+    sample = _scene(np.random.default_rng(2))
+    m = np.array([[0.6, -0.8, 0.0], [0.8, 0.6, 0.0], [0.0, 0.0, 1.0]]) * 1.03
+    t = np.array([1.5, -2.0, 0.25])
+    points = sample["points"].copy()
+    out = affine_sample(dict(sample), m, t)["points"]
+    np.testing.assert_array_equal(out[:, :3], (points[:, :3].astype(np.float64) @ m.T + t).astype(np.float32))
+    np.testing.assert_array_equal(out[:, 3:], points[:, 3:])
+    assert out.dtype == np.float32 and out is not sample["points"]
+    np.testing.assert_array_equal(sample["points"], points)  # the input cloud is not written
+
+
 def test_gt_sampling_never_overlaps(kitti_root):
     ds = KittiDataset(kitti_root, "train", fov_only=False)
     sampler = GTSampling(kitti_root / "kitti_gt_database_train.json", ds.class_names,

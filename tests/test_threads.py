@@ -12,7 +12,8 @@ from pc3d_ops.threads import SPIN_ENV, USER_SPIN_VARS
 
 
 def run(code: str, **env: str) -> dict:
-    base = {k: v for k, v in os.environ.items() if k not in (*USER_SPIN_VARS, "PC3D_THREADS", "OMP_NUM_THREADS")}
+    base = {k: v for k, v in os.environ.items() if k not in (*USER_SPIN_VARS, "PC3D_THREADS", "OMP_NUM_THREADS",
+                                                                  "OPENBLAS_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**base, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -36,6 +37,23 @@ def test_user_wait_policy_is_left_alone():
 def test_nothing_set_once_libgomp_is_loaded():
     got = run("import torch; torch.ones(2) + 1\nimport pc3d\n" + REPORT)
     assert got == {"GOMP_SPINCOUNT": None, "OMP_WAIT_POLICY": None, "OMP_NUM_THREADS": None}
+
+
+BLAS_REPORT = ("import ctypes, json, os\n"
+               "from pc3d_ops.threads import loaded_openblas\n"
+               "lib = ctypes.CDLL([p for p in loaded_openblas() if 'numpy' in p][0])\n"
+               "print(json.dumps([lib.scipy_openblas_get_num_threads64_(), os.environ.get('OPENBLAS_NUM_THREADS')]))\n")
+
+
+def test_numpy_blas_runs_one_thread_whichever_is_imported_first():
+    """numpy's OpenBLAS pool (whose idle threads spin on torch's cores) is cut to one thread by import pc3d,
+    before numpy loads (the variable) or after (its setter); a user's OPENBLAS_NUM_THREADS stands."""
+    if os.cpu_count() > 1:
+        assert run("import numpy\n" + BLAS_REPORT)[0] > 1  # numpy alone: a pool
+    for first in ("import pc3d, numpy\n", "import numpy, pc3d\n"):
+        assert run(first + BLAS_REPORT) == [1, "1"]
+        if os.cpu_count() > 1:
+            assert run(first + BLAS_REPORT, OPENBLAS_NUM_THREADS="2") == [2, "2"]
 
 
 def test_pc3d_threads_sets_torch_and_numba():

@@ -18,6 +18,7 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+from pc3d_ops import geometry as _geometry
 
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.eval.kitti import kitti_difficulty
@@ -86,18 +87,17 @@ def camera_boxes(annos: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def fov_mask(points: np.ndarray, calib: KittiCalib, image_shape: tuple[int, int]) -> np.ndarray:
-    """bool [N]: points that project into image 2 in front of the camera (one fused float32 3 x 4 map)."""
+    """bool [N]: points that project into image 2 in front of the camera (one fused float32 3 x 4 map,
+    one pass over the points: `pc3d_ops.geometry.in_image`)."""
     r0 = np.eye(4)
     r0[:3, :3] = calib.R0_rect
     tr = np.eye(4)
     tr[:3] = calib.Tr_velo_to_cam
     m = (calib.P2 @ r0 @ tr).astype(np.float32)
-    hom = points[:, :3] @ m[:, :3].T + m[:, 3]
-    depth = hom[:, 2] - np.float32(calib.P2[2, 3])
     h, w = image_shape
-    with np.errstate(divide="ignore", invalid="ignore"):
-        u, v = hom[:, 0] / hom[:, 2], hom[:, 1] / hom[:, 2]
-    return (depth > 0) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    if not len(points):
+        return np.zeros(0, bool)
+    return _geometry.in_image(np.ascontiguousarray(points, np.float32), m, np.float32(calib.P2[2, 3]), w, h)
 
 
 class KittiDataset(PointCloudDataset):

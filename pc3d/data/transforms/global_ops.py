@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from pc3d_ops import geometry as _geometry
 
 from pc3d.errors import ConfigError
 from pc3d.geometry.boxes import wrap_angle
@@ -34,9 +35,7 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
     """
     m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
     for cloud in clouds_of(sample):
-        pts = sample[cloud].copy()
-        pts[:, :3] = pts[:, :3] @ m.T + t
-        sample[cloud] = pts
+        sample[cloud] = _geometry.affine_points(np.ascontiguousarray(sample[cloud], np.float32), m, t)
         for key in vector_keys(cloud):
             if key in sample:
                 sample[key] = (sample[key] @ m.T).astype(np.float32)
