@@ -96,6 +96,59 @@ def block_pairs(nbr, block):
     return starts, ins, outs
 
 
+_TRANSPOSE_CHUNKS = 16  # row chunks of transposed_block_pairs: a fixed split, so a fixed pair order
+
+
+@nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
+def transposed_block_pairs(nbr, n_in, block):
+    """`block_pairs` of the transposed table (t[nbr[o, k], k] = o, rows N_in) read straight from nbr, so the
+    transposed table is never built: groups are (block of `block` input rows, offset), ins are the output
+    rows o, outs the input row minus the block's first.
+
+    Each input row appears at most once per group (a conv reads input i at offset k from one output at
+    most), so a kernel's per-row sums do not depend on the order inside a group; that order is fixed: by
+    chunk of nbr's rows (a split of N_out only), then row. Two passes over nbr: per-chunk group counts,
+    then each chunk writes its pairs at its own running positions."""
+    n_out, kvol = nbr.shape
+    n_blocks = (n_in + block - 1) // block
+    n_groups = n_blocks * kvol
+    chunks = _TRANSPOSE_CHUNKS
+    pos = np.zeros((chunks, n_groups), np.int64)
+    for c in prange(chunks):
+        for o in range(c * n_out // chunks, (c + 1) * n_out // chunks):
+            for k in range(kvol):
+                i = nbr[o, k]
+                if i >= 0:
+                    pos[c, (i // block) * kvol + k] += 1
+    starts = np.empty(n_groups + 1, np.int64)
+    starts[0] = 0
+    for g in range(n_groups):
+        total = 0
+        for c in range(chunks):
+            total += pos[c, g]
+        starts[g + 1] = starts[g] + total
+    for g in prange(n_groups):  # counts -> each chunk's first position in the group
+        p = starts[g]
+        for c in range(chunks):
+            count = pos[c, g]
+            pos[c, g] = p
+            p += count
+    ins = np.empty(starts[n_groups], np.int32)
+    outs = np.empty(starts[n_groups], np.int32)
+    for c in prange(chunks):
+        for o in range(c * n_out // chunks, (c + 1) * n_out // chunks):
+            for k in range(kvol):
+                i = nbr[o, k]
+                if i >= 0:
+                    b = i // block
+                    g = b * kvol + k
+                    p = pos[c, g]
+                    ins[p] = o
+                    outs[p] = i - b * block
+                    pos[c, g] = p + 1
+    return starts, ins, outs
+
+
 def _micro_gather_gemm_scatter(cout_g: int, skip: bool = False):
     block = ROWS_PER_BLOCK
     rows = 8 if cout_g <= 16 else 4  # accumulators that fit the register file with the weight rows

@@ -188,8 +188,8 @@ def test_bf16_rounding_matches_torch():
     feats[:3, 0] = torch.tensor([np.nan, np.inf, 3e38])  # NaN, inf and an overflowing sum reach some outputs
     kmap = submanifold_map(x, (3, 3, 3), (1, 1, 1))
     w = _weight_kgio(sp.SubMConv3d(16, 32, 3).weight.detach().bfloat16(), 1)
-    out16 = _gather_gemm_scatter(feats, w, kmap.table(), kmap, False)
-    out32 = _gather_gemm_scatter(feats, w, kmap.table(), kmap, False, torch.float32)
+    out16 = _gather_gemm_scatter(feats, w, kmap, False)
+    out32 = _gather_gemm_scatter(feats, w, kmap, False, torch.float32)
     assert out16.dtype == torch.bfloat16 and out32.dtype == torch.float32
     assert out32.isnan().any() and out32.isinf().any()
     assert torch.equal(out16.view(torch.int16), out32.bfloat16().view(torch.int16))

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import random_sparse
+from pc3d_ops import kernel_map as km_kernels
 from pc3d_ops import sparse_conv as kernels
 
 import pc3d.sparse as sp
@@ -311,6 +312,26 @@ def test_block_pairs_group_the_table_by_block_and_offset_in_output_order():
             rows = np.flatnonzero(nbr[b * block:(b + 1) * block, k] >= 0)
             assert outs[starts[g]:starts[g + 1]].tolist() == rows.tolist()
             assert ins[starts[g]:starts[g + 1]].tolist() == nbr[b * block + rows, k].tolist()
+
+
+def test_transposed_block_pairs_are_the_transposed_tables_pairs():
+    """Read straight from the table, the transposed pair lists hold the transposed table's pairs group by
+    group (as sets: inside a group the order is by source row, not input row); a conv map reads an input at
+    an offset from one output at most, which random tables get by a permutation per offset."""
+    rng = np.random.default_rng(1)
+    n_out, n_in, kvol, block = 700, 900, 5, 256
+    nbr = np.stack([np.where(rng.random(n_out) < 0.5, rng.permutation(n_in)[:n_out], -1) for _ in range(kvol)],
+                   1).astype(np.int32)
+    t = km_kernels.transpose_table(nbr, n_in)
+    want = kernels.block_pairs(t, block)
+    got = kernels.transposed_block_pairs(nbr, n_in, block)
+    np.testing.assert_array_equal(got[0], want[0])
+    for g in range(len(want[0]) - 1):
+        lo, hi = want[0][g], want[0][g + 1]
+        assert (sorted(zip(got[1][lo:hi], got[2][lo:hi], strict=True))
+                == sorted(zip(want[1][lo:hi], want[2][lo:hi], strict=True)))
+    again = kernels.transposed_block_pairs(nbr, n_in, block)
+    assert all(np.array_equal(a, b) for a, b in zip(got, again, strict=True))
 
 
 def test_block_pairs_are_built_once_per_map_and_direction():

@@ -83,15 +83,15 @@ def _kernel_only(rec: dict) -> tuple[float, float, float]:
     nbr = kmap.table(inverse)
     shape = tuple(_weight_kgio(module.weight, module.groups).shape)
     x32, dy32 = rec["x"].float(), rec["dy"].float()
-    exact = _weight_gradient(x32.double(), dy32.double(), nbr, kmap, shape)
-    ours = _weight_gradient(x32, dy32, nbr, kmap, shape)
+    exact = _weight_gradient(x32.double(), dy32.double(), kmap, inverse, shape)
+    ours = _weight_gradient(x32, dy32, kmap, inverse, shape)
     table = torch.from_numpy(nbr).long()
     gemm = torch.zeros(shape)
     for k in range(shape[0]):
         rows = (table[:, k] >= 0).nonzero().squeeze(1)
         gemm[k, 0] = torch.mm(x32[table[rows, k]].t(), dy32[rows])
-    magnitude = _weight_gradient(rec["x"].abs(), rec["dy"].abs(), nbr, kmap, shape)
-    reference = _weight_gradient(rec["x"], rec["dy"], nbr, kmap, shape)
+    magnitude = _weight_gradient(rec["x"].abs(), rec["dy"].abs(), kmap, inverse, shape)
+    reference = _weight_gradient(rec["x"], rec["dy"], kmap, inverse, shape)
     return _norm_rel(ours, exact), _norm_rel(gemm, exact), float(magnitude.norm() / reference.norm())
 
 

@@ -60,15 +60,22 @@ class KernelMap:
             self._transposed = km.transpose_table(self.nbr, self.n_in)
         return self._transposed
 
+    def pairs(self, transposed: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs of `table(transposed)` grouped per block of output rows and offset (what the float kernels
+        read, see `pc3d_ops.sparse_conv.block_pairs`), built once; the transposed ones straight from the
+        table (`transposed_block_pairs`), so a backward pass that only needs pairs never builds the transpose."""
+        if transposed not in self._block_pairs:
+            self._block_pairs[transposed] = (sc.transposed_block_pairs(self.nbr, self.n_in, sc.ROWS_PER_BLOCK)
+                                             if transposed else sc.block_pairs(self.nbr, sc.ROWS_PER_BLOCK))
+        return self._block_pairs[transposed]
+
     def block_pairs(self, table: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pairs of `table` grouped per block of output rows and offset (what the float kernels read, see
-        `pc3d_ops.sparse_conv.block_pairs`): built once when `table` is one of this map's own (`table()`,
-        `table(True)`), afresh for another (a table without a spiking layer's silent rows)."""
-        for transposed, own in ((False, self.nbr), (True, self._transposed)):
-            if table is own:
-                if transposed not in self._block_pairs:
-                    self._block_pairs[transposed] = sc.block_pairs(table, sc.ROWS_PER_BLOCK)
-                return self._block_pairs[transposed]
+        """`pairs` when `table` is one of this map's own (`table()`, `table(True)`), else built afresh (a table
+        without a spiking layer's silent rows)."""
+        if table is self.nbr:
+            return self.pairs(False)
+        if table is not None and table is self._transposed:
+            return self.pairs(True)
         return sc.block_pairs(table, sc.ROWS_PER_BLOCK)
 
     def table_on(self, device: torch.device, transposed: bool = False) -> torch.Tensor:

@@ -73,13 +73,13 @@ def _numpy_bits(t: torch.Tensor) -> np.ndarray:
     return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
 
 
-def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
-                              transposed: bool, out_dtype: torch.dtype) -> torch.Tensor:
+def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, transposed: bool,
+                              out_dtype: torch.dtype, keep: np.ndarray | None) -> torch.Tensor:
     """The bf16 forward / feature gradient on CPU: float32 sums, output in out_dtype."""
     kvol, groups, cin_g, cout_g = w.shape
     if cout_g % bf16_ops.LANES:  # widths the bf16 micro-kernel does not cover: exact products in float32
-        return _gather_gemm_scatter(feats.float(), w.float(), nbr_np, kmap, transposed).to(out_dtype)
-    n_out = nbr_np.shape[0]
+        return _gather_gemm_scatter(feats.float(), w.float(), kmap, transposed, keep=keep).to(out_dtype)
+    n_out = _rows(kmap, transposed)
     out = torch.empty((n_out, groups * cout_g), dtype=out_dtype)
     if n_out:
         sync_threads()
@@ -88,8 +88,15 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.n
             kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
         else:
             kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
-        kernel(_numpy_bits(feats.contiguous()), w_vnni, *kmap.block_pairs(nbr_np), _numpy_bits(out))
+        pairs = kmap.pairs(transposed) if keep is None else kernels.block_pairs(
+            kernels.drop_inputs(kmap.table(transposed), keep), kernels.ROWS_PER_BLOCK)
+        kernel(_numpy_bits(feats.contiguous()), w_vnni, *pairs, _numpy_bits(out))
     return out
+
+
+def _rows(kmap: KernelMap, transposed: bool) -> int:
+    """Output rows of a conv over the map's table (transposed: the map's inputs)."""
+    return kmap.n_in if transposed else kmap.nbr.shape[0]
 
 
 def _depthwise(groups: int, cin_g: int, cout_g: int) -> bool:
@@ -97,16 +104,23 @@ def _depthwise(groups: int, cin_g: int, cout_g: int) -> bool:
     return groups > 1 and cin_g == 1 and cout_g == 1
 
 
-def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
-                         transposed: bool, out_dtype: torch.dtype | None = None, keep: np.ndarray | None = None
-                         ) -> torch.Tensor:
-    """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group; w: [K, G, cin_g, cout_g] in feats' dtype.
+def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, transposed: bool,
+                         out_dtype: torch.dtype | None = None, keep: np.ndarray | None = None) -> torch.Tensor:
+    """out[o] = sum_k feats[nbr[o, k]] @ w[k] per group over `kmap.table(transposed)`; w: [K, G, cin_g, cout_g]
+    in feats' dtype.
 
     out_dtype (default: feats') only differs for bf16 inputs on CPU, whose float32 sums can be
     returned unrounded. keep (bool [N_in]): only these input rows take part (the others are all zeros);
-    the float32 micro-kernel tests it while collecting pairs, the other paths get a table without them."""
+    the float32 micro-kernel tests it while collecting pairs, the other paths get a table without them.
+    The vectorised kernels read the map's cached pair lists (`KernelMap.pairs`) and never need the table
+    itself: a transposed table is built only for the other paths."""
     kvol, groups, cin_g, cout_g = w.shape
-    n_out = nbr_np.shape[0]
+    n_out = _rows(kmap, transposed)
+
+    def table() -> np.ndarray:
+        nbr = kmap.table(transposed)
+        return nbr if keep is None else kernels.drop_inputs(nbr, keep)
+
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         out = feats.new_empty((n_out, groups * cout_g))
         if n_out:
@@ -115,20 +129,19 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
             vectorised = cout_g % vector_lanes(x.dtype) == 0
             if vectorised:
                 kernel = kernels.gather_gemm_scatter(cout_g, True, skip=keep is not None)
-                kernel(x, w.numpy(), *kmap.block_pairs(nbr_np), out.numpy(), kernels.NO_KEEP if keep is None else keep)
+                kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
             elif _depthwise(groups, cin_g, cout_g):
-                table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
-                kernels.depthwise(groups)(x, np.ascontiguousarray(w.numpy().reshape(kvol, groups)),
-                                          *kmap.block_pairs(table), out.numpy())
+                pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
+                kernels.depthwise(groups)(x, np.ascontiguousarray(w.numpy().reshape(kvol, groups)), *pairs, out.numpy())
             else:
-                table = nbr_np if keep is None else kernels.drop_inputs(nbr_np, keep)
-                kernels.gather_gemm_scatter(cout_g, False)(x, w.numpy(), table, out.numpy())
+                kernels.gather_gemm_scatter(cout_g, False)(x, w.numpy(), table(), out.numpy())
         return out
-    if keep is not None:
-        nbr_np = kernels.drop_inputs(nbr_np, keep)
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
-        return _bf16_gather_gemm_scatter(feats, w, nbr_np, kmap, transposed, out_dtype or feats.dtype)
-    nbr = kmap.table_on(feats.device, transposed) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
+        return _bf16_gather_gemm_scatter(feats, w, kmap, transposed, out_dtype or feats.dtype, keep)
+    if feats.device.type != "cpu" and keep is None:
+        nbr = kmap.table_on(feats.device, transposed)
+    else:
+        nbr = torch.from_numpy(table()).long().to(feats.device)
     out = feats.new_zeros((n_out, groups * cout_g))
     for k in range(kvol):
         rows = (nbr[:, k] >= 0).nonzero().squeeze(1)
@@ -139,41 +152,52 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, nbr_np: np.ndarra
     return out if out_dtype is None else out.to(out_dtype)
 
 
-def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, nbr_np: np.ndarray, kmap: KernelMap,
-                     shape_kgio: tuple[int, int, int, int]) -> torch.Tensor:
-    """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group, [K, G, cin_g, cout_g]; float32 for bf16 inputs
-    (AMX tiles where they cover the widths, else the float32 kernels on widened values)."""
+def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, transposed: bool,
+                     shape_kgio: tuple[int, int, int, int], keep: np.ndarray | None = None) -> torch.Tensor:
+    """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group over `kmap.table(transposed)` (keep: only those input
+    rows), [K, G, cin_g, cout_g]; float32 for bf16 inputs (AMX tiles where they cover the widths, else the
+    float32 kernels on widened values)."""
     kvol, groups, cin_g, cout_g = shape_kgio
+    n_out = _rows(kmap, transposed)
+
+    def table() -> np.ndarray:
+        nbr = kmap.table(transposed)
+        return nbr if keep is None else kernels.drop_inputs(nbr, keep)
+
+    def pairs():
+        return kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
+
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
         if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():
-            partial = np.zeros((kernels.wgrad_tasks(nbr_np.shape[0]), *shape_kgio), np.float32)
-            if nbr_np.shape[0]:
+            partial = np.zeros((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
+            if n_out:
                 sync_threads()
                 amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
-                                                                   _numpy_bits(grad.contiguous()),
-                                                                   *kmap.block_pairs(nbr_np), partial)
+                                                                   _numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
-        return _weight_gradient(feats.float(), grad.float(), nbr_np, kmap, shape_kgio)
+        return _weight_gradient(feats.float(), grad.float(), kmap, transposed, shape_kgio, keep)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
-        partial = np.zeros((kernels.wgrad_tasks(nbr_np.shape[0]), kvol, groups), feats.numpy().dtype)
-        if nbr_np.shape[0]:
+        partial = np.zeros((kernels.wgrad_tasks(n_out), kvol, groups), feats.numpy().dtype)
+        if n_out:
             sync_threads()
-            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(), nbr_np,
+            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(), table(),
                                                       partial)
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
-        tasks = kernels.wgrad_tasks(nbr_np.shape[0])
         x = feats.contiguous().numpy()
-        partial = np.zeros((tasks, *shape_kgio), x.dtype)
-        if nbr_np.shape[0]:
+        partial = np.zeros((kernels.wgrad_tasks(n_out), *shape_kgio), x.dtype)
+        if n_out:
             sync_threads()
             g = grad.contiguous().numpy()
             if cout_g % vector_lanes(x.dtype) == 0:  # register-blocked over the map's cached pair lists
-                kernels.pair_weight_gradient(cin_g, cout_g, x.dtype.name)(x, g, *kmap.block_pairs(nbr_np), partial)
+                kernels.pair_weight_gradient(cin_g, cout_g, x.dtype.name)(x, g, *pairs(), partial)
             else:
-                kernels.loop_weight_gradient(cout_g)(x, g, nbr_np, partial)
+                kernels.loop_weight_gradient(cout_g)(x, g, table(), partial)
         return torch.from_numpy(_sum_tasks(partial))
-    nbr = kmap.table_on(feats.device) if feats.device.type != "cpu" else torch.from_numpy(nbr_np).long()
+    if feats.device.type != "cpu" and keep is None:
+        nbr = kmap.table_on(feats.device, transposed)
+    else:
+        nbr = torch.from_numpy(table()).long().to(feats.device)
     out = feats.new_zeros(shape_kgio)
     for k in range(kvol):
         rows = (nbr[:, k] >= 0).nonzero().squeeze(1)
@@ -213,13 +237,12 @@ class _SparseConvFunction(torch.autograd.Function):
     @torch.amp.custom_fwd(device_type="cpu")
     def forward(ctx, feats, w, kmap: KernelMap, inverse: bool, dtype: torch.dtype, skip_zero: bool = False):
         # `inverse` runs the map backwards: outputs are the map's inputs (inverse conv).
-        nbr = kmap.table(transposed=inverse)
         ctx.kmap, ctx.inverse = kmap, inverse
         ctx.dtypes = feats.dtype, w.dtype
         feats, w = feats.to(dtype).contiguous(), w.to(dtype)
         ctx.keep = nonzero_rows(feats) if skip_zero and feats.device.type == "cpu" else None
         ctx.save_for_backward(feats, w)
-        return _gather_gemm_scatter(feats, w, nbr, kmap, inverse, keep=ctx.keep)
+        return _gather_gemm_scatter(feats, w, kmap, inverse, keep=ctx.keep)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
@@ -233,14 +256,11 @@ class _SparseConvFunction(torch.autograd.Function):
             w_t = w.transpose(2, 3)
             if kmap.symmetric:  # the transpose is the same table read with reversed offsets
                 w_t = w_t.flip(0)
-                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(inverse), kmap, inverse,
-                                                  feats_dtype)
+                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap, inverse, feats_dtype)
             else:
-                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap.table(not inverse), kmap,
-                                                  not inverse, feats_dtype)
+                grad_feats = _gather_gemm_scatter(grad_out, w_t.contiguous(), kmap, not inverse, feats_dtype)
         if ctx.needs_input_grad[1]:
-            table = kmap.table(inverse) if ctx.keep is None else kernels.drop_inputs(kmap.table(inverse), ctx.keep)
-            grad_w = _weight_gradient(feats, grad_out, table, kmap, tuple(w.shape))
+            grad_w = _weight_gradient(feats, grad_out, kmap, inverse, tuple(w.shape), ctx.keep)
             grad_w = grad_w.to(w.device, w_dtype)
         return grad_feats, grad_w, None, None, None, None
 
