@@ -45,6 +45,7 @@ from os import PathLike
 from pathlib import Path
 
 import numpy as np
+from pc3d_ops import geometry as _geometry
 
 from pc3d.errors import ConfigError, DataFormatError
 
@@ -102,10 +103,10 @@ def relative_pose(current: np.ndarray, past: np.ndarray) -> np.ndarray:
 
 def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
     """A copy of float32 points [N, 3 + C] with x, y, z moved by the rigid [4, 4] `m` (float64 product,
-    float32 result); the other columns are kept."""
-    out = points.copy()
-    out[:, :3] = (points[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]).astype(np.float32)
-    return out
+    float32 result, one pass: `pc3d_ops.geometry.affine_points`); the other columns are kept."""
+    m = np.asarray(m, np.float64)
+    return _geometry.affine_points(np.ascontiguousarray(points, np.float32), np.ascontiguousarray(m[:3, :3]),
+                                   np.ascontiguousarray(m[:3, 3]))
 
 
 def voxel_mode(values: np.ndarray, inverse: np.ndarray, num_voxels: int) -> np.ndarray:
