@@ -25,6 +25,7 @@ import numpy as np
 from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+from .aligned import zeros64
 from .microkernel import mac_pairs, mac_rows, vector_lanes
 
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
@@ -164,7 +165,7 @@ def _micro_gather_gemm_scatter(cout_g: int, skip: bool = False):
         for blk in prange(n_blocks):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
-            acc = np.zeros((o1 - o0) * cout, out.dtype)
+            acc = zeros64((o1 - o0) * cout, out.dtype)  # 64-byte rows start on cache lines
             x_offs = np.empty(block, np.int64)
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
@@ -389,7 +390,7 @@ def _depthwise(fixed: int | None):
         for blk in prange(n_blocks):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
-            acc = np.zeros((o1 - o0, channels), out.dtype)
+            acc = zeros64((o1 - o0) * channels, out.dtype).reshape(o1 - o0, channels)
             for k in range(kvol):
                 for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
                     i, r = ins[q], outs[q]
@@ -420,7 +421,7 @@ def _depthwise_weight_gradient(fixed: int | None):
         n_out = nbr.shape[0]
         per_task = (n_out + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
-            local = np.zeros((kvol, channels), partial.dtype)
+            local = zeros64(kvol * channels, partial.dtype).reshape(kvol, channels)
             for o in range(t * per_task, min(n_out, (t + 1) * per_task)):
                 for k in range(kvol):
                     i = nbr[o, k]

@@ -20,6 +20,7 @@ import numpy as np
 from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+from .aligned import empty64, zeros64
 from .amx import (
     DEPTH,
     TILE_ROWS,
@@ -76,7 +77,7 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
         for blk in prange(n_blocks):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
-            acc = np.zeros((o1 - o0) * cout, np.float32)
+            acc = zeros64((o1 - o0) * cout, np.float32)
             # chunks of up to 16 pairs of one (offset, group), in offset order: the block's pairs of offset k
             # are ins / outs[starts[blk * kvol + k]:starts[blk * kvol + k + 1]] (sparse_conv.block_pairs)
             chunk_k = np.empty(max_chunks, np.int64)
@@ -93,8 +94,8 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
                         chunk_p[n_chunks] = p0
                         chunk_m[n_chunks] = min(TILE_ROWS, s1 - p0)
                         n_chunks += 1
-            a = np.zeros(2 * a_panel, np.int16)  # two panels; the pad column of odd depths stays zero
-            c = np.empty(2 * c_panel, np.float32)
+            a = zeros64(2 * a_panel, np.int16)  # two panels; the pad column of odd depths stays zero
+            c = empty64(2 * c_panel, np.float32)
             for q in range(-1, n_chunks + 1):
                 if 0 <= q < n_chunks:  # this chunk's product (gathered in the previous step)
                     buf = q & 1
@@ -162,8 +163,8 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
                     for g in range(groups):
                         items[n_items] = bk * groups + g
                         n_items += 1
-            a = np.empty(2 * a_panel, np.int16)
-            b = np.empty(2 * b_panel, np.int16)
+            a = empty64(2 * a_panel, np.int16)
+            b = empty64(2 * b_panel, np.int16)
             for q in range(-1, n_items):
                 if q + 1 < n_items:  # build the next item's panels in the other buffer
                     bk, g = items[q + 1] // groups, items[q + 1] % groups

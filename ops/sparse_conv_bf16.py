@@ -22,6 +22,7 @@ from numba import prange, types
 from numba.extending import overload
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+from .aligned import zeros64
 from .bf16 import LANES, dot_rows
 from .sparse_conv import ROWS_PER_BLOCK
 
@@ -88,7 +89,7 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
         for blk in prange(n_blocks):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
-            acc = np.zeros((o1 - o0) * cout, np.float32)
+            acc = zeros64((o1 - o0) * cout, np.float32)
             x_offs = np.empty(block, np.int64)
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):

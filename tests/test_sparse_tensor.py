@@ -405,3 +405,25 @@ def test_native_conv_keeps_torch_thread_count():
             "print(torch.get_num_threads())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "1", "torch.get_num_threads() changed after the first native conv"
+
+
+def test_kernel_scratch_starts_on_cache_lines():
+    """Scratch rows of 64 bytes (an AVX-512 vector, an AMX tile row) must not straddle two cache lines:
+    numba's np.empty aligns to 32 bytes and numpy's to 16, whatever the heap's state."""
+    import numba
+    from pc3d_ops.aligned import empty64, host_zeros64, zeros64
+
+    @numba.njit
+    def offsets(like):
+        out = np.empty(40, np.int64)
+        for i in range(20):
+            out[2 * i] = zeros64(3 + 17 * i, like.dtype).ctypes.data % 64
+            out[2 * i + 1] = empty64(5 + 11 * i, np.int16).ctypes.data % 64
+        return out, zeros64(9, like.dtype).sum(), len(empty64(7, np.int16))
+
+    for dtype in (np.float32, np.float64):
+        got, total, n = offsets(np.zeros(1, dtype))
+        assert (got == 0).all() and total == 0 and n == 7
+    for shape in [(3,), (16, 27, 1, 32, 16), (5, 7)]:
+        a = host_zeros64(shape, np.float32)
+        assert a.ctypes.data % 64 == 0 and a.shape == shape and a.dtype == np.float32 and not a.any()

@@ -26,6 +26,7 @@ from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
 from pc3d_ops import sparse_conv_amx as amx_kernels
 from pc3d_ops import sparse_conv_bf16 as bf16_kernels
+from pc3d_ops.aligned import host_zeros64
 from pc3d_ops.microkernel import vector_lanes
 
 from pc3d.errors import SparseTensorError
@@ -169,7 +170,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
 
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
         if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():
-            partial = np.zeros((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
+            partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
             if n_out:
                 sync_threads()
                 amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
@@ -177,7 +178,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), kmap, transposed, shape_kgio, keep)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
-        partial = np.zeros((kernels.wgrad_tasks(n_out), kvol, groups), feats.numpy().dtype)
+        partial = host_zeros64((kernels.wgrad_tasks(n_out), kvol, groups), feats.numpy().dtype)
         if n_out:
             sync_threads()
             kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(), table(),
@@ -185,7 +186,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         x = feats.contiguous().numpy()
-        partial = np.zeros((kernels.wgrad_tasks(n_out), *shape_kgio), x.dtype)
+        partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), x.dtype)
         if n_out:
             sync_threads()
             g = grad.contiguous().numpy()
