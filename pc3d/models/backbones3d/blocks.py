@@ -5,7 +5,7 @@ Every block takes
   SparseInverseConv{ndim}d); kernel sizes, strides and paddings are ints or per-axis tuples;
 - `act`: a factory `act() -> nn.Module` applied to the [N, C] features (nn.ReLU by default; a spiking
   neuron is another); each position gets its own instance, so a stateful activation keeps its own state;
-- `norm`: a factory `norm(channels) -> nn.Module` on [N, C] features; BATCH_NORM (BatchNorm1d, eps 1e-3,
+- `norm`: a factory `norm(channels) -> nn.Module` on [N, C] features; BATCH_NORM (pc3d.sparse.BatchNorm1d, eps 1e-3,
   momentum 0.01) by default, `batch_norm(momentum)` for another momentum. A SparseModule norm (e.g.
   SparseInstanceNorm, which needs each voxel's sample) is given the SparseTensor instead.
 """
@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from pc3d.sparse import (
+    BatchNorm1d,
     SparseConv2d,
     SparseConv3d,
     SparseConv4d,
@@ -47,7 +48,7 @@ CONVS = {
 def batch_norm(momentum: float = 0.01) -> Norm:
     """The default norm factory: BatchNorm1d(channels, eps=1e-3, momentum) (OpenPCDet's eps; short CPU runs
     want momentum 0.1, else the running statistics used in eval mode lag behind the weights)."""
-    return partial(nn.BatchNorm1d, eps=1e-3, momentum=momentum)
+    return partial(BatchNorm1d, eps=1e-3, momentum=momentum)
 
 
 BATCH_NORM = batch_norm(0.01)

@@ -23,14 +23,14 @@ import torch
 from torch import nn
 
 from pc3d.models.backbones3d.attention import AttentionLayer, run_layer
-from pc3d.sparse import SparseTensor
+from pc3d.sparse import BatchNorm1d, SparseTensor
 from pc3d.sparse.window import Slots, dynamic_sets, relative_to_window_centre
 
 Y_MAJOR, X_MAJOR = (1, 2, 0), (2, 1, 0)  # sort axes of (z, y, x) grids, slowest first; z fastest
 
 
 def position_embedding(channels: int, ndim: int = 3) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(ndim, channels), nn.BatchNorm1d(channels), nn.ReLU(), nn.Linear(channels, channels))
+    return nn.Sequential(nn.Linear(ndim, channels), BatchNorm1d(channels), nn.ReLU(), nn.Linear(channels, channels))
 
 
 class DSVTBlock(nn.Module):

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from pc3d.geometry.neighbors import knn
+from pc3d.sparse import BatchNorm1d
 from pc3d.voxel import scatter_mean
 
 UNMAPPED = ("nearest", "ignore")
@@ -86,7 +87,7 @@ class PointFusionHead(nn.Module):
     def __init__(self, in_channels: int, point_channels: int, num_classes: int, hidden: int = 32,
                  dropout: float = 0.0):
         super().__init__()
-        self.point_mlp = nn.Sequential(nn.Linear(2 * point_channels, hidden, bias=False), nn.BatchNorm1d(hidden),
+        self.point_mlp = nn.Sequential(nn.Linear(2 * point_channels, hidden, bias=False), BatchNorm1d(hidden),
                                        nn.ReLU())
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(in_channels + hidden, num_classes))
 

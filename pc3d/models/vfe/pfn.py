@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pc3d.sparse import BatchNorm1d
+
 
 class PFNLayer(nn.Module):
     """Per-point Linear(in, out) + BatchNorm1d + ReLU. With `last=False` the voxel max is concatenated
@@ -15,7 +17,7 @@ class PFNLayer(nn.Module):
         self.last = last
         units = out_channels if last else out_channels // 2
         self.linear = nn.Linear(in_channels, units, bias=False)
-        self.norm = nn.BatchNorm1d(units, eps=1e-3, momentum=norm_momentum)
+        self.norm = BatchNorm1d(units, eps=1e-3, momentum=norm_momentum)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x [N, in] -> [N, units] per-point features (the caller reduces them per voxel)."""
