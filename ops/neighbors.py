@@ -242,3 +242,38 @@ def search(query, origin, dims, cell, cell_keys, starts, sorted_xyz, sorted_idx,
             if best_i[j] == big:
                 best_i[j] = -1
     return dist, idx
+
+
+@nb.njit(**_SERIAL)
+def _root(parent, i):
+    while parent[i] != i:
+        parent[i] = parent[parent[i]]  # path halving
+        i = parent[i]
+    return i
+
+
+@nb.njit(**_SERIAL)
+def components(neighbours):
+    """Connected components of the graph with an edge from each row i to every neighbours[i, j] >= 0
+    (undirected). Returns int64 [N] labels 0, 1, ... numbered in the order of each component's first row."""
+    n, k = neighbours.shape
+    parent = np.arange(n)
+    for i in range(n):
+        for j in range(k):
+            other = neighbours[i, j]
+            if other >= 0:
+                a, b = _root(parent, i), _root(parent, other)
+                if a != b:  # the smaller row becomes the root: the result does not depend on the edge order
+                    if a < b:
+                        parent[b] = a
+                    else:
+                        parent[a] = b
+    labels = np.full(n, -1, np.int64)
+    count = 0
+    for i in range(n):
+        r = _root(parent, i)
+        if labels[r] < 0:
+            labels[r] = count
+            count += 1
+        labels[i] = labels[r]
+    return labels

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from pc3d.models.flow.rigid import robust_rigid_fit, snap_to_ego_motion, weighted_kabsch
+from pc3d.errors import ConfigError
+from pc3d.models.flow.rigid import EgoMotion, robust_rigid_fit, snap_to_ego_motion, weighted_kabsch
 
 
 def rotation_z(degrees: float) -> torch.Tensor:
@@ -109,6 +110,33 @@ def test_a_biased_flow_snaps_to_the_ego_motion_and_a_mover_keeps_its_flow():
     static_error = (snapped[:-300].double() - ego[:-300]).norm(dim=1).mean()
     assert static_error < 0.02 < (flow[:-300].double() - ego[:-300]).norm(dim=1).mean()
     torch.testing.assert_close(snapped[-300:], flow[-300:])  # 1.2 m off the ego motion: not snapped
+
+
+def test_a_moving_car_snaps_to_its_own_rigid_motion_with_parts():
+    """The same street, the same slow network: the car, left over by the ego motion, is a cluster that gets its
+    own fitted and ICP-refined motion; with the ego motion alone it keeps the network's flow."""
+    rotation, translation = rotation_z(1.0), torch.tensor([-0.9, 0.0, 0.0], dtype=torch.float64)
+    car = torch.tensor([10.0, 0.0, 0.0], dtype=torch.float64) + torch.rand(
+        300, 3, generator=torch.Generator().manual_seed(5), dtype=torch.float64) * torch.tensor([4.0, 1.8, 1.5])
+    xyz1 = torch.cat([street(0, 4000), car])
+    truth = xyz1 @ rotation.T + translation - xyz1
+    truth[-300:] += torch.tensor([1.2, 0.1, 0.0], dtype=torch.float64)
+    xyz2 = torch.cat([street(1, 4000) @ rotation.T + translation, xyz1[-300:] + truth[-300:]])
+    flow = (truth * 0.75).float()
+    ego_only = snap_to_ego_motion(xyz1.float(), xyz2.float(), flow, inlier_threshold=0.5, surface_threshold=0.03)
+    parts = snap_to_ego_motion(xyz1.float(), xyz2.float(), flow, inlier_threshold=0.5, surface_threshold=0.03,
+                               parts={"radius": 0.6, "min_points": 20, "inlier_threshold": 0.5,
+                                      "surface_threshold": 0.1, "icp_max_distance": 0.5})
+    car_error = (parts[-300:].double() - truth[-300:]).norm(dim=1)
+    assert car_error.max() < 0.01 < 0.05 < (ego_only[-300:].double() - truth[-300:]).norm(dim=1).mean()
+    assert (parts[:-300].double() - truth[:-300]).norm(dim=1).mean() < 0.02
+
+
+def test_ego_motion_without_any_test_is_refused():
+    with pytest.raises(ConfigError, match="inlier_threshold or surface_threshold"):
+        EgoMotion()
+    with pytest.raises(ConfigError, match="inlier_threshold or surface_threshold"):
+        snap_to_ego_motion(torch.rand(10, 3), torch.rand(10, 3), torch.zeros(10, 3))
 
 
 def test_icp_baseline_gives_the_sensor_motion_of_a_static_street():

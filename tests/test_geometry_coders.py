@@ -12,6 +12,7 @@ from pc3d.geometry import (
     beam_inclinations,
     knn,
     points_to_range_image,
+    radius_components,
     radius_neighbors,
     range_image_to_points,
     spherical_projection,
@@ -169,6 +170,28 @@ def test_knn_and_radius_brute_force(rng, layout):
         inside = inside[np.argsort(d_all[i, inside], kind="stable")][:16]
         np.testing.assert_array_equal(got[i, : len(inside)], inside)
         assert (got[i, len(inside):] == -1).all()
+
+
+def test_radius_components_brute_force(rng):
+    """Clusters against a flood fill over the full distance matrix (every neighbour kept: max_neighbors = N),
+    numbered in order of each cluster's first point."""
+    xyz = np.r_[rng.normal(0, 0.3, (60, 3)), rng.normal(5, 0.3, (60, 3)), rng.uniform(-20, 20, (40, 3))]
+    xyz = xyz[rng.permutation(len(xyz))]
+    radius = 0.8
+    linked = ((xyz[:, None] - xyz[None]) ** 2).sum(-1) <= radius**2
+    want = np.full(len(xyz), -1)
+    count = 0
+    for start in range(len(xyz)):
+        if want[start] >= 0:
+            continue
+        stack, want[start] = [start], count
+        while stack:
+            for j in np.flatnonzero(linked[stack.pop()] & (want < 0)):
+                want[j] = count
+                stack.append(j)
+        count += 1
+    np.testing.assert_array_equal(radius_components(xyz, radius, max_neighbors=len(xyz)), want)
+    assert radius_components(np.zeros((0, 3)), radius).shape == (0,)
 
 
 def test_knn_padding_torch_and_errors():

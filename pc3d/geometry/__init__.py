@@ -17,7 +17,7 @@ from .boxes import (
 )
 from .calib import KittiCalib
 from .iou import iou_3d, iou_3d_aligned, iou_axis_aligned, iou_bev, iou_bev_aligned, iou_bev_nearest
-from .neighbors import knn, radius_neighbors
+from .neighbors import knn, radius_components, radius_neighbors
 from .nms import nms_axis_aligned, nms_circle, nms_multiclass, nms_rotated
 from .points_in_boxes import points_in_boxes, points_in_boxes_count
 from .range_image import beam_inclinations, points_to_range_image, range_image_to_points, spherical_projection
@@ -47,6 +47,7 @@ __all__ = [
     "points_in_boxes",
     "points_in_boxes_count",
     "points_to_range_image",
+    "radius_components",
     "radius_neighbors",
     "range_image_to_points",
     "rotate_points_z",

@@ -87,3 +87,13 @@ def radius_neighbors(query: Any, ref: Any, radius: float, max_neighbors: int) ->
     sync_threads()
     _, idx = _k.search(q, origin, dims, side, keys, starts, sorted_xyz, sorted_idx, k, radius)
     return like(idx, query)
+
+
+def radius_components(points: Any, radius: float, max_neighbors: int = 16) -> np.ndarray:
+    """Labels int64 [N] (0, 1, ... in order of each cluster's first point) of the clusters of points [N, 3+]
+    linked by distances up to `radius`: each point is linked to its `max_neighbors` nearest within radius (a
+    cluster as dense as that anywhere stays one; two clusters touch only through a gap <= radius)."""
+    xyz = _xyz64(points, "points")
+    if len(xyz) == 0:
+        return np.zeros(0, np.int64)
+    return _k.components(np.asarray(radius_neighbors(xyz, xyz, radius, max_neighbors)))

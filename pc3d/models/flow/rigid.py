@@ -13,7 +13,11 @@ averages the scatter away; points that move on their own disagree and keep their
                                             the fit refined by point-to-plane ICP of the first cloud onto the
                                             second (pc3d.geometry.registration): the fit
                                             starts where the flow points and the surfaces finish it, so a flow
-                                            biased towards the training set's typical motion is corrected
+                                            biased towards the training set's typical motion is corrected;
+                                            with `parts`, then snap_rigid_parts on the points left
+    snap_rigid_parts(src, dst, flow, free, normals, ...)
+                                         -> flow with each cluster of the free points snapped to its own rigid
+                                            motion (fit + ICP, the same tests): objects that move on their own
     EgoMotion(**kwargs)(xyz1, xyz2, flow, offsets1, offsets2)
                                          -> snap_to_ego_motion pair by pair of a batch (a model's stage)
 
@@ -23,11 +27,14 @@ be a minority for the fit to find the ego motion: true of a LiDAR scan, where mo
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import torch
 from torch import nn
 
-from pc3d.geometry.neighbors import knn
+from pc3d.errors import ConfigError
+from pc3d.geometry.neighbors import knn, radius_components
 from pc3d.geometry.registration import point_to_plane_icp, surface_normals
 
 
@@ -65,42 +72,98 @@ def robust_rigid_fit(xyz: torch.Tensor, flow: torch.Tensor, iters: int = 10,
     return rotation, translation, residual
 
 
-def snap_to_ego_motion(xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor, inlier_threshold: float,
-                       surface_threshold: float | None = None, icp_max_distance: float = 1.0,
-                       icp_iters: int = 30) -> torch.Tensor:
-    """`flow` [N, 3] of the points xyz1 [N, 3] onto the cloud xyz2 [M, 3], with the ego motion's flow on the points
-    that follow it: their own flow within `inlier_threshold` metres of the ego motion's, and (surface_threshold
-    not None) moved by the ego motion, within surface_threshold metres of the second cloud's surface (the plane
-    of the nearest point, which must be within icp_max_distance). The ego motion is the robust rigid fit of
-    `flow`, refined by point-to-plane ICP (pairs up to icp_max_distance metres, icp_iters steps). A pair with
-    fewer than 6 points in either cloud (too few for ICP) keeps its flow."""
-    if len(xyz1) < 6 or len(xyz2) < 6:
-        return flow
-    rotation, translation, _ = robust_rigid_fit(xyz1.detach(), flow.detach())
-    source, target = xyz1.detach().double().cpu().numpy(), xyz2.detach().double().cpu().numpy()
-    normals = surface_normals(target)
-    rotation, translation, _ = point_to_plane_icp(source, target, rotation.cpu().numpy(), translation.cpu().numpy(),
+def _on_surface(moved: np.ndarray, target: np.ndarray, normals: np.ndarray, max_distance: float,
+                threshold: float) -> np.ndarray:
+    """bool [N]: moved points within `threshold` metres of the plane of their nearest target point, which
+    must be within max_distance."""
+    dist2, idx = knn(moved, target, 1)
+    plane = np.abs(((moved - target[idx[:, 0]]) * normals[idx[:, 0]]).sum(1))
+    return (dist2[:, 0] < max_distance**2) & (plane < threshold)
+
+
+def _rigid_followers(source: np.ndarray, target: np.ndarray, normals: np.ndarray, flow: np.ndarray,
+                     inlier_threshold: float | None, surface_threshold: float | None, icp_max_distance: float,
+                     icp_iters: int) -> tuple[np.ndarray, np.ndarray]:
+    """(rigid flow [N, 3], follows bool [N]) of the points source [N, 3] (float64) whose `flow` the robust
+    rigid fit and point-to-plane ICP onto target explain: flow within inlier_threshold of the motion's (None:
+    no such test) and, moved by it, on target's surface (surface_threshold None: no such test)."""
+    rotation, translation, _ = robust_rigid_fit(torch.from_numpy(source), torch.from_numpy(flow))
+    rotation, translation, _ = point_to_plane_icp(source, target, rotation.numpy(), translation.numpy(),
                                                   target_normals=normals, max_distance=icp_max_distance,
                                                   iters=icp_iters)
     moved = source @ rotation.T + translation
-    follows = np.linalg.norm(moved - source - flow.detach().double().cpu().numpy(), axis=1) < inlier_threshold
+    follows = np.ones(len(source), bool)
+    if inlier_threshold is not None:
+        follows &= np.linalg.norm(moved - source - flow, axis=1) < inlier_threshold
     if surface_threshold is not None:
-        dist2, idx = knn(moved, target, 1)
-        plane = np.abs(((moved - target[idx[:, 0]]) * normals[idx[:, 0]]).sum(1))
-        follows &= (dist2[:, 0] < icp_max_distance**2) & (plane < surface_threshold)
-    rigid = torch.from_numpy(moved - source).to(flow)
-    return torch.where(torch.from_numpy(follows).to(flow.device)[:, None], rigid, flow)
+        follows &= _on_surface(moved, target, normals, icp_max_distance, surface_threshold)
+    return moved - source, follows
+
+
+def snap_to_ego_motion(xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor,
+                       inlier_threshold: float | None = None, surface_threshold: float | None = None,
+                       icp_max_distance: float = 1.0, icp_iters: int = 30,
+                       parts: Mapping[str, float] | None = None) -> torch.Tensor:
+    """`flow` [N, 3] of the points xyz1 [N, 3] onto the cloud xyz2 [M, 3], with the ego motion's flow on the points
+    that follow it: their own flow within `inlier_threshold` metres of the ego motion's (None: not tested) and
+    (surface_threshold not None) moved by the ego motion, within surface_threshold metres of the second cloud's
+    surface (the plane of the nearest point, which must be within icp_max_distance). The ego motion is the
+    robust rigid fit of `flow`, refined by point-to-plane ICP (pairs up to icp_max_distance metres, icp_iters
+    steps). `parts` (the keyword arguments of snap_rigid_parts but the clouds): then the points left are
+    clustered and each cluster snapped to its own rigid motion. A pair with fewer than 6 points in either cloud
+    (too few for ICP) keeps its flow."""
+    if inlier_threshold is None and surface_threshold is None:
+        raise ConfigError("snap_to_ego_motion needs inlier_threshold or surface_threshold (else every point follows)")
+    if len(xyz1) < 6 or len(xyz2) < 6:
+        return flow
+    source, target = xyz1.detach().double().cpu().numpy(), xyz2.detach().double().cpu().numpy()
+    flow64 = flow.detach().double().cpu().numpy()
+    normals = surface_normals(target)
+    rigid, follows = _rigid_followers(source, target, normals, flow64, inlier_threshold, surface_threshold,
+                                      icp_max_distance, icp_iters)
+    out = np.where(follows[:, None], rigid, flow64)
+    if parts is not None:
+        out = snap_rigid_parts(source, target, out, ~follows, normals, **parts)
+    return torch.from_numpy(out).to(flow)
+
+
+def snap_rigid_parts(source: np.ndarray, target: np.ndarray, flow: np.ndarray, free: np.ndarray,
+                     normals: np.ndarray, radius: float = 0.6, min_points: int = 20,
+                     inlier_threshold: float | None = 0.5, surface_threshold: float = 0.1,
+                     icp_max_distance: float = 0.5, icp_iters: int = 20) -> np.ndarray:
+    """flow [N, 3] (float64) of source [N, 3] onto target [M, 3] (normals [M, 3]) with each cluster of the `free`
+    points (bool [N]; clusters linked by gaps up to `radius` metres, at least min_points points) snapped to
+    its own rigid motion: the robust fit of its flow refined by point-to-plane ICP onto target, given to
+    the cluster's points that follow it (the tests of _rigid_followers). Rigid objects moving on their own
+    (cars, FlyingThings3D's shapes) then move as one body instead of point by point."""
+    rows = np.flatnonzero(free)
+    if len(rows) < min_points:
+        return flow
+    out = flow.copy()
+    labels = radius_components(source[rows], radius)
+    order = np.argsort(labels, kind="stable")
+    bounds = np.flatnonzero(np.diff(labels[order])) + 1
+    for cluster in np.split(rows[order], bounds):
+        if len(cluster) < min_points:
+            continue
+        rigid, follows = _rigid_followers(source[cluster], target, normals, flow[cluster], inlier_threshold,
+                                          surface_threshold, icp_max_distance, icp_iters)
+        out[cluster[follows]] = rigid[follows]
+    return out
 
 
 class EgoMotion(nn.Module):
     """snap_to_ego_motion as a model stage (no weights), pair by pair of a batch; kwargs as snap_to_ego_motion's
-    (inlier_threshold, surface_threshold, icp_max_distance, icp_iters)."""
+    (inlier_threshold, surface_threshold, icp_max_distance, icp_iters, parts)."""
 
-    def __init__(self, inlier_threshold: float, surface_threshold: float | None = None,
-                 icp_max_distance: float = 1.0, icp_iters: int = 30):
+    def __init__(self, inlier_threshold: float | None = None, surface_threshold: float | None = None,
+                 icp_max_distance: float = 1.0, icp_iters: int = 30, parts: Mapping[str, float] | None = None):
         super().__init__()
+        if inlier_threshold is None and surface_threshold is None:
+            raise ConfigError("ego_motion needs inlier_threshold or surface_threshold")
         self.kwargs = {"inlier_threshold": inlier_threshold, "surface_threshold": surface_threshold,
-                       "icp_max_distance": icp_max_distance, "icp_iters": icp_iters}
+                       "icp_max_distance": icp_max_distance, "icp_iters": icp_iters,
+                       "parts": None if parts is None else dict(parts)}
 
     def forward(self, xyz1: torch.Tensor, xyz2: torch.Tensor, flow: torch.Tensor, offsets1: list[int],
                 offsets2: list[int]) -> torch.Tensor:
