@@ -7,7 +7,8 @@ memory of forward + backward (``ru_maxrss`` of a fresh process, imports included
 kept (the default, faster) and rebuilt per product (``ot_keep_kernel: false``); then the global
 attention of one cloud, pc3d's query blocks against one torch ``scaled_dot_product_attention`` call over
 all queries (the reference: the same FLOPs without blocks, memory O(N^2) in backward); last the ego-motion
-stage (`model.ego_motion`, robust rigid fit + point-to-plane ICP) on the model's flow of the pair.
+stage (`model.ego_motion`, robust rigid fit + point-to-plane ICP) on the model's flow of the pair, as
+sctn_sim_lidar and as sctn_sim (with rigid parts) configure it.
 """
 from __future__ import annotations
 
@@ -112,6 +113,12 @@ def run_flow(timed, quick: bool = False) -> list[dict]:
         flow = torch.from_numpy(model(batch)[0]["flow"])
     rows.append({"case": f"ego-motion stage (rigid fit + ICP), {POINTS:,} + {POINTS:,} points",
                  "pc3d_s": timed(lambda: ego(xyz1, xyz2, flow, offsets, offsets), repeats=repeats)})
+    from omegaconf import OmegaConf
+
+    stages = OmegaConf.to_container(OmegaConf.load(ROOT / "configs/experiment/sctn_sim.yaml").model.ego_motion)
+    rigid = EgoMotion(**stages)  # sctn_sim's: the surface test, then rigid parts
+    rows.append({"case": f"rigid stages of sctn_sim (ego motion + parts), {POINTS:,} + {POINTS:,} points",
+                 "pc3d_s": timed(lambda: rigid(xyz1, xyz2, flow, offsets, offsets), repeats=repeats)})
     return rows
 
 
