@@ -19,7 +19,19 @@ from numba import prange
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 
 _PARALLEL = {"parallel": True, "cache": True, "nogil": True, "boundscheck": False, "fastmath": False}
+_SERIAL = {"cache": True, "nogil": True, "boundscheck": False}
 CHUNK = 1024  # rows per partial sum: fixed, so the summation order is fixed
+
+
+@nb.njit(**_SERIAL)
+def _add_chunks(part):
+    """The two per-chunk sums [n_chunks, 2, C] added in chunk order: float64 [C] each."""
+    s1 = np.zeros(part.shape[2])
+    s2 = np.zeros(part.shape[2])
+    for k in range(part.shape[0]):
+        s1 += part[k, 0]
+        s2 += part[k, 1]
+    return s1, s2
 
 
 @nb.njit(**_PARALLEL)
@@ -42,11 +54,7 @@ def moments(x):
                 s2[j] += d * d
         part[k, 0] = s1
         part[k, 1] = s2
-    s1 = np.zeros(c)
-    s2 = np.zeros(c)
-    for k in range(n_chunks):
-        s1 += part[k, 0]
-        s2 += part[k, 1]
+    s1, s2 = _add_chunks(part)
     m = s1 / n
     var = np.maximum(s2 / n - m * m, 0.0)
     return m + shift, var
@@ -79,12 +87,7 @@ def grad_sums(grad, x, mean):
                 s2[j] += g * (np.float64(x[i, j]) - mean[j])
         part[k, 0] = s1
         part[k, 1] = s2
-    s1 = np.zeros(c)
-    s2 = np.zeros(c)
-    for k in range(n_chunks):
-        s1 += part[k, 0]
-        s2 += part[k, 1]
-    return s1, s2
+    return _add_chunks(part)
 
 
 @nb.njit(**_PARALLEL)
