@@ -1,6 +1,9 @@
 """pc3d.sparse.BatchNorm1d against torch's batch norm in float64 (the reference) and float32."""
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numba
 import pytest
 import torch
@@ -118,3 +121,15 @@ def test_gradient_only_where_asked():
     x = torch.randn(20, 3, requires_grad=True)
     ours(x).sum().backward()
     assert ours.weight.grad is None and ours.bias.grad is not None and x.grad is not None
+
+
+def test_kernels_follow_torch_thread_count():
+    """The norm's numba kernels run on torch's thread count and leave it alone (fresh process: the norm is the
+    first numba launch, as in a pillar VFE)."""
+    code = ("import torch, numba, pc3d.sparse as sp\n"
+            "torch.set_num_threads(1)\n"
+            "x = torch.randn(3000, 8, requires_grad=True)\n"
+            "sp.BatchNorm1d(8)(x).sum().backward()\n"
+            "print(torch.get_num_threads(), numba.get_num_threads())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["1", "1"]

@@ -18,6 +18,8 @@ import torch
 from pc3d_ops import batch_norm as kernels
 from torch import nn
 
+from pc3d.sparse.kernel_map import sync_threads
+
 
 class _BatchNormRows(torch.autograd.Function):
     """y = (x - mean) * invstd * weight + bias with mean / invstd the batch's (given, computed from x);
@@ -38,6 +40,7 @@ class _BatchNormRows(torch.autograd.Function):
         x, weight, mean, invstd = ctx.saved_tensors
         grad = grad.contiguous()
         n = x.shape[0]
+        sync_threads()
         sum_g, sum_gx = kernels.grad_sums(grad.numpy(), x.detach().numpy(), mean.numpy())
         sum_g, sum_gx = torch.from_numpy(sum_g), torch.from_numpy(sum_gx)  # float64 [C]
         grad_x = grad_w = grad_b = None
@@ -69,6 +72,7 @@ class BatchNorm1d(nn.BatchNorm1d):
             return super().forward(x)
         x = x.contiguous()
         n = x.shape[0]
+        sync_threads()  # numba on torch's thread count
         mean, var = kernels.moments(x.detach().numpy())
         mean, var = torch.from_numpy(mean), torch.from_numpy(var)  # float64 [C]
         if self.training and self.track_running_stats:
