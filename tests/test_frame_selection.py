@@ -93,3 +93,10 @@ def test_select_frames_tool_writes_lists_a_dataset_reads(tmp_path, capsys):
         data = SemanticKittiDataset(tmp_path, sequences=[0, 1], labelled_frames=tmp_path / "frame_lists" /
                                     f"{method}_25.txt", labelled_only=True)
         assert len(data) == 2
+    assert main([str(tmp_path), "--sequences", "all", "--fraction", "0.25", "--out", str(tmp_path / "all")]) == 0
+    lists = (tmp_path / "all", tmp_path / "frame_lists")
+    assert (lists[0] / "uniform_25.txt").read_text() == (lists[1] / "uniform_25.txt").read_text()
+    assert SemanticKittiDataset(tmp_path, sequences="all").sequences == ["00", "01"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataFormatError, match="no numbered sequence"):
+        SemanticKittiDataset(tmp_path / "empty", sequences="all")

@@ -120,3 +120,27 @@ def test_the_reflectivity_prior_travels_in_the_state_dict(root):
     points, remission = batch["points"][:, :3], batch["points"][:, 3]
     assert torch.equal(fresh.prior.likelihood(points, remission), net.prior.likelihood(points, remission))
     assert not torch.equal(model().prior.likelihood(points, remission), net.prior.likelihood(points, remission))
+
+
+def test_ramp_is_zero_in_warm_up_then_rises_as_a_sigmoid_to_one():
+    torch.manual_seed(0)
+    unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
+    net = MeanTeacherSegmentor(SparseSegmentor(4, unet, num_classes=20, ignore_index=0), warmup_steps=10,
+                               rampup_steps=20)
+    assert [net.ramp(s) for s in (0, 9)] == [0.0, 0.0]
+    assert net.ramp(10) == pytest.approx(np.exp(-5.0)) and net.ramp(20) == pytest.approx(np.exp(-1.25))
+    assert net.ramp(30) == net.ramp(1000) == 1.0
+    assert model().ramp(0) == 1.0  # no warm-up, no ramp: the full weight from the first step
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        MeanTeacherSegmentor(SparseSegmentor(4, unet, num_classes=20, ignore_index=0), warmup_steps=-1)
+
+
+def test_warm_up_steps_train_on_labels_alone(root):
+    """During warm-up the teacher does not run: the loss is the supervised one and no point gets a pseudo label."""
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    batch = data.collate_fn([data[0], data[1]])
+    net = model()
+    net.warmup_steps = 1
+    out = net.train()(batch)
+    assert out["ramp"] == 0 and out["pseudo_share"] == 0 and torch.equal(out["loss"], out["loss_sup"])
+    assert net(batch)["pseudo_share"] > 0  # the next step is past it

@@ -100,6 +100,16 @@ def test_semantickitti_layout(tmp_path):
                                                                           "Tr": 12}
 
 
+def test_semantickitti_scan_interval_spaces_the_scans(tmp_path):
+    """scan_interval: the same scene, scans that many seconds apart (times.txt), so the ego drives further."""
+    dense = simulate_dataset("semantickitti", tmp_path / "a", frames=3, seed=1, sequence_length=3)
+    sparse = simulate_dataset("semantickitti", tmp_path / "b", frames=3, seed=1, sequence_length=3, scan_interval=1.0)
+    np.testing.assert_allclose(np.loadtxt(sparse / "sequences/00/times.txt"), [0.0, 1.0, 2.0], atol=1e-9)
+    step = [np.linalg.norm(np.diff(np.loadtxt(r / "sequences/00/poses.txt")[:, [3, 7, 11]], axis=0), axis=1)
+            for r in (dense, sparse)]
+    np.testing.assert_allclose(step[1], 10 * step[0], rtol=1e-6, atol=1e-9)  # constant speed, no stops
+
+
 def _waymo_points(values, shape, extrinsic, inclinations):
     """Range image -> vehicle-frame points as the official range_image_utils (numpy transcription)."""
     image = np.asarray(values, np.float32).reshape(shape)
@@ -276,7 +286,8 @@ def test_same_seed_gives_identical_bytes(tmp_path, fmt):
 
 
 @pytest.mark.parametrize("kwargs", [{"columns": 0}, {"sequence_length": 0}, {"density": -1.0},
-                                    {"density": float("nan")}, {"frames": 0}])
+                                    {"density": float("nan")}, {"frames": 0}, {"scan_interval": 0.0},
+                                    {"scan_interval": 1.0}])
 def test_simulate_refuses_out_of_range_settings(tmp_path, kwargs):
     from pc3d.errors import ConfigError
     from pc3d.sim.api import simulate_dataset

@@ -19,7 +19,8 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.data import SemanticKittiDataset
     from pc3d.data.frame_selection import select_frames, write_frame_list
 
-    data = SemanticKittiDataset(args.root, split=args.split, sequences=args.sequences)
+    sequences = "all" if args.sequences == ["all"] else args.sequences
+    data = SemanticKittiDataset(args.root, split=args.split, sequences=sequences)
     sequences = []
     for seq in data.sequences:
         names = [name for s, name in data.frames if s == seq]
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("root", help="the dataset root (sequences/SS/velodyne, poses.txt, calib.txt)")
     p.add_argument("--fraction", type=float, required=True, help="share of the frames to label, e.g. 0.05")
     p.add_argument("--split", default="train", help="the learning map's split to read (default: train)")
-    p.add_argument("--sequences", nargs="+", type=int, help="sequence numbers instead of --split")
+    p.add_argument("--sequences", nargs="+", help="sequence numbers instead of --split, or 'all' (every folder)")
     p.add_argument("--out", help="folder of the frame lists (default: ROOT/frame_lists)")
     args = p.parse_args(argv)
     from pc3d.utils.cli import run_tool

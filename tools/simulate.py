@@ -65,6 +65,7 @@ def check_settings(cfg) -> None:
     number("moving_density", float, optional=True)
     number("stops", int)
     number("standing", float)
+    number("scan_interval", float)
     if not isinstance(cfg.zones, bool):
         raise ConfigError(f"zones: expected true or false, got {cfg.zones!r}")
     if not isinstance(cfg.distortion, bool):
@@ -97,7 +98,7 @@ def simulate() -> int:
                                        density=float(cfg.density),
                                        moving_density=None if cfg.moving_density is None else float(cfg.moving_density),
                                        stops=int(cfg.stops), standing=float(cfg.standing), zones=bool(cfg.zones),
-                                       distortion=bool(cfg.distortion),
+                                       scan_interval=float(cfg.scan_interval), distortion=bool(cfg.distortion),
                                        progress=bar.update_to)
         except Pc3dError as error:
             status["code"] = user_error("simulate", error)

@@ -215,7 +215,9 @@ class SemanticKittiDataset(PointCloudDataset):
     """Scans of SemanticKITTI sequences as samples with ``point_labels`` (and ``instance_ids``).
 
     root: the folder holding sequences/. split: train, valid or test (the devkit's sequence split)
-    unless `sequences` lists sequence numbers. mode: "semantic" or "mos". learning_map: a devkit YAML
+    unless `sequences` lists sequence numbers, or is "all": every numbered folder under sequences/ (a
+    simulated world of many short sequences, with its held-out frames in another world).
+    mode: "semantic" or "mos". learning_map: a devkit YAML
     (default: pc3d/data/learning_maps/ for the mode). n_past_scans: past scans merged into each sample.
     time_channel: add the time column (default: when n_past_scans > 0). scan_period: seconds between
     scans for the time column (None: from times.txt). past_voxel_size: reduce each past scan to one
@@ -257,7 +259,12 @@ class SemanticKittiDataset(PointCloudDataset):
         split = {"val": "valid"}.get(split, split)
         self.split = split
         explicit = sequences is not None
-        if sequences is None:
+        if sequences == "all":
+            found = sorted(p.name for p in (self.root / "sequences").glob("*") if p.is_dir() and p.name.isdigit())
+            if not found:
+                raise DataFormatError(self.root / "sequences", "sequences: all, but no numbered sequence folder")
+            sequences = found
+        elif sequences is None:
             if split not in self.config.get("split", {}):
                 raise ConfigError(f"split {split!r} is not in the learning map's split {sorted(self.config['split'])}")
             sequences = self.config["split"][split]

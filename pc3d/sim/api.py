@@ -45,7 +45,7 @@ DEFAULT_SEQUENCE_LENGTH = {"kitti": 5, "semantickitti": 100, "semantickitti_mos"
 def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int = 0, *, sensor: str | None = None,
                      columns: int | None = None, sequence_length: int | None = None, density: float = 1.0,
                      moving_density: float | None = None, stops: int = 0, standing: float = 0.5,
-                     zones: bool = False, distortion: bool = False,
+                     zones: bool = False, scan_interval: float = 0.1, distortion: bool = False,
                      progress: Callable[[int], None] | None = None) -> Path:
     """Simulate `frames` frames (ScanNet: scenes; scene flow: pairs; ModelNet40: shapes) in the layout of
     `format` under `out`.
@@ -58,7 +58,9 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     (default per format: DEFAULT_MOVING_DENSITY, else 0); stops: red lights per sequence of the SemanticKITTI
     layouts, where the ego and the traffic its way stand still for `standing` (0 < standing < 1) of the
     sequence's time in all (ST-RFD's case: frames that repeat); zones keeps fences, trees and poles on one
-    stretch per side of each scene's road (classes seen in few places); distortion turns on ego-motion
+    stretch per side of each scene's road (classes seen in few places); scan_interval: seconds between
+    the scans of a SemanticKITTI sequence (0.1, the sensor's rate; larger drives further per sequence);
+    distortion turns on ego-motion
     distortion of the raw sweeps. progress is called with the number of frames done after each frame.
     Returns the output root.
     """
@@ -78,8 +80,11 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
         raise ConfigError(f"stops must be an integer >= 0, got {stops!r}")
     if stops and not (math.isfinite(standing) and 0 < standing < 1):
         raise ConfigError(f"standing must be a number in (0, 1), got {standing}")
-    if (stops or zones) and not format.startswith("semantickitti"):
-        raise ConfigError(f"stops / zones: only the SemanticKITTI layouts simulate them, not {format!r}")
+    if not (math.isfinite(scan_interval) and scan_interval > 0):
+        raise ConfigError(f"scan_interval must be a number > 0 (seconds), got {scan_interval}")
+    if (stops or zones or scan_interval != 0.1) and not format.startswith("semantickitti"):
+        raise ConfigError(f"stops / zones / scan_interval: only the SemanticKITTI layouts simulate them, "
+                          f"not {format!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = sensor_spec(sensor or DEFAULT_SENSOR.get(format, "kitti"), columns)
@@ -87,7 +92,7 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
         out=out, frames=int(frames), seed=int(seed), spec=spec,
         sequence_length=int(sequence_length or DEFAULT_SEQUENCE_LENGTH.get(format, 1)), density=float(density),
         moving_density=float(moving_density), stops=stops, standing=float(standing), zones=bool(zones),
-        distortion=bool(distortion), progress=progress)
+        scan_interval=float(scan_interval), distortion=bool(distortion), progress=progress)
     for write in WRITERS[format]:
         write(settings)
     return out

@@ -8,14 +8,17 @@
     pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
-                + unlabelled_weight x (CE on hard pseudo labels + confidence-weighted KL to the soft targets)
+                + unlabelled_weight x ramp(step) x (CE on hard pseudo labels + confidence-weighted KL to the
+                soft targets); ramp is 0 for the first warmup_steps (the teacher does not run), then rises as
+                exp(-5 (1 - t)^2) over rampup_steps (Tarvainen and Valpola's sigmoid ramp-up) to 1
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor)}. Eval mode: the teacher's predictions (the EMA weights generalise better).
+"alpha" (the EMA factor), "ramp"}. Eval mode: the teacher's predictions (the EMA weights generalise better).
 """
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Sequence
 
 import torch
@@ -23,6 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pc3d.data.batch import cloud_view, sparse_input
+from pc3d.errors import ConfigError
 from pc3d.models.semi.pseudo_labels import (
     IGNORE,
     ReflectivityPrior,
@@ -39,20 +43,25 @@ class MeanTeacherSegmentor(nn.Module):
     (class, range band) cell's unlabelled points that get a hard label. min_confidence: the least confidence of a
     hard label, whatever the cell's share. soft_margin: below the cell's threshold,
     the band of soft targets. range_edges: range bands (m). beta: weight of the reflectivity prior.
-    remission_column: the points column holding remission. max_alpha: the EMA's ceiling."""
+    remission_column: the points column holding remission. max_alpha: the EMA's ceiling. warmup_steps: steps
+    of supervised training before the first pseudo label (a teacher that has learnt nothing labels
+    nothing); rampup_steps: steps over which the pseudo-label weight then rises to unlabelled_weight."""
 
     task = "segmentation"
 
     def __init__(self, student: nn.Module, unlabelled_weight: float = 1.0, keep: float = 0.5,
                  min_confidence: float = 0.0, soft_margin: float = 0.1,
                  range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
-                 max_alpha: float = 0.99):
+                 max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
         self.unlabelled_weight, self.keep, self.soft_margin, self.beta = unlabelled_weight, keep, soft_margin, beta
         self.min_confidence = min_confidence
         self.remission_column, self.max_alpha, self.range_edges = remission_column, max_alpha, list(range_edges)
+        if warmup_steps < 0 or rampup_steps < 0:
+            raise ConfigError(f"warmup_steps and rampup_steps must be >= 0, got {warmup_steps}, {rampup_steps}")
+        self.warmup_steps, self.rampup_steps = int(warmup_steps), int(rampup_steps)
         self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
         self.prior = ReflectivityPrior(self.num_classes, self.range_edges, self.ignore_index)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -62,10 +71,21 @@ class MeanTeacherSegmentor(nn.Module):
         self.teacher.eval()  # the teacher always predicts with its (EMA) running statistics
         return self
 
+    def ramp(self, step: int) -> float:
+        """The pseudo-label loss's factor at `step` (0-based): 0 during warm-up, then exp(-5 (1 - t)^2) with t
+        the share of the ramp-up done, 1 after it."""
+        if step < self.warmup_steps:
+            return 0.0
+        if step >= self.warmup_steps + self.rampup_steps:
+            return 1.0
+        t = (step - self.warmup_steps) / self.rampup_steps
+        return math.exp(-5.0 * (1.0 - t) ** 2)
+
     def forward(self, batch: dict):
         if not self.training:
             return self.teacher(batch)
         alpha = ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
+        ramp = self.ramp(int(self.step))
         self.step += 1
         labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
         point_labelled = labelled[batch["point_batch"]]
@@ -76,9 +96,9 @@ class MeanTeacherSegmentor(nn.Module):
         x = sparse_input(view, view["points"].device)
         feats = self.student.backbone(x).feats
         supervised = self.student.losses(view, feats, x.feats)
-        out = {"loss_sup": supervised["loss"].detach(), "alpha": torch.tensor(alpha)}
+        out = {"loss_sup": supervised["loss"].detach(), "alpha": torch.tensor(alpha), "ramp": torch.tensor(ramp)}
         unlabelled = ~point_labelled & (batch["point_to_voxel"] >= 0) & (view["point_to_voxel"] >= 0)
-        if not unlabelled.any():
+        if ramp == 0.0 or not unlabelled.any():
             return out | {"loss": supervised["loss"], "loss_pseudo": torch.zeros(()), "pseudo_share": torch.zeros(())}
 
         with torch.no_grad():
@@ -97,7 +117,8 @@ class MeanTeacherSegmentor(nn.Module):
         ce = F.cross_entropy(logits, hard, ignore_index=IGNORE) if (hard != IGNORE).any() else logits.sum() * 0
         kl = (F.kl_div(logits.log_softmax(1), prob.float(), reduction="none").sum(1) * soft).sum() / len(soft)
         pseudo = ce + kl
-        return out | {"loss": supervised["loss"] + self.unlabelled_weight * pseudo, "loss_pseudo": pseudo.detach(),
+        loss = supervised["loss"] + self.unlabelled_weight * ramp * pseudo
+        return out | {"loss": loss, "loss_pseudo": pseudo.detach(),
                       "pseudo_share": (hard != IGNORE).float().mean()}
 
     @staticmethod

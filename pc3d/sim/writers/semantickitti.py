@@ -82,7 +82,7 @@ def write_semantickitti(settings: WriterSettings) -> None:
     writer = None
     current = -1
     frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
-                            distortion=settings.distortion, density=settings.density,
+                            spacing=settings.scan_interval, distortion=settings.distortion, density=settings.density,
                             moving_density=settings.moving_density, stops=settings.stops, standing=settings.standing,
                             zones=settings.zones)
     for n, (scene_index, _, frame) in enumerate(frames):

@@ -18,7 +18,9 @@ class WriterSettings:
     number of road users; moving_density adds moving cars, cyclists and pedestrians near the ego's path
     (pc3d.sim.outdoor.make_outdoor_scene); stops / standing: red lights per sequence and the share of its
     time the ego stands at them, zones: fences, trees and poles on one stretch per side of the road only
-    (SemanticKITTI layout; make_outdoor_scene). distortion: ego-motion
+    (SemanticKITTI layout; make_outdoor_scene). scan_interval: seconds between the scans a SemanticKITTI
+    sequence keeps (0.1: every sweep of a 10 Hz sensor; 1.0: one scan a second, so a sequence of 40 scans
+    drives through 40 s of street, not 4). distortion: ego-motion
     distortion of the raw sweeps (formats whose files can describe it: KITTI, SemanticKITTI). progress:
     called with the number of frames done.
     """
@@ -33,6 +35,7 @@ class WriterSettings:
     stops: int = 0
     standing: float = 0.5
     zones: bool = False
+    scan_interval: float = 0.1
     distortion: bool = False
     progress: Callable[[int], None] | None = field(default=None, compare=False)
 
