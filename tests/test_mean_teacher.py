@@ -144,17 +144,3 @@ def test_warm_up_steps_train_on_labels_alone(root):
     out = net.train()(batch)
     assert out["ramp"] == 0 and out["pseudo_share"] == 0 and torch.equal(out["loss"], out["loss_sup"])
     assert net(batch)["pseudo_share"] > 0  # the next step is past it
-
-
-def test_the_teacher_normalises_with_its_own_statistics(root):
-    """Past warm-up the teacher's BatchNorm layers use the batch's statistics and keep their own running ones
-    (the EMA covers parameters only); the teacher stays in eval mode otherwise."""
-    data = dataset(root, labelled_frames=root / "labelled.txt")
-    batch = data.collate_fn([data[0], data[1]])
-    net = model().train()
-    norms = [m for m in net.teacher.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-    net(batch)  # step 0: ramp 1, the teacher predicts and updates its statistics from its own activations
-    assert all(int(m.num_batches_tracked) == 1 for m in norms)
-    assert not any(m.training for m in net.teacher.modules())
-    student = [m for m in net.student.modules() if isinstance(m, torch.nn.BatchNorm1d)]
-    assert not torch.equal(norms[0].running_mean, student[0].running_mean)

@@ -3,12 +3,8 @@
     batch       points: the teacher's (weakly augmented) view; points2: the student's stronger view of the same
                 points, row by row (pc3d.data.transforms.views.SecondView); unlabelled frames have all-ignored
                 point_labels and metadata["labelled"] False (SemanticKittiDataset(labelled_frames=...))
-    teacher     EMA of the student's parameters (pc3d.models.semi.ema_update, before every training step), no
-                gradient: class probabilities of every point of the unlabelled frames. Its BatchNorm layers
-                normalise with the batch's statistics and keep their own running statistics: averaged weights
-                do not match averaged statistics of other weights (on simulated streets a teacher with the
-                student's averaged statistics scored 56.1 mIoU where its student scored 64.3). Until it first
-                predicts (warm-up) its statistics follow the student's
+    teacher     EMA of the student (pc3d.models.semi.ema_update, before every training step), eval mode,
+                no gradient: class probabilities of every point of the unlabelled frames
     pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
@@ -72,7 +68,7 @@ class MeanTeacherSegmentor(nn.Module):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.teacher.eval()  # no dropout ever; batch statistics only inside teacher_probabilities
+        self.teacher.eval()  # the teacher always predicts with its (EMA) running statistics
         return self
 
     def ramp(self, step: int) -> float:
@@ -88,8 +84,8 @@ class MeanTeacherSegmentor(nn.Module):
     def forward(self, batch: dict):
         if not self.training:
             return self.teacher(batch)
+        alpha = ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
         ramp = self.ramp(int(self.step))
-        alpha = ema_update(self.teacher, self.student, int(self.step), self.max_alpha, buffers=ramp == 0.0)
         self.step += 1
         labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
         point_labelled = labelled[batch["point_batch"]]
@@ -106,7 +102,7 @@ class MeanTeacherSegmentor(nn.Module):
             return out | {"loss": supervised["loss"], "loss_pseudo": torch.zeros(()), "pseudo_share": torch.zeros(())}
 
         with torch.no_grad():
-            prob = self.teacher_probabilities(batch, unlabelled)
+            prob = self.point_probabilities(self.teacher, batch, unlabelled)
             prob = adjust(prob, self.prior.likelihood(points[unlabelled], remission[unlabelled]), self.beta)
             if 0 <= self.ignore_index < self.num_classes:  # never a pseudo label
                 prob[:, self.ignore_index] = 0
@@ -124,18 +120,6 @@ class MeanTeacherSegmentor(nn.Module):
         loss = supervised["loss"] + self.unlabelled_weight * ramp * pseudo
         return out | {"loss": loss, "loss_pseudo": pseudo.detach(),
                       "pseudo_share": (hard != IGNORE).float().mean()}
-
-    def teacher_probabilities(self, batch: dict, points: torch.Tensor) -> torch.Tensor:
-        """The teacher's point_probabilities with its BatchNorm layers on the batch's statistics (updating its
-        running statistics, which evaluation uses); every other layer as in eval mode."""
-        norms = [m for m in self.teacher.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-        for m in norms:
-            m.train()
-        try:
-            return self.point_probabilities(self.teacher, batch, points)
-        finally:
-            for m in norms:
-                m.eval()
 
     @staticmethod
     def point_probabilities(model: nn.Module, batch: dict, points: torch.Tensor) -> torch.Tensor:

@@ -116,17 +116,12 @@ def pseudo_targets(prob: torch.Tensor, band: torch.Tensor, thresholds: torch.Ten
 
 
 @torch.no_grad()
-def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, step: int, max_alpha: float = 0.99,
-               buffers: bool = True) -> float:
-    """teacher <- alpha * teacher + (1 - alpha) * student over parameters and, with `buffers`, floating buffers
-    (BatchNorm statistics), alpha = min(1 - 1 / (step + 1), max_alpha): the teacher follows closely at first.
-    Integer buffers (BatchNorm's batch counter) are copied; without `buffers` no buffer is touched (a
-    teacher that keeps its own statistics). Returns alpha."""
+def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, step: int, max_alpha: float = 0.99) -> float:
+    """teacher <- alpha * teacher + (1 - alpha) * student over parameters and floating buffers (BatchNorm
+    statistics), alpha = min(1 - 1 / (step + 1), max_alpha): the teacher follows closely at first. Integer
+    buffers (BatchNorm's batch counter) are copied. Returns alpha."""
     alpha = min(1.0 - 1.0 / (step + 1), max_alpha)
-    pairs = zip(teacher.state_dict().values(), student.state_dict().values(), strict=True)
-    if not buffers:
-        pairs = zip(teacher.parameters(), student.parameters(), strict=True)
-    for t, s in pairs:
+    for t, s in zip(teacher.state_dict().values(), student.state_dict().values(), strict=True):
         if t.dtype.is_floating_point:
             t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
         else:
