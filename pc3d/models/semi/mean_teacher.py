@@ -13,7 +13,8 @@
                 exp(-5 (1 - t)^2) over rampup_steps (Tarvainen and Valpola's sigmoid ramp-up) to 1
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor), "ramp"}. Eval mode: the teacher's predictions (the EMA weights generalise better).
+"alpha" (the EMA factor), "ramp"}. Eval mode: the teacher's predictions. An EMA teacher helps only once its
+student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
 """
 from __future__ import annotations
 
