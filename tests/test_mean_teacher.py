@@ -12,7 +12,8 @@ from pc3d.data import SemanticKittiDataset
 from pc3d.data.frame_selection import write_frame_list
 from pc3d.data.transforms import GlobalRotation, GlobalScaling
 from pc3d.data.transforms.views import SecondView
-from pc3d.errors import ConfigError, DataFormatError
+from pc3d.engine.runner import init_weights
+from pc3d.errors import CheckpointError, ConfigError, DataFormatError
 from pc3d.models.backbones3d.unet import SparseUNet
 from pc3d.models.segmentors import SparseSegmentor
 from pc3d.models.semi import MeanTeacherSegmentor
@@ -144,3 +145,29 @@ def test_warm_up_steps_train_on_labels_alone(root):
     out = net.train()(batch)
     assert out["ramp"] == 0 and out["pseudo_share"] == 0 and torch.equal(out["loss"], out["loss_sup"])
     assert net(batch)["pseudo_share"] > 0  # the next step is past it
+
+
+def test_init_from_a_supervised_run_puts_its_weights_in_student_and_teacher(tmp_path):
+    """`init_from=<supervised run>`: the student and the teacher both start from its weights; the step and the
+    prior start afresh. A mean teacher's own weights load as they are; another model's are refused by name."""
+    torch.manual_seed(1)
+    unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
+    supervised = SparseSegmentor(4, unet, num_classes=20, ignore_index=0)
+    torch.save(supervised.state_dict(), tmp_path / "supervised.pt")
+    net = model()
+    init_weights(net, tmp_path / "supervised.pt")
+    for key, value in supervised.state_dict().items():
+        assert torch.equal(net.student.state_dict()[key], value) and torch.equal(net.teacher.state_dict()[key], value)
+    assert int(net.step) == 0 and net.prior.histogram.sum() == 0
+
+    net.step += 7
+    torch.save(net.state_dict(), tmp_path / "mean_teacher.pt")
+    again = model()
+    init_weights(again, tmp_path / "mean_teacher.pt")
+    assert int(again.step) == 7 and torch.equal(again.teacher.head.classifier[1].weight,
+                                                net.teacher.head.classifier[1].weight)
+
+    wider = partial(SparseUNet, channels=(8, 32), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
+    torch.save(SparseSegmentor(4, wider, num_classes=20, ignore_index=0).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(CheckpointError, match="other.pt"):
+        init_weights(model(), tmp_path / "other.pt")

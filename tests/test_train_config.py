@@ -51,6 +51,11 @@ def test_a_missing_or_empty_resume_file_is_named(tmp_path):
         check_train_config(composed(f"resume={tmp_path / 'empty.pt'}"))
 
 
+def test_a_missing_init_from_checkpoint_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt"):
+        check_train_config(composed(f"init_from={tmp_path / 'nope.pt'}"))
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (("experiment=toy", "train.max_epochs=abc"), "train.max_epochs"),
     (("experiment=toy", "train.foo=1"), "train.foo"),

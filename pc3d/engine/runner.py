@@ -24,7 +24,13 @@ from typing import Any
 import torch
 
 from pc3d.engine import distributed
-from pc3d.engine.checkpoint import latest_checkpoint, load_checkpoint, load_model_state, resolve_checkpoint
+from pc3d.engine.checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_model_state,
+    load_weights,
+    resolve_checkpoint,
+)
 from pc3d.engine.evaluator import evaluate
 from pc3d.engine.monitor import metrics_table, write_json
 from pc3d.engine.seeding import seed_everything
@@ -132,7 +138,26 @@ def check_train_config(cfg) -> TrainSettings:
     resume = node("resume")
     if resume not in (None, "", False, "auto"):
         load_checkpoint(resolve_checkpoint(str(resume)))  # an empty or foreign file fails here, not mid-build
+    init_from = node("init_from")
+    if init_from not in (None, "", False):
+        load_weights(init_checkpoint(str(init_from)))
     return settings
+
+
+def init_checkpoint(init_from: str) -> Path:
+    """The checkpoint an `init_from` names: a file as given; a run dir's best.pt, else its newest save."""
+    return find_checkpoint(None, init_from) if Path(init_from).is_dir() else resolve_checkpoint(init_from)
+
+
+def init_weights(model: torch.nn.Module, path: Path) -> None:
+    """Start `model` from the weights of checkpoint `path` (its EMA weights when it has them), loaded strictly; a
+    model with a `pretrained_state(state) -> state_dict` method maps them first (a mean teacher puts a supervised
+    run's weights into its student and its teacher)."""
+    state = load_weights(path)
+    if hasattr(model, "pretrained_state"):
+        state = model.pretrained_state(state)
+    load_model_state(model, state, path)
+    log.info("initialised the model from %s", path)
 
 
 def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainResult:
@@ -150,6 +175,8 @@ def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainR
     seed_everything(int(cfg.seed))  # identical initial weights on every rank
     train_set, val_set = build_datasets(cfg)
     model = _instantiate(cfg.model)
+    if cfg.get("init_from") and resume is None:
+        init_weights(model, init_checkpoint(str(cfg.init_from)))
     trainer = Trainer(
         model, train_set, optimizer=_instantiate(cfg.optim), settings=settings, run_dir=run_dir,
         schedule=_instantiate(cfg.schedule) if cfg.get("schedule") else None, val_set=val_set,

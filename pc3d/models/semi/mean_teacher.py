@@ -72,6 +72,15 @@ class MeanTeacherSegmentor(nn.Module):
         self.teacher.eval()  # the teacher always predicts with its (EMA) running statistics
         return self
 
+    def pretrained_state(self, state: dict) -> dict:
+        """This model's state_dict starting from a checkpoint's weights (`init_from`): a mean teacher's own as
+        they are; a supervised run of the student's model in the student and the teacher both (a teacher that has
+        already converged), everything else (step, reflectivity prior) as it is now."""
+        if any(key.startswith("student.") for key in state):
+            return state
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith(("student.", "teacher."))}
+        return own | {f"student.{k}": v for k, v in state.items()} | {f"teacher.{k}": v for k, v in state.items()}
+
     def ramp(self, step: int) -> float:
         """The pseudo-label loss's factor at `step` (0-based): 0 during warm-up, then exp(-5 (1 - t)^2) with t
         the share of the ramp-up done, 1 after it."""
