@@ -37,10 +37,10 @@ def dataset(root, **options):
                                 voxelizer=DynamicVoxelizer([0.4, 0.4, 0.4], RANGE), **options)
 
 
-def model():
+def model(**options):
     torch.manual_seed(0)
     unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
-    return MeanTeacherSegmentor(SparseSegmentor(4, unet, num_classes=20, ignore_index=0), keep=0.5)
+    return MeanTeacherSegmentor(SparseSegmentor(4, unet, num_classes=20, ignore_index=0), keep=0.5, **options)
 
 
 def test_frame_lists_mark_or_keep_the_labelled_frames(root):
@@ -67,32 +67,39 @@ def test_second_view_must_keep_every_point():
         SecondView([RandomDrop(0.5)])({"points": np.zeros((100, 4), np.float32)}, np.random.default_rng(0))
 
 
-def step(root) -> dict:
+MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0}}
+
+
+def step(root, **options) -> dict:
     data = dataset(root, labelled_frames=root / "labelled.txt")
     batch = data.collate_fn([data[0], data[1]])
-    net = model().train()
+    net = model(**options).train()
+    torch.manual_seed(0)  # the mixes' area counts
     out = net(batch)
     out["loss"].backward()
     return out
 
 
-def test_one_step_trains_the_student_and_uses_pseudo_labels(root):
-    out = step(root)
+@pytest.mark.parametrize("mode", MODES)
+def test_one_step_trains_the_student_and_uses_pseudo_labels(root, mode):
+    out = step(root, **MODES[mode])
     assert torch.isfinite(out["loss"]) and out["loss_pseudo"] > 0 and 0 < out["pseudo_share"] < 1
     assert out["alpha"] == 0.0  # the first step copies the student
+    assert ("loss_mix" in out) == (mode == "laser_mix") and torch.isfinite(out.get("loss_mix", torch.zeros(())))
 
 
-def test_pseudo_labels_never_read_an_unlabelled_frames_labels(root, tmp_path):
-    before = step(root)
+@pytest.mark.parametrize("mode", MODES)
+def test_pseudo_labels_never_read_an_unlabelled_frames_labels(root, tmp_path, mode):
+    before = step(root, **MODES[mode])
     label_file = root / "sequences" / "00" / "labels" / "000000.label"
     original = label_file.read_bytes()
     try:  # scramble the unlabelled frame's labels: nothing may change
         raw = np.frombuffer(original, np.uint32)
         label_file.write_bytes(np.random.default_rng(1).permutation(raw).astype(np.uint32).tobytes())
-        after = step(root)
+        after = step(root, **MODES[mode])
     finally:
         label_file.write_bytes(original)
-    for key in ("loss", "loss_sup", "loss_pseudo", "pseudo_share"):
+    for key in ("loss", "loss_sup", "loss_pseudo", "pseudo_share", *(("loss_mix",) if "loss_mix" in before else ())):
         assert torch.equal(before[key], after[key]), key
 
 

@@ -10,10 +10,14 @@
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
                 + unlabelled_weight x ramp(step) x (CE on hard pseudo labels + confidence-weighted KL to the
                 soft targets); ramp is 0 for the first warmup_steps (the teacher does not run), then rises as
-                exp(-5 (1 - t)^2) over rampup_steps (Tarvainen and Valpola's sigmoid ramp-up) to 1
+                exp(-5 (1 - t)^2) over rampup_steps (Tarvainen and Valpola's sigmoid ramp-up) to 1;
+                pseudo_loss "segmentor": the hard pseudo labels get the segmentor's own loss (CE + Lovasz on voxels)
+    mixes       mix_weight > 0: every unlabelled scan swaps areas of inclination with a labelled scan of the batch
+                (LaserMix, pc3d.models.semi.laser_mix); the student sees its view and the mixes in one pass, and
+                the mixes learn the labelled scan's labels and the pseudo labels (+ mix_weight x ramp x its loss)
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor), "ramp"}. Eval mode: the teacher's predictions. An EMA teacher helps only once its
+"alpha" (the EMA factor), "ramp", "loss_mix" (with mixes)}. Eval mode: the teacher's predictions. An EMA teacher helps only once its
 student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
 """
 from __future__ import annotations
@@ -28,6 +32,8 @@ from torch.nn import functional as F
 
 from pc3d.data.batch import cloud_view, sparse_input
 from pc3d.errors import ConfigError
+from pc3d.models.segmentors.point_head import voxel_labels
+from pc3d.models.semi.laser_mix import concat_batches, laser_mix
 from pc3d.models.semi.pseudo_labels import (
     IGNORE,
     ReflectivityPrior,
@@ -46,14 +52,17 @@ class MeanTeacherSegmentor(nn.Module):
     the band of soft targets. range_edges: range bands (m). beta: weight of the reflectivity prior.
     remission_column: the points column holding remission. max_alpha: the EMA's ceiling. warmup_steps: steps
     of supervised training before the first pseudo label (a teacher that has learnt nothing labels
-    nothing); rampup_steps: steps over which the pseudo-label weight then rises to unlabelled_weight."""
+    nothing); rampup_steps: steps over which the pseudo-label weight then rises to unlabelled_weight.
+    pseudo_loss: "ce" or "segmentor" (see above). mix_weight: of the LaserMix loss (0: no mixes); mix_areas: the
+    counts of inclination areas a pair is cut into, one drawn per pair."""
 
     task = "segmentation"
 
     def __init__(self, student: nn.Module, unlabelled_weight: float = 1.0, keep: float = 0.5,
                  min_confidence: float = 0.0, soft_margin: float = 0.1,
                  range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
-                 max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0):
+                 max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0, pseudo_loss: str = "ce",
+                 mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6)):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
@@ -63,6 +72,12 @@ class MeanTeacherSegmentor(nn.Module):
         if warmup_steps < 0 or rampup_steps < 0:
             raise ConfigError(f"warmup_steps and rampup_steps must be >= 0, got {warmup_steps}, {rampup_steps}")
         self.warmup_steps, self.rampup_steps = int(warmup_steps), int(rampup_steps)
+        if pseudo_loss not in ("ce", "segmentor"):
+            raise ConfigError(f"pseudo_loss must be 'ce' or 'segmentor', got {pseudo_loss!r}")
+        self.pseudo_loss = pseudo_loss
+        if mix_weight < 0 or not mix_areas or any(int(a) < 2 for a in mix_areas):
+            raise ConfigError(f"mix_weight must be >= 0 and mix_areas counts >= 2, got {mix_weight}, {list(mix_areas)}")
+        self.mix_weight, self.mix_areas = float(mix_weight), [int(a) for a in mix_areas]
         self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
         self.prior = ReflectivityPrior(self.num_classes, self.range_edges, self.ignore_index)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -99,37 +114,73 @@ class MeanTeacherSegmentor(nn.Module):
         self.step += 1
         labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
         point_labelled = labelled[batch["point_batch"]]
-        points, remission = batch["points"][:, :3], batch["points"][:, self.remission_column]
-        self.prior.update(points[point_labelled], remission[point_labelled], batch["point_labels"][point_labelled])
+        self.prior.update(batch["points"][point_labelled, :3], batch["points"][point_labelled, self.remission_column],
+                          batch["point_labels"][point_labelled])
 
         view = cloud_view(batch, "points2") | {"point_labels": batch["point_labels"]}
         x = sparse_input(view, view["points"].device)
-        feats = self.student.backbone(x).feats
+        unlabelled = ~point_labelled & (batch["point_to_voxel"] >= 0) & (view["point_to_voxel"] >= 0)
+        teaching = ramp > 0.0 and bool(unlabelled.any())
+        if teaching:
+            with torch.no_grad():
+                prob, hard, soft = self.pseudo_labels(batch, unlabelled)
+            taught = batch["point_labels"].clone()  # labels where labelled, hard pseudo labels where sure
+            taught[unlabelled] = torch.where(hard != IGNORE, hard, torch.full_like(hard, self.ignore_index))
+        pairs = self.mix_pairs(labelled) if teaching and self.mix_weight > 0 else []
+        if pairs:  # the student's view and its LaserMix mixes in one pass
+            mixed, mixed_labels = laser_mix(
+                x, voxel_labels(view["point_to_voxel"], taught, len(x.feats), self.num_classes, self.ignore_index),
+                pairs, [self.mix_areas[int(i)] for i in torch.randint(len(self.mix_areas), (len(pairs),))])
+            feats = self.student.backbone(concat_batches(x, mixed)).feats
+            feats, mixed_feats = feats[:len(x.feats)], feats[len(x.feats):]
+        else:
+            feats = self.student.backbone(x).feats
         supervised = self.student.losses(view, feats, x.feats)
         out = {"loss_sup": supervised["loss"].detach(), "alpha": torch.tensor(alpha), "ramp": torch.tensor(ramp)}
-        unlabelled = ~point_labelled & (batch["point_to_voxel"] >= 0) & (view["point_to_voxel"] >= 0)
-        if ramp == 0.0 or not unlabelled.any():
+        if not teaching:
             return out | {"loss": supervised["loss"], "loss_pseudo": torch.zeros(()), "pseudo_share": torch.zeros(())}
 
-        with torch.no_grad():
-            prob = self.point_probabilities(self.teacher, batch, unlabelled)
-            prob = adjust(prob, self.prior.likelihood(points[unlabelled], remission[unlabelled]), self.beta)
-            if 0 <= self.ignore_index < self.num_classes:  # never a pseudo label
-                prob[:, self.ignore_index] = 0
-                prob = prob / prob.sum(1, keepdim=True).clamp(min=1e-12)
-            band = range_band(points[unlabelled], self.range_edges)
-            confidence, pred = prob.max(1)
-            tau = class_range_thresholds(confidence, pred, band, self.num_classes, len(self.range_edges), self.keep,
-                                         self.min_confidence)
-            hard, soft = pseudo_targets(prob, band, tau, self.soft_margin)
         point_voxel = torch.where(unlabelled, view["point_to_voxel"], torch.full_like(view["point_to_voxel"], -1))
         logits = self.student.point_logits(view, feats, x.feats, point_voxel).float()
-        ce = F.cross_entropy(logits, hard, ignore_index=IGNORE) if (hard != IGNORE).any() else logits.sum() * 0
+        if self.pseudo_loss == "segmentor":  # the student's own loss (CE + Lovasz) on its voxels' pseudo labels
+            only_pseudo = torch.where(point_labelled, torch.full_like(taught, self.ignore_index), taught)
+            ce = self.student.losses(view | {"point_labels": only_pseudo}, feats, x.feats)["loss"]
+        else:
+            ce = F.cross_entropy(logits, hard, ignore_index=IGNORE) if (hard != IGNORE).any() else logits.sum() * 0
         kl = (F.kl_div(logits.log_softmax(1), prob.float(), reduction="none").sum(1) * soft).sum() / len(soft)
         pseudo = ce + kl
         loss = supervised["loss"] + self.unlabelled_weight * ramp * pseudo
-        return out | {"loss": loss, "loss_pseudo": pseudo.detach(),
-                      "pseudo_share": (hard != IGNORE).float().mean()}
+        out |= {"loss_pseudo": pseudo.detach(), "pseudo_share": (hard != IGNORE).float().mean()}
+        if pairs:
+            mix = self.student.loss(self.student.head(mixed_feats), mixed_labels)["loss"]
+            loss = loss + self.mix_weight * ramp * mix
+            out["loss_mix"] = mix.detach()
+        return out | {"loss": loss}
+
+    def pseudo_labels(self, batch: dict, unlabelled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(the teacher's adjusted probabilities [P, K], hard labels [P] (IGNORE where unsure), soft-target
+        weights [P]) of the P points where `unlabelled`, seen in the teacher's view."""
+        points, remission = batch["points"][unlabelled, :3], batch["points"][unlabelled, self.remission_column]
+        prob = self.point_probabilities(self.teacher, batch, unlabelled)
+        prob = adjust(prob, self.prior.likelihood(points, remission), self.beta)
+        if 0 <= self.ignore_index < self.num_classes:  # never a pseudo label
+            prob[:, self.ignore_index] = 0
+            prob = prob / prob.sum(1, keepdim=True).clamp(min=1e-12)
+        band = range_band(points, self.range_edges)
+        confidence, pred = prob.max(1)
+        tau = class_range_thresholds(confidence, pred, band, self.num_classes, len(self.range_edges), self.keep,
+                                     self.min_confidence)
+        hard, soft = pseudo_targets(prob, band, tau, self.soft_margin)
+        return prob, hard, soft
+
+    def mix_pairs(self, labelled: torch.Tensor) -> list[tuple[int, int]]:
+        """(labelled entry, unlabelled entry) pairs of the batch to mix: every unlabelled scan with a labelled one,
+        taken in turn (the turn moves with the step)."""
+        sure = torch.nonzero(labelled).squeeze(1).tolist()
+        if not sure:
+            return []
+        unsure = torch.nonzero(~labelled).squeeze(1).tolist()
+        return [(sure[(int(self.step) + i) % len(sure)], u) for i, u in enumerate(unsure)]
 
     @staticmethod
     def point_probabilities(model: nn.Module, batch: dict, points: torch.Tensor) -> torch.Tensor:
