@@ -70,6 +70,22 @@ def test_toy_model_overfits(tmp_path):
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "checkpoints" / "step_00000080.pt").is_file()
 
 
+def test_default_intervals_are_once_per_epoch_in_either_unit(tmp_path):
+    """eval_interval / ckpt_interval left null: a max_iters run saves (and evaluates) every epoch's steps, not
+    every step; a max_epochs run every epoch. 64 samples / batch 8 = 8 steps per epoch."""
+    iters = make_trainer(tmp_path / "iters", max_iters=20, eval_interval=None, ckpt_interval=None, keep_last=10)
+    evaluated, run_eval = [], iters.run_eval
+    iters.run_eval = lambda writer: evaluated.append(iters.step) or run_eval(writer)
+    iters.fit()
+    saved = sorted(p.name for p in (tmp_path / "iters" / "checkpoints").glob("step_*.pt"))
+    assert saved == ["step_00000008.pt", "step_00000016.pt", "step_00000020.pt"]  # the last one: the end
+    assert evaluated == [8, 16, 20]
+    epochs = make_trainer(tmp_path / "epochs", max_iters=None, max_epochs=2, eval_interval=None, ckpt_interval=None)
+    epochs.fit()
+    saved = sorted(p.name for p in (tmp_path / "epochs" / "checkpoints").glob("step_*.pt"))
+    assert saved == ["step_00000008.pt", "step_00000016.pt"]
+
+
 RESUME_CASES = {
     "iters": ({"max_iters": 12, "ckpt_interval": 6}, 6, 1),            # mid-epoch: 8 steps per epoch
     "iters_2_workers": ({"max_iters": 12, "ckpt_interval": 6, "workers": 2}, 6, 1),

@@ -7,9 +7,9 @@ pc3d.engine.evaluator. Batches come from pc3d.engine.data (the dataset's `collat
 moved to the device with `to_device`.
 
 Counting. A *step* is one optimizer step (= `accumulate` micro-batches); schedules, logging,
-`max_iters` and `eval_interval` / `ckpt_interval` (in steps when `max_iters` is set, in epochs
-when `max_epochs` is) count steps. An epoch has `len(loader) // accumulate` steps; leftover
-micro-batches of an epoch are skipped.
+`max_iters` and `eval_interval` / `ckpt_interval` (in steps when `max_iters` is set, in epochs when
+`max_epochs` is; null: once per epoch, which under `max_iters` is an epoch's steps) count steps. An
+epoch has `len(loader) // accumulate` steps; leftover micro-batches of an epoch are skipped.
 
 Per-step cost is kept small: no host-device synchronisation except every `log_interval` steps
 (loss terms are summed on the device in between), no per-step Python beyond the loop itself.
@@ -65,8 +65,8 @@ class TrainSettings:
     precision: str = "fp32"             # fp32 | bf16 | fp16 (CUDA)
     ema_decay: float | None = None      # e.g. 0.999; evaluation then uses the EMA weights
     ema_warmup_steps: int = 0
-    eval_interval: int = 1
-    ckpt_interval: int = 1
+    eval_interval: int | None = None    # None: once per epoch (an epoch's steps under max_iters); 0: at the end
+    ckpt_interval: int | None = None
     log_interval: int = 20
     keep_last: int = 3
     best_metric: str | None = None      # metric deciding best.pt, e.g. "accuracy"
@@ -345,10 +345,17 @@ class Trainer:
         if self.step >= self.total_steps:
             return
         metrics = None
-        if self.val_set is not None and self.s.eval_interval and count % self.s.eval_interval == 0:
+        eval_every, save_every = self.interval(self.s.eval_interval), self.interval(self.s.ckpt_interval)
+        if self.val_set is not None and eval_every and count % eval_every == 0:
             metrics = self.run_eval(writer)
-        if self.s.ckpt_interval and count % self.s.ckpt_interval == 0:
+        if save_every and count % save_every == 0:
             self.save(metrics)
+
+    def interval(self, setting: int | None) -> int:
+        """An eval / checkpoint interval in the unit `_periodic` counts (epochs or steps); None is once per epoch."""
+        if setting is not None:
+            return setting
+        return 1 if self.s.by_epochs else self.steps_per_epoch
 
     def _finish(self, writer: ScalarWriter) -> None:
         metrics = None
