@@ -106,6 +106,7 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
                            y_ours.feats))
     if voxel == 0.1:
         rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
+        rows.extend(_pointwise_rows(x, tag, timed, repeats, gemm[torch.float32]))
         rows.extend(_open3d_rows(x, conv, grad, tag, timed, quick))
 
     # strided conv, map included (fresh tensors every call)
@@ -188,6 +189,31 @@ def _depthwise_rows(x, grad, tag, timed, repeats) -> list[dict]:
                  "ref": "torch gather-mul-index_add", "ref_s": ref, "speedup": ref / ours,
                  "gflops": round(3 * flops / ours / 1e9, 2)})
     rows.extend(_grouped_loop_rows(x, conv, grad, tag, timed, repeats))
+    return rows
+
+
+def _pointwise_rows(x, tag, timed, repeats, gemm_fp32) -> list[dict]:
+    """The SDSC pointwise 1x1 conv (pc3d.sparse.Linear, the row GEMM kernels) against torch's nn.Linear with
+    the same weights, forward + backward (input and weight gradients), at the U-Net's widths."""
+    rows = []
+    for cin, cout in ((64, 96), (96, 64)):
+        torch.manual_seed(0)
+        ours = sp.Linear(cin, cout, bias=False)
+        ref = torch.nn.Linear(cin, cout, bias=False)
+        ref.load_state_dict(ours.state_dict())
+        feats = torch.randn(len(x.feats), cin)
+        grad = torch.randn(len(x.feats), cout)
+        flops = 3 * 2 * len(feats) * cin * cout
+
+        def step(layer, feats=feats, grad=grad):
+            layer(feats.requires_grad_(True)).backward(grad)
+
+        t_ours = timed(lambda layer=ours: step(layer), repeats=repeats)
+        t_ref = timed(lambda layer=ref: step(layer), repeats=repeats)
+        gflops = flops / t_ours / 1e9
+        rows.append({"case": f"pointwise {cin}->{cout} (SDSC 1x1) forward + backward, {tag}", "pc3d_s": t_ours,
+                     "ref": "torch nn.Linear", "ref_s": t_ref, "speedup": t_ref / t_ours, "gflops": round(gflops, 1),
+                     "of_gemm": _of(gflops, gemm_fp32), "max_rel_diff": rel_diff(ours(feats), ref(feats))})
     return rows
 
 

@@ -22,6 +22,7 @@ from pc3d.sparse.conv import (
     SubMConv3d,
     SubMConv4d,
 )
+from pc3d.sparse.linear import Linear
 from pc3d.sparse.norm import BatchNorm1d
 from pc3d.sparse.pool import (
     SparseAvgPool2d,
@@ -36,7 +37,7 @@ from pc3d.sparse.sequential import SparseSequential
 from pc3d.sparse.tensor import SparseTensor, add_at_sites, cat_features
 
 __all__ = [
-    "BatchNorm1d", "SparseAvgPool2d", "SparseAvgPool3d", "SparseAvgPool4d", "SparseConv2d", "SparseConv3d",
+    "BatchNorm1d", "Linear", "SparseAvgPool2d", "SparseAvgPool3d", "SparseAvgPool4d", "SparseConv2d", "SparseConv3d",
     "SparseConv4d", "SparseConvTranspose2d", "SparseConvTranspose3d", "SparseConvTranspose4d",
     "SparseConvolution", "SparseInverseConv2d", "SparseInverseConv3d", "SparseInverseConv4d",
     "SparseMaxPool2d", "SparseMaxPool3d", "SparseMaxPool4d", "SparseModule", "SparsePool",

@@ -19,6 +19,7 @@ from torch import nn
 
 from pc3d.sparse import (
     BatchNorm1d,
+    Linear,
     SparseConv2d,
     SparseConv3d,
     SparseConv4d,
@@ -169,7 +170,7 @@ class ResidualBlock(SparseModule):
         self.conv1 = SparseSequential(conv(in_channels, out_channels, indice_key=indice_key), norm(out_channels), act())
         self.conv2 = SparseSequential(conv(out_channels, out_channels, indice_key=indice_key), norm(out_channels))
         self.shortcut = (SparseSequential() if in_channels == out_channels else
-                         SparseSequential(nn.Linear(in_channels, out_channels, bias=False), norm(out_channels)))
+                         SparseSequential(Linear(in_channels, out_channels, bias=False), norm(out_channels)))
         self.act = act()
 
     def forward(self, x: SparseTensor) -> SparseTensor:

@@ -13,7 +13,7 @@ from functools import partial
 from torch import nn
 
 from pc3d.models.backbones3d.blocks import BATCH_NORM, Act, Norm, ResidualBlock, sparse_conv
-from pc3d.sparse import SparseConvolution, SparseSequential
+from pc3d.sparse import Linear, SparseConvolution, SparseSequential
 
 
 class SparseDepthwiseSeparableConv(SparseSequential):
@@ -27,14 +27,14 @@ class SparseDepthwiseSeparableConv(SparseSequential):
                  padding=0, indice_key: str | None = None, ndim: int = 3, norm: Norm = BATCH_NORM):
         depthwise = sparse_conv(kind, ndim, in_channels, in_channels, kernel_size, indice_key, stride, padding,
                                 groups=in_channels)
-        super().__init__(depthwise, norm(in_channels), nn.Linear(in_channels, out_channels, bias=False))
+        super().__init__(depthwise, norm(in_channels), Linear(in_channels, out_channels, bias=False))
 
     @property
     def depthwise(self) -> SparseConvolution:
         return self[0]
 
     @property
-    def pointwise(self) -> nn.Linear:
+    def pointwise(self) -> Linear:
         return self[2]
 
 

@@ -1,0 +1,117 @@
+"""GEMMs over feature rows [N, C] float32: a 1x1 (pointwise) conv, forward and both gradients.
+
+    forward          out[n, :] = x[n, :] @ w           x [N, depth], w [depth, cols] -> out [N, cols]
+    weight gradient  dW = a^T b                         a [N, rows_a], b [N, cols]     -> [rows_a, cols]
+
+They are the engine's register-blocked micro-kernels (`microkernel.mac_rows` / `mac_pairs`) on rows that
+need no gather. Why not torch's `mm`: an SDSC U-Net's pointwise convs are tall and skinny
+([80k, 64] x [64, 96]), and on them torch's CPU GEMM ran at 56-62 GFLOP/s inside a training step (half
+this machine's square float32 GEMM), the largest share (40 %) of the step; these run 1.3-2x faster on the
+same shapes. `cols` must be a multiple of the vector width (16 float32) and at most MAX_COLS (the
+accumulators of one row and the weight row then fit the 32 vector registers).
+
+Deterministic: each output row of the forward sums over `depth` in order; the weight gradient splits the
+rows into a fixed number of tasks (a function of N only, never of the thread count), each summing its rows
+in order into its own partial, and the caller adds the partials in task order.
+"""
+from __future__ import annotations
+
+import functools
+
+import numba as nb
+import numpy as np
+from numba import prange
+
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+from .microkernel import mac_pairs, mac_rows
+from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows, wgrad_tasks
+
+_OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
+         "cache": True}
+LANES = 16  # float32 per 64-byte vector
+MAX_COLS = 160  # at 224 (one row per call) torch's GEMM is as fast
+__all__ = ["LANES", "MAX_COLS", "matmul", "new_partial", "supports", "weight_gradient"]
+
+
+def supports(cols: int) -> bool:
+    """Whether the kernels take an output width of `cols` float32."""
+    return 0 < cols <= MAX_COLS and cols % LANES == 0
+
+
+def _rows_per_call(cols: int) -> int:
+    """Rows whose cols / 16 accumulators each, plus one weight row, fit about 30 vector registers."""
+    vectors = cols // LANES
+    return max(1, min(8, (30 - vectors) // vectors))
+
+
+@functools.cache
+def matmul(cols: int):
+    """kernel(x [N, depth], w [depth, cols], out [N, cols]): out = x @ w (out is overwritten).
+
+    Each thread takes blocks of ROWS_PER_BLOCK rows; a block's rows are zeroed and accumulated in place,
+    `rows` at a time with their cols / 16 accumulators in registers over the whole depth."""
+    if not supports(cols):
+        raise ValueError(f"rows_gemm.matmul needs cols a multiple of {LANES} up to {MAX_COLS}, got {cols}")
+    rows = _rows_per_call(cols)
+    block = ROWS_PER_BLOCK
+
+    @nb.njit(**_OPTS)
+    def kernel(x2, w2, out2):
+        n, depth = x2.shape
+        x, w, out = x2.reshape(-1), w2.reshape(-1), out2.reshape(-1)
+        for blk in prange((n + block - 1) // block):
+            o0 = blk * block
+            m = min(n, o0 + block) - o0
+            x_offs = np.empty(block, np.int64)
+            out_offs = np.empty(block, np.int64)
+            for r in range(m):
+                x_offs[r] = (o0 + r) * depth
+                out_offs[r] = (o0 + r) * cols
+            out[o0 * cols:(o0 + m) * cols] = 0
+            p = 0
+            while p + rows <= m:
+                mac_rows(rows, cols, out, out_offs, x, x_offs, p, w, 0, depth)
+                p += rows
+            while p < m:
+                mac_rows(1, cols, out, out_offs, x, x_offs, p, w, 0, depth)
+                p += 1
+
+    return kernel
+
+
+@functools.cache
+def weight_gradient(rows_a: int, cols: int):
+    """kernel(a [N, rows_a], b [N, cols], index [N] int64 = arange(N), partial [T, rows_a, cols]):
+    partial[t] += a[rows of t]^T b[rows of t], T = `wgrad_tasks(N)` (the caller zeroes partial and adds it
+    up in task order). A few columns of `a` at a time are reduced by `mac_pairs` over a block of rows,
+    their [r, cols] sums in registers."""
+    if not supports(cols):
+        raise ValueError(f"rows_gemm.weight_gradient needs cols a multiple of {LANES} up to {MAX_COLS}, got {cols}")
+    block = ROWS_PER_BLOCK
+    rows = min(rows_a, wgrad_rows(cols, LANES))
+    last = rows_a % rows
+
+    @nb.njit(**_OPTS)
+    def kernel(a2, b2, index, partial):
+        n_tasks = partial.shape[0]
+        n = a2.shape[0]
+        a, b, acc = a2.reshape(-1), b2.reshape(-1), partial.reshape(-1)
+        n_blocks = (n + block - 1) // block
+        per_task = (n_blocks + n_tasks - 1) // n_tasks
+        for t in prange(n_tasks):
+            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
+                p = blk * block
+                m = min(n, p + block) - p
+                base = t * rows_a * cols
+                r = 0
+                while r + rows <= rows_a:
+                    mac_pairs(rows, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
+                    r += rows
+                mac_pairs(last, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
+
+    return kernel
+
+
+def new_partial(n: int, rows_a: int, cols: int) -> np.ndarray:
+    """The zeroed partial sums weight_gradient adds into: [wgrad_tasks(n), rows_a, cols] float32."""
+    return np.zeros((wgrad_tasks(n), rows_a, cols), np.float32)
