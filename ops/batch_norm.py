@@ -6,11 +6,17 @@ and once to normalise, and read x and the gradient twice in backward. Statistics
 in fixed chunks of `CHUNK` rows, the chunk sums added in chunk order: the result does not depend on the
 thread count, and two runs are bitwise equal.
 
+A ReLU that follows the norm can be fused (`relu=True` kernels): applied as the output is written, and in
+backward the gradient is masked where the forward's output, recomputed from x in the same float32
+operations, was not positive.
+
 Conventions: mean and biased variance over the N rows (as torch's training-mode batch norm);
 x_hat = (x - mean) * invstd, y = x_hat * weight + bias. Backward:
 dx = weight * invstd * (dy - mean(dy) - x_hat * mean(dy * x_hat)).
 """
 from __future__ import annotations
+
+import functools
 
 import numba as nb
 import numpy as np
@@ -60,43 +66,79 @@ def moments(x):
     return m + shift, var
 
 
-@nb.njit(**_PARALLEL)
-def normalize(x, mean, scale, bias, out):
-    """out = (x - mean) * scale + bias per channel; x, out [N, C] float32, the rest float32 [C]."""
-    n, c = x.shape
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    for k in prange(n_chunks):
-        for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
-            for j in range(c):
-                out[i, j] = (x[i, j] - mean[j]) * scale[j] + bias[j]
+def normalize(relu: bool = False):
+    """kernel(x, mean, scale, bias, out): out = (x - mean) * scale + bias per channel, then max(., 0) with
+    relu (the ReLU that follows the norm, fused: no second pass); x, out [N, C] float32, the rest float32 [C]."""
+    return _normalize(relu)
 
 
-@nb.njit(**_PARALLEL)
-def grad_sums(grad, x, mean):
-    """sum(dy) and sum(dy * (x - mean)) per channel, float64 [C] each."""
-    n, c = x.shape
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    part = np.zeros((n_chunks, 2, c))
-    for k in prange(n_chunks):
-        s1 = np.zeros(c)
-        s2 = np.zeros(c)
-        for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
-            for j in range(c):
-                g = np.float64(grad[i, j])
-                s1[j] += g
-                s2[j] += g * (np.float64(x[i, j]) - mean[j])
-        part[k, 0] = s1
-        part[k, 1] = s2
-    return _add_chunks(part)
+@functools.cache
+def _normalize(relu: bool):
+    @nb.njit(**_PARALLEL)
+    def kernel(x, mean, scale, bias, out):
+        n, c = x.shape
+        n_chunks = (n + CHUNK - 1) // CHUNK
+        for k in prange(n_chunks):
+            for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
+                for j in range(c):
+                    y = (x[i, j] - mean[j]) * scale[j] + bias[j]
+                    out[i, j] = max(y, np.float32(0.0)) if relu else y
+
+    return kernel
 
 
-@nb.njit(**_PARALLEL)
-def input_grad(grad, x, mean, a, b, shift, out):
-    """out = dy * a + (x - mean) * b + shift per channel (the batch-norm feature gradient with the
-    per-channel factors computed by the caller); [N, C] float32 arrays, float32 [C] factors."""
-    n, c = x.shape
-    n_chunks = (n + CHUNK - 1) // CHUNK
-    for k in prange(n_chunks):
-        for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
-            for j in range(c):
-                out[i, j] = grad[i, j] * a[j] + (x[i, j] - mean[j]) * b[j] + shift[j]
+def grad_sums(relu: bool = False):
+    """kernel(grad, x, mean, mean32, scale, bias): sum(dy) and sum(dy * (x - mean)) per channel, float64 [C]
+    each. With relu, dy is the gradient above the fused ReLU, zeroed where the forward's output
+    (x - mean32) * scale + bias (float32, recomputed exactly as `normalize` did) is not positive."""
+    return _grad_sums(relu)
+
+
+@functools.cache
+def _grad_sums(relu: bool):
+    @nb.njit(**_PARALLEL)
+    def kernel(grad, x, mean, mean32, scale, bias):
+        n, c = x.shape
+        n_chunks = (n + CHUNK - 1) // CHUNK
+        part = np.zeros((n_chunks, 2, c))
+        for k in prange(n_chunks):
+            s1 = np.zeros(c)
+            s2 = np.zeros(c)
+            for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
+                for j in range(c):
+                    g = np.float64(grad[i, j])
+                    if relu and (x[i, j] - mean32[j]) * scale[j] + bias[j] <= np.float32(0.0):
+                        g = 0.0
+                    s1[j] += g
+                    s2[j] += g * (np.float64(x[i, j]) - mean[j])
+            part[k, 0] = s1
+            part[k, 1] = s2
+        return _add_chunks(part)
+
+    return kernel
+
+
+def input_grad(relu: bool = False):
+    """kernel(grad, x, mean, a, b, shift, scale, bias, out): out = dy * a + (x - mean) * b + shift per channel
+    (the batch-norm feature gradient with the per-channel factors computed by the caller); with relu, dy is
+    masked as in `grad_sums` (mean, scale, bias: the forward's float32 [C]); [N, C] float32 arrays, float32 [C]
+    factors."""
+    return _input_grad(relu)
+
+
+@functools.cache
+def _input_grad(relu: bool):
+    @nb.njit(**_PARALLEL)
+    def kernel(grad, x, mean, a, b, shift, scale, bias, out):
+        n, c = x.shape
+        n_chunks = (n + CHUNK - 1) // CHUNK
+        for k in prange(n_chunks):
+            for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
+                for j in range(c):
+                    g = grad[i, j]
+                    d = x[i, j] - mean[j]
+                    if relu and d * scale[j] + bias[j] <= np.float32(0.0):
+                        g = np.float32(0.0)
+                    out[i, j] = g * a[j] + d * b[j] + shift[j]
+
+    return kernel

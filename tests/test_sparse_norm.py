@@ -133,3 +133,42 @@ def test_kernels_follow_torch_thread_count():
             "print(torch.get_num_threads(), numba.get_num_threads())\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["1", "1"]
+
+
+@pytest.mark.parametrize("channels", [32, 96])
+def test_fused_relu_equals_norm_then_relu(channels):
+    """BatchNorm1d(x, relu=True) is bitwise the norm followed by torch.relu, gradients included (the ReLU's
+    mask is recomputed from x in backward), and matches float64 torch within float32 rounding."""
+    torch.manual_seed(5)
+    x = torch.randn(3000, channels) + 1
+    grad = torch.randn(3000, channels)
+    fused, ref = _pair(channels)
+    plain, _ = _pair(channels)
+    plain.load_state_dict(fused.state_dict())
+    xf = x.clone().requires_grad_(True)
+    y = fused(xf, relu=True)
+    y.backward(grad)
+    xp = x.clone().requires_grad_(True)
+    torch.relu(plain(xp)).backward(grad)
+    assert 0.3 < (y == 0).float().mean() < 0.7
+    assert torch.equal(y, torch.relu(plain(x))) and torch.equal(xf.grad, xp.grad)
+    assert torch.equal(fused.weight.grad, plain.weight.grad) and torch.equal(fused.bias.grad, plain.bias.grad)
+    ref.double()
+    xr = x.double().requires_grad_(True)
+    torch.relu(ref(xr)).backward(grad.double())
+    torch.testing.assert_close(xf.grad.double(), xr.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_sparse_sequential_fuses_norm_and_relu():
+    from pc3d.sparse import SparseSequential, SparseTensor
+
+    torch.manual_seed(6)
+    norm, _ = _pair(16)
+    seq = SparseSequential(norm, nn.ReLU())
+    calls = []
+    seq[1].register_forward_hook(lambda *_: calls.append(1))  # the fused path does not call the ReLU module
+    x = SparseTensor(torch.randn(200, 16), torch.zeros(200, 4, dtype=torch.int32), [4, 4, 4], 1)
+    y = seq(x).feats
+    assert not calls and torch.equal(y, torch.relu(norm(x.feats)))
+    seq.eval()  # eval mode: torch's norm, then torch.relu
+    torch.testing.assert_close(seq(x).feats, torch.relu(norm(x.feats)))

@@ -22,41 +22,45 @@ from pc3d.sparse.kernel_map import sync_threads
 
 
 class _BatchNormRows(torch.autograd.Function):
-    """y = (x - mean) * invstd * weight + bias with mean / invstd the batch's (given, computed from x);
-    the backward carries the statistics' dependence on x (the closed form in pc3d_ops.batch_norm)."""
+    """y = (x - mean) * invstd * weight + bias with mean / invstd the batch's (given, computed from x), then
+    max(y, 0) with relu; the backward carries the statistics' dependence on x (the closed form in
+    pc3d_ops.batch_norm), the ReLU's mask recomputed from x (y is not kept)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, mean, invstd):
+    def forward(ctx, x, weight, bias, mean, invstd, relu: bool):
         mean32 = mean.float()
         scale = (weight.detach() * invstd).float()
+        shift = bias.detach().float()
         out = torch.empty_like(x)
-        kernels.normalize(x.detach().numpy(), mean32.numpy(), scale.numpy(), bias.detach().float().numpy(),
-                          out.numpy())
-        ctx.save_for_backward(x, weight, mean, invstd)
+        kernels.normalize(relu)(x.detach().numpy(), mean32.numpy(), scale.numpy(), shift.numpy(), out.numpy())
+        ctx.save_for_backward(x, weight, mean, invstd, mean32, scale, shift)
+        ctx.relu = relu
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        x, weight, mean, invstd = ctx.saved_tensors
+        x, weight, mean, invstd, mean32, scale, shift = ctx.saved_tensors
         grad = grad.contiguous()
         n = x.shape[0]
         sync_threads()
-        sum_g, sum_gx = kernels.grad_sums(grad.numpy(), x.detach().numpy(), mean.numpy())
+        x_np = x.detach().numpy()
+        sum_g, sum_gx = kernels.grad_sums(ctx.relu)(grad.numpy(), x_np, mean.numpy(), mean32.numpy(), scale.numpy(),
+                                                    shift.numpy())
         sum_g, sum_gx = torch.from_numpy(sum_g), torch.from_numpy(sum_gx)  # float64 [C]
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
             w = weight.detach().double()
             a = w * invstd
             b = -w * invstd**3 * sum_gx / n
-            shift = -a * sum_g / n
+            offset = -a * sum_g / n
             grad_x = torch.empty_like(x)
-            kernels.input_grad(grad.numpy(), x.detach().numpy(), mean.float().numpy(), a.float().numpy(),
-                               b.float().numpy(), shift.float().numpy(), grad_x.numpy())
+            kernels.input_grad(ctx.relu)(grad.numpy(), x_np, mean32.numpy(), a.float().numpy(), b.float().numpy(),
+                                         offset.float().numpy(), scale.numpy(), shift.numpy(), grad_x.numpy())
         if ctx.needs_input_grad[1]:
             grad_w = (sum_gx * invstd).to(weight.dtype)
         if ctx.needs_input_grad[2]:
             grad_b = sum_g.to(weight.dtype)
-        return grad_x, grad_w, grad_b, None, None
+        return grad_x, grad_w, grad_b, None, None, None
 
 
 class BatchNorm1d(nn.BatchNorm1d):
@@ -67,9 +71,12 @@ class BatchNorm1d(nn.BatchNorm1d):
                 and self.affine and self.weight.dtype == torch.float32
                 and (self.training or not self.track_running_stats))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """The norm of x [N, C]; relu=True applies the ReLU that follows it in the same pass (what
+        SparseSequential does for a BatchNorm1d followed by an nn.ReLU)."""
         if not self._own_path(x):
-            return super().forward(x)
+            y = super().forward(x)
+            return torch.relu(y) if relu else y
         x = x.contiguous()
         n = x.shape[0]
         sync_threads()  # numba on torch's thread count
@@ -77,7 +84,7 @@ class BatchNorm1d(nn.BatchNorm1d):
         mean, var = torch.from_numpy(mean), torch.from_numpy(var)  # float64 [C]
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var * n / (n - 1))
-        return _BatchNormRows.apply(x, self.weight, self.bias, mean, (var + self.eps).rsqrt())
+        return _BatchNormRows.apply(x, self.weight, self.bias, mean, (var + self.eps).rsqrt(), relu)
 
     @torch.no_grad()
     def _update_running_stats(self, mean: torch.Tensor, unbiased_var: torch.Tensor) -> None:
