@@ -193,3 +193,123 @@ def to_vnni(w: np.ndarray) -> np.ndarray:
     if depth % 2:
         w = np.concatenate([w, np.zeros((*w.shape[:-2], 1, cols), w.dtype)], axis=-2)
     return np.ascontiguousarray(w.reshape(*w.shape[:-2], -1, 2, cols).swapaxes(-1, -2))
+
+
+@intrinsic(prefer_literal=True)
+def dot_pairs(typingctx, native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride):
+    """dot_pairs(native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride): the bf16
+    twin of `microkernel.mac_pairs` (a weight-gradient block over n gathered pairs, float32 sums):
+
+        acc[acc_off + r * cols + c] += sum_{d < n} x[ins[p + d] * x_stride + x_col + r]
+                                                   * g[g_base + outs[p + d] * g_stride + c]
+
+    x and g int16 (bf16 bits), acc float32; native (1: vdpbf16ps, 0: its fallback), rows (>= 0) and cols (a
+    multiple of 16) compile-time ints. Two pairs per `vdpbf16ps`: their gradient rows are interleaved in
+    registers (pair d in the even, d + 1 in the odd bf16 of each 32-bit lane) and each feature channel's two
+    values are packed the same way and broadcast, so no panel is copied; an odd last pair runs with a zero
+    partner. The fallback adds the two exact products in the instruction's order (odd, then even), as
+    `dot_rows`' does: bitwise the same sums."""
+    if not all(isinstance(v, types.IntegerLiteral) for v in (native, rows, cols)):
+        raise TypingError("dot_pairs needs compile-time constant native, rows and cols")
+    if cols.literal_value % LANES:
+        raise TypingError(f"dot_pairs needs cols a multiple of {LANES}")
+    sig = types.void(native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride)
+    native, rows, cols = native.literal_value, rows.literal_value, cols.literal_value
+    n_vec = cols // LANES
+
+    def codegen(context, builder, signature, args):
+        if rows <= 0:
+            return context.get_dummy_value()
+        args, arg_types = args[1:], signature.args[1:]  # drop `native`
+        ins_t, outs_t = arg_types[5], arg_types[8]
+        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
+        vf = ir.VectorType(ir.FloatType(), LANES)
+        vi = ir.VectorType(i32, LANES)
+        vh = ir.VectorType(i16, LANES)
+        splat = ir.Constant(vi, [0] * LANES)
+        operand = ir.VectorType(_BFloat(), 2 * LANES) if _llvm_major() >= 17 else vi
+        if native:
+            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, operand, operand]),
+                                                "llvm.x86.avx512bf16.dpbf16ps.512")
+        shift16 = ir.Constant(vi, [16] * LANES)
+        zero = ir.Constant(vf, [0.0] * LANES)
+
+        def data(i):
+            return cgutils.create_struct_proxy(arg_types[i])(context, builder, value=args[i]).data
+
+        def as_i64(i):
+            return context.cast(builder, args[i], arg_types[i], types.int64)
+
+        def const(v):
+            return ir.Constant(i64, v)
+
+        acc_p, x_p, ins_p, g_p, outs_p = (data(i) for i in (2, 4, 5, 7, 8))
+        acc_off, x_col, g_base, p, n, x_stride, g_stride = (as_i64(i) for i in (3, 6, 9, 10, 11, 12, 13))
+        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(n_vec)] for _ in range(rows)]
+
+        def index(arr_p, arr_t, d):
+            v = builder.load(builder.gep(arr_p, [builder.add(p, d)]))
+            return context.cast(builder, v, arr_t.dtype, types.int64)
+
+        def g_row(o):
+            """The cols bf16 of gradient row o, each widened into the low half of a 32-bit lane."""
+            start = builder.add(g_base, builder.mul(o, g_stride))
+            vecs = []
+            for l in range(n_vec):
+                ptr = builder.bitcast(builder.gep(g_p, [builder.add(start, const(l * LANES))]), vh.as_pointer())
+                vecs.append(builder.zext(builder.load(ptr, align=2), vi))
+            return vecs
+
+        def x_value(i, r):
+            ptr = builder.gep(x_p, [builder.add(builder.add(builder.mul(i, x_stride), x_col), const(r))])
+            return builder.zext(builder.load(ptr), i32)
+
+        def step(i0, o0, i1, o1):
+            """Pairs (i0, o0) and (i1, o1) (None: a zero partner) into every accumulator."""
+            lo = g_row(o0)
+            hi = g_row(o1) if o1 is not None else None
+            if native:
+                gv = lo if hi is None else [builder.or_(a, builder.shl(b, shift16))
+                                            for a, b in zip(lo, hi, strict=True)]
+                gv = [builder.bitcast(v, operand) for v in gv]
+            else:  # widened: bf16 bits << 16 are the float32 value
+                g_even = [builder.bitcast(builder.shl(v, shift16), vf) for v in lo]
+                g_odd = [zero] * n_vec if hi is None else [builder.bitcast(builder.shl(v, shift16), vf) for v in hi]
+            for r in range(rows):
+                if native:
+                    xi = x_value(i0, r)
+                    if i1 is not None:
+                        xi = builder.or_(xi, builder.shl(x_value(i1, r), ir.Constant(i32, 16)))
+                    xb = builder.bitcast(broadcast(xi), operand)
+                else:
+                    x_even = builder.bitcast(broadcast(builder.shl(x_value(i0, r), ir.Constant(i32, 16))), vf)
+                    x_odd = zero if i1 is None else builder.bitcast(
+                        broadcast(builder.shl(x_value(i1, r), ir.Constant(i32, 16))), vf)
+                for l in range(n_vec):
+                    acc_ptr = sums[r][l]
+                    if native:
+                        builder.store(builder.call(dp, [builder.load(acc_ptr), xb, gv[l]]), acc_ptr)
+                    else:
+                        t = builder.fadd(builder.load(acc_ptr), builder.fmul(x_odd, g_odd[l]))
+                        builder.store(builder.fadd(t, builder.fmul(x_even, g_even[l])), acc_ptr)
+
+        def broadcast(value):
+            v = builder.insert_element(ir.Constant(vi, ir.Undefined), value, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(vi, ir.Undefined), splat)
+
+        with cgutils.for_range(builder, builder.lshr(n, const(1))) as loop:
+            d0 = builder.mul(loop.index, const(2))
+            d1 = builder.add(d0, const(1))
+            step(index(ins_p, ins_t, d0), index(outs_p, outs_t, d0), index(ins_p, ins_t, d1), index(outs_p, outs_t, d1))
+        odd = builder.icmp_unsigned("!=", builder.and_(n, const(1)), const(0))
+        with builder.if_then(odd, likely=False):
+            last = builder.sub(n, const(1))
+            step(index(ins_p, ins_t, last), index(outs_p, outs_t, last), None, None)
+        for r in range(rows):
+            for l in range(n_vec):
+                ptr = builder.bitcast(builder.gep(acc_p, [builder.add(acc_off, const(r * cols + l * LANES))]),
+                                      vf.as_pointer())
+                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen

@@ -8,9 +8,11 @@ float32, or bf16 rounded once from the float32 sum (to nearest even, bit for bit
 `.bfloat16()`).
 
 These kernels need cout_g a multiple of 16 (one float32 vector); other widths convert to float32
-and run the float32 kernels (same products, exact in float32, and float32 sums). So does the
-weight gradient: its reduction runs over pairs, which `vdpbf16ps` would need transposed into
-panels two pairs deep; the float32 kernels on widened copies were 1.5x faster (measured).
+and run the float32 kernels (same products, exact in float32, and float32 sums). The weight
+gradient reduces over pairs: `pair_weight_gradient` packs two pairs into each `vdpbf16ps` in
+registers (`bf16.dot_pairs`; 1.5-1.6x the float32 kernels on widened copies for SubM 64->64 on the
+benchmark sweep). Copying the pairs into transposed panels two pairs deep first was 1.5x slower than
+those float32 kernels (measured): the copies cost as much as the products.
 """
 from __future__ import annotations
 
@@ -23,8 +25,8 @@ from numba.extending import overload
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
-from .bf16 import LANES, dot_rows
-from .sparse_conv import ROWS_PER_BLOCK
+from .bf16 import LANES, dot_pairs, dot_rows
+from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
 # micro-kernel's included, and `reassoc` would let LLVM regroup the fallback's two products and
@@ -113,5 +115,50 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
                         p += 1
             for o in range(o0, o1):
                 store_row(acc, (o - o0) * cout, out, o, 0, cout)
+
+    return kernel
+
+
+@functools.cache
+def pair_weight_gradient(cin_g: int, cout_g: int, native: bool):
+    """Weight-gradient kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], starts, ins, outs
+    (`sparse_conv.block_pairs`), partial float32 [T, K, G, cin_g, cout_g]): partial[t] += dW[k] = sum_o
+    feats[nbr[o, k]]^T grad[o] over task t's blocks, as `sparse_conv.pair_weight_gradient` does in float32
+    (same tasks, blocks and channel groups; the caller zeroes partial and adds it in task order), with the
+    pairs multiplied two at a time by `vdpbf16ps` (`bf16.dot_pairs`; native=False: its bitwise fallback). Needs
+    cout_g a multiple of 16."""
+    if cout_g % LANES:
+        raise ValueError(f"the bf16 weight gradient needs cout_g a multiple of {LANES}, got {cout_g}")
+    block = ROWS_PER_BLOCK
+    rows = min(cin_g, wgrad_rows(cout_g, LANES))
+    last = cin_g % rows
+    nat = int(native)
+
+    @nb.njit(**_OPTS)
+    def kernel(feats, grad, starts, ins, outs, partial):
+        n_tasks, kvol, groups = partial.shape[0], partial.shape[1], partial.shape[2]
+        cin, cout = feats.shape[1], grad.shape[1]
+        x = feats.reshape(-1)
+        gr = grad.reshape(-1)
+        acc = partial.reshape(-1)
+        n_blocks = (len(starts) - 1) // kvol
+        per_task = (n_blocks + n_tasks - 1) // n_tasks
+        for t in prange(n_tasks):
+            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
+                for k in range(kvol):
+                    s0 = starts[blk * kvol + k]
+                    n = starts[blk * kvol + k + 1] - s0
+                    if n == 0:
+                        continue
+                    for g in range(groups):
+                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
+                        g_base = blk * block * cout + g * cout_g  # outs are block-relative
+                        r = 0
+                        while r + rows <= cin_g:
+                            dot_pairs(nat, rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs,
+                                      g_base, s0, n, cin, cout)
+                            r += rows
+                        dot_pairs(nat, last, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                  s0, n, cin, cout)
 
     return kernel

@@ -317,15 +317,8 @@ def test_amx_kernel_against_float64(groups, cin_g, cout_g):
     np.testing.assert_allclose(out32, vec, rtol=0, atol=scale * 1e-5)
 
 
-@needs_amx
-@pytest.mark.parametrize("groups,cin_g,cout_g,n_out", [
-    (1, 64, 64, 600), (1, 32, 16, 300), (1, 32, 48, 5000), (1, 96, 80, 40), (2, 32, 32, 600), (1, 64, 128, 9000)])
-def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
-    """The AMX weight gradient (pairs transposed into panels padded to a multiple of 32, widths over
-    several tiles, several tasks at 5000+ rows) equals float64 to float32 summation error and is
-    bitwise reproducible; widths it does not cover are refused (the dispatch sends them to float32)."""
-    from pc3d_ops.sparse_conv import wgrad_tasks
-
+def _weight_gradient_problem(groups: int, cin_g: int, cout_g: int, n_out: int):
+    """(feats int16 bits, grad bf16, table [n_out, 7], float64 reference dW [7, G, cin_g, cout_g])."""
     feats, _, nbr, _ = _random_problem(cin_g, 300, n_out, 7, groups, cin_g, cout_g)
     rng = np.random.default_rng(cout_g)
     grad = torch.from_numpy(rng.standard_normal((n_out, groups * cout_g)).astype(np.float32)).bfloat16()
@@ -336,6 +329,39 @@ def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
         rows = np.nonzero(nbr[:, k] >= 0)[0]
         for g in range(groups):
             ref[k, g] = x64[nbr[rows, k], g * cin_g:(g + 1) * cin_g].T @ g64[rows, g * cout_g:(g + 1) * cout_g]
+    return feats, grad, nbr, ref
+
+
+@pytest.mark.parametrize("groups,cin_g,cout_g,n_out", [
+    (1, 64, 64, 600), (1, 7, 16, 301), (1, 33, 48, 5000), (2, 32, 32, 599), (1, 64, 128, 9000)])
+def test_vdpbf16ps_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
+    """The bf16 weight gradient that packs two pairs per vdpbf16ps (odd pair counts leave a zero partner;
+    channel counts not a multiple of the rows per call, groups, several tasks) equals float64 to float32
+    summation error, is bitwise reproducible, and its float32 fallback gives the same bits."""
+    from pc3d_ops.sparse_conv import wgrad_tasks
+
+    feats, grad, nbr, ref = _weight_gradient_problem(groups, cin_g, cout_g, n_out)
+    natives = (True, False) if bf16_ops.cpu_has_avx512_bf16() else (False,)
+    results = []
+    for native in (*natives, natives[0]):
+        partial = np.zeros((wgrad_tasks(n_out), 7, groups, cin_g, cout_g), np.float32)
+        bf16_kernels.pair_weight_gradient(cin_g, cout_g, native)(feats, grad.view(torch.int16).numpy(),
+                                                                 *block_pairs(nbr, ROWS_PER_BLOCK), partial)
+        results.append(partial.sum(0, dtype=np.float64))
+    np.testing.assert_allclose(results[0], ref, rtol=0, atol=np.abs(ref).max() * 1e-5)
+    assert all(np.array_equal(results[0], r) for r in results[1:])
+
+
+@needs_amx
+@pytest.mark.parametrize("groups,cin_g,cout_g,n_out", [
+    (1, 64, 64, 600), (1, 32, 16, 300), (1, 32, 48, 5000), (1, 96, 80, 40), (2, 32, 32, 600), (1, 64, 128, 9000)])
+def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
+    """The AMX weight gradient (pairs transposed into panels padded to a multiple of 32, widths over
+    several tiles, several tasks at 5000+ rows) equals float64 to float32 summation error and is
+    bitwise reproducible; widths it does not cover are refused (the dispatch sends them to float32)."""
+    from pc3d_ops.sparse_conv import wgrad_tasks
+
+    feats, grad, nbr, ref = _weight_gradient_problem(groups, cin_g, cout_g, n_out)
     kernel = amx_kernels.weight_gradient(groups, cin_g, cout_g)
     results = []
     for _ in range(2):

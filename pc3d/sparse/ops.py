@@ -13,8 +13,9 @@ float32 weight under autocast gets a float32 gradient, summed in float32 and nev
 Which bf16 kernel runs (`pc3d_ops.bf16.kernel_name`, `python -m pc3d info`): AMX tiles
 (pc3d_ops.sparse_conv_amx) where the CPU has AMX-BF16 and the OS grants the tile state, for
 forward, feature gradient and (cin_g % 32 == 0) weight gradient; else vdpbf16ps or its fallback
-(pc3d_ops.sparse_conv_bf16; PC3D_BF16_NO_AMX=1 forces this path) for forward and feature gradient,
-and the float32 kernels on widened values for weight gradients and widths with cout_g % 16 != 0.
+(pc3d_ops.sparse_conv_bf16; PC3D_BF16_NO_AMX=1 forces this path) for forward, feature gradient and
+(cout_g % 16 == 0) weight gradient, two pairs per instruction; the float32 kernels on widened values for
+the other widths.
 """
 from __future__ import annotations
 
@@ -156,8 +157,8 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
 def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, transposed: bool,
                      shape_kgio: tuple[int, int, int, int], keep: np.ndarray | None = None) -> torch.Tensor:
     """dW[k] = sum_o feats[nbr[o, k]]^T grad[o] per group over `kmap.table(transposed)` (keep: only those input
-    rows), [K, G, cin_g, cout_g]; float32 for bf16 inputs (AMX tiles where they cover the widths, else the
-    float32 kernels on widened values)."""
+    rows), [K, G, cin_g, cout_g]; float32 for bf16 inputs (AMX tiles where they cover the widths, else
+    vdpbf16ps two pairs at a time where cout_g % 16 == 0, else the float32 kernels on widened values)."""
     kvol, groups, cin_g, cout_g = shape_kgio
     n_out = _rows(kmap, transposed)
 
@@ -175,6 +176,13 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
                 sync_threads()
                 amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
                                                                    _numpy_bits(grad.contiguous()), *pairs(), partial)
+            return torch.from_numpy(_sum_tasks(partial))
+        if cout_g % bf16_ops.LANES == 0:  # two pairs per vdpbf16ps (or its bitwise fallback)
+            partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
+            if n_out:
+                sync_threads()
+                kernel = bf16_kernels.pair_weight_gradient(cin_g, cout_g, bf16_ops.use_native())
+                kernel(_numpy_bits(feats.contiguous()), _numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), kmap, transposed, shape_kgio, keep)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
