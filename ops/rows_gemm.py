@@ -6,9 +6,10 @@
 They are the engine's register-blocked micro-kernels (`microkernel.mac_rows` / `mac_pairs`) on rows that
 need no gather. Why not torch's `mm`: an SDSC U-Net's pointwise convs are tall and skinny
 ([80k, 64] x [64, 96]), and on them torch's CPU GEMM ran at 56-62 GFLOP/s inside a training step (half
-this machine's square float32 GEMM), the largest share (40 %) of the step; these run 1.3-2x faster on the
-same shapes. `cols` must be a multiple of the vector width (16 float32) and at most MAX_COLS (the
-accumulators of one row and the weight row then fit the 32 vector registers).
+this machine's square float32 GEMM), the largest share (40 %) of the step; these run forward + both gradients
+1.0-1.6x faster on the same shapes (`tools/bench.py sparse`, pointwise rows). `cols` must be a multiple
+of the vector width (16 float32) and at most MAX_COLS (the accumulators of one row and the weight row
+then fit the 32 vector registers).
 
 Deterministic: each output row of the forward sums over `depth` in order; the weight gradient splits the
 rows into a fixed number of tasks (a function of N only, never of the thread count), each summing its rows
@@ -30,7 +31,7 @@ _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "
          "cache": True}
 LANES = 16  # float32 per 64-byte vector
 MAX_COLS = 160  # at 224 (one row per call) torch's GEMM is as fast
-__all__ = ["LANES", "MAX_COLS", "matmul", "new_partial", "supports", "weight_gradient"]
+__all__ = ["LANES", "MAX_COLS", "matmul", "supports", "weight_gradient", "wgrad_tasks"]
 
 
 def supports(cols: int) -> bool:
@@ -111,7 +112,3 @@ def weight_gradient(rows_a: int, cols: int):
 
     return kernel
 
-
-def new_partial(n: int, rows_a: int, cols: int) -> np.ndarray:
-    """The zeroed partial sums weight_gradient adds into: [wgrad_tasks(n), rows_a, cols] float32."""
-    return np.zeros((wgrad_tasks(n), rows_a, cols), np.float32)

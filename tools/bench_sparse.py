@@ -201,12 +201,13 @@ def _pointwise_rows(x, tag, timed, repeats, gemm_fp32) -> list[dict]:
         ours = sp.Linear(cin, cout, bias=False)
         ref = torch.nn.Linear(cin, cout, bias=False)
         ref.load_state_dict(ours.state_dict())
-        feats = torch.randn(len(x.feats), cin)
+        feats = torch.randn(len(x.feats), cin).requires_grad_(True)
         grad = torch.randn(len(x.feats), cout)
         flops = 3 * 2 * len(feats) * cin * cout
 
         def step(layer, feats=feats, grad=grad):
-            layer(feats.requires_grad_(True)).backward(grad)
+            feats.grad = None
+            layer(feats).backward(grad)
 
         t_ours = timed(lambda layer=ours: step(layer), repeats=repeats)
         t_ref = timed(lambda layer=ref: step(layer), repeats=repeats)

@@ -8,18 +8,20 @@ CUDA, [B, L, C] inputs) is torch's own. The weight gradient is computed in which
 narrower output (g^T x or x^T g, transposed), torch's mm when neither fits.
 
 Why: on the tall-skinny shapes of an SDSC U-Net ([80k, 64] x [64, 96]) torch's GEMM ran at 56-62 GFLOP/s
-inside a training step and took 40 % of the step; these kernels do forward + both gradients 1.4-1.7x
-faster (`tools/bench.py sparse`, the pointwise rows). Sums run in a fixed order (see pc3d_ops.rows_gemm),
-so results do not depend on the thread count.
+inside a training step and took 40 % of the step; these kernels do forward + both gradients 1.0-1.6x
+faster (`tools/bench.py sparse`, the pointwise rows, 64->96 the least). Sums run in a fixed order (see
+pc3d_ops.rows_gemm), so results do not depend on the thread count.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 from pc3d_ops import rows_gemm as kernels
+from pc3d_ops.aligned import host_zeros64
 from torch import nn
 
 from pc3d.sparse.kernel_map import sync_threads
+from pc3d.sparse.ops import _sum_tasks
 
 
 def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -33,14 +35,11 @@ def _matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
 def _at_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a^T b for a [N, r], b [N, cols] by the row kernels (cols supported)."""
     a, b = a.contiguous(), b.contiguous()
-    partial = kernels.new_partial(a.shape[0], a.shape[1], b.shape[1])
+    partial = host_zeros64((kernels.wgrad_tasks(a.shape[0]), a.shape[1], b.shape[1]), np.float32)
     sync_threads()
     kernels.weight_gradient(a.shape[1], b.shape[1])(a.numpy(), b.numpy(), np.arange(a.shape[0], dtype=np.int64),
                                                     partial)
-    total = partial[0].copy()
-    for t in range(1, partial.shape[0]):  # task order: deterministic
-        total += partial[t]
-    return torch.from_numpy(total)
+    return torch.from_numpy(_sum_tasks(partial))  # tasks added in order: deterministic
 
 
 class _RowsLinear(torch.autograd.Function):
