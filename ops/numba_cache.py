@@ -20,10 +20,17 @@ different kernels still compile side by side; nested compiles take their callees
 graph has no cycles, so two processes cannot wait on each other. ``PC3D_COMPILE_LOG=<file>`` appends
 one line per compile (pid, kernel, seconds) for measuring. Where ``fcntl`` is missing (Windows) saving
 and compiling stay unlocked.
+
+Freshness: numba keeps a cached kernel while the hash of the file that defines it is unchanged, but these
+kernels inline micro-kernels and intrinsics from their sibling modules (``bf16.dot_pairs`` into
+``sparse_conv_bf16``, ``microkernel.mac_rows`` into ``sparse_conv``): after an edit of ``bf16.py`` alone, numba
+would go on loading machine code built from the old intrinsic. ``install()`` makes the stamp of every kernel
+defined in this package the hash of all the package's sources, so an edit of any of them recompiles them all.
 """
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import itertools
 import os
@@ -34,10 +41,12 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from numba.core.caching import Cache, IndexDataCacheFile
+from numba.core.caching import Cache, IndexDataCacheFile, _SourceFileBackedLocatorMixin
 from numba.core.dispatcher import Dispatcher
 
 _original_load = IndexDataCacheFile.load
+_original_stamp = _SourceFileBackedLocatorMixin.get_source_stamp
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _original_compile = Dispatcher.compile
 
 
@@ -104,11 +113,30 @@ def _compile(self, sig):
         return entry
 
 
+@functools.cache
+def package_digest() -> str:
+    """sha256 of this package's .py sources (names and contents, in name order), read once per process."""
+    digest = hashlib.sha256()
+    for name in sorted(os.listdir(_PACKAGE)):
+        if name.endswith(".py"):
+            digest.update(name.encode())
+            with open(os.path.join(_PACKAGE, name), "rb") as f:
+                digest.update(hashlib.sha256(f.read()).digest())
+    return digest.hexdigest()
+
+
+def _source_stamp(self):
+    if os.path.dirname(os.path.abspath(self._py_file)) == _PACKAGE:
+        return package_digest()
+    return _original_stamp(self)
+
+
 def install() -> None:
     """Patch numba's cache file class and dispatcher (idempotent)."""
     IndexDataCacheFile.save = _save
     IndexDataCacheFile.load = _load
     Dispatcher.compile = _compile
+    _SourceFileBackedLocatorMixin.get_source_stamp = _source_stamp
 
 
 install()

@@ -57,3 +57,27 @@ def test_an_entry_naming_another_signatures_code_is_recompiled(tmp_path):
     assert cache.load(key(0)) is None
     cache.save(key(0), payload(0))
     assert cache.load(key(0))[4] == 0 and cache.load(key(1))[4] == 1
+
+
+def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch):
+    """A kernel of pc3d_ops is stamped with the hash of every source of the package (it inlines its siblings'
+    intrinsics, so an edit of bf16.py alone must recompile sparse_conv_bf16's kernels); other cached functions
+    keep numba's own stamp, the hash of their file."""
+    import numba
+    from pc3d_ops import numba_cache, sparse_conv_bf16
+
+    kernel = sparse_conv_bf16.gather_gemm_scatter(1, 16, 16, False)
+    assert kernel._cache._impl.locator.get_source_stamp() == numba_cache.package_digest()
+
+    @numba.njit(cache=True)
+    def outside(a):
+        return a + 1
+
+    assert outside._cache._impl.locator.get_source_stamp() != numba_cache.package_digest()
+
+    for name in ("bf16.py", "sparse_conv_bf16.py"):
+        (tmp_path / name).write_text(f"# {name}\n")
+    monkeypatch.setattr(numba_cache, "_PACKAGE", str(tmp_path))
+    before = numba_cache.package_digest.__wrapped__()
+    (tmp_path / "bf16.py").write_text("# bf16.py, edited\n")
+    assert numba_cache.package_digest.__wrapped__() != before
