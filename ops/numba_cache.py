@@ -45,9 +45,9 @@ from numba.core.caching import Cache, IndexDataCacheFile, _SourceFileBackedLocat
 from numba.core.dispatcher import Dispatcher
 
 _original_load = IndexDataCacheFile.load
-_original_stamp = _SourceFileBackedLocatorMixin.get_source_stamp
-_PACKAGE = os.path.dirname(os.path.abspath(__file__))
 _original_compile = Dispatcher.compile
+_original_stamp = _SourceFileBackedLocatorMixin.get_source_stamp
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))  # pc3d_ops: the kernels whose stamp is package_digest()
 
 
 @contextlib.contextmanager
