@@ -455,11 +455,12 @@ def transpose_rows(typingctx, channels, a, a_off, a_stride, x, x_rows, p, m, x_s
 def interleave_rows(typingctx, cols, b, b_off, g, g_rows, p, m, g_stride, col0):
     """interleave_rows(cols, b, b_off, g, g_rows, p, m, g_stride, col0): 32 rows of g into VNNI layout,
     b[b_off + (r // 2) * 2 * cols + 2 * c + r % 2] = g[g_rows[p + r] * g_stride + col0 + c] for r < 32,
-    c < cols (0 for r >= m; 1 <= m <= 32). cols is a compile-time multiple of 16: two rows' vectors
-    are interleaved by one shuffle.
+    c < cols (0 for r >= m; 1 <= m <= 32). cols is a compile-time int >= 1: two rows' vectors of 32
+    columns (the rest at the end) are interleaved by one shuffle. The tiles take cols a multiple of 16;
+    `sparse_conv_bf16.pair_weight_gradient` packs any width.
     """
-    if not isinstance(cols, types.IntegerLiteral) or cols.literal_value % COLS:
-        raise TypingError(f"interleave_rows needs compile-time constant cols, a multiple of {COLS}")
+    if not isinstance(cols, types.IntegerLiteral) or cols.literal_value < 1:
+        raise TypingError("interleave_rows needs compile-time constant cols >= 1")
     sig = types.void(cols, b, b_off, g, g_rows, p, m, g_stride, col0)
     cols = cols.literal_value
 
@@ -473,7 +474,7 @@ def interleave_rows(typingctx, cols, b, b_off, g, g_rows, p, m, g_stride, col0):
         load = _row_loader(context, builder, g_v, rows_v, rows_t, p_v, m_v, stride_v, col0_v)
         for q in range(DEPTH // 2):
             for c0 in range(0, cols, DEPTH):
-                width = min(DEPTH, cols - c0)  # 32, or 16 at the end
+                width = min(DEPTH, cols - c0)
                 mask = ir.Constant(ir.VectorType(i32, 2 * width), [i // 2 + (i % 2) * width for i in range(2 * width)])
                 pair = builder.shuffle_vector(load(2 * q, c0, width), load(2 * q + 1, c0, width), mask)
                 index = builder.add(b_off_v, ir.Constant(i64, q * 2 * cols + 2 * c0))

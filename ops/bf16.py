@@ -87,6 +87,61 @@ def kernel_name(native: bool | None = None) -> str:
     return f"float32 FMA fallback ({why})"
 
 
+class _Sums:
+    """The float32 accumulators of one micro-kernel call, rows x n_vec vectors of 16, and the step that feeds
+    them two reduction elements at a time: `vdpbf16ps` (native) or its fallback, which widens both halves of
+    each 32-bit pair and adds the odd (upper) halves' product first, then the even ones', each with one
+    float32 rounding (the products are exact): bitwise the instruction's sums."""
+
+    def __init__(self, builder, native: bool, rows: int, n_vec: int):
+        self.builder, self.native = builder, native
+        self.vf = ir.VectorType(ir.FloatType(), LANES)
+        self.vi = ir.VectorType(ir.IntType(32), LANES)
+        self.sums = [[cgutils.alloca_once_value(builder, ir.Constant(self.vf, None)) for _ in range(n_vec)]
+                     for _ in range(rows)]
+        self.high = ir.Constant(self.vi, [-65536] * LANES)  # 0xFFFF0000: the odd (upper) bf16 of each pair
+        self.shift = ir.Constant(self.vi, [16] * LANES)
+        if native:
+            self.operand = ir.VectorType(_BFloat(), 2 * LANES) if _llvm_major() >= 17 else self.vi
+            fnty = ir.FunctionType(self.vf, [self.vf, self.operand, self.operand])
+            self.dp = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
+
+    def _halves(self, v):
+        b = self.builder
+        if self.native:
+            return b.bitcast(v, self.operand)
+        return b.bitcast(b.and_(v, self.high), self.vf), b.bitcast(b.shl(v, self.shift), self.vf)
+
+    def step(self, x_pairs, w_vectors):
+        """sums[r][l] += x_pairs[r] (an i32: two bf16, broadcast) . w_vectors[l] (<16 x i32>: 16 pairs)."""
+        b = self.builder
+        w = [self._halves(v) for v in w_vectors]
+        splat = ir.Constant(self.vi, [0] * LANES)
+        for row, xi in zip(self.sums, x_pairs, strict=True):
+            xv = b.insert_element(ir.Constant(self.vi, ir.Undefined), xi, ir.Constant(ir.IntType(32), 0))
+            x = self._halves(b.shuffle_vector(xv, ir.Constant(self.vi, ir.Undefined), splat))
+            for acc, wl in zip(row, w, strict=True):
+                s = b.load(acc)
+                if self.native:
+                    s = b.call(self.dp, [s, x, wl])
+                else:
+                    s = b.fadd(b.fadd(s, b.fmul(x[0], wl[0])), b.fmul(x[1], wl[1]))
+                b.store(s, acc)
+
+    def add_to(self, acc_p, row_starts):
+        """acc[row_starts[r] + c] += sums[r] (float32 pointer, i64 element offsets)."""
+        b = self.builder
+        for row, start in zip(self.sums, row_starts, strict=True):
+            for l, s in enumerate(row):
+                ptr = b.bitcast(b.gep(acc_p, [b.add(start, ir.Constant(ir.IntType(64), l * LANES))]),
+                                self.vf.as_pointer())
+                b.store(b.fadd(b.load(ptr, align=4), b.load(s)), ptr, align=4)
+
+
+def _data(context, builder, typ, value):
+    return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
+
+
 @intrinsic(prefer_literal=True)
 def dot_rows(typingctx, native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth):
     """dot_rows(native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth).
@@ -107,59 +162,24 @@ def dot_rows(typingctx, native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_of
         acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, depth_v = args[3:]
         acc_t, acc_offs_t, x_t, x_offs_t, _, w_t = signature.args[3:9]
         i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        f32 = ir.FloatType()
-        vf = ir.VectorType(f32, LANES)
-        vi = ir.VectorType(i32, LANES)
         vh = ir.VectorType(i16, 2 * LANES)
-        splat = ir.Constant(vi, [0] * LANES)
-        if native:
-            operand = ir.VectorType(_BFloat(), 2 * LANES) if _llvm_major() >= 17 else vi
-            fnty = ir.FunctionType(vf, [vf, operand, operand])
-            dp = cgutils.get_or_insert_function(builder.module, fnty, "llvm.x86.avx512bf16.dpbf16ps.512")
-        high = ir.Constant(vi, [-65536] * LANES)  # 0xFFFF0000: the odd (upper) bf16 of each pair
-        shift = ir.Constant(vi, [16] * LANES)
-
-        def data(typ, value):
-            return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
 
         def const(v):
             return ir.Constant(i64, v)
 
-        acc_p, x_p, w_p = data(acc_t, acc_v), data(x_t, x_v), data(w_t, w_v)
-        acc_offs_p, x_offs_p = data(acc_offs_t, acc_offs_v), data(x_offs_t, x_offs_v)
+        acc_p, acc_offs_p, x_p, x_offs_p, w_p = (
+            _data(context, builder, t, v)
+            for t, v in ((acc_t, acc_v), (acc_offs_t, acc_offs_v), (x_t, x_v), (x_offs_t, x_offs_v), (w_t, w_v)))
         x_rows = [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
-        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(n_vec)]
-                for _ in range(rows)]
+        sums = _Sums(builder, native, rows, n_vec)
 
         def step(j, pair_of_row):
             """One reduction pair j: w row pair j against each row's pair (an i32 per row)."""
             w_row = builder.add(w_off_v, builder.mul(j, const(2 * cols)))
-            w_vecs = []
-            for l in range(n_vec):
-                ptr = builder.bitcast(builder.gep(w_p, [builder.add(w_row, const(2 * LANES * l))]), vh.as_pointer())
-                wv = builder.bitcast(builder.load(ptr, align=2), vi)
-                if native:
-                    w_vecs.append(builder.bitcast(wv, operand))
-                else:
-                    w_vecs.append((builder.bitcast(builder.and_(wv, high), vf),
-                                   builder.bitcast(builder.shl(wv, shift), vf)))
-            for r in range(rows):
-                xi = pair_of_row(r)
-                xv = builder.insert_element(ir.Constant(vi, ir.Undefined), xi, ir.Constant(i32, 0))
-                xv = builder.shuffle_vector(xv, ir.Constant(vi, ir.Undefined), splat)
-                if native:
-                    xb = builder.bitcast(xv, operand)
-                else:
-                    x_odd = builder.bitcast(builder.and_(xv, high), vf)
-                    x_even = builder.bitcast(builder.shl(xv, shift), vf)
-                for l in range(n_vec):
-                    s = builder.load(sums[r][l])
-                    if native:
-                        s = builder.call(dp, [s, xb, w_vecs[l]])
-                    else:
-                        s = builder.fadd(s, builder.fmul(x_odd, w_vecs[l][0]))
-                        s = builder.fadd(s, builder.fmul(x_even, w_vecs[l][1]))
-                    builder.store(s, sums[r][l])
+            w_vecs = [builder.bitcast(builder.load(builder.bitcast(
+                builder.gep(w_p, [builder.add(w_row, const(2 * LANES * l))]), vh.as_pointer()), align=2), sums.vi)
+                for l in range(n_vec)]
+            sums.step([pair_of_row(r) for r in range(rows)], w_vecs)
 
         def x_pair(j):
             def load(r):
@@ -177,11 +197,7 @@ def dot_rows(typingctx, native, rows, cols, acc, acc_offs, x, x_offs, p, w, w_of
             def x_last(r):
                 return builder.zext(builder.load(builder.gep(x_p, [builder.add(x_rows[r], last)])), i32)
             step(pairs, x_last)
-        for r in range(rows):
-            base = builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))]))
-            for l in range(n_vec):
-                ptr = builder.bitcast(builder.gep(acc_p, [builder.add(base, const(l * LANES))]), vf.as_pointer())
-                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        sums.add_to(acc_p, [builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)])
         return context.get_dummy_value()
 
     return sig, codegen
@@ -196,120 +212,40 @@ def to_vnni(w: np.ndarray) -> np.ndarray:
 
 
 @intrinsic(prefer_literal=True)
-def dot_pairs(typingctx, native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride):
-    """dot_pairs(native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride): the bf16
-    twin of `microkernel.mac_pairs` (a weight-gradient block over n gathered pairs, float32 sums):
+def dot_packed(typingctx, native, rows, cols, acc, acc_off, xp, xp_off, xp_stride, gp, m):
+    """dot_packed(native, rows, cols, acc, acc_off, xp, xp_off, xp_stride, gp, m): the weight-gradient
+    micro-kernel over panels packed two reduction steps deep (float32 sums):
 
-        acc[acc_off + r * cols + c] += sum_{d < n} x[ins[p + d] * x_stride + x_col + r]
-                                                   * g[g_base + outs[p + d] * g_stride + c]
+        acc[acc_off + r * cols + c] += sum_{j < m} xp[xp_off + j * xp_stride + r] . gp[j * cols + c]
 
-    x and g int16 (bf16 bits), acc float32; native (1: vdpbf16ps, 0: its fallback), rows (>= 0) and cols (a
-    multiple of 16) compile-time ints. Two pairs per `vdpbf16ps`: their gradient rows are interleaved in
-    registers (pair d in the even, d + 1 in the odd bf16 of each 32-bit lane) and each feature channel's two
-    values are packed the same way and broadcast, so no panel is copied; an odd last pair runs with a zero
-    partner. The fallback adds the two exact products in the instruction's order (odd, then even), as
-    `dot_rows`' does: bitwise the same sums."""
+    where each int32 of xp and gp holds two bf16 (step 2j in the low, 2j + 1 in the high half; `.` is the
+    two-term dot product of `vdpbf16ps`). native (1: vdpbf16ps, 0: its fallback), rows (>= 0) and cols
+    (a multiple of 16) are compile-time ints; acc is float32, xp and gp int32. `rows` accumulator rows
+    stay in registers over the m steps; xp's value is broadcast, gp's row is read as cols / 16 vectors."""
     if not all(isinstance(v, types.IntegerLiteral) for v in (native, rows, cols)):
-        raise TypingError("dot_pairs needs compile-time constant native, rows and cols")
+        raise TypingError("dot_packed needs compile-time constant native, rows and cols")
     if cols.literal_value % LANES:
-        raise TypingError(f"dot_pairs needs cols a multiple of {LANES}")
-    sig = types.void(native, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_base, p, n, x_stride, g_stride)
+        raise TypingError(f"dot_packed needs cols a multiple of {LANES}")
+    sig = types.void(native, rows, cols, acc, acc_off, xp, xp_off, xp_stride, gp, m)
     native, rows, cols = native.literal_value, rows.literal_value, cols.literal_value
-    n_vec = cols // LANES
 
     def codegen(context, builder, signature, args):
         if rows <= 0:
             return context.get_dummy_value()
-        args, arg_types = args[1:], signature.args[1:]  # drop `native`
-        ins_t, outs_t = arg_types[5], arg_types[8]
-        i16, i32, i64 = ir.IntType(16), ir.IntType(32), ir.IntType(64)
-        vf = ir.VectorType(ir.FloatType(), LANES)
-        vi = ir.VectorType(i32, LANES)
-        vh = ir.VectorType(i16, LANES)
-        splat = ir.Constant(vi, [0] * LANES)
-        operand = ir.VectorType(_BFloat(), 2 * LANES) if _llvm_major() >= 17 else vi
-        if native:
-            dp = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vf, [vf, operand, operand]),
-                                                "llvm.x86.avx512bf16.dpbf16ps.512")
-        shift16 = ir.Constant(vi, [16] * LANES)
-        zero = ir.Constant(vf, [0.0] * LANES)
-
-        def data(i):
-            return cgutils.create_struct_proxy(arg_types[i])(context, builder, value=args[i]).data
-
-        def as_i64(i):
-            return context.cast(builder, args[i], arg_types[i], types.int64)
-
-        def const(v):
-            return ir.Constant(i64, v)
-
-        acc_p, x_p, ins_p, g_p, outs_p = (data(i) for i in (2, 4, 5, 7, 8))
-        acc_off, x_col, g_base, p, n, x_stride, g_stride = (as_i64(i) for i in (3, 6, 9, 10, 11, 12, 13))
-        sums = [[cgutils.alloca_once_value(builder, ir.Constant(vf, None)) for _ in range(n_vec)] for _ in range(rows)]
-
-        def index(arr_p, arr_t, d):
-            v = builder.load(builder.gep(arr_p, [builder.add(p, d)]))
-            return context.cast(builder, v, arr_t.dtype, types.int64)
-
-        def g_row(o):
-            """The cols bf16 of gradient row o, each widened into the low half of a 32-bit lane."""
-            start = builder.add(g_base, builder.mul(o, g_stride))
-            vecs = []
-            for l in range(n_vec):
-                ptr = builder.bitcast(builder.gep(g_p, [builder.add(start, const(l * LANES))]), vh.as_pointer())
-                vecs.append(builder.zext(builder.load(ptr, align=2), vi))
-            return vecs
-
-        def x_value(i, r):
-            ptr = builder.gep(x_p, [builder.add(builder.add(builder.mul(i, x_stride), x_col), const(r))])
-            return builder.zext(builder.load(ptr), i32)
-
-        def step(i0, o0, i1, o1):
-            """Pairs (i0, o0) and (i1, o1) (None: a zero partner) into every accumulator."""
-            lo = g_row(o0)
-            hi = g_row(o1) if o1 is not None else None
-            if native:
-                gv = lo if hi is None else [builder.or_(a, builder.shl(b, shift16))
-                                            for a, b in zip(lo, hi, strict=True)]
-                gv = [builder.bitcast(v, operand) for v in gv]
-            else:  # widened: bf16 bits << 16 are the float32 value
-                g_even = [builder.bitcast(builder.shl(v, shift16), vf) for v in lo]
-                g_odd = [zero] * n_vec if hi is None else [builder.bitcast(builder.shl(v, shift16), vf) for v in hi]
-            for r in range(rows):
-                if native:
-                    xi = x_value(i0, r)
-                    if i1 is not None:
-                        xi = builder.or_(xi, builder.shl(x_value(i1, r), ir.Constant(i32, 16)))
-                    xb = builder.bitcast(broadcast(xi), operand)
-                else:
-                    x_even = builder.bitcast(broadcast(builder.shl(x_value(i0, r), ir.Constant(i32, 16))), vf)
-                    x_odd = zero if i1 is None else builder.bitcast(
-                        broadcast(builder.shl(x_value(i1, r), ir.Constant(i32, 16))), vf)
-                for l in range(n_vec):
-                    acc_ptr = sums[r][l]
-                    if native:
-                        builder.store(builder.call(dp, [builder.load(acc_ptr), xb, gv[l]]), acc_ptr)
-                    else:
-                        t = builder.fadd(builder.load(acc_ptr), builder.fmul(x_odd, g_odd[l]))
-                        builder.store(builder.fadd(t, builder.fmul(x_even, g_even[l])), acc_ptr)
-
-        def broadcast(value):
-            v = builder.insert_element(ir.Constant(vi, ir.Undefined), value, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(vi, ir.Undefined), splat)
-
-        with cgutils.for_range(builder, builder.lshr(n, const(1))) as loop:
-            d0 = builder.mul(loop.index, const(2))
-            d1 = builder.add(d0, const(1))
-            step(index(ins_p, ins_t, d0), index(outs_p, outs_t, d0), index(ins_p, ins_t, d1), index(outs_p, outs_t, d1))
-        odd = builder.icmp_unsigned("!=", builder.and_(n, const(1)), const(0))
-        with builder.if_then(odd, likely=False):
-            last = builder.sub(n, const(1))
-            step(index(ins_p, ins_t, last), index(outs_p, outs_t, last), None, None)
-        for r in range(rows):
-            for l in range(n_vec):
-                ptr = builder.bitcast(builder.gep(acc_p, [builder.add(acc_off, const(r * cols + l * LANES))]),
-                                      vf.as_pointer())
-                builder.store(builder.fadd(builder.load(ptr, align=4), builder.load(sums[r][l])), ptr, align=4)
+        tys = signature.args
+        acc_p, xp_p, gp_p = (_data(context, builder, tys[i], args[i]) for i in (3, 5, 8))
+        acc_off, xp_off, xp_stride, m = (context.cast(builder, args[i], tys[i], types.int64) for i in (4, 6, 7, 9))
+        i64 = ir.IntType(64)
+        sums = _Sums(builder, native, rows, cols // LANES)
+        with cgutils.for_range(builder, m) as loop:
+            g_row = builder.mul(loop.index, ir.Constant(i64, cols))
+            x_row = builder.add(xp_off, builder.mul(loop.index, xp_stride))
+            g_vecs = [builder.load(builder.bitcast(builder.gep(gp_p, [builder.add(g_row, ir.Constant(i64, l))]),
+                                                   sums.vi.as_pointer()), align=4) for l in range(0, cols, LANES)]
+            x_pairs = [builder.load(builder.gep(xp_p, [builder.add(x_row, ir.Constant(i64, r))]), align=4)
+                       for r in range(rows)]
+            sums.step(x_pairs, g_vecs)
+        sums.add_to(acc_p, [builder.add(acc_off, ir.Constant(i64, r * cols)) for r in range(rows)])
         return context.get_dummy_value()
 
     return sig, codegen

@@ -22,7 +22,7 @@ one line per compile (pid, kernel, seconds) for measuring. Where ``fcntl`` is mi
 and compiling stay unlocked.
 
 Freshness: numba keeps a cached kernel while the hash of the file that defines it is unchanged, but these
-kernels inline micro-kernels and intrinsics from their sibling modules (``bf16.dot_pairs`` into
+kernels inline micro-kernels and intrinsics from their sibling modules (``bf16.dot_packed`` into
 ``sparse_conv_bf16``, ``microkernel.mac_rows`` into ``sparse_conv``): after an edit of ``bf16.py`` alone, numba
 would go on loading machine code built from the old intrinsic. ``install()`` makes the stamp of every kernel
 defined in this package the hash of all the package's sources, so an edit of any of them recompiles them all.

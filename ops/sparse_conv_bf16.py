@@ -9,10 +9,13 @@ float32, or bf16 rounded once from the float32 sum (to nearest even, bit for bit
 
 These kernels need cout_g a multiple of 16 (one float32 vector); other widths convert to float32
 and run the float32 kernels (same products, exact in float32, and float32 sums). The weight
-gradient reduces over pairs: `pair_weight_gradient` packs two pairs into each `vdpbf16ps` in
-registers (`bf16.dot_pairs`; 1.5-1.6x the float32 kernels on widened copies for SubM 64->64 on the
-benchmark sweep). Copying the pairs into transposed panels two pairs deep first was 1.5x slower than
-those float32 kernels (measured): the copies cost as much as the products.
+gradient reduces over pairs: `pair_weight_gradient` packs each (block, offset)'s pairs two deep into a
+feature panel and a gradient panel with vector shuffles, once for all channel chunks, and
+`bf16.dot_packed` multiplies the panels. SubM 64->64 on the benchmark sweep: 1.2x the kernel before it,
+which interleaved two pairs in registers inside every channel chunk (13 times per pair at 64 channels,
+each feature value loaded and packed alone), and 1.6x pc3d's float32 weight gradient. Panels copied
+element by element in numba loops were slower than the float32 kernels: the copies cost more than the
+products.
 """
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from numba.extending import overload
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
-from .bf16 import LANES, dot_pairs, dot_rows
+from .amx import DEPTH as INTERLEAVED_ROWS  # rows per interleave_rows call
+from .amx import interleave_rows
+from .bf16 import LANES, dot_packed, dot_rows
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
@@ -124,13 +129,17 @@ def pair_weight_gradient(cin_g: int, cout_g: int, native: bool):
     """Weight-gradient kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], starts, ins, outs
     (`sparse_conv.block_pairs`), partial float32 [T, K, G, cin_g, cout_g]): partial[t] += dW[k] = sum_o
     feats[nbr[o, k]]^T grad[o] over task t's blocks, as `sparse_conv.pair_weight_gradient` does in float32
-    (same tasks, blocks and channel groups; the caller zeroes partial and adds it in task order), with the
-    pairs multiplied two at a time by `vdpbf16ps` (`bf16.dot_pairs`; native=False: its bitwise fallback). Needs
-    cout_g a multiple of 16."""
+    (same tasks and blocks; the caller zeroes partial and adds it in task order). Needs cout_g a multiple of 16.
+
+    Per (block, offset, group) the block's pairs are packed once, two pairs deep, into a feature panel
+    [pairs / 2, cin_g] and a gradient panel [pairs / 2, cout_g] (`amx.interleave_rows`: vector loads and
+    one shuffle per two rows; an odd last pair gets a zero partner); `bf16.dot_packed` then reduces the
+    panels a few feature channels at a time, the accumulators in registers. A table row has at most one
+    pair per offset, so a block's pairs fit panels of ROWS_PER_BLOCK / 2 rows."""
     if cout_g % LANES:
         raise ValueError(f"the bf16 weight gradient needs cout_g a multiple of {LANES}, got {cout_g}")
     block = ROWS_PER_BLOCK
-    rows = min(cin_g, wgrad_rows(cout_g, LANES))
+    rows = packed_rows(cin_g, cout_g)
     last = cin_g % rows
     nat = int(native)
 
@@ -144,6 +153,9 @@ def pair_weight_gradient(cin_g: int, cout_g: int, native: bool):
         n_blocks = (len(starts) - 1) // kvol
         per_task = (n_blocks + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
+            x_panel = zeros64(block * cin_g, np.int16)  # int16 pairs, read as int32 by dot_packed
+            g_panel = zeros64(block * cout_g, np.int16)
+            xp, gp = x_panel.view(np.int32), g_panel.view(np.int32)
             for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
                 for k in range(kvol):
                     s0 = starts[blk * kvol + k]
@@ -151,14 +163,27 @@ def pair_weight_gradient(cin_g: int, cout_g: int, native: bool):
                     if n == 0:
                         continue
                     for g in range(groups):
-                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
                         g_base = blk * block * cout + g * cout_g  # outs are block-relative
+                        for q in range(0, n, INTERLEAVED_ROWS):
+                            m = min(INTERLEAVED_ROWS, n - q)
+                            interleave_rows(cin_g, x_panel, q * cin_g, x, ins, s0 + q, m, cin, g * cin_g)
+                            interleave_rows(cout_g, g_panel, q * cout_g, gr, outs, s0 + q, m, cout, g_base)
+                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
+                        steps = (n + 1) // 2
                         r = 0
                         while r + rows <= cin_g:
-                            dot_pairs(nat, rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs,
-                                      g_base, s0, n, cin, cout)
+                            dot_packed(nat, rows, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
                             r += rows
-                        dot_pairs(nat, last, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                  s0, n, cin, cout)
+                        dot_packed(nat, last, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
 
     return kernel
+
+
+def packed_rows(cin_g: int, cout_g: int) -> int:
+    """Feature channels per `dot_packed` call: at most what the registers hold (`wgrad_rows`), and a divisor
+    of cin_g where one is at least two thirds of that (64 channels: 4 calls of 16 beat 13 calls of 5)."""
+    most = min(cin_g, wgrad_rows(cout_g, LANES))
+    for rows in range(most, 0, -1):
+        if cin_g % rows == 0 and 3 * rows >= 2 * most:
+            return rows
+    return most
