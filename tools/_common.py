@@ -56,6 +56,25 @@ def experiment_checkpoint(folder: Path, experiment: str, *overrides: str) -> Pat
     return path
 
 
+def alternated(fns, repeats: int = 5, warmup: int = 1) -> list[float]:
+    """Median wall time in seconds of each of fns, called in turn within every repeat: variants compared
+    by a ratio then share the host's speed of the moment (on a shared host it drifts 10-20 % between
+    minutes, more than most of the differences measured)."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times, strict=True):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def rel_diff(a, b) -> float:
     """max |a - b| / max |b| of two torch tensors (detached)."""
     a, b = a.detach(), b.detach()

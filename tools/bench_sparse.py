@@ -11,7 +11,7 @@ import warnings
 
 import numpy as np
 import torch
-from _common import load_benchmark_sweep, rel_diff, rows_in_site_order
+from _common import alternated, load_benchmark_sweep, rel_diff, rows_in_site_order
 from bench_backbone import backbone_rows
 from bench_gradients import gradient_markdown, gradient_summary, gradient_table
 
@@ -102,8 +102,7 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     ref = timed(lambda: twin(stg).features.backward(grad), repeats=repeats)
     rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, "ref": "spconv CPU",
                  "ref_s": ref, "speedup": ref / fb32, "gflops": round(3 * flops / fb32 / 1e9, 1)})
-    rows.extend(_bf16_rows(x, conv, grad, flops, tag, timed, repeats, gemm[torch.bfloat16], fwd32, fb32,
-                           y_ours.feats))
+    rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16] is not None))
     if voxel == 0.1:
         rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
         rows.extend(_pointwise_rows(x, tag, timed, repeats, gemm[torch.float32]))
@@ -127,23 +126,36 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     return rows
 
 
-def _bf16_rows(x, conv, grad, flops, tag, timed, repeats, gemm_bf16, fwd32, fb32, y32) -> list[dict]:
-    """SubM 64->64 in bf16 (bf16 features and weights, float32 sums) against pc3d's own float32 rows;
-    of_gemm is the fraction of torch's bf16 square GEMM measured in the same run."""
+def _bf16_rows(x, conv, grad, flops, tag, repeats, y32, with_gemm: bool) -> list[dict]:
+    """SubM 64->64 in bf16 (bf16 features and weights, float32 sums) against pc3d's own float32 conv, the two
+    timed in alternation (the float32 rows above were timed minutes earlier; the host's speed drifts), and
+    against torch's bf16 square GEMM timed right after them (of_gemm; with_gemm=False where torch has no
+    bf16 instructions to run it on). The GEMM stays out of the alternation: its 24 MB of operands would
+    evict the conv's working set before every call."""
     conv16 = copy.deepcopy(conv).to(torch.bfloat16)
     x16 = x.replace_feature(x.feats.to(torch.bfloat16))  # same sites: the cached map is shared
+    a, b = torch.randn(2048, 2048).bfloat16(), torch.randn(2048, 2048).bfloat16()
+
+    def of_gemm(work, seconds):
+        if not with_gemm:
+            return None
+        gemm_s = alternated([lambda: torch.mm(a, b)], repeats)[0]
+        return round(gemm_s / (2 * 2048**3) * work / seconds, 2)
+
     with torch.no_grad():
         y16 = conv16(x16)
-        fwd = timed(lambda: conv16(x16), repeats=repeats)
-    rows = [{"case": f"SubM 64->64 bf16 forward (cached map), {tag}", "pc3d_s": fwd, "ref": "pc3d float32",
-             "ref_s": fwd32, "speedup": fwd32 / fwd, "gflops": round(flops / fwd / 1e9, 1),
-             "of_gemm": _of(flops / fwd / 1e9, gemm_bf16), "max_rel_diff": rel_diff(y16.feats.float(), y32)}]
-    xg = x16.replace_feature(x16.feats.clone().requires_grad_(True))
+        fwd32, fwd = alternated([lambda: conv(x), lambda: conv16(x16)], repeats)
+    ref = "pc3d float32 (timed alternately)"
+    rows = [{"case": f"SubM 64->64 bf16 forward (cached map), {tag}", "pc3d_s": fwd, "ref": ref, "ref_s": fwd32,
+             "speedup": fwd32 / fwd, "gflops": round(flops / fwd / 1e9, 1), "of_gemm": of_gemm(flops, fwd),
+             "max_rel_diff": rel_diff(y16.feats.float(), y32)}]
+    xg = x.replace_feature(x.feats.clone().requires_grad_(True))
+    xg16 = x16.replace_feature(x16.feats.clone().requires_grad_(True))
     grad16 = grad.to(torch.bfloat16)
-    fb = timed(lambda: conv16(xg).feats.backward(grad16), repeats=repeats)
-    rows.append({"case": f"SubM 64->64 bf16 forward + backward, {tag}", "pc3d_s": fb, "ref": "pc3d float32",
-                 "ref_s": fb32, "speedup": fb32 / fb, "gflops": round(3 * flops / fb / 1e9, 1),
-                 "of_gemm": _of(3 * flops / fb / 1e9, gemm_bf16)})
+    fb32, fb = alternated([lambda: conv(xg).feats.backward(grad), lambda: conv16(xg16).feats.backward(grad16)],
+                          repeats)
+    rows.append({"case": f"SubM 64->64 bf16 forward + backward, {tag}", "pc3d_s": fb, "ref": ref, "ref_s": fb32,
+                 "speedup": fb32 / fb, "gflops": round(3 * flops / fb / 1e9, 1), "of_gemm": of_gemm(3 * flops, fb)})
     return rows
 
 
