@@ -11,6 +11,7 @@ from pc3d.eval.hooks import SegmentationEvaluator
 from pc3d.models.backbones3d.dsconv import DSResidualBlock, SparseDepthwiseSeparableConv
 from pc3d.models.backbones3d.unet import ResidualBlock, SparseUNet
 from pc3d.models.losses import SegmentationLoss, lovasz_softmax
+from pc3d.models.losses.lovasz import lovasz_grad
 from pc3d.models.segmentors import SparseSegmentor, fill_point_to_voxel, voxel_labels
 from pc3d.sparse import SparseTensor
 
@@ -153,6 +154,50 @@ def test_lovasz_equals_the_lovasz_extension_class_by_class():
     terms = [extension(c) for c in range(4)]
     assert lovasz_softmax(probs, labels).item() == pytest.approx(sum(terms[:3]) / 3, rel=1e-5)
     assert lovasz_softmax(probs, labels, classes="all").item() == pytest.approx(sum(terms) / 4, rel=1e-5)
+
+
+def test_radix_argsort_equals_a_stable_descending_sort():
+    """pc3d_ops.sort orders rows of non-negative float32 (ties, zeros, ones, inf, NaN first as torch puts it,
+    a constant row whose passes are all skipped, subnormals) exactly as a stable sort by decreasing value."""
+    from pc3d_ops.sort import argsort_rows_descending
+
+    rng = np.random.default_rng(0)
+    rows = [rng.random(3000), np.round(rng.random(3000), 2), np.full(3000, 0.25),
+            rng.choice([0.0, 1.0, np.inf, np.nan, 1e-40, 0.5], 3000), rng.random(3000) * 1e-3]
+    keys = np.stack(rows).astype(np.float32)
+    order = np.empty(keys.shape, np.int64)
+    argsort_rows_descending(keys.view(np.uint32), order)
+    for row, got in zip(keys, order, strict=True):
+        nan = np.isnan(row)  # NaN first, then the values downwards; lexsort is stable
+        np.testing.assert_array_equal(got, np.lexsort((-np.where(nan, 0, row), ~nan)))
+
+
+def test_lovasz_equals_the_sort_and_mask_formulation():
+    """The radix-sorted, index-selected loss equals the textbook one (torch.sort, boolean masks) in value and
+    gradient, with many tied errors (quantised probabilities) and ignored points."""
+    def textbook(probs, labels, ignore_index):
+        keep = labels != ignore_index
+        probs, labels = probs[keep], labels[keep]
+        fg = torch.nn.functional.one_hot(labels, probs.shape[1]).to(probs.dtype).t()
+        present = fg.sum(1) > 0
+        fg, probs = fg[present], probs.t()[present]
+        errors, order = (fg - probs).abs().sort(1, descending=True)
+        return (errors * lovasz_grad(fg.gather(1, order))).sum(1).mean()
+
+    torch.manual_seed(0)
+    labels = torch.randint(0, 9, (5000,))
+    for quantise in (False, True):
+        logits = torch.randn(5000, 12) * 3
+        if quantise:
+            logits = torch.round(logits)
+        grads = []
+        for loss_fn in (lovasz_softmax, textbook):
+            x = logits.clone().requires_grad_(True)
+            loss = loss_fn(x.softmax(1), labels, ignore_index=0)
+            loss.backward()
+            grads.append((loss.detach(), x.grad))
+        torch.testing.assert_close(grads[0][0], grads[1][0], rtol=1e-6, atol=1e-7)
+        torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-4, atol=1e-8)
 
 
 def test_lovasz_gradient_flows():
