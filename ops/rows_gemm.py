@@ -24,7 +24,7 @@ import numpy as np
 from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
-from .microkernel import mac_pairs, mac_rows
+from .microkernel import PREFETCH_CALLS, mac_pairs, mac_rows
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows, wgrad_tasks
 
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
@@ -63,7 +63,7 @@ def matmul(cols: int):
         for blk in prange((n + block - 1) // block):
             o0 = blk * block
             m = min(n, o0 + block) - o0
-            x_offs = np.empty(block, np.int64)
+            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: mac_rows prefetches
             out_offs = np.empty(block, np.int64)
             for r in range(m):
                 x_offs[r] = (o0 + r) * depth

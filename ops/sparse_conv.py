@@ -26,7 +26,7 @@ from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
-from .microkernel import mac_pairs, mac_rows, vector_lanes
+from .microkernel import PREFETCH_CALLS, mac_pairs, mac_rows, vector_lanes
 
 _OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
          "cache": True}
@@ -166,7 +166,7 @@ def _micro_gather_gemm_scatter(cout_g: int, skip: bool = False):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
             acc = zeros64((o1 - o0) * cout, out.dtype)  # 64-byte rows start on cache lines
-            x_offs = np.empty(block, np.int64)
+            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: mac_rows prefetches
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
                 n = 0

@@ -30,7 +30,7 @@ from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .amx import DEPTH as INTERLEAVED_ROWS  # rows per interleave_rows call
 from .amx import interleave_rows
-from .bf16 import LANES, dot_packed, dot_rows
+from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
@@ -97,7 +97,7 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
             acc = zeros64((o1 - o0) * cout, np.float32)
-            x_offs = np.empty(block, np.int64)
+            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: dot_rows prefetches ahead
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
                 n = 0
