@@ -102,7 +102,7 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     ref = timed(lambda: twin(stg).features.backward(grad), repeats=repeats)
     rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, "ref": "spconv CPU",
                  "ref_s": ref, "speedup": ref / fb32, "gflops": round(3 * flops / fb32 / 1e9, 1)})
-    rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16] is not None))
+    rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16]))
     if voxel == 0.1:
         rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
         rows.extend(_pointwise_rows(x, tag, timed, repeats, gemm[torch.float32]))
@@ -126,21 +126,22 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     return rows
 
 
-def _bf16_rows(x, conv, grad, flops, tag, repeats, y32, with_gemm: bool) -> list[dict]:
+def _bf16_rows(x, conv, grad, flops, tag, repeats, y32, gemm_bf16: float | None) -> list[dict]:
     """SubM 64->64 in bf16 (bf16 features and weights, float32 sums) against pc3d's own float32 conv, the two
     timed in alternation (the float32 rows above were timed minutes earlier; the host's speed drifts), and
-    against torch's bf16 square GEMM timed right after them (of_gemm; with_gemm=False where torch has no
-    bf16 instructions to run it on). The GEMM stays out of the alternation: its 24 MB of operands would
-    evict the conv's working set before every call."""
+    against torch's bf16 square GEMM (of_gemm): the faster of its run-start figure (gemm_bf16, GFLOP/s; None
+    where torch has no bf16 instructions to run it on) and a measurement right after the conv, so a slow
+    spell of the host during either does not flatter the fraction. The GEMM stays out of the alternation:
+    its 24 MB of operands would evict the conv's working set before every call."""
     conv16 = copy.deepcopy(conv).to(torch.bfloat16)
     x16 = x.replace_feature(x.feats.to(torch.bfloat16))  # same sites: the cached map is shared
     a, b = torch.randn(2048, 2048).bfloat16(), torch.randn(2048, 2048).bfloat16()
 
     def of_gemm(work, seconds):
-        if not with_gemm:
+        if gemm_bf16 is None:
             return None
-        gemm_s = alternated([lambda: torch.mm(a, b)], repeats)[0]
-        return round(gemm_s / (2 * 2048**3) * work / seconds, 2)
+        adjacent = 2 * 2048**3 / alternated([lambda: torch.mm(a, b)], repeats)[0] / 1e9
+        return round(work / seconds / 1e9 / max(gemm_bf16, adjacent), 2)
 
     with torch.no_grad():
         y16 = conv16(x16)
