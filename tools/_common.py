@@ -1,6 +1,8 @@
 """Helpers shared by the tools/ scripts (not part of the pc3d package)."""
 from __future__ import annotations
 
+import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +62,6 @@ def alternated(fns, repeats: int = 5, warmup: int = 1) -> list[float]:
     """Median wall time in seconds of each of fns, called in turn within every repeat: variants compared
     by a ratio then share the host's speed of the moment (on a shared host it drifts 10-20 % between
     minutes, more than most of the differences measured)."""
-    import statistics
-    import time
-
     for _ in range(warmup):
         for fn in fns:
             fn()
