@@ -209,7 +209,10 @@ STATE_DICTS = {
     "pointpillars_kitti": (126, "a7d0761de2cf2016"),
     "semantickitti_seg": (284, "a69682f432c1f5a0"),
     "sim_scannet_seg": (152, "a457f731c7f447fe"),
-    "sim_semantickitti_ds_seg": (266, "eed26b9089bb301b"),
+    # the separable U-Net at twice the widths: sim_semantickitti_ds_seg's model until 2026-12-02 (a run keeps
+    # its config, so its checkpoints load whatever the recipe says today)
+    "lim_full_sim_semantickitti": (266, "eed26b9089bb301b"),
+    "sim_semantickitti_ds_seg": (266, "45a3b7e38b062388"),
     "toy": (12, "331d5dda12722371"),
 }
 

@@ -4,6 +4,7 @@
     python tools/bench.py attn --json attn.json      # DSVT / FlatFormer vs VoxelBackBone8x
     python tools/bench.py flow                       # SCTN per stage, peak memory
     python tools/bench.py snn                        # spiking inputs: zero-row skipping vs none
+    python tools/bench.py seg                        # training steps of the segmentation recipes
     python tools/bench.py all --out bench_results/
 
 Every suite prints a markdown table and (with --json / --out) writes
@@ -100,6 +101,13 @@ def run_train(timed, quick: bool) -> list[dict]:
     return run(timed, quick)
 
 
+def run_seg(timed, quick: bool) -> list[dict]:
+    """Training steps of the segmentation recipes (dense / separable U-Net, float32 / bf16), timed in turn."""
+    from bench_seg import run_seg as run
+
+    return run(timed, quick)
+
+
 def run_det(timed, quick: bool) -> list[dict]:
     from bench_det import run_det as run
 
@@ -128,7 +136,7 @@ def run_snn(timed, quick: bool) -> list[dict]:
 
 
 SUITES = {"sparse": run_sparse, "voxel": run_voxel, "sim": run_sim, "data": run_data, "train": run_train,
-          "det": run_det, "attn": run_attn, "flow": run_flow,
+          "seg": run_seg, "det": run_det, "attn": run_attn, "flow": run_flow,
           "snn": run_snn}
 
 
