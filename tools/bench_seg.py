@@ -28,15 +28,15 @@ RECIPES = (REFERENCE, ("sim_semantickitti_ds_seg", "fp32"), ("lim_full_sim_seman
 def _recipe(experiment: str, root: Path):
     """(config, model, optimizer) of `experiment` with its dataset read from `root`."""
     from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
 
     from pc3d.engine.optim import param_groups
-    from pc3d.engine.runner import _instantiate
 
     with initialize_config_dir(config_dir=str(ROOT / "configs"), version_base=None):
         cfg = compose("config", overrides=[f"experiment={experiment}", f"dataset.root={root}", "dataset.sequences=all"])
     torch.manual_seed(0)
-    model = _instantiate(cfg.model).train()
-    return cfg, model, _instantiate(cfg.optim)(param_groups(model))
+    model = instantiate(cfg.model, _convert_="all").train()
+    return cfg, model, instantiate(cfg.optim, _convert_="all")(param_groups(model))
 
 
 def _step(model, optimizer, batch, precision: str) -> None:
