@@ -50,6 +50,8 @@ def _step(model, optimizer, batch, precision: str) -> None:
 
 
 def run_seg(timed=None, quick: bool = False) -> list[dict]:
+    from omegaconf import OmegaConf
+
     from pc3d.engine.runner import build_dataset
     from pc3d.sim.api import simulate_dataset
 
@@ -60,8 +62,11 @@ def run_seg(timed=None, quick: bool = False) -> list[dict]:
         cfg = built[REFERENCE][0]
         data = build_dataset(cfg.dataset, cfg.splits.train, training=True)
         size = int(cfg.train.batch_size)
-        if any(int(c.train.batch_size) != size for c, _, _ in built.values()):
-            raise ValueError("the recipes compared must share a batch size")
+        shared = ("train.batch_size", "dataset.voxel_size", "dataset.point_cloud_range")
+        for c, _, _ in built.values():  # one batch serves every recipe only if they batch and voxelize alike
+            differ = [k for k in shared if OmegaConf.select(c, k) != OmegaConf.select(cfg, k)]
+            if differ:
+                raise ValueError(f"{c.experiment_name} differs from {REFERENCE[0]} in {differ}")
         times: dict[tuple, list[float]] = {recipe: [] for recipe in RECIPES}
         points = []
         for r in range(warmup + rounds):
