@@ -123,7 +123,8 @@ def score_thresholds(tp_scores, num_gt):
 @nb.njit(**_SERIAL)
 def kitti_pr(ov, ov_off, gt_off, dt_off, dc_ov, dc_ov_off, dc_num, ignored_gt, ignored_dt, scores,
              gt_alpha, dt_alpha, min_overlap, num_valid_gt, compute_aos):
-    """(thresholds [T], pr float64 [T, 4] = tp, fp, fn, orientation similarity) over all frames."""
+    """(thresholds [T], pr float64 [T, 4] = tp, fp, fn, orientation similarity, number of ground truths found
+    by any detection at min_overlap: the end of the recall curve, whatever the scores) over all frames."""
     n_frames = gt_off.shape[0] - 1
     all_scores = np.empty(max(1, gt_off[n_frames]), np.float64)
     n_all = 0
@@ -138,7 +139,7 @@ def kitti_pr(ov, ov_off, gt_off, dt_off, dc_ov, dc_ov_off, dc_num, ignored_gt, i
         all_scores[n_all:n_all + n_tp] = buf[:n_tp]
         n_all += n_tp
     if num_valid_gt == 0 or n_all == 0:
-        return np.empty(0, np.float64), np.zeros((0, 4), np.float64)
+        return np.empty(0, np.float64), np.zeros((0, 4), np.float64), n_all
     thresholds = score_thresholds(all_scores[:n_all], float(num_valid_gt))
     pr = np.zeros((thresholds.shape[0], 4), np.float64)
     for f in range(n_frames):
@@ -153,4 +154,4 @@ def kitti_pr(ov, ov_off, gt_off, dt_off, dc_ov, dc_ov_off, dc_num, ignored_gt, i
             pr[t, 2] += fn
             if sim != -1.0:
                 pr[t, 3] += sim
-    return thresholds, pr
+    return thresholds, pr, n_all

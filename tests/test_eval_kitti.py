@@ -58,19 +58,24 @@ def test_one_shifted_box_drops_3d_and_bev_not_bbox():
         for diff in ("easy", "moderate", "hard"):
             assert r.ap("Car", metric, diff, "R40") == pytest.approx(97.5)
             assert r.ap("Car", metric, diff, "R11") == pytest.approx(1000 / 11)
+            assert r.max_recall("Car", metric, diff) == pytest.approx(98.0)  # where the curve ends
     assert r.ap("Car", "bbox", "moderate", "R40") == pytest.approx(100.0)
+    assert r.max_recall("Car", "bbox", "moderate") == pytest.approx(100.0)
 
 
-def test_r11_and_r40_on_a_crafted_pr_curve():
-    # 4 Cars found at scores 0.9, 0.8, 0.7, 0.6 and one far FP at 0.85. The devkit keeps the 4 TP
-    # scores as thresholds: precisions 1, 2/3, 3/4, 4/5 -> interpolated 1, .8, .8, .8, then 0 up to 41 points.
-    gts = [frame([obj(x=-4), obj(x=0), obj(x=4), obj(x=8)])]
-    dets = [obj(x=-4, score=0.9), obj(x=0, score=0.8), obj(x=4, score=0.7), obj(x=8, score=0.6),
-            obj(x=-12, z=40, score=0.85, bbox=[10, 10, 50, 70])]
-    r = kitti_eval(gts, [frame(dets, det=True)], classes=("Car",))
-    assert r.ap("Car", "3d", "easy", "R11") == pytest.approx(100 / 11)  # only point 0 of 0, 4, ..., 40
-    assert r.ap("Car", "3d", "easy", "R40") == pytest.approx(2.4 / 40 * 100)  # points 1, 2, 3
-    np.testing.assert_allclose(r.precision[0, 0, 2, 0, :5], [1, 0.8, 0.8, 0.8, 0])
+def test_r40_drops_a_sample_point_for_each_box_lost_at_the_end_of_the_curve():
+    # 40 Cars, found in score order; the k lowest-scored ones are missed (shifted 1.5 m: 3D IoU 0.45, scored below
+    # every hit, so precision stays 1). The devkit keeps one threshold per 1/40 of recall, the i-th (0-based)
+    # standing for sample point i: 40 hits give thresholds for points 0..39 (R40 39/40, as the devkit scores a
+    # perfect 40-car set), and each box missed at the end of the curve takes one point, 1/40 of AP, however
+    # small the share of the boxes it is
+    for missed in (0, 1, 2):
+        gts = [frame([obj()]) for _ in range(40)]
+        dts = [frame([obj(z=21.5 if i < missed else 20.0, score=0.5 + i / 100)], det=True) for i in range(40)]
+        r = kitti_eval(gts, dts, classes=("Car",))
+        assert r.max_recall("Car", "3d", "moderate") == pytest.approx(100.0 * (40 - missed) / 40)
+        assert r.ap("Car", "3d", "moderate", "R40") == pytest.approx(100.0 * (39 - missed) / 40)
+
 
 
 def test_detection_on_dontcare_is_not_a_false_positive():

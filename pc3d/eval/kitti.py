@@ -71,6 +71,10 @@ class KittiResult:
     ap_r11 / ap_r40: float64 [S, C, 4, 3] over (overlap set, class, metric bbox/bev/3d/aos,
     difficulty easy/moderate/hard); the aos row is NaN when detections have no valid alpha (-10).
     precision: float64 [S, C, 4, 3, 41], the interpolated curves at recall 0, 1/40, ..., 1.
+    recall: float64 [S, C, 3, 3] (percent) over (overlap set, class, metric bbox/bev/3d, difficulty): the
+    share of counted ground truths that any detection finds at the overlap, whatever its score: where the
+    precision curve ends. R40 counts only the sample points below it, so two runs a few boxes apart around
+    one of them (0.925, say) differ by that point's precision / 40 (about 2 AP at precision 0.8).
     num_gt: int64 [C, 3] counted (non-ignored) ground truths per class and difficulty.
     """
 
@@ -80,6 +84,7 @@ class KittiResult:
     ap_r11: np.ndarray
     ap_r40: np.ndarray
     precision: np.ndarray
+    recall: np.ndarray
     num_gt: np.ndarray
     aos_computed: bool
 
@@ -90,6 +95,11 @@ class KittiResult:
         return float(table[self.overlap_sets.index(overlap), self.classes.index(cls), METRICS.index(metric),
                            DIFFICULTIES.index(difficulty)])
 
+    def max_recall(self, cls: str, metric: str = "3d", difficulty: str = "moderate", overlap: str = "strict") -> float:
+        """The recall every detection reaches (see ``recall``), e.g. ``result.max_recall("Car", "3d")``."""
+        return float(self.recall[self.overlap_sets.index(overlap), self.classes.index(cls), METRICS.index(metric),
+                                 DIFFICULTIES.index(difficulty)])
+
     def to_dict(self) -> dict:
         """JSON-ready nested dict, plus OpenPCDet-style flat keys (``Car_3d/moderate_R40``) for the strict set."""
         out: dict = {"classes": list(self.classes), "overlap_sets": list(self.overlap_sets),
@@ -97,7 +107,9 @@ class KittiResult:
         for c, cls in enumerate(self.classes):
             per_cls: dict = {"num_gt": {d: int(self.num_gt[c, k]) for k, d in enumerate(DIFFICULTIES)}}
             for s, name in enumerate(self.overlap_sets):
-                entry: dict = {"min_overlap": dict(zip(METRICS[:3], map(float, self.min_overlaps[s, c]), strict=True))}
+                entry: dict = {"min_overlap": dict(zip(METRICS[:3], map(float, self.min_overlaps[s, c]), strict=True)),
+                               "recall": {m: {d: float(self.recall[s, c, i, k]) for k, d in enumerate(DIFFICULTIES)}
+                                          for i, m in enumerate(METRICS[:3])}}
                 for recall, table in zip(_RECALLS, (self.ap_r11, self.ap_r40), strict=True):
                     entry[recall] = {m: {d: _num(table[s, c, i, k]) for k, d in enumerate(DIFFICULTIES)}
                                      for i, m in enumerate(METRICS)}
@@ -117,16 +129,18 @@ def _num(x: float) -> float | None:
 
 
 def format_kitti_table(result: KittiResult, overlap: str = "strict") -> str:
-    """Markdown table: one row per class and metric, Easy / Moderate / Hard at R11 and R40."""
+    """Markdown table: one row per class and metric, Easy / Moderate / Hard at R11 and R40, and the recall the
+    moderate curve ends at (``KittiResult.recall``)."""
     s = result.overlap_sets.index(overlap)
-    lines = ["| class | metric | IoU | R11 easy | R11 mod. | R11 hard | R40 easy | R40 mod. | R40 hard |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| class | metric | IoU | R11 easy | R11 mod. | R11 hard | R40 easy | R40 mod. | R40 hard | recall mod. |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c, cls in enumerate(result.classes):
         for i, m in enumerate(METRICS):
             if m == "aos" and not result.aos_computed:
                 continue
             iou = f"{result.min_overlaps[s, c, 0 if m == 'aos' else i]:.2f}"
             vals = [f"{v:.2f}" for v in (*result.ap_r11[s, c, i], *result.ap_r40[s, c, i])]
+            vals.append("-" if m == "aos" else f"{result.recall[s, c, i, 1]:.2f}")
             lines.append(f"| {cls} | {m} | {iou} | " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
@@ -206,6 +220,7 @@ def kitti_eval(gt_annos: list[dict], dt_annos: list[dict], classes: tuple[str, .
     min_ov = np.array([[MIN_OVERLAPS[s][c.lower()] for c in classes] for s in overlap_sets], np.float64)
     min_ov = min_ov.reshape(S, C, 3)
     precision = np.zeros((S, C, 4, 3, N_SAMPLE_PTS))
+    recall = np.zeros((S, C, 3, 3))
     num_gt = np.zeros((C, 3), np.int64)
     no_dc = (np.zeros(0), np.zeros(len(gt_annos) + 1, np.int64), np.zeros(len(gt_annos), np.int64))
     for c, cls in enumerate(classes):
@@ -218,17 +233,20 @@ def kitti_eval(gt_annos: list[dict], dt_annos: list[dict], classes: tuple[str, .
                     ov, ov_off = overlaps[m]
                     dc_ov, dc_off, dc_num = dc if m == 0 else no_dc
                     aos = aos_computed and m == 0
-                    _, pr = kitti_pr(ov, ov_off, gt_off, dt_off, dc_ov, dc_off, dc_num, ignored_gt, ignored_dt,
-                                     scores, gt_alpha, dt_alpha, float(min_ov[s, c, m]), int(num_gt[c, k]), aos)
+                    _, pr, found = kitti_pr(ov, ov_off, gt_off, dt_off, dc_ov, dc_off, dc_num, ignored_gt,
+                                            ignored_dt, scores, gt_alpha, dt_alpha, float(min_ov[s, c, m]),
+                                            int(num_gt[c, k]), aos)
                     prec, orient = _curves(pr)
                     precision[s, c, m, k] = prec
+                    recall[s, c, m, k] = 100.0 * found / num_gt[c, k] if num_gt[c, k] else 0.0
                     if aos:
                         precision[s, c, 3, k] = orient
     if not aos_computed:
         precision[:, :, 3] = np.nan
     ap_r11 = precision[..., 0::4].sum(-1) / 11 * 100
     ap_r40 = precision[..., 1:].sum(-1) / 40 * 100
-    return KittiResult(tuple(classes), tuple(overlap_sets), min_ov, ap_r11, ap_r40, precision, num_gt, aos_computed)
+    return KittiResult(tuple(classes), tuple(overlap_sets), min_ov, ap_r11, ap_r40, precision, recall, num_gt,
+                       aos_computed)
 
 
 def _ignore_codes(cls: str, level: int, gt_names, gt_difficulty, dt_names, dt_height):

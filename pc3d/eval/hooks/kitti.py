@@ -1,7 +1,8 @@
 """KITTI object detection hook: LiDAR-frame predictions -> KITTI camera-frame annotations -> kitti_eval.
 
 Ground truth comes from ``dataset.annotations(i)`` (label_2 and calibration; no point cloud read).
-Keys are OpenPCDet's: ``Car_3d/moderate_R40`` (R40) and ``Car_3d/moderate`` (R11), 3D and BEV, of the
+Keys are OpenPCDet's: ``Car_3d/moderate_R40`` (R40) and ``Car_3d/moderate`` (R11), 3D and BEV, and the
+recall where each curve ends, ``Car_3d/moderate_recall`` (``pc3d.eval.kitti.KittiResult.recall``), of the
 first overlap set ("strict": the official thresholds; "loose": Car 0.7 / 0.5 / 0.5, others 0.5 / 0.25 / 0.25).
 """
 from __future__ import annotations
@@ -52,4 +53,5 @@ class KittiEvaluator:
                         ap = result.ap(cls, metric, difficulty, recall, overlap)
                         if np.isfinite(ap):
                             out[f"{cls}_{metric}/{difficulty}{suffix}"] = ap
+                    out[f"{cls}_{metric}/{difficulty}_recall"] = result.max_recall(cls, metric, difficulty, overlap)
         return out
