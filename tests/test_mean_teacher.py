@@ -67,8 +67,7 @@ def test_second_view_must_keep_every_point():
         SecondView([RandomDrop(0.5)])({"points": np.zeros((100, 4), np.float32)}, np.random.default_rng(0))
 
 
-MODES = {"ce": {}, "balanced": {"pseudo_loss": "balanced"}, "segmentor": {"pseudo_loss": "segmentor"},
-         "laser_mix": {"mix_weight": 1.0}}
+MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0}}
 
 
 def step(root, **options) -> dict:

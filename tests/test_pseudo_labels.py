@@ -2,8 +2,6 @@
 pseudo targets, on crafted cases."""
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 from torch import nn
@@ -12,7 +10,6 @@ from pc3d.models.semi import (
     IGNORE,
     ReflectivityPrior,
     adjust,
-    class_balanced_cross_entropy,
     class_range_thresholds,
     ema_update,
     pseudo_targets,
@@ -90,14 +87,3 @@ def test_min_confidence_floors_every_cell_and_leaves_sure_cells_alone():
     hard, soft = pseudo_targets(prob, band, floored, soft_margin=0.25)
     assert hard.tolist() == [IGNORE, IGNORE, 0, 0, 0] + [IGNORE] * 5
     assert (soft[5:] > 0).tolist() == [False, False, False, True, True]  # 0.65, 0.7: within 0.25 below 0.9
-
-
-def test_class_balanced_cross_entropy_weighs_each_class_once():
-    # three points of class 0 with loss log 2 each, one of class 1 with loss log 4, one ignored:
-    # per class log 2 and log 4, mean (log 2 + log 4) / 2 = 1.5 log 2 (a per-point mean would give 1.25 log 2)
-    logits = torch.log(torch.tensor([[0.5, 0.5, 1e-9], [0.5, 0.5, 1e-9], [0.5, 0.5, 1e-9],
-                                     [0.75, 0.25, 1e-9], [1.0, 1e-9, 1e-9]]))
-    target = torch.tensor([0, 0, 0, 1, IGNORE])
-    assert class_balanced_cross_entropy(logits, target).item() == pytest.approx(1.5 * math.log(2), rel=1e-6)
-    none = class_balanced_cross_entropy(logits.requires_grad_(), torch.full((5,), IGNORE))
-    assert none.item() == 0.0 and none.requires_grad

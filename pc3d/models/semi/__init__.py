@@ -5,13 +5,11 @@ from pc3d.models.semi.pseudo_labels import (
     IGNORE,
     ReflectivityPrior,
     adjust,
-    class_balanced_cross_entropy,
     class_range_thresholds,
     ema_update,
     pseudo_targets,
     range_band,
 )
 
-__all__ = ["IGNORE", "MeanTeacherSegmentor", "ReflectivityPrior", "adjust", "class_balanced_cross_entropy",
-           "class_range_thresholds", "ema_update",
+__all__ = ["IGNORE", "MeanTeacherSegmentor", "ReflectivityPrior", "adjust", "class_range_thresholds", "ema_update",
            "pseudo_targets", "range_band"]

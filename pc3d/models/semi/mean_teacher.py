@@ -11,8 +11,7 @@
                 + unlabelled_weight x ramp(step) x (CE on hard pseudo labels + confidence-weighted KL to the
                 soft targets); ramp is 0 for the first warmup_steps (the teacher does not run), then rises as
                 exp(-5 (1 - t)^2) over rampup_steps (Tarvainen and Valpola's sigmoid ramp-up) to 1;
-                pseudo_loss "balanced": the hard pseudo labels' CE averaged per class, then over classes;
-                "segmentor": the hard pseudo labels get the segmentor's own loss (CE + Lovasz on voxels)
+                pseudo_loss "segmentor": the hard pseudo labels get the segmentor's own loss (CE + Lovasz on voxels)
     mixes       mix_weight > 0: every unlabelled scan swaps areas of inclination with a labelled scan of the batch
                 (LaserMix, pc3d.models.semi.laser_mix); the student sees its view and the mixes in one pass, and
                 the mixes learn the labelled scan's labels and the pseudo labels (+ mix_weight x ramp x its loss)
@@ -40,7 +39,6 @@ from pc3d.models.semi.pseudo_labels import (
     IGNORE,
     ReflectivityPrior,
     adjust,
-    class_balanced_cross_entropy,
     class_range_thresholds,
     ema_update,
     pseudo_targets,
@@ -56,8 +54,8 @@ class MeanTeacherSegmentor(nn.Module):
     remission_column: the points column holding remission. max_alpha: the EMA's ceiling. warmup_steps: steps
     of supervised training before the first pseudo label (a teacher that has learnt nothing labels
     nothing); rampup_steps: steps over which the pseudo-label weight then rises to unlabelled_weight.
-    pseudo_loss: "ce", "balanced" or "segmentor" (see above). mix_weight: of the LaserMix loss (0: no mixes);
-    mix_areas: the counts of inclination areas a pair is cut into, one drawn per pair."""
+    pseudo_loss: "ce" or "segmentor" (see above). mix_weight: of the LaserMix loss (0: no mixes); mix_areas: the
+    counts of inclination areas a pair is cut into, one drawn per pair."""
 
     task = "segmentation"
 
@@ -75,8 +73,8 @@ class MeanTeacherSegmentor(nn.Module):
         if warmup_steps < 0 or rampup_steps < 0:
             raise ConfigError(f"warmup_steps and rampup_steps must be >= 0, got {warmup_steps}, {rampup_steps}")
         self.warmup_steps, self.rampup_steps = int(warmup_steps), int(rampup_steps)
-        if pseudo_loss not in ("ce", "balanced", "segmentor"):
-            raise ConfigError(f"pseudo_loss must be 'ce', 'balanced' or 'segmentor', got {pseudo_loss!r}")
+        if pseudo_loss not in ("ce", "segmentor"):
+            raise ConfigError(f"pseudo_loss must be 'ce' or 'segmentor', got {pseudo_loss!r}")
         self.pseudo_loss = pseudo_loss
         if mix_weight < 0 or not mix_areas or any(int(a) < 2 for a in mix_areas):
             raise ConfigError(f"mix_weight must be >= 0 and mix_areas counts >= 2, got {mix_weight}, {list(mix_areas)}")
@@ -148,8 +146,6 @@ class MeanTeacherSegmentor(nn.Module):
         if self.pseudo_loss == "segmentor":  # the student's own loss (CE + Lovasz) on its voxels' pseudo labels
             only_pseudo = torch.where(point_labelled, torch.full_like(taught, self.ignore_index), taught)
             ce = self.student.losses(view | {"point_labels": only_pseudo}, feats, x.feats)["loss"]
-        elif self.pseudo_loss == "balanced":
-            ce = class_balanced_cross_entropy(logits, hard)
         else:
             ce = F.cross_entropy(logits, hard, ignore_index=IGNORE) if (hard != IGNORE).any() else logits.sum() * 0
         kl = (F.kl_div(logits.log_softmax(1), prob.float(), reduction="none").sum(1) * soft).sum() / len(soft)

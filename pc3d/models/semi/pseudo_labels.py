@@ -17,10 +17,7 @@ Conventions
   the teacher is unsure about as a whole (on simulated SemanticKITTI, parking predicted on road) otherwise
   hands hard labels to its best half however wrong (the README has what it did to a trained mean teacher);
 - targets: a point with confidence >= its cell's threshold gets the hard label argmax p'; a point within
-  ``soft_margin`` below it gets the soft target p' (weighted by its confidence); the rest are ignored;
-- class-balanced cross-entropy on hard labels: the mean over the classes present of each class's mean
-  per-point cross-entropy, so road's millions of sure points weigh as much as a sign's hundreds (the
-  thresholds balance which points get a label, not how much their loss weighs).
+  ``soft_margin`` below it gets the soft target p' (weighted by its confidence); the rest are ignored.
 Nothing here reads a ground-truth label of an unlabelled frame: the prior is fit on labelled frames.
 """
 from __future__ import annotations
@@ -116,18 +113,6 @@ def pseudo_targets(prob: torch.Tensor, band: torch.Tensor, thresholds: torch.Ten
     soft = torch.where((confidence < tau) & (confidence >= tau - soft_margin), confidence,
                        torch.zeros_like(confidence))
     return hard, soft
-
-
-def class_balanced_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over the classes present in target [N] (IGNORE skipped) of the mean cross-entropy of logits [N, K]
-    over that class's points; 0 (connected to logits) when no point has a label."""
-    labelled = target != IGNORE
-    if not labelled.any():
-        return logits.sum() * 0.0
-    target = target[labelled]
-    loss = torch.nn.functional.cross_entropy(logits[labelled], target, reduction="none")
-    count = torch.bincount(target, minlength=logits.shape[1]).to(loss.dtype)
-    return (loss / count[target]).sum() / (count > 0).sum()
 
 
 @torch.no_grad()
