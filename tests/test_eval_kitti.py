@@ -77,6 +77,17 @@ def test_r40_drops_a_sample_point_for_each_box_lost_at_the_end_of_the_curve():
         assert r.ap("Car", "3d", "moderate", "R40") == pytest.approx(100.0 * (39 - missed) / 40)
 
 
+def test_r11_and_r40_on_a_crafted_pr_curve():
+    # 4 Cars found at scores 0.9, 0.8, 0.7, 0.6 and one far FP at 0.85. The devkit keeps the 4 TP
+    # scores as thresholds: precisions 1, 2/3, 3/4, 4/5 -> interpolated 1, .8, .8, .8, then 0 up to 41 points.
+    gts = [frame([obj(x=-4), obj(x=0), obj(x=4), obj(x=8)])]
+    dets = [obj(x=-4, score=0.9), obj(x=0, score=0.8), obj(x=4, score=0.7), obj(x=8, score=0.6),
+            obj(x=-12, z=40, score=0.85, bbox=[10, 10, 50, 70])]
+    r = kitti_eval(gts, [frame(dets, det=True)], classes=("Car",))
+    assert r.ap("Car", "3d", "easy", "R11") == pytest.approx(100 / 11)  # only point 0 of 0, 4, ..., 40
+    assert r.ap("Car", "3d", "easy", "R40") == pytest.approx(2.4 / 40 * 100)  # points 1, 2, 3
+    np.testing.assert_allclose(r.precision[0, 0, 2, 0, :5], [1, 0.8, 0.8, 0.8, 0])
+
 
 def test_detection_on_dontcare_is_not_a_false_positive():
     gts, dts = perfect()
