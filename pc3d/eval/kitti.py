@@ -72,9 +72,11 @@ class KittiResult:
     difficulty easy/moderate/hard); the aos row is NaN when detections have no valid alpha (-10).
     precision: float64 [S, C, 4, 3, 41], the interpolated curves at recall 0, 1/40, ..., 1.
     recall: float64 [S, C, 3, 3] (percent) over (overlap set, class, metric bbox/bev/3d, difficulty): the
-    share of counted ground truths that any detection finds at the overlap, whatever its score: where the
-    precision curve ends. R40 counts only the sample points below it, so two runs a few boxes apart around
-    one of them (0.925, say) differ by that point's precision / 40 (about 2 AP at precision 0.8).
+    share of counted ground truths that some detection finds at the overlap, whatever its score: where the
+    precision curve ends. The devkit spends one score threshold on the hit nearest each 1/40 of recall and one
+    on the last hit, so with many ground truths a curve scores the sample points its recall passes and the
+    next one: two runs a few boxes either side of a sample point (0.925, say) differ by the next point's
+    precision / 40 (about 2 AP at precision 0.8).
     num_gt: int64 [C, 3] counted (non-ignored) ground truths per class and difficulty.
     """
 
@@ -96,7 +98,7 @@ class KittiResult:
                            DIFFICULTIES.index(difficulty)])
 
     def max_recall(self, cls: str, metric: str = "3d", difficulty: str = "moderate", overlap: str = "strict") -> float:
-        """The recall every detection reaches (see ``recall``), e.g. ``result.max_recall("Car", "3d")``."""
+        """The recall all detections together reach (see ``recall``), e.g. ``result.max_recall("Car", "3d")``."""
         return float(self.recall[self.overlap_sets.index(overlap), self.classes.index(cls), METRICS.index(metric),
                                  DIFFICULTIES.index(difficulty)])
 
