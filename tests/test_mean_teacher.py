@@ -178,3 +178,44 @@ def test_init_from_a_supervised_run_puts_its_weights_in_student_and_teacher(tmp_
     torch.save(SparseSegmentor(4, wider, num_classes=20, ignore_index=0).state_dict(), tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="other.pt"):
         init_weights(model(), tmp_path / "other.pt")
+
+
+def test_a_fixed_teacher_is_a_trained_run_that_labels_for_a_fresh_student(root, tmp_path):
+    """teacher="fixed" (self-training): init_from puts the supervised run in the teacher only, training never
+    changes it, and evaluation is the student's; without init_from the run refuses to start."""
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    batch = data.collate_fn([data[0], data[1]])
+    with pytest.raises(ConfigError, match="init_from"):
+        model(teacher="fixed").train()(batch)
+
+    torch.manual_seed(1)
+    unet = partial(SparseUNet, channels=(8, 16), enc_depths=(1,), dec_channels=(16,), dec_depths=(1,))
+    supervised = SparseSegmentor(4, unet, num_classes=20, ignore_index=0)
+    torch.save(supervised.state_dict(), tmp_path / "supervised.pt")
+    net = model(teacher="fixed")
+    init_weights(net, tmp_path / "supervised.pt")
+    fresh = model(teacher="fixed").student.state_dict()
+    for key, value in supervised.state_dict().items():
+        assert torch.equal(net.teacher.state_dict()[key], value) and torch.equal(net.student.state_dict()[key],
+                                                                                 fresh[key])
+    optimizer = torch.optim.SGD(net.student.parameters(), lr=0.1)
+    for _ in range(2):
+        out = net.train()(batch)
+        out["loss"].backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        assert out["alpha"] == 1.0 and out["pseudo_share"] > 0
+    for key, value in supervised.state_dict().items():
+        assert torch.equal(net.teacher.state_dict()[key], value), key
+    assert not torch.equal(net.student.head.classifier[1].weight, fresh["head.classifier.1.weight"])
+
+    data.training = False
+    sample = data.collate_fn([data[2]])
+    with torch.no_grad():
+        net.eval()
+        torch.nn.init.zeros_(net.student.head.classifier[1].weight)
+        ours, students = net(sample)[0]["pred_labels"], net.student(sample)[0]["pred_labels"]
+        teachers = net.teacher(sample)[0]["pred_labels"]
+    assert np.array_equal(ours, students) and not np.array_equal(ours, teachers)
+    with pytest.raises(ConfigError, match="teacher"):
+        model(teacher="swa")

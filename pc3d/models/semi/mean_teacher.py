@@ -4,7 +4,9 @@
                 points, row by row (pc3d.data.transforms.views.SecondView); unlabelled frames have all-ignored
                 point_labels and metadata["labelled"] False (SemanticKittiDataset(labelled_frames=...))
     teacher     EMA of the student (pc3d.models.semi.ema_update, before every training step), eval mode,
-                no gradient: class probabilities of every point of the unlabelled frames
+                no gradient: class probabilities of every point of the unlabelled frames; teacher "fixed":
+                a trained supervised run (init_from=<run>), never updated, labels for a student that starts
+                afresh (self-training, the student sees every scan)
     pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
@@ -17,9 +19,9 @@
                 the mixes learn the labelled scan's labels and the pseudo labels (+ mix_weight x ramp x its loss)
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor), "ramp", "loss_mix" (with mixes)}. Eval mode: the teacher's predictions. An EMA
-teacher helps only once its student has nearly settled: over a short one-cycle run a 0.99 average lags it (the
-README has the figures).
+"alpha" (the EMA factor; 1 for a fixed teacher), "ramp", "loss_mix" (with mixes)}. Eval mode: the teacher's
+predictions (the EMA), the student's (a fixed teacher is the run it started from). An EMA teacher helps only once
+its student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
 """
 from __future__ import annotations
 
@@ -55,7 +57,9 @@ class MeanTeacherSegmentor(nn.Module):
     of supervised training before the first pseudo label (a teacher that has learnt nothing labels
     nothing); rampup_steps: steps over which the pseudo-label weight then rises to unlabelled_weight.
     pseudo_loss: "ce" or "segmentor" (see above). mix_weight: of the LaserMix loss (0: no mixes); mix_areas: the
-    counts of inclination areas a pair is cut into, one drawn per pair."""
+    counts of inclination areas a pair is cut into, one drawn per pair. teacher: "ema" (the mean teacher) or
+    "fixed" (the weights of a supervised run loaded by `init_from`, never updated; the student starts from its own
+    initialisation and is the model evaluated)."""
 
     task = "segmentation"
 
@@ -63,7 +67,7 @@ class MeanTeacherSegmentor(nn.Module):
                  min_confidence: float = 0.0, soft_margin: float = 0.1,
                  range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
                  max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0, pseudo_loss: str = "ce",
-                 mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6)):
+                 mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6), teacher: str = "ema"):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
@@ -79,6 +83,11 @@ class MeanTeacherSegmentor(nn.Module):
         if mix_weight < 0 or not mix_areas or any(int(a) < 2 for a in mix_areas):
             raise ConfigError(f"mix_weight must be >= 0 and mix_areas counts >= 2, got {mix_weight}, {list(mix_areas)}")
         self.mix_weight, self.mix_areas = float(mix_weight), [int(a) for a in mix_areas]
+        if teacher not in ("ema", "fixed"):
+            raise ConfigError(f"teacher must be 'ema' or 'fixed', got {teacher!r}")
+        self.fixed_teacher = teacher == "fixed"
+        if self.fixed_teacher:  # set by pretrained_state: a fixed teacher must be a trained one
+            self.register_buffer("teacher_trained", torch.zeros((), dtype=torch.bool))
         self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
         self.prior = ReflectivityPrior(self.num_classes, self.range_edges, self.ignore_index)
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
@@ -90,12 +99,17 @@ class MeanTeacherSegmentor(nn.Module):
 
     def pretrained_state(self, state: dict) -> dict:
         """This model's state_dict starting from a checkpoint's weights (`init_from`): a mean teacher's own as
-        they are; a supervised run of the student's model in the student and the teacher both (a teacher that has
-        already converged), everything else (step, reflectivity prior) as it is now."""
+        they are; a supervised run of the student's model in the teacher, and in the student too unless the teacher
+        is fixed (then the student keeps its own initialisation), everything else (step, reflectivity prior) as it
+        is now."""
         if any(key.startswith("student.") for key in state):
             return state
-        own = {k: v for k, v in self.state_dict().items() if not k.startswith(("student.", "teacher."))}
-        return own | {f"student.{k}": v for k, v in state.items()} | {f"teacher.{k}": v for k, v in state.items()}
+        own = {k: v for k, v in self.state_dict().items() if not k.startswith("teacher.")}
+        if self.fixed_teacher:
+            own["teacher_trained"] = torch.ones((), dtype=torch.bool)
+        else:
+            own |= {f"student.{k}": v for k, v in state.items()}
+        return own | {f"teacher.{k}": v for k, v in state.items()}
 
     def ramp(self, step: int) -> float:
         """The pseudo-label loss's factor at `step` (0-based): 0 during warm-up, then exp(-5 (1 - t)^2) with t
@@ -109,8 +123,11 @@ class MeanTeacherSegmentor(nn.Module):
 
     def forward(self, batch: dict):
         if not self.training:
-            return self.teacher(batch)
-        alpha = ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
+            return self.student(batch) if self.fixed_teacher else self.teacher(batch)
+        if self.fixed_teacher and not bool(self.teacher_trained):
+            raise ConfigError("teacher='fixed' labels with a trained run: start with init_from=<a supervised run of "
+                              "the student's model>")
+        alpha = 1.0 if self.fixed_teacher else ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
         ramp = self.ramp(int(self.step))
         self.step += 1
         labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
