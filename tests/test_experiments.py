@@ -98,6 +98,8 @@ def test_experiment_trains_one_step_and_evaluates(experiment, data):
     cfg = compose_on(experiment, data)
     torch.manual_seed(0)
     model = instantiate(cfg.model, _convert_="all")
+    if getattr(model, "fixed_teacher", False):  # self-training starts from a trained run (init_from): the
+        model.load_state_dict(model.pretrained_state(model.student.state_dict()))  # student's weights stand in
     task = task_of(model)
     train_set = build_dataset(cfg.dataset, cfg.splits.train, training=True)
     samples = [train_set[i % len(train_set)] for i in range(2)]
