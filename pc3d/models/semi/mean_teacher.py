@@ -19,9 +19,9 @@
                 the mixes learn the labelled scan's labels and the pseudo labels (+ mix_weight x ramp x its loss)
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor; 1 for a fixed teacher), "ramp", "loss_mix" (with mixes)}. Eval mode: the teacher's
-predictions (the EMA), the student's (a fixed teacher is the run it started from). An EMA teacher helps only once
-its student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
+"alpha" (the EMA factor; 1 for a fixed teacher), "ramp", "loss_mix" (with mixes)}. Eval mode: an EMA teacher's
+predictions; with a fixed teacher the student's (the teacher is the run it started from). An EMA teacher helps only
+once its student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
 """
 from __future__ import annotations
 
