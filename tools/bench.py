@@ -10,6 +10,8 @@
 Every suite prints a markdown table and (with --json / --out) writes
 {"suite", "machine", "rows": [{"case", "pc3d_s", "ref", "ref_s", "speedup", ...}]}.
 Times are the median of repeated runs after a warm-up (numba compiles on the first call).
+Each suite's JSON records, under "machine", the share of CPU time the hypervisor stole and other
+processes took while it ran (tools/cpu_share.py); above 5 % the table is followed by a warning.
 """
 from __future__ import annotations
 
@@ -28,6 +30,7 @@ import pc3d  # noqa: F401  (before torch: pc3d puts its thread policy in the env
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_share  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -150,10 +153,15 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
     for name in suites:
+        start = cpu_share.snapshot()
         rows = SUITES[name](timed=timed, quick=args.quick)
+        busy = cpu_share.since(start)
         table = markdown(name, rows)
+        flag = cpu_share.warning(name, busy)
+        if flag:
+            table += "\n\n" + flag
         print(table, flush=True)
-        result = {"suite": name, "machine": machine(), "rows": rows}
+        result = {"suite": name, "machine": {**machine(), "cpu_share": busy}, "rows": rows}
         targets = []
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,87 @@
+"""Who else had the CPU while a benchmark ran, so a table measured on a busy machine says so.
+
+    before = cpu_share.snapshot()
+    ...run the suite...
+    shares = cpu_share.since(before)      # {"steal": 0.39, "others": 0.01} or None (no /proc/stat)
+
+Both figures are shares of all the machine's CPU time over the interval (every core, from the first line
+of /proc/stat, in clock ticks):
+- `steal`: time the hypervisor ran someone else's virtual CPU while ours wanted to run. A guest cannot
+  see this load any other way: top shows the machine idle, yet every kernel runs slower (on one 2-core VM
+  the hypervisor took 40 % of the time and the same backbone step ranged 1.7-3.9 s).
+- `others`: busy time (user, nice, system, irq, softirq) not spent by this process or the children it
+  waited for (`getrusage`), i.e. other processes on this machine.
+Ratios of two times taken in the same minutes survive a steady load better than times do, but not a load
+that comes and goes; `NOT_QUIET` is where the benchmark warns.
+"""
+from __future__ import annotations
+
+import os
+import resource
+from dataclasses import dataclass
+
+FIELDS = ("user", "nice", "system", "idle", "iowait", "irq", "softirq", "steal")
+BUSY = ("user", "nice", "system", "irq", "softirq")
+NOT_QUIET = 0.05  # above this share of stolen or foreign CPU time a table is flagged
+
+
+def parse_proc_stat(text: str) -> dict[str, int]:
+    """Clock ticks of the whole machine by kind, from /proc/stat's aggregate `cpu` line (guest time is
+    already inside user / nice, so it is not read)."""
+    for line in text.splitlines():
+        parts = line.split()
+        if parts and parts[0] == "cpu":
+            values = [int(v) for v in parts[1:1 + len(FIELDS)]]
+            values += [0] * (len(FIELDS) - len(values))  # kernels older than 2.6.11 have no steal column
+            return dict(zip(FIELDS, values, strict=True))
+    raise ValueError("no aggregate 'cpu' line in /proc/stat")
+
+
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and of the children it has waited for."""
+    total = 0.0
+    for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):
+        usage = resource.getrusage(who)
+        total += usage.ru_utime + usage.ru_stime
+    return total
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    ticks: dict[str, int] | None  # None where /proc/stat cannot be read
+    own_seconds: float
+
+
+def snapshot(path: str = "/proc/stat") -> Snapshot:
+    try:
+        with open(path) as f:
+            ticks = parse_proc_stat(f.read())
+    except (OSError, ValueError):
+        ticks = None
+    return Snapshot(ticks, own_cpu_seconds())
+
+
+def shares(before: Snapshot, after: Snapshot, ticks_per_second: float) -> dict[str, float] | None:
+    """{"steal", "others"} as shares of the machine's CPU time between two snapshots (None without ticks)."""
+    if before.ticks is None or after.ticks is None:
+        return None
+    delta = {k: after.ticks[k] - before.ticks[k] for k in FIELDS}
+    total = sum(delta.values())
+    if total <= 0:
+        return None
+    own = (after.own_seconds - before.own_seconds) * ticks_per_second
+    others = max(0.0, sum(delta[k] for k in BUSY) - own)
+    return {"steal": delta["steal"] / total, "others": min(1.0, others / total)}
+
+
+def since(before: Snapshot) -> dict[str, float] | None:
+    return shares(before, snapshot(), os.sysconf("SC_CLK_TCK"))
+
+
+def warning(suite: str, share: dict[str, float] | None) -> str | None:
+    """The line a benchmark prints under its table when the machine was not quiet (None when it was)."""
+    if share is None or max(share.values()) <= NOT_QUIET:
+        return None
+    return (f"WARNING: the machine was not quiet during '{suite}': the hypervisor took {share['steal']:.0%} of "
+            f"the CPU time (steal) and other processes {share['others']:.0%}. Its times, and ratios of times "
+            f"not taken side by side, do not compare with a quiet run; run it again alone.")
