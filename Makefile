@@ -14,7 +14,8 @@ $(STAMP): setup.py tools/setup.sh
 	touch $@
 
 # Two pytest workers, one thread each (tests/conftest.py), whole files per worker (module fixtures built once).
-PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile
+# The 15 slowest tests are listed at the end: the test command must stay under 15 minutes on every machine kind.
+PYTEST := $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
 
 test: $(STAMP)
 	$(PYTEST) tests
