@@ -62,6 +62,9 @@ def test_no_proc_stat_means_no_figure_and_no_warning(tmp_path):
 
 
 @pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux only")
-def test_this_machine_reads():
-    share = cpu_share.since(cpu_share.snapshot())
-    assert share is None or (0 <= share["steal"] <= 1 and 0 <= share["others"] <= 1)
+def test_this_machines_proc_stat_parses_and_our_cpu_time_counts():
+    before = cpu_share.snapshot()
+    sum(i * i for i in range(2_000_000))  # some CPU time of our own
+    after = cpu_share.snapshot()
+    assert before.ticks is not None and set(before.ticks) == set(cpu_share.FIELDS)
+    assert after.own_seconds > before.own_seconds
