@@ -81,20 +81,19 @@ def matmul(cols: int):
 
 
 @functools.cache
-def weight_gradient(rows_a: int, cols: int):
+def weight_gradient(cols: int):
     """kernel(a [N, rows_a], b [N, cols], index [N] int64 = arange(N), partial [T, rows_a, cols]):
     partial[t] += a[rows of t]^T b[rows of t], T = `wgrad_tasks(N)` (the caller zeroes partial and adds it
     up in task order). A few columns of `a` at a time are reduced by `mac_pairs` over a block of rows,
-    their [r, cols] sums in registers."""
+    their [r, cols] sums in registers; rows_a is read from the arrays (one kernel per cols)."""
     if not supports(cols):
         raise ValueError(f"rows_gemm.weight_gradient needs cols a multiple of {LANES} up to {MAX_COLS}, got {cols}")
     block = ROWS_PER_BLOCK
-    rows = min(rows_a, wgrad_rows(cols, LANES))
-    last = rows_a % rows
+    rows = wgrad_rows(cols, LANES)
 
     @nb.njit(**_OPTS)
     def kernel(a2, b2, index, partial):
-        n_tasks = partial.shape[0]
+        n_tasks, rows_a = partial.shape[0], partial.shape[1]
         n = a2.shape[0]
         a, b, acc = a2.reshape(-1), b2.reshape(-1), partial.reshape(-1)
         n_blocks = (n + block - 1) // block
@@ -108,7 +107,13 @@ def weight_gradient(rows_a: int, cols: int):
                 while r + rows <= rows_a:
                     mac_pairs(rows, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
                     r += rows
-                mac_pairs(last, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
+                if rows > 4 and r + 4 <= rows_a:  # the rest (< rows columns of a) in halving steps
+                    mac_pairs(4, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
+                    r += 4
+                if rows > 2 and r + 2 <= rows_a:
+                    mac_pairs(2, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
+                    r += 2
+                if r < rows_a:
+                    mac_pairs(1, cols, acc, base + r * cols, a, index, r, b, index, 0, p, m, rows_a, cols)
 
     return kernel
-

@@ -10,11 +10,12 @@ Weight gradient: ``dW[k] = sum_o feats[nbr[o, k]]^T grad[o]``; output rows are s
 fixed number of tasks (a function of N only, never of the thread count), each with its own
 partial sum, added in task order: deterministic too.
 
-Kernels are specialised on the output width (`cout_g`, the vectorised loop; the register-blocked weight
-gradient on cin_g and the dtype too): numba freezes the closure constants, so that loop unrolls and
-vectorises. Elsewhere the group count and input width are read from the arrays' shapes (the reduction is
-a loop either way), so a 32 -> 64 conv and a 16 -> 64 conv share one compiled forward kernel: each compile
-costs about 3 s of LLVM, and a model uses a handful of widths.
+The register-blocked kernels are specialised on the output width (`cout_g`: numba freezes the closure
+constants, so the micro-kernel's register tile is fixed at compile time). Everything else, the group count
+and the input width included, is read from the arrays' shapes (the reduction is a loop either way), so a
+32 -> 64 conv and a 16 -> 64 conv share one compiled forward and one weight-gradient kernel, and the plain
+loops of the other widths compile once for all of them: each compile costs 3-4 s of LLVM, which a fresh
+checkout pays for every kernel a model or a test suite touches.
 """
 from __future__ import annotations
 
@@ -53,7 +54,7 @@ def gather_gemm_scatter(cout_g: int, vectorised: bool = False, skip: bool = Fals
         raise ValueError("skip needs the vectorised kernel")
     if vectorised:
         return _micro_gather_gemm_scatter(cout_g, skip)
-    return _loop_gather_gemm_scatter(cout_g)
+    return _loop_gather_gemm_scatter()
 
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
@@ -200,13 +201,14 @@ def _micro_gather_gemm_scatter(cout_g: int, skip: bool = False):
     return kernel
 
 
-def _loop_gather_gemm_scatter(cout_g: int):
+@functools.cache
+def _loop_gather_gemm_scatter():
     block = ROWS_PER_BLOCK
 
     @nb.njit(**_OPTS)
     def kernel(feats, weight, nbr, out):
         n_out, kvol = nbr.shape
-        groups, cin_g = weight.shape[1], weight.shape[2]
+        groups, cin_g, cout_g = weight.shape[1], weight.shape[2], weight.shape[3]
         cout = out.shape[1]
         n_blocks = (n_out + block - 1) // block
         for blk in prange(n_blocks):
@@ -258,9 +260,10 @@ def wgrad_rows(cout_g: int, lanes: int) -> int:
 
 
 @functools.cache
-def pair_weight_gradient(cin_g: int, cout_g: int, dtype: str):
+def pair_weight_gradient(cout_g: int, dtype: str):
     """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
-    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name): partial[t]
+    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name), G and cin_g
+    any (from the arrays): partial[t]
     += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T = `wgrad_tasks(N_out)`; the caller
     zeroes partial and sums it in task order). Other widths: `loop_weight_gradient` over the table.
 
@@ -273,12 +276,11 @@ def pair_weight_gradient(cin_g: int, cout_g: int, dtype: str):
     with a block's pairs, not a task's.
     """
     block = ROWS_PER_BLOCK
-    rows = min(cin_g, wgrad_rows(cout_g, vector_lanes(dtype)))
-    last = cin_g % rows  # channels of the last, narrower call (0: none)
+    rows = wgrad_rows(cout_g, vector_lanes(dtype))
 
     @nb.njit(**_OPTS)
     def kernel(feats, grad, starts, ins, outs, partial):
-        n_tasks, kvol, groups = partial.shape[0], partial.shape[1], partial.shape[2]
+        n_tasks, kvol, groups, cin_g = partial.shape[0], partial.shape[1], partial.shape[2], partial.shape[3]
         cin, cout = feats.shape[1], grad.shape[1]
         x = feats.reshape(-1)
         gr = grad.reshape(-1)
@@ -300,15 +302,25 @@ def pair_weight_gradient(cin_g: int, cout_g: int, dtype: str):
                             mac_pairs(rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
                                       s0, n, cin, cout)
                             r += rows
-                        mac_pairs(last, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                  s0, n, cin, cout)
+                        if rows > 4 and r + 4 <= cin_g:  # the rest (< rows channels) in halving steps
+                            mac_pairs(4, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                      s0, n, cin, cout)
+                            r += 4
+                        if rows > 2 and r + 2 <= cin_g:
+                            mac_pairs(2, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                      s0, n, cin, cout)
+                            r += 2
+                        if r < cin_g:
+                            mac_pairs(1, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                      s0, n, cin, cout)
 
     return kernel
 
 
 @functools.cache
-def loop_weight_gradient(cout_g: int):
-    """Per block of output rows and offset, the active pairs are taken four at a time: one load and
+def loop_weight_gradient():
+    """Weight-gradient kernel(feats, grad, nbr, partial [T, K, G, cin_g, cout_g]) of any widths (from the arrays).
+    Per block of output rows and offset, the active pairs are taken four at a time: one load and
     store of a weight-gradient row serves four rank-1 updates, and the offset's gradient block
     stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the
     task's partial: a two-level sum, so float32 error grows with the block's pairs, not the task's.
@@ -318,7 +330,7 @@ def loop_weight_gradient(cout_g: int):
     @nb.njit(**_OPTS)
     def kernel(feats, grad, nbr, partial):
         n_out, kvol = nbr.shape
-        n_tasks, groups, cin_g = partial.shape[0], partial.shape[2], partial.shape[3]
+        n_tasks, groups, cin_g, cout_g = partial.shape[0], partial.shape[2], partial.shape[3], partial.shape[4]
         per_task = (n_out + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
             ins = np.empty(block, np.int64)

@@ -42,9 +42,10 @@ _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}
 
 
 @functools.cache
-def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
+def gather_gemm_scatter(cin_g: int, cout_g: int):
     """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], starts, ins, outs
     (the map's pairs per block and offset, `sparse_conv.block_pairs`), out float32 or int16 [N_out, G*cout_g]).
+    Specialised on cin_g and cout_g (the tile shapes); G comes from the arrays.
 
     Loop order: blocks of 256 output rows (parallel) > chunks in order of offset k > group > the
     block's pairs with an input at k, 16 at a time. Each chunk is gathered one step ahead and added
@@ -58,7 +59,6 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
         raise ValueError(f"the AMX kernel needs cout_g a multiple of 16, got {cout_g}")
     if not available():  # also asks the OS for the tile state: a tile instruction without it is SIGILL
         raise RuntimeError(f"AMX tiles are not usable here: {why_not()}")
-    cout = groups * cout_g
     block = ROWS_PER_BLOCK
     depth_pad = cin_g + cin_g % 2
     w_group = depth_pad * cout_g  # VNNI elements of one (offset, group)
@@ -67,8 +67,8 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int):
 
     @nb.njit(**_OPTS)
     def kernel(feats, w_vnni, starts, ins, outs, out):
-        n_out = out.shape[0]
-        kvol = w_vnni.shape[0]
+        n_out, cout = out.shape
+        kvol, groups = w_vnni.shape[0], w_vnni.shape[1]
         cin = feats.shape[1]
         x = feats.reshape(-1)
         w = w_vnni.reshape(-1)
@@ -121,10 +121,11 @@ def wgrad_supports(cin_g: int, cout_g: int) -> bool:
 
 
 @functools.cache
-def weight_gradient(groups: int, cin_g: int, cout_g: int):
+def weight_gradient(cin_g: int, cout_g: int):
     """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], starts, ins, outs (the map's pairs per
     block and offset, `sparse_conv.block_pairs`), partial float32 [T, K, G, cin_g, cout_g]): partial[t] += the
-    dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of task t's blocks, bf16 products, float32 sums. Tasks are
+    dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of task t's blocks, bf16 products, float32 sums (G from the
+    arrays). Tasks are
     contiguous runs of blocks, their number T fixed by N_out (`sparse_conv.wgrad_tasks`); the caller zeroes
     partial and sums it in task order.
 
@@ -147,7 +148,7 @@ def weight_gradient(groups: int, cin_g: int, cout_g: int):
 
     @nb.njit(**_OPTS)
     def kernel(feats, grad, starts, ins, outs, partial):
-        n_tasks, kvol = partial.shape[0], partial.shape[1]
+        n_tasks, kvol, groups = partial.shape[0], partial.shape[1], partial.shape[2]
         cin, cout = feats.shape[1], grad.shape[1]
         x = feats.reshape(-1)
         gr = grad.reshape(-1)

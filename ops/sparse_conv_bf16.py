@@ -68,9 +68,11 @@ def _store_row(acc, a0, out, o, c0, width):
 
 
 @functools.cache
-def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
+def gather_gemm_scatter(cout_g: int, native: bool):
     """Kernel(feats int16 [N_in, G*cin_g], w_vnni int16 [K, G, ceil(cin_g/2), cout_g, 2], starts, ins, outs
     (the map's pairs per block and offset, `sparse_conv.block_pairs`), out float32 or int16 [N_out, G*cout_g]).
+    Specialised on cout_g (the register tile) alone, as the float32 kernels are: G and cin_g come from the
+    arrays, and the reduction over cin_g is a loop of the micro-kernel either way.
 
     Loop order: blocks of 256 output rows (parallel) > offsets k > groups > pairs of the block
     with an input at k, `rows_per_call` at a time, each multiplied over the whole cin_g reduction
@@ -79,17 +81,17 @@ def gather_gemm_scatter(groups: int, cin_g: int, cout_g: int, native: bool):
     """
     if cout_g % LANES:
         raise ValueError(f"the bf16 kernel needs cout_g a multiple of {LANES}, got {cout_g}")
-    cout = groups * cout_g
     block = ROWS_PER_BLOCK
     rows = rows_per_call(cout_g)
-    w_group = (cin_g + 1) // 2 * 2 * cout_g
     nat = int(native)
 
     @nb.njit(**_OPTS)
     def kernel(feats, w_vnni, starts, ins, outs, out):
-        n_out = out.shape[0]
-        kvol = w_vnni.shape[0]
+        n_out, cout = out.shape
+        kvol, groups = w_vnni.shape[0], w_vnni.shape[1]
+        w_group = w_vnni.shape[2] * 2 * cout_g  # VNNI elements of one (offset, group): cin_g rounded up to even
         cin = feats.shape[1]
+        cin_g = cin // groups
         x = feats.reshape(-1)
         w = w_vnni.reshape(-1)
         n_blocks = (n_out + block - 1) // block

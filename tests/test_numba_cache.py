@@ -66,7 +66,7 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
     import numba
     from pc3d_ops import numba_cache, sparse_conv_bf16
 
-    kernel = sparse_conv_bf16.gather_gemm_scatter(1, 16, 16, False)
+    kernel = sparse_conv_bf16.gather_gemm_scatter(16, False)
     assert kernel._cache._impl.locator.get_source_stamp() == numba_cache.package_digest()
 
     @numba.njit(cache=True)

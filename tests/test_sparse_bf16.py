@@ -301,7 +301,7 @@ def test_amx_kernel_against_float64(groups, cin_g, cout_g):
     kernel agrees to float32 error."""
     feats, w_vnni, nbr, ref = _random_problem(cin_g + cout_g, 300, 600, 7, groups, cin_g, cout_g)
     pairs = block_pairs(nbr, ROWS_PER_BLOCK)
-    kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
+    kernel = amx_kernels.gather_gemm_scatter(cin_g, cout_g)
     out32 = np.empty((600, groups * cout_g), np.float32)
     kernel(feats, w_vnni, *pairs, out32)
     scale = np.abs(ref).max()
@@ -313,7 +313,7 @@ def test_amx_kernel_against_float64(groups, cin_g, cout_g):
     kernel(feats, w_vnni, *pairs, out16)
     assert np.array_equal(out16, torch.from_numpy(out32).bfloat16().view(torch.int16).numpy())
     vec = np.empty_like(out32)
-    bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())(feats, w_vnni, *pairs, vec)
+    bf16_kernels.gather_gemm_scatter(cout_g, bf16_ops.use_native())(feats, w_vnni, *pairs, vec)
     np.testing.assert_allclose(out32, vec, rtol=0, atol=scale * 1e-5)
 
 
@@ -362,7 +362,7 @@ def test_amx_weight_gradient_against_float64(groups, cin_g, cout_g, n_out):
     from pc3d_ops.sparse_conv import wgrad_tasks
 
     feats, grad, nbr, ref = _weight_gradient_problem(groups, cin_g, cout_g, n_out)
-    kernel = amx_kernels.weight_gradient(groups, cin_g, cout_g)
+    kernel = amx_kernels.weight_gradient(cin_g, cout_g)
     results = []
     for _ in range(2):
         partial = np.zeros((wgrad_tasks(n_out), 7, groups, cin_g, cout_g), np.float32)
@@ -381,7 +381,7 @@ def test_amx_kernel_empty_maps(n_in, n_out):
     feats, w_vnni, nbr, _ = _random_problem(1, n_in, n_out, 27, 1, 16, 32)
     nbr[:] = -1
     out = np.full((n_out, 32), np.nan, np.float32)
-    amx_kernels.gather_gemm_scatter(1, 16, 32)(feats, w_vnni, *block_pairs(nbr, ROWS_PER_BLOCK), out)
+    amx_kernels.gather_gemm_scatter(16, 32)(feats, w_vnni, *block_pairs(nbr, ROWS_PER_BLOCK), out)
     assert not out.any()
 
 
@@ -390,7 +390,7 @@ def test_amx_routing(monkeypatch):
     dispatch sends them to the float32 kernels first); PC3D_BF16_NO_AMX and PC3D_BF16_FALLBACK turn AMX off."""
     assert amx_ops.supports(16) and amx_ops.supports(80) and not amx_ops.supports(24) and not amx_ops.supports(8)
     with pytest.raises(ValueError):
-        amx_kernels.gather_gemm_scatter(1, 16, 24)
+        amx_kernels.gather_gemm_scatter(16, 24)
     for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):
         monkeypatch.delenv(name, raising=False)
     for name in (amx_ops.ENV_DISABLE, bf16_ops.ENV_FORCE_FALLBACK):

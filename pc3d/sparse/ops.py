@@ -87,9 +87,9 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: Kernel
         sync_threads()
         w_vnni = bf16_ops.to_vnni(w.contiguous().view(torch.int16).numpy())
         if amx_ops.use_amx():  # AMX tiles where the CPU has them and the OS grants them (PC3D_BF16_NO_AMX=1: off)
-            kernel = amx_kernels.gather_gemm_scatter(groups, cin_g, cout_g)
+            kernel = amx_kernels.gather_gemm_scatter(cin_g, cout_g)
         else:
-            kernel = bf16_kernels.gather_gemm_scatter(groups, cin_g, cout_g, bf16_ops.use_native())
+            kernel = bf16_kernels.gather_gemm_scatter(cout_g, bf16_ops.use_native())
         pairs = kmap.pairs(transposed) if keep is None else kernels.block_pairs(
             kernels.drop_inputs(kmap.table(transposed), keep), kernels.ROWS_PER_BLOCK)
         kernel(_numpy_bits(feats.contiguous()), w_vnni, *pairs, _numpy_bits(out))
@@ -174,8 +174,8 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
             partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
             if n_out:
                 sync_threads()
-                amx_kernels.weight_gradient(groups, cin_g, cout_g)(_numpy_bits(feats.contiguous()),
-                                                                   _numpy_bits(grad.contiguous()), *pairs(), partial)
+                amx_kernels.weight_gradient(cin_g, cout_g)(_numpy_bits(feats.contiguous()),
+                                                           _numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
         if cout_g % bf16_ops.LANES == 0:  # two pairs per vdpbf16ps (or its bitwise fallback)
             partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
@@ -199,9 +199,9 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
             sync_threads()
             g = grad.contiguous().numpy()
             if cout_g % vector_lanes(x.dtype) == 0:  # register-blocked over the map's cached pair lists
-                kernels.pair_weight_gradient(cin_g, cout_g, x.dtype.name)(x, g, *pairs(), partial)
+                kernels.pair_weight_gradient(cout_g, x.dtype.name)(x, g, *pairs(), partial)
             else:
-                kernels.loop_weight_gradient(cout_g)(x, g, table(), partial)
+                kernels.loop_weight_gradient()(x, g, table(), partial)
         return torch.from_numpy(_sum_tasks(partial))
     if feats.device.type != "cpu" and keep is None:
         nbr = kmap.table_on(feats.device, transposed)
