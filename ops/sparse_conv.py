@@ -263,9 +263,9 @@ def wgrad_rows(cout_g: int, lanes: int) -> int:
 def pair_weight_gradient(cout_g: int, dtype: str):
     """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
     partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name), G and cin_g
-    any (from the arrays): partial[t]
-    += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T = `wgrad_tasks(N_out)`; the caller
-    zeroes partial and sums it in task order). Other widths: `loop_weight_gradient` over the table.
+    from the arrays: partial[t] += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
+    `wgrad_tasks(N_out)`; the caller zeroes partial and sums it in task order). Other widths:
+    `loop_weight_gradient` over the table.
 
     Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
     map) are reduced by `mac_pairs` a few feature channels at a time: the accumulators of

@@ -125,9 +125,8 @@ def weight_gradient(cin_g: int, cout_g: int):
     """Kernel(feats int16 [N_in, G*cin_g], grad int16 [N_out, G*cout_g], starts, ins, outs (the map's pairs per
     block and offset, `sparse_conv.block_pairs`), partial float32 [T, K, G, cin_g, cout_g]): partial[t] += the
     dW[k] = sum_o feats[nbr[o, k]]^T grad[o] of task t's blocks, bf16 products, float32 sums (G from the
-    arrays). Tasks are
-    contiguous runs of blocks, their number T fixed by N_out (`sparse_conv.wgrad_tasks`); the caller zeroes
-    partial and sums it in task order.
+    arrays). Tasks are contiguous runs of blocks, their number T fixed by N_out (`sparse_conv.wgrad_tasks`);
+    the caller zeroes partial and sums it in task order.
 
     Work items are a task's (block, offset k, group g) with pairs, in that order. An item puts its n pairs,
     32 at a time, into a transposed feature panel [cin_g, n_pad] (`transpose_rows`) and a VNNI gradient

@@ -37,8 +37,7 @@ def _at_b(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     a, b = a.contiguous(), b.contiguous()
     partial = host_zeros64((kernels.wgrad_tasks(a.shape[0]), a.shape[1], b.shape[1]), np.float32)
     sync_threads()
-    kernels.weight_gradient(b.shape[1])(a.numpy(), b.numpy(), np.arange(a.shape[0], dtype=np.int64),
-                                                    partial)
+    kernels.weight_gradient(b.shape[1])(a.numpy(), b.numpy(), np.arange(a.shape[0], dtype=np.int64), partial)
     return torch.from_numpy(_sum_tasks(partial))  # tasks added in order: deterministic
 
 
