@@ -10,12 +10,12 @@ Weight gradient: ``dW[k] = sum_o feats[nbr[o, k]]^T grad[o]``; output rows are s
 fixed number of tasks (a function of N only, never of the thread count), each with its own
 partial sum, added in task order: deterministic too.
 
-The register-blocked kernels are specialised on the output width (`cout_g`: numba freezes the closure
-constants, so the micro-kernel's register tile is fixed at compile time). Everything else, the group count
-and the input width included, is read from the arrays' shapes (the reduction is a loop either way), so a
-32 -> 64 conv and a 16 -> 64 conv share one compiled forward and one weight-gradient kernel, and the plain
-loops of the other widths compile once for all of them: each compile costs 3-4 s of LLVM, which a fresh
-checkout pays for every kernel a model or a test suite touches.
+Kernels are specialised on the output width (`cout_g`: numba freezes the closure constants, so the
+micro-kernel's register tile is fixed at compile time, and the plain loops' innermost loop has a constant
+trip count). Everything else, the group count and the input width included, is read from the arrays'
+shapes (the reduction is a loop either way), so a 32 -> 64 conv and a 16 -> 64 conv share one compiled
+forward and one weight-gradient kernel: each compile costs 3-4 s, which a fresh checkout pays for every
+kernel a model or a test suite touches.
 """
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def gather_gemm_scatter(cout_g: int, vectorised: bool = False, skip: bool = Fals
         raise ValueError("skip needs the vectorised kernel")
     if vectorised:
         return _micro_gather_gemm_scatter(cout_g, skip)
-    return _loop_gather_gemm_scatter()
+    return _loop_gather_gemm_scatter(cout_g)
 
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
@@ -202,13 +202,16 @@ def _micro_gather_gemm_scatter(cout_g: int, skip: bool = False):
 
 
 @functools.cache
-def _loop_gather_gemm_scatter():
+def _loop_gather_gemm_scatter(cout_g: int):
+    """Keyed on cout_g: its loops are the innermost, and with a run-time trip count LLVM leaves the narrow
+    widths that come here (8, 24, a 3-channel input's feature gradient) to scalar remainder loops, 1.4-2x
+    slower (measured 2026-12-03: SubM 16 -> 8 forward 37 -> 55-68 ms, 8 -> 8 forward + backward 73 -> 108+)."""
     block = ROWS_PER_BLOCK
 
     @nb.njit(**_OPTS)
     def kernel(feats, weight, nbr, out):
         n_out, kvol = nbr.shape
-        groups, cin_g, cout_g = weight.shape[1], weight.shape[2], weight.shape[3]
+        groups, cin_g = weight.shape[1], weight.shape[2]
         cout = out.shape[1]
         n_blocks = (n_out + block - 1) // block
         for blk in prange(n_blocks):
@@ -318,11 +321,12 @@ def pair_weight_gradient(cout_g: int, dtype: str):
 
 
 @functools.cache
-def loop_weight_gradient():
-    """Weight-gradient kernel(feats, grad, nbr, partial [T, K, G, cin_g, cout_g]) of any widths (from the arrays).
-    Per block of output rows and offset, the active pairs are taken four at a time: one load and
-    store of a weight-gradient row serves four rank-1 updates, and the offset's gradient block
-    stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the
+def loop_weight_gradient(cout_g: int):
+    """Weight-gradient kernel(feats, grad, nbr, partial [T, K, G, cin_g, cout_g]) of the widths the
+    register-blocked kernel does not take, keyed on cout_g (its innermost loop, as in
+    `_loop_gather_gemm_scatter`). Per block of output rows and offset, the active pairs are taken four
+    at a time: one load and store of a weight-gradient row serves four rank-1 updates, and the offset's
+    gradient block stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the
     task's partial: a two-level sum, so float32 error grows with the block's pairs, not the task's.
     """
     block = ROWS_PER_BLOCK
@@ -330,7 +334,7 @@ def loop_weight_gradient():
     @nb.njit(**_OPTS)
     def kernel(feats, grad, nbr, partial):
         n_out, kvol = nbr.shape
-        n_tasks, groups, cin_g, cout_g = partial.shape[0], partial.shape[2], partial.shape[3], partial.shape[4]
+        n_tasks, groups, cin_g = partial.shape[0], partial.shape[2], partial.shape[3]
         per_task = (n_out + n_tasks - 1) // n_tasks
         for t in prange(n_tasks):
             ins = np.empty(block, np.int64)

@@ -51,7 +51,7 @@ def test_tiny_detector_learns_cars(tmp_path):
     rng = np.random.default_rng(0)
     losses = []
     model.train()
-    for _ in range(120):
+    for _ in range(60):  # Car BEV AP R40 0 -> 75.6 here (69.3 at 40 steps, 77.5 at 120); loss x0.22
         batch = ds.collate_fn([samples[i] for i in rng.choice(len(samples), 2, replace=False)])
         out = model(batch)
         opt.zero_grad()
@@ -60,4 +60,4 @@ def test_tiny_detector_learns_cars(tmp_path):
         losses.append(float(out["loss"]))
     after = car_ap()
     assert np.mean(losses[-20:]) < 0.5 * np.mean(losses[:10])
-    assert after > before + 20, (before, after)
+    assert after > before + 40, (before, after)

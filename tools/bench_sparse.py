@@ -233,9 +233,9 @@ def _pointwise_rows(x, tag, timed, repeats, gemm_fp32) -> list[dict]:
 
 def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     """The depthwise conv against pc3d's general grouped kernels (scalar loops per group): forward, and forward
-    + feature gradient + weight gradient. Since the loops read the group count and widths from the arrays (one
-    compile for every width) they run G = 64 about 5x slower than the per-configuration loops that depthwise convs
-    ran on before their per-channel kernels (75.6 ms forward + backward on the AVX2 machine): read this row as
+    + feature gradient + weight gradient. Since the loops read the group count from the arrays (one compile per
+    output width) they run G = 64 about 5x slower than the per-configuration loops that depthwise convs ran on
+    before their per-channel kernels (75.6 ms forward + backward on the AVX2 machine): read this row as
     "depthwise kernels vs the generic fallback", not as the speed-up over that old kernel."""
     from pc3d_ops import sparse_conv as kernels
 
@@ -245,8 +245,8 @@ def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     w = _weight_kgio(conv.weight.detach(), 64).numpy()
     feats, g = x.feats.numpy(), grad.numpy()
     out = np.empty_like(feats)
-    loop = kernels.gather_gemm_scatter(1, False)  # groups and widths from the arrays
-    wgrad = kernels.loop_weight_gradient()
+    loop = kernels.gather_gemm_scatter(1, False)  # groups and input width from the arrays
+    wgrad = kernels.loop_weight_gradient(1)
 
     def loop_forward():
         loop(feats, w, table, out)

@@ -201,7 +201,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
             if cout_g % vector_lanes(x.dtype) == 0:  # register-blocked over the map's cached pair lists
                 kernels.pair_weight_gradient(cout_g, x.dtype.name)(x, g, *pairs(), partial)
             else:
-                kernels.loop_weight_gradient()(x, g, table(), partial)
+                kernels.loop_weight_gradient(cout_g)(x, g, table(), partial)
         return torch.from_numpy(_sum_tasks(partial))
     if feats.device.type != "cpu" and keep is None:
         nbr = kmap.table_on(feats.device, transposed)
