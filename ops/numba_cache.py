@@ -25,10 +25,13 @@ Freshness: numba keeps a cached kernel while the hash of the file that defines i
 kernels inline micro-kernels and intrinsics from their sibling modules (``bf16.dot_packed`` into
 ``sparse_conv_bf16``, ``microkernel.mac_rows`` into ``sparse_conv``): after an edit of ``bf16.py`` alone, numba
 would go on loading machine code built from the old intrinsic. ``install()`` makes the stamp of every kernel
-defined in this package the hash of all the package's sources, so an edit of any of them recompiles them all.
+defined in this package the hash of all the package's sources, so an edit of any of them recompiles them all
+(the code of them: docstrings and comments are left out of the hash; numba still names a kernel's cache files
+by its line number, so an edit that moves lines recompiles the kernels below it in that file, and no others).
 """
 from __future__ import annotations
 
+import ast
 import contextlib
 import functools
 import hashlib
@@ -113,15 +116,33 @@ def _compile(self, sig):
         return entry
 
 
+def _code_of(source: bytes) -> bytes:
+    """What of a source file can change machine code: its syntax tree without docstrings (comments, blank lines
+    and line numbers are not in it), or the bytes themselves where they do not parse."""
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return source
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and body
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+                and isinstance(body[0].value.value, str)):
+            node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 @functools.cache
 def package_digest() -> str:
-    """sha256 of this package's .py sources (names and contents, in name order), read once per process."""
+    """sha256 of this package's .py sources (names and code without docstrings or comments, in name order), read
+    once per process: any change of code recompiles every kernel, a reworded docstring or comment none (beyond
+    the kernels whose line it moves)."""
     digest = hashlib.sha256()
     for name in sorted(os.listdir(_PACKAGE)):
         if name.endswith(".py"):
             digest.update(name.encode())
             with open(os.path.join(_PACKAGE, name), "rb") as f:
-                digest.update(hashlib.sha256(f.read()).digest())
+                digest.update(hashlib.sha256(_code_of(f.read())).digest())
     return digest.hexdigest()
 
 

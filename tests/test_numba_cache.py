@@ -61,8 +61,9 @@ def test_an_entry_naming_another_signatures_code_is_recompiled(tmp_path):
 
 def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch):
     """A kernel of pc3d_ops is stamped with the hash of every source of the package (it inlines its siblings'
-    intrinsics, so an edit of bf16.py alone must recompile sparse_conv_bf16's kernels); other cached functions
-    keep numba's own stamp, the hash of their file."""
+    intrinsics, so an edit of bf16.py alone must recompile sparse_conv_bf16's kernels), code only: a reworded
+    docstring or comment keeps the stamp; other cached functions keep numba's own stamp, the hash of their
+    file."""
     import numba
     from pc3d_ops import numba_cache, sparse_conv_bf16
 
@@ -75,9 +76,17 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
 
     assert outside._cache._impl.locator.get_source_stamp() != numba_cache.package_digest()
 
+    source = '"""Module doc."""\n\ndef f(a):\n    """Doc."""\n    return a + 1  # one\n'
     for name in ("bf16.py", "sparse_conv_bf16.py"):
-        (tmp_path / name).write_text(f"# {name}\n")
+        (tmp_path / name).write_text(source)
     monkeypatch.setattr(numba_cache, "_PACKAGE", str(tmp_path))
     before = numba_cache.package_digest.__wrapped__()
-    (tmp_path / "bf16.py").write_text("# bf16.py, edited\n")
+    reworded = '"""Module doc, reworded."""\n\n\ndef f(a):\n    """Other doc."""\n    # a comment\n    return a + 1\n'
+    (tmp_path / "bf16.py").write_text(reworded)
+    assert numba_cache.package_digest.__wrapped__() == before  # docstrings, comments, lines: no recompile
+    (tmp_path / "bf16.py").write_text(reworded.replace("a + 1", "a + 2"))
+    assert numba_cache.package_digest.__wrapped__() != before
+    (tmp_path / "bf16.py").write_text(reworded.replace("Other doc.", "Doc.") + "x = 'a string is code'\n")
+    assert numba_cache.package_digest.__wrapped__() != before
+    (tmp_path / "bf16.py").write_text("def broken(:\n")  # does not parse: its bytes are hashed
     assert numba_cache.package_digest.__wrapped__() != before
