@@ -136,14 +136,37 @@ def _code_of(source: bytes) -> bytes:
 def package_digest() -> str:
     """sha256 of this package's .py sources (names and code without docstrings or comments, in name order), read
     once per process: any change of code recompiles every kernel, a reworded docstring or comment none (beyond
-    the kernels whose line it moves)."""
-    digest = hashlib.sha256()
+    the kernels whose line it moves). Parsing the sources costs ~0.2 s, which every process importing a kernel
+    would pay: the result is kept in ``__pycache__/code_digest`` under the hash of the raw sources (~1 ms)."""
+    sources = {}
     for name in sorted(os.listdir(_PACKAGE)):
         if name.endswith(".py"):
-            digest.update(name.encode())
             with open(os.path.join(_PACKAGE, name), "rb") as f:
-                digest.update(hashlib.sha256(_code_of(f.read())).digest())
-    return digest.hexdigest()
+                sources[name] = f.read()
+    raw = hashlib.sha256(b"".join(name.encode() + hashlib.sha256(text).digest()
+                                  for name, text in sources.items())).hexdigest()
+    memo = os.path.join(_PACKAGE, "__pycache__", "code_digest")
+    try:
+        with open(memo) as f:
+            seen_raw, seen_code = f.read().split()
+        if seen_raw == raw:
+            return seen_code
+    except (OSError, ValueError):
+        pass
+    digest = hashlib.sha256()
+    for name, text in sources.items():
+        digest.update(name.encode())
+        digest.update(hashlib.sha256(_code_of(text)).digest())
+    code = digest.hexdigest()
+    try:  # written whole then renamed: a concurrent reader sees the old memo or the new one
+        os.makedirs(os.path.dirname(memo), exist_ok=True)
+        tmp = f"{memo}.{os.getpid()}"
+        with open(tmp, "w") as f:
+            f.write(f"{raw} {code}\n")
+        os.replace(tmp, memo)
+    except OSError:  # a read-only install: parse every time
+        pass
+    return code
 
 
 def _source_stamp(self):
