@@ -90,3 +90,12 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
     assert numba_cache.package_digest.__wrapped__() != before
     (tmp_path / "bf16.py").write_text("def broken(:\n")  # does not parse: its bytes are hashed
     assert numba_cache.package_digest.__wrapped__() != before
+    # the memo (__pycache__/code_digest) answers for the sources it was written for and no others; a damaged
+    # memo is recomputed
+    (tmp_path / "bf16.py").write_text(source)
+    memo = tmp_path / "__pycache__" / "code_digest"
+    assert numba_cache.package_digest.__wrapped__() == before and memo.read_text().split()[1] == before
+    memo.write_text("garbage")
+    assert numba_cache.package_digest.__wrapped__() == before and memo.read_text().split()[1] == before
+    memo.write_text(f"{memo.read_text().split()[0]} {'0' * 64}\n")  # a memo for these sources is trusted
+    assert numba_cache.package_digest.__wrapped__() == "0" * 64
