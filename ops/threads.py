@@ -3,7 +3,13 @@
 One count. A process runs numba's parallel kernels on as many threads as torch runs its own
 (`torch.get_num_threads()`; DataLoader workers: 1, which torch sets in each worker). The
 `PC3D_THREADS` environment variable chooses that count for torch and numba alike; without it torch's
-default stands (`OMP_NUM_THREADS`, else one thread per core).
+default stands (`OMP_NUM_THREADS`, else one thread per core). numba launches its OpenMP pool at the
+first parallel kernel, and the launch sets the launching thread's OpenMP count -- torch's count -- to
+the pool's size (NUMBA_NUM_THREADS, the cores unless set): a process that lowers torch's count must
+launch the pool first (`use_threads`, which puts torch's count back), or one voxelizer call later it
+runs torch and numba on every core again. PC3D_THREADS sizes the pool (`apply_env_defaults`) and a
+run's `threads: N` launches it (`pc3d.engine.runner.apply_threads`); found when two trainings at
+`threads=1` each ran two threads on 2 cores, 2.5x slower per step than they should.
 
 Bounded spinning. torch's intra-op parallelism and numba's `omp` threading layer run on the same
 GNU OpenMP runtime (libgomp: torch's wheel ships it, numba's omppool links the same soname, so one
@@ -70,22 +76,27 @@ def libgomp_loaded() -> bool:
 
 
 def apply_env_defaults(environ=None) -> dict[str, str]:
-    """Set the policy's environment before libgomp loads; returns the variables it set.
+    """Set the policy's environment before libgomp and numba load; returns the variables it set.
 
-    Nothing is set once libgomp is loaded (it would no longer change this process) or where the user
-    set the variable. With PC3D_THREADS, OMP_NUM_THREADS defaults to it (torch's count at import);
-    if torch is imported already, its count is set directly.
+    A variable the user set is never changed. The OpenMP ones (GOMP_SPINCOUNT, and OMP_NUM_THREADS =
+    PC3D_THREADS, torch's count at import) only while libgomp is not loaded (it reads them once);
+    NUMBA_NUM_THREADS = PC3D_THREADS only while numba is not imported: numba launches its OpenMP pool
+    lazily, at the first parallel kernel, and that launch sets the launching thread's OpenMP count, the
+    one torch reports, to the pool's size. If torch is imported already, its count is set directly.
     """
     environ = os.environ if environ is None else environ
     threads = env_threads(environ)
     torch = sys.modules.get("torch")
     if threads is not None and torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if libgomp_loaded():
-        return {}
-    wanted = {} if any(v in environ for v in USER_SPIN_VARS) else dict(SPIN_ENV)
-    if threads is not None:
-        wanted["OMP_NUM_THREADS"] = str(threads)
+    wanted = {}
+    if threads is not None and "numba" not in sys.modules:
+        wanted["NUMBA_NUM_THREADS"] = str(threads)
+    if not libgomp_loaded():
+        if not any(v in environ for v in USER_SPIN_VARS):
+            wanted.update(SPIN_ENV)
+        if threads is not None:
+            wanted["OMP_NUM_THREADS"] = str(threads)
     applied = {k: v for k, v in wanted.items() if k not in environ}
     environ.update(applied)
     return applied

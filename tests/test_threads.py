@@ -66,6 +66,30 @@ def test_pc3d_threads_sets_torch_and_numba():
         assert run(first + conv, PC3D_THREADS="1") == [1, 1]
 
 
+# numba's first parallel kernel launches its OpenMP pool, and the launch sets torch's count to the pool's
+# size: block_pairs is such a kernel, called without any thread synchronisation (as a voxelizer is)
+FIRST_KERNEL = ("import numpy as np\n"
+                "from pc3d_ops.sparse_conv import block_pairs\n"
+                "block_pairs(np.zeros((64, 3), np.int32), 8)\n"
+                "print(json.dumps([torch.get_num_threads(), numba.get_num_threads()]))\n")
+
+
+def test_pc3d_threads_survives_numbas_first_launch():
+    """PC3D_THREADS=1 sizes numba's pool too: its first launch, by a kernel that does not synchronise the
+    counts, leaves torch on one thread."""
+    for first in ("import json, pc3d, numba, torch\n", "import json, torch, pc3d, numba\n"):
+        assert run(first + FIRST_KERNEL, PC3D_THREADS="1") == [1, 1]
+
+
+def test_config_threads_survives_numbas_first_launch():
+    """`threads: 1` in a run's config launches numba's pool at once: a kernel run later does not set torch
+    back to one thread per core (two trainings at threads=1 on 2 cores ran 2 threads each before)."""
+    code = ("import json, numba, torch\n"
+            "from pc3d.engine.runner import apply_threads\n"
+            "apply_threads({'threads': 1})\n")
+    assert run(code + FIRST_KERNEL) == [1, 1]
+
+
 def test_numba_follows_torch_count():
     """use_threads caps numba at torch's count (a simulator asking for every core gets torch's) and
     leaves torch's count as it was (numba's first OpenMP launch resets it)."""

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from pc3d_ops.threads import use_threads
 
 from pc3d.engine import distributed
 from pc3d.engine.checkpoint import (
@@ -76,10 +77,13 @@ def resume_path(resume: str | None, run_dir: Path) -> Path | None:
 
 
 def apply_threads(cfg) -> None:
-    """`threads: N` in the config -> torch.set_num_threads(N) for this process (null: leave torch's default)."""
+    """`threads: N` in the config -> torch and numba on N threads in this process (null: leave torch's
+    default). numba's pool is launched here: launched later, by the first kernel, it would set torch's count
+    back to one thread per core (`pc3d_ops.threads`)."""
     threads = cfg.get("threads")
     if threads:
         torch.set_num_threads(int(threads))
+        use_threads(int(threads))
 
 
 def build_dataset(node, split: str, training: bool):
