@@ -7,9 +7,10 @@ default stands (`OMP_NUM_THREADS`, else one thread per core). numba launches its
 first parallel kernel, and the launch sets the launching thread's OpenMP count -- torch's count -- to
 the pool's size (NUMBA_NUM_THREADS, the cores unless set): a process that lowers torch's count must
 launch the pool first (`use_threads`, which puts torch's count back), or one voxelizer call later it
-runs torch and numba on every core again. PC3D_THREADS sizes the pool (`apply_env_defaults`) and a
-run's `threads: N` launches it (`pc3d.engine.runner.apply_threads`); found when two trainings at
-`threads=1` each ran two threads on 2 cores, 2.5x slower per step than they should.
+runs torch and numba on every core again. PC3D_THREADS, else OMP_NUM_THREADS, sizes the pool
+(`apply_env_defaults`) and a run's `threads: N` launches it (`pc3d.engine.runner.apply_threads`); found
+when two trainings at `threads=1` each ran two threads on 2 cores, about 2x slower per step than they
+should (and each pytest worker of `make test`, at OMP_NUM_THREADS=1, ran two).
 
 Bounded spinning. torch's intra-op parallelism and numba's `omp` threading layer run on the same
 GNU OpenMP runtime (libgomp: torch's wheel ships it, numba's omppool links the same soname, so one
@@ -66,6 +67,12 @@ def env_threads(environ=None) -> int | None:
     return None
 
 
+def omp_threads(environ=None) -> int | None:
+    """The outermost count of OMP_NUM_THREADS ("4" or "4,2"), None when unset or not a positive integer."""
+    value = (os.environ if environ is None else environ).get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    return int(value) if value.isdigit() and int(value) >= 1 else None
+
+
 def libgomp_loaded() -> bool:
     """Whether this process has loaded GNU OpenMP already (its environment is read then, and only then)."""
     try:
@@ -80,9 +87,10 @@ def apply_env_defaults(environ=None) -> dict[str, str]:
 
     A variable the user set is never changed. The OpenMP ones (GOMP_SPINCOUNT, and OMP_NUM_THREADS =
     PC3D_THREADS, torch's count at import) only while libgomp is not loaded (it reads them once);
-    NUMBA_NUM_THREADS = PC3D_THREADS only while numba is not imported: numba launches its OpenMP pool
-    lazily, at the first parallel kernel, and that launch sets the launching thread's OpenMP count, the
-    one torch reports, to the pool's size. If torch is imported already, its count is set directly.
+    NUMBA_NUM_THREADS = PC3D_THREADS, else OMP_NUM_THREADS, only while numba is not imported: numba
+    launches its OpenMP pool lazily, at the first parallel kernel, and that launch sets the launching
+    thread's OpenMP count, the one torch reports, to the pool's size (the cores, unset). If torch is
+    imported already, its count is set directly.
     """
     environ = os.environ if environ is None else environ
     threads = env_threads(environ)
@@ -90,8 +98,9 @@ def apply_env_defaults(environ=None) -> dict[str, str]:
     if threads is not None and torch is not None and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     wanted = {}
-    if threads is not None and "numba" not in sys.modules:
-        wanted["NUMBA_NUM_THREADS"] = str(threads)
+    pool = threads if threads is not None else omp_threads(environ)
+    if pool is not None and "numba" not in sys.modules:
+        wanted["NUMBA_NUM_THREADS"] = str(pool)
     if not libgomp_loaded():
         if not any(v in environ for v in USER_SPIN_VARS):
             wanted.update(SPIN_ENV)

@@ -1,6 +1,7 @@
 """Shared fixtures: paths to the real samples beside the checkout, seeded generators."""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -11,6 +12,15 @@ from hypothesis import settings
 
 if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test` runs two workers on two cores: one thread each, no
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # oversubscription (set before torch is imported)
+    os.environ.setdefault("NUMBA_NUM_THREADS", str(os.cpu_count() or 1))  # a pool a test can widen to 2 ...
+    import pc3d  # noqa: F401  (the thread policy's environment, before torch loads libgomp)
+
+    # isort: split
+    import torch
+    from pc3d_ops.threads import use_threads
+
+    use_threads(torch.get_num_threads())  # ... launched now at one thread: numba's lazy launch, at the first
+    # kernel, would set torch's count to the pool's size, and every worker would run two threads
 
 # CI and `make test` draw the same examples every run (a red run is reproducible, never a dice roll);
 # `pytest --hypothesis-profile=explore` draws fresh random ones to hunt for new failures.
@@ -19,6 +29,19 @@ settings.register_profile("explore", derandomize=False)
 settings.load_profile("repeatable")
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "samples"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """torch (and so pc3d's kernels, which follow it) on n threads inside the block, at most the cores."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, min(n, os.cpu_count() or 1)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def sample_path(relative: str) -> Path:

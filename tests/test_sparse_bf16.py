@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import torch_threads
 from pc3d_ops import amx as amx_ops
 from pc3d_ops import bf16 as bf16_ops
 from pc3d_ops import sparse_conv_amx as amx_kernels
@@ -151,14 +152,11 @@ def test_bf16_is_bitwise_reproducible(autocast, kernel, monkeypatch):
         monkeypatch.setenv(amx_ops.ENV_DISABLE, "1")
     layers, x = build("subm", 3, 32, 64)
     dtype = None if autocast else torch.bfloat16
-    first = run(layers, x, dtype, autocast)
-    second = run(layers, x, dtype, autocast)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(2):
+        first = run(layers, x, dtype, autocast)
+        second = run(layers, x, dtype, autocast)
+    with torch_threads(1):
         third = run(layers, x, dtype, autocast)
-    finally:
-        torch.set_num_threads(before)
     for a, b, c in zip(first, second, third, strict=True):
         assert torch.equal(a, b) and torch.equal(a, c)
 

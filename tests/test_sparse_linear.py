@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import torch_threads
 from pc3d_ops import rows_gemm
 from torch import nn
 
@@ -72,14 +73,11 @@ def test_gradient_only_where_asked():
 
 def test_bitwise_repeatable_across_thread_counts():
     ours, _, x, grad = _pair(9000, 64, 96, False, seed=3)  # 3 weight-gradient tasks
-    first = _run(ours, x.float(), grad.float())
-    before = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1)  # the kernels follow torch's count
-        ours.weight.grad = None
+    with torch_threads(2):  # the kernels follow torch's count
+        first = _run(ours, x.float(), grad.float())
+    ours.weight.grad = None
+    with torch_threads(1):
         again = _run(ours, x.float(), grad.float())
-    finally:
-        torch.set_num_threads(before)
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
 

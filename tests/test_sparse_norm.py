@@ -4,9 +4,9 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import numba
 import pytest
 import torch
+from conftest import torch_threads
 from torch import nn
 
 from pc3d.sparse import BatchNorm1d
@@ -103,14 +103,11 @@ def test_bitwise_repeatable_across_thread_counts():
     x = torch.randn(5000, 32) + 3
     grad = torch.randn(5000, 32)
     ours, _ = _pair(32)
-    first = _run(ours, x, grad)
-    before = numba.get_num_threads()
-    try:
-        numba.set_num_threads(1)
-        ours.weight.grad = ours.bias.grad = None
+    with torch_threads(2):  # the kernels follow torch's count
+        first = _run(ours, x, grad)
+    ours.weight.grad = ours.bias.grad = None
+    with torch_threads(1):
         again = _run(ours, x, grad)
-    finally:
-        numba.set_num_threads(before)
     for a, b in zip(first, again, strict=True):
         assert torch.equal(a, b)
 

@@ -13,7 +13,7 @@ from pc3d_ops.threads import SPIN_ENV, USER_SPIN_VARS
 
 def run(code: str, **env: str) -> dict:
     base = {k: v for k, v in os.environ.items() if k not in (*USER_SPIN_VARS, "PC3D_THREADS", "OMP_NUM_THREADS",
-                                                                  "OPENBLAS_NUM_THREADS")}
+                                                                  "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS")}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={**base, **env})
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -74,11 +74,12 @@ FIRST_KERNEL = ("import numpy as np\n"
                 "print(json.dumps([torch.get_num_threads(), numba.get_num_threads()]))\n")
 
 
-def test_pc3d_threads_survives_numbas_first_launch():
-    """PC3D_THREADS=1 sizes numba's pool too: its first launch, by a kernel that does not synchronise the
-    counts, leaves torch on one thread."""
-    for first in ("import json, pc3d, numba, torch\n", "import json, torch, pc3d, numba\n"):
-        assert run(first + FIRST_KERNEL, PC3D_THREADS="1") == [1, 1]
+def test_thread_variables_survive_numbas_first_launch():
+    """PC3D_THREADS=1 or OMP_NUM_THREADS=1 sizes numba's pool too: its first launch, by a kernel that does not
+    synchronise the counts, leaves torch on one thread (pytest's workers run at OMP_NUM_THREADS=1)."""
+    for env in ({"PC3D_THREADS": "1"}, {"OMP_NUM_THREADS": "1"}):
+        for first in ("import json, pc3d, numba, torch\n", "import json, torch, pc3d, numba\n"):
+            assert run(first + FIRST_KERNEL, **env) == [1, 1], (env, first)
 
 
 def test_config_threads_survives_numbas_first_launch():
