@@ -1,14 +1,15 @@
-"""A register-blocked multiply-accumulate over a few gathered rows, emitted as LLVM vector IR.
+"""Register-blocked multiply-accumulates over a few gathered rows, emitted as LLVM vector IR.
 
 numba gives no SIMD intrinsics, and LLVM scalarises the natural loop nest when the output width
 is 16 or 32 (the short channel loop is fully unrolled and the SLP vectoriser cannot prove the
-accumulator does not alias the inputs). This intrinsic keeps `rows x (cols / lanes)` accumulators
+accumulator does not alias the inputs). `mac_rows` keeps a tile of `rows x vectors` accumulators
 in vector registers across the whole reduction, which is what a GEMM micro-kernel does:
 
     acc[acc_offs[p + r] + c] += sum_a x[x_offs[p + r] + a] * w[w_off + a * cols + c]
 
 for r < rows and c < cols, with `cols` a multiple of the vector width (64 bytes: 16 float32 or
-8 float64). On CPUs without 512-bit registers LLVM splits each vector in two.
+8 float64), covered tile by tile (cols may be a run-time value). `mac_pairs` is the weight-gradient
+twin. On CPUs without 512-bit registers LLVM splits each vector in two.
 """
 from __future__ import annotations
 
@@ -97,8 +98,17 @@ def llvm_major() -> int:
 
 
 @intrinsic(prefer_literal=True)
-def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth):
-    """mac_rows(rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth); rows and cols compile-time ints.
+def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth):
+    """mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth); rows and vectors compile-time
+    ints, cols a multiple of the vector width (`vector_lanes`):
+
+        acc[acc_offs[p + r] + c] += sum_{a < depth} x[x_offs[p + r] + a] * w[w_off + a * cols + c]
+
+    for r < rows and c < cols. The register tile is rows x `vectors` vectors, and the columns are covered by
+    whole tiles, then by halves of one for the rest (`vectors` a power of two unless cols is a compile-time
+    constant equal to a whole number of tiles). cols may be a run-time value: one compiled kernel then serves
+    every output width, where a kernel keyed on the width compiled once per width (3-5 s each). Each output
+    element is summed over `a` in order in its register and added to acc once, however the columns are tiled.
 
     A module-level intrinsic (not a closure) so that numba's on-disk cache of the kernels that call
     it stays valid across processes.
@@ -109,17 +119,20 @@ def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth
     follow: SubM 64->64 on the benchmark sweep ran 1.07x faster with it in float32 (`bf16.dot_rows`, which
     does the same, 1.10-1.14x).
     """
-    if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
-        raise TypingError("mac_rows needs compile-time constant rows and cols")
+    if not (isinstance(rows, types.IntegerLiteral) and isinstance(vectors, types.IntegerLiteral)):
+        raise TypingError("mac_rows needs compile-time constant rows and vectors")
+    static_cols = cols.literal_value if isinstance(cols, types.IntegerLiteral) else None
     # the literal types stay in the signature: numba reuses a lowering for an equal signature
-    sig = types.void(rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth)
-    rows, cols = rows.literal_value, cols.literal_value
+    sig = types.void(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth)
+    rows, vectors = rows.literal_value, vectors.literal_value
+    if static_cols is None and vectors & (vectors - 1):
+        raise TypingError(f"mac_rows with a run-time cols needs vectors a power of two, got {vectors}")
 
     def codegen(context, builder, signature, args):
-        acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, depth_v = args[2:]
-        acc_t, acc_offs_t, x_t, x_offs_t, _, w_t = signature.args[2:8]
+        acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, cols_v, depth_v = args[2:]
+        acc_t, acc_offs_t, x_t, x_offs_t, _, w_t, _, cols_t = signature.args[2:10]
         i64 = ir.IntType(64)
-        block = _RegisterBlock(context, builder, acc_t, rows, cols)
+        lanes = VECTOR_BYTES // context.get_abi_sizeof(context.get_value_type(acc_t.dtype))
 
         def data(typ, value):
             return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
@@ -129,16 +142,41 @@ def mac_rows(typingctx, rows, cols, acc, acc_offs, x, x_offs, p, w, w_off, depth
 
         acc_p, x_p, w_p = data(acc_t, acc_v), data(x_t, x_v), data(w_t, w_v)
         acc_offs_p, x_offs_p = data(acc_offs_t, acc_offs_v), data(x_offs_t, x_offs_v)
+        cols_i = context.cast(builder, cols_v, cols_t, types.int64)
         x_rows = [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
+        acc_rows = [builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))])) for r in range(rows)]
         prefetch_rows(builder, x_p, [builder.load(builder.gep(x_offs_p, [builder.add(p_v, const(r))]))
                                      for r in range(PREFETCH_CALLS * rows, (PREFETCH_CALLS + 1) * rows)], depth_v,
                       x_t.dtype.bitwidth // 8)
-        with cgutils.for_range(builder, depth_v) as loop:
-            w_vecs = block.load_row(w_p, builder.add(w_off_v, builder.mul(loop.index, const(cols))))
+
+        def tile(width, c0):
+            """Columns [c0, c0 + width vectors) of the rows: accumulators zeroed here, summed over depth, added."""
+            block = _RegisterBlock(context, builder, acc_t, rows, width * lanes)
+            w_col = builder.add(w_off_v, c0)
+            with cgutils.for_range(builder, depth_v) as loop:
+                w_vecs = block.load_row(w_p, builder.add(w_col, builder.mul(loop.index, cols_i)))
+                for r in range(rows):
+                    block.fma(r, builder.load(builder.gep(x_p, [builder.add(x_rows[r], loop.index)])), w_vecs)
             for r in range(rows):
-                block.fma(r, builder.load(builder.gep(x_p, [builder.add(x_rows[r], loop.index)])), w_vecs)
-        for r in range(rows):
-            block.flush(r, acc_p, builder.load(builder.gep(acc_offs_p, [builder.add(p_v, const(r))])))
+                block.flush(r, acc_p, builder.add(acc_rows[r], c0))
+
+        if static_cols is not None:  # the tiles are known: no loop over them
+            if static_cols % (vectors * lanes):
+                raise TypingError(f"mac_rows: a constant cols ({static_cols}) must be whole tiles of {vectors} vectors")
+            for c0 in range(0, static_cols, vectors * lanes):
+                tile(vectors, const(c0))
+            return context.get_dummy_value()
+        step = vectors * lanes
+        with cgutils.for_range(builder, builder.udiv(cols_i, const(step))) as loop:
+            tile(vectors, builder.mul(loop.index, const(step)))
+        done = cgutils.alloca_once_value(builder, builder.mul(builder.udiv(cols_i, const(step)), const(step)))
+        width = vectors // 2
+        while width:
+            c0 = builder.load(done)
+            with builder.if_then(builder.icmp_signed("<=", builder.add(c0, const(width * lanes)), cols_i)):
+                tile(width, c0)
+                builder.store(builder.add(c0, const(width * lanes)), done)
+            width //= 2
         return context.get_dummy_value()
 
     return sig, codegen

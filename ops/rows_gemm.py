@@ -54,6 +54,7 @@ def matmul(cols: int):
     if not supports(cols):
         raise ValueError(f"rows_gemm.matmul needs cols a multiple of {LANES} up to {MAX_COLS}, got {cols}")
     rows = _rows_per_call(cols)
+    vectors = cols // LANES  # one tile spans the row: the weight row is loaded once per depth step
     block = ROWS_PER_BLOCK
 
     @nb.njit(**_OPTS)
@@ -71,10 +72,10 @@ def matmul(cols: int):
             out[o0 * cols:(o0 + m) * cols] = 0
             p = 0
             while p + rows <= m:
-                mac_rows(rows, cols, out, out_offs, x, x_offs, p, w, 0, depth)
+                mac_rows(rows, vectors, out, out_offs, x, x_offs, p, w, 0, cols, depth)
                 p += rows
             while p < m:
-                mac_rows(1, cols, out, out_offs, x, x_offs, p, w, 0, depth)
+                mac_rows(1, vectors, out, out_offs, x, x_offs, p, w, 0, cols, depth)
                 p += 1
 
     return kernel
