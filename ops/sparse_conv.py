@@ -158,13 +158,12 @@ KEYED_COLS = 64  # forward widths up to this (float32: 4 vectors) get a kernel o
 @functools.cache
 def _micro_gather_gemm_scatter(cols: int, skip: bool):
     """The register-blocked forward: `cols` > 0 compiles it for that output width, a row tile spanning it
-    (rows x cols / 16 accumulators); cols = 0 for any width of whole vectors, read from the weight and
+    (rows x cols / 16 accumulators); cols = 0 for the widths over KEYED_COLS, read from the weight and
     covered by tiles of 4 vectors (`mac_rows` with a run-time width). The widths models use most (16-64)
     are keyed: their weight rows then have a constant stride, 5-25 % faster than the run-time tiling,
-    which is in turn 1.3x faster at 128 (4 x 8 accumulators spill) and saves a 3-5 s compile per width
+    which is in turn 1.3-1.7x faster at 128 (4 x 8 accumulators spill) and saves a 3-5 s compile per width
     (measured 2026-12-03, SubM k3 forward on the 0.1 m sweep, float32)."""
     block = ROWS_PER_BLOCK
-    most_rows = 8
     keyed = cols > 0
     rows = 8 if 0 < cols <= 16 else 4  # accumulators that fit the register file with the weight rows
     vectors = max(1, cols // 16) if keyed else 4  # float32 vectors per tile (float64 gets two such tiles)
@@ -174,7 +173,6 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
         n_out, cout = out.shape
         kvol, groups, cin_g, cout_g = weight.shape
         cin = feats.shape[1]
-        narrow = cout_g * out.itemsize <= 64  # one vector: the 8-row tile
         x = feats.reshape(-1)
         w = weight.reshape(-1)
         n_blocks = (n_out + block - 1) // block
@@ -182,7 +180,7 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
             acc = zeros64((o1 - o0) * cout, out.dtype)  # 64-byte rows start on cache lines
-            x_offs = np.zeros(block + PREFETCH_CALLS * most_rows, np.int64)  # spare entries: mac_rows prefetches
+            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: mac_rows prefetches
             acc_offs = np.empty(block, np.int64)
             for k in range(kvol):
                 n = 0
@@ -198,7 +196,7 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
                             x_offs[p] += cin_g
                             acc_offs[p] += cout_g
                     p = 0
-                    if keyed:
+                    if keyed:  # cols: a compile-time width
                         while p + rows <= n:
                             mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
                             p += rows
@@ -210,23 +208,15 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
                             p += 2
                         if p < n:
                             mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
-                        continue
-                    if narrow:
-                        while p + 8 <= n:
-                            mac_rows(8, 1, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-                            p += 8
-                        if p + 4 <= n:
-                            mac_rows(4, 1, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-                            p += 4
-                    else:
+                    else:  # cout_g: a run-time width
                         while p + 4 <= n:
                             mac_rows(4, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
                             p += 4
-                    if p + 2 <= n:  # the rest (< 4 rows) in halving steps
-                        mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-                        p += 2
-                    if p < n:
-                        mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
+                        if p + 2 <= n:
+                            mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
+                            p += 2
+                        if p < n:
+                            mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
             for o in range(o0, o1):
                 for c in range(cout):
                     out[o, c] = acc[(o - o0) * cout + c]
@@ -406,80 +396,6 @@ def loop_weight_gradient(cout_g: int):
                         for a in range(cin_g):
                             for b in range(cout_g):
                                 partial[t, k, g, a, b] += local[g, a, b]
-
-    return kernel
-
-
-SPECIALISED_DEPTHWISE = 64  # from this many channels a compile-time C is faster (10-15 % at 64-128)
-
-
-def depthwise(channels: int):
-    """Depthwise forward / feature gradient (groups = channels, one input and one output channel per group):
-    kernel(feats [N_in, C], weight [K, C], starts, ins, outs, out [N_out, C]) over `block_pairs`:
-    ``out[o, c] = sum_k feats[nbr[o, k], c] * weight[k, c]``. Channels run across the vector lanes (one
-    multiply-add per pair and channel, the whole row at once), offsets outermost in a block as in the dense
-    kernel; each row sums in a fixed order (offsets, then pairs): bitwise reproducible.
-
-    From SPECIALISED_DEPTHWISE channels up C is a compile-time constant (one kernel per C); below it C is read
-    from the arrays (one kernel for all): with a constant C of 16 or 32 LLVM unrolls the channel loop and
-    scalarises it (C = 32 on the 0.1 m sweep: 19.4 ms against 7.8 ms), while its loop vectoriser handles a
-    run-time count."""
-    return _depthwise(channels) if channels >= SPECIALISED_DEPTHWISE else _depthwise(None)
-
-
-@functools.cache
-def _depthwise(fixed: int | None):
-    @nb.njit(**_OPTS)
-    def kernel(feats, weight, starts, ins, outs, out):
-        n_out = out.shape[0]
-        channels = out.shape[1] if fixed is None else fixed
-        kvol = weight.shape[0]
-        block = ROWS_PER_BLOCK
-        n_blocks = (n_out + block - 1) // block
-        for blk in prange(n_blocks):
-            o0 = blk * block
-            o1 = min(n_out, o0 + block)
-            acc = zeros64((o1 - o0) * channels, out.dtype).reshape(o1 - o0, channels)
-            for k in range(kvol):
-                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
-                    i, r = ins[q], outs[q]
-                    for c in range(channels):
-                        acc[r, c] += feats[i, c] * weight[k, c]
-            for o in range(o0, o1):
-                for c in range(channels):
-                    out[o, c] = acc[o - o0, c]
-
-    return kernel
-
-
-def depthwise_weight_gradient(channels: int):
-    """kernel(feats [N_in, C], grad [N_out, C], nbr [N_out, K], partial [T, K, C]):
-    ``dW[k, c] = sum_o feats[nbr[o, k], c] * grad[o, c]``. Task t takes a fixed run of output rows (T is a
-    function of N only) and walks the table row by row: each gradient row is read once for all its offsets,
-    and the task's K x C sums stay in L1 until they are written to its partial (1.6x the block-pair walk).
-    C compile-time or run-time as in `depthwise`."""
-    return _depthwise_weight_gradient(channels if channels >= SPECIALISED_DEPTHWISE else None)
-
-
-@functools.cache
-def _depthwise_weight_gradient(fixed: int | None):
-    @nb.njit(**_OPTS)
-    def kernel(feats, grad, nbr, partial):
-        n_tasks, kvol = partial.shape[0], partial.shape[1]
-        channels = partial.shape[2] if fixed is None else fixed
-        n_out = nbr.shape[0]
-        per_task = (n_out + n_tasks - 1) // n_tasks
-        for t in prange(n_tasks):
-            local = zeros64(kvol * channels, partial.dtype).reshape(kvol, channels)
-            for o in range(t * per_task, min(n_out, (t + 1) * per_task)):
-                for k in range(kvol):
-                    i = nbr[o, k]
-                    if i >= 0:
-                        for c in range(channels):
-                            local[k, c] += feats[i, c] * grad[o, c]
-            for k in range(kvol):
-                for c in range(channels):
-                    partial[t, k, c] += local[k, c]
 
     return kernel
 

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from pc3d_ops import amx as amx_ops
 from pc3d_ops import bf16 as bf16_ops
+from pc3d_ops import depthwise as dw_kernels
 from pc3d_ops import kernel_map as km
 from pc3d_ops import sparse_conv as kernels
 from pc3d_ops import sparse_conv_amx as amx_kernels
@@ -134,7 +135,8 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
                 kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
             elif _depthwise(groups, cin_g, cout_g):
                 pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
-                kernels.depthwise(groups)(x, np.ascontiguousarray(w.numpy().reshape(kvol, groups)), *pairs, out.numpy())
+                w_kc = np.ascontiguousarray(w.numpy().reshape(kvol, groups))
+                dw_kernels.depthwise(groups)(x, w_kc, *pairs, out.numpy())
             else:
                 kernels.gather_gemm_scatter(cout_g, False)(x, w.numpy(), table(), out.numpy())
         return out
@@ -189,8 +191,8 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
         partial = host_zeros64((kernels.wgrad_tasks(n_out), kvol, groups), feats.numpy().dtype)
         if n_out:
             sync_threads()
-            kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(), table(),
-                                                      partial)
+            dw_kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(),
+                                                         table(), partial)
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         x = feats.contiguous().numpy()
