@@ -27,8 +27,7 @@ from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .microkernel import PREFETCH_CALLS, mac_pairs, mac_rows
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows, wgrad_tasks
 
-_OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
-         "cache": True}
+_OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 LANES = 16  # float32 per 64-byte vector
 MAX_COLS = 160  # at 224 (one row per call) torch's GEMM is as fast
 __all__ = ["LANES", "MAX_COLS", "matmul", "supports", "weight_gradient", "wgrad_tasks"]

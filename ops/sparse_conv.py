@@ -27,10 +27,10 @@ from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
+from .fma import fma
 from .microkernel import PREFETCH_CALLS, mac_pairs, mac_rows, vector_lanes
 
-_OPTS = {"parallel": True, "fastmath": {"contract", "reassoc", "nsz", "arcp"}, "nogil": True, "boundscheck": False,
-         "cache": True}
+_OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 ROWS_PER_BLOCK = 256
 NO_KEEP = np.ones(1, np.bool_)  # the keep argument of a vectorised kernel that does not skip
 ROWS_PER_WGRAD_TASK = 4096
@@ -251,7 +251,7 @@ def _loop_gather_gemm_scatter(cout_g: int):
                         for a in range(cin_g):
                             v = feats[i, g * cin_g + a]
                             for b in range(cout_g):
-                                acc[b] += v * weight[k, g, a, b]
+                                acc[b] = fma(v, weight[k, g, a, b], acc[b])
                         for b in range(cout_g):
                             acc_block[o - o0, g * cout_g + b] += acc[b]
             for o in range(o0, o1):
@@ -381,8 +381,8 @@ def loop_weight_gradient(cout_g: int):
                                 v0, v1, v2, v3 = feats[i0, c], feats[i1, c], feats[i2, c], feats[i3, c]
                                 for b in range(cout_g):
                                     d = g * cout_g + b
-                                    local[g, a, b] += ((v0 * grad[o0, d] + v1 * grad[o1, d])
-                                                     + (v2 * grad[o2, d] + v3 * grad[o3, d]))
+                                    local[g, a, b] = fma(v3, grad[o3, d], fma(v2, grad[o2, d], fma(
+                                        v1, grad[o1, d], fma(v0, grad[o0, d], local[g, a, b]))))
                         p += 4
                     while p < n:
                         i0, o0 = ins[p], outs[p]
@@ -390,7 +390,7 @@ def loop_weight_gradient(cout_g: int):
                             for a in range(cin_g):
                                 v0 = feats[i0, g * cin_g + a]
                                 for b in range(cout_g):
-                                    local[g, a, b] += v0 * grad[o0, g * cout_g + b]
+                                    local[g, a, b] = fma(v0, grad[o0, g * cout_g + b], local[g, a, b])
                         p += 1
                     for g in range(groups):
                         for a in range(cin_g):

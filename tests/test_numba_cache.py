@@ -1,8 +1,13 @@
-"""numba's on-disk kernel cache under concurrent processes (pc3d_ops.numba_cache)."""
+"""numba's on-disk kernel cache under concurrent processes (pc3d_ops.numba_cache), and kernels that compute the
+same numbers whether a process compiled them or loaded them from the cache (pc3d_ops.fma)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 
+import numpy as np
 import pc3d_ops.numba_cache  # noqa: F401  (installs the locked save and the checked load)
 from numba.core import types
 from numba.core.caching import IndexDataCacheFile
@@ -99,3 +104,35 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
     assert numba_cache.package_digest.__wrapped__() == before and memo.read_text().split()[1] == before
     memo.write_text(f"{memo.read_text().split()[0]} {'0' * 64}\n")  # a memo for these sources is trusted
     assert numba_cache.package_digest.__wrapped__() == "0" * 64
+
+
+_LOOP_KERNELS = """
+import sys
+import numpy as np
+from pc3d_ops import sparse_conv as K
+rng = np.random.default_rng(0)
+n, kvol = 3000, 27
+nbr = np.where(rng.random((n, kvol)) < 0.3, rng.integers(0, n, (n, kvol)), -1).astype(np.int32)
+x, g = rng.standard_normal((n, 16), np.float32), rng.standard_normal((n, 24), np.float32)
+w = rng.standard_normal((kvol, 1, 16, 24), np.float32)
+out = np.zeros((n, 24), np.float32)
+K.gather_gemm_scatter(24)(x, w, nbr, out)
+partial = np.zeros((K.wgrad_tasks(n), kvol, 1, 16, 24), np.float32)
+kernel = K.loop_weight_gradient(24)
+kernel(x, g, nbr, partial)
+np.savez(sys.argv[1], out=out, dw=partial)
+print(sum(kernel._cache_hits.values()))
+"""
+
+
+def test_a_cached_kernel_computes_what_the_compiling_process_computed(tmp_path):
+    """numba compiles a parallel kernel's loop body twice (alone, and inside the kernel): the compiling process
+    runs one copy, a process loading the cache the other. With fastmath's contract / reassoc the two rounded
+    differently (this float32 weight gradient by up to 3e-5 on values of ~100); written with `fma`, they agree."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    hits = [subprocess.run([sys.executable, "-c", _LOOP_KERNELS, str(tmp_path / f"run{i}.npz")], env=env, check=True,
+                           capture_output=True, text=True).stdout.split()[-1] for i in range(2)]
+    assert hits == ["0", "1"]  # the first run compiled, the second loaded the first's code
+    first, second = np.load(tmp_path / "run0.npz"), np.load(tmp_path / "run1.npz")
+    for name in ("out", "dw"):
+        np.testing.assert_array_equal(first[name], second[name])
