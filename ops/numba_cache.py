@@ -17,9 +17,10 @@ the others wait for it and then load its result from the cache: on a fresh check
 workers (or a trainer and its DataLoader workers) need mostly the same specialisations, and each costs
 about 3 s of LLVM. The lock is per index key (``<name>.<key hash>.compile.lock`` beside the index), so
 different kernels still compile side by side; nested compiles take their callees' locks, and the call
-graph has no cycles, so two processes cannot wait on each other. ``PC3D_COMPILE_LOG=<file>`` appends
-one line per compile (pid, kernel, seconds) for measuring. Where ``fcntl`` is missing (Windows) saving
-and compiling stay unlocked.
+graph has no cycles, so two processes cannot wait on each other. A holder that is stopped (Ctrl-Z) or hung
+is waited for at most ``PC3D_COMPILE_WAIT`` seconds (300; a warning names its pid after 30), then the kernel
+compiles unlocked. ``PC3D_COMPILE_LOG=<file>`` appends one line per compile (pid, kernel, seconds) for
+measuring. Where ``fcntl`` is missing (Windows) saving and compiling stay unlocked.
 
 Freshness: numba keeps a cached kernel while the hash of the file that defines it is unchanged, but these
 kernels inline micro-kernels and intrinsics from their sibling modules (``bf16.dot_packed`` into
@@ -38,6 +39,7 @@ import hashlib
 import itertools
 import os
 import time
+import warnings
 
 try:
     import fcntl
@@ -98,6 +100,60 @@ def _load(self, key):
     return data
 
 
+COMPILE_WAIT_ENV = "PC3D_COMPILE_WAIT"
+DEFAULT_COMPILE_WAIT = 300.0  # seconds; a compile takes 3-5 s, a kernel with nested compiles under a minute
+NOTICE_AFTER = 30.0  # seconds of waiting before saying so
+
+
+def _compile_wait() -> float:
+    value = os.environ.get(COMPILE_WAIT_ENV)
+    try:
+        return DEFAULT_COMPILE_WAIT if value is None else max(0.0, float(value))
+    except ValueError:
+        warnings.warn(f"{COMPILE_WAIT_ENV}={value!r} is not a number of seconds; using {DEFAULT_COMPILE_WAIT:.0f}",
+                      RuntimeWarning, stacklevel=3)
+        return DEFAULT_COMPILE_WAIT
+
+
+@contextlib.contextmanager
+def _compile_lock(path: str, what: str):
+    """Hold the compile lock at `path` for the body, waiting for it at most PC3D_COMPILE_WAIT seconds (default
+    300). A holder that is stopped (Ctrl-Z) or hung would otherwise keep every other process waiting at this
+    kernel forever, silently. Past the wait the body runs unlocked, with a warning naming the holder's pid
+    (each holder writes it into the file): the kernel is compiled twice, and the cache stays consistent (its
+    save takes its own lock)."""
+    with open(path, "a+b") as lock:
+        def holder() -> str:
+            lock.seek(0)
+            return lock.read().decode(errors="replace").strip() or "unknown"
+
+        start, wait, told = time.monotonic(), _compile_wait(), False
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                waited = time.monotonic() - start
+                if waited >= wait:
+                    warnings.warn(f"process {holder()} has held the compile lock of {what} for over {wait:.0f} s "
+                                  f"(stopped or hung?); compiling here without it ({path}; {COMPILE_WAIT_ENV} sets "
+                                  "the wait)", RuntimeWarning, stacklevel=4)
+                    yield
+                    return
+                if waited >= NOTICE_AFTER and not told:
+                    warnings.warn(f"waiting for process {holder()} to finish compiling {what} (up to {wait:.0f} s, "
+                                  f"{COMPILE_WAIT_ENV} sets it)", RuntimeWarning, stacklevel=4)
+                    told = True
+                time.sleep(0.02)
+        try:
+            os.ftruncate(lock.fileno(), 0)
+            lock.write(str(os.getpid()).encode())
+            lock.flush()
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def _compile(self, sig):
     cache = self._cache
     if not isinstance(cache, Cache) or fcntl is None:  # not cached: nothing to share
@@ -106,7 +162,7 @@ def _compile(self, sig):
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:16]
     index_path = cache._cache_file._index_path
     log = os.environ.get("PC3D_COMPILE_LOG")
-    with _locked(index_path[:-len(".nbi")], f".{digest}.compile.lock"):
+    with _compile_lock(f"{index_path[:-len('.nbi')]}.{digest}.compile.lock", f"{self.py_func.__qualname__}{sig}"):
         misses = sum(self._cache_misses.values())
         start = time.perf_counter()
         entry = _original_compile(self, sig)  # loads what another process saved meanwhile, else compiles

@@ -2,16 +2,18 @@
 same numbers whether a process compiled them or loaded them from the cache (pc3d_ops.fma)."""
 from __future__ import annotations
 
+import fcntl
 import multiprocessing
 import os
 import subprocess
 import sys
 
 import numpy as np
-import pc3d_ops.numba_cache  # noqa: F401  (installs the locked save and the checked load)
+import pytest
 from numba.core import types
 from numba.core.caching import IndexDataCacheFile
 from numba.core.typing.templates import Signature
+from pc3d_ops import numba_cache  # importing it installs the locked save and the checked load
 
 
 def cache_file(folder) -> IndexDataCacheFile:
@@ -70,7 +72,7 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
     docstring or comment keeps the stamp; other cached functions keep numba's own stamp, the hash of their
     file."""
     import numba
-    from pc3d_ops import numba_cache, sparse_conv_bf16
+    from pc3d_ops import sparse_conv_bf16
 
     kernel = sparse_conv_bf16.gather_gemm_scatter(16, False)
     assert kernel._cache._impl.locator.get_source_stamp() == numba_cache.package_digest()
@@ -136,3 +138,26 @@ def test_a_cached_kernel_computes_what_the_compiling_process_computed(tmp_path):
     first, second = np.load(tmp_path / "run0.npz"), np.load(tmp_path / "run1.npz")
     for name in ("out", "dw"):
         np.testing.assert_array_equal(first[name], second[name])
+
+
+def test_a_stopped_compile_lock_holder_is_waited_for_a_bounded_time(tmp_path, monkeypatch):
+    """A process holding a kernel's compile lock while stopped (Ctrl-Z) or hung must not block the others
+    forever: past PC3D_COMPILE_WAIT they compile unlocked, with a warning naming the holder."""
+    path = str(tmp_path / "kernel.abc.compile.lock")
+    with numba_cache._compile_lock(path, "kernel(int64,)"):  # free: taken at once, our pid written
+        assert open(path).read() == str(os.getpid())
+    monkeypatch.setenv(numba_cache.COMPILE_WAIT_ENV, "0.3")
+    with open(path, "a+b") as other:  # another open file: flock conflicts with it as with another process
+        fcntl.flock(other, fcntl.LOCK_EX)
+        os.ftruncate(other.fileno(), 0)
+        other.write(b"4242")
+        other.flush()
+        ran = []
+        with pytest.warns(RuntimeWarning, match=r"process 4242 has held the compile lock of kernel\(int64,\)"):
+            with numba_cache._compile_lock(path, "kernel(int64,)"):
+                ran.append(True)
+        assert ran == [True]
+        fcntl.flock(other, fcntl.LOCK_UN)
+    monkeypatch.setenv(numba_cache.COMPILE_WAIT_ENV, "soon")
+    with pytest.warns(RuntimeWarning, match="PC3D_COMPILE_WAIT='soon'"):
+        assert numba_cache._compile_wait() == numba_cache.DEFAULT_COMPILE_WAIT
