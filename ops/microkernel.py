@@ -8,8 +8,9 @@ in vector registers across the whole reduction, which is what a GEMM micro-kerne
     acc[acc_offs[p + r] + c] += sum_a x[x_offs[p + r] + a] * w[w_off + a * cols + c]
 
 for r < rows and c < cols, with `cols` a multiple of the vector width (64 bytes: 16 float32 or
-8 float64), covered tile by tile (cols may be a run-time value). `mac_pairs` is the weight-gradient
-twin. On CPUs without 512-bit registers LLVM splits each vector in two.
+8 float64), covered tile by tile (cols may be a run-time value); a compile-time cols that is a multiple of
+half a vector only (float32 8, 24, 40) is cut into 32-byte vectors instead (`row_lanes`). `mac_pairs` is
+the weight-gradient twin. On CPUs without 512-bit registers LLVM splits each vector in two.
 """
 from __future__ import annotations
 
@@ -30,6 +31,14 @@ def vector_lanes(dtype) -> int:
     return VECTOR_BYTES // np.dtype(dtype).itemsize
 
 
+def row_lanes(cols: int, item_bytes: int) -> int:
+    """The lanes of the vectors a row of `cols` elements is cut into: whole 64-byte vectors where they divide
+    it, else 32-byte halves (float32 widths 8, 24, 40, ...: one vector register each, half of it used), else 0
+    (the micro-kernels do not take the width)."""
+    lanes = VECTOR_BYTES // item_bytes
+    return lanes if cols % lanes == 0 else lanes // 2 if cols % (lanes // 2) == 0 else 0
+
+
 class _RegisterBlock:
     """rows x (cols / lanes) vector accumulators of acc's dtype, the code both micro-kernels share: `fma(r,
     scalar, vecs)` adds scalar * vecs to row r's accumulators, `flush(r, base, start)` adds row r's to
@@ -37,9 +46,9 @@ class _RegisterBlock:
 
     def __init__(self, context, builder, acc_t, rows: int, cols: int):
         elem = context.get_value_type(acc_t.dtype)
-        self.builder, self.width = builder, VECTOR_BYTES // context.get_abi_sizeof(elem)
-        if cols % self.width:
-            raise TypingError(f"the micro-kernels need cols a multiple of {self.width}, got {cols}")
+        self.builder, self.width = builder, row_lanes(cols, context.get_abi_sizeof(elem))
+        if not self.width:
+            raise TypingError(f"the micro-kernels need cols a multiple of half a vector, got {cols}")
         self.vec = ir.VectorType(elem, self.width)
         self.vectors = cols // self.width
         self.sums = [[cgutils.alloca_once_value(builder, ir.Constant(self.vec, None)) for _ in range(self.vectors)]
@@ -101,7 +110,8 @@ def llvm_major() -> int:
 @intrinsic(prefer_literal=True)
 def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth):
     """mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth); rows and vectors compile-time
-    ints, cols a multiple of the vector width (`vector_lanes`):
+    ints, cols a multiple of the vector width (`vector_lanes`), or a compile-time multiple of half of it (the
+    vectors are then halves, `row_lanes`):
 
         acc[acc_offs[p + r] + c] += sum_{a < depth} x[x_offs[p + r] + a] * w[w_off + a * cols + c]
 
@@ -134,6 +144,8 @@ def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, co
         acc_t, acc_offs_t, x_t, x_offs_t, _, w_t, _, cols_t = signature.args[2:10]
         i64 = ir.IntType(64)
         lanes = VECTOR_BYTES // context.get_abi_sizeof(context.get_value_type(acc_t.dtype))
+        if static_cols is not None and static_cols % lanes:  # a constant width of half vectors (`row_lanes`)
+            lanes //= 2
 
         def data(typ, value):
             return cgutils.create_struct_proxy(typ)(context, builder, value=value).data

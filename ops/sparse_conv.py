@@ -44,8 +44,8 @@ def gather_gemm_scatter(cout_g: int, vectorised: bool = False, skip: bool = Fals
     Plain loops (`vectorised=False`): kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g],
     nbr [N_out, K], out [N_out, G*cout_g]); LLVM vectorises them when cout_g is wide.
 
-    Micro-kernel (`vectorised`, cout_g a multiple of the vector width, see `microkernel.vector_lanes`; one
-    kernel per width up to KEYED_COLS, one for all wider): kernel(feats, weight, starts, ins, outs, out,
+    Micro-kernel (`vectorised`, cout_g a width `micro_forward` takes; one kernel per width up to
+    KEYED_COLS, one for all wider): kernel(feats, weight, starts, ins, outs, out,
     keep) over the table's pairs grouped per block of output rows and offset (`block_pairs`); each group
     is multiplied a few rows at a time by the register-blocked micro-kernel. With `skip` it leaves out the
     pairs whose input row is not kept (all-zero spike rows: the same sums, in the same order); without,
@@ -153,6 +153,19 @@ def transposed_block_pairs(nbr, n_in, block):
 
 
 KEYED_COLS = 64  # forward widths up to this (float32: 4 vectors) get a kernel of their own
+HALF_COLS = 8  # elements of half a float32 vector: the micro-kernels take widths of whole halves (`row_lanes`)
+
+
+def micro_forward(cout_g: int, dtype) -> bool:
+    """Whether the register-blocked forward takes output width cout_g of dtype: whole vectors, or whole
+    half vectors up to KEYED_COLS (the run-time tiling of wider outputs covers whole vectors only)."""
+    return cout_g % vector_lanes(dtype) == 0 or (cout_g % HALF_COLS == 0 and cout_g <= KEYED_COLS)
+
+
+def micro_weight_gradient(cout_g: int) -> bool:
+    """Whether the register-blocked weight gradient (`pair_weight_gradient`, keyed on every width) takes
+    cout_g: whole vectors or half vectors of float32, i.e. any multiple of 8 (float64: whole vectors)."""
+    return cout_g % HALF_COLS == 0
 
 
 @functools.cache
@@ -165,8 +178,10 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
     (measured 2026-12-03, SubM k3 forward on the 0.1 m sweep, float32)."""
     block = ROWS_PER_BLOCK
     keyed = cols > 0
-    rows = 8 if 0 < cols <= 16 else 4  # accumulators that fit the register file with the weight rows
-    vectors = max(1, cols // 16) if keyed else 4  # float32 vectors per tile (float64 gets two such tiles)
+    # float32 vectors per tile (float64 gets two such tiles); a width of half vectors (8, 24, 40, 56) keeps
+    # them all in one tile, of 32-byte vectors (float64: whole ones)
+    vectors = (cols // 16 if cols % 16 == 0 else cols // 8) if keyed else 4
+    rows = 8 if 0 < cols <= 16 else 4 if vectors <= 5 else 2  # accumulators that fit beside the weight row
 
     @nb.njit(**_OPTS)
     def kernel(feats, weight, starts, ins, outs, out, keep):  # keep: read only with skip (else any bool array)
@@ -227,8 +242,8 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
 @functools.cache
 def _loop_gather_gemm_scatter(cout_g: int):
     """Keyed on cout_g: its loops are the innermost, and with a run-time trip count LLVM leaves the narrow
-    widths that come here (8, 24, a 3-channel input's feature gradient) to scalar remainder loops, 1.4-2x
-    slower (measured 2026-12-03: SubM 16 -> 8 forward 37 -> 55-68 ms, 8 -> 8 forward + backward 73 -> 108+)."""
+    widths that come here (not a multiple of 8: a 3- to 6-channel input's feature gradient, 20) to scalar
+    remainder loops, 1.4-2x slower (measured 2026-12-03 on 16 -> 8 and 8 -> 8, which the micro-kernels now take)."""
     block = ROWS_PER_BLOCK
 
     @nb.njit(**_OPTS)
@@ -280,15 +295,17 @@ def wgrad_tasks(n_out: int) -> int:
 
 
 def wgrad_rows(cout_g: int, lanes: int) -> int:
-    """Feature channels per `mac_pairs` call: rows x (cout_g / lanes) accumulators plus cout_g / lanes
-    gradient vectors fit the 32 vector registers."""
-    return max(1, min(8, 20 // (cout_g // lanes)))
+    """Feature channels per `mac_pairs` call: rows x v accumulators plus v gradient vectors fit the 32 vector
+    registers, v the vectors of a row (`lanes` wide, or halves of them where cout_g takes only halves)."""
+    vectors = cout_g // lanes if cout_g % lanes == 0 else cout_g // (lanes // 2)
+    return max(1, min(8, 20 // vectors))
 
 
 @functools.cache
 def pair_weight_gradient(cout_g: int, dtype: str):
     """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
-    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name), G and cin_g
+    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name) or of half
+    vectors (`micro_weight_gradient`), G and cin_g
     from the arrays: partial[t] += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
     `wgrad_tasks(N_out)`; the caller zeroes partial and sums it in task order). Other widths:
     `loop_weight_gradient` over the table.

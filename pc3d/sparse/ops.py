@@ -29,7 +29,6 @@ from pc3d_ops import sparse_conv as kernels
 from pc3d_ops import sparse_conv_amx as amx_kernels
 from pc3d_ops import sparse_conv_bf16 as bf16_kernels
 from pc3d_ops.aligned import host_zeros64
-from pc3d_ops.microkernel import vector_lanes
 
 from pc3d.errors import SparseTensorError
 from pc3d.sparse.kernel_map import KernelMap, sync_threads
@@ -129,7 +128,7 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
         if n_out:
             sync_threads()
             x = feats.contiguous().numpy()
-            vectorised = cout_g % vector_lanes(x.dtype) == 0
+            vectorised = kernels.micro_forward(cout_g, x.dtype)
             if vectorised:
                 kernel = kernels.gather_gemm_scatter(cout_g, True, skip=keep is not None)
                 kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
@@ -200,7 +199,7 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
         if n_out:
             sync_threads()
             g = grad.contiguous().numpy()
-            if cout_g % vector_lanes(x.dtype) == 0:  # register-blocked over the map's cached pair lists
+            if kernels.micro_weight_gradient(cout_g):  # register-blocked over the map's cached pair lists
                 kernels.pair_weight_gradient(cout_g, x.dtype.name)(x, g, *pairs(), partial)
             else:
                 kernels.loop_weight_gradient(cout_g)(x, g, table(), partial)
