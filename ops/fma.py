@@ -6,8 +6,10 @@ kernel's loop body twice, once on its own and once inside the kernel that calls 
 compiled a kernel runs the first copy; every later process loads the second from the on-disk cache. With
 those flags the two copies of one source rounded differently (SubM 16 -> 24 float32 weight gradient: up to
 3 ulp), so a first run and a cached run of the same code gave different gradients. Written with `fma` and
-without the flags, each sum has the order and the roundings its source states, whichever copy runs, and
-the loop vectoriser still fuses (``llvm.fma`` on vectors is one ``vfmadd`` instruction).
+without the flags, each sum has the order and the roundings its source states, whichever copy runs, and a
+multiply-add is still one ``vfmadd`` instruction (scalar, or vector where the loop is vectorised or the
+micro-kernels emit vectors). What the flags also allowed and is now gone: LLVM vectorising a reduction by
+regrouping it (the plain loops' sum over input channels).
 """
 from __future__ import annotations
 

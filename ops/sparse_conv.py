@@ -304,9 +304,9 @@ def wgrad_rows(cout_g: int, lanes: int) -> int:
 @functools.cache
 def pair_weight_gradient(cout_g: int, dtype: str):
     """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
-    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors of `dtype` (its name) or of half
-    vectors (`micro_weight_gradient`), G and cin_g
-    from the arrays: partial[t] += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
+    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors or half vectors of `dtype` (its
+    name; `micro_weight_gradient`), G and cin_g from the arrays: partial[t] += dW[k] = sum_o
+    feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
     `wgrad_tasks(N_out)`; the caller zeroes partial and sums it in task order). Other widths:
     `loop_weight_gradient` over the table.
 
