@@ -28,7 +28,7 @@ from numba import prange
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .fma import fma
-from .microkernel import PREFETCH_CALLS, mac_pairs, mac_rows, vector_lanes
+from .microkernel import PREFETCH_CALLS, VECTOR_BYTES, mac_pairs, mac_rows, row_lanes, vector_lanes
 
 _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 ROWS_PER_BLOCK = 256
@@ -297,8 +297,7 @@ def wgrad_tasks(n_out: int) -> int:
 def wgrad_rows(cout_g: int, lanes: int) -> int:
     """Feature channels per `mac_pairs` call: rows x v accumulators plus v gradient vectors fit the 32 vector
     registers, v the vectors of a row (`lanes` wide, or halves of them where cout_g takes only halves)."""
-    vectors = cout_g // lanes if cout_g % lanes == 0 else cout_g // (lanes // 2)
-    return max(1, min(8, 20 // vectors))
+    return max(1, min(8, 20 // (cout_g // row_lanes(cout_g, VECTOR_BYTES // lanes))))
 
 
 @functools.cache
