@@ -7,10 +7,12 @@ in vector registers across the whole reduction, which is what a GEMM micro-kerne
 
     acc[acc_offs[p + r] + c] += sum_a x[x_offs[p + r] + a] * w[w_off + a * cols + c]
 
-for r < rows and c < cols, with `cols` a multiple of the vector width (64 bytes: 16 float32 or
-8 float64), covered tile by tile (cols may be a run-time value); a compile-time cols that is a multiple of
-half a vector only (float32 8, 24, 40) is cut into 32-byte vectors instead (`row_lanes`). `mac_pairs` is
-the weight-gradient twin. On CPUs without 512-bit registers LLVM splits each vector in two.
+for r < rows and c < cols, covered by vectors of 64 bytes (16 float32 or 8 float64) where they divide cols,
+else by 32-byte halves where those do (float32 8, 24, 40), else by whole vectors (halves below one: 1-7
+float32) whose last one is masked (`llvm.masked.load` / `masked.store`: its missing lanes are neither read nor
+written), so every width runs on vectors (`row_lanes`). A run-time cols (one kernel for many widths) is covered
+by whole vectors only. `mac_pairs` is the weight-gradient twin. On CPUs without 512-bit registers LLVM splits
+each vector in two.
 """
 from __future__ import annotations
 
@@ -32,25 +34,37 @@ def vector_lanes(dtype) -> int:
 
 
 def row_lanes(cols: int, item_bytes: int) -> int:
-    """The lanes of the vectors a row of `cols` elements is cut into: whole 64-byte vectors where they divide
-    it, else 32-byte halves (float32 widths 8, 24, 40, ...: one vector register each, half of it used), else 0
-    (the micro-kernels do not take the width)."""
+    """The lanes of the vectors a row of `cols` (> 0) elements is cut into: whole 64-byte vectors where they divide
+    it, else 32-byte halves where they do (float32 widths 8, 24, 40, ...: one register each, half of it used),
+    else whole vectors, the last one masked (halves for a row shorter than one: float32 1-7)."""
     lanes = VECTOR_BYTES // item_bytes
-    return lanes if cols % lanes == 0 else lanes // 2 if cols % (lanes // 2) == 0 else 0
+    if cols % lanes == 0 or cols > lanes // 2 and cols % (lanes // 2):
+        return lanes
+    return lanes // 2
+
+
+def row_vectors(cols: int, item_bytes: int) -> int:
+    """The vectors (of `row_lanes`) that cover a row of cols elements, the last one possibly masked."""
+    return -(-cols // row_lanes(cols, item_bytes))
 
 
 class _RegisterBlock:
-    """rows x (cols / lanes) vector accumulators of acc's dtype, the code both micro-kernels share: `fma(r,
-    scalar, vecs)` adds scalar * vecs to row r's accumulators, `flush(r, base, start)` adds row r's to
-    base[start:start + cols]."""
+    """rows x (cols / lanes, rounded up) vector accumulators of acc's dtype, the code both micro-kernels share:
+    `load_row(base, start)` reads base[start:start + cols] as vectors, `fma(r, scalar, vecs)` adds scalar * vecs
+    to row r's accumulators, `flush(r, base, start)` adds row r's to base[start:start + cols]. Where the lanes do
+    not divide cols the last vector is masked: its missing lanes load as 0 and are never stored, so a row never
+    reads or writes past its own elements."""
 
     def __init__(self, context, builder, acc_t, rows: int, cols: int):
         elem = context.get_value_type(acc_t.dtype)
+        if cols <= 0:
+            raise TypingError(f"the micro-kernels need cols > 0, got {cols}")
         self.builder, self.width = builder, row_lanes(cols, context.get_abi_sizeof(elem))
-        if not self.width:
-            raise TypingError(f"the micro-kernels need cols a multiple of half a vector, got {cols}")
         self.vec = ir.VectorType(elem, self.width)
-        self.vectors = cols // self.width
+        self.vectors = -(-cols // self.width)
+        tail = cols - (self.vectors - 1) * self.width
+        self.mask = None if tail == self.width else ir.Constant(
+            ir.VectorType(ir.IntType(1), self.width), [int(lane < tail) for lane in range(self.width)])
         self.sums = [[cgutils.alloca_once_value(builder, ir.Constant(self.vec, None)) for _ in range(self.vectors)]
                      for _ in range(rows)]
 
@@ -58,10 +72,19 @@ class _RegisterBlock:
         """Pointer to the vector at element `index` of the array data pointer `base`."""
         return self.builder.bitcast(self.builder.gep(base, [index]), self.vec.as_pointer())
 
+    def _masked(self, l: int) -> bool:
+        return self.mask is not None and l == self.vectors - 1
+
+    def _load(self, ptr, masked: bool):
+        if not masked:
+            return self.builder.load(ptr, align=4)
+        return self.builder.call(_masked_memory(self.builder, self.vec, "load"),
+                                 [ptr, ir.Constant(ir.IntType(32), 4), self.mask, ir.Constant(self.vec, None)])
+
     def load_row(self, base, start):
-        """The cols / lanes vectors of base[start:start + cols]."""
+        """The vectors of base[start:start + cols]."""
         b = self.builder
-        return [b.load(self.vector_at(base, b.add(start, ir.Constant(start.type, l * self.width))), align=4)
+        return [self._load(self.vector_at(base, b.add(start, ir.Constant(start.type, l * self.width))), self._masked(l))
                 for l in range(self.vectors)]
 
     def fma(self, r, scalar, vecs):
@@ -73,11 +96,25 @@ class _RegisterBlock:
             b.store(emit_fma(b, s, v, b.load(self.sums[r][l])), self.sums[r][l])
 
     def flush(self, r, base, start):
-        """base[start + l * lanes ...] += row r's accumulators."""
+        """base[start:start + cols] += row r's accumulators."""
         b = self.builder
         for l in range(self.vectors):
             ptr = self.vector_at(base, b.add(start, ir.Constant(start.type, l * self.width)))
-            b.store(b.fadd(b.load(ptr, align=4), b.load(self.sums[r][l])), ptr, align=4)
+            total = b.fadd(self._load(ptr, self._masked(l)), b.load(self.sums[r][l]))
+            if self._masked(l):
+                b.call(_masked_memory(b, self.vec, "store"), [total, ptr, ir.Constant(ir.IntType(32), 4), self.mask])
+            else:
+                b.store(total, ptr, align=4)
+
+
+def _masked_memory(builder, vec, op: str):
+    """`llvm.masked.load` (ptr, align, mask, passthru) or `llvm.masked.store` (value, ptr, align, mask) of vec."""
+    elem = {ir.FloatType: "f32", ir.DoubleType: "f64"}[type(vec.element)]
+    name = f"llvm.masked.{op}.v{vec.count}{elem}." + ("p0" if llvm_major() >= 15 else f"p0v{vec.count}{elem}")
+    mask, align = ir.VectorType(ir.IntType(1), vec.count), ir.IntType(32)
+    fn_type = (ir.FunctionType(vec, [vec.as_pointer(), align, mask, vec]) if op == "load"
+               else ir.FunctionType(ir.VoidType(), [vec, vec.as_pointer(), align, mask]))
+    return cgutils.get_or_insert_function(builder.module, fn_type, name)
 
 
 PREFETCH_CALLS = 2  # mac_rows / bf16.dot_rows prefetch the gathered rows of the call this many calls ahead
@@ -110,14 +147,14 @@ def llvm_major() -> int:
 @intrinsic(prefer_literal=True)
 def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth):
     """mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, depth); rows and vectors compile-time
-    ints, cols a multiple of the vector width (`vector_lanes`), or a compile-time multiple of half of it (the
-    vectors are then halves, `row_lanes`):
+    ints, cols a multiple of the vector width (`vector_lanes`), or any compile-time int (cut into vectors by
+    `row_lanes`, the last one masked where they do not divide it):
 
         acc[acc_offs[p + r] + c] += sum_{a < depth} x[x_offs[p + r] + a] * w[w_off + a * cols + c]
 
     for r < rows and c < cols. The register tile is rows x `vectors` vectors, and the columns are covered by
-    whole tiles, then by halves of one for the rest (`vectors` a power of two unless cols is a compile-time
-    constant equal to a whole number of tiles). cols may be a run-time value: one compiled kernel then serves
+    whole tiles, then (a compile-time cols) by one tile of the vectors left, or (a run-time cols, `vectors` a
+    power of two) by halves of a tile. cols may be a run-time value: one compiled kernel then serves
     every output width, where a kernel keyed on the width compiled once per width (3-5 s each). Each output
     element is summed over `a` in order in its register and added to acc once, however the columns are tiled.
 
@@ -143,9 +180,8 @@ def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, co
         acc_v, acc_offs_v, x_v, x_offs_v, p_v, w_v, w_off_v, cols_v, depth_v = args[2:]
         acc_t, acc_offs_t, x_t, x_offs_t, _, w_t, _, cols_t = signature.args[2:10]
         i64 = ir.IntType(64)
-        lanes = VECTOR_BYTES // context.get_abi_sizeof(context.get_value_type(acc_t.dtype))
-        if static_cols is not None and static_cols % lanes:  # a constant width of half vectors (`row_lanes`)
-            lanes //= 2
+        item_bytes = context.get_abi_sizeof(context.get_value_type(acc_t.dtype))
+        lanes = VECTOR_BYTES // item_bytes if static_cols is None else row_lanes(static_cols, item_bytes)
 
         def data(typ, value):
             return cgutils.create_struct_proxy(typ)(context, builder, value=value).data
@@ -163,8 +199,8 @@ def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, co
                       x_t.dtype.bitwidth // 8)
 
         def tile(width, c0):
-            """Columns [c0, c0 + width vectors) of the rows: accumulators zeroed here, summed over depth, added."""
-            block = _RegisterBlock(context, builder, acc_t, rows, width * lanes)
+            """Columns [c0, c0 + width) of the rows: accumulators zeroed here, summed over depth, added."""
+            block = _RegisterBlock(context, builder, acc_t, rows, width)
             w_col = builder.add(w_off_v, c0)
             with cgutils.for_range(builder, depth_v) as loop:
                 w_vecs = block.load_row(w_p, builder.add(w_col, builder.mul(loop.index, cols_i)))
@@ -173,21 +209,19 @@ def mac_rows(typingctx, rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, co
             for r in range(rows):
                 block.flush(r, acc_p, builder.add(acc_rows[r], c0))
 
-        if static_cols is not None:  # the tiles are known: no loop over them
-            if static_cols % (vectors * lanes):
-                raise TypingError(f"mac_rows: a constant cols ({static_cols}) must be whole tiles of {vectors} vectors")
-            for c0 in range(0, static_cols, vectors * lanes):
-                tile(vectors, const(c0))
-            return context.get_dummy_value()
         step = vectors * lanes
+        if static_cols is not None:  # the tiles are known: no loop over them; the last may end in a masked vector
+            for c0 in range(0, static_cols, step):
+                tile(min(step, static_cols - c0), const(c0))
+            return context.get_dummy_value()
         with cgutils.for_range(builder, builder.udiv(cols_i, const(step))) as loop:
-            tile(vectors, builder.mul(loop.index, const(step)))
+            tile(step, builder.mul(loop.index, const(step)))
         done = cgutils.alloca_once_value(builder, builder.mul(builder.udiv(cols_i, const(step)), const(step)))
         width = vectors // 2
         while width:
             c0 = builder.load(done)
             with builder.if_then(builder.icmp_signed("<=", builder.add(c0, const(width * lanes)), cols_i)):
-                tile(width, c0)
+                tile(width * lanes, c0)
                 builder.store(builder.add(c0, const(width * lanes)), done)
             width //= 2
         return context.get_dummy_value()
@@ -203,10 +237,10 @@ def mac_pairs(typingctx, rows, cols, acc, acc_off, x, ins, x_col, g, outs, g_bas
                                                    * g[g_base + outs[p + d] * g_stride + c]
 
     for r < rows and c < cols: a weight-gradient block X^T G over n gathered pairs, read straight from
-    the feature and gradient rows (no transposed panel). rows (>= 0; 0 does nothing) and cols (a
-    multiple of the vector width) are compile-time ints. rows x (cols / lanes) accumulators stay in
-    vector registers over the pairs, which are summed in order; each pair costs cols / lanes vector
-    loads of its gradient row and rows broadcasts of its features.
+    the feature and gradient rows (no transposed panel). rows (>= 0; 0 does nothing) and cols (> 0; cut into
+    vectors by `row_lanes`, the last one masked where they do not divide it) are compile-time ints. rows x
+    `row_vectors(cols)` accumulators stay in vector registers over the pairs, which are summed in order; each
+    pair costs `row_vectors(cols)` vector loads of its gradient row and rows broadcasts of its features.
     """
     if not (isinstance(rows, types.IntegerLiteral) and isinstance(cols, types.IntegerLiteral)):
         raise TypingError("mac_pairs needs compile-time constant rows and cols")

@@ -11,11 +11,13 @@ fixed number of tasks (a function of N only, never of the thread count), each wi
 partial sum, added in task order: deterministic too.
 
 Each compile costs 3-5 s, which a fresh checkout pays for every kernel a model or a test suite touches,
-so kernels are specialised only where the code needs a constant: the plain loops on the output width
-(`cout_g`, their innermost trip count), the register-blocked weight gradient on it (its register tile),
-and the register-blocked forward on it up to 64 channels (a constant weight stride is faster there);
-wider forwards share one kernel tiled at run time (`mac_rows`). Everything else, the group count and the
-input width included, is read from the arrays' shapes (the reduction is a loop either way).
+so kernels are specialised only where the code needs a constant: the register-blocked weight gradient on
+the output width (`cout_g`, its register tile), and the register-blocked forward on it up to 64 channels
+(a constant weight stride is faster there) and wherever whole vectors do not cover it (the masked last
+vector needs a constant width); the other wider forwards share one kernel tiled at run time (`mac_rows`).
+Everything else, the group count and the input width included, is read from the arrays' shapes (the
+reduction is a loop either way). Every width runs on vectors: a width the vector lanes do not divide (7, 20)
+ends in a masked vector (`microkernel.row_lanes`), so there is no scalar path.
 """
 from __future__ import annotations
 
@@ -27,35 +29,25 @@ from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
-from .fma import fma
-from .microkernel import PREFETCH_CALLS, VECTOR_BYTES, mac_pairs, mac_rows, row_lanes, vector_lanes
+from .microkernel import PREFETCH_CALLS, VECTOR_BYTES, mac_pairs, mac_rows, row_vectors, vector_lanes
 
 _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 ROWS_PER_BLOCK = 256
-NO_KEEP = np.ones(1, np.bool_)  # the keep argument of a vectorised kernel that does not skip
+NO_KEEP = np.ones(1, np.bool_)  # the keep argument of a forward kernel that does not skip
 ROWS_PER_WGRAD_TASK = 4096
 MAX_WGRAD_TASKS = 16
 
 
 @functools.cache
-def gather_gemm_scatter(cout_g: int, vectorised: bool = False, skip: bool = False):
-    """The forward kernel of one output width per group (weight [K, G, cin_g, cout_g]: G and cin_g any).
-
-    Plain loops (`vectorised=False`): kernel(feats [N_in, G*cin_g], weight [K, G, cin_g, cout_g],
-    nbr [N_out, K], out [N_out, G*cout_g]); LLVM vectorises them when cout_g is wide.
-
-    Micro-kernel (`vectorised`, cout_g a width `micro_forward` takes; one kernel per width up to
-    KEYED_COLS, one for all wider): kernel(feats, weight, starts, ins, outs, out,
-    keep) over the table's pairs grouped per block of output rows and offset (`block_pairs`); each group
-    is multiplied a few rows at a time by the register-blocked micro-kernel. With `skip` it leaves out the
-    pairs whose input row is not kept (all-zero spike rows: the same sums, in the same order); without,
-    keep is not read (pass NO_KEEP).
+def gather_gemm_scatter(cout_g: int, skip: bool = False):
+    """The forward kernel of one output width per group (weight [K, G, cin_g, cout_g]: G and cin_g any):
+    kernel(feats [N_in, G*cin_g], weight, starts, ins, outs, out [N_out, G*cout_g], keep) over the table's pairs
+    grouped per block of output rows and offset (`block_pairs`); each group is multiplied a few rows at a time
+    by the register-blocked micro-kernel. One kernel per width up to KEYED_COLS or not a multiple of 16, one for
+    all the other wider ones. With `skip` it leaves out the pairs whose input row is not kept (all-zero spike
+    rows: the same sums, in the same order); without, keep is not read (pass NO_KEEP).
     """
-    if skip and not vectorised:
-        raise ValueError("skip needs the vectorised kernel")
-    if vectorised:
-        return _micro_gather_gemm_scatter(cout_g if cout_g <= KEYED_COLS else 0, skip)
-    return _loop_gather_gemm_scatter(cout_g)
+    return _micro_gather_gemm_scatter(cout_g if cout_g <= KEYED_COLS or cout_g % RUNTIME_COLS else 0, skip)
 
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False, cache=True)
@@ -153,34 +145,22 @@ def transposed_block_pairs(nbr, n_in, block):
 
 
 KEYED_COLS = 64  # forward widths up to this (float32: 4 vectors) get a kernel of their own
-HALF_COLS = 8  # elements of half a float32 vector: the micro-kernels take widths of whole halves (`row_lanes`)
-
-
-def micro_forward(cout_g: int, dtype) -> bool:
-    """Whether the register-blocked forward takes output width cout_g of dtype: whole vectors, or whole
-    half vectors up to KEYED_COLS (the run-time tiling of wider outputs covers whole vectors only)."""
-    return cout_g % vector_lanes(dtype) == 0 or (cout_g % HALF_COLS == 0 and cout_g <= KEYED_COLS)
-
-
-def micro_weight_gradient(cout_g: int) -> bool:
-    """Whether the register-blocked weight gradient (`pair_weight_gradient`, keyed on every width) takes
-    cout_g: whole vectors or half vectors of float32, i.e. any multiple of 8 (float64: whole vectors)."""
-    return cout_g % HALF_COLS == 0
+RUNTIME_COLS = 16  # wider forwards share the run-time tiled kernel where whole float32 vectors cover them
 
 
 @functools.cache
 def _micro_gather_gemm_scatter(cols: int, skip: bool):
     """The register-blocked forward: `cols` > 0 compiles it for that output width, a row tile spanning it
-    (rows x cols / 16 accumulators); cols = 0 for the widths over KEYED_COLS, read from the weight and
-    covered by tiles of 4 vectors (`mac_rows` with a run-time width). The widths models use most (16-64)
+    (rows x `row_vectors(cols)` accumulators); cols = 0 for the wider multiples of RUNTIME_COLS, read from the
+    weight and covered by tiles of 4 vectors (`mac_rows` with a run-time width). The widths models use most (16-64)
     are keyed: their weight rows then have a constant stride, 5-25 % faster than the run-time tiling,
     which is in turn 1.3-1.7x faster at 128 (4 x 8 accumulators spill) and saves a 3-5 s compile per width
     (measured 2026-12-03, SubM k3 forward on the 0.1 m sweep, float32)."""
     block = ROWS_PER_BLOCK
     keyed = cols > 0
-    # float32 vectors per tile (float64 gets two such tiles); a width of half vectors (8, 24, 40, 56) keeps
-    # them all in one tile, of 32-byte vectors (float64: whole ones)
-    vectors = (cols // 16 if cols % 16 == 0 else cols // 8) if keyed else 4
+    # float32 vectors per tile (float64 takes as many tiles as its 8-lane vectors need): a keyed width in one
+    # tile, of whole, half or masked vectors (`row_lanes`)
+    vectors = row_vectors(cols, 4) if keyed else 4
     rows = 8 if 0 < cols <= 16 else 4 if vectors <= 5 else 2  # accumulators that fit beside the weight row
 
     @nb.njit(**_OPTS)
@@ -239,56 +219,6 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
     return kernel
 
 
-@functools.cache
-def _loop_gather_gemm_scatter(cout_g: int):
-    """Keyed on cout_g: its loops are the innermost, and with a run-time trip count LLVM leaves the narrow
-    widths that come here (not a multiple of 8: a 3- to 6-channel input's feature gradient, 20) to scalar
-    remainder loops, 1.4-2x slower (measured 2026-12-03 on 16 -> 8 and 8 -> 8, which the micro-kernels now take)."""
-    block = ROWS_PER_BLOCK
-
-    @nb.njit(**_OPTS)
-    def kernel(feats, weight, nbr, out):
-        n_out, kvol = nbr.shape
-        groups, cin_g = weight.shape[1], weight.shape[2]
-        cout = out.shape[1]
-        n_blocks = (n_out + block - 1) // block
-        for blk in prange(n_blocks):
-            o0 = blk * block
-            o1 = min(n_out, o0 + block)
-            acc_block = np.zeros((o1 - o0, cout), out.dtype)
-            for k in range(kvol):
-                for o in range(o0, o1):
-                    i = nbr[o, k]
-                    if i < 0:
-                        continue
-                    for g in range(groups):
-                        acc = np.zeros(cout_g, out.dtype)
-                        for a in range(cin_g):
-                            v = feats[i, g * cin_g + a]
-                            for b in range(cout_g):
-                                acc[b] = fma(v, weight[k, g, a, b], acc[b])
-                        for b in range(cout_g):
-                            acc_block[o - o0, g * cout_g + b] += acc[b]
-            for o in range(o0, o1):
-                for c in range(cout):
-                    out[o, c] = acc_block[o - o0, c]
-
-    return kernel
-
-
-@nb.njit(inline="always", boundscheck=False)
-def active_pairs(nbr, k, o0, o1, ins, outs):
-    """Collect the (input, output) rows of offset k among outputs [o0, o1); returns their count."""
-    n = 0
-    for o in range(o0, o1):
-        i = nbr[o, k]
-        if i >= 0:
-            ins[n] = i
-            outs[n] = o
-            n += 1
-    return n
-
-
 def wgrad_tasks(n_out: int) -> int:
     """Number of partial weight-gradient sums: fixed by the problem size, not the machine."""
     return int(min(MAX_WGRAD_TASKS, max(1, -(-n_out // ROWS_PER_WGRAD_TASK))))
@@ -296,18 +226,16 @@ def wgrad_tasks(n_out: int) -> int:
 
 def wgrad_rows(cout_g: int, lanes: int) -> int:
     """Feature channels per `mac_pairs` call: rows x v accumulators plus v gradient vectors fit the 32 vector
-    registers, v the vectors of a row (`lanes` wide, or halves of them where cout_g takes only halves)."""
-    return max(1, min(8, 20 // (cout_g // row_lanes(cout_g, VECTOR_BYTES // lanes))))
+    registers, v the vectors of a row (`lanes` wide, or halves of them, the last one possibly masked: `row_lanes`)."""
+    return max(1, min(8, 20 // row_vectors(cout_g, VECTOR_BYTES // lanes)))
 
 
 @functools.cache
 def pair_weight_gradient(cout_g: int, dtype: str):
     """Weight-gradient kernel(feats [N_in, G*cin_g], grad [N_out, G*cout_g], starts, ins, outs (`block_pairs`),
-    partial [T, K, G, cin_g, cout_g]) for cout_g a whole number of vectors or half vectors of `dtype` (its
-    name; `micro_weight_gradient`), G and cin_g from the arrays: partial[t] += dW[k] = sum_o
-    feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
-    `wgrad_tasks(N_out)`; the caller zeroes partial and sums it in task order). Other widths:
-    `loop_weight_gradient` over the table.
+    partial [T, K, G, cin_g, cout_g]) for any cout_g (its vectors of `dtype`, its name, given by `row_lanes`), G
+    and cin_g from the arrays: partial[t] += dW[k] = sum_o feats[nbr[o, k]]^T grad[o] over task t's blocks (T =
+    `wgrad_tasks(N_out)`; the caller zeroes partial and sums it in task order).
 
     Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
     map) are reduced by `mac_pairs` a few feature channels at a time: the accumulators of
@@ -355,63 +283,6 @@ def pair_weight_gradient(cout_g: int, dtype: str):
                         if r < cin_g:
                             mac_pairs(1, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
                                       s0, n, cin, cout)
-
-    return kernel
-
-
-@functools.cache
-def loop_weight_gradient(cout_g: int):
-    """Weight-gradient kernel(feats, grad, nbr, partial [T, K, G, cin_g, cout_g]) of the widths the
-    register-blocked kernel does not take, keyed on cout_g (its innermost loop, as in
-    `_loop_gather_gemm_scatter`). Per block of output rows and offset, the active pairs are taken four
-    at a time: one load and store of a weight-gradient row serves four rank-1 updates, and the offset's
-    gradient block stays in L1. Each (block, offset) sums into a zeroed local buffer that is then added to the
-    task's partial: a two-level sum, so float32 error grows with the block's pairs, not the task's.
-    """
-    block = ROWS_PER_BLOCK
-
-    @nb.njit(**_OPTS)
-    def kernel(feats, grad, nbr, partial):
-        n_out, kvol = nbr.shape
-        n_tasks, groups, cin_g = partial.shape[0], partial.shape[2], partial.shape[3]
-        per_task = (n_out + n_tasks - 1) // n_tasks
-        for t in prange(n_tasks):
-            ins = np.empty(block, np.int64)
-            outs = np.empty(block, np.int64)
-            local = np.empty((groups, cin_g, cout_g), partial.dtype)
-            task_end = min(n_out, (t + 1) * per_task)
-            for b0 in range(t * per_task, task_end, block):
-                b1 = min(task_end, b0 + block)
-                for k in range(kvol):
-                    n = active_pairs(nbr, k, b0, b1, ins, outs)
-                    if n == 0:
-                        continue
-                    local[:] = 0
-                    p = 0
-                    while p + 4 <= n:
-                        i0, i1, i2, i3 = ins[p], ins[p + 1], ins[p + 2], ins[p + 3]
-                        o0, o1, o2, o3 = outs[p], outs[p + 1], outs[p + 2], outs[p + 3]
-                        for g in range(groups):
-                            for a in range(cin_g):
-                                c = g * cin_g + a
-                                v0, v1, v2, v3 = feats[i0, c], feats[i1, c], feats[i2, c], feats[i3, c]
-                                for b in range(cout_g):
-                                    d = g * cout_g + b
-                                    local[g, a, b] = fma(v3, grad[o3, d], fma(v2, grad[o2, d], fma(
-                                        v1, grad[o1, d], fma(v0, grad[o0, d], local[g, a, b]))))
-                        p += 4
-                    while p < n:
-                        i0, o0 = ins[p], outs[p]
-                        for g in range(groups):
-                            for a in range(cin_g):
-                                v0 = feats[i0, g * cin_g + a]
-                                for b in range(cout_g):
-                                    local[g, a, b] = fma(v0, grad[o0, g * cout_g + b], local[g, a, b])
-                        p += 1
-                    for g in range(groups):
-                        for a in range(cin_g):
-                            for b in range(cout_g):
-                                partial[t, k, g, a, b] += local[g, a, b]
 
     return kernel
 

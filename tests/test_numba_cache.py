@@ -108,7 +108,7 @@ def test_package_kernels_go_stale_with_any_package_source(tmp_path, monkeypatch)
     assert numba_cache.package_digest.__wrapped__() == "0" * 64
 
 
-_LOOP_KERNELS = """
+_FLOAT_KERNELS = """
 import sys
 import numpy as np
 from pc3d_ops import sparse_conv as K
@@ -118,10 +118,11 @@ nbr = np.where(rng.random((n, kvol)) < 0.3, rng.integers(0, n, (n, kvol)), -1).a
 x, g = rng.standard_normal((n, 16), np.float32), rng.standard_normal((n, 24), np.float32)
 w = rng.standard_normal((kvol, 1, 16, 24), np.float32)
 out = np.zeros((n, 24), np.float32)
-K.gather_gemm_scatter(24)(x, w, nbr, out)
+pairs = K.block_pairs(nbr, K.ROWS_PER_BLOCK)
+K.gather_gemm_scatter(24)(x, w, *pairs, out, K.NO_KEEP)
 partial = np.zeros((K.wgrad_tasks(n), kvol, 1, 16, 24), np.float32)
-kernel = K.loop_weight_gradient(24)
-kernel(x, g, nbr, partial)
+kernel = K.pair_weight_gradient(24, "float32")
+kernel(x, g, *pairs, partial)
 np.savez(sys.argv[1], out=out, dw=partial)
 print(sum(kernel._cache_hits.values()))
 """
@@ -130,9 +131,10 @@ print(sum(kernel._cache_hits.values()))
 def test_a_cached_kernel_computes_what_the_compiling_process_computed(tmp_path):
     """numba compiles a parallel kernel's loop body twice (alone, and inside the kernel): the compiling process
     runs one copy, a process loading the cache the other. With fastmath's contract / reassoc the two rounded
-    differently (this float32 weight gradient by up to 3e-5 on values of ~100); written with `fma`, they agree."""
+    differently (the scalar-loop weight gradient the engine once had, by up to 3e-5 on values of ~100); written
+    with `fma` they agree, and so must the micro-kernels' (a 24-wide forward and weight gradient here)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
-    hits = [subprocess.run([sys.executable, "-c", _LOOP_KERNELS, str(tmp_path / f"run{i}.npz")], env=env, check=True,
+    hits = [subprocess.run([sys.executable, "-c", _FLOAT_KERNELS, str(tmp_path / f"run{i}.npz")], env=env, check=True,
                            capture_output=True, text=True).stdout.split()[-1] for i in range(2)]
     assert hits == ["0", "1"]  # the first run compiled, the second loaded the first's code
     first, second = np.load(tmp_path / "run0.npz"), np.load(tmp_path / "run1.npz")

@@ -179,14 +179,17 @@ def test_subm_matches_dense_conv(shape, cin, cout, kernel, dilation, groups, bia
 
 @pytest.mark.parametrize("cin,cout,groups", [(4, 16, 1), (16, 32, 1), (32, 16, 1), (32, 64, 2), (3, 48, 1),
                                              (64, 64, 1), (20, 32, 1), (64, 64, 64), (16, 112, 1), (32, 256, 2),
-                                             (8, 8, 1), (16, 24, 1), (3, 40, 1), (64, 56, 1), (48, 48, 6)])
+                                             (8, 8, 1), (16, 24, 1), (3, 40, 1), (64, 56, 1), (48, 48, 6),
+                                             (16, 7, 1), (7, 20, 1), (6, 10, 2), (16, 100, 1)])
 def test_float32_micro_kernel_matches_float64_reference(cin, cout, groups):
     """float32 widths of whole 16-lane vectors (the micro-kernel paths; 64 groups of one: the per-channel
     kernels): forward, feature gradient and weight gradient (feature channels taken a few at a time, the
     rest in 4 / 2 / 1-channel calls: 4 at 64, 20 and 4 input channels, 2 + 1 at 3). Forward widths over 64
     take the kernel tiled at run time: 112 = 4 + 2 + 1 vectors, 128 per group two whole tiles. Widths of half
     vectors (8, 24, 40, 56, and 8 per group) run on 32-byte vectors, in both directions (the feature gradient
-    of 16 -> 24 has 16 outputs, of 8 -> 8 eight)."""
+    of 16 -> 24 has 16 outputs, of 8 -> 8 eight). The other widths end in a masked vector: 7 (InsMOS's offset
+    head; one 8-lane vector), 20 (16 + 4) and, as feature gradients, 7 and 6 (3 per group); 100 is a wide
+    width of its own kernel (6 whole vectors + 4 lanes, two rows per call)."""
     x64 = random_tensor((9, 10, 11), cin, occupancy=0.4, seed=3)
     m = sp.SubMConv3d(cin, cout, 3, groups=groups).double()
     feats = x64.feats.clone().requires_grad_(True)

@@ -385,7 +385,6 @@ def test_kernel_maps_are_freed_and_caches_do_not_grow():
         assert len(x.indice_dict) == 3 and all(isinstance(m, KernelMap) for m in x.indice_dict.values())
         refs += [weakref.ref(m) for m in x.indice_dict.values()]  # includes the coarse subm map
         sizes.append((kernels.gather_gemm_scatter.cache_info().currsize,
-                      kernels.loop_weight_gradient.cache_info().currsize,
                       kernels.pair_weight_gradient.cache_info().currsize))
         del x, y
         assert all(r() is None for r in refs), "a KernelMap outlived its tensors (reference cycle?)"

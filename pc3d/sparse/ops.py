@@ -114,8 +114,8 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
     out_dtype (default: feats') only differs for bf16 inputs on CPU, whose float32 sums can be
     returned unrounded. keep (bool [N_in]): only these input rows take part (the others are all zeros);
     the float32 micro-kernel tests it while collecting pairs, the other paths get a table without them.
-    The vectorised kernels read the map's cached pair lists (`KernelMap.pairs`) and never need the table
-    itself: a transposed table is built only for the other paths."""
+    The CPU kernels read the map's cached pair lists (`KernelMap.pairs`) and never need the table itself: a
+    transposed table is built only for the other paths."""
     kvol, groups, cin_g, cout_g = w.shape
     n_out = _rows(kmap, transposed)
 
@@ -128,16 +128,13 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
         if n_out:
             sync_threads()
             x = feats.contiguous().numpy()
-            vectorised = kernels.micro_forward(cout_g, x.dtype)
-            if vectorised:
-                kernel = kernels.gather_gemm_scatter(cout_g, True, skip=keep is not None)
-                kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
-            elif _depthwise(groups, cin_g, cout_g):
+            if _depthwise(groups, cin_g, cout_g):
                 pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
                 w_kc = np.ascontiguousarray(w.numpy().reshape(kvol, groups))
                 dw_kernels.depthwise(groups)(x, w_kc, *pairs, out.numpy())
-            else:
-                kernels.gather_gemm_scatter(cout_g, False)(x, w.numpy(), table(), out.numpy())
+            else:  # the register-blocked micro-kernel, every width (a masked last vector where lanes do not divide it)
+                kernel = kernels.gather_gemm_scatter(cout_g, skip=keep is not None)
+                kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
         return out
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
         return _bf16_gather_gemm_scatter(feats, w, kmap, transposed, out_dtype or feats.dtype, keep)
@@ -198,11 +195,8 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
         partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), x.dtype)
         if n_out:
             sync_threads()
-            g = grad.contiguous().numpy()
-            if kernels.micro_weight_gradient(cout_g):  # register-blocked over the map's cached pair lists
-                kernels.pair_weight_gradient(cout_g, x.dtype.name)(x, g, *pairs(), partial)
-            else:
-                kernels.loop_weight_gradient(cout_g)(x, g, table(), partial)
+            g = grad.contiguous().numpy()  # register-blocked over the map's cached pair lists, every width
+            kernels.pair_weight_gradient(cout_g, x.dtype.name)(x, g, *pairs(), partial)
         return torch.from_numpy(_sum_tasks(partial))
     if feats.device.type != "cpu" and keep is None:
         nbr = kmap.table_on(feats.device, transposed)
