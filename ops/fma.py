@@ -9,7 +9,7 @@ those flags the two copies of one source rounded differently (SubM 16 -> 24 floa
 without the flags, each sum has the order and the roundings its source states, whichever copy runs, and a
 multiply-add is still one ``vfmadd`` instruction (scalar, or vector where the loop is vectorised or the
 micro-kernels emit vectors). What the flags also allowed and is now gone: LLVM vectorising a reduction by
-regrouping it (the plain loops' sum over input channels).
+regrouping it (the sum over input channels of the scalar loops the engine then had).
 """
 from __future__ import annotations
 

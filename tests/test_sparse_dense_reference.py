@@ -182,8 +182,8 @@ def test_subm_matches_dense_conv(shape, cin, cout, kernel, dilation, groups, bia
                                              (8, 8, 1), (16, 24, 1), (3, 40, 1), (64, 56, 1), (48, 48, 6),
                                              (16, 7, 1), (7, 20, 1), (6, 10, 2), (16, 100, 1)])
 def test_float32_micro_kernel_matches_float64_reference(cin, cout, groups):
-    """float32 widths of whole 16-lane vectors (the micro-kernel paths; 64 groups of one: the per-channel
-    kernels): forward, feature gradient and weight gradient (feature channels taken a few at a time, the
+    """float32 against float64 at every kind of width (the micro-kernel paths; 64 groups of one: the
+    per-channel kernels): forward, feature gradient and weight gradient (feature channels taken a few at a time, the
     rest in 4 / 2 / 1-channel calls: 4 at 64, 20 and 4 input channels, 2 + 1 at 3). Forward widths over 64
     take the kernel tiled at run time: 112 = 4 + 2 + 1 vectors, 128 per group two whole tiles. Widths of half
     vectors (8, 24, 40, 56, and 8 per group) run on 32-byte vectors, in both directions (the feature gradient

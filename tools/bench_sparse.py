@@ -201,7 +201,7 @@ def _depthwise_rows(x, grad, tag, timed, repeats) -> list[dict]:
     rows.append({"case": f"depthwise SubM k3 C=64 forward + backward, {tag}", "pc3d_s": ours,
                  "ref": "torch gather-mul-index_add", "ref_s": ref, "speedup": ref / ours,
                  "gflops": round(3 * flops / ours / 1e9, 2)})
-    rows.extend(_grouped_loop_rows(x, conv, grad, tag, timed, repeats))
+    rows.extend(_grouped_generic_rows(x, conv, grad, tag, timed, repeats))
     return rows
 
 
@@ -231,7 +231,7 @@ def _pointwise_rows(x, tag, timed, repeats, gemm_fp32) -> list[dict]:
     return rows
 
 
-def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
+def _grouped_generic_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     """The depthwise conv against pc3d's general grouped kernels (the register-blocked micro-kernels, one masked
     lane per group, 64 groups a row): forward, and forward + feature gradient + weight gradient. Read this row
     as "depthwise kernels vs the generic path a grouped conv would take without them"."""
@@ -243,26 +243,26 @@ def _grouped_loop_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
     w = _weight_kgio(conv.weight.detach(), 64).numpy()
     feats, g = x.feats.numpy(), grad.numpy()
     out = np.empty_like(feats)
-    loop = kernels.gather_gemm_scatter(1)  # groups and input width from the arrays
+    generic = kernels.gather_gemm_scatter(1)  # groups and input width from the arrays
     wgrad = kernels.pair_weight_gradient(1, "float32")
 
-    def loop_forward():
-        loop(feats, w, *pairs, out, kernels.NO_KEEP)
+    def generic_forward():
+        generic(feats, w, *pairs, out, kernels.NO_KEEP)
 
-    def loop_forward_backward():
-        loop(feats, w, *pairs, out, kernels.NO_KEEP)
+    def generic_forward_backward():
+        generic(feats, w, *pairs, out, kernels.NO_KEEP)
         # a symmetric map: the transposed pairs are the same pairs with reversed offsets
-        loop(g, np.ascontiguousarray(w[::-1]), *pairs, np.empty_like(feats), kernels.NO_KEEP)
+        generic(g, np.ascontiguousarray(w[::-1]), *pairs, np.empty_like(feats), kernels.NO_KEEP)
         wgrad(feats, g, *pairs, np.zeros((kernels.wgrad_tasks(len(feats)), *w.shape), np.float32))
 
     xg = x.replace_feature(x.feats.clone().requires_grad_(True))
     with torch.no_grad():
         ours = timed(lambda: conv(x), repeats=repeats)
-    ref = timed(loop_forward, repeats=repeats)
+    ref = timed(generic_forward, repeats=repeats)
     rows = [{"case": f"depthwise SubM k3 C=64 forward (cached map), {tag}", "pc3d_s": ours,
              "ref": "pc3d generic grouped kernels", "ref_s": ref, "speedup": ref / ours}]
     ours = timed(lambda: conv(xg).feats.backward(grad), repeats=repeats)
-    ref = timed(loop_forward_backward, repeats=repeats)
+    ref = timed(generic_forward_backward, repeats=repeats)
     rows.append({"case": f"depthwise SubM k3 C=64 forward + backward, {tag}", "pc3d_s": ours,
                  "ref": "pc3d generic grouped kernels", "ref_s": ref, "speedup": ref / ours})
     return rows
