@@ -35,6 +35,7 @@ def test_train_settings_are_type_checked(settings, key):
     (("tools/test.py", "run_dir=/nonexistent/run"), "/nonexistent/run"),
     (("tools/simulate.py", "format=nope", "out=/tmp/pc3d_never"), "nope"),
     (("tools/create_data.py", "kitti", "/nonexistent/kitti"), "/nonexistent/kitti"),
+    (("tools/pseudo_quality.py", "/nonexistent/step_00000440.pt"), "/nonexistent/step_00000440.pt"),
 ])
 def test_tools_print_one_line_and_exit_2(tmp_path, args, needle):
     extra = (f"output_dir={tmp_path}",) if args[0] == "tools/train.py" else ()

@@ -14,6 +14,7 @@ from pc3d.eval import (
     mean_class_accuracy,
     mos_iou,
     overall_accuracy,
+    pseudo_label_quality,
     scene_flow_metrics,
     segmentation_metrics,
 )
@@ -49,6 +50,32 @@ def test_accumulator_equals_one_big_frame_and_bad_labels_raise():
         confusion_matrix(np.array([0, 5]), np.array([0, 1]), 4)
     with pytest.raises(DataFormatError):
         confusion_matrix(np.array([0]), np.array([0, 1]), 4)
+
+
+def test_pseudo_label_quality_hand_case():
+    """Rows ground truth, columns the teacher: the ignored class's row is dropped (its 5 points count nowhere), c
+    has one point and no hard label naming it (precision NaN), d has no points (not scored)."""
+    everything = np.array([[0, 5, 0, 0, 0],
+                           [0, 6, 2, 0, 0],    # a: 8 points
+                           [0, 1, 3, 0, 0],    # b: 4 points
+                           [0, 1, 0, 0, 0],    # c: 1 point
+                           [0, 0, 0, 0, 0]])   # d: none
+    hard = np.array([[0, 5, 0, 0, 0],
+                     [0, 4, 1, 0, 0],
+                     [0, 0, 2, 0, 0],
+                     [0, 0, 0, 0, 0],
+                     [0, 0, 0, 0, 0]])
+    q = pseudo_label_quality(everything, hard, ["ignored", "a", "b", "c", "d"], ignore_index=0)
+    assert list(q["per_class"]) == ["a", "b", "c"]
+    a, b, c = q["per_class"]["a"], q["per_class"]["b"], q["per_class"]["c"]
+    assert a["iou"] == pytest.approx(6 / 10) and b["iou"] == pytest.approx(3 / 6) and c["iou"] == 0
+    assert q["mIoU"] == pytest.approx((0.6 + 0.5 + 0) / 3)
+    assert (a["points"], a["coverage"], a["precision"]) == (8, pytest.approx(5 / 8), pytest.approx(1.0))
+    assert (b["coverage"], b["precision"]) == (pytest.approx(0.5), pytest.approx(2 / 3))
+    assert c["coverage"] == 0 and np.isnan(c["precision"])
+    assert q["coverage"] == pytest.approx(7 / 13) and q["accuracy"] == pytest.approx(6 / 7)
+    with pytest.raises(DataFormatError, match="part"):
+        pseudo_label_quality(hard, everything)
 
 
 def test_mos_iou():

@@ -115,6 +115,27 @@ def test_eval_predicts_with_the_teacher(root):
     assert np.array_equal(ours, teachers)
 
 
+def test_pseudo_label_confusion_scores_the_teacher_against_labels_it_does_not_read(root):
+    """tools/pseudo_quality.py's counts: every point inside a voxel once in the teacher's row sum, the hard-labelled
+    ones a part of them; scrambling the labels moves the rows and leaves the teacher's columns as they were."""
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    net = model().train()
+    net(data.collate_fn([data[0], data[1]]))  # one step: a prior fit on the labelled frame
+    net.eval()
+    every_label = dataset(root)
+    every_label.training = False
+    batch = every_label.collate_fn([every_label[2], every_label[3]])
+    everything, hard = net.pseudo_label_confusion(batch)
+    inside = batch["point_to_voxel"] >= 0
+    assert everything.sum() == inside.sum() and 0 < hard.sum() < everything.sum() and (hard <= everything).all()
+    assert torch.equal(everything.sum(1), torch.bincount(batch["point_labels"][inside], minlength=20))
+    assert everything[1:].sum() > 0.5 * everything.sum()  # the frames' own labels, not the ignored class
+    scrambled = batch | {"point_labels": batch["point_labels"][torch.randperm(len(inside))]}
+    everything2, hard2 = net.pseudo_label_confusion(scrambled)
+    assert torch.equal(everything2.sum(0), everything.sum(0)) and torch.equal(hard2.sum(0), hard.sum(0))
+    assert not torch.equal(everything2, everything)
+
+
 def test_the_reflectivity_prior_travels_in_the_state_dict(root):
     """A resumed run goes on with the prior it had: its sums are buffers of the model."""
     data = dataset(root, labelled_frames=root / "labelled.txt")

@@ -10,6 +10,7 @@ from .segmentation import (
     SegmentationAccumulator,
     confusion_matrix,
     mos_iou,
+    pseudo_label_quality,
     segmentation_metrics,
 )
 from .waymo import waymo_eval
@@ -26,6 +27,7 @@ __all__ = [
     "mean_class_accuracy",
     "mos_iou",
     "overall_accuracy",
+    "pseudo_label_quality",
     "read_kitti_label",
     "scene_flow_metrics",
     "segmentation_metrics",

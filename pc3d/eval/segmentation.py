@@ -71,6 +71,48 @@ def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = N
             "acc": dict(zip(names, map(float, acc), strict=True))}
 
 
+def pseudo_label_quality(conf_all: np.ndarray, conf_hard: np.ndarray, class_names: Sequence[str] | None = None,
+                         ignore_index: int | None = None) -> dict:
+    """How good a teacher's pseudo labels are, scored against labels it never read (analysis only: no training
+    run sees these numbers; tools/pseudo_quality.py).
+
+    conf_all: [C, C] counts, rows ground truth, columns the teacher's label, over every scored point; conf_hard:
+    the same over the points given a hard pseudo label (a part of conf_all). ignore_index: a ground-truth class
+    left out (its row dropped). Only classes with ground-truth points are scored.
+
+    Returns ``{"mIoU": mean IoU of conf_all over the scored classes, "coverage": share of the scored points with
+    a hard label, "accuracy": share of those labels that are right, "per_class": {name: {"points", "iou",
+    "coverage" (share of the class's points given a hard label, right or wrong), "precision" (share of the hard
+    labels naming the class that are right; NaN where none does)}}}`` (fractions).
+    """
+    conf_all, conf_hard = np.asarray(conf_all, np.int64), np.asarray(conf_hard, np.int64)
+    num_classes = conf_all.shape[0]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(num_classes)]
+    if conf_all.shape != (num_classes, num_classes) or conf_hard.shape != conf_all.shape or len(names) != num_classes:
+        raise DataFormatError(None, f"confusion matrices {conf_all.shape} / {conf_hard.shape} do not fit "
+                                    f"{len(names)} class names")
+    if np.any(conf_hard > conf_all):
+        raise DataFormatError(None, "conf_hard counts more points than conf_all in some cell: it must be a part")
+    if ignore_index is not None:
+        conf_all, conf_hard = conf_all.copy(), conf_hard.copy()
+        conf_all[ignore_index], conf_hard[ignore_index] = 0, 0
+    points = conf_all.sum(1)
+    tp = np.diag(conf_all)
+    iou = tp / np.maximum(points + conf_all.sum(0) - tp, 1)
+    given = conf_hard.sum(1)
+    named = conf_hard.sum(0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(named > 0, np.diag(conf_hard) / named, np.nan)
+    scored = np.flatnonzero(points)
+    total, hard = points.sum(), given.sum()
+    return {"mIoU": float(iou[scored].mean()) if scored.size else float("nan"),
+            "coverage": float(hard / total) if total else float("nan"),
+            "accuracy": float(np.trace(conf_hard) / hard) if hard else float("nan"),
+            "per_class": {names[c]: {"points": int(points[c]), "iou": float(iou[c]),
+                                     "coverage": float(given[c] / points[c]), "precision": float(precision[c])}
+                          for c in scored}}
+
+
 def mos_iou(pred_moving: np.ndarray, gt_moving: np.ndarray, ignore: np.ndarray | None = None) -> float:
     """IoU of the moving class (LiDAR-MOS): bool [N] predictions and labels, optional bool [N] ignore mask."""
     counts = _mos_counts(pred_moving, gt_moving, ignore)

@@ -191,6 +191,21 @@ class MeanTeacherSegmentor(nn.Module):
         hard, soft = pseudo_targets(prob, band, tau, self.soft_margin)
         return prob, hard, soft
 
+    @torch.no_grad()
+    def pseudo_label_confusion(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """Analysis only (tools/pseudo_quality.py): int64 [K, K] counts, rows the batch's point_labels (labels the
+        teacher never reads here), columns the teacher's adjusted argmax over every point inside a voxel of its
+        view; and the same over the points given a hard pseudo label. Every frame of the batch is taught as an
+        unlabelled one (thresholds per batch, as in training)."""
+        inside = batch["point_to_voxel"] >= 0
+        prob, hard, _ = self.pseudo_labels(batch, inside)
+        labels = batch["point_labels"][inside].to(prob.device)
+        cells = self.num_classes * self.num_classes
+        everything = torch.bincount(labels * self.num_classes + prob.argmax(1), minlength=cells)
+        sure = hard != IGNORE
+        given = torch.bincount(labels[sure] * self.num_classes + hard[sure], minlength=cells)
+        return everything.view(self.num_classes, -1).cpu(), given.view(self.num_classes, -1).cpu()
+
     def mix_pairs(self, labelled: torch.Tensor) -> list[tuple[int, int]]:
         """(labelled entry, unlabelled entry) pairs of the batch to mix: every unlabelled scan with a labelled one,
         taken in turn (the turn moves with the step)."""
