@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from pc3d.data import SemanticKittiDataset
+from pc3d.data.batch import mirrored
 from pc3d.data.frame_selection import write_frame_list
 from pc3d.data.transforms import GlobalRotation, GlobalScaling
 from pc3d.data.transforms.views import SecondView
@@ -17,6 +18,7 @@ from pc3d.errors import CheckpointError, ConfigError, DataFormatError
 from pc3d.models.backbones3d.unet import SparseUNet
 from pc3d.models.segmentors import SparseSegmentor
 from pc3d.models.semi import MeanTeacherSegmentor
+from pc3d.models.semi.mean_teacher import FLIPS
 from pc3d.sim.api import simulate_dataset
 from pc3d.voxel import DynamicVoxelizer
 
@@ -67,7 +69,8 @@ def test_second_view_must_keep_every_point():
         SecondView([RandomDrop(0.5)])({"points": np.zeros((100, 4), np.float32)}, np.random.default_rng(0))
 
 
-MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0}}
+MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0},
+         "flips": {"teacher_flips": True}}
 
 
 def step(root, **options) -> dict:
@@ -240,3 +243,42 @@ def test_a_fixed_teacher_is_a_trained_run_that_labels_for_a_fresh_student(root, 
     assert np.array_equal(ours, students) and not np.array_equal(ours, teachers)
     with pytest.raises(ConfigError, match="teacher"):
         model(teacher="swa")
+
+
+def test_a_mirrored_batch_holds_the_points_of_voxelizing_the_mirrored_scan(root):
+    """mirrored() reflects the voxel coordinates in their grid: on this range, symmetric about the sensor, each
+    point lands in the voxel that voxelizing the mirrored points puts it in; twice is the batch again."""
+    data = SemanticKittiDataset(root, sequences=[0], training=False, voxelizer=DynamicVoxelizer([0.4, 0.4, 0.4], RANGE))
+    sample = data[0]
+    batch = data.collate_fn([sample])
+    inside = batch["point_to_voxel"] >= 0
+    for axes in FLIPS[1:]:
+        ours = mirrored(batch, axes)
+        flipped = dict(sample, points=sample["points"].copy())
+        flipped["points"][:, list(axes)] *= -1
+        theirs = data.collate_fn([flipped])
+        assert torch.equal(ours["points"], theirs["points"])
+        assert torch.equal(theirs["point_to_voxel"] >= 0, inside)
+        same = (ours["voxel_coords"][batch["point_to_voxel"][inside]]
+                == theirs["voxel_coords"][theirs["point_to_voxel"][inside]]).all(1)
+        assert same.float().mean() > 0.999, axes  # a point on a cell boundary may round to either side
+        again = mirrored(ours, axes)
+        assert torch.equal(again["points"], batch["points"]) and torch.equal(again["voxel_coords"],
+                                                                             batch["voxel_coords"])
+    with pytest.raises(DataFormatError, match="axes"):
+        mirrored(batch, (2,))
+
+
+def test_a_flipped_teacher_answers_the_same_for_a_scan_and_its_mirror_image(root):
+    """teacher_flips averages over the scan and its x, y and xy mirror images, a set that mirroring the scan
+    maps onto itself: the probabilities of a scan and of its mirror image agree, and differ from one pass."""
+    data = dataset(root)
+    data.training = False
+    batch = data.collate_fn([data[2]])
+    inside = batch["point_to_voxel"] >= 0
+    net = model(teacher_flips=True).eval()
+    with torch.no_grad():
+        both = [net.point_probabilities(net.teacher, b, inside, net.flips) for b in (batch, mirrored(batch, (0,)))]
+        once = net.point_probabilities(net.teacher, batch, inside)
+    torch.testing.assert_close(both[0], both[1], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(both[0], once, atol=1e-3)

@@ -276,6 +276,27 @@ def cloud_view(batch: dict, cloud: str) -> dict:
     return view
 
 
+def mirrored(batch: dict, axes: Sequence[int]) -> dict:
+    """The batch with its first cloud mirrored through the sensor across the horizontal `axes` (0: x -> -x, 1:
+    y -> -y): those point columns negated and the voxel coordinates (batch, z, y, x) reflected in their grid, so
+    every voxel holds the same points (on a Cartesian grid whose range is symmetric about the sensor, the voxels
+    of voxelizing the mirrored points). Test-time augmentation: a model's answer on it, mirrored back, is another
+    view of the same scan; point rows keep their order."""
+    if len(batch["spatial_shape"]) != 3 or any(a not in (0, 1) for a in axes):
+        raise DataFormatError(None, f"mirroring needs a (z, y, x) grid and axes 0 / 1, got spatial_shape "
+                                    f"{tuple(batch['spatial_shape'])} and axes {list(axes)}")
+    out = dict(batch)
+    points, coords = batch["points"].clone(), batch["voxel_coords"].clone()
+    voxels = batch["voxels"].clone() if "voxels" in batch else None
+    for axis in axes:
+        points[:, axis] = -points[:, axis]
+        coords[:, 3 - axis] = batch["spatial_shape"][2 - axis] - 1 - coords[:, 3 - axis]
+        if voxels is not None:
+            voxels[..., axis] = -voxels[..., axis]
+    out |= {"points": points, "voxel_coords": coords}
+    return out if voxels is None else out | {"voxels": voxels}
+
+
 def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: str = "points"):
     """SparseTensor of a voxelized cloud of the batch: each voxel's feature is the mean of its points'
     columns [3 + C]."""

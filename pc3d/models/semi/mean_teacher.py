@@ -6,7 +6,8 @@
     teacher     EMA of the student (pc3d.models.semi.ema_update, before every training step), eval mode,
                 no gradient: class probabilities of every point of the unlabelled frames; teacher "fixed":
                 a trained supervised run (init_from=<run>), never updated, labels for a student that starts
-                afresh (self-training, the student sees every scan)
+                afresh (self-training, the student sees every scan); teacher_flips: its probabilities averaged
+                over the scan and its mirror images in x, y and both (pc3d.data.batch.mirrored)
     pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pc3d.data.batch import cloud_view, sparse_input
+from pc3d.data.batch import cloud_view, mirrored, sparse_input
 from pc3d.errors import ConfigError
 from pc3d.models.segmentors.point_head import voxel_labels
 from pc3d.models.semi.laser_mix import concat_batches, laser_mix
@@ -47,6 +48,8 @@ from pc3d.models.semi.pseudo_labels import (
     range_band,
 )
 
+FLIPS = ((), (0,), (1,), (0, 1))  # the scan and its mirror images in x, y and both
+
 
 class MeanTeacherSegmentor(nn.Module):
     """student: a SparseSegmentor (built). unlabelled_weight: of the pseudo-label loss. keep: share of each
@@ -59,7 +62,9 @@ class MeanTeacherSegmentor(nn.Module):
     pseudo_loss: "ce" or "segmentor" (see above). mix_weight: of the LaserMix loss (0: no mixes); mix_areas: the
     counts of inclination areas a pair is cut into, one drawn per pair. teacher: "ema" (the mean teacher) or
     "fixed" (the weights of a supervised run loaded by `init_from`, never updated; the student starts from its own
-    initialisation and is the model evaluated)."""
+    initialisation and is the model evaluated). teacher_flips: the teacher's probabilities are the mean over the
+    scan and its three mirror images (four teacher passes a step; exact mirror images on a grid whose range is
+    symmetric about the sensor)."""
 
     task = "segmentation"
 
@@ -67,7 +72,8 @@ class MeanTeacherSegmentor(nn.Module):
                  min_confidence: float = 0.0, soft_margin: float = 0.1,
                  range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
                  max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0, pseudo_loss: str = "ce",
-                 mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6), teacher: str = "ema"):
+                 mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6), teacher: str = "ema",
+                 teacher_flips: bool = False):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
@@ -86,6 +92,7 @@ class MeanTeacherSegmentor(nn.Module):
         if teacher not in ("ema", "fixed"):
             raise ConfigError(f"teacher must be 'ema' or 'fixed', got {teacher!r}")
         self.fixed_teacher = teacher == "fixed"
+        self.flips = FLIPS if teacher_flips else ((),)
         if self.fixed_teacher:  # set by pretrained_state: a fixed teacher must be a trained one
             self.register_buffer("teacher_trained", torch.zeros((), dtype=torch.bool))
         self.num_classes, self.ignore_index = student.num_classes, student.ignore_index
@@ -179,7 +186,7 @@ class MeanTeacherSegmentor(nn.Module):
         """(the teacher's adjusted probabilities [P, K], hard labels [P] (IGNORE where unsure), soft-target
         weights [P]) of the P points where `unlabelled`, seen in the teacher's view."""
         points, remission = batch["points"][unlabelled, :3], batch["points"][unlabelled, self.remission_column]
-        prob = self.point_probabilities(self.teacher, batch, unlabelled)
+        prob = self.point_probabilities(self.teacher, batch, unlabelled, self.flips)
         prob = adjust(prob, self.prior.likelihood(points, remission), self.beta)
         if 0 <= self.ignore_index < self.num_classes:  # never a pseudo label
             prob[:, self.ignore_index] = 0
@@ -216,11 +223,17 @@ class MeanTeacherSegmentor(nn.Module):
         return [(sure[(int(self.step) + i) % len(sure)], u) for i, u in enumerate(unsure)]
 
     @staticmethod
-    def point_probabilities(model: nn.Module, batch: dict, points: torch.Tensor) -> torch.Tensor:
+    def point_probabilities(model: nn.Module, batch: dict, points: torch.Tensor,
+                            flips: Sequence[Sequence[int]] = ((),)) -> torch.Tensor:
         """Class probabilities [P, K] of a segmentor for the batch's points where `points` is True (each inside
-        a voxel of the batch's first cloud)."""
-        x = sparse_input(batch, batch["points"].device)
-        feats = model.backbone(x).feats
+        a voxel of the batch's first cloud), averaged over the batch mirrored across each entry's axes of
+        `flips` (() is the batch as it is)."""
         point_voxel = torch.where(points, batch["point_to_voxel"], torch.full_like(batch["point_to_voxel"], -1))
-        return model.point_logits(batch, feats, x.feats, point_voxel).float().softmax(1)
+        total = 0
+        for axes in flips:
+            view = mirrored(batch, axes) if axes else batch
+            x = sparse_input(view, view["points"].device)
+            feats = model.backbone(x).feats
+            total = total + model.point_logits(view, feats, x.feats, point_voxel).float().softmax(1)
+        return total / len(flips)
 
