@@ -280,8 +280,8 @@ def mirrored(batch: dict, axes: Sequence[int]) -> dict:
     """The batch with its first cloud mirrored through the sensor across the horizontal `axes` (0: x -> -x, 1:
     y -> -y): those point columns negated and the voxel coordinates (batch, z, y, x) reflected in their grid, so
     every voxel holds the same points (on a Cartesian grid whose range is symmetric about the sensor, the voxels
-    of voxelizing the mirrored points). Test-time augmentation: a model's answer on it, mirrored back, is another
-    view of the same scan; point rows keep their order."""
+    of voxelizing the mirrored points). Point rows keep their order, so a model's per-point answer on it is
+    another view of the same scan (test-time augmentation)."""
     if len(batch["spatial_shape"]) != 3 or any(a not in (0, 1) for a in axes):
         raise DataFormatError(None, f"mirroring needs a (z, y, x) grid and axes 0 / 1, got spatial_shape "
                                     f"{tuple(batch['spatial_shape'])} and axes {list(axes)}")
