@@ -33,6 +33,8 @@ def test_train_settings_are_type_checked(settings, key):
 @pytest.mark.parametrize(("args", "needle"), [
     (("tools/train.py", "experiment=toy", "train.max_epochs=abc"), "train.max_epochs"),
     (("tools/test.py", "run_dir=/nonexistent/run"), "/nonexistent/run"),
+    (("tools/test.py", "run_dir=/nonexistent/run", "tta=mirrors"), "tta: unknown views 'mirrors'"),
+    (("tools/test.py", "run_dir=/nonexistent/run", "tta=flips", "tta_scales=[0]"), "tta_scales"),
     (("tools/simulate.py", "format=nope", "out=/tmp/pc3d_never"), "nope"),
     (("tools/create_data.py", "kitti", "/nonexistent/kitti"), "/nonexistent/kitti"),
     (("tools/pseudo_quality.py", "/nonexistent/step_00000440.pt"), "/nonexistent/step_00000440.pt"),

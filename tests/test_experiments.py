@@ -17,6 +17,7 @@ from pc3d.data.frame_selection import write_frame_list
 from pc3d.engine.evaluator import attach_measurements, measuring
 from pc3d.engine.runner import build_dataset, build_evaluator
 from pc3d.models.contract import check_prediction, task_of
+from pc3d.models.tta import TestTimeAugmented, views
 from pc3d.sim.api import simulate_dataset
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -121,6 +122,11 @@ def test_experiment_trains_one_step_and_evaluates(experiment, data):
     for b, pred in enumerate(predictions):
         pred = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
         check_prediction(task, pred, num_points(task, batch, b))
+    if task in ("segmentation", "detection"):  # they take test-time augmentation (tools/test.py tta=...)
+        with torch.no_grad():
+            augmented = TestTimeAugmented(model, val_set.collate_fn.voxelizer, views("mirror"))(batch)
+        for b, pred in enumerate(augmented):
+            check_prediction(task, pred, num_points(task, batch, b))
     hook = build_evaluator(cfg)
     if hook is not None:
         metrics = hook(val_set, predictions)

@@ -5,12 +5,19 @@ predictions in its official submission format when the dataset provides a writer
     python tools/test.py ckpt=outputs/toy/.../checkpoints/step_00000256.pt split=test ema=false
     python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
     python tools/test.py run_dir=... eval_dataset=sim_sequence_flow    # another dataset config (configs/dataset/)
+    python tools/test.py run_dir=... tta=flips                          # averaged over the scan's 4 mirror images
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
 Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/ (written by the
 dataset's `write_predictions`, which reads the predictions of its task: a SemanticKITTI dataset in mode "mos"
 writes a mos model's `moving` flags in the SemanticKITTI-MOS submission layout,
-predictions/sequences/SS/predictions/NNNNNN.label with 9 static / 251 moving, pc3d.eval.mos_writer). A pc3d error
+predictions/sequences/SS/predictions/NNNNNN.label with 9 static / 251 moving, pc3d.eval.mos_writer).
+
+Test-time augmentation: `tta=mirror|flips|turns|d4` runs the model on those views of every scan (pc3d.models.tta:
+mirrors and quarter turns about the sensor, each voxelized afresh) at each of `tta_scales` (default [1.0]); a
+segmentor's class probabilities are averaged, a detector's boxes taken back and fused. Results go to
+<run dir>/test_<split>_tta-<views> unless out_dir is set.
+A pc3d error
 (a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and exits 2
 (PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
 """
@@ -41,6 +48,8 @@ def check_settings(cfg) -> None:
     for key in ("ema", "write_predictions"):
         if not isinstance(cfg[key], bool):
             raise wrong(key, "true or false")
+    if cfg.tta is not None and not isinstance(cfg.tta, str):
+        raise wrong("tta", "null or one of mirror, flips, turns, d4")
     if cfg.overrides is not None and not isinstance(cfg.overrides, DictConfig):
         raise wrong("overrides", "a mapping of dotted keys, e.g. 'overrides={train.workers: 0}'")
     device = cfg.device
@@ -54,6 +63,27 @@ def check_settings(cfg) -> None:
     for key in ("out_dir",):
         if cfg[key] is not None and Path(str(cfg[key])).exists() and not Path(str(cfg[key])).is_dir():
             raise ConfigError(f"{key}: {cfg[key]} exists and is not a folder")
+
+
+def augmentation(cfg):
+    """(wrap, tag) for runner.test: the model inside pc3d.models.tta.TestTimeAugmented over the views of `tta`
+    and `tta_scales` (the dataset's voxelizer voxelizing each view), or (None, None) without tta."""
+    if cfg.tta is None:
+        return None, None
+    from omegaconf import OmegaConf
+
+    from pc3d.models.tta import TestTimeAugmented, views
+
+    scales = OmegaConf.to_container(cfg.tta_scales) if OmegaConf.is_config(cfg.tta_scales) else cfg.tta_scales
+    chosen = views(str(cfg.tta), scales if isinstance(scales, list | tuple) else [scales])
+    factors = list(dict.fromkeys(view.scale for view in chosen))
+    tag = f"tta-{cfg.tta}" + ("" if factors == [1.0] else "-x" + "-".join(f"{f:g}" for f in factors))
+
+    def wrap(model, dataset):
+        collate = getattr(dataset, "collate_fn", None)
+        return TestTimeAugmented(model, getattr(collate, "voxelizer", None), chosen)
+
+    return wrap, tag
 
 
 def main() -> int:
@@ -76,6 +106,7 @@ def main() -> int:
         info = distributed.init_distributed(cfg.device)
         monitor.setup_logging(None, is_main=info.is_main)
         try:
+            wrap, tag = augmentation(cfg)
             ckpt = runner.find_checkpoint(None if cfg.ckpt is None else str(cfg.ckpt),
                                           None if cfg.run_dir is None else str(cfg.run_dir))
             overrides = {} if cfg.overrides is None else OmegaConf.to_container(cfg.overrides, resolve=True)
@@ -95,7 +126,7 @@ def main() -> int:
                     out_dir = run_dir / f"test_{cfg.eval_dataset}"
             runner.test(ckpt, info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
-                        overrides=overrides, dataset=dataset)
+                        overrides=overrides, dataset=dataset, wrap=wrap, tag=tag)
         except Pc3dError as error:
             status["code"] = user_error("test", error)
         finally:

@@ -17,7 +17,7 @@ import inspect
 import logging
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -240,21 +240,25 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
 def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
          out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
          use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None,
-         dataset: Mapping | None = None) -> dict | None:
+         dataset: Mapping | None = None, wrap: Callable | None = None, tag: str | None = None) -> dict | None:
     """Evaluate a checkpoint on `split` (default: the config's test split) with the config stored in it.
 
     Writes `<out_dir>/metrics.json`, `metrics.md` and, when the dataset has `write_predictions`,
     its predictions under `<out_dir>/predictions`. Returns the metrics on rank 0 (None elsewhere).
     overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}). dataset: another
-    dataset config replacing the run's (see load_trained).
+    dataset config replacing the run's (see load_trained). wrap: `wrap(model, dataset) -> model` evaluated in the
+    model's place (tools/test.py's test-time augmentation, pc3d.models.tta); tag: what the wrapper does, recorded
+    in metrics.json and the table's title and appended to the default out_dir (test_<split>_<tag>).
     """
     ckpt_path = Path(ckpt_path)
     model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides, dataset=dataset)
     split = split or cfg.splits.get("test") or cfg.splits.val
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-    out_dir = Path(out_dir) if out_dir else run_dir / f"test_{split}"
+    out_dir = Path(out_dir) if out_dir else run_dir / (f"test_{split}_{tag}" if tag else f"test_{split}")
     apply_threads(cfg)
     dataset = build_dataset(cfg.dataset, split, training=False)
+    if wrap is not None:
+        model = wrap(model, dataset)
     model.to(info.device)
     train_cfg = cfg.train
     evaluator = build_evaluator(cfg)
@@ -266,13 +270,14 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     step = int(ckpt["progress"]["step"])
-    title = f"{cfg.get('experiment_name', 'run')} · {split} · {ckpt_path.name} (step {step})"
+    title = f"{cfg.get('experiment_name', 'run')} · {split} · {ckpt_path.name} (step {step})" + (
+        f" · {tag}" if tag else "")
     table = metrics_table(metrics, title)
     extra = getattr(evaluator, "last_table", None)
     if isinstance(extra, str) and extra:
         table += "\n\n" + extra
     write_json(out_dir / "metrics.json", {"checkpoint": str(ckpt_path), "split": split, "step": step,
-                                          "ema": bool(use_ema and ckpt.get("ema")), "metrics": metrics})
+                                          "ema": bool(use_ema and ckpt.get("ema")), "tag": tag, "metrics": metrics})
     (out_dir / "metrics.md").write_text(table + "\n")
     writer = getattr(dataset, "write_predictions", None)
     if write_predictions and callable(writer):

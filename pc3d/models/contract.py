@@ -28,6 +28,11 @@ classification  label      int64 scalar         the predicted class id 0..num_cl
 
 Any task may add keys (e.g. ``point_labels``, the ground truth echoed for the evaluation hook, or
 ``logits``); the keys above are the ones readers rely on.
+
+A detector whose boxes are axis aligned (heading always 0: the indoor one) says so with a class attribute
+``axis_aligned = True``. Test-time augmentation (``pc3d.models.tta``) takes any detector, and a segmentor that
+offers ``class_probabilities(batch) -> (float32 [sum N, K], mapped bool [sum N])`` and
+``predictions(batch, scores, mapped) -> list[dict]`` (the eval-mode list from the scores of the mapped points).
 """
 from __future__ import annotations
 

@@ -23,6 +23,7 @@ class SparseIndoorDetector(nn.Module):
     head(in_channels=backbone.out_channels, num_classes=...)."""
 
     task = "detection"
+    axis_aligned = True  # heading always 0 (pc3d.models.contract)
 
     def __init__(self, in_channels: int, num_classes: int, backbone: Callable[..., nn.Module],
                  head: Callable[..., nn.Module]):

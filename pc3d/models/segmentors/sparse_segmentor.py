@@ -54,13 +54,27 @@ class SparseSegmentor(nn.Module):
         self.loss = SegmentationLoss(num_classes, ignore_index, class_weights, ce_weight, lovasz_weight)
 
     def forward(self, batch: dict):
+        if self.training:
+            x = sparse_input(batch, batch["points"].device)
+            return self.losses(batch, self.backbone(x).feats, x.feats)
+        return self.predictions(batch, *self.evaluated_logits(batch))
+
+    def evaluated_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits of the points that get a voxel at evaluation, in point order; that mask [sum N]): the
+        `unmapped` policy decides whether a point outside every voxel takes its nearest one's."""
         x = sparse_input(batch, batch["points"].device)
         feats = self.backbone(x).feats
-        if self.training:
-            return self.losses(batch, feats, x.feats)
         point_voxel = fill_point_to_voxel(batch["point_to_voxel"], batch["points"], batch["point_batch"],
                                           x.coords[:, 0].long(), self.unmapped)
-        return self.predictions(batch, self.point_logits(batch, feats, x.feats, point_voxel), point_voxel >= 0)
+        return self.point_logits(batch, feats, x.feats, point_voxel), point_voxel >= 0
+
+    def class_probabilities(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 class probabilities [sum N, num_classes] of every point, zero rows where it has no voxel;
+        the mask of the points that have one): what test-time augmentation (pc3d.models.tta) averages."""
+        logits, mapped = self.evaluated_logits(batch)
+        probabilities = logits.new_zeros((len(mapped), logits.shape[1]), dtype=torch.float32)
+        probabilities[mapped] = logits.float().softmax(1)
+        return probabilities, mapped
 
     def point_logits(self, batch: dict, feats: torch.Tensor, voxel_cols: torch.Tensor,
                      point_voxel: torch.Tensor) -> torch.Tensor:
@@ -85,6 +99,8 @@ class SparseSegmentor(nn.Module):
         return out
 
     def predictions(self, batch: dict, logits: torch.Tensor, mapped: torch.Tensor) -> list[dict]:
+        """The per-sample prediction dicts (see the module docstring) from the scores of the mapped points
+        (logits or probabilities: each point takes its best class other than the ignored one)."""
         if 0 <= self.ignore_index < self.num_classes:  # the "unlabelled" train id is never a prediction
             logits = logits.clone()
             logits[:, self.ignore_index] = float("-inf")

@@ -128,9 +128,20 @@ class MeanTeacherSegmentor(nn.Module):
         t = (step - self.warmup_steps) / self.rampup_steps
         return math.exp(-5.0 * (1.0 - t) ** 2)
 
+    def evaluated(self) -> nn.Module:
+        """The segmentor that predicts in eval mode: the student beside a fixed teacher, else the (EMA) teacher."""
+        return self.student if self.fixed_teacher else self.teacher
+
+    def class_probabilities(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """The evaluated segmentor's (test-time augmentation, pc3d.models.tta)."""
+        return self.evaluated().class_probabilities(batch)
+
+    def predictions(self, batch: dict, scores: torch.Tensor, mapped: torch.Tensor) -> list[dict]:
+        return self.evaluated().predictions(batch, scores, mapped)
+
     def forward(self, batch: dict):
         if not self.training:
-            return self.student(batch) if self.fixed_teacher else self.teacher(batch)
+            return self.evaluated()(batch)
         if self.fixed_teacher and not bool(self.teacher_trained):
             raise ConfigError("teacher='fixed' labels with a trained run: start with init_from=<a supervised run of "
                               "the student's model>")
