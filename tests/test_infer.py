@@ -169,3 +169,20 @@ def test_a_bad_frame_is_skipped_and_counted_unless_strict(data, ckpts, tmp_path,
     assert "000001.npy" in captured.err and "1 bad frame(s) skipped" in captured.out
     assert sorted(p.name for p in (tmp_path / "out" / "kitti" / "seq").glob("*.txt")) == ["000000.txt", "000002.txt"]
     assert run(ckpts["kitti"], folder, tmp_path / "strict", "--strict") == 2
+
+
+def test_test_time_augmentation(data, ckpts, tmp_path, capsys):
+    """--tta: a segmentor still writes one label per point and a detector its boxes; the latency table times the
+    model's own stages inside the augmentation; an unknown view set is one line."""
+    sequence = data / "semantickitti" / "sequences" / "00"
+    assert run(ckpts["semantickitti"], sequence, tmp_path / "seg", "--tta", "flips", "--tta-scales", "0.95", "1") == 0
+    for scan in sorted((sequence / "velodyne").glob("*.bin")):
+        label = tmp_path / "seg" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label"
+        assert label.stat().st_size == scan.stat().st_size // 4
+    assert "| backbone |" in capsys.readouterr().out
+    assert run(ckpts["kitti"], data / "kitti", tmp_path / "det", "--split", "train", "--tta", "mirror") == 0
+    assert "| backbone_2d |" in capsys.readouterr().out
+    frames = (data / "kitti" / "ImageSets" / "train.txt").read_text().split()
+    assert sorted(p.stem for p in (tmp_path / "det" / "json").glob("*.json")) == sorted(frames)
+    assert run(ckpts["kitti"], data / "kitti", tmp_path / "bad", "--tta", "sideways") == 2
+    assert "unknown views 'sideways'" in capsys.readouterr().err

@@ -137,6 +137,10 @@ def run(args: argparse.Namespace) -> int:
     renders = (Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range), args.render_threshold)
                if args.render else None)
     collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all") if cfg.dataset.get("voxelizer") else None)
+    if args.tta:
+        from pc3d.models.tta import TestTimeAugmented, views
+
+        model = TestTimeAugmented(model, collate.voxelizer, views(args.tta, args.tta_scales)).to(device)
     total = min(len(source), args.max_frames) if args.max_frames else len(source)
     print(f"{type(model).__name__} ({task}) from {path}; {total} frames of a {source.kind} source: {args.source}",
           flush=True)
@@ -174,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
+    p.add_argument("--tta", help="test-time augmentation of a segmentor or detector: the views mirror, flips, "
+                                 "turns or d4 (pc3d.models.tta)")
+    p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], help="each view at these scales")
     p.add_argument("--bayes-filter", action="store_true",
                    help="4D MOS: fuse each scan's flags over the overlapping windows (4DMOS's binary Bayes filter); "
                         "scans are written once no later window holds them")

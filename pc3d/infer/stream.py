@@ -23,14 +23,25 @@ from pc3d.errors import DataFormatError
 from pc3d.infer.sources import Source, SourceFrame
 
 
+def stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The (name, module) stages of a model: its direct children, a child that is itself a model (has a
+    ``task``) replaced by its own stages."""
+    out = []
+    for name, module in model.named_children():
+        out += stages(module) if hasattr(module, "task") else [(name, module)]
+    return out
+
+
 class StageTimer:
-    """Wall time of each direct child module of a model per forward (forward pre / post hooks)."""
+    """Wall time of each direct child module of a model per forward (forward pre / post hooks), summed over the
+    calls of a frame; a child that is itself a model (has a ``task``: the model inside test-time augmentation)
+    is timed by its own children."""
 
     def __init__(self, model: nn.Module, device: torch.device):
         self.times: dict[str, float] = defaultdict(float)
         self.sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
         self._starts: dict[str, float] = {}
-        for name, module in model.named_children():
+        for name, module in stages(model):
             module.register_forward_pre_hook(self._start(name))
             module.register_forward_hook(self._stop(name))
 
