@@ -54,7 +54,9 @@ class View:
     def apply(self, points: torch.Tensor) -> torch.Tensor:
         """A copy of `points` [N, 3 + C] seen in this view (feature columns unchanged)."""
         out = points.clone()
-        x, y = points[:, 0], -points[:, 1] if self.mirror else points[:, 1]
+        x, y = points[:, 0], points[:, 1]
+        if self.mirror:
+            y = -y
         for _ in range(self.quarters % 4):
             x, y = -y, x
         out[:, 0], out[:, 1] = x, y
@@ -67,32 +69,38 @@ class View:
         boxes of this view taken back to the scan's frame; headings wrapped to [-pi, pi)."""
         out = np.array(boxes, dtype=np.float32, copy=True)
         out = out.reshape(-1, out.shape[-1] if out.ndim == 2 else 7)
-        pairs = [(0, 1)] + ([(7, 8)] if out.shape[1] >= 9 else [])
-        quarters = self.quarters % 4
+        vectors = [(0, 1)] + ([(7, 8)] if out.shape[1] >= 9 else [])  # centre (, velocity): turned and mirrored
         if inverse:
-            out[:, :6] /= self.scale
-            out[:, 7:9] /= self.scale
-            quarters = -quarters % 4
-        elif self.mirror:
-            self._mirror(out, pairs)
-        for _ in range(quarters):
-            for i, j in pairs:
-                out[:, i], out[:, j] = -out[:, j], out[:, i].copy()
-            out[:, 6] += np.float32(np.pi / 2)
-        if inverse:
+            _scale(out, 1.0 / self.scale)
+            _turn(out, vectors, -self.quarters)
             if self.mirror:
-                self._mirror(out, pairs)
+                _mirror(out, vectors)
         else:
-            out[:, :6] *= self.scale
-            out[:, 7:9] *= self.scale
+            if self.mirror:
+                _mirror(out, vectors)
+            _turn(out, vectors, self.quarters)
+            _scale(out, self.scale)
         out[:, 6] = wrap_angle(out[:, 6])
         return out
 
-    @staticmethod
-    def _mirror(boxes: np.ndarray, pairs) -> None:
-        for _, j in pairs:
-            boxes[:, j] = -boxes[:, j]
-        boxes[:, 6] = -boxes[:, 6]
+
+def _mirror(boxes: np.ndarray, vectors) -> None:
+    for _, y in vectors:
+        boxes[:, y] = -boxes[:, y]
+    boxes[:, 6] = -boxes[:, 6]
+
+
+def _turn(boxes: np.ndarray, vectors, quarters: int) -> None:
+    for _ in range(quarters % 4):
+        for x, y in vectors:
+            boxes[:, x], boxes[:, y] = -boxes[:, y], boxes[:, x].copy()
+        boxes[:, 6] += np.float32(np.pi / 2)
+
+
+def _scale(boxes: np.ndarray, factor: float) -> None:
+    if factor != 1.0:
+        boxes[:, :6] *= factor  # centre and sizes
+        boxes[:, 7:9] *= factor  # velocity
 
 
 VIEWS = {
