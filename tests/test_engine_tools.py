@@ -36,6 +36,9 @@ def test_train_then_test_writes_the_metrics_table(tmp_path):
     assert "| mean_class_accuracy |" in (out / "metrics.md").read_text()
     assert json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] > 40
     assert len((out / "predictions" / "predictions.txt").read_text().splitlines()) == 64
+    refused = subprocess.run([sys.executable, str(ROOT / "tools" / "test.py"), f"run_dir={run_dir}", "tta=flips"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "ToyPointNet has task 'classification'" in refused.stderr  # shapes: no views
 
 
 @pytest.mark.slow

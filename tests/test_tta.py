@@ -235,3 +235,29 @@ def test_an_axis_aligned_detector_keeps_axis_aligned_boxes(data):
 
     out = TestTimeAugmented(Indoor(), data.collate_fn.voxelizer, [View(quarters=1)])(data.collate_fn([data[0]]))
     np.testing.assert_allclose(out[0]["boxes"], [[2.0, -1.0, 0.5, 1.0, 4.0, 1.0, 0.0]], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_tools_test_writes_the_augmented_scores_beside_the_plain_ones(tmp_path):
+    """tools/test.py tta=flips on a segmentation checkpoint: its own results folder, the tag in metrics.json and
+    the table's title, every point scored."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import experiment_checkpoint
+
+    root = simulate_dataset("semantickitti", tmp_path / "skitti", frames=2, seed=0, columns=512, sequence_length=2)
+    ckpt = experiment_checkpoint(tmp_path / "runs", "sim_semantickitti_seg", f"dataset.root={root}",
+                                 "dataset.sequences=[0]")
+    tool = Path(__file__).resolve().parents[1] / "tools" / "test.py"
+    for extra in ([], ["tta=flips", "tta_scales=[0.9,1]"]):
+        done = subprocess.run([sys.executable, str(tool), f"ckpt={ckpt}", "split=train", "write_predictions=false",
+                               *extra], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-3000:]
+    plain, augmented = (ckpt.parent.parent / "test_train", ckpt.parent.parent / "test_train_tta-flips-x0.9-1")
+    assert json.loads((plain / "metrics.json").read_text())["tag"] is None
+    scores = json.loads((augmented / "metrics.json").read_text())
+    assert scores["tag"] == "tta-flips-x0.9-1" and "mIoU" in scores["metrics"]
+    assert "· tta-flips-x0.9-1" in (augmented / "metrics.md").read_text()

@@ -75,8 +75,9 @@ def augmentation(cfg):
     from pc3d.models.tta import TestTimeAugmented, views
 
     scales = OmegaConf.to_container(cfg.tta_scales) if OmegaConf.is_config(cfg.tta_scales) else cfg.tta_scales
-    chosen = views(str(cfg.tta), scales if isinstance(scales, list | tuple) else [scales])
-    factors = list(dict.fromkeys(view.scale for view in chosen))
+    scales = scales if isinstance(scales, list | tuple) else [scales]
+    chosen = views(str(cfg.tta), scales)
+    factors = list(dict.fromkeys(float(f) for f in scales))  # as given
     tag = f"tta-{cfg.tta}" + ("" if factors == [1.0] else "-x" + "-".join(f"{f:g}" for f in factors))
 
     def wrap(model, dataset):
@@ -123,7 +124,7 @@ def main() -> int:
                 if out_dir is None:
                     ckpt = Path(ckpt)
                     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-                    out_dir = run_dir / f"test_{cfg.eval_dataset}"
+                    out_dir = run_dir / (f"test_{cfg.eval_dataset}_{tag}" if tag else f"test_{cfg.eval_dataset}")
             runner.test(ckpt, info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size,
                         workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
                         overrides=overrides, dataset=dataset, wrap=wrap, tag=tag)
