@@ -52,7 +52,7 @@ def test_the_presets_are_the_symmetries_they_name():
                                                       for p, q in ((1, 2), (2, 1))}
     scaled = views("flips", [0.5, 1.0])
     assert len(scaled) == 8 and scaled[0].identity and sum(v.identity for v in scaled) == 1
-    assert sorted({v.scale for v in scaled}) == [0.5, 1.0]
+    assert sorted({v.scale for v in scaled}) == [0.5, 1.0] and len(views("flips", [1, 1.0])) == 4
     assert {seen(v) for v in views("mirror")} == {(1, 2), (1, -2)}
     with pytest.raises(ConfigError, match="unknown views 'mirrors'"):
         views("mirrors")

@@ -112,7 +112,8 @@ VIEWS = {
 
 
 def views(preset: str, scales: Sequence[float] = (1.0,)) -> list[View]:
-    """The views of a preset (``VIEWS``), each at every scale, the identity first when it is among them."""
+    """The views of a preset (``VIEWS``), each at every scale (repeats dropped), the identity first when it is
+    among them."""
     if preset not in VIEWS:
         raise ConfigError(f"tta: unknown views {preset!r}; choose one of {sorted(VIEWS)}")
     try:
@@ -121,7 +122,7 @@ def views(preset: str, scales: Sequence[float] = (1.0,)) -> list[View]:
         factors = []
     if not factors or any(not f > 0 for f in factors):
         raise ConfigError(f"tta_scales: expected a non-empty list of positive numbers, got {scales!r}")
-    out = [View(k, mirror, f) for f in factors for k, mirror in VIEWS[preset]]
+    out = [View(k, mirror, f) for f in dict.fromkeys(factors) for k, mirror in VIEWS[preset]]
     return sorted(out, key=lambda v: not v.identity)
 
 
