@@ -17,9 +17,9 @@ Test-time augmentation: `tta=mirror|flips|turns|d4` runs the model on those view
 mirrors and quarter turns about the sensor, each voxelized afresh) at each of `tta_scales` (default [1.0]); a
 segmentor's class probabilities are averaged, a detector's boxes taken back and fused. Results go to
 <run dir>/test_<split>_tta-<views> unless out_dir is set.
-A pc3d error
-(a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and exits 2
-(PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
+
+A pc3d error (a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and
+exits 2 (PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
 """
 from __future__ import annotations
 

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pc3d.data.transforms.global_ops import affine_boxes
 from pc3d.errors import ConfigError
 from pc3d.geometry import iou_bev, wrap_angle
 
@@ -51,56 +52,25 @@ class View:
     def identity(self) -> bool:
         return self.quarters % 4 == 0 and not self.mirror and self.scale == 1.0
 
+    @property
+    def matrix(self) -> np.ndarray:
+        """The view as p -> matrix @ p (float64 [3, 3]; entries 0 and +-1 times the scale, so exact)."""
+        mirror = np.diag([1.0, -1.0 if self.mirror else 1.0, 1.0])
+        quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+        return self.scale * np.linalg.matrix_power(quarter, self.quarters % 4) @ mirror
+
     def apply(self, points: torch.Tensor) -> torch.Tensor:
         """A copy of `points` [N, 3 + C] seen in this view (feature columns unchanged)."""
         out = points.clone()
-        x, y = points[:, 0], points[:, 1]
-        if self.mirror:
-            y = -y
-        for _ in range(self.quarters % 4):
-            x, y = -y, x
-        out[:, 0], out[:, 1] = x, y
-        if self.scale != 1.0:
-            out[:, :3] *= self.scale
+        out[:, :3] = points[:, :3] @ torch.as_tensor(self.matrix.T, dtype=points.dtype, device=points.device)
         return out
 
     def boxes(self, boxes: np.ndarray, inverse: bool = False) -> np.ndarray:
         """Boxes [K, 7 (+2)] (x, y, z, dx, dy, dz, heading (, vx, vy)) seen in this view, or with `inverse` the
-        boxes of this view taken back to the scan's frame; headings wrapped to [-pi, pi)."""
-        out = np.array(boxes, dtype=np.float32, copy=True)
-        out = out.reshape(-1, out.shape[-1] if out.ndim == 2 else 7)
-        vectors = [(0, 1)] + ([(7, 8)] if out.shape[1] >= 9 else [])  # centre (, velocity): turned and mirrored
-        if inverse:
-            _scale(out, 1.0 / self.scale)
-            _turn(out, vectors, -self.quarters)
-            if self.mirror:
-                _mirror(out, vectors)
-        else:
-            if self.mirror:
-                _mirror(out, vectors)
-            _turn(out, vectors, self.quarters)
-            _scale(out, self.scale)
-        out[:, 6] = wrap_angle(out[:, 6])
-        return out
-
-
-def _mirror(boxes: np.ndarray, vectors) -> None:
-    for _, y in vectors:
-        boxes[:, y] = -boxes[:, y]
-    boxes[:, 6] = -boxes[:, 6]
-
-
-def _turn(boxes: np.ndarray, vectors, quarters: int) -> None:
-    for _ in range(quarters % 4):
-        for x, y in vectors:
-            boxes[:, x], boxes[:, y] = -boxes[:, y], boxes[:, x].copy()
-        boxes[:, 6] += np.float32(np.pi / 2)
-
-
-def _scale(boxes: np.ndarray, factor: float) -> None:
-    if factor != 1.0:
-        boxes[:, :6] *= factor  # centre and sizes
-        boxes[:, 7:9] *= factor  # velocity
+        boxes of this view taken back to the scan's frame (pc3d.data.transforms.global_ops.affine_boxes)."""
+        boxes = np.asarray(boxes, np.float32)
+        boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.ndim == 2 else 7)
+        return affine_boxes(boxes, np.linalg.inv(self.matrix) if inverse else self.matrix)
 
 
 VIEWS = {
@@ -210,13 +180,13 @@ class TestTimeAugmented(nn.Module):
         return self.segment(batch) if self.task == "segmentation" else self.detect(batch)
 
     def segment(self, batch: dict) -> list[dict]:
-        total, seen = None, None
+        total, count = None, None  # summed probabilities, views that gave each point a voxel
         for view in self.views:
             probabilities, mapped = self.model.class_probabilities(self.seen(batch, view))
             total = probabilities if total is None else total + probabilities
-            seen = mapped.long() if seen is None else seen + mapped.long()
-        mapped = seen > 0
-        return self.model.predictions(batch, total[mapped] / seen[mapped, None], mapped)
+            count = mapped.long() if count is None else count + mapped.long()
+        mapped = count > 0
+        return self.model.predictions(batch, total[mapped] / count[mapped, None], mapped)
 
     def restored(self, boxes: np.ndarray, view: View) -> np.ndarray:
         """A view's boxes in the scan's frame; an axis-aligned detector's (``axis_aligned``) as the axis-aligned

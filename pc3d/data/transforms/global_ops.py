@@ -40,16 +40,23 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
             if key in sample:
                 sample[key] = (sample[key] @ m.T).astype(np.float32)
     if "gt_boxes" in sample:
-        boxes = sample["gt_boxes"].copy()
-        heading = boxes[:, 6].astype(np.float64)
-        direction = np.stack([np.cos(heading), np.sin(heading)], 1) @ m[:2, :2].T
-        boxes[:, :3] = boxes[:, :3] @ m.T + t
-        boxes[:, 3:6] *= np.float32(np.linalg.norm(m[:, 2]))  # the z axis only scales under these maps
-        boxes[:, 6] = wrap_angle(np.arctan2(direction[:, 1], direction[:, 0]).astype(np.float32))
-        if boxes.shape[1] >= 9:
-            boxes[:, 7:9] = boxes[:, 7:9] @ m[:2, :2].T
-        sample["gt_boxes"] = boxes
+        sample["gt_boxes"] = affine_boxes(sample["gt_boxes"], m, t)
     return sample
+
+
+def affine_boxes(boxes: np.ndarray, matrix: np.ndarray, offset: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
+    """Boxes [M, 7 (+2)] mapped by p -> matrix @ p + offset (a map of `affine_sample`'s kind): centres as points,
+    sizes by the scale, headings turned (and mirrored) with the matrix, velocities as vectors; a new array."""
+    m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
+    boxes = np.array(boxes, dtype=np.float32, copy=True)
+    heading = boxes[:, 6].astype(np.float64)
+    direction = np.stack([np.cos(heading), np.sin(heading)], 1) @ m[:2, :2].T
+    boxes[:, :3] = boxes[:, :3] @ m.T + t
+    boxes[:, 3:6] *= np.float32(np.linalg.norm(m[:, 2]))  # the z axis only scales under these maps
+    boxes[:, 6] = wrap_angle(np.arctan2(direction[:, 1], direction[:, 0]).astype(np.float32))
+    if boxes.shape[1] >= 9:
+        boxes[:, 7:9] = boxes[:, 7:9] @ m[:2, :2].T
+    return boxes
 
 
 def rotate_sample(sample: dict, angle: float) -> dict:
