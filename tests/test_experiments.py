@@ -86,8 +86,11 @@ def coarser_indoor_voxels(cfg) -> list[str]:
 
 
 def num_points(task: str, batch: dict, b: int) -> int | None:
-    """The points sample b's per-point output must cover (segmentation: every point of the sample)."""
-    if task != "segmentation":
+    """The points sample b's per-point output must cover (segmentation: every point of the sample; mos: its
+    current scan; flow: its first cloud)."""
+    if task == "mos" and "num_current_points" in batch:
+        return int(batch["num_current_points"][b])
+    if task not in ("segmentation", "mos", "flow"):
         return None
     offsets = batch["point_offsets"]
     return int(offsets[b + 1] - offsets[b])
@@ -122,7 +125,7 @@ def test_experiment_trains_one_step_and_evaluates(experiment, data):
     for b, pred in enumerate(predictions):
         pred = {k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
         check_prediction(task, pred, num_points(task, batch, b))
-    if task in ("segmentation", "detection"):  # they take test-time augmentation (tools/test.py tta=...)
+    if task != "classification":  # every other task takes test-time augmentation (tools/test.py tta=...)
         with torch.no_grad():
             augmented = TestTimeAugmented(model, val_set.collate_fn.voxelizer, views("mirror"))(batch)
         for b, pred in enumerate(augmented):

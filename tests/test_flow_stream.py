@@ -201,6 +201,11 @@ def test_a_flow_model_streams_a_sequence_and_scores_on_another_dataset(tmp_path,
     assert (out / "render" / "00" / "000000.png").is_file()
     for stage in ("feature_net", "transformer", "transport", "refine", "total"):
         assert f"| {stage} |" in printed
+    assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "tta"), "--device", "cpu", "--flow-points",
+                       "128", "--tta", "mirror"]) == 0  # test-time augmentation: the same rows, their mean flow
+    assert "| feature_net |" in capsys.readouterr().out
+    augmented = np.load(tmp_path / "tta" / "flow" / "00" / written[0].name)
+    assert np.array_equal(np.isfinite(augmented).all(1), seen) and not np.array_equal(augmented[seen], flow[seen])
     dataset = dataset_config("sim_sequence_flow")
     dataset.update(root=str(data), sequences=[0], num_points=128)
     metrics = runner.test(ckpt, info=distributed.DistInfo(), split="valid", out_dir=tmp_path / "test",

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from pc3d.data.batch import Collate, sparse_input
 from pc3d.models.contract import check_prediction, task_of
-from pc3d.models.mos.mos_net import MosNet, current_mask, mos_loss, mos_predictions
+from pc3d.models.mos.mos_net import MosNet, current_mask, mos_loss, mos_predictions, point_probabilities
 from pc3d.models.mos.motion_net import MotionUNet
 from pc3d.voxel import TemporalVoxelizer
 
@@ -171,8 +171,8 @@ def test_points_outside_the_grid_take_the_nearest_current_voxel_or_static():
     moving = torch.where(t == t.max(), 1.0, -1.0)  # the current-scan voxel says moving, the past one static
     logits = torch.stack([-moving, moving], 1)
     voxel_batch = batch["voxel_coords"][:, 0].long()
-    nearest = mos_predictions(batch, logits, voxel_batch, "nearest")[0]["moving"]
-    static = mos_predictions(batch, logits, voxel_batch, "static")[0]["moving"]
+    nearest, static = (mos_predictions(batch, probabilities[mapped], mapped)[0]["moving"] for probabilities, mapped in
+                       (point_probabilities(batch, logits, voxel_batch, policy) for policy in ("nearest", "static")))
     assert nearest.tolist() == [1, 1] and static.tolist() == [1, 0]
 
 

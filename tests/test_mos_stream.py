@@ -233,8 +233,9 @@ def test_bayes_filtered_output_writes_each_scan_once_no_window_holds_it_any_more
 
 
 def test_tools_infer_bayes_filter_and_eval_mos(sequence, tmp_path, capsys):
-    """Both streams write a label file for every scan; tools/eval_mos.py scores them like the MOS api (and
-    names a missing file); the unfiltered stream's IoU equals tools/test.py's on the same scans."""
+    """Every stream (plain, Bayes-filtered, filtered over test-time augmented windows) writes a label file for
+    every scan; tools/eval_mos.py scores them like the MOS api (and names a missing file); the unfiltered
+    stream's IoU equals tools/test.py's on the same scans."""
     import sys
     from pathlib import Path
 
@@ -249,7 +250,8 @@ def test_tools_infer_bayes_filter_and_eval_mos(sequence, tmp_path, capsys):
     ckpt = experiment_checkpoint(tmp_path / "runs", "mos_sim", f"dataset.root={sequence}")
     folder = sequence / "sequences" / "00"
     scores = {}
-    for name, extra in (("plain", []), ("filtered", ["--bayes-filter"])):
+    for name, extra in (("plain", []), ("filtered", ["--bayes-filter"]),
+                        ("augmented", ["--bayes-filter", "--tta", "flips"])):
         assert infer.main([str(ckpt), str(folder), "--out", str(tmp_path / name), "--device", "cpu", *extra]) == 0
         capsys.readouterr()
         assert eval_mos.main([str(tmp_path / name / "labels"), str(sequence), "--sequences", "0"]) == 0

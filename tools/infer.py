@@ -178,8 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--render-mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--render-threshold", type=float, default=0.3, help="min score of rendered boxes")
     p.add_argument("--strict", action="store_true", help="stop at the first bad frame instead of skipping it")
-    p.add_argument("--tta", help="test-time augmentation of a segmentor or detector: the views mirror, flips, "
-                                 "turns or d4 (pc3d.models.tta)")
+    p.add_argument("--tta", help="test-time augmentation (segmentation, detection, mos, flow): the views mirror, "
+                                 "flips, turns or d4 (pc3d.models.tta)")
     p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], help="each view at these scales")
     p.add_argument("--bayes-filter", action="store_true",
                    help="4D MOS: fuse each scan's flags over the overlapping windows (4DMOS's binary Bayes filter); "

@@ -15,7 +15,8 @@ predictions/sequences/SS/predictions/NNNNNN.label with 9 static / 251 moving, pc
 
 Test-time augmentation: `tta=mirror|flips|turns|d4` runs the model on those views of every scan (pc3d.models.tta:
 mirrors and quarter turns about the sensor, each voxelized afresh) at each of `tta_scales` (default [1.0]); a
-segmentor's class probabilities are averaged, a detector's boxes taken back and fused. Results go to
+segmentor's class probabilities and a MOS model's moving probabilities are averaged, a detector's boxes taken
+back and fused, a flow model's vectors taken back and averaged. Results go to
 <run dir>/test_<split>_tta-<views> unless out_dir is set.
 
 A pc3d error (a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and

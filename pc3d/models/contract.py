@@ -30,9 +30,12 @@ Any task may add keys (e.g. ``point_labels``, the ground truth echoed for the ev
 ``logits``); the keys above are the ones readers rely on.
 
 A detector whose boxes are axis aligned (heading always 0: the indoor one) says so with a class attribute
-``axis_aligned = True``. Test-time augmentation (``pc3d.models.tta``) takes any detector, and a segmentor that
-offers ``class_probabilities(batch) -> (float32 [sum N, K], mapped bool [sum N])`` and
-``predictions(batch, scores, mapped) -> list[dict]`` (the eval-mode list from the scores of the mapped points).
+``axis_aligned = True``. Test-time augmentation (``pc3d.models.tta``) takes any detector and any flow model, a
+segmentor that offers ``class_probabilities(batch) -> (float32 [sum N, K], mapped bool [sum N])`` and
+``predictions(batch, scores, mapped) -> list[dict]`` (the eval-mode list from the scores of the mapped points),
+and a mos model that offers ``moving_probabilities(batch) -> {"probabilities": float32 [sum N, 2] (static,
+moving; every point of the window), "mapped": bool [sum N] (, "detections": per-sample box dicts)}`` and
+``predictions(batch, scores, mapped (, detections))``.
 """
 from __future__ import annotations
 

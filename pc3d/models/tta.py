@@ -17,10 +17,19 @@ are directions (normals) is not one to augment this way.
   velocities un-mirrored, un-turned, sizes un-scaled) and fused per class (``fuse_boxes``: weighted box
   fusion, clusters by BEV IoU around the best remaining box; a cluster's score is the mean over the views of
   each view's best score in it, so a box that one view of four found keeps a quarter of its score).
+- **Moving-object segmentation**: as segmentation, over every point of the scan window (the past scans are in
+  the current frame, so one view moves the whole window): the (static, moving) probabilities are averaged and
+  a point is moving where the average says so. A MOS model offers ``moving_probabilities(batch) ->
+  {"probabilities" [sum N, 2], "mapped" [sum N] (, "detections": its boxes per sample)}`` and
+  ``predictions(batch, scores, mapped (, detections))``: MosNet and InsMOS do (InsMOS's boxes are fused as a
+  detector's).
+- **Scene flow**: any flow model; both clouds are seen in the same view, and each view's flow vectors are taken
+  back to the scan's frame (p -> matrix @ p, so flow -> matrix^-1 @ flow) and averaged.
 
     python tools/test.py run_dir=... tta=flips                          # the scan, its x, y and xy mirror images
     python tools/test.py run_dir=... tta=d4 'tta_scales=[0.95,1,1.05]'  # 8 symmetries of the square x 3 scales
     python tools/test.py run_dir=<KITTI detector> tta=mirror            # y -> -y only: KITTI's range is x >= 0
+    python tools/test.py run_dir=<mos run> tta=flips dataset_root=...   # moving probabilities over 4 views
 
 Presets (``VIEWS``): ``mirror`` (2 views: identity, y -> -y), ``flips`` (4: identity, y -> -y, x -> -x, both),
 ``turns`` (4 quarter turns), ``d4`` (the 8 symmetries of the square: 4 quarter turns, each with and without
@@ -35,6 +44,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pc3d.data.batch import CLOUDS
 from pc3d.data.transforms.global_ops import affine_boxes
 from pc3d.errors import ConfigError
 from pc3d.geometry import iou_bev, wrap_angle
@@ -97,14 +107,20 @@ def views(preset: str, scales: Sequence[float] = (1.0,)) -> list[View]:
 
 
 def view_batch(batch: dict, view: View, voxelizer) -> dict:
-    """The batch with its points seen in `view` and voxelized afresh by `voxelizer` (each sample seeded with its
-    own seed, as Collate does); every other key (labels, offsets, metadata) as it is."""
-    points = view.apply(batch["points"])
-    offsets = batch["point_offsets"].tolist()
-    clouds = [points[offsets[b]:offsets[b + 1]].cpu().numpy() for b in range(batch["batch_size"])]
-    voxels = voxelizer.voxelize(clouds, seeds=[int(s) for s in batch["seed"]], frames=list(batch["frame_id"]))
-    moved = {k: v.to(points.device) if isinstance(v, torch.Tensor) else v for k, v in voxels.items()}
-    return dict(batch) | {"points": points} | moved
+    """The batch with its clouds (``points``, and ``points2`` of a scene-flow pair) seen in `view` and voxelized
+    afresh by `voxelizer` (each sample seeded with its own seed, as Collate does); every other key (labels,
+    offsets, metadata) as it is."""
+    out = dict(batch)
+    for cloud, suffix in CLOUDS.items():
+        if cloud not in batch:
+            continue
+        points = view.apply(batch[cloud])
+        offsets = batch["point_offsets" + suffix].tolist()
+        clouds = [points[offsets[b]:offsets[b + 1]].cpu().numpy() for b in range(batch["batch_size"])]
+        voxels = voxelizer.voxelize(clouds, seeds=[int(s) for s in batch["seed"]], frames=list(batch["frame_id"]))
+        out[cloud] = points
+        out.update({k + suffix: v.to(points.device) if isinstance(v, torch.Tensor) else v for k, v in voxels.items()})
+    return out
 
 
 def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_of: np.ndarray, n_views: int,
@@ -149,21 +165,26 @@ def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_o
 
 
 class TestTimeAugmented(nn.Module):
-    """`model` (a segmentor or a detector, see above) evaluated over `views` of every scan (built in eval mode,
-    and only predicts); `voxelizer`: the dataset's (its Collate's); box_iou: fuse_boxes' iou_threshold."""
+    """`model` (a segmentor, detector, MOS or scene-flow model, see above) evaluated over `views` of every scan
+    (built in eval mode, and only predicts); `voxelizer`: the dataset's (its Collate's); box_iou: fuse_boxes'
+    iou_threshold."""
 
     __test__ = False  # not a pytest class
+
+    # task -> what the model must offer beyond forward
+    NEEDS = {"segmentation": ("class_probabilities", "predictions"), "detection": (),
+             "mos": ("moving_probabilities", "predictions"), "flow": ()}
 
     def __init__(self, model: nn.Module, voxelizer, views: Sequence[View], box_iou: float = 0.55):
         super().__init__()
         self.task = getattr(model, "task", None)
-        if self.task not in ("segmentation", "detection"):
-            raise ConfigError(f"test-time augmentation combines segmentation or detection answers; "
+        if self.task not in self.NEEDS:
+            raise ConfigError(f"test-time augmentation combines {', '.join(self.NEEDS)} answers; "
                               f"{type(model).__name__} has task {self.task!r}")
-        missing = [m for m in ("class_probabilities", "predictions") if not callable(getattr(model, m, None))]
-        if self.task == "segmentation" and missing:
-            raise ConfigError(f"test-time augmentation averages a segmentor's class probabilities; "
-                              f"{type(model).__name__} has no {missing}")
+        missing = [m for m in self.NEEDS[self.task] if not callable(getattr(model, m, None))]
+        if missing:
+            raise ConfigError(f"test-time augmentation of a {self.task} model averages its probabilities over the "
+                              f"views; {type(model).__name__} has no {missing}")
         if voxelizer is None or not callable(getattr(voxelizer, "voxelize", None)):
             raise ConfigError("test-time augmentation voxelizes every view: the dataset has no voxelizer")
         if not views:
@@ -171,22 +192,39 @@ class TestTimeAugmented(nn.Module):
         self.model, self.voxelizer, self.views, self.box_iou = model, voxelizer, list(views), box_iou
         self.eval()
 
+    def start_sequence(self, name: str | None = None) -> None:
+        """Passed on to a stateful model (the model contract's ``start_sequence``)."""
+        hook = getattr(self.model, "start_sequence", None)
+        if callable(hook):
+            hook(name)
+
     def seen(self, batch: dict, view: View) -> dict:
         return batch if view.identity else view_batch(batch, view, self.voxelizer)
 
     def forward(self, batch: dict) -> list[dict]:
         if self.training:
             raise ConfigError("test-time augmentation only predicts: train the model itself")
-        return self.segment(batch) if self.task == "segmentation" else self.detect(batch)
+        return getattr(self, self.task)(batch)
 
-    def segment(self, batch: dict) -> list[dict]:
-        total, count = None, None  # summed probabilities, views that gave each point a voxel
-        for view in self.views:
-            probabilities, mapped = self.model.class_probabilities(self.seen(batch, view))
-            total = probabilities if total is None else total + probabilities
-            count = mapped.long() if count is None else count + mapped.long()
+    @staticmethod
+    def averaged(answers: Sequence[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(probabilities [sum N, K], mapped [sum N]) per view -> (the mean over the views that map each point,
+        of the points some view maps [M, K]; that mask)."""
+        total = sum(probabilities for probabilities, _ in answers)
+        count = sum(mapped.long() for _, mapped in answers)
         mapped = count > 0
-        return self.model.predictions(batch, total[mapped] / count[mapped, None], mapped)
+        return total[mapped] / count[mapped, None], mapped
+
+    def segmentation(self, batch: dict) -> list[dict]:
+        answers = [self.model.class_probabilities(self.seen(batch, view)) for view in self.views]
+        return self.model.predictions(batch, *self.averaged(answers))
+
+    def mos(self, batch: dict) -> list[dict]:
+        answers = [self.model.moving_probabilities(self.seen(batch, view)) for view in self.views]
+        scores, mapped = self.averaged([(a["probabilities"], a["mapped"]) for a in answers])
+        if "detections" not in answers[0]:
+            return self.model.predictions(batch, scores, mapped)
+        return self.model.predictions(batch, scores, mapped, self.fused([a["detections"] for a in answers]))
 
     def restored(self, boxes: np.ndarray, view: View) -> np.ndarray:
         """A view's boxes in the scan's frame; an axis-aligned detector's (``axis_aligned``) as the axis-aligned
@@ -198,8 +236,9 @@ class TestTimeAugmented(nn.Module):
             out[:, 6] = 0.0
         return out
 
-    def detect(self, batch: dict) -> list[dict]:
-        per_view = [self.model(self.seen(batch, view)) for view in self.views]
+    def fused(self, per_view: Sequence[Sequence[dict]]) -> list[dict]:
+        """Each view's detections (a list per sample, as a detector returns them) -> per sample the boxes, scores
+        and labels fused in the scan's frame (every other key from the first view's)."""
         if len(self.views) == 1:  # nothing to fuse: the boxes taken back to the scan's frame
             return [dict(a) | {"boxes": self.restored(a["boxes"], self.views[0])} for a in per_view[0]]
         out = []
@@ -210,4 +249,18 @@ class TestTimeAugmented(nn.Module):
             labels = np.concatenate([np.asarray(a["labels"], np.int64) for a in answers])
             view_of = np.concatenate([np.full(len(a["scores"]), v) for v, a in enumerate(answers)])
             out.append(dict(answers[0]) | fuse_boxes(boxes, scores, labels, view_of, len(self.views), self.box_iou))
+        return out
+
+    def detection(self, batch: dict) -> list[dict]:
+        return self.fused([self.model(self.seen(batch, view)) for view in self.views])
+
+    def flow(self, batch: dict) -> list[dict]:
+        """Each view's flow of the first cloud's points taken back to the scan's frame and averaged (the other keys
+        from the first view's answer: the ground truth a flow model echoes is the batch's, which no view moves)."""
+        per_view = [self.model(self.seen(batch, view)) for view in self.views]
+        back = [np.linalg.inv(view.matrix).T for view in self.views]
+        out = []
+        for answers in zip(*per_view, strict=True):
+            flow = sum(np.asarray(a["flow"], np.float64) @ m for a, m in zip(answers, back, strict=True))
+            out.append(dict(answers[0]) | {"flow": (flow / len(answers)).astype(np.float32)})
         return out

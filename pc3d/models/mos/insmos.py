@@ -30,7 +30,7 @@ from pc3d.data.batch import sparse_input
 from pc3d.errors import ConfigError
 from pc3d.geometry.points_in_boxes import points_in_boxes
 from pc3d.models.backbones3d.blocks import batch_norm, post_act_block
-from pc3d.models.mos.mos_net import UNMAPPED, current_mask, mos_loss, mos_predictions
+from pc3d.models.mos.mos_net import UNMAPPED, current_mask, mos_loss, mos_predictions, point_probabilities
 from pc3d.models.mos.motion_net import MotionUNet
 from pc3d.sparse import SparseTensor
 from pc3d.voxel import VoxelGrid
@@ -129,6 +129,15 @@ class InsMOS(nn.Module):
                              torch.tensor(class_weights, dtype=torch.float32), persistent=False)
 
     def forward(self, batch: dict):
+        if self.training:
+            x, motion, fused, heads, _ = self.fused_logits(batch)
+            return self.losses(batch, motion, fused, heads)
+        scores = self.moving_probabilities(batch)
+        return self.predictions(batch, scores["probabilities"][scores["mapped"]], scores["mapped"],
+                                scores["detections"])
+
+    def fused_logits(self, batch: dict):
+        """(the 4D input, motion logits [V, 2], fused logits [V, 2], the dense head's maps, the detections)."""
         x = sparse_input(batch, batch["points"].device)
         _, scales = self.motion_net.forward_features(x)
         motion = self.motion_head(scales["dec0"].feats)
@@ -140,10 +149,21 @@ class InsMOS(nn.Module):
         levels = [scales[f"dec{i}"] for i in range(len(self.motion_net.down) - 1, -1, -1)]
         masks = [box_masks(level, detections, self.num_box_classes, self.voxel_size, self.point_cloud_range,
                            self.mask_threshold) for level in levels]
-        fused = self.fusion(levels, masks)
-        if self.training:
-            return self.losses(batch, motion, fused, heads)
-        out = mos_predictions(batch, fused, x.coords[:, 0].long(), self.unmapped, self.return_log_odds)
+        return x, motion, self.fusion(levels, masks), heads, detections
+
+    def moving_probabilities(self, batch: dict) -> dict:
+        """{"probabilities": float32 [sum N, 2], "mapped": bool [sum N]} of every point of the window from the
+        fused logits (mos_net.point_probabilities), and "detections": the instance branch's boxes per sample:
+        what test-time augmentation (pc3d.models.tta) combines over views."""
+        x, _, fused, _, detections = self.fused_logits(batch)
+        probabilities, mapped = point_probabilities(batch, fused, x.coords[:, 0].long(), self.unmapped)
+        return {"probabilities": probabilities, "mapped": mapped, "detections": detections}
+
+    def predictions(self, batch: dict, probabilities: torch.Tensor, mapped: torch.Tensor,
+                    detections: list[dict]) -> list[dict]:
+        """The per-sample prediction dicts from the probabilities [M, 2] of the mapped points (mos_net.mos_predictions)
+        with each sample's boxes, scores and labels."""
+        out = mos_predictions(batch, probabilities, mapped, self.return_log_odds)
         for pred, det in zip(out, detections, strict=True):
             pred.update(boxes=det["boxes"], scores=det["scores"], labels=det["labels"])
         return out

@@ -87,26 +87,39 @@ def current_point_voxel(batch: dict, voxel_batch: torch.Tensor, unmapped: str = 
     return fill_point_to_voxel(point_voxel, batch["points"][current], batch["point_batch"][current], holds_current)
 
 
-def gather(values: torch.Tensor, index: torch.Tensor, fill=0) -> torch.Tensor:
-    """values[index] where index >= 0, else `fill` (also when there are no values at all)."""
-    out = torch.full(index.shape, fill, dtype=values.dtype, device=values.device)
-    hit = index >= 0
-    out[hit] = values[index[hit]]
-    return out
-
-
-def mos_predictions(batch: dict, voxel_logits: torch.Tensor, voxel_batch: torch.Tensor, unmapped: str = "nearest",
-                    return_log_odds: bool = False) -> list[dict]:
-    """One prediction dict per sample from voxel logits [V, 2] (static, moving); see the module docstring."""
+def point_probabilities(batch: dict, voxel_logits: torch.Tensor, voxel_batch: torch.Tensor,
+                        unmapped: str = "nearest") -> tuple[torch.Tensor, torch.Tensor]:
+    """(float32 [sum N, 2] (static, moving) probabilities of every point of the window, its voxel's softmax, zero
+    rows where it has none; that mask [sum N]). A current-scan point outside the grid takes the nearest
+    current-scan voxel's (unmapped="nearest") or stays unmapped ("static": it is predicted static)."""
     current = current_mask(batch)
-    moving = gather(voxel_logits.argmax(1).to(torch.uint8), current_point_voxel(batch, voxel_batch, unmapped, current))
+    point_voxel = batch["point_to_voxel"].clone()
+    point_voxel[current] = current_point_voxel(batch, voxel_batch, unmapped, current)
+    mapped = point_voxel >= 0
+    probabilities = voxel_logits.new_zeros((len(point_voxel), 2), dtype=torch.float32)
+    probabilities[mapped] = voxel_logits.float().softmax(1)[point_voxel[mapped]]
+    return probabilities, mapped
+
+
+def mos_predictions(batch: dict, probabilities: torch.Tensor, mapped: torch.Tensor,
+                    return_log_odds: bool = False) -> list[dict]:
+    """One prediction dict per sample (see the module docstring) from the (static, moving) probabilities [M, 2]
+    of the `mapped` points [sum N]: a current-scan point is moving where p(moving) > p(static), static where
+    unmapped. log_odds: log p(moving) - log p(static) where the point has a voxel of the scan's own grid
+    (``measured``: batch["point_to_voxel"] >= 0), 0 elsewhere."""
+    full = probabilities.new_zeros((len(mapped), 2))
+    full[mapped] = probabilities.float()
+    current = current_mask(batch)
+    moving = (full[:, 1] > full[:, 0])[current].to(torch.uint8)
     counts = torch.bincount(batch["point_batch"][current], minlength=batch["batch_size"]).tolist()
     starts = [0]
     for n in counts:
         starts.append(starts[-1] + n)
     labels = batch["point_labels"][current] if "point_labels" in batch else None
     if return_log_odds:
-        log_odds = gather((voxel_logits[:, 1] - voxel_logits[:, 0]).float(), batch["point_to_voxel"])
+        measured = (batch["point_to_voxel"] >= 0) & mapped
+        tiny = torch.finfo(torch.float32).tiny
+        log_odds = torch.where(measured, full[:, 1].clamp_min(tiny).log() - full[:, 0].clamp_min(tiny).log(), 0.0)
     offsets = batch["point_offsets"].tolist()
     out = []
     for b in range(batch["batch_size"]):
@@ -115,7 +128,7 @@ def mos_predictions(batch: dict, voxel_logits: torch.Tensor, voxel_batch: torch.
             pred["point_labels"] = labels[starts[b]:starts[b + 1]].cpu().numpy()
         if return_log_odds:
             pred["log_odds"] = log_odds[offsets[b]:offsets[b + 1]].detach().cpu().numpy()
-            pred["measured"] = (batch["point_to_voxel"][offsets[b]:offsets[b + 1]] >= 0).cpu().numpy()
+            pred["measured"] = measured[offsets[b]:offsets[b + 1]].cpu().numpy()
         out.append(pred)
     return out
 
@@ -144,8 +157,20 @@ class MosNet(nn.Module):
                              torch.tensor(class_weights, dtype=torch.float32), persistent=False)
 
     def forward(self, batch: dict):
-        x = sparse_input(batch, batch["points"].device)
-        logits = self.head(self.backbone(x).feats)
         if self.training:
-            return mos_loss(logits, batch, self.class_weights)
-        return mos_predictions(batch, logits, x.coords[:, 0].long(), self.unmapped, self.return_log_odds)
+            x = sparse_input(batch, batch["points"].device)
+            return mos_loss(self.head(self.backbone(x).feats), batch, self.class_weights)
+        scores = self.moving_probabilities(batch)
+        return self.predictions(batch, scores["probabilities"][scores["mapped"]], scores["mapped"])
+
+    def moving_probabilities(self, batch: dict) -> dict:
+        """{"probabilities": float32 [sum N, 2], "mapped": bool [sum N]} of every point of the window
+        (point_probabilities): what test-time augmentation (pc3d.models.tta) averages over views."""
+        x = sparse_input(batch, batch["points"].device)
+        probabilities, mapped = point_probabilities(batch, self.head(self.backbone(x).feats), x.coords[:, 0].long(),
+                                                    self.unmapped)
+        return {"probabilities": probabilities, "mapped": mapped}
+
+    def predictions(self, batch: dict, probabilities: torch.Tensor, mapped: torch.Tensor) -> list[dict]:
+        """The per-sample prediction dicts from the probabilities [M, 2] of the mapped points (mos_predictions)."""
+        return mos_predictions(batch, probabilities, mapped, self.return_log_odds)
