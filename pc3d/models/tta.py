@@ -171,7 +171,7 @@ class TestTimeAugmented(nn.Module):
 
     __test__ = False  # not a pytest class
 
-    # task -> what the model must offer beyond forward
+    # task -> what the model must offer beyond forward; forward calls the method named for the task
     NEEDS = {"segmentation": ("class_probabilities", "predictions"), "detection": (),
              "mos": ("moving_probabilities", "predictions"), "flow": ()}
 
