@@ -14,6 +14,7 @@ A run folder holds: `config.yaml` (resolved), `train.log`, `checkpoints/step_*.p
 from __future__ import annotations
 
 import inspect
+import json
 import logging
 import math
 import os
@@ -237,6 +238,33 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
     return model, cfg, ckpt
 
 
+def chosen_on_these_data(ckpt_path: Path, ckpt: Mapping, cfg, split: str) -> list[dict] | None:
+    """The run's evaluations (step and best_metric) when `ckpt_path` is a best.pt that the run picked by its score
+    on the very data now scored, from among evaluations that went on after it; None otherwise.
+
+    Such a score is the best of several on the same data: it overstates what the model does on data it was not
+    picked on (a scan of another world, or the last step's score). The same data: the run's val split with the
+    stored dataset config unchanged (no dataset_root, no overrides of dataset keys, no eval_dataset). The
+    evaluations come from the run folder's metrics.json (written at the end of training)."""
+    from omegaconf import OmegaConf
+
+    best, stored = ckpt.get("best") or {}, ckpt.get("config") or {}
+    metric = best.get("metric")
+    if ckpt_path.name != "best.pt" or not metric or split != (stored.get("splits") or {}).get("val"):
+        return None
+    if OmegaConf.to_container(cfg.dataset, resolve=True) != stored.get("dataset"):
+        return None
+    record = ckpt_path.parent.parent / "metrics.json"
+    try:
+        history = json.loads(record.read_text()).get("history") or []
+    except (OSError, ValueError):
+        return None
+    scored = [{"step": h["step"], metric: h[metric]} for h in history if isinstance(h, dict) and metric in h]
+    if len(scored) < 2 or scored[-1]["step"] == best.get("step"):
+        return None
+    return scored
+
+
 def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
          out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
          use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None,
@@ -276,8 +304,16 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     extra = getattr(evaluator, "last_table", None)
     if isinstance(extra, str) and extra:
         table += "\n\n" + extra
+    chosen = chosen_on_these_data(ckpt_path, ckpt, cfg, split)
+    if chosen:
+        metric = ckpt["best"]["metric"]
+        scores = ", ".join(f"step {c['step']}: {c[metric]:.4g}" for c in chosen)
+        table += (f"\n\nNote: {ckpt_path.name} is step {step}, picked by its {metric} on these data from the run's "
+                  f"evaluations ({scores}): its score here is the best of them, not one for new data; "
+                  "ckpt=<run>/checkpoints/step_<N>.pt scores another step, dataset_root= another world.")
     write_json(out_dir / "metrics.json", {"checkpoint": str(ckpt_path), "split": split, "step": step,
-                                          "ema": bool(use_ema and ckpt.get("ema")), "tag": tag, "metrics": metrics})
+                                          "ema": bool(use_ema and ckpt.get("ema")), "tag": tag,
+                                          "chosen_on_these_data": chosen, "metrics": metrics})
     (out_dir / "metrics.md").write_text(table + "\n")
     writer = getattr(dataset, "write_predictions", None)
     if write_predictions and callable(writer):
