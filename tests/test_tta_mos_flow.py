@@ -6,6 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from test_insmos import RANGE as INSMOS_RANGE
+from test_insmos import VOXEL as INSMOS_VOXEL
 from test_insmos import make_batch as insmos_batch
 from test_insmos import tiny_insmos
 from test_mos_model import make_sample, tiny_model, voxelizer
@@ -14,7 +16,7 @@ from pc3d.data.batch import Collate
 from pc3d.errors import ConfigError
 from pc3d.models.contract import check_prediction
 from pc3d.models.tta import TestTimeAugmented, View, view_batch, views
-from pc3d.voxel import DynamicVoxelizer
+from pc3d.voxel import DynamicVoxelizer, TemporalVoxelizer
 
 MIRROR_X = View(quarters=2, mirror=True)  # x -> -x
 
@@ -30,11 +32,10 @@ def seen_sample(sample: dict, view: View) -> dict:
 
 def mos_brute_force(model, sample: dict, chosen: list[View]) -> np.ndarray:
     """Each view's window collated on its own, its (static, moving) probabilities summed over the views that map
-    each point, the current scan moving where the sum says so."""
-    total, count = 0, 0
+    each point (unmapped rows are zero), the current scan moving where the sum says so."""
+    total = 0  # a sum, not a mean: dividing a point's two probabilities by its count of views changes no flag
     for view in chosen:
-        scores = model.moving_probabilities(Collate(voxelizer())([seen_sample(sample, view)]))
-        total, count = total + scores["probabilities"], count + scores["mapped"].long()
+        total = total + model.moving_probabilities(Collate(voxelizer())([seen_sample(sample, view)]))["probabilities"]
     n = sample["num_current_points"]
     return (total[:n, 1] > total[:n, 0]).to(torch.uint8).numpy()
 
@@ -114,12 +115,9 @@ def test_insmos_boxes_are_fused_in_the_scan_frame():
         assert len(c["boxes"]) and len(c["moving"]) == len(a["moving"])
 
 
-def batch_voxelizer():
-    from test_insmos import RANGE, VOXEL
-
-    from pc3d.voxel import TemporalVoxelizer
-
-    return TemporalVoxelizer(VOXEL, RANGE, 0.1, [-0.25, 0.05], time_column=4)
+def batch_voxelizer() -> TemporalVoxelizer:
+    """The voxelizer of test_insmos.make_batch."""
+    return TemporalVoxelizer(INSMOS_VOXEL, INSMOS_RANGE, 0.1, [-0.25, 0.05], time_column=4)
 
 
 FLOW_RANGE = [-8.0, -8.0, -2.0, 8.0, 8.0, 2.0]
@@ -142,15 +140,14 @@ class ToyFlow(torch.nn.Module):
     def forward(self, batch):
         out = []
         for b in range(batch["batch_size"]):
-            means = []
-            for suffix in ("", "2"):
-                points, offsets = batch["points" + suffix], batch["point_offsets" + suffix]
-                rows = slice(int(offsets[b]), int(offsets[b + 1]))
-                mapped = batch["point_to_voxel" + suffix][rows] >= 0
-                means.append(points[rows][mapped, :3].double().mean(0).numpy())
-            n = int(batch["point_offsets"][b + 1] - batch["point_offsets"][b])
-            flow = np.tile(means[1] - means[0] + SHIFT, (n, 1)).astype(np.float32)
-            out.append({"frame_id": batch["frame_id"][b], "flow": flow, "flow_gt": batch["flow"][rows].numpy()})
+            rows = {suffix: slice(int(batch["point_offsets" + suffix][b]), int(batch["point_offsets" + suffix][b + 1]))
+                    for suffix in ("", "2")}
+            means = [batch["points" + s][r][batch["point_to_voxel" + s][r] >= 0, :3].double().mean(0).numpy()
+                     for s, r in rows.items()]
+            flow = means[1] - means[0] + SHIFT
+            first = rows[""]
+            out.append({"frame_id": batch["frame_id"][b], "flow": np.tile(flow, (first.stop - first.start, 1)).astype(
+                np.float32), "flow_gt": batch["flow"][first].numpy()})
         return out
 
 
@@ -175,6 +172,7 @@ def test_flow_comes_back_to_the_scan_frame_and_averages():
     for a, b in zip(plain, flips, strict=True):
         np.testing.assert_allclose(b["flow"], a["flow"] - SHIFT, atol=1e-5)
         np.testing.assert_array_equal(a["flow_gt"], b["flow_gt"])
+        assert len(b["flow_gt"]) == len(b["flow"])  # the first cloud's ground truth, as the batch holds it
         check_prediction("flow", b, len(a["flow"]))
     quarter = View(quarters=1, scale=2.0)
     turned = TestTimeAugmented(model, collate.voxelizer, [quarter])(batch)
