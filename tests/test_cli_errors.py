@@ -35,6 +35,8 @@ def test_train_settings_are_type_checked(settings, key):
     (("tools/test.py", "run_dir=/nonexistent/run"), "/nonexistent/run"),
     (("tools/test.py", "run_dir=/nonexistent/run", "tta=mirrors"), "tta: unknown views 'mirrors'"),
     (("tools/test.py", "run_dir=/nonexistent/run", "tta=flips", "tta_scales=[0]"), "tta_scales"),
+    (("tools/test.py", "ckpt=/nonexistent/step_00000016.pt", "all_steps=true"), "all_steps=true scores"),
+    (("tools/test.py", "run_dir=/nonexistent/run", "all_steps=yes"), "all_steps: expected true or false"),
     (("tools/simulate.py", "format=nope", "out=/tmp/pc3d_never"), "nope"),
     (("tools/create_data.py", "kitti", "/nonexistent/kitti"), "/nonexistent/kitti"),
     (("tools/pseudo_quality.py", "/nonexistent/step_00000440.pt"), "/nonexistent/step_00000440.pt"),

@@ -36,6 +36,16 @@ def test_train_then_test_writes_the_metrics_table(tmp_path):
     assert "| mean_class_accuracy |" in (out / "metrics.md").read_text()
     assert json.loads((out / "metrics.json").read_text())["metrics"]["accuracy"] > 40
     assert len((out / "predictions" / "predictions.txt").read_text().splitlines()) == 64
+    # every kept step, each scored as the run scored it at that step
+    proc = _run([sys.executable, str(ROOT / "tools" / "test.py"), f"run_dir={run_dir}", "all_steps=true"], tmp_path)
+    steps = json.loads((out / "steps.json").read_text())
+    assert [s["step"] for s in steps["steps"]] == [h["step"] for h in history] == [16, 32]
+    assert steps["metric"] == "accuracy" and steps["split"] == "val"
+    for row, seen in zip(steps["steps"], history, strict=True):
+        assert row["metrics"]["accuracy"] == pytest.approx(seen["accuracy"])
+        stored = json.loads((out / f"step_{row['step']:08d}" / "metrics.json").read_text())
+        assert stored["step"] == row["step"] and stored["metrics"] == row["metrics"]
+    assert "| step | accuracy |" in proc.stdout and "| 32 |" in (out / "steps.md").read_text()
     refused = subprocess.run([sys.executable, str(ROOT / "tools" / "test.py"), f"run_dir={run_dir}", "tta=flips"],
                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "ToyPointNet has task 'classification'" in refused.stderr  # shapes: no views

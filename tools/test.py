@@ -6,6 +6,7 @@ predictions in its official submission format when the dataset provides a writer
     python tools/test.py run_dir=... dataset_root=data/kitti          # the dataset lives elsewhere now
     python tools/test.py run_dir=... eval_dataset=sim_sequence_flow    # another dataset config (configs/dataset/)
     python tools/test.py run_dir=... tta=flips                          # averaged over the scan's 4 mirror images
+    python tools/test.py run_dir=... all_steps=true dataset_root=...    # every kept step_*.pt, and their table
     torchrun --nproc_per_node 2 tools/test.py run_dir=...              # sharded inference, gathered on rank 0
 
 Outputs go to `<run dir>/test_<split>/` (or out_dir=...): metrics.json, metrics.md, predictions/ (written by the
@@ -18,6 +19,11 @@ mirrors and quarter turns about the sensor, each voxelized afresh) at each of `t
 segmentor's class probabilities and a MOS model's moving probabilities are averaged, a detector's boxes taken
 back and fused, a flow model's vectors taken back and averaged. Results go to
 <run dir>/test_<split>_tta-<views> unless out_dir is set.
+
+`all_steps=true` scores every `step_*.pt` the run kept (OpenPCDet's --eval_all; `train.keep_last` decides how
+many) into `<out dir>/step_<N>/` and prints the steps' table (the run's best_metric), also written as
+`steps.md` / `steps.json`: on another world (`dataset_root=`) it shows how the steps compare on data that picked
+none of them.
 
 A pc3d error (a missing checkpoint, bad data, a setting of the wrong type: batch_size=abc) prints one line and
 exits 2 (PC3D_DEBUG=1: the traceback); hydra answers an unknown key or a malformed override itself (exit 1).
@@ -46,7 +52,7 @@ def check_settings(cfg) -> None:
         value = cfg[key]
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
             raise wrong(key, f"an integer >= {low} or null")
-    for key in ("ema", "write_predictions"):
+    for key in ("ema", "write_predictions", "all_steps"):
         if not isinstance(cfg[key], bool):
             raise wrong(key, "true or false")
     if cfg.tta is not None and not isinstance(cfg.tta, str):
@@ -97,7 +103,7 @@ def main() -> int:
     @hydra.main(version_base=None, config_path=str(ROOT / "configs"), config_name="test")
     def run(cfg: DictConfig) -> None:
         from pc3d.engine import distributed, monitor, runner
-        from pc3d.errors import Pc3dError
+        from pc3d.errors import ConfigError, Pc3dError
         from pc3d.utils.cli import user_error
 
         try:
@@ -109,6 +115,8 @@ def main() -> int:
         monitor.setup_logging(None, is_main=info.is_main)
         try:
             wrap, tag = augmentation(cfg)
+            if cfg.all_steps and cfg.run_dir is None:
+                raise ConfigError("all_steps=true scores the steps a run kept: give run_dir=<training run folder>")
             ckpt = runner.find_checkpoint(None if cfg.ckpt is None else str(cfg.ckpt),
                                           None if cfg.run_dir is None else str(cfg.run_dir))
             overrides = {} if cfg.overrides is None else OmegaConf.to_container(cfg.overrides, resolve=True)
@@ -126,9 +134,13 @@ def main() -> int:
                     ckpt = Path(ckpt)
                     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
                     out_dir = run_dir / (f"test_{cfg.eval_dataset}_{tag}" if tag else f"test_{cfg.eval_dataset}")
-            runner.test(ckpt, info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size,
-                        workers=cfg.workers, use_ema=cfg.ema, write_predictions=cfg.write_predictions,
-                        overrides=overrides, dataset=dataset, wrap=wrap, tag=tag)
+            settings = dict(info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size, workers=cfg.workers,
+                            use_ema=cfg.ema, write_predictions=cfg.write_predictions, overrides=overrides,
+                            dataset=dataset, wrap=wrap, tag=tag)
+            if cfg.all_steps:
+                runner.test_steps(str(cfg.run_dir), **settings)
+            else:
+                runner.test(ckpt, **settings)
         except Pc3dError as error:
             status["code"] = user_error("test", error)
         finally:

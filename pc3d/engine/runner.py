@@ -32,6 +32,7 @@ from pc3d.engine.checkpoint import (
     load_model_state,
     load_weights,
     resolve_checkpoint,
+    step_checkpoints,
 )
 from pc3d.engine.evaluator import evaluate
 from pc3d.engine.monitor import metrics_table, write_json
@@ -214,9 +215,20 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
     dataset: another dataset config replacing the run's (evaluate on other data), which keeps the run's
     ``voxelizer``, ``voxel_size`` and ``point_cloud_range`` (the grid the model was built for); applied before
     the overrides."""
-    from omegaconf import OmegaConf
-
     from pc3d.models.contract import task_of
+
+    cfg, ckpt = stored_config(ckpt_path, overrides=overrides, dataset=dataset)
+    seed_everything(int(cfg.seed))
+    model = _instantiate(cfg.model)
+    task_of(model)
+    load_model_state(model, ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"], ckpt_path)
+    return model, cfg, ckpt
+
+
+def stored_config(ckpt_path: str | os.PathLike, *, overrides: Mapping | None = None, dataset: Mapping | None = None):
+    """(the config stored in a tools/train.py checkpoint with `dataset` and `overrides` applied as load_trained
+    applies them, the checkpoint dict)."""
+    from omegaconf import OmegaConf
 
     ckpt_path = Path(ckpt_path)
     ckpt = load_checkpoint(ckpt_path)
@@ -231,11 +243,7 @@ def load_trained(ckpt_path: str | os.PathLike, *, use_ema: bool = True, override
     lacking = [key for key in ("model", "dataset", "seed", "splits", "train") if key not in cfg]
     if lacking:
         raise CheckpointError(f"{ckpt_path}: its stored config lacks {lacking}; it was not written by tools/train.py")
-    seed_everything(int(cfg.seed))
-    model = _instantiate(cfg.model)
-    task_of(model)
-    load_model_state(model, ckpt["ema"]["model"] if use_ema and ckpt.get("ema") else ckpt["model"], ckpt_path)
-    return model, cfg, ckpt
+    return cfg, ckpt
 
 
 def chosen_on_these_data(ckpt_path: Path, ckpt: Mapping, cfg, split: str) -> list[dict] | None:
@@ -268,7 +276,8 @@ def chosen_on_these_data(ckpt_path: Path, ckpt: Mapping, cfg, split: str) -> lis
 def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str | None = None,
          out_dir: str | os.PathLike | None = None, batch_size: int | None = None, workers: int | None = None,
          use_ema: bool = True, write_predictions: bool = True, overrides: Mapping | None = None,
-         dataset: Mapping | None = None, wrap: Callable | None = None, tag: str | None = None) -> dict | None:
+         dataset: Mapping | None = None, wrap: Callable | None = None, tag: str | None = None,
+         subdir: str | None = None) -> dict | None:
     """Evaluate a checkpoint on `split` (default: the config's test split) with the config stored in it.
 
     Writes `<out_dir>/metrics.json`, `metrics.md` and, when the dataset has `write_predictions`,
@@ -276,13 +285,15 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     overrides: dotted keys applied to the stored config (e.g. {"dataset.root": "data/kitti"}). dataset: another
     dataset config replacing the run's (see load_trained). wrap: `wrap(model, dataset) -> model` evaluated in the
     model's place (tools/test.py's test-time augmentation, pc3d.models.tta); tag: what the wrapper does, recorded
-    in metrics.json and the table's title and appended to the default out_dir (test_<split>_<tag>).
+    in metrics.json and the table's title and appended to the default out_dir (test_<split>_<tag>). subdir: a
+    folder inside out_dir (or the default one) that receives this checkpoint's files (test_steps: step_<N>).
     """
     ckpt_path = Path(ckpt_path)
     model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides, dataset=dataset)
     split = split or cfg.splits.get("test") or cfg.splits.val
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
-    out_dir = Path(out_dir) if out_dir else run_dir / (f"test_{split}_{tag}" if tag else f"test_{split}")
+    out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, split, tag)
+    out_dir = out_dir / subdir if subdir else out_dir
     apply_threads(cfg)
     dataset = build_dataset(cfg.dataset, split, training=False)
     if wrap is not None:
@@ -322,3 +333,49 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     print(table, flush=True)
     return metrics
 
+
+
+def default_out_dir(run_dir: Path, split: str, tag: str | None) -> Path:
+    """Where tools/test.py writes unless told: `<run dir>/test_<split>` (`_<tag>` appended for a wrapped model)."""
+    return run_dir / (f"test_{split}_{tag}" if tag else f"test_{split}")
+
+
+def test_steps(run_dir: str | os.PathLike, *, info: distributed.DistInfo, out_dir: str | os.PathLike | None = None,
+               **kwargs) -> list[dict] | None:
+    """`test` on every `step_*.pt` the run kept (OpenPCDet's --eval_all), oldest first, each into `step_<N>/` of
+    its out_dir; then a table of the steps (the run's best_metric and the evaluated split) printed and written
+    beside them as `steps.md` / `steps.json`. best.pt is one of these steps and is not scored again.
+
+    What a run's own evaluations cannot show: how each kept step does on other data (`dataset_root=`, another
+    world), so that a step is chosen, or a figure reported, on data that did not pick it. kwargs: as `test`.
+    Returns [{"step", "checkpoint", "metrics"}] on rank 0 (None elsewhere)."""
+    run_dir = Path(run_dir)
+    kept = step_checkpoints(run_dir / "checkpoints")
+    if not kept:
+        raise CheckpointError(f"{run_dir}: no checkpoints/step_*.pt to score")
+    cfg, _ = stored_config(kept[-1][1], overrides=kwargs.get("overrides"), dataset=kwargs.get("dataset"))
+    split, tag = kwargs.pop("split", None) or cfg.splits.get("test") or cfg.splits.val, kwargs.get("tag")
+    base = Path(out_dir) if out_dir else default_out_dir(run_dir, split, tag)
+    rows = []
+    for step, path in kept:
+        metrics = test(path, info=info, split=split, out_dir=base, subdir=path.stem, **kwargs)
+        rows.append({"step": step, "checkpoint": str(path), "metrics": metrics})
+    if not info.is_main:
+        return None
+    metric = cfg.train.get("best_metric")
+    table = steps_table(rows, metric, f"{cfg.get('experiment_name', 'run')} · {split} · every kept step"
+                        + (f" · {tag}" if tag else ""))
+    write_json(base / "steps.json", {"split": split, "tag": tag, "metric": metric, "steps": rows})
+    (base / "steps.md").write_text(table + "\n")
+    print(table, flush=True)
+    return rows
+
+
+def steps_table(rows: list[dict], metric: str | None, title: str) -> str:
+    """Markdown: one row per step with `metric` (all scalar metrics when None or absent, at most six)."""
+    names = [metric] if metric and all(metric in r["metrics"] for r in rows) else [
+        k for k, v in rows[0]["metrics"].items() if isinstance(v, int | float)][:6]
+    lines = [f"**{title}**", "", "| step | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['step']} | " + " | ".join(f"{r['metrics'][n]:.4g}" for n in names) + " |")
+    return "\n".join(lines)
