@@ -1,6 +1,7 @@
 """Round trips from every simulated-world writer through its pc3d.data loader, and the real samples."""
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -127,6 +128,17 @@ def test_waymo_round_trip(tmp_path):
         names = {1: "Vehicle", 2: "Pedestrian", 4: "Cyclist"}
         assert list(annos["name"]) == [names[WAYMO_TYPE[k]] for k, ok in zip(frame.kinds, keep, strict=True) if ok]
         assert s["gt_boxes"].shape[1] == 9 and set(s["gt_labels"].tolist()) <= {1, 2, 3}
+    # tools/test.py's parquet: the first frame's boxes as predictions, none in the second
+    import pyarrow.parquet as pq
+
+    first = ds.load(0)
+    preds = [{"boxes": first["gt_boxes"], "scores": np.linspace(0.9, 0.5, len(first["gt_boxes"])),
+              "labels": first["gt_labels"]}, {"boxes": np.zeros((0, 9)), "scores": np.zeros(0), "labels": np.zeros(0)}]
+    (written,) = ds.write_predictions(preds, tmp_path / "pred").iterdir()
+    table = pq.read_table(written).to_pydict()
+    assert set(table["key.frame_timestamp_micros"]) == {ds.frames[0][1]}
+    np.testing.assert_allclose(table["[LiDARBoxComponent].box.center.x"], first["gt_boxes"][:, 0], atol=1e-5)
+    np.testing.assert_allclose(table["[LiDARBoxComponent].score"], preds[0]["scores"])
 
 
 def test_scannet_round_trip(tmp_path):
@@ -141,6 +153,19 @@ def test_scannet_round_trip(tmp_path):
     assert s["points"].shape == (len(nyu), 6) and s["points"][:, 3:].min() >= 0 and s["points"][:, 3:].max() <= 1
     assert s["points"][:, 2].min() > -0.01 and s["points"][:, :2].min() > -0.05  # axis-aligned room
     assert s["instance_ids"].max() > 0
+    # tools/test.py's files follow the task: labels per mesh vertex, or a detector's boxes as JSON
+    labels = [{"pred_labels": ds.load(i)["point_labels"]} for i in range(len(ds))]
+    written = ds.write_predictions(labels, tmp_path / "seg")
+    ids = np.loadtxt(written / "scene0000_00.txt", dtype=np.int64)
+    np.testing.assert_array_equal(ids, np.where(np.isin(nyu, SCANNET20_IDS), nyu, 0))
+    det = ScanNetDataset(root, "train", boxes=True)
+    truth = [det.annotations(i) for i in range(len(det))]
+    preds = [{"boxes": t["gt_boxes"], "scores": np.ones(len(t["gt_labels"])), "labels": t["gt_labels"]} for t in truth]
+    scene = json.loads((det.write_predictions(preds, tmp_path / "det") / "scene0000_00.json").read_text())
+    np.testing.assert_allclose(scene["boxes"], truth[0]["gt_boxes"], atol=1e-4)
+    assert scene["labels"] == truth[0]["gt_labels"].tolist() and scene["frame"] == "aligned scene"
+    with pytest.raises(DataFormatError, match="scene0000_00_vh_clean_2.ply.*detection prediction needs"):
+        det.write_predictions([{"pred_labels": np.zeros(3)}] * len(det), tmp_path / "wrong")
 
 
 def test_sceneflow_round_trip(tmp_path):

@@ -1,6 +1,7 @@
 """Every experiment config, on small simulated data in its dataset's layout: one training step (a loss dict
 with a finite scalar `loss` that back-propagates) and one evaluation batch (predictions that pass
-check_prediction, scored by the dataset's hook)."""
+check_prediction, scored by the dataset's hook and written by its write_predictions where they cover the
+split)."""
 from __future__ import annotations
 
 import math
@@ -98,7 +99,7 @@ def num_points(task: str, batch: dict, b: int) -> int | None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
-def test_experiment_trains_one_step_and_evaluates(experiment, data):
+def test_experiment_trains_one_step_and_evaluates(experiment, data, tmp_path):
     cfg = compose_on(experiment, data)
     torch.manual_seed(0)
     model = instantiate(cfg.model, _convert_="all")
@@ -134,3 +135,8 @@ def test_experiment_trains_one_step_and_evaluates(experiment, data):
     if hook is not None:
         metrics = hook(val_set, predictions)
         assert metrics and all(np.isscalar(v) or isinstance(v, dict) for v in metrics.values())
+    writer = getattr(val_set, "write_predictions", None)
+    if callable(writer) and len(samples) == len(val_set):  # tools/test.py's files, for the split it predicted
+        written = Path(writer([{k: v.numpy() if isinstance(v, torch.Tensor) else v for k, v in pred.items()}
+                               for pred in predictions], tmp_path / "predictions"))
+        assert any(f.is_file() for f in written.rglob("*")), written
