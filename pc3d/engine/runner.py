@@ -309,7 +309,7 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
     step = int(ckpt["progress"]["step"])
-    title = f"{cfg.get('experiment_name', 'run')} · {split} · {ckpt_path.name} (step {step})" + (
+    title = f"{cfg.get('experiment_name', 'run')} · {scored_on(cfg, split)} · {ckpt_path.name} (step {step})" + (
         f" · {tag}" if tag else "")
     table = metrics_table(metrics, title)
     extra = getattr(evaluator, "last_table", None)
@@ -333,6 +333,12 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     print(table, flush=True)
     return metrics
 
+
+
+def scored_on(cfg, split: str) -> str:
+    """The split and, for data on disk, the dataset root it was read from (tables' titles)."""
+    root = cfg.dataset.get("root")
+    return f"{split} of {root}" if root else split
 
 
 def default_out_dir(run_dir: Path, split: str, tag: str | None) -> Path:
@@ -363,7 +369,7 @@ def test_steps(run_dir: str | os.PathLike, *, info: distributed.DistInfo, out_di
     if not info.is_main:
         return None
     metric = cfg.train.get("best_metric")
-    table = steps_table(rows, metric, f"{cfg.get('experiment_name', 'run')} · {split} · every kept step"
+    table = steps_table(rows, metric, f"{cfg.get('experiment_name', 'run')} · {scored_on(cfg, split)} · every kept step"
                         + (f" · {tag}" if tag else ""))
     write_json(base / "steps.json", {"split": split, "tag": tag, "metric": metric, "steps": rows})
     (base / "steps.md").write_text(table + "\n")
