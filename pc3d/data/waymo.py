@@ -158,7 +158,8 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     for name in (*fields, "type", "score"):
         rows[f"{BOX}.{name}"] = []
     for timestamp, pred in frames:
-        boxes = np.asarray(pred["boxes"], np.float64).reshape(len(pred["scores"]), -1) if len(pred["scores"]) else ()
+        count = len(pred["scores"])
+        boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
         for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
             rows[SEGMENT].append(segment)
             rows[TIMESTAMP].append(int(timestamp))

@@ -334,7 +334,6 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     return metrics
 
 
-
 def scored_on(cfg, split: str) -> str:
     """The split and, for data on disk, the dataset root it was read from (tables' titles)."""
     root = cfg.dataset.get("root")
@@ -350,7 +349,7 @@ def test_steps(run_dir: str | os.PathLike, *, info: distributed.DistInfo, out_di
                **kwargs) -> list[dict] | None:
     """`test` on every `step_*.pt` the run kept (OpenPCDet's --eval_all), oldest first, each into `step_<N>/` of
     its out_dir; then a table of the steps (the run's best_metric and the evaluated split) printed and written
-    beside them as `steps.md` / `steps.json`. best.pt is one of these steps and is not scored again.
+    beside them as `steps.md` / `steps.json`. best.pt (a copy of one step, perhaps no longer kept) is not scored.
 
     What a run's own evaluations cannot show: how each kept step does on other data (`dataset_root=`, another
     world), so that a step is chosen, or a figure reported, on data that did not pick it. kwargs: as `test`.
