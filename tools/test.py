@@ -133,7 +133,7 @@ def main() -> int:
                 if out_dir is None:
                     ckpt = Path(ckpt)
                     run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-                    out_dir = run_dir / (f"test_{cfg.eval_dataset}_{tag}" if tag else f"test_{cfg.eval_dataset}")
+                    out_dir = runner.default_out_dir(run_dir, str(cfg.eval_dataset), tag)
             settings = dict(info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size, workers=cfg.workers,
                             use_ema=cfg.ema, write_predictions=cfg.write_predictions, overrides=overrides,
                             dataset=dataset, wrap=wrap, tag=tag)

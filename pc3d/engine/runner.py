@@ -290,7 +290,7 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     """
     ckpt_path = Path(ckpt_path)
     model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides, dataset=dataset)
-    split = split or cfg.splits.get("test") or cfg.splits.val
+    split = scored_split(cfg, split)
     run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
     out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, split, tag)
     out_dir = out_dir / subdir if subdir else out_dir
@@ -334,15 +334,21 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     return metrics
 
 
+def scored_split(cfg, split: str | None) -> str:
+    """`split` when given, else the run's test split, else its val split."""
+    return split or cfg.splits.get("test") or cfg.splits.val
+
+
 def scored_on(cfg, split: str) -> str:
     """The split and, for data on disk, the dataset root it was read from (tables' titles)."""
     root = cfg.dataset.get("root")
     return f"{split} of {root}" if root else split
 
 
-def default_out_dir(run_dir: Path, split: str, tag: str | None) -> Path:
-    """Where tools/test.py writes unless told: `<run dir>/test_<split>` (`_<tag>` appended for a wrapped model)."""
-    return run_dir / (f"test_{split}_{tag}" if tag else f"test_{split}")
+def default_out_dir(run_dir: Path, name: str, tag: str | None) -> Path:
+    """Where tools/test.py writes unless told: `<run dir>/test_<name>` (the split, or the eval_dataset), `_<tag>`
+    appended for a wrapped model."""
+    return run_dir / (f"test_{name}_{tag}" if tag else f"test_{name}")
 
 
 def test_steps(run_dir: str | os.PathLike, *, info: distributed.DistInfo, out_dir: str | os.PathLike | None = None,
@@ -359,7 +365,7 @@ def test_steps(run_dir: str | os.PathLike, *, info: distributed.DistInfo, out_di
     if not kept:
         raise CheckpointError(f"{run_dir}: no checkpoints/step_*.pt to score")
     cfg, _ = stored_config(kept[-1][1], overrides=kwargs.get("overrides"), dataset=kwargs.get("dataset"))
-    split, tag = kwargs.pop("split", None) or cfg.splits.get("test") or cfg.splits.val, kwargs.get("tag")
+    split, tag = scored_split(cfg, kwargs.pop("split", None)), kwargs.get("tag")
     base = Path(out_dir) if out_dir else default_out_dir(run_dir, split, tag)
     rows = []
     for step, path in kept:
