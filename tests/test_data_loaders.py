@@ -163,7 +163,7 @@ def test_scannet_round_trip(tmp_path):
     preds = [{"boxes": t["gt_boxes"], "scores": np.ones(len(t["gt_labels"])), "labels": t["gt_labels"]} for t in truth]
     scene = json.loads((det.write_predictions(preds, tmp_path / "det") / "scene0000_00.json").read_text())
     np.testing.assert_allclose(scene["boxes"], truth[0]["gt_boxes"], atol=1e-4)
-    assert scene["labels"] == truth[0]["gt_labels"].tolist() and scene["frame"] == "aligned scene"
+    assert scene["labels"] == truth[0]["gt_labels"].tolist() and scene["frame"] == "scene"
     with pytest.raises(DataFormatError, match="scene0000_00_vh_clean_2.ply.*detection prediction needs"):
         det.write_predictions([{"pred_labels": np.zeros(3)}] * len(det), tmp_path / "wrong")
 

@@ -94,3 +94,24 @@ def test_simulated_scannet_boxes_infos_and_the_hook(tmp_path):
     for c, name in enumerate(data.box_class_names, 1):
         if f"AP_0.25/{name}" in metrics and c not in flat:
             assert metrics[f"AP_0.25/{name}"] == pytest.approx(100) and metrics[f"AP_0.50/{name}"] == pytest.approx(100)
+
+
+def test_box_json_layout_and_bad_labels(tmp_path):
+    import json
+
+    from pc3d.eval.box_json import write_box_json
+
+    pred = {"boxes": np.array([[1.0, 2.0, 0.5, 0.6, 0.7, 0.8, 0.123456]]), "scores": np.array([0.98766]),
+            "labels": np.array([2])}
+    path = write_box_json(tmp_path / "a" / "s0.json", "s0", "scene", pred, ["chair", "table"], source="x.ply")
+    assert json.loads(path.read_text()) == {"frame_id": "s0", "frame": "scene",
+                                            "boxes": [[1.0, 2.0, 0.5, 0.6, 0.7, 0.8, 0.1235]], "scores": [0.9877],
+                                            "labels": [2], "names": ["table"], "source": "x.ply"}
+    empty = {"boxes": np.zeros((0, 7)), "scores": np.zeros(0), "labels": np.zeros(0, int)}
+    assert json.loads(write_box_json(tmp_path / "e.json", "e", "lidar", empty, ["car"]).read_text())["boxes"] == []
+    with pytest.raises(DataFormatError, match=r"bad\.json.*labels must be in \[1, 2\], got \[0, 2\]"):
+        write_box_json(tmp_path / "bad.json", "b", "scene", {**pred, "labels": np.array([0, 2]),
+                                                           "boxes": np.zeros((2, 7)), "scores": np.ones(2)},
+                       ["chair", "table"])
+    with pytest.raises(DataFormatError, match="1 boxes, 2 scores and 1 labels"):
+        write_box_json(tmp_path / "bad.json", "b", "scene", {**pred, "scores": np.ones(2)}, ["chair", "table"])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pc3d.errors import DataFormatError
+from pc3d.eval.box_json import write_box_json
 
 from .dataset import PointCloudDataset
 from .indoor_boxes import instance_boxes
@@ -285,20 +286,6 @@ def write_scannet_labels(path: Path, train_ids: np.ndarray, num_vertices: int | 
     return path
 
 
-def write_scannet_boxes(path: Path, scene: str, pred: dict) -> Path:
-    """One scene's detections as JSON: boxes [K, 7] (x, y, z centre, dx, dy, dz, heading) in the aligned scene
-    frame, scores, labels 1..18 and their names (``SCANNET18_CLASSES``)."""
-    boxes, labels = np.asarray(pred["boxes"], np.float64).reshape(-1, 7), np.asarray(pred["labels"], np.int64)
-    if labels.size and (labels.min() < 1 or labels.max() > len(SCANNET18_CLASSES)):
-        raise DataFormatError(path, f"box labels must be in [1, {len(SCANNET18_CLASSES)}], got "
-                                    f"[{labels.min()}, {labels.max()}]")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"scene": scene, "frame": "aligned scene", "boxes": np.round(boxes, 4).tolist(),
-                                "scores": np.round(np.asarray(pred["scores"], np.float64), 4).tolist(),
-                                "labels": labels.tolist(), "names": [SCANNET18_CLASSES[k - 1] for k in labels]}))
-    return path
-
-
 class ScanNetDataset(PointCloudDataset):
     """ScanNet v2 scenes of a split as segmentation samples: points [N, 6] (x, y, z, r, g, b),
     point_labels (20 classes, -1 ignored) and, with instances=True, instance_ids; with boxes=True (instances
@@ -333,8 +320,9 @@ class ScanNetDataset(PointCloudDataset):
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook, by the dataset's task: segmentation (``pred_labels``) -> the benchmark's
         ``<out_dir>/<scene>.txt``, one NYU40 id per mesh vertex; detection (boxes=True: ``boxes``, ``scores``,
-        ``labels``) -> ``<out_dir>/<scene>.json``, the axis-aligned boxes (centre, size, heading 0) in the
-        aligned scene frame, the frame of the benchmark's boxes (the detection benchmark has no file format)."""
+        ``labels``) -> ``<out_dir>/<scene>.json`` (pc3d.eval.box_json, the layout tools/infer.py writes), the
+        axis-aligned boxes (centre, size, heading 0) in the aligned scene frame, the frame of the benchmark's
+        boxes (the detection benchmark has no file format)."""
         if len(predictions) != len(self.frames):
             raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} scenes")
         keys = ("boxes", "scores", "labels") if self.boxes else ("pred_labels",)
@@ -345,7 +333,7 @@ class ScanNetDataset(PointCloudDataset):
                 task = "detection" if self.boxes else "segmentation"
                 raise DataFormatError(mesh, f"a {task} prediction needs {list(keys)}, got keys {sorted(pred)}")
             if self.boxes:
-                write_scannet_boxes(out / f"{scene}.json", scene, pred)
+                write_box_json(out / f"{scene}.json", scene, "scene", pred, SCANNET18_CLASSES)
             else:
                 write_scannet_labels(out / f"{scene}.txt", pred["pred_labels"],
                                      len(read_ply_vertices(mesh, ("x",))["x"]))

@@ -7,7 +7,7 @@ frame id ("seq/name" frame ids make sub-folders).
     print(writer.close())                        # where everything went
 
 detection       KITTI ``label_2`` text with scores (camera frame through the frame's calibration, else the
-                simulator's KITTI calibration) + LiDAR-frame JSON; a Waymo v2 source also gets
+                simulator's KITTI calibration) + LiDAR-frame JSON (pc3d.eval.box_json); a Waymo v2 source also gets
                 ``waymo/<split>/lidar_box/<segment>.parquet`` (the v2 box component's columns + score).
 segmentation    under ``labels/`` the dataset's label files (SemanticKITTI ``sequences/SS/predictions/NNNNNN.label``,
                 ScanNet ``<scene>.txt``, otherwise ``<frame>.npy`` train ids; a one-file source's frame is
@@ -29,6 +29,7 @@ import numpy as np
 
 from pc3d.data.label_space import LabelSpace, npy_label_space
 from pc3d.errors import DataFormatError
+from pc3d.eval.box_json import write_box_json
 from pc3d.infer.sources import Source, SourceFrame
 
 
@@ -73,11 +74,8 @@ class DetectionOutput:
 
         if not self.indoor:
             self.write_kitti(frame, pred)
-        _dump(self.out / "json" / f"{frame.frame_id}.json", {
-            "frame_id": frame.frame_id, "source": str(frame.source), "frame": "scene" if self.indoor else "lidar",
-            "boxes": np.round(pred["boxes"], 4).tolist(), "scores": np.round(pred["scores"], 4).tolist(),
-            "labels": np.asarray(pred["labels"]).tolist(),
-            "names": [self.class_names[k - 1] for k in np.asarray(pred["labels"])]})
+        write_box_json(self.out / "json" / f"{frame.frame_id}.json", frame.frame_id,
+                       "scene" if self.indoor else "lidar", pred, self.class_names, source=str(frame.source))
         if self.waymo is not None:
             self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
         return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id,

@@ -1,0 +1,46 @@
+"""Detections as JSON, one file per frame: the layout `tools/infer.py` writes for every source and `tools/test.py`
+writes for ScanNet (whose detection benchmark has no file format of its own).
+
+    {"frame_id": str,
+     "frame":    "lidar" (the sensor frame of an outdoor sweep) | "scene" (an indoor scene's aligned frame),
+     "boxes":    [[x, y, z, dx, dy, dz, heading], ...]   box centre and size in metres, heading in radians,
+     "scores":   [float, ...],
+     "labels":   [int, ...]                               1..K, class_names[label - 1] is the class,
+     "names":    [str, ...],
+     ...}                                                 extra keys of the writer (infer: "source")
+
+Values are rounded to 4 decimals (0.1 mm, 1e-4 rad).
+"""
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+
+FRAMES = ("lidar", "scene")
+
+
+def write_box_json(path: Path, frame_id: str, frame: str, pred: Mapping, class_names: Sequence[str],
+                   **extra) -> Path:
+    """Write pred {"boxes" [K, 7], "scores" [K], "labels" [K] in 1..len(class_names)} to path (folders made);
+    labels out of range are a DataFormatError naming path. Returns path."""
+    if frame not in FRAMES:
+        raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
+    boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 7)
+    scores = np.asarray(pred["scores"], np.float64).reshape(-1)
+    labels = np.asarray(pred["labels"], np.int64).reshape(-1)
+    if not len(boxes) == len(scores) == len(labels):
+        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    if labels.size and (labels.min() < 1 or labels.max() > len(class_names)):
+        raise DataFormatError(path, f"box labels must be in [1, {len(class_names)}], got "
+                                    f"[{labels.min()}, {labels.max()}]")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"frame_id": str(frame_id), "frame": frame, "boxes": np.round(boxes, 4).tolist(),
+                                "scores": np.round(scores, 4).tolist(), "labels": labels.tolist(),
+                                "names": [class_names[k - 1] for k in labels], **extra}))
+    return path
