@@ -151,8 +151,7 @@ def run(args: argparse.Namespace) -> int:
         return track(it, total=total, desc="infer", unit="frame")
 
     records, wall, skipped, dropped = stream(model, source, pairs or preparer(cfg, window), collate, output, device,
-                                             renders,
-                                             args.max_frames, progress, args.strict)
+                                             renders, args.max_frames, progress, args.strict)
     print(output.close(), flush=True)
     if skipped:
         print(f"{len(skipped)} bad frame(s) skipped (listed above); --strict stops at the first", flush=True)
