@@ -11,6 +11,8 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
+from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+
 LINE = 64
 
 

@@ -36,6 +36,10 @@ segmentor that offers ``class_probabilities(batch) -> (float32 [sum N, K], mappe
 and a mos model that offers ``moving_probabilities(batch) -> {"probabilities": float32 [sum N, 2] (static,
 moving; every point of the window), "mapped": bool [sum N] (, "detections": per-sample box dicts)}`` and
 ``predictions(batch, scores, mapped (, detections))``.
+
+A model that keeps state from frame to frame may offer ``start_sequence(name)``; ``tools/infer.py``
+(``pc3d.infer.stream``) calls it before the first frame of every sequence. No model does today: a 4D MOS run's
+past scans live in the inference prepare step (``pc3d.infer.scan_window``), told the same way.
 """
 from __future__ import annotations
 
