@@ -82,3 +82,16 @@ def test_building_a_node_reports_the_pc3d_error_or_names_the_target(tmp_path):
         build_dataset(cfg.dataset, "train", training=True)
     with pytest.raises(ConfigError, match="ToyPointNet"):
         _instantiate(composed("model.num_classes=abc").model)
+
+
+@pytest.mark.parametrize("experiment", sorted(p.stem for p in (ROOT / "configs" / "experiment").glob("*.yaml")))
+def test_recipe_intervals_are_in_the_unit_of_their_run_length(experiment):
+    """eval / ckpt intervals count epochs under max_epochs and steps under max_iters: a recipe run by steps that
+    evaluates or saves every few steps meant epochs (dsvt_pillar_sim_waymo once saved a checkpoint every step)."""
+    cfg = composed(f"experiment={experiment}")
+    train = cfg.train
+    if train.max_iters is None:
+        return
+    for key in ("eval_interval", "ckpt_interval") if cfg.splits.get("val") else ("ckpt_interval",):
+        interval = train.get(key)
+        assert interval is None or interval == 0 or interval >= 20, f"{experiment}: train.{key}={interval} steps"
