@@ -86,6 +86,17 @@ def test_default_intervals_are_once_per_epoch_in_either_unit(tmp_path):
     assert saved == ["step_00000008.pt", "step_00000016.pt"]
 
 
+def test_the_start_line_says_when_the_run_evaluates_and_saves_in_steps(tmp_path):
+    """8 steps per epoch (64 samples / batch 8): intervals in epochs are shown as steps, so one meant in epochs
+    but counted in steps (ckpt_interval 1 under max_iters) shows as "every 1 step"."""
+    assert make_trainer(tmp_path / "a", max_iters=None, max_epochs=4, eval_interval=2, ckpt_interval=None).cadence() \
+        == "evaluation every 16 steps, a checkpoint every 8 steps"
+    assert make_trainer(tmp_path / "b", max_iters=40, eval_interval=0, ckpt_interval=1).cadence() \
+        == "evaluation at the end, a checkpoint every 1 step"
+    assert make_trainer(tmp_path / "c", max_iters=40, eval_interval=40, ckpt_interval=None).cadence() \
+        == "evaluation at the end, a checkpoint every 8 steps"
+
+
 RESUME_CASES = {
     "iters": ({"max_iters": 12, "ckpt_interval": 6}, 6, 1),            # mid-epoch: 8 steps per epoch
     "iters_2_workers": ({"max_iters": 12, "ckpt_interval": 6, "workers": 2}, 6, 1),

@@ -251,9 +251,9 @@ class Trainer:
         writer = ScalarWriter(self.run_dir / "tb", self.s.tensorboard and main)
         progress = Progress(self.total_steps, self.step, main)
         if main:
-            log.info("training %s: %d steps (%d per epoch), %d process(es), device %s, run dir %s",
-                     type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.info.world_size,
-                     self.info.device, self.run_dir)
+            log.info("training %s: %d steps (%d per epoch), %s, %d process(es), device %s, run dir %s",
+                     type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.cadence(),
+                     self.info.world_size, self.info.device, self.run_dir)
         self.model.train()
         stop = StopRequest()
         try:
@@ -356,6 +356,16 @@ class Trainer:
         if setting is not None:
             return setting
         return 1 if self.s.by_epochs else self.steps_per_epoch
+
+    def cadence(self) -> str:
+        """When the run evaluates and saves, in steps: "evaluation every 840 steps, a checkpoint every 105 steps"
+        (the start line of the log, where an interval meant in epochs but counted in steps shows)."""
+        def every(setting: int | None, what: str) -> str:
+            n = self.interval(setting) * (self.steps_per_epoch if self.s.by_epochs else 1)
+            return f"{what} every {n} step{'s' if n != 1 else ''}" if 0 < n < self.total_steps else f"{what} at the end"
+
+        parts = [every(self.s.eval_interval, "evaluation")] if self.val_set is not None else ["no evaluation"]
+        return ", ".join(parts + [every(self.s.ckpt_interval, "a checkpoint")])
 
     def _finish(self, writer: ScalarWriter) -> None:
         metrics = None
