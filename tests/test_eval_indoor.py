@@ -113,5 +113,10 @@ def test_box_json_layout_and_bad_labels(tmp_path):
         write_box_json(tmp_path / "bad.json", "b", "scene", {**pred, "labels": np.array([0, 2]),
                                                            "boxes": np.zeros((2, 7)), "scores": np.ones(2)},
                        ["chair", "table"])
+    moving = {**pred, "boxes": np.array([[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.0, 3.0, -1.0]])}  # with vx, vy
+    assert json.loads(write_box_json(tmp_path / "v.json", "v", "lidar", moving, ["car", "truck"]).read_text())[
+        "boxes"] == [[1.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.0, 3.0, -1.0]]
+    with pytest.raises(DataFormatError, match=r"boxes must be \[K, 7\] or \[K, 9\].*got \[2, 8\]"):
+        write_box_json(tmp_path / "bad.json", "b", "lidar", {**pred, "boxes": np.zeros((2, 8))}, ["car"])
     with pytest.raises(DataFormatError, match="1 boxes, 2 scores and 1 labels"):
         write_box_json(tmp_path / "bad.json", "b", "scene", {**pred, "scores": np.ones(2)}, ["chair", "table"])

@@ -3,7 +3,8 @@ writes for ScanNet (whose detection benchmark has no file format of its own).
 
     {"frame_id": str,
      "frame":    "lidar" (the sensor frame of an outdoor sweep) | "scene" (an indoor scene's aligned frame),
-     "boxes":    [[x, y, z, dx, dy, dz, heading], ...]   box centre and size in metres, heading in radians,
+     "boxes":    [[x, y, z, dx, dy, dz, heading (, vx, vy)], ...]   centre and size in metres, heading in
+                                                          radians, velocity (m/s) when the model predicts it,
      "scores":   [float, ...],
      "labels":   [int, ...]                               1..K, class_names[label - 1] is the class,
      "names":    [str, ...],
@@ -26,11 +27,15 @@ FRAMES = ("lidar", "scene")
 
 def write_box_json(path: Path, frame_id: str, frame: str, pred: Mapping, class_names: Sequence[str],
                    **extra) -> Path:
-    """Write pred {"boxes" [K, 7], "scores" [K], "labels" [K] in 1..len(class_names)} to path (folders made);
-    labels out of range are a DataFormatError naming path. Returns path."""
+    """Write pred {"boxes" [K, 7 (+2)], "scores" [K], "labels" [K] in 1..len(class_names)} to path (folders
+    made); boxes of another width, counts that differ or labels out of range are a DataFormatError naming path.
+    Returns path."""
     if frame not in FRAMES:
         raise ValueError(f"frame must be one of {FRAMES}, got {frame!r}")
-    boxes = np.asarray(pred["boxes"], np.float64).reshape(-1, 7)
+    boxes = np.asarray(pred["boxes"], np.float64)
+    boxes = boxes.reshape(0, 7) if boxes.size == 0 else boxes
+    if boxes.ndim != 2 or boxes.shape[1] not in (7, 9):
+        raise DataFormatError(path, f"boxes must be [K, 7] or [K, 9] (with vx, vy), got {list(boxes.shape)}")
     scores = np.asarray(pred["scores"], np.float64).reshape(-1)
     labels = np.asarray(pred["labels"], np.int64).reshape(-1)
     if not len(boxes) == len(scores) == len(labels):
