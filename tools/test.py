@@ -131,9 +131,7 @@ def main() -> int:
                 dataset = dataset_config(str(cfg.eval_dataset))
                 split = split or dataset.get("split")  # the other dataset's own split names
                 if out_dir is None:
-                    ckpt = Path(ckpt)
-                    run_dir = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-                    out_dir = runner.default_out_dir(run_dir, str(cfg.eval_dataset), tag)
+                    out_dir = runner.default_out_dir(runner.run_dir_of(Path(ckpt)), str(cfg.eval_dataset), tag)
             settings = dict(info=info, split=split, out_dir=out_dir, batch_size=cfg.batch_size, workers=cfg.workers,
                             use_ema=cfg.ema, write_predictions=cfg.write_predictions, overrides=overrides,
                             dataset=dataset, wrap=wrap, tag=tag)

@@ -291,7 +291,7 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
     ckpt_path = Path(ckpt_path)
     model, cfg, ckpt = load_trained(ckpt_path, use_ema=use_ema, overrides=overrides, dataset=dataset)
     split = scored_split(cfg, split)
-    run_dir = ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
+    run_dir = run_dir_of(ckpt_path)
     out_dir = Path(out_dir) if out_dir else default_out_dir(run_dir, split, tag)
     out_dir = out_dir / subdir if subdir else out_dir
     apply_threads(cfg)
@@ -332,6 +332,11 @@ def test(ckpt_path: str | os.PathLike, *, info: distributed.DistInfo, split: str
         log.info("predictions written to %s", written)
     print(table, flush=True)
     return metrics
+
+
+def run_dir_of(ckpt_path: Path) -> Path:
+    """The run folder of a checkpoint: `<run>/checkpoints/<name>.pt` -> `<run>`; a file elsewhere -> its folder."""
+    return ckpt_path.parent.parent if ckpt_path.parent.name == "checkpoints" else ckpt_path.parent
 
 
 def scored_split(cfg, split: str | None) -> str:
