@@ -24,8 +24,9 @@ large blocks of a step. Measured on `centerpoint_pillar_sim_waymo` (bf16, 2 thre
 `bound_primitive_cache` sets the cache to `PRIMITIVE_CACHE_CAPACITY` entries (ONEDNN_PRIMITIVE_CACHE_CAPACITY,
 read by oneDNN when it makes its first primitive): enough for every fixed-shape primitive of a step
 (`centerpoint_sim_kitti` runs 75 distinct ones; at 64 entries it lost ~7 % of its bf16 steps/s to re-creating
-them), few enough that the varying ones are evicted. With it the same recipe plateaus at 2.6 GB, DSVT-pillar
-(about 40 new matmul shapes a step) near 4 GB, at unchanged steps/s. A value the user set (ONEDNN_ or DNNL_
+them), few enough that the varying ones are evicted. With it the same recipe levels off at 2.6 GB and
+`dsvt_pillar_sim_waymo` (about 40 new matmul shapes a step) near 4.8 GB by step 500 (unbounded: 5.1 GB by step
+100 and rising), both at unchanged steps/s. A value the user set (ONEDNN_ or DNNL_
 prefix) is left alone; imported after torch made its first primitive, it changes nothing.
 
 This module imports only the standard library.
