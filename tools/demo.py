@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--frames", type=int, default=300, help="simulated frames (half train, half val)")
     p.add_argument("--data", default="data/sim_kitti_det", help="the simulated dataset's folder")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (30: about 11 min on 2 cores)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (30: about 5 min on 2 cores)")
     p.add_argument("--ckpt", default=None, help="skip training: evaluate / infer with this run dir or checkpoint")
     p.add_argument("--out", default="outputs/demo")
     p.add_argument("--infer-frames", type=int, default=10, help="frames of the simulated sequence to infer")
