@@ -127,6 +127,27 @@ def test_exact_resume_is_bitwise(tmp_path, case, monkeypatch):
             assert torch.equal(a, c)
 
 
+def test_resume_on_another_thread_count_says_it_is_not_bitwise(tmp_path, caplog):
+    """Sums over threads are taken in another order on another thread count (a float32 CenterPoint run on one
+    thread and on two drifts from the first step), so a checkpoint records its threads and a resume on a
+    different count warns; on the same count it does not."""
+    from pc3d.engine import trainer as trainer_module
+
+    make_trainer(tmp_path / "saving", max_iters=4, ckpt_interval=2).fit()
+    ckpt = tmp_path / "saving" / "checkpoints" / "step_00000002.pt"
+    assert load_checkpoint(ckpt)["progress"]["threads"] == torch.get_num_threads()
+    before = torch.get_num_threads()
+    for threads, warned in ((before, False), (before + 1, True)):
+        caplog.clear()
+        torch.set_num_threads(threads)
+        try:
+            with caplog.at_level(logging.WARNING, logger=trainer_module.__name__):
+                make_trainer(tmp_path / f"resumed_{threads}", max_iters=4).fit(resume=ckpt)
+        finally:
+            torch.set_num_threads(before)
+        assert ("not bit for bit" in caplog.text) == warned, caplog.text
+
+
 def test_bf16_runs_float32_on_a_cpu_without_bf16_instructions(tmp_path, monkeypatch, caplog):
     """train.precision=bf16 on a CPU that cannot multiply bf16 trains in float32 and says so; PC3D_BF16=force
     and a CPU with the instructions keep bf16."""

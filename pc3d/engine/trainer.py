@@ -16,7 +16,8 @@ Per-step cost is kept small: no host-device synchronisation except every `log_in
 
 Stopping. SIGINT / SIGTERM set a flag; at the next step boundary (under DDP at the next
 `log_interval` boundary, after the ranks agree) the trainer saves a checkpoint and returns with
-`interrupted=True`. Resuming from it (`resume=<file or run dir>`) continues bit for bit.
+`interrupted=True`. Resuming from it (`resume=<file or run dir>`) continues bit for bit on the same thread
+count (recorded in the checkpoint; torch's dense layers sum in another order on another count: a warning).
 """
 from __future__ import annotations
 
@@ -197,7 +198,7 @@ class Trainer:
             "rng": distributed.all_gather_objects(rng_state()),
             "progress": {"epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch, "step": self.step,
                          "seed": self.seed, "world_size": self.info.world_size,
-                         "total_steps": self.total_steps},
+                         "total_steps": self.total_steps, "threads": torch.get_num_threads()},
             "config": self.config,
         }
 
@@ -220,6 +221,9 @@ class Trainer:
         self.epoch, self.batch_in_epoch, self.step = int(p["epoch"]), int(p["batch_in_epoch"]), int(p["step"])
         if p.get("seed") != self.seed:
             log.warning("%s was trained with seed %s, this run has seed %s", source, p.get("seed"), self.seed)
+        if p.get("threads", torch.get_num_threads()) != torch.get_num_threads():
+            log.warning("%s was trained on %s threads, this run has %d: sums are taken in another order, so the "
+                        "run continues, but not bit for bit", source, p["threads"], torch.get_num_threads())
         rng = ckpt.get("rng") or []
         if len(rng) == self.info.world_size:
             set_rng_state(rng[self.info.rank])
@@ -251,9 +255,9 @@ class Trainer:
         writer = ScalarWriter(self.run_dir / "tb", self.s.tensorboard and main)
         progress = Progress(self.total_steps, self.step, main)
         if main:
-            log.info("training %s: %d steps (%d per epoch), %s, %d process(es), device %s, run dir %s",
-                     type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.cadence(),
-                     self.info.world_size, self.info.device, self.run_dir)
+            log.info("training %s: %d steps (%d per epoch), %s, %d process(es) of %d thread(s), device %s, "
+                     "run dir %s", type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.cadence(),
+                     self.info.world_size, torch.get_num_threads(), self.info.device, self.run_dir)
         self.model.train()
         stop = StopRequest()
         try:
