@@ -12,6 +12,8 @@ side effects, all process policies:
 - oneDNN's primitive cache bounded (`pc3d_ops.heap.bound_primitive_cache`, 128 entries unless the user set
   ONEDNN_PRIMITIVE_CACHE_CAPACITY): torch's bf16 matmuls over a varying number of rows otherwise keep
   gigabytes of per-shape primitives.
+
+``pc3d.Predictor`` (pc3d.infer.predictor, imported on first use) runs a trained run on point clouds in memory.
 """
 from pc3d_ops.heap import bound_primitive_cache as _bound_primitive_cache
 from pc3d_ops.heap import keep_freed_memory as _keep_freed_memory
@@ -24,3 +26,11 @@ _keep_freed_memory()
 _bound_primitive_cache()
 
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "Predictor":  # imported on first use: it brings torch and hydra
+        from pc3d.infer.predictor import Predictor
+
+        return Predictor
+    raise AttributeError(f"module 'pc3d' has no attribute {name!r}")

@@ -34,7 +34,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,43 +43,6 @@ if str(ROOT) not in sys.path:
 from pc3d.errors import ConfigError  # noqa: E402
 
 
-def feature_names(dataset_cfg) -> tuple[str, ...]:
-    """The dataset's point feature columns after x, y, z: what the model was trained on."""
-    from hydra.utils import get_class
-
-    return tuple(get_class(dataset_cfg._target_).feature_names)
-
-
-def preparer(cfg, window=None):
-    """frame -> sample: the field-of-view crop of datasets trained on it (KITTI, with calibration); colour
-    columns (features r, g, b) given in 0..255, as ScanNet .bin files keep them, scaled to the 0..1 the
-    datasets load; then the run's evaluation transforms, deterministically. With a ScanWindow (4D MOS):
-    frame -> the window's sample -> the transforms (a WindowedPrepare, told when a sequence starts)."""
-    from hydra.utils import instantiate
-
-    from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
-    from pc3d.data.transforms import Compose
-
-    transforms = Compose(instantiate(cfg.dataset.get("transforms") or [], _convert_="all"))
-    fov_only = bool(cfg.dataset.get("fov_only", False))
-    colours = [3 + i for i, name in enumerate(feature_names(cfg.dataset)) if name in ("r", "g", "b")]
-
-    def prepare(frame):
-        points = frame.points
-        if fov_only and frame.calib is not None:
-            points = points[fov_mask(points, frame.calib, IMAGE_SHAPE)]
-            frame.points = points
-        if colours and len(points) and points[:, colours].max() > 1.0:
-            points[:, colours] /= 255.0
-        return transforms({"frame_id": frame.frame_id, "points": points, "seed": 0}, np.random.default_rng(0))
-
-    if window is not None:
-        from pc3d.infer.scan_window import WindowedPrepare
-
-        return WindowedPrepare(window, lambda sample: transforms(sample, np.random.default_rng(0)))
-    return prepare
-
-
 def run(args: argparse.Namespace) -> int:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
@@ -88,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.data.batch import Collate
     from pc3d.engine.runner import find_checkpoint, load_trained
     from pc3d.infer.outputs import OUTPUTS
+    from pc3d.infer.prepare import feature_names, preparer
     from pc3d.infer.sources import open_source
     from pc3d.infer.stream import Renders, latency_table, stream
     from pc3d.models.contract import task_of

@@ -1,0 +1,132 @@
+"""A trained run as a Python function of point clouds: ``Predictor(run)(points) -> prediction``.
+
+    from pc3d.infer.predictor import Predictor
+
+    predictor = Predictor("outputs/centerpoint_sim_kitti/<time>")   # a run folder or a checkpoint file
+    pred = predictor(points)          # float [N, 3 + F]: x, y, z and predictor.feature_names
+    pred["boxes"], pred["scores"], pred["names"]
+
+The run is loaded as tools/test.py and tools/infer.py load it (the run's config, EMA weights when the run kept
+them) and a cloud goes through tools/infer.py's prepare step (``pc3d.infer.prepare``: the KITTI camera crop
+when ``calib`` is given to a model trained on it, colours in 0..255 scaled, the run's evaluation transforms)
+and its voxelizer, so a cloud gives the same prediction here as in a file read by tools/infer.py.
+
+The prediction is the model contract's eval-mode dict of its task (``pc3d.models.contract``: boxes / scores /
+labels, pred_labels per point, moving per point, flow per point, label / scores), plus ``names`` for boxes
+(``class_names[label - 1]``). Per-point outputs follow the rows of ``points`` (after the camera crop, when one
+is applied: ``pred["kept"]`` then says which input rows the model saw).
+
+Input is checked before the model sees it: ``points`` must be a 2-D array of exactly the run's columns;
+rows with NaN / inf raise a DataFormatError naming the count, unless ``drop_nonfinite=True``, which drops
+them and returns ``kept`` (bool per input row). A scene-flow model takes the pair as ``predictor(points,
+points2)`` and sees both clouds as given (tools/infer.py crops and samples sequence frames first). A 4D MOS
+model trained on a window of past scans needs the scans' poses: stream its sequence with tools/infer.py.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pc3d.errors import ConfigError, DataFormatError
+
+
+class Predictor:
+    """A tools/train.py run (folder: its best.pt, else the newest save; or a checkpoint file) as a function of
+    point clouds. ``device``: where the model runs; ``use_ema``: the EMA weights when the run kept them."""
+
+    def __init__(self, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", use_ema: bool = True):
+        from hydra.utils import instantiate
+        from omegaconf import OmegaConf
+
+        from pc3d.data.batch import Collate
+        from pc3d.engine.runner import find_checkpoint, load_trained
+        from pc3d.infer.outputs import box_class_names
+        from pc3d.infer.prepare import feature_names, preparer
+        from pc3d.models.contract import task_of
+
+        path = Path(checkpoint)
+        self.checkpoint = find_checkpoint(str(path), None) if path.is_file() else find_checkpoint(None, str(path))
+        model, cfg, _ = load_trained(self.checkpoint, use_ema=use_ema)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.task = task_of(model)
+        self.config = cfg
+        if int(cfg.dataset.get("n_past_scans") or 0) > 0:
+            raise ConfigError(f"{self.checkpoint}: the model was trained on a window of {cfg.dataset.n_past_scans} "
+                              "past scans, which needs their poses: stream the sequence with tools/infer.py")
+        self.feature_names = feature_names(cfg.dataset)
+        self.columns = ("x", "y", "z", *self.feature_names)
+        dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
+        self.class_names = box_class_names(dataset) if self.task in ("detection", "mos") else list(
+            dataset.get("class_names") or [])
+        voxelizer = cfg.dataset.get("voxelizer")
+        self.collate = Collate(instantiate(voxelizer, _convert_="all") if voxelizer else None)
+        self.prepare = preparer(cfg)
+
+    def __repr__(self) -> str:
+        return (f"Predictor({type(self.model).__name__}, task={self.task!r}, columns={self.columns}, "
+                f"checkpoint={str(self.checkpoint)!r})")
+
+    def __call__(self, points: np.ndarray, points2: np.ndarray | None = None, *, calib=None,
+                 frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
+        """The prediction for one cloud (a pair for scene flow); see the module doc. calib: a
+        pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on it."""
+        from pc3d.infer.sources import SourceFrame
+
+        if (points2 is not None) != (self.task == "flow"):
+            raise ConfigError("a scene-flow model takes two clouds, predictor(points, points2)" if self.task == "flow"
+                              else f"points2 is for scene-flow models; this one's task is {self.task}")
+        points, kept = self._checked(points, "points", drop_nonfinite)
+        if self.task == "flow":
+            second, _ = self._checked(points2, "points2", drop_nonfinite)
+            sample = {"frame_id": frame_id, "points": points[:, :3].copy(), "points2": second[:, :3].copy(), "seed": 0}
+        else:
+            if calib is not None and self.config.dataset.get("fov_only", False):
+                from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
+                from pc3d.geometry.calib import KittiCalib
+
+                calib = calib if isinstance(calib, KittiCalib) else KittiCalib.from_file(calib)
+                seen = fov_mask(points, calib, IMAGE_SHAPE)  # the crop prepare() makes, done here to keep the rows
+                points = points[seen]
+                kept = seen if kept is None else _expand(kept, seen)
+            sample = self.prepare(SourceFrame(frame_id, "", points, Path(frame_id)))
+        batch = self.collate([sample])
+        with torch.no_grad():
+            pred = self.model({k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
+        if "boxes" in pred and self.class_names:
+            pred["names"] = [self.class_names[int(i) - 1] for i in np.asarray(pred["labels"])]
+        if kept is not None:
+            pred["kept"] = kept
+        return pred
+
+    def _checked(self, points, name: str, drop_nonfinite: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """(float32 [N, columns] rows the model sees, the bool mask of kept input rows or None when all are)."""
+        if isinstance(points, torch.Tensor):
+            points = points.detach().cpu().numpy()
+        points = np.asarray(points)
+        if points.ndim != 2 or points.shape[1] != len(self.columns) or not np.issubdtype(points.dtype, np.number):
+            raise DataFormatError(name, f"expected a numeric array [N, {len(self.columns)}] of columns "
+                                        f"{', '.join(self.columns)}, got {points.dtype} {list(points.shape)}")
+        if len(points) == 0:
+            raise DataFormatError(name, "the cloud is empty (0 points)")
+        points = np.array(points, np.float32)  # a copy: prepare() scales colour columns in place
+        good = np.isfinite(points).all(1)
+        if good.all():
+            return points, None
+        bad = np.flatnonzero(~good)
+        if not drop_nonfinite or len(bad) == len(points):
+            raise DataFormatError(name, f"{len(bad)} of {len(points)} rows have NaN / inf values (the first: row "
+                                        f"{bad[0]})" + ("; drop_nonfinite=True drops them" if len(bad) < len(points)
+                                                        else ""))
+        return points[good], good
+
+
+def _expand(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The mask over the input rows of `inner`, a mask over the rows `outer` kept."""
+    out = np.zeros(len(outer), bool)
+    out[np.flatnonzero(outer)[inner]] = True
+    return out
