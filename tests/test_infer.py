@@ -270,7 +270,7 @@ def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts):
         predictor(points, points)
 
 
-def test_scene_flow_takes_a_pair_and_windowed_mos_is_refused(runs):
+def test_scene_flow_takes_a_pair(runs):
     flow = Predictor(experiment_checkpoint(runs, "sctn_sim"))
     rng = np.random.default_rng(0)
     first = rng.uniform(-10, 10, (512, 3)).astype(np.float32)
@@ -278,5 +278,5 @@ def test_scene_flow_takes_a_pair_and_windowed_mos_is_refused(runs):
     assert pred["flow"].shape == (512, 3) and np.isfinite(pred["flow"]).all()
     with pytest.raises(ConfigError, match="two clouds"):
         flow(first)
-    with pytest.raises(ConfigError, match="past scans"):
-        Predictor(experiment_checkpoint(runs, "mos_sim"))
+    with pytest.raises(ConfigError, match="pose is for 4D MOS models"):
+        flow(first, first, pose=np.eye(4))

@@ -20,7 +20,9 @@ Input is checked before the model sees it: ``points`` must be a 2-D array of exa
 rows with NaN / inf raise a DataFormatError naming the count, unless ``drop_nonfinite=True``, which drops
 them and returns ``kept`` (bool per input row). A scene-flow model takes the pair as ``predictor(points,
 points2)`` and sees both clouds as given (tools/infer.py crops and samples sequence frames first). A 4D MOS
-model trained on a window of past scans needs the scans' poses: stream its sequence with tools/infer.py.
+model trained on a window of past scans takes the scans of a sequence in order with their LiDAR poses,
+``predictor(points, pose=P)``, and keeps the window between calls (``start_sequence()`` empties it), as
+tools/infer.py streams a sequence folder; its ``moving`` is per point of the scan given.
 """
 from __future__ import annotations
 
@@ -55,9 +57,14 @@ class Predictor:
         self.model = model.to(self.device).eval()
         self.task = task_of(model)
         self.config = cfg
+        self.window = None
         if int(cfg.dataset.get("n_past_scans") or 0) > 0:
-            raise ConfigError(f"{self.checkpoint}: the model was trained on a window of {cfg.dataset.n_past_scans} "
-                              "past scans, which needs their poses: stream the sequence with tools/infer.py")
+            if self.task != "mos":
+                raise ConfigError(f"{self.checkpoint}: the model was trained on {cfg.dataset.n_past_scans} past scans "
+                                  "merged into each frame; only mos models stream windows: use tools/test.py")
+            from pc3d.infer.scan_window import window_of_dataset
+
+            self.window = window_of_dataset(cfg.dataset)
         self.feature_names = feature_names(cfg.dataset)
         self.columns = ("x", "y", "z", *self.feature_names)
         dataset = OmegaConf.to_container(cfg.dataset, resolve=True)
@@ -65,21 +72,33 @@ class Predictor:
             dataset.get("class_names") or [])
         voxelizer = cfg.dataset.get("voxelizer")
         self.collate = Collate(instantiate(voxelizer, _convert_="all") if voxelizer else None)
-        self.prepare = preparer(cfg)
+        self.prepare = preparer(cfg, self.window)
+        self._sequence = 0  # a new name after every start_sequence(): the window drops its scans
+
+    def start_sequence(self) -> None:
+        """A 4D MOS model's next cloud starts a new sequence: the past scans leave its window."""
+        self._sequence += 1
 
     def __repr__(self) -> str:
         return (f"Predictor({type(self.model).__name__}, task={self.task!r}, columns={self.columns}, "
                 f"checkpoint={str(self.checkpoint)!r})")
 
-    def __call__(self, points: np.ndarray, points2: np.ndarray | None = None, *, calib=None,
-                 frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
+    def __call__(self, points: np.ndarray, points2: np.ndarray | None = None, *, calib=None, pose=None,
+                 scan: int | None = None, frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
         """The prediction for one cloud (a pair for scene flow); see the module doc. calib: a
-        pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on it."""
+        pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on it.
+        pose: a 4D MOS model's LiDAR pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
+        ``pc3d.data.semantickitti.lidar_poses``), scan: its number in the sequence (default: the one after the
+        previous call's), both required in the order of the sequence."""
         from pc3d.infer.sources import SourceFrame
 
         if (points2 is not None) != (self.task == "flow"):
             raise ConfigError("a scene-flow model takes two clouds, predictor(points, points2)" if self.task == "flow"
                               else f"points2 is for scene-flow models; this one's task is {self.task}")
+        if (pose is not None) != (self.window is not None):
+            raise ConfigError(f"a 4D MOS model of {self.window.n_past_scans} past scans needs each scan's LiDAR pose: "
+                              "predictor(points, pose=<4 x 4>), scans in order" if self.window is not None else
+                              "pose is for 4D MOS models of past scans; this one sees one cloud at a time")
         points, kept = self._checked(points, "points", drop_nonfinite)
         if self.task == "flow":
             second, _ = self._checked(points2, "points2", drop_nonfinite)
@@ -93,7 +112,8 @@ class Predictor:
                 seen = fov_mask(points, calib, IMAGE_SHAPE)  # the crop prepare() makes, done here to keep the rows
                 points = points[seen]
                 kept = seen if kept is None else _expand(kept, seen)
-            sample = self.prepare(SourceFrame(frame_id, "", points, Path(frame_id)))
+            extra = {} if pose is None else {"pose": pose} if scan is None else {"pose": pose, "scan": int(scan)}
+            sample = self.prepare(SourceFrame(frame_id, str(self._sequence), points, Path(frame_id), extra=extra))
         batch = self.collate([sample])
         with torch.no_grad():
             pred = self.model({k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
