@@ -242,10 +242,17 @@ def test_segmentation_equals_tools_infer_per_point(data, ckpts, tmp_path):
     pred = predictor(points, frame_id=f"00/{scan.stem}")
     assert np.array_equal(points, original)  # the caller's array is not touched
     assert pred["pred_labels"].shape == (len(points),)
-    mine = label_space(dict(predictor.config.dataset), 20).write(f"00/{scan.stem}", pred["pred_labels"],
-                                                                  tmp_path / "mine")
+    space = label_space(dict(predictor.config.dataset), 20)
+    mine = space.write(f"00/{scan.stem}", pred["pred_labels"], tmp_path / "mine")
     theirs = tmp_path / "infer" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label"
     assert mine.read_bytes() == theirs.read_bytes()
+    # test-time augmentation: the same views as --tta, the same labels
+    assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "tta"), "--device", "cpu", "--tta", "flips",
+                       "--tta-scales", "0.95", "1"]) == 0
+    augmented = Predictor(ckpt, tta="flips", tta_scales=(0.95, 1))(points)["pred_labels"]
+    mine = space.write(f"00/{scan.stem}", augmented, tmp_path / "mine_tta")
+    assert mine.read_bytes() == (tmp_path / "tta" / theirs.relative_to(tmp_path / "infer")).read_bytes()
+    assert not np.array_equal(augmented, pred["pred_labels"])  # the views changed something
 
 
 def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts):

@@ -27,6 +27,7 @@ tools/infer.py streams a sequence folder; its ``moving`` is per point of the sca
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,9 +39,12 @@ from pc3d.errors import ConfigError, DataFormatError
 
 class Predictor:
     """A tools/train.py run (folder: its best.pt, else the newest save; or a checkpoint file) as a function of
-    point clouds. ``device``: where the model runs; ``use_ema``: the EMA weights when the run kept them."""
+    point clouds. ``device``: where the model runs; ``use_ema``: the EMA weights when the run kept them;
+    ``tta``: test-time augmentation, the views of ``pc3d.models.tta`` (mirror, flips, turns, d4) at
+    ``tta_scales``, as ``tools/infer.py --tta``."""
 
-    def __init__(self, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", use_ema: bool = True):
+    def __init__(self, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", use_ema: bool = True,
+                 tta: str | None = None, tta_scales: Sequence[float] = (1.0,)):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
@@ -72,6 +76,10 @@ class Predictor:
             dataset.get("class_names") or [])
         voxelizer = cfg.dataset.get("voxelizer")
         self.collate = Collate(instantiate(voxelizer, _convert_="all") if voxelizer else None)
+        if tta:
+            from pc3d.models.tta import TestTimeAugmented, views
+
+            self.model = TestTimeAugmented(self.model, self.collate.voxelizer, views(tta, tta_scales)).to(self.device)
         self.prepare = preparer(cfg, self.window)
         self._sequence = 0  # a new name after every start_sequence(): the window drops its scans
 
