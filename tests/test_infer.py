@@ -229,6 +229,9 @@ def test_detection_equals_tools_infer_with_the_camera_crop(data, runs, tmp_path)
     assert 0 < pred["kept"].sum() < len(points) // 2  # the camera's 90 degrees of a 360-degree sweep
     without_crop = predictor(points)
     assert "kept" not in without_crop and not np.array_equal(without_crop["boxes"], pred["boxes"])
+    from_file = predictor(data / "kitti" / "training" / "velodyne" / f"{frame}.bin")  # read as tools/infer.py reads
+    np.testing.assert_array_equal(from_file["boxes"], without_crop["boxes"])
+    assert from_file["frame_id"] == frame
 
 
 def test_segmentation_equals_tools_infer_per_point(data, ckpts, tmp_path):
@@ -255,7 +258,7 @@ def test_segmentation_equals_tools_infer_per_point(data, ckpts, tmp_path):
     assert not np.array_equal(augmented, pred["pred_labels"])  # the views changed something
 
 
-def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts):
+def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts, tmp_path):
     predictor = Predictor(ckpts["semantickitti"])
     points = read_scan(sorted((data / "semantickitti" / "sequences" / "00" / "velodyne").glob("*.bin"))[0])
     with pytest.raises(DataFormatError, match=r"\[N, 4\] of columns x, y, z, intensity, got float32 \[\d+, 3\]"):
@@ -271,6 +274,10 @@ def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts):
     assert pred["kept"].sum() == len(points) - 2 and not pred["kept"][[5, 9]].any()
     assert len(pred["pred_labels"]) == len(points) - 2
     np.testing.assert_array_equal(pred["pred_labels"], predictor(points[pred["kept"]])["pred_labels"])
+    np.save(tmp_path / "bad.npy", bad)
+    with pytest.raises(DataFormatError, match=r"bad.npy: 2 of \d+ rows have NaN / inf values; drop_nonfinite"):
+        predictor(tmp_path / "bad.npy")
+    np.testing.assert_array_equal(predictor(tmp_path / "bad.npy", drop_nonfinite=True)["kept"], pred["kept"])
     with pytest.raises(DataFormatError, match=r"4 of 4 rows .*row 0\)$"):
         predictor(np.full((4, 4), np.nan, np.float32), drop_nonfinite=True)
     with pytest.raises(ConfigError, match="points2 is for scene-flow models"):

@@ -16,13 +16,15 @@ labels, pred_labels per point, moving per point, flow per point, label / scores)
 (``class_names[label - 1]``). Per-point outputs follow the rows of ``points`` (after the camera crop, when one
 is applied: ``pred["kept"]`` then says which input rows the model saw).
 
-Input is checked before the model sees it: ``points`` must be a 2-D array of exactly the run's columns;
-rows with NaN / inf raise a DataFormatError naming the count, unless ``drop_nonfinite=True``, which drops
-them and returns ``kept`` (bool per input row). A scene-flow model takes the pair as ``predictor(points,
-points2)`` and sees both clouds as given (tools/infer.py crops and samples sequence frames first). A 4D MOS
-model trained on a window of past scans takes the scans of a sequence in order with their LiDAR poses,
-``predictor(points, pose=P)``, and keeps the window between calls (``start_sequence()`` empties it), as
-tools/infer.py streams a sequence folder; its ``moving`` is per point of the scan given.
+Input is checked before the model sees it: ``points`` is a 2-D array of exactly the run's columns, or a
+point file read as tools/infer.py reads one (.bin / .npy / .npz / .pcd / .ply, columns by name where the
+format names them). Rows with NaN / inf raise a DataFormatError naming the count, unless
+``drop_nonfinite=True``, which drops them and returns ``kept`` (bool per input row). A scene-flow model takes
+the pair, ``predictor(points, points2)``, and sees both clouds as given (tools/infer.py crops and samples
+sequence frames first). A 4D MOS model trained on a window of past scans takes the scans of a sequence in
+order with their LiDAR poses, ``predictor(points, pose=P)``, and keeps the window between calls
+(``start_sequence()`` empties it), as tools/infer.py streams a sequence folder; its ``moving`` is per point
+of the scan given. ``Predictor(run, tta="flips")`` adds test-time augmentation, as ``tools/infer.py --tta``.
 """
 from __future__ import annotations
 
@@ -91,9 +93,12 @@ class Predictor:
         return (f"Predictor({type(self.model).__name__}, task={self.task!r}, columns={self.columns}, "
                 f"checkpoint={str(self.checkpoint)!r})")
 
-    def __call__(self, points: np.ndarray, points2: np.ndarray | None = None, *, calib=None, pose=None,
+    def __call__(self, points: np.ndarray | str | os.PathLike, points2: np.ndarray | str | os.PathLike | None = None,
+                 *, calib=None, pose=None,
                  scan: int | None = None, frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
-        """The prediction for one cloud (a pair for scene flow); see the module doc. calib: a
+        """The prediction for one cloud (a pair for scene flow): an array, or a point file that tools/infer.py
+        reads (.bin / .npy / .npz / .pcd / .ply; columns by name where the format names them); see the module
+        doc. calib: a
         pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on it.
         pose: a 4D MOS model's LiDAR pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
         ``pc3d.data.semantickitti.lidar_poses``), scan: its number in the sequence (default: the one after the
@@ -107,6 +112,8 @@ class Predictor:
             raise ConfigError(f"a 4D MOS model of {self.window.n_past_scans} past scans needs each scan's LiDAR pose: "
                               "predictor(points, pose=<4 x 4>), scans in order" if self.window is not None else
                               "pose is for 4D MOS models of past scans; this one sees one cloud at a time")
+        if isinstance(points, str | os.PathLike) and frame_id == "cloud":
+            frame_id = Path(points).stem
         points, kept = self._checked(points, "points", drop_nonfinite)
         if self.task == "flow":
             second, _ = self._checked(points2, "points2", drop_nonfinite)
@@ -133,6 +140,15 @@ class Predictor:
 
     def _checked(self, points, name: str, drop_nonfinite: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(float32 [N, columns] rows the model sees, the bool mask of kept input rows or None when all are)."""
+        if isinstance(points, str | os.PathLike):  # a point file, read as tools/infer.py reads one
+            from pc3d.infer.point_files import fit_columns, read_cloud
+
+            path = Path(points)
+            cloud = read_cloud(path, self.feature_names)
+            if cloud.dropped and not drop_nonfinite:
+                raise DataFormatError(path, f"{cloud.dropped} of {cloud.rows} rows have NaN / inf values; "
+                                            "drop_nonfinite=True drops them")
+            return np.array(fit_columns(cloud.points, self.feature_names, path, cloud.names)), cloud.kept
         if isinstance(points, torch.Tensor):
             points = points.detach().cpu().numpy()
         points = np.asarray(points)
