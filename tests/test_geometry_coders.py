@@ -172,6 +172,20 @@ def test_knn_and_radius_brute_force(rng, layout):
         assert (got[i, len(inside):] == -1).all()
 
 
+@pytest.mark.parametrize("k", [1, 3])
+def test_knn_from_far_outside_a_thin_cloud_brute_force(rng, k):
+    """Queries 40-120 m from a sweep-like cloud (thin in z; a segmentor's points outside its voxel grid looking for
+    the nearest voxel): the shells that reach the cloud only through their faces give the brute-force answer."""
+    xy = rng.uniform(-32, 32, (4000, 2))
+    ref = np.c_[xy, rng.uniform(-2, 1, 4000)].astype(np.float32)
+    angle, dist = rng.uniform(0, 2 * np.pi, 500), rng.uniform(40, 120, 500)
+    query = np.c_[dist * np.cos(angle), dist * np.sin(angle), rng.uniform(-4, 6, 500)].astype(np.float32)
+    d_ref, i_ref, _ = brute_knn(query, ref, k)
+    got_d, got_i = knn(query, ref, k)
+    np.testing.assert_array_equal(got_i, i_ref)
+    np.testing.assert_allclose(got_d, d_ref, rtol=1e-5)
+
+
 def test_radius_components_brute_force(rng):
     """Clusters against a flood fill over the full distance matrix (every neighbour kept: max_neighbors = N),
     numbered in order of each cluster's first point."""

@@ -258,6 +258,34 @@ def test_segmentation_equals_tools_infer_per_point(data, ckpts, tmp_path):
     assert not np.array_equal(augmented, pred["pred_labels"])  # the views changed something
 
 
+def test_a_bf16_run_infers_in_bf16_unless_asked_otherwise(data, runs, tmp_path, monkeypatch):
+    """A run trained in bf16 runs its forward under bf16 autocast in tools/infer.py and the Predictor (as
+    tools/test.py evaluates it; PC3D_BF16=force: bf16 on any CPU), the same labels from both; precision="fp32"
+    turns autocast off."""
+    import torch
+
+    monkeypatch.setenv("PC3D_BF16", "force")
+    ckpt = experiment_checkpoint(runs, "sim_semantickitti_seg", f"dataset.root={data / 'semantickitti'}",
+                                 "train.precision=bf16")
+    sequence = data / "semantickitti" / "sequences" / "00"
+    scan = sorted((sequence / "velodyne").glob("*.bin"))[0]
+    assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "infer"), "--device", "cpu"]) == 0
+    seen = []
+    for precision, autocast in (("run", True), ("fp32", False), ("bf16", True)):
+        predictor = Predictor(ckpt, precision=precision)
+        assert predictor.precision == ("bf16" if autocast else "fp32")
+        hook = predictor.model.register_forward_pre_hook(lambda *_: seen.append(torch.is_autocast_enabled("cpu")))
+        labels = predictor(read_scan(scan))["pred_labels"]
+        hook.remove()
+        assert seen.pop() is autocast
+        if precision == "run":
+            mine = label_space(dict(predictor.config.dataset), 20).write(f"00/{scan.stem}", labels, tmp_path / "mine")
+            theirs = tmp_path / "infer" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label"
+            assert mine.read_bytes() == theirs.read_bytes()
+    with pytest.raises(ConfigError, match="precision must be 'run'"):
+        Predictor(ckpt, precision="half")
+
+
 def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts, tmp_path):
     predictor = Predictor(ckpts["semantickitti"])
     points = read_scan(sorted((data / "semantickitti" / "sequences" / "00" / "velodyne").glob("*.bin"))[0])

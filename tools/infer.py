@@ -11,6 +11,8 @@ folder), a ScanNet scene folder (scans/<scene>). See pc3d.infer.sources.
 Outputs (pc3d.infer.outputs, by the model's task): detections as KITTI label_2 text + JSON (+ Waymo v2
 parquet for Waymo sources); per-point labels in the dataset's submission format (one per point read);
 MOS flags, flows, classes. --render writes <out>/render/<frame>.png. Prints latency p50 / p95 per stage.
+The model runs in the precision it trained in (train.precision: a bf16 run under bf16 autocast, as
+tools/test.py evaluates it), or the one --precision asks.
 A bad frame of a sequence is skipped with one line saying why (--strict: stop there); bad input
 otherwise ends with one line naming it and exit status 2. Points with NaN / inf are dropped with one line
 per frame giving the count (per-point outputs still cover every row of the file: those rows are ignored).
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.data.batch import Collate
     from pc3d.engine.runner import find_checkpoint, load_trained
     from pc3d.infer.outputs import OUTPUTS
-    from pc3d.infer.prepare import feature_names, preparer
+    from pc3d.infer.prepare import feature_names, inference_precision, preparer
     from pc3d.infer.sources import open_source
     from pc3d.infer.stream import Renders, latency_table, stream
     from pc3d.models.contract import task_of
@@ -105,8 +107,9 @@ def run(args: argparse.Namespace) -> int:
 
         model = TestTimeAugmented(model, collate.voxelizer, views(args.tta, args.tta_scales)).to(device)
     total = min(len(source), args.max_frames) if args.max_frames else len(source)
-    print(f"{type(model).__name__} ({task}) from {path}; {total} frames of a {source.kind} source: {args.source}",
-          flush=True)
+    precision = inference_precision(cfg, args.precision, device)
+    print(f"{type(model).__name__} ({task}, {precision}) from {path}; {total} frames of a {source.kind} source: "
+          f"{args.source}", flush=True)
     if source.note:
         print(source.note, flush=True)
 
@@ -114,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return track(it, total=total, desc="infer", unit="frame")
 
     records, wall, skipped, dropped = stream(model, source, pairs or preparer(cfg, window), collate, output, device,
-                                             renders, args.max_frames, progress, args.strict)
+                                             renders, args.max_frames, progress, args.strict, precision)
     print(output.close(), flush=True)
     if skipped:
         print(f"{len(skipped)} bad frame(s) skipped (listed above); --strict stops at the first", flush=True)
@@ -143,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tta", help="test-time augmentation (segmentation, detection, mos, flow): the views mirror, "
                                  "flips, turns or d4 (pc3d.models.tta)")
     p.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], help="each view at these scales")
+    p.add_argument("--precision", default="run", choices=("run", "fp32", "bf16"),
+                   help="the forward's precision: the run's train.precision (default; tools/test.py evaluates in it "
+                        "too), or fp32 / bf16 autocast (bf16 falls back to fp32 on a CPU without bf16 instructions)")
     p.add_argument("--bayes-filter", action="store_true",
                    help="4D MOS: fuse each scan's flags over the overlapping windows (4DMOS's binary Bayes filter); "
                         "scans are written once no later window holds them")

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from pc3d.engine.optim import autocast
 from pc3d.errors import ConfigError, DataFormatError
 
 
@@ -43,23 +44,25 @@ class Predictor:
     """A tools/train.py run (folder: its best.pt, else the newest save; or a checkpoint file) as a function of
     point clouds. ``device``: where the model runs; ``use_ema``: the EMA weights when the run kept them;
     ``tta``: test-time augmentation, the views of ``pc3d.models.tta`` (mirror, flips, turns, d4) at
-    ``tta_scales``, as ``tools/infer.py --tta``."""
+    ``tta_scales``, as ``tools/infer.py --tta``; ``precision``: "run" (the run's train.precision, as tools/test.py
+    and tools/infer.py use), "fp32" or "bf16" (autocast; float32 on a CPU without bf16 instructions)."""
 
     def __init__(self, checkpoint: str | os.PathLike, *, device: str | torch.device = "cpu", use_ema: bool = True,
-                 tta: str | None = None, tta_scales: Sequence[float] = (1.0,)):
+                 tta: str | None = None, tta_scales: Sequence[float] = (1.0,), precision: str = "run"):
         from hydra.utils import instantiate
         from omegaconf import OmegaConf
 
         from pc3d.data.batch import Collate
         from pc3d.engine.runner import find_checkpoint, load_trained
         from pc3d.infer.outputs import box_class_names
-        from pc3d.infer.prepare import feature_names, preparer
+        from pc3d.infer.prepare import feature_names, inference_precision, preparer
         from pc3d.models.contract import task_of
 
         path = Path(checkpoint)
         self.checkpoint = find_checkpoint(str(path), None) if path.is_file() else find_checkpoint(None, str(path))
         model, cfg, _ = load_trained(self.checkpoint, use_ema=use_ema)
         self.device = torch.device(device)
+        self.precision = inference_precision(cfg, precision, self.device)
         self.model = model.to(self.device).eval()
         self.task = task_of(model)
         self.config = cfg
@@ -90,8 +93,8 @@ class Predictor:
         self._sequence += 1
 
     def __repr__(self) -> str:
-        return (f"Predictor({type(self.model).__name__}, task={self.task!r}, columns={self.columns}, "
-                f"checkpoint={str(self.checkpoint)!r})")
+        return (f"Predictor({type(self.model).__name__}, task={self.task!r}, precision={self.precision!r}, "
+                f"columns={self.columns}, checkpoint={str(self.checkpoint)!r})")
 
     def __call__(self, points: np.ndarray | str | os.PathLike, points2: np.ndarray | str | os.PathLike | None = None,
                  *, calib=None, pose=None,
@@ -130,7 +133,7 @@ class Predictor:
             extra = {} if pose is None else {"pose": pose} if scan is None else {"pose": pose, "scan": int(scan)}
             sample = self.prepare(SourceFrame(frame_id, str(self._sequence), points, Path(frame_id), extra=extra))
         batch = self.collate([sample])
-        with torch.no_grad():
+        with torch.no_grad(), autocast(self.precision, self.device):
             pred = self.model({k: v.to(self.device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
         if "boxes" in pred and self.class_names:
             pred["names"] = [self.class_names[int(i) - 1] for i in np.asarray(pred["labels"])]

@@ -43,3 +43,20 @@ def preparer(cfg, window=None):
 
         return WindowedPrepare(window, lambda sample: transforms(sample, np.random.default_rng(0)))
     return prepare
+
+
+def inference_precision(cfg, asked: str, device) -> str:
+    """The precision of a run's forward at inference: `asked` ("fp32", "bf16"), or with "run" the precision
+    the run trained in (train.precision; tools/test.py evaluates in it too); bf16 on a CPU without bf16
+    instructions runs fp32 with a warning (pc3d.engine.optim.resolve_precision)."""
+    import torch
+
+    from pc3d.engine.optim import resolve_precision
+    from pc3d.errors import ConfigError
+
+    if asked not in ("run", "fp32", "bf16"):
+        raise ConfigError(f"precision must be 'run' (the run's train.precision), 'fp32' or 'bf16', got {asked!r}")
+    precision = str((cfg.get("train") or {}).get("precision", "fp32")) if asked == "run" else asked
+    if precision == "fp16" and torch.device(device).type == "cpu":
+        precision = "fp32"  # a CUDA-trained fp16 run on a CPU
+    return resolve_precision(precision, torch.device(device))

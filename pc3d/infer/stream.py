@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pc3d.engine.optim import autocast
 from pc3d.errors import DataFormatError
 from pc3d.infer.sources import Source, SourceFrame
 
@@ -88,7 +89,8 @@ def latency_table(records: list[dict[str, float]], wall: float) -> str:
 
 def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], dict], collate, output,
            device: torch.device, render: Callable | None = None, max_frames: int = 0,
-           progress: Callable = iter, strict: bool = False) -> tuple[list[dict], float, dict[str, str], dict[str, int]]:
+           progress: Callable = iter, strict: bool = False, precision: str = "fp32"
+           ) -> tuple[list[dict], float, dict[str, str], dict[str, int]]:
     """Run `model` over the frames of `source`; returns (per-frame stage times in seconds, wall time,
     {frame: problem} of the bad frames skipped, {frame: rows dropped for NaN / inf}).
 
@@ -98,7 +100,8 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
     output.write(frame, prediction) -> a Scene (or None: nothing final yet), passed to render when given. A
     frame that cannot be read (a DataFormatError) is skipped with one line saying which and why, unless
     `strict` or the source has one frame; when every frame is bad, the run fails. A frame whose NaN / inf
-    rows were dropped gets one line saying how many.
+    rows were dropped gets one line saying how many. precision: the model's forward under autocast ("bf16"), as
+    tools/test.py evaluates a run trained in bf16, or not ("fp32").
     """
     timer = StageTimer(model, device)
     restarts = [hook for hook in (getattr(model, "start_sequence", None), getattr(prepare, "start_sequence", None))
@@ -139,7 +142,7 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
         rec["voxelize"] = time.perf_counter() - t0
         timer.take()
         t0 = time.perf_counter()
-        with torch.no_grad():
+        with torch.no_grad(), autocast(precision, device):
             pred = model({k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()})[0]
         model_time = time.perf_counter() - t0
         stages = timer.take()
