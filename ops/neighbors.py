@@ -5,8 +5,9 @@ growing Chebyshev radius around its own cell and stops as soon as the k-th best 
 larger than the distance to the nearest unvisited cell. Inside a shell the columns are visited
 outward from the query's row and column, each direction ending at the first one out of reach, and a
 column's z run is clipped to the grid (a segmentor's points 50 m outside its voxel grid, looking for
-the nearest voxel, once stepped through hundreds of empty z cells per column: 2.1x faster there). Distances are float64; ties are broken
-by the lower reference index, so the result equals a stable brute-force sort.
+the nearest voxel, once stepped through hundreds of empty z cells per column: 2.1x faster there).
+Distances are float64; ties are broken by the lower reference index, so the result equals a stable
+brute-force sort.
 """
 from __future__ import annotations
 
