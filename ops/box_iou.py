@@ -236,6 +236,37 @@ def nms_rotated(boxes, iou_threshold, max_keep, cell):
 
 
 @nb.njit(**_SERIAL)
+def nms_axis_aligned(boxes, iou_threshold):
+    """Greedy NMS by axis-aligned 3D IoU over boxes [K, 6+] (centre, size) already in descending score order:
+    bool [K], True for the kept ones. A box is suppressed by a kept, higher-ranked box whose IoU exceeds the
+    threshold; the IoU is computed only between a kept box and the boxes after it still alive, in the float64
+    steps of pc3d.geometry.iou_axis_aligned (box = centre -+ size / 2, a pair of zero union 0)."""
+    k = boxes.shape[0]
+    alive = np.ones(k, np.bool_)
+    lo = np.empty((k, 3))
+    hi = np.empty((k, 3))
+    vol = np.empty(k)
+    for i in range(k):
+        for a in range(3):
+            lo[i, a] = boxes[i, a] - boxes[i, 3 + a] / 2
+            hi[i, a] = boxes[i, a] + boxes[i, 3 + a] / 2
+        vol[i] = boxes[i, 3] * boxes[i, 4] * boxes[i, 5]
+    for i in range(k):
+        if not alive[i]:
+            continue
+        for j in range(i + 1, k):
+            if not alive[j]:
+                continue
+            inter = 1.0
+            for a in range(3):
+                inter *= max(min(hi[i, a], hi[j, a]) - max(lo[i, a], lo[j, a]), 0.0)
+            union = vol[i] + vol[j] - inter
+            if union > 0 and inter / max(union, 1e-12) > iou_threshold:
+                alive[j] = False
+    return alive
+
+
+@nb.njit(**_SERIAL)
 def nms_circle(xy, min_radius, max_keep, cell):
     """Greedy circle NMS over BEV centres xy [K, 2] in descending score order.
 

@@ -39,6 +39,32 @@ def test_nms_axis_aligned_by_hand():
     assert nms_axis_aligned(np.zeros((0, 7)), np.zeros(0), np.zeros(0), 0.5).tolist() == []
 
 
+def test_nms_axis_aligned_equals_greedy_over_the_full_iou_table(rng):
+    """The kernel computes IoU only between kept boxes and the ones after them: the same boxes as the greedy
+    pass over the full [n, n] table of iou_axis_aligned, for clustered boxes of 3 classes (with ties in score)
+    and pre / post caps."""
+    from pc3d.geometry import iou_axis_aligned
+
+    centres = rng.uniform(0, 6, (40, 3))[rng.integers(0, 40, 900)] + rng.normal(0, 0.15, (900, 3))
+    boxes = np.c_[centres, rng.uniform(0.3, 1.5, (900, 3)), np.zeros(900)]
+    scores = np.round(rng.uniform(0, 1, 900), 2)  # ties
+    labels = rng.integers(0, 3, 900)
+    for threshold, pre, post in ((0.25, None, None), (0.5, 200, 50)):
+        want = []
+        for label in np.unique(labels):
+            idx = np.flatnonzero(labels == label)
+            idx = idx[np.lexsort((idx, -scores[idx]))][:pre]
+            iou = iou_axis_aligned(boxes[idx], boxes[idx])
+            alive = np.ones(len(idx), bool)
+            for r in range(len(idx)):
+                if alive[r]:
+                    alive[r + 1:] &= iou[r, r + 1:] <= threshold
+            want.append(idx[alive])
+        want = np.concatenate(want)
+        want = want[np.lexsort((want, -scores[want]))][:post]
+        assert nms_axis_aligned(boxes, scores, labels, threshold, pre, post).tolist() == want.tolist()
+
+
 # ------------------------------------------------------------------------------------- the neck
 def test_add_at_sites_adds_where_sites_are_shared_and_refuses_foreign_ones():
     dst = sp.SparseTensor(torch.zeros(3, 2), torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [1, 0, 0, 0]]).int(),

@@ -15,7 +15,6 @@ from pc3d_ops import box_iou as _k
 from pc3d.errors import ConfigError, DataFormatError
 
 from ._arrays import check_boxes, check_positive, like, to_numpy
-from .iou import iou_axis_aligned
 
 
 def _order(scores: Any, n: int, pre_max_size: int | None) -> np.ndarray:
@@ -108,7 +107,7 @@ def nms_axis_aligned(boxes: Any, scores: Any, labels: Any, iou_threshold: float,
     """Greedy per-class NMS by axis-aligned 3D IoU (heading ignored): int64 [K] kept indices into boxes [M, 6+],
     descending score over all classes (ties: lower index first). pre_max_size: the best-scored boxes of each
     class considered; post_max_size: the cap on the result. Indoor detectors keep a few hundred candidates
-    per class, so the IoU of each class is one [n, n] table."""
+    per class; the IoU is computed only between each kept box and the boxes after it (pc3d_ops.box_iou)."""
     bx, s, lab = to_numpy(boxes), to_numpy(scores), to_numpy(labels)
     if bx.ndim != 2 or bx.shape[1] < 6 or s.shape != (len(bx),) or lab.shape != (len(bx),):
         raise DataFormatError(None, f"boxes must be [M, 6+] with M scores and labels, got {bx.shape}, {s.shape}, "
@@ -117,12 +116,7 @@ def nms_axis_aligned(boxes: Any, scores: Any, labels: Any, iou_threshold: float,
     for label in np.unique(lab):
         idx = np.flatnonzero(lab == label)
         idx = idx[_order(s[idx], len(idx), pre_max_size)]
-        iou = iou_axis_aligned(bx[idx], bx[idx])
-        alive = np.ones(len(idx), bool)
-        for r in range(len(idx)):
-            if alive[r]:
-                alive[r + 1:] &= iou[r, r + 1:] <= iou_threshold
-        kept.append(idx[alive])
+        kept.append(idx[_k.nms_axis_aligned(np.ascontiguousarray(bx[idx, :6], np.float64), float(iou_threshold))])
     keep = np.concatenate(kept) if kept else np.zeros(0, np.int64)
     keep = keep[np.lexsort((keep, -s[keep].astype(np.float64)))]
     return keep[:_count(post_max_size, "post_max_size")].astype(np.int64)
