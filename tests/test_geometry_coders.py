@@ -175,11 +175,12 @@ def test_knn_and_radius_brute_force(rng, layout):
 @pytest.mark.parametrize("k", [1, 3])
 def test_knn_from_far_outside_a_thin_cloud_brute_force(rng, k):
     """Queries 40-120 m from a sweep-like cloud (thin in z; a segmentor's points outside its voxel grid looking for
-    the nearest voxel): the shells that reach the cloud only through their faces give the brute-force answer."""
+    the nearest voxel), searched on a coarser grid of their own, mixed with near ones: the brute-force answer."""
     xy = rng.uniform(-32, 32, (4000, 2))
     ref = np.c_[xy, rng.uniform(-2, 1, 4000)].astype(np.float32)
     angle, dist = rng.uniform(0, 2 * np.pi, 500), rng.uniform(40, 120, 500)
-    query = np.c_[dist * np.cos(angle), dist * np.sin(angle), rng.uniform(-4, 6, 500)].astype(np.float32)
+    far = np.c_[dist * np.cos(angle), dist * np.sin(angle), rng.uniform(-4, 6, 500)]
+    query = np.r_[far[:250], ref[:300] + rng.normal(0, 0.2, (300, 3)), far[250:]].astype(np.float32)  # mixed
     d_ref, i_ref, _ = brute_knn(query, ref, k)
     got_d, got_i = knn(query, ref, k)
     np.testing.assert_array_equal(got_i, i_ref)
