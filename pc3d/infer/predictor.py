@@ -97,15 +97,15 @@ class Predictor:
                 f"columns={self.columns}, checkpoint={str(self.checkpoint)!r})")
 
     def __call__(self, points: np.ndarray | str | os.PathLike, points2: np.ndarray | str | os.PathLike | None = None,
-                 *, calib=None, pose=None,
-                 scan: int | None = None, frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
+                 *, calib=None, pose=None, scan: int | None = None, frame_id: str = "cloud",
+                 drop_nonfinite: bool = False) -> dict[str, Any]:
         """The prediction for one cloud (a pair for scene flow): an array, or a point file that tools/infer.py
-        reads (.bin / .npy / .npz / .pcd / .ply; columns by name where the format names them); see the module
-        doc. calib: a
-        pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on it.
-        pose: a 4D MOS model's LiDAR pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
-        ``pc3d.data.semantickitti.lidar_poses``), scan: its number in the sequence (default: the one after the
-        previous call's), both required in the order of the sequence."""
+        reads (.bin / .npy / .npz / .pcd / .ply; columns by name where the format names them); see the module doc.
+
+        calib: a pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on
+        it. pose: a 4D MOS model's LiDAR pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
+        ``pc3d.data.semantickitti.lidar_poses``); scan: its number in the sequence (default: the one after the
+        previous call's); scans in the order of the sequence."""
         from pc3d.infer.sources import SourceFrame
 
         if (points2 is not None) != (self.task == "flow"):
