@@ -46,39 +46,25 @@ from pc3d.errors import ConfigError  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> int:
-    from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
-    from pc3d.data.batch import Collate
-    from pc3d.engine.runner import find_checkpoint, load_trained
     from pc3d.infer.outputs import OUTPUTS
-    from pc3d.infer.prepare import feature_names, inference_precision, preparer
+    from pc3d.infer.predictor import Predictor
     from pc3d.infer.sources import open_source
     from pc3d.infer.stream import Renders, latency_table, stream
-    from pc3d.models.contract import task_of
     from pc3d.utils.progress import track
 
-    ckpt = Path(args.ckpt)
-    path = find_checkpoint(str(ckpt), None) if ckpt.is_file() else find_checkpoint(None, str(ckpt))
-    model, cfg, _ = load_trained(path)
-    device = torch.device(args.device)
-    model = model.to(device).eval()
-    task = task_of(model)
-    window, pairs = None, None
+    # the run loaded, checked and prepared for as pc3d.Predictor does it: the same model input either way
+    predictor = Predictor(args.ckpt, device=args.device, precision=args.precision)
+    path, cfg, task, window, device = (predictor.checkpoint, predictor.config, predictor.task, predictor.window,
+                                       predictor.device)
+    pairs = None
     if task == "flow":
         from pc3d.infer.flow_pairs import FlowPairs
 
         pairs = FlowPairs(args.flow_points or None, args.flow_max_depth, args.flow_fov,
                           None if args.flow_keep_ground else args.flow_min_z)
-    if int(cfg.dataset.get("n_past_scans") or 0) > 0:
-        if task != "mos":
-            raise ConfigError(f"{path}: the model was trained on {cfg.dataset.n_past_scans} past scans merged into "
-                              "each frame (dataset.n_past_scans); tools/infer.py streams windows of scans for mos "
-                              "models only: evaluate it with tools/test.py")
-        from pc3d.infer.scan_window import window_of_dataset
-
-        window = window_of_dataset(cfg.dataset)
-    source = open_source(args.source, feature_names(cfg.dataset), args.split, args.pad_features)
+    source = open_source(args.source, predictor.feature_names, args.split, args.pad_features)
     if window is not None:
         if not hasattr(source, "with_poses"):
             raise ConfigError(f"{args.source}: a {source.kind} source has no poses; a model trained on a window of "
@@ -97,17 +83,14 @@ def run(args: argparse.Namespace) -> int:
                               "> 0) has overlapping windows to filter")
         from pc3d.infer.mos_filter import FilteredMosOutput
 
-        model.return_log_odds = True
+        predictor.model.return_log_odds = True
         output = FilteredMosOutput(output, window.n_past_scans, args.bayes_prior)
     renders = (Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range), args.render_threshold)
                if args.render else None)
-    collate = Collate(instantiate(cfg.dataset.voxelizer, _convert_="all") if cfg.dataset.get("voxelizer") else None)
     if args.tta:
-        from pc3d.models.tta import TestTimeAugmented, views
-
-        model = TestTimeAugmented(model, collate.voxelizer, views(args.tta, args.tta_scales)).to(device)
+        predictor.augment(args.tta, args.tta_scales)
+    model, precision = predictor.model, predictor.precision
     total = min(len(source), args.max_frames) if args.max_frames else len(source)
-    precision = inference_precision(cfg, args.precision, device)
     print(f"{type(model).__name__} ({task}, {precision}) from {path}; {total} frames of a {source.kind} source: "
           f"{args.source}", flush=True)
     if source.note:
@@ -116,8 +99,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(it):
         return track(it, total=total, desc="infer", unit="frame")
 
-    records, wall, skipped, dropped = stream(model, source, pairs or preparer(cfg, window), collate, output, device,
-                                             renders, args.max_frames, progress, args.strict, precision)
+    records, wall, skipped, dropped = stream(model, source, pairs or predictor.prepare, predictor.collate, output,
+                                             device, renders, args.max_frames, progress, args.strict, precision)
     print(output.close(), flush=True)
     if skipped:
         print(f"{len(skipped)} bad frame(s) skipped (listed above); --strict stops at the first", flush=True)

@@ -70,7 +70,8 @@ class Predictor:
         if int(cfg.dataset.get("n_past_scans") or 0) > 0:
             if self.task != "mos":
                 raise ConfigError(f"{self.checkpoint}: the model was trained on {cfg.dataset.n_past_scans} past scans "
-                                  "merged into each frame; only mos models stream windows: use tools/test.py")
+                                  "merged into each frame (dataset.n_past_scans); windows of scans stream for mos "
+                                  "models only: evaluate it with tools/test.py")
             from pc3d.infer.scan_window import window_of_dataset
 
             self.window = window_of_dataset(cfg.dataset)
@@ -82,11 +83,15 @@ class Predictor:
         voxelizer = cfg.dataset.get("voxelizer")
         self.collate = Collate(instantiate(voxelizer, _convert_="all") if voxelizer else None)
         if tta:
-            from pc3d.models.tta import TestTimeAugmented, views
-
-            self.model = TestTimeAugmented(self.model, self.collate.voxelizer, views(tta, tta_scales)).to(self.device)
+            self.augment(tta, tta_scales)
         self.prepare = preparer(cfg, self.window)
         self._sequence = 0  # a new name after every start_sequence(): the window drops its scans
+
+    def augment(self, tta: str, tta_scales: Sequence[float] = (1.0,)) -> None:
+        """Wrap the model in test-time augmentation: the views `tta` of pc3d.models.tta at `tta_scales`."""
+        from pc3d.models.tta import TestTimeAugmented, views
+
+        self.model = TestTimeAugmented(self.model, self.collate.voxelizer, views(tta, tta_scales)).to(self.device)
 
     def start_sequence(self) -> None:
         """A 4D MOS model's next cloud starts a new sequence: the past scans leave its window."""

@@ -1,7 +1,7 @@
 """How a trained run's model sees a frame at inference: its feature columns and its prepare step.
 
-Shared by ``tools/infer.py`` (streams of frames) and ``pc3d.infer.predictor`` (one cloud in memory), so the
-two give a model the same input.
+``pc3d.infer.predictor.Predictor`` builds its prepare step from these, and ``tools/infer.py`` streams frames
+through the Predictor's, so a cloud in memory and a file give a model the same input.
 """
 from __future__ import annotations
 
