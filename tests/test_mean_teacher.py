@@ -70,7 +70,7 @@ def test_second_view_must_keep_every_point():
 
 
 MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0},
-         "flips": {"teacher_flips": True}}
+         "flips": {"teacher_flips": True, "point_cloud_range": RANGE}}
 
 
 def step(root, **options) -> dict:
@@ -269,6 +269,13 @@ def test_a_mirrored_batch_holds_the_points_of_voxelizing_the_mirrored_scan(root)
         mirrored(batch, (2,))
 
 
+def test_a_flipped_teacher_needs_a_grid_symmetric_about_the_sensor():
+    for grid in (None, [0.0, -19.2, -3.2, 38.4, 19.2, 3.2], [-19.2, -10.0, -3.2, 19.2, 19.2, 3.2]):
+        with pytest.raises(ConfigError, match="point_cloud_range"):
+            model(teacher_flips=True, point_cloud_range=grid)
+    model(teacher_flips=False, point_cloud_range=[0.0, -19.2, -3.2, 38.4, 19.2, 3.2])  # no mirrors, no constraint
+
+
 def test_a_flipped_teacher_answers_the_same_for_a_scan_and_its_mirror_image(root):
     """teacher_flips averages over the scan and its x, y and xy mirror images, a set that mirroring the scan
     maps onto itself: the probabilities of a scan and of its mirror image agree, and differ from one pass."""
@@ -276,7 +283,7 @@ def test_a_flipped_teacher_answers_the_same_for_a_scan_and_its_mirror_image(root
     data.training = False
     batch = data.collate_fn([data[2]])
     inside = batch["point_to_voxel"] >= 0
-    net = model(teacher_flips=True).eval()
+    net = model(teacher_flips=True, point_cloud_range=RANGE).eval()
     with torch.no_grad():
         both = [net.point_probabilities(net.teacher, b, inside, net.flips) for b in (batch, mirrored(batch, (0,)))]
         once = net.point_probabilities(net.teacher, batch, inside)

@@ -51,6 +51,18 @@ from pc3d.models.semi.pseudo_labels import (
 FLIPS = ((), (0,), (1,), (0, 1))  # the scan and its mirror images in x, y and both
 
 
+def _check_mirror_symmetric(point_cloud_range: Sequence[float] | None) -> None:
+    """teacher_flips mirrors voxel coordinates in their grid (pc3d.data.batch.mirrored): on a grid not centred on
+    the sensor that is a mirror about the grid's centre, whose voxels hold other points than the mirrored scan's."""
+    if point_cloud_range is None or len(point_cloud_range) != 6:
+        raise ConfigError("teacher_flips needs the voxelizer's point_cloud_range (6 numbers) to check that its "
+                          f"grid is symmetric about the sensor, got {point_cloud_range!r}")
+    low, high = [float(v) for v in point_cloud_range[:2]], [float(v) for v in point_cloud_range[3:5]]
+    if any(lo != -hi for lo, hi in zip(low, high, strict=True)):
+        raise ConfigError(f"teacher_flips mirrors through the sensor only on a grid symmetric about it in x and y; "
+                          f"point_cloud_range {list(point_cloud_range)} is not (x_min = -x_max, y_min = -y_max)")
+
+
 class MeanTeacherSegmentor(nn.Module):
     """student: a SparseSegmentor (built). unlabelled_weight: of the pseudo-label loss. keep: share of each
     (class, range band) cell's unlabelled points that get a hard label. min_confidence: the least confidence of a
@@ -63,8 +75,9 @@ class MeanTeacherSegmentor(nn.Module):
     counts of inclination areas a pair is cut into, one drawn per pair. teacher: "ema" (the mean teacher) or
     "fixed" (the weights of a supervised run loaded by `init_from`, never updated; the student starts from its own
     initialisation and is the model evaluated). teacher_flips: the teacher's probabilities are the mean over the
-    scan and its three mirror images (four teacher passes a step; exact mirror images on a grid whose range is
-    symmetric about the sensor)."""
+    scan and its three mirror images (four teacher passes a step); the voxel coordinates are mirrored in their grid,
+    the mirror through the sensor only on a grid symmetric about it, so it needs the voxelizer's point_cloud_range
+    (x_min, y_min, z_min, x_max, y_max, z_max) with x_min = -x_max and y_min = -y_max."""
 
     task = "segmentation"
 
@@ -73,7 +86,7 @@ class MeanTeacherSegmentor(nn.Module):
                  range_edges: Sequence[float] = (0, 10, 20, 30, 40, 50), beta: float = 1.0, remission_column: int = 3,
                  max_alpha: float = 0.99, warmup_steps: int = 0, rampup_steps: int = 0, pseudo_loss: str = "ce",
                  mix_weight: float = 0.0, mix_areas: Sequence[int] = (2, 3, 4, 5, 6), teacher: str = "ema",
-                 teacher_flips: bool = False):
+                 teacher_flips: bool = False, point_cloud_range: Sequence[float] | None = None):
         super().__init__()
         self.student = student
         self.teacher = copy.deepcopy(student).requires_grad_(False)
@@ -92,6 +105,8 @@ class MeanTeacherSegmentor(nn.Module):
         if teacher not in ("ema", "fixed"):
             raise ConfigError(f"teacher must be 'ema' or 'fixed', got {teacher!r}")
         self.fixed_teacher = teacher == "fixed"
+        if teacher_flips:
+            _check_mirror_symmetric(point_cloud_range)
         self.flips = FLIPS if teacher_flips else ((),)
         if self.fixed_teacher:  # set by pretrained_state: a fixed teacher must be a trained one
             self.register_buffer("teacher_trained", torch.zeros((), dtype=torch.bool))
