@@ -10,6 +10,7 @@ from conftest import random_sparse, sample_path
 from torch import nn
 
 import pc3d.sparse as sp
+from pc3d.errors import BackendUnavailableError
 from pc3d.sparse import SparseTensor
 from pc3d.voxel import grid_sample
 
@@ -102,6 +103,41 @@ def test_inverse_conv_matches_spconv():
     x = random_tensor()
     y_nat, _ = run_both(make, x, same_order=True)
     assert torch.equal(y_nat.coords, x.coords)
+
+
+def test_one_subm_key_over_several_kernels_matches_spconv():
+    """SubM layers sharing an indice_key with other kernels or dilations (a 7^3 stem before 3^3 blocks, as
+    SCTN's U-Net): spconv keeps one pair list per key, so each kernel gets a key of its own there."""
+    def make(b):
+        return sp.SparseSequential(sp.SubMConv3d(4, 6, 5, indice_key="subm0", backend=b), nn.ReLU(),
+                                   sp.SubMConv3d(6, 6, 3, indice_key="subm0", backend=b), nn.ReLU(),
+                                   sp.SubMConv3d(6, 6, 3, dilation=2, indice_key="subm0", backend=b), nn.ReLU(),
+                                   sp.SubMConv3d(6, 6, 3, indice_key="subm0", backend=b))
+
+    run_both(make, random_tensor(), same_order=True)
+
+
+def test_auto_runs_grouped_convs_natively_between_spconv_layers():
+    """spconv 2.3 has no grouped conv: on CUDA, 'auto' runs a separable block's depthwise conv on the native
+    engine and the rest on spconv. That mix (the same split, forced here on the CPU) equals the native engine
+    throughout; spconv asked for by name for a depthwise conv says it has none."""
+    assert sp.backend.resolve("auto", "cuda") == "spconv"
+    assert sp.backend.resolve("auto", "cuda", grouped=True) == "native"
+
+    def make(b):
+        return sp.SparseSequential(
+            sp.SubMConv3d(4, 8, 3, indice_key="subm1", backend=b), nn.ReLU(),
+            sp.SubMConv3d(8, 8, 3, groups=8, bias=False, indice_key="subm1", backend="native"),
+            sp.SubMConv3d(8, 8, 1, bias=False, backend=b), nn.ReLU(),
+            sp.SparseConv3d(8, 8, 3, 2, 1, indice_key="down1", backend=b), nn.ReLU(),
+            sp.SubMConv3d(8, 8, 3, groups=8, bias=False, backend="native"),
+            sp.SparseInverseConv3d(8, 4, 3, indice_key="down1", backend=b))
+
+    x = random_tensor()
+    y_nat, _ = run_both(make, x, same_order=True)
+    assert torch.equal(y_nat.coords, x.coords)
+    with pytest.raises(BackendUnavailableError, match="depthwise"):
+        sp.SubMConv3d(4, 4, 3, groups=4, backend="spconv")(clone_input(x))
 
 
 def test_floored_site_conv_and_its_inverse_match_the_native_engine_on_spconv():

@@ -48,13 +48,16 @@ def spconv_module():
     return module
 
 
-def resolve(requested: str | None, device_type: str) -> str:
-    """'native' or 'spconv' for a layer with `requested` backend on a device."""
+def resolve(requested: str | None, device_type: str, grouped: bool = False) -> str:
+    """'native' or 'spconv' for a layer with `requested` backend on a device. 'auto' leaves grouped and
+    depthwise convs (`grouped`), which spconv 2.3 does not have, to the native engine, so a separable network
+    runs on CUDA with spconv for its other layers; asking for spconv by name for one is refused when it runs."""
     name = requested or _default
     if name not in BACKENDS:
         raise ConfigError(f"sparse backend must be one of {BACKENDS}, not {name!r}")
     if name == "auto":
-        return "spconv" if device_type == "cuda" and _spconv_or_error()[0] is not None else "native"
+        usable = device_type == "cuda" and not grouped and _spconv_or_error()[0] is not None
+        return "spconv" if usable else "native"
     return name
 
 

@@ -87,14 +87,14 @@ class SparseConvolution(SparseModule):
             raise SparseTensorError(f"{type(self).__name__} expects {self.in_channels} channels, got "
                                     f"{x.feats.shape[1]}")
         self.device_type = x.device.type
-        if _backend.resolve(self.backend, x.device.type) == "spconv":
+        if _backend.resolve(self.backend, x.device.type, grouped=self.groups != 1) == "spconv":
             return self._forward_spconv(x)
         kmap, inverse = self.kernel_map(x)
         feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse, self.skip_zero_rows)
         if self.bias is not None:  # in the features' dtype: a bf16 conv under autocast stays bf16
             feats = feats + self.bias.to(feats.dtype)
-        if self.subm:
-            return x.with_sites(feats, x.coords, x.spatial_shape, x.stride, maps=x.maps)
+        if self.subm:  # the same sites: their maps, and spconv's twin for the layers that run there
+            return x.replace_feature(feats)
         if inverse:
             return x.with_sites(feats, kmap.in_coords, kmap.in_spatial_shape, kmap.in_stride)
         return x.with_sites(feats, kmap.out_coords, kmap.out_spatial_shape, kmap.out_stride)

@@ -102,7 +102,10 @@ def build_conv(layer):
         (False, False, True): "SparseInverseConv",
     }[(layer.subm, layer.transposed, layer.inverse)]
     cls = getattr(spconv, f"{cls}{layer.ndim}d")
-    kwargs = {"bias": layer.bias is not None, "indice_key": layer.indice_key}
+    key = layer.indice_key
+    if layer.subm and key:  # spconv keeps one pair list per subm key: a key per kernel and dilation, as pc3d's maps
+        key = f"{key}:k{'x'.join(map(str, layer.kernel_size))}:d{'x'.join(map(str, layer.dilation))}"
+    kwargs = {"bias": layer.bias is not None, "indice_key": key}
     if layer.device_type == "cpu":
         kwargs["algo"] = ConvAlgo.Native  # the only spconv algorithm with a CPU backward
     if layer.inverse:
