@@ -199,6 +199,13 @@ def test_a_flow_model_streams_a_sequence_and_scores_on_another_dataset(tmp_path,
     seen = np.isfinite(flow).all(1)
     assert 0 < seen.sum() <= 128  # the sampled rows of the crop; every other row NaN
     assert (out / "render" / "00" / "000000.png").is_file()
+    from pc3d.infer.results import InferResults
+    from pc3d.infer.sources import open_source
+
+    source = open_source(str(sequence), ("intensity",))
+    scenes = [InferResults(out).scene(source.read(item)) for item in source.items]  # what tools/visualize.py draws
+    np.testing.assert_array_equal(scenes[0].flow, flow)
+    assert scenes[-1].flow is None  # the last scan has no flow file
     for stage in ("feature_net", "transformer", "transport", "refine", "total"):
         assert f"| {stage} |" in printed
     assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "tta"), "--device", "cpu", "--flow-points",

@@ -193,6 +193,64 @@ def test_test_time_augmentation(data, ckpts, tmp_path, capsys):
     assert "unknown views 'sideways'" in capsys.readouterr().err
 
 
+def test_visualize_reads_back_what_infer_wrote(data, ckpts, tmp_path):
+    """InferResults gives each frame of the source the classes tools/infer.py wrote (read back through the
+    dataset's label space: SemanticKITTI .label, ScanNet NYU40 .txt), NaN rows of a point file left out, and
+    tools/visualize.py renders them from the output folder."""
+    from pc3d.infer.results import InferResults
+    from pc3d.infer.sources import open_source
+
+    sequence = data / "semantickitti" / "sequences" / "00"
+    assert run(ckpts["semantickitti"], sequence, tmp_path / "seg") == 0
+    predictor, results = Predictor(ckpts["semantickitti"]), InferResults(tmp_path / "seg")
+    assert results.task == "segmentation" and results.palette.shape == (20, 3)
+    source = open_source(str(sequence), ("intensity",))
+    for item in source.items:
+        frame = source.read(item)
+        scene = results.scene(frame)
+        np.testing.assert_array_equal(scene.point_labels, predictor(frame.points)["pred_labels"])
+    vis = tmp_path / "vis"
+    assert visualize.main([str(sequence), "--pred", str(tmp_path / "seg"), "--out", str(vis), "--mode", "bev"]) == 0
+    assert len(list(vis.glob("*.png"))) == len(source.items)
+
+    folder = tmp_path / "nan"  # rows with NaN: ignored in the label file, left out of the drawn frame
+    folder.mkdir()
+    points = read_scan(sorted((sequence / "velodyne").glob("*.bin"))[0])
+    points[[3, 7]] = np.nan
+    np.save(folder / "a.npy", points)
+    assert run(ckpts["semantickitti"], folder, tmp_path / "nan_out") == 0
+    frame = open_source(str(folder), ("intensity",)).read(folder / "a.npy")
+    scene = InferResults(tmp_path / "nan_out").scene(frame)
+    assert len(scene.point_labels) == len(frame.points) == len(points) - 2
+    np.testing.assert_array_equal(scene.point_labels, predictor(points, drop_nonfinite=True)["pred_labels"])
+
+    room = next((data / "scannet" / "scans").iterdir())
+    assert run(ckpts["scannet"], room, tmp_path / "scannet") == 0
+    results = InferResults(tmp_path / "scannet")
+    frame = open_source(str(room), ("r", "g", "b")).read(open_source(str(room), ("r", "g", "b")).items[0])
+    scene = results.scene(frame)
+    np.testing.assert_array_equal(scene.point_labels, Predictor(ckpts["scannet"])(frame.points)["pred_labels"])
+    assert scene.view == "overview"
+    (tmp_path / "scannet" / "labels" / f"{room.name}.txt").write_text("1\n2\n")
+    with pytest.raises(DataFormatError, match=f"{room.name}.txt: 2 labels for a cloud of"):
+        results.scene(frame)
+
+
+def test_visualize_takes_the_detection_output_folder(data, ckpts, tmp_path):
+    assert run(ckpts["kitti"], data / "kitti", tmp_path, "--split", "train") == 0
+    from pc3d.infer.results import InferResults
+    from pc3d.infer.sources import open_source
+
+    source = open_source(str(data / "kitti"), ("intensity",), "train")
+    frame = source.read(source.items[0])
+    written = json.loads((tmp_path / "json" / f"{frame.frame_id}.json").read_text())
+    for folder in (tmp_path, tmp_path / "json"):  # the output folder, or its json/ folder as before
+        scene = InferResults(folder).scene(frame, threshold=0.0)
+        np.testing.assert_allclose(scene.pred_boxes, np.asarray(written["boxes"], np.float32).reshape(-1, 7))
+    assert visualize.main([str(data / "kitti"), "--split", "train", "--pred", str(tmp_path), "--out",
+                           str(tmp_path / "vis"), "--mode", "bev", "--max-frames", "1"]) == 0
+
+
 # ---------------------------------------------------------------- pc3d.Predictor: the same model in Python
 
 def read_scan(path: Path) -> np.ndarray:

@@ -186,6 +186,14 @@ def test_tools_infer_streams_a_mos_model(sequence, tmp_path, capsys):
         written = np.fromfile(tmp_path / "out" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label",
                               "<u4")
         assert len(written) == scan.stat().st_size // 16 and set(written.tolist()) <= {9, 251}
+    from pc3d.infer.results import InferResults
+    from pc3d.infer.sources import open_source
+
+    source = open_source(str(folder), ("intensity",))
+    scene = InferResults(tmp_path / "out").scene(source.read(source.items[0]))  # what tools/visualize.py draws
+    first = np.fromfile(tmp_path / "out" / "labels" / "sequences" / "00" / "predictions" / "000000.label", "<u4")
+    np.testing.assert_array_equal(scene.point_labels, np.where(first == 251, 2, 1))  # train ids static 1, moving 2
+    assert scene.palette.shape == (3, 3)  # MosOutput's colours
     # a folder of point files has no poses: one line naming it, exit 2
     loose = tmp_path / "loose"
     loose.mkdir()

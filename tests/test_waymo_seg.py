@@ -59,3 +59,7 @@ def test_predictions_are_written_one_class_per_point(root, tmp_path):
     assert np.array_equal(np.fromfile(path, "<u4").astype(np.int64), sample["point_labels"])
     with pytest.raises(DataFormatError, match="classes must be"):
         data.label_space().write("x/1", np.array([23]), tmp_path)
+    space = data.label_space()  # read back as tools/visualize.py reads it
+    assert np.array_equal(space.read(path, len(sample["point_labels"])), sample["point_labels"])
+    with pytest.raises(DataFormatError, match="expected 3"):
+        space.read(path, 3)

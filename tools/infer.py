@@ -50,6 +50,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pc3d.infer.outputs import OUTPUTS
     from pc3d.infer.predictor import Predictor
+    from pc3d.infer.results import write_manifest
     from pc3d.infer.sources import open_source
     from pc3d.infer.stream import Renders, latency_table, stream
     from pc3d.utils.progress import track
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     num_classes = int(cfg.model.get("num_classes") or len(dataset_cfg.get("class_names") or ()))
     output = OUTPUTS[task](out, dataset_cfg, source, num_classes)
+    write_manifest(out, task, path, dataset_cfg, num_classes, getattr(output, "palette", None))
     if args.bayes_filter:
         if window is None or not window.n_past_scans:
             raise ConfigError("--bayes-filter: only a mos model trained on a window of scans (dataset.n_past_scans "

@@ -5,17 +5,18 @@
 
 SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKITTI sequence, Waymo v2 segment,
 ScanNet scene; pc3d.infer.sources).
---pred: the json/ folder tools/infer.py wrote (boxes in the LiDAR frame). Ground truth boxes are drawn
-when SOURCE is a KITTI root with label_2. Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4
-with --video when ffmpeg is installed). 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back
-to the numpy BEV image when no renderer is available. Any cloud renders (missing feature columns are 0);
+--pred: the folder tools/infer.py wrote (its --out), whatever the model's task: boxes, points coloured by
+predicted class (segmentation) or static / moving (MOS), flow arrows (pc3d.infer.results); or, as before, a
+json/ folder of its detection files. Ground truth boxes are drawn when SOURCE is a KITTI root with label_2.
+Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
+3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
+available. Any cloud renders (missing feature columns are 0);
 a frame that cannot be read, or whose --pred file is malformed, is skipped with one line and counted. A pc3d
 error otherwise prints one line and exits 2 (PC3D_DEBUG=1: the traceback).
 """
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -39,39 +40,11 @@ def ground_truth(frame) -> np.ndarray | None:
     return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], frame.calib), np.float32)
 
 
-def read_prediction(path: Path, threshold: float) -> dict:
-    """Boxes [K, 7], scores, labels of a tools/infer.py JSON file with score >= threshold; DataFormatError
-    naming the file when it is not one."""
-    from pc3d.errors import DataFormatError
-
-    try:
-        p = json.loads(path.read_text())
-        scores = np.asarray(p["scores"], np.float32).reshape(-1)
-        boxes = np.asarray(p["boxes"], np.float32).reshape(-1, 7)
-        labels = np.asarray(p["labels"], np.int64).reshape(-1)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise DataFormatError(path, f"not a readable JSON file ({exc})") from None
-    except (KeyError, TypeError, ValueError) as exc:
-        raise DataFormatError(path, f"not a tools/infer.py detection file (boxes [K, 7], scores [K], labels [K]: "
-                                    f"{type(exc).__name__}: {exc})") from None
-    if not len(boxes) == len(scores) == len(labels):
-        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
-    keep = scores >= threshold
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
-
-
-def load_scene(frame, pred_dir: Path | None, threshold: float):
-    from pc3d.viz import Scene
-
-    path = None if pred_dir is None else pred_dir / f"{frame.frame_id}.json"
-    pred = read_prediction(path, threshold) if path is not None and path.is_file() else None
-    return Scene.from_prediction(frame.points, pred, ground_truth(frame), frame.frame_id)
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("source")
-    p.add_argument("--pred", type=Path, default=None, help="tools/infer.py json/ folder")
+    p.add_argument("--pred", type=Path, default=None,
+                   help="tools/infer.py's output folder (--out), or a json/ folder of its detection files")
     p.add_argument("--out", type=Path, default=Path("outputs/render"))
     p.add_argument("--split", default="val")
     p.add_argument("--mode", default="auto", choices=("auto", "3d", "bev"))
@@ -89,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_frames < 0:
         p.error(f"--max-frames must be >= 0, got {args.max_frames}")
     if args.pred is not None and not args.pred.is_dir():
-        p.error(f"--pred {args.pred}: not a folder (the json/ folder tools/infer.py wrote)")
+        p.error(f"--pred {args.pred}: not a folder (the folder tools/infer.py wrote, or its json/ folder)")
     if args.out.exists() and not args.out.is_dir():
         p.error(f"--out {args.out}: exists and is not a folder")
     try:
@@ -100,16 +73,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def render(args: argparse.Namespace) -> int:
     from pc3d.errors import DataFormatError
+    from pc3d.infer.results import InferResults
     from pc3d.infer.sources import open_source
     from pc3d.utils.progress import track
-    from pc3d.viz import OffscreenRenderer, Viewer, render_scene_png, write_video
+    from pc3d.viz import OffscreenRenderer, Scene, Viewer, render_scene_png, write_video
 
     source = open_source(args.source, ("intensity",), args.split, pad=True)
     if source.note:
         print(source.note, flush=True)
     items = source.items[: args.max_frames or None]
+    results = None if args.pred is None else InferResults(args.pred)
+
+    def load_scene(frame):
+        truth = ground_truth(frame)
+        return Scene(frame.points, truth, name=frame.frame_id) if results is None else results.scene(
+            frame, args.threshold, truth)
+
     if args.viewer:
-        Viewer(lambda i: load_scene(source.read(items[i]), args.pred, args.threshold), len(items)).run()
+        classes = results is not None and results.space is not None
+        Viewer(lambda i: load_scene(source.read(items[i])), len(items), "class" if classes else "height").run()
         return 0
     renderer, mode = None, args.mode
     if mode != "bev":
@@ -123,7 +105,7 @@ def render(args: argparse.Namespace) -> int:
     written, skipped, used = [], 0, mode
     for i, item in enumerate(track(items, desc="render", unit="frame")):
         try:
-            scene = load_scene(source.read(item), args.pred, args.threshold)
+            scene = load_scene(source.read(item))
         except DataFormatError as error:
             if len(items) == 1:
                 raise

@@ -116,6 +116,18 @@ def read_ids(path: str | PathLike, allow_empty: bool = False) -> list[str]:
     return list(first)
 
 
+def read_int_lines(path: str | PathLike) -> np.ndarray:
+    """int64 [L] of a text file of one integer per line (a ScanNet benchmark prediction)."""
+    path = Path(path)
+    values = []
+    for number, line in numbered_lines(path):
+        try:
+            values.append(int(line))
+        except ValueError:
+            raise DataFormatError(path, f"line {number}: expected one integer, got {line[:60]!r}") from None
+    return np.asarray(values, np.int64)
+
+
 def read_matrix_lines(path: str | PathLike, columns: int) -> np.ndarray:
     """float64 [L, columns] of a whitespace-separated numeric text file (poses.txt, times.txt)."""
     path = Path(path)

@@ -23,8 +23,8 @@ from pc3d.eval.box_json import write_box_json
 
 from .dataset import PointCloudDataset
 from .indoor_boxes import instance_boxes
-from .io import check_finite, read_ids, read_lines
-from .label_space import LabelSpace
+from .io import check_finite, read_ids, read_int_lines, read_lines
+from .label_space import LabelSpace, checked_ids
 
 SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 SCANNET20_CLASSES = ("wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
@@ -315,7 +315,10 @@ class ScanNetDataset(PointCloudDataset):
         def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
             return write_scannet_labels(Path(out_dir) / f"{frame_id}.txt", ids)
 
-        return LabelSpace(list(SCANNET20_CLASSES), write, SCANNET20_COLORS)
+        def read(path: Path, count: int) -> np.ndarray:
+            return nyu40_to_scannet20(checked_ids(path, read_int_lines(path), count, 65536))
+
+        return LabelSpace(list(SCANNET20_CLASSES), write, read, SCANNET20_COLORS)
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook, by the dataset's task: segmentation (``pred_labels``) -> the benchmark's

@@ -277,12 +277,18 @@ class SemanticKittiDataset(PointCloudDataset):
         config = load_learning_map(str(learning_map or LEARNING_MAPS / MODES[mode]))
         inv = config["learning_map_inv"]
 
+        lut = lookup_table(config["learning_map"])
+
         def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
             write_semantickitti_labels([{"frame_id": frame_id, "pred_labels": ids}], out_dir, inv)
             seq, _, name = frame_id.rpartition("/")
             return Path(out_dir) / "sequences" / seq / "predictions" / f"{name}.label"
 
-        return LabelSpace([config["labels"][inv[i]] for i in sorted(inv)], write,
+        def read(path: Path, count: int) -> np.ndarray:  # raw ids (lower 16 bits) through the learning map
+            semantic = (read_label(path, count) & 0xFFFF).astype(np.int64)
+            return np.where(semantic < len(lut), lut[np.minimum(semantic, len(lut) - 1)], -1)
+
+        return LabelSpace([config["labels"][inv[i]] for i in sorted(inv)], write, read,
                           semantickitti_palette(inv, config["color_map"]))
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:

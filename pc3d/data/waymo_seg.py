@@ -20,7 +20,8 @@ import numpy as np
 
 from pc3d.errors import DataFormatError
 
-from .label_space import LabelSpace
+from .io import read_label
+from .label_space import LabelSpace, checked_ids
 from .waymo import LASER, TIMESTAMP, WaymoDataset, _numbers, _open, _read, _require
 
 SEG = "[LiDARSegmentationLabelComponent]"
@@ -67,7 +68,10 @@ class WaymoSegmentationDataset(WaymoDataset):
         def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
             return write_label_file(Path(out_dir) / f"{frame_id}.label", ids)
 
-        return LabelSpace(list(WAYMO_SEG_CLASSES), write)
+        def read(path: Path, count: int) -> np.ndarray:
+            return checked_ids(path, read_label(path, count) & 0xFFFF, count, len(WAYMO_SEG_CLASSES))
+
+        return LabelSpace(list(WAYMO_SEG_CLASSES), write, read)
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: ``<out_dir>/<segment>/<timestamp>.label`` per labelled frame, one class per point

@@ -139,7 +139,7 @@ class SegmentationOutput:
         ids, counts = np.unique(labels, return_counts=True)
         names = self.space.names
         _dump(self.out / "json" / f"{frame.frame_id}.json", {
-            "frame_id": frame.frame_id, "source": str(frame.source), "labels": str(path),
+            "frame_id": frame.frame_id, "source": str(frame.source), "labels": str(path.relative_to(self.out)),
             "points_per_class": {(names[i] if 0 <= i < len(names) else "unlabelled"): int(c)
                                  for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}})
         self.written += 1

@@ -1,0 +1,154 @@
+"""What tools/infer.py wrote (pc3d.infer.outputs), read back frame by frame as scenes to draw
+(tools/visualize.py: PNGs or the Open3D viewer).
+
+tools/infer.py writes ``<out>/predictions.json`` first: the task, the checkpoint, the run's dataset config
+(its label space reads the label files back), the class names and the colours it renders with. A frame's
+files are found by its frame id, as the writers name them, and read as the dataset's own format:
+
+    detection       json/<frame>.json: boxes (LiDAR frame; ScanNet: the aligned scene frame), scores, labels
+    segmentation    json/<frame>.json names the frame's label file (relative to <out>), one label per row of the
+                    file read, back to train ids through the dataset's label space (LabelSpace.read)
+    mos             the same, train ids 1 static / 2 moving, drawn in MosOutput's colours
+    flow            flow/<frame>.npy: [N, 3] per row of the file read, NaN where the model did not look
+    classification  nothing per point: the cloud alone
+
+    results = InferResults(Path("outputs/infer"))
+    scene = results.scene(frame)      # frame: a pc3d.infer.sources.SourceFrame of the same source
+
+A folder without predictions.json (written before it existed) is a json/ folder of detection files, or
+a folder holding one. A frame with no output (skipped by tools/infer.py, or not reached by --max-frames) is
+drawn without predictions; a file that is there but malformed is a DataFormatError naming it.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+from pc3d.infer.sources import SourceFrame
+
+MANIFEST = "predictions.json"
+
+
+def write_manifest(out: Path, task: str, checkpoint: Path, dataset_cfg: dict, num_classes: int,
+                   palette: np.ndarray | None) -> Path:
+    """<out>/predictions.json: what InferResults needs to read the folder back."""
+    out.mkdir(parents=True, exist_ok=True)
+    payload = {"task": task, "checkpoint": str(checkpoint), "num_classes": int(num_classes), "dataset": dataset_cfg,
+               "palette": None if palette is None else np.round(np.asarray(palette, np.float64), 4).tolist()}
+    path = out / MANIFEST
+    path.write_text(json.dumps(payload, indent=1))
+    return path
+
+
+def _json(path: Path) -> dict:
+    try:
+        payload = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataFormatError(path, f"not a readable JSON file ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict):
+        raise DataFormatError(path, f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def read_boxes(path: Path, threshold: float) -> dict:
+    """Boxes [K, 7], scores, labels of a tools/infer.py detection file with score >= threshold; DataFormatError
+    naming the file when it is not one."""
+    p = _json(path)
+    try:
+        scores = np.asarray(p["scores"], np.float32).reshape(-1)
+        boxes = np.asarray(p["boxes"], np.float32).reshape(-1, 7)
+        labels = np.asarray(p["labels"], np.int64).reshape(-1)
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataFormatError(path, f"not a tools/infer.py detection file (boxes [K, 7], scores [K], labels [K]: "
+                                    f"{type(error).__name__}: {error})") from None
+    if not len(boxes) == len(scores) == len(labels):
+        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    keep = scores >= threshold
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+
+
+def _file_rows(frame: SourceFrame) -> int:
+    """Rows of the file the frame was read from (per-point outputs have one per row, NaN rows included)."""
+    kept = frame.extra.get("kept")
+    return len(frame.points) if kept is None else len(kept)
+
+
+def _frame_rows(frame: SourceFrame, values: np.ndarray) -> np.ndarray:
+    """The rows of per-file-row `values` that the frame's points are (the finite rows)."""
+    kept = frame.extra.get("kept")
+    return values if kept is None else values[kept]
+
+
+class InferResults:
+    """tools/infer.py's output folder (or, without predictions.json, a json/ folder of detection files)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        manifest = self.folder / MANIFEST
+        self.space = self.palette = None
+        self.view = "driving"  # the offscreen camera (pc3d.viz.Scene.view)
+        if not manifest.is_file():  # a detection json/ folder, or the folder holding one
+            self.task = "detection"
+            self.boxes = self.folder / "json" if (self.folder / "json").is_dir() else self.folder
+            return
+        info = _json(manifest)
+        try:
+            self.task, dataset_cfg, num_classes = str(info["task"]), info["dataset"], int(info["num_classes"])
+        except (KeyError, TypeError, ValueError) as error:
+            raise DataFormatError(manifest, f"not a tools/infer.py manifest ({type(error).__name__}: "
+                                            f"{error})") from None
+        from pc3d.infer.outputs import dataset_class, label_space
+
+        self.boxes = self.folder / "json"
+        if getattr(dataset_class(dataset_cfg), "indoor", False):
+            self.view = "overview"
+        if self.task in ("segmentation", "mos"):
+
+            self.space = label_space(dataset_cfg, num_classes)
+            palette = info.get("palette")
+            self.palette = np.asarray(palette, np.float32) if palette is not None else self.space.colors
+
+    def __repr__(self) -> str:
+        return f"InferResults({self.folder}, task={self.task!r})"
+
+    def scene(self, frame: SourceFrame, threshold: float = 0.3, gt_boxes: np.ndarray | None = None):
+        """The pc3d.viz.Scene of `frame` with its predictions (boxes at score >= threshold, point classes or
+        flow) and `gt_boxes` when given."""
+        from pc3d.viz import Scene
+
+        summary = self.boxes / f"{frame.frame_id}.json"
+        if self.task == "detection":
+            pred = read_boxes(summary, threshold) if summary.is_file() else None
+            scene = Scene.from_prediction(frame.points, pred, gt_boxes, frame.frame_id)
+            scene.view = self.view
+            return scene
+        scene = Scene(frame.points, gt_boxes, name=frame.frame_id, view=self.view)
+        if self.task == "flow":
+            path = self.folder / "flow" / f"{frame.frame_id}.npy"
+            if path.is_file():
+                scene.flow = _frame_rows(frame, self.flow(path, _file_rows(frame)))
+        elif self.space is not None and summary.is_file():
+            labels = self.point_labels(summary, _file_rows(frame))
+            scene.point_labels, scene.palette = _frame_rows(frame, labels), self.palette
+        return scene
+
+    def point_labels(self, summary: Path, rows: int) -> np.ndarray:
+        """Train ids [rows] of the label file a frame's JSON summary names."""
+        name = _json(summary).get("labels")
+        if not isinstance(name, str):
+            raise DataFormatError(summary, "names no label file (a tools/infer.py segmentation summary has 'labels')")
+        path = Path(name) if Path(name).is_absolute() else self.folder / name
+        return self.space.read(path, rows)
+
+    @staticmethod
+    def flow(path: Path, rows: int) -> np.ndarray:
+        from pc3d.data.io import load_npy
+
+        flow = load_npy(path)
+        if flow.shape != (rows, 3) or flow.dtype.kind != "f":
+            raise DataFormatError(path, f"expected float flow [{rows}, 3] (one row per point of the file), got "
+                                        f"{flow.dtype} {flow.shape}")
+        return flow.astype(np.float32)
