@@ -12,6 +12,7 @@ import pytest
 from conftest import experiment_checkpoint
 
 import pc3d
+from pc3d.data import SemanticKittiDataset
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.infer.outputs import label_space
 from pc3d.infer.predictor import Predictor
@@ -209,9 +210,16 @@ def test_visualize_reads_back_what_infer_wrote(data, ckpts, tmp_path):
         frame = source.read(item)
         scene = results.scene(frame)
         np.testing.assert_array_equal(scene.point_labels, predictor(frame.points)["pred_labels"])
+    truth = SemanticKittiDataset(data / "semantickitti", sequences=["00"]).read_scan("00", frame.frame_id[3:])[1]
+    np.testing.assert_array_equal(results.scene(frame, labels="truth").point_labels, truth)
+    errors = results.scene(frame, labels="errors").point_labels  # unlabelled 0, right 1, wrong 2
+    np.testing.assert_array_equal(errors, np.where(truth == 0, 0, np.where(scene.point_labels == truth, 1, 2)))
+    assert {1, 2} <= set(np.unique(errors).tolist())  # an untrained model: right and wrong points
     vis = tmp_path / "vis"
-    assert visualize.main([str(sequence), "--pred", str(tmp_path / "seg"), "--out", str(vis), "--mode", "bev"]) == 0
-    assert len(list(vis.glob("*.png"))) == len(source.items)
+    for labels in ("pred", "errors"):
+        assert visualize.main([str(sequence), "--pred", str(tmp_path / "seg"), "--out", str(vis / labels), "--mode",
+                               "bev", "--labels", labels]) == 0
+        assert len(list((vis / labels).glob("*.png"))) == len(source.items)
 
     folder = tmp_path / "nan"  # rows with NaN: ignored in the label file, left out of the drawn frame
     folder.mkdir()

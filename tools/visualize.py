@@ -7,7 +7,9 @@ SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKIT
 ScanNet scene; pc3d.infer.sources).
 --pred: the folder tools/infer.py wrote (its --out), whatever the model's task: boxes, points coloured by
 predicted class (segmentation) or static / moving (MOS), flow arrows (pc3d.infer.results); or, as before, a
-json/ folder of its detection files. Ground truth boxes are drawn when SOURCE is a KITTI root with label_2.
+json/ folder of its detection files. Ground truth boxes are drawn when SOURCE is a KITTI root with label_2;
+--labels truth / errors colours a segmentation's points by a SemanticKITTI sequence's ground truth, or grey
+where the prediction is right and red where it is wrong.
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
 available. Any cloud renders (missing feature columns are 0);
@@ -50,6 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mode", default="auto", choices=("auto", "3d", "bev"))
     p.add_argument("--max-frames", type=int, default=0)
     p.add_argument("--threshold", type=float, default=0.3, help="min score of drawn predictions")
+    p.add_argument("--labels", default="pred", choices=("pred", "truth", "errors"),
+                   help="segmentation / MOS --pred: colour points by the predicted classes, the ground truth (a "
+                        "SemanticKITTI sequence's labels/), or right (grey) / wrong (red) against it")
     p.add_argument("--area", type=float, nargs=6, default=(0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
                    help="BEV area x_min y_min z_min x_max y_max z_max")
     p.add_argument("--video", action="store_true", help="also encode <out>/video.mp4 (needs ffmpeg)")
@@ -61,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.max_frames < 0:
         p.error(f"--max-frames must be >= 0, got {args.max_frames}")
+    if args.labels != "pred" and args.pred is None:
+        p.error(f"--labels {args.labels} needs --pred: the label space of the run's outputs reads the ground truth")
     if args.pred is not None and not args.pred.is_dir():
         p.error(f"--pred {args.pred}: not a folder (the folder tools/infer.py wrote, or its json/ folder)")
     if args.out.exists() and not args.out.is_dir():
@@ -87,7 +94,7 @@ def render(args: argparse.Namespace) -> int:
     def load_scene(frame):
         truth = ground_truth(frame)
         return Scene(frame.points, truth, name=frame.frame_id) if results is None else results.scene(
-            frame, args.threshold, truth)
+            frame, args.threshold, truth, args.labels)
 
     if args.viewer:
         classes = results is not None and results.space is not None

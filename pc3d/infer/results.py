@@ -14,6 +14,11 @@ files are found by its frame id, as the writers name them, and read as the datas
 
     results = InferResults(Path("outputs/infer"))
     scene = results.scene(frame)      # frame: a pc3d.infer.sources.SourceFrame of the same source
+    scene = results.scene(frame, labels="errors")   # right / wrong against the frame's ground-truth labels
+
+Per-point colours (``labels``): "pred" the predicted classes; "truth" the ground truth of a frame that has a
+label file (a SemanticKITTI sequence's labels/, read through the same label space); "errors" grey where the
+prediction is right, red where it is wrong, dark where the ground truth is unlabelled.
 
 A folder without predictions.json (written before it existed) is a json/ folder of detection files, or
 a folder holding one. A frame with no output (skipped by tools/infer.py, or not reached by --max-frames) is
@@ -26,10 +31,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.infer.sources import SourceFrame
 
 MANIFEST = "predictions.json"
+LABELS = ("pred", "truth", "errors")
+# colours of --labels errors: unlabelled in the ground truth, right, wrong
+ERROR_PALETTE = np.array([[0.2, 0.2, 0.22], [0.62, 0.62, 0.62], [1.0, 0.12, 0.08]], np.float32)
 
 
 def write_manifest(out: Path, task: str, checkpoint: Path, dataset_cfg: dict, num_classes: int,
@@ -89,6 +97,7 @@ class InferResults:
         self.folder = Path(folder)
         manifest = self.folder / MANIFEST
         self.space = self.palette = None
+        self.ignore_index = -1
         self.view = "driving"  # the offscreen camera (pc3d.viz.Scene.view)
         if not manifest.is_file():  # a detection json/ folder, or the folder holding one
             self.task = "detection"
@@ -108,16 +117,24 @@ class InferResults:
         if self.task in ("segmentation", "mos"):
 
             self.space = label_space(dataset_cfg, num_classes)
+            self.ignore_index = int(getattr(dataset_class(dataset_cfg), "ignore_index", -1))
             palette = info.get("palette")
             self.palette = np.asarray(palette, np.float32) if palette is not None else self.space.colors
 
     def __repr__(self) -> str:
         return f"InferResults({self.folder}, task={self.task!r})"
 
-    def scene(self, frame: SourceFrame, threshold: float = 0.3, gt_boxes: np.ndarray | None = None):
+    def scene(self, frame: SourceFrame, threshold: float = 0.3, gt_boxes: np.ndarray | None = None,
+              labels: str = "pred"):
         """The pc3d.viz.Scene of `frame` with its predictions (boxes at score >= threshold, point classes or
-        flow) and `gt_boxes` when given."""
+        flow) and `gt_boxes` when given; `labels` (segmentation, MOS): what colours the points (see above)."""
         from pc3d.viz import Scene
+
+        if labels not in LABELS:
+            raise ConfigError(f"labels must be one of {LABELS}, got {labels!r}")
+        if labels != "pred" and self.space is None:
+            raise ConfigError(f"labels={labels!r} colours the points of a segmentation or MOS output; "
+                              f"{self.folder} holds a {self.task} one")
 
         summary = self.boxes / f"{frame.frame_id}.json"
         if self.task == "detection":
@@ -130,10 +147,25 @@ class InferResults:
             path = self.folder / "flow" / f"{frame.frame_id}.npy"
             if path.is_file():
                 scene.flow = _frame_rows(frame, self.flow(path, _file_rows(frame)))
-        elif self.space is not None and summary.is_file():
-            labels = self.point_labels(summary, _file_rows(frame))
-            scene.point_labels, scene.palette = _frame_rows(frame, labels), self.palette
+        elif self.space is not None:
+            pred = self.point_labels(summary, _file_rows(frame)) if summary.is_file() else None
+            truth = None if labels == "pred" else self.truth(frame)
+            if labels == "errors" and pred is not None:
+                unlabelled = (truth == self.ignore_index) | (truth < 0)
+                scene.point_labels = _frame_rows(frame, np.where(unlabelled, 0, np.where(pred == truth, 1, 2)))
+                scene.palette = ERROR_PALETTE
+            elif (truth if labels == "truth" else pred) is not None:
+                scene.point_labels = _frame_rows(frame, truth if labels == "truth" else pred)
+                scene.palette = self.palette
         return scene
+
+    def truth(self, frame: SourceFrame) -> np.ndarray:
+        """Train ids of the frame's ground-truth label file, one per row of the file read."""
+        path = frame.extra.get("labels")
+        if path is None:
+            raise DataFormatError(frame.source, "has no ground-truth label file (a SemanticKITTI sequence's "
+                                                "labels/NNNNNN.label) to colour the points by")
+        return self.space.read(Path(path), _file_rows(frame))
 
     def point_labels(self, summary: Path, rows: int) -> np.ndarray:
         """Train ids [rows] of the label file a frame's JSON summary names."""

@@ -164,7 +164,7 @@ class SemanticKittiSequence(Source):
     """sequences/SS: velodyne/NNNNNN.bin in order; frame ids "SS/NNNNNN" (the submission layout). With
     ``with_poses`` set (tools/infer.py sets it for 4D MOS streaming), frames carry extra["pose"] (the LiDAR
     pose, pc3d.data.semantickitti.lidar_poses of poses.txt and calib.txt, read on first use) and
-    extra["scan"] (the scan number)."""
+    extra["scan"] (the scan number); a scan with a ground-truth labels/NNNNNN.label has extra["labels"], its path."""
 
     kind = "semantickitti"
     with_poses = False
@@ -192,6 +192,9 @@ class SemanticKittiSequence(Source):
             if scan >= len(poses):
                 raise DataFormatError(self.path / "poses.txt", f"{len(poses)} poses, no pose for scan {item.stem}")
             extra.update(pose=poses[scan], scan=scan)
+        label = self.path / "labels" / f"{item.stem}.label"
+        if label.is_file():  # ground truth, for tools/visualize.py --labels truth / errors
+            extra["labels"] = label
         return SourceFrame(f"{seq}/{item.stem}", seq, points, item, extra=extra)
 
 
