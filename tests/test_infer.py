@@ -259,6 +259,29 @@ def test_visualize_takes_the_detection_output_folder(data, ckpts, tmp_path):
                            str(tmp_path / "vis"), "--mode", "bev", "--max-frames", "1"]) == 0
 
 
+def test_sources_give_their_ground_truth_boxes_in_the_lidar_frame(data):
+    """What tools/visualize.py draws as ground truth: KITTI label_2 through the calibration, Waymo lidar_box."""
+    from pc3d.data import WaymoDataset
+    from pc3d.data.kitti import parse_label
+    from pc3d.geometry.points_in_boxes import points_in_boxes_count
+    from pc3d.infer.sources import open_source
+
+    source = open_source(str(data / "kitti"), ("intensity",), "train")
+    frame = source.read(source.items[0])
+    boxes = source.ground_truth_boxes(frame)
+    names = parse_label(frame.extra["label_2"])["name"]
+    assert boxes.shape == ((names != "DontCare").sum(), 7) and len(boxes) > 0
+    assert (points_in_boxes_count(frame.points[:, :3], boxes) > 0).mean() > 0.5  # on the scan's objects
+    segment = next((data / "waymo" / "training" / "lidar").glob("*.parquet"))
+    source = open_source(str(segment), ("intensity", "elongation"))
+    frame = source.read(source.items[0])
+    expected = WaymoDataset(data / "waymo", "training").read_boxes(segment.stem, frame.extra["timestamp"])["box"]
+    assert len(expected) > 0
+    np.testing.assert_array_equal(source.ground_truth_boxes(frame), expected[:, :7])
+    sequence = open_source(str(data / "semantickitti" / "sequences" / "00"), ("intensity",))
+    assert sequence.ground_truth_boxes(sequence.read(sequence.items[0])) is None
+
+
 # ---------------------------------------------------------------- pc3d.Predictor: the same model in Python
 
 def read_scan(path: Path) -> np.ndarray:

@@ -7,7 +7,8 @@ SOURCE: as tools/infer.py (point file, folder, KITTI root + --split, SemanticKIT
 ScanNet scene; pc3d.infer.sources).
 --pred: the folder tools/infer.py wrote (its --out), whatever the model's task: boxes, points coloured by
 predicted class (segmentation) or static / moving (MOS), flow arrows (pc3d.infer.results); or, as before, a
-json/ folder of its detection files. Ground truth boxes are drawn when SOURCE is a KITTI root with label_2;
+json/ folder of its detection files. Ground truth boxes are drawn when SOURCE has them (a KITTI root with
+label_2, a Waymo segment with lidar_box);
 --labels truth / errors colours a segmentation's points by a SemanticKITTI sequence's ground truth, or grey
 where the prediction is right and red where it is wrong.
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
@@ -22,24 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-
-def ground_truth(frame) -> np.ndarray | None:
-    """LiDAR-frame boxes [M, 7] of a KITTI frame's label_2 (None when there is none)."""
-    label = frame.extra.get("label_2")
-    if label is None or frame.calib is None:
-        return None
-    from pc3d.data.kitti import camera_boxes, parse_label
-    from pc3d.geometry import boxes_camera_to_lidar
-
-    annos = parse_label(label)
-    real = annos["name"] != "DontCare"
-    if not real.any():
-        return np.zeros((0, 7), np.float32)
-    return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], frame.calib), np.float32)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -92,7 +76,7 @@ def render(args: argparse.Namespace) -> int:
     results = None if args.pred is None else InferResults(args.pred)
 
     def load_scene(frame):
-        truth = ground_truth(frame)
+        truth = source.ground_truth_boxes(frame)
         return Scene(frame.points, truth, name=frame.frame_id) if results is None else results.scene(
             frame, args.threshold, truth, args.labels)
 

@@ -97,6 +97,10 @@ class Source:
     def read(self, item) -> SourceFrame:
         raise NotImplementedError
 
+    def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
+        """LiDAR-frame boxes [M, 7] of the frame's labels, for drawing; None where the source has none."""
+        return None
+
     def __len__(self) -> int:
         return len(self.items)
 
@@ -159,6 +163,20 @@ class KittiObject(Source):
             extra["label_2"] = label
         return SourceFrame(item, "kitti", points, velodyne, KittiCalib.from_file(calib), extra)
 
+    def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
+        """label_2's objects (DontCare left out) moved into the LiDAR frame by the frame's calibration."""
+        label = frame.extra.get("label_2")
+        if label is None or frame.calib is None:
+            return None
+        from pc3d.data.kitti import camera_boxes, parse_label
+        from pc3d.geometry import boxes_camera_to_lidar
+
+        annos = parse_label(label)
+        real = annos["name"] != "DontCare"
+        if not real.any():
+            return np.zeros((0, 7), np.float32)
+        return np.asarray(boxes_camera_to_lidar(camera_boxes(annos)[real], frame.calib), np.float32)
+
 
 class SemanticKittiSequence(Source):
     """sequences/SS: velodyne/NNNNNN.bin in order; frame ids "SS/NNNNNN" (the submission layout). With
@@ -220,6 +238,17 @@ class WaymoSegments(Source):
         points, extra = _frame_cloud(cloud, self.features, source, self.pad)
         return SourceFrame(sample["frame_id"], meta["segment"], points, source,
                            extra={**extra, "segment": meta["segment"], "timestamp": meta["timestamp"]})
+
+    def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
+        """The segment's lidar_box boxes of the frame (vehicle frame, every type), when the segment has them."""
+        from pc3d.data.waymo import WaymoDataset
+
+        segment = frame.extra["segment"]
+        if not self.dataset.component("lidar_box", segment).is_file():
+            return None
+        if getattr(self, "_labelled", None) is None:  # read lazily: inference never reads boxes
+            self._labelled = WaymoDataset(self.dataset.root, self.dataset.split, labels=True)
+        return self._labelled.read_boxes(segment, frame.extra["timestamp"])["box"][:, :7]
 
 
 class ScanNetScene(Source):
