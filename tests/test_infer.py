@@ -17,6 +17,7 @@ from pc3d.errors import ConfigError, DataFormatError
 from pc3d.infer.outputs import label_space
 from pc3d.infer.predictor import Predictor
 from pc3d.sim.api import simulate_dataset
+from pc3d.viz import render_scene_png
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tools"))
@@ -316,6 +317,14 @@ def test_detection_equals_tools_infer_with_the_camera_crop(data, runs, tmp_path)
     np.testing.assert_allclose(pred["scores"], written["scores"], atol=1e-4)
     assert pred["names"] == written["names"]
     assert 0 < pred["kept"].sum() < len(points) // 2  # the camera's 90 degrees of a 360-degree sweep
+    scene = predictor.scene(points, pred, threshold=0.0)  # the rows the model saw, its boxes
+    np.testing.assert_array_equal(scene.points, points[pred["kept"]])
+    np.testing.assert_array_equal(scene.pred_boxes, pred["boxes"])
+    sure = pred["scores"] >= np.median(pred["scores"])
+    np.testing.assert_array_equal(predictor.scene(points, pred, np.median(pred["scores"])).pred_boxes,
+                                  pred["boxes"][sure])
+    path, mode = render_scene_png(scene, tmp_path / "scene.png", mode="bev")
+    assert mode == "bev" and path.stat().st_size > 1000
     without_crop = predictor(points)
     assert "kept" not in without_crop and not np.array_equal(without_crop["boxes"], pred["boxes"])
     from_file = predictor(data / "kitti" / "training" / "velodyne" / f"{frame}.bin")  # read as tools/infer.py reads
@@ -338,6 +347,9 @@ def test_segmentation_equals_tools_infer_per_point(data, ckpts, tmp_path):
     mine = space.write(f"00/{scan.stem}", pred["pred_labels"], tmp_path / "mine")
     theirs = tmp_path / "infer" / "labels" / "sequences" / "00" / "predictions" / f"{scan.stem}.label"
     assert mine.read_bytes() == theirs.read_bytes()
+    scene = predictor.scene(points, pred)
+    np.testing.assert_array_equal(scene.point_labels, pred["pred_labels"])
+    np.testing.assert_array_equal(scene.palette, space.colors)  # the dataset's colours, as tools/infer.py renders
     # test-time augmentation: the same views as --tta, the same labels
     assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "tta"), "--device", "cpu", "--tta", "flips",
                        "--tta-scales", "0.95", "1"]) == 0
@@ -395,6 +407,10 @@ def test_bad_clouds_are_clear_errors_and_nan_rows_drop_on_request(data, ckpts, t
     with pytest.raises(DataFormatError, match=r"bad.npy: 2 of \d+ rows have NaN / inf values; drop_nonfinite"):
         predictor(tmp_path / "bad.npy")
     np.testing.assert_array_equal(predictor(tmp_path / "bad.npy", drop_nonfinite=True)["kept"], pred["kept"])
+    for given in (bad, tmp_path / "bad.npy"):  # the scene draws the finite rows, one label each
+        scene = predictor.scene(given, pred)
+        np.testing.assert_array_equal(scene.points, points[pred["kept"]])
+        assert len(scene.point_labels) == len(scene.points)
     with pytest.raises(DataFormatError, match=r"4 of 4 rows .*row 0\)$"):
         predictor(np.full((4, 4), np.nan, np.float32), drop_nonfinite=True)
     with pytest.raises(ConfigError, match="points2 is for scene-flow models"):

@@ -230,6 +230,9 @@ def test_predictor_streams_scans_with_poses_as_tools_infer_does(sequence, tmp_pa
                               "<u4")
         np.testing.assert_array_equal(moving, written == 251)
         first_pass.append(moving)
+    scene = predictor.scene(scan, {"moving": moving})  # static 1 / moving 2 in the MOS colours
+    np.testing.assert_array_equal(scene.point_labels, moving.astype(np.int64) + 1)
+    assert scene.palette.shape == (3, 3)
     assert 0 < np.concatenate(first_pass).mean() < 1  # both flags occur: the comparison is not of constants
     predictor.start_sequence()
     for scan, pose, before in zip(scans[:2], poses, first_pass, strict=False):

@@ -153,15 +153,14 @@ class SegmentationOutput:
 
 
 class MosOutput(SegmentationOutput):
-    """Moving flags of the current scan as MOS train ids (1 static, 2 moving) through the dataset's label space.
-    Rendered with its own palette: the MOS devkit colours static points black, unseen on a black background."""
-
-    # RGB of train ids 0 unlabelled, 1 static, 2 moving
-    PALETTE = np.array([[0.35, 0.35, 0.35], [0.55, 0.7, 0.95], [1.0, 0.15, 0.1]], np.float32)
+    """Moving flags of the current scan as MOS train ids (1 static, 2 moving) through the dataset's label space,
+    rendered in pc3d.viz.colors.MOS_PALETTE."""
 
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
+        from pc3d.viz.colors import MOS_PALETTE
+
         super().__init__(out, dataset_cfg, source, num_classes)
-        self.palette = self.PALETTE
+        self.palette = MOS_PALETTE
 
     def labels(self, pred: dict) -> np.ndarray:
         return np.asarray(pred["moving"], np.int64) + 1

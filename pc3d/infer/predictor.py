@@ -5,6 +5,7 @@
     predictor = Predictor("outputs/centerpoint_sim_kitti/<time>")   # a run folder or a checkpoint file
     pred = predictor(points)          # float [N, 3 + F]: x, y, z and predictor.feature_names
     pred["boxes"], pred["scores"], pred["names"]
+    render_scene_png(predictor.scene(points, pred), "frame.png")   # pc3d.viz; or Viewer([scene]).run()
 
 The run is loaded as tools/test.py and tools/infer.py load it (the run's config, EMA weights when the run kept
 them) and a cloud goes through tools/infer.py's prepare step (``pc3d.infer.prepare``: the KITTI camera crop
@@ -145,6 +146,46 @@ class Predictor:
         if kept is not None:
             pred["kept"] = kept
         return pred
+
+    def scene(self, points: np.ndarray | str | os.PathLike, prediction: dict, threshold: float = 0.3,
+              name: str = ""):
+        """A pc3d.viz.Scene of the cloud `points` (as given to the call) and its `prediction`, to render
+        (``pc3d.viz.render_scene_png(scene, "frame.png")``) or look at (``pc3d.viz.Viewer([scene]).run()``):
+        boxes scoring at least `threshold` (tools/visualize.py's default), points by predicted class (the
+        dataset's colours) or static / moving, flow arrows. Only the rows the model saw are drawn
+        (``prediction["kept"]``: the camera crop, NaN rows dropped)."""
+        from pc3d.viz import Scene
+
+        if isinstance(points, str | os.PathLike):
+            from pc3d.infer.point_files import read_cloud
+
+            cloud = read_cloud(Path(points), self.feature_names, pad=True)
+            rows, read = cloud.points, cloud.kept  # finite rows, and which rows of the file they are
+        else:
+            rows, read = np.asarray(points, np.float32), None
+        kept = prediction.get("kept")  # over the rows given (a file's: all of them, NaN ones included)
+        if kept is not None:
+            rows = rows[kept if read is None else kept[read]]
+        if "scores" in prediction:
+            sure = np.asarray(prediction["scores"]) >= threshold
+            prediction = {**prediction, **{k: np.asarray(prediction[k])[sure] for k in ("boxes", "scores", "labels")}}
+        return Scene.from_prediction(rows, prediction, name=name, palette=self._palette(), view=self._view())
+
+    def _palette(self) -> np.ndarray | None:
+        """The colours of a segmentor's classes: its dataset's label space, else None (a generated palette)."""
+        if self.task != "segmentation":
+            return None
+        from omegaconf import OmegaConf
+
+        from pc3d.infer.outputs import label_space
+
+        dataset = OmegaConf.to_container(self.config.dataset, resolve=True)
+        return label_space(dataset, int(self.config.model.get("num_classes") or len(self.class_names))).colors
+
+    def _view(self) -> str:
+        from hydra.utils import get_class
+
+        return "overview" if getattr(get_class(self.config.dataset._target_), "indoor", False) else "driving"
 
     def _checked(self, points, name: str, drop_nonfinite: bool) -> tuple[np.ndarray, np.ndarray | None]:
         """(float32 [N, columns] rows the model sees, the bool mask of kept input rows or None when all are)."""

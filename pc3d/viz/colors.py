@@ -31,6 +31,11 @@ def generated_palette(num_classes: int) -> np.ndarray:
     return rgb.astype(np.float32)
 
 
+# RGB of the MOS train ids 0 unlabelled, 1 static, 2 moving (the devkit colours static points black, unseen on a
+# black background)
+MOS_PALETTE = np.array([[0.35, 0.35, 0.35], [0.55, 0.7, 0.95], [1.0, 0.15, 0.1]], np.float32)
+
+
 def semantickitti_palette(learning_map_inv: dict, color_map: dict) -> np.ndarray:
     """float32 [num train ids, 3] RGB of SemanticKITTI train ids from the devkit's BGR `color_map`."""
     n = max(int(k) for k in learning_map_inv) + 1

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pc3d.geometry import boxes_to_corners
-from pc3d.viz.colors import box_color, flow_colors, point_colors
+from pc3d.viz.colors import MOS_PALETTE, box_color, flow_colors, point_colors
 
 # boxes_to_corners order: bottom face 0-3, top face 4-7 (same winding)
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
@@ -33,9 +33,17 @@ class Scene:
 
     @classmethod
     def from_prediction(cls, points: np.ndarray, prediction: dict | None, gt_boxes: np.ndarray | None = None,
-                        name: str = "") -> Scene:
+                        name: str = "", palette: np.ndarray | None = None, view: str = "driving") -> Scene:
+        """The scene of a model's prediction (the contract's eval-mode keys, pc3d.models.contract) on `points`,
+        whatever its task: boxes / scores / labels; pred_labels per point (coloured by `palette`, else a
+        generated one); moving per point (MOS_PALETTE: static blue, moving red); flow per point (arrows)."""
         p = prediction or {}
-        return cls(points, gt_boxes, p.get("boxes"), p.get("scores"), p.get("labels"), name=name)
+        labels = p.get("pred_labels")
+        if labels is None and p.get("moving") is not None:
+            labels, palette = np.asarray(p["moving"], np.int64) + 1, MOS_PALETTE
+        return cls(points, gt_boxes, p.get("boxes"), p.get("scores"), p.get("labels"), name=name, view=view,
+                   point_labels=None if labels is None else np.asarray(labels, np.int64), palette=palette,
+                   flow=p.get("flow"))
 
 
 def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
