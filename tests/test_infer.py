@@ -216,6 +216,10 @@ def test_visualize_reads_back_what_infer_wrote(data, ckpts, tmp_path):
     errors = results.scene(frame, labels="errors").point_labels  # unlabelled 0, right 1, wrong 2
     np.testing.assert_array_equal(errors, np.where(truth == 0, 0, np.where(scene.point_labels == truth, 1, 2)))
     assert {1, 2} <= set(np.unique(errors).tolist())  # an untrained model: right and wrong points
+    alone = InferResults.ground_truth({"_target_": "pc3d.data.SemanticKittiDataset"})  # no run needed
+    np.testing.assert_array_equal(alone.scene(frame, labels="truth").point_labels, truth)
+    assert visualize.main([str(sequence), "--out", str(tmp_path / "truth"), "--mode", "bev", "--labels", "truth"]) == 0
+    assert visualize.main([str(data / "kitti"), "--out", str(tmp_path / "no"), "--labels", "truth"]) == 2
     vis = tmp_path / "vis"
     for labels in ("pred", "errors"):
         assert visualize.main([str(sequence), "--pred", str(tmp_path / "seg"), "--out", str(vis / labels), "--mode",

@@ -9,8 +9,8 @@ ScanNet scene; pc3d.infer.sources).
 predicted class (segmentation) or static / moving (MOS), flow arrows (pc3d.infer.results); or, as before, a
 json/ folder of its detection files. Ground truth boxes are drawn when SOURCE has them (a KITTI root with
 label_2, a Waymo segment with lidar_box);
---labels truth / errors colours a segmentation's points by a SemanticKITTI sequence's ground truth, or grey
-where the prediction is right and red where it is wrong.
+--labels truth / errors colours a segmentation's points by a SemanticKITTI sequence's ground truth (truth
+needs no --pred), or grey where the prediction is right and red where it is wrong.
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
 available. Any cloud renders (missing feature columns are 0);
@@ -50,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.max_frames < 0:
         p.error(f"--max-frames must be >= 0, got {args.max_frames}")
-    if args.labels != "pred" and args.pred is None:
-        p.error(f"--labels {args.labels} needs --pred: the label space of the run's outputs reads the ground truth")
+    if args.labels == "errors" and args.pred is None:
+        p.error("--labels errors needs --pred: the predictions to compare with the ground truth")
     if args.pred is not None and not args.pred.is_dir():
         p.error(f"--pred {args.pred}: not a folder (the folder tools/infer.py wrote, or its json/ folder)")
     if args.out.exists() and not args.out.is_dir():
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def render(args: argparse.Namespace) -> int:
-    from pc3d.errors import DataFormatError
+    from pc3d.errors import ConfigError, DataFormatError
     from pc3d.infer.results import InferResults
     from pc3d.infer.sources import open_source
     from pc3d.utils.progress import track
@@ -74,6 +74,11 @@ def render(args: argparse.Namespace) -> int:
         print(source.note, flush=True)
     items = source.items[: args.max_frames or None]
     results = None if args.pred is None else InferResults(args.pred)
+    if results is None and args.labels == "truth":  # no run: SemanticKITTI's own label space reads its labels
+        if source.kind != "semantickitti":
+            raise ConfigError(f"--labels truth without --pred: a SemanticKITTI sequence's labels/, not a "
+                              f"{source.kind} source")
+        results = InferResults.ground_truth({"_target_": "pc3d.data.SemanticKittiDataset"})
 
     def load_scene(frame):
         truth = source.ground_truth_boxes(frame)

@@ -91,16 +91,19 @@ def _frame_rows(frame: SourceFrame, values: np.ndarray) -> np.ndarray:
 
 
 class InferResults:
-    """tools/infer.py's output folder (or, without predictions.json, a json/ folder of detection files)."""
+    """tools/infer.py's output folder (or, without predictions.json, a json/ folder of detection files);
+    ``InferResults.ground_truth(dataset_cfg)``: no predictions, the ground truth of a segmentation dataset."""
 
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        manifest = self.folder / MANIFEST
-        self.space = self.palette = None
+    def __init__(self, folder: Path | None):
+        self.folder = None if folder is None else Path(folder)
+        self.space = self.palette = self.boxes = None
         self.ignore_index = -1
         self.view = "driving"  # the offscreen camera (pc3d.viz.Scene.view)
+        self.task = "detection"
+        if self.folder is None:
+            return
+        manifest = self.folder / MANIFEST
         if not manifest.is_file():  # a detection json/ folder, or the folder holding one
-            self.task = "detection"
             self.boxes = self.folder / "json" if (self.folder / "json").is_dir() else self.folder
             return
         info = _json(manifest)
@@ -109,16 +112,27 @@ class InferResults:
         except (KeyError, TypeError, ValueError) as error:
             raise DataFormatError(manifest, f"not a tools/infer.py manifest ({type(error).__name__}: "
                                             f"{error})") from None
+        self.boxes = self.folder / "json"
+        self._dataset(dataset_cfg, num_classes, info.get("palette"))
+
+    @classmethod
+    def ground_truth(cls, dataset_cfg: dict, num_classes: int = 0) -> InferResults:
+        """No predictions: scene(frame, labels="truth") colours a frame by its ground-truth label file, read
+        through the label space of `dataset_cfg` (e.g. {"_target_": "pc3d.data.SemanticKittiDataset"})."""
+        out = cls(None)
+        out.task = "segmentation"
+        out._dataset(dataset_cfg, num_classes, None)
+        return out
+
+    def _dataset(self, dataset_cfg: dict, num_classes: int, palette) -> None:
+        """The camera and, for per-point outputs, the label space, its ignore id and the colours."""
         from pc3d.infer.outputs import dataset_class, label_space
 
-        self.boxes = self.folder / "json"
         if getattr(dataset_class(dataset_cfg), "indoor", False):
             self.view = "overview"
         if self.task in ("segmentation", "mos"):
-
             self.space = label_space(dataset_cfg, num_classes)
             self.ignore_index = int(getattr(dataset_class(dataset_cfg), "ignore_index", -1))
-            palette = info.get("palette")
             self.palette = np.asarray(palette, np.float32) if palette is not None else self.space.colors
 
     def __repr__(self) -> str:
@@ -136,9 +150,10 @@ class InferResults:
             raise ConfigError(f"labels={labels!r} colours the points of a segmentation or MOS output; "
                               f"{self.folder} holds a {self.task} one")
 
-        summary = self.boxes / f"{frame.frame_id}.json"
+        summary = None if self.boxes is None else self.boxes / f"{frame.frame_id}.json"
+        found = summary is not None and summary.is_file()
         if self.task == "detection":
-            pred = read_boxes(summary, threshold) if summary.is_file() else None
+            pred = read_boxes(summary, threshold) if found else None
             scene = Scene.from_prediction(frame.points, pred, gt_boxes, frame.frame_id)
             scene.view = self.view
             return scene
@@ -148,7 +163,7 @@ class InferResults:
             if path.is_file():
                 scene.flow = _frame_rows(frame, self.flow(path, _file_rows(frame)))
         elif self.space is not None:
-            pred = self.point_labels(summary, _file_rows(frame)) if summary.is_file() else None
+            pred = self.point_labels(summary, _file_rows(frame)) if found else None
             truth = None if labels == "pred" else self.truth(frame)
             if labels == "errors" and pred is not None:
                 unlabelled = (truth == self.ignore_index) | (truth < 0)
