@@ -195,6 +195,14 @@ def test_test_time_augmentation(data, ckpts, tmp_path, capsys):
     assert "unknown views 'sideways'" in capsys.readouterr().err
 
 
+def scannet_scene(data: Path, scene: str, **options):
+    """The simulated ScanNet root's one scene as a dataset of the split that lists it."""
+    from pc3d.data import ScanNetDataset
+
+    split = next(s for s in ("train", "val") if scene in (data / "scannet" / f"scannetv2_{s}.txt").read_text().split())
+    return ScanNetDataset(data / "scannet", split, **options)
+
+
 def test_visualize_reads_back_what_infer_wrote(data, ckpts, tmp_path):
     """InferResults gives each frame of the source the classes tools/infer.py wrote (read back through the
     dataset's label space: SemanticKITTI .label, ScanNet NYU40 .txt), NaN rows of a point file left out, and
@@ -244,6 +252,9 @@ def test_visualize_reads_back_what_infer_wrote(data, ckpts, tmp_path):
     scene = results.scene(frame)
     np.testing.assert_array_equal(scene.point_labels, Predictor(ckpts["scannet"])(frame.points)["pred_labels"])
     assert scene.view == "overview"
+    truth = results.scene(frame, labels="truth").point_labels  # the scene's labels .ply through the label space
+    np.testing.assert_array_equal(truth, scannet_scene(data, room.name).load(0)["point_labels"])
+    assert visualize.main([str(room), "--out", str(tmp_path / "room"), "--mode", "bev", "--labels", "truth"]) == 0
     (tmp_path / "scannet" / "labels" / f"{room.name}.txt").write_text("1\n2\n")
     with pytest.raises(DataFormatError, match=f"{room.name}.txt: 2 labels for a cloud of"):
         results.scene(frame)
@@ -285,6 +296,12 @@ def test_sources_give_their_ground_truth_boxes_in_the_lidar_frame(data):
     np.testing.assert_array_equal(source.ground_truth_boxes(frame), expected[:, :7])
     sequence = open_source(str(data / "semantickitti" / "sequences" / "00"), ("intensity",))
     assert sequence.ground_truth_boxes(sequence.read(sequence.items[0])) is None
+    room = next((data / "scannet" / "scans").iterdir())
+    source = open_source(str(room), ("r", "g", "b"))
+    boxes = source.ground_truth_boxes(source.read(source.items[0]))
+    expected = scannet_scene(data, room.name, boxes=True).annotations(0)["gt_boxes"]
+    assert len(expected) > 0
+    np.testing.assert_allclose(boxes, expected, atol=1e-5)
 
 
 # ---------------------------------------------------------------- pc3d.Predictor: the same model in Python

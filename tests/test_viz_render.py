@@ -90,3 +90,6 @@ def test_class_palettes():
     colors = point_colors(np.zeros((3, 3), np.float32), "class", np.array([0, 19, -1]), palette=SCANNET20_COLORS)
     np.testing.assert_allclose(colors[:2], SCANNET20_COLORS[[0, 19]])
     assert (colors[2] == 0.35).all()  # unlabelled points are grey
+    rgb = np.array([[0, 0, 0, 0.2, 0.5, 1.0], [0, 0, 1, 1.5, -0.1, 0.3]], np.float32)  # an RGB-D scene's colours
+    np.testing.assert_allclose(point_colors(rgb, "rgb"), [[0.2, 0.5, 1.0], [1.0, 0.0, 0.3]])
+    np.testing.assert_allclose(point_colors(rgb[:, :3], "rgb"), point_colors(rgb[:, :3], "height"))  # no colours

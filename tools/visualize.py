@@ -8,9 +8,9 @@ ScanNet scene; pc3d.infer.sources).
 --pred: the folder tools/infer.py wrote (its --out), whatever the model's task: boxes, points coloured by
 predicted class (segmentation) or static / moving (MOS), flow arrows (pc3d.infer.results); or, as before, a
 json/ folder of its detection files. Ground truth boxes are drawn when SOURCE has them (a KITTI root with
-label_2, a Waymo segment with lidar_box);
---labels truth / errors colours a segmentation's points by a SemanticKITTI sequence's ground truth (truth
-needs no --pred), or grey where the prediction is right and red where it is wrong.
+label_2, a Waymo segment with lidar_box, a ScanNet scene with its instances);
+--labels truth / errors colours a segmentation's points by the ground truth of a SemanticKITTI sequence or a
+ScanNet scene (truth needs no --pred), or grey where the prediction is right and red where it is wrong.
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
 available. Any cloud renders (missing feature columns are 0);
@@ -70,15 +70,19 @@ def render(args: argparse.Namespace) -> int:
     from pc3d.viz import OffscreenRenderer, Scene, Viewer, render_scene_png, write_video
 
     source = open_source(args.source, ("intensity",), args.split, pad=True)
+    colours = "height"
+    if source.kind == "scannet":  # an RGB-D scene: its own colours
+        source, colours = open_source(args.source, ("r", "g", "b"), args.split, pad=True), "rgb"
     if source.note:
         print(source.note, flush=True)
     items = source.items[: args.max_frames or None]
     results = None if args.pred is None else InferResults(args.pred)
-    if results is None and args.labels == "truth":  # no run: SemanticKITTI's own label space reads its labels
-        if source.kind != "semantickitti":
-            raise ConfigError(f"--labels truth without --pred: a SemanticKITTI sequence's labels/, not a "
+    if results is None and args.labels == "truth":  # no run: the dataset's own label space reads its labels
+        datasets = {"semantickitti": "SemanticKittiDataset", "scannet": "ScanNetDataset"}
+        if source.kind not in datasets:
+            raise ConfigError(f"--labels truth without --pred: a SemanticKITTI sequence or a ScanNet scene, not a "
                               f"{source.kind} source")
-        results = InferResults.ground_truth({"_target_": "pc3d.data.SemanticKittiDataset"})
+        results = InferResults.ground_truth({"_target_": f"pc3d.data.{datasets[source.kind]}"})
 
     def load_scene(frame):
         truth = source.ground_truth_boxes(frame)
@@ -87,12 +91,12 @@ def render(args: argparse.Namespace) -> int:
 
     if args.viewer:
         classes = results is not None and results.space is not None
-        Viewer(lambda i: load_scene(source.read(items[i])), len(items), "class" if classes else "height").run()
+        Viewer(lambda i: load_scene(source.read(items[i])), len(items), "class" if classes else colours).run()
         return 0
     renderer, mode = None, args.mode
     if mode != "bev":
         try:
-            renderer = OffscreenRenderer()
+            renderer = OffscreenRenderer(color_mode=colours)
         except Exception as exc:  # noqa: BLE001 - fall back to BEV images
             if mode == "3d":
                 raise

@@ -315,8 +315,10 @@ class ScanNetDataset(PointCloudDataset):
         def write(frame_id: str, ids: np.ndarray, out_dir: Path) -> Path:
             return write_scannet_labels(Path(out_dir) / f"{frame_id}.txt", ids)
 
-        def read(path: Path, count: int) -> np.ndarray:
-            return nyu40_to_scannet20(checked_ids(path, read_int_lines(path), count, 65536))
+        def read(path: Path, count: int) -> np.ndarray:  # a prediction .txt, or a scene's labels .ply (ground truth)
+            path = Path(path)
+            ids = read_ply_vertices(path, ("label",))["label"] if path.suffix == ".ply" else read_int_lines(path)
+            return nyu40_to_scannet20(checked_ids(path, ids, count, 65536))
 
         return LabelSpace(list(SCANNET20_CLASSES), write, read, SCANNET20_COLORS)
 

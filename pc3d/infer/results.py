@@ -17,8 +17,9 @@ files are found by its frame id, as the writers name them, and read as the datas
     scene = results.scene(frame, labels="errors")   # right / wrong against the frame's ground-truth labels
 
 Per-point colours (``labels``): "pred" the predicted classes; "truth" the ground truth of a frame that has a
-label file (a SemanticKITTI sequence's labels/, read through the same label space); "errors" grey where the
-prediction is right, red where it is wrong, dark where the ground truth is unlabelled.
+label file (a SemanticKITTI sequence's labels/, a ScanNet scene's labels .ply; read through the same label
+space); "errors" grey where the prediction is right, red where it is wrong, dark where the ground truth is
+unlabelled.
 
 A folder without predictions.json (written before it existed) is a json/ folder of detection files, or
 a folder holding one. A frame with no output (skipped by tools/infer.py, or not reached by --max-frames) is
@@ -179,7 +180,8 @@ class InferResults:
         path = frame.extra.get("labels")
         if path is None:
             raise DataFormatError(frame.source, "has no ground-truth label file (a SemanticKITTI sequence's "
-                                                "labels/NNNNNN.label) to colour the points by")
+                                                "labels/NNNNNN.label, a ScanNet scene's labels .ply) to colour "
+                                                "the points by")
         return self.space.read(Path(path), _file_rows(frame))
 
     def point_labels(self, summary: Path, rows: int) -> np.ndarray:

@@ -253,7 +253,7 @@ class WaymoSegments(Source):
 
 class ScanNetScene(Source):
     """scans/<scene>: the <scene>_vh_clean_2.ply mesh vertices (x, y, z, r, g, b in 0..1), axis-aligned
-    with <scene>.txt when present; one frame, id <scene>."""
+    with <scene>.txt when present; one frame, id <scene>; extra["labels"]: the scene's labels .ply when present."""
 
     kind = "scannet"
 
@@ -265,7 +265,29 @@ class ScanNetScene(Source):
 
         cloud = finite_rows(as_float_rows(read_scene(self.path), item), item, ("r", "g", "b"))
         points, extra = _frame_cloud(cloud, self.features, item, self.pad)
+        labels = self.path / f"{self.path.name}_vh_clean_2.labels.ply"
+        if labels.is_file():  # ground truth, for tools/visualize.py --labels truth / errors
+            extra["labels"] = labels
         return SourceFrame(self.path.name, self.path.name, points, item, extra=extra)
+
+    def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
+        """The detection benchmark's axis-aligned boxes of the scene's instances (pc3d.data.indoor_boxes), when
+        the scene has its labels and instance files; in the aligned frame the points are in."""
+        from pc3d.data.indoor_boxes import instance_boxes
+        from pc3d.data.scannet import ScanNetDataset, instance_ids
+
+        scene = self.path.name
+        needed = [frame.extra.get("labels"), self.path / f"{scene}_vh_clean_2.0.010000.segs.json",
+                  self.path / f"{scene}.aggregation.json"]
+        if not all(p is not None and Path(p).is_file() for p in needed):
+            return None
+        kept = frame.extra.get("kept")
+        rows = len(frame.points) if kept is None else len(kept)
+        labels = ScanNetDataset.label_space().read(needed[0], rows)
+        instances = instance_ids(self.path, scene, rows)
+        if kept is not None:
+            labels, instances = labels[kept], instances[kept]
+        return instance_boxes(frame.points, labels, instances, frame=scene)[0]
 
 
 def open_source(path: str | Path, features: Sequence[str] = ("intensity",), split: str = "val",

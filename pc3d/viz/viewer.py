@@ -1,5 +1,5 @@
 """The interactive Open3D viewer: a sequence of scenes, N / right arrow for the next frame, P / left
-arrow for the previous one, C to cycle the point colouring (height, intensity, class), Q to quit.
+arrow for the previous one, C to cycle the point colouring (height, intensity, rgb, class), Q to quit.
 Prediction scores are printed to the terminal as each frame is shown (the legacy viewer draws no text)."""
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 
 from pc3d.viz.scene import Scene, geometries
 
-MODES = ("height", "intensity", "class")
+MODES = ("height", "intensity", "rgb", "class")
 
 
 class Viewer:
