@@ -34,3 +34,7 @@ class BackendUnavailableError(Pc3dError, RuntimeError):
 
 class CheckpointError(Pc3dError, RuntimeError):
     """A checkpoint is corrupted, truncated or was written by something other than pc3d."""
+
+
+class TrainingError(Pc3dError, RuntimeError):
+    """Training cannot go on (gradients non-finite step after step); the message says since when and what to try."""

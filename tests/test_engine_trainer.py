@@ -298,3 +298,73 @@ def test_sigterm_saves_a_loadable_checkpoint(tmp_path):
     assert ckpt["progress"]["step"] >= 4 and ckpt["config"]["experiment_name"] == "toy"
     assert "stopped by signal 15" in log.read_text()
     assert not list((run_dir / "checkpoints").glob(".*tmp*"))
+
+
+class PoisonedLoss(torch.nn.Module):
+    """The toy model whose loss is NaN on the steps in `poisoned` (1-based, counted in training forwards)."""
+
+    def __init__(self, net: torch.nn.Module, poisoned: set[int]):
+        super().__init__()
+        self.net, self.poisoned, self.calls = net, poisoned, 0
+        self.norm = torch.nn.BatchNorm1d(3, affine=False)  # running statistics that a NaN batch would spoil
+
+    def forward(self, batch):
+        points = batch["points"]
+        if self.training:
+            self.calls += 1
+            if self.calls in self.poisoned:  # NaN from the input on: batch statistics, activations, loss
+                points = points * float("nan")
+        points = self.norm(points.reshape(-1, 3)).reshape(points.shape)
+        return self.net({**batch, "points": points})
+
+
+class NamedFrames:
+    """The trainer's loader with each batch's frame ids ("toy/<index>"), as a dataset of the batch contract has."""
+
+    def __init__(self, loader):
+        self.loader = loader
+
+    def __iter__(self):
+        for batch in self.loader:
+            yield {**batch, "frame_id": [f"toy/{i}" for i in batch["index"].tolist()]}
+
+
+def poisoned_trainer(run_dir, poisoned: set[int], **settings) -> Trainer:
+    trainer = make_trainer(run_dir, dropout=0.0, **settings)
+    model = PoisonedLoss(trainer.net, poisoned)
+    trainer.model = trainer.net = model
+    trainer.loader = NamedFrames(trainer.loader)
+    return trainer
+
+
+def test_a_step_with_non_finite_gradients_is_skipped_and_named(tmp_path, caplog):
+    """A NaN loss at step 5 leaves the weights as step 4 left them (no NaN reaches them or the optimizer's
+    state), names the batch's frames, and the run goes on; without it step 5 would have moved them."""
+    seen = {}
+    trainer = poisoned_trainer(tmp_path / "a", {5}, max_iters=8)
+    step = trainer.optimizer.step
+
+    def spy(*args, **kwargs):
+        out = step(*args, **kwargs)
+        seen[len(seen) + 1] = params(trainer)
+        return out
+
+    trainer.optimizer.step = spy
+    with caplog.at_level(logging.WARNING, logger="pc3d.engine.trainer"):
+        result = trainer.fit()
+    assert result.step == 8 and trainer.skipped_steps == 1 and len(seen) == 7  # 8 steps, 7 optimizer steps
+    assert all(torch.isfinite(p).all() for p in params(trainer))
+    assert all(torch.isfinite(b).all() for b in trainer.net.buffers())  # batch-norm statistics put back
+    assert "step 5: gradients are not finite" in caplog.text and "this process's batch: toy/" in caplog.text
+    assert "1 step(s) were skipped for non-finite gradients" in caplog.text
+
+
+def test_non_finite_gradients_step_after_step_stop_the_run(tmp_path):
+    from pc3d.errors import TrainingError
+
+    trainer = poisoned_trainer(tmp_path, set(range(3, 100)), max_iters=20, max_nonfinite_steps=2,
+                               clip_grad_norm=1.0)
+    with pytest.raises(TrainingError, match=r"not finite for 3 steps in a row \(steps 3-5; "
+                                            r"train.max_nonfinite_steps=2\): the weights stay at step 2's"):
+        trainer.fit()
+    assert all(torch.isfinite(t).all() for t in [*params(trainer), *trainer.net.buffers()])

@@ -46,7 +46,7 @@ from pc3d.engine.optim import autocast, clip_gradients, grad_scaler, param_group
 from pc3d.engine.schedule import Schedule
 from pc3d.engine.seeding import rng_state, seed_everything, set_rng_state
 from pc3d.engine.signals import StopRequest
-from pc3d.errors import CheckpointError, ConfigError
+from pc3d.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,7 @@ class TrainSettings:
     workers: int = 0
     accumulate: int = 1
     clip_grad_norm: float | None = None
+    max_nonfinite_steps: int = 10       # steps in a row skipped for NaN / inf gradients before the run stops
     precision: str = "fp32"             # fp32 | bf16 | fp16 (CUDA)
     ema_decay: float | None = None      # e.g. 0.999; evaluation then uses the EMA weights
     ema_warmup_steps: int = 0
@@ -88,7 +89,7 @@ class TrainSettings:
         """ConfigError naming train.<key> for a value of the right type outside its range."""
         at_least = {"max_epochs": 1, "max_iters": 1, "batch_size": 1, "val_batch_size": 1, "accumulate": 1,
                     "log_interval": 1, "keep_last": 1, "workers": 0, "ema_warmup_steps": 0, "eval_interval": 0,
-                    "ckpt_interval": 0}
+                    "ckpt_interval": 0, "max_nonfinite_steps": 0}
         for name, low in at_least.items():
             value = getattr(self, name)
             if value is not None and value < low:
@@ -166,6 +167,7 @@ class Trainer:
         self.net = distributed.unwrap(self.model)
         self.optimizer = optimizer(param_groups(self.net))
         self.scaler = grad_scaler(settings.precision, self.info.device)
+        self.skipped_steps, self._nonfinite_run = 0, 0  # steps skipped for NaN / inf gradients: in all, in a row
         self.ema = ModelEMA(self.net, settings.ema_decay, settings.ema_warmup_steps) if settings.ema_decay else None
         self.sampler = EpochBatchSampler(len(train_set), settings.batch_size, shuffle=True, seed=seed,
                                          rank=self.info.rank, world_size=self.info.world_size)
@@ -293,6 +295,8 @@ class Trainer:
                     batch = to_device(batch, dev)
                 micro += 1
                 sync = micro == s.accumulate
+                if micro == 1:  # what a skipped step puts back (batch-norm statistics)
+                    buffers = [] if self.scaler.is_enabled() else [b.detach().clone() for b in self.net.buffers()]
                 ctx = self.model.no_sync() if self.info.distributed and not sync else contextlib.nullcontext()
                 with ctx:
                     with autocast(s.precision, dev):
@@ -308,15 +312,18 @@ class Trainer:
                 if not sync:
                     continue
                 micro = 0
+                norm = None
                 if s.clip_grad_norm:
                     self.scaler.unscale_(self.optimizer)
-                    clip_gradients(self.net.parameters(), s.clip_grad_norm)
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
+                    norm = clip_gradients(self.net.parameters(), s.clip_grad_norm)
+                stepped = self._finite_gradients(norm, batch, buffers)
+                if stepped:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.schedule is not None:
                     self.schedule.step()
-                if self.ema is not None:
+                if self.ema is not None and stepped:
                     self.ema.update(self.net)
                 self.step += 1
                 progress.update()
@@ -338,6 +345,40 @@ class Trainer:
             if self.batch_in_epoch >= batches_per_epoch and s.by_epochs:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 self._periodic(self.epoch, writer)
+
+    def _finite_gradients(self, norm: torch.Tensor | None, batch: Any, buffers: list[torch.Tensor]) -> bool:
+        """False when a gradient holds NaN / inf (the global norm `norm`, computed here when clipping did not):
+        the step is then skipped, the weights, optimizer state and EMA left as they were, the buffers (batch-norm
+        statistics) put back to `buffers`, their values before the step, and a warning names the batch's frames;
+        a TrainingError when more than max_nonfinite_steps steps in a row are. Under DDP every process sees the
+        same averaged gradients, so all skip together. fp16's GradScaler skips by itself."""
+        if self.scaler.is_enabled():
+            return True
+        if norm is None:
+            grads = [p.grad for p in self.net.parameters() if p.grad is not None]
+            if not grads:
+                return True
+            norm = torch.nn.utils.get_total_norm(grads)
+        if bool(torch.isfinite(norm)):
+            self._nonfinite_run = 0
+            return True
+        with torch.no_grad():
+            for b, before in zip(self.net.buffers(), buffers, strict=True):
+                b.copy_(before)
+        self._nonfinite_run += 1
+        self.skipped_steps += 1
+        frames = batch.get("frame_id") if isinstance(batch, Mapping) else None
+        named = f" (this process's batch: {', '.join(map(str, list(frames)[:8]))})" if frames is not None else ""
+        log.warning("step %d: gradients are not finite (norm %s); the step is skipped, the weights stay as they "
+                    "were%s", self.step + 1, float(norm), named)
+        if self._nonfinite_run > self.s.max_nonfinite_steps:
+            first = self.step + 2 - self._nonfinite_run
+            raise TrainingError(f"gradients were not finite for {self._nonfinite_run} steps in a row (steps "
+                                f"{first}-{self.step + 1}; train.max_nonfinite_steps={self.s.max_nonfinite_steps}): "
+                                "the weights stay at step "
+                                f"{first - 1}'s (last checkpoint: {self.last_checkpoint}); try a lower optim.lr, "
+                                "train.clip_grad_norm, or check the frames the warnings name")
+        return False
 
     @staticmethod
     def _no_loss(out: Any):
@@ -379,6 +420,8 @@ class Trainer:
             self.save(metrics)
         if self.info.is_main:
             log.info("finished at step %d; best %s", self.step, self.ckpt.best_state())
+            if self.skipped_steps:
+                log.warning("%d step(s) were skipped for non-finite gradients (listed above)", self.skipped_steps)
 
     def _log(self, sums: dict, count: int, its: float, progress: Progress, writer: ScalarWriter) -> None:
         if not sums or not self.info.is_main:
