@@ -81,6 +81,39 @@ def test_unet_shapes_gradients_and_parameters(separable):
     assert all(p.grad is not None for p in m.parameters())
 
 
+def test_unet_decoder_reuses_the_encoders_maps(monkeypatch):
+    """The inverse conv returns to its paired conv's input sites with the maps built there: a U-Net builds each
+    level's submanifold map once (encoder and decoder share it), and its outputs and gradients are bitwise those
+    of building every map afresh."""
+    import pc3d.sparse.conv as conv
+
+    def run(fresh: bool):
+        built = []
+        build = conv.submanifold_map
+
+        def spy(x, kernel_size, dilation):
+            built.append(len(x.coords))
+            return build(x, kernel_size, dilation)
+
+        monkeypatch.setattr(conv, "submanifold_map", spy)
+        if fresh:  # no map reaches the decoder: it builds its own
+            monkeypatch.setattr(conv.KernelMap, "in_maps", property(lambda self: None, lambda self, v: None))
+        torch.manual_seed(0)
+        m = SparseUNet(4, (8, 16, 24), (1, 1), (16, 16), (1, 1))
+        x = random_tensor(channels=4, size=24)
+        x.feats.requires_grad_()
+        y = m(x)
+        y.feats.square().sum().backward()
+        monkeypatch.undo()
+        return built, y.feats.detach(), x.feats.grad, [p.grad for p in m.parameters()]
+
+    shared, fresh = run(False), run(True)
+    assert len(shared[0]) == len(set(shared[0])) == 3  # one map per level
+    assert len(fresh[0]) == 5 and sorted(set(fresh[0])) == sorted(shared[0])  # levels 0 and 1 built twice
+    for a, b in zip([*shared[1:3], *shared[3]], [*fresh[1:3], *fresh[3]], strict=True):
+        assert torch.equal(a, b)
+
+
 def test_separable_unet_has_at_most_half_the_parameters():
     args = (4, (16, 32, 48, 64), (1, 1, 1), (64, 48, 32), (1, 1, 1))
     dense = sum(p.numel() for p in SparseUNet(*args).parameters())

@@ -12,6 +12,7 @@ registered under the same `indice_key` backwards and restores its input sites.
 from __future__ import annotations
 
 import math
+import weakref
 
 import torch
 from torch import nn
@@ -21,7 +22,7 @@ from pc3d.sparse import backend as _backend
 from pc3d.sparse.checks import check_channels
 from pc3d.sparse.kernel_map import KernelMap, _tuple, strided_map, submanifold_map
 from pc3d.sparse.ops import sparse_conv
-from pc3d.sparse.tensor import SparseTensor
+from pc3d.sparse.tensor import MapCache, SparseTensor
 
 
 class SparseModule(nn.Module):
@@ -95,8 +96,9 @@ class SparseConvolution(SparseModule):
             feats = feats + self.bias.to(feats.dtype)
         if self.subm:  # the same sites: their maps, and spconv's twin for the layers that run there
             return x.replace_feature(feats)
-        if inverse:
-            return x.with_sites(feats, kmap.in_coords, kmap.in_spatial_shape, kmap.in_stride)
+        if inverse:  # back on the paired conv's input sites, with the maps built there (a U-Net's encoder level)
+            maps = kmap.in_maps() if kmap.in_maps is not None else None  # None: that cache is gone, build anew
+            return x.with_sites(feats, kmap.in_coords, kmap.in_spatial_shape, kmap.in_stride, maps=maps)
         return x.with_sites(feats, kmap.out_coords, kmap.out_spatial_shape, kmap.out_stride)
 
     def kernel_map(self, x: SparseTensor) -> tuple[KernelMap, bool]:
@@ -121,6 +123,8 @@ class SparseConvolution(SparseModule):
         kmap = cached_map(x, key, lambda: strided_map(x, self.kernel_size, self.stride, self.padding,
                                                       self.dilation, self.transposed, self.output_padding,
                                                       self.generative))
+        if isinstance(x.maps, MapCache):  # the input sites' map cache, for the inverse conv that returns there
+            kmap.in_maps = weakref.ref(x.maps)
         if self.indice_key:
             x.indice_dict[self.indice_key] = kmap
         return kmap, False

@@ -6,6 +6,7 @@ the same geometry (a stack of SubM layers builds its map once).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numba
@@ -40,6 +41,7 @@ class KernelMap:
     in_stride: tuple[int, ...]
     out_stride: tuple[int, ...]
     symmetric: bool = False
+    in_maps: Callable[[], dict | None] | None = field(default=None, repr=False)  # weakref: the input sites' maps
     _transposed: np.ndarray | None = field(default=None, repr=False)
     _block_pairs: dict = field(default_factory=dict, repr=False)
     _on_device: dict = field(default_factory=dict, repr=False)

@@ -11,6 +11,13 @@ from pc3d.sparse.checks import check_coords, check_grid
 UNIQUE_SITES = ("sites checked unique",)  # a `maps` entry: these sites have no duplicate
 
 
+class MapCache(dict):
+    """A tensor's kernel maps by geometry (shared by every tensor on the same sites). Weakly referable: a strided
+    map points back to its input sites' cache (for the inverse conv that returns there) without a cycle."""
+
+    __slots__ = ("__weakref__",)
+
+
 class SparseTensor:
     """Features on the active sites of a batched D-dimensional grid (spconv's argument order).
 
@@ -46,7 +53,7 @@ class SparseTensor:
             feats, coords = _checked(feats, coords, self.spatial_shape, self.batch_size)
         self.feats = feats
         self.coords = coords
-        self.maps = {} if maps is None else maps
+        self.maps = MapCache() if maps is None else maps
         self.indice_dict = {} if indice_dict is None else indice_dict
         self.spconv_tensor = None  # the spconv twin that carries spconv's own map cache
 
