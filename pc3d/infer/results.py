@@ -155,9 +155,7 @@ class InferResults:
         found = summary is not None and summary.is_file()
         if self.task == "detection":
             pred = read_boxes(summary, threshold) if found else None
-            scene = Scene.from_prediction(frame.points, pred, gt_boxes, frame.frame_id)
-            scene.view = self.view
-            return scene
+            return Scene.from_prediction(frame.points, pred, gt_boxes, frame.frame_id, view=self.view)
         scene = Scene(frame.points, gt_boxes, name=frame.frame_id, view=self.view)
         if self.task == "flow":
             path = self.folder / "flow" / f"{frame.frame_id}.npy"
