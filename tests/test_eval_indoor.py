@@ -99,7 +99,7 @@ def test_simulated_scannet_boxes_infos_and_the_hook(tmp_path):
 def test_box_json_layout_and_bad_labels(tmp_path):
     import json
 
-    from pc3d.eval.box_json import write_box_json
+    from pc3d.eval.box_json import read_box_json, write_box_json
 
     pred = {"boxes": np.array([[1.0, 2.0, 0.5, 0.6, 0.7, 0.8, 0.123456]]), "scores": np.array([0.98766]),
             "labels": np.array([2])}
@@ -120,3 +120,12 @@ def test_box_json_layout_and_bad_labels(tmp_path):
         write_box_json(tmp_path / "bad.json", "b", "lidar", {**pred, "boxes": np.zeros((2, 8))}, ["car"])
     with pytest.raises(DataFormatError, match="1 boxes, 2 scores and 1 labels"):
         write_box_json(tmp_path / "bad.json", "b", "scene", {**pred, "scores": np.ones(2)}, ["chair", "table"])
+    # read back (tools/visualize.py): every width the writer writes, empty files, a score threshold
+    back = read_box_json(tmp_path / "v.json")
+    np.testing.assert_allclose(back["boxes"], moving["boxes"])
+    assert back["labels"].tolist() == [2]
+    assert read_box_json(tmp_path / "e.json")["boxes"].shape == (0, 7)
+    assert len(read_box_json(path, min_score=0.99)["boxes"]) == 0 and len(read_box_json(path, 0.98)["boxes"]) == 1
+    (tmp_path / "eight.json").write_text(json.dumps({"boxes": [[0] * 8], "scores": [1], "labels": [1]}))
+    with pytest.raises(DataFormatError, match=r"eight\.json: not a tools/infer.py detection file"):
+        read_box_json(tmp_path / "eight.json")

@@ -273,6 +273,18 @@ def read_scene(folder: Path, align: np.ndarray | None = None) -> np.ndarray:
     return np.concatenate([xyz.astype(np.float32), rgb], 1)
 
 
+def read_nyu40_labels(path: Path, num_vertices: int) -> np.ndarray:
+    """The NYU40 id of every vertex of a scene's <scene>_vh_clean_2.labels.ply (the ground truth); DataFormatError
+    naming it for another vertex count or an id outside 0..40."""
+    nyu = read_ply_vertices(path, ("label",))["label"]
+    if len(nyu) != num_vertices:
+        raise DataFormatError(path, f"{len(nyu)} labels for {num_vertices} vertices")
+    if nyu.dtype.kind not in "iu" or (nyu.size and (nyu.min() < 0 or nyu.max() > 40)):
+        raise DataFormatError(path, f"labels must be NYU40 ids 0..40, got {nyu.dtype} in "
+                                    f"[{nyu.min(initial=0)}, {nyu.max(initial=0)}]")
+    return nyu
+
+
 def write_scannet_labels(path: Path, train_ids: np.ndarray, num_vertices: int | None = None) -> Path:
     """The benchmark's per-scene prediction file: one NYU40 id per mesh vertex, one per line (train id -1: 0).
     num_vertices: the mesh's vertex count, checked when given."""
@@ -317,8 +329,9 @@ class ScanNetDataset(PointCloudDataset):
 
         def read(path: Path, count: int) -> np.ndarray:  # a prediction .txt, or a scene's labels .ply (ground truth)
             path = Path(path)
-            ids = read_ply_vertices(path, ("label",))["label"] if path.suffix == ".ply" else read_int_lines(path)
-            return nyu40_to_scannet20(checked_ids(path, ids, count, 65536))
+            if path.suffix == ".ply":
+                return nyu40_to_scannet20(read_nyu40_labels(path, count))
+            return nyu40_to_scannet20(checked_ids(path, read_int_lines(path), count, 65536))
 
         return LabelSpace(list(SCANNET20_CLASSES), write, read, SCANNET20_COLORS)
 
@@ -372,13 +385,7 @@ class ScanNetDataset(PointCloudDataset):
         sample = {"frame_id": scene, "points": points,
                   "metadata": {"axis_alignment": align, "source": str(mesh)}}
         if self.split != "test":
-            labelled = folder / f"{scene}_vh_clean_2.labels.ply"
-            nyu = read_ply_vertices(labelled, ("label",))["label"]
-            if len(nyu) != len(points):
-                raise DataFormatError(labelled, f"{len(nyu)} labels for {len(points)} vertices")
-            if nyu.dtype.kind not in "iu" or nyu.min() < 0 or nyu.max() > 40:
-                raise DataFormatError(labelled, f"labels must be NYU40 ids 0..40, got {nyu.dtype} in "
-                                                f"[{nyu.min()}, {nyu.max()}]")
+            nyu = read_nyu40_labels(folder / f"{scene}_vh_clean_2.labels.ply", len(points))
             sample["point_labels"] = nyu40_to_scannet20(nyu)
             if self.instances:
                 sample["instance_ids"] = instance_ids(folder, scene, len(points))

@@ -103,6 +103,13 @@ def transform_points(points: np.ndarray, m: np.ndarray) -> np.ndarray:
                                    np.ascontiguousarray(m[:3, 3]))
 
 
+def train_ids(raw: np.ndarray, lut: np.ndarray) -> np.ndarray:
+    """int64 train ids of raw .label values (uint32, the class in the lower 16 bits) through a learning map's
+    lookup table (`lookup_table`); -1 for a class the map does not know."""
+    semantic = (np.asarray(raw) & 0xFFFF).astype(np.int64)
+    return np.where(semantic < len(lut), lut[np.minimum(semantic, len(lut) - 1)], -1)
+
+
 def voxel_mode(values: np.ndarray, inverse: np.ndarray, num_voxels: int) -> np.ndarray:
     """[num_voxels] the most frequent value of each voxel's points (ties: the smallest value); values and
     inverse [N] (voxel of every point, each voxel has at least one point)."""
@@ -284,9 +291,8 @@ class SemanticKittiDataset(PointCloudDataset):
             seq, _, name = frame_id.rpartition("/")
             return Path(out_dir) / "sequences" / seq / "predictions" / f"{name}.label"
 
-        def read(path: Path, count: int) -> np.ndarray:  # raw ids (lower 16 bits) through the learning map
-            semantic = (read_label(path, count) & 0xFFFF).astype(np.int64)
-            return np.where(semantic < len(lut), lut[np.minimum(semantic, len(lut) - 1)], -1)
+        def read(path: Path, count: int) -> np.ndarray:
+            return train_ids(read_label(path, count), lut)
 
         return LabelSpace([config["labels"][inv[i]] for i in sorted(inv)], write, read,
                           semantickitti_palette(inv, config["color_map"]))
@@ -352,11 +358,9 @@ class SemanticKittiDataset(PointCloudDataset):
         if not labelled:
             return points, None, None
         raw = read_label(label_path, len(points))
-        semantic = (raw & 0xFFFF).astype(np.int64)
-        unknown = semantic >= len(self.lut)
-        train = np.where(unknown, -1, self.lut[np.minimum(semantic, len(self.lut) - 1)])
+        train = train_ids(raw, self.lut)
         if (train < 0).any():
-            bad = np.unique(semantic[train < 0])[:5].tolist()
+            bad = np.unique(raw[train < 0] & 0xFFFF)[:5].tolist()
             raise DataFormatError(label_path, f"semantic ids {bad} are not in the learning map")
         return points, train, (raw >> 16).astype(np.int64)
 

@@ -49,3 +49,34 @@ def write_box_json(path: Path, frame_id: str, frame: str, pred: Mapping, class_n
                                 "scores": np.round(scores, 4).tolist(), "labels": labels.tolist(),
                                 "names": [class_names[k - 1] for k in labels], **extra}))
     return path
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in path; DataFormatError naming it when it is not a readable JSON object."""
+    try:
+        payload = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise DataFormatError(path, f"not a readable JSON file ({type(error).__name__}: {error})") from None
+    if not isinstance(payload, dict):
+        raise DataFormatError(path, f"expected a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def read_box_json(path: Path, min_score: float = 0.0) -> dict:
+    """{"boxes" float32 [K, 7 (+2)], "scores" [K], "labels" [K]} of a file write_box_json wrote, the boxes scoring
+    at least min_score; DataFormatError naming the file when it is not one."""
+    p = read_json_object(path)
+    try:
+        scores = np.asarray(p["scores"], np.float32).reshape(-1)
+        boxes = np.asarray(p["boxes"], np.float32)
+        labels = np.asarray(p["labels"], np.int64).reshape(-1)
+        boxes = boxes.reshape(0, 7) if boxes.size == 0 else boxes
+        if boxes.ndim != 2 or boxes.shape[1] not in (7, 9):
+            raise ValueError(f"boxes of shape {list(boxes.shape)}")
+    except (KeyError, TypeError, ValueError) as error:
+        raise DataFormatError(path, f"not a tools/infer.py detection file (boxes [K, 7] or [K, 9], scores [K], "
+                                    f"labels [K]: {type(error).__name__}: {error})") from None
+    if not len(boxes) == len(scores) == len(labels):
+        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
+    keep = scores >= min_score
+    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}

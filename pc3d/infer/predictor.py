@@ -29,6 +29,7 @@ of the scan given. ``Predictor(run, tta="flips")`` adds test-time augmentation, 
 """
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -169,8 +170,9 @@ class Predictor:
         if "scores" in prediction:
             sure = np.asarray(prediction["scores"]) >= threshold
             prediction = {**prediction, **{k: np.asarray(prediction[k])[sure] for k in ("boxes", "scores", "labels")}}
-        return Scene.from_prediction(rows, prediction, name=name, palette=self._palette(), view=self._view())
+        return Scene.from_prediction(rows, prediction, name=name, palette=self._palette, view=self._view)
 
+    @functools.cached_property
     def _palette(self) -> np.ndarray | None:
         """The colours of a segmentor's classes: its dataset's label space, else None (a generated palette)."""
         if self.task != "segmentation":
@@ -182,6 +184,7 @@ class Predictor:
         dataset = OmegaConf.to_container(self.config.dataset, resolve=True)
         return label_space(dataset, int(self.config.model.get("num_classes") or len(self.class_names))).colors
 
+    @functools.cached_property
     def _view(self) -> str:
         from hydra.utils import get_class
 

@@ -5,7 +5,8 @@ tools/infer.py writes ``<out>/predictions.json`` first: the task, the checkpoint
 (its label space reads the label files back), the class names and the colours it renders with. A frame's
 files are found by its frame id, as the writers name them, and read as the dataset's own format:
 
-    detection       json/<frame>.json: boxes (LiDAR frame; ScanNet: the aligned scene frame), scores, labels
+    detection       json/<frame>.json (pc3d.eval.box_json): boxes (LiDAR frame; ScanNet: the aligned scene
+                    frame), scores, labels
     segmentation    json/<frame>.json names the frame's label file (relative to <out>), one label per row of the
                     file read, back to train ids through the dataset's label space (LabelSpace.read)
     mos             the same, train ids 1 static / 2 moving, drawn in MosOutput's colours
@@ -33,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from pc3d.errors import ConfigError, DataFormatError
+from pc3d.eval.box_json import read_box_json, read_json_object
 from pc3d.infer.sources import SourceFrame
 
 MANIFEST = "predictions.json"
@@ -50,33 +52,6 @@ def write_manifest(out: Path, task: str, checkpoint: Path, dataset_cfg: dict, nu
     path = out / MANIFEST
     path.write_text(json.dumps(payload, indent=1))
     return path
-
-
-def _json(path: Path) -> dict:
-    try:
-        payload = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise DataFormatError(path, f"not a readable JSON file ({type(error).__name__}: {error})") from None
-    if not isinstance(payload, dict):
-        raise DataFormatError(path, f"expected a JSON object, got {type(payload).__name__}")
-    return payload
-
-
-def read_boxes(path: Path, threshold: float) -> dict:
-    """Boxes [K, 7], scores, labels of a tools/infer.py detection file with score >= threshold; DataFormatError
-    naming the file when it is not one."""
-    p = _json(path)
-    try:
-        scores = np.asarray(p["scores"], np.float32).reshape(-1)
-        boxes = np.asarray(p["boxes"], np.float32).reshape(-1, 7)
-        labels = np.asarray(p["labels"], np.int64).reshape(-1)
-    except (KeyError, TypeError, ValueError) as error:
-        raise DataFormatError(path, f"not a tools/infer.py detection file (boxes [K, 7], scores [K], labels [K]: "
-                                    f"{type(error).__name__}: {error})") from None
-    if not len(boxes) == len(scores) == len(labels):
-        raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
-    keep = scores >= threshold
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
 
 
 def _file_rows(frame: SourceFrame) -> int:
@@ -107,7 +82,7 @@ class InferResults:
         if not manifest.is_file():  # a detection json/ folder, or the folder holding one
             self.boxes = self.folder / "json" if (self.folder / "json").is_dir() else self.folder
             return
-        info = _json(manifest)
+        info = read_json_object(manifest)
         try:
             self.task, dataset_cfg, num_classes = str(info["task"]), info["dataset"], int(info["num_classes"])
         except (KeyError, TypeError, ValueError) as error:
@@ -154,7 +129,7 @@ class InferResults:
         summary = None if self.boxes is None else self.boxes / f"{frame.frame_id}.json"
         found = summary is not None and summary.is_file()
         if self.task == "detection":
-            pred = read_boxes(summary, threshold) if found else None
+            pred = read_box_json(summary, threshold) if found else None
             return Scene.from_prediction(frame.points, pred, gt_boxes, frame.frame_id, view=self.view)
         scene = Scene(frame.points, gt_boxes, name=frame.frame_id, view=self.view)
         if self.task == "flow":
@@ -184,7 +159,7 @@ class InferResults:
 
     def point_labels(self, summary: Path, rows: int) -> np.ndarray:
         """Train ids [rows] of the label file a frame's JSON summary names."""
-        name = _json(summary).get("labels")
+        name = read_json_object(summary).get("labels")
         if not isinstance(name, str):
             raise DataFormatError(summary, "names no label file (a tools/infer.py segmentation summary has 'labels')")
         path = Path(name) if Path(name).is_absolute() else self.folder / name

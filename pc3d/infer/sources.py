@@ -227,6 +227,7 @@ class WaymoSegments(Source):
 
         split_dir = self.path.parent.parent if self.path.is_file() else self.path
         self.dataset = WaymoDataset(split_dir.parent, split_dir.name, labels=False)  # boxes are not read
+        self._labelled = None  # the same segments with their boxes, made by ground_truth_boxes on first use
         wanted = self.path.stem if self.path.is_file() else None
         return [i for i, (segment, _, _) in enumerate(self.dataset.frames) if wanted in (None, segment)]
 
@@ -246,7 +247,7 @@ class WaymoSegments(Source):
         segment = frame.extra["segment"]
         if not self.dataset.component("lidar_box", segment).is_file():
             return None
-        if getattr(self, "_labelled", None) is None:  # read lazily: inference never reads boxes
+        if self._labelled is None:
             self._labelled = WaymoDataset(self.dataset.root, self.dataset.split, labels=True)
         return self._labelled.read_boxes(segment, frame.extra["timestamp"])["box"][:, :7]
 
