@@ -90,6 +90,31 @@ def test_class_palettes():
     colors = point_colors(np.zeros((3, 3), np.float32), "class", np.array([0, 19, -1]), palette=SCANNET20_COLORS)
     np.testing.assert_allclose(colors[:2], SCANNET20_COLORS[[0, 19]])
     assert (colors[2] == 0.35).all()  # unlabelled points are grey
-    rgb = np.array([[0, 0, 0, 0.2, 0.5, 1.0], [0, 0, 1, 1.5, -0.1, 0.3]], np.float32)  # an RGB-D scene's colours
+    rgb = np.array([[0, 0, 0, 0.2, 0.5, 1.0], [0, 0, 1, 1.0, -0.1, 0.3]], np.float32)  # an RGB-D scene's colours
     np.testing.assert_allclose(point_colors(rgb, "rgb"), [[0.2, 0.5, 1.0], [1.0, 0.0, 0.3]])
+    rgb[:, 3:] = [[51, 0, 255], [255, 102, 0]]  # 8-bit colours, as a ScanNet .bin keeps them
+    np.testing.assert_allclose(point_colors(rgb, "rgb"), [[0.2, 0.0, 1.0], [1.0, 0.4, 0.0]], rtol=1e-6)
     np.testing.assert_allclose(point_colors(rgb[:, :3], "rgb"), point_colors(rgb[:, :3], "height"))  # no colours
+
+
+def test_visualize_colours_a_file_of_rgb_rows(tmp_path):
+    """tools/visualize.py --colour rgb draws an x, y, z, r, g, b file (8-bit colours, as mmdetection3d's ScanNet
+    .bin keeps them) in its own colours; the default colours it by height."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import visualize
+
+    rng = np.random.default_rng(0)
+    xyz = np.c_[rng.uniform(5, 30, (4000, 2)) - [0, 12], rng.uniform(-1.5, 0.5, 4000)]
+    red = np.c_[xyz, np.tile([200.0, 30.0, 10.0], (4000, 1))].astype(np.float32)
+    red.tofile(tmp_path / "scene.bin")
+    pixels = {}
+    for colour in ("rgb", "height"):
+        out = tmp_path / colour
+        assert visualize.main([str(tmp_path / "scene.bin"), "--colour", colour, "--mode", "bev", "--out",
+                               str(out)]) == 0
+        image = decode_png((out / "000000.png").read_bytes()).reshape(-1, 3)
+        pixels[colour] = {tuple(p) for p in image[image.any(1)].tolist()}
+    assert (200, 30, 10) in pixels["rgb"] and (200, 30, 10) not in pixels["height"]

@@ -11,6 +11,9 @@ json/ folder of its detection files. Ground truth boxes are drawn when SOURCE ha
 label_2, a Waymo segment with lidar_box, a ScanNet scene with its instances);
 --labels truth / errors colours a segmentation's points by the ground truth of a SemanticKITTI sequence or a
 ScanNet scene (truth needs no --pred), or grey where the prediction is right and red where it is wrong.
+--colour: the points' colours where no class colours them: a ScanNet scene's own (auto), height, intensity, or
+rgb for a file of x, y, z, r, g, b rows (colours in 0..1 or 0..255, as mmdetection3d's ScanNet .bin keeps them);
+--view: the 3D camera, behind the sensor or fitted to the points from above (auto: the latter indoors).
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
 available. Any cloud renders (missing feature columns are 0);
@@ -41,6 +44,12 @@ def main(argv: list[str] | None = None) -> int:
                         "SemanticKITTI sequence's labels/), or right (grey) / wrong (red) against it")
     p.add_argument("--area", type=float, nargs=6, default=(0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
                    help="BEV area x_min y_min z_min x_max y_max z_max")
+    p.add_argument("--colour", default="auto", choices=("auto", "height", "intensity", "rgb"),
+                   help="point colours without class labels: auto (a ScanNet scene's own colours, else height), "
+                        "height, intensity (column 3) or rgb (columns 3-5, in 0..1 or 0..255: a ScanNet .bin)")
+    p.add_argument("--view", default="auto", choices=("auto", "driving", "overview"),
+                   help="3D camera: behind the sensor (driving) or fitted to the points from above one corner "
+                        "(overview); auto: overview for indoor runs, ScanNet scenes and --colour rgb")
     p.add_argument("--video", action="store_true", help="also encode <out>/video.mp4 (needs ffmpeg)")
     p.add_argument("--viewer", action="store_true", help="open the interactive Open3D viewer instead")
     args = p.parse_args(argv)
@@ -70,9 +79,9 @@ def render(args: argparse.Namespace) -> int:
     from pc3d.viz import OffscreenRenderer, Scene, Viewer, render_scene_png, write_video
 
     source = open_source(args.source, ("intensity",), args.split, pad=True)
-    colours = "height"
-    if source.kind == "scannet":  # an RGB-D scene: its own colours
-        source, colours = open_source(args.source, ("r", "g", "b"), args.split, pad=True), "rgb"
+    colours = args.colour if args.colour != "auto" else "rgb" if source.kind == "scannet" else "height"
+    if colours == "rgb":  # an RGB-D scene or a file of x, y, z, r, g, b rows: its own colours
+        source = open_source(args.source, ("r", "g", "b"), args.split, pad=True)
     if source.note:
         print(source.note, flush=True)
     items = source.items[: args.max_frames or None]
@@ -84,10 +93,16 @@ def render(args: argparse.Namespace) -> int:
                               f"{source.kind} source")
         results = InferResults.ground_truth({"_target_": f"pc3d.data.{datasets[source.kind]}"})
 
+    view = args.view
+    if view == "auto":  # a run's own camera, else the room's for an RGB-D scene
+        view = results.view if results is not None else "overview" if colours == "rgb" else "driving"
+
     def load_scene(frame):
         truth = source.ground_truth_boxes(frame)
-        return Scene(frame.points, truth, name=frame.frame_id) if results is None else results.scene(
+        scene = Scene(frame.points, truth, name=frame.frame_id) if results is None else results.scene(
             frame, args.threshold, truth, args.labels)
+        scene.view = view
+        return scene
 
     if args.viewer:
         classes = results is not None and results.space is not None
@@ -112,7 +127,7 @@ def render(args: argparse.Namespace) -> int:
             skipped += 1
             print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
             continue
-        path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1)
+        path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1, colours)
         written.append(path)
     if not written:
         raise DataFormatError(source.path, f"all {len(items)} frames are bad (listed above)")

@@ -56,9 +56,10 @@ def _ramp(t: np.ndarray) -> np.ndarray:
 
 def point_colors(points: np.ndarray, mode: str = "height", labels: np.ndarray | None = None,
                  z_range: tuple[float, float] = (-2.5, 1.5), palette: np.ndarray | None = None) -> np.ndarray:
-    """float32 [N, 3] in 0..1. mode: 'intensity' (column 3), 'rgb' (columns 3-5 in 0..1, an RGB-D scene's
-    colours; height without them), 'height' (z over z_range) or 'class' (labels through `palette` [K, 3], by
-    default a generated one; labels outside 0..K-1 are grey)."""
+    """float32 [N, 3] in 0..1. mode: 'intensity' (column 3), 'rgb' (columns 3-5, an RGB-D scene's colours, in
+    0..1 or, when any exceeds 1, 0..255 as ScanNet .bin files keep them; height without them), 'height' (z over
+    z_range) or 'class' (labels through `palette` [K, 3], by default a generated one; labels outside 0..K-1 are
+    grey)."""
     if mode == "class" and labels is not None:
         labels = np.asarray(labels, np.int64)
         if palette is None:
@@ -69,7 +70,8 @@ def point_colors(points: np.ndarray, mode: str = "height", labels: np.ndarray | 
         out[known] = palette[labels[known]]
         return out
     if mode == "rgb" and points.shape[1] >= 6:
-        return np.clip(points[:, 3:6], 0.0, 1.0).astype(np.float32)
+        rgb = points[:, 3:6].astype(np.float32)
+        return np.clip(rgb / 255.0 if rgb.max(initial=0.0) > 1.0 else rgb, 0.0, 1.0)
     if mode == "intensity" and points.shape[1] > 3:
         v = points[:, 3].astype(np.float32)
         hi = float(np.percentile(v, 99)) if len(v) else 1.0

@@ -70,9 +70,10 @@ def open3d_available() -> bool:
 
 def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRenderer | None = None,
                      mode: str = "auto", bev_area: Sequence[float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
-                     bev_resolution: float = 0.1) -> tuple[Path, str]:
+                     bev_resolution: float = 0.1, color_mode: str = "height") -> tuple[Path, str]:
     """Write the scene as a PNG: mode '3d' (Open3D), 'bev' (numpy) or 'auto' (3D, else BEV with a warning).
-    Returns (path, the mode used)."""
+    color_mode: the BEV image's point colours without class labels (the 3D renderer has its own). Returns
+    (path, the mode used)."""
     if mode in ("3d", "auto"):
         try:
             renderer = renderer or OffscreenRenderer()
@@ -81,9 +82,9 @@ def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRend
             if mode == "3d":
                 raise
             log.warning("3D rendering unavailable (%s: %s); writing a BEV image instead", type(exc).__name__, exc)
-    mode = "class" if scene.point_labels is not None else "height"
     image = render_bev(scene.points, scene.gt_boxes, scene.pred_boxes, scene.pred_labels, bev_area, bev_resolution,
-                       mode, scene.point_labels, scene.palette, scene.flow)
+                       "class" if scene.point_labels is not None else color_mode, scene.point_labels, scene.palette,
+                       scene.flow)
     return write_png(path, image), "bev"
 
 
