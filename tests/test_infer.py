@@ -446,5 +446,5 @@ def test_scene_flow_takes_a_pair(runs):
     assert pred["flow"].shape == (512, 3) and np.isfinite(pred["flow"]).all()
     with pytest.raises(ConfigError, match="two clouds"):
         flow(first)
-    with pytest.raises(ConfigError, match="pose is for 4D MOS models"):
+    with pytest.raises(ConfigError, match="pose is for models of past scans"):
         flow(first, first, pose=np.eye(4))

@@ -238,7 +238,7 @@ def test_predictor_streams_scans_with_poses_as_tools_infer_does(sequence, tmp_pa
     for scan, pose, before in zip(scans[:2], poses, first_pass, strict=False):
         np.testing.assert_array_equal(predictor(np.fromfile(scan, np.float32).reshape(-1, 4), pose=pose)["moving"],
                                       before)
-    with pytest.raises(ConfigError, match="needs each scan's LiDAR pose"):
+    with pytest.raises(ConfigError, match="needs each scan's pose"):
         predictor(np.fromfile(scans[0], np.float32).reshape(-1, 4))
 
 

@@ -24,10 +24,11 @@ A model of task "flow" estimates the motion of each point to the next frame of t
 field of view, ground below z = -1.4 m; --flow-* options) and sampled to 8,192 points (--flow-points 0: all),
 and the pair (t - 1, t) writes flow/<frame t - 1>.npy; the last frame of a sequence has no flow.
 
-A model of task "mos" trained on a window of scans (dataset.n_past_scans > 0) streams a SemanticKITTI
-sequence folder (poses.txt, calib.txt) through a ring buffer (pc3d.infer.scan_window): each new scan is
-reduced once and the past ones are moved into the new current frame by the relative pose, the same window
-the dataset built in training; the latency table's "prepare" row is that step. --bayes-filter fuses every
+A model trained on a window of scans (dataset.n_past_scans > 0: 4D MOS, multi-sweep Waymo detection) streams a
+SemanticKITTI sequence folder (poses.txt, calib.txt) or a Waymo segment (vehicle_pose) through a ring buffer
+(pc3d.infer.scan_window): each new scan is reduced once (a MOS window's voxels; a detector's sweeps are kept
+raw) and the past ones are moved into the new current frame by the relative pose, the same window the dataset
+built in training; the latency table's "prepare" row is that step. --bayes-filter fuses every
 scan's flags over the windows that hold it (4DMOS's binary Bayes filter, pc3d.infer.mos_filter).
 """
 from __future__ import annotations
@@ -70,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
         if not hasattr(source, "with_poses"):
             raise ConfigError(f"{args.source}: a {source.kind} source has no poses; a model trained on a window of "
                               f"{window.n_past_scans} past scans streams a SemanticKITTI sequence folder "
-                              "(velodyne/, poses.txt, calib.txt)")
+                              "(velodyne/, poses.txt, calib.txt) or a Waymo v2 segment (vehicle_pose/)")
         source.with_poses = True
     out = Path(args.out)
     if out.exists() and not out.is_dir():

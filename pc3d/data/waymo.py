@@ -16,6 +16,14 @@ whose tables cannot be read is never cached half-filled, so each of its frames r
 Labels: the training and validation splits need every segment's ``lidar_box`` file, testing reads it
 when present (``labels`` overrides this). A lidar file without frames, a timestamp listed twice, a box
 of negative size or of an unknown type is a DataFormatError naming the file.
+
+Multi-sweep input (``n_past_scans`` > 0, CenterPoint's and OpenPCDet's multi-frame Waymo models): the sweeps
+of the n_past_scans frames before the current one in its segment (fewer at a segment's start) are moved into
+the current vehicle frame by the vehicle poses (``vehicle_pose``: inv(world_from_current) world_from_past,
+pc3d.data.semantickitti.relative_pose / transform_points), and the cloud is the current sweep, then the past
+ones newest first, with a time column last (-k * scan_period for the k-th sweep back, 0 for the current):
+the same cloud, bit for bit, that pc3d.infer.scan_window.ScanWindow streams from a segment (tools/infer.py).
+Boxes are the current frame's.
 """
 from __future__ import annotations
 
@@ -195,14 +203,18 @@ class WaymoDataset(PointCloudDataset):
     JSON (default <root>/waymo_infos_<split>.json when present, else built from the key columns).
     labels: whether each segment must have its lidar_box file (None: yes, except for testing, whose
     boxes are read when present; False: boxes are never read, e.g. for inference).
+    n_past_scans: past sweeps merged into each frame (see the module docstring); scan_period: seconds between
+    sweeps for their time column (Waymo's LiDAR turns at 10 Hz); time_channel: add the time column (default:
+    when n_past_scans > 0).
     """
 
-    feature_names = ("intensity", "elongation")
+    feature_names: tuple[str, ...] = ("intensity", "elongation")  # and "time" with a time channel
 
     def __init__(self, root: str | PathLike, split: str = "training", class_names=WAYMO_CLASSES,
                  returns=(1, 2), drop_no_label_zone: bool = True, min_box_points: int = 1, index=None,
-                 labels: bool | None = None,
-                 transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
+                 labels: bool | None = None, n_past_scans: int = 0, scan_period: float = 0.1,
+                 time_channel: bool | None = None, transforms=None, augmentations=None, voxelizer=None,
+                 point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
@@ -221,6 +233,14 @@ class WaymoDataset(PointCloudDataset):
         segments = read_index(index_path) if index_path.is_file() else segment_index(self.root, split)
         self.frames = [(s["segment"], t, g) for s in segments for t, g in zip(s["timestamps"], s["row_groups"],
                                                                                strict=True)]
+        if isinstance(n_past_scans, bool) or not isinstance(n_past_scans, int) or n_past_scans < 0:
+            raise ConfigError(f"n_past_scans must be an int >= 0, got {n_past_scans!r}")
+        if isinstance(scan_period, bool) or not isinstance(scan_period, int | float) or not scan_period > 0:
+            raise ConfigError(f"scan_period must be a number > 0, got {scan_period!r}")
+        self.n_past_scans, self.scan_period = n_past_scans, float(scan_period)
+        self.time_channel = n_past_scans > 0 if time_channel is None else bool(time_channel)
+        if self.time_channel:
+            self.feature_names = (*WaymoDataset.feature_names, "time")
         self._segment: str | None = None
         self._cache: dict = {}
 
@@ -287,9 +307,13 @@ class WaymoDataset(PointCloudDataset):
         return _read(path, parquet, BOX_COLUMNS + extra)
 
     def _row_group(self, segment: str, group: int):
+        """The segment's lidar row group `group`; the last n_past_scans + 1 read are cached (a frame's sweeps
+        may span two row groups)."""
         key = ("lidar", group)
         if key not in self._cache:
-            self._cache.pop(next((k for k in self._cache if isinstance(k, tuple)), None), None)
+            cached = [k for k in self._cache if isinstance(k, tuple)]
+            if len(cached) > self.n_past_scans:
+                self._cache.pop(cached[0])
             path = self.component("lidar", segment)
             parquet = _open(path)
             cols = [TIMESTAMP, LASER] + [f"{LIDAR}.range_image_return{r}.{f}" for r in self.returns
@@ -371,27 +395,57 @@ class WaymoDataset(PointCloudDataset):
             raise DataFormatError(path, f"frame {timestamp}: expected {size} pose values (H x W x 6), got "
                                         f"{0 if values is None else len(values)}")
         pixel_pose = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(*image.shape[:2], 6)
-        pose_path = self.component("vehicle_pose", segment)
-        transform = "[VehiclePoseComponent].world_from_vehicle.transform"
-        vehicle = _open(pose_path)
-        _require(pose_path, vehicle, [TIMESTAMP, transform])
-        vp = _read(pose_path, vehicle, [TIMESTAMP, transform])
-        k = np.flatnonzero(_numbers(pose_path, vp, TIMESTAMP) == timestamp)
-        frame_pose = np.asarray(vp.column(1)[int(k[0])].as_py() or [], np.float64) if len(k) else np.zeros(0)
-        if frame_pose.shape != (16,) or not np.isfinite(frame_pose).all() or not np.isfinite(pixel_pose).all():
-            raise DataFormatError(pose_path, f"frame {timestamp}: no finite 4 x 4 world_from_vehicle pose (or NaN in "
-                                             f"{path.name})")
+        if not np.isfinite(pixel_pose).all():
+            raise DataFormatError(path, f"frame {timestamp}: NaN or infinite pixel poses")
+        frame_pose = self.vehicle_pose(segment, timestamp)
         p = pixel_pose[pixels[:, 0], pixels[:, 1]]
         rot = _rotation_from_euler(p[:, :3])
         world = np.einsum("nij,nj->ni", rot, xyz.astype(np.float64)) + p[:, 3:]
         try:
-            inv = np.linalg.inv(frame_pose.reshape(4, 4))
+            inv = np.linalg.inv(frame_pose)
         except np.linalg.LinAlgError:
-            raise DataFormatError(pose_path, f"frame {timestamp}: singular world_from_vehicle pose") from None
+            raise DataFormatError(self.component("vehicle_pose", segment),
+                                  f"frame {timestamp}: singular world_from_vehicle pose") from None
         return (world @ inv[:3, :3].T + inv[:3, 3]).astype(np.float32)
 
     def tables_pose_path(self, segment: str) -> Path:
         return self.component("lidar_pose", segment)
+
+    def vehicle_poses(self, segment: str) -> dict[int, np.ndarray]:
+        """{timestamp: world_from_vehicle float64 [4, 4]} of the segment's vehicle_pose component, read once."""
+        tables = self._segment_tables(segment)
+        if "vehicle_poses" not in tables:
+            path = self.component("vehicle_pose", segment)
+            transform = "[VehiclePoseComponent].world_from_vehicle.transform"
+            parquet = _open(path)
+            _require(path, parquet, [TIMESTAMP, transform])
+            table = _read(path, parquet, [TIMESTAMP, transform])
+            poses = {}
+            for ts, values in zip(_numbers(path, table, TIMESTAMP).astype(np.int64).tolist(),
+                                  table.column(1).to_pylist(), strict=True):
+                pose = np.asarray(values or [], np.float64)
+                if pose.shape != (16,) or not np.isfinite(pose).all():
+                    raise DataFormatError(path, f"frame {ts}: no finite 4 x 4 world_from_vehicle pose")
+                poses[ts] = pose.reshape(4, 4)
+            tables["vehicle_poses"] = poses
+        return tables["vehicle_poses"]
+
+    def vehicle_pose(self, segment: str, timestamp: int) -> np.ndarray:
+        """world_from_vehicle float64 [4, 4] of one frame; DataFormatError naming the file when it has none."""
+        pose = self.vehicle_poses(segment).get(int(timestamp))
+        if pose is None:
+            raise DataFormatError(self.component("vehicle_pose", segment), f"no pose of frame {timestamp}")
+        return pose
+
+    def past_frames(self, index: int) -> list[tuple[int, int]]:
+        """(timestamp, row group) of the n_past_scans frames before frame `index` in its segment, newest first."""
+        segment = self.frames[index][0]
+        out = []
+        for past in range(index - 1, max(index - self.n_past_scans, 0) - 1, -1):
+            if self.frames[past][0] != segment:
+                break
+            out.append(self.frames[past][1:])
+        return out
 
     def read_boxes(self, segment: str, timestamp: int) -> dict[str, np.ndarray]:
         """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy), name, difficulty
@@ -443,16 +497,32 @@ class WaymoDataset(PointCloudDataset):
             write_box_predictions(out / f"{segment}.parquet", segment, frames, self.class_names)
         return out
 
-    def load(self, index: int) -> dict:
-        segment, timestamp, group = self.frames[index]
+    def sweep(self, segment: str, timestamp: int, group: int) -> tuple[np.ndarray, int]:
+        """(float32 [N, 5] x, y, z, intensity, elongation of one frame, the number of no-label-zone points in it),
+        those points dropped when drop_no_label_zone."""
         points = self.read_points(segment, timestamp, group)
         nlz = points[:, 5] > 0
-        points = points[~nlz, :5] if self.drop_no_label_zone else points[:, :5]
+        return np.ascontiguousarray(points[~nlz, :5] if self.drop_no_label_zone else points[:, :5]), int(nlz.sum())
+
+    def load(self, index: int) -> dict:
+        from pc3d.data.semantickitti import relative_pose, transform_points
+
+        segment, timestamp, group = self.frames[index]
+        points, nlz = self.sweep(segment, timestamp, group)
+        if self.time_channel:
+            clouds, times = [points], [np.zeros(len(points), np.float32)]
+            if self.n_past_scans:
+                pose = self.vehicle_pose(segment, timestamp)
+                for k, (past, past_group) in enumerate(self.past_frames(index), 1):
+                    sweep = self.sweep(segment, past, past_group)[0]
+                    clouds.append(transform_points(sweep, relative_pose(pose, self.vehicle_pose(segment, past))))
+                    times.append(np.full(len(sweep), -k * self.scan_period, np.float32))
+            points = np.concatenate([np.concatenate(clouds), np.concatenate(times)[:, None]], 1)
         annos = self.read_boxes(segment, timestamp)
         train = np.isin(annos["name"], self.class_names) & (annos["num_points"] >= self.min_box_points)
-        return {"frame_id": f"{segment}/{timestamp}", "points": np.ascontiguousarray(points),
+        return {"frame_id": f"{segment}/{timestamp}", "points": points,
                 "gt_boxes": annos["box"][train],
                 "gt_labels": np.asarray([self.class_names.index(n) + 1 for n in annos["name"][train]], np.int64),
                 "metadata": {"annos": annos, "segment": segment, "timestamp": timestamp,
-                             "num_no_label_zone_points": int(nlz.sum()),
+                             "num_no_label_zone_points": nlz,
                              "source": str(self.component("lidar", segment))}}

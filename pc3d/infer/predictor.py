@@ -22,10 +22,11 @@ point file read as tools/infer.py reads one (.bin / .npy / .npz / .pcd / .ply, c
 format names them). Rows with NaN / inf raise a DataFormatError naming the count, unless
 ``drop_nonfinite=True``, which drops them and returns ``kept`` (bool per input row). A scene-flow model takes
 the pair, ``predictor(points, points2)``, and sees both clouds as given (tools/infer.py crops and samples
-sequence frames first). A 4D MOS model trained on a window of past scans takes the scans of a sequence in
-order with their LiDAR poses, ``predictor(points, pose=P)``, and keeps the window between calls
-(``start_sequence()`` empties it), as tools/infer.py streams a sequence folder; its ``moving`` is per point
-of the scan given. ``Predictor(run, tta="flips")`` adds test-time augmentation, as ``tools/infer.py --tta``.
+sequence frames first). A 4D MOS model or a multi-sweep detector (trained on a window of past scans:
+dataset.n_past_scans) takes the scans of a sequence in order with their poses, ``predictor(points, pose=P)``,
+and keeps the window between calls (``start_sequence()`` empties it), as tools/infer.py streams a
+SemanticKITTI sequence folder or a Waymo segment; a MOS model's ``moving`` is per point of the scan given.
+``Predictor(run, tta="flips")`` adds test-time augmentation, as ``tools/infer.py --tta``.
 """
 from __future__ import annotations
 
@@ -70,10 +71,10 @@ class Predictor:
         self.config = cfg
         self.window = None
         if int(cfg.dataset.get("n_past_scans") or 0) > 0:
-            if self.task != "mos":
+            if self.task not in ("mos", "detection"):
                 raise ConfigError(f"{self.checkpoint}: the model was trained on {cfg.dataset.n_past_scans} past scans "
                                   "merged into each frame (dataset.n_past_scans); windows of scans stream for mos "
-                                  "models only: evaluate it with tools/test.py")
+                                  "and detection models only: evaluate it with tools/test.py")
             from pc3d.infer.scan_window import window_of_dataset
 
             self.window = window_of_dataset(cfg.dataset)
@@ -96,7 +97,8 @@ class Predictor:
         self.model = TestTimeAugmented(self.model, self.collate.voxelizer, views(tta, tta_scales)).to(self.device)
 
     def start_sequence(self) -> None:
-        """A 4D MOS model's next cloud starts a new sequence: the past scans leave its window."""
+        """A windowed model's (4D MOS, multi-sweep detection) next cloud starts a new sequence: the past scans
+        leave its window."""
         self._sequence += 1
 
     def __repr__(self) -> str:
@@ -110,18 +112,19 @@ class Predictor:
         reads (.bin / .npy / .npz / .pcd / .ply; columns by name where the format names them); see the module doc.
 
         calib: a pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on
-        it. pose: a 4D MOS model's LiDAR pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
-        ``pc3d.data.semantickitti.lidar_poses``); scan: its number in the sequence (default: the one after the
-        previous call's); scans in the order of the sequence."""
+        it. pose: a windowed model's pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
+        ``pc3d.data.semantickitti.lidar_poses``, Waymo: ``WaymoDataset.vehicle_pose``); scan: its number in the
+        sequence (default: the one after the previous call's); scans in the order of the sequence."""
         from pc3d.infer.sources import SourceFrame
 
         if (points2 is not None) != (self.task == "flow"):
             raise ConfigError("a scene-flow model takes two clouds, predictor(points, points2)" if self.task == "flow"
                               else f"points2 is for scene-flow models; this one's task is {self.task}")
         if (pose is not None) != (self.window is not None):
-            raise ConfigError(f"a 4D MOS model of {self.window.n_past_scans} past scans needs each scan's LiDAR pose: "
+            raise ConfigError(f"a model of {self.window.n_past_scans} past scans needs each scan's pose: "
                               "predictor(points, pose=<4 x 4>), scans in order" if self.window is not None else
-                              "pose is for 4D MOS models of past scans; this one sees one cloud at a time")
+                              "pose is for models of past scans (dataset.n_past_scans); this one sees one cloud at "
+                              "a time")
         if isinstance(points, str | os.PathLike) and frame_id == "cloud":
             frame_id = Path(points).stem
         points, kept = self._checked(points, "points", drop_nonfinite)

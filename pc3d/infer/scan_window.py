@@ -115,8 +115,8 @@ class ScanWindow:
         """The sample of a SourceFrame (its extra["pose"]: the LiDAR pose; extra["scan"]: its number)."""
         pose = frame.extra.get("pose")
         if pose is None:
-            raise DataFormatError(frame.source, "a 4D MOS model needs the scans' poses (a SemanticKITTI sequence "
-                                                "folder with poses.txt and calib.txt)")
+            raise DataFormatError(frame.source, "a model of past scans needs the scans' poses (a SemanticKITTI "
+                                                "sequence folder with poses.txt and calib.txt, a Waymo segment)")
         if frame.sequence != self.sequence:
             self.start_sequence(frame.sequence)
         scan = int(frame.extra.get("scan", self._next))

@@ -218,9 +218,12 @@ class SemanticKittiSequence(Source):
 
 class WaymoSegments(Source):
     """Waymo v2: <root>/<split>/lidar/<segment>.parquet (one segment) or <root>/<split> (every segment);
-    frames in timestamp order, read by pc3d.data.WaymoDataset (vehicle frame, both returns)."""
+    frames in timestamp order, read by pc3d.data.WaymoDataset (vehicle frame, both returns). With
+    ``with_poses`` set (tools/infer.py sets it for a model trained on past sweeps), frames carry extra["pose"]
+    (world_from_vehicle of the segment's vehicle_pose) and extra["scan"] (the frame's number in its segment)."""
 
     kind = "waymo"
+    with_poses = False
 
     def _items(self) -> list[int]:
         from pc3d.data.waymo import WaymoDataset
@@ -237,8 +240,11 @@ class WaymoSegments(Source):
         source = Path(meta["source"])
         cloud = finite_rows(as_float_rows(sample["points"], source), source, tuple(self.dataset.feature_names))
         points, extra = _frame_cloud(cloud, self.features, source, self.pad)
-        return SourceFrame(sample["frame_id"], meta["segment"], points, source,
-                           extra={**extra, "segment": meta["segment"], "timestamp": meta["timestamp"]})
+        extra.update(segment=meta["segment"], timestamp=meta["timestamp"])
+        if self.with_poses:
+            first = next(i for i, f in enumerate(self.dataset.frames) if f[0] == meta["segment"])
+            extra.update(pose=self.dataset.vehicle_pose(meta["segment"], meta["timestamp"]), scan=item - first)
+        return SourceFrame(sample["frame_id"], meta["segment"], points, source, extra=extra)
 
     def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
         """The segment's lidar_box boxes of the frame (vehicle frame, every type), when the segment has them."""

@@ -33,10 +33,15 @@ class GTSampling:
     points are never sampled. exclude_difficulty: database difficulties never sampled (-1: unknown).
     Candidates overlapping an existing box or an earlier candidate (BEV IoU > 0) are rejected, and
     the scene's points inside accepted boxes are removed before the object's points are added.
+    fill_time: the frames carry a time column last that the database lacks (a multi-sweep dataset, e.g.
+    WaymoDataset with n_past_scans, and the single-sweep database tools/create_data.py writes): pasted points
+    get time 0, objects seen in the current sweep only (OpenPCDet's multi-frame databases keep each object's
+    points of every sweep instead).
     """
 
     def __init__(self, database: str | PathLike, class_names: Sequence[str], sample_groups: Mapping[str, int],
-                 min_points: int | Mapping[str, int] = 5, exclude_difficulty: Sequence[int] = (-1,)):
+                 min_points: int | Mapping[str, int] = 5, exclude_difficulty: Sequence[int] = (-1,),
+                 fill_time: bool = False):
         self.database_path = database
         self.class_names = list(class_names)
         unknown = set(sample_groups) - set(self.class_names)
@@ -45,6 +50,7 @@ class GTSampling:
         self.sample_groups = {c: int(q) for c, q in sample_groups.items()}
         self.min_points = _per_class(min_points, self.class_names)
         self.exclude_difficulty = list(exclude_difficulty)
+        self.fill_time = bool(fill_time)
         self._db: GTDatabase | None = None
         self._pools: dict[str, np.ndarray] = {}
 
@@ -67,9 +73,11 @@ class GTSampling:
         extra = [k for k in (*POINT_KEYS, "num_current_points") if k in sample and k != "points"]
         if extra:
             raise ConfigError(f"GTSampling cannot invent {extra} for pasted points; use it for detection only")
-        if db.points.shape[1] != sample["points"].shape[1]:
+        time = int(self.fill_time and "time" not in db.columns)
+        if db.points.shape[1] + time != sample["points"].shape[1]:
             raise ConfigError(f"GTSampling: database points have {db.points.shape[1]} columns ({db.columns}), "
-                              f"the frame {sample.get('frame_id')} has {sample['points'].shape[1]}")
+                              f"the frame {sample.get('frame_id')} has {sample['points'].shape[1]}"
+                              + ("" if time else " (a multi-sweep frame's time column: fill_time=true)"))
         boxes, labels = sample["gt_boxes"], sample["gt_labels"]
         placed = boxes[:, :7].astype(np.float32)
         chosen: list[np.ndarray] = []
@@ -88,7 +96,7 @@ class GTSampling:
         new_boxes = db.box[picks]
         inside = points_in_boxes(sample["points"], new_boxes) >= 0
         select_points(sample, ~inside)
-        pasted = [db.object_points(k) for k in picks]
+        pasted = [np.pad(db.object_points(k), ((0, 0), (0, time))) for k in picks]
         for pts, box in zip(pasted, new_boxes, strict=True):
             pts[:, :3] += box[:3]
         sample["points"] = np.concatenate([sample["points"], *pasted]).astype(np.float32, copy=False)
