@@ -27,6 +27,7 @@ def world(tmp_path_factory) -> Path:
     from pc3d.data.create import create_data
 
     create_data("waymo", str(root))
+    create_data("waymo", str(root), sweeps=3)
     return root
 
 
@@ -73,6 +74,8 @@ def test_a_segment_streamed_gives_the_dataset_cloud_bitwise(world):
 
 
 def test_gt_sampling_fills_the_time_column_of_pasted_objects(world):
+    from pc3d.data.create import create_data
+    from pc3d.data.gt_database import GTDatabase
     from pc3d.data.transforms import GTSampling
 
     dataset = WaymoDataset(world, "training", **CONFIG)
@@ -85,6 +88,16 @@ def test_gt_sampling_fills_the_time_column_of_pasted_objects(world):
         {**sample, "points": sample["points"].copy()}, np.random.default_rng(0))
     assert len(pasted["gt_boxes"]) > 0 and pasted["points"].shape[1] == 6
     assert (pasted["points"][-5:, 5] == 0).all() and len(pasted["points"]) != rows
+    # the database of three-sweep frames: objects keep their older sweeps' points and time
+    three = world / "waymo_3sweeps_gt_database_training.json"
+    database = GTDatabase.load(three)
+    assert tuple(database.columns) == ("x", "y", "z", "intensity", "elongation", "time")
+    np.testing.assert_allclose(np.unique(np.asarray(database.points)[:, 5]), [-0.2, -0.1, 0.0], rtol=1e-6)
+    pasted = GTSampling(three, dataset.class_names, {"Vehicle": 30}, min_points=1)(
+        {**sample, "points": sample["points"].copy()}, np.random.default_rng(0))
+    assert len(pasted["gt_boxes"]) > 0 and pasted["points"].shape[1] == 6
+    with pytest.raises(ConfigError, match="sweeps"):
+        create_data("kitti", str(world), sweeps=2)
 
 
 def test_a_two_sweep_detector_streams_a_segment(world, tmp_path):
@@ -108,3 +121,29 @@ def test_a_two_sweep_detector_streams_a_segment(world, tmp_path):
         np.testing.assert_allclose(written["boxes"][:, :7], np.asarray(pred["boxes"])[:, :7], atol=1e-3)
     with pytest.raises(ConfigError, match="needs each scan's pose"):
         predictor(dataset.sweep(name, timestamp, group)[0])
+
+
+def test_missing_or_bad_vehicle_poses_name_the_file(world, tmp_path):
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pc3d.errors import DataFormatError
+
+    root = tmp_path / "copy"
+    shutil.copytree(world, root)
+    dataset = WaymoDataset(root, "training", **CONFIG)
+    pose_file = dataset.component("vehicle_pose", dataset.frames[0][0])
+    table = pq.read_table(pose_file)
+    column = table.schema.get_field_index("[VehiclePoseComponent].world_from_vehicle.transform")
+    values = table.column(column).to_pylist()
+    values[1] = [float("nan")] * 16
+    field = table.schema.field(column)
+    pq.write_table(table.set_column(column, field, pa.array(values, field.type)), pose_file)
+    with pytest.raises(DataFormatError, match=f"{pose_file}.*no finite 4 x 4 world_from_vehicle pose"):
+        dataset.load(2)
+    pose_file.unlink()
+    with pytest.raises(DataFormatError, match=f"{pose_file}: file does not exist"):
+        WaymoDataset(root, "training", **CONFIG).load(1)
+    assert WaymoDataset(root, "training").load(1)["points"].shape[1] == 5  # one sweep needs no pose

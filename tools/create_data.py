@@ -2,6 +2,7 @@
 
     python tools/create_data.py kitti data/sim_kitti
     python tools/create_data.py waymo data/waymo_v2
+    python tools/create_data.py waymo data/waymo_v2 --sweeps 2   # the GT database of two-sweep frames
     python tools/create_data.py {semantickitti,scannet,sceneflow} <root>
 
 Bad frames are skipped, counted and listed at the end (and in the info files under "skipped"), as are
@@ -22,10 +23,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("dataset", choices=sorted(CREATORS))
     parser.add_argument("root", help="the dataset folder, in its official layout")
+    parser.add_argument("--sweeps", type=int, default=1,
+                        help="waymo: the GT database of frames of this many sweeps (waymo_<N>sweeps_gt_database_*), "
+                             "for recipes with dataset.n_past_scans = N - 1")
     args = parser.parse_args(argv)
 
     try:
-        report = create_data(args.dataset, args.root)
+        report = create_data(args.dataset, args.root, args.sweeps)
     except Pc3dError as error:
         from pc3d.utils.cli import user_error
 

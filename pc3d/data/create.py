@@ -95,7 +95,11 @@ def create_kitti(root: Path, database_split: str = "train") -> dict:
     return report
 
 
-def create_waymo(root: Path, database_split: str = "training") -> dict:
+def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) -> dict:
+    """The split indexes and the GT database of `database_split`; with sweeps > 1 the database of multi-sweep
+    frames instead (``waymo_<sweeps>sweeps_gt_database_<split>``: each object's points of the merged sweeps inside
+    its current box, time column last, as OpenPCDet's multi-frame databases; a moving object's older points
+    outside that box are not kept), for recipes with dataset.n_past_scans = sweeps - 1."""
     from .waymo import INDEX_FORMAT, INDEX_VERSION, WaymoDataset, segment_index
 
     written, report = [], {}
@@ -110,13 +114,14 @@ def create_waymo(root: Path, database_split: str = "training") -> dict:
         report[split] = {"segments": len(segments), "frames": sum(len(s["timestamps"]) for s in segments)}
         if split == database_split:
             dataset = WaymoDataset(root, split, class_names=("Vehicle", "Pedestrian", "Cyclist", "Sign"),
-                                   index=index_path)
+                                   index=index_path, n_past_scans=sweeps - 1)
             skipped: dict = {}
             db_frames = ({"frame_id": s["frame_id"], "points": s["points"], "gt_boxes": s["metadata"]["annos"]["box"],
                           "names": s["metadata"]["annos"]["name"],
                           "difficulty": s["metadata"]["annos"]["difficulty"]}
                          for _, s in _frames(dataset, f"waymo {split} gt database", skipped))
-            header = write_database(root, "waymo", split, ("x", "y", "z", "intensity", "elongation"), db_frames)
+            header = write_database(root, "waymo" if sweeps == 1 else f"waymo_{sweeps}sweeps", split,
+                                    ("x", "y", "z", *dataset.feature_names), db_frames)
             written.append(header)
             report["gt_database"] = json.loads(header.read_text())["count"]
             report[split]["skipped"] = skipped
@@ -200,11 +205,14 @@ CREATORS = {"kitti": create_kitti, "waymo": create_waymo, "semantickitti": creat
             "scannet": create_scannet, "sceneflow": create_sceneflow}
 
 
-def create_data(dataset: str, root: str | Path) -> dict:
-    """Write the info indexes (and, for kitti / waymo, the GT database) of the dataset under root."""
+def create_data(dataset: str, root: str | Path, sweeps: int = 1) -> dict:
+    """Write the info indexes (and, for kitti / waymo, the GT database) of the dataset under root; sweeps:
+    Waymo's database of frames of that many sweeps (see create_waymo)."""
     if dataset not in CREATORS:
         raise ConfigError(f"unknown dataset {dataset!r}; choose one of {sorted(CREATORS)}")
+    if isinstance(sweeps, bool) or not isinstance(sweeps, int) or sweeps < 1 or (sweeps > 1 and dataset != "waymo"):
+        raise ConfigError(f"sweeps must be an int >= 1, and > 1 only for waymo; got {sweeps!r} for {dataset}")
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(root, "dataset root is not a folder" if root.exists() else "dataset root does not exist")
-    return CREATORS[dataset](root)
+    return create_waymo(root, sweeps=sweeps) if dataset == "waymo" else CREATORS[dataset](root)
