@@ -36,6 +36,7 @@ def data(tmp_path_factory) -> Path:
     create_data("kitti", root / "kitti")
     simulate_dataset("waymo", root / "waymo", frames=2, seed=0, columns=512, sequence_length=1)
     create_data("waymo", root / "waymo")
+    create_data("waymo", root / "waymo", sweeps=2)  # centerpoint_sim_waymo_2sweeps samples two-sweep objects
     simulate_dataset("semantickitti", root / "semantickitti", frames=2, seed=0, columns=512, sequence_length=2)
     for method in ("st_rfd", "uniform"):  # the label-efficient recipes' frame lists: one labelled scan
         write_frame_list(root / "semantickitti" / "frame_lists" / f"{method}_5.txt", [(0, 1)])
