@@ -88,5 +88,7 @@ def test_import_pc3d_stops_bf16_matmuls_of_changing_rows_piling_up_memory():
     unbounded = run("import pc3d\n" + ROWS, PC3D_MALLOC="system", ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")["growth"]
     if unbounded < 400:
         pytest.skip(f"oneDNN keeps little per cached shape on this CPU ({unbounded:.0f} MB over 300 shapes)")
-    bounded = run("import pc3d\n" + ROWS, PC3D_MALLOC="system")["growth"]
+    # two runs a side: one pair of a CI run read 599 / 1,076 MB where alone they read 425-554 / 1,432-1,666
+    unbounded += run("import pc3d\n" + ROWS, PC3D_MALLOC="system", ONEDNN_PRIMITIVE_CACHE_CAPACITY="1024")["growth"]
+    bounded = sum(run("import pc3d\n" + ROWS, PC3D_MALLOC="system")["growth"] for _ in range(2))
     assert bounded < unbounded / 2, (bounded, unbounded)
