@@ -100,7 +100,8 @@ def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) 
     frames instead (``waymo_<sweeps>sweeps_gt_database_<split>``: each object's points of the merged sweeps inside
     its current box, time column last, as OpenPCDet's multi-frame databases; a moving object's older points
     outside that box are not kept), for recipes with dataset.n_past_scans = sweeps - 1."""
-    from .waymo import INDEX_FORMAT, INDEX_VERSION, WaymoDataset, segment_index
+    from .waymo import WaymoDataset
+    from .waymo_parquet import INDEX_FORMAT, INDEX_VERSION, segment_index
 
     written, report = [], {}
     splits = [s for s in ("training", "validation", "testing") if (root / s / "lidar").is_dir()]
@@ -215,4 +216,4 @@ def create_data(dataset: str, root: str | Path, sweeps: int = 1) -> dict:
     root = Path(root)
     if not root.is_dir():
         raise DataFormatError(root, "dataset root is not a folder" if root.exists() else "dataset root does not exist")
-    return create_waymo(root, sweeps=sweeps) if dataset == "waymo" else CREATORS[dataset](root)
+    return CREATORS[dataset](root, sweeps=sweeps) if sweeps > 1 else CREATORS[dataset](root)

@@ -27,7 +27,6 @@ Boxes are the current frame's.
 """
 from __future__ import annotations
 
-import json
 from os import PathLike
 from pathlib import Path
 
@@ -37,151 +36,25 @@ from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import beam_inclinations, range_image_to_points
 
 from .dataset import PointCloudDataset
-
-LIDAR, CALIB, BOX = "[LiDARComponent]", "[LiDARCalibrationComponent]", "[LiDARBoxComponent]"
-SEGMENT, TIMESTAMP, LASER = "key.segment_context_name", "key.frame_timestamp_micros", "key.laser_name"
-WAYMO_TYPES = {0: "Unknown", 1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
-WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
-SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
-INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
-BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
-    "box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading",
-    "type", "num_lidar_points_in_box", "difficulty_level.detection")]
-OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y"]
-
-
-def _pq():
-    try:
-        import pyarrow.parquet as pq
-    except ImportError as error:  # pragma: no cover - pyarrow is a dependency
-        from pc3d.errors import BackendUnavailableError
-
-        raise BackendUnavailableError("Waymo v2 needs pyarrow (pip install pyarrow)") from error
-    return pq
-
-
-def _open(path: Path):
-    if not path.is_file():
-        raise DataFormatError(path, "file does not exist")
-    try:
-        return _pq().ParquetFile(path)
-    except Exception as error:  # pyarrow raises ArrowInvalid / OSError on non-parquet bytes
-        raise DataFormatError(path, f"not a readable parquet file ({type(error).__name__}: {error})") from None
-
-
-def _require(path: Path, parquet, columns: list[str]) -> None:
-    missing = sorted(set(columns) - set(parquet.schema_arrow.names))
-    if missing:
-        raise DataFormatError(path, f"missing expected columns {missing}")
-
-
-def _read(path: Path, parquet, columns: list[str], row_group: int | None = None):
-    try:
-        if row_group is None:
-            return parquet.read(columns=columns)
-        return parquet.read_row_group(row_group, columns=columns)
-    except Exception as error:
-        raise DataFormatError(path, f"cannot read columns ({type(error).__name__}: {error})") from None
-
-
-def _numbers(path: Path, table, column: str, rows=None, where: str = "") -> np.ndarray:
-    """float64 [R] of a numeric column (the `rows` of it); DataFormatError on nulls or non-finite values."""
-    values = table.column(column)
-    if rows is not None:
-        values = values.take(rows)
-    if values.null_count:
-        raise DataFormatError(path, f"{where}{values.null_count} null values in {column}")
-    try:
-        out = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1)
-    except (TypeError, ValueError) as error:
-        raise DataFormatError(path, f"{where}{column} is not numeric ({error})") from None
-    if not np.isfinite(out).all():
-        raise DataFormatError(path, f"{where}NaN or infinite values in {column}")
-    return out
-
-
-def segment_index(root: str | PathLike, split: str) -> list[dict]:
-    """[{"segment", "timestamps": [...], "row_groups": [...]}] of a split, from the lidar files' key
-    columns only (laser 1 = TOP rows; a frame is a timestamp)."""
-    folder = Path(root) / split / "lidar"
-    if not folder.is_dir():
-        raise DataFormatError(folder, "no lidar/ folder (expected Waymo v2 parquet layout)")
-    out = []
-    for path in sorted(folder.glob("*.parquet")):
-        parquet = _open(path)
-        _require(path, parquet, [TIMESTAMP, LASER])
-        stamps, groups = [], []
-        for g in range(parquet.num_row_groups):
-            table = _read(path, parquet, [TIMESTAMP, LASER], g)
-            ts = _numbers(path, table, TIMESTAMP).astype(np.int64)
-            top = _numbers(path, table, LASER) == 1
-            for t in np.unique(ts[top]):
-                stamps.append(int(t))
-                groups.append(g)
-        if not stamps:
-            raise DataFormatError(path, f"no frames: {parquet.metadata.num_rows} rows, none of the TOP laser "
-                                        f"({LASER} = 1)")
-        if len(set(stamps)) < len(stamps):
-            twice = sorted({t for t in stamps if stamps.count(t) > 1})
-            raise DataFormatError(path, f"timestamps {twice[:3]} are in more than one row group (a frame listed twice)")
-        order = np.argsort(stamps, kind="stable")
-        out.append({"segment": path.stem, "timestamps": [stamps[i] for i in order],
-                    "row_groups": [groups[i] for i in order]})
-    return out
-
-
-def read_index(path: Path) -> list[dict]:
-    """The segments of a create_data index JSON, checked: {"segment", "timestamps", "row_groups"} each,
-    no segment or timestamp listed twice; DataFormatError naming the file otherwise."""
-    try:
-        header = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise DataFormatError(path, f"not a readable JSON index ({error}); rerun tools/create_data.py") from None
-    if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
-        raise DataFormatError(path, f"expected {INDEX_FORMAT} version {INDEX_VERSION}; rerun tools/create_data.py")
-    segments, seen = header.get("segments"), set()
-    for k, entry in enumerate(segments if isinstance(segments, list) else [None]):
-        try:
-            name, stamps, groups = str(entry["segment"]), list(entry["timestamps"]), list(entry["row_groups"])
-            ok = len(stamps) == len(groups) and all(isinstance(v, int) for v in stamps + groups)
-        except (TypeError, KeyError):
-            ok = False
-        if not ok:
-            raise DataFormatError(path, f"segments[{k}]: expected {{segment, timestamps, row_groups}} with one "
-                                        "integer row group per integer timestamp")
-        if name in seen or len(set(stamps)) < len(stamps):
-            raise DataFormatError(path, f"segment {name!r} or one of its timestamps is listed twice")
-        seen.add(name)
-    return segments
-
-
-def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
-    """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
-    frames [(timestamp, {"boxes" [K, 7+], "scores" [K], "labels" 1..K})]."""
-    import pyarrow as pa
-
-    type_ids = {name: i for i, name in WAYMO_TYPES.items()}
-    rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], "key.laser_object_id": []}
-    fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
-    for name in (*fields, "type", "score"):
-        rows[f"{BOX}.{name}"] = []
-    for timestamp, pred in frames:
-        count = len(pred["scores"])
-        boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
-        for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
-            rows[SEGMENT].append(segment)
-            rows[TIMESTAMP].append(int(timestamp))
-            rows["key.laser_object_id"].append(f"pred_{timestamp}_{k}")
-            for j, name in enumerate(fields):
-                rows[f"{BOX}.{name}"].append(float(box[j]))
-            rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
-            rows[f"{BOX}.score"].append(float(score))
-    table = pa.table({k: pa.array(v, pa.int64() if k in (TIMESTAMP, f"{BOX}.type") else
-                                  pa.string() if k in (SEGMENT, "key.laser_object_id") else pa.float64())
-                      for k, v in rows.items()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _pq().write_table(table, path)
-    return path
+from .waymo_parquet import (
+    BOX,
+    BOX_COLUMNS,
+    CALIB,
+    LASER,
+    LIDAR,
+    OPTIONAL_BOX_COLUMNS,
+    SPLIT_ALIASES,
+    TIMESTAMP,
+    WAYMO_CLASSES,
+    WAYMO_TYPES,
+    numeric_column,
+    open_parquet,
+    read_columns,
+    read_index,
+    require_columns,
+    segment_index,
+    write_box_predictions,
+)
 
 
 def _rotation_from_euler(rpy: np.ndarray) -> np.ndarray:
@@ -265,15 +138,15 @@ class WaymoDataset(PointCloudDataset):
     def _read_calibration(self, segment: str) -> dict:
         """{laser: (extrinsic [4, 4], beam inclination values or None, min, max)} of lidar_calibration."""
         path = self.component("lidar_calibration", segment)
-        parquet = _open(path)
+        parquet = open_parquet(path)
         cols = [LASER, f"{CALIB}.extrinsic.transform", f"{CALIB}.beam_inclination.min",
                 f"{CALIB}.beam_inclination.max"]
-        _require(path, parquet, cols)
+        require_columns(path, parquet, cols)
         values_col = f"{CALIB}.beam_inclination.values"
         has_values = values_col in parquet.schema_arrow.names
-        table = _read(path, parquet, cols + ([values_col] if has_values else []))
-        lasers = _numbers(path, table, LASER).astype(np.int64)
-        lo, hi = _numbers(path, table, cols[2]), _numbers(path, table, cols[3])
+        table = read_columns(path, parquet, cols + ([values_col] if has_values else []))
+        lasers = numeric_column(path, table, LASER).astype(np.int64)
+        lo, hi = numeric_column(path, table, cols[2]), numeric_column(path, table, cols[3])
         rows = table.to_pydict()
         calib = {}
         for k, laser in enumerate(lasers.tolist()):
@@ -301,10 +174,10 @@ class WaymoDataset(PointCloudDataset):
         if not path.is_file():
             raise DataFormatError(path, f"missing: every {self.split} segment needs its boxes (pass labels=False "
                                         "to read points only)")
-        parquet = _open(path)
-        _require(path, parquet, BOX_COLUMNS)
+        parquet = open_parquet(path)
+        require_columns(path, parquet, BOX_COLUMNS)
         extra = [c for c in OPTIONAL_BOX_COLUMNS if c in parquet.schema_arrow.names]
-        return _read(path, parquet, BOX_COLUMNS + extra)
+        return read_columns(path, parquet, BOX_COLUMNS + extra)
 
     def _row_group(self, segment: str, group: int):
         """The segment's lidar row group `group`; the last n_past_scans + 1 read are cached (a frame's sweeps
@@ -315,11 +188,11 @@ class WaymoDataset(PointCloudDataset):
             if len(cached) > self.n_past_scans:
                 self._cache.pop(cached[0])
             path = self.component("lidar", segment)
-            parquet = _open(path)
+            parquet = open_parquet(path)
             cols = [TIMESTAMP, LASER] + [f"{LIDAR}.range_image_return{r}.{f}" for r in self.returns
                                          for f in ("values", "shape")]
-            _require(path, parquet, cols)
-            self._cache[key] = _read(path, parquet, cols, group)
+            require_columns(path, parquet, cols)
+            self._cache[key] = read_columns(path, parquet, cols, group)
         return self._cache[key]
 
     def read_points(self, segment: str, timestamp: int, group: int) -> np.ndarray:
@@ -333,10 +206,10 @@ class WaymoDataset(PointCloudDataset):
         tables = self._segment_tables(segment)
         table = self._row_group(segment, group)
         path = self.component("lidar", segment)
-        rows = np.flatnonzero(_numbers(path, table, TIMESTAMP) == timestamp)
+        rows = np.flatnonzero(numeric_column(path, table, TIMESTAMP) == timestamp)
         if not len(rows):
             raise DataFormatError(path, f"no lidar rows for timestamp {timestamp} in row group {group}")
-        lasers = _numbers(path, table, LASER, rows, f"frame {timestamp}: ").astype(np.int64)
+        lasers = numeric_column(path, table, LASER, rows, f"frame {timestamp}: ").astype(np.int64)
         if len(set(lasers.tolist())) < len(lasers):
             raise DataFormatError(path, f"frame {timestamp}: a laser has more than one row")
         for row, laser in zip(rows.tolist(), lasers.tolist(), strict=True):
@@ -382,11 +255,12 @@ class WaymoDataset(PointCloudDataset):
         """Per-pixel vehicle poses (lidar_pose component) move each TOP point to the frame's vehicle pose.
         The v2 component stores one pose image (``range_image_return1``), used for both returns."""
         path = self.tables_pose_path(segment)
-        parquet = _open(path)
+        parquet = open_parquet(path)
         col = "[LiDARPoseComponent].range_image_return1.values"
-        _require(path, parquet, [TIMESTAMP, LASER, col])
-        table = _read(path, parquet, [TIMESTAMP, LASER, col])
-        rows = np.flatnonzero((_numbers(path, table, TIMESTAMP) == timestamp) & (_numbers(path, table, LASER) == 1))
+        require_columns(path, parquet, [TIMESTAMP, LASER, col])
+        table = read_columns(path, parquet, [TIMESTAMP, LASER, col])
+        rows = np.flatnonzero((numeric_column(path, table, TIMESTAMP) == timestamp)
+                              & (numeric_column(path, table, LASER) == 1))
         if not len(rows):
             raise DataFormatError(path, f"frame {timestamp}: no TOP laser pose row")
         values = table.column(col)[int(rows[0])].values
@@ -417,11 +291,11 @@ class WaymoDataset(PointCloudDataset):
         if "vehicle_poses" not in tables:
             path = self.component("vehicle_pose", segment)
             transform = "[VehiclePoseComponent].world_from_vehicle.transform"
-            parquet = _open(path)
-            _require(path, parquet, [TIMESTAMP, transform])
-            table = _read(path, parquet, [TIMESTAMP, transform])
+            parquet = open_parquet(path)
+            require_columns(path, parquet, [TIMESTAMP, transform])
+            table = read_columns(path, parquet, [TIMESTAMP, transform])
             poses = {}
-            for ts, values in zip(_numbers(path, table, TIMESTAMP).astype(np.int64).tolist(),
+            for ts, values in zip(numeric_column(path, table, TIMESTAMP).astype(np.int64).tolist(),
                                   table.column(1).to_pylist(), strict=True):
                 pose = np.asarray(values or [], np.float64)
                 if pose.shape != (16,) or not np.isfinite(pose).all():
@@ -455,14 +329,14 @@ class WaymoDataset(PointCloudDataset):
             return {"box": np.zeros((0, 9), np.float32), "name": np.zeros(0, str),
                     "difficulty": np.zeros(0, np.int8), "num_points": np.zeros(0, np.int64)}
         path = self.component("lidar_box", segment)
-        rows = np.flatnonzero(_numbers(path, boxes, TIMESTAMP) == timestamp)
+        rows = np.flatnonzero(numeric_column(path, boxes, TIMESTAMP) == timestamp)
         where = f"frame {timestamp}: "
 
         def col(name: str) -> np.ndarray:
             full = f"{BOX}.{name}"
             if full not in boxes.schema.names:
                 return np.zeros(len(rows))
-            return _numbers(path, boxes, full, rows, where)
+            return numeric_column(path, boxes, full, rows, where)
 
         box = np.stack([col(c) for c in ("box.center.x", "box.center.y", "box.center.z", "box.size.x",
                                           "box.size.y", "box.size.z", "box.heading", "speed.x", "speed.y")], 1)

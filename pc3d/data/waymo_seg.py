@@ -22,7 +22,8 @@ from pc3d.errors import DataFormatError
 
 from .io import read_label
 from .label_space import LabelSpace, checked_ids
-from .waymo import LASER, TIMESTAMP, WaymoDataset, _numbers, _open, _read, _require
+from .waymo import WaymoDataset
+from .waymo_parquet import LASER, TIMESTAMP, numeric_column, open_parquet, read_columns, require_columns
 
 SEG = "[LiDARSegmentationLabelComponent]"
 TOP = 1
@@ -102,22 +103,22 @@ class WaymoSegmentationDataset(WaymoDataset):
         path = self.component("lidar_segmentation", segment)
         if not path.is_file():
             return set()
-        parquet = _open(path)
-        _require(path, parquet, [TIMESTAMP, LASER])
-        table = _read(path, parquet, [TIMESTAMP, LASER])
-        lasers = _numbers(path, table, LASER).astype(np.int64)
-        return set(_numbers(path, table, TIMESTAMP).astype(np.int64)[lasers == TOP].tolist())
+        parquet = open_parquet(path)
+        require_columns(path, parquet, [TIMESTAMP, LASER])
+        table = read_columns(path, parquet, [TIMESTAMP, LASER])
+        lasers = numeric_column(path, table, LASER).astype(np.int64)
+        return set(numeric_column(path, table, TIMESTAMP).astype(np.int64)[lasers == TOP].tolist())
 
     def read_label_images(self, segment: str, timestamp: int) -> dict[int, np.ndarray]:
         """{return: int32 [H, W, 2]} of the TOP laser at timestamp; DataFormatError naming the file."""
         path = self.component("lidar_segmentation", segment)
-        parquet = _open(path)
+        parquet = open_parquet(path)
         cols = [TIMESTAMP, LASER] + [f"{SEG}.range_image_return{r}.{f}" for r in self.returns
                                      for f in ("values", "shape")]
-        _require(path, parquet, cols)
-        table = _read(path, parquet, cols)
-        rows = np.flatnonzero((_numbers(path, table, TIMESTAMP) == timestamp) &
-                              (_numbers(path, table, LASER).astype(np.int64) == TOP))
+        require_columns(path, parquet, cols)
+        table = read_columns(path, parquet, cols)
+        rows = np.flatnonzero((numeric_column(path, table, TIMESTAMP) == timestamp) &
+                              (numeric_column(path, table, LASER).astype(np.int64) == TOP))
         if len(rows) != 1:
             raise DataFormatError(path, f"frame {timestamp}: {len(rows)} TOP label rows (expected 1)")
         images = {}

@@ -97,7 +97,7 @@ class DetectionOutput:
             return f"predictions: {self.out / 'json'} (axis-aligned boxes: centre, size, heading 0; scene frame)"
         lines = [f"predictions: {self.out / 'kitti'} (KITTI label_2 with scores), {self.out / 'json'} (LiDAR frame)"]
         if self.waymo:
-            from pc3d.data.waymo import write_box_predictions
+            from pc3d.data.waymo_parquet import write_box_predictions
 
             folder = self.out / "waymo" / self.split / "lidar_box"
             for segment, frames in self.waymo.items():

@@ -231,6 +231,7 @@ class WaymoSegments(Source):
         split_dir = self.path.parent.parent if self.path.is_file() else self.path
         self.dataset = WaymoDataset(split_dir.parent, split_dir.name, labels=False)  # boxes are not read
         self._labelled = None  # the same segments with their boxes, made by ground_truth_boxes on first use
+        self._first: dict[str, int] = {}  # segment -> index of its first frame
         wanted = self.path.stem if self.path.is_file() else None
         return [i for i, (segment, _, _) in enumerate(self.dataset.frames) if wanted in (None, segment)]
 
@@ -241,8 +242,9 @@ class WaymoSegments(Source):
         cloud = finite_rows(as_float_rows(sample["points"], source), source, tuple(self.dataset.feature_names))
         points, extra = _frame_cloud(cloud, self.features, source, self.pad)
         extra.update(segment=meta["segment"], timestamp=meta["timestamp"])
-        if self.with_poses:
-            first = next(i for i, f in enumerate(self.dataset.frames) if f[0] == meta["segment"])
+        if self.with_poses:  # the scan number: the frame's place in its segment (frames list segments in turn)
+            first = self._first.setdefault(meta["segment"], next(
+                i for i, f in enumerate(self.dataset.frames) if f[0] == meta["segment"]))
             extra.update(pose=self.dataset.vehicle_pose(meta["segment"], meta["timestamp"]), scan=item - first)
         return SourceFrame(sample["frame_id"], meta["segment"], points, source, extra=extra)
 

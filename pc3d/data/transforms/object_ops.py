@@ -96,7 +96,9 @@ class GTSampling:
         new_boxes = db.box[picks]
         inside = points_in_boxes(sample["points"], new_boxes) >= 0
         select_points(sample, ~inside)
-        pasted = [np.pad(db.object_points(k), ((0, 0), (0, time))) for k in picks]
+        pasted = [db.object_points(k) for k in picks]
+        if time:  # a time column of 0 after the database's columns
+            pasted = [np.pad(pts, ((0, 0), (0, 1))) for pts in pasted]
         for pts, box in zip(pasted, new_boxes, strict=True):
             pts[:, :3] += box[:3]
         sample["points"] = np.concatenate([sample["points"], *pasted]).astype(np.float32, copy=False)

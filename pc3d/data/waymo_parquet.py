@@ -1,0 +1,159 @@
+"""The Waymo Open Dataset v2 parquet layer: component column names, checked column readers, the segment index
+(``tools/create_data.py waymo`` writes it as JSON) and the writer of detections in the ``lidar_box`` layout.
+Every reader raises a DataFormatError naming the file (a missing file, non-parquet bytes, a missing column,
+nulls or non-finite numbers). pyarrow is imported on first use.
+"""
+from __future__ import annotations
+
+import json
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+
+from pc3d.errors import DataFormatError
+
+LIDAR, CALIB, BOX = "[LiDARComponent]", "[LiDARCalibrationComponent]", "[LiDARBoxComponent]"
+SEGMENT, TIMESTAMP, LASER = "key.segment_context_name", "key.frame_timestamp_micros", "key.laser_name"
+WAYMO_TYPES = {0: "Unknown", 1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
+WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
+SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
+INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
+BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
+    "box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading",
+    "type", "num_lidar_points_in_box", "difficulty_level.detection")]
+OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y"]
+
+
+def parquet_module():
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as error:  # pragma: no cover - pyarrow is a dependency
+        from pc3d.errors import BackendUnavailableError
+
+        raise BackendUnavailableError("Waymo v2 needs pyarrow (pip install pyarrow)") from error
+    return pq
+
+
+def open_parquet(path: Path):
+    if not path.is_file():
+        raise DataFormatError(path, "file does not exist")
+    try:
+        return parquet_module().ParquetFile(path)
+    except Exception as error:  # pyarrow raises ArrowInvalid / OSError on non-parquet bytes
+        raise DataFormatError(path, f"not a readable parquet file ({type(error).__name__}: {error})") from None
+
+
+def require_columns(path: Path, parquet, columns: list[str]) -> None:
+    missing = sorted(set(columns) - set(parquet.schema_arrow.names))
+    if missing:
+        raise DataFormatError(path, f"missing expected columns {missing}")
+
+
+def read_columns(path: Path, parquet, columns: list[str], row_group: int | None = None):
+    try:
+        if row_group is None:
+            return parquet.read(columns=columns)
+        return parquet.read_row_group(row_group, columns=columns)
+    except Exception as error:
+        raise DataFormatError(path, f"cannot read columns ({type(error).__name__}: {error})") from None
+
+
+def numeric_column(path: Path, table, column: str, rows=None, where: str = "") -> np.ndarray:
+    """float64 [R] of a numeric column (the `rows` of it); DataFormatError on nulls or non-finite values."""
+    values = table.column(column)
+    if rows is not None:
+        values = values.take(rows)
+    if values.null_count:
+        raise DataFormatError(path, f"{where}{values.null_count} null values in {column}")
+    try:
+        out = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1)
+    except (TypeError, ValueError) as error:
+        raise DataFormatError(path, f"{where}{column} is not numeric ({error})") from None
+    if not np.isfinite(out).all():
+        raise DataFormatError(path, f"{where}NaN or infinite values in {column}")
+    return out
+
+
+def segment_index(root: str | PathLike, split: str) -> list[dict]:
+    """[{"segment", "timestamps": [...], "row_groups": [...]}] of a split, from the lidar files' key
+    columns only (laser 1 = TOP rows; a frame is a timestamp)."""
+    folder = Path(root) / split / "lidar"
+    if not folder.is_dir():
+        raise DataFormatError(folder, "no lidar/ folder (expected Waymo v2 parquet layout)")
+    out = []
+    for path in sorted(folder.glob("*.parquet")):
+        parquet = open_parquet(path)
+        require_columns(path, parquet, [TIMESTAMP, LASER])
+        stamps, groups = [], []
+        for g in range(parquet.num_row_groups):
+            table = read_columns(path, parquet, [TIMESTAMP, LASER], g)
+            ts = numeric_column(path, table, TIMESTAMP).astype(np.int64)
+            top = numeric_column(path, table, LASER) == 1
+            for t in np.unique(ts[top]):
+                stamps.append(int(t))
+                groups.append(g)
+        if not stamps:
+            raise DataFormatError(path, f"no frames: {parquet.metadata.num_rows} rows, none of the TOP laser "
+                                        f"({LASER} = 1)")
+        if len(set(stamps)) < len(stamps):
+            twice = sorted({t for t in stamps if stamps.count(t) > 1})
+            raise DataFormatError(path, f"timestamps {twice[:3]} are in more than one row group (a frame listed twice)")
+        order = np.argsort(stamps, kind="stable")
+        out.append({"segment": path.stem, "timestamps": [stamps[i] for i in order],
+                    "row_groups": [groups[i] for i in order]})
+    return out
+
+
+def read_index(path: Path) -> list[dict]:
+    """The segments of a create_data index JSON, checked: {"segment", "timestamps", "row_groups"} each,
+    no segment or timestamp listed twice; DataFormatError naming the file otherwise."""
+    try:
+        header = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        raise DataFormatError(path, f"not a readable JSON index ({error}); rerun tools/create_data.py") from None
+    if not isinstance(header, dict) or header.get("format") != INDEX_FORMAT or header.get("version") != INDEX_VERSION:
+        raise DataFormatError(path, f"expected {INDEX_FORMAT} version {INDEX_VERSION}; rerun tools/create_data.py")
+    segments, seen = header.get("segments"), set()
+    for k, entry in enumerate(segments if isinstance(segments, list) else [None]):
+        try:
+            name, stamps, groups = str(entry["segment"]), list(entry["timestamps"]), list(entry["row_groups"])
+            ok = len(stamps) == len(groups) and all(isinstance(v, int) for v in stamps + groups)
+        except (TypeError, KeyError):
+            ok = False
+        if not ok:
+            raise DataFormatError(path, f"segments[{k}]: expected {{segment, timestamps, row_groups}} with one "
+                                        "integer row group per integer timestamp")
+        if name in seen or len(set(stamps)) < len(stamps):
+            raise DataFormatError(path, f"segment {name!r} or one of its timestamps is listed twice")
+        seen.add(name)
+    return segments
+
+
+def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
+    """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
+    frames [(timestamp, {"boxes" [K, 7+], "scores" [K], "labels" 1..K})]."""
+    import pyarrow as pa
+
+    type_ids = {name: i for i, name in WAYMO_TYPES.items()}
+    rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], "key.laser_object_id": []}
+    fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
+    for name in (*fields, "type", "score"):
+        rows[f"{BOX}.{name}"] = []
+    for timestamp, pred in frames:
+        count = len(pred["scores"])
+        boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
+        for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
+            rows[SEGMENT].append(segment)
+            rows[TIMESTAMP].append(int(timestamp))
+            rows["key.laser_object_id"].append(f"pred_{timestamp}_{k}")
+            for j, name in enumerate(fields):
+                rows[f"{BOX}.{name}"].append(float(box[j]))
+            rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
+            rows[f"{BOX}.score"].append(float(score))
+    table = pa.table({k: pa.array(v, pa.int64() if k in (TIMESTAMP, f"{BOX}.type") else
+                                  pa.string() if k in (SEGMENT, "key.laser_object_id") else pa.float64())
+                      for k, v in rows.items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    parquet_module().write_table(table, path)
+    return path
