@@ -9,7 +9,8 @@ Sample (one frame, numpy; what ``dataset[i]`` returns after its transforms)
 frame_id       str                   unique name of the frame ("000008", "08/000123", "<segment>/<ts>")
 points         float32 [N, 3 + C]    x, y, z, then the dataset's feature columns (``dataset.feature_names``,
                                      e.g. intensity; r, g, b in 0..1; time in seconds, <= 0 for past scans)
-gt_boxes       float32 [M, 7 (+2)]   x, y, z (centre), dx, dy, dz, heading in [-pi, pi) (, vx, vy)
+gt_boxes       float32 [M, 7 (+2)]   x, y, z (centre), dx, dy, dz, heading in [-pi, pi) (, vx, vy in m/s, NaN
+                                     where unknown)
 gt_labels      int64 [M]             class id of each box, 1..K: ``class_names[id - 1]`` (0 is never used;
                                      datasets whose class_names name point classes, MOS: ``box_class_names``)
 point_labels   int64 [N]             per-point train id (semantic: 0..K-1 with ``ignore_index`` for

@@ -6,8 +6,9 @@ Written by ``tools/create_data.py`` beside the dataset, three files per (dataset
                                       "split", "columns" (point columns), "count" (objects per class),
                                       "empty" (objects left out for having no point, per class),
                                       "index": npz file name, "points": bin file name}
-    <name>_gt_database_<split>.npz    index arrays: name <U [K], frame_id <U [K], box float32 [K, 7]
-                                      (LiDAR frame, where the object was), num_points int32 [K],
+    <name>_gt_database_<split>.npz    index arrays: name <U [K], frame_id <U [K], box float32 [K, 7 (+2)]
+                                      (LiDAR frame, where the object was; vx, vy when the frames' boxes
+                                      carry velocities), num_points int32 [K],
                                       difficulty int8 [K] (0 easy, 1 moderate, 2 hard, -1 other),
                                       offset int64 [K + 1] (rows of each object in the bin file)
     <name>_gt_database_<split>.bin    float32 [P, 3 + C] raw points, x, y, z relative to the box centre
@@ -40,17 +41,20 @@ def database_paths(root: str | PathLike, dataset: str, split: str) -> tuple[Path
 
 def write_database(root: str | PathLike, dataset: str, split: str, columns: Iterable[str],
                    frames: Iterable[dict]) -> Path:
-    """Write the database from frames {"frame_id", "points" [N, 3 + C], "gt_boxes" [M, 7+], "names" [M],
-    "difficulty" [M]}; returns the header path. Objects with no point are left out, counted in "empty"."""
+    """Write the database from frames {"frame_id", "points" [N, 3 + C], "gt_boxes" [M, 7 (+2)], "names" [M],
+    "difficulty" [M]}; returns the header path. Objects with no point are left out, counted in "empty".
+    Boxes keep their velocities (vx, vy) when every frame's boxes have them."""
     header_path, index_path, bin_path = database_paths(root, dataset, split)
     names, frame_ids, boxes, counts, difficulty = [], [], [], [], []
     empty: Counter = Counter()
+    width = 9
     with open(bin_path, "wb") as out:
         for frame in frames:
-            box = np.asarray(frame["gt_boxes"], np.float32)[:, :7]
+            box = np.asarray(frame["gt_boxes"], np.float32)
+            width = min(width, box.shape[1] if box.ndim == 2 else 7)
             if not len(box):
                 continue
-            owner = points_in_boxes(frame["points"], box)
+            owner = points_in_boxes(frame["points"], box[:, :7])
             order = np.argsort(owner, kind="stable")
             starts = np.searchsorted(owner[order], np.arange(len(box) + 1))
             for k in range(len(box)):
@@ -63,12 +67,13 @@ def write_database(root: str | PathLike, dataset: str, split: str, columns: Iter
                 out.write(np.ascontiguousarray(pts, "<f4").tobytes())
                 names.append(str(frame["names"][k]))
                 frame_ids.append(str(frame["frame_id"]))
-                boxes.append(box[k])
+                boxes.append(box[k, :9])
                 counts.append(len(rows))
                 difficulty.append(int(frame["difficulty"][k]))
     offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
     np.savez(index_path, name=np.asarray(names, dtype=str), frame_id=np.asarray(frame_ids, dtype=str),
-             box=np.asarray(boxes, np.float32).reshape(-1, 7), num_points=np.asarray(counts, np.int32),
+             box=np.array([b[:width] for b in boxes], np.float32).reshape(-1, width),
+             num_points=np.asarray(counts, np.int32),
              difficulty=np.asarray(difficulty, np.int8), offset=offsets)
     columns = list(columns)
     header = {"format": FORMAT, "version": VERSION, "dataset": dataset, "split": split, "columns": columns,
@@ -118,6 +123,8 @@ class GTDatabase:
                 np.diff(arrays["offset"]) < 0).any():
             raise DataFormatError(index_path, f"index arrays disagree ({k} names, lengths {lengths}); rerun "
                                               "tools/create_data.py")
+        if arrays["box"].ndim != 2 or arrays["box"].shape[1] not in (7, 9):
+            raise DataFormatError(index_path, f"box must be [K, 7] or [K, 9], got {list(arrays['box'].shape)}")
         columns = list(header["columns"])
         bin_path = path.parent / header["points"]
         size = bin_path.stat().st_size if bin_path.is_file() else -1

@@ -322,8 +322,8 @@ class WaymoDataset(PointCloudDataset):
         return out
 
     def read_boxes(self, segment: str, timestamp: int) -> dict[str, np.ndarray]:
-        """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy), name, difficulty
-        int8 (1 LEVEL_1, 2 LEVEL_2), num_points int64."""
+        """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy; vx, vy NaN when the file has no
+        speed columns), name, difficulty int8 (1 LEVEL_1, 2 LEVEL_2), num_points int64."""
         boxes = self._segment_tables(segment).get("boxes")
         if boxes is None:
             return {"box": np.zeros((0, 9), np.float32), "name": np.zeros(0, str),
@@ -334,8 +334,8 @@ class WaymoDataset(PointCloudDataset):
 
         def col(name: str) -> np.ndarray:
             full = f"{BOX}.{name}"
-            if full not in boxes.schema.names:
-                return np.zeros(len(rows))
+            if full not in boxes.schema.names:  # optional columns: an unknown speed is NaN, not standing still
+                return np.full(len(rows), np.nan if name.startswith("speed") else 0.0)
             return numeric_column(path, boxes, full, rows, where)
 
         box = np.stack([col(c) for c in ("box.center.x", "box.center.y", "box.center.z", "box.size.x",

@@ -132,12 +132,16 @@ def read_index(path: Path) -> list[dict]:
 
 def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
     """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
-    frames [(timestamp, {"boxes" [K, 7+], "scores" [K], "labels" 1..K})]."""
+    frames [(timestamp, {"boxes" [K, 7 (+2)], "scores" [K], "labels" 1..K})]; boxes with velocities (vx, vy)
+    also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them)."""
     import pyarrow as pa
 
     type_ids = {name: i for i, name in WAYMO_TYPES.items()}
     rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], "key.laser_object_id": []}
     fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
+    widths = {np.shape(pred["boxes"])[-1] for _, pred in frames if len(pred["scores"])}
+    if widths == {9}:
+        fields += ("speed.x", "speed.y")
     for name in (*fields, "type", "score"):
         rows[f"{BOX}.{name}"] = []
     for timestamp, pred in frames:

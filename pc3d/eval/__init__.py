@@ -1,5 +1,5 @@
-"""Metrics as pure functions of arrays, on CPU: KITTI AP (R11 / R40), Waymo AP / APH,
-segmentation mIoU, MOS IoU, scene-flow EPE / accuracy and classification accuracy.
+"""Metrics as pure functions of arrays, on CPU: KITTI AP (R11 / R40), Waymo AP / APH, box velocity error
+(nuScenes AVE), segmentation mIoU, MOS IoU, scene-flow EPE / accuracy and classification accuracy.
 """
 from .classification import classification_metrics, mean_class_accuracy, overall_accuracy
 from .kitti import KittiResult, format_kitti_table, kitti_eval
@@ -13,6 +13,7 @@ from .segmentation import (
     pseudo_label_quality,
     segmentation_metrics,
 )
+from .velocity import velocity_error
 from .waymo import waymo_eval
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "read_kitti_label",
     "scene_flow_metrics",
     "segmentation_metrics",
+    "velocity_error",
     "waymo_eval",
     "write_kitti_label",
 ]

@@ -119,7 +119,8 @@ def to_kitti_anno(prediction: dict, calib: KittiCalib, image_shape: tuple[int, i
 
     Boxes whose centre is behind the camera or whose 2D box falls outside the image are dropped (they
     cannot be KITTI labels), as OpenPCDet does."""
-    boxes = np.asarray(prediction["boxes"], np.float32).reshape(-1, 7)
+    boxes = np.asarray(prediction["boxes"], np.float32)
+    boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 7)[:, :7]  # a velocity (vx, vy) has no KITTI field
     anno = empty_anno(with_score=True)
     if len(boxes) == 0:
         return anno

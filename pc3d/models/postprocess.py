@@ -1,7 +1,8 @@
 """Post-processing of detection candidates: score threshold, per-class rotated or circle NMS, top-K.
 
 Produces the per-frame prediction every detector returns in eval mode (LiDAR frame, numpy):
-``{"frame_id": str, "boxes": float32 [K, 7], "scores": float32 [K], "labels": int64 [K] (1..num classes)}``.
+``{"frame_id": str, "boxes": float32 [K, 7 (+2)], "scores": float32 [K], "labels": int64 [K] (1..num classes)}``;
+boxes are x, y, z, dx, dy, dz, heading (, vx, vy when the head regresses velocity), as the batch's gt_boxes.
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from pc3d.geometry import nms_circle, nms_multiclass, wrap_angle
 
 
 class PostProcessor(nn.Module):
-    """Candidates (boxes [N, 7+], scores [N], labels [N]) of each frame -> the prediction dicts above.
+    """Candidates (boxes [N, 7 (+2)], scores [N], labels [N]) of each frame -> the prediction dicts above (NMS
+    reads the first 7 columns).
 
     nms: 'rotated' (per-class BEV IoU above iou_threshold is suppressed), 'circle' (per-class centre
     distance below min_radius metres, CenterPoint) or 'none'. pre_max_size caps the candidates per
@@ -35,7 +37,7 @@ class PostProcessor(nn.Module):
         return [self.frame(*c, frame_id=f) for c, f in zip(candidates, frame_ids, strict=True)]
 
     def frame(self, boxes, scores, labels, frame_id: str = "") -> dict:
-        boxes = _np(boxes).astype(np.float32).reshape(-1, boxes.shape[-1] if len(boxes) else 7)[:, :7]
+        boxes = _np(boxes).astype(np.float32).reshape(-1, boxes.shape[-1] if len(boxes) else 7)[:, :9]
         scores, labels = _np(scores).astype(np.float32).reshape(-1), _np(labels).astype(np.int64).reshape(-1)
         keep = scores >= self.score_threshold
         boxes, scores, labels = boxes[keep], scores[keep], labels[keep]

@@ -1,4 +1,5 @@
-"""Bird's-eye-view images in pure numpy: points as pixels, boxes as outlines with a heading tick.
+"""Bird's-eye-view images in pure numpy: points as pixels, boxes as outlines with a heading tick (and the way
+a box with a velocity moves in a second).
 The fallback when no 3D renderer is available, and a useful plot of its own."""
 from __future__ import annotations
 
@@ -34,7 +35,8 @@ def draw_line(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, color, thicknes
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], resolution: float,
                labels: np.ndarray | None = None, thickness: int = 2) -> None:
-    """Box outlines (BEV footprint) and a centre-to-front heading tick; ground truth when labels is None."""
+    """Box outlines (BEV footprint) and a centre-to-front heading tick; ground truth when labels is None. Boxes
+    [K, 9] with a finite velocity (vx, vy) also get a thin line from the centre to where it is a second later."""
     if len(boxes) == 0:
         return
     corners = np.asarray(boxes_to_corners(np.asarray(boxes, np.float64)[:, :7]))[:, :4, :2]  # bottom face
@@ -49,6 +51,9 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], reso
         front = np.array([[boxes[k, 0] + 0.5 * boxes[k, 3] * np.cos(heading),
                            boxes[k, 1] + 0.5 * boxes[k, 3] * np.sin(heading)]])
         draw_line(image, centre, _to_pixels(front, area, resolution, h)[0], color, thickness)
+        if boxes.shape[1] >= 9 and np.isfinite(boxes[k, 7:9]).all() and np.hypot(*boxes[k, 7:9]) > 0.1:
+            ahead = np.asarray(boxes[k:k + 1, :2], np.float64) + np.asarray(boxes[k:k + 1, 7:9], np.float64)
+            draw_line(image, centre, _to_pixels(ahead, area, resolution, h)[0], color, max(1, thickness // 2))
 
 
 def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxes: np.ndarray | None = None,
@@ -77,8 +82,8 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
         for (a, b), color in zip(lines, np.repeat(flow_colors(flow)[rows], 3, 0), strict=True):
             draw_line(image, px[a], px[b], color)
     if gt_boxes is not None:
-        draw_boxes(image, np.asarray(gt_boxes)[:, :7], area, resolution, None, thick)
+        draw_boxes(image, np.asarray(gt_boxes)[:, :9], area, resolution, None, thick)
     if pred_boxes is not None:
         labels = np.ones(len(pred_boxes), np.int64) if pred_labels is None else pred_labels
-        draw_boxes(image, np.asarray(pred_boxes)[:, :7], area, resolution, labels, thick)
+        draw_boxes(image, np.asarray(pred_boxes)[:, :9], area, resolution, labels, thick)
     return image

@@ -48,7 +48,8 @@ class Scene:
 
 def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Vertices [M * 10, 3] and line index pairs [M * 13, 2]: each box's 8 corners + centre + front centre."""
-    boxes = np.asarray(boxes, np.float64).reshape(-1, 7 if np.asarray(boxes).size else 7)[:, :7]
+    boxes = np.asarray(boxes, np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 7)[:, :7]
     corners = np.asarray(boxes_to_corners(boxes)).reshape(-1, 8, 3)
     centre = boxes[:, None, :3]
     front = centre + 0.5 * boxes[:, None, 3:4] * np.stack([np.cos(boxes[:, 6]), np.sin(boxes[:, 6]),

@@ -37,6 +37,8 @@ class GTSampling:
     WaymoDataset with n_past_scans, and the single-sweep database tools/create_data.py writes): pasted points
     get time 0, objects seen in the current sweep only (OpenPCDet's multi-frame databases keep each object's
     points of every sweep instead).
+    Pasted boxes keep the database's velocities (vx, vy); a frame with velocities and a database without them
+    (written before it kept them) gives its pasted boxes NaN velocities: unknown, which a velocity head skips.
     """
 
     def __init__(self, database: str | PathLike, class_names: Sequence[str], sample_groups: Mapping[str, int],
@@ -87,9 +89,9 @@ class GTSampling:
             if want <= 0 or not len(pool):
                 continue
             picks = pool[rng.choice(len(pool), min(want, len(pool)), replace=False)]
-            accepted = self._non_overlapping(db.box[picks], placed)
+            accepted = self._non_overlapping(db.box[picks, :7], placed)
             chosen.append(picks[accepted])
-            placed = np.concatenate([placed, db.box[picks[accepted]]])
+            placed = np.concatenate([placed, db.box[picks[accepted], :7]])
         picks = np.concatenate(chosen) if chosen else np.zeros(0, np.int64)
         if not len(picks):
             return sample
@@ -103,7 +105,9 @@ class GTSampling:
             pts[:, :3] += box[:3]
         sample["points"] = np.concatenate([sample["points"], *pasted]).astype(np.float32, copy=False)
         padded = np.zeros((len(picks), boxes.shape[1]), np.float32)
-        padded[:, :7] = new_boxes
+        padded[:, 7:] = np.nan  # a velocity the database does not know (a database written without one)
+        width = min(boxes.shape[1], new_boxes.shape[1])
+        padded[:, :width] = new_boxes[:, :width]
         sample["gt_boxes"] = np.concatenate([boxes, padded])
         ids = np.asarray([self.class_names.index(n) + 1 for n in db.name[picks]], np.int64)
         sample["gt_labels"] = np.concatenate([labels, ids])

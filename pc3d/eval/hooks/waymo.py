@@ -1,7 +1,9 @@
 """Waymo Open Dataset detection hook: AP / APH at LEVEL_1 and LEVEL_2 per class (``pc3d.eval.waymo_eval``).
 
 Ground truth comes from ``dataset.annotations(i)`` (the segment's lidar_box rows; no range image read).
-Keys: ``Vehicle/L2_APH`` ... and ``mean/L2_APH`` (percent). ``point_cloud_range``: when a recipe crops
+Keys: ``Vehicle/L2_APH`` ... and ``mean/L2_APH`` (percent); when the model predicts velocities (boxes [K, 9])
+also ``Vehicle/AVE`` ... ``mean/AVE``, nuScenes' average velocity error in m/s (``pc3d.eval.velocity``; lower
+is better), against the boxes' ``speed`` columns. ``point_cloud_range``: when a recipe crops
 its input (CPU recipes do), only ground truth and predictions whose centres lie inside the x / y range
 are scored, and the table says so; null scores everything, as the official evaluation does.
 """
@@ -12,6 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from pc3d.eval.velocity import velocity_error
 from pc3d.eval.waymo import LEVELS, waymo_eval
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,16 @@ def waymo_table(result: dict, classes: Sequence[str], title: str) -> str:
     return "\n".join(lines)
 
 
+def velocity_table(result: dict, classes: Sequence[str]) -> str:
+    """Markdown table of a velocity_error result."""
+    lines = ["Average velocity error (nuScenes AVE, m/s; TPs within 2 m of their ground truth)", "",
+             "| class | AVE | TP / GT |", "| --- | --- | --- |"]
+    lines += [f"| {cls} | {result[cls.lower()]['AVE']:.3f} | {result[cls.lower()]['num_tp']} / "
+              f"{result[cls.lower()]['num_gt']} |" for cls in classes]
+    lines.append(f"| mean | {result['mean']['AVE']:.3f} | |")
+    return "\n".join(lines)
+
+
 class WaymoEvaluator:
     """hook(dataset, predictions) -> ``{"<Class>/<L1|L2>_<AP|APH>", "mean/..."}`` in percent; the table in
     ``last_table``. classes: default the dataset's class_names (Vehicle, Pedestrian, Cyclist)."""
@@ -55,18 +68,24 @@ class WaymoEvaluator:
         for i, pred in enumerate(predictions):
             annos = dataset.annotations(i)["annos"]
             keep = _inside(annos["box"], self.point_cloud_range)
-            gts.append({"boxes": annos["box"][keep, :7], "types": annos["name"][keep],
+            gts.append({"boxes": annos["box"][keep], "types": annos["name"][keep],
                         "num_points": annos["num_points"][keep], "difficulty": annos["difficulty"][keep]})
             boxes = np.asarray(pred["boxes"], np.float64)
             boxes = boxes if boxes.ndim == 2 else boxes.reshape(0, 7)
             keep = _inside(boxes, self.point_cloud_range)
             names = np.asarray(class_names)[np.asarray(pred["labels"], np.int64) - 1]
-            dts.append({"boxes": boxes[keep, :7], "types": names[keep], "scores": np.asarray(pred["scores"])[keep]})
-        result = waymo_eval(gts, dts, tuple(c.lower() for c in classes))  # waymo_eval compares lower-case names
+            dts.append({"boxes": boxes[keep], "types": np.char.lower(names[keep]),
+                        "scores": np.asarray(pred["scores"])[keep]})
+        lower = tuple(c.lower() for c in classes)
+        result = waymo_eval(gts, dts, lower)  # waymo_eval compares lower-case names
         where = ("all boxes" if self.point_cloud_range is None else
                  f"boxes with centres inside x, y range {self.point_cloud_range[0]:g}..{self.point_cloud_range[3]:g}, "
                  f"{self.point_cloud_range[1]:g}..{self.point_cloud_range[4]:g} m")
         self.last_table = waymo_table(result, classes, f"Waymo AP / APH (%) over {len(predictions)} frames, {where}")
+        velocity = None
+        if any(len(d["boxes"]) for d in dts) and all(d["boxes"].shape[1] >= 9 for d in dts if len(d["boxes"])):
+            velocity = velocity_error([g | {"types": np.char.lower(g["types"])} for g in gts], dts, lower)
+            self.last_table += "\n\n" + velocity_table(velocity, classes)
         log.info("%s", self.last_table)
         out = {}
         for name in (*classes, "mean"):
@@ -74,4 +93,6 @@ class WaymoEvaluator:
             for level, short in zip(LEVELS, ("L1", "L2"), strict=True):
                 for metric in ("AP", "APH"):
                     out[f"{name}/{short}_{metric}"] = 100 * r[level][metric]
+            if velocity is not None:
+                out[f"{name}/AVE"] = velocity[name.lower() if name != "mean" else "mean"]["AVE"]
         return out

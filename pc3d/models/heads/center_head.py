@@ -1,5 +1,6 @@
 """CenterPoint's head: per task (a group of classes) a Gaussian heat map with focal loss and L1
-regression of the centre offset, z, log size and heading (sin, cos) at each centre; optional IoU branch."""
+regression of the centre offset, z, log size and heading (sin, cos) at each centre; optional velocity
+(vx, vy, CenterPoint's nuScenes head) and IoU branches."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -13,7 +14,10 @@ from pc3d.geometry import CenterPointCoder, iou_3d_aligned
 from pc3d.models.heads.center_targets import center_targets
 from pc3d.models.heads.losses import gaussian_focal_loss
 
-BRANCHES = {"center": 2, "center_z": 1, "dim": 3, "rot": 2}
+BRANCHES = {"center": 2, "center_z": 1, "dim": 3, "rot": 2}  # the regression, in CenterPointCoder.encode's order
+VELOCITY = {"vel": 2}
+# CenterPoint's nuScenes weights: velocity errors (m/s) weigh a fifth of the box terms
+VELOCITY_CODE_WEIGHTS = (0.2, 0.2)
 
 
 def _branch(cin: int, cout: int, channels: int, num_convs: int, bias: float = 0.0) -> nn.Sequential:
@@ -27,12 +31,13 @@ def _branch(cin: int, cout: int, channels: int, num_convs: int, bias: float = 0.
 
 
 class SeparateHead(nn.Module):
-    """One task's branches: hm (num_classes), center (2), center_z (1), dim (3), rot (2) (, iou (1))."""
+    """One task's branches: hm (num_classes), center (2), center_z (1), dim (3), rot (2) (, vel (2)) (, iou (1))."""
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 64, num_convs: int = 2,
-                 with_iou: bool = False):
+                 with_iou: bool = False, with_velocity: bool = False):
         super().__init__()
-        outs = {"hm": num_classes, **BRANCHES, **({"iou": 1} if with_iou else {})}
+        outs = {"hm": num_classes, **BRANCHES, **(VELOCITY if with_velocity else {}),
+                **({"iou": 1} if with_iou else {})}
         self.branches = nn.ModuleDict({
             name: _branch(in_channels, c, channels, num_convs, -2.19 if name == "hm" else 0.0)
             for name, c in outs.items()})
@@ -47,7 +52,11 @@ class CenterHead(nn.Module):
     tasks: class groups by name, e.g. [[Car], [Pedestrian, Cyclist]]; class_names: the dataset's
     list (labels are 1 + index in it). out_stride: BEV cells per voxel (the 3D backbone's stride).
     loss(out, batch) -> {"loss", "loss_hm", "loss_reg"(, "loss_iou")}; predict(out) -> per frame
-    (boxes [N, 7], scores [N], labels [N]), each task's top max_per_task above score_threshold.
+    (boxes [N, 7 (+2)], scores [N], labels [N]), each task's top max_per_task above score_threshold.
+    with_velocity: a vel branch regresses each box's velocity (vx, vy in m/s, the boxes' columns 7, 8; it needs
+    gt_boxes [M, 9], and a box whose velocity is NaN, unknown, adds no velocity loss); boxes then have 9 columns.
+    code_weights: the L1 weight of each regression channel (8, or 10 with velocity; default 1 each and 0.2 for
+    vx, vy).
     with_iou: an IoU branch regresses each box's 3D IoU with its ground truth (as 2 * IoU - 1) and
     predict rectifies scores to heat ** (1 - a) * IoU ** a; iou_rectifier a: one value or one per class.
     """
@@ -56,7 +65,8 @@ class CenterHead(nn.Module):
                  voxel_size: Sequence[float], point_cloud_range: Sequence[float], out_stride: int,
                  shared_channels: int = 64, head_channels: int = 64, num_head_convs: int = 2, with_iou: bool = False,
                  hm_weight: float = 1.0, reg_weight: float = 2.0, iou_weight: float = 1.0,
-                 code_weights: Sequence[float] = (1.0,) * 8, max_objs: int = 500, min_overlap: float = 0.1,
+                 code_weights: Sequence[float] | None = None, with_velocity: bool = False,
+                 max_objs: int = 500, min_overlap: float = 0.1,
                  min_radius: int = 2, score_threshold: float = 0.1, max_per_task: int = 500,
                  iou_rectifier: float | Sequence[float] = 0.68, post_center_range: Sequence[float] | None = None):
         super().__init__()
@@ -65,10 +75,18 @@ class CenterHead(nn.Module):
         self.coder = CenterPointCoder(voxel_size, point_cloud_range, out_stride)
         self.shared = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False),
                                     nn.BatchNorm2d(shared_channels), nn.ReLU())
-        self.heads = nn.ModuleList(SeparateHead(shared_channels, len(t), head_channels, num_head_convs, with_iou)
-                                   for t in self.tasks)
-        self.with_iou = with_iou
+        self.heads = nn.ModuleList(SeparateHead(shared_channels, len(t), head_channels, num_head_convs, with_iou,
+                                                with_velocity) for t in self.tasks)
+        self.with_iou, self.with_velocity = with_iou, with_velocity
+        self.regression = [*BRANCHES, *(VELOCITY if with_velocity else {})]
         self.weights = (hm_weight, reg_weight, iou_weight)
+        width = sum({**BRANCHES, **VELOCITY}[name] for name in self.regression)
+        if code_weights is None:
+            code_weights = (1.0,) * 8 + (VELOCITY_CODE_WEIGHTS if with_velocity else ())
+        if len(code_weights) != width:
+            names = "offset x, y, z, log dx, dy, dz, sin, cos" + (", vx, vy" if with_velocity else "")
+            raise ConfigError(f"code_weights needs one weight per regression channel ({width}: {names}), got "
+                              f"{len(code_weights)}")
         self.register_buffer("code_weights", torch.tensor(code_weights, dtype=torch.float32), persistent=False)
         self.max_objs, self.min_overlap, self.min_radius = max_objs, min_overlap, min_radius
         self.score_threshold, self.max_per_task = score_threshold, max_per_task
@@ -90,6 +108,9 @@ class CenterHead(nn.Module):
     def targets(self, batch: dict, map_size: tuple[int, int], device) -> list[dict[str, torch.Tensor]]:
         """Per task, the batch's stacked center_targets (torch, on `device`)."""
         gt = batch["gt_boxes"].cpu().numpy()
+        if self.with_velocity and gt.shape[-1] < 10:
+            raise ConfigError("CenterHead with_velocity: the batch's gt_boxes have no velocity columns (the dataset "
+                              "gives boxes [M, 7]); train without model.dense_head.with_velocity")
         out = []
         for task in self.tasks:
             frames = []
@@ -97,13 +118,13 @@ class CenterHead(nn.Module):
                 labels = gt[i, :n, -1].astype(np.int64)
                 sel = np.isin(labels, task)
                 classes = np.searchsorted(task, labels[sel]) if sel.any() else labels[sel]
-                frames.append(center_targets(gt[i, :n][sel], classes, len(task), map_size, self.coder,
-                                             self.max_objs, self.min_overlap, self.min_radius))
+                frames.append(center_targets(gt[i, :n, :-1][sel], classes, len(task), map_size, self.coder,
+                                             self.max_objs, self.min_overlap, self.min_radius, self.with_velocity))
             out.append({k: torch.from_numpy(np.stack([f[k] for f in frames])).to(device) for k in frames[0]})
         return out
 
     def decode_at(self, pred: dict[str, torch.Tensor], index: torch.Tensor, width: int) -> torch.Tensor:
-        """Boxes [B, K, 7] decoded from the regression maps at flat cell indices index [B, K]."""
+        """Boxes [B, K, 7 (+2)] decoded from the regression maps at flat cell indices index [B, K]."""
         def gather(t: torch.Tensor) -> torch.Tensor:
             flat = t.flatten(2)  # [B, C, H*W]
             return flat.gather(2, index[:, None, :].expand(-1, flat.shape[1], -1)).transpose(1, 2)
@@ -111,7 +132,8 @@ class CenterHead(nn.Module):
         cells = torch.stack([index % width, index // width], -1).to(pred["center"].dtype)
         rot = gather(pred["rot"])
         return self.coder.decode(gather(pred["center"]), gather(pred["center_z"]), gather(pred["dim"]),
-                                 rot[..., 0:1], rot[..., 1:2], None, cells)
+                                 rot[..., 0:1], rot[..., 1:2], gather(pred["vel"]) if self.with_velocity else None,
+                                 cells)
 
     def loss(self, preds: list[dict], batch: dict) -> dict:
         h, w = preds[0]["hm"].shape[2:]
@@ -119,11 +141,13 @@ class CenterHead(nn.Module):
         loss_hm = loss_reg = loss_iou = 0.0
         for pred, tgt in zip(preds, targets, strict=True):
             loss_hm = loss_hm + gaussian_focal_loss(pred["hm"], tgt["heatmap"])
-            reg = torch.cat([pred[k] for k in BRANCHES], 1).flatten(2)  # [B, 8, H*W]
+            reg = torch.cat([pred[k] for k in self.regression], 1).flatten(2)  # [B, 8 (+2), H*W]
             reg = reg.gather(2, tgt["index"][:, None, :].expand(-1, reg.shape[1], -1)).transpose(1, 2)
             mask = tgt["mask"].float()
             num = mask.sum().clamp(min=1)
-            loss_reg = loss_reg + ((reg - tgt["targets"]).abs() * self.code_weights * mask[..., None]).sum() / num
+            known = torch.isfinite(tgt["targets"])  # False only for unknown velocities
+            error = torch.where(known, reg - tgt["targets"].nan_to_num(), 0.0).abs()
+            loss_reg = loss_reg + (error * self.code_weights * mask[..., None]).sum() / num
             if self.with_iou:
                 with torch.no_grad():
                     boxes = self.decode_at(pred, tgt["index"], w)

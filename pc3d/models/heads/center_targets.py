@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 
+from pc3d.errors import ConfigError
 from pc3d.geometry import CenterPointCoder
 
 
@@ -35,25 +36,30 @@ def draw_gaussian(heatmap: np.ndarray, cx: int, cy: int, radius: int) -> None:
 
 
 def center_targets(gt_boxes: np.ndarray, gt_classes: np.ndarray, num_classes: int, map_size: tuple[int, int],
-                   coder: CenterPointCoder, max_objs: int = 500, min_overlap: float = 0.1, min_radius: int = 2
-                   ) -> dict[str, np.ndarray]:
+                   coder: CenterPointCoder, max_objs: int = 500, min_overlap: float = 0.1, min_radius: int = 2,
+                   velocity: bool = False) -> dict[str, np.ndarray]:
     """Targets of one frame and one task.
 
-    gt_boxes [M, 7]; gt_classes [M] in 0..num_classes-1 (the task's own class index); map_size (H, W).
+    gt_boxes [M, 7 (+2)]; gt_classes [M] in 0..num_classes-1 (the task's own class index); map_size (H, W).
     Returns heatmap float32 [num_classes, H, W], index int64 [max_objs] (iy * W + ix), mask bool
-    [max_objs], targets float32 [max_objs, 8] (CenterPointCoder.encode) and boxes float32 [max_objs, 7].
+    [max_objs], targets float32 [max_objs, 8] (CenterPointCoder.encode; [max_objs, 10] with `velocity`:
+    vx, vy last, NaN where a box's velocity is unknown) and boxes float32 [max_objs, 7].
     Boxes whose centre falls outside the map are skipped.
     """
+    if velocity and gt_boxes.shape[1] < 9:
+        raise ConfigError(f"velocity targets need boxes [M, 9] (x, y, z, dx, dy, dz, heading, vx, vy), got "
+                          f"{gt_boxes.shape[1]} columns: the dataset has no box velocities")
+    width = 9 if velocity else 7
     h, w = map_size
     heatmap = np.zeros((num_classes, h, w), np.float32)
     index = np.zeros(max_objs, np.int64)
     mask = np.zeros(max_objs, bool)
-    targets = np.zeros((max_objs, 8), np.float32)
+    targets = np.zeros((max_objs, width + 1), np.float32)
     boxes = np.zeros((max_objs, 7), np.float32)
     if len(gt_boxes) == 0:
         return {"heatmap": heatmap, "index": index, "mask": mask, "targets": targets, "boxes": boxes}
     cells = coder.cell_index(gt_boxes[:, :7])
-    encoded = coder.encode(gt_boxes[:, :7].astype(np.float32), cells)
+    encoded = coder.encode(gt_boxes[:, :width].astype(np.float32), cells)
     n = 0
     for k in range(len(gt_boxes)):
         cx, cy = int(cells[k, 0]), int(cells[k, 1])
