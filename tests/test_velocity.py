@@ -196,3 +196,15 @@ def test_bev_draws_where_a_moving_box_goes():
     drawn = lambda boxes: (render_bev(np.zeros((0, 3)), pred_boxes=boxes, pred_labels=[1], area=area)[ahead]  # noqa: E731
                            != 16).any()  # the background is grey 16
     assert drawn(moving) and not drawn(still) and not drawn(moving[:, :7])
+
+
+def test_open3d_box_of_a_moving_object_carries_its_arrow():
+    pytest.importorskip("open3d")
+    from pc3d.viz import Scene
+    from pc3d.viz.scene import geometries
+
+    boxes = np.array([car(5, 0, 8, 0), car(15, 0, 0, 0)], np.float32)
+    lines = dict(geometries(Scene(np.zeros((1, 4), np.float32), None, boxes, np.ones(2), np.ones(2, np.int64))))
+    moving, still = np.asarray(lines["pred_0"].points), np.asarray(lines["pred_1"].points)
+    assert len(still) == 10 and len(moving) == 14  # 8 corners, centre, front (+ an arrow's 4 points)
+    np.testing.assert_allclose(moving[11], [13, 0, 0])  # the tip: the centre a second later

@@ -91,7 +91,8 @@ def to_linear(srgb: np.ndarray) -> np.ndarray:
 
 
 def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0) -> list[tuple[str, object]]:
-    """[(name, open3d geometry)]: 'points', then 'gt_i' and 'pred_i' line sets."""
+    """[(name, open3d geometry)]: 'points', then 'gt_i' and 'pred_i' line sets (a box with a velocity also
+    draws an arrow to where it is a second later)."""
     import open3d as o3d
 
     pcd = o3d.geometry.PointCloud(o3d.utility.Vector3dVector(np.asarray(scene.points[:, :3], np.float64)))
@@ -113,6 +114,9 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
             if scores is not None and scores[i] < min_score:
                 continue
             verts, lines = box_lines(box[None])
+            if len(box) >= 9 and np.isfinite(box[7:9]).all() and np.hypot(*box[7:9]) > 0.1:  # a second of motion
+                arrow, strokes, _ = flow_arrows(box[None, :3], np.array([[box[7], box[8], 0.0]]))
+                verts, lines = np.concatenate([verts, arrow]), np.concatenate([lines, strokes + len(verts)])
             ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
             color = np.asarray(box_color(None if labels is None else int(labels[i])), np.float64)
             if scores is not None:  # fainter boxes for lower scores
