@@ -208,3 +208,11 @@ def test_open3d_box_of_a_moving_object_carries_its_arrow():
     moving, still = np.asarray(lines["pred_0"].points), np.asarray(lines["pred_1"].points)
     assert len(still) == 10 and len(moving) == 14  # 8 corners, centre, front (+ an arrow's 4 points)
     np.testing.assert_allclose(moving[11], [13, 0, 0])  # the tip: the centre a second later
+
+
+def test_a_nan_box_still_fails_loudly():
+    """Only the velocity columns may be unknown: a NaN centre is a bug upstream and shows as a NaN loss."""
+    batch = velocity_batch()
+    batch["gt_boxes"][0, 0, 2] = float("nan")
+    head = velocity_head()
+    assert torch.isnan(head.loss(head(torch.zeros(1, 16, 16, 16)), batch)["loss_reg"])

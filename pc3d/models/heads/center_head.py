@@ -145,8 +145,9 @@ class CenterHead(nn.Module):
             reg = reg.gather(2, tgt["index"][:, None, :].expand(-1, reg.shape[1], -1)).transpose(1, 2)
             mask = tgt["mask"].float()
             num = mask.sum().clamp(min=1)
-            known = torch.isfinite(tgt["targets"])  # False only for unknown velocities
-            error = torch.where(known, reg - tgt["targets"].nan_to_num(), 0.0).abs()
+            known = torch.ones_like(tgt["targets"], dtype=torch.bool)
+            known[..., 8:] = torch.isfinite(tgt["targets"][..., 8:])  # an unknown velocity (NaN) adds no loss
+            error = torch.where(known, reg - tgt["targets"], 0.0).abs()
             loss_reg = loss_reg + (error * self.code_weights * mask[..., None]).sum() / num
             if self.with_iou:
                 with torch.no_grad():
