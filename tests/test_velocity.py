@@ -216,3 +216,12 @@ def test_a_nan_box_still_fails_loudly():
     batch["gt_boxes"][0, 0, 2] = float("nan")
     head = velocity_head()
     assert torch.isnan(head.loss(head(torch.zeros(1, 16, 16, 16)), batch)["loss_reg"])
+
+
+def test_velocity_branch_depth():
+    """One 3x3 conv on the shared features by default (no private ReLU layer to die at parked cars); CenterPoint's
+    two on request."""
+    assert [type(m).__name__ for m in velocity_head().heads[0].branches["vel"]] == ["Conv2d"]
+    deep = velocity_head(velocity_convs=2).heads[0].branches["vel"]
+    assert [type(m).__name__ for m in deep] == ["Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    assert len(velocity_head().heads[0].branches["rot"]) == 4  # the other branches keep num_head_convs
