@@ -9,7 +9,7 @@ import numpy as np
 
 from pc3d.geometry import boxes_to_corners
 from pc3d.viz.colors import box_color, flow_colors, point_colors
-from pc3d.viz.scene import flow_arrows
+from pc3d.viz.scene import flow_arrows, motion_arrows
 
 
 def _to_pixels(xy: np.ndarray, area: Sequence[float], resolution: float, height: int) -> np.ndarray:
@@ -36,7 +36,7 @@ def draw_line(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, color, thicknes
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], resolution: float,
                labels: np.ndarray | None = None, thickness: int = 2) -> None:
     """Box outlines (BEV footprint) and a centre-to-front heading tick; ground truth when labels is None. Boxes
-    [K, 9] with a finite velocity (vx, vy) also get a thin line from the centre to where it is a second later."""
+    [K, 9] with a known velocity (vx, vy) also get an arrow from the centre to where it is a second later."""
     if len(boxes) == 0:
         return
     corners = np.asarray(boxes_to_corners(np.asarray(boxes, np.float64)[:, :7]))[:, :4, :2]  # bottom face
@@ -51,9 +51,10 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], reso
         front = np.array([[boxes[k, 0] + 0.5 * boxes[k, 3] * np.cos(heading),
                            boxes[k, 1] + 0.5 * boxes[k, 3] * np.sin(heading)]])
         draw_line(image, centre, _to_pixels(front, area, resolution, h)[0], color, thickness)
-        if boxes.shape[1] >= 9 and np.isfinite(boxes[k, 7:9]).all() and np.hypot(*boxes[k, 7:9]) > 0.1:
-            ahead = np.asarray(boxes[k:k + 1, :2], np.float64) + np.asarray(boxes[k:k + 1, 7:9], np.float64)
-            draw_line(image, centre, _to_pixels(ahead, area, resolution, h)[0], color, max(1, thickness // 2))
+    verts, lines, rows = motion_arrows(boxes)
+    px = _to_pixels(verts[:, :2], area, resolution, h)
+    for (a, b), k in zip(lines, np.repeat(rows, 3), strict=True):
+        draw_line(image, px[a], px[b], box_color(None if labels is None else int(labels[k])), max(1, thickness // 2))
 
 
 def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxes: np.ndarray | None = None,

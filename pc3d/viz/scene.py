@@ -83,6 +83,17 @@ def flow_arrows(points: np.ndarray, flow: np.ndarray, max_arrows: int = MAX_ARRO
     return verts, lines, rows
 
 
+def motion_arrows(boxes: np.ndarray, min_speed: float = 0.1) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """flow_arrows from each box centre to where it is a second later, for boxes [K, 9] whose velocity (vx, vy) is
+    known and above min_speed m/s; none for boxes [K, 7]."""
+    boxes = np.asarray(boxes, np.float64)
+    boxes = boxes.reshape(-1, boxes.shape[-1] if boxes.size else 7)
+    velocity = np.c_[boxes[:, 7:9], np.zeros(len(boxes))] if boxes.shape[1] >= 9 else np.full((len(boxes), 3), np.nan)
+    moving = np.isfinite(velocity).all(1) & (np.hypot(velocity[:, 0], velocity[:, 1]) > min_speed)
+    velocity[~moving] = np.nan  # flow_arrows skips non-finite rows
+    return flow_arrows(boxes[:, :3], velocity)
+
+
 def to_linear(srgb: np.ndarray) -> np.ndarray:
     """sRGB colours (0..1, as palettes are written) -> the linear values Open3D's renderer expects, so a
     palette colour is displayed as itself rather than brightened by the output gamma."""
@@ -114,9 +125,8 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
             if scores is not None and scores[i] < min_score:
                 continue
             verts, lines = box_lines(box[None])
-            if len(box) >= 9 and np.isfinite(box[7:9]).all() and np.hypot(*box[7:9]) > 0.1:  # a second of motion
-                arrow, strokes, _ = flow_arrows(box[None, :3], np.array([[box[7], box[8], 0.0]]))
-                verts, lines = np.concatenate([verts, arrow]), np.concatenate([lines, strokes + len(verts)])
+            arrow, strokes, _ = motion_arrows(box[None])  # a second of motion, when the box has a velocity
+            verts, lines = np.concatenate([verts, arrow]), np.concatenate([lines, strokes + len(verts)])
             ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
             color = np.asarray(box_color(None if labels is None else int(labels[i])), np.float64)
             if scores is not None:  # fainter boxes for lower scores
