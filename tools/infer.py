@@ -30,6 +30,10 @@ SemanticKITTI sequence folder (poses.txt, calib.txt) or a Waymo segment (vehicle
 raw) and the past ones are moved into the new current frame by the relative pose, the same window the dataset
 built in training; the latency table's "prepare" row is that step. --bayes-filter fuses every
 scan's flags over the windows that hold it (4DMOS's binary Bayes filter, pc3d.infer.mos_filter).
+
+--track gives a detector's boxes track ids over a Waymo segment or a SemanticKITTI sequence (pc3d.infer.tracking:
+CenterPoint's greedy tracker in the world frame, on the detector's velocities when it predicts them); the ids go
+into the JSON ("track_ids") and the Waymo parquet's key.laser_object_id, which tools/eval_tracking.py scores.
 """
 from __future__ import annotations
 
@@ -88,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
 
         predictor.model.return_log_odds = True
         output = FilteredMosOutput(output, window.n_past_scans, args.bayes_prior)
+    if args.track:
+        output = tracked(output, task, source, dataset_cfg, args)
     renders = (Renders(out, args.render_mode, list(cfg.dataset.point_cloud_range), args.render_threshold)
                if args.render else None)
     if args.tta:
@@ -114,6 +120,29 @@ def run(args: argparse.Namespace) -> int:
     if renders is not None:
         print(renders.report(), flush=True)
     return 0
+
+
+def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespace):
+    """--track: the detection writer wrapped in a tracker (pc3d.infer.tracking), on a source with poses."""
+    from pc3d.infer.outputs import box_class_names
+    from pc3d.infer.tracking import TrackedOutput
+    from pc3d.track import GreedyTracker, max_distances
+
+    if task != "detection":
+        raise ConfigError(f"--track: tracks boxes; a {task} model gives none")
+    if not hasattr(source, "with_poses"):
+        raise ConfigError(f"{args.source}: a {source.kind} source has no poses; --track needs a sequence's poses "
+                          "(a Waymo v2 segment, or a SemanticKITTI sequence folder with poses.txt and calib.txt)")
+    source.with_poses = True
+    gates = {}
+    for item in args.track_distance:
+        name, _, metres = item.partition("=")
+        try:
+            gates[name] = float(metres)
+        except ValueError:
+            raise ConfigError(f"--track-distance {item!r}: expected CLASS=METRES, e.g. Pedestrian=1.5") from None
+    tracker = GreedyTracker(max_distances(box_class_names(dataset_cfg), gates), args.track_max_age)
+    return TrackedOutput(output, tracker, use_velocity=not args.track_no_velocity)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,6 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flow-fov", type=float, default=90.0, help="scene flow: azimuth kept around +x (degrees)")
     p.add_argument("--flow-min-z", type=float, default=-1.4, help="scene flow: drop points below this z (ground)")
     p.add_argument("--flow-keep-ground", action="store_true", help="scene flow: no ground cut")
+    p.add_argument("--track", action="store_true",
+                   help="detection over a sequence with poses: give each box a track id (greedy centre matching in "
+                        "the world frame, CenterPoint's tracker; pc3d.infer.tracking)")
+    p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
+                   help="--track: how far a detection may lie from its track's predicted centre, per class "
+                        "(defaults: pc3d.track.DEFAULT_MAX_DISTANCE, e.g. Vehicle 4, Pedestrian 1, Cyclist 2.5)")
+    p.add_argument("--track-max-age", type=int, default=3, help="--track: frames a track lives without a detection")
+    p.add_argument("--track-no-velocity", action="store_true",
+                   help="--track: predict tracks from their own motion even when the detector gives velocities")
     p.add_argument("--pad-features", action="store_true",
                    help="fill feature columns a cloud lacks with 0 and drop extra ones (default: refuse the frame)")
     args = p.parse_args(argv)

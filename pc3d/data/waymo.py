@@ -42,6 +42,7 @@ from .waymo_parquet import (
     CALIB,
     LASER,
     LIDAR,
+    OBJECT_ID,
     OPTIONAL_BOX_COLUMNS,
     SPLIT_ALIASES,
     TIMESTAMP,
@@ -323,7 +324,8 @@ class WaymoDataset(PointCloudDataset):
 
     def read_boxes(self, segment: str, timestamp: int) -> dict[str, np.ndarray]:
         """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy; vx, vy NaN when the file has no
-        speed columns), name, difficulty int8 (1 LEVEL_1, 2 LEVEL_2), num_points int64."""
+        speed columns), name, difficulty int8 (1 LEVEL_1, 2 LEVEL_2), num_points int64; and where the file has the
+        columns, tracking_difficulty int8 and id (``key.laser_object_id``, the object's track id, str)."""
         boxes = self._segment_tables(segment).get("boxes")
         if boxes is None:
             return {"box": np.zeros((0, 9), np.float32), "name": np.zeros(0, str),
@@ -348,10 +350,18 @@ class WaymoDataset(PointCloudDataset):
         unknown = sorted(set(types.tolist()) - set(WAYMO_TYPES))
         if unknown:
             raise DataFormatError(path, f"{where}unknown box types {unknown[:5]} (Waymo types: {WAYMO_TYPES})")
-        return {"box": box.astype(np.float32), "name": np.asarray([WAYMO_TYPES[t] for t in types.tolist()],
-                                                                   dtype=str).reshape(-1),
-                "difficulty": col("difficulty_level.detection").astype(np.int8),
-                "num_points": col("num_lidar_points_in_box").astype(np.int64)}
+        out = {"box": box.astype(np.float32), "name": np.asarray([WAYMO_TYPES[t] for t in types.tolist()],
+                                                                  dtype=str).reshape(-1),
+               "difficulty": col("difficulty_level.detection").astype(np.int8),
+               "num_points": col("num_lidar_points_in_box").astype(np.int64)}
+        if f"{BOX}.difficulty_level.tracking" in boxes.schema.names:
+            out["tracking_difficulty"] = col("difficulty_level.tracking").astype(np.int8)
+        if OBJECT_ID in boxes.schema.names:
+            ids = boxes.column(OBJECT_ID).take(rows)
+            if ids.null_count:
+                raise DataFormatError(path, f"{where}{ids.null_count} null values in {OBJECT_ID}")
+            out["id"] = np.asarray(ids.to_pylist(), dtype=str).reshape(-1)
+        return out
 
     def annotations(self, index: int) -> dict:
         """The frame's evaluation ground truth without reading its range images: ``{"annos": read_boxes(...)}``."""

@@ -22,7 +22,8 @@ INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
 BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
     "box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading",
     "type", "num_lidar_points_in_box", "difficulty_level.detection")]
-OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y"]
+OBJECT_ID = "key.laser_object_id"
+OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y", f"{BOX}.difficulty_level.tracking", OBJECT_ID]
 
 
 def parquet_module():
@@ -132,12 +133,14 @@ def read_index(path: Path) -> list[dict]:
 
 def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
     """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
-    frames [(timestamp, {"boxes" [K, 7 (+2)], "scores" [K], "labels" 1..K})]; boxes with velocities (vx, vy)
-    also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them)."""
+    frames [(timestamp, {"boxes" [K, 7 (+2)], "scores" [K], "labels" 1..K (, "track_ids" [K])})]; boxes with
+    velocities (vx, vy) also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them). The object id
+    (``key.laser_object_id``) is the track id where the frame has them (a tracking submission's convention),
+    else ``pred_<timestamp>_<k>``, unique per box."""
     import pyarrow as pa
 
     type_ids = {name: i for i, name in WAYMO_TYPES.items()}
-    rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], "key.laser_object_id": []}
+    rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], OBJECT_ID: []}
     fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
     widths = {np.shape(pred["boxes"])[-1] for _, pred in frames if len(pred["scores"])}
     if widths == {9}:
@@ -147,17 +150,44 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     for timestamp, pred in frames:
         count = len(pred["scores"])
         boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
+        tracks = pred.get("track_ids")
         for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
             rows[SEGMENT].append(segment)
             rows[TIMESTAMP].append(int(timestamp))
-            rows["key.laser_object_id"].append(f"pred_{timestamp}_{k}")
+            rows[OBJECT_ID].append(f"pred_{timestamp}_{k}" if tracks is None else str(int(tracks[k])))
             for j, name in enumerate(fields):
                 rows[f"{BOX}.{name}"].append(float(box[j]))
             rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
             rows[f"{BOX}.score"].append(float(score))
     table = pa.table({k: pa.array(v, pa.int64() if k in (TIMESTAMP, f"{BOX}.type") else
-                                  pa.string() if k in (SEGMENT, "key.laser_object_id") else pa.float64())
+                                  pa.string() if k in (SEGMENT, OBJECT_ID) else pa.float64())
                       for k, v in rows.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
     parquet_module().write_table(table, path)
     return path
+
+
+def read_box_predictions(path: Path) -> dict[int, dict]:
+    """A prediction parquet in the v2 ``lidar_box`` layout (write_box_predictions' or a tracker's): per timestamp
+    {"boxes" float64 [K, 7], "types" (names), "scores" [K], "ids" [K] (``key.laser_object_id``, str)}; a missing
+    column, a null or non-finite value or an unknown type is a DataFormatError naming the file."""
+    path = Path(path)
+    parquet = open_parquet(path)
+    fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
+    numeric = [TIMESTAMP, *(f"{BOX}.{c}" for c in (*fields, "type", "score"))]
+    require_columns(path, parquet, [*numeric, OBJECT_ID])
+    table = read_columns(path, parquet, [*numeric, OBJECT_ID])
+    stamps, boxes, types, scores = (numeric_column(path, table, TIMESTAMP).astype(np.int64),
+                                    np.stack([numeric_column(path, table, f"{BOX}.{c}") for c in fields], 1),
+                                    numeric_column(path, table, f"{BOX}.type").astype(np.int64),
+                                    numeric_column(path, table, f"{BOX}.score"))
+    unknown = sorted(set(types.tolist()) - set(WAYMO_TYPES))
+    if unknown:
+        raise DataFormatError(path, f"unknown box types {unknown[:5]} (Waymo types: {WAYMO_TYPES})")
+    ids = table.column(OBJECT_ID)
+    if ids.null_count:
+        raise DataFormatError(path, f"{ids.null_count} null values in {OBJECT_ID}")
+    ids = np.asarray(ids.to_pylist(), dtype=str).reshape(-1)
+    names = np.asarray([WAYMO_TYPES[t] for t in types.tolist()], dtype=str).reshape(-1)
+    return {int(t): {"boxes": boxes[rows], "types": names[rows], "scores": scores[rows], "ids": ids[rows]}
+            for t in np.unique(stamps).tolist() for rows in [np.flatnonzero(stamps == t)]}

@@ -8,7 +8,8 @@ writes for ScanNet (whose detection benchmark has no file format of its own).
      "scores":   [float, ...],
      "labels":   [int, ...]                               1..K, class_names[label - 1] is the class,
      "names":    [str, ...],
-     ...}                                                 extra keys of the writer (infer: "source")
+     ...}                                                 extra keys of the writer (infer: "source", and
+                                                          "track_ids" [int, ...] with --track)
 
 Values are rounded to 4 decimals (0.1 mm, 1e-4 rad).
 """

@@ -38,7 +38,7 @@ _SERIAL = {"cache": True, "nogil": True}
 
 
 @nb.njit(**_SERIAL)
-def _hungarian_max(w):
+def hungarian_max(w):
     """Row -> column assignment [n] maximising the sum of w [n, m] (n <= m), O(n^2 m)."""
     n, m = w.shape
     u = np.zeros(n + 1)
@@ -116,7 +116,7 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cu
                 if n > 0 and n_g > 0:
                     w = np.where(w_all[:n] >= thr, w_all[:n], 0.0)
                     if n <= n_g:
-                        rows = _hungarian_max(w)
+                        rows = hungarian_max(w)
                         for i in range(n):
                             j = rows[i]
                             if j >= 0 and w[i, j] > 0:
@@ -124,7 +124,7 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cu
                                 sum_ha += h_all[i, j]
                                 gt_taken[j] = True
                     else:
-                        cols = _hungarian_max(w.T.copy())
+                        cols = hungarian_max(w.T.copy())
                         for j in range(n_g):
                             i = cols[j]
                             if i >= 0 and w[i, j] > 0:

@@ -74,8 +74,9 @@ class DetectionOutput:
 
         if not self.indoor:
             self.write_kitti(frame, pred)
+        tracks = {} if pred.get("track_ids") is None else {"track_ids": np.asarray(pred["track_ids"]).tolist()}
         write_box_json(self.out / "json" / f"{frame.frame_id}.json", frame.frame_id,
-                       "scene" if self.indoor else "lidar", pred, self.class_names, source=str(frame.source))
+                       "scene" if self.indoor else "lidar", pred, self.class_names, source=str(frame.source), **tracks)
         if self.waymo is not None:
             self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
         return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id,

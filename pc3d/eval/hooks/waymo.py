@@ -20,7 +20,8 @@ from pc3d.eval.waymo import LEVELS, waymo_eval
 log = logging.getLogger(__name__)
 
 
-def _inside(boxes: np.ndarray, point_range: Sequence[float] | None) -> np.ndarray:
+def inside_xy_range(boxes: np.ndarray, point_range: Sequence[float] | None) -> np.ndarray:
+    """Which boxes have their centre inside the x / y range of point_range [6] (all when it is None)."""
     if point_range is None:
         return np.ones(len(boxes), bool)
     r = point_range
@@ -67,12 +68,12 @@ class WaymoEvaluator:
         gts, dts = [], []
         for i, pred in enumerate(predictions):
             annos = dataset.annotations(i)["annos"]
-            keep = _inside(annos["box"], self.point_cloud_range)
+            keep = inside_xy_range(annos["box"], self.point_cloud_range)
             gts.append({"boxes": annos["box"][keep], "types": annos["name"][keep],
                         "num_points": annos["num_points"][keep], "difficulty": annos["difficulty"][keep]})
             boxes = np.asarray(pred["boxes"], np.float64)
             boxes = boxes if boxes.ndim == 2 else boxes.reshape(0, 7)
-            keep = _inside(boxes, self.point_cloud_range)
+            keep = inside_xy_range(boxes, self.point_cloud_range)
             names = np.asarray(class_names)[np.asarray(pred["labels"], np.int64) - 1]
             dts.append({"boxes": boxes[keep], "types": np.char.lower(names[keep]),
                         "scores": np.asarray(pred["scores"])[keep]})

@@ -1,0 +1,114 @@
+"""Online 3D multi-object tracking by greedy centre matching: CenterPoint's tracker, in a fixed (world) frame.
+
+At each frame (time t) every live track predicts its centre at t from its last centre and velocity; the
+detections, highest score first, each take the nearest unclaimed track of their own class whose predicted
+centre lies within the class's ``max_distance`` (metres, bird's-eye view); a detection that finds none starts a
+new track. A track's velocity is its last detection's (vx, vy) when the model predicts velocities (CenterPoint:
+the detector's velocity carries the association), else the displacement between its last two detections over
+the time between them (0 for a track seen once). A track that no detection takes coasts on its velocity and is
+dropped after ``max_age`` frames without one (CenterPoint: 3). Ids are 0, 1, 2, ... in order of birth, never
+reused; ``reset()`` starts a new sequence (ids go on counting, so they stay unique over a run).
+
+Like CenterPoint, every detection is associated, whatever its score: the tracking metrics choose the score cutoff
+(pc3d.eval.waymo_tracking). Boxes must be in one frame for the whole sequence (world, not the moving sensor's):
+``pc3d.infer.tracking`` moves each frame's boxes by its pose first.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pc3d.errors import ConfigError
+
+# metres a detection may lie from its track's predicted centre, by class (lower-case); CenterPoint's nuScenes
+# gates are 4 m for cars and 1 m for pedestrians at 2 Hz, where a frame's motion is five times Waymo's 10 Hz
+DEFAULT_MAX_DISTANCE = {"vehicle": 4.0, "car": 4.0, "van": 4.0, "truck": 4.0, "bus": 5.5, "pedestrian": 1.0,
+                        "cyclist": 2.5, "bicycle": 2.5, "motorcycle": 4.0}
+
+
+def max_distances(class_names: Sequence[str], overrides: Mapping[str, float] | None = None) -> np.ndarray:
+    """The gate of each label 1..K (index 0 unused) from DEFAULT_MAX_DISTANCE and `overrides` (by class name, any
+    case); a class in neither is a ConfigError naming it."""
+    table = {**DEFAULT_MAX_DISTANCE, **{k.lower(): float(v) for k, v in (overrides or {}).items()}}
+    missing = [c for c in class_names if c.lower() not in table]
+    if missing:
+        raise ConfigError(f"no tracking gate for classes {missing}: give one (metres), e.g. --track-distance "
+                          f"{missing[0]}=2.0")
+    return np.array([0.0] + [table[c.lower()] for c in class_names])
+
+
+class GreedyTracker:
+    """update(centres [K, 2], labels [K] (1..), scores [K], time (s), velocities [K, 2] or None) -> ids [K].
+
+    max_distance: the gate by label, [num_classes + 1] (max_distances builds it); max_age: frames a track may
+    go without a detection before it is dropped."""
+
+    def __init__(self, max_distance: Sequence[float], max_age: int = 3):
+        self.max_distance = np.asarray(max_distance, np.float64)
+        if max_age < 0:
+            raise ConfigError(f"max_age must be >= 0, got {max_age}")
+        self.max_age = int(max_age)
+        self.next_id = 0
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every track: the next update starts a new sequence."""
+        self.ids = np.zeros(0, np.int64)
+        self.labels = np.zeros(0, np.int64)
+        self.centres = np.zeros((0, 2))   # at the track's last detection
+        self.velocity = np.zeros((0, 2))
+        self.seen = np.zeros(0)            # time of the last detection
+        self.missed = np.zeros(0, np.int64)
+        self.time: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def update(self, centres: np.ndarray, labels: np.ndarray, scores: np.ndarray, time: float,
+               velocities: np.ndarray | None = None) -> np.ndarray:
+        centres = np.asarray(centres, np.float64).reshape(-1, 2)
+        labels = np.asarray(labels, np.int64).reshape(-1)
+        scores = np.asarray(scores, np.float64).reshape(-1)
+        if not len(centres) == len(labels) == len(scores):
+            raise ValueError(f"{len(centres)} centres, {len(labels)} labels and {len(scores)} scores")
+        if labels.size and (labels.min() < 1 or labels.max() >= len(self.max_distance)):
+            raise ValueError(f"labels must be in [1, {len(self.max_distance) - 1}], got [{labels.min()}, "
+                             f"{labels.max()}]")
+        if self.time is not None and time <= self.time:
+            raise ValueError(f"frame time {time} s does not come after the last one ({self.time} s)")
+        self.time = float(time)
+        predicted = self.centres + self.velocity * (time - self.seen)[:, None]
+        track_of = np.full(len(centres), -1, np.int64)
+        free = np.ones(len(self.ids), bool)
+        for i in np.argsort(-scores, kind="stable"):
+            dist = np.hypot(*(predicted - centres[i]).T)
+            dist[~free | (self.labels != labels[i]) | (dist > self.max_distance[labels[i]])] = np.inf
+            if len(dist) and np.isfinite(dist.min()):
+                track_of[i] = int(np.argmin(dist))
+                free[track_of[i]] = False
+        # matched tracks take their detection; the others coast, and go after max_age frames without one
+        matched = track_of >= 0
+        t = track_of[matched]
+        if velocities is not None:
+            self.velocity[t] = np.nan_to_num(np.asarray(velocities, np.float64).reshape(-1, 2)[matched])
+        else:
+            gap = time - self.seen[t]
+            self.velocity[t] = (centres[matched] - self.centres[t]) / gap[:, None]
+        self.centres[t], self.seen[t], self.missed[t] = centres[matched], time, 0
+        self.missed[free] += 1
+        ids = np.full(len(centres), -1, np.int64)
+        ids[matched] = self.ids[t]
+        born = np.flatnonzero(~matched)
+        ids[born] = self.next_id + np.arange(len(born))
+        self.next_id += len(born)
+        new_velocity = (np.zeros((len(born), 2)) if velocities is None else
+                        np.nan_to_num(np.asarray(velocities, np.float64).reshape(-1, 2)[born]))
+        keep = self.missed <= self.max_age
+        self.ids = np.concatenate([self.ids[keep], ids[born]])
+        self.labels = np.concatenate([self.labels[keep], labels[born]])
+        self.centres = np.concatenate([self.centres[keep], centres[born]])
+        self.velocity = np.concatenate([self.velocity[keep], new_velocity])
+        self.seen = np.concatenate([self.seen[keep], np.full(len(born), float(time))])
+        self.missed = np.concatenate([self.missed[keep], np.zeros(len(born), np.int64)])
+        return ids

@@ -1,0 +1,235 @@
+"""Tracking: the Waymo tracking metrics on hand-computed sequences (pc3d.eval.waymo_tracking), the greedy tracker
+(pc3d.track), and the chain tools/infer.py --track -> v2 parquet -> tools/eval_tracking.py on a simulated
+segment, where the ground-truth boxes tracked through the ego vehicle's motion score MOTA 100."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pc3d.errors import ConfigError, DataFormatError
+from pc3d.eval.waymo_tracking import tracking_table, waymo_tracking_eval
+from pc3d.track import GreedyTracker, max_distances
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def box(x: float) -> list[float]:
+    """A 4 x 2 x 2 m box at (x, 0): two of them shifted by 1 m along x overlap with IoU 12 / 20 = 0.6."""
+    return [x, 0.0, 1.0, 4.0, 2.0, 2.0, 0.0]
+
+
+def gt_frame(objects, cls="vehicle", points=None):
+    """objects: [(id, x)]; points: the LiDAR points of each (default 100: LEVEL_1)."""
+    return {"boxes": np.array([box(x) for _, x in objects]).reshape(-1, 7), "types": np.array([cls] * len(objects)),
+            "num_points": np.array(points or [100] * len(objects)), "ids": np.array([i for i, _ in objects])}
+
+
+def dt_frame(hypotheses, cls="vehicle"):
+    """hypotheses: [(track id, x) or (track id, x, score)]."""
+    return {"boxes": np.array([box(h[1]) for h in hypotheses]).reshape(-1, 7),
+            "types": np.array([cls] * len(hypotheses)), "ids": np.array([h[0] for h in hypotheses]),
+            "scores": np.array([h[2] if len(h) > 2 else 1.0 for h in hypotheses])}
+
+
+def mot(gt, dt, cls="vehicle", level="LEVEL_1") -> dict:
+    return waymo_tracking_eval([gt], [dt], (cls,))[cls][level]
+
+
+def test_swapped_tracks_are_two_mismatches_and_an_extra_box_a_false_positive():
+    gt = [gt_frame([("A", 0), ("B", 10)]), gt_frame([("A", 0), ("B", 10)]), gt_frame([("A", 0)])]
+    dt = [dt_frame([(1, 0), (2, 10)]), dt_frame([(2, 0), (1, 10)]), dt_frame([(2, 0), (3, 20)])]
+    r = mot(gt, dt)
+    # 5 objects; frame 1: A and B each change hypothesis (2 mismatches); frame 2: A keeps 2, track 3 is a FP
+    assert r["MOTA"] == pytest.approx(1 - 3 / 5) and r["mismatch"] == pytest.approx(2 / 5)
+    assert r["fp"] == pytest.approx(1 / 5) and r["miss"] == 0 and r["MOTP"] == pytest.approx(0.0)
+    assert r["num_gt"] == 5 and r["score_cutoff"] == 0.0  # every cutoff ties: the lowest is reported
+
+
+def test_a_hypothesis_taken_from_an_object_gone_from_the_frame_is_an_eviction():
+    first = (gt_frame([("o1", 0), ("o2", 10)]), dt_frame([("h1", 0), ("h2", 10)]))
+    # o1 moves onto h2 and o2 leaves: o1 changed hypothesis (1) and h2 was o2's (1, mot.cc's eviction)
+    gone = mot([first[0], gt_frame([("o1", 10)])], [first[1], dt_frame([("h2", 10)])])
+    assert gone["MOTA"] == pytest.approx(1 - 2 / 3) and gone["mismatch"] == pytest.approx(2 / 3)
+    # o2 still in the frame but unmatched: a miss, not also a mismatch
+    missed = mot([first[0], gt_frame([("o1", 10), ("o2", 30)])], [first[1], dt_frame([("h2", 10)])])
+    assert missed["MOTA"] == pytest.approx(1 - 2 / 4) and missed["miss"] == pytest.approx(1 / 4)
+    assert missed["mismatch"] == pytest.approx(1 / 4)
+
+
+def test_a_valid_earlier_pair_is_kept_over_a_better_overlap():
+    gt = [gt_frame([("A", 0)], "pedestrian"), gt_frame([("A", 0)], "pedestrian")]
+    dt = [dt_frame([("h1", 0)], "pedestrian"), dt_frame([("h1", 1), ("h2", 0)], "pedestrian")]
+    r = mot(gt, dt, "pedestrian")
+    # IoU(A, h1) = 0.6 >= 0.5 keeps (A, h1); h2 (IoU 1) is a FP; MOTP = mean(1 - IoU) = (0 + 0.4) / 2
+    assert r["MOTA"] == pytest.approx(0.5) and r["mismatch"] == 0 and r["MOTP"] == pytest.approx(0.2)
+    # for vehicles (0.7) the pair breaks: A takes h2 (a mismatch) and h1 is a FP, MOTA 0: reported as zeros
+    v = mot([gt_frame([("A", 0)])] * 2, [dt_frame([("h1", 0)]), dt_frame([("h1", 1), ("h2", 0)])])
+    assert v == {"MOTA": 0.0, "MOTP": 0.0, "miss": 0.0, "mismatch": 0.0, "fp": 0.0, "score_cutoff": 0.0, "num_gt": 2}
+
+
+def test_levels_and_the_best_score_cutoff():
+    gt = [gt_frame([("A", 0), ("B", 10), ("C", 20)], points=[100, 3, 100])]  # B: 3 points, LEVEL_2
+    dt = [dt_frame([(1, 0, 0.9), (2, 20, 0.9), (3, 40, 0.05)])]
+    r = waymo_tracking_eval([gt], [dt], ("vehicle",))["vehicle"]
+    # the FP scores 0.05: from cutoff 0.06 on it is gone; an unmatched LEVEL_2 object is no LEVEL_1 object
+    assert r["LEVEL_1"] == pytest.approx({"MOTA": 1.0, "MOTP": 0.0, "miss": 0.0, "mismatch": 0.0, "fp": 0.0,
+                                          "score_cutoff": 0.06, "num_gt": 2})
+    assert r["LEVEL_2"]["MOTA"] == pytest.approx(2 / 3) and r["LEVEL_2"]["num_gt"] == 3
+    found = waymo_tracking_eval([gt], [[dt[0] | dt_frame([(1, 0, .9), (2, 20, .9), (4, 10, .9)])]], ("vehicle",))
+    assert found["vehicle"]["LEVEL_1"]["num_gt"] == 3  # a matched LEVEL_2 object counts at LEVEL_1
+    table = tracking_table(found, ["Vehicle"], "title")
+    assert "| Vehicle | 1 | 100.00 |" in table
+
+
+def test_metric_input_errors():
+    with pytest.raises(DataFormatError, match="id 'A' appears twice"):
+        mot([gt_frame([("A", 0), ("A", 10)])], [dt_frame([])])
+    with pytest.raises(DataFormatError, match="2 ground-truth frames but 1 prediction frames"):
+        mot([gt_frame([]), gt_frame([])], [dt_frame([])])
+    with pytest.raises(ConfigError, match="not evaluated"):
+        waymo_tracking_eval([], [], ("sign",))
+
+
+def gates(**overrides) -> np.ndarray:
+    return max_distances(["Vehicle", "Pedestrian"], overrides)
+
+
+def test_tracker_keeps_ids_of_parallel_objects_and_starts_new_ones():
+    tracker = GreedyTracker(gates())
+    for k in range(10):  # two cars 3 m apart at 10 m/s, 10 Hz
+        ids = tracker.update([[k * 1.0, 0.0], [k * 1.0, 3.0]], [1, 1], [0.9, 0.8], 0.1 * k)
+        assert ids.tolist() == [0, 1]
+    assert tracker.update([[10.0, 0.0], [50.0, 50.0]], [1, 1], [0.9, 0.9], 1.0).tolist() == [0, 2]
+
+
+def test_detector_velocities_carry_a_fast_object_beyond_the_gate():
+    def run(velocities: bool) -> list[int]:
+        tracker = GreedyTracker(gates(Pedestrian=1.0))
+        return [int(tracker.update([[2.0 * k, 0.0]], [2], [0.9], 0.1 * k,
+                                   [[20.0, 0.0]] if velocities else None)[0]) for k in range(5)]
+
+    assert run(True) == [0] * 5       # the detector says 20 m/s: each frame lies where the track predicts
+    assert run(False) == [0, 1, 2, 3, 4]  # 2 m per frame, 1 m gate, no motion known for a new track
+
+
+def test_own_motion_predicts_a_track_through_a_gap_of_up_to_max_age_frames():
+    def run(gap: int) -> int:
+        tracker = GreedyTracker(gates(), max_age=3)
+        for k in range(3):
+            first = tracker.update([[1.5 * k, 0.0]], [1], [0.9], 0.1 * k)
+        for k in range(3, 3 + gap):
+            tracker.update(np.zeros((0, 2)), [], [], 0.1 * k)
+        k = 3 + gap  # the car drove on at 15 m/s while unseen: its coasting prediction is where it reappears
+        return int(tracker.update([[1.5 * k, 0.0]], [1], [0.9], 0.1 * k)[0]) - int(first[0])
+
+    assert run(3) == 0 and run(4) == 1
+
+
+def test_classes_score_order_and_reset():
+    tracker = GreedyTracker(gates())
+    tracker.update([[0.0, 0.0]], [1], [0.9], 0.0)
+    # a pedestrian at the car's spot does not take its track; of two cars, the higher score does
+    assert tracker.update([[0.0, 0.0], [0.5, 0.0], [0.2, 0.0]], [2, 1, 1], [0.9, 0.3, 0.6], 0.1).tolist() == [1, 2, 0]
+    tracker.reset()
+    assert len(tracker) == 0 and tracker.update([[0.0, 0.0]], [1], [0.9], 0.0).tolist() == [3]  # ids stay unique
+    with pytest.raises(ValueError, match="does not come after"):
+        tracker.update([[0.0, 0.0]], [1], [0.9], 0.0)
+    with pytest.raises(ConfigError, match="no tracking gate for classes \\['Sign'\\]"):
+        max_distances(["Vehicle", "Sign"])
+
+
+class Recorder:
+    def __init__(self):
+        self.ids = []
+
+    def write(self, frame, pred):
+        self.ids.append(pred["track_ids"].tolist())
+
+    def close(self) -> str:
+        return "recorded"
+
+
+def test_tracked_output_moves_boxes_and_velocities_by_the_pose():
+    from types import SimpleNamespace
+
+    from pc3d.infer.tracking import TrackedOutput
+
+    def run(poses: bool, velocity: bool) -> list[list[int]]:
+        inner = Recorder()
+        out = TrackedOutput(inner, GreedyTracker(gates(Pedestrian=1.0)), use_velocity=velocity)
+        turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # the vehicle faces world +y
+        for k in range(4):
+            pose = np.eye(4)
+            if poses:
+                pose[:3, :3], pose[:3, 3] = turn, [0.0, 2.0 * k, 0.0]  # driving 20 m/s along world +y
+            # a pedestrian standing still at world (0, 10) seen from the car, reported as moving 20 m/s along the
+            # car's +x (world +y) when `velocity`: one id only if the pose moves the box and turns the velocity
+            world = np.array([0.0, 10.0 + (20.0 * 0.1 * k if velocity else 0.0), 0.0])
+            local = turn.T @ (world - pose[:3, 3]) if poses else world
+            frame = SimpleNamespace(sequence="s", source="s", extra={"pose": pose, "timestamp": 100_000 * k})
+            out.write(frame, {"boxes": np.array([[*local, 1, 1, 2, 0, 20.0 if velocity else 0.0, 0.0]]),
+                              "scores": np.array([0.9]), "labels": np.array([2])})
+        return inner.ids
+
+    assert run(poses=True, velocity=False) == [[0]] * 4
+    assert run(poses=True, velocity=True) == [[0]] * 4
+    assert run(poses=False, velocity=True) == [[0], [1], [2], [3]]  # unturned, the velocity points the wrong way
+    with pytest.raises(DataFormatError, match="no pose"):
+        TrackedOutput(Recorder(), GreedyTracker(gates())).write(SimpleNamespace(sequence="s", source="f", extra={}),
+                                                                {})
+
+
+@pytest.fixture(scope="module")
+def segment_world(tmp_path_factory) -> Path:
+    from pc3d.sim.api import simulate_dataset
+
+    return simulate_dataset("waymo", tmp_path_factory.mktemp("waymo"), frames=12, seed=3, columns=512,
+                            sequence_length=12)
+
+
+def test_ground_truth_tracked_through_ego_motion_scores_perfect_tracks(segment_world, tmp_path, capsys):
+    """The simulated boxes as detections, moved by the vehicle poses into the world frame and tracked, written
+    as tools/infer.py --track writes them and scored by tools/eval_tracking.py: MOTA 100, no mismatch."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_tracking
+    import pyarrow.parquet as pq
+
+    from pc3d.data import WaymoDataset
+    from pc3d.infer.outputs import DetectionOutput
+    from pc3d.infer.sources import open_source
+    from pc3d.infer.tracking import TrackedOutput
+
+    data = WaymoDataset(segment_world, "training")
+    names = data.class_names
+    source = open_source(segment_world / "training", ("intensity", "elongation"), "training")
+    source.with_poses = True
+    ego = []
+    out = TrackedOutput(DetectionOutput(tmp_path, {"_target_": "pc3d.data.WaymoDataset", "class_names": names},
+                                        source, 3),
+                        GreedyTracker(max_distances(names)), use_velocity=False)
+    for item in source.items:
+        frame = source.read(item)
+        gt = data.read_boxes(frame.extra["segment"], frame.extra["timestamp"])
+        keep = gt["num_points"] > 0
+        ego.append(frame.extra["pose"][:2, 3])
+        out.write(frame, {"boxes": gt["box"][keep, :7], "scores": np.ones(keep.sum()),
+                          "labels": np.array([names.index(n) + 1 for n in gt["name"][keep]])})
+    assert np.linalg.norm(ego[-1] - ego[0]) > 5  # the vehicle drove: vehicle-frame boxes alone would drift
+    assert "track ids:" in out.close()
+    folder = tmp_path / "waymo" / "training" / "lidar_box"
+    table = pq.read_table(next(folder.glob("*.parquet")))
+    ids = table.column("key.laser_object_id").to_pylist()
+    assert len(set(ids)) < len(ids) and all(i.isdigit() for i in ids)  # track ids repeat over frames
+    assert eval_tracking.main([str(folder), str(segment_world), "--split", "training"]) == 0
+    printed = capsys.readouterr().out
+    assert "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in printed, printed
+
+    # the same boxes with ids shuffled in every frame: mismatches
+    shuffled = table.set_column(table.column_names.index("key.laser_object_id"), "key.laser_object_id",
+                                [[str(k) for k in range(len(ids))]])
+    pq.write_table(shuffled, next(folder.glob("*.parquet")))
+    eval_tracking.main([str(folder), str(segment_world), "--split", "training"])
+    assert "| Vehicle | 1 | 100.00 |" not in capsys.readouterr().out
