@@ -124,6 +124,29 @@ def test_waymo_segment_writes_parquet(data, ckpts, tmp_path, capsys):
     assert len(list((tmp_path / "render").rglob("*.png"))) == 2
 
 
+def test_track_gives_every_box_an_id_in_json_and_parquet(data, ckpts, tmp_path, capsys):
+    import pyarrow.parquet as pq
+
+    from pc3d.eval.box_json import read_box_json
+
+    segment = next((data / "waymo" / "training" / "lidar").glob("*.parquet"))
+    capsys.readouterr()
+    assert run(ckpts["waymo"], segment, tmp_path, "--track", "--render", "--render-mode", "bev") == 0
+    assert "track ids: " in capsys.readouterr().out
+    payloads = [json.loads(p.read_text()) for p in sorted((tmp_path / "json").rglob("*.json"))]
+    assert len(payloads) == 2 and all(len(p["track_ids"]) == len(p["boxes"]) for p in payloads)
+    assert sum(len(p["boxes"]) for p in payloads) > 0, "the untrained model gave no boxes to track"
+    ids = pq.read_table(tmp_path / "waymo" / "training" / "lidar_box" / segment.name).column("key.laser_object_id")
+    assert ids.to_pylist() == [str(i) for p in payloads for i in p["track_ids"]]
+    first = next((tmp_path / "json").rglob("*.json"))
+    assert read_box_json(first)["track_ids"].tolist() == json.loads(first.read_text())["track_ids"]
+    # tracking needs boxes and poses: one line each
+    assert run(ckpts["semantickitti"], data / "semantickitti" / "sequences" / "00", tmp_path / "seg", "--track") == 2
+    assert "--track: tracks boxes; a segmentation model gives none" in capsys.readouterr().err
+    assert run(ckpts["kitti"], data / "kitti", tmp_path / "kitti", "--split", "train", "--track") == 2
+    assert "has no poses; --track needs" in capsys.readouterr().err
+
+
 def test_scannet_scene_writes_nyu40_per_vertex(data, ckpts, tmp_path):
     from pc3d.data.scannet import read_scene
 

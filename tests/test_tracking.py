@@ -233,3 +233,19 @@ def test_ground_truth_tracked_through_ego_motion_scores_perfect_tracks(segment_w
     pq.write_table(shuffled, next(folder.glob("*.parquet")))
     eval_tracking.main([str(folder), str(segment_world), "--split", "training"])
     assert "| Vehicle | 1 | 100.00 |" not in capsys.readouterr().out
+
+
+def test_renders_colour_boxes_by_track():
+    from pc3d.viz import Scene
+    from pc3d.viz.bev import render_bev
+
+    boxes = np.array([[10.0, -5.0, 0.0, 4.0, 2.0, 1.5, 0.0], [10.0, 5.0, 0.0, 4.0, 2.0, 1.5, 0.0]])
+    by_class = Scene(np.zeros((0, 4)), pred_boxes=boxes, pred_labels=np.array([1, 1]))
+    by_track = Scene(np.zeros((0, 4)), pred_boxes=boxes, pred_labels=np.array([1, 1]), track_ids=np.array([0, 1]))
+    assert np.array_equal(*by_class.pred_colors()) and not np.array_equal(*by_track.pred_colors())
+    area = (0.0, -10.0, -3.0, 20.0, 10.0, 1.0)
+    image = render_bev(np.zeros((0, 4)), pred_boxes=boxes, pred_labels=by_track.pred_labels, area=area,
+                       resolution=0.1, pred_colors=by_track.pred_colors())
+    colours = {tuple(c) for c in image.reshape(-1, 3).tolist()} - {(16, 16, 16)}
+    want = {tuple(int(v) for v in (c * 255).astype(np.uint8)) for c in by_track.pred_colors()}
+    assert want <= colours

@@ -64,8 +64,8 @@ def read_json_object(path: Path) -> dict:
 
 
 def read_box_json(path: Path, min_score: float = 0.0) -> dict:
-    """{"boxes" float32 [K, 7 (+2)], "scores" [K], "labels" [K]} of a file write_box_json wrote, the boxes scoring
-    at least min_score; DataFormatError naming the file when it is not one."""
+    """{"boxes" float32 [K, 7 (+2)], "scores" [K], "labels" [K] (, "track_ids" [K])} of a file write_box_json wrote,
+    the boxes scoring at least min_score; DataFormatError naming the file when it is not one."""
     p = read_json_object(path)
     try:
         scores = np.asarray(p["scores"], np.float32).reshape(-1)
@@ -80,4 +80,10 @@ def read_box_json(path: Path, min_score: float = 0.0) -> dict:
     if not len(boxes) == len(scores) == len(labels):
         raise DataFormatError(path, f"{len(boxes)} boxes, {len(scores)} scores and {len(labels)} labels")
     keep = scores >= min_score
-    return {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    out = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
+    if "track_ids" in p:
+        tracks = np.asarray(p["track_ids"]).reshape(-1)
+        if len(tracks) != len(boxes) or tracks.dtype.kind not in "iu":
+            raise DataFormatError(path, f"track_ids must be {len(boxes)} integers, one per box")
+        out["track_ids"] = tracks[keep]
+    return out

@@ -80,7 +80,7 @@ class DetectionOutput:
         if self.waymo is not None:
             self.waymo.setdefault(frame.extra["segment"], []).append((frame.extra["timestamp"], pred))
         return Scene(frame.points, None, pred["boxes"], pred["scores"], pred["labels"], name=frame.frame_id,
-                     view="overview" if self.indoor else "driving")
+                     view="overview" if self.indoor else "driving", track_ids=pred.get("track_ids"))
 
     def write_kitti(self, frame: SourceFrame, pred: dict) -> None:
         from pc3d.data.kitti import IMAGE_SHAPE

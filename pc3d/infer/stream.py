@@ -175,6 +175,8 @@ class Renders:
             keep = np.asarray(scene.pred_scores) >= self.min_score
             scene.pred_boxes, scene.pred_scores = scene.pred_boxes[keep], scene.pred_scores[keep]
             scene.pred_labels = scene.pred_labels[keep]
+            if scene.track_ids is not None:
+                scene.track_ids = np.asarray(scene.track_ids)[keep]
 
         if self.renderer is None and self.mode != "bev":
             try:

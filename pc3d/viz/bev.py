@@ -34,16 +34,19 @@ def draw_line(image: np.ndarray, p0: np.ndarray, p1: np.ndarray, color, thicknes
 
 
 def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], resolution: float,
-               labels: np.ndarray | None = None, thickness: int = 2) -> None:
-    """Box outlines (BEV footprint) and a centre-to-front heading tick; ground truth when labels is None. Boxes
-    [K, 9] with a known velocity (vx, vy) also get an arrow from the centre to where it is a second later."""
+               labels: np.ndarray | None = None, thickness: int = 2, colors: np.ndarray | None = None) -> None:
+    """Box outlines (BEV footprint) and a centre-to-front heading tick; ground truth when labels is None,
+    coloured by class, or by `colors` [K, 3] (0..1) when given. Boxes [K, 9] with a known velocity (vx, vy) also
+    get an arrow from the centre to where it is a second later."""
     if len(boxes) == 0:
         return
     corners = np.asarray(boxes_to_corners(np.asarray(boxes, np.float64)[:, :7]))[:, :4, :2]  # bottom face
+    if colors is None:
+        colors = [box_color(None if labels is None else int(labels[k])) for k in range(len(boxes))]
     h = image.shape[0]
     for k, c in enumerate(corners):
         px = _to_pixels(c, area, resolution, h)
-        color = box_color(None if labels is None else int(labels[k]))
+        color = tuple(float(v) for v in colors[k])
         for i in range(4):
             draw_line(image, px[i], px[(i + 1) % 4], color, thickness)
         centre = _to_pixels(np.asarray(boxes[k:k + 1, :2], np.float64), area, resolution, h)[0]
@@ -54,16 +57,17 @@ def draw_boxes(image: np.ndarray, boxes: np.ndarray, area: Sequence[float], reso
     verts, lines, rows = motion_arrows(boxes)
     px = _to_pixels(verts[:, :2], area, resolution, h)
     for (a, b), k in zip(lines, np.repeat(rows, 3), strict=True):
-        draw_line(image, px[a], px[b], box_color(None if labels is None else int(labels[k])), max(1, thickness // 2))
+        draw_line(image, px[a], px[b], tuple(float(v) for v in colors[k]), max(1, thickness // 2))
 
 
 def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxes: np.ndarray | None = None,
                pred_labels: np.ndarray | None = None, area: Sequence[float] = (0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
                resolution: float = 0.1, color_mode: str = "height", point_labels: np.ndarray | None = None,
-               palette: np.ndarray | None = None, flow: np.ndarray | None = None) -> np.ndarray:
+               palette: np.ndarray | None = None, flow: np.ndarray | None = None,
+               pred_colors: np.ndarray | None = None) -> np.ndarray:
     """RGB uint8 [H, W, 3] of the area (x_min, y_min, z_min, x_max, y_max, z_max) at `resolution` m / pixel:
     x points up, y left; points coloured by `color_mode` (by their flow when `flow` [N, 3] is given, drawn
-    as arrows too); ground truth green, predictions by class."""
+    as arrows too); ground truth green, predictions by class (or by `pred_colors` [K, 3], e.g. per track)."""
     area = [float(v) for v in area]
     h = int(round((area[3] - area[0]) / resolution))
     w = int(round((area[4] - area[1]) / resolution))
@@ -86,5 +90,5 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
         draw_boxes(image, np.asarray(gt_boxes)[:, :9], area, resolution, None, thick)
     if pred_boxes is not None:
         labels = np.ones(len(pred_boxes), np.int64) if pred_labels is None else pred_labels
-        draw_boxes(image, np.asarray(pred_boxes)[:, :9], area, resolution, labels, thick)
+        draw_boxes(image, np.asarray(pred_boxes)[:, :9], area, resolution, labels, thick, pred_colors)
     return image

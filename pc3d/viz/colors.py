@@ -87,6 +87,14 @@ def box_color(label: int | None) -> tuple[float, float, float]:
     return tuple(float(c) for c in CLASS_COLORS[(int(label) - 1) % len(CLASS_COLORS)])
 
 
+def track_colors(track_ids: np.ndarray) -> np.ndarray:
+    """float32 [K, 3] in 0..1, one colour per track id that stays the same over a sequence: hues 0.618 turns
+    apart (the golden ratio), so ids close in number differ in colour."""
+    hue = (np.asarray(track_ids, np.float64).reshape(-1) * 0.6180339887) % 1.0
+    k = (np.array([5.0, 3.0, 1.0])[None] + hue[:, None] * 6.0) % 6.0  # HSV -> RGB, saturation 0.8, value 1
+    return (1.0 - 0.8 * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)).astype(np.float32)
+
+
 def flow_colors(flow: np.ndarray, max_norm: float | None = None) -> np.ndarray:
     """float32 [N, 3] in 0..1 of flow vectors [N, 3]: hue = direction in the x-y plane (+x red, +y
     yellow-green, -x cyan, -y violet), saturation = speed / max_norm (default: the 99th percentile), so a

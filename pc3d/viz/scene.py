@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pc3d.geometry import boxes_to_corners
-from pc3d.viz.colors import MOS_PALETTE, box_color, flow_colors, point_colors
+from pc3d.viz.colors import MOS_PALETTE, box_color, flow_colors, point_colors, track_colors
 
 # boxes_to_corners order: bottom face 0-3, top face 4-7 (same winding)
 EDGES = np.array([[0, 1], [1, 2], [2, 3], [3, 0], [4, 5], [5, 6], [6, 7], [7, 4], [0, 4], [1, 5], [2, 6], [3, 7]])
@@ -30,6 +30,16 @@ class Scene:
     palette: np.ndarray | None = None  # colours of point_labels (colour mode 'class')
     view: str = "driving"  # the offscreen camera: 'driving' (behind the sensor) or 'overview' (fit the points)
     flow: np.ndarray | None = None  # [N, 3] motion of each point (scene flow), drawn as arrows
+    track_ids: np.ndarray | None = None  # [K] of the predicted boxes (tools/infer.py --track): colours by track
+
+    def pred_colors(self) -> np.ndarray | None:
+        """float32 [K, 3] of the predicted boxes: by track when they have track ids, else by class."""
+        if self.pred_boxes is None:
+            return None
+        if self.track_ids is not None:
+            return track_colors(self.track_ids)
+        labels = np.ones(len(self.pred_boxes), np.int64) if self.pred_labels is None else self.pred_labels
+        return np.array([box_color(int(k)) for k in labels], np.float32).reshape(-1, 3)
 
     @classmethod
     def from_prediction(cls, points: np.ndarray, prediction: dict | None, gt_boxes: np.ndarray | None = None,
@@ -43,7 +53,7 @@ class Scene:
             labels, palette = np.asarray(p["moving"], np.int64) + 1, MOS_PALETTE
         return cls(points, gt_boxes, p.get("boxes"), p.get("scores"), p.get("labels"), name=name, view=view,
                    point_labels=None if labels is None else np.asarray(labels, np.int64), palette=palette,
-                   flow=p.get("flow"))
+                   flow=p.get("flow"), track_ids=p.get("track_ids"))
 
 
 def box_lines(boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,7 +128,7 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
                                                    .astype(np.float64))
         out.append(("flow", arrows))
 
-    def add(boxes, labels, prefix, scores=None):
+    def add(boxes, colors, prefix, scores=None):
         if boxes is None or len(boxes) == 0:
             return
         for i, box in enumerate(np.asarray(boxes)):
@@ -128,14 +138,12 @@ def geometries(scene: Scene, color_mode: str = "height", min_score: float = 0.0)
             arrow, strokes, _ = motion_arrows(box[None])  # a second of motion, when the box has a velocity
             verts, lines = np.concatenate([verts, arrow]), np.concatenate([lines, strokes + len(verts)])
             ls = o3d.geometry.LineSet(o3d.utility.Vector3dVector(verts), o3d.utility.Vector2iVector(lines))
-            color = np.asarray(box_color(None if labels is None else int(labels[i])), np.float64)
+            color = np.asarray(box_color(None) if colors is None else colors[i], np.float64)
             if scores is not None:  # fainter boxes for lower scores
                 color = color * (0.35 + 0.65 * float(np.clip(scores[i], 0, 1)))
             ls.colors = o3d.utility.Vector3dVector(np.tile(to_linear(color), (len(lines), 1)))
             out.append((f"{prefix}_{i}", ls))
 
     add(scene.gt_boxes, None, "gt")
-    labels = scene.pred_labels if scene.pred_labels is not None else (
-        None if scene.pred_boxes is None else np.ones(len(scene.pred_boxes), np.int64))
-    add(scene.pred_boxes, labels, "pred", scene.pred_scores)
+    add(scene.pred_boxes, scene.pred_colors(), "pred", scene.pred_scores)
     return out
