@@ -249,3 +249,34 @@ def test_renders_colour_boxes_by_track():
     colours = {tuple(c) for c in image.reshape(-1, 3).tolist()} - {(16, 16, 16)}
     want = {tuple(int(v) for v in (c * 255).astype(np.uint8)) for c in by_track.pred_colors()}
     assert want <= colours
+
+
+def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
+    """tools/track.py on detection files (the ground truth with its velocities, ids per box as tools/test.py
+    writes them): tracks on the velocities, scored 100 by tools/eval_tracking.py; a wrong segment is named."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_tracking
+    import track
+
+    from pc3d.data import WaymoDataset
+    from pc3d.data.waymo_parquet import write_box_predictions
+
+    data = WaymoDataset(segment_world, "training")
+    frames = {}
+    for segment, t, _ in data.frames:
+        gt = data.read_boxes(segment, t)
+        keep = gt["num_points"] > 0
+        frames.setdefault(segment, []).append((t, {"boxes": gt["box"][keep], "scores": np.ones(keep.sum()),
+                                                   "labels": np.array([data.class_names.index(n) + 1
+                                                                       for n in gt["name"][keep]])}))
+    for segment, f in frames.items():
+        write_box_predictions(tmp_path / "det" / f"{segment}.parquet", segment, f, data.class_names)
+    assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
+                       "--out", str(tmp_path / "tracks")]) == 0
+    assert "velocities from the detector's velocities" in capsys.readouterr().out
+    assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
+    assert "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in capsys.readouterr().out
+    (tmp_path / "det" / f"{segment}.parquet").rename(tmp_path / "det" / "elsewhere.parquet")
+    assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--out",
+                       str(tmp_path / "t2")]) == 2
+    assert "segment elsewhere is not in" in capsys.readouterr().err

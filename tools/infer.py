@@ -126,7 +126,7 @@ def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespa
     """--track: the detection writer wrapped in a tracker (pc3d.infer.tracking), on a source with poses."""
     from pc3d.infer.outputs import box_class_names
     from pc3d.infer.tracking import TrackedOutput
-    from pc3d.track import GreedyTracker, max_distances
+    from pc3d.track import GreedyTracker, max_distances, parse_gates
 
     if task != "detection":
         raise ConfigError(f"--track: tracks boxes; a {task} model gives none")
@@ -134,14 +134,8 @@ def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespa
         raise ConfigError(f"{args.source}: a {source.kind} source has no poses; --track needs a sequence's poses "
                           "(a Waymo v2 segment, or a SemanticKITTI sequence folder with poses.txt and calib.txt)")
     source.with_poses = True
-    gates = {}
-    for item in args.track_distance:
-        name, _, metres = item.partition("=")
-        try:
-            gates[name] = float(metres)
-        except ValueError:
-            raise ConfigError(f"--track-distance {item!r}: expected CLASS=METRES, e.g. Pedestrian=1.5") from None
-    tracker = GreedyTracker(max_distances(box_class_names(dataset_cfg), gates), args.track_max_age)
+    gates = max_distances(box_class_names(dataset_cfg), parse_gates(args.track_distance))
+    tracker = GreedyTracker(gates, args.track_max_age)
     return TrackedOutput(output, tracker, use_velocity=not args.track_no_velocity)
 
 

@@ -169,11 +169,14 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
 
 def read_box_predictions(path: Path) -> dict[int, dict]:
     """A prediction parquet in the v2 ``lidar_box`` layout (write_box_predictions' or a tracker's): per timestamp
-    {"boxes" float64 [K, 7], "types" (names), "scores" [K], "ids" [K] (``key.laser_object_id``, str)}; a missing
-    column, a null or non-finite value or an unknown type is a DataFormatError naming the file."""
+    {"boxes" float64 [K, 7] ([K, 9] with ``speed.x`` / ``speed.y`` columns), "types" (names), "scores" [K], "ids" [K]
+    (``key.laser_object_id``, str)}; a missing column, a null or non-finite value or an unknown type is a
+    DataFormatError naming the file."""
     path = Path(path)
     parquet = open_parquet(path)
     fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
+    if {f"{BOX}.speed.x", f"{BOX}.speed.y"} <= set(parquet.schema_arrow.names):
+        fields += ("speed.x", "speed.y")
     numeric = [TIMESTAMP, *(f"{BOX}.{c}" for c in (*fields, "type", "score"))]
     require_columns(path, parquet, [*numeric, OBJECT_ID])
     table = read_columns(path, parquet, [*numeric, OBJECT_ID])

@@ -1,8 +1,8 @@
 """tools/infer.py --track: track ids for a detector's boxes over a sequence (pc3d.track.GreedyTracker).
 
 Each frame's boxes are moved into the sequence's fixed frame by the frame's pose (``extra["pose"]``: a Waymo
-segment's world_from_vehicle, a SemanticKITTI sequence's LiDAR pose) before they are associated, so the sensor's
-own motion is not read as the objects'; velocities (vx, vy) turn with the pose. A frame's time is its Waymo
+segment's world_from_vehicle, a SemanticKITTI sequence's LiDAR pose; pc3d.track.update_in_world) before they are
+associated, so the sensor's own motion is not read as the objects'; velocities turn with it. A frame's time is its Waymo
 timestamp, else its scan number times ``scan_period`` (SemanticKITTI: 0.1 s). A new sequence starts a new set of
 tracks. Boxes keep their sensor-frame values; the prediction gains ``track_ids`` [K], which the writers put in
 the JSON and, for Waymo, in ``key.laser_object_id`` (the tracking submission's convention:
@@ -10,10 +10,8 @@ tools/eval_tracking.py scores them).
 """
 from __future__ import annotations
 
-import numpy as np
-
 from pc3d.errors import DataFormatError
-from pc3d.track import GreedyTracker
+from pc3d.track import GreedyTracker, update_in_world
 
 
 class TrackedOutput:
@@ -36,13 +34,9 @@ class TrackedOutput:
         if frame.sequence != self.sequence:
             self.tracker.reset()
             self.sequence, self.sequences = frame.sequence, self.sequences + 1
-        boxes = np.asarray(pred["boxes"], np.float64).reshape(len(pred["scores"]), -1)
-        pose = np.asarray(frame.extra["pose"], np.float64)
-        centres = boxes[:, :3] @ pose[:3, :3].T + pose[:3, 3]
-        velocities = (boxes[:, 7:9] @ pose[:2, :2].T if self.use_velocity and boxes.shape[1] >= 9 else None)
-        self.velocity_from.add("the detector's velocities" if velocities is not None else "the tracks' own motion")
-        ids = self.tracker.update(centres[:, :2], np.asarray(pred["labels"]), np.asarray(pred["scores"]),
-                                  self.time(frame), velocities)
+        ids, detector = update_in_world(self.tracker, pred["boxes"], pred["labels"], pred["scores"],
+                                        frame.extra["pose"], self.time(frame), self.use_velocity)
+        self.velocity_from.add("the detector's velocities" if detector else "the tracks' own motion")
         return self.inner.write(frame, {**pred, "track_ids": ids})
 
     def close(self) -> str:

@@ -38,6 +38,18 @@ def max_distances(class_names: Sequence[str], overrides: Mapping[str, float] | N
     return np.array([0.0] + [table[c.lower()] for c in class_names])
 
 
+def parse_gates(items: Sequence[str]) -> dict[str, float]:
+    """{class: metres} of command-line items "CLASS=METRES"; a malformed one is a ConfigError naming it."""
+    gates = {}
+    for item in items:
+        name, _, metres = item.partition("=")
+        try:
+            gates[name] = float(metres)
+        except ValueError:
+            raise ConfigError(f"--track-distance {item!r}: expected CLASS=METRES, e.g. Pedestrian=1.5") from None
+    return gates
+
+
 class GreedyTracker:
     """update(centres [K, 2], labels [K] (1..), scores [K], time (s), velocities [K, 2] or None) -> ids [K].
 

@@ -1,0 +1,84 @@
+"""Track the detections of Waymo v2 prediction files: CenterPoint's greedy tracker over each segment, in the world
+frame of the segment's vehicle poses (pc3d.track), written back in the same layout with the track id as
+``key.laser_object_id`` (what tools/eval_tracking.py scores and a tracking submission carries).
+
+    python tools/test.py run_dir=<run> dataset_root=data/sim_waymo_seed1 split=training   # writes predictions/
+    python tools/track.py <run>/test_*/predictions/training/lidar_box data/sim_waymo_seed1 --split training \\
+        --out outputs/tracks
+    python tools/eval_tracking.py outputs/tracks data/sim_waymo_seed1 --split training
+
+tools/infer.py --track tracks while it detects; this tool tracks files already written (by tools/test.py,
+tools/infer.py or another detector), so trying a tracker setting does not rerun the detector.
+PREDICTIONS: a folder of <segment>.parquet files (v2 lidar_box columns + score; ``speed.x`` / ``speed.y`` when the
+detector predicts velocities). ROOT: the Waymo v2 dataset with the segments' vehicle_pose files.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pc3d.data import WaymoDataset
+    from pc3d.data.waymo_parquet import WAYMO_CLASSES, read_box_predictions, write_box_predictions
+    from pc3d.errors import DataFormatError
+    from pc3d.track import GreedyTracker, max_distances, parse_gates, update_in_world
+
+    files = sorted(Path(args.predictions).glob("*.parquet"))
+    if not files:
+        raise DataFormatError(args.predictions, "no <segment>.parquet prediction files")
+    data = WaymoDataset(args.root, split=args.split, labels=False)
+    stamps: dict[str, list[int]] = {}
+    for segment, timestamp, _ in data.frames:
+        stamps.setdefault(segment, []).append(timestamp)
+    classes = list(WAYMO_CLASSES)
+    tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age)
+    out = Path(args.out)
+    used = set()
+    for path in files:
+        segment = path.stem
+        if segment not in stamps:
+            raise DataFormatError(path, f"segment {segment} is not in {args.root}'s {args.split} split")
+        preds = read_box_predictions(path)
+        tracker.reset()
+        frames = []
+        for t in stamps[segment]:
+            p = preds.get(t)
+            if p is None:
+                p = {"boxes": np.zeros((0, 7)), "types": np.zeros(0, str), "scores": np.zeros(0)}
+            unknown = sorted(set(p["types"].tolist()) - set(classes))
+            if unknown:
+                raise DataFormatError(path, f"frame {t}: box types {unknown} are not tracked ({classes})")
+            labels = np.asarray([classes.index(n) + 1 for n in p["types"]], np.int64)
+            ids, detector = update_in_world(tracker, p["boxes"], labels, p["scores"], data.vehicle_pose(segment, t),
+                                            t * 1e-6, not args.no_velocity)
+            used.add(detector)
+            frames.append((t, {"boxes": p["boxes"], "scores": p["scores"], "labels": labels, "track_ids": ids}))
+        write_box_predictions(out / path.name, segment, frames, classes)
+    how = " and ".join(sorted({"the detector's velocities" if u else "the tracks' own motion" for u in used}))
+    print(f"tracks: {out} ({len(files)} segment(s), {tracker.next_id} tracks; velocities from {how})")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("predictions", help="folder of <segment>.parquet detection files (v2 lidar_box layout + score)")
+    p.add_argument("root", help="the Waymo v2 dataset root (vehicle_pose of each segment)")
+    p.add_argument("--split", default="validation", help="the split the predictions cover (default: validation)")
+    p.add_argument("--out", required=True, help="folder for the tracked <segment>.parquet files")
+    p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
+                   help="gate per class (defaults: pc3d.track.DEFAULT_MAX_DISTANCE)")
+    p.add_argument("--max-age", type=int, default=3, help="frames a track lives without a detection (default 3)")
+    p.add_argument("--no-velocity", action="store_true",
+                   help="predict tracks from their own motion even when the files hold velocities")
+    args = p.parse_args(argv)
+    from pc3d.utils.cli import run_tool
+
+    return run_tool("track", run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
