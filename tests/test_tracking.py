@@ -280,3 +280,18 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--out",
                        str(tmp_path / "t2")]) == 2
     assert "segment elsewhere is not in" in capsys.readouterr().err
+
+
+def test_eval_tracking_names_bad_files(segment_world, tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_tracking
+
+    folder = tmp_path / "tracks"
+    folder.mkdir()
+    assert eval_tracking.main([str(folder), str(segment_world), "--split", "training"]) == 2
+    assert "missing (1 of 1 segments have no prediction file" in capsys.readouterr().err
+    segment = next((segment_world / "training" / "lidar").glob("*.parquet")).name
+    (folder / segment).write_bytes(b"PAR1 not really")
+    assert eval_tracking.main([str(folder), str(segment_world), "--split", "training"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(folder / segment) in err[0] and "Traceback" not in err[0]
