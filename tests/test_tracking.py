@@ -11,7 +11,7 @@ import pytest
 
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.eval.waymo_tracking import tracking_table, waymo_tracking_eval
-from pc3d.track import GreedyTracker, max_distances
+from pc3d.track import GreedyTracker, max_distances, parse_gates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -139,6 +139,10 @@ def test_classes_score_order_and_reset():
         tracker.update([[0.0, 0.0]], [1], [0.9], 0.0)
     with pytest.raises(ConfigError, match="no tracking gate for classes \\['Sign'\\]"):
         max_distances(["Vehicle", "Sign"])
+    assert parse_gates(["Sign=2", "Pedestrian=0.5"]) == {"Sign": 2.0, "Pedestrian": 0.5}
+    for bad in ("Sign", "Sign=two", "Sign=-1"):
+        with pytest.raises(ConfigError, match="expected CLASS=METRES"):
+            parse_gates([bad])
 
 
 class Recorder:

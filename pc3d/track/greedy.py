@@ -46,7 +46,9 @@ def parse_gates(items: Sequence[str]) -> dict[str, float]:
         try:
             gates[name] = float(metres)
         except ValueError:
-            raise ConfigError(f"--track-distance {item!r}: expected CLASS=METRES, e.g. Pedestrian=1.5") from None
+            gates[name] = float("nan")
+        if not gates[name] > 0:
+            raise ConfigError(f"--track-distance {item!r}: expected CLASS=METRES with METRES > 0, e.g. Pedestrian=1.5")
     return gates
 
 
