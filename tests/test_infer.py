@@ -140,6 +140,10 @@ def test_track_gives_every_box_an_id_in_json_and_parquet(data, ckpts, tmp_path, 
     assert ids.to_pylist() == [str(i) for p in payloads for i in p["track_ids"]]
     first = next((tmp_path / "json").rglob("*.json"))
     assert read_box_json(first)["track_ids"].tolist() == json.loads(first.read_text())["track_ids"]
+    empty = tmp_path / "empty.json"  # a frame without boxes reads back with no track ids, not an error
+    empty.write_text(json.dumps({**json.loads(first.read_text()), "boxes": [], "scores": [], "labels": [],
+                                 "track_ids": []}))
+    assert read_box_json(empty)["track_ids"].shape == (0,)
     # tracking needs boxes and poses: one line each
     assert run(ckpts["semantickitti"], data / "semantickitti" / "sequences" / "00", tmp_path / "seg", "--track") == 2
     assert "--track: tracks boxes; a segmentation model gives none" in capsys.readouterr().err

@@ -83,7 +83,7 @@ def read_box_json(path: Path, min_score: float = 0.0) -> dict:
     out = {"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]}
     if "track_ids" in p:
         tracks = np.asarray(p["track_ids"]).reshape(-1)
-        if len(tracks) != len(boxes) or tracks.dtype.kind not in "iu":
+        if len(tracks) != len(boxes) or (tracks.size and tracks.dtype.kind not in "iu"):
             raise DataFormatError(path, f"track_ids must be {len(boxes)} integers, one per box")
-        out["track_ids"] = tracks[keep]
+        out["track_ids"] = tracks.astype(np.int64)[keep]
     return out

@@ -84,7 +84,7 @@ def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRend
             log.warning("3D rendering unavailable (%s: %s); writing a BEV image instead", type(exc).__name__, exc)
     image = render_bev(scene.points, scene.gt_boxes, scene.pred_boxes, scene.pred_labels, bev_area, bev_resolution,
                        "class" if scene.point_labels is not None else color_mode, scene.point_labels, scene.palette,
-                       scene.flow, scene.pred_colors() if scene.track_ids is not None else None)
+                       scene.flow, scene.pred_colors())
     return write_png(path, image), "bev"
 
 
