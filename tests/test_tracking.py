@@ -115,6 +115,20 @@ def test_detector_velocities_carry_a_fast_object_beyond_the_gate():
     assert run(False) == [0, 1, 2, 3, 4]  # 2 m per frame, 1 m gate, no motion known for a new track
 
 
+def test_hybrid_motion_takes_the_detector_velocity_for_a_new_track_then_its_own():
+    def run(motion: str) -> list[int]:
+        tracker = GreedyTracker(gates(Pedestrian=1.0), motion=motion)
+        # 2 m per frame at 10 Hz; the detector gets the velocity right at the first frame only
+        return [int(tracker.update([[2.0 * k, 0.0]], [2], [0.9], 0.1 * k, [[20.0 if k == 0 else 0.0, 0.0]])[0])
+                for k in range(5)]
+
+    assert run("detector") == [0, 0, 1, 2, 3]  # follows the later, wrong velocities
+    assert run("own") == [0, 1, 2, 3, 4]       # ignores the detector: a new track cannot catch its next detection
+    assert run("hybrid") == [0] * 5            # the first velocity starts it, its own displacement carries it
+    with pytest.raises(ConfigError, match="tracking motion 'kalman'"):
+        GreedyTracker(gates(), motion="kalman")
+
+
 def test_own_motion_predicts_a_track_through_a_gap_of_up_to_max_age_frames():
     def run(gap: int) -> int:
         tracker = GreedyTracker(gates(), max_age=3)
@@ -163,7 +177,7 @@ def test_tracked_output_moves_boxes_and_velocities_by_the_pose():
 
     def run(poses: bool, velocity: bool) -> list[list[int]]:
         inner = Recorder()
-        out = TrackedOutput(inner, GreedyTracker(gates(Pedestrian=1.0)), use_velocity=velocity)
+        out = TrackedOutput(inner, GreedyTracker(gates(Pedestrian=1.0), motion="detector" if velocity else "own"))
         turn = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])  # the vehicle faces world +y
         for k in range(4):
             pose = np.eye(4)
@@ -213,7 +227,7 @@ def test_ground_truth_tracked_through_ego_motion_scores_perfect_tracks(segment_w
     ego = []
     out = TrackedOutput(DetectionOutput(tmp_path, {"_target_": "pc3d.data.WaymoDataset", "class_names": names},
                                         source, 3),
-                        GreedyTracker(max_distances(names)), use_velocity=False)
+                        GreedyTracker(max_distances(names), motion="own"))
     for item in source.items:
         frame = source.read(item)
         gt = data.read_boxes(frame.extra["segment"], frame.extra["timestamp"])
@@ -263,7 +277,7 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     import track
 
     from pc3d.data import WaymoDataset
-    from pc3d.data.waymo_parquet import write_box_predictions
+    from pc3d.data.waymo_parquet import read_box_predictions, write_box_predictions
 
     data = WaymoDataset(segment_world, "training")
     frames = {}
@@ -280,6 +294,23 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     assert "velocities from the detector's velocities" in capsys.readouterr().out
     assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
     assert "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in capsys.readouterr().out
+
+    # every 3rd frame (12 -> 4): tracked and scored on those frames alone; the others are not predictions
+    assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--frame-step", "3",
+                       "--out", str(tmp_path / "step3")]) == 0
+    assert "1 segment(s), one frame in 3," in capsys.readouterr().out
+    stamps = set(read_box_predictions(tmp_path / "step3" / f"{segment}.parquet"))
+    assert stamps == {t for t, _ in frames[segment][::3]}
+    assert eval_tracking.main([str(tmp_path / "step3"), str(segment_world), "--split", "training",
+                               "--frame-step", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "4 frames, one frame in 3," in out and "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in out
+    assert eval_tracking.main([str(tmp_path / "step3"), str(segment_world), "--split", "training"]) == 0
+    out = capsys.readouterr().out  # scored on every frame, the 8 in between have no boxes
+    assert "12 frames, 8 without prediction rows" in out and "| Vehicle | 1 | 100.00 |" not in out
+    assert eval_tracking.main([str(tmp_path / "step3"), str(segment_world), "--split", "training",
+                               "--frame-step", "2"]) == 2
+    assert "scored with --frame-step 2" in capsys.readouterr().err
     (tmp_path / "det" / f"{segment}.parquet").rename(tmp_path / "det" / "elsewhere.parquet")
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--out",
                        str(tmp_path / "t2")]) == 2

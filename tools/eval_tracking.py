@@ -10,7 +10,9 @@ key.laser_object_id is the track id (tools/infer.py --track writes them). ROOT: 
 lidar_box files hold the ground truth with its object ids. Every segment of the split needs its prediction file
 (a missing one is named; --allow-missing scores only the segments that have one); a frame without prediction
 rows has no detections. --range x0 y0 z0 x1 y1 z1: score only boxes whose centres lie inside the x / y range
-(a CPU recipe's crop, as its detection table); default: every box, as the official evaluation.
+(a CPU recipe's crop, as its detection table); default: every box, as the official evaluation. --frame-step N
+scores every Nth frame of each segment only (the frames tools/track.py --frame-step N tracked); a prediction on a
+frame in between is an error, not dropped.
 """
 from __future__ import annotations
 
@@ -24,16 +26,19 @@ def run(args: argparse.Namespace) -> int:
 
     from pc3d.data import WaymoDataset
     from pc3d.data.waymo_parquet import OBJECT_ID, read_box_predictions
-    from pc3d.errors import DataFormatError
+    from pc3d.errors import ConfigError, DataFormatError
     from pc3d.eval.hooks.waymo import inside_xy_range
     from pc3d.eval.waymo_tracking import tracking_table, waymo_tracking_eval
 
+    if args.frame_step < 1:
+        raise ConfigError(f"--frame-step must be >= 1, got {args.frame_step}")
     data = WaymoDataset(args.root, split=args.split)
     segments: dict[str, list[int]] = {}
     for segment, timestamp, _ in data.frames:
         segments.setdefault(segment, []).append(timestamp)
-    gts, dts, missing = [], [], []
+    gts, dts, missing, empty = [], [], [], 0
     for segment, stamps in segments.items():
+        skipped, stamps = set(stamps) - set(stamps[::args.frame_step]), stamps[::args.frame_step]
         path = Path(args.predictions) / f"{segment}.parquet"
         if not path.is_file():
             missing.append(path)
@@ -41,7 +46,9 @@ def run(args: argparse.Namespace) -> int:
         preds = read_box_predictions(path)
         extra = sorted(set(preds) - set(stamps))
         if extra:
-            raise DataFormatError(path, f"timestamp {extra[0]} is not a frame of segment {segment}")
+            raise DataFormatError(path, f"timestamp {extra[0]} is not a frame of segment {segment}" +
+                                  (f" scored with --frame-step {args.frame_step}" if extra[0] in skipped else ""))
+        empty += len(set(stamps) - set(preds))
         seg_gt, seg_dt = [], []
         for t in stamps:
             boxes = data.read_boxes(segment, t)
@@ -67,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
              f"boxes with centres inside x, y range {args.range[0]:g}..{args.range[3]:g}, "
              f"{args.range[1]:g}..{args.range[4]:g} m")
     frames = sum(len(s) for s in gts)
-    print(tracking_table(result, classes, f"Waymo tracking (%) over {len(gts)} segment(s), {frames} frames, {where}"
-                                          f"{f'; {len(missing)} segment(s) without predictions' if missing else ''}"))
+    notes = "".join([f", one frame in {args.frame_step}" if args.frame_step > 1 else "",
+                     f", {empty} without prediction rows" if empty else "",
+                     f"; {len(missing)} segment(s) without predictions" if missing else ""])
+    print(tracking_table(result, classes, f"Waymo tracking (%) over {len(gts)} segment(s), {frames} frames{notes}, "
+                                          f"{where}"))
     return 0
 
 
@@ -80,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--classes", nargs="+", default=["Vehicle", "Pedestrian", "Cyclist"])
     p.add_argument("--range", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
                    help="score only boxes with centres inside this x / y range (default: all)")
+    p.add_argument("--frame-step", type=int, default=1, metavar="N",
+                   help="score every Nth frame of each segment only (default 1: every frame)")
     p.add_argument("--allow-missing", action="store_true", help="score only the segments that have a prediction")
     args = p.parse_args(argv)
     from pc3d.utils.cli import run_tool

@@ -48,6 +48,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from pc3d.errors import ConfigError  # noqa: E402
+from pc3d.track.greedy import MOTIONS  # noqa: E402
 
 
 def run(args: argparse.Namespace) -> int:
@@ -135,8 +136,7 @@ def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespa
                           "(a Waymo v2 segment, or a SemanticKITTI sequence folder with poses.txt and calib.txt)")
     source.with_poses = True
     gates = max_distances(box_class_names(dataset_cfg), parse_gates(args.track_distance))
-    tracker = GreedyTracker(gates, args.track_max_age)
-    return TrackedOutput(output, tracker, use_velocity=not args.track_no_velocity)
+    return TrackedOutput(output, GreedyTracker(gates, args.track_max_age, args.track_motion))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,8 +176,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="--track: how far a detection may lie from its track's predicted centre, per class "
                         "(defaults: pc3d.track.DEFAULT_MAX_DISTANCE, e.g. Vehicle 4, Pedestrian 1, Cyclist 2.5)")
     p.add_argument("--track-max-age", type=int, default=3, help="--track: frames a track lives without a detection")
-    p.add_argument("--track-no-velocity", action="store_true",
-                   help="--track: predict tracks from their own motion even when the detector gives velocities")
+    p.add_argument("--track-motion", default="hybrid", choices=MOTIONS,
+                   help="--track: a track's velocity: its detection's, its own displacement, or (default) the "
+                        "detection's until its second one, then its own (pc3d.track.greedy); boxes without "
+                        "velocities: its own")
     p.add_argument("--pad-features", action="store_true",
                    help="fill feature columns a cloud lacks with 0 and drop extra ones (default: refuse the frame)")
     args = p.parse_args(argv)

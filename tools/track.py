@@ -8,7 +8,10 @@ frame of the segment's vehicle poses (pc3d.track), written back in the same layo
     python tools/eval_tracking.py outputs/tracks data/sim_waymo_seed1 --split training
 
 tools/infer.py --track tracks while it detects; this tool tracks files already written (by tools/test.py,
-tools/infer.py or another detector), so trying a tracker setting does not rerun the detector.
+tools/infer.py or another detector), so trying a tracker setting does not rerun the detector. --frame-step N
+tracks every Nth frame only (5: Waymo's 10 Hz as nuScenes' 2 Hz key frames, where objects move five times farther
+between the frames the tracker sees; the detector still had its sweeps at 10 Hz); score it with the same
+--frame-step in tools/eval_tracking.py.
 PREDICTIONS: a folder of <segment>.parquet files (v2 lidar_box columns + score; ``speed.x`` / ``speed.y`` when the
 detector predicts velocities). ROOT: the Waymo v2 dataset with the segments' vehicle_pose files.
 """
@@ -24,7 +27,7 @@ def run(args: argparse.Namespace) -> int:
 
     from pc3d.data import WaymoDataset
     from pc3d.data.waymo_parquet import WAYMO_CLASSES, read_box_predictions, write_box_predictions
-    from pc3d.errors import DataFormatError
+    from pc3d.errors import ConfigError, DataFormatError
     from pc3d.track import GreedyTracker, max_distances, parse_gates, update_in_world
 
     files = sorted(Path(args.predictions).glob("*.parquet"))
@@ -34,8 +37,10 @@ def run(args: argparse.Namespace) -> int:
     stamps: dict[str, list[int]] = {}
     for segment, timestamp, _ in data.frames:
         stamps.setdefault(segment, []).append(timestamp)
+    if args.frame_step < 1:
+        raise ConfigError(f"--frame-step must be >= 1, got {args.frame_step}")
     classes = list(WAYMO_CLASSES)
-    tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age)
+    tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion)
     out = Path(args.out)
     used = set()
     for path in files:
@@ -45,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         preds = read_box_predictions(path)
         tracker.reset()
         frames = []
-        for t in stamps[segment]:
+        for t in stamps[segment][::args.frame_step]:
             p = preds.get(t)
             if p is None:
                 p = {"boxes": np.zeros((0, 7)), "types": np.zeros(0, str), "scores": np.zeros(0)}
@@ -53,17 +58,20 @@ def run(args: argparse.Namespace) -> int:
             if unknown:
                 raise DataFormatError(path, f"frame {t}: box types {unknown} are not tracked ({classes})")
             labels = np.asarray([classes.index(n) + 1 for n in p["types"]], np.int64)
-            ids, detector = update_in_world(tracker, p["boxes"], labels, p["scores"], data.vehicle_pose(segment, t),
-                                            t * 1e-6, not args.no_velocity)
-            used.add(detector)
+            pose = data.vehicle_pose(segment, t)
+            ids, how = update_in_world(tracker, p["boxes"], labels, p["scores"], pose, t * 1e-6)
+            used.add(how)
             frames.append((t, {"boxes": p["boxes"], "scores": p["scores"], "labels": labels, "track_ids": ids}))
         write_box_predictions(out / path.name, segment, frames, classes)
-    how = " and ".join(sorted({"the detector's velocities" if u else "the tracks' own motion" for u in used}))
-    print(f"tracks: {out} ({len(files)} segment(s), {tracker.next_id} tracks; velocities from {how})")
+    how = " and ".join(sorted(used))
+    every = "" if args.frame_step == 1 else f", one frame in {args.frame_step}"
+    print(f"tracks: {out} ({len(files)} segment(s){every}, {tracker.next_id} tracks; velocities from {how})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pc3d.track.greedy import MOTIONS
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("predictions", help="folder of <segment>.parquet detection files (v2 lidar_box layout + score)")
     p.add_argument("root", help="the Waymo v2 dataset root (vehicle_pose of each segment)")
@@ -72,8 +80,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
                    help="gate per class (defaults: pc3d.track.DEFAULT_MAX_DISTANCE)")
     p.add_argument("--max-age", type=int, default=3, help="frames a track lives without a detection (default 3)")
-    p.add_argument("--no-velocity", action="store_true",
-                   help="predict tracks from their own motion even when the files hold velocities")
+    p.add_argument("--frame-step", type=int, default=1, metavar="N",
+                   help="track every Nth frame of each segment only (default 1: every frame)")
+    p.add_argument("--motion", default="hybrid", choices=MOTIONS,
+                   help="a track's velocity: its detection's, its own displacement, or (default) the detection's "
+                        "until its second one, then its own (pc3d.track.greedy); files without velocities: its own")
     args = p.parse_args(argv)
     from pc3d.utils.cli import run_tool
 

@@ -17,9 +17,8 @@ from pc3d.track import GreedyTracker, update_in_world
 class TrackedOutput:
     """Wraps a DetectionOutput: write(frame, pred) adds pred["track_ids"] and hands it on."""
 
-    def __init__(self, inner, tracker: GreedyTracker, use_velocity: bool = True, scan_period: float = 0.1):
-        self.inner, self.tracker = inner, tracker
-        self.use_velocity, self.scan_period = use_velocity, float(scan_period)
+    def __init__(self, inner, tracker: GreedyTracker, scan_period: float = 0.1):
+        self.inner, self.tracker, self.scan_period = inner, tracker, float(scan_period)
         self.sequence, self.sequences = None, 0
         self.velocity_from = set()
 
@@ -34,9 +33,9 @@ class TrackedOutput:
         if frame.sequence != self.sequence:
             self.tracker.reset()
             self.sequence, self.sequences = frame.sequence, self.sequences + 1
-        ids, detector = update_in_world(self.tracker, pred["boxes"], pred["labels"], pred["scores"],
-                                        frame.extra["pose"], self.time(frame), self.use_velocity)
-        self.velocity_from.add("the detector's velocities" if detector else "the tracks' own motion")
+        ids, how = update_in_world(self.tracker, pred["boxes"], pred["labels"], pred["scores"], frame.extra["pose"],
+                                   self.time(frame))
+        self.velocity_from.add(how)
         return self.inner.write(frame, {**pred, "track_ids": ids})
 
     def close(self) -> str:

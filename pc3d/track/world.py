@@ -9,13 +9,14 @@ from pc3d.track.greedy import GreedyTracker
 
 
 def update_in_world(tracker: GreedyTracker, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                    pose: np.ndarray, time: float, use_velocity: bool = True) -> tuple[np.ndarray, bool]:
-    """(track ids [K], whether the detector's velocities were used) of one frame's boxes [K, 7 (+2)] in the sensor
-    frame whose world_from_sensor pose [4, 4] is given: centres move by the pose, velocities (vx, vy, columns 7-8,
-    used when present and `use_velocity`) turn with it."""
+                    pose: np.ndarray, time: float) -> tuple[np.ndarray, str]:
+    """(track ids [K], where the tracker's velocities came from: GreedyTracker.describe) of one frame's boxes
+    [K, 7 (+2)] in the sensor frame whose world_from_sensor pose [4, 4] is given: centres move by the pose,
+    velocities (vx, vy, columns 7-8, when present) turn with it."""
     scores = np.asarray(scores, np.float64).reshape(-1)
     boxes = np.asarray(boxes, np.float64).reshape(len(scores), -1)
     pose = np.asarray(pose, np.float64)
     centres = boxes[:, :3] @ pose[:3, :3].T + pose[:3, 3]
-    velocities = boxes[:, 7:9] @ pose[:2, :2].T if use_velocity and boxes.shape[1] >= 9 else None
-    return tracker.update(centres[:, :2], np.asarray(labels), scores, time, velocities), velocities is not None
+    velocities = boxes[:, 7:9] @ pose[:2, :2].T if boxes.shape[1] >= 9 else None
+    ids = tracker.update(centres[:, :2], np.asarray(labels), scores, time, velocities)
+    return ids, tracker.describe(velocities is not None)
