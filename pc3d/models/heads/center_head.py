@@ -58,8 +58,8 @@ class CenterHead(nn.Module):
     gt_boxes [M, 9], and a box whose velocity is NaN, unknown, adds no velocity loss); boxes then have 9 columns.
     velocity_convs: the vel branch's convolutions (CenterPoint: 2, as every branch). Default 1, a 3x3 conv on the
     shared features: a private BN-ReLU layer, trained only at object centres, died at the vehicle centres of a
-    two-sweep Waymo run (0 of 64 units alive: the L1 loss pulls the output to the median, 0, while most cars are
-    parked and the features cannot yet tell them apart), and kept 2-5 % alive in two runs that survived; the
+    two-sweep Waymo run (no hidden unit active there: the L1 loss pulls the output to the median, 0, while most
+    cars are parked and the features cannot yet tell them apart), and kept 2-5 % alive in two runs that survived; the
     shared features stay alive for the other branches (README, Detection: velocities).
     code_weights: the L1 weight of each regression channel (8, or 10 with velocity; default 1 each and 0.2 for
     vx, vy).
