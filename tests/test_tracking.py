@@ -291,7 +291,7 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
         write_box_predictions(tmp_path / "det" / f"{segment}.parquet", segment, f, data.class_names)
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
                        "--out", str(tmp_path / "tracks")]) == 0
-    assert "velocities from the detector's velocities" in capsys.readouterr().out
+    assert "velocities from the detector's velocities for new tracks, then their own motion" in capsys.readouterr().out
     assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
     assert "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in capsys.readouterr().out
 
@@ -311,6 +311,10 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     assert eval_tracking.main([str(tmp_path / "step3"), str(segment_world), "--split", "training",
                                "--frame-step", "2"]) == 2
     assert "scored with --frame-step 2" in capsys.readouterr().err
+    for tool, out in ((eval_tracking, []), (track, ["--out", str(tmp_path / "t0")])):
+        assert tool.main([str(tmp_path / "step3"), str(segment_world), "--split", "training", "--frame-step", "0",
+                          *out]) == 2
+        assert "--frame-step must be >= 1, got 0" in capsys.readouterr().err
     (tmp_path / "det" / f"{segment}.parquet").rename(tmp_path / "det" / "elsewhere.parquet")
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--out",
                        str(tmp_path / "t2")]) == 2
