@@ -11,7 +11,7 @@ import pytest
 
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.eval.waymo_tracking import tracking_table, waymo_tracking_eval
-from pc3d.track import GreedyTracker, max_distances, parse_gates
+from pc3d.track import GreedyTracker, max_distances, max_speeds, parse_gates
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -129,6 +129,27 @@ def test_hybrid_motion_takes_the_detector_velocity_for_a_new_track_then_its_own(
         GreedyTracker(gates(), motion="kalman")
 
 
+def test_second_stage_lets_a_new_track_take_a_detection_it_could_have_reached():
+    def run(max_speed, detections=((0.0, 0.0), (5.0, 0.0), (10.0, 0.0), (15.0, 0.0))) -> list[list[int]]:
+        tracker = GreedyTracker(gates(), motion="own", max_speed=max_speed)
+        return [tracker.update([xy], [1], [0.9], 0.5 * k).tolist() for k, xy in enumerate(detections)]
+
+    # a car at 10 m/s seen at 2 Hz: 5 m per frame, beyond the 4 m gate while its track has no motion of its own
+    assert run(None) == [[0], [1], [2], [3]]
+    assert run(max_speeds(["Vehicle", "Pedestrian"])) == [[0]] * 4  # 30 m/s reaches 15 m; then its own motion
+    assert run(max_speeds(["Vehicle", "Pedestrian"], {"Vehicle": 8.0})) == [[0], [1], [2], [3]]  # 4 m reach
+    # only a track seen once: an established track's own motion is not second-guessed
+    assert run(max_speeds(["Vehicle", "Pedestrian"]), ((0.0, 0.0), (5.0, 0.0), (10.0, 0.0), (10.0, 8.0))) == \
+        [[0], [0], [0], [1]]
+    # the first stage goes first: a detection on an established track's prediction is not taken by a new one
+    tracker = GreedyTracker(gates(), motion="own", max_speed=max_speeds(["Vehicle", "Pedestrian"]))
+    tracker.update([[0.0, 0.0]], [1], [0.9], 0.0)
+    tracker.update([[1.0, 0.0], [20.0, 0.0]], [1, 1], [0.9, 0.9], 0.5)   # track 0 at 2 m/s, track 1 new
+    assert tracker.update([[2.0, 0.0]], [1], [0.5], 1.0).tolist() == [0]
+    with pytest.raises(ConfigError, match="max_speed has 2 entries"):
+        GreedyTracker(gates(), max_speed=[0.0, 30.0])
+
+
 def test_own_motion_predicts_a_track_through_a_gap_of_up_to_max_age_frames():
     def run(gap: int) -> int:
         tracker = GreedyTracker(gates(), max_age=3)
@@ -151,12 +172,17 @@ def test_classes_score_order_and_reset():
     assert len(tracker) == 0 and tracker.update([[0.0, 0.0]], [1], [0.9], 0.0).tolist() == [3]  # ids stay unique
     with pytest.raises(ValueError, match="does not come after"):
         tracker.update([[0.0, 0.0]], [1], [0.9], 0.0)
-    with pytest.raises(ConfigError, match="no tracking gate for classes \\['Sign'\\]"):
+    with pytest.raises(ConfigError, match="no tracking gate \\(metres\\) for classes \\['Sign'\\]"):
         max_distances(["Vehicle", "Sign"])
     assert parse_gates(["Sign=2", "Pedestrian=0.5"]) == {"Sign": 2.0, "Pedestrian": 0.5}
-    for bad in ("Sign", "Sign=two", "Sign=-1"):
-        with pytest.raises(ConfigError, match="expected CLASS=METRES"):
+    for bad in ("Sign", "Sign=two", "Sign=-1", "Sign=0"):
+        with pytest.raises(ConfigError, match="--track-distance '.*': expected CLASS=VALUE with VALUE > 0"):
             parse_gates([bad])
+    assert parse_gates(["Sign=0"], "--track-max-speed", zero=True) == {"Sign": 0.0}
+    with pytest.raises(ConfigError, match="--track-max-speed 'Sign=-1': expected CLASS=VALUE with VALUE >= 0"):
+        parse_gates(["Sign=-1"], "--track-max-speed", zero=True)
+    with pytest.raises(ConfigError, match="no tracking speed \\(m/s\\) for classes \\['Sign'\\]"):
+        max_speeds(["Vehicle", "Sign"])
 
 
 class Recorder:

@@ -127,7 +127,7 @@ def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespa
     """--track: the detection writer wrapped in a tracker (pc3d.infer.tracking), on a source with poses."""
     from pc3d.infer.outputs import box_class_names
     from pc3d.infer.tracking import TrackedOutput
-    from pc3d.track import GreedyTracker, max_distances, parse_gates
+    from pc3d.track import GreedyTracker, max_distances, max_speeds, parse_gates
 
     if task != "detection":
         raise ConfigError(f"--track: tracks boxes; a {task} model gives none")
@@ -135,8 +135,11 @@ def tracked(output, task: str, source, dataset_cfg: dict, args: argparse.Namespa
         raise ConfigError(f"{args.source}: a {source.kind} source has no poses; --track needs a sequence's poses "
                           "(a Waymo v2 segment, or a SemanticKITTI sequence folder with poses.txt and calib.txt)")
     source.with_poses = True
-    gates = max_distances(box_class_names(dataset_cfg), parse_gates(args.track_distance))
-    return TrackedOutput(output, GreedyTracker(gates, args.track_max_age, args.track_motion))
+    names = box_class_names(dataset_cfg)
+    speeds = max_speeds(names, parse_gates(args.track_max_speed, "--track-max-speed", zero=True))
+    tracker = GreedyTracker(max_distances(names, parse_gates(args.track_distance)), args.track_max_age,
+                            args.track_motion, speeds)
+    return TrackedOutput(output, tracker)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
                    help="--track: how far a detection may lie from its track's predicted centre, per class "
                         "(defaults: pc3d.track.DEFAULT_MAX_DISTANCE, e.g. Vehicle 4, Pedestrian 1, Cyclist 2.5)")
+    p.add_argument("--track-max-speed", nargs="+", default=[], metavar="CLASS=M/S",
+                   help="--track: how fast a track seen once may have moved, per class, for the second association "
+                        "stage (defaults: pc3d.track.greedy.DEFAULT_MAX_SPEED, e.g. Vehicle 30, Pedestrian 3, "
+                        "Cyclist 10; 0: none)")
     p.add_argument("--track-max-age", type=int, default=3, help="--track: frames a track lives without a detection")
     p.add_argument("--track-motion", default="hybrid", choices=MOTIONS,
                    help="--track: a track's velocity: its detection's, its own displacement, or (default) the "

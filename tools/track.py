@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.data import WaymoDataset
     from pc3d.data.waymo_parquet import WAYMO_CLASSES, read_box_predictions, write_box_predictions
     from pc3d.errors import ConfigError, DataFormatError
-    from pc3d.track import GreedyTracker, max_distances, parse_gates, update_in_world
+    from pc3d.track import GreedyTracker, max_distances, max_speeds, parse_gates, update_in_world
 
     files = sorted(Path(args.predictions).glob("*.parquet"))
     if not files:
@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if args.frame_step < 1:
         raise ConfigError(f"--frame-step must be >= 1, got {args.frame_step}")
     classes = list(WAYMO_CLASSES)
-    tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion)
+    tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion,
+                            max_speeds(classes, parse_gates(args.max_speed, "--max-speed", zero=True)))
     out = Path(args.out)
     used = set()
     for path in files:
@@ -79,6 +80,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for the tracked <segment>.parquet files")
     p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
                    help="gate per class (defaults: pc3d.track.DEFAULT_MAX_DISTANCE)")
+    p.add_argument("--max-speed", nargs="+", default=[], metavar="CLASS=M/S",
+                   help="the second stage's reach for a track seen once, per class (defaults: "
+                        "pc3d.track.greedy.DEFAULT_MAX_SPEED, e.g. Vehicle 30, Pedestrian 3, Cyclist 10; 0: no "
+                        "second stage)")
     p.add_argument("--max-age", type=int, default=3, help="frames a track lives without a detection (default 3)")
     p.add_argument("--frame-step", type=int, default=1, metavar="N",
                    help="track every Nth frame of each segment only (default 1: every frame)")
