@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--frame-step must be >= 1, got {args.frame_step}")
     classes = list(WAYMO_CLASSES)
     tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion,
-                            max_speeds(classes, parse_gates(args.max_speed, "--max-speed", zero=True)))
+                            max_speeds(classes, parse_gates(args.track_max_speed, "--track-max-speed", zero=True)))
     out = Path(args.out)
     used = set()
     for path in files:
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for the tracked <segment>.parquet files")
     p.add_argument("--track-distance", nargs="+", default=[], metavar="CLASS=METRES",
                    help="gate per class (defaults: pc3d.track.DEFAULT_MAX_DISTANCE)")
-    p.add_argument("--max-speed", nargs="+", default=[], metavar="CLASS=M/S",
+    p.add_argument("--track-max-speed", nargs="+", default=[], metavar="CLASS=M/S",
                    help="the second stage's reach for a track seen once, per class (defaults: "
                         "pc3d.track.greedy.DEFAULT_MAX_SPEED, e.g. Vehicle 30, Pedestrian 3, Cyclist 10; 0: no "
                         "second stage)")

@@ -148,13 +148,13 @@ class GreedyTracker:
         track_of = np.full(len(centres), -1, np.int64)
         free = np.ones(len(self.ids), bool)
         order = np.argsort(-scores, kind="stable")
-        gap = np.hypot(*(predicted[None] - centres[:, None]).transpose(2, 0, 1))  # [K, T]
-        self._assign(order, track_of, free, labels, gap, self.max_distance[labels][:, None])
+        to_predicted = np.hypot(*(predicted[None] - centres[:, None]).transpose(2, 0, 1))  # [K, T]
+        self._assign(order, track_of, free, labels, to_predicted, self.max_distance[labels][:, None])
         if self.max_speed is not None:  # second stage: a track seen once may have gone anywhere it could reach
-            young = free & (self.hits == 1)
+            young = free & (self.hits == 1) & (self.max_speed[self.labels] > 0)
             reach = self.max_speed[self.labels] * (time - self.seen)
-            dist = np.hypot(*(self.centres[None] - centres[:, None]).transpose(2, 0, 1))
-            self._assign(order[track_of[order] < 0], track_of, young, labels, dist, reach[None])
+            to_last = np.hypot(*(self.centres[None] - centres[:, None]).transpose(2, 0, 1))
+            self._assign(order[track_of[order] < 0], track_of, young, labels, to_last, reach[None])
             free[track_of[track_of >= 0]] = False
         # matched tracks take their detection; the others coast, and go after max_age frames without one
         matched = track_of >= 0
