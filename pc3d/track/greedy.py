@@ -40,7 +40,6 @@ from pc3d.errors import ConfigError
 DEFAULT_MAX_DISTANCE = {"vehicle": 4.0, "car": 4.0, "van": 4.0, "truck": 4.0, "bus": 5.5, "pedestrian": 1.0,
                         "cyclist": 2.5, "bicycle": 2.5, "motorcycle": 4.0}
 
-
 # the second stage's reach: about the fastest each class moves (m/s); 0 turns the stage off for a class
 DEFAULT_MAX_SPEED = {"vehicle": 30.0, "car": 30.0, "van": 30.0, "truck": 30.0, "bus": 25.0, "pedestrian": 3.0,
                      "cyclist": 10.0, "bicycle": 10.0, "motorcycle": 30.0}
@@ -62,7 +61,8 @@ def max_distances(class_names: Sequence[str], overrides: Mapping[str, float] | N
 
 
 def max_speeds(class_names: Sequence[str], overrides: Mapping[str, float] | None = None) -> np.ndarray:
-    """The second stage's speed (m/s) of each label 1..K (index 0 unused) from DEFAULT_MAX_SPEED and `overrides`."""
+    """The second stage's speed (m/s) of each label 1..K (index 0 unused) from DEFAULT_MAX_SPEED and `overrides`;
+    a class in neither is a ConfigError naming it."""
     return _by_label(DEFAULT_MAX_SPEED, overrides, class_names, "speed (m/s)", "--track-max-speed")
 
 
