@@ -125,8 +125,21 @@ def test_hybrid_motion_takes_the_detector_velocity_for_a_new_track_then_its_own(
     assert run("detector") == [0, 0, 1, 2, 3]  # follows the later, wrong velocities
     assert run("own") == [0, 1, 2, 3, 4]       # ignores the detector: a new track cannot catch its next detection
     assert run("hybrid") == [0] * 5            # the first velocity starts it, its own displacement carries it
+    assert run("either") == [0] * 5            # so does either: the detector's prediction stays behind, unused
     with pytest.raises(ConfigError, match="tracking motion 'kalman'"):
         GreedyTracker(gates(), motion="kalman")
+
+
+def test_either_motion_finds_a_track_where_its_own_or_the_detector_velocity_puts_it():
+    def run(motion: str) -> list[int]:
+        tracker = GreedyTracker(gates(Pedestrian=1.0), motion=motion)
+        # 2 m per frame at 10 Hz, the detector's velocity right every time; the third detection lies 0.8 m aside
+        return [int(tracker.update([[2.0 * k, 0.8 if k == 2 else 0.0]], [2], [0.9], 0.1 * k, [[20.0, 0.0]])[0])
+                for k in range(5)]
+
+    assert run("hybrid") == [0, 0, 0, 1, 1]  # its own displacement turned 22 degrees and missed by 1.6 m
+    assert run("detector") == [0] * 5
+    assert run("either") == [0] * 5         # the detector's prediction, 0.8 m off, finds it
 
 
 def test_second_stage_lets_a_new_track_take_a_detection_it_could_have_reached():
@@ -317,7 +330,8 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
         write_box_predictions(tmp_path / "det" / f"{segment}.parquet", segment, f, data.class_names)
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
                        "--out", str(tmp_path / "tracks")]) == 0
-    assert "velocities from the detector's velocities for new tracks, then their own motion" in capsys.readouterr().out
+    assert ("velocities from the detector's velocities for new tracks, then their own motion or the detector's, "
+            "whichever is nearer") in capsys.readouterr().out
     assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
     assert "| Vehicle | 1 | 100.00 | 0.00 | 0.00 | 0.00 | 0.00 |" in capsys.readouterr().out
 

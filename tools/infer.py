@@ -183,10 +183,11 @@ def main(argv: list[str] | None = None) -> int:
                         "stage (defaults: pc3d.track.greedy.DEFAULT_MAX_SPEED, e.g. Vehicle 30, Pedestrian 3, "
                         "Cyclist 10; 0: none)")
     p.add_argument("--track-max-age", type=int, default=3, help="--track: frames a track lives without a detection")
-    p.add_argument("--track-motion", default="hybrid", choices=MOTIONS,
-                   help="--track: a track's velocity: its detection's, its own displacement, or (default) the "
-                        "detection's until its second one, then its own (pc3d.track.greedy); boxes without "
-                        "velocities: its own")
+    p.add_argument("--track-motion", default="either", choices=MOTIONS,
+                   help="--track: how a track predicts where it goes: its detection's velocity, its own "
+                        "displacement, hybrid (the detection's until its second one, then its own) or either "
+                        "(default: hybrid or its last detection's, whichever is nearer; pc3d.track.greedy); boxes "
+                        "without velocities: its own")
     p.add_argument("--pad-features", action="store_true",
                    help="fill feature columns a cloud lacks with 0 and drop extra ones (default: refuse the frame)")
     args = p.parse_args(argv)

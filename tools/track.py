@@ -87,9 +87,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-age", type=int, default=3, help="frames a track lives without a detection (default 3)")
     p.add_argument("--frame-step", type=int, default=1, metavar="N",
                    help="track every Nth frame of each segment only (default 1: every frame)")
-    p.add_argument("--motion", default="hybrid", choices=MOTIONS,
-                   help="a track's velocity: its detection's, its own displacement, or (default) the detection's "
-                        "until its second one, then its own (pc3d.track.greedy); files without velocities: its own")
+    p.add_argument("--motion", default="either", choices=MOTIONS,
+                   help="how a track predicts where it goes: its detection's velocity, its own displacement, "
+                        "hybrid (the detection's until its second one, then its own) or either (default: hybrid "
+                        "or its last detection's, whichever is nearer; pc3d.track.greedy); files without "
+                        "velocities: its own")
     args = p.parse_args(argv)
     from pc3d.utils.cli import run_tool
 
