@@ -287,10 +287,29 @@ def test_same_seed_gives_identical_bytes(tmp_path, fmt):
 
 @pytest.mark.parametrize("kwargs", [{"columns": 0}, {"sequence_length": 0}, {"density": -1.0},
                                     {"density": float("nan")}, {"frames": 0}, {"scan_interval": 0.0},
-                                    {"scan_interval": 1.0}])
+                                    {"scan_interval": 1.0}, {"groups": -1.0}, {"moving_density": float("inf")}])
 def test_simulate_refuses_out_of_range_settings(tmp_path, kwargs):
     from pc3d.errors import ConfigError
     from pc3d.sim.api import simulate_dataset
 
     with pytest.raises(ConfigError, match=next(iter(kwargs))):
         simulate_dataset("kitti", tmp_path / "out", **{"frames": 1, **kwargs})
+
+
+@pytest.mark.parametrize("fmt", ["kitti", "waymo"])
+def test_street_writers_take_the_scene_options(tmp_path, fmt):
+    """moving_density and groups reach every street format's writer (waymo and kitti once ignored
+    moving_density), and a format without streets refuses them."""
+    from pc3d.errors import ConfigError
+
+    def boxes(**options) -> int:
+        root = simulate_dataset(fmt, tmp_path / str(len(list(tmp_path.iterdir()))), frames=1, seed=5, **options)
+        if fmt == "kitti":
+            return sum(len(p.read_text().splitlines()) for p in root.rglob("label_2/*.txt"))
+        pq = pytest.importorskip("pyarrow.parquet")
+        return sum(pq.read_table(p).num_rows for p in root.rglob("lidar_box/*.parquet"))
+
+    plain = boxes()
+    assert boxes(moving_density=2.0) > plain and boxes(groups=4.0) > plain
+    with pytest.raises(ConfigError, match="groups: only the street formats"):
+        simulate_dataset("scannet", tmp_path / "scannet", frames=1, groups=1.0)

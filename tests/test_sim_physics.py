@@ -194,3 +194,26 @@ def test_zones_keep_fences_trees_and_poles_on_one_stretch_per_side():
             assert len(rows) <= len(before) and (len(rows) == 0 or np.ptp(rows[:, 1]) <= 50.0), (group, side)
             if group == (L.TRUNK, L.VEGETATION):  # trees line the whole road without zones
                 assert 0 < len(rows) < len(before) / 2
+
+
+def test_groups_add_pedestrians_walking_close_together_and_keep_the_scene_of_the_seed():
+    from pc3d.geometry.iou import iou_bev
+
+    plain = make_outdoor_scene(scene_rng(5, 0), duration=6.0)
+    grouped = make_outdoor_scene(scene_rng(5, 0), duration=6.0, groups=3.0)
+    n = len(plain.actors)
+    np.testing.assert_array_equal(grouped.static.rows, plain.static.rows)
+    assert [a.trajectory for a in grouped.actors[:n]] == [a.trajectory for a in plain.actors]
+    added = grouped.actors[n:]
+    assert len(added) >= 6 and {a.kind for a in added} == {"pedestrian"}
+    for t in (0.0, 3.0, 6.0):
+        boxes = grouped.actor_boxes(t)
+        mine = boxes[n:]
+        gap = np.hypot(*(mine[None, :, :2] - mine[:, None, :2]).transpose(2, 0, 1))
+        np.fill_diagonal(gap, np.inf)
+        mate = gap.argmin(1)
+        assert (gap.min(1) < 1.6).all()  # each walks beside or behind a member of its group ...
+        np.testing.assert_allclose(mine[mate, 7:9], mine[:, 7:9])  # ... at the group's velocity
+        iou = iou_bev(boxes[:, :7].astype(np.float32), boxes[:, :7].astype(np.float32))
+        np.fill_diagonal(iou, 0.0)
+        assert iou.max() == 0.0  # and no two road users overlap

@@ -63,6 +63,7 @@ def check_settings(cfg) -> None:
     number("sequence_length", int, optional=True)
     number("density", float)
     number("moving_density", float, optional=True)
+    number("groups", float)
     number("stops", int)
     number("standing", float)
     number("scan_interval", float)
@@ -98,6 +99,7 @@ def simulate() -> int:
                                        density=float(cfg.density),
                                        moving_density=None if cfg.moving_density is None else float(cfg.moving_density),
                                        stops=int(cfg.stops), standing=float(cfg.standing), zones=bool(cfg.zones),
+                                       groups=float(cfg.groups),
                                        scan_interval=float(cfg.scan_interval), distortion=bool(cfg.distortion),
                                        progress=bar.update_to)
         except Pc3dError as error:

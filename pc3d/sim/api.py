@@ -33,6 +33,8 @@ WRITERS: dict[str, tuple[Callable[[WriterSettings], None], ...]] = {
     "modelnet40": (write_modelnet40,),
 }
 FORMATS = tuple(WRITERS)
+# the formats written from simulated streets (pc3d.sim.outdoor): the scene options apply to them
+STREET_FORMATS = ("kitti", "semantickitti", "semantickitti_mos", "waymo", "sceneflow_kitti")
 DEFAULT_SENSOR = {"kitti": "kitti", "semantickitti": "kitti", "semantickitti_mos": "kitti", "waymo": "waymo",
                   "sceneflow_kitti": "kitti"}
 # moving road users added near the ego's path (make_outdoor_scene's moving_density): semantickitti_mos is
@@ -45,8 +47,8 @@ DEFAULT_SEQUENCE_LENGTH = {"kitti": 5, "semantickitti": 100, "semantickitti_mos"
 def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int = 0, *, sensor: str | None = None,
                      columns: int | None = None, sequence_length: int | None = None, density: float = 1.0,
                      moving_density: float | None = None, stops: int = 0, standing: float = 0.5,
-                     zones: bool = False, scan_interval: float = 0.1, distortion: bool = False,
-                     progress: Callable[[int], None] | None = None) -> Path:
+                     zones: bool = False, groups: float = 0.0, scan_interval: float = 0.1,
+                     distortion: bool = False, progress: Callable[[int], None] | None = None) -> Path:
     """Simulate `frames` frames (ScanNet: scenes; scene flow: pairs; ModelNet40: shapes) in the layout of
     `format` under `out`.
 
@@ -58,7 +60,9 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     (default per format: DEFAULT_MOVING_DENSITY, else 0); stops: red lights per sequence of the SemanticKITTI
     layouts, where the ego and the traffic its way stand still for `standing` (0 < standing < 1) of the
     sequence's time in all (ST-RFD's case: frames that repeat); zones keeps fences, trees and poles on one
-    stretch per side of each scene's road (classes seen in few places); scan_interval: seconds between
+    stretch per side of each scene's road (classes seen in few places); groups: pedestrians walking in
+    groups of 2-5, close together (a Poisson count of mean `groups` per side of each scene's road; the
+    street formats); scan_interval: seconds between
     the scans of a SemanticKITTI sequence (0.1, the sensor's rate; larger drives further per sequence);
     distortion turns on ego-motion
     distortion of the raw sweeps. progress is called with the number of frames done after each frame.
@@ -73,7 +77,7 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
             raise ConfigError(f"{name} must be >= 1 (or null for the preset's), got {value}")
     if moving_density is None:
         moving_density = DEFAULT_MOVING_DENSITY.get(format, 0.0)
-    for name, value in (("density", density), ("moving_density", moving_density)):
+    for name, value in (("density", density), ("moving_density", moving_density), ("groups", groups)):
         if not (math.isfinite(value) and value >= 0):
             raise ConfigError(f"{name} must be a finite number >= 0, got {value}")
     if isinstance(stops, bool) or not isinstance(stops, int) or stops < 0:
@@ -85,6 +89,9 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     if (stops or zones or scan_interval != 0.1) and not format.startswith("semantickitti"):
         raise ConfigError(f"stops / zones / scan_interval: only the SemanticKITTI layouts simulate them, "
                           f"not {format!r}")
+    if (density != 1.0 or moving_density or groups) and format not in STREET_FORMATS:
+        raise ConfigError(f"density / moving_density / groups: only the street formats {STREET_FORMATS} simulate "
+                          f"road users, not {format!r}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     spec = sensor_spec(sensor or DEFAULT_SENSOR.get(format, "kitti"), columns)
@@ -92,6 +99,7 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
         out=out, frames=int(frames), seed=int(seed), spec=spec,
         sequence_length=int(sequence_length or DEFAULT_SEQUENCE_LENGTH.get(format, 1)), density=float(density),
         moving_density=float(moving_density), stops=stops, standing=float(standing), zones=bool(zones),
+        groups=float(groups),
         scan_interval=float(scan_interval), distortion=bool(distortion), progress=progress)
     for write in WRITERS[format]:
         write(settings)

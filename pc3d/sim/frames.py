@@ -32,16 +32,18 @@ def sensor_spec(name: str, columns: int | None = None) -> LidarSpec:
 def outdoor_frames(frames: int, seed: int, spec: LidarSpec, *, frames_per_scene: int, spacing: float = 0.1,
                    flow: bool = False, distortion: bool = False,
                    density: float = 1.0, moving_density: float = 0.0, stops: int = 0,
-                   standing: float = 0.5, zones: bool = False) -> Iterator[tuple[int, OutdoorScene, SimFrame]]:
+                   standing: float = 0.5, zones: bool = False,
+                   groups: float = 0.0) -> Iterator[tuple[int, OutdoorScene, SimFrame]]:
     """(scene index, scene, frame) for `frames` frames: a new scene every frames_per_scene frames,
-    frames `spacing` seconds apart inside a scene. density / moving_density / stops / standing / zones:
-    see make_outdoor_scene."""
+    frames `spacing` seconds apart inside a scene. density / moving_density / stops / standing / zones /
+    groups: see make_outdoor_scene."""
     scene_index = 0
     done = 0
     while done < frames:
         n = min(frames_per_scene, frames - done)
         scene = make_outdoor_scene(scene_rng(seed, scene_index), duration=(n - 1) * spacing + 0.2, density=density,
-                                   moving_density=moving_density, stops=stops, standing=standing, zones=zones)
+                                   moving_density=moving_density, stops=stops, standing=standing, zones=zones,
+                                   groups=groups)
         noise = scene_rng(seed, scene_index, 1)
         for frame in simulate_sequence(scene, spec, n, noise, dt=spacing, flow=flow, distortion=distortion):
             yield scene_index, scene, frame

@@ -177,13 +177,17 @@ def _zoned(static: Parts, x0: float, x1: float, rng: np.random.Generator,
     return Parts(static.rows[keep], static.semantic[keep], static.reflectivity[keep])
 
 
+def _collide(track: np.ndarray, other: np.ndarray) -> bool:
+    """Whether two footprints (_footprint) overlap at some sample time."""
+    d = np.linalg.norm(track[:, :, None, :2] - other[:, None, :, :2], axis=-1)
+    return bool((d < track[:, :, None, 2] + other[:, None, :, 2]).any())
+
+
 def _add_actor(kind, trajectory, actors, rng, accepted, times, size=None) -> bool:
     size = sample_size(kind, rng) if size is None else size
     track = _footprint(trajectory, size, times)
-    for other in accepted:
-        d = np.linalg.norm(track[:, :, None, :2] - other[:, None, :, :2], axis=-1)
-        if (d < track[:, :, None, 2] + other[:, None, :, 2]).any():
-            return False
+    if any(_collide(track, other) for other in accepted):
+        return False
     accepted.append(track)
     if actors is not None:
         actors.append(Actor(kind, size, build_parts(kind, size, rng), trajectory, len(actors) + 1))
@@ -243,9 +247,39 @@ def _add_movers(moving_density: float, lanes: int, road_half: float, lane_speed:
             tries += 1
 
 
+def _add_groups(groups: float, road_half: float, x0: float, x1: float, actors: list, rng: np.random.Generator,
+                accepted: list, times: np.ndarray) -> None:
+    """Pedestrians in groups of 2-5 on the sidewalks (a Poisson count of mean `groups` per side of the road):
+    two abreast, pair behind pair, a hand's breadth to a step apart (0.1-0.4 m between their boxes), all at
+    one heading and speed (a fifth of the groups stand). The members' footprints may touch one another's, not
+    another road user's: a group that would run into one is left out whole."""
+    for side in (-1, 1):
+        for _ in range(rng.poisson(groups)):
+            n = int(rng.integers(2, 6))
+            sizes = [sample_size("pedestrian", rng) for _ in range(n)]
+            length, width = max(s[0] for s in sizes), max(s[1] for s in sizes)
+            heading = float(rng.choice([0.0, np.pi]) + rng.normal(0, 0.05))
+            speed = 0.0 if rng.random() < 0.2 else float(rng.uniform(0.8, 1.5))
+            x, y = rng.uniform(x0, x1), side * (road_half + rng.uniform(0.9, 1.3))
+            step, beside = length + rng.uniform(0.1, 0.4), width / 2 + rng.uniform(0.05, 0.2)
+            members = []
+            for i in range(n):
+                back = -(i // 2) * step  # along the heading: the first pair leads
+                across = 0.0 if (i == n - 1 and n % 2) else (beside if i % 2 else -beside)
+                members.append(Trajectory(x + back * np.cos(heading) - across * np.sin(heading),
+                                          y + back * np.sin(heading) + across * np.cos(heading), heading, speed))
+            tracks = [_footprint(t, s, times) for t, s in zip(members, sizes, strict=True)]
+            if any(_collide(track, other) for track in tracks for other in accepted):
+                continue
+            accepted.extend(tracks)
+            for trajectory, size in zip(members, sizes, strict=True):
+                actors.append(Actor("pedestrian", size, build_parts("pedestrian", size, rng), trajectory,
+                                    len(actors) + 1))
+
+
 def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density: float = 1.0,
                        moving_density: float = 0.0, stops: int = 0, standing: float = 0.5,
-                       zones: bool = False) -> OutdoorScene:
+                       zones: bool = False, groups: float = 0.0) -> OutdoorScene:
     """A street scene for `duration` seconds of driving; `density` scales the number of road users.
 
     moving_density adds moving road users near the ego's path (``_add_movers``: on average 3 cars, 3
@@ -258,6 +292,8 @@ def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density:
     zones: fences, trees, and poles with signs stand only on one 25-50 m stretch of each side of the road
     (ZONED), so along a long drive these classes are seen in few places (drawn after everything else: the
     rest of the scene is the scene of the seed).
+    groups: pedestrians walking in groups of 2-5, close together (``_add_groups``: a Poisson count of mean
+    `groups` per side of the road); drawn last, so 0 leaves the scene of a seed as it was.
     """
     lanes = int(rng.integers(1, 3))
     parking = rng.random() < 0.75
@@ -347,5 +383,7 @@ def make_outdoor_scene(rng: np.random.Generator, duration: float = 0.1, density:
                 actor.trajectory = replace(traj, clock=clock)
     if zones:
         static = _zoned(static, x0, x1, rng)
+    if groups > 0:
+        _add_groups(groups, road_half, x0, x1, actors, rng, accepted, times)
     return OutdoorScene(static, actors, ego, road_half, duration, road_to_world, lanes, parking)
 

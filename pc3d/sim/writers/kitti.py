@@ -91,7 +91,7 @@ def write_kitti(settings: WriterSettings) -> None:
     ground_z = -float(settings.spec.mount[2, 3])
     # KITTI object frames are snapshots: frames of one scene are a second apart
     frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
-                            spacing=1.0, distortion=settings.distortion, density=settings.density)
+                            spacing=1.0, distortion=settings.distortion, **settings.scene())
     for n, (_, _, frame) in enumerate(frames):
         writer.write(frame, ground_z)
         settings.tick(n + 1)

@@ -46,7 +46,7 @@ def write_sceneflow_kitti(settings: WriterSettings) -> None:
     spec = settings.spec
     root = Path(settings.out) / KITTI_DIR
     frames = outdoor_frames(settings.frames, settings.seed, spec, frames_per_scene=settings.sequence_length,
-                            flow=True, density=settings.density)
+                            flow=True, **settings.scene())
     for n, (_, scene, frame) in enumerate(frames):
         pc1 = frame.points[:, :3].astype(np.float64)
         pc2 = pc1 + frame.flow

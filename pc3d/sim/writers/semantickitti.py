@@ -82,9 +82,7 @@ def write_semantickitti(settings: WriterSettings) -> None:
     writer = None
     current = -1
     frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
-                            spacing=settings.scan_interval, distortion=settings.distortion, density=settings.density,
-                            moving_density=settings.moving_density, stops=settings.stops, standing=settings.standing,
-                            zones=settings.zones)
+                            spacing=settings.scan_interval, distortion=settings.distortion, **settings.scene())
     for n, (scene_index, _, frame) in enumerate(frames):
         if scene_index != current:
             if writer is not None:

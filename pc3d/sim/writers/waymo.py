@@ -161,7 +161,8 @@ def write_waymo(settings: WriterSettings) -> None:
     n_segments = -(-frames // length)
     writer = None
     current = -1
-    stream = outdoor_frames(frames, settings.seed, settings.spec, frames_per_scene=length, density=settings.density)
+    stream = outdoor_frames(frames, settings.seed, settings.spec, frames_per_scene=length,
+                            **settings.scene())
     for n, (index, _, frame) in enumerate(stream):
         if index != current:
             if writer is not None:
