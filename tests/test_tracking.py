@@ -163,6 +163,18 @@ def test_second_stage_lets_a_new_track_take_a_detection_it_could_have_reached():
         GreedyTracker(gates(), max_speed=[0.0, 30.0])
 
 
+@pytest.mark.parametrize("empty", [np.zeros((0, 7)), np.zeros((0, 9)), np.zeros(0)])
+def test_a_frame_without_detections_lets_the_tracks_coast_on(empty):
+    from pc3d.track.world import update_in_world
+
+    tracker = GreedyTracker(gates(), motion="own")
+    ids = []
+    for k, xs in enumerate([[0.0], [1.0], [], [3.0]]):  # a car at 10 m/s; nothing detected at the third frame
+        boxes = np.array([box(x) for x in xs]) if xs else empty
+        ids.append(update_in_world(tracker, boxes, [1] * len(xs), [0.9] * len(xs), np.eye(4), 0.1 * k)[0].tolist())
+    assert ids == [[0], [0], [], [0]]
+
+
 def test_own_motion_predicts_a_track_through_a_gap_of_up_to_max_age_frames():
     def run(gap: int) -> int:
         tracker = GreedyTracker(gates(), max_age=3)

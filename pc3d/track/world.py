@@ -14,7 +14,11 @@ def update_in_world(tracker: GreedyTracker, boxes: np.ndarray, labels: np.ndarra
     [K, 7 (+2)] in the sensor frame whose world_from_sensor pose [4, 4] is given: centres move by the pose,
     velocities (vx, vy, columns 7-8, when present) turn with it."""
     scores = np.asarray(scores, np.float64).reshape(-1)
-    boxes = np.asarray(boxes, np.float64).reshape(len(scores), -1)
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.size:
+        boxes = boxes.reshape(len(scores), -1)
+    else:  # an empty [0] or [0, 7 (+2)]: no detections this frame
+        boxes = boxes.reshape(0, boxes.shape[-1] if boxes.ndim == 2 else 7)
     pose = np.asarray(pose, np.float64)
     centres = boxes[:, :3] @ pose[:3, :3].T + pose[:3, 3]
     velocities = boxes[:, 7:9] @ pose[:2, :2].T if boxes.shape[1] >= 9 else None
