@@ -68,6 +68,11 @@ def test_a_valid_earlier_pair_is_kept_over_a_better_overlap():
     # for vehicles (0.7) the pair breaks: A takes h2 (a mismatch) and h1 is a FP, MOTA 0: reported as zeros
     v = mot([gt_frame([("A", 0)])] * 2, [dt_frame([("h1", 0)]), dt_frame([("h1", 1), ("h2", 0)])])
     assert v == {"MOTA": 0.0, "MOTP": 0.0, "miss": 0.0, "mismatch": 0.0, "fp": 0.0, "score_cutoff": 0.0, "num_gt": 2}
+    table = tracking_table(waymo_tracking_eval([[gt_frame([("A", 0)])] * 2],
+                                               [[dt_frame([("h1", 0)]), dt_frame([("h1", 1), ("h2", 0)])]],
+                                               ("vehicle",)), ["Vehicle"], "title")
+    assert "| Vehicle | 1 | 0.00 | 0.00 | 0.00 |" in table
+    assert "No score cutoff gives Vehicle 1, Vehicle 2 a MOTA above 0" in table
 
 
 def test_levels_and_the_best_score_cutoff():
@@ -321,25 +326,21 @@ def test_renders_colour_boxes_by_track():
 
 
 def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
-    """tools/track.py on detection files (the ground truth with its velocities, ids per box as tools/test.py
-    writes them): tracks on the velocities, scored 100 by tools/eval_tracking.py; a wrong segment is named."""
+    """tools/track.py on detection files (the ground truth with its velocities, written by
+    tools/truth_detections.py as tools/test.py writes a detector's): tracks on the velocities, scored 100 by
+    tools/eval_tracking.py; a wrong segment is named."""
     sys.path.insert(0, str(ROOT / "tools"))
     import eval_tracking
     import track
+    import truth_detections
 
     from pc3d.data import WaymoDataset
-    from pc3d.data.waymo_parquet import read_box_predictions, write_box_predictions
+    from pc3d.data.waymo_parquet import read_box_predictions
 
-    data = WaymoDataset(segment_world, "training")
-    frames = {}
-    for segment, t, _ in data.frames:
-        gt = data.read_boxes(segment, t)
-        keep = gt["num_points"] > 0
-        frames.setdefault(segment, []).append((t, {"boxes": gt["box"][keep], "scores": np.ones(keep.sum()),
-                                                   "labels": np.array([data.class_names.index(n) + 1
-                                                                       for n in gt["name"][keep]])}))
-    for segment, f in frames.items():
-        write_box_predictions(tmp_path / "det" / f"{segment}.parquet", segment, f, data.class_names)
+    assert truth_detections.main([str(segment_world), "--split", "training", "--out", str(tmp_path / "det")]) == 0
+    assert "1 segment(s), 12 frames," in capsys.readouterr().out
+    segment = WaymoDataset(segment_world, "training").frames[0][0]
+    stamps = [t for s, t, _ in WaymoDataset(segment_world, "training").frames if s == segment]
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
                        "--out", str(tmp_path / "tracks")]) == 0
     assert ("velocities from the detector's velocities for new tracks, then their own motion or the detector's, "
@@ -351,8 +352,7 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--frame-step", "3",
                        "--out", str(tmp_path / "step3")]) == 0
     assert "1 segment(s), one frame in 3," in capsys.readouterr().out
-    stamps = set(read_box_predictions(tmp_path / "step3" / f"{segment}.parquet"))
-    assert stamps == {t for t, _ in frames[segment][::3]}
+    assert set(read_box_predictions(tmp_path / "step3" / f"{segment}.parquet")) == set(stamps[::3])
     assert eval_tracking.main([str(tmp_path / "step3"), str(segment_world), "--split", "training",
                                "--frame-step", "3"]) == 0
     out = capsys.readouterr().out
@@ -371,6 +371,56 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training", "--out",
                        str(tmp_path / "t2")]) == 2
     assert "segment elsewhere is not in" in capsys.readouterr().err
+
+
+def test_truth_detections_keep_the_boxes_a_detector_could_see_and_add_the_noise_asked():
+    from pc3d.track.truth import truth_detections
+
+    n = 20_000
+    rng = np.random.default_rng(0)
+    gt = {"box": np.c_[rng.uniform(-50, 50, (n, 3)), rng.uniform(0.5, 5, (n, 3)), rng.uniform(-3, 3, (n, 3))],
+          "name": rng.choice(["Vehicle", "Pedestrian", "Sign"], n), "num_points": rng.integers(0, 3, n)}
+    gt["box"][::7, 7:9] = np.nan  # unknown velocities
+    seen = (gt["name"] != "Sign") & (gt["num_points"] > 0)
+    exact = truth_detections(gt, ("Vehicle", "Pedestrian"), np.random.default_rng(1))
+    assert np.array_equal(exact["boxes"], np.nan_to_num(gt["box"][seen]))
+    assert np.array_equal(exact["labels"], np.where(gt["name"][seen] == "Vehicle", 1, 2))
+    assert np.all((exact["scores"] >= 0.5) & (exact["scores"] < 1))
+
+    noisy = truth_detections(gt, ("Vehicle", "Pedestrian"), np.random.default_rng(1), centre=0.2, velocity=0.5,
+                             drop=0.25)
+    again = truth_detections(gt, ("Vehicle", "Pedestrian"), np.random.default_rng(1), centre=0.2, velocity=0.5,
+                             drop=0.25)
+    assert all(np.array_equal(noisy[k], again[k]) for k in noisy)
+    assert abs(len(noisy["scores"]) / seen.sum() - 0.75) < 0.02
+    # match each kept box to its ground truth by its unchanged z, sizes and heading
+    rows = {tuple(b[2:7]): i for i, b in enumerate(np.nan_to_num(gt["box"]))}
+    truth = np.nan_to_num(gt["box"])[[rows[tuple(b[2:7])] for b in noisy["boxes"]]]
+    assert abs(np.std(noisy["boxes"][:, :2] - truth[:, :2]) - 0.2) < 0.01
+    assert abs(np.std(noisy["boxes"][:, 7:9] - truth[:, 7:9]) - 0.5) < 0.02
+    for bad in ({"centre": -0.1}, {"velocity": -1.0}, {"drop": 1.0}):
+        with pytest.raises(ConfigError, match="noise must be"):
+            truth_detections(gt, ("Vehicle",), rng, **bad)
+
+
+def test_dropped_truth_detections_are_scored_as_misses(segment_world, tmp_path, capsys):
+    """Half the ground-truth boxes dropped (tools/truth_detections.py --drop 0.5): the tracks of the rest miss
+    about half the objects."""
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_tracking
+    import track
+    import truth_detections
+
+    assert truth_detections.main([str(segment_world), "--split", "training", "--out", str(tmp_path / "det"),
+                                  "--drop", "0.5", "--centre", "0.05", "--seed", "3"]) == 0
+    assert "drop 0.5" in capsys.readouterr().out
+    assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
+                       "--out", str(tmp_path / "tracks")]) == 0
+    capsys.readouterr()
+    assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| Vehicle | 1 |"))
+    mota, miss = (float(v) for v in row.split("|")[3:6:2])
+    assert 30 < miss < 70 and mota < 100 - miss + 1, row
 
 
 def test_eval_tracking_names_bad_files(segment_world, tmp_path, capsys):
