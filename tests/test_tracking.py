@@ -72,7 +72,7 @@ def test_a_valid_earlier_pair_is_kept_over_a_better_overlap():
                                                [[dt_frame([("h1", 0)]), dt_frame([("h1", 1), ("h2", 0)])]],
                                                ("vehicle",)), ["Vehicle"], "title")
     assert "| Vehicle | 1 | 0.00 | 0.00 | 0.00 |" in table
-    assert "No score cutoff gives Vehicle 1, Vehicle 2 a MOTA above 0" in table
+    assert "No score cutoff gives Vehicle LEVEL_1, Vehicle LEVEL_2 a MOTA above 0" in table
 
 
 def test_levels_and_the_best_score_cutoff():

@@ -173,7 +173,7 @@ def tracking_table(result: dict, classes: Sequence[str], title: str) -> str:
     m = result["mean"]
     lines.append(f"| mean | 1 / 2 | {100 * m['LEVEL_1']['MOTA']:.2f} / {100 * m['LEVEL_2']['MOTA']:.2f} | "
                  f"{100 * m['LEVEL_1']['MOTP']:.2f} / {100 * m['LEVEL_2']['MOTP']:.2f} | | | | | |")
-    zero = [f"{cls} {level[-1]}" for cls in classes for level in LEVELS
+    zero = [f"{cls} {level}" for cls in classes for level in LEVELS
             if result[cls.lower()][level]["num_gt"] and result[cls.lower()][level]["MOTA"] <= 0]
     if zero:
         lines += ["", f"No score cutoff gives {', '.join(zero)} a MOTA above 0: as in the official metrics, those "
