@@ -8,9 +8,9 @@ apart from any detector (pc3d.track.truth).
 
 Every frame's boxes of the tracked classes that hold LiDAR points, each dropped with probability --drop, centres
 moved by Gaussian noise of --centre metres along x and y, velocities by --velocity m/s along each axis, a random
-score in [0.5, 1). Without noise, tools/track.py's tracks score MOTA 100 unless the tracker loses an object
-(a gap longer than --max-age, a gate too tight). The files are what tools/test.py writes: one <segment>.parquet
-per segment in the v2 lidar_box layout with a score and speed columns.
+score in [0.5, 1). Without noise, what tools/track.py's tracks lose below MOTA 100 is the tracker's own doing
+(at 2 Hz with --motion own, neighbours swapped: README, Tracking). The files are what tools/test.py writes: one
+<segment>.parquet per segment in the v2 lidar_box layout with a score and speed columns.
 """
 from __future__ import annotations
 
