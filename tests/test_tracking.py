@@ -339,8 +339,9 @@ def test_track_tool_tracks_written_detections(segment_world, tmp_path, capsys):
 
     assert truth_detections.main([str(segment_world), "--split", "training", "--out", str(tmp_path / "det")]) == 0
     assert "1 segment(s), 12 frames," in capsys.readouterr().out
-    segment = WaymoDataset(segment_world, "training").frames[0][0]
-    stamps = [t for s, t, _ in WaymoDataset(segment_world, "training").frames if s == segment]
+    frames = WaymoDataset(segment_world, "training").frames
+    segment = frames[0][0]
+    stamps = [t for s, t, _ in frames if s == segment]
     assert track.main([str(tmp_path / "det"), str(segment_world), "--split", "training",
                        "--out", str(tmp_path / "tracks")]) == 0
     assert ("velocities from the detector's velocities for new tracks, then their own motion or the detector's, "
@@ -419,8 +420,8 @@ def test_dropped_truth_detections_are_scored_as_misses(segment_world, tmp_path, 
     capsys.readouterr()
     assert eval_tracking.main([str(tmp_path / "tracks"), str(segment_world), "--split", "training"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("| Vehicle | 1 |"))
-    mota, miss = (float(v) for v in row.split("|")[3:6:2])
-    assert 30 < miss < 70 and mota < 100 - miss + 1, row
+    miss = float(row.split("|")[5])
+    assert 30 < miss < 70, row  # all found (miss 0) if the boxes were not dropped
 
 
 def test_eval_tracking_names_bad_files(segment_world, tmp_path, capsys):
