@@ -70,10 +70,12 @@ def test_train_commands_compose_and_pass_the_config_check(argv):
 
 
 @pytest.mark.parametrize("argv", ids("simulate"))
-def test_simulate_commands_compose_and_pass_the_settings_check(argv):
-    if argv and argv[0] == "--compare":  # argparse mode: a real cloud against the simulator
-        return
-    tool_module("simulate").check_settings(composed("simulate", argv))
+def test_simulate_commands_compose_and_pass_the_settings_check(monkeypatch, argv):
+    simulate = tool_module("simulate")
+    if argv and argv[0] == "--compare":  # its argparse form: a real cloud against the simulator
+        parses(monkeypatch, simulate.compare, argv)
+    else:
+        simulate.check_settings(composed("simulate", argv))
 
 
 @pytest.mark.parametrize("argv", ids("test"))
@@ -85,12 +87,7 @@ class Parsed(Exception):
     pass
 
 
-ARGPARSE_TOOLS = sorted({tool for tool, _ in COMMANDS} - {"train", "simulate", "test"})
-
-
-@pytest.mark.parametrize(("tool", "argv"), [pytest.param(tool, argv, id=f"{tool} {' '.join(argv)}"[:80])
-                                            for tool, argv in COMMANDS if tool in ARGPARSE_TOOLS])
-def test_argparse_commands_are_accepted(monkeypatch, tool, argv):
+def parses(monkeypatch, main, argv: list[str]) -> None:
     """main(argv) stops right after its parser accepted argv; a rejected argv exits 2 (argparse's usage error)."""
     parse = argparse.ArgumentParser.parse_args
 
@@ -100,4 +97,13 @@ def test_argparse_commands_are_accepted(monkeypatch, tool, argv):
 
     monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_then_stop)
     with pytest.raises(Parsed):
-        tool_module(tool).main([a.replace("<>", "placeholder") for a in argv])
+        main([a.replace("<>", "placeholder") for a in argv])
+
+
+ARGPARSE_TOOLS = sorted({tool for tool, _ in COMMANDS} - {"train", "simulate", "test"})
+
+
+@pytest.mark.parametrize(("tool", "argv"), [pytest.param(tool, argv, id=f"{tool} {' '.join(argv)}"[:80])
+                                            for tool, argv in COMMANDS if tool in ARGPARSE_TOOLS])
+def test_argparse_commands_are_accepted(monkeypatch, tool, argv):
+    parses(monkeypatch, tool_module(tool).main, argv)
