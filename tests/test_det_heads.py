@@ -152,6 +152,26 @@ def test_center_head_loss_and_gradients(with_iou):
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
 
 
+def test_iou_rectification_comes_after_the_score_threshold():
+    """A cell of low heat is dropped however high its predicted IoU (OpenPCDet's order); a kept cell's score is
+    heat ** (1 - a) * IoU ** a."""
+    head = center_head(with_iou=True)  # score_threshold 0.5
+    preds = []
+    for task in head.tasks:
+        hm = torch.full((1, len(task), 64, 64), -20.0)
+        iou = torch.full((1, 1, 64, 64), -1.0)
+        hm[0, 0, 10, 10], iou[0, 0, 10, 10] = torch.logit(torch.tensor(0.2)), 1.0  # heat 0.2, IoU 1: 0.2 ** 0.32 > 0.5
+        hm[0, 0, 30, 30], iou[0, 0, 30, 30] = torch.logit(torch.tensor(0.8)), 0.0  # heat 0.8, IoU 0.5
+        maps = torch.zeros(1, 8, 64, 64)
+        preds.append({"hm": hm, "center": maps[:, 0:2], "center_z": maps[:, 2:3], "dim": maps[:, 3:6],
+                      "rot": maps[:, 6:8], "iou": iou})
+    boxes, scores, labels = head.predict(preds)[0]
+    assert len(scores) == 2 and labels.tolist() == [1, 2]  # one box a task, the high-heat one
+    a = head.iou_rectifier[labels]
+    assert torch.allclose(scores, 0.8 ** (1 - a) * 0.5 ** a)
+    assert torch.allclose(boxes[:, 0], torch.tensor(RANGE[0] + 30 * 4 * VOXEL[0]))  # column 30, not 10
+
+
 def test_center_targets_skip_outside_boxes():
     from pc3d.geometry import CenterPointCoder
 
