@@ -68,7 +68,7 @@ class CenterHead(nn.Module):
     threshold applies to the heat, before rectification, as in OpenPCDet's DSVT: heat ** 0.32 lifts a cell of heat
     0.001 to 0.11, and the IoU branch, trained only at object centres, predicts anything elsewhere, so a threshold
     on the rectified score kept 260-500 boxes a frame on simulated Waymo (24 without the branch), which cost a
-    2 Hz tracker 10-16 % vehicle mismatches (README, Detection: the IoU branch).
+    2 Hz tracker 10-18 % vehicle mismatches (README, Detection: the IoU branch).
     """
 
     def __init__(self, in_channels: int, class_names: Sequence[str], tasks: Sequence[Sequence[str]],
