@@ -16,6 +16,7 @@ RUNTIME = [
     "plyfile==1.1.5",
     "tensorboard==2.21.0",
     "tqdm==4.70.1",
+    "protobuf>=4.21",  # Waymo Objects files (pc3d.eval.waymo_objects); tensorboard pins the exact version
     # GPU engine; on CPU only used as the tests' cross-check (ConvAlgo.Native).
     "spconv-cu120==2.3.6; platform_system == 'Linux' and platform_machine == 'x86_64'",
     # GPU machines: install `open3d==0.19.0` (or newer) instead; both import as `open3d`.

@@ -95,7 +95,7 @@ def test_metric_input_errors():
     with pytest.raises(DataFormatError, match="2 ground-truth frames but 1 prediction frames"):
         mot([gt_frame([]), gt_frame([])], [dt_frame([])])
     with pytest.raises(ConfigError, match="not evaluated"):
-        waymo_tracking_eval([], [], ("sign",))
+        waymo_tracking_eval([], [], ("car",))
 
 
 def gates(**overrides) -> np.ndarray:

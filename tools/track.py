@@ -28,6 +28,7 @@ def run(args: argparse.Namespace) -> int:
     from pc3d.data import WaymoDataset
     from pc3d.data.waymo_parquet import WAYMO_CLASSES, read_box_predictions, write_box_predictions
     from pc3d.errors import ConfigError, DataFormatError
+    from pc3d.eval.waymo_objects import prediction_frames, write_objects
     from pc3d.track import GreedyTracker, max_distances, max_speeds, parse_gates, update_in_world
 
     files = sorted(Path(args.predictions).glob("*.parquet"))
@@ -43,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion,
                             max_speeds(classes, parse_gates(args.track_max_speed, "--track-max-speed", zero=True)))
     out = Path(args.out)
-    used = set()
+    used, tracked = set(), {}
     for path in files:
         segment = path.stem
         if segment not in stamps:
@@ -64,9 +65,12 @@ def run(args: argparse.Namespace) -> int:
             used.add(how)
             frames.append((t, {"boxes": p["boxes"], "scores": p["scores"], "labels": labels, "track_ids": ids}))
         write_box_predictions(out / path.name, segment, frames, classes)
+        tracked[segment] = frames
+    objects = write_objects(out / "objects.bin", prediction_frames(tracked, classes))
     how = " and ".join(sorted(used))
     every = "" if args.frame_step == 1 else f", one frame in {args.frame_step}"
-    print(f"tracks: {out} ({len(files)} segment(s){every}, {tracker.next_id} tracks; velocities from {how})")
+    print(f"tracks: {out} ({len(files)} segment(s){every}, {tracker.next_id} tracks; velocities from {how}); all of "
+          f"them in {objects} (Waymo's Objects protobuf, for tools/eval_waymo.py --tracking)")
     return 0
 
 

@@ -96,10 +96,13 @@ def create_kitti(root: Path, database_split: str = "train") -> dict:
 
 
 def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) -> dict:
-    """The split indexes and the GT database of `database_split`; with sweeps > 1 the database of multi-sweep
-    frames instead (``waymo_<sweeps>sweeps_gt_database_<split>``: each object's points of the merged sweeps inside
-    its current box, time column last, as OpenPCDet's multi-frame databases; a moving object's older points
-    outside that box are not kept), for recipes with dataset.n_past_scans = sweeps - 1."""
+    """The split indexes, each labelled split's ground truth as Waymo's Objects file (``waymo_gt_objects_<split>.bin``,
+    for tools/eval_waymo.py and the official evaluators) and the GT database of `database_split`; with sweeps > 1
+    the database of multi-sweep frames instead (``waymo_<sweeps>sweeps_gt_database_<split>``: each object's points
+    of the merged sweeps inside its current box, time column last, as OpenPCDet's multi-frame databases; a moving
+    object's older points outside that box are not kept), for recipes with dataset.n_past_scans = sweeps - 1."""
+    from pc3d.eval.waymo_objects import write_objects
+
     from .waymo import WaymoDataset
     from .waymo_parquet import INDEX_FORMAT, INDEX_VERSION, segment_index
 
@@ -113,6 +116,9 @@ def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) 
             "segments": segments})
         written.append(index_path)
         report[split] = {"segments": len(segments), "frames": sum(len(s["timestamps"]) for s in segments)}
+        if (root / split / "lidar_box").is_dir():  # the ground truth as Waymo's Objects file (its gt.bin)
+            written.append(write_objects(root / f"waymo_gt_objects_{split}.bin",
+                                         WaymoDataset(root, split, index=index_path).ground_truth_objects()))
         if split == database_split:
             dataset = WaymoDataset(root, split, class_names=("Vehicle", "Pedestrian", "Cyclist", "Sign"),
                                    index=index_path, n_past_scans=sweeps - 1)

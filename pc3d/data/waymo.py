@@ -370,7 +370,11 @@ class WaymoDataset(PointCloudDataset):
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: ``<out_dir>/<split>/lidar_box/<segment>.parquet`` per segment, the v2 box
-        component's columns plus ``[LiDARBoxComponent].score`` (boxes in the vehicle frame)."""
+        component's columns plus ``[LiDARBoxComponent].score`` (boxes in the vehicle frame), and all of them in
+        ``<out_dir>/<split>/objects.bin``, Waymo's Objects protobuf (pc3d.eval.waymo_objects: what the official
+        evaluators, tools/eval_waymo.py and the leaderboard's create_submission read)."""
+        from pc3d.eval.waymo_objects import prediction_frames, write_objects
+
         if len(predictions) != len(self.frames):
             raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
         per_segment: dict[str, list] = {}
@@ -379,7 +383,20 @@ class WaymoDataset(PointCloudDataset):
         out = Path(out_dir) / self.split / "lidar_box"
         for segment, frames in per_segment.items():
             write_box_predictions(out / f"{segment}.parquet", segment, frames, self.class_names)
+        write_objects(out.parent / "objects.bin", prediction_frames(per_segment, self.class_names))
         return out
+
+    def ground_truth_objects(self):
+        """Each frame's boxes as pc3d.eval.waymo_objects.write_objects takes them: every type, with ids, points and
+        both difficulty levels where the lidar_box file has them (speeds where every box has one); the values
+        read_boxes gives pc3d's own evaluation (float32)."""
+        for segment, timestamp, _ in self.frames:
+            annos = self.read_boxes(segment, timestamp)
+            boxes = annos["box"].astype(np.float64)
+            yield {"context_name": segment, "timestamp": timestamp,
+                   "boxes": boxes if np.isfinite(boxes).all() else boxes[:, :7], "types": annos["name"],
+                   "num_points": annos["num_points"], "difficulty": annos["difficulty"],
+                   "tracking_difficulty": annos.get("tracking_difficulty"), "ids": annos.get("id")}
 
     def sweep(self, segment: str, timestamp: int, group: int) -> tuple[np.ndarray, int]:
         """(float32 [N, 5] x, y, z, intensity, elongation of one frame, the number of no-label-zone points in it),

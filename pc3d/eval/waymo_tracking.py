@@ -31,31 +31,40 @@ from collections.abc import Sequence
 import numpy as np
 
 from pc3d.errors import ConfigError, DataFormatError
-from pc3d.eval.waymo import DEFAULT_SCORE_CUTOFFS, IOU_THRESHOLDS, LEVELS, WAYMO_CLASSES, _frame, hungarian_max
+from pc3d.eval.waymo import (
+    DEFAULT_SCORE_CUTOFFS,
+    IOU_THRESHOLDS,
+    LEVELS,
+    WAYMO_CLASSES,
+    _frame,
+    gt_levels,
+    hungarian_max,
+)
 from pc3d.geometry import iou_3d
 
 # per cutoff: misses L1, misses L2, objects L1, objects L2, false positives, mismatches, matches, matching cost
 _MISS, _OBJECTS, _FP, _MISMATCH, _MATCHES, _COST = 0, 2, 4, 5, 6, 7
 
 
-def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str, where: str) -> list[tuple]:
-    """Per frame of a segment: (gt ids, gt levels, dt ids sorted by descending score, their scores, IoU [P, G])."""
+def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str, where: str,
+                  duplicate_ids: str = "error") -> list[tuple]:
+    """Per frame of a segment: (gt ids, gt levels, dt ids sorted by descending score, their scores, IoU [P, G],
+    their positions in the frame (duplicate_ids "first") or None)."""
     out = []
     for f, (g, d) in enumerate(zip(frames_gt, frames_dt, strict=True)):
-        gsel = (g["types"] == cls) & (g["num_points"] > 0)
-        level = np.where(g["num_points"][gsel] <= 5, 2, 1)
-        if "difficulty" in g:
-            level = np.maximum(level, np.where(g["difficulty"][gsel] == 2, 2, 1))
+        gsel, level = gt_levels(g, cls)
         dsel = np.flatnonzero(d["types"] == cls)
         dsel = dsel[np.argsort(-d["scores"][dsel], kind="stable")]
         gt_ids, dt_ids = g["ids"][gsel].tolist(), d["ids"][dsel].tolist()
-        for ids, who in ((gt_ids, "ground-truth"), (dt_ids, "predicted")):
+        checked = [(gt_ids, "ground-truth")] + ([(dt_ids, "predicted")] if duplicate_ids == "error" else [])
+        for ids, who in checked:
             if len(set(ids)) < len(ids):
                 twice = next(i for i in ids if ids.count(i) > 1)
                 raise DataFormatError(where, f"frame {f}: {who} {cls} id {twice!r} appears twice")
         iou = (np.asarray(iou_3d(d["boxes"][dsel], g["boxes"][gsel]), np.float64).reshape(len(dsel), -1)
                if len(dsel) and gsel.any() else np.zeros((len(dsel), int(gsel.sum()))))
-        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), iou))
+        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), iou,
+                    None if duplicate_ids == "error" else dsel))
     return out
 
 
@@ -63,9 +72,16 @@ def _mot_counts(frames: list[tuple], threshold: float, cutoff: float) -> np.ndar
     """The CLEAR MOT counts [8] (the _MISS .. _COST layout) of one segment at one score cutoff."""
     counts = np.zeros(8)
     mapping: dict = {}   # object id -> hypothesis id, M_t (kept for objects out of sight)
-    for gt_ids, level, dt_ids, scores, iou in frames:
+    for gt_ids, level, dt_ids, scores, iou, positions in frames:
         n = int(np.sum(scores >= cutoff))
-        pd_index = {p: i for i, p in enumerate(dt_ids[:n])}
+        rows = list(range(n))
+        if positions is not None:  # an id twice: its first box in the frame above the cutoff stands, the rest go
+            first: dict = {}
+            for i in rows:
+                if dt_ids[i] not in first or positions[i] < positions[first[dt_ids[i]]]:
+                    first[dt_ids[i]] = i
+            rows = sorted(first.values())
+        pd_index = {dt_ids[i]: i for i in rows}
         gt_index = {g: j for j, g in enumerate(gt_ids)}
         new: dict = {}
         for g, p in mapping.items():  # step 1: the pairs still valid
@@ -74,7 +90,7 @@ def _mot_counts(frames: list[tuple], threshold: float, cutoff: float) -> np.ndar
                 new[g] = p
                 counts[_COST] += 1.0 - iou[i, j]
         taken = set(new.values())
-        rest_pd = [i for i, p in enumerate(dt_ids[:n]) if p not in taken]
+        rest_pd = [i for i in rows if dt_ids[i] not in taken]
         rest_gt = [j for j, g in enumerate(gt_ids) if g not in new]
         matched_gt = set()
         if rest_pd and rest_gt:  # step 2: a Hungarian assignment of the rest
@@ -124,15 +140,21 @@ def _metrics(counts: np.ndarray, cutoffs: np.ndarray, lv: int) -> dict:
 
 def waymo_tracking_eval(gt: Sequence[Sequence[dict]], dt: Sequence[Sequence[dict]],
                         classes: tuple[str, ...] = WAYMO_CLASSES,
-                        score_cutoffs: tuple[float, ...] = DEFAULT_SCORE_CUTOFFS) -> dict:
+                        score_cutoffs: tuple[float, ...] = DEFAULT_SCORE_CUTOFFS, duplicate_ids: str = "error") -> dict:
     """Waymo tracking metrics per class at LEVEL_1 and LEVEL_2 (fractions 0..1).
 
     gt, dt: per segment, per frame in time order (the same frames in both): gt ``boxes`` [M, 7+], ``types``
-    (names or Waymo ids), ``num_points`` [M], ``ids`` [M], optional ``difficulty`` [M] (tracking level, 1 / 2);
+    (names or Waymo ids), ``num_points`` [M], ``ids`` [M], optional ``difficulty`` [M] (tracking level, 1 / 2)
+    or ``levels`` [M] (pc3d.eval.waymo.gt_levels);
     dt ``boxes`` [K, 7+], ``types``, ``scores`` [K], ``ids`` [K] (track ids).
     Returns ``{cls: {"LEVEL_1": {"MOTA", "MOTP", "miss", "mismatch", "fp", "score_cutoff", "num_gt"}, ...},
     "mean": {level: {"MOTA", "MOTP"}}}``; the mean is over the requested classes.
+    duplicate_ids: a predicted id twice in a frame is a DataFormatError ("error"), or, as the official tools
+    (mot.cc) do, its first box in the frame among those above each cutoff stands and the others are ignored, not
+    even false positives ("first").
     """
+    if duplicate_ids not in ("error", "first"):
+        raise ConfigError(f"duplicate_ids must be 'error' or 'first', got {duplicate_ids!r}")
     if len(gt) != len(dt):
         raise DataFormatError(None, f"{len(gt)} ground-truth segments but {len(dt)} prediction segments")
     for cls in classes:
@@ -151,7 +173,7 @@ def waymo_tracking_eval(gt: Sequence[Sequence[dict]], dt: Sequence[Sequence[dict
     for cls in classes:
         counts = np.zeros((len(cutoffs), 8))
         for s, (sg, sd) in enumerate(segments):
-            frames = _class_frames(sg, sd, cls, f"segment {s}")
+            frames = _class_frames(sg, sd, cls, f"segment {s}", duplicate_ids)
             for k, cutoff in enumerate(cutoffs):
                 counts[k] += _mot_counts(frames, IOU_THRESHOLDS[cls], cutoff)
         result[cls] = {name: _metrics(counts, cutoffs, lv) for lv, name in enumerate(LEVELS)}

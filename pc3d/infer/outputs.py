@@ -99,11 +99,14 @@ class DetectionOutput:
         lines = [f"predictions: {self.out / 'kitti'} (KITTI label_2 with scores), {self.out / 'json'} (LiDAR frame)"]
         if self.waymo:
             from pc3d.data.waymo_parquet import write_box_predictions
+            from pc3d.eval.waymo_objects import prediction_frames, write_objects
 
             folder = self.out / "waymo" / self.split / "lidar_box"
             for segment, frames in self.waymo.items():
                 write_box_predictions(folder / f"{segment}.parquet", segment, frames, self.class_names)
-            lines.append(f"Waymo v2 predictions: {folder} ({len(self.waymo)} segment parquet file(s))")
+            objects = write_objects(folder.parent / "objects.bin", prediction_frames(self.waymo, self.class_names))
+            lines.append(f"Waymo v2 predictions: {folder} ({len(self.waymo)} segment parquet file(s)) and {objects} "
+                         "(Waymo's Objects protobuf)")
         return "\n".join(lines)
 
 
