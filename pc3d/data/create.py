@@ -96,15 +96,19 @@ def create_kitti(root: Path, database_split: str = "train") -> dict:
 
 
 def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) -> dict:
-    """The split indexes, each labelled split's ground truth as Waymo's Objects file (``waymo_gt_objects_<split>.bin``,
-    for tools/eval_waymo.py and the official evaluators) and the GT database of `database_split`; with sweeps > 1
+    """The split indexes, each labelled split's ground truth as Waymo's files (``waymo_gt_objects_<split>.bin``, an
+    Objects file of the boxes, and ``waymo_gt_segmentation_<split>.bin``, a SegmentationFrameList of the TOP laser's
+    point labels as pc3d's loader reads them: for tools/eval_waymo.py and the official evaluators) and the GT
+    database of `database_split`; with sweeps > 1
     the database of multi-sweep frames instead (``waymo_<sweeps>sweeps_gt_database_<split>``: each object's points
     of the merged sweeps inside its current box, time column last, as OpenPCDet's multi-frame databases; a moving
     object's older points outside that box are not kept), for recipes with dataset.n_past_scans = sweeps - 1."""
     from pc3d.eval.waymo_objects import write_objects
+    from pc3d.eval.waymo_segmentation import write_segmentation_frames
 
     from .waymo import WaymoDataset
     from .waymo_parquet import INDEX_FORMAT, INDEX_VERSION, segment_index
+    from .waymo_seg import WaymoSegmentationDataset
 
     written, report = [], {}
     splits = [s for s in ("training", "validation", "testing") if (root / s / "lidar").is_dir()]
@@ -119,6 +123,10 @@ def create_waymo(root: Path, database_split: str = "training", sweeps: int = 1) 
         if (root / split / "lidar_box").is_dir():  # the ground truth as Waymo's Objects file (its gt.bin)
             written.append(write_objects(root / f"waymo_gt_objects_{split}.bin",
                                          WaymoDataset(root, split, index=index_path).ground_truth_objects()))
+        if (root / split / "lidar_segmentation").is_dir():  # and as a SegmentationFrameList
+            written.append(write_segmentation_frames(
+                root / f"waymo_gt_segmentation_{split}.bin",
+                WaymoSegmentationDataset(root, split, index=index_path).range_image_frames()))
         if split == database_split:
             dataset = WaymoDataset(root, split, class_names=("Vehicle", "Pedestrian", "Cyclist", "Sign"),
                                    index=index_path, n_past_scans=sweeps - 1)

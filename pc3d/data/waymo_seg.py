@@ -76,12 +76,18 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: ``<out_dir>/<segment>/<timestamp>.label`` per labelled frame, one class per point
-        of the sample (the TOP laser's points, in the loader's order)."""
+        of the sample (the TOP laser's points, in the loader's order), and all frames in
+        ``<out_dir>/segmentation.bin``, Waymo's SegmentationFrameList (pc3d.eval.waymo_segmentation: what
+        compute_segmentation_metrics_main, tools/eval_waymo.py --segmentation and a submission take)."""
+        from pc3d.eval.waymo_segmentation import write_segmentation_frames
+
         if len(predictions) != len(self.frames):
             raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
         space = self.label_space()
         for index, pred in enumerate(predictions):
             space.write(self.frame_id(index), np.asarray(pred["pred_labels"]), Path(out_dir))
+        write_segmentation_frames(Path(out_dir) / "segmentation.bin",
+                                  self.range_image_frames([p["pred_labels"] for p in predictions]))
         return Path(out_dir)
 
     def __init__(self, root: str | PathLike, split: str = "training", returns=(1, 2), drop_no_label_zone: bool = True,
@@ -132,10 +138,11 @@ class WaymoSegmentationDataset(WaymoDataset):
             images[r] = flat.reshape(shape)
         return images
 
-    def load(self, index: int) -> dict:
-        segment, timestamp, group = self.frames[index]
+    def top_returns(self, segment: str, timestamp: int, group: int):
+        """(return, points float32 [K, 6] (as read_returns), pixels [K, 2], kept bool [K] (the points a sample holds:
+        outside no-label zones when drop_no_label_zone), label image int32 [H, W, 2]) of each TOP laser return,
+        in load()'s order."""
         label_images = self.read_label_images(segment, timestamp)
-        clouds, semantic, instance = [], [], []
         for laser, ret, cloud, pixels in self.read_returns(segment, timestamp, group):
             if laser != TOP:
                 continue
@@ -144,8 +151,14 @@ class WaymoSegmentationDataset(WaymoDataset):
                 raise DataFormatError(self.component("lidar_segmentation", segment),
                                       f"frame {timestamp} return {ret}: label image {image.shape[:2]} is smaller "
                                       "than the range image")
+            kept = cloud[:, 5] <= 0 if self.drop_no_label_zone else np.ones(len(cloud), bool)
+            yield ret, cloud, pixels, kept, image
+
+    def load(self, index: int) -> dict:
+        segment, timestamp, group = self.frames[index]
+        clouds, semantic, instance = [], [], []
+        for _, cloud, pixels, keep, image in self.top_returns(segment, timestamp, group):
             sem, inst = range_image_labels(image, pixels)
-            keep = cloud[:, 5] <= 0 if self.drop_no_label_zone else np.ones(len(cloud), bool)
             clouds.append(cloud[keep, :5])
             semantic.append(np.where(cloud[keep, 5] > 0, 0, sem[keep]))
             instance.append(inst[keep])
@@ -158,3 +171,27 @@ class WaymoSegmentationDataset(WaymoDataset):
                 "instance_ids": np.concatenate(instance) if instance else np.zeros(0, np.int64),
                 "metadata": {"segment": segment, "timestamp": timestamp,
                              "source": str(self.component("lidar_segmentation", segment))}}
+
+    def range_image_frames(self, labels: list[np.ndarray] | None = None):
+        """pc3d.eval.waymo_segmentation.write_segmentation_frames' frames: each frame's per-point classes (labels[i]
+        for frame i, in load()'s order: a model's predictions) or, without labels, its ground truth as load() reads
+        it, put back on the pixels of the TOP laser's two returns; every other pixel 0 (undefined)."""
+        if labels is not None and len(labels) != len(self.frames):
+            raise DataFormatError(self.root, f"{len(labels)} predictions for {len(self.frames)} frames")
+        for index, (segment, timestamp, group) in enumerate(self.frames):
+            images, start = {}, 0
+            given = None if labels is None else np.asarray(labels[index], np.int64).reshape(-1)
+            for ret, cloud, pixels, keep, image in self.top_returns(segment, timestamp, group):
+                count = int(keep.sum())
+                if given is None:
+                    values = np.where(cloud[keep, 5] > 0, 0, range_image_labels(image, pixels)[0][keep])
+                else:
+                    values = given[start:start + count]
+                start += count
+                images[ret] = np.zeros(image.shape[:2], np.int64)
+                images[ret][pixels[keep, 0], pixels[keep, 1]] = values
+            if given is not None and start != len(given):
+                raise DataFormatError(f"{segment}/{timestamp}", f"{len(given)} predicted labels for {start} points")
+            shape = next(iter(images.values())).shape if images else (0, 0)  # a return not read: all undefined
+            yield {"context_name": segment, "timestamp": timestamp,
+                   "returns": {r: images.get(r, np.zeros(shape, np.int64)) for r in (1, 2)}}

@@ -2,17 +2,8 @@
 without TensorFlow or the waymo-open-dataset package.
 
 They are what Waymo's own evaluators read (``compute_detection_metrics_main pd.bin gt.bin``, and the tracking
-one) and what the leaderboard's ``create_submission`` packs. The messages are built at run time from a descriptor
-of the fields pc3d uses, numbered as in waymo_open_dataset's ``protos/metrics.proto`` and ``label.proto``;
-protobuf serialises and parses them, and skips every other field of a file it reads (field numbers):
-
-- Objects: objects (1, repeated Object);
-- Object: object (1, Label), score (2, float, default 1), overlap_with_nlz (3), context_name (4),
-  frame_timestamp_micros (5), camera_name (6);
-- Label: box (1, Box), metadata (2, Metadata), type (3), id (4), detection_difficulty_level (5),
-  tracking_difficulty_level (6), num_lidar_points_in_box (7);
-- Box: center_x (1), center_y (2), center_z (3), width (4), length (5), height (6), heading (7), doubles;
-- Metadata: speed_x (1), speed_y (2), doubles.
+one) and what the leaderboard's ``create_submission`` packs. The messages and their field numbers are listed in
+pc3d.eval.waymo_protos.
 
 Conventions: boxes are pc3d's x, y, z, dx, dy, dz, heading with dx = length and dy = width, in the vehicle frame
 (Waymo's own frame: nothing is converted); types 1 vehicle, 2 pedestrian, 3 sign, 4 cyclist (0 unknown);
@@ -24,59 +15,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from pc3d.errors import DataFormatError
+from pc3d.eval.waymo_protos import message_class, parse
 
 TYPE_NAMES = {0: "unknown", 1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
 TYPE_IDS = {name: i for i, name in TYPE_NAMES.items()}
 BOX_FIELDS = ("center_x", "center_y", "center_z", "length", "width", "height", "heading")  # pc3d's box order
-
-# message: [(field, number, scalar type or message name)], every field optional but Objects.objects (repeated);
-# a nested message is "Outer.Inner", listed after its outer one
-_DOUBLE, _FLOAT, _INT64, _INT32, _BOOL, _STRING, _MESSAGE = 1, 2, 3, 5, 8, 9, 11  # FieldDescriptorProto.Type
-_OPTIONAL, _REPEATED = 1, 3  # FieldDescriptorProto.Label
-_MESSAGES = {
-    "Label": [("box", 1, "Label.Box"), ("metadata", 2, "Label.Metadata"), ("type", 3, _INT32), ("id", 4, _STRING),
-              ("detection_difficulty_level", 5, _INT32), ("tracking_difficulty_level", 6, _INT32),
-              ("num_lidar_points_in_box", 7, _INT32)],
-    "Label.Box": [("center_x", 1, _DOUBLE), ("center_y", 2, _DOUBLE), ("center_z", 3, _DOUBLE),
-                  ("width", 4, _DOUBLE), ("length", 5, _DOUBLE), ("height", 6, _DOUBLE), ("heading", 7, _DOUBLE)],
-    "Label.Metadata": [("speed_x", 1, _DOUBLE), ("speed_y", 2, _DOUBLE)],
-    "Object": [("object", 1, "Label"), ("score", 2, _FLOAT), ("overlap_with_nlz", 3, _BOOL),
-               ("context_name", 4, _STRING), ("frame_timestamp_micros", 5, _INT64), ("camera_name", 6, _INT32)],
-    "Objects": [("objects", 1, "Object")],
-}
-_PACKAGE = "waymo.open_dataset"
-
-
-@cache
-def objects_class():
-    """The ``Objects`` message class (protobuf, built once from the descriptor above in a private pool)."""
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
-
-    proto = descriptor_pb2.FileDescriptorProto(name="pc3d_waymo_objects.proto", package=_PACKAGE, syntax="proto2")
-    made: dict[str, descriptor_pb2.DescriptorProto] = {}
-    for name, fields in _MESSAGES.items():
-        outer, _, inner = name.rpartition(".")
-        message = (made[outer].nested_type if outer else proto.message_type).add(name=inner)
-        made[name] = message
-        for field, number, kind in fields:
-            spec = message.field.add(name=field, number=number, label=_OPTIONAL)
-            if isinstance(kind, str):
-                spec.type, spec.type_name = _MESSAGE, f".{_PACKAGE}.{kind}"
-            else:
-                spec.type = kind
-        if name == "Object":
-            message.field[1].default_value = "1"  # score: 1.0 for ground truth, as metrics.proto
-        if name == "Objects":
-            message.field[0].label = _REPEATED
-    pool = descriptor_pool.DescriptorPool()
-    pool.Add(proto)
-    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.Objects"))
 
 
 def _type_ids(types, where: str) -> np.ndarray:
@@ -100,7 +48,7 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
     ``"num_points"``, ``"difficulty"``, ``"tracking_difficulty"`` [K] (ground truth). Boxes of 9 columns also
     fill ``metadata.speed_x / speed_y``. Written atomically (a temporary file, then renamed); returns the path."""
     path = Path(path)
-    objects = objects_class()()
+    objects = message_class("Objects")()
     for n, frame in enumerate(frames):
         where = f"{path} (frame {n}: {frame.get('context_name')} {frame.get('timestamp')})"
         count = len(frame["types"])
@@ -162,13 +110,9 @@ def read_objects(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
     frames in file order. A file protobuf cannot parse, a camera object, an unknown type or a non-finite box value
     is a DataFormatError naming the file."""
     path = Path(path)
-    objects = objects_class()()
-    try:
-        objects.ParseFromString(path.read_bytes())
-    except FileNotFoundError:
-        raise DataFormatError(path, "no such file") from None
-    except Exception as error:  # google.protobuf.message.DecodeError, from the C++ or the Python runtime
-        raise DataFormatError(path, f"not a Waymo Objects protobuf ({error})") from None
+    if not path.is_file():
+        raise DataFormatError(path, "no such file")
+    objects = parse("Objects", path.read_bytes(), path)
     count = len(objects.objects)
     boxes = np.zeros((count, 9))
     types, num_points, difficulty, tracking = (np.zeros(count, np.int64) for _ in range(4))
