@@ -209,6 +209,20 @@ def test_eval_waymo_scores_written_files_as_pc3d_scores_the_predictions(segment_
     assert 0.5 < expected["vehicle"]["LEVEL_1"]["AP"] < 1.0  # the noise costs something, not everything
     assert '"RANGE_TYPE_CYCLIST_[50, +inf)"' in (tmp_path / "m.json").read_text()
 
+    # --range: the boxes of both files with centres in the x / y range, as the Waymo hook scores a cropped recipe
+    crop = [-20.0, -20.0, -5.0, 20.0, 20.0, 5.0]
+    inside = [(np.abs(g["boxes"][:, :2]) < 20).all(1) for g in gts], [(np.abs(p["boxes"][:, :2]) < 20).all(1)
+                                                                     for p in preds]
+    cropped = waymo_eval([{k: v[m] for k, v in g.items()} for g, m in zip(gts, inside[0], strict=True)],
+                         [{"boxes": p["boxes"][m], "scores": p["scores"][m],
+                           "types": np.asarray(data.class_names)[p["labels"][m] - 1]}
+                          for p, m in zip(preds, inside[1], strict=True)])["vehicle"]["LEVEL_2"]
+    assert eval_waymo.main([str(tmp_path / "training" / "objects.bin"), str(gt_file), "--range",
+                            *map(str, crop)]) == 0
+    assert (f"OBJECT_TYPE_TYPE_VEHICLE_LEVEL_2: [mAP {cropped['AP']:.6g}] [mAPH {cropped['APH']:.6g}]"
+            in capsys.readouterr().out)
+    assert cropped["num_gt"] < expected["vehicle"]["LEVEL_2"]["num_gt"]
+
 
 def test_tracks_written_by_track_tool_score_as_the_tracking_tool(segment_world, tmp_path, capsys):
     """tools/truth_detections.py's boxes, tracked by tools/track.py, whose objects.bin tools/eval_waymo.py --tracking

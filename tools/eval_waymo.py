@@ -16,7 +16,9 @@ PREDICTIONS, GROUND_TRUTH: serialised ``waymo.open_dataset.Objects`` (or, with -
 ``SegmentationFrameList``) files: pc3d's writers, Waymo's gt.bin, or any other framework's submission file. The same
 two files give the same lines as the official tools (README: Waymo Objects files, for where and why they differ on
 Waymo's own example files). Predictions flagged ``overlap_with_nlz`` are counted as any other (the official tools
-excuse the unmatched ones): their number is printed when there are any. --json FILE also writes the figures.
+excuse the unmatched ones): their number is printed when there are any. --range X0 Y0 Z0 X1 Y1 Z1 keeps the boxes
+whose centres lie inside the x / y range in both files (what tools/test.py scores for a cropped CPU recipe).
+--json FILE also writes the figures.
 """
 from __future__ import annotations
 
@@ -42,6 +44,13 @@ def boxes(args: argparse.Namespace) -> dict:
     from pc3d.eval.waymo_objects import read_objects
 
     predictions, ground_truth = read_objects(args.predictions), read_objects(args.ground_truth)
+    if args.range is not None:  # a CPU recipe's crop, as its Waymo hook scores it
+        from pc3d.eval.hooks.waymo import inside_xy_range
+
+        predictions, ground_truth = ({key: {k: v[inside] for k, v in frame.items()}
+                                      for key, frame in side.items()
+                                      for inside in [inside_xy_range(frame["boxes"], args.range)]}
+                                     for side in (predictions, ground_truth))
     frames = len(set(predictions) | set(ground_truth))
     counts = [sum(len(f["types"]) for f in side.values()) for side in (predictions, ground_truth)]
     print(f"{frames} frames ({len(set(ground_truth) - set(predictions))} without predictions); {counts[0]} predicted "
@@ -81,8 +90,13 @@ def main(argv: list[str] | None = None) -> int:
     task.add_argument("--tracking", action="store_true", help="tracking metrics (the objects' ids are track ids)")
     task.add_argument("--segmentation", action="store_true", help="3D semantic segmentation: SegmentationFrameList "
                                                                   "files, per-class IoU and mIoU")
+    p.add_argument("--range", type=float, nargs=6, metavar=("X0", "Y0", "Z0", "X1", "Y1", "Z1"),
+                   help="boxes: score only those with centres inside this x / y range, in both files (a CPU "
+                        "recipe's crop, as tools/test.py's table); default: all, as the official tools")
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this JSON file")
     args = p.parse_args(argv)
+    if args.segmentation and args.range is not None:
+        p.error("--range crops boxes: it does not apply to --segmentation")
     from pc3d.utils.cli import run_tool
 
     return run_tool("eval_waymo", run, args)
