@@ -54,7 +54,7 @@ from pc3d.track.greedy import MOTIONS  # noqa: E402
 def run(args: argparse.Namespace) -> int:
     from omegaconf import OmegaConf
 
-    from pc3d.infer.outputs import OUTPUTS
+    from pc3d.infer.outputs import OUTPUTS, dataset_class
     from pc3d.infer.predictor import Predictor
     from pc3d.infer.results import write_manifest
     from pc3d.infer.sources import open_source
@@ -72,6 +72,9 @@ def run(args: argparse.Namespace) -> int:
         pairs = FlowPairs(args.flow_points or None, args.flow_max_depth, args.flow_fov,
                           None if args.flow_keep_ground else args.flow_min_z)
     source = open_source(args.source, predictor.feature_names, args.split, args.pad_features)
+    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    if hasattr(source, "lasers"):  # a model of some lasers' points (Waymo segmentation: TOP) is fed those alone
+        source.lasers = getattr(dataset_class(dataset_cfg), "lasers", None)
     if window is not None:
         if not hasattr(source, "with_poses"):
             raise ConfigError(f"{args.source}: a {source.kind} source has no poses; a model trained on a window of "
@@ -81,7 +84,6 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out}: exists and is not a folder")
-    dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     num_classes = int(cfg.model.get("num_classes") or len(dataset_cfg.get("class_names") or ()))
     output = OUTPUTS[task](out, dataset_cfg, source, num_classes)
     write_manifest(out, task, path, dataset_cfg, num_classes, getattr(output, "palette", None))

@@ -83,6 +83,7 @@ class WaymoDataset(PointCloudDataset):
     """
 
     feature_names: tuple[str, ...] = ("intensity", "elongation")  # and "time" with a time channel
+    lasers: tuple[int, ...] | None = None  # the lasers a sample's points come from (None: every laser)
 
     def __init__(self, root: str | PathLike, split: str = "training", class_names=WAYMO_CLASSES,
                  returns=(1, 2), drop_no_label_zone: bool = True, min_box_points: int = 1, index=None,
@@ -195,6 +196,17 @@ class WaymoDataset(PointCloudDataset):
             require_columns(path, parquet, cols)
             self._cache[key] = read_columns(path, parquet, cols, group)
         return self._cache[key]
+
+    def range_image_shape(self, segment: str, timestamp: int, group: int, laser: int, ret: int) -> tuple[int, int]:
+        """(H, W) of a laser's range image `ret` at timestamp (the grid its points' pixels index)."""
+        table = self._row_group(segment, group)
+        path = self.component("lidar", segment)
+        rows = np.flatnonzero((numeric_column(path, table, TIMESTAMP) == timestamp)
+                              & (numeric_column(path, table, LASER).astype(np.int64) == laser))
+        if len(rows) != 1:
+            raise DataFormatError(path, f"frame {timestamp}: {len(rows)} rows of laser {laser} (expected 1)")
+        shape = table.column(f"{LIDAR}.range_image_return{ret}.shape")[int(rows[0])].as_py()
+        return int(shape[0]), int(shape[1])
 
     def read_points(self, segment: str, timestamp: int, group: int) -> np.ndarray:
         """float32 [N, 5 (+1)] vehicle-frame points of every laser and return of one frame."""

@@ -61,6 +61,7 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     class_names = list(WAYMO_SEG_CLASSES)
     ignore_index = 0
+    lasers = (TOP,)  # only the TOP laser is labelled; pc3d.infer reads a segment's frames for this model so too
 
     @classmethod
     def label_space(cls, **_) -> LabelSpace:

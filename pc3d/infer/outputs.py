@@ -123,6 +123,7 @@ class SegmentationOutput:
         self.view = "overview" if indoor else "driving"
         self.one_file = source.kind == "file"  # its labels go to <folder>/<stem>, as a folder's frames do
         self.written = 0
+        self.range_frames: list[dict] = []  # Waymo TOP-laser frames: the labels on their range images
 
     def labels(self, pred: dict) -> np.ndarray:
         return np.asarray(pred[self.key], np.int64)
@@ -148,12 +149,35 @@ class SegmentationOutput:
                                  for i, c in zip(ids.tolist(), counts.tolist(), strict=True)}})
         self.written += 1
         labels = labels if kept is None else labels[kept]
+        if frame.extra.get("range_pixels"):
+            self.range_frames.append(range_image_frame(frame, labels))
         return Scene(frame.points, point_labels=labels, palette=self.palette, name=frame.frame_id,
                      view=self.view)
 
     def close(self) -> str:
-        return (f"predictions: {self.written} label files under {self.out / 'labels'} (one label per point), "
+        text = (f"predictions: {self.written} label files under {self.out / 'labels'} (one label per point), "
                 f"{self.out / 'json'} (points per class)")
+        if self.range_frames:
+            from pc3d.eval.waymo_segmentation import write_segmentation_frames
+
+            path = write_segmentation_frames(self.out / "segmentation.bin", self.range_frames)
+            text += f", {path} (Waymo's SegmentationFrameList of {len(self.range_frames)} frames)"
+        return text
+
+
+def range_image_frame(frame: SourceFrame, labels: np.ndarray) -> dict:
+    """write_segmentation_frames' frame of a Waymo TOP-laser frame's per-point labels (extra["range_pixels"]:
+    each return's pixels, in the points' order); every pixel without a point 0 (undefined)."""
+    images, start = {}, 0
+    for (laser, ret), (pixels, shape) in frame.extra["range_pixels"].items():
+        if laser != 1:
+            raise DataFormatError(frame.source, f"laser {laser}: a SegmentationFrameList holds the TOP laser (1)")
+        images[ret] = np.zeros(shape, np.int64)
+        images[ret][pixels[:, 0], pixels[:, 1]] = labels[start:start + len(pixels)]
+        start += len(pixels)
+    shape = next(iter(images.values())).shape
+    return {"context_name": frame.extra["segment"], "timestamp": frame.extra["timestamp"],
+            "returns": {r: images.get(r, np.zeros(shape, np.int64)) for r in (1, 2)}}
 
 
 class MosOutput(SegmentationOutput):

@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.infer.point_files import POINT_EXTS, Cloud, as_float_rows, finite_rows, fit_columns, read_cloud
 
 
@@ -224,6 +224,8 @@ class WaymoSegments(Source):
 
     kind = "waymo"
     with_poses = False
+    lasers: tuple[int, ...] | None = None  # set by tools/infer.py from the model's dataset class (Waymo segmentation:
+    # the TOP laser): only those lasers' points, each with its range-image pixel in extra["range_pixels"]
 
     def _items(self) -> list[int]:
         from pc3d.data.waymo import WaymoDataset
@@ -236,6 +238,8 @@ class WaymoSegments(Source):
         return [i for i, (segment, _, _) in enumerate(self.dataset.frames) if wanted in (None, segment)]
 
     def read(self, item: int) -> SourceFrame:
+        if self.lasers is not None:
+            return self._read_lasers(item)
         sample = self.dataset.load(item)
         meta = sample["metadata"]
         source = Path(meta["source"])
@@ -247,6 +251,28 @@ class WaymoSegments(Source):
                 i for i, f in enumerate(self.dataset.frames) if f[0] == meta["segment"]))
             extra.update(pose=self.dataset.vehicle_pose(meta["segment"], meta["timestamp"]), scan=item - first)
         return SourceFrame(sample["frame_id"], meta["segment"], points, source, extra=extra)
+
+    def _read_lasers(self, item: int) -> SourceFrame:
+        """The frame's points of `lasers` only (outside no-label zones, in read_returns' order), and
+        extra["range_pixels"] = {(laser, return): (pixels [K, 2] of those points in order, (H, W))}."""
+        if self.with_poses:
+            raise ConfigError("a model of some lasers' points (Waymo segmentation) does not stream past sweeps")
+        segment, timestamp, group = self.dataset.frames[item]
+        source = self.dataset.component("lidar", segment)
+        clouds, range_pixels = [], {}
+        for laser, ret, cloud, pixels in self.dataset.read_returns(segment, timestamp, group):
+            if laser in self.lasers:
+                keep = cloud[:, 5] <= 0 if self.dataset.drop_no_label_zone else np.ones(len(cloud), bool)
+                clouds.append(cloud[keep, :5])
+                range_pixels[(laser, ret)] = (pixels[keep], self.dataset.range_image_shape(segment, timestamp, group,
+                                                                                           laser, ret))
+        cloud = np.concatenate(clouds) if clouds else np.zeros((0, 5), np.float32)
+        points, extra = _frame_cloud(finite_rows(cloud, source, tuple(self.dataset.feature_names)), self.features,
+                                     source, self.pad)
+        if extra:
+            raise DataFormatError(source, f"frame {timestamp}: non-finite points in the range images")
+        extra.update(segment=segment, timestamp=timestamp, range_pixels=range_pixels)
+        return SourceFrame(f"{segment}/{timestamp}", segment, points, source, extra=extra)
 
     def ground_truth_boxes(self, frame: SourceFrame) -> np.ndarray | None:
         """The segment's lidar_box boxes of the frame (vehicle frame, every type), when the segment has them."""
