@@ -177,22 +177,15 @@ class WaymoSegmentationDataset(WaymoDataset):
         """pc3d.eval.waymo_segmentation.write_segmentation_frames' frames: each frame's per-point classes (labels[i]
         for frame i, in load()'s order: a model's predictions) or, without labels, its ground truth as load() reads
         it, put back on the pixels of the TOP laser's two returns; every other pixel 0 (undefined)."""
+        from pc3d.eval.waymo_segmentation import range_images
+
         if labels is not None and len(labels) != len(self.frames):
             raise DataFormatError(self.root, f"{len(labels)} predictions for {len(self.frames)} frames")
         for index, (segment, timestamp, group) in enumerate(self.frames):
-            images, start = {}, 0
-            given = None if labels is None else np.asarray(labels[index], np.int64).reshape(-1)
+            returns, truth = [], []
             for ret, cloud, pixels, keep, image in self.top_returns(segment, timestamp, group):
-                count = int(keep.sum())
-                if given is None:
-                    values = np.where(cloud[keep, 5] > 0, 0, range_image_labels(image, pixels)[0][keep])
-                else:
-                    values = given[start:start + count]
-                start += count
-                images[ret] = np.zeros(image.shape[:2], np.int64)
-                images[ret][pixels[keep, 0], pixels[keep, 1]] = values
-            if given is not None and start != len(given):
-                raise DataFormatError(f"{segment}/{timestamp}", f"{len(given)} predicted labels for {start} points")
-            shape = next(iter(images.values())).shape if images else (0, 0)  # a return not read: all undefined
+                returns.append((ret, pixels[keep], image.shape[:2]))
+                truth.append(np.where(cloud[keep, 5] > 0, 0, range_image_labels(image, pixels)[0][keep]))
+            given = np.concatenate(truth) if labels is None else labels[index]
             yield {"context_name": segment, "timestamp": timestamp,
-                   "returns": {r: images.get(r, np.zeros(shape, np.int64)) for r in (1, 2)}}
+                   "returns": range_images(given, returns, f"{segment}/{timestamp}")}

@@ -57,6 +57,23 @@ def waymo_segmentation_iou(conf: np.ndarray) -> dict:
     return {"iou": iou.astype(np.float64), "mIoU": float(total / np.float32(len(iou)))}
 
 
+def range_images(labels: np.ndarray, returns: Iterable[tuple[int, np.ndarray, tuple[int, int]]],
+                 where: str | None = None) -> dict:
+    """{1: int64 [H, W], 2: ...}: per-point `labels`, in order, put on the pixels of each (return, pixels [K, 2]
+    (row, col), (H, W)) in turn; every other pixel, and a return not given, 0 (undefined). A count that does not
+    fit is a DataFormatError naming `where` (the frame)."""
+    labels = np.asarray(labels, np.int64).reshape(-1)
+    images, start = {}, 0
+    for ret, pixels, shape in returns:
+        images[ret] = np.zeros(shape, np.int64)
+        images[ret][pixels[:, 0], pixels[:, 1]] = labels[start:start + len(pixels)]
+        start += len(pixels)
+    if start != len(labels):
+        raise DataFormatError(where, f"{len(labels)} labels for {start} range-image points")
+    shape = next(iter(images.values())).shape if images else (0, 0)
+    return {r: images.get(r, np.zeros(shape, np.int64)) for r in (1, 2)}
+
+
 def _compressed(semantic: np.ndarray) -> bytes:
     image = np.zeros((*semantic.shape, 2), np.int32)
     image[..., 1] = semantic

@@ -167,17 +167,15 @@ class SegmentationOutput:
 
 def range_image_frame(frame: SourceFrame, labels: np.ndarray) -> dict:
     """write_segmentation_frames' frame of a Waymo TOP-laser frame's per-point labels (extra["range_pixels"]:
-    each return's pixels, in the points' order); every pixel without a point 0 (undefined)."""
-    images, start = {}, 0
-    for (laser, ret), (pixels, shape) in frame.extra["range_pixels"].items():
-        if laser != 1:
-            raise DataFormatError(frame.source, f"laser {laser}: a SegmentationFrameList holds the TOP laser (1)")
-        images[ret] = np.zeros(shape, np.int64)
-        images[ret][pixels[:, 0], pixels[:, 1]] = labels[start:start + len(pixels)]
-        start += len(pixels)
-    shape = next(iter(images.values())).shape
+    each return's pixels, in the points' order)."""
+    from pc3d.eval.waymo_segmentation import range_images
+
+    lasers = {laser for laser, _ in frame.extra["range_pixels"]}
+    if lasers != {1}:
+        raise DataFormatError(frame.source, f"lasers {sorted(lasers)}: a SegmentationFrameList holds the TOP laser (1)")
+    returns = [(ret, pixels, shape) for (_, ret), (pixels, shape) in frame.extra["range_pixels"].items()]
     return {"context_name": frame.extra["segment"], "timestamp": frame.extra["timestamp"],
-            "returns": {r: images.get(r, np.zeros(shape, np.int64)) for r in (1, 2)}}
+            "returns": range_images(labels, returns, frame.frame_id)}
 
 
 class MosOutput(SegmentationOutput):
