@@ -63,3 +63,23 @@ def test_predictions_are_written_one_class_per_point(root, tmp_path):
     assert np.array_equal(space.read(path, len(sample["point_labels"])), sample["point_labels"])
     with pytest.raises(DataFormatError, match="expected 3"):
         space.read(path, 3)
+
+
+def test_label_rows_are_found_in_any_row_group_layout(tmp_path):
+    """The loader reads one label row group a frame, found by timestamp: the labels are the same when the file
+    holds its rows in another order, two to a row group; a timestamp labelled twice is named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = simulate_dataset("waymo", tmp_path / "waymo", frames=3, seed=1, columns=256, sequence_length=3)
+    before = [WaymoSegmentationDataset(root, "training").load(i)["point_labels"] for i in range(3)]
+    path = next((root / "training" / "lidar_segmentation").glob("*.parquet"))
+    table = pq.read_table(path)
+    pq.write_table(table.take([2, 0, 1]), path, row_group_size=2)
+    assert pq.ParquetFile(path).metadata.row_group(0).num_rows == 2
+    data = WaymoSegmentationDataset(root, "training")
+    for i in range(3):
+        np.testing.assert_array_equal(data.load(i)["point_labels"], before[i])
+    pq.write_table(pa.concat_tables([table, table.slice(1, 1)]), path)
+    with pytest.raises(DataFormatError, match=f"{path.name}.*2 TOP label rows"):
+        WaymoSegmentationDataset(root, "training")

@@ -100,6 +100,7 @@ class WaymoSegmentationDataset(WaymoDataset):
                          point_cloud_range=point_cloud_range, voxel_size=voxel_size, seed=seed,
                          skip_bad_frames=skip_bad_frames, training=training)
         self.class_names = list(WAYMO_SEG_CLASSES)
+        self._label_rows: dict[str, dict[int, tuple[int, int]]] = {}  # segment -> {timestamp: (row group, row)}
         labelled = {segment: self._labelled_timestamps(segment) for segment in {f[0] for f in self.frames}}
         self.frames = [f for f in self.frames if f[1] in labelled[f[0]]]
         if not self.frames:
@@ -107,6 +108,8 @@ class WaymoSegmentationDataset(WaymoDataset):
                                   "no frame has segmentation labels of the TOP laser")
 
     def _labelled_timestamps(self, segment: str) -> set[int]:
+        """The TOP laser's labelled timestamps of a segment, each row's place noted for read_label_images (the
+        file's key columns only; a timestamp labelled twice is a DataFormatError)."""
         path = self.component("lidar_segmentation", segment)
         if not path.is_file():
             return set()
@@ -114,24 +117,34 @@ class WaymoSegmentationDataset(WaymoDataset):
         require_columns(path, parquet, [TIMESTAMP, LASER])
         table = read_columns(path, parquet, [TIMESTAMP, LASER])
         lasers = numeric_column(path, table, LASER).astype(np.int64)
-        return set(numeric_column(path, table, TIMESTAMP).astype(np.int64)[lasers == TOP].tolist())
+        stamps = numeric_column(path, table, TIMESTAMP).astype(np.int64)
+        starts = np.cumsum([0] + [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)])
+        rows: dict[int, tuple[int, int]] = {}
+        for row in np.flatnonzero(lasers == TOP).tolist():
+            if int(stamps[row]) in rows:
+                raise DataFormatError(path, f"frame {int(stamps[row])}: 2 TOP label rows (expected 1)")
+            group = int(np.searchsorted(starts, row, side="right") - 1)
+            rows[int(stamps[row])] = (group, row - int(starts[group]))
+        self._label_rows[segment] = rows
+        return set(rows)
 
     def read_label_images(self, segment: str, timestamp: int) -> dict[int, np.ndarray]:
-        """{return: int32 [H, W, 2]} of the TOP laser at timestamp; DataFormatError naming the file."""
+        """{return: int32 [H, W, 2]} of the TOP laser at timestamp (its row group alone is read); DataFormatError
+        naming the file."""
         path = self.component("lidar_segmentation", segment)
+        if segment not in self._label_rows:
+            self._labelled_timestamps(segment)
+        if timestamp not in self._label_rows[segment]:
+            raise DataFormatError(path, f"frame {timestamp}: 0 TOP label rows (expected 1)")
+        group, row = self._label_rows[segment][timestamp]
         parquet = open_parquet(path)
-        cols = [TIMESTAMP, LASER] + [f"{SEG}.range_image_return{r}.{f}" for r in self.returns
-                                     for f in ("values", "shape")]
+        cols = [f"{SEG}.range_image_return{r}.{f}" for r in self.returns for f in ("values", "shape")]
         require_columns(path, parquet, cols)
-        table = read_columns(path, parquet, cols)
-        rows = np.flatnonzero((numeric_column(path, table, TIMESTAMP) == timestamp) &
-                              (numeric_column(path, table, LASER).astype(np.int64) == TOP))
-        if len(rows) != 1:
-            raise DataFormatError(path, f"frame {timestamp}: {len(rows)} TOP label rows (expected 1)")
+        table = read_columns(path, parquet, cols, group)
         images = {}
         for r in self.returns:
-            shape = [int(v) for v in table.column(f"{SEG}.range_image_return{r}.shape")[int(rows[0])].as_py()]
-            flat = table.column(f"{SEG}.range_image_return{r}.values")[int(rows[0])].values.to_numpy(
+            shape = [int(v) for v in table.column(f"{SEG}.range_image_return{r}.shape")[row].as_py()]
+            flat = table.column(f"{SEG}.range_image_return{r}.values")[row].values.to_numpy(
                 zero_copy_only=False)
             if len(shape) != 3 or shape[2] != 2 or int(np.prod(shape)) != len(flat):
                 raise DataFormatError(path, f"frame {timestamp} return {r}: {len(flat)} label values do not fit "
