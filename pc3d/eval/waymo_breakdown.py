@@ -45,7 +45,8 @@ def _empty() -> dict:
             "num_points": np.zeros(0, np.int64), "levels": np.zeros(0, np.int64)}
 
 
-def _pick(frame: dict, keep: np.ndarray) -> dict:
+def _pick(frame: dict, keep: np.ndarray | slice = slice(None)) -> dict:
+    """The `keep` boxes of a frame, boxes cut to their 7 columns (speeds are not scored)."""
     return {k: (v[keep] if k != "boxes" else v[keep, :7]) for k, v in frame.items()}
 
 
@@ -59,7 +60,7 @@ def detection_levels(gt: dict) -> dict:
 
 def tracking_levels(gt: dict) -> dict:
     """The tracking tool's ground truth of a frame: every box, "levels" its tracking difficulty (unset: 1)."""
-    frame = _pick(gt, np.ones(len(gt["types"]), bool))
+    frame = _pick(gt)
     frame["levels"] = np.maximum(frame["tracking_difficulty"], 1)
     return frame
 
@@ -88,8 +89,7 @@ def detection_breakdowns(predictions: Frames, ground_truth: Frames) -> list[tupl
     """compute_detection_metrics_main's breakdowns: [(name, {"LEVEL_1": {"AP", "APH", "num_gt"}, "LEVEL_2": ...})]."""
     keys = sorted(set(predictions) | set(ground_truth))
     gt = [detection_levels(ground_truth[k]) if k in ground_truth else _empty() for k in keys]
-    dt = [_pick(predictions[k], np.ones(len(predictions[k]["types"]), bool)) if k in predictions else _empty()
-          for k in keys]
+    dt = [_pick(predictions[k]) if k in predictions else _empty() for k in keys]
     return _breakdowns(lambda g, d, cls: waymo_eval(g, d, (cls,))[cls], gt, dt)
 
 
@@ -103,8 +103,7 @@ def tracking_breakdowns(predictions: Frames, ground_truth: Frames) -> list[tuple
     for context in sorted(stamps):
         keys = [(context, t) for t in sorted(stamps[context])]
         gt.append([tracking_levels(ground_truth[k]) if k in ground_truth else _empty() for k in keys])
-        dt.append([_pick(predictions[k], np.ones(len(predictions[k]["types"]), bool)) if k in predictions
-                   else _empty() for k in keys])
+        dt.append([_pick(predictions[k]) if k in predictions else _empty() for k in keys])
     return _breakdowns(lambda g, d, cls: waymo_tracking_eval(g, d, (cls,), duplicate_ids="first")[cls], gt, dt)
 
 
