@@ -362,3 +362,18 @@ def test_eval_waymo_segmentation_scores_written_files_as_the_hook(segment_world,
     printed = capsys.readouterr().out
     assert "12 frames found in prediction.\n12 frames found in groundtruth.\n" in printed
     assert f"miou={expected:.6g}" in printed, printed
+
+
+def test_eval_waymo_reports_a_bad_file_in_one_line(tmp_path, capsys):
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_waymo
+
+    (tmp_path / "bad.bin").write_bytes(b"\x0a\xff\xff")
+    assert eval_waymo.main([str(tmp_path / "bad.bin"), str(tmp_path / "bad.bin")]) == 2
+    assert "eval_waymo: error: " in capsys.readouterr().err
+    assert eval_waymo.main([str(tmp_path / "bad.bin"), str(tmp_path / "bad.bin"), "--segmentation"]) == 2
+    assert "not a Waymo SegmentationFrameList protobuf" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        eval_waymo.main([str(tmp_path / "bad.bin"), str(tmp_path / "bad.bin"), "--segmentation", "--range",
+                         *["0"] * 6])
+    assert "--range crops boxes" in capsys.readouterr().err
