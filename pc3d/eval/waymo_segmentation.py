@@ -83,29 +83,45 @@ def _compressed(semantic: np.ndarray) -> bytes:
     return zlib.compress(matrix.SerializeToString())
 
 
-def write_segmentation_frames(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
-    """Write a SegmentationFrameList of `frames`, each ``{"context_name": str, "timestamp": int (µs), "returns":
-    {1: int [H, W], 2: int [H, W]}}`` (the semantic class of every pixel of the TOP laser's two returns; 0 where
-    no point is labelled). Written atomically; returns the path."""
-    path = Path(path)
-    frame_list = message_class("SegmentationFrameList")()
-    for frame in frames:
+class SegmentationFrameWriter:
+    """A SegmentationFrameList built a frame at a time, each compressed as it comes (a frame's two label images
+    are 2.7 MB as int64 arrays, a few kB compressed): add(frame) with frame ``{"context_name": str, "timestamp": int
+    (µs), "returns": {1: int [H, W], 2: int [H, W]}}`` (the semantic class of every pixel of the TOP laser's two
+    returns; 0 where no point is labelled), then write(), which puts the file on disk atomically."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path, self.frames = Path(path), message_class("SegmentationFrameList")()
+
+    def __len__(self) -> int:
+        return len(self.frames.frames)
+
+    def add(self, frame: Mapping) -> None:
         images = {r: np.asarray(frame["returns"][r]) for r in (1, 2)}
         for r, image in images.items():
             if image.ndim != 2 or (image.size and (image.min() < 0 or image.max() >= NUM_TYPES)):
-                raise DataFormatError(f"{path} ({frame['context_name']} {frame['timestamp']} return {r})",
+                raise DataFormatError(f"{self.path} ({frame['context_name']} {frame['timestamp']} return {r})",
                                       f"expected an [H, W] image of classes 0..{NUM_TYPES - 1}, got {image.shape} "
                                       f"in [{image.min(initial=0)}, {image.max(initial=0)}]")
-        entry = frame_list.frames.add(context_name=str(frame["context_name"]),
-                                      frame_timestamp_micros=int(frame["timestamp"]))
+        entry = self.frames.frames.add(context_name=str(frame["context_name"]),
+                                       frame_timestamp_micros=int(frame["timestamp"]))
         laser = entry.segmentation_labels.add(name=TOP)
         laser.ri_return1.segmentation_label_compressed = _compressed(images[1])
         laser.ri_return2.segmentation_label_compressed = _compressed(images[2])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(frame_list.SerializeToString())
-    os.replace(tmp, path)
-    return path
+
+    def write(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_bytes(self.frames.SerializeToString())
+        os.replace(tmp, self.path)
+        return self.path
+
+
+def write_segmentation_frames(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
+    """Write a SegmentationFrameList of `frames` (SegmentationFrameWriter.add's); returns the path."""
+    writer = SegmentationFrameWriter(path)
+    for frame in frames:
+        writer.add(frame)
+    return writer.write()
 
 
 def _semantic(laser, ret: int, where: str) -> np.ndarray:

@@ -123,7 +123,7 @@ class SegmentationOutput:
         self.view = "overview" if indoor else "driving"
         self.one_file = source.kind == "file"  # its labels go to <folder>/<stem>, as a folder's frames do
         self.written = 0
-        self.range_frames: list[dict] = []  # Waymo TOP-laser frames: the labels on their range images
+        self.range_frames = None  # Waymo TOP-laser frames: their labels on the range images, segmentation.bin
 
     def labels(self, pred: dict) -> np.ndarray:
         return np.asarray(pred[self.key], np.int64)
@@ -150,17 +150,19 @@ class SegmentationOutput:
         self.written += 1
         labels = labels if kept is None else labels[kept]
         if frame.extra.get("range_pixels"):
-            self.range_frames.append(range_image_frame(frame, labels))
+            from pc3d.eval.waymo_segmentation import SegmentationFrameWriter
+
+            if self.range_frames is None:
+                self.range_frames = SegmentationFrameWriter(self.out / "segmentation.bin")
+            self.range_frames.add(range_image_frame(frame, labels))
         return Scene(frame.points, point_labels=labels, palette=self.palette, name=frame.frame_id,
                      view=self.view)
 
     def close(self) -> str:
         text = (f"predictions: {self.written} label files under {self.out / 'labels'} (one label per point), "
                 f"{self.out / 'json'} (points per class)")
-        if self.range_frames:
-            from pc3d.eval.waymo_segmentation import write_segmentation_frames
-
-            path = write_segmentation_frames(self.out / "segmentation.bin", self.range_frames)
+        if self.range_frames is not None:
+            path = self.range_frames.write()
             text += f", {path} (Waymo's SegmentationFrameList of {len(self.range_frames)} frames)"
         return text
 
