@@ -44,7 +44,6 @@ def ckpts(data, tmp_path_factory) -> dict[str, Path]:
         "waymo": experiment_checkpoint(runs, "centerpoint_sim_waymo", f"dataset.root={data / 'waymo'}"),
         "semantickitti": experiment_checkpoint(runs, "sim_semantickitti_seg", f"dataset.root={data / 'semantickitti'}"),
         "scannet": experiment_checkpoint(runs, "sim_scannet_seg", f"dataset.root={data / 'scannet'}"),
-        "waymo_seg": experiment_checkpoint(runs, "sim_waymo_seg", f"dataset.root={data / 'waymo'}"),
     }
 
 
@@ -477,30 +476,3 @@ def test_scene_flow_takes_a_pair(runs):
     with pytest.raises(ConfigError, match="pose is for models of past scans"):
         flow(first, first, pose=np.eye(4))
 
-
-def test_waymo_segmentation_model_reads_the_top_laser_and_writes_range_images(data, ckpts, tmp_path, capsys):
-    """A Waymo segmentation model gets the points its dataset class reads (the TOP laser, outside no-label zones,
-    in the loader's order) and its labels also go into segmentation.bin, on the range images' pixels: scored by
-    tools/eval_waymo.py --segmentation against the dataset's own labels they give the hook's Waymo mIoU of the
-    per-point label files."""
-    sys.path.insert(0, str(ROOT / "tools"))
-    import eval_waymo
-
-    from pc3d.data.io import read_label
-    from pc3d.data.waymo_seg import WaymoSegmentationDataset
-    from pc3d.eval.hooks import SegmentationEvaluator
-    from pc3d.eval.waymo_segmentation import write_segmentation_frames
-
-    segment = next((data / "waymo" / "training" / "lidar").glob("*.parquet"))
-    assert run(ckpts["waymo_seg"], segment, tmp_path) == 0
-    assert "segmentation.bin (Waymo's SegmentationFrameList of 2 frames)" in capsys.readouterr().out
-    dataset = WaymoSegmentationDataset(data / "waymo", "training")
-    preds = []
-    for index in range(len(dataset)):
-        sample = dataset.load(index)
-        labels = read_label(tmp_path / "labels" / f"{sample['frame_id']}.label", len(sample["points"])) & 0xFFFF
-        preds.append({"pred_labels": labels.astype(np.int64), "point_labels": sample["point_labels"]})
-    expected = SegmentationEvaluator(official="waymo")(dataset, preds)["mIoU_official"] / 100
-    truth = write_segmentation_frames(tmp_path / "gt.bin", dataset.range_image_frames())
-    assert eval_waymo.main([str(tmp_path / "segmentation.bin"), str(truth), "--segmentation"]) == 0
-    assert f"miou={expected:.6g}" in capsys.readouterr().out

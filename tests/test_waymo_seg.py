@@ -2,12 +2,17 @@
 and its bad inputs."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from pc3d.data.waymo_seg import WAYMO_SEG_CLASSES, WaymoSegmentationDataset, range_image_labels
 from pc3d.errors import DataFormatError
 from pc3d.sim.api import simulate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_range_image_label_mapping_on_a_tiny_image():
@@ -83,3 +88,34 @@ def test_label_rows_are_found_in_any_row_group_layout(tmp_path):
     pq.write_table(pa.concat_tables([table, table.slice(1, 1)]), path)
     with pytest.raises(DataFormatError, match=f"{path.name}.*2 TOP label rows"):
         WaymoSegmentationDataset(root, "training")
+
+
+def test_infer_reads_the_top_laser_and_writes_range_images(root, tmp_path, capsys):
+    """A Waymo segmentation model gets the points its dataset class reads (the TOP laser, outside no-label zones,
+    in the loader's order) and its labels also go into segmentation.bin, on the range images' pixels: scored by
+    tools/eval_waymo.py --segmentation against the dataset's own labels they give the hook's Waymo mIoU of the
+    per-point label files."""
+    from conftest import experiment_checkpoint
+
+    sys.path.insert(0, str(ROOT / "tools"))
+    import eval_waymo
+    import infer
+
+    from pc3d.data.io import read_label
+    from pc3d.eval.hooks import SegmentationEvaluator
+    from pc3d.eval.waymo_segmentation import write_segmentation_frames
+
+    ckpt = experiment_checkpoint(tmp_path / "runs", "sim_waymo_seg", f"dataset.root={root}")
+    split = root / "training"
+    dataset = WaymoSegmentationDataset(root, "training")
+    assert infer.main([str(ckpt), str(split), "--out", str(tmp_path), "--device", "cpu"]) == 0
+    assert f"segmentation.bin (Waymo's SegmentationFrameList of {len(dataset)} frames)" in capsys.readouterr().out
+    preds = []
+    for index in range(len(dataset)):
+        sample = dataset.load(index)
+        labels = read_label(tmp_path / "labels" / f"{sample['frame_id']}.label", len(sample["points"])) & 0xFFFF
+        preds.append({"pred_labels": labels.astype(np.int64), "point_labels": sample["point_labels"]})
+    expected = SegmentationEvaluator(official="waymo")(dataset, preds)["mIoU_official"] / 100
+    truth = write_segmentation_frames(tmp_path / "gt.bin", dataset.range_image_frames())
+    assert eval_waymo.main([str(tmp_path / "segmentation.bin"), str(truth), "--segmentation"]) == 0
+    assert f"miou={expected:.6g}" in capsys.readouterr().out

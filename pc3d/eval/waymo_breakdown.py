@@ -31,10 +31,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from pc3d.eval.waymo import LEVELS, waymo_eval
+from pc3d.eval.waymo import LEVELS, TYPE_IDS, waymo_eval
 from pc3d.eval.waymo_tracking import waymo_tracking_eval
 
-TYPES = ("vehicle", "pedestrian", "sign", "cyclist")  # the tools' order (label.proto's type ids 1..4)
+TYPES = tuple(TYPE_IDS[i] for i in sorted(TYPE_IDS))  # the tools' order: label.proto's type ids 1..4
 RANGE_BANDS = ((0.0, 30.0, "[0, 30)"), (30.0, 50.0, "[30, 50)"), (50.0, np.inf, "[50, +inf)"))
 
 Frames = Mapping[tuple[str, int], dict]  # pc3d.eval.waymo_objects.read_objects' result

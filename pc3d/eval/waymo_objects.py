@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from pc3d.errors import DataFormatError
+from pc3d.eval.waymo import TYPE_IDS
 from pc3d.eval.waymo_protos import message_class, parse
 
-TYPE_NAMES = {0: "unknown", 1: "vehicle", 2: "pedestrian", 3: "sign", 4: "cyclist"}
-TYPE_IDS = {name: i for i, name in TYPE_NAMES.items()}
+TYPE_NAMES = {0: "unknown", **TYPE_IDS}  # label.proto's Label.Type
+TYPE_NUMBERS = {name: i for i, name in TYPE_NAMES.items()}
 BOX_FIELDS = ("center_x", "center_y", "center_z", "length", "width", "height", "heading")  # pc3d's box order
 
 
@@ -34,8 +35,8 @@ def _type_ids(types, where: str) -> np.ndarray:
         bad = sorted(set(ids.tolist()) - set(TYPE_NAMES))
     else:
         names = np.char.lower(types.astype(str))
-        bad = sorted(set(names.tolist()) - set(TYPE_IDS))
-        ids = np.array([TYPE_IDS.get(n, -1) for n in names.tolist()], np.int64)
+        bad = sorted(set(names.tolist()) - set(TYPE_NUMBERS))
+        ids = np.array([TYPE_NUMBERS.get(n, -1) for n in names.tolist()], np.int64)
     if bad:
         raise DataFormatError(where, f"unknown Waymo object types {bad[:5]} (expected {TYPE_NAMES})")
     return ids
