@@ -161,6 +161,27 @@ def test_tracking_keeps_every_box_and_the_first_of_a_repeated_id():
         waymo_tracking_eval(*frames, ("vehicle",), duplicate_ids="last")
 
 
+def test_an_unmatched_prediction_in_a_no_label_zone_is_not_a_false_positive(tmp_path):
+    """metrics_utils.cc's IsFP and mot.cc: a prediction flagged overlap_with_nlz counts when it matches and is
+    ignored when it does not. The false one outranks the true one: AP 0.5 and MOTA 0 when counted, 1 when
+    flagged; flagging the true one changes nothing. The flag survives the file."""
+    gt = {("s", t): _gt([(10, 0, 0, "vehicle", 50, 0, "a")], timestamp=t) for t in (0, 1)}
+    pd = {("s", t): _pd([(10, 0, 0, "vehicle", 0.9, "h"), (40, 0, 0, "vehicle", 0.95, "z")]) for t in (0, 1)}
+
+    def scores(flags):
+        frames = {k: {**v, "overlap_with_nlz": np.array(flags)} for k, v in pd.items()}
+        path = write_objects(tmp_path / "pd.bin", [{"context_name": c, "timestamp": t, **v}
+                                                   for (c, t), v in frames.items()])
+        frames = read_objects(path)
+        detection = _line(detection_breakdowns(frames, gt), "OBJECT_TYPE_TYPE_VEHICLE")["LEVEL_1"]
+        tracking = _line(tracking_breakdowns(frames, gt), "OBJECT_TYPE_TYPE_VEHICLE")["LEVEL_1"]
+        return detection["AP"], tracking["MOTA"], tracking["fp"]
+
+    assert scores([False, False]) == pytest.approx((0.5, 0.0, 0.0))  # MOTA <= 0 at every cutoff: zeros
+    assert scores([False, True]) == pytest.approx((1.0, 1.0, 0.0))
+    assert scores([True, False]) == pytest.approx((0.5, 0.0, 0.0))
+
+
 @pytest.fixture(scope="module")
 def segment_world(tmp_path_factory) -> Path:
     from pc3d.data.create import create_waymo

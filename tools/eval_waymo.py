@@ -15,9 +15,9 @@ pc3d.eval.waymo_segmentation). The lines are printed as those tools print them.
 PREDICTIONS, GROUND_TRUTH: serialised ``waymo.open_dataset.Objects`` (or, with --segmentation,
 ``SegmentationFrameList``) files: pc3d's writers, Waymo's gt.bin, or any other framework's submission file. The same
 two files give the same lines as the official tools (README: Waymo Objects files, for where and why they differ on
-Waymo's own example files). Predictions flagged ``overlap_with_nlz`` are counted as any other (the official tools
-excuse the unmatched ones): their number is printed when there are any. --range X0 Y0 Z0 X1 Y1 Z1 keeps the boxes
-whose centres lie inside the x / y range in both files (what tools/test.py scores for a cropped CPU recipe).
+Waymo's own example files). As in the official tools, an unmatched prediction flagged ``overlap_with_nlz`` is not a
+false positive; the number of flagged predictions is printed when there are any. --range X0 Y0 Z0 X1 Y1 Z1 keeps the
+boxes whose centres lie inside the x / y range in both files (what tools/test.py scores for a cropped CPU recipe).
 --json FILE also writes the figures.
 """
 from __future__ import annotations
@@ -57,8 +57,7 @@ def boxes(args: argparse.Namespace) -> dict:
           f"and {counts[1]} ground-truth objects")
     in_zones = sum(int(np.sum(f["overlap_with_nlz"])) for f in predictions.values())
     if in_zones:
-        print(f"{in_zones} predictions are flagged overlap_with_nlz: counted here, excused by the official tools "
-              "when unmatched")
+        print(f"{in_zones} predictions are flagged overlap_with_nlz: when unmatched they are not false positives")
     if args.tracking:
         lines = tracking_breakdowns(predictions, ground_truth)
         print(format_tracking(lines))

@@ -8,8 +8,9 @@ metrics_utils.cc) with the configuration OpenPCDet and the leaderboard tools use
   are matched per frame by a Hungarian assignment maximising the sum of 3D IoUs over the pairs
   whose IoU >= the class threshold (vehicle 0.7, pedestrian 0.5, cyclist 0.5);
 - every matched prediction is a TP (also at LEVEL_1 when its ground truth is LEVEL_2, as in the
-  official code), every unmatched one an FP; an unmatched ground truth is an FN only at a level
-  >= its own; heading accuracy of a TP = 1 - |wrapped heading difference| / pi;
+  official code), every unmatched one an FP unless it is flagged ``overlap_with_nlz`` (then it is
+  neither, metrics_utils.cc's IsFP); an unmatched ground truth is an FN only at a level >= its own;
+  heading accuracy of a TP = 1 - |wrapped heading difference| / pi;
 - precision = TP / (TP + FP) (0 when empty, 1 when recall is 0), APH precision = sum of heading
   accuracies / (TP + FP), recall = TP / (TP + FN) for both; AP is the official
   ``ComputeMeanAveragePrecision``: precision envelope, gaps in recall filled every 0.05, trapezoids.
@@ -18,8 +19,8 @@ Difficulty: LEVEL_2 when the box holds <= 5 LiDAR points or its ``difficulty`` f
 boxes with 0 points are not evaluated (the dataset's rule); ``levels`` set them instead (gt_levels).
 Deviations: IoUs are exact float64 (the official matcher quantises IoU weights to integers, which can only
 change ties, and Waymo's polygon intersection returns 0 for about 1 in 100 boxes that coincide exactly with a
-box turned by pi: pc3d.eval.waymo_breakdown); no-label zones are not modelled (no prediction is excused for
-overlapping one).
+box turned by pi: pc3d.eval.waymo_breakdown). Whether a prediction overlaps a no-label zone is the caller's flag,
+as in the official tools (the leaderboard computes it from zone polygons the public data does not hold).
 """
 from __future__ import annotations
 
@@ -89,10 +90,11 @@ def hungarian_max(w):
 
 
 @nb.njit(**_SERIAL)
-def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cutoffs):
+def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, pd_nlz, gt_level, thr, cutoffs):
     """Per cutoff and level (1, 2): TP, FP, FN and heading-accuracy sum, float64 [K, 2, 4].
 
-    Frame f: predictions [pd_off[f], pd_off[f+1]) sorted by descending score, ground truth
+    Frame f: predictions [pd_off[f], pd_off[f+1]) sorted by descending score (pd_nlz: unmatched, not an FP),
+    ground truth
     [gt_off[f], gt_off[f+1]), row-major [P_f, G_f] blocks of IoU and heading accuracy at blk_off[f].
     """
     n_cut = cutoffs.shape[0]
@@ -114,6 +116,7 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cu
                 # predictions above a cutoff are a prefix (sorted scores): rematch only when it changes
                 prev_n = n
                 gt_taken = np.zeros(n_g, np.bool_)
+                pd_taken = np.zeros(n_p, np.bool_)
                 tp, sum_ha = 0, 0.0
                 if n > 0 and n_g > 0:
                     w = np.where(w_all[:n] >= thr, w_all[:n], 0.0)
@@ -125,6 +128,7 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cu
                                 tp += 1
                                 sum_ha += h_all[i, j]
                                 gt_taken[j] = True
+                                pd_taken[i] = True
                     else:
                         cols = hungarian_max(w.T.copy())
                         for j in range(n_g):
@@ -133,7 +137,11 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, gt_level, thr, cu
                                 tp += 1
                                 sum_ha += h_all[i, j]
                                 gt_taken[j] = True
-                fp = n - tp
+                                pd_taken[i] = True
+                fp = 0
+                for i in range(n):
+                    if not pd_taken[i] and not pd_nlz[p0 + i]:
+                        fp += 1
                 fn[:] = 0.0
                 for j in range(n_g):
                     if not gt_taken[j]:
@@ -195,7 +203,7 @@ def _frame(d: dict, keys: tuple[str, ...], where: str) -> dict:
     out = {"boxes": boxes[:, :7], "types": _names(d["types"], where)}
     for k in keys[2:]:
         out[k] = np.asarray(d[k]).reshape(-1)
-    for k in ("difficulty", "levels"):
+    for k in ("difficulty", "levels", "overlap_with_nlz"):
         if k in d:
             out[k] = np.asarray(d[k]).reshape(-1)
     for k, v in out.items():
@@ -230,7 +238,8 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
 
     gt: per frame ``boxes`` float [M, 7] (x, y, z, dx, dy, dz, heading, vehicle frame),
     ``types`` [M] (names or Waymo ids 1 / 2 / 4), ``num_points`` int [M], optional ``difficulty`` [M]
-    (1 or 2; 0 means unset) or ``levels`` [M] (gt_levels). dt: per frame ``boxes``, ``types``, ``scores`` [K].
+    (1 or 2; 0 means unset) or ``levels`` [M] (gt_levels). dt: per frame ``boxes``, ``types``, ``scores`` [K],
+    optional ``overlap_with_nlz`` bool [K] (an unmatched prediction so flagged is not a false positive).
     Returns ``{cls: {"LEVEL_1": {"AP", "APH", "num_gt"}, "LEVEL_2": {...}}, "mean": {level: {"AP", "APH"}}}``;
     the mean is over the requested classes.
     """
@@ -244,13 +253,15 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
     cutoffs = np.asarray(sorted(score_cutoffs), np.float64)
     result: dict = {}
     for cls in classes:
-        iou_blocks, ha_blocks, scores, levels, pd_n, gt_n = [], [], [], [], [], []
+        iou_blocks, ha_blocks, scores, in_zone, levels, pd_n, gt_n = [], [], [], [], [], [], []
         for g, d in zip(gts, dts, strict=True):
             gsel, lvl = gt_levels(g, cls)
             dsel = d["types"] == cls
             order = np.argsort(-d["scores"][dsel], kind="stable")
             pb, gb = d["boxes"][dsel][order], g["boxes"][gsel]
             scores.append(d["scores"][dsel][order].astype(np.float64))
+            in_zone.append(d["overlap_with_nlz"][dsel][order].astype(bool) if "overlap_with_nlz" in d
+                           else np.zeros(len(pb), bool))
             levels.append(lvl.astype(np.int64))
             pd_n.append(len(pb))
             gt_n.append(len(gb))
@@ -266,6 +277,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
                                np.concatenate([[0], np.cumsum(pd_n)]).astype(np.int64),
                                np.concatenate([[0], np.cumsum(gt_n)]).astype(np.int64),
                                np.concatenate(scores) if scores else np.zeros(0),
+                               np.concatenate(in_zone) if in_zone else np.zeros(0, bool),
                                np.concatenate(levels) if levels else np.zeros(0, np.int64),
                                float(IOU_THRESHOLDS[cls]), cutoffs)
         all_levels = np.concatenate(levels) if levels else np.zeros(0, np.int64)

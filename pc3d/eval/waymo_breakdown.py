@@ -23,7 +23,9 @@ output comes from); the 32 detection lines agree to the printed digits (two last
 four vehicle lines that hold one prediction identical to a ground-truth box turned by pi. For that pair the
 official polygon intersection returns IoU 0 (it does so for about 1 in 100 such exact twins, never once a
 coordinate moves by 1e-12), pc3d's exact IoU 1; with the official IoU put in, those lines agree too.
-Not modelled: a prediction's ``overlap_with_nlz``, which excuses an unmatched prediction there (callers count them).
+A prediction's ``overlap_with_nlz`` flag is read from the file, as the tools do: an unmatched prediction so flagged is
+not a false positive (metrics_utils.cc's IsFP, mot.cc). The leaderboard sets the flag itself; local files carry
+whatever their writer set (pc3d's writers: false).
 """
 from __future__ import annotations
 
@@ -42,7 +44,7 @@ Frames = Mapping[tuple[str, int], dict]  # pc3d.eval.waymo_objects.read_objects'
 
 def _empty() -> dict:
     return {"boxes": np.zeros((0, 7)), "types": np.zeros(0, "<U10"), "scores": np.zeros(0), "ids": np.zeros(0, str),
-            "num_points": np.zeros(0, np.int64), "levels": np.zeros(0, np.int64)}
+            "num_points": np.zeros(0, np.int64), "levels": np.zeros(0, np.int64), "overlap_with_nlz": np.zeros(0, bool)}
 
 
 def _pick(frame: dict, keep: np.ndarray | slice = slice(None)) -> dict:

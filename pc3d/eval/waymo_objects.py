@@ -46,7 +46,8 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
     """Write an Objects file of `frames`, each ``{"context_name": str, "timestamp": int (µs), "boxes" [K, 7 (+2)],
     "types" [K] (names, any case, or type ids)}`` with optional ``"scores"`` [K] (predictions; without, the field
     stays unset: 1.0, a ground truth's), ``"ids"`` [K] (object / track ids, written as strings),
-    ``"num_points"``, ``"difficulty"``, ``"tracking_difficulty"`` [K] (ground truth). Boxes of 9 columns also
+    ``"num_points"``, ``"difficulty"``, ``"tracking_difficulty"`` [K] (ground truth), ``"overlap_with_nlz"`` [K]
+    (predictions in a no-label zone: an unmatched one is not a false positive). Boxes of 9 columns also
     fill ``metadata.speed_x / speed_y``. Written atomically (a temporary file, then renamed); returns the path."""
     path = Path(path)
     objects = message_class("Objects")()
@@ -61,7 +62,8 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
             raise DataFormatError(where, f"box {int(np.flatnonzero(~np.isfinite(boxes).all(1))[0])} is not finite")
         types = _type_ids(frame["types"], where)
         columns = {key: np.asarray(frame[key]).reshape(-1) for key in
-                   ("scores", "ids", "num_points", "difficulty", "tracking_difficulty") if frame.get(key) is not None}
+                   ("scores", "ids", "num_points", "difficulty", "tracking_difficulty", "overlap_with_nlz")
+                   if frame.get(key) is not None}
         for key, values in columns.items():
             if len(values) != count:
                 raise DataFormatError(where, f"{len(values)} {key} for {count} boxes")
@@ -84,6 +86,8 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
                 label.detection_difficulty_level = int(columns["difficulty"][k])
             if "tracking_difficulty" in columns:
                 label.tracking_difficulty_level = int(columns["tracking_difficulty"][k])
+            if "overlap_with_nlz" in columns and columns["overlap_with_nlz"][k]:
+                o.overlap_with_nlz = True
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_bytes(objects.SerializeToString())

@@ -11,7 +11,8 @@ What is computed, following ``waymo_open_dataset/metrics`` (mot.cc, tracking_met
   sum of IoUs over the pairs at or above the threshold; a new pair that contradicts the object's earlier
   hypothesis is a mismatch, and so is one that takes the hypothesis of an object gone from the frame (an
   eviction, mot.cc's rule: an object still in the frame but unmatched is a miss, not also a mismatch);
-  (3) unmatched predictions are false positives, unmatched objects misses at a level >= their own;
+  (3) unmatched predictions are false positives (but those flagged ``overlap_with_nlz``, which are neither,
+  mot.cc), unmatched objects misses at a level >= their own;
 - an object's level: LEVEL_2 when it holds <= 5 points or its tracking difficulty says 2; at LEVEL_1 a matched
   LEVEL_2 object counts as an object (the official num_objects_gt: all objects less the unmatched ones above the
   level);
@@ -22,7 +23,7 @@ What is computed, following ``waymo_open_dataset/metrics`` (mot.cc, tracking_met
 
 Boxes are x, y, z, dx, dy, dz, heading in each frame's own (vehicle) frame: IoUs do not need poses. Ids are any
 hashable values (Waymo: ``key.laser_object_id`` strings); one id twice in a frame is a DataFormatError.
-Deviations: IoUs are exact float64 (the official matcher quantises them); no-label zones are not modelled.
+Deviations: IoUs are exact float64 (the official matcher quantises them).
 """
 from __future__ import annotations
 
@@ -48,8 +49,8 @@ _MISS, _OBJECTS, _FP, _MISMATCH, _MATCHES, _COST = 0, 2, 4, 5, 6, 7
 
 def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str, where: str,
                   duplicate_ids: str = "error") -> list[tuple]:
-    """Per frame of a segment: (gt ids, gt levels, dt ids sorted by descending score, their scores, IoU [P, G],
-    their positions in the frame (duplicate_ids "first") or None)."""
+    """Per frame of a segment: (gt ids, gt levels, dt ids sorted by descending score, their scores, their
+    overlap_with_nlz flags, IoU [P, G], their positions in the frame (duplicate_ids "first") or None)."""
     out = []
     for f, (g, d) in enumerate(zip(frames_gt, frames_dt, strict=True)):
         gsel, level = gt_levels(g, cls)
@@ -63,7 +64,8 @@ def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str
                 raise DataFormatError(where, f"frame {f}: {who} {cls} id {twice!r} appears twice")
         iou = (np.asarray(iou_3d(d["boxes"][dsel], g["boxes"][gsel]), np.float64).reshape(len(dsel), -1)
                if len(dsel) and gsel.any() else np.zeros((len(dsel), int(gsel.sum()))))
-        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), iou,
+        in_zone = d["overlap_with_nlz"][dsel].astype(bool) if "overlap_with_nlz" in d else np.zeros(len(dsel), bool)
+        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), in_zone, iou,
                     None if duplicate_ids == "error" else dsel))
     return out
 
@@ -72,7 +74,7 @@ def _mot_counts(frames: list[tuple], threshold: float, cutoff: float) -> np.ndar
     """The CLEAR MOT counts [8] (the _MISS .. _COST layout) of one segment at one score cutoff."""
     counts = np.zeros(8)
     mapping: dict = {}   # object id -> hypothesis id, M_t (kept for objects out of sight)
-    for gt_ids, level, dt_ids, scores, iou, positions in frames:
+    for gt_ids, level, dt_ids, scores, in_zone, iou, positions in frames:
         n = int(np.sum(scores >= cutoff))
         rows = list(range(n))
         if positions is not None:  # an id twice: its first box in the frame above the cutoff stands, the rest go
@@ -92,7 +94,7 @@ def _mot_counts(frames: list[tuple], threshold: float, cutoff: float) -> np.ndar
         taken = set(new.values())
         rest_pd = [i for i in rows if dt_ids[i] not in taken]
         rest_gt = [j for j, g in enumerate(gt_ids) if g not in new]
-        matched_gt = set()
+        matched_gt, matched_pd = set(), set()
         if rest_pd and rest_gt:  # step 2: a Hungarian assignment of the rest
             w = iou[np.ix_(rest_pd, rest_gt)]
             w = np.where(w >= threshold, w, 0.0)
@@ -102,8 +104,9 @@ def _mot_counts(frames: list[tuple], threshold: float, cutoff: float) -> np.ndar
                 if c >= 0 and r >= 0 and w[r, c] > 0:
                     new[gt_ids[rest_gt[c]]] = dt_ids[rest_pd[r]]
                     matched_gt.add(rest_gt[c])
+                    matched_pd.add(rest_pd[r])
                     counts[_COST] += 1.0 - w[r, c]
-        counts[_FP] += len(rest_pd) - len(matched_gt)
+        counts[_FP] += sum(1 for i in rest_pd if i not in matched_pd and not in_zone[i])
         unmatched_levels = np.array([level[j] for j in rest_gt if j not in matched_gt], np.int64)
         for lv in (0, 1):
             counts[_MISS + lv] += np.sum(unmatched_levels <= lv + 1)
@@ -146,7 +149,8 @@ def waymo_tracking_eval(gt: Sequence[Sequence[dict]], dt: Sequence[Sequence[dict
     gt, dt: per segment, per frame in time order (the same frames in both): gt ``boxes`` [M, 7+], ``types``
     (names or Waymo ids), ``num_points`` [M], ``ids`` [M], optional ``difficulty`` [M] (tracking level, 1 / 2)
     or ``levels`` [M] (pc3d.eval.waymo.gt_levels);
-    dt ``boxes`` [K, 7+], ``types``, ``scores`` [K], ``ids`` [K] (track ids).
+    dt ``boxes`` [K, 7+], ``types``, ``scores`` [K], ``ids`` [K] (track ids), optional ``overlap_with_nlz`` bool
+    [K] (an unmatched prediction so flagged is not a false positive).
     Returns ``{cls: {"LEVEL_1": {"MOTA", "MOTP", "miss", "mismatch", "fp", "score_cutoff", "num_gt"}, ...},
     "mean": {level: {"MOTA", "MOTP"}}}``; the mean is over the requested classes.
     duplicate_ids: a predicted id twice in a frame is a DataFormatError ("error"), or, as the official tools
