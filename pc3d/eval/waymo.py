@@ -94,8 +94,7 @@ def _waymo_counts(iou, ha, blk_off, pd_off, gt_off, pd_scores, pd_nlz, gt_level,
     """Per cutoff and level (1, 2): TP, FP, FN and heading-accuracy sum, float64 [K, 2, 4].
 
     Frame f: predictions [pd_off[f], pd_off[f+1]) sorted by descending score (pd_nlz: unmatched, not an FP),
-    ground truth
-    [gt_off[f], gt_off[f+1]), row-major [P_f, G_f] blocks of IoU and heading accuracy at blk_off[f].
+    ground truth [gt_off[f], gt_off[f+1]), row-major [P_f, G_f] blocks of IoU and heading accuracy at blk_off[f].
     """
     n_cut = cutoffs.shape[0]
     out = np.zeros((n_cut, 2, 4))
@@ -203,9 +202,10 @@ def _frame(d: dict, keys: tuple[str, ...], where: str) -> dict:
     out = {"boxes": boxes[:, :7], "types": _names(d["types"], where)}
     for k in keys[2:]:
         out[k] = np.asarray(d[k]).reshape(-1)
-    for k in ("difficulty", "levels", "overlap_with_nlz"):
+    for k in ("difficulty", "levels"):
         if k in d:
             out[k] = np.asarray(d[k]).reshape(-1)
+    out["overlap_with_nlz"] = np.asarray(d.get("overlap_with_nlz", np.zeros(len(boxes))), bool).reshape(-1)
     for k, v in out.items():
         if k != "boxes" and len(v) != len(boxes):
             raise DataFormatError(where, f"'{k}' has {len(v)} entries for {len(boxes)} boxes")
@@ -260,8 +260,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
             order = np.argsort(-d["scores"][dsel], kind="stable")
             pb, gb = d["boxes"][dsel][order], g["boxes"][gsel]
             scores.append(d["scores"][dsel][order].astype(np.float64))
-            in_zone.append(d["overlap_with_nlz"][dsel][order].astype(bool) if "overlap_with_nlz" in d
-                           else np.zeros(len(pb), bool))
+            in_zone.append(d["overlap_with_nlz"][dsel][order])
             levels.append(lvl.astype(np.int64))
             pd_n.append(len(pb))
             gt_n.append(len(gb))

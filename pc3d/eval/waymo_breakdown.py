@@ -44,7 +44,7 @@ Frames = Mapping[tuple[str, int], dict]  # pc3d.eval.waymo_objects.read_objects'
 
 def _empty() -> dict:
     return {"boxes": np.zeros((0, 7)), "types": np.zeros(0, "<U10"), "scores": np.zeros(0), "ids": np.zeros(0, str),
-            "num_points": np.zeros(0, np.int64), "levels": np.zeros(0, np.int64), "overlap_with_nlz": np.zeros(0, bool)}
+            "num_points": np.zeros(0, np.int64), "levels": np.zeros(0, np.int64)}
 
 
 def _pick(frame: dict, keep: np.ndarray | slice = slice(None)) -> dict:

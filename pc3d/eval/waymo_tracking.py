@@ -64,8 +64,7 @@ def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str
                 raise DataFormatError(where, f"frame {f}: {who} {cls} id {twice!r} appears twice")
         iou = (np.asarray(iou_3d(d["boxes"][dsel], g["boxes"][gsel]), np.float64).reshape(len(dsel), -1)
                if len(dsel) and gsel.any() else np.zeros((len(dsel), int(gsel.sum()))))
-        in_zone = d["overlap_with_nlz"][dsel].astype(bool) if "overlap_with_nlz" in d else np.zeros(len(dsel), bool)
-        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), in_zone, iou,
+        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), d["overlap_with_nlz"][dsel], iou,
                     None if duplicate_ids == "error" else dsel))
     return out
 
