@@ -119,6 +119,8 @@ def test_waymo_round_trip(tmp_path):
         assert s["points"].shape == (len(frame.points), 5)
         assert np.abs(s["points"][:, :3] - expected).max() < 1e-3  # 1 mm
         np.testing.assert_array_equal(s["points"][:, 3], frame.points[:, 3])
+        segment, timestamp, group = ds.frames[i]   # Waymo's flag outside no-label zones is -1, not 0
+        assert (ds.read_points(segment, timestamp, group)[:, 5] == -1).all()
         keep = frame.num_points > 0
         b = frame.boxes[keep].astype(np.float64)
         centre = b[:, :3] @ mount[:3, :3].T + mount[:3, 3]

@@ -10,7 +10,8 @@ Column names and arrow types follow waymo-open-dataset v2 (``v2/perception/{lida
 pose}.py``): ``key.segment_context_name``, ``key.frame_timestamp_micros``, ``key.laser_name``,
 ``[LiDARComponent].range_image_return1.values`` / ``.shape`` and so on. Range images are [H, W, 4]
 (range, intensity, elongation, is_in_no_label_zone), row 0 the highest beam, column azimuths as in
-the official range_image_utils; pixels without a return hold -1. The second return is empty (all
+the official range_image_utils; pixels without a return hold -1, and so does the no-label-zone flag of every
+return (Waymo's value outside the zones; the simulated world has none). The second return is empty (all
 -1). Beam inclinations are stored ascending (the official readers reverse them). Rolling-shutter
 per-pixel poses (``lidar_pose``) are not written: the sweeps carry no ego-motion distortion.
 Segmentation labels (``[LiDARSegmentationLabelComponent].range_image_return{1,2}``, int32 [H, W, 2]: instance
@@ -43,7 +44,9 @@ def segment_name(seed: int, index: int, frames: int) -> str:
 
 
 def range_image(frame: SimFrame, empty: bool = False) -> np.ndarray:
-    """float32 [H, W, 4] (range, intensity, elongation, no-label zone), -1 where there is no return."""
+    """float32 [H, W, 4] (range, intensity, elongation, no-label zone), -1 where there is no return. As in Waymo's
+    files, a return outside every no-label zone is flagged -1 (1 inside one; OpenPCDet's converter keeps only the -1
+    points); the simulated world has no such zones."""
     rng = frame.sweep.range_image
     out = np.full((*rng.shape, 4), -1.0, np.float32)
     if not empty:
@@ -51,7 +54,7 @@ def range_image(frame: SimFrame, empty: bool = False) -> np.ndarray:
         out[hit, 0] = rng[hit]
         out[hit, 1] = frame.sweep.intensity_image[hit]
         out[hit, 2] = 0.0
-        out[hit, 3] = 0.0
+        out[hit, 3] = -1.0
     return out
 
 
