@@ -38,6 +38,8 @@ def test_kitti_object_layout(kitti):
         calib = _calib(kitti / "training" / "calib" / f"{name}.txt")
         assert {k: len(v) for k, v in calib.items()} == CALIB_KEYS
         lines = (kitti / "training" / "label_2" / f"{name}.txt").read_text().splitlines()
+        kinds = [line.split()[0] for line in lines]  # DontCare last: converters take the first lines as objects
+        assert kinds == sorted(kinds, key=lambda kind: kind == "DontCare")
         for line in lines:
             fields = line.split()
             assert len(fields) == 15 and fields[0] in KITTI_TYPES
@@ -53,6 +55,21 @@ def test_kitti_object_layout(kitti):
     assert sum(len((kitti / "training" / "label_2" / f"{n}.txt").read_text().splitlines()) for n in names) > 0
     sets = {s: (kitti / "ImageSets" / f"{s}.txt").read_text().split() for s in ("train", "val", "trainval", "test")}
     assert sorted(sets["train"] + sets["val"]) == names == sets["trainval"] and sets["test"] == []
+
+
+def test_kitti_split_falls_between_scenes(tmp_path):
+    """ImageSets cut between scenes of scene_length frames (no scene on both sides) once there are two."""
+    from pc3d.sim.ground_truth import kitti_calib
+    from pc3d.sim.writers.kitti import KittiWriter
+
+    def split(count: int, scene_length: int) -> tuple[int, int]:
+        writer = KittiWriter(tmp_path / f"{count}_{scene_length}", kitti_calib(), images=False)
+        writer.count = count
+        writer.close(scene_length=scene_length)
+        return tuple(len((writer.root / "ImageSets" / f"{s}.txt").read_text().split()) for s in ("train", "val"))
+
+    assert split(12, 5) == (5, 7) and split(300, 5) == (150, 150) and split(16, 5) == (10, 6)
+    assert split(3, 5) == (1, 2) and split(12, 1) == (6, 6) and split(1, 5) == (1, 0)
 
 
 def test_kitti_labels_project_on_lidar_points(kitti):

@@ -25,18 +25,19 @@ SUBDIRS = ("velodyne", "label_2", "calib", "image_2", "planes")
 
 
 def label_lines(frame: SimFrame, calib: KittiCalib) -> list[str]:
-    """The label_2 lines of a frame, formatted as the devkit writes them."""
+    """The label_2 lines of a frame, formatted as the devkit writes them, DontCare regions last as in KITTI's
+    files (OpenPCDet's and mmdet3d's converters take the first lines as the objects and the rest as DontCare)."""
     objs = kitti_objects(frame, calib)
-    lines = []
+    lines, dont_care = [], []
     for k, kind in enumerate(objs.types):
         l_, t, r, b = objs.bbox[k]
         if kind == "DontCare":
-            lines.append(f"DontCare -1 -1 -10 {l_:.2f} {t:.2f} {r:.2f} {b:.2f} -1 -1 -1 -1000 -1000 -1000 -10")
+            dont_care.append(f"DontCare -1 -1 -10 {l_:.2f} {t:.2f} {r:.2f} {b:.2f} -1 -1 -1 -1000 -1000 -1000 -10")
             continue
         x, y, z, h, w, length, ry = objs.camera_boxes[k]
         lines.append(f"{kind} {objs.truncated[k]:.2f} {objs.occluded[k]:d} {objs.alpha[k]:.2f} "
                      f"{l_:.2f} {t:.2f} {r:.2f} {b:.2f} {h:.2f} {w:.2f} {length:.2f} {x:.2f} {y:.2f} {z:.2f} {ry:.2f}")
-    return lines
+    return lines + dont_care
 
 
 def road_plane_text(calib: KittiCalib, ground_z: float) -> str:
@@ -76,10 +77,15 @@ class KittiWriter:
         self.count += 1
         return name
 
-    def close(self, val_fraction: float = 0.5) -> None:
-        """ImageSets: the first frames train, the rest val (KITTI's split is about half and half)."""
+    def close(self, val_fraction: float = 0.5, scene_length: int = 1) -> None:
+        """ImageSets: the first frames train, the rest val (KITTI's split is about half and half); with more than
+        one scene of scene_length frames the cut falls between scenes, as KITTI's split keeps each drive on one
+        side (else val would hold a second view of training scenes)."""
         names = [f"{i:06d}" for i in range(self.count)]
         n_train = self.count - int(round(self.count * val_fraction)) if self.count > 1 else self.count
+        scenes = -(-self.count // scene_length)
+        if scenes > 1:
+            n_train = min(int(np.clip(round(n_train / scene_length), 1, scenes - 1)) * scene_length, self.count)
         splits = {"train": names[:n_train], "val": names[n_train:], "trainval": names, "test": []}
         for split, items in splits.items():
             (self.root / "ImageSets" / f"{split}.txt").write_text("".join(f"{n}\n" for n in items))
@@ -95,4 +101,4 @@ def write_kitti(settings: WriterSettings) -> None:
     for n, (_, _, frame) in enumerate(frames):
         writer.write(frame, ground_z)
         settings.tick(n + 1)
-    writer.close()
+    writer.close(scene_length=settings.sequence_length)
