@@ -181,10 +181,16 @@ def test_waymo_hook_scores_and_writer_keeps_velocities(waymo_world, tmp_path):
     assert hook(ds, still)["Vehicle/AVE"] > 0.5
     assert "Vehicle/AVE" not in hook(ds, [p | {"boxes": p["boxes"][:, :7]} for p in perfect])
 
+    # Waymo's speeds are in world axes: the predictions' parquet holds the ground truth file's speeds again
+    segment, timestamp, _ = ds.frames[0]
+    yaw = np.arctan2(*ds.vehicle_pose(segment, timestamp)[[1, 0], 0])
+    assert abs(yaw) > 0.05  # else world and vehicle axes agree and this test could not tell them apart
     out = ds.write_predictions(perfect, tmp_path)
-    table = pq.read_table(out / f"{ds.frames[0][0]}.parquet")  # the first segment's rows, frame by frame
-    speed = np.stack([table.column(f"[LiDARBoxComponent].speed.{a}").to_numpy() for a in "xy"], 1)
-    np.testing.assert_allclose(speed[:len(annos[0]["box"])], annos[0]["box"][:, 7:], rtol=1e-6)
+    read = lambda path: (lambda t: np.stack([t.column(f"[LiDARBoxComponent].speed.{a}").to_numpy()  # noqa: E731
+                                             for a in "xy"], 1)[:len(annos[0]["box"])])(pq.read_table(path))
+    written, truth = read(out / f"{segment}.parquet"), read(ds.component("lidar_box", segment))
+    np.testing.assert_allclose(written, truth, atol=1e-5)  # read with speed.z: the pose is tilted
+    assert np.abs(written - annos[0]["box"][:, 7:]).max() > 0.1  # not the vehicle-frame velocities
 
 
 def test_bev_draws_where_a_moving_box_goes():

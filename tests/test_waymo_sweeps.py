@@ -146,4 +146,7 @@ def test_missing_or_bad_vehicle_poses_name_the_file(world, tmp_path):
     pose_file.unlink()
     with pytest.raises(DataFormatError, match=f"{pose_file}: file does not exist"):
         WaymoDataset(root, "training", **CONFIG).load(1)
-    assert WaymoDataset(root, "training").load(1)["points"].shape[1] == 5  # one sweep needs no pose
+    single = WaymoDataset(root, "training")  # one sweep needs no pose; the speeds are unknown without it
+    with pytest.warns(UserWarning, match="speeds unknown without a vehicle_pose file"):
+        sample = single.load(1)
+    assert sample["points"].shape[1] == 5 and np.isnan(sample["metadata"]["annos"]["box"][:, 7:]).all()

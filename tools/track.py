@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> int:
         segment = path.stem
         if segment not in stamps:
             raise DataFormatError(path, f"segment {segment} is not in {args.root}'s {args.split} split")
-        preds = read_box_predictions(path)
+        poses = data.vehicle_poses(segment)
+        preds = read_box_predictions(path, poses)  # velocities in the vehicle frame
         tracker.reset()
         frames = []
         for t in stamps[segment][::args.frame_step]:
@@ -64,9 +65,10 @@ def run(args: argparse.Namespace) -> int:
             ids, how = update_in_world(tracker, p["boxes"], labels, p["scores"], pose, t * 1e-6)
             used.add(how)
             frames.append((t, {"boxes": p["boxes"], "scores": p["scores"], "labels": labels, "track_ids": ids}))
-        write_box_predictions(out / path.name, segment, frames, classes)
+        write_box_predictions(out / path.name, segment, frames, classes, poses)
         tracked[segment] = frames
-    objects = write_objects(out / "objects.bin", prediction_frames(tracked, classes))
+    poses = {segment: data.vehicle_poses(segment) for segment in tracked}
+    objects = write_objects(out / "objects.bin", prediction_frames(tracked, classes, poses))
     how = " and ".join(sorted(used))
     every = "" if args.frame_step == 1 else f", one frame in {args.frame_step}"
     print(f"tracks: {out} ({len(files)} segment(s){every}, {tracker.next_id} tracks; velocities from {how}); all of "

@@ -35,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
         frames.setdefault(segment, []).append((timestamp, boxes))
     out = Path(args.out)
     for segment, detections in frames.items():
-        write_box_predictions(out / f"{segment}.parquet", segment, detections, WAYMO_CLASSES)
+        write_box_predictions(out / f"{segment}.parquet", segment, detections, WAYMO_CLASSES,
+                              data.vehicle_poses(segment))
     count = sum(len(d["scores"]) for f in frames.values() for _, d in f)
     print(f"truth detections: {out} ({len(frames)} segment(s), {sum(map(len, frames.values()))} frames, {count} "
           f"boxes; centre noise {args.centre:g} m, velocity noise {args.velocity:g} m/s, drop {args.drop:g})")

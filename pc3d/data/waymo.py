@@ -54,6 +54,7 @@ from .waymo_parquet import (
     read_index,
     require_columns,
     segment_index,
+    turn_velocities,
     write_box_predictions,
 )
 
@@ -317,6 +318,15 @@ class WaymoDataset(PointCloudDataset):
             tables["vehicle_poses"] = poses
         return tables["vehicle_poses"]
 
+    def poses_of(self, per_segment: dict[str, list]) -> dict[str, dict[int, np.ndarray] | None]:
+        """{segment: {timestamp: world_from_vehicle}} of the segments whose predictions [(timestamp, pred)] carry
+        velocities (the writers turn them into Waymo's world axes), None for the others (no vehicle_pose read)."""
+        out = {}
+        for segment, frames in per_segment.items():
+            moving = any(np.shape(pred["boxes"])[-1] >= 9 for _, pred in frames if len(pred["scores"]))
+            out[segment] = self.vehicle_poses(segment) if moving else None
+        return out
+
     def vehicle_pose(self, segment: str, timestamp: int) -> np.ndarray:
         """world_from_vehicle float64 [4, 4] of one frame; DataFormatError naming the file when it has none."""
         pose = self.vehicle_poses(segment).get(int(timestamp))
@@ -335,9 +345,12 @@ class WaymoDataset(PointCloudDataset):
         return out
 
     def read_boxes(self, segment: str, timestamp: int) -> dict[str, np.ndarray]:
-        """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy; vx, vy NaN when the file has no
-        speed columns), name, difficulty int8 (1 LEVEL_1, 2 LEVEL_2), num_points int64; and where the file has the
-        columns, tracking_difficulty int8 and id (``key.laser_object_id``, the object's track id, str)."""
+        """The frame's boxes: box float32 [M, 9] (x, y, z, l, w, h, heading, vx, vy, all in the vehicle frame: the
+        file's world-axis speeds turned by the frame's vehicle pose; NaN where the file has no speed or the segment
+        no vehicle_pose file, which the dataset's notes then count), name,
+        difficulty int8 (0 UNKNOWN where the file leaves it empty, 1 LEVEL_1, 2 LEVEL_2), num_points int64; and
+        where the file has the columns, tracking_difficulty int8 and id (``key.laser_object_id``, the object's
+        track id, str)."""
         boxes = self._segment_tables(segment).get("boxes")
         if boxes is None:
             return {"box": np.zeros((0, 9), np.float32), "name": np.zeros(0, str),
@@ -348,12 +361,22 @@ class WaymoDataset(PointCloudDataset):
 
         def col(name: str) -> np.ndarray:
             full = f"{BOX}.{name}"
-            if full not in boxes.schema.names:  # optional columns: an unknown speed is NaN, not standing still
-                return np.full(len(rows), np.nan if name.startswith("speed") else 0.0)
-            return numeric_column(path, boxes, full, rows, where)
+            # v2's optional fields (a missing column or an empty entry): an unknown speed is NaN, not standing
+            # still; an unknown difficulty 0 (UNKNOWN: the metrics level it by its points)
+            empty = np.nan if name.startswith("speed") else 0.0 if name.startswith("difficulty") else None
+            if full not in boxes.schema.names and empty is not None:
+                return np.full(len(rows), empty)
+            return numeric_column(path, boxes, full, rows, where, null=empty)
 
         box = np.stack([col(c) for c in ("box.center.x", "box.center.y", "box.center.z", "box.size.x",
                                           "box.size.y", "box.size.z", "box.heading", "speed.x", "speed.y")], 1)
+        if np.isfinite(box[:, 7:9]).any():
+            if self.component("vehicle_pose", segment).is_file():
+                vz = np.nan_to_num(col("speed.z")) if f"{BOX}.speed.z" in boxes.schema.names else None
+                box = turn_velocities(box, self.vehicle_pose(segment, timestamp)[:3, :3].T, vz)
+            else:  # world-axis speeds without the pose that turns them: unknown, and said so once
+                box[:, 7:9] = np.nan
+                self.note("speeds unknown without a vehicle_pose file", self.component("vehicle_pose", segment))
         if (box[:, 3:6] < 0).any():
             k = int(np.flatnonzero((box[:, 3:6] < 0).any(1))[0])
             raise DataFormatError(path, f"{where}negative box size (l, w, h) = {tuple(box[k, 3:6].tolist())}")
@@ -393,18 +416,21 @@ class WaymoDataset(PointCloudDataset):
         for (segment, timestamp, _), pred in zip(self.frames, predictions, strict=True):
             per_segment.setdefault(segment, []).append((timestamp, pred))
         out = Path(out_dir) / self.split / "lidar_box"
+        poses = self.poses_of(per_segment)
         for segment, frames in per_segment.items():
-            write_box_predictions(out / f"{segment}.parquet", segment, frames, self.class_names)
-        write_objects(out.parent / "objects.bin", prediction_frames(per_segment, self.class_names))
+            write_box_predictions(out / f"{segment}.parquet", segment, frames, self.class_names, poses[segment])
+        write_objects(out.parent / "objects.bin", prediction_frames(per_segment, self.class_names, poses))
         return out
 
     def ground_truth_objects(self):
         """Each frame's boxes as pc3d.eval.waymo_objects.write_objects takes them: every type, with ids, points and
-        both difficulty levels where the lidar_box file has them (speeds where every box has one); the values
-        read_boxes gives pc3d's own evaluation (float32)."""
+        both difficulty levels where the lidar_box file has them (speeds, in world axes, where every box has one);
+        the values read_boxes gives pc3d's own evaluation (float32)."""
         for segment, timestamp, _ in self.frames:
             annos = self.read_boxes(segment, timestamp)
             boxes = annos["box"].astype(np.float64)
+            if np.isfinite(boxes).all():  # speeds back in world axes, as Waymo's own ground truth files hold them
+                boxes = turn_velocities(boxes, self.vehicle_pose(segment, timestamp)[:3, :3])
             yield {"context_name": segment, "timestamp": timestamp,
                    "boxes": boxes if np.isfinite(boxes).all() else boxes[:, :7], "types": annos["name"],
                    "num_points": annos["num_points"], "difficulty": annos["difficulty"],

@@ -1,7 +1,12 @@
 """The Waymo Open Dataset v2 parquet layer: component column names, checked column readers, the segment index
 (``tools/create_data.py waymo`` writes it as JSON) and the writer of detections in the ``lidar_box`` layout.
 Every reader raises a DataFormatError naming the file (a missing file, non-parquet bytes, a missing column,
-nulls or non-finite numbers). pyarrow is imported on first use.
+nulls where a value is required, or non-finite numbers). pyarrow is imported on first use.
+
+Box speeds: Waymo's files give them in world axes (the ``vehicle_pose`` frame; the dataset's authors, issue
+#39, and OpenPCDet's converter, which turns them into the vehicle frame); pc3d's boxes carry (vx, vy) in the
+vehicle frame, the frame of their centres. ``turn_velocities`` converts between the two at every file boundary:
+the readers take a frame's world_from_vehicle pose, and so do the writers.
 """
 from __future__ import annotations
 
@@ -21,9 +26,11 @@ SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
 INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
 BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
     "box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading",
-    "type", "num_lidar_points_in_box", "difficulty_level.detection")]
+    "type", "num_lidar_points_in_box")]
 OBJECT_ID = "key.laser_object_id"
-OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y", f"{BOX}.difficulty_level.tracking", OBJECT_ID]
+# optional in v2's box component (speed, difficulty_level: a column may be missing or hold nulls)
+OPTIONAL_BOX_COLUMNS = [f"{BOX}.speed.x", f"{BOX}.speed.y", f"{BOX}.speed.z", f"{BOX}.difficulty_level.detection",
+                        f"{BOX}.difficulty_level.tracking", OBJECT_ID]
 
 
 def parquet_module():
@@ -60,20 +67,47 @@ def read_columns(path: Path, parquet, columns: list[str], row_group: int | None 
         raise DataFormatError(path, f"cannot read columns ({type(error).__name__}: {error})") from None
 
 
-def numeric_column(path: Path, table, column: str, rows=None, where: str = "") -> np.ndarray:
-    """float64 [R] of a numeric column (the `rows` of it); DataFormatError on nulls or non-finite values."""
+def numeric_column(path: Path, table, column: str, rows=None, where: str = "", null: float | None = None) -> np.ndarray:
+    """float64 [R] of a numeric column (the `rows` of it); DataFormatError on non-finite values, and on nulls
+    unless `null` is given: the value of an empty entry of an optional field (v2's speed, difficulty level)."""
     values = table.column(column)
     if rows is not None:
         values = values.take(rows)
-    if values.null_count:
+    if values.null_count and null is None:
         raise DataFormatError(path, f"{where}{values.null_count} null values in {column}")
     try:
         out = np.asarray(values.to_numpy(zero_copy_only=False), np.float64).reshape(-1)
     except (TypeError, ValueError) as error:
         raise DataFormatError(path, f"{where}{column} is not numeric ({error})") from None
-    if not np.isfinite(out).all():
+    empty = (np.asarray(values.is_null().to_numpy(zero_copy_only=False), bool).reshape(-1) if values.null_count
+             else np.zeros(len(out), bool))
+    if not np.isfinite(out[~empty]).all():
         raise DataFormatError(path, f"{where}NaN or infinite values in {column}")
+    if empty.any():
+        out[empty] = null
     return out
+
+
+def turn_velocities(boxes: np.ndarray, rotation: np.ndarray, vz: np.ndarray | None = None) -> np.ndarray:
+    """Boxes [K, 9] with (vx, vy, vz) turned by rotation [3, 3], vz 0 unless given: a world_from_vehicle pose's
+    rotation takes pc3d's vehicle-frame velocities to the world axes of Waymo's speed columns, its transpose back
+    (with the file's ``speed.z``). Boxes without velocities ([K, 7]) come back as they are; unknown (NaN)
+    velocities stay NaN."""
+    boxes = np.asarray(boxes, np.float64)
+    if boxes.ndim != 2 or boxes.shape[1] < 9:
+        return boxes
+    v = np.concatenate([boxes[:, 7:9], np.zeros((len(boxes), 1)) if vz is None else np.reshape(vz, (-1, 1))], 1)
+    out = boxes.copy()
+    out[:, 7:9] = (v @ np.asarray(rotation, np.float64).T)[:, :2]
+    return out
+
+
+def _pose_of(path: Path, poses, timestamp: int) -> np.ndarray:
+    pose = None if poses is None else poses.get(int(timestamp))
+    if pose is None:
+        raise DataFormatError(path, f"frame {timestamp}: boxes with velocities need the frame's world_from_vehicle "
+                                    "pose (Waymo's speed columns are in world axes)")
+    return np.asarray(pose, np.float64)
 
 
 def segment_index(root: str | PathLike, split: str) -> list[dict]:
@@ -131,10 +165,12 @@ def read_index(path: Path) -> list[dict]:
     return segments
 
 
-def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names) -> Path:
+def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names,
+                          poses: dict[int, np.ndarray] | None = None) -> Path:
     """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
     frames [(timestamp, {"boxes" [K, 7 (+2)], "scores" [K], "labels" 1..K (, "track_ids" [K])})]; boxes with
-    velocities (vx, vy) also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them). The object id
+    vehicle-frame velocities (vx, vy) also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them),
+    turned into world axes by poses {timestamp: world_from_vehicle [4, 4]}, which they then need. The object id
     (``key.laser_object_id``) is the track id where the frame has them (a tracking submission's convention),
     else ``pred_<timestamp>_<k>``, unique per box."""
     import pyarrow as pa
@@ -150,6 +186,8 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     for timestamp, pred in frames:
         count = len(pred["scores"])
         boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
+        if "speed.x" in fields:
+            boxes = turn_velocities(boxes, _pose_of(path, poses, timestamp)[:3, :3])
         tracks = pred.get("track_ids")
         for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
             rows[SEGMENT].append(segment)
@@ -159,7 +197,7 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
                 rows[f"{BOX}.{name}"].append(float(box[j]))
             rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
             rows[f"{BOX}.score"].append(float(score))
-    table = pa.table({k: pa.array(v, pa.int64() if k in (TIMESTAMP, f"{BOX}.type") else
+    table = pa.table({k: pa.array(v, pa.int64() if k == TIMESTAMP else pa.int8() if k == f"{BOX}.type" else
                                   pa.string() if k in (SEGMENT, OBJECT_ID) else pa.float64())
                       for k, v in rows.items()})
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -167,9 +205,10 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     return path
 
 
-def read_box_predictions(path: Path) -> dict[int, dict]:
+def read_box_predictions(path: Path, poses: dict[int, np.ndarray] | None = None) -> dict[int, dict]:
     """A prediction parquet in the v2 ``lidar_box`` layout (write_box_predictions' or a tracker's): per timestamp
-    {"boxes" float64 [K, 7] ([K, 9] with ``speed.x`` / ``speed.y`` columns), "types" (names), "scores" [K], "ids" [K]
+    {"boxes" float64 [K, 7] ([K, 9] with ``speed.x`` / ``speed.y`` columns: world axes as in the file, or the
+    vehicle frame when poses {timestamp: world_from_vehicle} are given), "types" (names), "scores" [K], "ids" [K]
     (``key.laser_object_id``, str)}; a missing column, a null or non-finite value or an unknown type is a
     DataFormatError naming the file."""
     path = Path(path)
@@ -192,5 +231,9 @@ def read_box_predictions(path: Path) -> dict[int, dict]:
         raise DataFormatError(path, f"{ids.null_count} null values in {OBJECT_ID}")
     ids = np.asarray(ids.to_pylist(), dtype=str).reshape(-1)
     names = np.asarray([WAYMO_TYPES[t] for t in types.tolist()], dtype=str).reshape(-1)
-    return {int(t): {"boxes": boxes[rows], "types": names[rows], "scores": scores[rows], "ids": ids[rows]}
-            for t in np.unique(stamps).tolist() for rows in [np.flatnonzero(stamps == t)]}
+    out = {int(t): {"boxes": boxes[rows], "types": names[rows], "scores": scores[rows], "ids": ids[rows]}
+           for t in np.unique(stamps).tolist() for rows in [np.flatnonzero(stamps == t)]}
+    if poses is not None and len(fields) == 9:
+        for t, frame in out.items():
+            frame["boxes"] = turn_velocities(frame["boxes"], _pose_of(path, poses, t)[:3, :3].T)
+    return out

@@ -95,15 +95,27 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
     return path
 
 
-def prediction_frames(per_segment: Mapping[str, list], class_names) -> Iterable[dict]:
+def prediction_frames(per_segment: Mapping[str, list], class_names,
+                      poses: Mapping[str, Mapping[int, np.ndarray] | None] | None = None) -> Iterable[dict]:
     """write_objects' frames of detections ``{segment: [(timestamp, {"boxes" [K, 7 (+2)], "scores", "labels" 1..K
-    (, "track_ids")})]}``, labels naming `class_names`; ids are the track ids where a frame has them."""
+    (, "track_ids")})]}``, labels naming `class_names`; ids are the track ids where a frame has them. Vehicle-frame
+    velocities (boxes of 9 columns) are turned into world axes, the axes of Waymo's speeds, by poses
+    ``{segment: {timestamp: world_from_vehicle}}``, which they then need (a DataFormatError without)."""
+    from pc3d.data.waymo_parquet import turn_velocities
+
     names = np.asarray([str(c) for c in class_names])
     for segment, frames in per_segment.items():
         for timestamp, pred in frames:
             labels = np.asarray(pred["labels"], np.int64).reshape(-1)
             tracks = pred.get("track_ids")
-            yield {"context_name": segment, "timestamp": timestamp, "boxes": pred["boxes"], "scores": pred["scores"],
+            boxes = np.asarray(pred["boxes"], np.float64)
+            if boxes.ndim == 2 and boxes.shape[1] >= 9 and len(boxes):
+                pose = ((poses or {}).get(segment) or {}).get(int(timestamp))
+                if pose is None:
+                    raise DataFormatError(f"{segment} {timestamp}", "boxes with velocities need the frame's "
+                                          "world_from_vehicle pose (Waymo's speeds are in world axes)")
+                boxes = turn_velocities(boxes, np.asarray(pose)[:3, :3])
+            yield {"context_name": segment, "timestamp": timestamp, "boxes": boxes, "scores": pred["scores"],
                    "types": names[labels - 1] if len(labels) else np.zeros(0, str),
                    "ids": None if tracks is None else np.asarray(tracks, np.int64)}
 

@@ -66,7 +66,8 @@ class DetectionOutput:
     def __init__(self, out: Path, dataset_cfg: dict, source: Source, num_classes: int):
         self.out, self.class_names = out, box_class_names(dataset_cfg)
         self.waymo: dict[str, list] = {} if source.kind == "waymo" else None
-        self.split = getattr(getattr(source, "dataset", None), "split", "")
+        self.dataset = getattr(source, "dataset", None)  # a WaymoDataset: the frames' poses for their velocities
+        self.split = getattr(self.dataset, "split", "")
         self.indoor = source.kind == "scannet" or getattr(dataset_class(dataset_cfg), "indoor", False)
 
     def write(self, frame: SourceFrame, pred: dict):
@@ -102,9 +103,11 @@ class DetectionOutput:
             from pc3d.eval.waymo_objects import prediction_frames, write_objects
 
             folder = self.out / "waymo" / self.split / "lidar_box"
+            poses = self.dataset.poses_of(self.waymo)
             for segment, frames in self.waymo.items():
-                write_box_predictions(folder / f"{segment}.parquet", segment, frames, self.class_names)
-            objects = write_objects(folder.parent / "objects.bin", prediction_frames(self.waymo, self.class_names))
+                write_box_predictions(folder / f"{segment}.parquet", segment, frames, self.class_names, poses[segment])
+            objects = write_objects(folder.parent / "objects.bin",
+                                    prediction_frames(self.waymo, self.class_names, poses))
             lines.append(f"Waymo v2 predictions: {folder} ({len(self.waymo)} segment parquet file(s)) and {objects} "
                          "(Waymo's Objects protobuf)")
         return "\n".join(lines)

@@ -92,7 +92,8 @@ class SegmentWriter:
         centre = b[:, :3] @ mount[:3, :3].T + mount[:3, 3]
         yaw = np.arctan2(mount[1, 0], mount[0, 0])
         heading = (b[:, 6] + yaw + np.pi) % (2 * np.pi) - np.pi
-        speed = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], 1) @ mount[:3, :3].T
+        # speeds in world axes, as Waymo's: the sensor-frame velocity turned into the vehicle, then the world frame
+        speed = np.concatenate([b[:, 7:9], np.zeros((len(b), 1))], 1) @ mount[:3, :3].T @ frame.vehicle_pose[:3, :3].T
         counts = frame.num_points[keep].astype(np.int64)
         kinds = [k for k, ok in zip(frame.kinds, keep, strict=True) if ok]
         rows = {
