@@ -1,7 +1,7 @@
 """Derived files of ``tools/create_data.py``: info indexes and the GT database, JSON / npz, never pickle.
 
 Every info file is ``{"format": "pc3d-infos", "version": 1, "dataset", "split", "frames": [...],
-"skipped": {frame: problem}}`` (Waymo: ``{"format": "pc3d-waymo-index", "version": 1, "segments"}``
+"skipped": {frame: problem}}`` (Waymo: ``{"format": "pc3d-waymo-index", "version": 2, "segments"}``
 plus the same frame list). Bad frames are skipped, counted and reported, never dropped silently; a root
 holding none of the dataset's expected files is a DataFormatError naming it and what was expected.
 """

@@ -10,8 +10,9 @@ Points come from the range images of both returns, as the official range_image_u
 range_image), in the vehicle frame (pc3d's LiDAR frame for Waymo): x, y, z, intensity, elongation.
 Points in no-label zones are dropped (drop_no_label_zone) or kept. When a segment has no lidar_pose
 component, no rolling-shutter correction is applied (the simulated world writes undistorted sweeps).
-Memory stays bounded per segment: only the columns and the row group holding the wanted frame are
-read (one row group cached), calibration and boxes are read once per segment (small tables); a segment
+Memory stays bounded per segment: only the columns and the row group(s) holding the wanted frame are
+read (the index lists every group one of its lasers' rows lies in; the last ones read are cached; lidar_pose
+likewise, a row group at a time), calibration and boxes are read once per segment (small tables); a segment
 whose tables cannot be read is never cached half-filled, so each of its frames raises the same error.
 Labels: the training and validation splits need every segment's ``lidar_box`` file, testing reads it
 when present (``labels`` overrides this). A lidar file without frames, a timestamp listed twice, a box
@@ -53,6 +54,7 @@ from .waymo_parquet import (
     read_columns,
     read_index,
     require_columns,
+    row_groups_of,
     segment_index,
     turn_velocities,
     write_box_predictions,
@@ -107,8 +109,9 @@ class WaymoDataset(PointCloudDataset):
         self.read_labels = labels is not False
         index_path = Path(index) if index else self.root / f"waymo_infos_{split}.json"
         segments = read_index(index_path) if index_path.is_file() else segment_index(self.root, split)
-        self.frames = [(s["segment"], t, g) for s in segments for t, g in zip(s["timestamps"], s["row_groups"],
-                                                                               strict=True)]
+        # (segment, timestamp, row group: an int, or a tuple where the frame's lasers span groups)
+        self.frames = [(s["segment"], t, row_groups_of(g)) for s in segments
+                       for t, g in zip(s["timestamps"], s["row_groups"], strict=True)]
         if isinstance(n_past_scans, bool) or not isinstance(n_past_scans, int) or n_past_scans < 0:
             raise ConfigError(f"n_past_scans must be an int >= 0, got {n_past_scans!r}")
         if isinstance(scan_period, bool) or not isinstance(scan_period, int | float) or not scan_period > 0:
@@ -182,12 +185,12 @@ class WaymoDataset(PointCloudDataset):
         extra = [c for c in OPTIONAL_BOX_COLUMNS if c in parquet.schema_arrow.names]
         return read_columns(path, parquet, BOX_COLUMNS + extra)
 
-    def _row_group(self, segment: str, group: int):
-        """The segment's lidar row group `group`; the last n_past_scans + 1 read are cached (a frame's sweeps
-        may span two row groups)."""
+    def _row_group(self, segment: str, group: int | tuple[int, ...]):
+        """The segment's lidar row group `group` (the groups of a tuple, concatenated); the last n_past_scans + 1
+        read are cached (a frame's sweeps may span two row groups)."""
         key = ("lidar", group)
         if key not in self._cache:
-            cached = [k for k in self._cache if isinstance(k, tuple)]
+            cached = [k for k in self._cache if isinstance(k, tuple) and k[0] == "lidar"]
             if len(cached) > self.n_past_scans:
                 self._cache.pop(cached[0])
             path = self.component("lidar", segment)
@@ -195,7 +198,12 @@ class WaymoDataset(PointCloudDataset):
             cols = [TIMESTAMP, LASER] + [f"{LIDAR}.range_image_return{r}.{f}" for r in self.returns
                                          for f in ("values", "shape")]
             require_columns(path, parquet, cols)
-            self._cache[key] = read_columns(path, parquet, cols, group)
+            if isinstance(group, tuple):
+                import pyarrow as pa
+
+                self._cache[key] = pa.concat_tables([read_columns(path, parquet, cols, g) for g in group])
+            else:
+                self._cache[key] = read_columns(path, parquet, cols, group)
         return self._cache[key]
 
     def range_image_shape(self, segment: str, timestamp: int, group: int, laser: int, ret: int) -> tuple[int, int]:
@@ -233,6 +241,9 @@ class WaymoDataset(PointCloudDataset):
             for r in self.returns:
                 where = f"frame {timestamp} laser {laser} return {r}"
                 image = self._range_image(path, table, row, r, where)
+                if image is None:  # v2 leaves a return absent (null) where a laser recorded none
+                    self.note("absent (null) range images", path)
+                    continue
                 try:
                     incl = beam_inclinations(image.shape[0], values, lo, hi)
                     xyz, pixels = range_image_to_points(image, incl, extrinsic)
@@ -245,10 +256,14 @@ class WaymoDataset(PointCloudDataset):
                 yield laser, r, np.concatenate([xyz, feats[:, 1:3], feats[:, 3:4]], 1).astype(np.float32), pixels
 
     @staticmethod
-    def _range_image(path: Path, table, row: int, ret: int, where: str) -> np.ndarray:
-        """float32 [H, W, C >= 4] range image `ret` of lidar row `row`; DataFormatError on nulls, NaN, bad shapes."""
-        shape = table.column(f"{LIDAR}.range_image_return{ret}.shape")[row].as_py()
-        values = table.column(f"{LIDAR}.range_image_return{ret}.values")[row].values
+    def _range_image(path: Path, table, row: int, ret: int, where: str) -> np.ndarray | None:
+        """float32 [H, W, C >= 4] range image `ret` of lidar row `row`, None where the file leaves the return
+        absent (values and shape both null); DataFormatError on one of them null, null values, NaN, bad shapes."""
+        shape = table.column(f"{LIDAR}.range_image_return{ret}.shape")[row]
+        values = table.column(f"{LIDAR}.range_image_return{ret}.values")[row]
+        if not shape.is_valid and not values.is_valid:
+            return None
+        shape, values = shape.as_py(), values.values
         if values is None or values.null_count:
             raise DataFormatError(path, f"{where}: null range image values")
         flat = values.to_numpy(zero_copy_only=False)
@@ -268,16 +283,8 @@ class WaymoDataset(PointCloudDataset):
     def _rolling_shutter(self, segment, timestamp, ret, xyz, image, pixels, incl, extrinsic) -> np.ndarray:
         """Per-pixel vehicle poses (lidar_pose component) move each TOP point to the frame's vehicle pose.
         The v2 component stores one pose image (``range_image_return1``), used for both returns."""
-        path = self.tables_pose_path(segment)
-        parquet = open_parquet(path)
-        col = "[LiDARPoseComponent].range_image_return1.values"
-        require_columns(path, parquet, [TIMESTAMP, LASER, col])
-        table = read_columns(path, parquet, [TIMESTAMP, LASER, col])
-        rows = np.flatnonzero((numeric_column(path, table, TIMESTAMP) == timestamp)
-                              & (numeric_column(path, table, LASER) == 1))
-        if not len(rows):
-            raise DataFormatError(path, f"frame {timestamp}: no TOP laser pose row")
-        values = table.column(col)[int(rows[0])].values
+        path = self.component("lidar_pose", segment)
+        values = self._pose_values(segment, timestamp)
         size = int(np.prod(image.shape[:2])) * 6
         if values is None or values.null_count or len(values) != size:
             raise DataFormatError(path, f"frame {timestamp}: expected {size} pose values (H x W x 6), got "
@@ -296,8 +303,28 @@ class WaymoDataset(PointCloudDataset):
                                   f"frame {timestamp}: singular world_from_vehicle pose") from None
         return (world @ inv[:3, :3].T + inv[:3, 3]).astype(np.float32)
 
-    def tables_pose_path(self, segment: str) -> Path:
-        return self.component("lidar_pose", segment)
+    def _pose_values(self, segment: str, timestamp: int):
+        """The TOP laser's pixel-pose values at timestamp (an arrow array): the lidar_pose file's keys are read
+        once per segment, then only the row group holding the frame (the last one read is cached)."""
+        path = self.component("lidar_pose", segment)
+        tables = self._segment_tables(segment)
+        col = "[LiDARPoseComponent].range_image_return1.values"
+        if "pose_rows" not in tables:
+            parquet = open_parquet(path)
+            require_columns(path, parquet, [TIMESTAMP, LASER, col])
+            rows = {}
+            for g in range(parquet.num_row_groups):
+                keys = read_columns(path, parquet, [TIMESTAMP, LASER], g)
+                top = np.flatnonzero(numeric_column(path, keys, LASER) == 1)
+                stamps = numeric_column(path, keys, TIMESTAMP).astype(np.int64)[top]
+                rows.update({int(t): (g, int(r)) for t, r in zip(stamps.tolist(), top.tolist(), strict=True)})
+            tables["pose_rows"], tables["pose_group"] = rows, (None, None)
+        if int(timestamp) not in tables["pose_rows"]:
+            raise DataFormatError(path, f"frame {timestamp}: no TOP laser pose row")
+        group, row = tables["pose_rows"][int(timestamp)]
+        if tables["pose_group"][0] != group:
+            tables["pose_group"] = (group, read_columns(path, open_parquet(path), [col], group))
+        return tables["pose_group"][1].column(col)[row].values
 
     def vehicle_poses(self, segment: str) -> dict[int, np.ndarray]:
         """{timestamp: world_from_vehicle float64 [4, 4]} of the segment's vehicle_pose component, read once."""

@@ -23,7 +23,7 @@ SEGMENT, TIMESTAMP, LASER = "key.segment_context_name", "key.frame_timestamp_mic
 WAYMO_TYPES = {0: "Unknown", 1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
 WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
 SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
-INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 1
+INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 2  # 2: every row group a frame's lasers lie in
 BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
     "box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading",
     "type", "num_lidar_points_in_box")]
@@ -112,7 +112,8 @@ def _pose_of(path: Path, poses, timestamp: int) -> np.ndarray:
 
 def segment_index(root: str | PathLike, split: str) -> list[dict]:
     """[{"segment", "timestamps": [...], "row_groups": [...]}] of a split, from the lidar files' key
-    columns only (laser 1 = TOP rows; a frame is a timestamp)."""
+    columns only: a frame is a timestamp with a TOP row (laser 1), its row groups every group holding one of its
+    lasers' rows (an int, or a list where the frame spans groups: nothing in the format keeps a frame in one)."""
     folder = Path(root) / split / "lidar"
     if not folder.is_dir():
         raise DataFormatError(folder, "no lidar/ folder (expected Waymo v2 parquet layout)")
@@ -120,24 +121,33 @@ def segment_index(root: str | PathLike, split: str) -> list[dict]:
     for path in sorted(folder.glob("*.parquet")):
         parquet = open_parquet(path)
         require_columns(path, parquet, [TIMESTAMP, LASER])
-        stamps, groups = [], []
+        stamps, tops, groups = [], [], []
         for g in range(parquet.num_row_groups):
             table = read_columns(path, parquet, [TIMESTAMP, LASER], g)
-            ts = numeric_column(path, table, TIMESTAMP).astype(np.int64)
-            top = numeric_column(path, table, LASER) == 1
-            for t in np.unique(ts[top]):
-                stamps.append(int(t))
-                groups.append(g)
-        if not stamps:
+            stamps.append(numeric_column(path, table, TIMESTAMP).astype(np.int64))
+            tops.append(numeric_column(path, table, LASER) == 1)
+            groups.append(np.full(table.num_rows, g))
+        stamps, tops, groups = (np.concatenate(a) if a else np.zeros(0, np.int64) for a in (stamps, tops, groups))
+        frames, count = np.unique(stamps[tops], return_counts=True)
+        if not len(frames):
             raise DataFormatError(path, f"no frames: {parquet.metadata.num_rows} rows, none of the TOP laser "
                                         f"({LASER} = 1)")
-        if len(set(stamps)) < len(stamps):
-            twice = sorted({t for t in stamps if stamps.count(t) > 1})
-            raise DataFormatError(path, f"timestamps {twice[:3]} are in more than one row group (a frame listed twice)")
-        order = np.argsort(stamps, kind="stable")
-        out.append({"segment": path.stem, "timestamps": [stamps[i] for i in order],
-                    "row_groups": [groups[i] for i in order]})
+        if (count > 1).any():
+            raise DataFormatError(path, f"timestamps {frames[count > 1][:3].tolist()} have more than one TOP row (a "
+                                        "frame listed twice)")
+        spans = [np.unique(groups[stamps == t]).tolist() for t in frames]
+        out.append({"segment": path.stem, "timestamps": frames.tolist(),
+                    "row_groups": [span[0] if len(span) == 1 else span for span in spans]})
     return out
+
+
+def row_groups_of(entry) -> int | tuple[int, ...] | None:
+    """An index entry's row groups (an int, or a non-empty list of ints: a tuple), None when it is neither."""
+    if isinstance(entry, int) and not isinstance(entry, bool):
+        return entry
+    if isinstance(entry, list) and entry and all(isinstance(g, int) and not isinstance(g, bool) for g in entry):
+        return tuple(entry)
+    return None
 
 
 def read_index(path: Path) -> list[dict]:
@@ -153,12 +163,13 @@ def read_index(path: Path) -> list[dict]:
     for k, entry in enumerate(segments if isinstance(segments, list) else [None]):
         try:
             name, stamps, groups = str(entry["segment"]), list(entry["timestamps"]), list(entry["row_groups"])
-            ok = len(stamps) == len(groups) and all(isinstance(v, int) for v in stamps + groups)
+            ok = (len(stamps) == len(groups) and all(isinstance(v, int) for v in stamps)
+                  and all(row_groups_of(g) is not None for g in groups))
         except (TypeError, KeyError):
             ok = False
         if not ok:
-            raise DataFormatError(path, f"segments[{k}]: expected {{segment, timestamps, row_groups}} with one "
-                                        "integer row group per integer timestamp")
+            raise DataFormatError(path, f"segments[{k}]: expected {{segment, timestamps, row_groups}} with the "
+                                        "row group (an integer, or a list of them) of each integer timestamp")
         if name in seen or len(set(stamps)) < len(stamps):
             raise DataFormatError(path, f"segment {name!r} or one of its timestamps is listed twice")
         seen.add(name)
