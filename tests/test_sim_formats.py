@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 
 from pc3d.sim.api import simulate_dataset
-from pc3d.sim.labels import KITTI_TYPES, NYU40_NAMES, SEMANTIC_KITTI_LABELS
+from pc3d.sim.indoor import ROOM_TYPES
+from pc3d.sim.labels import KITTI_TYPES, SEMANTIC_KITTI_LABELS
+from pc3d.sim.writers.scannet import RAW_CATEGORIES
 
 CALIB_KEYS = {"P0": 12, "P1": 12, "P2": 12, "P3": 12, "R0_rect": 9, "Tr_velo_to_cam": 12, "Tr_imu_to_velo": 12}
 
@@ -207,8 +209,14 @@ def test_scannet_layout(tmp_path):
     assert agg["sceneId"] == f"scannet.{name}"
     assert agg["segmentsFile"] == f"scannet.{name}_vh_clean_2.0.010000.segs.json"
     all_segs = set(segs["segIndices"])
-    for group in agg["segGroups"]:
-        assert set(group["segments"]) <= all_segs and group["label"] in NYU40_NAMES
+    tsv = [line.split("\t") for line in (root / "scannetv2-labels.combined.tsv").read_text().splitlines()]
+    header, nyu40_of = tsv[0], {row[1]: int(row[4]) for row in tsv[1:]}
+    assert len(header) == 17 and header[:2] == ["id", "raw_category"] and header[4] == "nyu40id"  # ScanNet's columns
+    for group in agg["segGroups"]:  # each raw label maps, through the tsv, to the NYU40 id its vertices carry
+        vertices = np.isin(segs["segIndices"], group["segments"])
+        assert set(group["segments"]) <= all_segs and np.bincount(labels[vertices]).argmax() == nyu40_of[group["label"]]
+    furniture = {name for names in ROOM_TYPES.values() for name in names}
+    assert furniture | {"wall", "floor", "door", "window", "pillow"} <= set(RAW_CATEGORIES)
     meta = dict(line.split(" = ") for line in (folder / f"{name}.txt").read_text().splitlines())
     align = np.array(meta["axisAlignment"].split(), dtype=np.float64).reshape(4, 4)
     xyz = np.stack([mesh["vertex"][a] for a in "xyz"], 1)
@@ -216,8 +224,6 @@ def test_scannet_layout(tmp_path):
     assert aligned[:, 2].min() > -0.01 and aligned[:, :2].min() > -0.05  # the room starts at the origin
     assert (root / "scannetv2_train.txt").read_text().split() == [name]
     assert (root / "scannetv2_val.txt").read_text().split() == ["scene0001_00"]
-    header = (root / "scannetv2-labels.combined.tsv").read_text().splitlines()[0].split("\t")
-    assert "raw_category" in header and "nyu40id" in header
 
 
 @pytest.mark.parametrize("labelled", [False, True])

@@ -9,7 +9,8 @@
     scannetv2_{train,val,test}.txt, scannetv2-labels.combined.tsv
 
 Meshes are stored in the raw scan frame; axisAlignment (row-major 4x4) maps them to the aligned
-frame the room was built in. Aggregation labels are raw category names that the tsv maps to NYU40.
+frame the room was built in. Aggregation labels are raw category names (ScanNet's: "refrigerator", "couch")
+that the tsv maps to NYU40, as ScanNet's own tsv does.
 """
 from __future__ import annotations
 
@@ -22,9 +23,19 @@ from ..indoor import make_room
 from ..labels import NYU40_ID
 from .settings import WriterSettings
 
-TSV_COLUMNS = ("id", "raw_category", "category", "count", "nyuId", "nyu40id", "eigen13id", "nyuClass", "nyu40class",
-               "eigen13class", "ModelNet40", "ModelNet", "ShapeNetCore55", "synsetoffset", "wnsynsetid",
-               "wnsynsetkey", "mpcat40index", "mpcat40")
+TSV_COLUMNS = ("id", "raw_category", "category", "count", "nyu40id", "eigen13id", "nyuClass", "nyu40class",
+               "eigen13class", "ModelNet40", "ModelNet10", "ShapeNetCore55", "synsetoffset", "wnsynsetid",
+               "wnsynsetkey", "mpcat40", "mpcat40index")
+# the raw category an annotator wrote for each NYU40 class the rooms hold, and ScanNet's id of that category
+# (the tsv's `id`, which ScanNet200 maps from): real names, so that tools with ScanNet's own tsv (mmdet3d,
+# Pointcept) map the simulated aggregations too; NYU40 spells one class "refridgerator", no annotator did
+RAW_CATEGORIES: dict[str, tuple[str, int]] = {
+    "wall": ("wall", 1), "floor": ("floor", 3), "door": ("door", 5), "window": ("window", 16),
+    "cabinet": ("cabinet", 7), "bed": ("bed", 11), "chair": ("chair", 2), "sofa": ("couch", 6), "table": ("table", 4),
+    "bookshelf": ("bookshelf", 18), "picture": ("picture", 15), "counter": ("counter", 35), "desk": ("desk", 9),
+    "curtain": ("curtain", 21), "dresser": ("dresser", 36), "pillow": ("pillow", 13), "mirror": ("mirror", 71),
+    "refridgerator": ("refrigerator", 27), "whiteboard": ("whiteboard", 52), "shower curtain": ("shower curtain", 55),
+    "toilet": ("toilet", 17), "sink": ("sink", 14), "bathtub": ("bathtub", 42), "otherfurniture": ("furniture", 213)}
 SEGS_PARAMS = {"kThresh": "0.0001", "segMinVerts": "20", "minPoints": "750", "maxPoints": "5000",
                "thinThresh": "0.05", "flatThresh": "0.001", "minLength": "0.02", "maxLength": "1"}
 
@@ -85,7 +96,7 @@ def write_scene(root: Path, name: str, rng: np.random.Generator, spacing: float 
         segs = np.unique(segments[instances == inst])
         if len(segs):
             groups.append({"id": object_id, "objectId": object_id, "segments": segs.tolist(),
-                           "label": mesh.instance_names[inst]})
+                           "label": RAW_CATEGORIES[mesh.instance_names[inst]][0]})
     (folder / f"{name}.aggregation.json").write_text(json.dumps({
         "sceneId": f"scannet.{name}", "appId": "Aggregator.v2", "segGroups": groups,
         "segmentsFile": f"scannet.{segs_file}"}))
@@ -99,11 +110,12 @@ def write_scene(root: Path, name: str, rng: np.random.Generator, spacing: float 
 
 
 def labels_tsv() -> str:
-    """scannetv2-labels.combined.tsv rows for the raw categories the simulator writes (raw = NYU40 name)."""
+    """scannetv2-labels.combined.tsv (ScanNet's 17 columns) with the rows of the raw categories the simulator
+    writes: id, raw category, NYU40 id and class filled, the other taxonomies left empty."""
     lines = ["\t".join(TSV_COLUMNS)]
-    for name, nyu in NYU40_ID.items():
-        row = {"id": str(nyu), "raw_category": name, "category": name, "count": "1", "nyuId": str(nyu),
-               "nyu40id": str(nyu), "nyuClass": name, "nyu40class": name}
+    for name, (raw, category_id) in RAW_CATEGORIES.items():
+        row = {"id": str(category_id), "raw_category": raw, "category": raw, "count": "1",
+               "nyu40id": str(NYU40_ID[name]), "nyuClass": name, "nyu40class": name}
         lines.append("\t".join(row.get(c, "") for c in TSV_COLUMNS))
     return "\n".join(lines) + "\n"
 
