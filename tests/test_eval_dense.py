@@ -12,6 +12,7 @@ from pc3d.eval import (
     classification_metrics,
     confusion_matrix,
     mean_class_accuracy,
+    missed_counts,
     mos_iou,
     overall_accuracy,
     pseudo_label_quality,
@@ -21,22 +22,46 @@ from pc3d.eval import (
 
 
 def test_miou_with_an_absent_class_under_both_conventions():
-    # class 2 appears in neither; a point labelled 255 (ignored) and one predicted 255 are dropped
+    # class 2 appears in neither; a point labelled 255 (ignored) is dropped, one of class a predicted 255 (no
+    # class) is a miss of a: a false negative, nobody's false positive, outside overall accuracy
     gt = np.array([0, 0, 1, 1, 255, 0])
     pred = np.array([0, 1, 1, 1, 0, 255])
     conf = confusion_matrix(pred, gt, 3, ignore_index=255)
     assert conf.tolist() == [[1, 1, 0], [0, 2, 0], [0, 0, 0]]
-    zero = segmentation_metrics(conf, ["a", "b", "c"], absent="zero")  # SemanticKITTI
-    assert zero["iou"] == pytest.approx({"a": 0.5, "b": 2 / 3, "c": 0.0})
-    assert zero["mIoU"] == pytest.approx((0.5 + 2 / 3 + 0) / 3)
+    missed = missed_counts(pred, gt, 3, ignore_index=255)
+    assert missed.tolist() == [1, 0, 0]
+    zero = segmentation_metrics(conf, ["a", "b", "c"], absent="zero", missed=missed)  # SemanticKITTI
+    assert zero["iou"] == pytest.approx({"a": 1 / 3, "b": 2 / 3, "c": 0.0})
+    assert zero["mIoU"] == pytest.approx((1 / 3 + 2 / 3 + 0) / 3)
     assert zero["oAcc"] == pytest.approx(0.75)
-    assert zero["mAcc"] == pytest.approx((0.5 + 1 + 0) / 3)
-    nan = segmentation_metrics(conf, ["a", "b", "c"], absent="nan")  # ScanNet
+    assert zero["mAcc"] == pytest.approx((1 / 3 + 1 + 0) / 3)
+    nan = segmentation_metrics(conf, ["a", "b", "c"], absent="nan", missed=missed)  # ScanNet
     assert np.isnan(nan["iou"]["c"])
-    assert nan["mIoU"] == pytest.approx((0.5 + 2 / 3) / 2)
-    assert nan["mAcc"] == pytest.approx(0.75)
+    assert nan["mIoU"] == pytest.approx((1 / 3 + 2 / 3) / 2)
+    assert nan["mAcc"] == pytest.approx((1 / 3 + 1) / 2)
+    accumulated = SegmentationAccumulator(3, 255, ["a", "b", "c"])
+    accumulated.update(pred, gt)
+    assert accumulated.metrics() == zero
     with pytest.raises(ConfigError):
         segmentation_metrics(conf, absent="skip")
+
+
+def test_miou_equals_the_semantic_kitti_api_rule_with_no_class_predictions():
+    """The api's iouEval on the same points (its confusion matrix rows = prediction, columns = label, the
+    ignored label's column zeroed, the mean over the other classes), with predictions of the ignored id."""
+    rng = np.random.default_rng(3)
+    gt, pred = rng.integers(0, 6, 5000), rng.integers(0, 6, 5000)  # 0 is the ignored id, as SemanticKITTI's
+    api = np.zeros((6, 6), np.int64)
+    np.add.at(api, (pred, gt), 1)
+    api[:, 0] = 0
+    tp = np.diag(api)
+    iou = tp / (tp + (api.sum(1) - tp) + (api.sum(0) - tp) + 1e-15)
+    accumulated = SegmentationAccumulator(6, 0)
+    accumulated.update(pred, gt)
+    ours = segmentation_metrics(accumulated.conf[1:, 1:], absent="zero", missed=accumulated.missed[1:])
+    assert ours["mIoU"] == pytest.approx(iou[1:].mean(), abs=1e-12)
+    assert ours["oAcc"] == pytest.approx(tp.sum() / (api[1:].sum()), abs=1e-12)  # the api's getacc
+    assert accumulated.missed[1:].sum() > 600  # the rule matters here
 
 
 def test_accumulator_equals_one_big_frame_and_bad_labels_raise():

@@ -33,6 +33,9 @@ def test_one_class_by_hand():
     assert class_ap(dets, truths, 0.25) == pytest.approx(5 / 6)
     assert class_ap(dets, truths, 0.5) == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
     assert class_ap(dets, [np.zeros((0, 7))] * 2, 0.25) is None  # no ground truth: no AP
+    overlap = float(aligned_iou(np.stack([box(5.0)]), np.stack([box(5.5)]))[0, 0])  # eval_det: ovmax > ovthresh
+    one = ([(np.stack([box(5.5)]), np.array([0.9]))], [np.stack([box(5.0)])])
+    assert class_ap(*one, overlap) == 0.0 and class_ap(*one, overlap - 1e-6) == 1.0
 
 
 def test_map_over_present_classes_and_mismatched_scenes():

@@ -6,6 +6,7 @@ import pytest
 
 from pc3d.errors import DataFormatError
 from pc3d.eval import format_kitti_table, kitti_eval, read_kitti_label, write_kitti_label
+from pc3d.eval.kitti_io import empty_anno
 
 KEYS = ("name", "truncated", "occluded", "alpha", "bbox", "dimensions", "location", "rotation_y")
 WIDTH = {"bbox": 4, "dimensions": 3, "location": 3}
@@ -161,6 +162,10 @@ def test_label_file_round_trip_and_errors(tmp_path):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
     assert read_kitti_label(empty)["bbox"].shape == (0, 4)
+    gts, dts = perfect(3)  # a result file read back empty (no score column) is a frame without detections
+    with_empty = kitti_eval(gts, dts[:2] + [read_kitti_label(empty)]).to_dict()["flat"]["Car_3d/moderate_R40"]
+    assert with_empty == kitti_eval(gts, dts[:2] + [empty_anno(with_score=True)]).to_dict()["flat"][
+        "Car_3d/moderate_R40"] < 100
     bad = tmp_path / "bad.txt"
     bad.write_text("Car 0 0 0 1 2 3\n")
     with pytest.raises(DataFormatError, match="bad.txt"):

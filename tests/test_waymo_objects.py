@@ -353,7 +353,7 @@ def test_segmentation_hook_reports_waymos_miou():
     preds = [{"pred_labels": np.array([1, 1, 1, 0, 1, 1, 18, 7]), "point_labels": np.array([1, 1, 1, 1, 0, 0, 18, 18])}]
     m = SegmentationEvaluator(official="waymo")(data, preds)
     assert m["mIoU_official"] == pytest.approx(100 * 20.25 / 22, abs=1e-5)
-    assert m["mIoU"] == pytest.approx(100 * (1 + 0.5) / 2)  # car and road present; the undefined prediction dropped
+    assert m["mIoU"] == pytest.approx(100 * (0.75 + 0.5) / 2)  # car and road present; the undefined one a car miss
     with pytest.raises(ConfigError, match="official must be"):
         SegmentationEvaluator(official="nuscenes")
 

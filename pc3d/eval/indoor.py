@@ -6,7 +6,8 @@ Conventions
   so the heading is not used: IoU is that of the axis-aligned boxes [centre - size / 2, centre + size / 2];
 - per class and IoU threshold, the detections of every scene are ranked by score (ties: the earlier scene and
   detection first); a detection is a true positive when its best-overlapping ground truth of that class in its
-  scene reaches the threshold and was not taken by a higher-scored detection, else a false positive;
+  scene overlaps it by more than the threshold (eval_det's ``ovmax > ovthresh``: an IoU of exactly 0.25 is not
+  a match at 0.25) and was not taken by a higher-scored detection, else a false positive;
 - AP = the area under the precision envelope over all recall points: recall padded with 0 and 1, precision
   with 0 and 0, each precision replaced by the maximum at that recall or above, summed over recall steps;
 - mAP: the mean over the classes that have ground truth in the split ("the classes present"); a class
@@ -50,7 +51,7 @@ def class_ap(detections: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequen
         if overlaps[s] is None:
             continue
         best = int(np.argmax(overlaps[s][k]))
-        if overlaps[s][k, best] >= threshold and not taken[s][best]:
+        if overlaps[s][k, best] > threshold and not taken[s][best]:
             taken[s][best] = True
             tp[rank] = 1
     cum_tp = np.cumsum(tp)

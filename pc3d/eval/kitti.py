@@ -174,7 +174,7 @@ def _image_overlap(a: np.ndarray, b: np.ndarray, over_a: bool) -> np.ndarray:
 
 
 def _concat(annos: list[dict], key: str, width: int | None = None) -> np.ndarray:
-    parts = [np.asarray(a[key], np.float64).reshape((-1, width) if width else (-1,)) for a in annos]
+    parts = [np.asarray(a.get(key, ()), np.float64).reshape((-1, width) if width else (-1,)) for a in annos]
     return np.concatenate(parts) if parts else np.zeros((0, width) if width else 0)
 
 

@@ -100,7 +100,8 @@ def write_kitti_label(path: str | PathLike, anno: dict) -> None:
 
 def check_anno(anno: dict, where: str, need_score: bool) -> None:
     """Raise DataFormatError naming `where` when a key is missing or array lengths disagree."""
-    keys = ANNO_KEYS + (("score",) if need_score else ())
+    # an empty file, as read, has no score column: a frame without detections, which needs none
+    keys = ANNO_KEYS + (("score",) if need_score and len(anno.get("name", ())) else ())
     missing = [k for k in keys if k not in anno]
     if missing:
         raise DataFormatError(where, f"annotation lacks {missing}")

@@ -6,8 +6,13 @@ Conventions (stated because the benchmarks differ):
   so a class absent from both prediction and ground truth counts as IoU 0 in the mean over all
   19 classes; ``absent="nan"`` (ScanNet's benchmark script): such a class has IoU NaN and is left
   out of the mean. Mean class accuracy follows the same choice.
-- Points whose ground truth is ``ignore_index`` are dropped; so are points *predicted* as
-  ``ignore_index`` (the semantic-kitti-api zeroes the ignored class's row and column).
+- Points whose ground truth is ``ignore_index`` are dropped. A labelled point *predicted* as ``ignore_index``
+  (no class: a point without a voxel under ``unmapped="ignore"``, say) is a miss: a false negative of its class
+  and nobody's false positive. The semantic-kitti-api zeroes only the ignored ground truth's column of its
+  confusion matrix (auxiliary/np_ioueval.py), and ScanNet's evaluate_semantic_label.py scores an invalid
+  prediction as a miss. ``confusion_matrix`` leaves those points out and ``missed_counts`` counts them;
+  ``segmentation_metrics(missed=...)`` and ``SegmentationAccumulator`` add them to the false negatives. Overall
+  accuracy leaves them out of its denominator, as the api's getacc does.
 """
 from __future__ import annotations
 
@@ -21,7 +26,8 @@ _EPS = 1e-15
 
 
 def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None = None) -> np.ndarray:
-    """int64 [C, C] counts, rows = ground truth, columns = prediction, of labels in [0, C).
+    """int64 [C, C] counts, rows = ground truth, columns = prediction, of labels in [0, C); points whose label or
+    prediction is ignore_index are left out (missed_counts counts the labelled ones predicted so).
 
     pred, gt: integer arrays of the same shape (any). Raises DataFormatError on shape mismatch or
     on a label outside [0, C) that is not ignore_index.
@@ -39,8 +45,20 @@ def confusion_matrix(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_
     return np.bincount(gt * num_classes + pred, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
-def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None, absent: str = "zero") -> dict:
-    """mIoU, per-class IoU, overall accuracy and mean class accuracy of a [C, C] confusion matrix.
+def missed_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_index: int | None) -> np.ndarray:
+    """int64 [C]: the points of each ground-truth class predicted as ignore_index (no class), the misses that
+    confusion_matrix leaves out."""
+    pred, gt = np.asarray(pred).reshape(-1), np.asarray(gt).reshape(-1)
+    if ignore_index is None or pred.shape != gt.shape:
+        return np.zeros(num_classes, np.int64)
+    gt = gt[(pred == ignore_index) & (gt != ignore_index)].astype(np.int64)
+    return np.bincount(gt[(gt >= 0) & (gt < num_classes)], minlength=num_classes)[:num_classes]
+
+
+def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = None, absent: str = "zero",
+                         missed: np.ndarray | None = None) -> dict:
+    """mIoU, per-class IoU, overall accuracy and mean class accuracy of a [C, C] confusion matrix and the [C]
+    points of each class predicted as no class (missed_counts: false negatives, in IoU and class accuracy).
 
     Returns ``{"mIoU", "oAcc", "mAcc", "iou": {name: float}, "acc": {name: float}}`` (fractions;
     NaN for absent classes when absent="nan").
@@ -53,7 +71,7 @@ def segmentation_metrics(conf: np.ndarray, class_names: Sequence[str] | None = N
     if conf.shape != (num_classes, num_classes) or len(names) != num_classes:
         raise DataFormatError(None, f"confusion matrix {conf.shape} does not fit {len(names)} class names")
     tp = np.diag(conf)
-    gt_count = conf.sum(1)
+    gt_count = conf.sum(1) + (0.0 if missed is None else np.asarray(missed, np.float64).reshape(num_classes))
     union = gt_count + conf.sum(0) - tp
     if absent == "zero":
         iou = tp / (union + _EPS)
@@ -138,13 +156,15 @@ class SegmentationAccumulator:
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.class_names, self.absent = class_names, absent
         self.conf = np.zeros((num_classes, num_classes), np.int64)
+        self.missed = np.zeros(num_classes, np.int64)  # labelled points predicted as no class (ignore_index)
 
     def update(self, pred: np.ndarray, gt: np.ndarray) -> None:
         """Add one frame's predictions and labels (integer arrays of equal shape)."""
         self.conf += confusion_matrix(pred, gt, self.num_classes, self.ignore_index)
+        self.missed += missed_counts(pred, gt, self.num_classes, self.ignore_index)
 
     def metrics(self) -> dict:
-        return segmentation_metrics(self.conf, self.class_names, self.absent)
+        return segmentation_metrics(self.conf, self.class_names, self.absent, self.missed)
 
 
 class MosAccumulator:

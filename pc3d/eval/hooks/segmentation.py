@@ -54,15 +54,15 @@ class SegmentationEvaluator:
             if waymo is not None:
                 waymo += waymo_confusion(pred["pred_labels"], gt)
         scored = [c for c in range(num_classes) if c != ignore]
-        conf = acc.conf[np.ix_(scored, scored)]
+        conf, missed = acc.conf[np.ix_(scored, scored)], acc.missed[scored]
         names = [names[c] for c in scored]
-        union = segmentation_metrics(conf, names, absent="nan")
-        official = segmentation_metrics(conf, names, absent="zero")
-        present = conf.sum(1) > 0
+        union = segmentation_metrics(conf, names, absent="nan", missed=missed)
+        official = segmentation_metrics(conf, names, absent="zero", missed=missed)
+        present = conf.sum(1) + missed > 0
         iou = {n: 100 * union["iou"][n] for n, p in zip(names, present, strict=True) if p}
         class_acc = [union["acc"][n] for n, p in zip(names, present, strict=True) if p]
         return {"mIoU": float(np.mean(list(iou.values()))) if iou else float("nan"),
                 "mIoU_union": 100 * union["mIoU"],
                 "mIoU_official": 100 * (official["mIoU"] if waymo is None else waymo_segmentation_iou(waymo)["mIoU"]),
                 "oAcc": 100 * union["oAcc"], "mAcc": 100 * float(np.mean(class_acc)) if class_acc else float("nan"),
-                "num_classes_present": int(present.sum()), "num_points": int(conf.sum()), "iou": iou}
+                "num_classes_present": int(present.sum()), "num_points": int(conf.sum() + missed.sum()), "iou": iou}
