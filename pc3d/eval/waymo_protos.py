@@ -1,7 +1,8 @@
 """The Waymo Open Dataset messages pc3d reads and writes, built at run time from their field numbers (no
 TensorFlow, no waymo-open-dataset package): protobuf serialises and parses them, and skips every field of a file
 that is not listed here. Numbers from waymo_open_dataset's ``label.proto``, ``dataset.proto`` and
-``protos/{metrics,segmentation_metrics}.proto``; every field optional unless marked repeated:
+``protos/{metrics,segmentation_metrics,submission,segmentation_submission}.proto``; every field optional unless
+marked repeated:
 
 - Objects: objects (1, repeated Object);
 - Object: object (1, Label), score (2, float, default 1), overlap_with_nlz (3), context_name (4),
@@ -14,7 +15,14 @@ that is not listed here. Numbers from waymo_open_dataset's ``label.proto``, ``da
 - SegmentationFrame: segmentation_labels (1, repeated Laser), context_name (2), frame_timestamp_micros (3);
 - Laser: name (1; TOP = 1), ri_return1 (2, RangeImage), ri_return2 (3, RangeImage);
 - RangeImage: segmentation_label_compressed (6, bytes: a zlib-compressed serialised MatrixInt32);
-- MatrixInt32: data (1, repeated packed int32), shape (2, MatrixShape); MatrixShape: dims (1, repeated int32).
+- MatrixInt32: data (1, repeated packed int32), shape (2, MatrixShape); MatrixShape: dims (1, repeated int32);
+- Submission (detection / tracking): task (1), unique_method_name (2), authors (3, repeated), affiliation (4),
+  description (5), method_link (6), number_past_frames_exclude_current (9), number_future_frames_exclude_current
+  (10), inference_results (11, Objects), sensor_type (12), account_name (13), object_types (14, repeated),
+  latency_second (15, float), docker_image_source (16);
+- SemanticSegmentationSubmission: account_name (1), unique_method_name (2), authors (3, repeated), affiliation (4),
+  description (5), method_link (6), sensor_type (7), number_past_frames_exclude_current (8),
+  number_future_frames_exclude_current (9), inference_results (10, SegmentationFrameList).
 
 Enums are read and written as their int32 numbers (the same bytes on the wire).
 """
@@ -45,6 +53,17 @@ MESSAGES = {
     "SegmentationFrame": [("segmentation_labels", 1, "Laser", "repeated"), ("context_name", 2, _STRING),
                           ("frame_timestamp_micros", 3, _INT64)],
     "SegmentationFrameList": [("frames", 1, "SegmentationFrame", "repeated")],
+    "Submission": [("task", 1, _INT32), ("unique_method_name", 2, _STRING), ("authors", 3, _STRING, "repeated"),
+                   ("affiliation", 4, _STRING), ("description", 5, _STRING), ("method_link", 6, _STRING),
+                   ("number_past_frames_exclude_current", 9, _INT32),
+                   ("number_future_frames_exclude_current", 10, _INT32), ("inference_results", 11, "Objects"),
+                   ("sensor_type", 12, _INT32), ("account_name", 13, _STRING), ("object_types", 14, _INT32, "repeated"),
+                   ("latency_second", 15, _FLOAT), ("docker_image_source", 16, _STRING)],
+    "SemanticSegmentationSubmission": [
+        ("account_name", 1, _STRING), ("unique_method_name", 2, _STRING), ("authors", 3, _STRING, "repeated"),
+        ("affiliation", 4, _STRING), ("description", 5, _STRING), ("method_link", 6, _STRING),
+        ("sensor_type", 7, _INT32), ("number_past_frames_exclude_current", 8, _INT32),
+        ("number_future_frames_exclude_current", 9, _INT32), ("inference_results", 10, "SegmentationFrameList")],
 }
 
 
