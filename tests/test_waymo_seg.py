@@ -119,3 +119,31 @@ def test_infer_reads_the_top_laser_and_writes_range_images(root, tmp_path, capsy
     truth = write_segmentation_frames(tmp_path / "gt.bin", dataset.range_image_frames())
     assert eval_waymo.main([str(tmp_path / "segmentation.bin"), str(truth), "--segmentation"]) == 0
     assert f"miou={expected:.6g}" in capsys.readouterr().out
+
+
+def test_test_set_frames_without_labels_come_from_a_frames_file(root, tmp_path):
+    """The testing split has no labels: Waymo's frames file names the frames; their points are the labelled
+    loader's, every label undefined, and the predictions' SegmentationFrameList holds exactly those frames."""
+    import shutil
+
+    from pc3d.eval.waymo_segmentation import read_segmentation_frames
+
+    copy = tmp_path / "waymo"
+    shutil.copytree(root, copy)
+    shutil.rmtree(copy / "training" / "lidar_segmentation")
+    labelled = WaymoSegmentationDataset(root, "training")
+    segment, timestamp, _ = labelled.frames[0]
+    listed = tmp_path / "3d_semseg_test_set_frames.txt"
+    listed.write_text(f"{segment},{timestamp}\n")
+    with pytest.raises(DataFormatError, match="lidar_segmentation"):
+        WaymoSegmentationDataset(copy, "training")
+    data = WaymoSegmentationDataset(copy, "training", frames_file=listed)
+    sample = data.load(0)
+    np.testing.assert_array_equal(sample["points"], labelled.load(0)["points"])
+    assert len(data) == 1 and not sample["point_labels"].any()
+    data.write_predictions([{"pred_labels": labelled.load(0)["point_labels"]}], tmp_path / "out")
+    frames = read_segmentation_frames(tmp_path / "out" / "segmentation.bin")
+    assert list(frames) == [(segment, timestamp)] and (frames[(segment, timestamp)][1] == 18).any()
+    listed.write_text(f"{segment},{timestamp + 1}\n")
+    with pytest.raises(DataFormatError, match=f"{listed}.*not in"):
+        WaymoSegmentationDataset(copy, "training", frames_file=listed)

@@ -7,7 +7,9 @@ the ``lidar_segmentation`` component.
 Each labelled pixel holds (instance id, semantic class); a point takes the label of the range-image pixel it
 came from (``range_image_labels``), so the labels follow the points of each return exactly. Only frames with
 a segmentation row are samples (the real dataset labels about every fifth frame), and only the TOP laser is
-labelled, so only its points are read. Classes: Segmentation.Type 0..22 (``WAYMO_SEG_CLASSES``); 0
+labelled, so only its points are read. The testing split has no labels: ``frames_file`` (Waymo's
+``3d_semseg_test_set_frames.txt``, one ``context_name,timestamp`` per line) names the frames to predict, and a
+frame without labels has every point undefined. Classes: Segmentation.Type 0..22 (``WAYMO_SEG_CLASSES``); 0
 (undefined) is ``ignore_index``, so mIoU runs over the 22 defined classes. Points in no-label zones are
 dropped with their labels (drop_no_label_zone) or kept as undefined.
 """
@@ -57,7 +59,9 @@ class WaymoSegmentationDataset(WaymoDataset):
     """Samples {frame_id, points [N, 5] (x, y, z, intensity, elongation; TOP laser, vehicle frame),
     point_labels [N] (0..22), instance_ids [N]} of the frames that have segmentation labels.
 
-    root / split / returns / drop_no_label_zone / index and the common dataset arguments as WaymoDataset."""
+    root / split / returns / drop_no_label_zone / index and the common dataset arguments as WaymoDataset.
+    frames_file: the frames to read (``context_name,timestamp`` lines; the test set's, which has no labels)
+    instead of the labelled ones; each must be a frame of the split."""
 
     class_names = list(WAYMO_SEG_CLASSES)
     ignore_index = 0
@@ -94,7 +98,7 @@ class WaymoSegmentationDataset(WaymoDataset):
     def __init__(self, root: str | PathLike, split: str = "training", returns=(1, 2), drop_no_label_zone: bool = True,
                  index=None, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
                  voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False,
-                 training: bool | None = None):
+                 training: bool | None = None, frames_file: str | PathLike | None = None):
         super().__init__(root, split, returns=returns, drop_no_label_zone=drop_no_label_zone, index=index,
                          labels=False, transforms=transforms, augmentations=augmentations, voxelizer=voxelizer,
                          point_cloud_range=point_cloud_range, voxel_size=voxel_size, seed=seed,
@@ -102,10 +106,27 @@ class WaymoSegmentationDataset(WaymoDataset):
         self.class_names = list(WAYMO_SEG_CLASSES)
         self._label_rows: dict[str, dict[int, tuple[int, int]]] = {}  # segment -> {timestamp: (row group, row)}
         labelled = {segment: self._labelled_timestamps(segment) for segment in {f[0] for f in self.frames}}
-        self.frames = [f for f in self.frames if f[1] in labelled[f[0]]]
+        if frames_file is not None:
+            self.frames = self._listed_frames(Path(frames_file))
+        else:
+            self.frames = [f for f in self.frames if f[1] in labelled[f[0]]]
         if not self.frames:
             raise DataFormatError(self.root / self.split / "lidar_segmentation",
                                   "no frame has segmentation labels of the TOP laser")
+
+    def _listed_frames(self, path: Path) -> list[tuple]:
+        """The split's frames named by a ``context_name,timestamp`` file, in the file's order."""
+        try:
+            rows = [line.strip().split(",") for line in path.read_text().splitlines() if line.strip()]
+            wanted = [(name.strip(), int(stamp)) for name, stamp in rows]
+        except (OSError, ValueError) as error:
+            raise DataFormatError(path, f"expected 'context_name,timestamp' lines ({error})") from None
+        by_key = {(f[0], f[1]): f for f in self.frames}
+        missing = [key for key in wanted if key not in by_key]
+        if missing:
+            raise DataFormatError(path, f"{len(missing)} listed frames are not in {self.root / self.split} "
+                                        f"(the first: {missing[0][0]} {missing[0][1]})")
+        return [by_key[key] for key in wanted]
 
     def _labelled_timestamps(self, segment: str) -> set[int]:
         """The TOP laser's labelled timestamps of a segment, each row's place noted for read_label_images (the
@@ -154,13 +175,16 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     def top_returns(self, segment: str, timestamp: int, group: int):
         """(return, points float32 [K, 6] (as read_returns), pixels [K, 2], kept bool [K] (the points a sample holds:
-        outside no-label zones when drop_no_label_zone), label image int32 [H, W, 2]) of each TOP laser return,
-        in load()'s order."""
-        label_images = self.read_label_images(segment, timestamp)
+        outside no-label zones when drop_no_label_zone), label image int32 [H, W, 2], zeros for a frame without
+        labels) of each TOP laser return, in load()'s order."""
+        labelled = timestamp in self._label_rows.get(segment, {})
+        label_images = self.read_label_images(segment, timestamp) if labelled else {}
         for laser, ret, cloud, pixels in self.read_returns(segment, timestamp, group):
             if laser != TOP:
                 continue
-            image = label_images[ret]
+            image = label_images.get(ret)
+            if image is None:  # a frame without labels (the test set's): every pixel undefined
+                image = np.zeros((*self.range_image_shape(segment, timestamp, group, TOP, ret), 2), np.int32)
             if (pixels.max(0, initial=0) >= image.shape[:2]).any():
                 raise DataFormatError(self.component("lidar_segmentation", segment),
                                       f"frame {timestamp} return {ret}: label image {image.shape[:2]} is smaller "
