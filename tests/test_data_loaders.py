@@ -168,6 +168,15 @@ def test_scannet_round_trip(tmp_path):
     assert scene["labels"] == truth[0]["gt_labels"].tolist() and scene["frame"] == "scene"
     with pytest.raises(DataFormatError, match="scene0000_00_vh_clean_2.ply.*detection prediction needs"):
         det.write_predictions([{"pred_labels": np.zeros(3)}] * len(det), tmp_path / "wrong")
+    # a test scene where ScanNet's download script puts it: scans_test/<scene>, no labels read
+    (root / "scans_test").mkdir()
+    (folder.parent / "scene0001_00").rename(root / "scans_test" / "scene0001_00")
+    (root / "scannetv2_test.txt").write_text("scene0001_00\n")
+    test = ScanNetDataset(root, "test")
+    sample = test.load(0)
+    assert "point_labels" not in sample and sample["metadata"]["source"].startswith(str(root / "scans_test"))
+    written = test.write_predictions([{"pred_labels": np.zeros(len(sample["points"]), np.int64)}], tmp_path / "t")
+    assert len(np.loadtxt(written / "scene0001_00.txt")) == len(sample["points"])
 
 
 def test_sceneflow_round_trip(tmp_path):

@@ -4,6 +4,8 @@
     scans/<scene>/<scene>_vh_clean_2.labels.ply           per-vertex NYU40 `label`           -> point_labels
     scans/<scene>/<scene>_vh_clean_2.0.010000.segs.json   + <scene>.aggregation.json         -> instance_ids
     scans/<scene>/<scene>.txt                             axisAlignment (row-major 4 x 4)
+    scans_test/<scene>/...                                the test scenes, as ScanNet's download script puts them
+                                                          (read from scans/ too, where a scene is found there)
     scannetv2_{train,val,test}.txt
 
 Points are axis-aligned (pc3d's frame for ScanNet: z up, metres), colours scaled to 0..1. Labels are
@@ -346,7 +348,7 @@ class ScanNetDataset(PointCloudDataset):
         keys = ("boxes", "scores", "labels") if self.boxes else ("pred_labels",)
         out = Path(out_dir)
         for scene, pred in zip(self.frames, predictions, strict=True):
-            mesh = self.root / "scans" / scene / f"{scene}_vh_clean_2.ply"
+            mesh = self.scene_folder(scene) / f"{scene}_vh_clean_2.ply"
             if any(k not in pred for k in keys):
                 task = "detection" if self.boxes else "segmentation"
                 raise DataFormatError(mesh, f"a {task} prediction needs {list(keys)}, got keys {sorted(pred)}")
@@ -356,6 +358,13 @@ class ScanNetDataset(PointCloudDataset):
                 write_scannet_labels(out / f"{scene}.txt", pred["pred_labels"],
                                      len(read_ply_vertices(mesh, ("x",))["x"]))
         return out
+
+    def scene_folder(self, scene: str) -> Path:
+        """scans/<scene>, or scans_test/<scene> where ScanNet's download script put a test scene (errors name the
+        scans/ path when neither exists)."""
+        folder = self.root / "scans" / scene
+        test = self.root / "scans_test" / scene
+        return test if not folder.is_dir() and test.is_dir() else folder
 
     def annotations(self, index: int) -> dict:
         """The scene's detection ground truth {"gt_boxes" [M, 7], "gt_labels" [M]}: from create_data's
@@ -373,12 +382,12 @@ class ScanNetDataset(PointCloudDataset):
             scene = self.frames[index]
             sample["gt_boxes"], sample["gt_labels"] = instance_boxes(
                 sample["points"], sample["point_labels"],
-                instance_ids(self.root / "scans" / scene, scene, len(sample["points"])), frame=scene)
+                instance_ids(self.scene_folder(scene), scene, len(sample["points"])), frame=scene)
         return {"gt_boxes": sample["gt_boxes"], "gt_labels": sample["gt_labels"]}
 
     def load(self, index: int) -> dict:
         scene = self.frames[index]
-        folder = self.root / "scans" / scene
+        folder = self.scene_folder(scene)
         mesh = folder / f"{scene}_vh_clean_2.ply"
         align = axis_alignment(folder / f"{scene}.txt") if self.align else np.eye(4)
         points = read_scene(folder, align)
