@@ -306,6 +306,17 @@ def test_evaluator_conventions():
     assert m["iou"] == pytest.approx({"a": 50.0, "b": 200 / 3})
     assert m["mIoU"] == pytest.approx((50 + 200 / 3) / 2)
     assert m["mIoU_official"] == pytest.approx((50 + 200 / 3) / 3)
+    # c predicted on a labelled point (IoU 0), d in neither: the headline over a, b; ScanNet's rule over a, b, c
+    # (d's union is empty: NaN in its script); SemanticKITTI's over all four
+    names = ["unlabeled", "a", "b", "c", "d"]
+    one = [{"pred_labels": np.array([1, 3, 2, 2]), "point_labels": np.array([1, 1, 2, 2])}]
+    rules = {rule: SegmentationEvaluator(5, 0, names, official=rule)(None, one)
+             for rule in ("semantickitti", "scannet")}
+    assert rules["scannet"]["mIoU"] == pytest.approx(75.0) and rules["scannet"]["mIoU_official"] == pytest.approx(50.0)
+    assert rules["semantickitti"]["mIoU_official"] == pytest.approx(37.5)
+    from types import SimpleNamespace  # by default the dataset names its rule (ScanNetDataset.miou_rule)
+
+    assert SegmentationEvaluator(5, 0, names)(SimpleNamespace(miou_rule="scannet"), one)["mIoU_official"] == 50.0
 
 
 def test_label_writer_writes_raw_ids(tmp_path):

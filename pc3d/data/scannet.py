@@ -311,6 +311,7 @@ class ScanNetDataset(PointCloudDataset):
     class_names = SCANNET20_CLASSES
     box_class_names = SCANNET18_CLASSES
     ignore_index = -1
+    miou_rule = "scannet"  # the segmentation hook's mIoU_official: ScanNet's script (empty unions left out)
 
     def __init__(self, root: str | PathLike, split: str = "train", align: bool = True, instances: bool = False,
                  boxes: bool = False, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,

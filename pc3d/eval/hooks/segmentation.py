@@ -3,8 +3,10 @@
 - ``mIoU``: mean IoU over the classes present in the split's ground truth, in percent (the headline);
 - ``mIoU_union``: over the classes in the ground truth or the predictions (ScanNet's script, absent="nan");
 - ``mIoU_official``: the benchmark's own rule (``official``): "semantickitti", over every scored class, IoU 0 for
-  absent ones (semantic-kitti-api, absent="zero"); "waymo", Waymo's (pc3d.eval.waymo_segmentation: a class with
-  an empty union scores 1, a defined point predicted undefined is a miss);
+  absent ones (semantic-kitti-api, absent="zero"); "scannet", over the classes with a non-empty union (ScanNet's
+  evaluate_semantic_label.py gives the others NaN: ``mIoU_union``); "waymo", Waymo's
+  (pc3d.eval.waymo_segmentation: a class with an empty union scores 1, a defined point predicted undefined is a
+  miss);
 plus ``oAcc``, ``mAcc``, ``iou/<class>`` (classes present in the ground truth), ``num_classes_present`` and
 ``num_points`` (the labelled points scored).
 The dataset's ``ignore_index`` train id is left out (SemanticKITTI 0, ScanNet -1). Ground truth is each
@@ -24,12 +26,13 @@ from pc3d.eval.waymo_segmentation import NUM_TYPES, waymo_confusion, waymo_segme
 
 class SegmentationEvaluator:
     """num_classes / ignore_index / class_names: default the dataset's (``len(class_names)``, ``ignore_index``);
-    official: whose rule mIoU_official follows, "semantickitti" or "waymo"."""
+    official: whose rule mIoU_official follows, "semantickitti", "scannet" or "waymo"; None (the default): the
+    dataset's ``miou_rule`` (ScanNetDataset: "scannet"), else "semantickitti"."""
 
     def __init__(self, num_classes: int | None = None, ignore_index: int | None = None,
-                 class_names: Sequence[str] | None = None, official: str = "semantickitti"):
-        if official not in ("semantickitti", "waymo"):
-            raise ConfigError(f"official must be 'semantickitti' or 'waymo', got {official!r}")
+                 class_names: Sequence[str] | None = None, official: str | None = None):
+        if official not in (None, "semantickitti", "scannet", "waymo"):
+            raise ConfigError(f"official must be 'semantickitti', 'scannet' or 'waymo', got {official!r}")
         self.num_classes, self.ignore_index, self.class_names = num_classes, ignore_index, class_names
         self.official = official
 
@@ -43,8 +46,9 @@ class SegmentationEvaluator:
 
     def __call__(self, dataset, predictions: list[dict]) -> dict:
         num_classes, ignore, names = self._setup(dataset)
+        rule = self.official or getattr(dataset, "miou_rule", "semantickitti")
         acc = SegmentationAccumulator(num_classes, ignore)
-        waymo = np.zeros((NUM_TYPES, NUM_TYPES), np.int64) if self.official == "waymo" else None
+        waymo = np.zeros((NUM_TYPES, NUM_TYPES), np.int64) if rule == "waymo" else None
         for i, pred in enumerate(predictions):
             gt = pred["point_labels"] if "point_labels" in pred else dataset[i]["point_labels"]
             if len(gt) != len(pred["pred_labels"]):
@@ -63,6 +67,7 @@ class SegmentationEvaluator:
         class_acc = [union["acc"][n] for n, p in zip(names, present, strict=True) if p]
         return {"mIoU": float(np.mean(list(iou.values()))) if iou else float("nan"),
                 "mIoU_union": 100 * union["mIoU"],
-                "mIoU_official": 100 * (official["mIoU"] if waymo is None else waymo_segmentation_iou(waymo)["mIoU"]),
+                "mIoU_official": 100 * (waymo_segmentation_iou(waymo)["mIoU"] if waymo is not None else
+                                        union["mIoU"] if rule == "scannet" else official["mIoU"]),
                 "oAcc": 100 * union["oAcc"], "mAcc": 100 * float(np.mean(class_acc)) if class_acc else float("nan"),
                 "num_classes_present": int(present.sum()), "num_points": int(conf.sum() + missed.sum()), "iou": iou}
