@@ -199,6 +199,13 @@ def test_sceneflow_round_trip(tmp_path):
     assert len(SceneFlowDataset(root, split="train", num_points=per_mode, seed=0, training=False)[0]["points"]) == 4096
     with pytest.raises(ConfigError, match="train and test"):
         SceneFlowDataset(root, split="train", num_points={"train": 1024})
+    mapping = tmp_path / "KITTI_mapping.txt"  # HPLFlowNet's: a pair without a raw-data line is not evaluated
+    mapping.write_text("\n2011_09_26_drive_0001_sync 0000000010\n")
+    kitti = SceneFlowDataset(root, "kitti", num_points=None)
+    assert len(kitti) == 2 and SceneFlowDataset(root, "kitti", mapping_file=mapping).frames == ["000001"]
+    mapping.write_text("\n")
+    with pytest.raises(DataFormatError, match="none for the pair folder '000001'"):
+        SceneFlowDataset(root, "kitti", mapping_file=mapping)
 
 
 def test_simulated_dataset_on_the_fly():

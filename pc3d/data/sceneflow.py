@@ -46,12 +46,31 @@ def sample_points_per_mode(num_points, training: bool | None, split: str) -> lis
     return [SamplePoints(num_points)] if num_points else []
 
 
+def mapped_pairs(frames: list[str], mapping: Path) -> list[str]:
+    """The pair folders (named by number) whose line of a KITTI_mapping.txt is not empty; DataFormatError naming
+    the file when a folder is not a number or has no line."""
+    try:
+        lines = mapping.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataFormatError(mapping, f"cannot read the KITTI mapping file ({error})") from None
+    kept = []
+    for name in frames:
+        if not name.isdigit() or int(name) >= len(lines):
+            raise DataFormatError(mapping, f"{len(lines)} lines, none for the pair folder {name!r} (folders are "
+                                           "numbered by line)")
+        if lines[int(name)].strip():
+            kept.append(name)
+    return kept
+
+
 class SceneFlowDataset(PointCloudDataset):
     """Scene-flow pairs: points (pc1) [n, 3], points2 (pc2) [n, 3], flow [n, 3], flow_mask [n] (n = num_points).
 
     root: the folder holding the variant's folder. variant: "kitti" or "flyingthings3d". split:
-    train / val for FlyingThings3D (KITTI has one folder; split is ignored, all pairs are used, as in
-    HPLFlowNet's evaluation). num_points: points per cloud (None keeps every point), or {train: n, test: m}.
+    train / val for FlyingThings3D (KITTI has one folder; split is ignored). num_points: points per cloud (None
+    keeps every point), or {train: n, test: m}. mapping_file (KITTI): HPLFlowNet's ``KITTI_mapping.txt`` (one line
+    per pair, by its folder number); only the pairs whose line is not empty are read, HPLFlowNet's and PointPWC's
+    evaluation set (142 of the 200); None reads every pair, which published KITTI figures do not.
     """
 
     feature_names = ()
@@ -59,7 +78,8 @@ class SceneFlowDataset(PointCloudDataset):
     def __init__(self, root: str | PathLike, variant: str = "flyingthings3d", split: str = "train",
                  num_points: int | Mapping[str, int] | None = 8192,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
-                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+                 seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
+                 mapping_file: str | PathLike | None = None):
         if variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         transforms = sample_points_per_mode(num_points, training, split) + list(transforms or [])
@@ -73,6 +93,8 @@ class SceneFlowDataset(PointCloudDataset):
         self.frames = sorted(p.name for p in folder.iterdir() if p.is_dir())
         if not self.frames:
             raise DataFormatError(folder, "no sample folders (expected one folder per pair, holding pc1.npy, pc2.npy)")
+        if mapping_file is not None:
+            self.frames = mapped_pairs(self.frames, Path(mapping_file))
         masked = [f for f in self.frames if (folder / f / "mask.npy").is_file()]
         self.masked = masked[0] if masked else None  # a pair with an occlusion mask: all must have one
 
