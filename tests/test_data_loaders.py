@@ -67,6 +67,7 @@ def test_kitti_round_trip(tmp_path):
         preds.append({"frame_id": raw["frame_id"], "boxes": raw["gt_boxes"],
                       "scores": np.linspace(0.9, 0.5, len(raw["gt_boxes"])), "labels": raw["gt_labels"]})
     out = ds.write_predictions(preds, tmp_path / "pred")
+    assert out == tmp_path / "pred" / "data"  # the devkit reads results/<name>/data/<frame>.txt
     for i, pred in enumerate(preds):
         written = parse_label(out / f"{ds.frames[i]}.txt")
         truth = ds.load(i)["metadata"]["annos"]

@@ -164,13 +164,15 @@ class KittiDataset(PointCloudDataset):
         return {"annos": self.load_annos(frame_id, calib, image_shape), "calib": calib, "image_shape": image_shape}
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
-        """`tools/test.py` hook: the submission format, ``<out_dir>/label_2/<frame>.txt`` with a score column
-        (camera frame through each frame's calibration; boxes that leave the image are dropped)."""
+        """`tools/test.py` hook: the submission format, ``<out_dir>/data/<frame>.txt`` (label_2 lines with a score
+        column; the devkit's evaluate_object reads ``results/<name>/data/``, OpenPCDet writes ``final_result/data``),
+        one file per frame, empty where nothing was detected (camera frame through each frame's calibration; boxes
+        that leave the image are dropped)."""
         from pc3d.eval.kitti_io import to_kitti_anno, write_kitti_label
 
         if len(predictions) != len(self.frames):
             raise DataFormatError(self.root, f"{len(predictions)} predictions for {len(self.frames)} frames")
-        out = Path(out_dir) / "label_2"
+        out = Path(out_dir) / "data"
         out.mkdir(parents=True, exist_ok=True)
         for frame_id, pred in zip(self.frames, predictions, strict=True):
             if str(pred.get("frame_id", frame_id)) != frame_id:
