@@ -44,12 +44,12 @@ def run(args: argparse.Namespace) -> int:
     tracker = GreedyTracker(max_distances(classes, parse_gates(args.track_distance)), args.max_age, args.motion,
                             max_speeds(classes, parse_gates(args.track_max_speed, "--track-max-speed", zero=True)))
     out = Path(args.out)
-    used, tracked = set(), {}
+    used, tracked, poses_by_segment = set(), {}, {}
     for path in files:
         segment = path.stem
         if segment not in stamps:
             raise DataFormatError(path, f"segment {segment} is not in {args.root}'s {args.split} split")
-        poses = data.vehicle_poses(segment)
+        poses = poses_by_segment[segment] = data.vehicle_poses(segment)
         preds = read_box_predictions(path, poses)  # velocities in the vehicle frame
         tracker.reset()
         frames = []
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
             frames.append((t, {"boxes": p["boxes"], "scores": p["scores"], "labels": labels, "track_ids": ids}))
         write_box_predictions(out / path.name, segment, frames, classes, poses)
         tracked[segment] = frames
-    poses = {segment: data.vehicle_poses(segment) for segment in tracked}
-    objects = write_objects(out / "objects.bin", prediction_frames(tracked, classes, poses))
+    objects = write_objects(out / "objects.bin", prediction_frames(tracked, classes, poses_by_segment))
     how = " and ".join(sorted(used))
     every = "" if args.frame_step == 1 else f", one frame in {args.frame_step}"
     print(f"tracks: {out} ({len(files)} segment(s){every}, {tracker.next_id} tracks; velocities from {how}); all of "

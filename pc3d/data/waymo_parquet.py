@@ -102,11 +102,13 @@ def turn_velocities(boxes: np.ndarray, rotation: np.ndarray, vz: np.ndarray | No
     return out
 
 
-def _pose_of(path: Path, poses, timestamp: int) -> np.ndarray:
+def pose_of(where, poses, timestamp: int) -> np.ndarray:
+    """world_from_vehicle of a frame from {timestamp: pose} (or None), for turning boxes' velocities; a
+    DataFormatError naming `where` when it is missing."""
     pose = None if poses is None else poses.get(int(timestamp))
     if pose is None:
-        raise DataFormatError(path, f"frame {timestamp}: boxes with velocities need the frame's world_from_vehicle "
-                                    "pose (Waymo's speed columns are in world axes)")
+        raise DataFormatError(where, f"frame {timestamp}: boxes with velocities need the frame's world_from_vehicle "
+                                     "pose (Waymo's speed columns are in world axes)")
     return np.asarray(pose, np.float64)
 
 
@@ -198,7 +200,7 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
         count = len(pred["scores"])
         boxes = np.asarray(pred["boxes"], np.float64).reshape(count, -1) if count else np.zeros((0, 7))
         if "speed.x" in fields:
-            boxes = turn_velocities(boxes, _pose_of(path, poses, timestamp)[:3, :3])
+            boxes = turn_velocities(boxes, pose_of(path, poses, timestamp)[:3, :3])
         tracks = pred.get("track_ids")
         for k, (box, score, label) in enumerate(zip(boxes, pred["scores"], pred["labels"], strict=True)):
             rows[SEGMENT].append(segment)
@@ -246,5 +248,5 @@ def read_box_predictions(path: Path, poses: dict[int, np.ndarray] | None = None)
            for t in np.unique(stamps).tolist() for rows in [np.flatnonzero(stamps == t)]}
     if poses is not None and len(fields) == 9:
         for t, frame in out.items():
-            frame["boxes"] = turn_velocities(frame["boxes"], _pose_of(path, poses, t)[:3, :3].T)
+            frame["boxes"] = turn_velocities(frame["boxes"], pose_of(path, poses, t)[:3, :3].T)
     return out

@@ -49,7 +49,9 @@ def missed_counts(pred: np.ndarray, gt: np.ndarray, num_classes: int, ignore_ind
     """int64 [C]: the points of each ground-truth class predicted as ignore_index (no class), the misses that
     confusion_matrix leaves out."""
     pred, gt = np.asarray(pred).reshape(-1), np.asarray(gt).reshape(-1)
-    if ignore_index is None or pred.shape != gt.shape:
+    if pred.shape != gt.shape:
+        raise DataFormatError(None, f"{pred.size} predictions for {gt.size} labels")
+    if ignore_index is None:
         return np.zeros(num_classes, np.int64)
     gt = gt[(pred == ignore_index) & (gt != ignore_index)].astype(np.int64)
     return np.bincount(gt[(gt >= 0) & (gt < num_classes)], minlength=num_classes)[:num_classes]

@@ -101,7 +101,7 @@ def prediction_frames(per_segment: Mapping[str, list], class_names,
     (, "track_ids")})]}``, labels naming `class_names`; ids are the track ids where a frame has them. Vehicle-frame
     velocities (boxes of 9 columns) are turned into world axes, the axes of Waymo's speeds, by poses
     ``{segment: {timestamp: world_from_vehicle}}``, which they then need (a DataFormatError without)."""
-    from pc3d.data.waymo_parquet import turn_velocities
+    from pc3d.data.waymo_parquet import pose_of, turn_velocities
 
     names = np.asarray([str(c) for c in class_names])
     for segment, frames in per_segment.items():
@@ -110,11 +110,7 @@ def prediction_frames(per_segment: Mapping[str, list], class_names,
             tracks = pred.get("track_ids")
             boxes = np.asarray(pred["boxes"], np.float64)
             if boxes.ndim == 2 and boxes.shape[1] >= 9 and len(boxes):
-                pose = ((poses or {}).get(segment) or {}).get(int(timestamp))
-                if pose is None:
-                    raise DataFormatError(f"{segment} {timestamp}", "boxes with velocities need the frame's "
-                                          "world_from_vehicle pose (Waymo's speeds are in world axes)")
-                boxes = turn_velocities(boxes, np.asarray(pose)[:3, :3])
+                boxes = turn_velocities(boxes, pose_of(segment, (poses or {}).get(segment), timestamp)[:3, :3])
             yield {"context_name": segment, "timestamp": timestamp, "boxes": boxes, "scores": pred["scores"],
                    "types": names[labels - 1] if len(labels) else np.zeros(0, str),
                    "ids": None if tracks is None else np.asarray(tracks, np.int64)}
