@@ -21,6 +21,7 @@ from pc3d.data.kitti import IMAGE_SHAPE, camera_boxes, fov_mask, parse_label
 from pc3d.data.scannet import nyu40_to_scannet20, read_ply_vertices
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
 from pc3d.errors import ConfigError, DataFormatError
+from pc3d.eval.sceneflow import project
 from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
 from pc3d.sim.api import outdoor_frames, sensor_spec, simulate_dataset
 from pc3d.sim.ground_truth import kitti_calib, kitti_objects
@@ -200,6 +201,25 @@ def test_sceneflow_round_trip(tmp_path):
     assert len(SceneFlowDataset(root, split="train", num_points=per_mode, seed=0, training=False)[0]["points"]) == 4096
     with pytest.raises(ConfigError, match="train and test"):
         SceneFlowDataset(root, split="train", num_points={"train": 1024})
+    # PointPWC's 2D evaluation cameras, written out on the disk axes (its geometry.project_3d_to_2d)
+    ft3d = SceneFlowDataset(root, "flyingthings3d", num_points=None)
+    kitti_calibs = SceneFlowDataset(root, "kitti", num_points=None, calib_dir=root / "calib_cam_to_cam")
+    p2 = np.array(next(line for line in (root / "calib_cam_to_cam" / "000000.txt").read_text().splitlines()
+                       if line.startswith("P_rect_02:")).split()[1:], float).reshape(3, 4)
+    for ds, folder, f, cx, cy, tx, ty, tz in (
+            (ft3d, root / "FlyingThings3D_subset_processed_35m" / "train" / "0000000", -1050, 479.5, 269.5, 0, 0, 0),
+            (kitti_calibs, root / "KITTI_processed_occ_final" / "000000", -p2[0, 0], p2[0, 2], p2[1, 2], p2[0, 3],
+             p2[1, 3], p2[2, 3])):
+        disk, disk2 = np.load(folder / "pc1.npy").astype(np.float64), np.load(folder / "pc2.npy")
+        u = (disk[:, 0] * f + cx * disk[:, 2] + tx) / (disk[:, 2] + tz)
+        v = (disk[:, 1] * f + cy * disk[:, 2] + ty) / (disk[:, 2] + tz)
+        kept = ~((disk[:, 1] < -1.4) & (disk2[:, 1] < -1.4)) if ds is kitti_calibs else np.ones(len(disk), bool)
+        pixels = project(ds.load(0)["points"], ds.projection(0))  # the loader's filters keep these rows
+        np.testing.assert_allclose(pixels, np.stack([u, v], 1)[kept], atol=1e-6)
+    assert (pixels[:, 0] >= 0).all() and (pixels[:, 0] < 1242).all() and (pixels[:, 1] < 375).all()  # image 2
+    assert SceneFlowDataset(root, "kitti", num_points=None).projection(1) is None
+    with pytest.raises(DataFormatError, match="calib_dir does not exist"):
+        SceneFlowDataset(root, "kitti", calib_dir=tmp_path / "nowhere")
     mapping = tmp_path / "KITTI_mapping.txt"  # HPLFlowNet's: a pair without a raw-data line is not evaluated
     mapping.write_text("\n2011_09_26_drive_0001_sync 0000000010\n")
     kitti = SceneFlowDataset(root, "kitti", num_points=None)

@@ -140,6 +140,32 @@ def test_scene_flow_accumulation_modes():
         scene_flow_metrics(np.zeros((2, 3)), np.zeros((3, 3)))
 
 
+def test_scene_flow_2d_hand_case():
+    camera = np.array([[100.0, 0, 50, 0], [0, 100.0, 20, 0], [0, 0, 1.0, 0]])  # z is the depth
+    points = np.array([[0.0, 0, 10], [1.0, 1, 10], [0.0, 0, 10], [0.0, 0, 20]])
+    gt = np.array([[1.0, 0, 0], [0.0, 0, 10], [0.0, 0, -5], [0.0, 1, 0]])
+    pred = gt + np.array([[0.2, 0, 0], [0.0, 0, 0], [0.5, 0, 0], [9.0, 0, 0]])
+    m = scene_flow_metrics(pred, gt, np.array([True, True, True, False]), points, camera)
+    # 2D flows (pixels), gt / pred: (10, 0) / (12, 0): err 2 (< 3 px); (-5, -5) / the same: err 0;
+    # (0, 0) / (10, 0) at depth 5: err 10, relative to a still point: a miss; the last point is masked
+    assert m["EPE2D"] == pytest.approx(12 / 3)
+    assert m["Acc2D"] == pytest.approx(2 / 3)
+    assert m["EPE3D"] == pytest.approx(0.7 / 3)
+    along_the_ray = scene_flow_metrics(np.zeros((1, 3)), np.array([[0.0, 0, -9]]), None, np.array([[0.0, 0, 10]]),
+                                       camera)  # 9 m of error in 3D, none in the image
+    assert along_the_ray["EPE2D"] == 0 and along_the_ray["Acc2D"] == 1 and along_the_ray["EPE3D"] == 9
+    far = scene_flow_metrics(np.array([[0.0, 0, -30]]), np.zeros((1, 3)), None, np.array([[1.0, 0, 10]]), camera)
+    assert far["EPE2D"] == pytest.approx(15.0)  # behind the camera, projected as it is: u = 45 against 60
+    with pytest.raises(DataFormatError, match="in front of the camera"):
+        scene_flow_metrics(np.zeros((1, 3)), np.zeros((1, 3)), None, np.array([[0.0, 0, -1]]), camera)
+    acc = SceneFlowAccumulator()
+    acc.update(gt, gt, None, points, camera)
+    with pytest.raises(DataFormatError, match="some samples only"):
+        acc.update(gt, gt)
+    with pytest.raises(ConfigError, match="points"):
+        SceneFlowAccumulator().update(gt, gt, projection=camera)
+
+
 def test_classification_accuracy():
     pred = np.array([0, 1, 1, 2])
     gt = np.array([0, 1, 2, 2])

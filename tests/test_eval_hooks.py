@@ -62,6 +62,23 @@ def test_flow_hook_averages_per_sample():
     m = FlowEvaluator()(Data(), preds)
     assert m["EPE3D"] == pytest.approx((0.5 + 0.2) / 2)  # sample 1 scores its one unmasked point
     assert m["Outliers"] == pytest.approx(100 * (0.5 + 1.0) / 2)
+    assert "EPE2D" not in m  # no camera, no 2D metrics
+
+
+def test_flow_hook_projects_with_the_datasets_camera():
+    class Data:
+        def __getitem__(self, index):  # the echoed points are used; the dataset's would be wrong
+            return {"points": np.full((2, 3), np.nan)}
+
+        def projection(self, index):  # x to the right, z the depth, f = 100 px
+            return np.array([[100.0, 0, 0, 0], [0, 100.0, 0, 0], [0, 0, 1.0, 0]])
+
+    points = np.array([[0.0, 0, 10], [0.0, 0, 10]])
+    preds = [{"frame_id": "0", "points": points, "flow": np.array([[1.2, 0, 0], [0.5, 0, -5]]),
+              "flow_gt": np.array([[1.0, 0, 0], [0.0, 0, -5]])}]
+    m = FlowEvaluator()(Data(), preds)
+    assert m["EPE2D"] == pytest.approx((2 + 10) / 2)  # 12 px against 10, 10 px against 0
+    assert m["Acc2D"] == pytest.approx(50.0)
 
 
 def test_classification_hook():

@@ -147,7 +147,7 @@ class ToyFlow(torch.nn.Module):
             flow = means[1] - means[0] + SHIFT
             first = rows[""]
             out.append({"frame_id": batch["frame_id"][b], "flow": np.tile(flow, (first.stop - first.start, 1)).astype(
-                np.float32), "flow_gt": batch["flow"][first].numpy()})
+                np.float32), "flow_gt": batch["flow"][first].numpy(), "points": batch["points"][first, :3].numpy()})
         return out
 
 
@@ -177,8 +177,9 @@ def test_flow_comes_back_to_the_scan_frame_and_averages():
     quarter = View(quarters=1, scale=2.0)
     turned = TestTimeAugmented(model, collate.voxelizer, [quarter])(batch)
     inside = model(view_batch(batch, quarter, collate.voxelizer))  # that view's flow, in the view's frame
-    for a, b in zip(inside, turned, strict=True):
+    for a, b, c in zip(inside, turned, plain, strict=True):
         np.testing.assert_allclose(b["flow"], a["flow"] @ np.linalg.inv(quarter.matrix).T, atol=1e-5)
+        np.testing.assert_array_equal(b["points"], c["points"])  # the scan's own points, not the view's
     once = TestTimeAugmented(model, collate.voxelizer, [View()])(batch)
     for a, b in zip(plain, once, strict=True):
         np.testing.assert_array_equal(a["flow"], b["flow"])

@@ -14,6 +14,12 @@ is sampled to `num_points` points per cloud (8,192) by a seeded SamplePoints tra
 `num_points` may also name a count per mode, {train: 2048, test: 8192}, as OpenPCDet's NUM_POINTS does
 (a CPU recipe trains on small clouds and evaluates at the benchmark's size).
 A pair with no point (on disk, or after the filters) is a DataFormatError naming its folder.
+
+``projection(index)`` is the camera PointPWC's 2D metrics (EPE2D, Acc2D) project with, turned to pc3d's axes:
+FlyingThings3D's (f = 1050 px, centre (479.5, 269.5)) for every pair; for KITTI the pair's P_rect_02 from
+``calib_dir`` (KITTI scene flow's training/calib_cam_to_cam/NNNNNN.txt, the files PointPWC ships), or None
+without it. As PointPWC does, both image axes use P_rect_02's first focal length and the third row only its
+depth offset (KITTI's rectified calibs hold nothing else there).
 """
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from pc3d.errors import ConfigError, DataFormatError
+from pc3d.geometry.calib import calib_entries, calib_matrix
 
 from .dataset import TRAIN_SPLITS, PointCloudDataset
 from .io import load_npy, read_npy
@@ -34,6 +41,16 @@ VARIANTS = {"kitti": "KITTI_processed_occ_final", "flyingthings3d": "FlyingThing
 TO_LIDAR = {"kitti": np.array([[0, 0, 1], [1, 0, 0], [0, 1, 0]], np.float32),
             "flyingthings3d": np.array([[0, 0, -1], [-1, 0, 0], [0, 1, 0]], np.float32)}
 DEPTH_LIMIT = 35.0
+# PointPWC's FlyingThings3D camera on the disk axes (x right, y up, z = -depth): u = 1050 x / depth + 479.5,
+# v = 1050 y / depth + 269.5 (v grows upward, as PointPWC computes it; optical-flow norms do not see the flip)
+FT3D_PROJECTION = np.array([[1050.0, 0.0, -479.5, 0.0], [0.0, 1050.0, -269.5, 0.0], [0.0, 0.0, -1.0, 0.0]])
+
+
+def kitti_projection(path: Path) -> np.ndarray:
+    """PointPWC's [3, 4] KITTI camera on the disk axes (x left, y up, z forward) from a calib_cam_to_cam file's
+    P_rect_02: u = (-f x + cx z + tx) / (z + tz), v = (-f y + cy z + ty) / (z + tz)."""
+    p = calib_matrix(path, calib_entries(path), ("P_rect_02",), (3, 4))
+    return np.array([[-p[0, 0], 0.0, p[0, 2], p[0, 3]], [0.0, -p[0, 0], p[1, 2], p[1, 3]], [0.0, 0.0, 1.0, p[2, 3]]])
 
 
 def sample_points_per_mode(num_points, training: bool | None, split: str) -> list[SamplePoints]:
@@ -70,7 +87,9 @@ class SceneFlowDataset(PointCloudDataset):
     train / val for FlyingThings3D (KITTI has one folder; split is ignored). num_points: points per cloud (None
     keeps every point), or {train: n, test: m}. mapping_file (KITTI): HPLFlowNet's ``KITTI_mapping.txt`` (one line
     per pair, by its folder number); only the pairs whose line is not empty are read, HPLFlowNet's and PointPWC's
-    evaluation set (142 of the 200); None reads every pair, which published KITTI figures do not.
+    evaluation set (142 of the 200); None reads every pair, which published KITTI figures do not. calib_dir
+    (KITTI): the folder of the pairs' calib_cam_to_cam files, named as the pair folders (NNNNNN.txt), for the 2D
+    metrics.
     """
 
     feature_names = ()
@@ -79,7 +98,7 @@ class SceneFlowDataset(PointCloudDataset):
                  num_points: int | Mapping[str, int] | None = 8192,
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
-                 mapping_file: str | PathLike | None = None):
+                 mapping_file: str | PathLike | None = None, calib_dir: str | PathLike | None = None):
         if variant not in VARIANTS:
             raise ConfigError(f"variant must be one of {sorted(VARIANTS)}, got {variant!r}")
         transforms = sample_points_per_mode(num_points, training, split) + list(transforms or [])
@@ -97,6 +116,25 @@ class SceneFlowDataset(PointCloudDataset):
             self.frames = mapped_pairs(self.frames, Path(mapping_file))
         masked = [f for f in self.frames if (folder / f / "mask.npy").is_file()]
         self.masked = masked[0] if masked else None  # a pair with an occlusion mask: all must have one
+        if calib_dir is not None and variant != "kitti":
+            raise ConfigError(f"calib_dir is for the kitti variant (FlyingThings3D has one fixed camera), got "
+                              f"{variant!r}")
+        self.calib_dir = None if calib_dir is None else Path(calib_dir)
+        if self.calib_dir is not None and not self.calib_dir.is_dir():
+            raise DataFormatError(self.calib_dir, "calib_dir does not exist (KITTI scene flow's "
+                                                  "training/calib_cam_to_cam)")
+
+    def projection(self, index: int) -> np.ndarray | None:
+        """float64 [3, 4]: homogeneous pc3d-frame points (x forward, y left, z up) of pair `index` to PointPWC's
+        homogeneous pixels; None for KITTI without calib_dir."""
+        if self.variant == "flyingthings3d":
+            disk = FT3D_PROJECTION
+        elif self.calib_dir is None:
+            return None
+        else:
+            disk = kitti_projection(self.calib_dir / f"{self.frames[index]}.txt")
+        # pc3d = TO_LIDAR @ disk, so disk = TO_LIDAR.T @ pc3d and P_disk @ disk = (P_disk @ TO_LIDAR.T) @ pc3d
+        return np.concatenate([disk[:, :3] @ TO_LIDAR[self.variant].T, disk[:, 3:]], axis=1)
 
     def load(self, index: int) -> dict:
         folder = self.folder / self.frames[index]

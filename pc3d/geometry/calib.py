@@ -55,32 +55,9 @@ class KittiCalib:
     def from_file(cls, path: str | PathLike) -> KittiCalib:
         """Read a KITTI calib file ("KEY: v v v ..." lines); raises DataFormatError naming the file."""
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(path, "calibration file does not exist")
-        try:
-            text = path.read_text()
-        except UnicodeDecodeError:
-            raise DataFormatError(path, "not a text file") from None
-        entries: dict[str, str] = {}
-        for line in text.splitlines():
-            key, sep, values = line.partition(":")
-            if sep and key.strip():
-                entries[key.strip()] = values
-        matrices = {}
-        for name, shape in _SHAPES.items():
-            key = next((k for k in _ALIASES.get(name, (name,)) if k in entries), None)
-            if key is None:
-                raise DataFormatError(path, f"missing key {name!r} (keys found: {sorted(entries)})")
-            try:
-                values = np.array(entries[key].split(), dtype=np.float64)
-            except ValueError as err:
-                raise DataFormatError(path, f"{key}: non-numeric value ({err})") from None
-            if values.size != shape[0] * shape[1]:
-                raise DataFormatError(path, f"{key}: expected {shape[0] * shape[1]} values, got {values.size}")
-            if not np.isfinite(values).all():
-                raise DataFormatError(path, f"{key}: NaN or infinite value")
-            matrices[name] = values.reshape(shape)
-        return cls(**matrices)
+        entries = calib_entries(path)
+        return cls(**{name: calib_matrix(path, entries, _ALIASES.get(name, (name,)), shape)
+                      for name, shape in _SHAPES.items()})
 
     def to_text(self) -> str:
         """The calib file text as KITTI writes it: one "KEY: v ..." line per matrix, '%.12e' values."""
@@ -130,6 +107,40 @@ class KittiCalib:
         uv, depth = self.rect_to_image(rect_pts)
         dtype = _out_dtype(points)
         return like(uv.astype(dtype), points), like(depth.astype(dtype), points)
+
+
+def calib_entries(path: Path) -> dict[str, str]:
+    """The "KEY: v v v ..." lines of a KITTI calibration file (object, raw-data or scene-flow calib_cam_to_cam)
+    as {key: values text}; DataFormatError naming the file when it is missing or not text."""
+    if not path.is_file():
+        raise DataFormatError(path, "calibration file does not exist")
+    try:
+        text = path.read_text()
+    except UnicodeDecodeError:
+        raise DataFormatError(path, "not a text file") from None
+    entries: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, values = line.partition(":")
+        if sep and key.strip():
+            entries[key.strip()] = values
+    return entries
+
+
+def calib_matrix(path: Path, entries: dict[str, str], names: tuple[str, ...], shape: tuple[int, int]) -> np.ndarray:
+    """float64 matrix of the first of names found in entries; DataFormatError naming the file when none is there
+    or its values are not shape's count of finite numbers."""
+    key = next((k for k in names if k in entries), None)
+    if key is None:
+        raise DataFormatError(path, f"missing key {names[0]!r} (keys found: {sorted(entries)})")
+    try:
+        values = np.array(entries[key].split(), dtype=np.float64)
+    except ValueError as err:
+        raise DataFormatError(path, f"{key}: non-numeric value ({err})") from None
+    if values.size != shape[0] * shape[1]:
+        raise DataFormatError(path, f"{key}: expected {shape[0] * shape[1]} values, got {values.size}")
+    if not np.isfinite(values).all():
+        raise DataFormatError(path, f"{key}: NaN or infinite value")
+    return values.reshape(shape)
 
 
 def _xyz(points: Any) -> np.ndarray:

@@ -256,11 +256,16 @@ class TestTimeAugmented(nn.Module):
 
     def flow(self, batch: dict) -> list[dict]:
         """Each view's flow of the first cloud's points taken back to the scan's frame and averaged (the other keys
-        from the first view's answer: the ground truth a flow model echoes is the batch's, which no view moves)."""
+        from the first view's answer: the ground truth a flow model echoes is the batch's, which no view moves;
+        echoed ``points`` are the batch's own, which a view does move)."""
         per_view = [self.model(self.seen(batch, view)) for view in self.views]
         back = [np.linalg.inv(view.matrix).T for view in self.views]
+        cut = batch["point_offsets"].tolist()
         out = []
-        for answers in zip(*per_view, strict=True):
+        for b, answers in enumerate(zip(*per_view, strict=True)):
             flow = sum(np.asarray(a["flow"], np.float64) @ m for a, m in zip(answers, back, strict=True))
-            out.append(dict(answers[0]) | {"flow": (flow / len(answers)).astype(np.float32)})
+            answer = dict(answers[0]) | {"flow": (flow / len(answers)).astype(np.float32)}
+            if "points" in answer:
+                answer["points"] = batch["points"][cut[b]:cut[b + 1], :3].cpu().numpy()
+            out.append(answer)
         return out

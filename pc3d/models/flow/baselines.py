@@ -8,7 +8,8 @@ IcpFlow              flow = the rigid motion point-to-plane ICP finds from the i
                      from the identity it does only for small motions (its pairs are nearest points).
 
 Both read ``points`` / ``points2`` of a batch (pc3d.data.batch) and return the flow contract per sample, with
-the ground truth echoed (``flow_gt``, ``flow_mask``) when the batch has it. They have no training mode.
+the first cloud's xyz (``points``) and the ground truth (``flow_gt``, ``flow_mask``, when the batch has it)
+echoed. They have no training mode.
 """
 from __future__ import annotations
 
@@ -38,7 +39,8 @@ class _FlowBaseline(nn.Module):
         masks = _split(batch, "flow_mask", "point_offsets") if "flow_mask" in batch else None
         out = []
         for b, (p1, p2) in enumerate(clouds):
-            pred = {"frame_id": batch["frame_id"][b], "flow": self.flows(p1[:, :3], p2[:, :3]).astype(np.float32)}
+            pred = {"frame_id": batch["frame_id"][b], "flow": self.flows(p1[:, :3], p2[:, :3]).astype(np.float32),
+                    "points": p1[:, :3]}
             if gts is not None:
                 pred["flow_gt"] = gts[b]
             if masks is not None:

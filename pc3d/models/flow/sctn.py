@@ -13,8 +13,8 @@ taken `fsc_start_step` train steps (the persistent buffer `step` counts train-mo
 checkpoint keeps the count); loss_fsc is 0 before. epe / epe_ot: this batch's EPE3D on valid points of the
 refined flow / of the transport's flow alone (detached): when epe_ot stays near zero flow's error, the
 features do not match and the refinement only regresses the typical flow of the training set.
-Eval mode: per sample {"frame_id", "flow" float32 [N, 3]} plus "flow_gt" / "flow_mask" (numpy) when the
-batch has them, for pc3d.eval.hooks.FlowEvaluator.
+Eval mode: per sample {"frame_id", "flow" float32 [N, 3], "points" (the first cloud's xyz, echoed)} plus
+"flow_gt" / "flow_mask" (numpy) when the batch has them, for pc3d.eval.hooks.FlowEvaluator.
 """
 from __future__ import annotations
 
@@ -115,7 +115,8 @@ class SCTN(nn.Module):
         out = []
         for b in range(batch["batch_size"]):
             s = slice(offsets[b], offsets[b + 1])
-            pred = {"frame_id": batch["frame_id"][b], "flow": flow[s].detach().float().cpu().numpy()}
+            pred = {"frame_id": batch["frame_id"][b], "flow": flow[s].detach().float().cpu().numpy(),
+                    "points": batch["points"][s, :3].cpu().numpy()}
             for key, name in (("flow", "flow_gt"), ("flow_mask", "flow_mask")):
                 if key in batch:
                     pred[name] = batch[key][s].cpu().numpy()

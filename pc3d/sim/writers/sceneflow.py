@@ -5,6 +5,10 @@
         camera frame with x left, y up, z forward (HPLFlowNet's kitti_utils negates x and y of the
         rectified camera); camera field of view only, ground (y < -1.4 in both clouds) and depth
         >= 35 m removed, as the loaders expect.
+    calib_cam_to_cam/NNNNNN.txt
+        the pair's rectified cameras as KITTI scene flow's training/calib_cam_to_cam files give them
+        (S_rect_0i, R_rect_00, P_rect_0i; the world's one calibration), for the 2D metrics
+        (SceneFlowDataset calib_dir).
     FlyingThings3D_subset_processed_35m/{train,val}/NNNNNNN/{pc1,pc2}.npy
         x right, y up, z = -depth (HPLFlowNet's loader negates x and z); points nearer than 35 m.
         Random primitives fly in front of a moving camera and a cluttered static background, as in
@@ -16,8 +20,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pc3d.geometry.calib import KittiCalib
+
 from ..frames import outdoor_frames
-from ..ground_truth import in_camera_fov, kitti_calib
+from ..ground_truth import IMAGE_SHAPE, in_camera_fov, kitti_calib
 from ..primitives import Parts, box, cylinder, ellipsoid
 from ..world import World
 from .settings import WriterSettings
@@ -40,11 +46,28 @@ def _visible(world: World, origin: np.ndarray, targets: np.ndarray, tolerance: f
     return rng > dist - tolerance
 
 
+def cam_to_cam_text(calib: KittiCalib, image_shape: tuple[int, int] = IMAGE_SHAPE) -> str:
+    """A calib_cam_to_cam file's rectified lines ("KEY: v ..."; '%e' values as KITTI writes them): S_rect_0i
+    (width, height), R_rect_00 and P_rect_0i of the four cameras."""
+    def line(key: str, values) -> str:
+        return f"{key}: " + " ".join(f"{v:.6e}" for v in np.ravel(values)) + "\n"
+
+    size = (image_shape[1], image_shape[0])
+    lines = [line("R_rect_00", calib.R0_rect)]
+    for i in range(4):
+        lines += [line(f"S_rect_0{i}", size), line(f"P_rect_0{i}", getattr(calib, f"P{i}"))]
+    return "".join(lines)
+
+
 def write_sceneflow_kitti(settings: WriterSettings) -> None:
-    """settings.frames pairs under settings.out/KITTI_DIR, a new scene every sequence_length pairs."""
+    """settings.frames pairs under settings.out/KITTI_DIR, a new scene every sequence_length pairs, and their
+    calib_cam_to_cam files."""
     calib = kitti_calib()
     spec = settings.spec
     root = Path(settings.out) / KITTI_DIR
+    calib_dir = Path(settings.out) / "calib_cam_to_cam"
+    calib_dir.mkdir(parents=True, exist_ok=True)
+    calib_text = cam_to_cam_text(calib)
     frames = outdoor_frames(settings.frames, settings.seed, spec, frames_per_scene=settings.sequence_length,
                             flow=True, **settings.scene())
     for n, (_, scene, frame) in enumerate(frames):
@@ -61,6 +84,7 @@ def write_sceneflow_kitti(settings: WriterSettings) -> None:
         ground = (c1[:, 1] < -1.4) & (c2[:, 1] < -1.4)
         near = (c1[:, 2] < 35.0) & (c2[:, 2] < 35.0)
         _save(root / f"{n:06d}", c1[~ground & near], c2[~ground & near])
+        (calib_dir / f"{n:06d}.txt").write_text(calib_text)
         settings.tick(n + 1)
 
 
