@@ -3,6 +3,11 @@
 Workload: the 360-degree sweep ../shared/samples/scan360/benchmark-pc.npz at 0.1 m and 0.05 m,
 batch 1, torch's thread count (2 on the reference machine). Both engines get the same input sites
 in the same order and the same weights.
+
+Engine-against-engine rows time each engine's repeats in a block; same-engine ratios (bf16 / float32) take turns
+(_common.alternated). Alternating pc3d with spconv was tried (2026-12-06): each engine's call then follows the
+other's, whose allocator and cache state slowed pc3d's VoxelBackBone8x step by 10-25 %, an artefact no training
+loop has; blocks carry the host's drift instead, so a ratio on a shared host is read over several runs.
 """
 from __future__ import annotations
 
