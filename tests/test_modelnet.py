@@ -11,7 +11,7 @@ import torch
 from pc3d.data import Collate
 from pc3d.data.modelnet import ModelNet40, read_shape, y_up_to_z_up
 from pc3d.data.transforms.normals import RotationWithNormals
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.sim.api import simulate_dataset
 from pc3d.sim.primitives import rot_x, rot_z
 from pc3d.sim.shapes import SHAPE_NAMES, Box, Disk, Frustum, Sphere, Torus, sample_surfaces
@@ -56,7 +56,7 @@ def test_same_seed_same_bytes(tmp_path):
     a = simulate_dataset("modelnet40", tmp_path / "a", frames=3, seed=7)
     b = simulate_dataset("modelnet40", tmp_path / "b", frames=3, seed=7)
     files = sorted(p.relative_to(a) for p in a.rglob("*.txt"))
-    assert len(files) == 6 and files == sorted(p.relative_to(b) for p in b.rglob("*.txt"))
+    assert len(files) == 9 and files == sorted(p.relative_to(b) for p in b.rglob("*.txt"))  # 3 shapes, 6 lists
     assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
     c = simulate_dataset("modelnet40", tmp_path / "c", frames=3, seed=8)
     shape = f"{FOLDER}/airplane/airplane_0001.txt"
@@ -132,6 +132,18 @@ def test_loader_samples(root):
     first = ModelNet40(root / FOLDER, "test", num_points=1000, normalize=False).load(0)
     file = read_shape(root / FOLDER / "airplane" / "airplane_0002.txt")
     assert np.array_equal(first["points"], y_up_to_z_up(file[:1000]))
+
+
+def test_modelnet10_lists(root):
+    ten = ModelNet40(root, "train", categories=10)
+    assert ten.class_names == ["bed", "chair", "monitor", "sofa", "table"]  # the simulated classes ModelNet10 has
+    forty = ModelNet40(root, "train")
+    assert ten.frames == [f for f in forty.frames if f.rsplit("_", 1)[0] in ten.class_names]
+    assert [ten.class_names[k] for k in ten.labels] == [f.rsplit("_", 1)[0] for f in ten.frames]
+    assert ten.load(0)["label"] == 0 and ten.path(0) == forty.path(forty.frames.index(ten.frames[0]))
+    assert set(ModelNet40(root, "test", categories=10).frames) <= set(ModelNet40(root, "test").frames)
+    with pytest.raises(ConfigError, match="categories"):
+        ModelNet40(root, "train", categories=20)
 
 
 def test_collate_gives_labels(root):

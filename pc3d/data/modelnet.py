@@ -3,6 +3,8 @@
     modelnet40_normal_resampled/modelnet40_shape_names.txt   class names, one per line, in class-id order
     modelnet40_normal_resampled/modelnet40_{train,test}.txt  shape ids, one per line ("night_stand_0001")
     modelnet40_normal_resampled/<class>/<shape id>.txt       one point per line, "x,y,z,nx,ny,nz" (10,000 lines)
+    modelnet40_normal_resampled/modelnet10_shape_names.txt   ModelNet10: its 10 classes, the same shape files
+    modelnet40_normal_resampled/modelnet10_{train,test}.txt  (``categories=10``, PointNet++'s num_category)
 
 `root` is the folder holding modelnet40_normal_resampled/ (or that folder itself). A shape id's class is
 the id without its last "_NNNN" (class names hold underscores: night_stand, flower_pot).
@@ -30,6 +32,12 @@ from .io import check_finite, numbered_lines, read_ids
 FOLDER = "modelnet40_normal_resampled"
 NAMES_FILE = "modelnet40_shape_names.txt"
 SPLITS = ("train", "test")
+CATEGORIES = (40, 10)
+
+
+def list_file(categories: int, kind: str) -> str:
+    """The name of a list file of the layout: kind "shape_names", "train" or "test" of ModelNet40 or ModelNet10."""
+    return f"modelnet{categories}_{kind}.txt"
 
 
 def read_shape(path: str | PathLike) -> np.ndarray:
@@ -91,8 +99,9 @@ class ModelNet40(PointCloudDataset):
 
     root: the folder holding modelnet40_normal_resampled/ (or that folder). split: train | test.
     num_points: keep the first num_points points of each file (None: all). normalize: pc_normalize x, y, z.
-    ``class_names`` come from modelnet40_shape_names.txt; ``labels`` int64 [len] are the class ids in split
-    order (the classification hook reads them without loading points).
+    categories: 40, or 10 for ModelNet10 (its class and split lists, the same shape files).
+    ``class_names`` come from modelnet<categories>_shape_names.txt; ``labels`` int64 [len] are the class ids in
+    split order (the classification hook reads them without loading points).
     """
 
     feature_names = ("nx", "ny", "nz")
@@ -100,25 +109,29 @@ class ModelNet40(PointCloudDataset):
     def __init__(self, root: str | PathLike, split: str = "train", num_points: int | None = None,
                  normalize: bool = True, transforms=None, augmentations=None, voxelizer=None,
                  point_cloud_range=None, voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False,
-                 training: bool | None = None):
+                 training: bool | None = None, categories: int = 40):
         if split not in SPLITS:
             raise ConfigError(f"ModelNet40 split must be one of {SPLITS}, got {split!r}")
         if num_points is not None and (isinstance(num_points, bool) or int(num_points) < 1):
             raise ConfigError(f"num_points must be >= 1 or null, got {num_points!r}")
+        if categories not in CATEGORIES:
+            raise ConfigError(f"categories must be 40 (ModelNet40) or 10 (ModelNet10), got {categories!r}")
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         root = Path(root)
         self.root = root / FOLDER if (root / FOLDER).is_dir() else root
         self.split, self.normalize = split, bool(normalize)
         self.num_points = None if num_points is None else int(num_points)
-        self.class_names = read_class_names(self.root / NAMES_FILE)
-        split_file = self.root / f"modelnet40_{split}.txt"
+        self.categories = int(categories)
+        names_file = list_file(self.categories, "shape_names")
+        self.class_names = read_class_names(self.root / names_file)
+        split_file = self.root / list_file(self.categories, split)
         self.frames = read_ids(split_file)
         index = {name: i for i, name in enumerate(self.class_names)}
         unknown = [f for f in self.frames if shape_class(f) not in index]
         if unknown:
             raise DataFormatError(split_file, f"shape {unknown[0]!r}: class {shape_class(unknown[0])!r} is not in "
-                                              f"{NAMES_FILE} ({len(unknown)} such shapes)")
+                                              f"{names_file} ({len(unknown)} such shapes)")
         self.labels = np.array([index[shape_class(f)] for f in self.frames], np.int64)
 
     def path(self, index: int) -> Path:

@@ -5,6 +5,8 @@ E-3DSNN read it:
                                                              NNNN counts from 0001 within the class
     modelnet40_normal_resampled/modelnet40_shape_names.txt   one class per line, in class-id order
     modelnet40_normal_resampled/modelnet40_{train,test}.txt  one shape id per line ("chair_0001")
+    modelnet40_normal_resampled/modelnet10_*.txt             the same lists for the classes that are also
+                                                             ModelNet10's (bed, chair, monitor, sofa, table)
 
 Axes follow ModelNet: y up (pc3d.sim.shapes builds shapes z up; a point (x, y, z) is written as
 (x, z, -y)). Each shape is centred on its bounding box and scaled so its farthest point is at
@@ -26,6 +28,7 @@ from ..shapes import SHAPE_NAMES, sample_shape
 from .settings import WriterSettings
 
 FOLDER = "modelnet40_normal_resampled"
+MODELNET10 = ("bathtub", "bed", "chair", "desk", "dresser", "monitor", "night_stand", "sofa", "table", "toilet")
 POINTS_PER_SHAPE = 10_000
 Z_UP_TO_Y_UP = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 0.0]])  # rows: ModelNet x, y, z
 
@@ -66,6 +69,9 @@ def write_modelnet40(settings: WriterSettings) -> None:
             (train if k < train_count(count) else test).append(shape_id)
             done += 1
             settings.tick(done)
-    (root / "modelnet40_shape_names.txt").write_text("".join(f"{name}\n" for name in SHAPE_NAMES))
-    (root / "modelnet40_train.txt").write_text("".join(f"{i}\n" for i in train))
-    (root / "modelnet40_test.txt").write_text("".join(f"{i}\n" for i in test))
+    ten = [name for name in SHAPE_NAMES if name in MODELNET10]
+    for categories, names in ((40, SHAPE_NAMES), (10, ten)):
+        (root / f"modelnet{categories}_shape_names.txt").write_text("".join(f"{name}\n" for name in names))
+        for split, ids in (("train", train), ("test", test)):
+            listed = [i for i in ids if i.rsplit("_", 1)[0] in names]
+            (root / f"modelnet{categories}_{split}.txt").write_text("".join(f"{i}\n" for i in listed))
