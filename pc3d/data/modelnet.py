@@ -30,7 +30,6 @@ from .dataset import PointCloudDataset
 from .io import check_finite, numbered_lines, read_ids
 
 FOLDER = "modelnet40_normal_resampled"
-NAMES_FILE = "modelnet40_shape_names.txt"
 SPLITS = ("train", "test")
 CATEGORIES = (40, 10)
 

@@ -66,12 +66,11 @@ def write_modelnet40(settings: WriterSettings) -> None:
         for k in range(count):
             shape_id = f"{name}_{k + 1:04d}"
             (root / name / f"{shape_id}.txt").write_text(shape_text(simulated_shape(settings.seed, c, k)))
-            (train if k < train_count(count) else test).append(shape_id)
+            (train if k < train_count(count) else test).append((name, shape_id))
             done += 1
             settings.tick(done)
     ten = [name for name in SHAPE_NAMES if name in MODELNET10]
     for categories, names in ((40, SHAPE_NAMES), (10, ten)):
         (root / f"modelnet{categories}_shape_names.txt").write_text("".join(f"{name}\n" for name in names))
         for split, ids in (("train", train), ("test", test)):
-            listed = [i for i in ids if i.rsplit("_", 1)[0] in names]
-            (root / f"modelnet{categories}_{split}.txt").write_text("".join(f"{i}\n" for i in listed))
+            (root / f"modelnet{categories}_{split}.txt").write_text("".join(f"{i}\n" for c, i in ids if c in names))
