@@ -1,4 +1,4 @@
-"""Batch normalisation of feature rows [N, C] float32 in two memory passes each way.
+"""Batch normalisation of feature rows [N, C] float32 or bf16 in two memory passes each way.
 
 torch's CPU batch norm on [N, C] reads and writes the features about 3.5 times in forward and 7.5 times
 in backward (measured against a copy of the same array); these kernels read x once for the statistics
@@ -9,6 +9,9 @@ thread count, and two runs are bitwise equal.
 A ReLU that follows the norm can be fused (`relu=True` kernels): applied as the output is written, and in
 backward the gradient is masked where the forward's output, recomputed from x in the same float32
 operations, was not positive.
+
+bf16 arrays are int16 views (`pc3d.sparse.ops.numpy_bits`): each value is widened to float32 as it is read
+and the outputs are rounded once (`bf16.as_float`, `bf16.element_of`); the arithmetic is the float32 path's.
 
 Conventions: mean and biased variance over the N rows (as torch's training-mode batch norm);
 x_hat = (x - mean) * invstd, y = x_hat * weight + bias. Backward:
@@ -23,6 +26,7 @@ import numpy as np
 from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
+from .bf16 import as_float, element_of
 
 _PARALLEL = {"parallel": True, "cache": True, "nogil": True, "boundscheck": False, "fastmath": False}
 _SERIAL = {"cache": True, "nogil": True, "boundscheck": False}
@@ -49,13 +53,15 @@ def moments(x):
     n, c = x.shape
     n_chunks = (n + CHUNK - 1) // CHUNK
     part = np.zeros((n_chunks, 2, c))
-    shift = x[0].astype(np.float64)
+    shift = np.empty(c)
+    for j in range(c):
+        shift[j] = as_float(x[0, j])
     for k in prange(n_chunks):
         s1 = np.zeros(c)
         s2 = np.zeros(c)
         for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
             for j in range(c):
-                d = np.float64(x[i, j]) - shift[j]
+                d = np.float64(as_float(x[i, j])) - shift[j]
                 s1[j] += d
                 s2[j] += d * d
         part[k, 0] = s1
@@ -68,7 +74,8 @@ def moments(x):
 
 def normalize(relu: bool = False):
     """kernel(x, mean, scale, bias, out): out = (x - mean) * scale + bias per channel, then max(., 0) with
-    relu (the ReLU that follows the norm, fused: no second pass); x, out [N, C] float32, the rest float32 [C]."""
+    relu (the ReLU that follows the norm, fused: no second pass); x, out [N, C] float32 or bf16 bits, the rest
+    float32 [C]."""
     return _normalize(relu)
 
 
@@ -81,8 +88,8 @@ def _normalize(relu: bool):
         for k in prange(n_chunks):
             for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
                 for j in range(c):
-                    y = (x[i, j] - mean[j]) * scale[j] + bias[j]
-                    out[i, j] = max(y, np.float32(0.0)) if relu else y
+                    y = (as_float(x[i, j]) - mean[j]) * scale[j] + bias[j]
+                    out[i, j] = element_of(out, max(y, np.float32(0.0)) if relu else y)
 
     return kernel
 
@@ -106,11 +113,12 @@ def _grad_sums(relu: bool):
             s2 = np.zeros(c)
             for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
                 for j in range(c):
-                    g = np.float64(grad[i, j])
-                    if relu and (x[i, j] - mean32[j]) * scale[j] + bias[j] <= np.float32(0.0):
+                    xf = as_float(x[i, j])
+                    g = np.float64(as_float(grad[i, j]))
+                    if relu and (xf - mean32[j]) * scale[j] + bias[j] <= np.float32(0.0):
                         g = 0.0
                     s1[j] += g
-                    s2[j] += g * (np.float64(x[i, j]) - mean[j])
+                    s2[j] += g * (np.float64(xf) - mean[j])
             part[k, 0] = s1
             part[k, 1] = s2
         return _add_chunks(part)
@@ -121,8 +129,8 @@ def _grad_sums(relu: bool):
 def input_grad(relu: bool = False):
     """kernel(grad, x, mean, a, b, shift, scale, bias, out): out = dy * a + (x - mean) * b + shift per channel
     (the batch-norm feature gradient with the per-channel factors computed by the caller); with relu, dy is
-    masked as in `grad_sums` (mean, scale, bias: the forward's float32 [C]); [N, C] float32 arrays, float32 [C]
-    factors."""
+    masked as in `grad_sums` (mean, scale, bias: the forward's float32 [C]); [N, C] float32 or bf16-bits arrays,
+    float32 [C] factors."""
     return _input_grad(relu)
 
 
@@ -135,10 +143,10 @@ def _input_grad(relu: bool):
         for k in prange(n_chunks):
             for i in range(k * CHUNK, min(n, (k + 1) * CHUNK)):
                 for j in range(c):
-                    g = grad[i, j]
-                    d = x[i, j] - mean[j]
+                    g = as_float(grad[i, j])
+                    d = as_float(x[i, j]) - mean[j]
                     if relu and d * scale[j] + bias[j] <= np.float32(0.0):
                         g = np.float32(0.0)
-                    out[i, j] = g * a[j] + d * b[j] + shift[j]
+                    out[i, j] = element_of(out, g * a[j] + d * b[j] + shift[j])
 
     return kernel

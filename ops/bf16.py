@@ -23,17 +23,72 @@ from __future__ import annotations
 import functools
 import os
 
+import numba as nb
 import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.errors import TypingError
-from numba.extending import intrinsic
+from numba.extending import intrinsic, overload
 
 from .microkernel import PREFETCH_CALLS, llvm_major, prefetch_rows
 
 LANES = 16  # float32 accumulators per 512-bit vector; one vector covers 16 output columns
 ENV_FORCE_FALLBACK = "PC3D_BF16_FALLBACK"
+
+
+@intrinsic
+def float_bits(typingctx, value):
+    """The bits of a float32 as a uint32 (reinterpreted, not converted)."""
+    if value != types.float32:
+        raise TypingError(f"float_bits needs a float32, got {value}")
+    return types.uint32(value), lambda context, builder, sig, args: builder.bitcast(args[0], ir.IntType(32))
+
+
+@intrinsic
+def bits_float(typingctx, bits):
+    """The float32 whose bits are the uint32 `bits` (reinterpreted, not converted)."""
+    if bits != types.uint32:
+        raise TypingError(f"bits_float needs a uint32, got {bits}")
+    return types.float32(bits), lambda context, builder, sig, args: builder.bitcast(args[0], ir.FloatType())
+
+
+@nb.njit(inline="always", cache=True)
+def widen(h):
+    """The float32 value of bf16 bits h (int16): exact, a 16-bit shift."""
+    return bits_float(np.uint32(np.uint32(np.uint16(h)) << 16))
+
+
+@nb.njit(inline="always", cache=True)
+def narrow(v):
+    """The bf16 bits (int16) of float32 v rounded to nearest even, bit for bit as torch's `.bfloat16()`; NaN
+    becomes all ones, as torch's vectorised conversion writes. Branch-free, so loops of it vectorise."""
+    u = float_bits(v)
+    rounded = (u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    return np.int16(np.uint32(0xFFFF) if nan else rounded)
+
+
+def as_float(value):
+    """value as a float32: bf16 bits (int16) widened, a float converted."""
+
+
+@overload(as_float, inline="always")
+def _as_float(value):
+    if value == types.int16:
+        return lambda value: widen(value)
+    return lambda value: np.float32(value)
+
+
+def element_of(array, value):
+    """float32 value as an element of `array`: bf16 bits (rounded) for an int16 array, else converted."""
+
+
+@overload(element_of, inline="always")
+def _element_of(array, value):
+    if array.dtype == types.int16:
+        return lambda array, value: narrow(value)
+    return lambda array, value: value  # the store converts
 
 
 class _BFloat(ir.Type):

@@ -30,7 +30,7 @@ from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .amx import DEPTH as INTERLEAVED_ROWS  # rows per interleave_rows call
 from .amx import interleave_rows
-from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows
+from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows, narrow
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
@@ -45,7 +45,7 @@ def rows_per_call(cout_g: int) -> int:
 
 
 def store_row(acc, a0, out, o, c0, width):
-    """out[o, c0 + c] = acc[a0 + c] for c < width; bf16 (int16) outputs are rounded."""
+    """out[o, c0 + c] = acc[a0 + c] for c < width; bf16 (int16) outputs are rounded (`bf16.narrow`)."""
 
 
 @overload(store_row, inline="always")
@@ -56,14 +56,9 @@ def _store_row(acc, a0, out, o, c0, width):
                 out[o, c0 + c] = acc[a0 + c]
         return store_f32
 
-    def store_bf16(acc, a0, out, o, c0, width):
-        bits = acc.view(np.uint32)
+    def store_bf16(acc, a0, out, o, c0, width):  # rounded to nearest even, branch-free: the loop vectorises
         for c in range(width):
-            u = np.int64(bits[a0 + c])
-            if (u & 0x7FFFFFFF) > 0x7F800000:  # NaN: all ones, as torch's vectorised conversion writes
-                out[o, c0 + c] = -1
-            else:  # round to nearest even on the 16 bits dropped
-                out[o, c0 + c] = np.int16((u + 0x7FFF + ((u >> 16) & 1)) >> 16)
+            out[o, c0 + c] = narrow(acc[a0 + c])
     return store_bf16
 
 

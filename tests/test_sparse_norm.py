@@ -68,7 +68,7 @@ def test_running_statistics_over_steps_and_cumulative_momentum():
 
 
 def test_torch_paths_left_alone_and_state_dict_shared():
-    """Eval mode, bf16 inputs, [N, C, L] inputs and a single row are torch's own kernel, bit for bit."""
+    """Eval mode, [N, C, L] inputs and a single row are torch's own kernel, bit for bit."""
     torch.manual_seed(2)
     ours, ref = _pair(6)
     assert ours.state_dict().keys() == ref.state_dict().keys()
@@ -81,12 +81,46 @@ def test_torch_paths_left_alone_and_state_dict_shared():
     assert torch.equal(ours(x), ref(x))
     ours.train()
     ref.train()
-    xb = torch.randn(40, 6).bfloat16()
-    assert torch.equal(ours(xb), ref(xb))
     x3 = torch.randn(4, 6, 7)
     assert torch.equal(ours(x3), ref(x3))
     with pytest.raises(ValueError, match="more than 1 value"):
         ours(torch.randn(1, 6))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_bf16_is_the_float32_path_rounded_once(relu):
+    """bf16 features (as under autocast): statistics, parameter gradients and running statistics are the float32
+    path's on the same (widened) values, bit for bit; output and feature gradient are its float32 results rounded
+    once to bf16; all within bf16 rounding of torch's float64 batch norm."""
+    torch.manual_seed(7)
+    xb = (torch.randn(3000, 24) * 2 + 5).bfloat16()
+    gb = torch.randn(3000, 24).bfloat16()
+    on_bf16, ref = _pair(24)
+    on_f32, _ = _pair(24)
+    on_f32.load_state_dict(on_bf16.state_dict())
+
+    def run(module, x, grad):
+        x = x.clone().requires_grad_(True)
+        y = module(x, relu=relu)
+        y.backward(grad)
+        return y.detach(), x.grad
+
+    yb, dxb = run(on_bf16, xb, gb)
+    y32, dx32 = run(on_f32, xb.float(), gb.float())
+    assert yb.dtype == dxb.dtype == torch.bfloat16
+    assert torch.equal(yb.view(torch.int16), y32.bfloat16().view(torch.int16))
+    assert torch.equal(dxb.view(torch.int16), dx32.bfloat16().view(torch.int16))
+    for name in ("weight", "bias"):
+        assert torch.equal(getattr(on_bf16, name).grad, getattr(on_f32, name).grad)
+    for name in ("running_mean", "running_var"):
+        assert torch.equal(getattr(on_bf16, name), getattr(on_f32, name))
+    ref.double()
+    x64 = xb.double().requires_grad_(True)
+    y64 = ref(x64)
+    y64 = torch.relu(y64) if relu else y64
+    y64.backward(gb.double())
+    torch.testing.assert_close(yb.double(), y64.detach(), rtol=2**-8, atol=1e-6)
+    assert _rel(dxb, x64.grad) < 2**-8
 
 
 def test_no_statistics_tracked_uses_batch_statistics_in_eval():

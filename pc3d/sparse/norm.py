@@ -3,14 +3,21 @@
 A drop-in for `nn.BatchNorm1d`: the same parameters, buffers, state_dict keys and running-statistics
 update (momentum, or the cumulative average when momentum is None; unbiased variance in the running
 estimate), so checkpoints move between the two and to spconv models unchanged. It takes its own path
-only where batch statistics are computed (training, or track_running_stats=False) on a 2-d CPU float32
-input with more than one row and an affine transform; everything else (eval mode, bf16 inputs, CUDA,
-[N, C, L] inputs) is torch's own batch norm.
+only where batch statistics are computed (training, or track_running_stats=False) on a 2-d CPU float32 or
+bfloat16 input with more than one row and an affine transform (float32 parameters); everything else (eval
+mode, CUDA, [N, C, L] inputs) is torch's own batch norm.
 
 Why: the norms between sparse convs are memory bound, and torch's CPU kernels move [N, C] about 3.5
 times forward and 7.5 times backward (an SDSC U-Net step spent more time in batch norm than in its
 sparse convs); these kernels move it twice forward and about 2.5 times backward, with float64 sums in
 a fixed order (deterministic whatever the thread count).
+
+bfloat16 (the features under bf16 autocast): the kernels widen each value to float32, compute as for a
+float32 input and round the output and the feature gradient once to bf16; statistics and parameter
+gradients are the float32 path's float64 sums on the same values, so the norm is float32 arithmetic with
+bf16 input and output (as torch's kernel is), and its results do not depend on the thread count. Speed:
+about torch's on the EPYC host (norm + ReLU forward and backward on 68,211 x 64: 3.9 ms against 5.0; on
+135,767 x 32 and 125,655 x 16 within 10 %); the bf16 backbone step did not move measurably.
 """
 from __future__ import annotations
 
@@ -19,6 +26,7 @@ from pc3d_ops import batch_norm as kernels
 from torch import nn
 
 from pc3d.sparse.kernel_map import sync_threads
+from pc3d.sparse.ops import numpy_bits
 
 
 class _BatchNormRows(torch.autograd.Function):
@@ -32,7 +40,8 @@ class _BatchNormRows(torch.autograd.Function):
         scale = (weight.detach() * invstd).float()
         shift = bias.detach().float()
         out = torch.empty_like(x)
-        kernels.normalize(relu)(x.detach().numpy(), mean32.numpy(), scale.numpy(), shift.numpy(), out.numpy())
+        kernels.normalize(relu)(numpy_bits(x.detach()), mean32.numpy(), scale.numpy(), shift.numpy(),
+                                numpy_bits(out))
         ctx.save_for_backward(x, weight, mean, invstd, mean32, scale, shift)
         ctx.relu = relu
         return out
@@ -40,11 +49,11 @@ class _BatchNormRows(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         x, weight, mean, invstd, mean32, scale, shift = ctx.saved_tensors
-        grad = grad.contiguous()
+        grad = numpy_bits(grad.to(x.dtype).contiguous())
         n = x.shape[0]
         sync_threads()
-        x_np = x.detach().numpy()
-        sum_g, sum_gx = kernels.grad_sums(ctx.relu)(grad.numpy(), x_np, mean.numpy(), mean32.numpy(), scale.numpy(),
+        x_np = numpy_bits(x.detach())
+        sum_g, sum_gx = kernels.grad_sums(ctx.relu)(grad, x_np, mean.numpy(), mean32.numpy(), scale.numpy(),
                                                     shift.numpy())
         sum_g, sum_gx = torch.from_numpy(sum_g), torch.from_numpy(sum_gx)  # float64 [C]
         grad_x = grad_w = grad_b = None
@@ -54,8 +63,8 @@ class _BatchNormRows(torch.autograd.Function):
             b = -w * invstd**3 * sum_gx / n
             offset = -a * sum_g / n
             grad_x = torch.empty_like(x)
-            kernels.input_grad(ctx.relu)(grad.numpy(), x_np, mean32.numpy(), a.float().numpy(), b.float().numpy(),
-                                         offset.float().numpy(), scale.numpy(), shift.numpy(), grad_x.numpy())
+            kernels.input_grad(ctx.relu)(grad, x_np, mean32.numpy(), a.float().numpy(), b.float().numpy(),
+                                         offset.float().numpy(), scale.numpy(), shift.numpy(), numpy_bits(grad_x))
         if ctx.needs_input_grad[1]:
             grad_w = (sum_gx * invstd).to(weight.dtype)
         if ctx.needs_input_grad[2]:
@@ -64,11 +73,11 @@ class _BatchNormRows(torch.autograd.Function):
 
 
 class BatchNorm1d(nn.BatchNorm1d):
-    """nn.BatchNorm1d whose batch-statistics path on CPU float32 [N, C] runs pc3d's kernels."""
+    """nn.BatchNorm1d whose batch-statistics path on CPU float32 or bf16 [N, C] runs pc3d's kernels."""
 
     def _own_path(self, x: torch.Tensor) -> bool:
-        return (x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 2 and x.shape[0] > 1
-                and self.affine and self.weight.dtype == torch.float32
+        return (x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and x.dim() == 2
+                and x.shape[0] > 1 and self.affine and self.weight.dtype == torch.float32
                 and (self.training or not self.track_running_stats))
 
     def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
@@ -80,7 +89,7 @@ class BatchNorm1d(nn.BatchNorm1d):
         x = x.contiguous()
         n = x.shape[0]
         sync_threads()  # numba on torch's thread count
-        mean, var = kernels.moments(x.detach().numpy())
+        mean, var = kernels.moments(numpy_bits(x.detach()))
         mean, var = torch.from_numpy(mean), torch.from_numpy(var)  # float64 [C]
         if self.training and self.track_running_stats:
             self._update_running_stats(mean, var * n / (n - 1))

@@ -70,7 +70,7 @@ def compute_dtype(feats: torch.Tensor, weight: torch.Tensor) -> torch.dtype:
     return feats.dtype
 
 
-def _numpy_bits(t: torch.Tensor) -> np.ndarray:
+def numpy_bits(t: torch.Tensor) -> np.ndarray:
     """A numpy view of a CPU tensor; bf16 as its int16 bits (numba has no bf16 type)."""
     return t.view(torch.int16).numpy() if t.dtype == torch.bfloat16 else t.numpy()
 
@@ -92,7 +92,7 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: Kernel
             kernel = bf16_kernels.gather_gemm_scatter(cout_g, bf16_ops.use_native())
         pairs = kmap.pairs(transposed) if keep is None else kernels.block_pairs(
             kernels.drop_inputs(kmap.table(transposed), keep), kernels.ROWS_PER_BLOCK)
-        kernel(_numpy_bits(feats.contiguous()), w_vnni, *pairs, _numpy_bits(out))
+        kernel(numpy_bits(feats.contiguous()), w_vnni, *pairs, numpy_bits(out))
     return out
 
 
@@ -172,15 +172,15 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
             partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
             if n_out:
                 sync_threads()
-                amx_kernels.weight_gradient(cin_g, cout_g)(_numpy_bits(feats.contiguous()),
-                                                           _numpy_bits(grad.contiguous()), *pairs(), partial)
+                amx_kernels.weight_gradient(cin_g, cout_g)(numpy_bits(feats.contiguous()),
+                                                           numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
         if cout_g % bf16_ops.LANES == 0:  # two pairs per vdpbf16ps (or its bitwise fallback)
             partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
             if n_out:
                 sync_threads()
                 kernel = bf16_kernels.pair_weight_gradient(cin_g, cout_g, bf16_ops.use_native())
-                kernel(_numpy_bits(feats.contiguous()), _numpy_bits(grad.contiguous()), *pairs(), partial)
+                kernel(numpy_bits(feats.contiguous()), numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), kmap, transposed, shape_kgio, keep)
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
