@@ -70,14 +70,16 @@ def narrow(v):
 
 
 def as_float(value):
-    """value as a float32: bf16 bits (int16) widened, a float converted."""
+    """value as a float: bf16 bits (int16) widened to float32, a float as it is."""
 
 
 @overload(as_float, inline="always")
 def _as_float(value):
     if value == types.int16:
         return lambda value: widen(value)
-    return lambda value: np.float32(value)
+    if not isinstance(value, types.Float):
+        raise TypingError(f"as_float reads bf16 bits (int16) or a float, not {value}")
+    return lambda value: value
 
 
 def element_of(array, value):

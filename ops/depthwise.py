@@ -2,22 +2,40 @@
 group, as the SDSC U-Net's depthwise convs. Channels run across the vector lanes and the offsets outermost,
 over the same pair lists and row blocks as the dense kernels (`sparse_conv.block_pairs`); every sum has a
 fixed order, so results are bitwise reproducible.
+
+bf16 features and weights come as int16 bits (`pc3d.sparse.ops.numpy_bits`): each value is widened as it is
+read (`bf16.as_float`), the products are summed in float32 and the output rounded once (`bf16.element_of`),
+bit for bit the float32 kernel on the widened values; no float32 copies of the arrays are made.
 """
 from __future__ import annotations
 
 import functools
 
 import numba as nb
-from numba import prange
+import numpy as np
+from numba import prange, types
+from numba.extending import overload
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
+from .bf16 import as_float, element_of
 from .fma import fma
 from .sparse_conv import ROWS_PER_BLOCK
 
 _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 
 SPECIALISED_DEPTHWISE = 64  # from this many channels a compile-time C is faster (10-15 % at 64-128)
+
+
+def sums_for(n, out):
+    """A zeroed 64-byte-aligned buffer of n sums for `out`: float32 for bf16 bits (int16), else out's dtype."""
+
+
+@overload(sums_for, inline="always")
+def _sums_for(n, out):
+    if out.dtype == types.int16:
+        return lambda n, out: zeros64(n, np.float32)
+    return lambda n, out: zeros64(n, out.dtype)
 
 
 def depthwise(channels: int):
@@ -46,21 +64,21 @@ def _depthwise(fixed: int | None):
         for blk in prange(n_blocks):
             o0 = blk * block
             o1 = min(n_out, o0 + block)
-            acc = zeros64((o1 - o0) * channels, out.dtype).reshape(o1 - o0, channels)
+            acc = sums_for((o1 - o0) * channels, out).reshape(o1 - o0, channels)
             for k in range(kvol):
                 for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
                     i, r = ins[q], outs[q]
                     for c in range(channels):
-                        acc[r, c] = fma(feats[i, c], weight[k, c], acc[r, c])
+                        acc[r, c] = fma(as_float(feats[i, c]), as_float(weight[k, c]), acc[r, c])
             for o in range(o0, o1):
                 for c in range(channels):
-                    out[o, c] = acc[o - o0, c]
+                    out[o, c] = element_of(out, acc[o - o0, c])
 
     return kernel
 
 
 def depthwise_weight_gradient(channels: int):
-    """kernel(feats [N_in, C], grad [N_out, C], nbr [N_out, K], partial [T, K, C]):
+    """kernel(feats [N_in, C], grad [N_out, C], nbr [N_out, K], partial [T, K, C] (float32 for bf16 inputs)):
     ``dW[k, c] = sum_o feats[nbr[o, k], c] * grad[o, c]``. Task t takes a fixed run of output rows (T is a
     function of N only) and walks the table row by row: each gradient row is read once for all its offsets,
     and the task's K x C sums stay in L1 until they are written to its partial (1.6x the block-pair walk).
@@ -83,7 +101,7 @@ def _depthwise_weight_gradient(fixed: int | None):
                     i = nbr[o, k]
                     if i >= 0:
                         for c in range(channels):
-                            local[k, c] = fma(feats[i, c], grad[o, c], local[k, c])
+                            local[k, c] = fma(as_float(feats[i, c]), as_float(grad[o, c]), local[k, c])
             for k in range(kvol):
                 for c in range(channels):
                     partial[t, k, c] += local[k, c]

@@ -109,6 +109,17 @@ def test_autocast_bf16_matches_float32_engine(kind, ndim, cin, cout, groups):
     assert rel_err(gx16, gx32) < tol and rel_err(gw16, gw32) < tol
 
 
+@pytest.mark.parametrize("channels", [8, 64])  # 64: the kernels specialised on a compile-time channel count
+def test_bf16_depthwise_is_widened_float32_rounded_once(channels):
+    """The depthwise kernels read bf16 bits themselves (no float32 copies): output, feature gradient and weight
+    gradient are bit for bit the float32 kernels' on the same (bf16-exact) values, rounded once."""
+    layers, x = build("subm", 3, channels, channels, channels)
+    layers[0].bias = None  # a bf16 bias would round the output a second time
+    for y32, y16 in zip(run(layers, x, None, False), run(layers, x, torch.bfloat16, False), strict=True):
+        assert y16.dtype == torch.bfloat16
+        assert torch.equal(y16.view(torch.int16), y32.bfloat16().view(torch.int16))
+
+
 @pytest.mark.parametrize("groups,cout", [(1, 16), (2, 32), (4, 4), (8, 8)])
 def test_bf16_subm_matches_float64_dense_reference(groups, cout):
     """The bf16 SubM conv equals torch's float64 dense conv of the same bf16 values within bf16 rounding

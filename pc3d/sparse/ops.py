@@ -14,8 +14,8 @@ Which bf16 kernel runs (`pc3d_ops.bf16.kernel_name`, `python -m pc3d info`): AMX
 (pc3d_ops.sparse_conv_amx) where the CPU has AMX-BF16 and the OS grants the tile state, for
 forward, feature gradient and (cin_g % 32 == 0) weight gradient; else vdpbf16ps or its fallback
 (pc3d_ops.sparse_conv_bf16; PC3D_BF16_NO_AMX=1 forces this path) for forward, feature gradient and
-(cout_g % 16 == 0) weight gradient, two pairs per instruction; the float32 kernels on widened values for
-the other widths.
+(cout_g % 16 == 0) weight gradient, two pairs per instruction; the depthwise kernels read bf16 bits
+themselves (float32 sums, no float32 copies); the float32 kernels on widened values for the other widths.
 """
 from __future__ import annotations
 
@@ -79,9 +79,18 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: Kernel
                               out_dtype: torch.dtype, keep: np.ndarray | None) -> torch.Tensor:
     """The bf16 forward / feature gradient on CPU: float32 sums, output in out_dtype."""
     kvol, groups, cin_g, cout_g = w.shape
+    n_out = _rows(kmap, transposed)
+    if _depthwise(groups, cin_g, cout_g):  # the per-channel kernels read the bf16 bits themselves
+        out = torch.empty((n_out, groups), dtype=out_dtype)
+        if n_out:
+            sync_threads()
+            pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(
+                kernels.drop_inputs(kmap.table(transposed), keep))
+            w_kc = numpy_bits(w.reshape(kvol, groups).contiguous())
+            dw_kernels.depthwise(groups)(numpy_bits(feats.contiguous()), w_kc, *pairs, numpy_bits(out))
+        return out
     if cout_g % bf16_ops.LANES:  # widths the bf16 micro-kernel does not cover: exact products in float32
         return _gather_gemm_scatter(feats.float(), w.float(), kmap, transposed, keep=keep).to(out_dtype)
-    n_out = _rows(kmap, transposed)
     out = torch.empty((n_out, groups * cout_g), dtype=out_dtype)
     if n_out:
         sync_threads()
@@ -167,6 +176,15 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
     def pairs():
         return kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
 
+    if feats.device.type == "cpu" and feats.dtype in (*_NUMBA_DTYPES, torch.bfloat16) and _depthwise(
+            groups, cin_g, cout_g):  # bf16 read as bits: float32 sums
+        sum_dtype = np.float32 if feats.dtype == torch.bfloat16 else feats.numpy().dtype
+        partial = host_zeros64((kernels.wgrad_tasks(n_out), kvol, groups), sum_dtype)
+        if n_out:
+            sync_threads()
+            dw_kernels.depthwise_weight_gradient(groups)(numpy_bits(feats.contiguous()),
+                                                         numpy_bits(grad.contiguous()), table(), partial)
+        return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
         if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():
             partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), np.float32)
@@ -183,13 +201,6 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
                 kernel(numpy_bits(feats.contiguous()), numpy_bits(grad.contiguous()), *pairs(), partial)
             return torch.from_numpy(_sum_tasks(partial))
         return _weight_gradient(feats.float(), grad.float(), kmap, transposed, shape_kgio, keep)
-    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES and _depthwise(groups, cin_g, cout_g):
-        partial = host_zeros64((kernels.wgrad_tasks(n_out), kvol, groups), feats.numpy().dtype)
-        if n_out:
-            sync_threads()
-            dw_kernels.depthwise_weight_gradient(groups)(feats.contiguous().numpy(), grad.contiguous().numpy(),
-                                                         table(), partial)
-        return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
         x = feats.contiguous().numpy()
         partial = host_zeros64((kernels.wgrad_tasks(n_out), *shape_kgio), x.dtype)
