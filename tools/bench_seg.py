@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ("sim_semantickitti_seg", "fp32")
 # lim_full_sim_semantickitti: the separable U-Net at twice the widths (the label-efficient recipes' model)
 RECIPES = (REFERENCE, ("sim_semantickitti_ds_seg", "fp32"), ("lim_full_sim_semantickitti", "fp32"),
-           ("sim_semantickitti_seg", "bf16"))
+           ("sim_semantickitti_seg", "bf16"), ("sim_semantickitti_ds_seg", "bf16"))
 
 
 def _recipe(experiment: str, root: Path):
