@@ -7,7 +7,9 @@ in the same order and the same weights.
 Engine-against-engine rows time each engine's repeats in a block; same-engine ratios (bf16 / float32) take turns
 (_common.alternated). Alternating pc3d with spconv was tried (2026-12-06): each engine's call then follows the
 other's, whose allocator and cache state slowed pc3d's VoxelBackBone8x step by 10-25 %, an artefact no training
-loop has; blocks carry the host's drift instead, so a ratio on a shared host is read over several runs.
+loop has; blocks carry the host's drift instead, so a ratio on a shared host is read over several runs. The
+backbone also gets a row timed in fresh processes, the engines in turn over several rounds
+(`bench_backbone.fresh_process_rounds`): the median of the rounds' ratios and their range.
 """
 from __future__ import annotations
 
