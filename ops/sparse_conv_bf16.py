@@ -23,14 +23,13 @@ import functools
 
 import numba as nb
 import numpy as np
-from numba import prange, types
-from numba.extending import overload
+from numba import prange
 
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .amx import DEPTH as INTERLEAVED_ROWS  # rows per interleave_rows call
 from .amx import interleave_rows
-from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows, narrow
+from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows, element_of
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
@@ -44,22 +43,12 @@ def rows_per_call(cout_g: int) -> int:
     return 8 if cout_g <= LANES else 4
 
 
+@nb.njit(inline="always", cache=True)
 def store_row(acc, a0, out, o, c0, width):
-    """out[o, c0 + c] = acc[a0 + c] for c < width; bf16 (int16) outputs are rounded (`bf16.narrow`)."""
-
-
-@overload(store_row, inline="always")
-def _store_row(acc, a0, out, o, c0, width):
-    if out.dtype == types.float32:
-        def store_f32(acc, a0, out, o, c0, width):
-            for c in range(width):
-                out[o, c0 + c] = acc[a0 + c]
-        return store_f32
-
-    def store_bf16(acc, a0, out, o, c0, width):  # rounded to nearest even, branch-free: the loop vectorises
-        for c in range(width):
-            out[o, c0 + c] = narrow(acc[a0 + c])
-    return store_bf16
+    """out[o, c0 + c] = acc[a0 + c] for c < width; bf16 (int16) outputs rounded (`bf16.element_of`, branch-free:
+    the loop vectorises)."""
+    for c in range(width):
+        out[o, c0 + c] = element_of(out, acc[a0 + c])
 
 
 @functools.cache
