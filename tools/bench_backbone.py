@@ -6,7 +6,7 @@ Besides the block-timed rows (every engine's repeats in one process), a row time
 float32, pc3d bf16 autocast, spconv) in fresh processes, one after another, over several rounds, and reports
 the median of the rounds' ratios: each engine starts from a clean allocator, and the host's drift between
 minutes falls on all three alike. On the EPYC host of 2026-12-06 block-timed runs of the bf16 backbone read
-4.81x and 5.12x spconv at 0.1 m, as spconv's own step swung by 2.3-3.4 s.
+4.62-5.12x spconv at 0.1 m, as spconv's own step swung by 2.2-3.4 s.
 """
 from __future__ import annotations
 

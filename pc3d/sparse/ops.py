@@ -80,15 +80,6 @@ def _bf16_gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: Kernel
     """The bf16 forward / feature gradient on CPU: float32 sums, output in out_dtype."""
     kvol, groups, cin_g, cout_g = w.shape
     n_out = _rows(kmap, transposed)
-    if _depthwise(groups, cin_g, cout_g):  # the per-channel kernels read the bf16 bits themselves
-        out = torch.empty((n_out, groups), dtype=out_dtype)
-        if n_out:
-            sync_threads()
-            pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(
-                kernels.drop_inputs(kmap.table(transposed), keep))
-            w_kc = numpy_bits(w.reshape(kvol, groups).contiguous())
-            dw_kernels.depthwise(groups)(numpy_bits(feats.contiguous()), w_kc, *pairs, numpy_bits(out))
-        return out
     if cout_g % bf16_ops.LANES:  # widths the bf16 micro-kernel does not cover: exact products in float32
         return _gather_gemm_scatter(feats.float(), w.float(), kmap, transposed, keep=keep).to(out_dtype)
     out = torch.empty((n_out, groups * cout_g), dtype=out_dtype)
@@ -132,18 +123,22 @@ def _gather_gemm_scatter(feats: torch.Tensor, w: torch.Tensor, kmap: KernelMap, 
         nbr = kmap.table(transposed)
         return nbr if keep is None else kernels.drop_inputs(nbr, keep)
 
-    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
-        out = feats.new_empty((n_out, groups * cout_g))
+    if feats.device.type == "cpu" and feats.dtype in (*_NUMBA_DTYPES, torch.bfloat16) and _depthwise(
+            groups, cin_g, cout_g):  # the per-channel kernels; bf16 read as bits, float32 sums, rounded once
+        out = torch.empty((n_out, groups), dtype=out_dtype or feats.dtype)
         if n_out:
             sync_threads()
-            x = feats.contiguous().numpy()
-            if _depthwise(groups, cin_g, cout_g):
-                pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
-                w_kc = np.ascontiguousarray(w.numpy().reshape(kvol, groups))
-                dw_kernels.depthwise(groups)(x, w_kc, *pairs, out.numpy())
-            else:  # the register-blocked micro-kernel, every width (a masked last vector where lanes do not divide it)
-                kernel = kernels.gather_gemm_scatter(cout_g, skip=keep is not None)
-                kernel(x, w.numpy(), *kmap.pairs(transposed), out.numpy(), kernels.NO_KEEP if keep is None else keep)
+            pairs = kmap.pairs(transposed) if keep is None else kmap.block_pairs(table())
+            w_kc = numpy_bits(w.reshape(kvol, groups).contiguous())
+            dw_kernels.depthwise(groups)(numpy_bits(feats.contiguous()), w_kc, *pairs, numpy_bits(out))
+        return out
+    if feats.device.type == "cpu" and feats.dtype in _NUMBA_DTYPES:
+        out = feats.new_empty((n_out, groups * cout_g))
+        if n_out:  # the register-blocked micro-kernel, every width (a masked last vector where lanes do not divide it)
+            sync_threads()
+            kernel = kernels.gather_gemm_scatter(cout_g, skip=keep is not None)
+            kernel(feats.contiguous().numpy(), w.numpy(), *kmap.pairs(transposed), out.numpy(),
+                   kernels.NO_KEEP if keep is None else keep)
         return out
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:
         return _bf16_gather_gemm_scatter(feats, w, kmap, transposed, out_dtype or feats.dtype, keep)
