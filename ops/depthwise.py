@@ -20,6 +20,7 @@ from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .bf16 import as_float, element_of
 from .fma import fma
+from .schedule import SLOTS, balanced_tasks, first_item, new_work, next_item, runs
 from .sparse_conv import ROWS_PER_BLOCK
 
 _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
@@ -61,49 +62,60 @@ def _depthwise(fixed: int | None):
         kvol = weight.shape[0]
         block = ROWS_PER_BLOCK
         n_blocks = (n_out + block - 1) // block
-        for blk in prange(n_blocks):
-            o0 = blk * block
-            o1 = min(n_out, o0 + block)
-            acc = sums_for((o1 - o0) * channels, out).reshape(o1 - o0, channels)
-            for k in range(kvol):
-                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
-                    i, r = ins[q], outs[q]
+        work = new_work(n_blocks, runs(n_blocks))
+        for _ in prange(SLOTS):  # runs of blocks handed out in turn (`schedule`)
+            blk, end = first_item(work)
+            while blk < end:
+                o0 = blk * block
+                o1 = min(n_out, o0 + block)
+                acc = sums_for((o1 - o0) * channels, out).reshape(o1 - o0, channels)
+                for k in range(kvol):
+                    for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                        i, r = ins[q], outs[q]
+                        for c in range(channels):
+                            acc[r, c] = fma(as_float(feats[i, c]), as_float(weight[k, c]), acc[r, c])
+                for o in range(o0, o1):
                     for c in range(channels):
-                        acc[r, c] = fma(as_float(feats[i, c]), as_float(weight[k, c]), acc[r, c])
-            for o in range(o0, o1):
-                for c in range(channels):
-                    out[o, c] = element_of(out, acc[o - o0, c])
+                        out[o, c] = element_of(out, acc[o - o0, c])
+                blk, end = next_item(work, blk, end)
 
     return kernel
 
 
 def depthwise_weight_gradient(channels: int):
-    """kernel(feats [N_in, C], grad [N_out, C], nbr [N_out, K], partial [T, K, C] (float32 for bf16 inputs)):
-    ``dW[k, c] = sum_o feats[nbr[o, k], c] * grad[o, c]``. Task t takes a fixed run of output rows (T is a
-    function of N only) and walks the table row by row: each gradient row is read once for all its offsets,
-    and the task's K x C sums stay in L1 until they are written to its partial (1.6x the block-pair walk).
-    C compile-time or run-time as in `depthwise`."""
+    """kernel(feats [N_in, C], grad [N_out, C], nbr [N_out, K], starts (the `block_pairs` starts of nbr, or of
+    the table it was cut from), partial [T, K, C] (float32 for bf16 inputs)):
+    ``dW[k, c] = sum_o feats[nbr[o, k], c] * grad[o, c]``. Task t takes a run of whole blocks of output rows
+    holding about 1 / T of the pairs (`schedule.balanced_tasks`; T is a function of N only) and walks the table
+    row by row: each gradient row is read once for all its offsets, and the task's K x C sums stay in L1 until
+    they are written to its partial (1.6x the block-pair walk). Tasks are handed out one at a time. C
+    compile-time or run-time as in `depthwise`."""
     return _depthwise_weight_gradient(channels if channels >= SPECIALISED_DEPTHWISE else None)
 
 
 @functools.cache
 def _depthwise_weight_gradient(fixed: int | None):
     @nb.njit(**_OPTS)
-    def kernel(feats, grad, nbr, partial):
+    def kernel(feats, grad, nbr, starts, partial):
         n_tasks, kvol = partial.shape[0], partial.shape[1]
         channels = partial.shape[2] if fixed is None else fixed
         n_out = nbr.shape[0]
-        per_task = (n_out + n_tasks - 1) // n_tasks
-        for t in prange(n_tasks):
-            local = zeros64(kvol * channels, partial.dtype).reshape(kvol, channels)
-            for o in range(t * per_task, min(n_out, (t + 1) * per_task)):
+        block = ROWS_PER_BLOCK
+        bounds = balanced_tasks(starts, kvol, n_tasks)
+        work = new_work(n_tasks, 1)
+        for _ in prange(SLOTS):  # tasks handed out in turn (`schedule`)
+            t, end = first_item(work)
+            while t < end:
+                local = zeros64(kvol * channels, partial.dtype).reshape(kvol, channels)
+                for o in range(bounds[t] * block, min(n_out, bounds[t + 1] * block)):
+                    for k in range(kvol):
+                        i = nbr[o, k]
+                        if i >= 0:
+                            for c in range(channels):
+                                local[k, c] = fma(as_float(feats[i, c]), as_float(grad[o, c]), local[k, c])
                 for k in range(kvol):
-                    i = nbr[o, k]
-                    if i >= 0:
-                        for c in range(channels):
-                            local[k, c] = fma(as_float(feats[i, c]), as_float(grad[o, c]), local[k, c])
-            for k in range(kvol):
-                for c in range(channels):
-                    partial[t, k, c] += local[k, c]
+                    for c in range(channels):
+                        partial[t, k, c] += local[k, c]
+                t, end = next_item(work, t, end)
 
     return kernel

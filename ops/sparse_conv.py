@@ -1,14 +1,16 @@
 """Fused gather -> GEMM -> scatter kernels of sparse convolution over a neighbour table.
 
-Forward: ``out[o] = sum_k feats[nbr[o, k]] @ W[k]`` (per group). Each thread owns a block of
-output rows, so there are no atomics and the sum order is fixed: results are bitwise
-reproducible. Inside a block the offsets run in the outer loop so that one offset's weights stay
-in L1 while its pairs stream through. The same kernel computes the feature gradient with the
-transposed table and transposed weights.
+Forward: ``out[o] = sum_k feats[nbr[o, k]] @ W[k]`` (per group). Blocks of 256 output rows are
+handed to the threads in runs of neighbouring blocks (`schedule`: a block's work follows the density
+of the cloud, and a static split left one thread idle 14 % of a conv); a block belongs to one thread, so
+there are no atomics and the sum order is fixed: results are bitwise reproducible. Inside a block
+the offsets run in the outer loop so that one offset's weights stay in L1 while its pairs stream
+through. The same kernel computes the feature gradient with the transposed table and transposed
+weights.
 
-Weight gradient: ``dW[k] = sum_o feats[nbr[o, k]]^T grad[o]``; output rows are split into a
-fixed number of tasks (a function of N only, never of the thread count), each with its own
-partial sum, added in task order: deterministic too.
+Weight gradient: ``dW[k] = sum_o feats[nbr[o, k]]^T grad[o]``; the blocks are split into a fixed
+number of tasks of about equal pairs (`schedule.balanced_tasks`, a function of the map only, never
+of the thread count), each with its own partial sum, added in task order: deterministic too.
 
 Each compile costs 3-5 s, which a fresh checkout pays for every kernel a model or a test suite touches,
 so kernels are specialised only where the code needs a constant: the register-blocked weight gradient on
@@ -30,6 +32,7 @@ from numba import prange
 from . import numba_cache  # noqa: F401  (process-safe on-disk kernel cache)
 from .aligned import zeros64
 from .microkernel import PREFETCH_CALLS, VECTOR_BYTES, mac_pairs, mac_rows, row_vectors, vector_lanes
+from .schedule import SLOTS, balanced_tasks, first_item, new_work, next_item, runs
 
 _OPTS = {"parallel": True, "nogil": True, "boundscheck": False, "cache": True}  # no fastmath: see `fma`
 ROWS_PER_BLOCK = 256
@@ -171,50 +174,54 @@ def _micro_gather_gemm_scatter(cols: int, skip: bool):
         x = feats.reshape(-1)
         w = weight.reshape(-1)
         n_blocks = (n_out + block - 1) // block
-        for blk in prange(n_blocks):
-            o0 = blk * block
-            o1 = min(n_out, o0 + block)
-            acc = zeros64((o1 - o0) * cout, out.dtype)  # 64-byte rows start on cache lines
-            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: mac_rows prefetches
-            acc_offs = np.empty(block, np.int64)
-            for k in range(kvol):
-                n = 0
-                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
-                    i = ins[q]  # branch-free: the slot is always written, counted when kept
-                    x_offs[n] = i * cin
-                    acc_offs[n] = outs[q] * cout
-                    n += keep[i] if skip else 1
-                for g in range(groups):
-                    w_off = (k * groups + g) * cin_g * cout_g
-                    if g > 0:  # step the gathered offsets to this group's channels
-                        for p in range(n):
-                            x_offs[p] += cin_g
-                            acc_offs[p] += cout_g
-                    p = 0
-                    if keyed:  # cols: a compile-time width
-                        while p + rows <= n:
-                            mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
-                            p += rows
-                        if rows > 4 and p + 4 <= n:  # the rest (< rows) in halving steps
-                            mac_rows(4, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
-                            p += 4
-                        if p + 2 <= n:
-                            mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
-                            p += 2
-                        if p < n:
-                            mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
-                    else:  # cout_g: a run-time width
-                        while p + 4 <= n:
-                            mac_rows(4, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-                            p += 4
-                        if p + 2 <= n:
-                            mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-                            p += 2
-                        if p < n:
-                            mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
-            for o in range(o0, o1):
-                for c in range(cout):
-                    out[o, c] = acc[(o - o0) * cout + c]
+        work = new_work(n_blocks, runs(n_blocks))
+        for _ in prange(SLOTS):  # runs of blocks handed out in turn (`schedule`)
+            blk, end = first_item(work)
+            while blk < end:
+                o0 = blk * block
+                o1 = min(n_out, o0 + block)
+                acc = zeros64((o1 - o0) * cout, out.dtype)  # 64-byte rows start on cache lines
+                x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: mac_rows prefetches
+                acc_offs = np.empty(block, np.int64)
+                for k in range(kvol):
+                    n = 0
+                    for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                        i = ins[q]  # branch-free: the slot is always written, counted when kept
+                        x_offs[n] = i * cin
+                        acc_offs[n] = outs[q] * cout
+                        n += keep[i] if skip else 1
+                    for g in range(groups):
+                        w_off = (k * groups + g) * cin_g * cout_g
+                        if g > 0:  # step the gathered offsets to this group's channels
+                            for p in range(n):
+                                x_offs[p] += cin_g
+                                acc_offs[p] += cout_g
+                        p = 0
+                        if keyed:  # cols: a compile-time width
+                            while p + rows <= n:
+                                mac_rows(rows, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
+                                p += rows
+                            if rows > 4 and p + 4 <= n:  # the rest (< rows) in halving steps
+                                mac_rows(4, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
+                                p += 4
+                            if p + 2 <= n:
+                                mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
+                                p += 2
+                            if p < n:
+                                mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cols, cin_g)
+                        else:  # cout_g: a run-time width
+                            while p + 4 <= n:
+                                mac_rows(4, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
+                                p += 4
+                            if p + 2 <= n:
+                                mac_rows(2, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
+                                p += 2
+                            if p < n:
+                                mac_rows(1, vectors, acc, acc_offs, x, x_offs, p, w, w_off, cout_g, cin_g)
+                for o in range(o0, o1):
+                    for c in range(cout):
+                        out[o, c] = acc[(o - o0) * cout + c]
+                blk, end = next_item(work, blk, end)
 
     return kernel
 
@@ -240,10 +247,10 @@ def pair_weight_gradient(cout_g: int, dtype: str):
     Per block of 256 output rows and offset, the block's pairs (read from `block_pairs`, built once per
     map) are reduced by `mac_pairs` a few feature channels at a time: the accumulators of
     [rows, cout_g] stay in registers over the pairs, each pair's gradient row is loaded once per channel
-    group and its features are broadcast from their rows; no panels are copied. Tasks are contiguous
-    runs of blocks (their number fixed by N_out). Sums: each (block, offset, group) in registers, pairs in
-    order, then added to the task's partial, blocks in order: a two-level sum, float32 error growing
-    with a block's pairs, not a task's.
+    group and its features are broadcast from their rows; no panels are copied. Tasks are runs of blocks
+    of about equal pairs (`schedule.balanced_tasks`; their number fixed by N_out). Sums: each (block, offset,
+    group) in registers, pairs in order, then added to the task's partial, blocks in order: a two-level sum,
+    float32 error growing with a block's pairs, not a task's.
     """
     block = ROWS_PER_BLOCK
     rows = wgrad_rows(cout_g, vector_lanes(dtype))
@@ -255,34 +262,37 @@ def pair_weight_gradient(cout_g: int, dtype: str):
         x = feats.reshape(-1)
         gr = grad.reshape(-1)
         acc = partial.reshape(-1)
-        n_blocks = (len(starts) - 1) // kvol
-        per_task = (n_blocks + n_tasks - 1) // n_tasks
-        for t in prange(n_tasks):
-            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
-                for k in range(kvol):
-                    s0 = starts[blk * kvol + k]
-                    n = starts[blk * kvol + k + 1] - s0
-                    if n == 0:
-                        continue
-                    for g in range(groups):
-                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
-                        g_base = blk * block * cout + g * cout_g
-                        r = 0
-                        while r + rows <= cin_g:
-                            mac_pairs(rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                      s0, n, cin, cout)
-                            r += rows
-                        if rows > 4 and r + 4 <= cin_g:  # the rest (< rows channels) in halving steps
-                            mac_pairs(4, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                      s0, n, cin, cout)
-                            r += 4
-                        if rows > 2 and r + 2 <= cin_g:
-                            mac_pairs(2, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                      s0, n, cin, cout)
-                            r += 2
-                        if r < cin_g:
-                            mac_pairs(1, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
-                                      s0, n, cin, cout)
+        bounds = balanced_tasks(starts, kvol, n_tasks)
+        work = new_work(n_tasks, 1)
+        for _ in prange(SLOTS):  # tasks handed out in turn (`schedule`)
+            t, end = first_item(work)
+            while t < end:
+                for blk in range(bounds[t], bounds[t + 1]):
+                    for k in range(kvol):
+                        s0 = starts[blk * kvol + k]
+                        n = starts[blk * kvol + k + 1] - s0
+                        if n == 0:
+                            continue
+                        for g in range(groups):
+                            base = ((t * kvol + k) * groups + g) * cin_g * cout_g
+                            g_base = blk * block * cout + g * cout_g
+                            r = 0
+                            while r + rows <= cin_g:
+                                mac_pairs(rows, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                          s0, n, cin, cout)
+                                r += rows
+                            if rows > 4 and r + 4 <= cin_g:  # the rest (< rows channels) in halving steps
+                                mac_pairs(4, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                          s0, n, cin, cout)
+                                r += 4
+                            if rows > 2 and r + 2 <= cin_g:
+                                mac_pairs(2, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                          s0, n, cin, cout)
+                                r += 2
+                            if r < cin_g:
+                                mac_pairs(1, cout_g, acc, base + r * cout_g, x, ins, g * cin_g + r, gr, outs, g_base,
+                                          s0, n, cin, cout)
+                t, end = next_item(work, t, end)
 
     return kernel
 

@@ -30,6 +30,7 @@ from .aligned import zeros64
 from .amx import DEPTH as INTERLEAVED_ROWS  # rows per interleave_rows call
 from .amx import interleave_rows
 from .bf16 import LANES, PREFETCH_CALLS, dot_packed, dot_rows, element_of
+from .schedule import SLOTS, balanced_tasks, first_item, new_work, next_item, runs
 from .sparse_conv import ROWS_PER_BLOCK, wgrad_rows
 
 # No fastmath: numba adds its flags to every float instruction of the function, the inlined
@@ -58,9 +59,9 @@ def gather_gemm_scatter(cout_g: int, native: bool):
     Specialised on cout_g (the register tile) alone, as the float32 kernels are: G and cin_g come from the
     arrays, and the reduction over cin_g is a loop of the micro-kernel either way.
 
-    Loop order: blocks of 256 output rows (parallel) > offsets k > groups > pairs of the block
-    with an input at k, `rows_per_call` at a time, each multiplied over the whole cin_g reduction
-    in registers (pairs of channels per step). Accumulation: each block sums into a zeroed float32
+    Loop order: blocks of 256 output rows (runs of them handed to the threads, `schedule`) > offsets k >
+    groups > pairs of the block with an input at k, `rows_per_call` at a time, each multiplied over the
+    whole cin_g reduction in registers (pairs of channels per step). Accumulation: each block sums into a zeroed float32
     buffer, offset after offset in order, then rounds once to the output dtype.
     """
     if cout_g % LANES:
@@ -79,33 +80,37 @@ def gather_gemm_scatter(cout_g: int, native: bool):
         x = feats.reshape(-1)
         w = w_vnni.reshape(-1)
         n_blocks = (n_out + block - 1) // block
-        for blk in prange(n_blocks):
-            o0 = blk * block
-            o1 = min(n_out, o0 + block)
-            acc = zeros64((o1 - o0) * cout, np.float32)
-            x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: dot_rows prefetches ahead
-            acc_offs = np.empty(block, np.int64)
-            for k in range(kvol):
-                n = 0
-                for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
-                    x_offs[n] = ins[q] * cin
-                    acc_offs[n] = outs[q] * cout
-                    n += 1
-                for g in range(groups):
-                    if g > 0:  # step the gathered offsets to this group's channels
-                        for p in range(n):
-                            x_offs[p] += cin_g
-                            acc_offs[p] += cout_g
-                    w_off = (k * groups + g) * w_group
-                    p = 0
-                    while p + rows <= n:
-                        dot_rows(nat, rows, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
-                        p += rows
-                    while p < n:
-                        dot_rows(nat, 1, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
-                        p += 1
-            for o in range(o0, o1):
-                store_row(acc, (o - o0) * cout, out, o, 0, cout)
+        work = new_work(n_blocks, runs(n_blocks))
+        for _ in prange(SLOTS):  # runs of blocks handed out in turn (`schedule`)
+            blk, end = first_item(work)
+            while blk < end:
+                o0 = blk * block
+                o1 = min(n_out, o0 + block)
+                acc = zeros64((o1 - o0) * cout, np.float32)
+                x_offs = np.zeros(block + PREFETCH_CALLS * rows, np.int64)  # spare entries: dot_rows prefetches ahead
+                acc_offs = np.empty(block, np.int64)
+                for k in range(kvol):
+                    n = 0
+                    for q in range(starts[blk * kvol + k], starts[blk * kvol + k + 1]):
+                        x_offs[n] = ins[q] * cin
+                        acc_offs[n] = outs[q] * cout
+                        n += 1
+                    for g in range(groups):
+                        if g > 0:  # step the gathered offsets to this group's channels
+                            for p in range(n):
+                                x_offs[p] += cin_g
+                                acc_offs[p] += cout_g
+                        w_off = (k * groups + g) * w_group
+                        p = 0
+                        while p + rows <= n:
+                            dot_rows(nat, rows, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                            p += rows
+                        while p < n:
+                            dot_rows(nat, 1, cout_g, acc, acc_offs, x, x_offs, p, w, w_off, cin_g)
+                            p += 1
+                for o in range(o0, o1):
+                    store_row(acc, (o - o0) * cout, out, o, 0, cout)
+                blk, end = next_item(work, blk, end)
 
     return kernel
 
@@ -136,31 +141,34 @@ def pair_weight_gradient(cin_g: int, cout_g: int, native: bool):
         x = feats.reshape(-1)
         gr = grad.reshape(-1)
         acc = partial.reshape(-1)
-        n_blocks = (len(starts) - 1) // kvol
-        per_task = (n_blocks + n_tasks - 1) // n_tasks
-        for t in prange(n_tasks):
-            x_panel = zeros64(block * cin_g, np.int16)  # int16 pairs, read as int32 by dot_packed
-            g_panel = zeros64(block * cout_g, np.int16)
-            xp, gp = x_panel.view(np.int32), g_panel.view(np.int32)
-            for blk in range(t * per_task, min(n_blocks, (t + 1) * per_task)):
-                for k in range(kvol):
-                    s0 = starts[blk * kvol + k]
-                    n = starts[blk * kvol + k + 1] - s0
-                    if n == 0:
-                        continue
-                    for g in range(groups):
-                        g_base = blk * block * cout + g * cout_g  # outs are block-relative
-                        for q in range(0, n, INTERLEAVED_ROWS):
-                            m = min(INTERLEAVED_ROWS, n - q)
-                            interleave_rows(cin_g, x_panel, q * cin_g, x, ins, s0 + q, m, cin, g * cin_g)
-                            interleave_rows(cout_g, g_panel, q * cout_g, gr, outs, s0 + q, m, cout, g_base)
-                        base = ((t * kvol + k) * groups + g) * cin_g * cout_g
-                        steps = (n + 1) // 2
-                        r = 0
-                        while r + rows <= cin_g:
-                            dot_packed(nat, rows, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
-                            r += rows
-                        dot_packed(nat, last, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
+        bounds = balanced_tasks(starts, kvol, n_tasks)
+        work = new_work(n_tasks, 1)
+        for _ in prange(SLOTS):  # tasks handed out in turn (`schedule`)
+            t, end = first_item(work)
+            while t < end:
+                x_panel = zeros64(block * cin_g, np.int16)  # int16 pairs, read as int32 by dot_packed
+                g_panel = zeros64(block * cout_g, np.int16)
+                xp, gp = x_panel.view(np.int32), g_panel.view(np.int32)
+                for blk in range(bounds[t], bounds[t + 1]):
+                    for k in range(kvol):
+                        s0 = starts[blk * kvol + k]
+                        n = starts[blk * kvol + k + 1] - s0
+                        if n == 0:
+                            continue
+                        for g in range(groups):
+                            g_base = blk * block * cout + g * cout_g  # outs are block-relative
+                            for q in range(0, n, INTERLEAVED_ROWS):
+                                m = min(INTERLEAVED_ROWS, n - q)
+                                interleave_rows(cin_g, x_panel, q * cin_g, x, ins, s0 + q, m, cin, g * cin_g)
+                                interleave_rows(cout_g, g_panel, q * cout_g, gr, outs, s0 + q, m, cout, g_base)
+                            base = ((t * kvol + k) * groups + g) * cin_g * cout_g
+                            steps = (n + 1) // 2
+                            r = 0
+                            while r + rows <= cin_g:
+                                dot_packed(nat, rows, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
+                                r += rows
+                            dot_packed(nat, last, cout_g, acc, base + r * cout_g, xp, r, cin_g, gp, steps)
+                t, end = next_item(work, t, end)
 
     return kernel
 

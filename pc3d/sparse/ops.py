@@ -177,8 +177,9 @@ def _weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, t
         partial = host_zeros64((kernels.wgrad_tasks(n_out), kvol, groups), sum_dtype)
         if n_out:
             sync_threads()
+            starts = kmap.pairs(transposed)[0]  # the whole map's: the tasks' split, whatever keep drops
             dw_kernels.depthwise_weight_gradient(groups)(numpy_bits(feats.contiguous()),
-                                                         numpy_bits(grad.contiguous()), table(), partial)
+                                                         numpy_bits(grad.contiguous()), table(), starts, partial)
         return torch.from_numpy(_sum_tasks(partial).reshape(shape_kgio))
     if feats.device.type == "cpu" and feats.dtype == torch.bfloat16:  # exact products, float32 sums
         if amx_kernels.wgrad_supports(cin_g, cout_g) and amx_ops.use_amx():

@@ -42,8 +42,10 @@ MAX_CELLS = 1 << 53  # cell keys must fit the 53 bits that sort_by_cell packs be
 def n_chunks() -> int:
     """Work split of the parallel kernels (numba threads follow torch's).
 
-    Several chunks per thread, handed out one at a time (see `scheduling`): on a shared machine a
-    thread that loses its core then delays a parallel loop by one small chunk, not half the work.
+    Several chunks per thread, of equal point counts. Under the `workqueue` or `tbb` threading layers they
+    are handed out one at a time (see `scheduling`); numba's `omp` layer, pc3d's default, splits a prange
+    statically (each thread its contiguous share of the chunks, `pc3d_ops.schedule`), which suits these
+    kernels: their work per point is about even.
     """
     return 8 * numba.get_num_threads()
 
@@ -56,7 +58,8 @@ def sort_chunks() -> int:
 
 
 def scheduling():
-    """Context of the voxelization kernels: parallel loop iterations are handed out one by one."""
+    """Context of the voxelization kernels: parallel loop iterations are handed out one by one where the
+    threading layer honours `numba.parallel_chunksize` (`workqueue`, `tbb`; the `omp` layer ignores it)."""
     return numba.parallel_chunksize(1)
 
 
