@@ -5,9 +5,10 @@ thread t runs the t-th contiguous 1/T of the iterations, whatever `numba.paralle
 setting reaches the `workqueue` and `tbb` layers only; checked with numba 0.68.1 by recording
 `numba.get_thread_id()` per iteration). A sparse conv's blocks of output rows are contiguous in the sort
 order of the sites, and their work (the map's pairs) follows the density of the cloud: on the benchmark
-sweep at 0.1 m the first half of the blocks holds 43 % of the pairs, so one thread idled for 14 % of every
-conv. A loop that takes its items from a shared counter instead balances itself, and a thread that loses
-its core to another process delays it by one item, not by its half.
+sweep at 0.1 m the first half of the blocks holds 43 % of the pairs, so every conv took 14 % longer than an
+even split would (one thread idled for a quarter of it). A loop that takes its items from a shared counter
+instead balances itself, and a thread that loses its core to another process delays it by one run of items,
+not by its half.
 
 Items go in runs of consecutive ones (`runs`: about n / 64 at a time), so a thread still walks
 neighbouring blocks in turn: neighbouring blocks of a conv gather mostly the same input rows, and handing out

@@ -1,7 +1,7 @@
 """bfloat16 gather -> GEMM -> scatter kernels: bf16 features and weights, float32 sums.
 
 The same schedule as `sparse_conv` (output-stationary blocks of 256 rows, offsets outermost,
-no atomics, fixed summation order: bitwise reproducible), with the multiply done by
+no atomic sums, fixed summation order: bitwise reproducible), with the multiply done by
 `bf16.dot_rows` (`vdpbf16ps` or its fallback). bf16 arrays are int16 views of torch bf16 tensors;
 weights come in VNNI layout ([K, G, ceil(cin_g / 2), cout_g, 2], see `bf16.to_vnni`). Outputs are
 float32, or bf16 rounded once from the float32 sum (to nearest even, bit for bit as torch's
