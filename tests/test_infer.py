@@ -124,6 +124,19 @@ def test_waymo_segment_writes_parquet(data, ckpts, tmp_path, capsys):
     assert len(list((tmp_path / "render").rglob("*.png"))) == 2
 
 
+def test_a_kitti_model_over_a_waymo_segment_writes_waymo_types(data, tmp_path):
+    """Car is written as Vehicle (the probe's infer/waymo-split-folder-legit case once ended in an error); the
+    untrained model keeps every box (score threshold 0)."""
+    from pc3d.eval.waymo_objects import read_objects
+
+    ckpt = experiment_checkpoint(tmp_path, "pointpillars_sim_kitti", f"dataset.root={data / 'kitti'}",
+                                 "model.post_process.score_threshold=0", "model.dense_head.score_threshold=0")
+    assert run(ckpt, data / "waymo" / "training", tmp_path / "out") == 0
+    frames = read_objects(tmp_path / "out" / "waymo" / "training" / "objects.bin")
+    types = {t for frame in frames.values() for t in frame["types"].tolist()}
+    assert len(frames) == 2 and types and types <= {"vehicle", "pedestrian", "cyclist"}
+
+
 def test_track_gives_every_box_an_id_in_json_and_parquet(data, ckpts, tmp_path, capsys):
     import pyarrow.parquet as pq
 

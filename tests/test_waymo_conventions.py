@@ -95,3 +95,24 @@ def test_prediction_velocities_are_written_in_world_axes(tmp_path):
     assert pq.read_schema(path).field(f"{BOX}.type").type == pa.int8()  # as v2's box component
     np.testing.assert_allclose(read_box_predictions(path)[7]["boxes"][0, 7:], 5 * np.array([np.cos(yaw), np.sin(yaw)]))
     np.testing.assert_allclose(read_box_predictions(path, {7: pose})[7]["boxes"], boxes, atol=1e-12)
+
+
+def test_a_kitti_models_classes_are_written_as_waymo_types(tmp_path):
+    """A KITTI model run over Waymo frames (tools/infer.py): its Car is Vehicle in both prediction files, as
+    cross-dataset work pairs them; a class that is no Waymo type is TYPE_UNKNOWN, with a warning counting its
+    boxes; Waymo's own names match in any case."""
+    from pc3d.data.waymo_parquet import read_box_predictions, waymo_type_ids, write_box_predictions
+    from pc3d.eval.waymo_objects import prediction_frames, read_objects, write_objects
+
+    ids, unmapped = waymo_type_ids(["Car", "Pedestrian", "Cyclist", "Van", "VEHICLE", "sign"])
+    assert ids.tolist() == [1, 2, 4, 0, 1, 3] and unmapped == ["Van"]
+    names = ["Car", "Pedestrian", "Van"]
+    boxes = np.array([[10.0, 2.0, 0.5, 4.0, 2.0, 1.5, 0.2]] * 4)
+    frames = [(7, {"boxes": boxes, "scores": np.full(4, 0.5), "labels": np.array([1, 2, 3, 3])})]
+    write_box_predictions(tmp_path / "segment.parquet", "segment", frames, names)
+    assert read_box_predictions(tmp_path / "segment.parquet")[7]["types"].tolist() == [
+        "Vehicle", "Pedestrian", "Unknown", "Unknown"]
+    with pytest.warns(UserWarning, match=r"\['Van'\] name no Waymo object type: their 2 box\(es\)"):
+        write_objects(tmp_path / "objects.bin", prediction_frames({"segment": frames}, names))
+    assert read_objects(tmp_path / "objects.bin")["segment", 7]["types"].tolist() == [
+        "vehicle", "pedestrian", "unknown", "unknown"]

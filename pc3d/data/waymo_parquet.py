@@ -22,6 +22,9 @@ LIDAR, CALIB, BOX = "[LiDARComponent]", "[LiDARCalibrationComponent]", "[LiDARBo
 SEGMENT, TIMESTAMP, LASER = "key.segment_context_name", "key.frame_timestamp_micros", "key.laser_name"
 WAYMO_TYPES = {0: "Unknown", 1: "Vehicle", 2: "Pedestrian", 3: "Sign", 4: "Cyclist"}
 WAYMO_CLASSES = ("Vehicle", "Pedestrian", "Cyclist")
+# a model's class names that name a Waymo type besides Waymo's own (any case): KITTI's Car, which cross-dataset
+# work pairs with Vehicle (OpenPCDet's MAP_CLASS_TO_KITTI)
+TYPE_ALIASES = {"car": "vehicle"}
 SPLIT_ALIASES = {"train": "training", "val": "validation", "test": "testing"}
 INDEX_FORMAT, INDEX_VERSION = "pc3d-waymo-index", 2  # 2: every row group a frame's lasers lie in
 BOX_COLUMNS = [SEGMENT, TIMESTAMP] + [f"{BOX}.{c}" for c in (
@@ -178,6 +181,15 @@ def read_index(path: Path) -> list[dict]:
     return segments
 
 
+def waymo_type_ids(class_names) -> tuple[np.ndarray, list[str]]:
+    """(int64 [C]: the Waymo type of each class name, matched in any case, KITTI's Car as Vehicle (TYPE_ALIASES),
+    0 (TYPE_UNKNOWN) for a name that is no Waymo type; those names, in class order)."""
+    numbers = {name.lower(): i for i, name in WAYMO_TYPES.items() if i}
+    lowered = [TYPE_ALIASES.get(str(c).lower(), str(c).lower()) for c in class_names]
+    ids = np.array([numbers.get(name, 0) for name in lowered], np.int64)
+    return ids, [str(c) for c, i in zip(class_names, ids.tolist(), strict=True) if i == 0]
+
+
 def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict]], class_names,
                           poses: dict[int, np.ndarray] | None = None) -> Path:
     """One parquet file in the v2 ``lidar_box`` layout (plus a ``score`` column) of a segment's detections:
@@ -185,10 +197,11 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     vehicle-frame velocities (vx, vy) also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them),
     turned into world axes by poses {timestamp: world_from_vehicle [4, 4]}, which they then need. The object id
     (``key.laser_object_id``) is the track id where the frame has them (a tracking submission's convention),
-    else ``pred_<timestamp>_<k>``, unique per box."""
+    else ``pred_<timestamp>_<k>``, unique per box. Labels name `class_names`; their Waymo types are
+    `waymo_type_ids`'."""
     import pyarrow as pa
 
-    type_ids = {name: i for i, name in WAYMO_TYPES.items()}
+    type_ids, _ = waymo_type_ids(class_names)
     rows: dict[str, list] = {SEGMENT: [], TIMESTAMP: [], OBJECT_ID: []}
     fields = ("box.center.x", "box.center.y", "box.center.z", "box.size.x", "box.size.y", "box.size.z", "box.heading")
     widths = {np.shape(pred["boxes"])[-1] for _, pred in frames if len(pred["scores"])}
@@ -208,7 +221,7 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
             rows[OBJECT_ID].append(f"pred_{timestamp}_{k}" if tracks is None else str(int(tracks[k])))
             for j, name in enumerate(fields):
                 rows[f"{BOX}.{name}"].append(float(box[j]))
-            rows[f"{BOX}.type"].append(type_ids.get(str(class_names[int(label) - 1]), 0))
+            rows[f"{BOX}.type"].append(int(type_ids[int(label) - 1]))
             rows[f"{BOX}.score"].append(float(score))
     table = pa.table({k: pa.array(v, pa.int64() if k == TIMESTAMP else pa.int8() if k == f"{BOX}.type" else
                                   pa.string() if k in (SEGMENT, OBJECT_ID) else pa.float64())

@@ -14,6 +14,7 @@ boxes are LiDAR boxes, so a file with camera objects is refused rather than merg
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -100,20 +101,28 @@ def prediction_frames(per_segment: Mapping[str, list], class_names,
     """write_objects' frames of detections ``{segment: [(timestamp, {"boxes" [K, 7 (+2)], "scores", "labels" 1..K
     (, "track_ids")})]}``, labels naming `class_names`; ids are the track ids where a frame has them. Vehicle-frame
     velocities (boxes of 9 columns) are turned into world axes, the axes of Waymo's speeds, by poses
-    ``{segment: {timestamp: world_from_vehicle}}``, which they then need (a DataFormatError without)."""
-    from pc3d.data.waymo_parquet import pose_of, turn_velocities
+    ``{segment: {timestamp: world_from_vehicle}}``, which they then need (a DataFormatError without). Types are
+    `waymo_type_ids`' (KITTI's Car is Vehicle); a class that names no Waymo type is written as TYPE_UNKNOWN,
+    which Waymo's evaluators skip, with a warning naming it and counting its boxes."""
+    from pc3d.data.waymo_parquet import pose_of, turn_velocities, waymo_type_ids
 
-    names = np.asarray([str(c) for c in class_names])
-    for segment, frames in per_segment.items():
-        for timestamp, pred in frames:
-            labels = np.asarray(pred["labels"], np.int64).reshape(-1)
-            tracks = pred.get("track_ids")
-            boxes = np.asarray(pred["boxes"], np.float64)
-            if boxes.ndim == 2 and boxes.shape[1] >= 9 and len(boxes):
-                boxes = turn_velocities(boxes, pose_of(segment, (poses or {}).get(segment), timestamp)[:3, :3])
-            yield {"context_name": segment, "timestamp": timestamp, "boxes": boxes, "scores": pred["scores"],
-                   "types": names[labels - 1] if len(labels) else np.zeros(0, str),
-                   "ids": None if tracks is None else np.asarray(tracks, np.int64)}
+    types, unmapped = waymo_type_ids(class_names)
+    if unmapped:
+        missed = sum(int(np.isin(np.asarray(pred["labels"], np.int64), np.flatnonzero(types == 0) + 1).sum())
+                     for frames in per_segment.values() for _, pred in frames)
+        warnings.warn(f"classes {unmapped} name no Waymo object type: their {missed} box(es) are written as "
+                      "TYPE_UNKNOWN, which Waymo's evaluators skip", stacklevel=2)
+
+    def frame(segment: str, timestamp: int, pred: dict) -> dict:
+        labels = np.asarray(pred["labels"], np.int64).reshape(-1)
+        tracks = pred.get("track_ids")
+        boxes = np.asarray(pred["boxes"], np.float64)
+        if boxes.ndim == 2 and boxes.shape[1] >= 9 and len(boxes):
+            boxes = turn_velocities(boxes, pose_of(segment, (poses or {}).get(segment), timestamp)[:3, :3])
+        return {"context_name": segment, "timestamp": timestamp, "boxes": boxes, "scores": pred["scores"],
+                "types": types[labels - 1], "ids": None if tracks is None else np.asarray(tracks, np.int64)}
+
+    return (frame(segment, timestamp, pred) for segment, frames in per_segment.items() for timestamp, pred in frames)
 
 
 def read_objects(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
