@@ -68,3 +68,42 @@ def test_this_machines_proc_stat_parses_and_our_cpu_time_counts():
     after = cpu_share.snapshot()
     assert before.ticks is not None and set(before.ticks) == set(cpu_share.FIELDS)
     assert after.own_seconds > before.own_seconds
+
+
+def test_a_pid_stat_line_with_a_command_name_of_spaces_and_parentheses():
+    line = "4242 (a (b) c) S 17 4242 17 0 -1 4194560 100 0 0 0 30 5 7 2 20 0 1 0 9 1000 50"
+    assert cpu_share.parse_pid_stat(line) == (17, 30 + 5 + 7 + 2)
+
+
+def test_descendants_are_found_through_the_process_tree(tmp_path):
+    """1 -> 10 -> 11 -> 12, and 20 beside 10: the descendants of 10 are 11 and 12."""
+    for pid, ppid, busy in ((1, 0, 1000), (10, 1, 1), (11, 10, 20), (12, 11, 300), (20, 1, 4000)):
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (p) S {ppid} 0 0 0 -1 0 0 0 0 0 {busy} 0 0 0 20 0 1 0\n")
+    assert cpu_share.descendant_ticks(10, str(tmp_path)) == 320
+    assert cpu_share.descendant_ticks(20, str(tmp_path)) == 0
+    assert cpu_share.descendant_ticks(10, str(tmp_path / "missing")) == 0
+
+
+@pytest.mark.skipif(not Path("/proc/stat").exists(), reason="Linux only")
+def test_a_forkserver_childs_cpu_time_is_ours():
+    """A forkserver's child is not ours to wait for (the forkserver reaps it), yet its time is ours, not another
+    process's: before, a DataLoader's workers flagged a quiet machine."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("forkserver")
+    context.Process(target=int).start()  # the forkserver is up before the first snapshot
+    before = cpu_share.snapshot()
+    worker = context.Process(target=_spin, args=(0.6,))
+    worker.start()
+    worker.join()
+    after = cpu_share.snapshot()
+    assert after.own_seconds - before.own_seconds > 0.4
+
+
+def _spin(seconds: float) -> None:
+    import time
+
+    end = time.process_time() + seconds
+    while time.process_time() < end:
+        pass
