@@ -124,7 +124,9 @@ class SegmentationOutput:
         self.palette = self.space.colors if self.space.colors is not None else generated_palette(len(self.space.names))
         indoor = source.kind == "scannet" or getattr(dataset_class(dataset_cfg), "indoor", False)
         self.view = "overview" if indoor else "driving"
-        self.one_file = source.kind == "file"  # its labels go to <folder>/<stem>, as a folder's frames do
+        # frame ids that name no sequence (point files, a KITTI root's "000008") get their source's:
+        # <folder>/<stem>, "kitti/000008" (SemanticKITTI's writer needs "SS/NNNNNN")
+        self.sequence_ids = source.kind in ("file", "kitti")
         self.written = 0
         self.range_frames = None  # Waymo TOP-laser frames: their labels on the range images, segmentation.bin
 
@@ -142,7 +144,7 @@ class SegmentationOutput:
             rows = np.full(len(kept), self.ignore_index, np.int64)
             rows[kept] = labels
             labels = rows
-        name = f"{frame.sequence}/{frame.frame_id}" if self.one_file else frame.frame_id
+        name = f"{frame.sequence}/{frame.frame_id}" if self.sequence_ids else frame.frame_id
         path = self.space.write(name, labels, self.out / "labels")
         ids, counts = np.unique(labels, return_counts=True)
         names = self.space.names

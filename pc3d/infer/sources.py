@@ -348,8 +348,15 @@ def open_source(path: str | Path, features: Sequence[str] = ("intensity",), spli
         raise DataFormatError(path, "a SemanticKITTI root: pass one sequence folder, e.g. sequences/08")
     if (path / "lidar").is_dir() and any((path / "lidar").glob("*.parquet")):
         return WaymoSegments(path, features, pad)
+    splits = [s for s in ("training", "validation", "testing") if any((path / s / "lidar").glob("*.parquet"))]
+    if splits:
+        raise DataFormatError(path, f"a Waymo v2 root: pass a split folder ({path / splits[0]}) or one segment's "
+                                    f"lidar/<segment>.parquet")
     if (path / f"{path.name}_vh_clean_2.ply").is_file():
         return ScanNetScene(path, features, pad)
+    scenes = sorted(path.glob("scans/*/*_vh_clean_2.ply"))
+    if scenes:
+        raise DataFormatError(path, f"a ScanNet root: pass one scene folder, e.g. {scenes[0].parent}")
     if not any(p.suffix.lower() in POINT_EXTS for p in path.iterdir()):
         raise DataFormatError(path, f"no frames: no point files ({', '.join(POINT_EXTS)}), KITTI, SemanticKITTI, "
                                     "Waymo v2 or ScanNet layout in this folder")

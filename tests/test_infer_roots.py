@@ -1,0 +1,50 @@
+"""tools/infer.py at a dataset's root and across datasets: a root it cannot stream names the folder to pass
+instead, and a segmentor writes its labels whatever the frames' ids (a SemanticKITTI model over a KITTI
+object root once stopped at its first frame: "frame_id must be 'SS/NNNNNN'")."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import experiment_checkpoint
+
+from pc3d.errors import DataFormatError
+from pc3d.infer.sources import open_source
+from pc3d.sim.api import simulate_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tools"))
+
+import infer  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("sim")
+    simulate_dataset("kitti", root / "kitti", frames=2, seed=0, columns=512)
+    simulate_dataset("waymo", root / "waymo", frames=2, seed=0, columns=512, sequence_length=2)
+    simulate_dataset("scannet", root / "scannet", frames=1, seed=0)
+    return root
+
+
+def test_a_root_names_the_folder_to_pass(data):
+    with pytest.raises(DataFormatError, match=r"a Waymo v2 root: pass a split folder \(.*waymo/training\)"):
+        open_source(data / "waymo")
+    with pytest.raises(DataFormatError, match=r"a ScanNet root: pass one scene folder, e\.g\. .*scans/scene0000_00"):
+        open_source(data / "scannet")
+    assert open_source(data / "waymo" / "training").kind == "waymo"
+    assert open_source(data / "scannet" / "scans" / "scene0000_00").kind == "scannet"
+
+
+def test_a_semantickitti_model_labels_a_kitti_root(data, tmp_path):
+    from pc3d.data.semantickitti import read_label
+
+    ckpt = experiment_checkpoint(tmp_path, "sim_semantickitti_seg")
+    assert infer.main([str(ckpt), str(data / "kitti"), "--split", "train", "--out", str(tmp_path / "out")]) == 0
+    frames = (data / "kitti" / "ImageSets" / "train.txt").read_text().split()
+    for frame in frames:
+        path = tmp_path / "out" / "labels" / "sequences" / "kitti" / "predictions" / f"{frame}.label"
+        points = np.fromfile(data / "kitti" / "training" / "velodyne" / f"{frame}.bin", np.float32).reshape(-1, 4)
+        assert len(read_label(path, len(points))) == len(points)
