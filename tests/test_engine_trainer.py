@@ -96,6 +96,14 @@ def test_the_start_line_says_when_the_run_evaluates_and_saves_in_steps(tmp_path)
     assert make_trainer(tmp_path / "c", max_iters=40, eval_interval=40, ckpt_interval=None).cadence() \
         == "evaluation at the end, a checkpoint every 8 steps"
 
+    crowded = make_trainer(tmp_path / "d", max_iters=400, eval_interval=5, ckpt_interval=1).crowded_intervals()
+    assert crowded == ["train.eval_interval=5 counts steps under max_iters: 80 evaluations in 400 steps (was it "
+                       "meant in epochs?)", "train.ckpt_interval=1 counts steps under max_iters: 400 checkpoints in "
+                       "400 steps (was it meant in epochs?)"]
+    assert make_trainer(tmp_path / "e", max_iters=400, eval_interval=8, ckpt_interval=0).crowded_intervals() == []
+    assert make_trainer(tmp_path / "f", max_iters=None, max_epochs=80, eval_interval=1,
+                        ckpt_interval=1).crowded_intervals() == []  # epochs: as meant
+
 
 RESUME_CASES = {
     "iters": ({"max_iters": 12, "ckpt_interval": 6}, 6, 1),            # mid-epoch: 8 steps per epoch

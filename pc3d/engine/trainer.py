@@ -49,6 +49,7 @@ from pc3d.engine.signals import StopRequest
 from pc3d.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
+CROWDED = 50  # more evaluations or checkpoints than this in one run earn a warning (Trainer.crowded_intervals)
 
 
 @dataclass
@@ -260,6 +261,8 @@ class Trainer:
             log.info("training %s: %d steps (%d per epoch), %s, %d process(es) of %d thread(s), device %s, "
                      "run dir %s", type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.cadence(),
                      self.info.world_size, torch.get_num_threads(), self.info.device, self.run_dir)
+            for warning in self.crowded_intervals():
+                log.warning(warning)
         self.model.train()
         stop = StopRequest()
         try:
@@ -411,6 +414,20 @@ class Trainer:
 
         parts = [every(self.s.eval_interval, "evaluation")] if self.val_set is not None else ["no evaluation"]
         return ", ".join(parts + [every(self.s.ckpt_interval, "a checkpoint")])
+
+    def crowded_intervals(self, most: int = CROWDED) -> list[str]:
+        """A warning for each interval set in steps that makes more than `most` evaluations or checkpoints: an
+        interval meant in epochs (a recipe's ``ckpt_interval: 1``) counts steps once max_iters replaces
+        max_epochs on the command line, and a quick run then spends its time evaluating or saving."""
+        if self.s.by_epochs:
+            return []
+        settings = [("eval_interval", self.s.eval_interval, "evaluations")] if self.val_set is not None else []
+        out = []
+        for key, setting, what in settings + [("ckpt_interval", self.s.ckpt_interval, "checkpoints")]:
+            if setting and self.total_steps // setting > most:
+                out.append(f"train.{key}={setting} counts steps under max_iters: {self.total_steps // setting} "
+                           f"{what} in {self.total_steps} steps (was it meant in epochs?)")
+        return out
 
     def _finish(self, writer: ScalarWriter) -> None:
         metrics = None
