@@ -197,8 +197,8 @@ def write_box_predictions(path: Path, segment: str, frames: list[tuple[int, dict
     vehicle-frame velocities (vx, vy) also fill ``speed.x`` / ``speed.y`` (when every frame's boxes have them),
     turned into world axes by poses {timestamp: world_from_vehicle [4, 4]}, which they then need. The object id
     (``key.laser_object_id``) is the track id where the frame has them (a tracking submission's convention),
-    else ``pred_<timestamp>_<k>``, unique per box. Labels name `class_names`; their Waymo types are
-    `waymo_type_ids`'."""
+    else ``pred_<timestamp>_<k>``, unique per box. Labels name `class_names`, whose Waymo types
+    `waymo_type_ids` gives."""
     import pyarrow as pa
 
     type_ids, _ = waymo_type_ids(class_names)

@@ -102,7 +102,7 @@ def prediction_frames(per_segment: Mapping[str, list], class_names,
     (, "track_ids")})]}``, labels naming `class_names`; ids are the track ids where a frame has them. Vehicle-frame
     velocities (boxes of 9 columns) are turned into world axes, the axes of Waymo's speeds, by poses
     ``{segment: {timestamp: world_from_vehicle}}``, which they then need (a DataFormatError without). Types are
-    `waymo_type_ids`' (KITTI's Car is Vehicle); a class that names no Waymo type is written as TYPE_UNKNOWN,
+    those of `waymo_type_ids` (KITTI's Car is Vehicle); a class that names no Waymo type is written as TYPE_UNKNOWN,
     which Waymo's evaluators skip, with a warning naming it and counting its boxes."""
     from pc3d.data.waymo_parquet import pose_of, turn_velocities, waymo_type_ids
 
