@@ -92,7 +92,9 @@ def test_a_forkserver_childs_cpu_time_is_ours():
     import multiprocessing
 
     context = multiprocessing.get_context("forkserver")
-    context.Process(target=int).start()  # the forkserver is up before the first snapshot
+    starter = context.Process(target=int)  # the forkserver is up before the first snapshot
+    starter.start()
+    starter.join()
     before = cpu_share.snapshot()
     worker = context.Process(target=_spin, args=(0.6,))
     worker.start()

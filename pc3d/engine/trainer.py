@@ -49,7 +49,6 @@ from pc3d.engine.signals import StopRequest
 from pc3d.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
-CROWDED = 50  # more evaluations or checkpoints than this in one run earn a warning (Trainer.crowded_intervals)
 
 
 @dataclass
@@ -415,19 +414,17 @@ class Trainer:
         parts = [every(self.s.eval_interval, "evaluation")] if self.val_set is not None else ["no evaluation"]
         return ", ".join(parts + [every(self.s.ckpt_interval, "a checkpoint")])
 
-    def crowded_intervals(self, most: int = CROWDED) -> list[str]:
+    def crowded_intervals(self, most: int = 50) -> list[str]:
         """A warning for each interval set in steps that makes more than `most` evaluations or checkpoints: an
         interval meant in epochs (a recipe's ``ckpt_interval: 1``) counts steps once max_iters replaces
         max_epochs on the command line, and a quick run then spends its time evaluating or saving."""
         if self.s.by_epochs:
             return []
         settings = [("eval_interval", self.s.eval_interval, "evaluations")] if self.val_set is not None else []
-        out = []
-        for key, setting, what in settings + [("ckpt_interval", self.s.ckpt_interval, "checkpoints")]:
-            if setting and self.total_steps // setting > most:
-                out.append(f"train.{key}={setting} counts steps under max_iters: {self.total_steps // setting} "
-                           f"{what} in {self.total_steps} steps (was it meant in epochs?)")
-        return out
+        settings.append(("ckpt_interval", self.s.ckpt_interval, "checkpoints"))
+        return [f"train.{key}={every} counts steps under max_iters: {self.total_steps // every} {what} in "
+                f"{self.total_steps} steps (was it meant in epochs?)"
+                for key, every, what in settings if every and self.total_steps // every > most]
 
     def _finish(self, writer: ScalarWriter) -> None:
         metrics = None
