@@ -1,6 +1,7 @@
 """Camera-side ground truth of a KITTI-like rig: calibration, 2D boxes, truncation, occlusion.
 
-The simulated rig uses the calibration of KITTI's training frame 000000 (image 1242 x 375), so the
+The simulated rig uses the calibration of KITTI's training frame 000000 and its image size (1224 x 370;
+most KITTI images are 1242 x 375, with a calibration of their own), so the
 camera field of view, the label conventions and the difficulty levels (min 2D height, occlusion,
 truncation) behave as on the real data.
 """
@@ -16,7 +17,7 @@ from pc3d.geometry.calib import KittiCalib
 from . import labels as L
 from .simulator import SimFrame
 
-IMAGE_SHAPE = (375, 1242)  # height, width
+IMAGE_SHAPE = (370, 1224)  # height, width: training frame 000000's image_2
 
 
 def kitti_calib() -> KittiCalib:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .ground_truth import in_camera_fov, kitti_calib
+from .sensor import velodyne_file_order
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 DISTANCES = (10.0, 20.0, 40.0)
@@ -32,11 +33,20 @@ def ground_height(points: np.ndarray) -> tuple[float, float]:
     return float(np.median(near[:, 2])), float(coef[2])
 
 
+def rising_share(points: np.ndarray) -> float:
+    """The share of steps between consecutive points within a ring (under 0.5 rad) whose azimuth rises: 1 for
+    KITTI's file order (each ring counter-clockwise), 0 for a clockwise one."""
+    azimuth = np.arctan2(points[:, 1], points[:, 0])
+    step = (np.diff(azimuth) + np.pi) % (2 * np.pi) - np.pi
+    step = step[np.abs(step) < 0.5]
+    return float((step > 0).mean()) if len(step) else float("nan")
+
+
 def cloud_stats(points: np.ndarray) -> dict:
-    """Statistics of a FOV-cropped cloud float32 [N, 4]."""
+    """Statistics of a FOV-cropped cloud float32 [N, 4] in file order."""
     rng = np.linalg.norm(points[:, :3], axis=1)
     median, plane = ground_height(points)
-    return {"points": len(points), "range": np.quantile(rng, QUANTILES),
+    return {"points": len(points), "range": np.quantile(rng, QUANTILES), "rising": rising_share(points),
             "intensity": np.quantile(points[:, 3], QUANTILES),
             "zero_intensity": float((points[:, 3] == 0).mean()), "ground": median, "ground_plane": plane}
 
@@ -62,7 +72,8 @@ def compare(real: np.ndarray, frames: int = 10, seed: int = 0) -> str:
     calib = kitti_calib()
     real = real[in_camera_fov(real, calib)]
     sims = [f for _, _, f in outdoor_frames(frames, seed, sensor_spec("kitti"), frames_per_scene=1)]
-    stats = [cloud_stats(f.points[in_camera_fov(f.points, calib)]) for f in sims]
+    in_file = [f.points[velodyne_file_order(f.sweep.pixel, f.sweep.range_image.shape[1])] for f in sims]
+    stats = [cloud_stats(p[in_camera_fov(p, calib)]) for p in in_file]
     r = cloud_stats(real)
 
     def med(key):
@@ -77,6 +88,7 @@ def compare(real: np.ndarray, frames: int = 10, seed: int = 0) -> str:
         ("ground height, plane fit at sensor (m)", f"{r['ground_plane']:.2f}", f"{med('ground_plane')[0]:.2f}"),
         (f"intensity quantiles {q} %", _fmt(r["intensity"], 2), _fmt(med("intensity"), 2)),
         ("share of zero intensity", f"{r['zero_intensity']:.2f}", f"{med('zero_intensity')[0]:.2f}"),
+        ("scan order: share of in-ring steps with rising azimuth", f"{r['rising']:.3f}", f"{med('rising')[0]:.3f}"),
     ]
     rows += [(f"points per car at {int(d)} m", "— (no labels)", f"{v:.0f}") for d, v in zip(DISTANCES, per_object,
                                                                                           strict=True)]

@@ -3,7 +3,8 @@
 Range-image conventions follow Waymo's official range_image_utils (and pc3d.geometry.range_image):
 row 0 is the highest beam; column j looks along azimuth ((W - j - 0.5) / W * 2 - 1) * pi in the
 vehicle frame (minus the mount's yaw in the sensor frame), i.e. from about +pi (behind), turning
-clockwise seen from above. Points are written in that order, row by row.
+clockwise seen from above. A sweep's points come in that order, row by row (firing order);
+`velodyne_file_order` turns it into the order of KITTI's velodyne files.
 """
 from __future__ import annotations
 
@@ -160,6 +161,17 @@ def sweep(world: World, spec: LidarSpec, sensor_pose: np.ndarray, rng: np.random
     intensity_image[pixel] = reflectance
     return Sweep(range_image.reshape(h, w), prim_image.reshape(h, w), intensity_image.reshape(h, w), pts,
                  pixel.astype(np.int64), prim, np.take(hits, pixel, axis=0))
+
+
+def velodyne_file_order(pixel: np.ndarray, columns: int) -> np.ndarray:
+    """int64 [N]: the permutation of a sweep's points (`Sweep.pixel`, firing order) into KITTI's velodyne file
+    order, which SemanticKITTI's scans share: ring after ring from the highest beam, each ring counter-clockwise
+    seen from above (azimuth increasing) from behind the car, where the seam lies. The real scan in
+    ../shared/samples/kitti (training frame 000008) reads so: within every ring of its camera crop the azimuth
+    rises from -40 to +39 degrees before the next ring starts. Order matters to readers: hard voxelization keeps
+    the first points of a full voxel, and range-image methods find ring starts from the azimuth's jumps."""
+    row, col = np.divmod(np.asarray(pixel, np.int64), int(columns))
+    return np.lexsort((-col, row))
 
 
 _DIRS: dict[tuple, np.ndarray] = {}

@@ -3,7 +3,8 @@
     training/velodyne/NNNNNN.bin   float32 x, y, z, reflectance (N x 4), LiDAR frame, full 360 sweep
     training/label_2/NNNNNN.txt    type trunc occ alpha left top right bottom h w l x y z rotation_y
     training/calib/NNNNNN.txt      P0..P3, R0_rect, Tr_velo_to_cam, Tr_imu_to_velo
-    training/image_2/NNNNNN.png    a black 1242 x 375 image (tools read the image size from it)
+    training/image_2/NNNNNN.png    a black 1224 x 370 image, the size that goes with the calibration
+                                   (tools read the image size from it)
     training/planes/NNNNNN.txt     the road plane in the rectified camera frame (OpenPCDet's format)
     ImageSets/{train,val,trainval,test}.txt
 """
@@ -17,6 +18,7 @@ from pc3d.geometry.calib import KittiCalib
 
 from ..frames import outdoor_frames
 from ..ground_truth import IMAGE_SHAPE, kitti_calib, kitti_objects
+from ..sensor import velodyne_file_order
 from ..simulator import SimFrame
 from ._png import blank_png
 from .settings import WriterSettings
@@ -67,7 +69,8 @@ class KittiWriter:
     def write(self, frame: SimFrame, ground_z: float) -> str:
         name = f"{self.count:06d}"
         base = self.root / "training"
-        np.ascontiguousarray(frame.points, dtype="<f4").tofile(base / "velodyne" / f"{name}.bin")
+        order = velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
+        np.ascontiguousarray(frame.points[order], dtype="<f4").tofile(base / "velodyne" / f"{name}.bin")
         lines = label_lines(frame, self.calib)
         (base / "label_2" / f"{name}.txt").write_text("".join(line + "\n" for line in lines))
         (base / "calib" / f"{name}.txt").write_text(self._calib_text)

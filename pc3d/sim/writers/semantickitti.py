@@ -22,6 +22,7 @@ import numpy as np
 from .. import labels as L
 from ..frames import outdoor_frames
 from ..ground_truth import kitti_calib
+from ..sensor import velodyne_file_order
 from ..simulator import SimFrame
 from .settings import WriterSettings
 
@@ -61,8 +62,10 @@ class SequenceWriter:
 
     def write(self, frame: SimFrame) -> None:
         name = f"{len(self.poses):06d}"
-        np.ascontiguousarray(frame.points, dtype="<f4").tofile(self.dir / "velodyne" / f"{name}.bin")
-        encode_labels(frame.semantic, frame.instance).astype("<u4").tofile(self.dir / "labels" / f"{name}.label")
+        order = velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
+        np.ascontiguousarray(frame.points[order], dtype="<f4").tofile(self.dir / "velodyne" / f"{name}.bin")
+        labels = encode_labels(frame.semantic[order], frame.instance[order])
+        labels.astype("<u4").tofile(self.dir / "labels" / f"{name}.label")
         (self.dir / "boxes" / f"{name}.txt").write_text(box_text(frame))
         if self.first is None:
             self.first = frame.sensor_pose
