@@ -26,11 +26,17 @@ from pc3d.geometry import boxes_lidar_to_camera, points_in_boxes_count
 from pc3d.sim.api import outdoor_frames, sensor_spec, simulate_dataset
 from pc3d.sim.ground_truth import kitti_calib, kitti_objects
 from pc3d.sim.labels import KITTI_TYPE, SCANNET20_IDS, WAYMO_TYPE
+from pc3d.sim.sensor import velodyne_file_order
 
 
 def _sim_frames(n, seed, sensor, frames_per_scene, spacing=0.1):
     return [f for _, _, f in outdoor_frames(n, seed, sensor_spec(sensor), frames_per_scene=frames_per_scene,
                                             spacing=spacing)]
+
+
+def _file_order(frame):
+    """The rows of a simulated frame's points as its KITTI / SemanticKITTI files hold them."""
+    return velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
 
 
 def test_kitti_round_trip(tmp_path):
@@ -39,7 +45,7 @@ def test_kitti_round_trip(tmp_path):
     calib = kitti_calib()
     for frame, i in zip(_sim_frames(2, 0, "kitti", 5, spacing=1.0), range(2), strict=True):
         raw = ds.load(i)
-        np.testing.assert_array_equal(raw["points"], frame.points)
+        np.testing.assert_array_equal(raw["points"], frame.points[_file_order(frame)])
         annos = raw["metadata"]["annos"]
         real = annos["name"] != "DontCare"
         # camera -> LiDAR -> camera recovers the label file within 1e-4
@@ -85,13 +91,14 @@ def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
     mos = SemanticKittiDataset(root, sequences=[0], mode="mos")
     lut = lookup_table(load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))["learning_map"])
     for i, frame in enumerate(frames):
-        s = sem.load(i)
-        np.testing.assert_array_equal(s["points"], frame.points)
-        np.testing.assert_array_equal(s["point_labels"], lut[frame.semantic])
-        np.testing.assert_array_equal(s["instance_ids"], frame.instance)
-        moving = frame.semantic >= 252
+        s, order = sem.load(i), _file_order(frame)
+        semantic = frame.semantic[order]
+        np.testing.assert_array_equal(s["points"], frame.points[order])
+        np.testing.assert_array_equal(s["point_labels"], lut[semantic])
+        np.testing.assert_array_equal(s["instance_ids"], frame.instance[order])
+        moving = semantic >= 252
         np.testing.assert_array_equal(mos.load(i)["point_labels"], np.where(moving, 2, np.where(
-            np.isin(frame.semantic, [0, 1]), 0, 1)))
+            np.isin(semantic, [0, 1]), 0, 1)))
     assert sem.class_names[0] == "unlabeled" and len(sem.class_names) == 20 and mos.class_names[2] == "moving"
     multi = SemanticKittiDataset(root, sequences=[0], n_past_scans=2)
     s = multi.load(2)
@@ -102,7 +109,7 @@ def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
     np.testing.assert_array_equal(s["point_time"], s["points"][:, 4])
     past = s["points"][n[2]:n[2] + n[1]]
     m = np.linalg.inv(frames[2].sensor_pose) @ frames[1].sensor_pose
-    expected = frames[1].points[:, :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    expected = frames[1].points[_file_order(frames[1]), :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     np.testing.assert_allclose(past[:, :3], expected, atol=2e-3)
     np.testing.assert_allclose(past[:, 4], -0.1, atol=1e-6)
     assert (s["points"][:n[2], 4] == 0).all() and len(s["point_labels"]) == sum(n)
