@@ -107,3 +107,13 @@ ARGPARSE_TOOLS = sorted({tool for tool, _ in COMMANDS} - {"train", "simulate", "
                                             for tool, argv in COMMANDS if tool in ARGPARSE_TOOLS])
 def test_argparse_commands_are_accepted(monkeypatch, tool, argv):
     parses(monkeypatch, tool_module(tool).main, argv)
+
+
+def test_the_readme_links_name_its_headings():
+    """Each in-page link (`[...](#anchor)`) leads to a heading, anchors made as GitHub makes them: lower case,
+    punctuation other than hyphens dropped, spaces to hyphens."""
+    text = (ROOT / "README.md").read_text()
+    headings = re.findall(r"^#+ (.+)$", re.sub(r"```.*?```", "", text, flags=re.S), re.M)
+    anchors = {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+    links = re.findall(r"\]\(#([^)]+)\)", text)
+    assert len(links) >= 10 and set(links) <= anchors, sorted(set(links) - anchors)
