@@ -34,18 +34,13 @@ def _sim_frames(n, seed, sensor, frames_per_scene, spacing=0.1):
                                             spacing=spacing)]
 
 
-def _file_order(frame):
-    """The rows of a simulated frame's points as its KITTI / SemanticKITTI files hold them."""
-    return velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
-
-
 def test_kitti_round_trip(tmp_path):
     root = simulate_dataset("kitti", tmp_path, frames=2, seed=0)
     ds = KittiDataset(root, "trainval", fov_only=False)
     calib = kitti_calib()
     for frame, i in zip(_sim_frames(2, 0, "kitti", 5, spacing=1.0), range(2), strict=True):
         raw = ds.load(i)
-        np.testing.assert_array_equal(raw["points"], frame.points[_file_order(frame)])
+        np.testing.assert_array_equal(raw["points"], frame.points[velodyne_file_order(frame.sweep)])
         annos = raw["metadata"]["annos"]
         real = annos["name"] != "DontCare"
         # camera -> LiDAR -> camera recovers the label file within 1e-4
@@ -91,7 +86,7 @@ def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
     mos = SemanticKittiDataset(root, sequences=[0], mode="mos")
     lut = lookup_table(load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))["learning_map"])
     for i, frame in enumerate(frames):
-        s, order = sem.load(i), _file_order(frame)
+        s, order = sem.load(i), velodyne_file_order(frame.sweep)
         semantic = frame.semantic[order]
         np.testing.assert_array_equal(s["points"], frame.points[order])
         np.testing.assert_array_equal(s["point_labels"], lut[semantic])
@@ -109,7 +104,7 @@ def test_semantickitti_round_trip_semantic_mos_and_multiscan(tmp_path):
     np.testing.assert_array_equal(s["point_time"], s["points"][:, 4])
     past = s["points"][n[2]:n[2] + n[1]]
     m = np.linalg.inv(frames[2].sensor_pose) @ frames[1].sensor_pose
-    expected = frames[1].points[_file_order(frames[1]), :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
+    expected = frames[1].points[velodyne_file_order(frames[1].sweep), :3].astype(np.float64) @ m[:3, :3].T + m[:3, 3]
     np.testing.assert_allclose(past[:, :3], expected, atol=2e-3)
     np.testing.assert_allclose(past[:, 4], -0.1, atol=1e-6)
     assert (s["points"][:n[2], 4] == 0).all() and len(s["point_labels"]) == sum(n)

@@ -5,13 +5,16 @@ import hashlib
 import json
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from pc3d.geometry import points_in_boxes_count
 from pc3d.sim.api import simulate_dataset
 from pc3d.sim.indoor import ROOM_TYPES
 from pc3d.sim.labels import KITTI_TYPES, SEMANTIC_KITTI_LABELS
+from pc3d.sim.realism import rising_share
 from pc3d.sim.sensor import velodyne_file_order
 from pc3d.sim.writers.scannet import RAW_CATEGORIES
 
@@ -75,18 +78,11 @@ def test_kitti_split_falls_between_scenes(tmp_path):
     assert split(3, 5) == (1, 2) and split(12, 1) == (6, 6) and split(1, 5) == (1, 0)
 
 
-def in_ring_steps_rising(points: np.ndarray) -> float:
-    """The share of consecutive points (within a ring: steps under 0.5 rad) whose azimuth rises."""
-    azimuth = np.arctan2(points[:, 1], points[:, 0])
-    step = (np.diff(azimuth) + np.pi) % (2 * np.pi) - np.pi
-    return float((step[np.abs(step) < 0.5] > 0).mean())
-
-
 def test_velodyne_file_order_reverses_each_ring():
     """Firing order (row-major pixels, columns clockwise from behind) -> rows kept, columns reversed."""
-    columns = 4
-    pixel = np.array([0, 1, 3, 5, 6, 7, 9])  # row 0: cols 0 1 3; row 1: cols 1 2 3; row 2: col 1
-    np.testing.assert_array_equal(pixel[velodyne_file_order(pixel, columns)], [3, 1, 0, 7, 6, 5, 9])
+    pixel = np.array([0, 1, 3, 5, 6, 7, 9])  # 4 columns; row 0: cols 0 1 3; row 1: cols 1 2 3; row 2: col 1
+    sweep = SimpleNamespace(pixel=pixel, range_image=np.zeros((3, 4), np.float32))
+    np.testing.assert_array_equal(pixel[velodyne_file_order(sweep)], [3, 1, 0, 7, 6, 5, 9])
 
 
 def test_kitti_scans_are_written_ring_by_ring_counter_clockwise_as_the_real_ones(kitti):
@@ -94,12 +90,12 @@ def test_kitti_scans_are_written_ring_by_ring_counter_clockwise_as_the_real_ones
     the car); hard voxelization keeps a full voxel's first points in this order, so the simulated files follow."""
     real = Path(__file__).resolve().parents[2] / "shared" / "samples" / "kitti" / "000008.bin"
     if real.exists():  # the convention's source: a real scan (its camera crop)
-        assert in_ring_steps_rising(np.fromfile(real, "<f4").reshape(-1, 4)) > 0.99
+        assert rising_share(np.fromfile(real, "<f4").reshape(-1, 4)) > 0.99
     for i in range(3):
         pts = np.fromfile(kitti / "training" / "velodyne" / f"{i:06d}.bin", "<f4").reshape(-1, 4)
-        assert in_ring_steps_rising(pts) > 0.99
+        assert rising_share(pts) > 0.99
         elevation = np.arctan2(pts[:, 2], np.hypot(pts[:, 0], pts[:, 1]))
-        assert elevation[:500].mean() > np.deg2rad(1.0) > np.deg2rad(-20.0) > elevation[-500:].mean()
+        assert elevation[:500].mean() > np.deg2rad(1.0) and elevation[-500:].mean() < np.deg2rad(-20.0)  # top first
 
 
 def test_kitti_labels_project_on_lidar_points(kitti):
@@ -140,15 +136,12 @@ def test_semantickitti_layout(tmp_path):
         assert set(np.unique(semantic).tolist()) <= set(SEMANTIC_KITTI_LABELS)
         things = np.isin(semantic, [10, 18, 30, 31, 252, 253, 254, 258])
         assert (instance[things] > 0).all() and (instance[~things] == 0).all()
-        assert in_ring_steps_rising(pts) > 0.99  # KITTI's file order, the labels carried along
+        assert rising_share(pts) > 0.99  # KITTI's file order, the labels carried along
         for row in np.loadtxt(seq / "boxes" / f"{i:06d}.txt", ndmin=2):  # each object's points lie in its box
-            x, y, z, dx, dy, dz, heading = row[2:9]
-            local = pts[instance == row[0], :3] - [x, y, z]
-            u = np.cos(heading) * local[:, 0] + np.sin(heading) * local[:, 1]
-            v = -np.sin(heading) * local[:, 0] + np.cos(heading) * local[:, 1]
-            assert (np.abs(u) < dx / 2 + 0.1).all() and (np.abs(v) < dy / 2 + 0.1).all()
-            assert (np.abs(local[:, 2]) < dz / 2 + 0.1).all()
-            labelled += len(local)
+            own = pts[instance == row[0]]
+            grown = row[None, 2:9] + [0, 0, 0, 0.2, 0.2, 0.2, 0]  # 0.1 m of slack: range noise
+            assert points_in_boxes_count(own, grown)[0] == len(own)
+            labelled += len(own)
     assert labelled > 100  # object points checked against their boxes
     poses = np.loadtxt(seq / "poses.txt")
     assert poses.shape == (3, 12)

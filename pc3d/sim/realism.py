@@ -72,7 +72,7 @@ def compare(real: np.ndarray, frames: int = 10, seed: int = 0) -> str:
     calib = kitti_calib()
     real = real[in_camera_fov(real, calib)]
     sims = [f for _, _, f in outdoor_frames(frames, seed, sensor_spec("kitti"), frames_per_scene=1)]
-    in_file = [f.points[velodyne_file_order(f.sweep.pixel, f.sweep.range_image.shape[1])] for f in sims]
+    in_file = [f.points[velodyne_file_order(f.sweep)] for f in sims]
     stats = [cloud_stats(p[in_camera_fov(p, calib)]) for p in in_file]
     r = cloud_stats(real)
 

@@ -163,14 +163,14 @@ def sweep(world: World, spec: LidarSpec, sensor_pose: np.ndarray, rng: np.random
                  pixel.astype(np.int64), prim, np.take(hits, pixel, axis=0))
 
 
-def velodyne_file_order(pixel: np.ndarray, columns: int) -> np.ndarray:
-    """int64 [N]: the permutation of a sweep's points (`Sweep.pixel`, firing order) into KITTI's velodyne file
+def velodyne_file_order(sweep: Sweep) -> np.ndarray:
+    """int64 [N]: the permutation of a sweep's points (firing order, `Sweep.pixel`) into KITTI's velodyne file
     order, which SemanticKITTI's scans share: ring after ring from the highest beam, each ring counter-clockwise
     seen from above (azimuth increasing) from behind the car, where the seam lies. The real scan in
     ../shared/samples/kitti (training frame 000008) reads so: within every ring of its camera crop the azimuth
     rises from -40 to +39 degrees before the next ring starts. Order matters to readers: hard voxelization keeps
     the first points of a full voxel, and range-image methods find ring starts from the azimuth's jumps."""
-    row, col = np.divmod(np.asarray(pixel, np.int64), int(columns))
+    row, col = np.divmod(sweep.pixel, sweep.range_image.shape[1])
     return np.lexsort((-col, row))
 
 

@@ -69,7 +69,7 @@ class KittiWriter:
     def write(self, frame: SimFrame, ground_z: float) -> str:
         name = f"{self.count:06d}"
         base = self.root / "training"
-        order = velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
+        order = velodyne_file_order(frame.sweep)
         np.ascontiguousarray(frame.points[order], dtype="<f4").tofile(base / "velodyne" / f"{name}.bin")
         lines = label_lines(frame, self.calib)
         (base / "label_2" / f"{name}.txt").write_text("".join(line + "\n" for line in lines))

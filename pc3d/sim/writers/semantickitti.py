@@ -62,7 +62,7 @@ class SequenceWriter:
 
     def write(self, frame: SimFrame) -> None:
         name = f"{len(self.poses):06d}"
-        order = velodyne_file_order(frame.sweep.pixel, frame.sweep.range_image.shape[1])
+        order = velodyne_file_order(frame.sweep)
         np.ascontiguousarray(frame.points[order], dtype="<f4").tofile(self.dir / "velodyne" / f"{name}.bin")
         labels = encode_labels(frame.semantic[order], frame.instance[order])
         labels.astype("<u4").tofile(self.dir / "labels" / f"{name}.label")
