@@ -55,7 +55,7 @@ def _frame(cfg) -> dict:
     from hydra.utils import instantiate
 
     from pc3d.data.kitti import IMAGE_SHAPE, fov_mask
-    from pc3d.data.transforms import Compose
+    from pc3d.data.transforms import Compose, PointShuffle
     from pc3d.sim.api import outdoor_frames, sensor_spec
     from pc3d.sim.ground_truth import kitti_calib
 
@@ -63,7 +63,7 @@ def _frame(cfg) -> dict:
     points = frame.points[:, :4].astype(np.float32)
     points = points[fov_mask(points, kitti_calib(), IMAGE_SHAPE)]
     transforms = Compose([t for t in instantiate(cfg.dataset.transforms, _convert_="all")
-                          if type(t).__name__ != "PointShuffle"])
+                          if not isinstance(t, PointShuffle)])
     return transforms({"frame_id": "bench", "points": points, "seed": 0}, np.random.default_rng(0))
 
 
