@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pc3d.engine.trainer import TrainSettings
+from pc3d.engine.settings import TrainSettings
 from pc3d.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

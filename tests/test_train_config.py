@@ -11,7 +11,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from pc3d.engine.runner import check_train_config
-from pc3d.engine.trainer import TrainSettings
+from pc3d.engine.settings import TrainSettings
 from pc3d.errors import CheckpointError, ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -28,7 +28,8 @@ from pc3d.engine.monitor import close_logging, setup_logging
 from pc3d.engine.optim import param_groups
 from pc3d.engine.schedule import WarmupCosine
 from pc3d.engine.seeding import seed_everything
-from pc3d.engine.trainer import Trainer, TrainSettings
+from pc3d.engine.settings import TrainSettings
+from pc3d.engine.trainer import Trainer
 from pc3d.models.toy import ToyPointNet
 
 BATCH, POINTS, WIDTH = 16, 512, 64

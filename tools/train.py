@@ -59,7 +59,8 @@ START_FILES = {".hydra", "train.log", "config.yaml"}  # what a run folder holds 
 
 def remove_failed_start(run_dir: Path, output_dir: Path) -> None:
     """A run that failed on a user error before training leaves no folder behind: remove `run_dir` when it
-    holds nothing but what this process wrote on starting (a folder of an earlier run is kept)."""
+    holds nothing but what this process wrote on starting (a folder of an earlier run is kept). Not called once
+    training started: its train.log names what went wrong (the frames of non-finite steps, a bad frame)."""
     if os.environ.get("RANK", "0") != "0" or not run_dir.is_dir():
         return
     entries = list(run_dir.iterdir())
@@ -76,7 +77,7 @@ def main() -> int:
     import hydra
     from omegaconf import DictConfig
 
-    status = {"code": precheck(sys.argv[1:])}
+    status = {"code": precheck(sys.argv[1:]), "training": False}
     if status["code"]:
         return status["code"]
 
@@ -93,14 +94,14 @@ def main() -> int:
             info = distributed.init_distributed(cfg.device)
             run_dir = Path(distributed.broadcast_object(str(run_dir)))
             monitor.setup_logging(run_dir, is_main=info.is_main)
-            result = runner.train(cfg, run_dir, info)
+            result = runner.train(cfg, run_dir, info, on_start=lambda: status.update(training=True))
             status["code"] = 128 + result.signal if result.interrupted else 0
         except Pc3dError as error:
             status["code"] = user_error("train", error)
         finally:
             distributed.destroy()
             monitor.close_logging()
-        if status["code"] == 2:
+        if status["code"] == 2 and not status["training"]:
             remove_failed_start(run_dir.resolve(), Path(cfg.output_dir).resolve())
 
     sys.argv = [sys.argv[0], *rank_overrides(sys.argv[1:])]

@@ -1,6 +1,7 @@
 """Training and evaluation machinery; each module does one thing (import what you use: nothing is
 imported here, so `import pc3d.engine` is free).
 
+- settings     TrainSettings: the `train:` node of a run, checked (types, ranges)
 - trainer      `Trainer(model, train_set, optimizer=..., settings=TrainSettings(...), run_dir=...).fit(resume)`:
                epochs or iterations, accumulation, clipping, autocast, EMA, periodic evaluation,
                best checkpoint, clean stop on SIGINT / SIGTERM, exact resume

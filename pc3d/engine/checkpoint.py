@@ -316,10 +316,12 @@ class CheckpointManager:
         if improved:
             self._link_best(path)
         for _, old in step_checkpoints(self.folder)[:-self.keep_last]:
-            old.unlink(missing_ok=True)
+            if old != path:
+                old.unlink(missing_ok=True)
         return path
 
     def _link_best(self, path: Path) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.folder / f".best.pt.tmp-{os.getpid()}"
         tmp.unlink(missing_ok=True)
         try:
@@ -328,6 +330,47 @@ class CheckpointManager:
             shutil.copyfile(path, tmp)
         os.replace(tmp, self.best_path)
         _fsync_dir(self.folder)
+
+    def continue_from(self, saved: Path, step: int) -> None:
+        """Make this folder continue the run whose save of `step` is `saved` (a file in this folder or in
+        another run's checkpoints/), after load_best_state gave that save's best:
+
+        - saves here of later steps belong to a timeline the resume abandons: they move to
+          `abandoned_after_<step>/`, so that rotation, resume=auto and tools/test.py never take them;
+        - best.pt becomes that run's best up to `step` (its best.pt or save of the best step, linked), or, when
+          neither file is left, the best is forgotten with a warning (the next evaluation starts a new one)."""
+        later = [path for s, path in step_checkpoints(self.folder) if s > step]
+        best_here = self._step_of(self.best_path)
+        if best_here is not None and best_here > step:
+            later.append(self.best_path)
+        if later:
+            aside = self.folder / f"abandoned_after_{step}"
+            aside.mkdir(exist_ok=True)
+            for path in later:
+                os.replace(path, aside / path.name)
+            log.warning("resuming at step %d: moved %d later save(s) of this run dir to %s", step, len(later), aside)
+        if self.best_step is None:
+            return
+        source = Path(saved).parent
+        candidates = [source / "best.pt", source / f"step_{self.best_step:08d}.pt"]
+        found = next((c for c in candidates if self._step_of(c) == self.best_step), None)
+        if found is None:
+            log.warning("resuming at step %d: the save of its best step %d (%s) is gone; best.pt starts afresh",
+                        step, self.best_step, self.best_metric)
+            self.best_value = self.best_step = None
+            self.best_path.unlink(missing_ok=True)
+        elif not (self.best_path.is_file() and os.path.samefile(found, self.best_path)):
+            self._link_best(found)
+
+    @staticmethod
+    def _step_of(path: Path) -> int | None:
+        """The step of the checkpoint at `path`, or None when there is none that loads."""
+        if not path.is_file():
+            return None
+        try:
+            return int(load_checkpoint(path)["progress"]["step"])
+        except (CheckpointError, KeyError, TypeError, ValueError):
+            return None
 
     def latest(self) -> Path | None:
         return latest_checkpoint(self.folder)

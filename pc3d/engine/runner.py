@@ -4,7 +4,7 @@ Config keys read here (configs/config.yaml documents them): `dataset` (a `_targe
 `split=`, with an optional `evaluator`: the `pc3d.eval.hooks` hook `(dataset, predictions) -> metrics`
 of its benchmark), `splits.{train,val,test}`, `model`, `optim` (partial optimizer), `schedule` (partial
 schedule or null), `train`
-(pc3d.engine.trainer.TrainSettings), `seed`, `device`, `threads`, `resume` (null | auto | checkpoint file or
+(pc3d.engine.settings.TrainSettings), `seed`, `device`, `threads`, `resume` (null | auto | checkpoint file or
 run dir).
 
 A run folder holds: `config.yaml` (resolved), `train.log`, `checkpoints/step_*.pt` + `best.pt`,
@@ -37,7 +37,8 @@ from pc3d.engine.checkpoint import (
 from pc3d.engine.evaluator import evaluate
 from pc3d.engine.monitor import metrics_table, write_json
 from pc3d.engine.seeding import seed_everything
-from pc3d.engine.trainer import Trainer, TrainResult, TrainSettings
+from pc3d.engine.settings import TrainSettings
+from pc3d.engine.trainer import Trainer, TrainResult
 from pc3d.errors import CheckpointError, ConfigError, Pc3dError
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,10 @@ def init_weights(model: torch.nn.Module, path: Path) -> None:
     log.info("initialised the model from %s", path)
 
 
-def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainResult:
-    """Build every part from `cfg` and train; rank 0 writes `config.yaml` into `run_dir`."""
+def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo,
+          on_start: Callable[[], None] | None = None) -> TrainResult:
+    """Build every part from `cfg` and train; rank 0 writes `config.yaml` into `run_dir`. `on_start` is called
+    once everything is built, as training starts."""
     from omegaconf import OmegaConf
 
     run_dir = Path(run_dir)
@@ -188,6 +191,8 @@ def train(cfg, run_dir: str | os.PathLike, info: distributed.DistInfo) -> TrainR
         schedule=_instantiate(cfg.schedule) if cfg.get("schedule") else None, val_set=val_set,
         evaluator=build_evaluator(cfg), info=info,
         seed=int(cfg.seed), config=config)
+    if on_start is not None:
+        on_start()
     return trainer.fit(resume=resume)
 
 

@@ -45,89 +45,11 @@ from pc3d.engine.monitor import Progress, ScalarWriter, flatten_metrics, write_j
 from pc3d.engine.optim import autocast, clip_gradients, grad_scaler, param_groups, resolve_precision
 from pc3d.engine.schedule import Schedule
 from pc3d.engine.seeding import rng_state, seed_everything, set_rng_state
+from pc3d.engine.settings import TrainSettings
 from pc3d.engine.signals import StopRequest
 from pc3d.errors import CheckpointError, ConfigError, TrainingError
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainSettings:
-    """The `train:` node of the config. Intervals count epochs when `max_epochs` is set and steps
-    when `max_iters` is; 0 disables the periodic action (the end of training still evaluates and saves)."""
-
-    max_epochs: int | None = None
-    max_iters: int | None = None
-    batch_size: int = 8                 # per process
-    val_batch_size: int | None = None   # None: batch_size
-    workers: int = 0
-    accumulate: int = 1
-    clip_grad_norm: float | None = None
-    max_nonfinite_steps: int = 10       # steps in a row skipped for NaN / inf gradients before the run stops
-    precision: str = "fp32"             # fp32 | bf16 | fp16 (CUDA)
-    ema_decay: float | None = None      # e.g. 0.999; evaluation then uses the EMA weights
-    ema_warmup_steps: int = 0
-    eval_interval: int | None = None    # None: once per epoch (an epoch's steps under max_iters); 0: at the end
-    ckpt_interval: int | None = None
-    log_interval: int = 20
-    keep_last: int = 3
-    best_metric: str | None = None      # metric deciding best.pt, e.g. "accuracy"
-    best_mode: str = "max"
-    sync_bn: bool = False
-    find_unused_parameters: bool = False
-    tensorboard: bool = True
-
-    def __post_init__(self):
-        self._check_types()
-        if (self.max_epochs is None) == (self.max_iters is None):
-            raise ConfigError("set exactly one of train.max_epochs and train.max_iters, got "
-                              f"max_epochs={self.max_epochs}, max_iters={self.max_iters} (to switch on the command "
-                              "line: train.max_epochs=null train.max_iters=N)")
-        self._check_ranges()
-
-    def _check_ranges(self) -> None:
-        """ConfigError naming train.<key> for a value of the right type outside its range."""
-        at_least = {"max_epochs": 1, "max_iters": 1, "batch_size": 1, "val_batch_size": 1, "accumulate": 1,
-                    "log_interval": 1, "keep_last": 1, "workers": 0, "ema_warmup_steps": 0, "eval_interval": 0,
-                    "ckpt_interval": 0, "max_nonfinite_steps": 0}
-        for name, low in at_least.items():
-            value = getattr(self, name)
-            if value is not None and value < low:
-                raise ConfigError(f"train.{name} must be >= {low}, got {value}")
-        choices = {"precision": ("fp32", "bf16", "fp16"), "best_mode": ("max", "min")}
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise ConfigError(f"train.{name} must be one of {list(allowed)}, got {getattr(self, name)!r}")
-        if self.clip_grad_norm is not None and not (math.isfinite(self.clip_grad_norm) and self.clip_grad_norm > 0):
-            raise ConfigError(f"train.clip_grad_norm must be a finite number > 0 or null, got {self.clip_grad_norm}")
-        if self.ema_decay is not None and not 0 <= self.ema_decay < 1:
-            raise ConfigError(f"train.ema_decay must be in [0, 1) or null, got {self.ema_decay}")
-
-    def _check_types(self) -> None:
-        """ConfigError naming train.<key> when a value has the wrong type (e.g. max_epochs=abc)."""
-        kinds = {"int": (int,), "float": (int, float), "str": (str,), "bool": (bool,)}
-        for name, spec in self.__dataclass_fields__.items():
-            value = getattr(self, name)
-            base, _, optional = str(spec.type).partition(" | ")
-            if base not in kinds or (value is None and optional == "None"):
-                continue
-            ok = isinstance(value, kinds[base]) and not (base in ("int", "float") and isinstance(value, bool))
-            if not ok:
-                raise ConfigError(f"train.{name} must be {'an' if base == 'int' else 'a'} {base}"
-                                  f"{' or null' if optional == 'None' else ''}, got {value!r}")
-
-    @classmethod
-    def from_config(cls, node: Mapping) -> TrainSettings:
-        """From the `train:` config node; unknown keys are a ConfigError naming them."""
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(node) - known)
-        if unknown:
-            raise ConfigError(f"unknown train settings {unknown}; known: {sorted(known)}")
-        return cls(**node)
-
-    @property
-    def by_epochs(self) -> bool:
-        return self.max_epochs is not None
 
 
 @dataclass
@@ -235,14 +157,22 @@ class Trainer:
             seed_everything(self.seed + 1000003 * self.step + self.info.rank)
         self.ckpt.load_best_state(ckpt.get("best"))
         self._saved_step = self.step
+        if ckpt.get("metrics"):  # saved with an evaluation of this step: resuming does not repeat it
+            self._evaluated_step = self.step
 
     def resume(self, path: str | Path) -> None:
+        """Continue from checkpoint `path` (or a run dir's newest), in this run dir or another: the evaluation
+        history and best.pt up to its step come along from the run that saved it; saves of later steps in this
+        run dir are set aside (CheckpointManager.continue_from)."""
         path = resolve_checkpoint(path)
         self.load_state_dict(load_checkpoint(path), path)
-        metrics_file = self.run_dir / "metrics.json"
+        source = path.parent.parent if path.parent.name == "checkpoints" else self.run_dir
+        metrics_file = source / "metrics.json"
         if metrics_file.is_file():
             old = json.loads(metrics_file.read_text()).get("history", [])
             self.history = [h for h in old if h.get("step", 0) <= self.step]
+        if self.info.is_main:
+            self.ckpt.continue_from(path, self.step)
         log.info("resumed from %s at step %d (epoch %d)", path, self.step, self.epoch)
 
     # ---------------------------------------------------------------- loop
@@ -265,12 +195,12 @@ class Trainer:
         self.model.train()
         stop = StopRequest()
         try:
-            with stop:
+            with stop:  # also over the final evaluation and save: a signal then waits for them
                 self._loop(stop, progress, writer)
-            progress.close()
-            interrupted = stop.requested and self.step < self.total_steps
-            if not interrupted:
-                self._finish(writer)
+                progress.close()
+                interrupted = stop.requested and self.step < self.total_steps
+                if not interrupted:
+                    self._finish(writer)
         finally:
             progress.close()
             writer.close()
@@ -287,23 +217,31 @@ class Trainer:
         batches_per_epoch = self.steps_per_epoch * s.accumulate
         sums: dict[str, torch.Tensor] = {}
         count, t_log, step_log = 0, time.perf_counter(), self.step
+        # resumed where a stop saved: the evaluation / save due there, which the stop came before
+        if s.by_epochs and self.batch_in_epoch >= batches_per_epoch:
+            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self._periodic(self.epoch, writer)
+        elif not s.by_epochs and self.step > 0:
+            self._periodic(self.step, writer)
         while self.step < self.total_steps:
             if self.batch_in_epoch >= batches_per_epoch:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
-            micro = 0
+            micro, finite = 0, torch.ones((), dtype=torch.bool)
             for batch in self.loader:
                 if move:
                     batch = to_device(batch, dev)
                 micro += 1
                 sync = micro == s.accumulate
                 if micro == 1:  # what a skipped step puts back (batch-norm statistics)
-                    buffers = [] if self.scaler.is_enabled() else [b.detach().clone() for b in self.net.buffers()]
+                    buffers = [b.detach().clone() for b in self.net.buffers()]
                 ctx = self.model.no_sync() if self.info.distributed and not sync else contextlib.nullcontext()
                 with ctx:
                     with autocast(s.precision, dev):
                         out = self.model(batch)
                     loss = out["loss"] if isinstance(out, Mapping) and "loss" in out else self._no_loss(out)
+                    ok = torch.isfinite(loss.detach())  # the step's loss is finite: all its micro-batches'
+                    finite = ok if micro == 1 else finite & ok
                     self.scaler.scale(loss / s.accumulate if s.accumulate > 1 else loss).backward()
                 for k, v in out.items():
                     if isinstance(v, torch.Tensor) and v.ndim == 0:
@@ -318,10 +256,7 @@ class Trainer:
                 if s.clip_grad_norm:
                     self.scaler.unscale_(self.optimizer)
                     norm = clip_gradients(self.net.parameters(), s.clip_grad_norm)
-                stepped = self._finite_gradients(norm, batch, buffers)
-                if stepped:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
+                stepped = self._optimizer_step(norm, finite, batch, buffers)
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.schedule is not None:
                     self.schedule.step()
@@ -348,31 +283,51 @@ class Trainer:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 self._periodic(self.epoch, writer)
 
-    def _finite_gradients(self, norm: torch.Tensor | None, batch: Any, buffers: list[torch.Tensor]) -> bool:
-        """False when a gradient holds NaN / inf (the global norm `norm`, computed here when clipping did not):
-        the step is then skipped, the weights, optimizer state and EMA left as they were, the buffers (batch-norm
-        statistics) put back to `buffers`, their values before the step, and a warning names the batch's frames;
-        a TrainingError when more than max_nonfinite_steps steps in a row are. Under DDP every process sees the
-        same averaged gradients, so all skip together. fp16's GradScaler skips by itself."""
+    def _optimizer_step(self, norm: torch.Tensor | None, finite_loss: torch.Tensor, batch: Any,
+                        buffers: list[torch.Tensor]) -> bool:
+        """Step the optimizer unless a gradient holds NaN / inf (the global norm `norm`, computed here when
+        clipping did not); False when the step is skipped. A skipped step leaves the weights, optimizer state and
+        EMA as they were and puts the buffers (batch-norm statistics) back to `buffers`, their values before the
+        step. Under DDP every process sees the same averaged gradients, so all skip together.
+
+        fp16: GradScaler skips a step whose scaled gradients overflowed and lowers its scale; that is how it finds
+        its scale, so it is not counted. A skipped step whose loss was not finite (`finite_loss`: all of the
+        step's micro-batches') is: a warning names the batch's frames, and more than max_nonfinite_steps such
+        steps in a row are a TrainingError."""
         if self.scaler.is_enabled():
-            return True
+            scale = self.scaler.get_scale()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if self.scaler.get_scale() >= scale:
+                self._nonfinite_run = 0
+                return True
+            self._put_back(buffers)
+            if bool(finite_loss):
+                return False
+            return self._skipped(batch, "the loss is not finite")
         if norm is None:
             grads = [p.grad for p in self.net.parameters() if p.grad is not None]
-            if not grads:
-                return True
-            norm = torch.nn.utils.get_total_norm(grads)
+            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         if bool(torch.isfinite(norm)):
             self._nonfinite_run = 0
+            self.optimizer.step()
             return True
+        self._put_back(buffers)
+        return self._skipped(batch, f"gradients are not finite (norm {float(norm)})")
+
+    def _put_back(self, buffers: list[torch.Tensor]) -> None:
         with torch.no_grad():
             for b, before in zip(self.net.buffers(), buffers, strict=True):
                 b.copy_(before)
+
+    def _skipped(self, batch: Any, why: str) -> bool:
+        """Count a step skipped for `why`, warn naming the batch's frames, and raise a TrainingError when more than
+        max_nonfinite_steps were in a row; False (not stepped)."""
         self._nonfinite_run += 1
         self.skipped_steps += 1
         frames = batch.get("frame_id") if isinstance(batch, Mapping) else None
         named = f" (this process's batch: {', '.join(map(str, list(frames)[:8]))})" if frames is not None else ""
-        log.warning("step %d: gradients are not finite (norm %s); the step is skipped, the weights stay as they "
-                    "were%s", self.step + 1, float(norm), named)
+        log.warning("step %d: %s; the step is skipped, the weights stay as they were%s", self.step + 1, why, named)
         if self._nonfinite_run > self.s.max_nonfinite_steps:
             first = self.step + 2 - self._nonfinite_run
             raise TrainingError(f"gradients were not finite for {self._nonfinite_run} steps in a row (steps "
@@ -388,14 +343,16 @@ class Trainer:
                           + (f" with keys {sorted(out)}" if isinstance(out, Mapping) else ""))
 
     def _periodic(self, count: int, writer: ScalarWriter) -> None:
-        """Evaluate / save when `count` (epochs or steps) hits an interval (not at the very end: _finish does)."""
+        """Evaluate / save when `count` (epochs or steps) hits an interval (not at the very end: _finish does),
+        unless this step was already evaluated / saved (the checkpoint a run resumes from)."""
         if self.step >= self.total_steps:
             return
-        metrics = None
+        metrics, evaluated = None, False  # metrics: rank 0's; `evaluated` is the same on every rank
         eval_every, save_every = self.interval(self.s.eval_interval), self.interval(self.s.ckpt_interval)
-        if self.val_set is not None and eval_every and count % eval_every == 0:
-            metrics = self.run_eval(writer)
-        if save_every and count % save_every == 0:
+        if (self.val_set is not None and eval_every and count % eval_every == 0
+                and self._evaluated_step != self.step):
+            metrics, evaluated = self.run_eval(writer), True
+        if save_every and count % save_every == 0 and (self._saved_step != self.step or evaluated):
             self.save(metrics)
 
     def interval(self, setting: int | None) -> int:
@@ -427,10 +384,14 @@ class Trainer:
                 for key, every, what in settings if every and self.total_steps // every > most]
 
     def _finish(self, writer: ScalarWriter) -> None:
-        metrics = None
+        """The final evaluation and save. The weights are saved first: a run killed during a long evaluation
+        (a second Ctrl-C, SLURM's SIGKILL after its grace time) keeps them."""
+        metrics, evaluated = None, False  # metrics: rank 0's; `evaluated` is the same on every rank
         if self.val_set is not None and self._evaluated_step != self.step:
-            metrics = self.run_eval(writer)
-        if self._saved_step != self.step or metrics is not None:
+            if self._saved_step != self.step:
+                self.save()
+            metrics, evaluated = self.run_eval(writer), True
+        if self._saved_step != self.step or evaluated:
             self.save(metrics)
         if self.info.is_main:
             log.info("finished at step %d; best %s", self.step, self.ckpt.best_state())
@@ -468,6 +429,9 @@ class Trainer:
         if metrics is None:
             return None
         flat = flatten_metrics(metrics)
+        if self.s.best_metric and self.s.best_metric not in flat:
+            log.warning("train.best_metric=%r is not among this evaluation's metrics, so it cannot choose best.pt: "
+                        "%s", self.s.best_metric, ", ".join(sorted(flat)))
         self.history.append({"step": self.step, "epoch": self.epoch, **flat})
         log.info("eval at step %d: %s", self.step, " ".join(f"{k}={v:.4g}" for k, v in flat.items()))
         if writer is not None:
