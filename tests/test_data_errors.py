@@ -77,6 +77,17 @@ def test_skip_bad_frames_counts_and_reports(roots, tmp_path):
     assert list(ds.scan()) == ["000000"]
 
 
+def test_skip_bad_frames_stands_in_no_frame_for_an_evaluation(roots, tmp_path):
+    """Evaluators pair prediction i with frame i's labels: frame 000001's points in place of 000000's would be
+    scored against 000000's boxes."""
+    root = _copy(roots["kitti"], tmp_path, "k")
+    (root / "training" / "calib" / "000000.txt").unlink()
+    ds = KittiDataset(root, "trainval", skip_bad_frames=True, seed=0, training=False)
+    with pytest.raises(DataFormatError, match=r"000000\.txt.*only when training"):
+        ds[0]
+    assert not ds.skipped
+
+
 def test_semantickitti_label_count_mismatch(roots, tmp_path):
     root = _copy(roots["semantickitti"], tmp_path, "sk")
     label = root / "sequences" / "00" / "labels" / "000000.label"

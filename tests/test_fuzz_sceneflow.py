@@ -55,7 +55,7 @@ def test_sceneflow_empty_cloud_is_a_skippable_frame(copy):
         np.save(folder / "000000" / name, np.zeros((0, 3), np.float32))
     with pytest.raises(DataFormatError, match="000000/pc1.npy: no points"):
         SceneFlowDataset(root, "kitti", seed=0)[0]
-    skipping = SceneFlowDataset(root, "kitti", seed=0, skip_bad_frames=True)
+    skipping = SceneFlowDataset(root, "kitti", seed=0, skip_bad_frames=True, training=True)
     with pytest.warns(UserWarning, match="000000"):
         assert skipping[0]["frame_id"] == "kitti/000001"
     np.save(folder / "000000" / "pc1.npy", np.full((10, 3), 50.0, np.float32))  # all beyond 35 m

@@ -62,6 +62,15 @@ def test_past_sweeps_move_into_the_current_frame_within_their_segment(world):
     np.testing.assert_array_equal(previous, transform_points(multi.sweep(segment, before, group)[0], move))
 
 
+def test_past_sweeps_are_merged_without_a_time_column_too(world):
+    """time_channel=False drops the column, not the past sweeps (as SemanticKITTI's n_past_scans)."""
+    timed = WaymoDataset(world, "training", **CONFIG)
+    untimed = WaymoDataset(world, "training", **CONFIG, time_channel=False)
+    assert untimed.feature_names == ("intensity", "elongation")
+    for index in (1, 2):
+        np.testing.assert_array_equal(untimed.load(index)["points"], timed.load(index)["points"][:, :5])
+
+
 def test_a_segment_streamed_gives_the_dataset_cloud_bitwise(world):
     dataset = WaymoDataset(world, "training", labels=False, **CONFIG)
     source = WaymoSegments(world / "training", ("intensity", "elongation"))

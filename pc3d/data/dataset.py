@@ -59,9 +59,10 @@ class PointCloudDataset(torch.utils.data.Dataset):
     seed: the augmentation seed; sample i of epoch e is augmented with a generator seeded by
     (seed, e, i). None: draw each sample's seed from python's ``random``, which pc3d.engine seeds
     per sample from (run seed, epoch, index), so runs under the engine are reproducible too.
-    skip_bad_frames: when a frame raises DataFormatError, warn
+    skip_bad_frames: when a training frame raises DataFormatError, warn
     (BadFrameWarning naming the file), count it in ``self.skipped`` and return the next good frame
-    instead of raising; ``skip_report()`` summarises what was skipped in this process.
+    instead of raising; ``skip_report()`` summarises what was skipped in this process. A frame that is not
+    augmented (evaluation, test) still raises: the evaluators pair prediction i with frame i's labels.
     Usable oddities (an empty unlabelled scan, a missing sequence of a split) are counted in
     ``self.notes`` ({kind: [file or folder, ...]}) and warned once per kind (``note``).
     """
@@ -114,6 +115,10 @@ class PointCloudDataset(torch.utils.data.Dataset):
             except DataFormatError as error:
                 if not self.skip_bad_frames:
                     raise
+                if not self.is_training:
+                    raise DataFormatError(error.path, f"{error.problem} (skip_bad_frames stands in another frame "
+                                                      "for a bad one only when training: an evaluation would score "
+                                                      "that frame's predictions against this one's labels)") from error
                 self._skip(i, error)
                 continue
             if self.seed is None:  # the caller (pc3d.engine) seeded python's generator for this sample

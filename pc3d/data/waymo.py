@@ -475,15 +475,16 @@ class WaymoDataset(PointCloudDataset):
 
         segment, timestamp, group = self.frames[index]
         points, nlz = self.sweep(segment, timestamp, group)
+        clouds, times = [points], [np.zeros(len(points), np.float32)]
+        if self.n_past_scans:  # merged with or without a time column, as SemanticKITTI's past scans
+            pose = self.vehicle_pose(segment, timestamp)
+            for k, (past, past_group) in enumerate(self.past_frames(index), 1):
+                sweep = self.sweep(segment, past, past_group)[0]
+                clouds.append(transform_points(sweep, relative_pose(pose, self.vehicle_pose(segment, past))))
+                times.append(np.full(len(sweep), -k * self.scan_period, np.float32))
+            points = np.concatenate(clouds)
         if self.time_channel:
-            clouds, times = [points], [np.zeros(len(points), np.float32)]
-            if self.n_past_scans:
-                pose = self.vehicle_pose(segment, timestamp)
-                for k, (past, past_group) in enumerate(self.past_frames(index), 1):
-                    sweep = self.sweep(segment, past, past_group)[0]
-                    clouds.append(transform_points(sweep, relative_pose(pose, self.vehicle_pose(segment, past))))
-                    times.append(np.full(len(sweep), -k * self.scan_period, np.float32))
-            points = np.concatenate([np.concatenate(clouds), np.concatenate(times)[:, None]], 1)
+            points = np.concatenate([points, np.concatenate(times)[:, None]], 1)
         annos = self.read_boxes(segment, timestamp)
         train = np.isin(annos["name"], self.class_names) & (annos["num_points"] >= self.min_box_points)
         return {"frame_id": f"{segment}/{timestamp}", "points": points,
