@@ -103,12 +103,15 @@ def test_affine_maps_xyz_in_float64_and_keeps_features():
 
 
 def test_gt_sampling_never_overlaps(kitti_root):
+    """Nor the objects of the classes not trained on (other_boxes: the simulated world's vans, trucks, trams)."""
     ds = KittiDataset(kitti_root, "train", fov_only=False)
     sampler = GTSampling(kitti_root / "kitti_gt_database_train.json", ds.class_names,
                          {"Car": 40, "Pedestrian": 20, "Cyclist": 20}, min_points=5)
+    others = 0
     for i in range(len(ds)):
         raw = ds.load(i)
-        n_before = len(raw["gt_boxes"])
+        n_before, other = len(raw["gt_boxes"]), raw["other_boxes"].copy()
+        others += len(other)
         out = sampler(raw, np.random.default_rng(i))
         boxes = out["gt_boxes"]
         assert len(boxes) > n_before and len(out["gt_labels"]) == len(boxes)
@@ -117,6 +120,39 @@ def test_gt_sampling_never_overlaps(kitti_root):
         pairs = (new[:, None] | new[None, :]) & ~np.eye(len(boxes), dtype=bool)
         assert (iou[pairs] == 0).all()
         assert (points_in_boxes_count(out["points"], boxes[new]) >= 5).all()
+        if len(other):
+            assert (np.asarray(iou_bev(boxes[new], other)) == 0).all()
+    assert others > 0
+
+
+def test_gt_sampling_keeps_clear_of_the_objects_it_does_not_train_on(kitti_root):
+    """A van (other_boxes) where a database car stood: the same draws paste cars through it when it is not known."""
+    sampler = GTSampling(kitti_root / "kitti_gt_database_train.json", ["Car", "Pedestrian", "Cyclist"], {"Car": 20},
+                         min_points=5)
+    db, rng = sampler.db, np.random.default_rng(0)
+    ground = np.zeros((500, db.points.shape[1]), np.float32)
+    ground[:, :2] = rng.uniform([0, -30], [60, 30], (500, 2))
+    through = 0
+    for trial in range(20):
+        van = db.box[rng.choice(np.flatnonzero(db.name == "Car")), :7][None].copy()
+        scene = {"frame_id": "x", "points": ground.copy(), "gt_boxes": np.zeros((0, 7), np.float32),
+                 "gt_labels": np.zeros(0, np.int64)}
+        known = sampler({**scene, "other_boxes": van}, np.random.default_rng(trial))
+        assert (np.asarray(iou_bev(known["gt_boxes"], van)) == 0).all()
+        unknown = sampler(scene, np.random.default_rng(trial))
+        through += bool((np.asarray(iou_bev(unknown["gt_boxes"], van)) > 0).any())
+    assert through > 0
+
+
+def test_other_boxes_move_with_the_scene(kitti_root):
+    """Flips, turns and scaling move other_boxes as they move the points: each keeps its points."""
+    augment = [RandomFlip(["x", "y"], 1.0), GlobalRotation(np.pi), GlobalScaling([0.9, 1.1])]
+    ds = KittiDataset(kitti_root, "train", fov_only=False, augmentations=augment, seed=0)
+    for i in range(len(ds)):
+        raw, out = ds.load(i), ds[i]
+        assert len(raw["other_boxes"]) and not np.allclose(out["other_boxes"][:, :3], raw["other_boxes"][:, :3])
+        np.testing.assert_array_equal(points_in_boxes_count(out["points"], out["other_boxes"]),
+                                      points_in_boxes_count(raw["points"], raw["other_boxes"]))
 
 
 def test_flow_moves_with_points(tmp_path):

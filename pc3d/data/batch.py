@@ -13,6 +13,11 @@ gt_boxes       float32 [M, 7 (+2)]   x, y, z (centre), dx, dy, dz, heading in [-
                                      where unknown)
 gt_labels      int64 [M]             class id of each box, 1..K: ``class_names[id - 1]`` (0 is never used;
                                      datasets whose class_names name point classes, MOS: ``box_class_names``)
+other_boxes    float32 [K, 7 (+2)]   real objects that are no training target (KITTI's Van, Truck, Tram, Misc,
+                                     Person_sitting; Waymo's signs and boxes under min_box_points): moved with
+                                     the scene; objects pasted or moved by augmentation keep clear of them
+                                     (OpenPCDet keeps them among its gt_boxes until after augmentation); never
+                                     collated
 point_labels   int64 [N]             per-point train id (semantic: 0..K-1 with ``ignore_index`` for
                                      unlabelled; MOS: 0 unlabelled, 1 static, 2 moving)
 instance_ids   int64 [N]             per-point instance id (0 = stuff / none)
@@ -184,6 +189,10 @@ def check_sample(sample: dict) -> None:
             raise DataFormatError(frame, f"gt_boxes must be float32 [M, 7 or 9], got {boxes.dtype} {boxes.shape}")
         if len(sample.get("gt_labels", ())) != len(boxes):
             raise DataFormatError(frame, "gt_labels must have one class id per box")
+    if "other_boxes" in sample:
+        other = sample["other_boxes"]
+        if other.dtype != np.float32 or other.ndim != 2 or other.shape[1] not in (7, 9):
+            raise DataFormatError(frame, f"other_boxes must be float32 [K, 7 or 9], got {other.dtype} {other.shape}")
 
 
 def _offsets(arrays: Sequence[np.ndarray]) -> np.ndarray:

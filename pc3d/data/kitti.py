@@ -204,5 +204,6 @@ class KittiDataset(PointCloudDataset):
             train = np.isin(annos["name"], self.class_names)
             sample["gt_boxes"] = annos["gt_boxes_lidar"][train]
             sample["gt_labels"] = np.asarray([self.class_names.index(n) + 1 for n in annos["name"][train]], np.int64)
+            sample["other_boxes"] = annos["gt_boxes_lidar"][~train & (annos["name"] != "DontCare")]
             sample["metadata"]["annos"] = annos
         return sample

@@ -488,7 +488,7 @@ class WaymoDataset(PointCloudDataset):
         annos = self.read_boxes(segment, timestamp)
         train = np.isin(annos["name"], self.class_names) & (annos["num_points"] >= self.min_box_points)
         return {"frame_id": f"{segment}/{timestamp}", "points": points,
-                "gt_boxes": annos["box"][train],
+                "gt_boxes": annos["box"][train], "other_boxes": annos["box"][~train],
                 "gt_labels": np.asarray([self.class_names.index(n) + 1 for n in annos["name"][train]], np.int64),
                 "metadata": {"annos": annos, "segment": segment, "timestamp": timestamp,
                              "num_no_label_zone_points": nlz,

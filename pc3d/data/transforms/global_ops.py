@@ -31,7 +31,8 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
 
     matrix: [3, 3] keeping boxes upright: a rotation about z, a mirror of x or y, a uniform scale, or
     a product of them. Every cloud's x, y, z map as points; its vector keys (flow) and the box
-    velocities as vectors; box centres as points, sizes by the scale, headings turn with the matrix.
+    velocities as vectors; box centres (gt_boxes, other_boxes) as points, sizes by the scale, headings turn with
+    the matrix.
     """
     m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
     for cloud in clouds_of(sample):
@@ -39,8 +40,9 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
         for key in vector_keys(cloud):
             if key in sample:
                 sample[key] = (sample[key] @ m.T).astype(np.float32)
-    if "gt_boxes" in sample:
-        sample["gt_boxes"] = affine_boxes(sample["gt_boxes"], m, t)
+    for key in ("gt_boxes", "other_boxes"):
+        if key in sample:
+            sample[key] = affine_boxes(sample[key], m, t)
     return sample
 
 

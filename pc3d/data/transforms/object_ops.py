@@ -31,8 +31,9 @@ class GTSampling:
     (label id = index + 1). sample_groups: {class: quota}; a scene with fewer than `quota` boxes of
     the class receives up to the difference. min_points: {class: n} or one n, objects with fewer
     points are never sampled. exclude_difficulty: database difficulties never sampled (-1: unknown).
-    Candidates overlapping an existing box or an earlier candidate (BEV IoU > 0) are rejected, and
-    the scene's points inside accepted boxes are removed before the object's points are added.
+    Candidates overlapping an existing box (gt_boxes, or other_boxes: the objects of other classes) or an earlier
+    candidate (BEV IoU > 0) are rejected, and the scene's points inside accepted boxes are removed before the
+    object's points are added.
     fill_time: the frames carry a time column last that the database lacks (a multi-sweep dataset, e.g.
     WaymoDataset with n_past_scans, and the single-sweep database tools/create_data.py writes): pasted points
     get time 0, objects seen in the current sweep only (OpenPCDet's multi-frame databases keep each object's
@@ -81,7 +82,7 @@ class GTSampling:
                               f"the frame {sample.get('frame_id')} has {sample['points'].shape[1]}"
                               + ("" if time else " (a multi-sweep frame's time column: fill_time=true)"))
         boxes, labels = sample["gt_boxes"], sample["gt_labels"]
-        placed = boxes[:, :7].astype(np.float32)
+        placed = np.concatenate([boxes[:, :7], sample.get("other_boxes", boxes[:0])[:, :7]]).astype(np.float32)
         chosen: list[np.ndarray] = []
         for cls, quota in self.sample_groups.items():
             pool = self._pools[cls]
@@ -130,7 +131,8 @@ class GTSampling:
 class ObjectNoise:
     """Move each box (and its points) by a random translation (Gaussian, per-axis `translation_std`)
     and a turn about its centre (uniform in `rotation`), trying up to `num_try` draws and keeping the
-    first that overlaps no other box; a box with no collision-free draw stays where it is."""
+    first that overlaps no other box (of gt_boxes or other_boxes); a box with no collision-free draw stays where
+    it is."""
 
     def __init__(self, translation_std: Sequence[float] = (0.25, 0.25, 0.25),
                  rotation: Sequence[float] = (-0.15707963, 0.15707963), num_try: int = 100):
@@ -147,13 +149,14 @@ class ObjectNoise:
             return sample
         points = sample["points"].copy()
         owner = points_in_boxes(points, boxes[:, :7])
+        obstacles = sample.get("other_boxes", boxes[:0])[:, :7]
         for i in rng.permutation(len(boxes)):
             shift = rng.normal(0.0, 1.0, (self.num_try, 3)) * self.std
             turn = rng.uniform(*self.rotation, self.num_try)
             trials = np.repeat(boxes[i:i + 1, :7], self.num_try, 0).astype(np.float64)
             trials[:, :3] += shift
             trials[:, 6] += turn
-            others = np.delete(boxes[:, :7], i, 0)
+            others = np.concatenate([np.delete(boxes[:, :7], i, 0), obstacles])
             clear = np.ones(self.num_try, bool) if not len(others) else np.asarray(iou_bev(trials, others)).max(1) <= 0
             if not clear.any():
                 continue
