@@ -48,3 +48,28 @@ def test_a_semantickitti_model_labels_a_kitti_root(data, tmp_path):
         path = tmp_path / "out" / "labels" / "sequences" / "kitti" / "predictions" / f"{frame}.label"
         points = np.fromfile(data / "kitti" / "training" / "velodyne" / f"{frame}.bin", np.float32).reshape(-1, 4)
         assert len(read_label(path, len(points))) == len(points)
+
+
+def test_a_kitti_root_is_read_as_its_dataset_reads_it(data, tmp_path):
+    """The camera crop uses each frame's image_2 size (the simulator's 1224 x 370, not KITTI's usual 1242 x 375),
+    and the split "test" reads testing/, as KittiDataset does: the same points as the evaluation's samples."""
+    import shutil
+
+    from pc3d.data import KittiDataset
+    from pc3d.data.kitti import fov_mask
+
+    root = tmp_path / "kitti"
+    shutil.copytree(data / "kitti", root)
+    test = root / "testing"
+    for kind in ("velodyne", "calib", "image_2"):
+        shutil.copytree(root / "training" / kind, test / kind)
+    scan = np.fromfile(test / "velodyne" / "000000.bin", np.float32).reshape(-1, 4)
+    (scan * np.float32([1, -1, 1, 1])).tofile(test / "velodyne" / "000000.bin")  # a test scan of its own
+    (root / "ImageSets" / "test.txt").write_text("000000\n")
+    for split in ("train", "test"):
+        source, dataset = open_source(root, split=split), KittiDataset(root, split, fov_only=True)
+        for i, frame_id in enumerate(dataset.frames):
+            frame = source.read(frame_id)
+            assert frame.extra["image_shape"] == dataset.image_shape(frame_id) == (370, 1224)
+            seen = frame.points[fov_mask(frame.points, frame.calib, frame.extra["image_shape"])]
+            np.testing.assert_array_equal(seen, dataset.load(i)["points"])

@@ -89,7 +89,8 @@ class DetectionOutput:
         from pc3d.sim.ground_truth import kitti_calib
 
         calib = frame.calib or kitti_calib()
-        anno = to_kitti_anno(pred, calib, IMAGE_SHAPE if frame.calib is not None else None, self.class_names)
+        shape = frame.extra.get("image_shape", IMAGE_SHAPE) if frame.calib is not None else None
+        anno = to_kitti_anno(pred, calib, shape, self.class_names)
         path = self.out / "kitti" / f"{frame.frame_id}.txt"
         path.parent.mkdir(parents=True, exist_ok=True)
         write_kitti_label(path, anno)

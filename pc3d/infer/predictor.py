@@ -106,13 +106,14 @@ class Predictor:
                 f"columns={self.columns}, checkpoint={str(self.checkpoint)!r})")
 
     def __call__(self, points: np.ndarray | str | os.PathLike, points2: np.ndarray | str | os.PathLike | None = None,
-                 *, calib=None, pose=None, scan: int | None = None, frame_id: str = "cloud",
-                 drop_nonfinite: bool = False) -> dict[str, Any]:
+                 *, calib=None, image_shape: tuple[int, int] | None = None, pose=None, scan: int | None = None,
+                 frame_id: str = "cloud", drop_nonfinite: bool = False) -> dict[str, Any]:
         """The prediction for one cloud (a pair for scene flow): an array, or a point file that tools/infer.py
         reads (.bin / .npy / .npz / .pcd / .ply; columns by name where the format names them); see the module doc.
 
         calib: a pc3d.geometry.calib.KittiCalib (or a KITTI calib file) for the camera crop of a model trained on
-        it. pose: a windowed model's pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
+        it; image_shape: (height, width) of that camera's image (KITTI: the frame's image_2 PNG; default KITTI's
+        usual 375 x 1242). pose: a windowed model's pose of the scan ([4, 4], sensor -> world; SemanticKITTI:
         ``pc3d.data.semantickitti.lidar_poses``, Waymo: ``WaymoDataset.vehicle_pose``); scan: its number in the
         sequence (default: the one after the previous call's); scans in the order of the sequence."""
         from pc3d.infer.sources import SourceFrame
@@ -137,7 +138,7 @@ class Predictor:
                 from pc3d.geometry.calib import KittiCalib
 
                 calib = calib if isinstance(calib, KittiCalib) else KittiCalib.from_file(calib)
-                seen = fov_mask(points, calib, IMAGE_SHAPE)  # the crop prepare() makes, done here to keep the rows
+                seen = fov_mask(points, calib, image_shape or IMAGE_SHAPE)  # prepare()'s crop, here to keep rows
                 points = points[seen]
                 kept = seen if kept is None else _expand(kept, seen)
             extra = {} if pose is None else {"pose": pose} if scan is None else {"pose": pose, "scan": int(scan)}

@@ -32,7 +32,7 @@ def preparer(cfg, window=None):
     def prepare(frame):
         points = frame.points
         if fov_only and frame.calib is not None:
-            points = points[fov_mask(points, frame.calib, IMAGE_SHAPE)]
+            points = points[fov_mask(points, frame.calib, frame.extra.get("image_shape", IMAGE_SHAPE))]
             frame.points = points
         if colours and len(points) and points[:, colours].max() > 1.0:
             points[:, colours] /= 255.0

@@ -127,14 +127,17 @@ class PointFiles(Source):
 
 
 class KittiObject(Source):
-    """A KITTI object root: training/velodyne/<id>.bin with calib/<id>.txt, frames of ImageSets/<split>.txt
-    (every velodyne scan when that file is absent: `note` says so). A frame without its calib file is a
-    DataFormatError: its boxes cannot be written in the camera frame."""
+    """A KITTI object root: <base>/velodyne/<id>.bin with calib/<id>.txt, frames of ImageSets/<split>.txt
+    (every velodyne scan when that file is absent: `note` says so); <base> is testing/ for the split "test",
+    training/ otherwise, as KittiDataset reads it. A frame without its calib file is a DataFormatError: its boxes
+    cannot be written in the camera frame. extra["image_shape"]: (height, width) of its image_2 PNG, which bounds
+    the camera crop and the label files' 2D boxes as in KittiDataset (KITTI's usual size without image_2/)."""
 
     kind = "kitti"
 
     def __init__(self, path: Path, features: Sequence[str] = ("intensity",), pad: bool = False, split: str = "val"):
         self.split = split
+        self.base = Path(path) / ("testing" if split == "test" else "training")
         super().__init__(path, features, pad)
 
     def _items(self) -> list[str]:
@@ -145,20 +148,26 @@ class KittiObject(Source):
             splits = sorted(p.stem for p in ids_file.parent.glob("*.txt"))
             raise DataFormatError(ids_file, f"no such split list (--split {self.split}); this root lists {splits}")
         if not ids_file.is_file():
-            self.note = f"{ids_file} does not exist: every scan of training/velodyne"
-            return sorted(p.stem for p in (self.path / "training" / "velodyne").glob("*.bin"))
+            self.note = f"{ids_file} does not exist: every scan of {self.base.name}/velodyne"
+            return sorted(p.stem for p in (self.base / "velodyne").glob("*.bin"))
         return read_ids(ids_file)  # a frame listed twice, or no frame, is a DataFormatError naming the file
 
     def read(self, item: str) -> SourceFrame:
+        from pc3d.data.io import png_size
+        from pc3d.data.kitti import IMAGE_SHAPE
         from pc3d.geometry import KittiCalib
 
-        velodyne = self.path / "training" / "velodyne" / f"{item}.bin"
-        calib = self.path / "training" / "calib" / f"{item}.txt"
-        label = self.path / "training" / "label_2" / f"{item}.txt"
+        velodyne = self.base / "velodyne" / f"{item}.bin"
+        calib = self.base / "calib" / f"{item}.txt"
+        label = self.base / "label_2" / f"{item}.txt"
         points, extra = _velodyne(velodyne, self.features, self.pad)
         if not calib.is_file():
             raise DataFormatError(calib, "calibration file missing (frame " + item + "): its boxes need the "
                                          "LiDAR -> camera calibration")
+        image = self.base / "image_2" / f"{item}.png"
+        extra["image_shape"] = png_size(image) if image.parent.is_dir() else IMAGE_SHAPE
+        if extra["image_shape"] is None:
+            raise DataFormatError(image, "missing or not a PNG (its size bounds the camera crop the model saw)")
         if label.is_file():
             extra["label_2"] = label
         return SourceFrame(item, "kitti", points, velodyne, KittiCalib.from_file(calib), extra)
@@ -340,7 +349,7 @@ def open_source(path: str | Path, features: Sequence[str] = ("intensity",), spli
         return PointFiles(path, features, pad)
     if not path.is_dir():
         raise DataFormatError(path, "neither a regular file nor a folder (a FIFO, socket or device?)")
-    if (path / "training" / "velodyne").is_dir():
+    if (path / "training" / "velodyne").is_dir() or (path / "testing" / "velodyne").is_dir():
         return KittiObject(path, features, pad, split)
     if (path / "velodyne").is_dir():
         return SemanticKittiSequence(path, features, pad)
