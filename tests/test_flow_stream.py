@@ -232,3 +232,26 @@ def test_a_missing_occlusion_mask_names_the_file(tmp_path):
     assert ds[1]["flow_mask"].all()
     with pytest.raises(DataFormatError, match="000000/mask.npy: missing, but 000001/mask.npy exists"):
         ds[0]
+
+
+def test_no_pair_spans_a_skipped_scan(tmp_path, capsys):
+    """Scan 2 of 0..3 is truncated: tools/infer.py skips it and pairs (0, 1) only; (1, 3) would be a flow over two
+    scan intervals written as scan 1's."""
+    import sys
+
+    from conftest import experiment_checkpoint
+
+    from pc3d.sim.api import simulate_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    import infer
+
+    data = simulate_dataset("semantickitti", tmp_path / "seq", frames=4, seed=0, columns=256, sequence_length=4)
+    sequence = data / "sequences" / "00"
+    bad = sequence / "velodyne" / "000002.bin"
+    bad.write_bytes(bad.read_bytes()[:-6])
+    ckpt = experiment_checkpoint(tmp_path / "runs", "sctn_sim", *TINY_SCTN)
+    assert infer.main([str(ckpt), str(sequence), "--out", str(tmp_path / "out"), "--device", "cpu",
+                       "--flow-points", "128"]) == 0
+    assert "skipping a bad frame" in capsys.readouterr().err
+    assert sorted(p.stem for p in (tmp_path / "out" / "flow" / "00").glob("*.npy")) == ["000000"]

@@ -73,3 +73,10 @@ def test_a_kitti_root_is_read_as_its_dataset_reads_it(data, tmp_path):
             assert frame.extra["image_shape"] == dataset.image_shape(frame_id) == (370, 1224)
             seen = frame.points[fov_mask(frame.points, frame.calib, frame.extra["image_shape"])]
             np.testing.assert_array_equal(seen, dataset.load(i)["points"])
+
+
+def test_a_folder_streams_its_scans_in_number_order(tmp_path):
+    """Unpadded names: 2.npy comes before 10.npy, as the scans were taken (string order paired 1 with 10)."""
+    for i in range(12):
+        np.save(tmp_path / f"{i}.npy", np.full((3, 4), i, np.float32))
+    assert [p.stem for p in open_source(tmp_path).items] == [str(i) for i in range(12)]

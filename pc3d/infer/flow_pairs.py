@@ -6,6 +6,9 @@ frame t arrives, the pair (t - 1, t) is the sample: ``points`` = frame t - 1's r
 and the prediction is written for frame t - 1 (the sample's ``source_frame``; its ``extra["rows"]`` says
 which row of that frame each predicted flow belongs to, the other rows are written as NaN). The first frame
 of a sequence has no pair yet (None: the stream waits) and the last one never gets a flow (nothing follows).
+A frame the stream skips (unreadable, or nothing left after the crop) breaks the chain: the stream calls
+``frame_skipped()``, and the frame after the gap starts anew, as a sequence's first does (a pair across the gap
+would be a flow over two scan intervals, written as the next frame's).
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ class FlowPairs:
         self.previous, self.count = None, 0
 
     def start_sequence(self, name: str | None = None) -> None:
+        self.previous = None
+
+    def frame_skipped(self) -> None:
         self.previous = None
 
     def rows(self, frame) -> np.ndarray:

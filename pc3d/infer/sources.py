@@ -4,7 +4,7 @@
                                    source.kind
 
 kinds: ``file`` (one .bin / .npy / .npz / .pcd / .ply cloud); ``folder`` (a folder of such files, one
-frame each, in name order: a sequence named after the folder); ``kitti`` (a KITTI object root:
+frame each, in natural name order, 2 before 10: a sequence named after the folder); ``kitti`` (a KITTI object root:
 training/velodyne, calib, ImageSets/<split>.txt); ``semantickitti`` (one SemanticKITTI sequence folder
 holding velodyne/); ``waymo`` (a Waymo v2 segment: its ``<root>/<split>/lidar/<segment>.parquet``, or a
 split folder: every segment); ``scannet`` (one ScanNet scene folder scans/<scene>). Frames carry the points
@@ -26,6 +26,7 @@ file is a DataFormatError (its boxes would be written through a wrong calibratio
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -105,8 +106,14 @@ class Source:
         return len(self.items)
 
 
+def natural_key(path: Path) -> tuple:
+    """Sort key of a file name with its digit runs compared as numbers: 2.bin before 10.bin."""
+    return tuple((0, int(part), part) if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", path.name))
+
+
 class PointFiles(Source):
-    """One point file, or every point file of a folder (one frame each, name order)."""
+    """One point file, or every point file of a folder (one frame each, in natural name order: scan_2 before
+    scan_10, as a sequence's scans follow each other, whether or not their numbers are zero-padded)."""
 
     kind = "folder"
 
@@ -118,7 +125,8 @@ class PointFiles(Source):
             self.kind = "file"
             return [self.path]
         # a FIFO or a broken link named like a point file is listed: reading it is refused (without opening it)
-        return sorted(p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and not p.is_dir())
+        return sorted((p for p in self.path.iterdir() if p.suffix.lower() in POINT_EXTS and not p.is_dir()),
+                      key=natural_key)
 
     def read(self, item: Path) -> SourceFrame:
         frame_id = item.stem if self.kind == "file" else f"{item.parent.name}/{item.stem}"

@@ -106,6 +106,7 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
     timer = StageTimer(model, device)
     restarts = [hook for hook in (getattr(model, "start_sequence", None), getattr(prepare, "start_sequence", None))
                 if callable(hook)]
+    gap = getattr(prepare, "frame_skipped", None)  # a pair-wise step must not pair across a skipped frame
     sequence = None
     records, skipped, dropped = [], {}, {}
     start = time.perf_counter()
@@ -129,6 +130,8 @@ def stream(model: nn.Module, source: Source, prepare: Callable[[SourceFrame], di
                 raise
             skipped[str(item)] = str(error)
             print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
+            if callable(gap):
+                gap()
             continue
         if sample is None:  # a pair-wise step (scene flow) waits for the next frame
             continue
