@@ -90,6 +90,23 @@ def test_anchor_head_perfect_logits_recover_boxes():
     assert (pred["labels"][order] == ref[:, 7]).all()
 
 
+def test_anchor_head_keeps_a_crowded_frames_rarer_classes():
+    """1,100 car candidates above the threshold and 150 pedestrian ones, all lower scoring: the head's cap across
+    classes (OpenPCDet's NMS_PRE_MAXSIZE, 4,096) must leave the pedestrians to the per-class post-processing."""
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+    anchors, classes = head.anchors(32, 32)
+    rng = np.random.default_rng(0)
+    cls = torch.full((1, len(anchors), 3), -10.0)
+    cars = rng.choice(np.flatnonzero(classes == 1), 1100, replace=False)  # anchor classes are 1..K
+    walkers = rng.choice(np.flatnonzero(classes == 2), 150, replace=False)
+    cls[0, cars, 0] = torch.logit(torch.from_numpy(rng.uniform(0.6, 0.9, 1100)).float())
+    cls[0, walkers, 1] = torch.logit(torch.from_numpy(rng.uniform(0.3, 0.5, 150)).float())
+    out = {"cls": cls, "box": torch.zeros(1, len(anchors), 7), "dir": torch.zeros(1, len(anchors), 2),
+           "map_size": (32, 32)}
+    (_, _, labels), = head.predict(out)
+    assert np.bincount(labels.numpy(), minlength=4)[1:].tolist() == [1100, 150, 0]
+
+
 def test_anchor_head_loss_and_gradients():
     head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
     x = torch.randn(1, 16, 32, 32, requires_grad=True)
@@ -139,6 +156,19 @@ def test_center_targets_round_trip():
     assert (pred["labels"][order] == ref[:, 7]).all()
 
 
+def test_center_head_tasks_in_any_class_order():
+    """A task lists its classes in any order: channel c of its heatmap is task[c]'s, in targets as in predict
+    (a sorted order was assumed: [Pedestrian, Cyclist, Car] drew the car into the pedestrian channel)."""
+    head = CenterHead(16, CLASSES, [["Pedestrian", "Cyclist", "Car"]], VOXEL, RANGE, out_stride=4, shared_channels=8,
+                      head_channels=8)
+    boxes = gt_batch()["gt_boxes"][0].numpy()
+    (target,) = head.targets(gt_batch(), (64, 64), "cpu")
+    for channel, label in enumerate(head.tasks[0]):
+        peaks = (target["heatmap"][0, channel] == 1).nonzero().tolist()
+        cells = [[int((b[1] - RANGE[1]) / 0.4), int((b[0] - RANGE[0]) / 0.4)] for b in boxes if b[7] == label]
+        assert sorted(peaks) == sorted(cells)
+
+
 @pytest.mark.parametrize("with_iou", [False, True])
 def test_center_head_loss_and_gradients(with_iou):
     head = center_head(with_iou)
@@ -150,6 +180,19 @@ def test_center_head_loss_and_gradients(with_iou):
     assert ("loss_iou" in losses) == with_iou
     losses["loss"].backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+
+
+def test_overflowing_sizes_are_a_large_loss_not_an_error():
+    """exp(log size) overflowing (a diverging step) leaves the IoU branch no box to measure: target IoU 0 there, and
+    the log sizes' regression loss is large, as without the branch; iou_3d_aligned refused the boxes and ended the
+    run."""
+    head = center_head(True)
+    head.train()
+    preds = head(torch.randn(1, 16, 64, 64))
+    for pred in preds:
+        pred["dim"] = pred["dim"] + 100.0
+    loss = head.loss(preds, gt_batch())["loss"]
+    assert torch.isfinite(loss) and loss > 100
 
 
 def test_iou_rectification_comes_after_the_score_threshold():

@@ -182,6 +182,12 @@ def test_fused_boxes_by_hand():
     np.testing.assert_allclose(out["boxes"][1:], boxes[[2, 3]], atol=1e-6)
     empty = fuse_boxes(np.zeros((0, 7)), np.zeros(0), np.zeros(0), np.zeros(0), 2)
     assert empty["boxes"].shape == (0, 7) and len(empty["scores"]) == 0
+    # view 1's box half turned (the same BEV footprint) votes for heading 0.1 still, not against the best's 0
+    pair = boxes[:2].copy()
+    pair[1, 6] -= np.float32(np.pi)
+    flipped = fuse_boxes(pair, scores[:2], labels[:2], view_of[:2], 2)
+    np.testing.assert_allclose(flipped["boxes"][0, 6], np.arctan2(0.6 * np.sin(0.1), 0.9 + 0.6 * np.cos(0.1)),
+                               rtol=1e-5)
 
 
 class LeftHanded(torch.nn.Module):

@@ -129,7 +129,8 @@ def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_o
 
     Greedily by score: the best box not yet taken and every untaken box of its class with BEV IoU >= iou_threshold
     with it form a cluster. The fused box is the score-weighted mean of the cluster's centres, sizes (and
-    velocities), its heading the direction of the score-weighted sum of heading vectors; its score is the mean
+    velocities), its heading the direction of the score-weighted sum of heading vectors, each first turned to point
+    within 90 degrees of the best box's (BEV IoU clusters a box with its half-turned twin); its score is the mean
     over all views of each view's best score in the cluster (a view that found nothing there adds 0).
     Returns {"boxes" float32 [C, 7 (+2)], "scores" float32 [C], "labels" int64 [C]}, best first.
     """
@@ -151,6 +152,7 @@ def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_o
         w = scores[members].astype(np.float64)
         box = (boxes[members].astype(np.float64) * w[:, None]).sum(0) / w.sum()
         heading = boxes[members, 6].astype(np.float64)
+        heading[np.cos(heading - boxes[i, 6]) < 0] += np.pi  # BEV IoU cannot tell front from back: the best's
         box[6] = np.arctan2((w * np.sin(heading)).sum(), (w * np.cos(heading)).sum())
         best = np.zeros(n_views)
         np.maximum.at(best, view_of[members], scores[members])

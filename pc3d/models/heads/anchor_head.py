@@ -28,7 +28,7 @@ class AnchorHead(nn.Module):
                  matched_thresholds: Sequence[float], unmatched_thresholds: Sequence[float],
                  anchor_rotations: Sequence[float] = (0.0, 1.5707963), dir_offset: float = 0.78539,
                  num_dir_bins: int = 2, cls_weight: float = 1.0, box_weight: float = 2.0, dir_weight: float = 0.2,
-                 code_weights: Sequence[float] = (1.0,) * 7, score_threshold: float = 0.1, pre_max_size: int = 1000):
+                 code_weights: Sequence[float] = (1.0,) * 7, score_threshold: float = 0.1, pre_max_size: int = 4096):
         super().__init__()
         self.num_classes = num_classes
         self.anchor_generator = AnchorGenerator(point_cloud_range, anchor_sizes, anchor_bottom_heights,

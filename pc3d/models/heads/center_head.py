@@ -127,7 +127,7 @@ class CenterHead(nn.Module):
             for i, n in enumerate(batch["num_gt"].tolist()):
                 labels = gt[i, :n, -1].astype(np.int64)
                 sel = np.isin(labels, task)
-                classes = np.searchsorted(task, labels[sel]) if sel.any() else labels[sel]
+                classes = np.asarray([task.index(label) for label in labels[sel]], np.int64)  # channel in task
                 frames.append(center_targets(gt[i, :n, :-1][sel], classes, len(task), map_size, self.coder,
                                              self.max_objs, self.min_overlap, self.min_radius, self.with_velocity))
             out.append({k: torch.from_numpy(np.stack([f[k] for f in frames])).to(device) for k in frames[0]})
@@ -162,7 +162,9 @@ class CenterHead(nn.Module):
             if self.with_iou:
                 with torch.no_grad():
                     boxes = self.decode_at(pred, tgt["index"], w)
-                    m = tgt["mask"]
+                    # a non-finite box (sizes overflowing exp) gets target IoU 0: its loss is not finite anyway, and
+                    # the trainer skips such a step; iou_3d_aligned would refuse it
+                    m = tgt["mask"] & torch.isfinite(boxes).all(-1)
                     iou = torch.zeros_like(mask)
                     if m.any():
                         iou[m] = iou_3d_aligned(boxes[m].float(), tgt["boxes"][m].float()).to(iou.dtype)
