@@ -80,3 +80,20 @@ def test_a_folder_streams_its_scans_in_number_order(tmp_path):
     for i in range(12):
         np.save(tmp_path / f"{i}.npy", np.full((3, 4), i, np.float32))
     assert [p.stem for p in open_source(tmp_path).items] == [str(i) for i in range(12)]
+
+
+def test_a_source_reads_frames_as_the_run_was_trained(data):
+    """The run's loader options reach the reader: a Waymo model trained on the first return only gets the first
+    return at inference, a ScanNet model trained on unaligned scenes unaligned ones."""
+    from pc3d.data import WaymoDataset
+
+    segment = data / "waymo" / "training"
+    both, first = open_source(segment, ("intensity", "elongation")), open_source(
+        segment, ("intensity", "elongation"), loader={"returns": [1]})
+    item = both.items[0]
+    expected = WaymoDataset(data / "waymo", "training", returns=[1], labels=False).load(item)["points"]
+    np.testing.assert_array_equal(first.read(item).points, expected)
+    assert first.dataset.returns == (1,) and both.dataset.returns == (1, 2)  # this small world has no 2nd returns
+    scene = data / "scannet" / "scans" / "scene0000_00"
+    aligned, raw = open_source(scene, ("r", "g", "b")), open_source(scene, ("r", "g", "b"), loader={"align": False})
+    assert not np.allclose(aligned.read(aligned.items[0]).points[:, :3], raw.read(raw.items[0]).points[:, :3])

@@ -71,8 +71,8 @@ def run(args: argparse.Namespace) -> int:
 
         pairs = FlowPairs(args.flow_points or None, args.flow_max_depth, args.flow_fov,
                           None if args.flow_keep_ground else args.flow_min_z)
-    source = open_source(args.source, predictor.feature_names, args.split, args.pad_features)
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
+    source = open_source(args.source, predictor.feature_names, args.split, args.pad_features, loader=dataset_cfg)
     if hasattr(source, "lasers"):  # a model of some lasers' points (Waymo segmentation: TOP) is fed those alone
         source.lasers = getattr(dataset_class(dataset_cfg), "lasers", None)
     if window is not None:

@@ -27,7 +27,7 @@ file is a DataFormatError (its boxes would be written through a wrong calibratio
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,13 +76,17 @@ class Source:
     """A sequence of frames; subclasses set kind and implement _items() and read(item).
 
     features: the model's feature columns after x, y, z; pad: fill missing columns with 0 and drop extra ones
-    instead of refusing the frame. `note` (may be empty) says how the frames were chosen.
+    instead of refusing the frame; loader: the run's dataset options that decide how a frame is read (Waymo:
+    returns, drop_no_label_zone; ScanNet: align), so that the model sees what it was trained on. `note` (may be
+    empty) says how the frames were chosen.
     """
 
     kind = "source"
 
-    def __init__(self, path: Path, features: Sequence[str] = ("intensity",), pad: bool = False):
+    def __init__(self, path: Path, features: Sequence[str] = ("intensity",), pad: bool = False,
+                 loader: Mapping | None = None):
         self.path, self.features, self.pad = path, tuple(features), pad
+        self.loader = dict(loader or {})
         self.note = ""
         self.items = self._items()
         if not self.items:
@@ -248,7 +252,8 @@ class WaymoSegments(Source):
         from pc3d.data.waymo import WaymoDataset
 
         split_dir = self.path.parent.parent if self.path.is_file() else self.path
-        self.dataset = WaymoDataset(split_dir.parent, split_dir.name, labels=False)  # boxes are not read
+        options = {k: self.loader[k] for k in ("returns", "drop_no_label_zone") if k in self.loader}
+        self.dataset = WaymoDataset(split_dir.parent, split_dir.name, labels=False, **options)  # boxes are not read
         self._labelled = None  # the same segments with their boxes, made by ground_truth_boxes on first use
         self._first: dict[str, int] = {}  # segment -> index of its first frame
         wanted = self.path.stem if self.path.is_file() else None
@@ -299,13 +304,16 @@ class WaymoSegments(Source):
         if not self.dataset.component("lidar_box", segment).is_file():
             return None
         if self._labelled is None:
-            self._labelled = WaymoDataset(self.dataset.root, self.dataset.split, labels=True)
+            read = self.dataset
+            self._labelled = WaymoDataset(read.root, read.split, labels=True, returns=read.returns,
+                                          drop_no_label_zone=read.drop_no_label_zone)
         return self._labelled.read_boxes(segment, frame.extra["timestamp"])["box"][:, :7]
 
 
 class ScanNetScene(Source):
     """scans/<scene>: the <scene>_vh_clean_2.ply mesh vertices (x, y, z, r, g, b in 0..1), axis-aligned
-    with <scene>.txt when present; one frame, id <scene>; extra["labels"]: the scene's labels .ply when present."""
+    with <scene>.txt when present (unless the run's loader says align: false); one frame, id <scene>;
+    extra["labels"]: the scene's labels .ply when present."""
 
     kind = "scannet"
 
@@ -315,7 +323,8 @@ class ScanNetScene(Source):
     def read(self, item: Path) -> SourceFrame:
         from pc3d.data.scannet import read_scene
 
-        cloud = finite_rows(as_float_rows(read_scene(self.path), item), item, ("r", "g", "b"))
+        align = None if self.loader.get("align", True) else np.eye(4)
+        cloud = finite_rows(as_float_rows(read_scene(self.path, align), item), item, ("r", "g", "b"))
         points, extra = _frame_cloud(cloud, self.features, item, self.pad)
         labels = self.path / f"{self.path.name}_vh_clean_2.labels.ply"
         if labels.is_file():  # ground truth, for tools/visualize.py --labels truth / errors
@@ -343,17 +352,18 @@ class ScanNetScene(Source):
 
 
 def open_source(path: str | Path, features: Sequence[str] = ("intensity",), split: str = "val",
-                pad: bool = False) -> Source:
+                pad: bool = False, loader: Mapping | None = None) -> Source:
     """The reader of `path` (see the module docstring); DataFormatError naming it when none fits.
 
     features: the model's feature columns after x, y, z; split: the ImageSets split of a KITTI root;
-    pad: fill missing columns with 0 and drop extra ones instead of refusing a frame."""
+    pad: fill missing columns with 0 and drop extra ones instead of refusing a frame; loader: the run's dataset
+    config, whose reading options the source follows (Source)."""
     path = Path(path)
     if not path.exists():
         raise DataFormatError(path, "no such file or folder")
     if path.is_file():
         if path.suffix.lower() == ".parquet" and path.parent.name == "lidar":
-            return WaymoSegments(path, features, pad)
+            return WaymoSegments(path, features, pad, loader)
         return PointFiles(path, features, pad)
     if not path.is_dir():
         raise DataFormatError(path, "neither a regular file nor a folder (a FIFO, socket or device?)")
@@ -364,13 +374,13 @@ def open_source(path: str | Path, features: Sequence[str] = ("intensity",), spli
     if (path / "sequences").is_dir():
         raise DataFormatError(path, "a SemanticKITTI root: pass one sequence folder, e.g. sequences/08")
     if (path / "lidar").is_dir() and any((path / "lidar").glob("*.parquet")):
-        return WaymoSegments(path, features, pad)
+        return WaymoSegments(path, features, pad, loader)
     splits = [s for s in ("training", "validation", "testing") if any((path / s / "lidar").glob("*.parquet"))]
     if splits:
         raise DataFormatError(path, f"a Waymo v2 root: pass a split folder ({path / splits[0]}) or one segment's "
                                     f"lidar/<segment>.parquet")
     if (path / f"{path.name}_vh_clean_2.ply").is_file():
-        return ScanNetScene(path, features, pad)
+        return ScanNetScene(path, features, pad, loader)
     scenes = sorted(path.glob("scans/*/*_vh_clean_2.ply"))
     if scenes:
         raise DataFormatError(path, f"a ScanNet root: pass one scene folder, e.g. {scenes[0].parent}")
