@@ -174,3 +174,44 @@ def test_a_run_that_fails_while_training_keeps_its_folder(tmp_path):
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert proc.returncode == 2 and "not finite for 3 steps in a row" in proc.stderr, proc.stderr[-3000:]
     assert "the step is skipped" in (run_dir / "train.log").read_text()
+
+
+class WorkersEndedBy:
+    """The trainer's loader whose workers die (as a SIGTERM to the whole group ends them) after `after` batches,
+    once the stop flag is up: the next batch raises DataLoader's error."""
+
+    def __init__(self, loader, after: int, stop: dict):
+        self.loader, self.after, self.stop, self.served = loader, after, stop, 0
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.served == self.after:
+                self.stop["now"] = True
+                raise RuntimeError("DataLoader worker (pid(s) 4242) exited unexpectedly")
+            self.served += 1
+            yield batch
+
+
+def test_workers_ended_mid_step_by_a_stop_save_the_step_start_and_resume_bitwise(tmp_path, monkeypatch):
+    """accumulate 4 with a worker: the workers die on the 3rd batch of step 3 (10 batches served); the save is of
+    step 2's end, and the resumed run equals a straight one bit for bit."""
+    settings = {"max_iters": 6, "accumulate": 4, "workers": 1, "train_size": 256}
+    straight = make_trainer(tmp_path / "straight", **settings)
+    straight.fit()
+    stopped = make_trainer(tmp_path / "run", **settings)
+    flag: dict = {}
+
+    class StopWhen(StopRequest):
+        @property
+        def requested(self) -> bool:
+            return self.signum is not None or bool(flag)
+
+    monkeypatch.setattr(trainer_module, "StopRequest", StopWhen)
+    stopped.loader = WorkersEndedBy(stopped.loader, 10, flag)
+    result = stopped.fit()
+    assert result.interrupted and result.step == 2 and load_checkpoint(result.last_checkpoint)["progress"]["step"] == 2
+    monkeypatch.undo()
+    resumed = make_trainer(tmp_path / "run", **settings)
+    resumed.fit(resume=tmp_path / "run")
+    for a, b in zip(straight.net.parameters(), resumed.net.parameters(), strict=True):
+        assert torch.equal(a, b)

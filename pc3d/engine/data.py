@@ -25,7 +25,6 @@ import math
 import multiprocessing
 import random
 import signal
-import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -140,29 +139,8 @@ def worker_context(workers: int) -> str | None:
     """Start method of DataLoader workers: forkserver where there is one, since libgomp (numba's and
     torch's OpenMP) aborts in a child forked after a parallel region ran in the parent."""
     if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
-        start_forkserver()
         return "forkserver"
     return None
-
-
-def start_forkserver() -> None:
-    """Start multiprocessing's forkserver, if it is not running, ignoring SIGTERM: a SIGTERM sent to the whole
-    job (SLURM, `kill -TERM -<pgid>`) must reach this process's trainer, which saves and stops, and not kill the
-    forkserver, whose death ends every worker (a worker exits when its parent does). An ignored signal stays
-    ignored across the forkserver's exec. SIGTERM is blocked meanwhile, so one sent to this process then waits,
-    pending, for its handler to come back (blocked signals are not dropped on Linux, even while ignored)."""
-    from multiprocessing import forkserver
-
-    if threading.current_thread() is not threading.main_thread():  # signal.signal works in the main thread only
-        forkserver.ensure_running()
-        return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-    handler = signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    try:
-        forkserver.ensure_running()
-    finally:
-        signal.signal(signal.SIGTERM, handler)
-        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def init_worker(worker_id: int) -> None:
@@ -172,17 +150,16 @@ def init_worker(worker_id: int) -> None:
     (torch sets 1 in each worker), so N workers add N threads, not N x cores. The bounded OpenMP spin of pc3d's
     thread policy reaches workers through the environment.
 
-    Signals: a worker ignores SIGINT and SIGTERM. Ctrl-C reaches the whole foreground process group, and SLURM
-    or `kill -TERM -<pgid>` a whole job; a worker that died of it would end the run at the next batch with
-    "DataLoader worker exited unexpectedly", before the trainer's stop (pc3d.engine.signals) saves at the step
-    boundary. The main process shuts its workers down itself, and a worker whose parent is gone exits
-    (start_forkserver keeps that parent alive)."""
+    Signals: a worker ignores SIGINT. Ctrl-C reaches the whole foreground process group; a worker that died of it
+    would end the run at the next batch with "DataLoader worker exited unexpectedly", before the trainer's stop
+    (pc3d.engine.signals) saves at the step boundary (the forkserver ignores SIGINT itself). SIGTERM keeps its
+    default: multiprocessing ends leftover workers with it at exit. A SIGTERM to the whole group (SLURM) does end
+    the workers; the trainer then saves at the last step boundary (Trainer._loop)."""
     del worker_id
     from pc3d_ops.threads import use_threads
 
     use_threads(torch.get_num_threads())
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(signum, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
