@@ -210,6 +210,23 @@ def test_fuzz_waymo(fuzz_roots, data, component):
         path.write_bytes(original)
 
 
+def test_gt_database_objects_keep_the_points_they_share(tmp_path):
+    """Two overlapping boxes (a cyclist beside a pedestrian): each object holds every point inside its own box, the
+    shared ones too, as OpenPCDet's database (one owner per point dropped the pedestrian's)."""
+    from pc3d.data import GTDatabase
+    from pc3d.data.gt_database import write_database
+    from pc3d.geometry import points_in_boxes_count
+
+    rng = np.random.default_rng(0)
+    points = np.c_[rng.uniform(-1, 1, (400, 3)), np.zeros(400)].astype(np.float32)
+    boxes = np.array([[0, 0, 0, 2, 2, 2, 0], [0.5, 0, 0, 2, 2, 2, 0]], np.float32)
+    frame = {"frame_id": "f", "points": points, "gt_boxes": boxes, "names": np.array(["Cyclist", "Pedestrian"]),
+             "difficulty": np.array([0, 0])}
+    db = GTDatabase.load(write_database(tmp_path, "overlap", "train", ("x", "y", "z", "intensity"), [frame]))
+    assert db.num_points.tolist() == points_in_boxes_count(points, boxes).tolist() == [400, 303]
+    np.testing.assert_allclose(db.object_points(1)[:, :3] + boxes[1, :3], points[points[:, 0] >= -0.5, :3], atol=1e-6)
+
+
 def test_gt_database_header_and_empty_objects(roots, tmp_path):
     """The GT database counts the objects it leaves out (no point inside) and refuses a damaged header or index."""
     import json

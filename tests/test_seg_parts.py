@@ -357,3 +357,19 @@ def test_point_branch_separates_points_that_share_a_voxel():
         return float((pred[mapped.numpy()] == batch["point_labels"][mapped].numpy()).mean())
 
     assert accuracy(8) > 0.9 > 0.7 > accuracy(0)
+
+
+def test_a_multi_scan_sample_is_predicted_for_its_current_scan():
+    """With past scans (n_past_scans) a sample's rows are its current scan first: only those are scored and written
+    (the semantic-kitti-api scores each scan's points once; the MOS head cuts them the same way)."""
+    from types import SimpleNamespace
+
+    batch = {"point_offsets": torch.tensor([0, 5, 9]), "num_current_points": torch.tensor([3, 2]),
+             "point_to_voxel": torch.arange(9), "point_labels": torch.arange(9) % 3, "frame_id": ["a", "b"],
+             "batch_size": 2}
+    logits = torch.nn.functional.one_hot(torch.arange(9) % 3, 3).float()
+    head = SimpleNamespace(ignore_index=0, num_classes=3)
+    first, second = SparseSegmentor.predictions(head, batch, logits, torch.ones(9, dtype=torch.bool))
+    np.testing.assert_array_equal(first["point_labels"], [0, 1, 2])
+    np.testing.assert_array_equal(second["point_labels"], [2, 0])
+    assert len(first["pred_labels"]) == 3 and len(second["pred_labels"]) == 2

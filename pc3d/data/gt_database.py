@@ -54,11 +54,8 @@ def write_database(root: str | PathLike, dataset: str, split: str, columns: Iter
             width = min(width, box.shape[1] if box.ndim == 2 else 7)
             if not len(box):
                 continue
-            owner = points_in_boxes(frame["points"], box[:, :7])
-            order = np.argsort(owner, kind="stable")
-            starts = np.searchsorted(owner[order], np.arange(len(box) + 1))
-            for k in range(len(box)):
-                rows = order[starts[k]:starts[k + 1]]
+            for k in range(len(box)):  # every point inside the box, also one another box holds (OpenPCDet's rule)
+                rows = np.flatnonzero(points_in_boxes(frame["points"], box[k:k + 1, :7]) == 0)
                 if not len(rows):
                     empty[str(frame["names"][k])] += 1
                     continue

@@ -7,7 +7,8 @@
 Train mode: ``model(batch)`` -> {"loss", "loss_ce", "loss_lovasz", "acc"} on the labelled voxels / points.
 Eval mode: a list with, per sample, {"frame_id": str, "pred_labels": int64 [N] numpy (one train id per
 point of ``points``; ``ignore_index`` for points without a voxel when unmapped="ignore"),
-"point_labels": int64 [N] numpy (the ground truth, when the batch has it)}.
+"point_labels": int64 [N] numpy (the ground truth, when the batch has it)}; a multi-scan sample's N is its
+current scan's ``num_current_points`` (the past scans inform it, they are not scored twice).
 """
 from __future__ import annotations
 
@@ -107,9 +108,11 @@ class SparseSegmentor(nn.Module):
         labels = torch.full_like(batch["point_to_voxel"], self.ignore_index)
         labels[mapped] = logits.argmax(1)
         offsets = batch["point_offsets"].tolist()
+        # a multi-scan sample (n_past_scans) is scored and written for its current scan: its first rows
+        current = batch["num_current_points"].tolist() if "num_current_points" in batch else None
         out = []
         for b in range(batch["batch_size"]):
-            rows = slice(offsets[b], offsets[b + 1])
+            rows = slice(offsets[b], offsets[b + 1] if current is None else offsets[b] + current[b])
             pred = {"frame_id": batch["frame_id"][b], "pred_labels": labels[rows].cpu().numpy()}
             if "point_labels" in batch:
                 pred["point_labels"] = batch["point_labels"][rows].cpu().numpy()
