@@ -1,4 +1,5 @@
-"""The ground-truth object database for GT sampling: every training object's points, in its box frame.
+"""The ground-truth object database for GT sampling: every training object's points, in its box frame (all the
+points inside its box, also those inside a neighbour's overlapping box, as OpenPCDet's database).
 
 Written by ``tools/create_data.py`` beside the dataset, three files per (dataset, split):
 
@@ -9,7 +10,8 @@ Written by ``tools/create_data.py`` beside the dataset, three files per (dataset
     <name>_gt_database_<split>.npz    index arrays: name <U [K], frame_id <U [K], box float32 [K, 7 (+2)]
                                       (LiDAR frame, where the object was; vx, vy when the frames' boxes
                                       carry velocities), num_points int32 [K],
-                                      difficulty int8 [K] (0 easy, 1 moderate, 2 hard, -1 other),
+                                      difficulty int8 [K] (KITTI: 0 easy, 1 moderate, 2 hard, -1 other;
+                                      Waymo: its levels, 0 unknown, 1 LEVEL_1, 2 LEVEL_2),
                                       offset int64 [K + 1] (rows of each object in the bin file)
     <name>_gt_database_<split>.bin    float32 [P, 3 + C] raw points, x, y, z relative to the box centre
 
