@@ -56,8 +56,11 @@ def write_database(root: str | PathLike, dataset: str, split: str, columns: Iter
             width = min(width, box.shape[1] if box.ndim == 2 else 7)
             if not len(box):
                 continue
-            for k in range(len(box)):  # every point inside the box, also one another box holds (OpenPCDet's rule)
-                rows = np.flatnonzero(points_in_boxes(frame["points"], box[k:k + 1, :7]) == 0)
+            # every point inside each box, also one another box holds (OpenPCDet's rule): each box is tested on the
+            # points inside any box only (points_in_boxes gives a point its first box)
+            inside = np.flatnonzero(points_in_boxes(frame["points"], box[:, :7]) >= 0)
+            for k in range(len(box)):
+                rows = inside[points_in_boxes(frame["points"][inside], box[k:k + 1, :7]) == 0]
                 if not len(rows):
                     empty[str(frame["names"][k])] += 1
                     continue

@@ -162,8 +162,8 @@ class CenterHead(nn.Module):
             if self.with_iou:
                 with torch.no_grad():
                     boxes = self.decode_at(pred, tgt["index"], w)
-                    # a non-finite box (sizes overflowing exp) gets target IoU 0: its loss is not finite anyway, and
-                    # the trainer skips such a step; iou_3d_aligned would refuse it
+                    # a non-finite box (sizes overflowing exp) has no IoU to measure: target 0 (its log sizes' large
+                    # regression loss is what teaches it); iou_3d_aligned would refuse it
                     m = tgt["mask"] & torch.isfinite(boxes).all(-1)
                     iou = torch.zeros_like(mask)
                     if m.any():
