@@ -153,8 +153,8 @@ def init_worker(worker_id: int) -> None:
     Signals: a worker ignores SIGINT. Ctrl-C reaches the whole foreground process group; a worker that died of it
     would end the run at the next batch with "DataLoader worker exited unexpectedly", before the trainer's stop
     (pc3d.engine.signals) saves at the step boundary (the forkserver ignores SIGINT itself). SIGTERM keeps its
-    default: multiprocessing ends leftover workers with it at exit. A SIGTERM to the whole group (SLURM) does end
-    the workers; the trainer then saves at the last step boundary (Trainer._loop)."""
+    default: multiprocessing ends leftover workers with it at exit. A SIGTERM to the whole group (SLURM without
+    `B:`) still ends the workers, and with them a run stopped mid-step."""
     del worker_id
     from pc3d_ops.threads import use_threads
 

@@ -228,29 +228,13 @@ class Trainer:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
             self.sampler.set_epoch(self.epoch, self.batch_in_epoch)
             micro, finite = 0, torch.ones((), dtype=torch.bool)
-            batches, step_start = iter(self.loader), None
-            while True:
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                except RuntimeError as error:  # its workers died: of the stop signal too (SLURM signals a group)?
-                    if not self._ended_by_the_stop(error, stop):
-                        raise
-                    if micro and step_start is not None:  # mid-step: saved as the step began, to read it again
-                        self.batch_in_epoch, rng = step_start
-                        set_rng_state(rng)
-                    stop.signum = stop.signum or 15
-                    self.save()
-                    return
+            for batch in self.loader:
                 if move:
                     batch = to_device(batch, dev)
                 micro += 1
                 sync = micro == s.accumulate
-                if micro == 1:  # what a skipped step puts back (batch-norm statistics), and where it began
+                if micro == 1:  # what a skipped step puts back (batch-norm statistics)
                     buffers = [b.detach().clone() for b in self.net.buffers()]
-                    if s.workers and s.accumulate > 1 and not self.info.distributed:
-                        step_start = (self.batch_in_epoch, rng_state())
                 ctx = self.model.no_sync() if self.info.distributed and not sync else contextlib.nullcontext()
                 with ctx:
                     with autocast(s.precision, dev):
@@ -298,16 +282,6 @@ class Trainer:
             if self.batch_in_epoch >= batches_per_epoch and s.by_epochs:
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
                 self._periodic(self.epoch, writer)
-
-    def _ended_by_the_stop(self, error: RuntimeError, stop: StopRequest) -> bool:
-        """Whether `error` is the loader's "DataLoader worker (pid ...) exited unexpectedly" after a stop signal:
-        a SIGTERM sent to the whole process group (SLURM, `kill -TERM -<pgid>`) ends the workers as well (SIGINT
-        they ignore, pc3d.engine.data.init_worker). One process only: under DDP the ranks stop together."""
-        if self.info.distributed or not self.s.workers or "DataLoader worker" not in str(error):
-            return False
-        if not stop.requested:
-            time.sleep(0.5)  # the signal that ended the workers may not have reached this process's handler yet
-        return stop.requested
 
     def _optimizer_step(self, norm: torch.Tensor | None, finite_loss: torch.Tensor, batch: Any,
                         buffers: list[torch.Tensor]) -> bool:
