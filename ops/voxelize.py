@@ -315,8 +315,9 @@ def dynamic_voxels(packed, ibits, grid, batch_index, n_chunks):
 
 
 @nb.njit(**_PARALLEL)
-def cylindrical_positions(points):
-    """float32 [N, 3] (rho, phi, z) of points [N, 3 + C]; phi in [-pi, pi)."""
+def cylindrical_positions(points, phi_top):
+    """float32 [N, 3] (rho, phi, z) of points [N, 3 + C]; phi in [-pi, phi_top], phi_top < pi the
+    largest azimuth of the grid's last cell (larger ones are float32 rounding of that cell)."""
     n = points.shape[0]
     out = np.empty((n, 3), np.float32)
     pi = np.float32(np.pi)
@@ -327,6 +328,8 @@ def cylindrical_positions(points):
         # atan2 returns +pi on the negative x axis; that cell is the one at -pi
         if phi >= pi:
             phi = -pi
+        elif phi > phi_top:
+            phi = phi_top
         out[i, 0] = np.sqrt(x * x + y * y)
         out[i, 1] = phi
         out[i, 2] = points[i, 2]

@@ -78,3 +78,21 @@ def test_temporal(rng):
     assert x.ndim == 4 and len(x) == len(dv)
     with pytest.raises(ConfigError):
         TemporalVoxelizer(0.5, (-2, -2, -2, 2, 2, 2), dt=0.1, time_range=(0, 0.5), time_column=2)
+
+
+@pytest.mark.parametrize("n_phi", [36, 360, 1000])
+def test_cylindrical_azimuths_just_below_pi_stay_in_the_last_cell(n_phi):
+    # float32 atan2 values just below +pi can round into cell n_phi; they belong to the last cell
+    y = np.geomspace(1e-9, 1e-2, 4000).astype(np.float32)
+    pts = np.stack([np.full_like(y, -5.0), y, np.zeros_like(y)], 1)
+    pts = np.concatenate([pts, pts * [1, -1, 1]]).astype(np.float32)
+    vox = CylindricalVoxelizer((10, n_phi, 4), rho_range=(0, 10), z_range=(-2, 2))
+    dv = vox(pts)
+    assert dv.keep.all() and dv.n_cropped == 0
+    phi_cells = dv.coords[dv.point_to_voxel, 2]
+    assert np.isin(phi_cells, [0, n_phi - 1]).all()
+    assert (phi_cells[:len(y)] == n_phi - 1).any()
+    hard = HardCylindricalVoxelizer((10, n_phi, 4), (0, 10), (-2, 2), 4, 100)(pts)
+    assert (hard.point_to_voxel >= 0).all()
+    to_centre, _ = point_offsets(pts, dv)
+    assert (to_centre.abs() <= torch.from_numpy(vox.grid.voxel_size) / 2 + 1e-4).all()

@@ -4,7 +4,9 @@ Axis order follows the Cartesian convention with x -> rho, y -> phi: grid sizes 
 (n_rho, n_phi, n_z) and coords are (b, z, phi, rho) with spatial_shape (n_z, n_phi, n_rho).
 rho = sqrt(x^2 + y^2), phi = atan2(y, x) in [-pi, pi) (float32). A cell is
 floor((v - v_min) / ((v_max - v_min) / n)) in float32; points outside [rho_min, rho_max) or
-[z_min, z_max) are cropped and counted (Cylinder3D clips them into the border cells instead).
+[z_min, z_max) are cropped and counted (Cylinder3D clips them into the border cells instead). Every
+azimuth is inside the grid: a phi just below +pi whose float32 cell rounds to n_phi is moved to the
+largest phi of the last cell.
 """
 from __future__ import annotations
 
@@ -37,16 +39,25 @@ class CylindricalGrid(VoxelGrid):
         lower = np.array([rho_min, -pi, z_min], np.float32)
         upper = np.array([rho_max, pi, z_max], np.float32)
         super().__init__((upper - lower) / cells.astype(np.float32), (*lower, *upper), grid_size=cells)
+        self.phi_top = _last_phi_in_grid(-pi, self.voxel_size[1], int(cells[1]))
 
     def positions(self, points: np.ndarray) -> np.ndarray:
-        """float32 [N, 3] (rho, phi, z)."""
-        return _k.cylindrical_positions(points)
+        """float32 [N, 3] (rho, phi, z), phi in [-pi, phi_top]."""
+        return _k.cylindrical_positions(points, self.phi_top)
 
     def torch_positions(self, points: torch.Tensor) -> torch.Tensor:
         rho = torch.sqrt(points[:, 0] * points[:, 0] + points[:, 1] * points[:, 1])
         phi = torch.atan2(points[:, 1], points[:, 0])
         phi = torch.where(phi >= np.float32(np.pi), torch.full_like(phi, -np.float32(np.pi)), phi)
-        return torch.stack([rho, phi, points[:, 2]], 1)
+        return torch.stack([rho, phi.clamp(max=float(self.phi_top)), points[:, 2]], 1)
+
+
+def _last_phi_in_grid(phi_min: np.float32, size: np.float32, n_phi: int) -> np.float32:
+    """The largest float32 phi below pi whose cell floor((phi - phi_min) / size) is < n_phi."""
+    phi = np.nextafter(np.float32(np.pi), np.float32(0))
+    while np.floor((phi - phi_min) / size) >= n_phi:
+        phi = np.nextafter(phi, np.float32(0))
+    return phi
 
 
 class CylindricalVoxelizer(DynamicGridVoxelizer):
