@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import random_sparse
 
+from pc3d.errors import SparseTensorError
 from pc3d.models.backbones3d.attention import AttentionLayer, SlotAttention
 from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR
 from pc3d.models.backbones3d.flatformer import FlatFormer
@@ -209,3 +210,34 @@ def test_iou_rectified_scores_per_class():
     by_label = dict(zip(labels.tolist(), scores.tolist(), strict=True))
     assert by_label[1] == pytest.approx(torch.sigmoid(torch.tensor(2.0)).item())  # Car: a = 0, the heat map
     assert by_label[2] == pytest.approx(0.25)  # Pedestrian: a = 1, the IoU
+
+
+@pytest.mark.parametrize("make, coords, shape", [
+    (lambda: DSVT(8, **SMALL_DSVT), [[1, 0, 3, 4]], (1, 24, 20)),
+    (lambda: DSVT(8, **SMALL_DSVT_VOXEL), [[0, z, 3, 4] for z in range(0, 16, 2)], (16, 12, 12)),  # one column
+    (lambda: FlatFormer(8, **SMALL_FLAT), [[1, 0, 3, 4]], (1, 24, 20)),
+])
+def test_a_stage_with_one_site_trains(make, coords, shape):
+    torch.manual_seed(0)
+    net = make().train()
+    x = SparseTensor(torch.randn(len(coords), 8), torch.tensor(coords, dtype=torch.int32), shape, 2)
+    net(x).feats.sum().backward()
+    assert all(p.grad is not None for p in net.parameters() if p.requires_grad)
+
+
+def test_dsvt_voxel_refuses_duplicate_sites():
+    coords = torch.tensor([[0, 2, 3, 3], [0, 2, 3, 3], [0, 5, 1, 1]], dtype=torch.int32)
+    x = SparseTensor(torch.randn(3, 8), coords, (16, 12, 12), 1)
+    with pytest.raises(SparseTensorError, match="duplicate"):
+        DSVT(8, **SMALL_DSVT_VOXEL).eval()(x)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("make", [lambda: DSVT(8, **SMALL_DSVT), lambda: FlatFormer(8, **SMALL_FLAT)])
+def test_a_backbone_cast_to_one_dtype_runs_in_it(make, dtype):
+    torch.manual_seed(0)
+    x = _pillars()
+    net = make().eval().to(dtype)
+    with torch.no_grad():
+        y = net(x.replace_feature(x.feats.to(dtype)))
+    assert y.feats.dtype == dtype and torch.isfinite(y.feats.float()).all()

@@ -68,7 +68,7 @@ def test_running_statistics_over_steps_and_cumulative_momentum():
 
 
 def test_torch_paths_left_alone_and_state_dict_shared():
-    """Eval mode, [N, C, L] inputs and a single row are torch's own kernel, bit for bit."""
+    """Eval mode and [N, C, L] inputs are torch's own kernel, bit for bit (one row: the test below)."""
     torch.manual_seed(2)
     ours, ref = _pair(6)
     assert ours.state_dict().keys() == ref.state_dict().keys()
@@ -83,8 +83,6 @@ def test_torch_paths_left_alone_and_state_dict_shared():
     ref.train()
     x3 = torch.randn(4, 6, 7)
     assert torch.equal(ours(x3), ref(x3))
-    with pytest.raises(ValueError, match="more than 1 value"):
-        ours(torch.randn(1, 6))
 
 
 @pytest.mark.parametrize("relu", [False, True])
@@ -203,3 +201,22 @@ def test_sparse_sequential_fuses_norm_and_relu():
     assert not calls and torch.equal(y, torch.relu(norm(x.feats)))
     seq.eval()  # eval mode: torch's norm, then torch.relu
     torch.testing.assert_close(seq(x).feats, torch.relu(norm(x.feats)))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+def test_one_row_in_training_uses_the_running_statistics_and_keeps_them(relu):
+    torch.manual_seed(0)
+    bn = BatchNorm1d(6).train()
+    bn.running_mean.uniform_(-1, 1)
+    bn.running_var.uniform_(0.5, 2)
+    nn.init.uniform_(bn.weight)
+    nn.init.uniform_(bn.bias)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    x = torch.randn(1, 6, requires_grad=True)
+    y = bn(x, relu=relu)
+    want = (x - bn.running_mean) / torch.sqrt(bn.running_var + bn.eps) * bn.weight + bn.bias
+    torch.testing.assert_close(y, want.relu() if relu else want)
+    y.sum().backward()
+    assert x.grad is not None and bn.weight.grad is not None
+    for k, v in bn.state_dict().items():
+        assert torch.equal(v, before[k]), k

@@ -5,7 +5,9 @@ update (momentum, or the cumulative average when momentum is None; unbiased vari
 estimate), so checkpoints move between the two and to spconv models unchanged. It takes its own path
 only where batch statistics are computed (training, or track_running_stats=False) on a 2-d CPU float32 or
 bfloat16 input with more than one row and an affine transform (float32 parameters); everything else (eval
-mode, CUDA, [N, C, L] inputs) is torch's own batch norm.
+mode, CUDA, [N, C, L] inputs) is torch's own batch norm. A training batch of one row (a deep stage of
+a nearly empty sample) has no batch statistics: it is normalised with the running statistics, which it
+leaves unchanged, where torch's raises.
 
 Why: the norms between sparse convs are memory bound, and torch's CPU kernels move [N, C] about 3.5
 times forward and 7.5 times backward (an SDSC U-Net step spent more time in batch norm than in its
@@ -22,6 +24,7 @@ about torch's on the EPYC host (norm + ReLU forward and backward on 68,211 x 64:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from pc3d_ops import batch_norm as kernels
 from torch import nn
 
@@ -83,6 +86,9 @@ class BatchNorm1d(nn.BatchNorm1d):
     def forward(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
         """The norm of x [N, C]; relu=True applies the ReLU that follows it in the same pass (what
         SparseSequential does for a BatchNorm1d followed by an nn.ReLU)."""
+        if self.training and self.track_running_stats and x.dim() == 2 and x.shape[0] == 1:
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+            return torch.relu(y) if relu else y
         if not self._own_path(x):
             y = super().forward(x)
             return torch.relu(y) if relu else y

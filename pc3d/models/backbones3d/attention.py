@@ -33,10 +33,11 @@ class SlotAttention(nn.Module):
         # index_select, whose backward is index_add, not the much slower accumulating index_put
         qkv = torch.cat([self.qk(x if pos is None else x + pos), self.v(x)], 1)
         qkv = qkv.index_select(0, slots.index.flatten()).view(t, k, 3, h, c // h).permute(2, 0, 3, 1, 4)
-        if qkv.dtype == torch.bfloat16 and qkv.device.type == "cpu":
+        dtype = qkv.dtype
+        if dtype == torch.bfloat16 and qkv.device.type == "cpu":
             qkv = qkv.float()
         with torch.autocast(qkv.device.type, enabled=False):  # autocast would cast q, k, v back to bf16
-            out = F.scaled_dot_product_attention(*qkv, attn_mask=slots.attn_mask)
+            out = F.scaled_dot_product_attention(*qkv, attn_mask=slots.attn_mask).to(dtype)
         return self.out(out.transpose(1, 2).reshape(t * k, c).index_select(0, slots.first))
 
 

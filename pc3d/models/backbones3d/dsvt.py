@@ -43,7 +43,7 @@ class DSVTBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, offsets: torch.Tensor, sets: Sequence[Slots], use_checkpoint: bool = False
                 ) -> torch.Tensor:
-        pos = self.pos_embed(offsets)
+        pos = self.pos_embed(offsets.to(self.pos_embed[0].weight.dtype))
         for layer, slots in zip(self.layers, sets, strict=True):
             x = run_layer(layer, use_checkpoint, x, pos, slots)
         return x
@@ -92,6 +92,7 @@ class ZAttentionPool(nn.Module):
         self.norm = nn.LayerNorm(channels)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
+        x.check_unique()  # two rows of one site would share a slot: one would be dropped silently
         z, y, w = x.spatial_shape
         zz = (z + self.factor - 1) // self.factor
         c = x.coords.long()
