@@ -1,12 +1,14 @@
 """pc3d.viz: BEV images, the PNG writer, box line sets and the headless Open3D render."""
 from __future__ import annotations
 
+import warnings
 import zlib
 
 import numpy as np
 import pytest
 
 from pc3d.viz import Scene, box_lines, encode_png, render_bev, render_scene_png
+from pc3d.viz.colors import point_colors
 from pc3d.viz.png import read_png_size
 
 
@@ -49,6 +51,19 @@ def test_bev_draws_points_and_boxes():
     patch = img[row - 2:row + 3, col - 2:col + 3].reshape(-1, 3)
     assert ((patch[:, 1] > 200) & (patch[:, 0] < 60)).any()
     assert ((img[..., 0] > 200) & (img[..., 1] < 90)).any()  # a red (Car) prediction
+
+
+def test_bev_takes_empty_box_arrays_and_non_finite_points():
+    s = scene()
+    area = (0.0, -20.0, -3.0, 40.0, 20.0, 1.0)
+    want = render_bev(s.points, None, None, None, area, 0.1)
+    bad = np.concatenate([s.points, np.full((3, s.points.shape[1]), np.nan, np.float32)])
+    bad[-1, :3] = [np.inf, 1.0, np.nan]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        got = render_bev(bad, np.zeros(0), np.zeros((0,)), np.zeros(0, np.int64), area, 0.1)
+    assert np.array_equal(got, want)
+    assert np.isfinite(point_colors(bad)).all()  # the 3D view colours every row
 
 
 def test_box_lines_layout():

@@ -74,8 +74,10 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
     image = np.full((h, w, 3), 16, np.uint8)
     pts = np.asarray(points, np.float32)
     if len(pts):
-        px = np.floor(_to_pixels(pts[:, :2], area, resolution, h) + 0.5).astype(np.int64)
-        ok = (px[:, 0] >= 0) & (px[:, 0] < h) & (px[:, 1] >= 0) & (px[:, 1] < w)
+        with np.errstate(invalid="ignore"):  # NaN / inf points: masked out below
+            px = np.floor(_to_pixels(pts[:, :2], area, resolution, h) + 0.5).astype(np.int64)
+        ok = ((px[:, 0] >= 0) & (px[:, 0] < h) & (px[:, 1] >= 0) & (px[:, 1] < w)
+              & np.isfinite(pts[:, :2]).all(1))
         colors = (flow_colors(flow) if flow is not None else
                   point_colors(pts, color_mode, point_labels, (area[2], area[5]), palette))
         order = np.argsort(pts[ok, 2])  # higher points drawn last
@@ -87,8 +89,14 @@ def render_bev(points: np.ndarray, gt_boxes: np.ndarray | None = None, pred_boxe
         for (a, b), color in zip(lines, np.repeat(flow_colors(flow)[rows], 3, 0), strict=True):
             draw_line(image, px[a], px[b], color)
     if gt_boxes is not None:
-        draw_boxes(image, np.asarray(gt_boxes)[:, :9], area, resolution, None, thick)
+        draw_boxes(image, _box_rows(gt_boxes), area, resolution, None, thick)
     if pred_boxes is not None:
         labels = np.ones(len(pred_boxes), np.int64) if pred_labels is None else pred_labels
-        draw_boxes(image, np.asarray(pred_boxes)[:, :9], area, resolution, labels, thick, pred_colors)
+        draw_boxes(image, _box_rows(pred_boxes), area, resolution, labels, thick, pred_colors)
     return image
+
+
+def _box_rows(boxes) -> np.ndarray:
+    """float32 [K, 7 (+2)] of boxes given as [K, 7..9] or an empty array of any shape."""
+    boxes = np.asarray(boxes, np.float32)
+    return boxes.reshape(-1, boxes.shape[-1] if boxes.size else 7)[:, :9]

@@ -46,9 +46,9 @@ def semantickitti_palette(learning_map_inv: dict, color_map: dict) -> np.ndarray
 
 
 def _ramp(t: np.ndarray) -> np.ndarray:
-    """A perceptual-ish blue -> cyan -> yellow -> red ramp of t in [0, 1]: float32 [N, 3]."""
+    """A perceptual-ish blue -> cyan -> yellow -> red ramp of t in [0, 1] (NaN: the low end): float32 [N, 3]."""
     stops = np.array([[0.2, 0.3, 0.9], [0.1, 0.8, 0.9], [0.95, 0.9, 0.2], [0.95, 0.3, 0.1]], np.float32)
-    x = np.clip(t, 0, 1) * (len(stops) - 1)
+    x = np.clip(np.nan_to_num(t, nan=0.0), 0, 1) * (len(stops) - 1)
     i = np.minimum(x.astype(np.int64), len(stops) - 2)
     f = (x - i)[:, None]
     return (stops[i] * (1 - f) + stops[i + 1] * f).astype(np.float32)
