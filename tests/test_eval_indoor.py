@@ -99,6 +99,28 @@ def test_simulated_scannet_boxes_infos_and_the_hook(tmp_path):
             assert metrics[f"AP_0.25/{name}"] == pytest.approx(100) and metrics[f"AP_0.50/{name}"] == pytest.approx(100)
 
 
+@pytest.mark.parametrize("options", [{"align": False},
+                                     {"transforms": [{"_target_": "pc3d.data.transforms.CenterShift"}]}])
+def test_the_hook_scores_in_the_frame_of_the_predictions(tmp_path, options):
+    """Unaligned scenes (create_data's infos hold aligned boxes) or an evaluation transform (CenterShift):
+    a detector that predicts each scene's boxes exactly scores 100, as the transformed samples hold them."""
+    from pc3d.data import ScanNetDataset
+    from pc3d.data.create import create_data
+    from pc3d.eval.hooks import IndoorDetectionEvaluator
+    from pc3d.sim.api import simulate_dataset
+
+    simulate_dataset("scannet", tmp_path, frames=2, seed=1)
+    create_data("scannet", tmp_path)
+    data = ScanNetDataset(tmp_path, "train", boxes=True, **options)
+    perfect = []
+    for i in range(len(data)):
+        sample = data[i]
+        solid = np.prod(sample["gt_boxes"][:, 3:6], 1) > 0  # zero-volume boxes have IoU 0 (see above)
+        perfect.append({"boxes": sample["gt_boxes"][solid], "labels": sample["gt_labels"][solid],
+                        "scores": np.ones(int(solid.sum()))})
+    assert IndoorDetectionEvaluator(thresholds=(0.5,))(data, perfect)["mAP_0.50"] == pytest.approx(100)
+
+
 def test_box_json_layout_and_bad_labels(tmp_path):
     import json
 

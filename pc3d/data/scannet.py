@@ -15,6 +15,7 @@ every other id is ``ignore_index`` = -1, as in Pointcept and mmdetection3d.
 from __future__ import annotations
 
 import json
+import logging
 from os import PathLike
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from .indoor_boxes import instance_boxes
 from .io import check_finite, read_ids, read_int_lines, read_lines
 from .label_space import LabelSpace, checked_ids
 
+log = logging.getLogger(__name__)
 SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
 SCANNET20_CLASSES = ("wall", "floor", "cabinet", "bed", "chair", "sofa", "table", "door", "window", "bookshelf",
                      "picture", "counter", "desk", "curtain", "refrigerator", "shower curtain", "toilet", "sink",
@@ -358,6 +360,9 @@ class ScanNetDataset(PointCloudDataset):
             else:
                 write_scannet_labels(out / f"{scene}.txt", pred["pred_labels"],
                                      len(read_ply_vertices(mesh, ("x",))["x"]))
+        if self.boxes and len(self.transforms):
+            log.warning("%s: the boxes are in the frame after the dataset's transforms (%s), not the scene frame the "
+                        "files name; evaluate with transforms: [] to write scene-frame boxes", out, self.transforms)
         return out
 
     def scene_folder(self, scene: str) -> Path:
@@ -368,8 +373,16 @@ class ScanNetDataset(PointCloudDataset):
         return test if not folder.is_dir() and test.is_dir() else folder
 
     def annotations(self, index: int) -> dict:
-        """The scene's detection ground truth {"gt_boxes" [M, 7], "gt_labels" [M]}: from create_data's
-        scannet_infos_<split>.json when it holds them (no mesh read), else from the loaded scene's instances."""
+        """The scene's detection ground truth {"gt_boxes" [M, 7], "gt_labels" [M]} in the frame the model's
+        predictions are in: with evaluation transforms (e.g. CenterShift), the transformed sample's boxes
+        (``self[index]``); else from create_data's scannet_infos_<split>.json when it holds them and the dataset
+        aligns (the infos' boxes are in the aligned frame; no mesh read), else from the loaded scene's instances."""
+        if len(self.transforms):
+            sample = self[index]
+            if "gt_boxes" in sample:
+                return {"gt_boxes": sample["gt_boxes"], "gt_labels": sample["gt_labels"]}
+        if not self.align:
+            self._info_boxes = {}
         if not hasattr(self, "_info_boxes"):
             path = self.root / f"scannet_infos_{self.split}.json"
             frames = json.loads(path.read_text()).get("frames", []) if path.is_file() else []
