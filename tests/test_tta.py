@@ -243,6 +243,27 @@ def test_an_axis_aligned_detector_keeps_axis_aligned_boxes(data):
     np.testing.assert_allclose(out[0]["boxes"], [[2.0, -1.0, 0.5, 1.0, 4.0, 1.0, 0.0]], atol=1e-6)
 
 
+def test_stacked_indoor_objects_stay_apart(data):
+    """A wall cabinet above a base cabinet (one footprint, one class) are two objects: an axis-aligned detector's
+    views fuse by 3D IoU; the outdoor default (BEV IoU) would merge them."""
+    base, wall = [2.0, 1.0, 0.45, 1.2, 0.6, 0.9, 0.0], [2.0, 1.0, 1.85, 1.2, 0.6, 0.7, 0.0]
+    boxes = np.array([base, wall, base, wall], np.float32)
+    args = boxes, np.array([0.9, 0.8, 0.85, 0.7], np.float32), np.ones(4, np.int64), np.array([0, 0, 1, 1]), 2
+    np.testing.assert_allclose(fuse_boxes(*args, overlap="3d")["boxes"], boxes[:2], atol=1e-6)
+    assert len(fuse_boxes(*args)["boxes"]) == 1
+
+    class Cabinets(torch.nn.Module):
+        task, axis_aligned = "detection", True
+
+        def forward(self, batch):
+            return [{"frame_id": f, "boxes": boxes[:2], "scores": np.array([0.9, 0.8], np.float32),
+                     "labels": np.ones(2, np.int64)} for f in batch["frame_id"]]
+
+    identity_twice = [View(), View()]  # two views that agree: the fused answer is the answer
+    out = TestTimeAugmented(Cabinets(), data.collate_fn.voxelizer, identity_twice)(data.collate_fn([data[0]]))
+    np.testing.assert_allclose(out[0]["boxes"], boxes[:2], atol=1e-6)
+
+
 @pytest.mark.slow
 def test_tools_test_writes_the_augmented_scores_beside_the_plain_ones(tmp_path):
     """tools/test.py tta=flips on a segmentation checkpoint: its own results folder, the tag in metrics.json and

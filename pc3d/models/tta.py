@@ -15,8 +15,9 @@ are directions (normals) is not one to augment this way.
   from the scores of the mapped points): SparseSegmentor and MeanTeacherSegmentor do.
 - **Detection**: any detector; each view's boxes are taken back to the scan's frame (centres, headings and
   velocities un-mirrored, un-turned, sizes un-scaled) and fused per class (``fuse_boxes``: weighted box
-  fusion, clusters by BEV IoU around the best remaining box; a cluster's score is the mean over the views of
-  each view's best score in it, so a box that one view of four found keeps a quarter of its score).
+  fusion, clusters by BEV IoU around the best remaining box (3D IoU for an axis-aligned detector: indoor objects
+  stand on top of each other); a cluster's score is the mean over the views of each view's best score in it, so
+  a box that one view of four found keeps a quarter of its score).
 - **Moving-object segmentation**: as segmentation, over every point of the scan window (the past scans are in
   the current frame, so one view moves the whole window): the (static, moving) probabilities are averaged and
   a point is moving where the average says so. A MOS model offers ``moving_probabilities(batch) ->
@@ -47,7 +48,7 @@ from torch import nn
 from pc3d.data.batch import CLOUDS
 from pc3d.data.transforms.global_ops import affine_boxes
 from pc3d.errors import ConfigError
-from pc3d.geometry import iou_bev, wrap_angle
+from pc3d.geometry import iou_3d, iou_bev, wrap_angle
 
 
 @dataclass(frozen=True)
@@ -124,13 +125,15 @@ def view_batch(batch: dict, view: View, voxelizer) -> dict:
 
 
 def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_of: np.ndarray, n_views: int,
-               iou_threshold: float = 0.55) -> dict:
+               iou_threshold: float = 0.55, overlap: str = "bev") -> dict:
     """Weighted box fusion of the detections of `n_views` views of one scan (all in the scan's frame).
 
-    Greedily by score: the best box not yet taken and every untaken box of its class with BEV IoU >= iou_threshold
-    with it form a cluster. The fused box is the score-weighted mean of the cluster's centres, sizes (and
-    velocities), its heading the direction of the score-weighted sum of heading vectors, each first turned to point
-    within 90 degrees of the best box's (BEV IoU clusters a box with its half-turned twin); its score is the mean
+    Greedily by score: the best box not yet taken and every untaken box of its class with IoU >= iou_threshold
+    with it form a cluster; overlap: "bev" (rotated BEV IoU: outdoor objects do not stack) or "3d" (rotated 3D
+    IoU: a wall cabinet above a base cabinet is another object). The fused box is the score-weighted mean of the
+    cluster's centres, sizes (and velocities), its heading the direction of the score-weighted sum of heading
+    vectors, each first turned to point within 90 degrees of the best box's (IoU clusters a box with its
+    half-turned twin); its score is the mean
     over all views of each view's best score in the cluster (a view that found nothing there adds 0).
     Returns {"boxes" float32 [C, 7 (+2)], "scores" float32 [C], "labels" int64 [C]}, best first.
     """
@@ -140,7 +143,9 @@ def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_o
     view_of = np.asarray(view_of, np.int64)
     if not len(boxes):
         return {"boxes": boxes, "scores": scores, "labels": labels}
-    overlap = iou_bev(boxes, boxes) >= iou_threshold
+    if overlap not in ("bev", "3d"):
+        raise ConfigError(f"fuse_boxes: overlap must be 'bev' or '3d', got {overlap!r}")
+    overlap = (iou_bev if overlap == "bev" else iou_3d)(boxes, boxes) >= iou_threshold
     taken = np.zeros(len(boxes), bool)
     fused, fused_scores, fused_labels = [], [], []
     for i in np.argsort(-scores, kind="stable"):
@@ -250,7 +255,8 @@ class TestTimeAugmented(nn.Module):
             scores = np.concatenate([np.asarray(a["scores"], np.float32) for a in answers])
             labels = np.concatenate([np.asarray(a["labels"], np.int64) for a in answers])
             view_of = np.concatenate([np.full(len(a["scores"]), v) for v, a in enumerate(answers)])
-            out.append(dict(answers[0]) | fuse_boxes(boxes, scores, labels, view_of, len(self.views), self.box_iou))
+            out.append(dict(answers[0]) | fuse_boxes(boxes, scores, labels, view_of, len(self.views), self.box_iou,
+                                                     "3d" if getattr(self.model, "axis_aligned", False) else "bev"))
         return out
 
     def detection(self, batch: dict) -> list[dict]:
