@@ -20,7 +20,7 @@ from hypothesis.extra import numpy as hnp
 
 from pc3d.engine import checkpoint as ckpt_mod
 from pc3d.errors import CheckpointError, ConfigError, DataFormatError, Pc3dError
-from pc3d.infer.point_files import fit_columns, read_cloud, read_point_file
+from pc3d.infer.point_files import bin_width, fit_columns, read_cloud, read_point_file
 from pc3d.infer.sources import open_source
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -185,6 +185,25 @@ def test_bin_size_not_a_multiple_of_the_row(tmp_path):
     five.write_bytes(POINTS.tobytes())
     with pytest.raises(DataFormatError, match="not a multiple of 20"):
         read_point_file(five, ("intensity", "elongation"))
+
+
+def test_a_bin_file_of_another_width_is_refused_not_misread(tmp_path):
+    """A 6-column x, y, z, r, g, b file whose size also divides into 4-column rows (an even point count) read for
+    a 4-column model: its rows would not be points. The values tell the width (bin_width)."""
+    rng = np.random.default_rng(0)
+    lidar = np.c_[rng.uniform(-40, 40, (3000, 2)), rng.uniform(-2, 1, 3000), rng.random(3000)].astype(np.float32)
+    rgb = np.c_[rng.uniform(0, 8, (3000, 2)), rng.uniform(0, 3, 3000), rng.integers(0, 256, (3000, 3))]
+    rgb = rgb.astype(np.float32)
+    assert bin_width(lidar.reshape(-1)) == 4 and bin_width(rgb.reshape(-1)) == 6
+    assert bin_width(rgb[:100].reshape(-1)) is None  # too few points to tell
+    lidar.tofile(tmp_path / "lidar.bin")
+    rgb.tofile(tmp_path / "scene.bin")
+    np.testing.assert_array_equal(read_point_file(tmp_path / "lidar.bin"), lidar)
+    np.testing.assert_array_equal(read_point_file(tmp_path / "scene.bin", ("r", "g", "b")), rgb)
+    with pytest.raises(DataFormatError, match="scene.bin: read as 4 float32 per point .* repeat every 6"):
+        read_point_file(tmp_path / "scene.bin")
+    with pytest.raises(DataFormatError, match="scene.bin: read as 5 float32"):
+        read_point_file(tmp_path / "scene.bin", ("intensity", "time"), pad=True)
 
 
 def test_nan_rows_are_dropped_counted_once_and_kept_as_a_mask(tmp_path):

@@ -113,8 +113,9 @@ def test_class_palettes():
 
 
 def test_visualize_colours_a_file_of_rgb_rows(tmp_path):
-    """tools/visualize.py --colour rgb draws an x, y, z, r, g, b file (8-bit colours, as mmdetection3d's ScanNet
-    .bin keeps them) in its own colours; the default colours it by height."""
+    """tools/visualize.py draws an x, y, z, r, g, b file (8-bit colours, as mmdetection3d's ScanNet .bin keeps
+    them) in its own colours (--colour rgb, and auto, which finds the width from the values) or by height; the
+    rows are read 6 wide whatever the colours (4 wide they are not points)."""
     import sys
     from pathlib import Path
 
@@ -126,10 +127,11 @@ def test_visualize_colours_a_file_of_rgb_rows(tmp_path):
     red = np.c_[xyz, np.tile([200.0, 30.0, 10.0], (4000, 1))].astype(np.float32)
     red.tofile(tmp_path / "scene.bin")
     pixels = {}
-    for colour in ("rgb", "height"):
+    for colour in ("rgb", "height", "auto"):
         out = tmp_path / colour
         assert visualize.main([str(tmp_path / "scene.bin"), "--colour", colour, "--mode", "bev", "--out",
                                str(out)]) == 0
         image = decode_png((out / "000000.png").read_bytes()).reshape(-1, 3)
         pixels[colour] = {tuple(p) for p in image[image.any(1)].tolist()}
     assert (200, 30, 10) in pixels["rgb"] and (200, 30, 10) not in pixels["height"]
+    assert pixels["auto"] == pixels["rgb"]  # the file's values repeat every 6: its own colours

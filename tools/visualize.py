@@ -12,7 +12,8 @@ label_2, a Waymo segment with lidar_box, a ScanNet scene with its instances);
 --labels truth / errors colours a segmentation's points by the ground truth of a SemanticKITTI sequence or a
 ScanNet scene (truth needs no --pred), or grey where the prediction is right and red where it is wrong.
 --colour: the points' colours where no class colours them: a ScanNet scene's own (auto), height, intensity, or
-rgb for a file of x, y, z, r, g, b rows (colours in 0..1 or 0..255, as mmdetection3d's ScanNet .bin keeps them);
+rgb for a file of x, y, z, r, g, b rows (colours in 0..1 or 0..255, as mmdetection3d's ScanNet .bin keeps them;
+auto finds such .bin files by their values, pc3d.infer.point_files.bin_width);
 --view: the 3D camera, behind the sensor or fitted to the points from above (auto: the latter indoors).
 Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
@@ -45,8 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--area", type=float, nargs=6, default=(0.0, -40.0, -3.0, 70.4, 40.0, 1.0),
                    help="BEV area x_min y_min z_min x_max y_max z_max")
     p.add_argument("--colour", default="auto", choices=("auto", "height", "intensity", "rgb"),
-                   help="point colours without class labels: auto (a ScanNet scene's own colours, else height), "
-                        "height, intensity (column 3) or rgb (columns 3-5, in 0..1 or 0..255: a ScanNet .bin)")
+                   help="point colours without class labels: auto (a ScanNet scene's or an x, y, z, r, g, b .bin "
+                        "file's own colours, else height), height, intensity (column 3) or rgb (columns 3-5, in "
+                        "0..1 or 0..255: a ScanNet .bin)")
     p.add_argument("--view", default="auto", choices=("auto", "driving", "overview"),
                    help="3D camera: behind the sensor (driving) or fitted to the points from above one corner "
                         "(overview); auto: overview for indoor runs, ScanNet scenes and --colour rgb")
@@ -71,6 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         return user_error("visualize", error)
 
 
+def _rgb_rows(source) -> bool:
+    """Whether a source of headerless .bin files holds x, y, z, r, g, b rows (its first file's values repeat
+    every 6: pc3d.infer.point_files.bin_width)."""
+    import numpy as np
+
+    from pc3d.infer.point_files import bin_width
+
+    first = source.items[0] if source.kind in ("file", "folder") and source.items else None
+    return first is not None and first.suffix.lower() == ".bin" and bin_width(np.fromfile(first, "<f4")) == 6
+
+
 def render(args: argparse.Namespace) -> int:
     from pc3d.errors import ConfigError, DataFormatError
     from pc3d.infer.results import InferResults
@@ -79,8 +92,9 @@ def render(args: argparse.Namespace) -> int:
     from pc3d.viz import OffscreenRenderer, Scene, Viewer, render_scene_png, write_video
 
     source = open_source(args.source, ("intensity",), args.split, pad=True)
-    colours = args.colour if args.colour != "auto" else "rgb" if source.kind == "scannet" else "height"
-    if colours == "rgb":  # an RGB-D scene or a file of x, y, z, r, g, b rows: its own colours
+    rgb_rows = source.kind == "scannet" or _rgb_rows(source)
+    colours = args.colour if args.colour != "auto" else "rgb" if rgb_rows else "height"
+    if colours == "rgb" or rgb_rows:  # an RGB-D scene or a file of x, y, z, r, g, b rows: read as such
         source = open_source(args.source, ("r", "g", "b"), args.split, pad=True)
     if source.note:
         print(source.note, flush=True)
