@@ -20,8 +20,10 @@ from pc3d.data.transforms import (
     RandomDrop,
     RandomFlip,
     RangeCrop,
+    SamplePoints,
 )
 from pc3d.data.transforms.point_ops import in_range
+from pc3d.data.transforms.views import SecondView, is_second_view
 from pc3d.geometry import iou_bev, points_in_boxes, points_in_boxes_count
 from pc3d.sim.api import simulate_dataset
 from pc3d.voxel import DynamicVoxelizer, HardVoxelizer
@@ -195,6 +197,34 @@ def test_point_wise_keys_stay_aligned():
     np.testing.assert_array_equal(out["instance_ids"], idx * 2)
     assert np.abs(out["points"][:, :3] - points[idx, :3]).max() <= 0.02 + 1e-6
     assert out["points"][:, 3:].min() >= 0 and out["points"][:, 3:].max() <= 1
+
+
+def _shift_x(sample: dict, rng: np.random.Generator) -> dict:
+    points = sample["points"].copy()
+    points[:, 0] += 100
+    return {**sample, "points": points}
+
+
+@pytest.mark.parametrize("op", [PointShuffle(), RandomDrop(0.5), RangeCrop(RANGE), SamplePoints(300),
+                                SamplePoints(1500)], ids=["shuffle", "drop", "crop", "sample", "repeat"])
+def test_a_second_view_takes_the_rows_of_its_points(op):
+    """SecondView's points2 is the points row by row (here x + 100); a point op after it gives points2 the rows it
+    gives points, the current scan of a multi-scan sample first. A pair of clouds that is no second view (scene
+    flow) is still chosen cloud by cloud."""
+    rng = np.random.default_rng(0)
+    n, current = 1000, 400
+    points = np.concatenate([rng.uniform(-5, 80, (n, 3)), rng.random((n, 1))], 1).astype(np.float32)
+    sample = {"frame_id": "f", "points": points, "point_labels": np.arange(n), "num_current_points": current,
+              "point_frame": (np.arange(n) >= current).astype(np.int64), "metadata": {}}
+    out = op(SecondView([_shift_x])(sample, rng), rng)
+    assert is_second_view(out) and 0 < len(out["points"]) and len(out["points2"]) == len(out["points"])
+    np.testing.assert_array_equal(out["points"], points[out["point_labels"]])
+    np.testing.assert_array_equal(out["points2"], _shift_x(out, rng)["points"])  # row i is still row i
+    first = out["num_current_points"]
+    assert (out["point_frame"][:first] == 0).all() and (out["point_frame"][first:] > 0).all()
+    if not isinstance(op, RangeCrop):
+        pair = op({"points": points, "points2": points.copy()}, rng)  # two clouds, each its own rows
+        assert not np.array_equal(pair["points"], pair["points2"])
 
 
 def test_reproducible_under_seed_and_collate(kitti_root):

@@ -326,6 +326,17 @@ def test_a_step_with_non_finite_gradients_is_skipped_and_named(tmp_path, caplog)
     assert "1 step(s) were skipped for non-finite gradients" in caplog.text
 
 
+def test_the_model_hears_of_every_applied_optimizer_step_and_of_no_other(tmp_path):
+    """after_optimizer_step (the model contract's optional hook) runs once per optimizer step the trainer applied:
+    not per accumulation micro-batch, not for a skipped step (micro-batch 3, step 2's first, has a NaN loss)."""
+    trainer = poisoned_trainer(tmp_path, {3}, max_iters=4, accumulate=2)
+    heard = []
+    trainer.net.after_optimizer_step = lambda: heard.append((trainer.step + 1, trainer.net.calls))
+    result = trainer.fit()
+    assert result.step == 4 and trainer.skipped_steps == 1
+    assert heard == [(1, 2), (3, 6), (4, 8)]  # (step, training forwards so far): step 2 was skipped
+
+
 def test_non_finite_gradients_step_after_step_stop_the_run(tmp_path):
     from pc3d.errors import TrainingError
 

@@ -54,8 +54,8 @@ def test_budget_and_degenerate_sequences():
 
 
 def test_frame_lists_round_trip_and_bad_lines_name_the_file(tmp_path):
-    pairs = select_frames([(0, trajectory(np.arange(50.0))), (2, trajectory(np.arange(20.0)))], 0.1,
-                          method="uniform")
+    pairs = select_frames([(0, range(50), trajectory(np.arange(50.0))), (2, range(20), trajectory(np.arange(20.0)))],
+                          0.1, method="uniform")
     assert pairs == [(0, 5), (0, 15), (0, 25), (0, 35), (0, 45), (2, 5), (2, 15)]  # every 10th of the 70 frames
     path = write_frame_list(tmp_path / "uniform_10.txt", pairs)
     assert path.read_text().splitlines()[0] == "00/000005"
@@ -65,15 +65,72 @@ def test_frame_lists_round_trip_and_bad_lines_name_the_file(tmp_path):
     with pytest.raises(DataFormatError, match="bad.txt.*line 2"):
         read_frame_list(bad)
     with pytest.raises(ConfigError, match="method"):
-        select_frames([(0, trajectory(np.arange(5.0)))], 0.5, method="random")
+        select_frames([(0, range(5), trajectory(np.arange(5.0)))], 0.5, method="random")
 
 
 def test_one_budget_over_sequences_goes_where_the_sensor_moves():
     moving, still = trajectory(np.arange(50.0)), trajectory(np.zeros(50))
-    st_rfd = select_frames([(0, moving), (1, still)], 0.1)
-    uniform = select_frames([(0, moving), (1, still)], 0.1, method="uniform")
+    st_rfd = select_frames([(0, range(50), moving), (1, range(50), still)], 0.1)
+    uniform = select_frames([(0, range(50), moving), (1, range(50), still)], 0.1, method="uniform")
     assert len(st_rfd) == len(uniform) == 10
     assert sum(seq == 1 for seq, _ in st_rfd) == 1 and sum(seq == 1 for seq, _ in uniform) == 5
+
+
+def test_frames_are_named_by_scan_number_and_an_empty_sequence_adds_nothing():
+    moving = trajectory(np.arange(10.0))
+    assert motion_coordinate(np.zeros((0, 4, 4))).shape == (0,)
+    for method in ("st_rfd", "uniform"):
+        alone = select_frames([(1, range(10), moving)], 0.2, method)
+        assert alone == [(1, 2), (1, 7)]  # the centres of two spans of 5 (1 m a frame: the same for st_rfd)
+        empty = (0, [], np.zeros((0, 4, 4)))
+        assert select_frames([empty, (1, range(10), moving)], 0.2, method) == alone
+        assert select_frames([(1, range(10), moving), empty], 0.2, method) == alone
+        assert select_frames([empty], 0.2, method) == []
+        # the even scans 0..18 of a sequence (odd ones lost): frames 2 and 7 of the 10 present are scans 4 and 14
+        assert select_frames([(1, range(0, 20, 2), moving)], 0.2, method) == [(1, 4), (1, 14)]
+    with pytest.raises(ConfigError, match="3 scan numbers for 10 poses"):
+        select_frames([(1, [0, 1, 2], moving)], 0.2)
+    with pytest.raises(ConfigError, match="increasing"):
+        select_frames([(1, [0, 1, 1], moving[:3])], 0.2)
+    with pytest.raises(ConfigError, match="scan numbers, poses"):
+        select_frames([(1, moving)], 0.2)
+
+
+def test_the_tool_names_the_scans_on_disk(tmp_path):
+    """A sequence whose odd scans are gone (a 5 Hz copy, lost scans): the lists name scans that exist, and a
+    dataset trains on every listed frame."""
+    import sys
+    from pathlib import Path
+
+    from pc3d.data import SemanticKittiDataset
+    from pc3d.sim.api import simulate_dataset
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+    from select_frames import main
+
+    simulate_dataset("semantickitti", tmp_path, frames=12, seed=0, columns=256, sequence_length=6)
+    for scan in tmp_path.glob("sequences/*/velodyne/*.bin"):
+        if int(scan.stem) % 2:
+            scan.unlink()
+            (scan.parent.parent / "labels" / f"{scan.stem}.label").unlink()
+    assert main([str(tmp_path), "--sequences", "all", "--fraction", "0.5"]) == 0
+    on_disk = {(int(p.parent.parent.name), int(p.stem)) for p in tmp_path.glob("sequences/*/velodyne/*.bin")}
+    for method in ("st_rfd", "uniform"):
+        listed = read_frame_list(tmp_path / "frame_lists" / f"{method}_50.txt")
+        assert len(listed) == 3 and set(listed) <= on_disk, (method, listed)
+        data = SemanticKittiDataset(tmp_path, sequences="all", training=True, labelled_only=True,
+                                    labelled_frames=tmp_path / "frame_lists" / f"{method}_50.txt")
+        assert sorted((int(s), int(n)) for s, n in data.frames) == sorted(listed)
+
+
+def test_a_frame_list_naming_a_scan_the_dataset_lacks_is_refused(tmp_path):
+    from pc3d.data import SemanticKittiDataset
+    from pc3d.sim.api import simulate_dataset
+
+    simulate_dataset("semantickitti", tmp_path, frames=4, seed=0, columns=256, sequence_length=4)
+    write_frame_list(tmp_path / "gaps.txt", [(0, 1), (0, 7), (0, 2), (3, 0)])
+    with pytest.raises(DataFormatError, match=r"gaps.txt: 2 of its 4 frames .*: 00/000007, 03/000000"):
+        SemanticKittiDataset(tmp_path, sequences=[0], training=True, labelled_frames=tmp_path / "gaps.txt")
 
 
 def test_select_frames_tool_writes_lists_a_dataset_reads(tmp_path, capsys):

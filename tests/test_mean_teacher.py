@@ -69,6 +69,17 @@ def test_second_view_must_keep_every_point():
         SecondView([RandomDrop(0.5)])({"points": np.zeros((100, 4), np.float32)}, np.random.default_rng(0))
 
 
+def test_a_student_view_that_lost_its_rows_is_refused(root):
+    """points2 must be the points row by row: a transform after SecondView that drops rows of points2 only is
+    a DataFormatError naming the frame, not a step on mismatched rows."""
+    def drop_first_row_of_points2(sample, rng):
+        return {**sample, "points2": sample["points2"][1:]}
+
+    data = dataset(root, labelled_frames=root / "labelled.txt", transforms=[drop_first_row_of_points2])
+    with pytest.raises(DataFormatError, match="00/000001: points2 has"):
+        model().train()(data.collate_fn([data[0], data[1]]))
+
+
 MODES = {"ce": {}, "segmentor": {"pseudo_loss": "segmentor"}, "laser_mix": {"mix_weight": 1.0},
          "flips": {"teacher_flips": True, "point_cloud_range": RANGE}}
 
@@ -87,7 +98,7 @@ def step(root, **options) -> dict:
 def test_one_step_trains_the_student_and_uses_pseudo_labels(root, mode):
     out = step(root, **MODES[mode])
     assert torch.isfinite(out["loss"]) and out["loss_pseudo"] > 0 and 0 < out["pseudo_share"] < 1
-    assert out["alpha"] == 0.0  # the first step copies the student
+    assert out["alpha"] == 0.0  # at the first step the teacher is the student
     assert ("loss_mix" in out) == (mode == "laser_mix") and torch.isfinite(out.get("loss_mix", torch.zeros(())))
 
 
@@ -175,7 +186,44 @@ def test_warm_up_steps_train_on_labels_alone(root):
     net.warmup_steps = 1
     out = net.train()(batch)
     assert out["ramp"] == 0 and out["pseudo_share"] == 0 and torch.equal(out["loss"], out["loss_sup"])
+    assert net(batch)["ramp"] == 0  # a forward does not count: steps are the optimizer's (after_optimizer_step)
+    net.after_optimizer_step()
     assert net(batch)["pseudo_share"] > 0  # the next step is past it
+
+
+def test_the_teacher_moves_once_per_applied_optimizer_step(root, tmp_path):
+    """train.accumulate=2: the step (alpha, warm-up, ramp-up) and the EMA advance once per optimizer step, not per
+    micro-batch; a step the trainer skips (a NaN loss in its first micro-batch) leaves the teacher and the step as
+    they were. The EMA after step n has alpha min(1 - 1 / (n + 1), 0.99)."""
+    from pc3d.engine.settings import TrainSettings
+    from pc3d.engine.trainer import Trainer
+
+    data = dataset(root, labelled_frames=root / "labelled.txt")
+    net = model(warmup_steps=100)  # labels alone: the EMA is all the teacher does
+    losses, forward, seen = net.student.losses, net.forward, []
+
+    def poisoned(batch, feats, cols):
+        out = losses(batch, feats, cols)
+        return out | {"loss": out["loss"] * float("nan")} if len(seen) == 3 else out
+
+    def spy(batch):
+        teacher = net.teacher.head.classifier[1].weight.detach().clone()
+        seen.append((int(net.step), teacher))
+        out = forward(batch)
+        assert float(out["alpha"]) == pytest.approx(min(1 - 1 / (int(net.step) + 1), 0.99))
+        return out
+
+    net.student.losses, net.forward = poisoned, spy
+    settings = TrainSettings(max_iters=3, batch_size=2, accumulate=2, log_interval=100, eval_interval=0,
+                             ckpt_interval=0, tensorboard=False)
+    trainer = Trainer(net, data, optimizer=partial(torch.optim.SGD, lr=0.5), settings=settings, run_dir=tmp_path,
+                      seed=0)
+    trainer.fit()
+    assert trainer.step == 3 and trainer.skipped_steps == 1 and int(net.step) == 2
+    assert [step for step, _ in seen] == [0, 0, 1, 1, 1, 1]  # step 2 (forwards 3, 4) skipped
+    teachers = [teacher for _, teacher in seen]
+    assert torch.equal(teachers[0], teachers[1]) and not torch.equal(teachers[1], teachers[2])
+    assert all(torch.equal(teachers[2], t) for t in teachers[3:])  # the skipped step moved nothing
 
 
 def test_init_from_a_supervised_run_puts_its_weights_in_student_and_teacher(tmp_path):

@@ -127,6 +127,49 @@ def test_two_layer_counts_by_hand():
     assert "| l1 | spikes |" in energy_table(summary)
 
 
+def test_every_pass_inside_one_measuring_block_is_counted():
+    """Test-time augmentation runs the network once per view: each pass adds its counts (the energy of what ran);
+    the next measuring block starts from zero."""
+    layer = SpikeConv(2, 3, 3, "a", padding=1, norm=None).eval()
+    nn.init.ones_(layer.conv.weight)
+    with measuring(layer):
+        layer(line_tensor())
+        layer(line_tensor())
+    assert layer.pop_measurements()[0] == {"neurons": 12, "spikes": 8, "active": 4, "macs": 60, "sops": 48,
+                                           "spiking": 1.0}
+    with measuring(layer):
+        layer(line_tensor())  # never popped: the next block does not add it
+    with measuring(layer):
+        layer(line_tensor())
+    assert layer.pop_measurements()[0]["sops"] == 24
+
+
+@pytest.mark.parametrize("backend", ["native", "spconv"])
+def test_strided_and_inverse_counts_by_hand_on_either_backend(backend):
+    # sites x = 0, 1, 3 of a (2, 2, 4) grid, spikes [1, 0], [0, 3], [0, 0]. Strided k2 s2 (2 -> 3, weights 1): coarse
+    # site 0 reads x = 0, 1 and site 1 reads x = 3: 3 pairs, SOPs 3 x (1 + 3 + 0) = 12, MACs 3 x 2 x 3 = 18; its
+    # output is 4 on site 0 (each channel), 0 on site 1. The inverse conv (3 -> 1) gives each fine site its coarse
+    # site's row: 3 pairs, spikes 12, 12, 0: SOPs 24, MACs 3 x 3 x 1 = 9.
+    if backend == "spconv":
+        pytest.importorskip("spconv.pytorch")
+    line = line_tensor()
+    x = SparseTensor(line.feats, line.coords, (2, 2, 4), 1)
+    net = sp.SparseSequential(SpikeConv(2, 3, 2, "d", stride=2, conv_type="spconv", norm=None),
+                              SpikeConv(3, 1, 2, "d", conv_type="inverseconv", norm=None)).eval()
+    for layer in net:
+        nn.init.ones_(layer.conv.weight)
+    sp.set_backend(backend)
+    try:
+        with measuring(net):
+            y = net(x)
+    finally:
+        sp.set_backend("auto")
+    assert y.feats[:, 0].tolist() == [12.0, 12.0, 0.0]
+    strided, inverse = (layer.pop_measurements()[0] for layer in net)
+    assert strided == {"neurons": 6, "spikes": 4, "active": 2, "macs": 18, "sops": 12, "spiking": 1.0}
+    assert inverse == {"neurons": 6, "spikes": 12, "active": 3, "macs": 9, "sops": 24, "spiking": 1.0}
+
+
 def test_an_encoding_layer_costs_macs_and_samples_are_counted_apart():
     x = spike_tensor(n_sites=60, channels=4, silent=0.0, batch=2)
     layer = SpikeConv(4, 8, neuron=nn.Identity, norm=None).eval()

@@ -47,6 +47,8 @@ def _step(model, optimizer, batch, precision: str) -> None:
     loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
+    if callable(after := getattr(model, "after_optimizer_step", None)):
+        after()  # as the trainer does (a mean teacher's EMA step is part of its training step)
 
 
 def run_seg(timed=None, quick: bool = False) -> list[dict]:

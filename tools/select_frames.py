@@ -22,11 +22,11 @@ def run(args: argparse.Namespace) -> int:
     sequences = "all" if args.sequences == ["all"] else args.sequences
     data = SemanticKittiDataset(args.root, split=args.split, sequences=sequences)
     sequences = []
-    for seq in data.sequences:
-        names = [name for s, name in data.frames if s == seq]
-        if names:
+    for seq in data.sequences:  # the scans on disk, by number (a sequence may start after 0 or have gaps)
+        scans = [int(name) for s, name in data.frames if s == seq]
+        if scans:
             poses, _ = data.sequence_poses(seq)
-            sequences.append((int(seq), poses[[int(name) for name in names]]))
+            sequences.append((int(seq), scans, poses[scans]))
     out = Path(args.out) if args.out else Path(args.root) / "frame_lists"
     percent = f"{100 * args.fraction:g}".replace(".", "p")
     for method in ("st_rfd", "uniform"):

@@ -261,12 +261,21 @@ class SemanticKittiDataset(PointCloudDataset):
 
     def _restrict_labels(self, path: Path, labelled_only: bool, repeat: int) -> None:
         """Apply a frame list (see labelled_frames): drop or mark the frames it does not name; list the named
-        ones `repeat` times."""
+        ones `repeat` times. Every listed frame must be one of the dataset's: DataFormatError naming the list and
+        the first missing frames otherwise (a list made for other scans would silently train on fewer labels)."""
         if isinstance(repeat, bool) or not isinstance(repeat, int) or repeat < 1:
             raise ConfigError(f"labelled_repeat must be an int >= 1, got {repeat!r}")
         from pc3d.data.frame_selection import read_frame_list
 
-        listed = set(read_frame_list(path))
+        listed = read_frame_list(path)
+        present = {(int(seq), int(name)) for seq, name in self.frames if seq.isdigit() and name.isdigit()}
+        missing = [pair for pair in dict.fromkeys(listed) if pair not in present]
+        if missing:
+            first = ", ".join(f"{seq:02d}/{scan:06d}" for seq, scan in missing[:5])
+            raise DataFormatError(path, f"{len(missing)} of its {len(set(listed))} frames are not among the "
+                                        f"{len(self.frames)} scans of sequences {self.sequences}: {first}"
+                                        f"{', ...' if len(missing) > 5 else ''}")
+        listed = set(listed)
         named = {frame for frame in self.frames if frame[1].isdigit() and (int(frame[0]), int(frame[1])) in listed}
         if not named:
             raise DataFormatError(path, f"names none of the {len(self.frames)} frames of sequences {self.sequences}")

@@ -260,6 +260,8 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.schedule is not None:
                     self.schedule.step()
+                if stepped and callable(after := getattr(self.net, "after_optimizer_step", None)):
+                    after()  # the model contract's hook: once per applied step (a mean teacher's EMA teacher)
                 if self.ema is not None and stepped:
                     self.ema.update(self.net)
                 self.step += 1

@@ -1,7 +1,9 @@
 """Energy of a spiking network against its ReLU twin of the same widths, from per-sample layer counts.
 
 Input: one dict per sample, {layer name: counts} as pc3d.models.snn.blocks.conv_counts makes them
-(neurons, spikes, active, macs, sops, spiking), i.e. a prediction's ``measurements``.
+(neurons, spikes, active, macs, sops, spiking), i.e. a prediction's ``measurements``. A sample's counts cover
+every pass the model ran over it: under test-time augmentation all its views are counted (the energy of what
+actually ran, not of one view), and the firing rates are over the neurons of all passes.
 
 Conventions (E-3DSNN, after Horowitz's 45 nm figures):
 - an accumulate costs E_AC = 0.9 pJ, a multiply-accumulate E_MAC = 4.6 pJ;

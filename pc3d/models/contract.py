@@ -40,6 +40,10 @@ moving; every point of the window), "mapped": bool [sum N] (, "detections": per-
 A model that keeps state from frame to frame may offer ``start_sequence(name)``; ``tools/infer.py``
 (``pc3d.infer.stream``) calls it before the first frame of every sequence. No model does today: a 4D MOS run's
 past scans live in the inference prepare step (``pc3d.infer.scan_window``), told the same way.
+A model whose training state moves by optimizer step, not by forward call, may offer ``after_optimizer_step()``;
+the trainer (``pc3d.engine.trainer``) calls it after every optimizer step it applied (not after an accumulation
+micro-batch, not after a step it skipped for non-finite gradients), before its own EMA of the weights: the mean
+teacher (``pc3d.models.semi``) moves its EMA teacher and counts its steps there; its forward only reads them.
 """
 from __future__ import annotations
 

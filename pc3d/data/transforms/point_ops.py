@@ -1,6 +1,8 @@
 """Point-set operations that keep every point-wise key aligned: range crop, shuffle, random drop,
 fixed-size sampling (scene flow's 8,192 points). Each runs on every cloud of the sample, each cloud
-with its own point-wise keys (pc3d.data.batch.select_points), in the order of CLOUDS."""
+with its own point-wise keys (pc3d.data.batch.select_points), in the order of CLOUDS; except a second view
+(pc3d.data.transforms.views.SecondView: points2 is the points' view row by row), whose points2 and its keys take
+the rows chosen for points, as point-wise keys of points do (`select_rows`)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -10,6 +12,7 @@ import numpy as np
 from pc3d.errors import ConfigError
 
 from ..batch import clouds_of, select_boxes, select_points
+from .views import is_second_view
 
 
 def _check_range(point_range: Sequence[float]) -> np.ndarray:
@@ -28,19 +31,38 @@ def in_range(xyz: np.ndarray, point_range: np.ndarray) -> np.ndarray:
     return keep
 
 
+def selected_clouds(sample: dict) -> list[str]:
+    """The clouds whose rows a point op chooses: every cloud, but a second view's points2 follows points."""
+    return ["points"] if is_second_view(sample) else clouds_of(sample)
+
+
+def select_rows(sample: dict, index: np.ndarray, cloud: str = "points") -> dict:
+    """select_points(sample, index, cloud); for points of a second view, points2 and its keys take the same rows
+    (in the same order: a multi-scan sample's current scan first, as select_points puts them)."""
+    if cloud != "points" or not is_second_view(sample):
+        return select_points(sample, index, cloud)
+    rows = {"points": np.arange(len(sample["points"]))}
+    if "num_current_points" in sample:
+        rows["num_current_points"] = sample["num_current_points"]
+    order = select_points(rows, index)["points"]  # the rows points gets, in its order
+    select_points(sample, order, "points")
+    return select_points(sample, order, "points2")
+
+
 class RangeCrop:
     """Keep the points of every cloud inside point_range and the boxes whose centres are inside it
-    (x, y only for boxes, as OpenPCDet's mask_boxes_outside_range). Deterministic."""
+    (x, y only for boxes, as OpenPCDet's mask_boxes_outside_range); a second view's points2 keeps the rows of
+    the points kept. Deterministic."""
 
     def __init__(self, point_range: Sequence[float], crop_boxes: bool = True):
         self.point_range = _check_range(point_range)
         self.crop_boxes = crop_boxes
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
-        for cloud in clouds_of(sample):
+        for cloud in selected_clouds(sample):
             keep = in_range(sample[cloud], self.point_range)
             if not keep.all():
-                select_points(sample, keep, cloud)
+                select_rows(sample, keep, cloud)
         if self.crop_boxes and "gt_boxes" in sample and len(sample["gt_boxes"]):
             b, r = sample["gt_boxes"], self.point_range
             inside = (b[:, 0] >= r[0]) & (b[:, 0] < r[3]) & (b[:, 1] >= r[1]) & (b[:, 1] < r[4])
@@ -53,8 +75,8 @@ class PointShuffle:
     keeps its current scan first (select_points)."""
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        for cloud in clouds_of(sample):
-            select_points(sample, rng.permutation(len(sample[cloud])), cloud)
+        for cloud in selected_clouds(sample):
+            select_rows(sample, rng.permutation(len(sample[cloud])), cloud)
         return sample
 
 
@@ -68,8 +90,8 @@ class RandomDrop:
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         ratio = rng.uniform(0.0, self.max_ratio)
-        for cloud in clouds_of(sample):
-            select_points(sample, rng.random(len(sample[cloud])) >= ratio, cloud)
+        for cloud in selected_clouds(sample):
+            select_rows(sample, rng.random(len(sample[cloud])) >= ratio, cloud)
         return sample
 
 
@@ -91,6 +113,6 @@ class SamplePoints:
         return np.concatenate([np.arange(n), rng.choice(n, self.num_points - n, replace=True)])
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
-        for cloud in clouds_of(sample):
-            select_points(sample, self.indices(len(sample[cloud]), rng), cloud)
+        for cloud in selected_clouds(sample):
+            select_rows(sample, self.indices(len(sample[cloud]), rng), cloud)
         return sample

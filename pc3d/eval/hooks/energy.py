@@ -3,6 +3,9 @@ figures of a spiking network (from the predictions' ``measurements``) and its Re
 
 Adds ``energy/sops_G``, ``energy/relu_macs_G``, ``energy/mJ``, ``energy/relu_mJ``, ``energy/ratio``,
 ``energy/firing_rate`` and ``energy/active_rate``; the per-layer table joins the inner hook's ``last_table``.
+The figures are of every pass the model ran per sample: under test-time augmentation (``tools/test.py tta=...``)
+all views are counted, the energy of what actually ran (a layer's counts add up over the passes of one measuring
+block, pc3d.models.snn.blocks, and are handed over and reset once per batch by pc3d.engine.evaluator).
 """
 from __future__ import annotations
 

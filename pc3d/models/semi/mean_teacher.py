@@ -3,11 +3,12 @@
     batch       points: the teacher's (weakly augmented) view; points2: the student's stronger view of the same
                 points, row by row (pc3d.data.transforms.views.SecondView); unlabelled frames have all-ignored
                 point_labels and metadata["labelled"] False (SemanticKittiDataset(labelled_frames=...))
-    teacher     EMA of the student (pc3d.models.semi.ema_update, before every training step), eval mode,
-                no gradient: class probabilities of every point of the unlabelled frames; teacher "fixed":
-                a trained supervised run (init_from=<run>), never updated, labels for a student that starts
-                afresh (self-training, the student sees every scan); teacher_flips: its probabilities averaged
-                over the scan and its mirror images in x, y and both (pc3d.data.batch.mirrored)
+    teacher     EMA of the student (pc3d.models.semi.ema_update, after every optimizer step the trainer applies:
+                `after_optimizer_step`), eval mode, no gradient: class probabilities of every point of the
+                unlabelled frames; teacher "fixed": a trained supervised run (init_from=<run>), never updated,
+                labels for a student that starts afresh (self-training, the student sees every scan);
+                teacher_flips: its probabilities averaged over the scan and its mirror images in x, y and both
+                (pc3d.data.batch.mirrored)
     pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
@@ -19,10 +20,19 @@
                 (LaserMix, pc3d.models.semi.laser_mix); the student sees its view and the mixes in one pass, and
                 the mixes learn the labelled scan's labels and the pseudo labels (+ mix_weight x ramp x its loss)
 
+Steps. `step` counts the optimizer steps applied (a buffer: checkpointed, resumed): the trainer calls
+`after_optimizer_step()` after each one (not after an accumulation micro-batch, not after a skipped step), which
+advances `step` to n and moves the teacher towards the student just stepped with alpha(n) = min(1 - 1 / (n + 1),
+max_alpha): 0.5, 0.67, 0.75, ..., max_alpha from n = 99 at 0.99. At step 0 the teacher is the student (alpha 0), as
+built or as init_from loaded both; init_from of a supervised run starts `step` at 0. A forward only reads `step`
+(alpha, warm-up, ramp-up, the LaserMix turn): the micro-batches of one step see the same teacher and factors, and a
+step the trainer skips leaves the teacher as it was.
+
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
-"alpha" (the EMA factor; 1 for a fixed teacher), "ramp", "loss_mix" (with mixes)}. Eval mode: an EMA teacher's
-predictions; with a fixed teacher the student's (the teacher is the run it started from). An EMA teacher helps only
-once its student has nearly settled: over a short one-cycle run a 0.99 average lags it (the README has the figures).
+"alpha" (alpha(step), the factor of the update that made the teacher labelling this step; 1 for a fixed teacher),
+"ramp", "loss_mix" (with mixes)}. Eval mode: an EMA teacher's predictions; with a fixed teacher the student's (the
+teacher is the run it started from). An EMA teacher helps only once its student has nearly settled: over a short
+one-cycle run a 0.99 average lags it (the README has the figures).
 """
 from __future__ import annotations
 
@@ -35,7 +45,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from pc3d.data.batch import cloud_view, mirrored, sparse_input
-from pc3d.errors import ConfigError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.models.segmentors.point_head import voxel_labels
 from pc3d.models.semi.laser_mix import concat_batches, laser_mix
 from pc3d.models.semi.pseudo_labels import (
@@ -61,6 +71,20 @@ def _check_mirror_symmetric(point_cloud_range: Sequence[float] | None) -> None:
     if any(lo != -hi for lo, hi in zip(low, high, strict=True)):
         raise ConfigError(f"teacher_flips mirrors through the sensor only on a grid symmetric about it in x and y; "
                           f"point_cloud_range {list(point_cloud_range)} is not (x_min = -x_max, y_min = -y_max)")
+
+
+def check_second_view(batch: dict) -> None:
+    """DataFormatError naming the frame when a sample's points2 is not its points row by row (a different count:
+    a transform after SecondView dropped or added rows of one cloud only)."""
+    if "points2" not in batch or "point_offsets2" not in batch:
+        raise DataFormatError(None, "the mean teacher trains on points2, the student's view of the points "
+                                    "(pc3d.data.transforms.views.SecondView among the augmentations)")
+    counts, counts2 = torch.diff(batch["point_offsets"]), torch.diff(batch["point_offsets2"])
+    for b in torch.nonzero(counts != counts2).flatten().tolist():
+        frame = batch["frame_id"][b] if "frame_id" in batch else None
+        raise DataFormatError(frame, f"points2 has {int(counts2[b])} rows for {int(counts[b])} points: the student's "
+                                     "view must be the points row by row (SecondView); a transform after it dropped "
+                                     "or added rows of one cloud only")
 
 
 class MeanTeacherSegmentor(nn.Module):
@@ -143,6 +167,19 @@ class MeanTeacherSegmentor(nn.Module):
         t = (step - self.warmup_steps) / self.rampup_steps
         return math.exp(-5.0 * (1.0 - t) ** 2)
 
+    def alpha(self, step: int) -> float:
+        """The EMA factor of the teacher's update that brings `step` to this value: min(1 - 1 / (step + 1),
+        max_alpha), 0 at step 0 (the teacher is the student); 1 for a fixed teacher."""
+        return 1.0 if self.fixed_teacher else min(1.0 - 1.0 / (step + 1), self.max_alpha)
+
+    @torch.no_grad()
+    def after_optimizer_step(self) -> None:
+        """The model contract's hook, called by the trainer after every optimizer step it applied: one more step,
+        and the EMA teacher moves towards the student as it is now (a fixed teacher never moves)."""
+        self.step += 1
+        if not self.fixed_teacher:
+            ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
+
     def evaluated(self) -> nn.Module:
         """The segmentor that predicts in eval mode: the student beside a fixed teacher, else the (EMA) teacher."""
         return self.student if self.fixed_teacher else self.teacher
@@ -160,9 +197,8 @@ class MeanTeacherSegmentor(nn.Module):
         if self.fixed_teacher and not bool(self.teacher_trained):
             raise ConfigError("teacher='fixed' labels with a trained run: start with init_from=<a supervised run of "
                               "the student's model>")
-        alpha = 1.0 if self.fixed_teacher else ema_update(self.teacher, self.student, int(self.step), self.max_alpha)
-        ramp = self.ramp(int(self.step))
-        self.step += 1
+        check_second_view(batch)
+        alpha, ramp = self.alpha(int(self.step)), self.ramp(int(self.step))  # no state changes here: see Steps
         labelled = torch.tensor([m.get("labelled", True) for m in batch["metadata"]], device=batch["points"].device)
         point_labelled = labelled[batch["point_batch"]]
         self.prior.update(batch["points"][point_labelled, :3], batch["points"][point_labelled, self.remission_column],

@@ -13,8 +13,11 @@ Measurement. In eval mode inside `pc3d.engine.evaluator.measuring(model)` (evalu
 does not) every SpikeConv counts, per sample of the batch, what the energy model needs
 (pc3d.eval.energy): neurons and spikes at its input, the active pairs of its conv as multiply-accumulates
 of the ReLU twin (pairs x Cin x Cout / groups) and as synaptic operations of the spiking network (each
-pair's input spike count x Cout / groups). `pop_measurements()` hands them over, one dict per sample
-(pc3d.engine.evaluator attaches them to the predictions).
+pair's input spike count x Cout / groups). The counts of every call inside one measuring block add up (test-time
+augmentation runs the network once per view: all views are counted, the energy of what ran); a new block starts
+from zero. `pop_measurements()` hands them over, one dict per sample (pc3d.engine.evaluator attaches them to the
+predictions). The counts are taken over the conv's kernel map whichever backend ran it: the native engine's own
+map, or under spconv (which keeps its maps to itself) one built here from the sites (`counting_table`).
 """
 from __future__ import annotations
 
@@ -23,9 +26,13 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.models.backbones3d.blocks import BATCH_NORM, Norm, sparse_conv
 from pc3d.models.snn.neuron import MultiSpike
-from pc3d.sparse import SparseModule, SparseSequential, SparseTensor
+from pc3d.sparse import SparseConvolution, SparseModule, SparseSequential, SparseTensor
+from pc3d.sparse.backend import resolve
+from pc3d.sparse.conv import cached_map
+from pc3d.sparse.kernel_map import strided_map, submanifold_map
 
 Neuron = Callable[[], nn.Module]
 
@@ -55,6 +62,62 @@ def conv_counts(spikes: torch.Tensor, in_sample: torch.Tensor, nbr: torch.Tensor
             "sops": per_sample(row_total[nbr + 1].sum(1) * cout_g, out_sample)}
 
 
+COUNTING = "counting map"  # key prefix of the maps built for counting (SparseTensor.maps / indice_dict)
+
+
+def rows_in(coords: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """int64 [N]: the row of `ref` [M, 1 + D] (unique sites) holding each site of coords [N, 1 + D], -1 where none."""
+    coords, ref = coords.long().cpu(), ref.long().cpu()
+    if not len(coords) or not len(ref):
+        return torch.full((len(coords),), -1, dtype=torch.int64)
+    extents = torch.maximum(coords.amax(0), ref.amax(0)) + 1
+
+    def keys(c: torch.Tensor) -> torch.Tensor:
+        key = c[:, 0].clone()
+        for axis in range(1, c.shape[1]):
+            key = key * extents[axis] + c[:, axis]
+        return key
+
+    ref_keys, order = torch.sort(keys(ref))
+    wanted = keys(coords)
+    pos = torch.searchsorted(ref_keys, wanted).clamp(max=len(ref_keys) - 1)
+    return torch.where(ref_keys[pos] == wanted, order[pos], torch.full_like(pos, -1))
+
+
+def counting_table(conv: SparseConvolution, s: SparseTensor, y: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(nbr int64 [N_out, K]: the input row of s read by offset k of output row o, -1 for none; the sample of each
+    output row) of conv run on s giving y, whichever backend ran it. The native engine's own map when it ran the
+    conv (cached: no second build); otherwise built from the sites with pc3d.sparse's map builders: a SubM / strided
+    / transposed conv's map from s, an inverse conv's the strided map of its paired conv (same indice_key, geometry
+    recorded when that conv was counted) from y's sites, which are the paired conv's input sites, read transposed
+    (its output sites matched to the rows of s by coordinates, so the backend's row order does not matter)."""
+    if not (conv.subm or conv.inverse or conv.transposed) and conv.indice_key:  # for the inverse conv of this key
+        s.indice_dict[(COUNTING, conv.indice_key)] = (conv.stride, conv.padding, conv.dilation, conv.generative)
+    if resolve(conv.backend, s.device.type, grouped=conv.groups != 1) == "native":
+        kmap, inverse = conv.kernel_map(s)
+        return torch.from_numpy(kmap.table(transposed=inverse)).long(), y.coords[:, 0].long().cpu()
+    if conv.inverse:
+        geometry = s.indice_dict.get((COUNTING, conv.indice_key))
+        if geometry is None:
+            raise SparseTensorError(f"counting inverse conv {conv.indice_key!r}: its paired strided conv was not "
+                                    "counted (measure a network whose strided conv is a SpikeConv too)")
+        key = (COUNTING, "strided", conv.kernel_size, *geometry)
+        kmap = cached_map(y, key, lambda: strided_map(y, conv.kernel_size, *geometry[:3], generative=geometry[3]))
+        coarse = rows_in(kmap.out_coords, s.coords)  # row of s of each of the paired conv's output sites
+        nbr = torch.from_numpy(kmap.table(transposed=True)).long()
+        nbr = torch.where(nbr >= 0, coarse[nbr.clamp(min=0)], nbr)
+        return nbr, y.coords[:, 0].long().cpu()
+    if conv.subm:
+        kmap = cached_map(s, (COUNTING, "subm", conv.kernel_size, conv.dilation),
+                          lambda: submanifold_map(s, conv.kernel_size, conv.dilation))
+    else:
+        geometry = (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.transposed,
+                    conv.output_padding if conv.transposed else None, conv.generative)
+        kmap = cached_map(s, (COUNTING, "strided", *geometry),
+                          lambda: strided_map(s, *geometry[:6], generative=conv.generative))
+    return torch.from_numpy(kmap.table()).long(), kmap.out_coords[:, 0].long().cpu()
+
+
 class SpikeConv(SparseModule):
     """neuron -> sparse conv (kind 'subm', 'spconv' or 'inverseconv') -> norm; [N, in] -> [N', out].
     The signature of backbones3d.blocks.post_act_block, with `neuron` for `act` (norm=None: no norm)."""
@@ -68,8 +131,19 @@ class SpikeConv(SparseModule):
         self.conv = sparse_conv(conv_type, ndim, in_channels, out_channels, kernel_size, indice_key, stride, padding)
         self.conv.skip_zero_rows = self.spiking
         self.norm = norm(out_channels) if norm is not None else nn.Identity()
-        self.measuring = False  # set by pc3d.engine.evaluator.measuring
         self._measured: dict[str, torch.Tensor] | None = None
+        self._measuring = False
+
+    @property
+    def measuring(self) -> bool:
+        """Set by pc3d.engine.evaluator.measuring: count in eval mode. Turning it on starts a block from zero."""
+        return self._measuring
+
+    @measuring.setter
+    def measuring(self, on: bool) -> None:
+        if on and not self._measuring:
+            self._measured = None
+        self._measuring = bool(on)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         s = x.replace_feature(self.neuron(x.feats))
@@ -79,15 +153,20 @@ class SpikeConv(SparseModule):
         return y.replace_feature(self.norm(y.feats))
 
     def _measure(self, s: SparseTensor, y: SparseTensor) -> None:
-        kmap, inverse = self.conv.kernel_map(s)  # cached by the conv: no second build
-        nbr = torch.from_numpy(kmap.table(transposed=inverse)).long()
-        counts = conv_counts(s.feats.cpu(), s.coords[:, 0].long().cpu(), nbr, y.coords[:, 0].long().cpu(),
-                             s.batch_size, self.conv.out_channels, self.conv.groups)
-        counts["spiking"] = torch.full((s.batch_size,), float(self.spiking), dtype=torch.float64)
-        self._measured = counts
+        nbr, out_sample = counting_table(self.conv, s, y)
+        counts = conv_counts(s.feats.cpu(), s.coords[:, 0].long().cpu(), nbr, out_sample, s.batch_size,
+                             self.conv.out_channels, self.conv.groups)
+        spiking = torch.full((s.batch_size,), float(self.spiking), dtype=torch.float64)
+        if self._measured is not None:  # another pass over the same batch (a test-time augmentation view)
+            if len(self._measured["spiking"]) != s.batch_size:
+                raise ConfigError(f"SpikeConv: one measuring block ran batches of {len(self._measured['spiking'])} "
+                                  f"and {s.batch_size} samples; pop the counts between batches")
+            counts = {key: self._measured[key] + value for key, value in counts.items()}
+        self._measured = counts | {"spiking": spiking}
 
     def pop_measurements(self) -> list[dict[str, float]] | None:
-        """The last eval batch's counts, one dict per sample (None when nothing was measured since)."""
+        """The counts of the measuring block's calls (summed over every pass over the batch), one dict per sample;
+        None when nothing was measured since the last pop."""
         counts, self._measured = self._measured, None
         if counts is None:
             return None
