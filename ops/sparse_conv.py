@@ -299,7 +299,7 @@ def pair_weight_gradient(cout_g: int, dtype: str):
 
 @nb.njit(parallel=True, nogil=True, boundscheck=False)
 def max_pool(feats, nbr, out, argmax):
-    """out[o, c] = max_k feats[nbr[o, k], c]; argmax holds the winning input row (-1: none)."""
+    """out[o, c] = max_k feats[nbr[o, k], c] (NaN when any is NaN); argmax holds the winning input row (-1: none)."""
     n_out, kvol = nbr.shape
     n_ch = feats.shape[1]
     for o in prange(n_out):
@@ -308,7 +308,8 @@ def max_pool(feats, nbr, out, argmax):
             arg = -1
             for k in range(kvol):
                 i = nbr[o, k]
-                if i >= 0 and (arg < 0 or feats[i, c] > best):
+                # NaN wins and stays (as torch's max pool): a value beats a non-NaN best when it is not <= it
+                if i >= 0 and (arg < 0 or (best == best and not feats[i, c] <= best)):
                     best = feats[i, c]
                     arg = i
             out[o, c] = best if arg >= 0 else 0.0

@@ -451,6 +451,17 @@ def test_gradcheck_inverse(one_thread):
         coarse.feats.detach()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_max_pool_keeps_a_nan_wherever_it_is_in_the_window(dtype):
+    """A NaN input makes its window's maximum NaN at any offset, as F.max_pool3d (it was lost unless first)."""
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 1], [0, 1, 1, 1]], dtype=torch.int32)
+    for nan_row in range(3):
+        feats = torch.tensor([[1.0], [2.0], [3.0]], dtype=dtype)
+        feats[nan_row] = float("nan")
+        y = sp.SparseMaxPool3d(2, 2)(SparseTensor(feats, coords, (2, 2, 2), 1))
+        assert torch.isnan(y.feats).all(), nan_row
+
+
 def test_gradcheck_max_pool(one_thread):
     """Max pool: analytic gradient w.r.t. the features (random float64 values, so no ties)."""
     gradcheck_module(sp.SparseMaxPool2d(3, 2, 1), tiny(), wrt_weight=False)

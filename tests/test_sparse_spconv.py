@@ -94,6 +94,22 @@ def test_strided_conv_matches_spconv(kernel, stride, padding):
     assert y_nat.stride == y_sp.stride
 
 
+@pytest.mark.parametrize("kernel,stride,padding,output_padding", [(3, 2, 1, 1), (2, 2, 0, 1), (3, 2, 1, 0)])
+def test_transposed_conv_matches_spconv_with_its_output_padding(kernel, stride, padding, output_padding):
+    """Transposed 3D conv: spconv's SparseConvTranspose3d drops output_padding (a smaller grid, fewer sites);
+    the twin is built so that both backends give one grid, sites and values."""
+    y_nat, y_sp = run_both(lambda b: sp.SparseConvTranspose3d(4, 6, kernel, stride, padding,
+                                                              output_padding=output_padding, backend=b),
+                           random_tensor(), same_order=False)
+    assert y_nat.spatial_shape == y_sp.spatial_shape
+
+
+def test_dilated_transposed_conv_is_refused_on_spconv():
+    """spconv sizes a dilated transposed conv's grid without the dilation: refused rather than losing sites."""
+    with pytest.raises(BackendUnavailableError, match="dilated transposed"):
+        sp.SparseConvTranspose3d(4, 6, 3, 2, 1, dilation=2, backend="spconv")(random_tensor())
+
+
 def test_inverse_conv_matches_spconv():
     """Strided conv + inverse conv paired by indice_key: restores the input rows exactly as spconv."""
     def make(b):

@@ -108,8 +108,17 @@ def build_conv(layer):
     kwargs = {"bias": layer.bias is not None, "indice_key": key}
     if layer.device_type == "cpu":
         kwargs["algo"] = ConvAlgo.Native  # the only spconv algorithm with a CPU backward
+    if layer.transposed and any(d != 1 for d in layer.dilation):
+        raise BackendUnavailableError("spconv 2.3 sizes a dilated transposed conv's output grid without the dilation "
+                                      "(a smaller grid, output sites lost); use backend='native'")
     if layer.inverse:
         twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, **kwargs)
+    elif layer.transposed:  # spconv's SparseConvTranspose*d drop output_padding: the base class takes it
+        from spconv.pytorch.conv import SparseConvolution
+
+        twin = SparseConvolution(layer.ndim, layer.in_channels, layer.out_channels, layer.kernel_size,
+                                 layer.stride, layer.padding, layer.dilation, 1, transposed=True,
+                                 output_padding=layer.output_padding, **kwargs)
     else:
         twin = cls(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
                    padding=layer.padding, dilation=layer.dilation, **kwargs)
