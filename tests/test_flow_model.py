@@ -293,3 +293,24 @@ def test_ego_motion_stage_gives_the_followers_one_rigid_flow():
         assert not np.allclose(r["flow"], s["flow"])
     model.train(), plain.train()
     assert model(batch)["loss"].item() == plain(batch)["loss"].item()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_transport_runs_in_float32_under_autocast(dtype):
+    """Positions to 35 m round to 0.125-0.25 m in bf16 and fp16's 1e-8 guards to 0 (NaN rows on weak matches):
+    the transport is float32 whatever autocast asks, so its flow is the float32 one."""
+    from pc3d.models.flow.optimal_transport import sinkhorn_flow
+
+    torch.manual_seed(0)
+    x1 = torch.rand(512, 3) * torch.tensor([35.0, 20.0, 4.0]) + torch.tensor([0.0, -10.0, -2.0])
+    x2 = x1 + torch.tensor([0.8, 0.1, 0.0])
+    f1 = torch.randn(512, 32)
+    f2 = 0.35 * f1 / f1.norm(dim=1, keepdim=True) + torch.randn(512, 32) / 8  # weak matches
+    eps, gamma = torch.tensor([0.1]), torch.tensor([1.0])
+    want = sinkhorn_flow(f1, f2, x1, x2, eps, gamma)
+    with torch.autocast("cpu", dtype=dtype):
+        got = sinkhorn_flow(f1, f2, x1, x2, eps, gamma)
+    assert got.dtype == torch.float32 and torch.isfinite(got).all()
+    torch.testing.assert_close(got, want)
+    assert sinkhorn_flow(f1[:0], f2, x1[:0], x2, eps, gamma).shape == (0, 3)
+    assert torch.equal(sinkhorn_flow(f1, f2[:0], x1, x2[:0], eps, gamma), torch.zeros(512, 3))
