@@ -109,15 +109,33 @@ def test_autocast_bf16_matches_float32_engine(kind, ndim, cin, cout, groups):
     assert rel_err(gx16, gx32) < tol and rel_err(gw16, gw32) < tol
 
 
+@pytest.mark.parametrize("bias", [False, True])
 @pytest.mark.parametrize("channels", [8, 64])  # 64: the kernels specialised on a compile-time channel count
-def test_bf16_depthwise_is_widened_float32_rounded_once(channels):
+def test_bf16_depthwise_is_widened_float32_rounded_once(channels, bias):
     """The depthwise kernels read bf16 bits themselves (no float32 copies): output, feature gradient and weight
-    gradient are bit for bit the float32 kernels' on the same (bf16-exact) values, rounded once."""
+    gradient are bit for bit the float32 kernels' on the same (bf16-exact) values, rounded once (the bias joins
+    the float32 sums before that rounding)."""
     layers, x = build("subm", 3, channels, channels, channels)
-    layers[0].bias = None  # a bf16 bias would round the output a second time
+    if not bias:
+        layers[0].bias = None
     for y32, y16 in zip(run(layers, x, None, False), run(layers, x, torch.bfloat16, False), strict=True):
         assert y16.dtype == torch.bfloat16
         assert torch.equal(y16.view(torch.int16), y32.bfloat16().view(torch.int16))
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+@pytest.mark.parametrize("kind,ndim,cin,cout,groups", [("subm", 3, 16, 16, 1), ("subm", 3, 6, 6, 1),
+                                                       ("strided", 3, 16, 32, 1), ("transposed", 3, 16, 16, 1)])
+def test_bf16_bias_is_added_before_the_one_rounding(kind, ndim, cin, cout, groups, autocast):
+    """A bias as large as the conv's output: added to the float32 sums, then rounded once, the bf16 output is the
+    float32 engine's output rounded to bf16 (it was rounded before and after the bias add: up to 4 ulps off)."""
+    layers, x = build(kind, ndim, cin, cout, groups)
+    with torch.no_grad():
+        layers[-1].bias.data = rounded(torch.empty(cout).uniform_(-20, 20, generator=torch.Generator().manual_seed(3)))
+    y32 = run(layers, x, None, False)[0]
+    y16 = run(layers, x, None if autocast else torch.bfloat16, autocast)[0]
+    differ = (y16.view(torch.int16) != y32.bfloat16().view(torch.int16)).float().mean().item()
+    assert differ < 2e-3  # float32 sums in another order may round the other way, rarely
 
 
 @pytest.mark.parametrize("groups,cout", [(1, 16), (2, 32), (4, 4), (8, 8)])

@@ -21,7 +21,7 @@ from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.sparse import backend as _backend
 from pc3d.sparse.checks import check_channels
 from pc3d.sparse.kernel_map import KernelMap, _tuple, strided_map, submanifold_map
-from pc3d.sparse.ops import sparse_conv
+from pc3d.sparse.ops import compute_dtype, sparse_conv
 from pc3d.sparse.tensor import MapCache, SparseTensor
 
 
@@ -91,8 +91,15 @@ class SparseConvolution(SparseModule):
         if _backend.resolve(self.backend, x.device.type, grouped=self.groups != 1) == "spconv":
             return self._forward_spconv(x)
         kmap, inverse = self.kernel_map(x)
-        feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse, self.skip_zero_rows)
-        if self.bias is not None:  # in the features' dtype: a bf16 conv under autocast stays bf16
+        # a bf16 conv with a bias on CPU: the bias (rounded to bf16, as autocast casts it) joins the float32 sums
+        # before the one rounding to bf16, as in torch's own bf16 conv; elsewhere it is added in the output dtype
+        wide = (self.bias is not None and x.device.type == "cpu"
+                and compute_dtype(x.feats, self.weight) == torch.bfloat16)
+        feats = sparse_conv(x.feats, self.weight, kmap, self.groups, inverse, self.skip_zero_rows,
+                            torch.float32 if wide else None)
+        if wide:
+            feats = (feats + self.bias.to(torch.bfloat16).float()).to(torch.bfloat16)
+        elif self.bias is not None:  # in the features' dtype: a bf16 conv under autocast stays bf16
             feats = feats + self.bias.to(feats.dtype)
         if self.subm:  # the same sites: their maps, and spconv's twin for the layers that run there
             return x.replace_feature(feats)

@@ -246,14 +246,15 @@ class _SparseConvFunction(torch.autograd.Function):
 
     @staticmethod
     @torch.amp.custom_fwd(device_type="cpu")
-    def forward(ctx, feats, w, kmap: KernelMap, inverse: bool, dtype: torch.dtype, skip_zero: bool = False):
+    def forward(ctx, feats, w, kmap: KernelMap, inverse: bool, dtype: torch.dtype, skip_zero: bool = False,
+                out_dtype: torch.dtype | None = None):
         # `inverse` runs the map backwards: outputs are the map's inputs (inverse conv).
         ctx.kmap, ctx.inverse = kmap, inverse
         ctx.dtypes = feats.dtype, w.dtype
         feats, w = feats.to(dtype).contiguous(), w.to(dtype)
         ctx.keep = nonzero_rows(feats) if skip_zero and feats.device.type == "cpu" else None
         ctx.save_for_backward(feats, w)
-        return _gather_gemm_scatter(feats, w, kmap, inverse, keep=ctx.keep)
+        return _gather_gemm_scatter(feats, w, kmap, inverse, out_dtype, keep=ctx.keep)
 
     @staticmethod
     @torch.amp.custom_bwd(device_type="cpu")
@@ -273,19 +274,21 @@ class _SparseConvFunction(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             grad_w = _weight_gradient(feats, grad_out, kmap, inverse, tuple(w.shape), ctx.keep)
             grad_w = grad_w.to(w.device, w_dtype)
-        return grad_feats, grad_w, None, None, None, None
+        return grad_feats, grad_w, None, None, None, None, None
 
 
 def sparse_conv(feats: torch.Tensor, weight: torch.Tensor, kmap: KernelMap, groups: int = 1,
-                inverse: bool = False, skip_zero: bool = False) -> torch.Tensor:
+                inverse: bool = False, skip_zero: bool = False, out_dtype: torch.dtype | None = None) -> torch.Tensor:
     """Features [N_out, Cout] of a conv with spconv-layout `weight` over `kmap`; skip_zero: pairs whose
-    input row is all zeros are left out of the work (same outputs; worth it when many rows are silent)."""
+    input row is all zeros are left out of the work (same outputs; worth it when many rows are silent);
+    out_dtype: float32 returns a bf16 conv's float32 sums unrounded on CPU (to add a bias before the one
+    rounding); None: the compute dtype."""
     cin = feats.shape[1]
     if cin != weight.shape[-1] * groups:
         raise SparseTensorError(f"conv expects {weight.shape[-1] * groups} input channels, got {cin}")
     dtype = compute_dtype(feats, weight)
     return _SparseConvFunction.apply(feats.contiguous(), _weight_kgio(weight, groups), kmap, inverse, dtype,
-                                     skip_zero)
+                                     skip_zero, out_dtype)
 
 
 class _SparseMaxPoolFunction(torch.autograd.Function):
