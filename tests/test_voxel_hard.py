@@ -8,7 +8,7 @@ import pytest
 from conftest import sample_path
 from voxel_refs import cells, hard_reference, on_boundaries
 
-from pc3d.voxel import HardVoxelizer, HardVoxels, PillarVoxelizer
+from pc3d.voxel import HardVoxelizer, HardVoxels, PillarVoxelizer, VoxelLimitWarning
 
 RANGE = (-2.0, -3.0, -1.0, 2.0, 3.0, 1.0)
 SIZE = (0.25, 0.5, 0.2)
@@ -78,7 +78,8 @@ def test_batch(rng):
     np.testing.assert_array_equal(out.point_to_voxel, p2v)
     assert out.batch_size == 3
     np.testing.assert_array_equal(out.point_batch, np.repeat([0, 1, 2], [300, 0, 200]))
-    keys = vox.voxelize(clouds)
+    with pytest.warns(VoxelLimitWarning):  # 50 voxels of 300 points: the cap drops some
+        keys = vox.voxelize(clouds)
     np.testing.assert_array_equal(keys["voxels"].numpy(), out.voxels)
     np.testing.assert_array_equal(keys["voxel_num_points"].numpy(), out.num_points)
     np.testing.assert_array_equal(keys["voxel_coords"].numpy(), out.coords)
@@ -129,3 +130,16 @@ def test_same_as_spconv_on_real_sweep():
     # allocates a dense int32 table of the grid: 0.05 m would take 4 GB)
     vox = HardVoxelizer(0.1, (-75.2, -75.2, -2, 75.2, 75.2, 4), 5, 100_000)
     _assert_same_as_spconv(vox, pts)
+
+
+def test_a_batch_over_max_voxels_warns_once_naming_the_frame(rng):
+    """The batch path (Collate's) used to drop the voxels beyond max_voxels without a word."""
+    vox = HardVoxelizer(0.5, (-4, -4, -2, 4, 4, 2), 2, 20)
+    clouds = [rng.uniform(-4, 4, (400, 4)).astype(np.float32) for _ in range(2)]
+    with pytest.warns(VoxelLimitWarning, match=r"f0: \d+ occupied voxels, max_voxels=20 kept the first 20"):
+        out = vox.voxelize(clouds, seeds=[0, 1], frames=["f0", "f1"])
+    assert len(out["voxel_num_points"]) == 40
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        vox.voxelize(clouds, seeds=[0, 1], frames=["f0", "f1"])  # once per voxelizer
+        HardVoxelizer(0.5, (-4, -4, -2, 4, 4, 2), 2, 10**5).voxelize(clouds)  # under the cap: silent

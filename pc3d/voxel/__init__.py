@@ -9,7 +9,7 @@ Every voxelizer is built by its ``__init__`` and has one batch method, ``voxeliz
 frames=None) -> dict`` (the voxel keys of pc3d.data.batch as torch tensors), which ``Collate`` calls;
 calling it on one cloud (``vox(points, ..., batch_index=b)``) gives the numpy result with its counters.
 """
-from pc3d.voxel.checks import NonFinitePointsWarning
+from pc3d.voxel.checks import NonFinitePointsWarning, VoxelLimitWarning
 from pc3d.voxel.cylindrical import CylindricalGrid, CylindricalVoxelizer, HardCylindricalVoxelizer
 from pc3d.voxel.dynamic import DynamicGridVoxelizer, DynamicVoxelizer, DynamicVoxels, grid_sample, point_offsets
 from pc3d.voxel.grid import VoxelGrid
@@ -22,7 +22,7 @@ from pc3d.voxel.temporal import HardTemporalVoxelizer, TemporalVoxelizer, tempor
 __all__ = [
     "CylindricalGrid", "CylindricalVoxelizer", "DynamicGridVoxelizer", "DynamicPillarVoxelizer", "DynamicVoxelizer",
     "DynamicVoxels", "HardCylindricalVoxelizer", "HardGridVoxelizer", "HardTemporalVoxelizer", "HardVoxelizer",
-    "HardVoxels", "NonFinitePointsWarning",
+    "HardVoxels", "NonFinitePointsWarning", "VoxelLimitWarning",
     "PillarVoxelizer", "TemporalVoxelizer", "VoxelGrid", "grid_sample", "pillar_grid", "point_offsets",
     "scatter_max", "scatter_mean", "temporal_grid", "to_sparse_tensor",
 ]

@@ -26,6 +26,10 @@ class NonFinitePointsWarning(UserWarning):
     """Points with NaN or inf values were dropped from a cloud (the message names the frame)."""
 
 
+class VoxelLimitWarning(UserWarning):
+    """A hard voxelizer kept max_voxels of a cloud's occupied voxels and dropped the rest."""
+
+
 def check_nan_policy(policy: str) -> str:
     if policy not in NAN_POLICIES:
         raise ConfigError(f"nan_policy must be one of {NAN_POLICIES}, got {policy!r}")

@@ -2,6 +2,7 @@
 most M voxels, as a dense [M, P, C] array for a voxel feature encoder."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -12,6 +13,7 @@ from pc3d_ops import voxelize as _k
 from pc3d.errors import DataFormatError
 from pc3d.voxel.checks import (
     Frame,
+    VoxelLimitWarning,
     check_batch,
     check_batch_index,
     check_cloud,
@@ -107,6 +109,7 @@ class HardGridVoxelizer:
         self.max_voxels = check_count(max_voxels, "max_voxels")
         self.shuffle = bool(shuffle)
         self.nan_policy = check_nan_policy(nan_policy)
+        self._warned = False
 
     @property
     def spatial_shape(self) -> tuple[int, ...]:
@@ -158,8 +161,16 @@ class HardGridVoxelizer:
 
         seeds: one per cloud, the shuffle's seed (None: fresh entropy); frames: names for errors.
         """
-        return HardVoxels.concat([self(c, seed=s, frame=f, batch_index=b)
-                                  for b, (c, s, f) in enumerate(check_batch(clouds, seeds, frames))]).batch_keys()
+        parts = [self(c, seed=s, frame=f, batch_index=b)
+                 for b, (c, s, f) in enumerate(check_batch(clouds, seeds, frames))]
+        for part, frame in zip(parts, frames or [None] * len(parts), strict=True):
+            if part.n_dropped_voxels and not self._warned:
+                self._warned = True  # once per voxelizer (and per DataLoader worker): a recipe's cap is a choice
+                warnings.warn(f"{frame or 'a cloud'}: {len(part.num_points) + part.n_dropped_voxels} occupied voxels, "
+                              f"max_voxels={self.max_voxels} kept the first {len(part.num_points)} (their points "
+                              "are left out); later clouds over the cap are not warned", VoxelLimitWarning,
+                              stacklevel=2)
+        return HardVoxels.concat(parts).batch_keys()
 
 
 class HardVoxelizer(HardGridVoxelizer):
