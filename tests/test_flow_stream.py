@@ -73,6 +73,10 @@ def test_crop():
     pts = np.array([[10.0, 0, 0], [10, 11, 0], [40, 0, 0], [10, 0, -2], [-1, 0, 0]])
     assert scene_flow_crop(pts).tolist() == [True, False, False, False, False]
     assert scene_flow_crop(pts, fov=360, min_z=None).tolist() == [True, True, False, True, True]
+    # all around, max_depth bounds the range: 80 m behind or 60 m to the side is as far as 40 m ahead
+    far = np.array([[-80.0, 0, 0], [0, 60, 0], [-20, -20, 0], [30, 30, 0]])
+    assert scene_flow_crop(far, fov=360, min_z=None).tolist() == [False, False, True, False]
+    assert scene_flow_crop(far, fov=180, min_z=None).tolist() == [False, True, False, True]  # depth along x
 
 
 def frame(name: str, points: np.ndarray, sequence: str = "00", **extra) -> SourceFrame:

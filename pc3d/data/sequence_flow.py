@@ -38,11 +38,13 @@ GROUND_IDS = (40, 44, 48, 49, 60, 72)
 def scene_flow_crop(points: np.ndarray, max_depth: float = 35.0, fov: float = 90.0,
                     min_z: float | None = -1.4) -> np.ndarray:
     """bool [N]: the points HPLFlowNet keeps of a KITTI scan, in LiDAR axes: depth x < max_depth, |azimuth| <=
-    fov / 2 degrees (360: all around) and, unless min_z is None, z >= min_z (the ground cut of unlabelled
-    scans)."""
+    fov / 2 degrees and, unless min_z is None, z >= min_z (the ground cut of unlabelled scans). A field of view
+    wider than 180 degrees (360: all around) looks behind the sensor, where depth along x bounds nothing: there
+    the horizontal range sqrt(x^2 + y^2) < max_depth."""
     xyz = np.asarray(points)[:, :3]
     azimuth = np.degrees(np.abs(np.arctan2(xyz[:, 1], xyz[:, 0])))
-    keep = (xyz[:, 0] < max_depth) & (azimuth <= fov / 2)
+    depth = xyz[:, 0] if fov <= 180 else np.hypot(xyz[:, 0], xyz[:, 1])
+    keep = (depth < max_depth) & (azimuth <= fov / 2)
     return keep if min_z is None else keep & (xyz[:, 2] >= min_z)
 
 
