@@ -114,6 +114,18 @@ def test_anchor_head_loss_and_gradients():
     assert set(losses) >= {"loss", "loss_cls", "loss_box", "loss_dir"}
     losses["loss"].backward()
     assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    empty = {"gt_boxes": torch.zeros(2, 0, 8), "num_gt": torch.tensor([0, 0]), "frame_id": ["a", "b"],
+             "batch_size": 2}
+    assert head.loss(head(torch.randn(2, 16, 32, 32)), empty)["num_pos"] == 0  # not the clamped normaliser
+
+
+def test_code_weights_scale_the_difference_before_the_smooth_l1():
+    """OpenPCDet's rule: weight 2 on a 0.5 error costs smooth-L1(1.0) = 1 - beta / 2, not 2 x smooth-L1(0.5)."""
+    from pc3d.models.heads.losses import weighted_smooth_l1
+
+    pred, target = torch.tensor([[0.5, 0.5]]), torch.zeros(1, 2)
+    got = weighted_smooth_l1(pred, target, torch.ones(1), torch.tensor([2.0, 1.0]), beta=1 / 9)
+    assert got.item() == pytest.approx((1 - 1 / 18) + (0.5 - 1 / 18))
 
 
 def test_gaussian_targets():

@@ -251,6 +251,11 @@ def test_segmentation_loss_weights_and_ignore():
     assert weighted(logits, labels)["loss"].item() == pytest.approx(((ce * w).sum() / w.sum()).item(), rel=1e-6)
     all_ignored = SegmentationLoss(3, ignore_index=0)(logits, torch.zeros(3, dtype=torch.long))
     assert all_ignored["loss"].item() == 0.0
+    switched_off = SegmentationLoss(3, ignore_index=-1, class_weights=[0.0, 1.0, 1.0], lovasz_weight=0.0)
+    logits.requires_grad_(True)
+    out = switched_off(logits, torch.tensor([0, -1, 0]))  # only a class of weight 0 scored: 0, not 0 / 0
+    out["loss"].backward()
+    assert out["loss"].item() == 0.0 and torch.isfinite(logits.grad).all()
 
 
 def tiny_batch(num_points=(300, 200), ignore_index=0, extent=8.0):

@@ -87,7 +87,7 @@ class AnchorHead(nn.Module):
         wc, wb, wd = self.weights
         loss = wc * loss_cls + wb * loss_box + wd * loss_dir
         return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_box": loss_box.detach(),
-                "loss_dir": loss_dir.detach(), "num_pos": norm.detach() / len(targets)}
+                "loss_dir": loss_dir.detach(), "num_pos": pos.sum().detach() / len(targets)}
 
     @torch.no_grad()
     def predict(self, out: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:

@@ -28,9 +28,11 @@ class SegmentationLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> dict[str, torch.Tensor]:
         logits = logits.float()
-        if (labels != self.ignore_index).any():
+        scored = labels[labels != self.ignore_index]
+        total = len(scored) if self.class_weights is None else self.class_weights[scored].sum()
+        if total > 0:
             ce = F.cross_entropy(logits, labels, weight=self.class_weights, ignore_index=self.ignore_index)
-        else:  # all ignored: torch's weighted mean would be 0 / 0
+        else:  # all ignored, or only classes of weight 0: torch's weighted mean would be 0 / 0
             ce = logits.sum() * 0.0
         lovasz = (lovasz_softmax(logits.softmax(1), labels, self.ignore_index) if self.lovasz_weight
                   else logits.sum() * 0.0)
