@@ -346,3 +346,37 @@ def test_non_finite_gradients_step_after_step_stop_the_run(tmp_path):
                                             r"train.max_nonfinite_steps=2\): the weights stay at step 2's"):
         trainer.fit()
     assert all(torch.isfinite(t).all() for t in [*params(trainer), *trainer.net.buffers()])
+
+
+def test_a_resume_applies_this_runs_optim_settings_and_says_so(tmp_path, caplog):
+    """optimizer.load_state_dict restores every group setting: a changed weight decay or betas was silently the
+    checkpoint's. This run's config applies (the schedule sets the lr), with a warning naming what changed."""
+    make_trainer(tmp_path / "a", max_iters=4, ckpt_interval=2).fit()
+    again = make_trainer(tmp_path / "b", max_iters=4)
+    for group in again.optimizer.param_groups:  # as optim.weight_decay / optim.betas overrides build it
+        group.update(weight_decay=0.5, betas=(0.9, 0.9))
+    with caplog.at_level(logging.WARNING, logger="pc3d.engine.trainer"):
+        again.resume(tmp_path / "a" / "checkpoints" / "step_00000002.pt")
+    assert all(g["weight_decay"] == 0.5 and tuple(g["betas"]) == (0.9, 0.9) for g in again.optimizer.param_groups)
+    assert "other optim settings (betas, weight_decay)" in caplog.text
+    same = make_trainer(tmp_path / "c", max_iters=4)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pc3d.engine.trainer"):
+        same.resume(tmp_path / "a" / "checkpoints" / "step_00000002.pt")  # unchanged settings: no warning
+    assert "other optim settings" not in caplog.text
+
+
+def test_the_logged_lr_is_the_one_the_step_used(tmp_path):
+    t = make_trainer(tmp_path, max_iters=6, log_interval=1)
+    used = []
+    step = t.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        used.append(t.optimizer.param_groups[0]["lr"])
+        return step(*args, **kwargs)
+
+    t.optimizer.step = recording_step
+    logged = []
+    t._log = lambda *args: logged.append(t._lr)
+    t.fit()
+    assert logged == used and len(set(used)) > 1

@@ -37,10 +37,20 @@ def test_the_toy_recipe_passes():
     ("optim.weight_decay=abc", "optim.weight_decay"), ("seed=x", "seed"), ("threads=0", "threads"),
     ("train.max_iters=5", "train.max_epochs"),  # both set
     ("device=tpu", "device"), ("device=cuda:x", "device"),
+    # optim and schedule: built over a dummy parameter (torch's own refusals, and what torch takes but diverges)
+    ("+optim.weight_decy=0.5", "optim"), ("optim.betas=[0.9,1.5]", "optim.betas"),
+    ("optim=sgd optim.momentum=1.5", "optim.momentum"), ("schedule.warmup_steps=abc", "schedule.warmup_steps"),
+    ("schedule.min_lr_ratio=-0.5", "schedule.min_lr_ratio"), ("schedule=onecycle schedule.div_factor=0",
+                                                                  "schedule.div_factor"),
+    ("schedule=onecycle schedule.pct_start=1.5", "schedule.pct_start"),
+    ("schedule=onecycle +schedule.warmup_steps=5", "schedule"), ("schedule=onecycle schedule.moms=[0.95,1.5]",
+                                                                 "schedule.moms"),
+    ("schedule=step schedule.milestones=0.5", "schedule.milestones"), ("schedule=step schedule.gamma=-0.1",
+                                                                      "schedule.gamma"),
 ])
 def test_a_bad_value_names_its_key(override, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
-        check_train_config(composed(override))
+        check_train_config(composed(*override.split()))
 
 
 def test_a_missing_or_empty_resume_file_is_named(tmp_path):

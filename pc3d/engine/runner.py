@@ -141,6 +141,7 @@ def check_train_config(cfg) -> TrainSettings:
             continue
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise ConfigError(f"optim.{key} must be a finite number >= 0, got {value!r}")
+    _dry_build_optimizer(cfg)
     distributed.resolve_device(node("device") or "auto")
     resume = node("resume")
     if resume not in (None, "", False, "auto"):
@@ -149,6 +150,29 @@ def check_train_config(cfg) -> TrainSettings:
     if init_from not in (None, "", False):
         load_weights(init_checkpoint(str(init_from)))
     return settings
+
+
+def _dry_build_optimizer(cfg) -> None:
+    """Build `optim` over one dummy parameter and `schedule` over it for 1,000 steps: an unknown key, a wrongly
+    typed or out-of-range value is a ConfigError naming the section here, before a run folder exists (torch
+    accepts a momentum or beta of 1 or more, which diverges)."""
+    optim = cfg.get("optim")
+    if optim is None:
+        return
+    for key in ("momentum", "betas"):
+        values = optim.get(key)
+        values = [] if values is None else list(values) if key == "betas" else [values]
+        if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < 1 for v in values):
+            raise ConfigError(f"optim.{key} must lie in [0, 1), got {values if key == 'betas' else values[0]!r}")
+    for section, build in (("optim", lambda: _instantiate(optim)([torch.nn.Parameter(torch.zeros(1))])),
+                           ("schedule", lambda: cfg.get("schedule") and _instantiate(cfg.schedule)(
+                               _instantiate(optim)([torch.nn.Parameter(torch.zeros(1))]), total_steps=1000))):
+        try:
+            build()
+        except Pc3dError:
+            raise
+        except (TypeError, ValueError, ArithmeticError) as exc:
+            raise ConfigError(f"{section}: {type(exc).__name__}: {exc}") from None
 
 
 def init_checkpoint(init_from: str) -> Path:

@@ -22,6 +22,16 @@ from torch.optim import Optimizer
 from pc3d.errors import ConfigError
 
 
+def _number(name: str, value, low: float, high: float, *, low_open: bool = False, high_open: bool = False) -> float:
+    """`value` as a float in the interval (ConfigError naming schedule.<name> otherwise)."""
+    ok = not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    ok = ok and (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"schedule.{name} must be a number in {interval}, got {value!r}")
+    return float(value)
+
+
 def _cos(start: float, end: float, t: float) -> float:
     """Cosine interpolation from start (t=0) to end (t=1)."""
     return end + (start - end) * (1 + math.cos(math.pi * min(max(t, 0.0), 1.0))) / 2
@@ -36,7 +46,11 @@ class Schedule:
             raise ConfigError(f"schedule: total_steps must be >= 1, got {total_steps}")
         self.optimizer = optimizer
         self.total_steps = int(total_steps)
-        self.warmup_steps = int(warmup_steps) or round(warmup_ratio * total_steps)
+        if isinstance(warmup_steps, bool) or not isinstance(warmup_steps, int) or warmup_steps < 0:
+            raise ConfigError(f"schedule.warmup_steps must be an int >= 0, got {warmup_steps!r}")
+        warmup_ratio = _number("warmup_ratio", warmup_ratio, 0, 1, high_open=True)
+        warmup_start_factor = _number("warmup_start_factor", warmup_start_factor, 0, 1)
+        self.warmup_steps = warmup_steps or round(warmup_ratio * total_steps)
         if not 0 <= self.warmup_steps < total_steps:
             raise ConfigError(f"schedule: warm-up of {self.warmup_steps} steps must be shorter than training "
                               f"({total_steps} steps)")
@@ -80,7 +94,7 @@ class WarmupCosine(Schedule):
     """Warm-up, then cosine from 1 to `min_lr_ratio`."""
 
     def __init__(self, optimizer: Optimizer, total_steps: int, *, min_lr_ratio: float = 0.0, **warmup):
-        self.min_lr_ratio = min_lr_ratio
+        self.min_lr_ratio = _number("min_lr_ratio", min_lr_ratio, 0, 1)
         super().__init__(optimizer, total_steps, **warmup)
 
     def decay(self, progress: float) -> float:
@@ -92,9 +106,11 @@ class WarmupStep(Schedule):
 
     def __init__(self, optimizer: Optimizer, total_steps: int, *, milestones: tuple[float, ...] = (0.7, 0.9),
                  gamma: float = 0.1, **warmup):
-        if any(not 0 < m < 1 for m in milestones):
-            raise ConfigError(f"schedule.milestones are fractions of training in (0, 1), got {list(milestones)}")
-        self.milestones, self.gamma = sorted(milestones), gamma
+        if isinstance(milestones, (int, float)) or not all(
+                isinstance(m, (int, float)) and not isinstance(m, bool) and 0 < m < 1 for m in milestones):
+            raise ConfigError(f"schedule.milestones are fractions of the post-warm-up steps in (0, 1), got "
+                              f"{milestones!r}")
+        self.milestones, self.gamma = sorted(milestones), _number("gamma", gamma, 0, 1, low_open=True)
         super().__init__(optimizer, total_steps, **warmup)
 
     def decay(self, progress: float) -> float:
@@ -108,12 +124,17 @@ class OneCycle(Schedule):
 
     def __init__(self, optimizer: Optimizer, total_steps: int, *, pct_start: float = 0.4, div_factor: float = 10.0,
                  final_div_factor: float = 1e4, moms: tuple[float, float] | None = (0.95, 0.85)):
-        self.pct_start, self.div_factor, self.final_div_factor = pct_start, div_factor, final_div_factor
-        self.moms = tuple(moms) if moms is not None else None
+        self.pct_start = _number("pct_start", pct_start, 0, 1, low_open=True)
+        self.div_factor = _number("div_factor", div_factor, 0, math.inf, low_open=True, high_open=True)
+        self.final_div_factor = _number("final_div_factor", final_div_factor, 0, math.inf, low_open=True,
+                                        high_open=True)
+        if moms is not None and (isinstance(moms, (int, float)) or len(moms) != 2):
+            raise ConfigError(f"schedule.moms must be two momenta (high, low) or null, got {moms!r}")
+        self.moms = None if moms is None else tuple(_number("moms", m, 0, 1, high_open=True) for m in moms)
         super().__init__(optimizer, total_steps)
 
     def _progress(self, step: int) -> tuple[float, bool]:
-        rise = max(round(self.pct_start * self.total_steps), 1)
+        rise = max(int(self.pct_start * self.total_steps), 1)  # int(), as OpenPCDet's (fastai's) OneCycle
         if step < rise:
             return step / rise, True
         return (step - rise) / max(self.total_steps - rise, 1), False

@@ -88,6 +88,7 @@ class Trainer:
                                             find_unused_parameters=settings.find_unused_parameters)
         self.net = distributed.unwrap(self.model)
         self.optimizer = optimizer(param_groups(self.net))
+        self._lr = self.optimizer.param_groups[0]["lr"]  # the lr of the last step run (what _log reports)
         self.scaler = grad_scaler(settings.precision, self.info.device)
         self.skipped_steps, self._nonfinite_run = 0, 0  # steps skipped for NaN / inf gradients: in all, in a row
         self.ema = ModelEMA(self.net, settings.ema_decay, settings.ema_warmup_steps) if settings.ema_decay else None
@@ -127,13 +128,25 @@ class Trainer:
         }
 
     def load_state_dict(self, ckpt: Mapping, source: Path | str = "checkpoint") -> None:
+        configured = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
         try:
             self.net.load_state_dict(ckpt["model"])
             self.optimizer.load_state_dict(ckpt["optimizer"])
         except (RuntimeError, ValueError, KeyError) as exc:
             raise CheckpointError(f"{source}: does not fit this model / optimizer: {exc}") from exc
+        saved = [{k: v for k, v in g.items() if k != "params"} for g in self.optimizer.param_groups]
+        for group, settings in zip(self.optimizer.param_groups, configured, strict=True):
+            group.update(settings)  # this run's optim settings apply (the schedule, if any, then sets lr)
         if self.schedule and ckpt.get("scheduler"):
             self.schedule.load_state_dict(ckpt["scheduler"])
+        changed = sorted({k for before, group in zip(saved, self.optimizer.param_groups, strict=True)
+                          for k, v in before.items() if k not in ("lr", "initial_lr") and group.get(k) != v})
+        if not self.schedule and any(b.get("lr") != g["lr"] for b, g in zip(saved, self.optimizer.param_groups,
+                                                                            strict=True)):
+            changed.append("lr")
+        if changed:
+            log.warning("%s was trained with other optim settings (%s): this run's config applies from here",
+                        source, ", ".join(changed))
         if ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])
         if self.ema is not None:
@@ -258,6 +271,7 @@ class Trainer:
                     norm = clip_gradients(self.net.parameters(), s.clip_grad_norm)
                 stepped = self._optimizer_step(norm, finite, batch, buffers)
                 self.optimizer.zero_grad(set_to_none=True)
+                self._lr = self.optimizer.param_groups[0]["lr"]  # the step's own lr, logged with its loss
                 if self.schedule is not None:
                     self.schedule.step()
                 if stepped and callable(after := getattr(self.net, "after_optimizer_step", None)):
@@ -404,7 +418,7 @@ class Trainer:
         if not sums or not self.info.is_main:
             return
         values = dict(zip(sums, (torch.stack(list(sums.values())).float() / count).tolist(), strict=True))
-        lr = self.optimizer.param_groups[0]["lr"]
+        lr = self._lr
         eta = (self.total_steps - self.step) / max(its, 1e-9)
         progress.show(loss=values.get("loss", math.nan), lr=lr)
         terms = " ".join(f"{k}={v:.4g}" for k, v in values.items())
