@@ -10,8 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from pc3d.errors import ConfigError
 from pc3d.geometry import points_in_boxes_count
 from pc3d.sim.api import simulate_dataset
+from pc3d.sim.ground_truth import kitti_calib
 from pc3d.sim.indoor import ROOM_TYPES
 from pc3d.sim.labels import KITTI_TYPES, SEMANTIC_KITTI_LABELS
 from pc3d.sim.realism import rising_share
@@ -147,8 +149,16 @@ def test_semantickitti_layout(tmp_path):
     assert poses.shape == (3, 12)
     np.testing.assert_allclose(poses[0].reshape(3, 4), np.eye(3, 4), atol=1e-9)
     np.testing.assert_allclose(np.loadtxt(seq / "times.txt"), [0.0, 0.1, 0.2], atol=1e-9)
-    assert {k: len(v) for k, v in _calib(seq / "calib.txt").items()} == {"P0": 12, "P1": 12, "P2": 12, "P3": 12,
-                                                                          "Tr": 12}
+    calib = _calib(seq / "calib.txt")
+    assert {k: len(v) for k, v in calib.items()} == {"P0": 12, "P1": 12, "P2": 12, "P3": 12, "Tr": 12}
+    # Tr: velodyne -> the rectified camera (x = P2 Tr X, no R0_rect line): where the KITTI object files' rig,
+    # P2 R0_rect Tr_velo_to_cam, projects the same points
+    obj = kitti_calib()
+    tr, r0 = np.vstack([calib["Tr"].reshape(3, 4), [0, 0, 0, 1]]), np.eye(4)
+    r0[:3, :3] = obj.R0_rect
+    np.testing.assert_allclose(tr[:3], (r0 @ np.vstack([obj.Tr_velo_to_cam, [0, 0, 0, 1]]))[:3], atol=1e-9)
+    with pytest.raises(ConfigError, match="distortion"):
+        simulate_dataset("semantickitti", tmp_path / "distorted", frames=1, distortion=True)
 
 
 def test_semantickitti_scan_interval_spaces_the_scans(tmp_path):
@@ -322,6 +332,10 @@ def test_flying_things_background_shows_the_camera_motion():
         moved = np.abs((pc1[~static] - a.mean(0)) @ r + b.mean(0) - pc2[~static]).max()
         assert residual < 1e-6 < 0.05 < moved
         wall.append((owner[pc1[:, 2] < 35] == 0).mean())
+        f = 1050.0 * 160 / 960.0  # both clouds inside their camera's image: visible in both frames
+        for pc in (pc1, pc2):
+            assert (pc[:, 2] > 0).all() and (np.abs(pc[:, 0] / pc[:, 2]) * f < 80).all()
+            assert (np.abs(pc[:, 1] / pc[:, 2]) * f < 45).all()
     assert np.mean(wall) < 0.2
 
 

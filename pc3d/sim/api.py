@@ -64,8 +64,8 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     groups of 2-5, close together (a Poisson count of mean `groups` per side of each scene's road; the
     street formats); scan_interval: seconds between
     the scans of a SemanticKITTI sequence (0.1, the sensor's rate; larger drives further per sequence);
-    distortion turns on ego-motion
-    distortion of the raw sweeps. progress is called with the number of frames done after each frame.
+    distortion turns on ego-motion distortion of the raw sweeps (the KITTI object format only). progress is
+    called with the number of frames done after each frame.
     Returns the output root.
     """
     if format not in WRITERS:
@@ -89,6 +89,9 @@ def simulate_dataset(format: str, out: str | Path, frames: int = 100, seed: int 
     if (stops or zones or scan_interval != 0.1) and not format.startswith("semantickitti"):
         raise ConfigError(f"stops / zones / scan_interval: only the SemanticKITTI layouts simulate them, "
                           f"not {format!r}")
+    if distortion and format != "kitti":
+        raise ConfigError(f"distortion: only the KITTI object format keeps raw, distorted sweeps; {format!r} files "
+                          "are motion-compensated (SemanticKITTI: the odometry scans), or hold no time to undo it")
     if (density != 1.0 or moving_density or groups) and format not in STREET_FORMATS:
         raise ConfigError(f"density / moving_density / groups: only the street formats {STREET_FORMATS} simulate "
                           f"road users, not {format!r}")

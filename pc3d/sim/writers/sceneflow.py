@@ -111,8 +111,8 @@ def _random_primitive(rng: np.random.Generator, centre: np.ndarray, scale: tuple
 def flying_things_scene(rng: np.random.Generator, width: int = 320, height: int = 180, objects: int = 16,
                         clutter: int = 80) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(pc1, pc2, owner): float64 [N, 3] points in the camera frames (x right, y down, z forward) of t and
-    t + 1 and int [N] the item each point lies on: 0 the backdrop wall, 1..clutter the static clutter in
-    front of it, the rest the flying objects.
+    t + 1, each inside that frame's image and pc2 not occluded, and int [N] the item each point lies on: 0 the
+    backdrop wall, 1..clutter the static clutter in front of it, the rest the flying objects.
 
     Static scenery is a wall 30-40 m away with `clutter` primitives (1-6 m) between 14 and 34 m, so that
     geometry shows the camera's motion almost everywhere, as FlyingThings3D's cluttered backgrounds do: a
@@ -151,6 +151,9 @@ def flying_things_scene(rng: np.random.Generator, width: int = 320, height: int 
     world1 = World(rows1, parts.semantic, parts.reflectivity, owner)
     visible = _visible(world1, cam_t, moved)
     pc2 = (moved - cam_t) @ cam_r  # camera at t + 1: x_world = cam_r @ x_cam + cam_t
+    with np.errstate(divide="ignore", invalid="ignore"):  # and inside its image (a point can leave the frame)
+        visible &= (pc2[:, 2] > 0) & (np.abs(pc2[:, 0] / pc2[:, 2]) * f < width / 2) & (
+            np.abs(pc2[:, 1] / pc2[:, 2]) * f < height / 2)
     return pc1[visible], pc2[visible], o[visible]
 
 

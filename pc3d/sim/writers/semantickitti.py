@@ -27,9 +27,19 @@ from ..simulator import SimFrame
 from .settings import WriterSettings
 
 
+def velo_to_rectified_camera() -> np.ndarray:
+    """4 x 4 Tr of the odometry calib.txt: velodyne -> rectified left camera (R0_rect @ Tr_velo_to_cam: the odometry
+    files have no R0_rect line, x = P_i Tr X)."""
+    calib = kitti_calib()
+    tr, r0 = np.eye(4), np.eye(4)
+    tr[:3] = calib.Tr_velo_to_cam
+    r0[:3, :3] = calib.R0_rect
+    return r0 @ tr
+
+
 def calib_text() -> str:
     calib = kitti_calib()
-    rows = [(f"P{i}", getattr(calib, f"P{i}")) for i in range(4)] + [("Tr", calib.Tr_velo_to_cam)]
+    rows = [(f"P{i}", getattr(calib, f"P{i}")) for i in range(4)] + [("Tr", velo_to_rectified_camera()[:3])]
     return "".join(f"{name}: " + " ".join(f"{v:.12e}" for v in m.ravel()) + "\n" for name, m in rows)
 
 
@@ -53,8 +63,7 @@ class SequenceWriter:
         (self.dir / "velodyne").mkdir(parents=True, exist_ok=True)
         (self.dir / "labels").mkdir(parents=True, exist_ok=True)
         (self.dir / "boxes").mkdir(parents=True, exist_ok=True)
-        self.tr = np.eye(4)
-        self.tr[:3] = kitti_calib().Tr_velo_to_cam
+        self.tr = velo_to_rectified_camera()
         self.first: np.ndarray | None = None
         self.poses: list[np.ndarray] = []
         self.times: list[float] = []
@@ -85,7 +94,7 @@ def write_semantickitti(settings: WriterSettings) -> None:
     writer = None
     current = -1
     frames = outdoor_frames(settings.frames, settings.seed, settings.spec, frames_per_scene=settings.sequence_length,
-                            spacing=settings.scan_interval, distortion=settings.distortion, **settings.scene())
+                            spacing=settings.scan_interval, **settings.scene())
     for n, (scene_index, _, frame) in enumerate(frames):
         if scene_index != current:
             if writer is not None:

@@ -22,7 +22,7 @@ class WriterSettings:
     Every outdoor writer passes these scene options (`scene()`) on. scan_interval: seconds between the scans
     a SemanticKITTI sequence keeps (0.1: every sweep of a 10 Hz sensor; 1.0: one scan a second, so a
     sequence of 40 scans drives through 40 s of street, not 4). distortion: ego-motion distortion of the raw
-    sweeps (formats whose files can describe it: KITTI, SemanticKITTI). progress:
+    sweeps (the KITTI object format; SemanticKITTI's odometry scans are motion-compensated). progress:
     called with the number of frames done.
     """
 
