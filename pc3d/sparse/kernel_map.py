@@ -213,7 +213,7 @@ def strided_map(x, kernel_size, stride, padding, dilation, transposed=False, out
     out_coords = torch.from_numpy(km.keys_to_coords(out_keys, extents)).to(x.coords.device)
     if not generative:
         kept = floored_sites(out_coords, x.coords, stride)
-        nbr, out_coords = np.ascontiguousarray(nbr[kept.numpy()]), out_coords[kept]
+        nbr, out_coords = np.ascontiguousarray(nbr[kept.cpu().numpy()]), out_coords[kept]  # coords may be on CUDA
     if transposed:
         out_stride = tuple(max(1, s // k) for s, k in zip(x.stride, stride, strict=False))
     else:
