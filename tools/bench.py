@@ -152,28 +152,52 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and iterations (smoke run)")
     args = parser.parse_args(argv)
     suites = list(SUITES) if args.suite == "all" else [args.suite]
+    mismatched = []
     for name in suites:
         start = cpu_share.snapshot()
         rows = SUITES[name](timed=timed, quick=args.quick)
         busy = cpu_share.since(start)
+        bad = [row["case"] for row in rows if mismatch(row)]
+        for row in rows:
+            if mismatch(row):  # a ratio of two computations that disagree means nothing
+                row["mismatch"], row["speedup"] = True, None
         table = markdown(name, rows)
         flag = cpu_share.warning(name, busy)
         if flag:
             table += "\n\n" + flag
+        if bad:
+            table += "\n\nMISMATCH: the two sides disagree (speed-ups blanked): " + "; ".join(bad)
+            mismatched += bad
         print(table, flush=True)
         result = {"suite": name, "machine": {**machine(), "cpu_share": busy}, "rows": rows}
         targets = []
         if args.out:
             args.out.mkdir(parents=True, exist_ok=True)
             targets = [(args.out / f"{name}.json", args.out / f"{name}.md")]
-        elif args.json or args.markdown:
-            targets = [(args.json, args.markdown)]
+        elif args.json or args.markdown:  # several suites (all): one file each, the suite's name added
+            several = len(suites) > 1
+            targets = [tuple(p.with_name(f"{p.stem}_{name}{p.suffix}") if p and several else p
+                             for p in (args.json, args.markdown))]
         for json_path, md_path in targets:
             if json_path:
                 json_path.write_text(json.dumps(result, indent=2))
             if md_path:
                 md_path.write_text(table + "\n")
-    return 0
+    return 1 if mismatched else 0
+
+
+# the agreement a row's two computations must reach (relative to the largest magnitude): float32 sums in other
+# orders, or one bf16 rounding (the bf16 backbone rows carry several), and weight gradients, which amplify both
+TOLERANCE = {"max_rel_diff": (1e-3, 5e-2), "max_rel_grad_diff": (1e-2, 1e-1)}
+
+
+def mismatch(row: dict) -> bool:
+    """Whether a row's outputs disagree beyond TOLERANCE (float32 / bf16 rows) or its boxes differ."""
+    bf16 = "bf16" in row.get("case", "")
+    if any(row.get(key) is False for key in ("same_boxes", "same_output", "same_outputs")):
+        return True
+    return any(isinstance(row.get(key), (int, float)) and not row[key] <= limits[bf16]
+               for key, limits in TOLERANCE.items())
 
 
 if __name__ == "__main__":

@@ -83,16 +83,19 @@ def run_attn(timed, quick: bool = False) -> list[dict]:
     conv = VoxelBackBone8x(5)
     conv_x = _input(conv_coords, conv_shape, 5)
 
+    def fresh(x):  # a new tensor each call: no kernel map kept from the last one (the attention rebuilds its sets)
+        return type(x)(x.feats, x.coords, x.spatial_shape, x.batch_size)
+
     def forward(net, x):
         def run():
             with torch.no_grad():
-                net(x)
+                net(fresh(x))
         return run
 
     def backward(net, x):
         def run():
             net.zero_grad(set_to_none=True)
-            net(x).feats.square().mean().backward()
+            net(fresh(x)).feats.square().mean().backward()
         return run
 
     conv.eval()

@@ -75,7 +75,8 @@ def backbone_step(voxel: float, dtype: torch.dtype = torch.float32, act=torch.nn
             net.zero_grad(set_to_none=True)
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                 out = net(sp.SparseTensor(feats, coords, shape, 1))
-            out.feats.float().square().mean().backward()
+            y = out.feats.float() if out.feats.dtype == torch.bfloat16 else out.feats  # float64 stays float64
+            y.square().mean().backward()
             return out
         finally:
             sp.set_backend("auto")

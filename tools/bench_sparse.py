@@ -14,6 +14,7 @@ backbone also gets a row timed in fresh processes, the engines in turn over seve
 from __future__ import annotations
 
 import copy
+import os
 import warnings
 
 import numpy as np
@@ -77,6 +78,22 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
     return rows
 
 
+def _no_map_built(spconv_ops, fn):
+    """fn, refusing to run if spconv builds a kernel map inside it (a "cached map" row must time the conv only)."""
+    def call():
+        build = spconv_ops.get_indice_pairs
+        spconv_ops.get_indice_pairs = _refuse_map_build
+        try:
+            return fn()
+        finally:
+            spconv_ops.get_indice_pairs = build
+    return call
+
+
+def _refuse_map_build(*args, **kwargs):
+    raise RuntimeError("spconv built a kernel map inside a cached-map row: the row would time the map too")
+
+
 def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     """Map build, SubM forward / backward, strided conv and the backbone at one voxel size."""
     spconv, ConvAlgo, spconv_ops = _spconv()
@@ -89,7 +106,8 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
 
     # kernel map build, SubM k3
     x = sp.SparseTensor(feats, coords, shape, 1)
-    ours = timed(lambda: submanifold_map(x, (3, 3, 3), (1, 1, 1)), repeats=repeats)
+    # the neighbour table and the block pair lists every CPU conv reads (spconv's pairs are its whole map too)
+    ours = timed(lambda: submanifold_map(x, (3, 3, 3), (1, 1, 1)).pairs(False), repeats=repeats)
     ref = timed(lambda: spconv_ops.get_indice_pairs(coords, 1, list(shape), ConvAlgo.Native, [3, 3, 3],
                                                     [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], subm=True),
                 repeats=repeats)
@@ -101,12 +119,14 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     conv = sp.SubMConv3d(64, 64, 3, bias=False, indice_key="subm")
     twin = spconv.SubMConv3d(64, 64, 3, bias=False, indice_key="subm", algo=ConvAlgo.Native)
     twin.load_state_dict(conv.state_dict())
-    st = spconv.SparseConvTensor(feats, coords, list(shape), 1)
     with torch.no_grad():
         y_ours = conv(x)
-        y_ref = twin(st)
+        y_ref = twin(spconv.SparseConvTensor(feats, coords, list(shape), 1))
+        # spconv keeps a map on the tensor a conv returns, not on its input: run on that output's sites (a SubM
+        # keeps them), or every call builds the map again
+        st = y_ref.replace_feature(feats)
         fwd32 = timed(lambda: conv(x), repeats=repeats)
-        ref = timed(lambda: twin(st), repeats=repeats)
+        ref = timed(_no_map_built(spconv_ops, lambda: twin(st)), repeats=repeats)
     flops = 2 * kmap.n_pairs * 64 * 64
     rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": fwd32, "ref": "spconv CPU",
                  "ref_s": ref, "speedup": ref / fwd32, "gflops": round(flops / fwd32 / 1e9, 1),
@@ -117,7 +137,8 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     stg = st.replace_feature(feats.clone().requires_grad_(True))
     grad = torch.randn(n, 64)
     fb32 = timed(_step(lambda: conv(xg).feats, grad, xg.feats, conv.weight), repeats=repeats)
-    ref = timed(_step(lambda: twin(stg).features, grad, stg.features, twin.weight), repeats=repeats)
+    ref = timed(_no_map_built(spconv_ops, _step(lambda: twin(stg).features, grad, stg.features, twin.weight)),
+                repeats=repeats)
     rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, "ref": "spconv CPU",
                  "ref_s": ref, "speedup": ref / fb32, "gflops": round(3 * flops / fb32 / 1e9, 1)})
     rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16]))
@@ -300,8 +321,15 @@ def _open3d_rows(x, conv, grad, tag, timed, quick) -> list[dict]:
     def ours(feats):
         return conv(sp.SparseTensor(feats, x.coords, x.spatial_shape, 1)).feats  # builds its map every call
 
-    def theirs(feats):
-        return peer(feats, positions, positions, 1.0)
+    cores = sorted(os.sched_getaffinity(0))[:torch.get_num_threads()]
+
+    def theirs(feats):  # on as many cores as pc3d's threads: Open3D sizes its thread pool by the machine's cores
+        allowed = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cores)
+        try:
+            return peer(feats, positions, positions, 1.0)
+        finally:
+            os.sched_setaffinity(0, allowed)
 
     repeats = 1 if quick else 3
     with torch.no_grad():
