@@ -363,7 +363,11 @@ def test_a_resume_applies_this_runs_optim_settings_and_says_so(tmp_path, caplog)
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="pc3d.engine.trainer"):
         same.resume(tmp_path / "a" / "checkpoints" / "step_00000002.pt")  # unchanged settings: no warning
-    assert "other optim settings" not in caplog.text
+    assert "other optim settings" not in caplog.text and "schedule is stretched" not in caplog.text
+    longer = make_trainer(tmp_path / "d", max_iters=8)
+    with caplog.at_level(logging.WARNING, logger="pc3d.engine.trainer"):
+        longer.resume(tmp_path / "a" / "checkpoints" / "step_00000002.pt")
+    assert "a run of 4 steps, this one has 8" in caplog.text
 
 
 def test_the_logged_lr_is_the_one_the_step_used(tmp_path):

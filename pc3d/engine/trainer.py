@@ -156,6 +156,10 @@ class Trainer:
                 self.ema = ModelEMA(self.net, self.s.ema_decay, self.s.ema_warmup_steps)
         p = ckpt["progress"]
         self.epoch, self.batch_in_epoch, self.step = int(p["epoch"]), int(p["batch_in_epoch"]), int(p["step"])
+        if p.get("total_steps", self.total_steps) != self.total_steps:
+            log.warning("%s belongs to a run of %s steps, this one has %d (max_epochs / max_iters, batch size or "
+                        "accumulate changed): its schedule is stretched from here", source, p["total_steps"],
+                        self.total_steps)
         if p.get("seed") != self.seed:
             log.warning("%s was trained with seed %s, this run has seed %s", source, p.get("seed"), self.seed)
         if p.get("threads", torch.get_num_threads()) != torch.get_num_threads():
