@@ -157,10 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         start = cpu_share.snapshot()
         rows = SUITES[name](timed=timed, quick=args.quick)
         busy = cpu_share.since(start)
-        bad = [row["case"] for row in rows if mismatch(row)]
-        for row in rows:
-            if mismatch(row):  # a ratio of two computations that disagree means nothing
-                row["mismatch"], row["speedup"] = True, None
+        bad = [row for row in rows if mismatch(row)]
+        for row in bad:  # a ratio of two computations that disagree means nothing
+            row["mismatch"], row["speedup"] = True, None
+        bad = [row["case"] for row in bad]
         table = markdown(name, rows)
         flag = cpu_share.warning(name, busy)
         if flag:

@@ -89,11 +89,7 @@ def camera_boxes(annos: dict[str, np.ndarray]) -> np.ndarray:
 def fov_mask(points: np.ndarray, calib: KittiCalib, image_shape: tuple[int, int]) -> np.ndarray:
     """bool [N]: points that project into image 2 in front of the camera (one fused float32 3 x 4 map,
     one pass over the points: `pc3d_ops.geometry.in_image`)."""
-    r0 = np.eye(4)
-    r0[:3, :3] = calib.R0_rect
-    tr = np.eye(4)
-    tr[:3] = calib.Tr_velo_to_cam
-    m = (calib.P2 @ r0 @ tr).astype(np.float32)
+    m = (calib.P2 @ calib.velo_to_rect()).astype(np.float32)
     h, w = image_shape
     if not len(points):
         return np.zeros(0, bool)

@@ -381,11 +381,9 @@ class ScanNetDataset(PointCloudDataset):
             sample = self[index]
             if "gt_boxes" in sample:
                 return {"gt_boxes": sample["gt_boxes"], "gt_labels": sample["gt_labels"]}
-        if not self.align:
-            self._info_boxes = {}
         if not hasattr(self, "_info_boxes"):
             path = self.root / f"scannet_infos_{self.split}.json"
-            frames = json.loads(path.read_text()).get("frames", []) if path.is_file() else []
+            frames = json.loads(path.read_text()).get("frames", []) if path.is_file() and self.align else []
             self._info_boxes = {f["frame_id"]: f for f in frames if "gt_boxes" in f}
         info = self._info_boxes.get(self.frames[index])
         if info is not None:

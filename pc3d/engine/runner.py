@@ -164,15 +164,20 @@ def _dry_build_optimizer(cfg) -> None:
         values = [] if values is None else list(values) if key == "betas" else [values]
         if any(isinstance(v, (int, float)) and not isinstance(v, bool) and not 0 <= v < 1 for v in values):
             raise ConfigError(f"optim.{key} must lie in [0, 1), got {values if key == 'betas' else values[0]!r}")
-    for section, build in (("optim", lambda: _instantiate(optim)([torch.nn.Parameter(torch.zeros(1))])),
-                           ("schedule", lambda: cfg.get("schedule") and _instantiate(cfg.schedule)(
-                               _instantiate(optim)([torch.nn.Parameter(torch.zeros(1))]), total_steps=1000))):
-        try:
-            build()
-        except Pc3dError:
-            raise
-        except (TypeError, ValueError, ArithmeticError) as exc:
-            raise ConfigError(f"{section}: {type(exc).__name__}: {exc}") from None
+    optimizer = _built("optim", lambda: _instantiate(optim)([torch.nn.Parameter(torch.zeros(1))]))
+    if cfg.get("schedule"):
+        _built("schedule", lambda: _instantiate(cfg.schedule)(optimizer, total_steps=1000))
+
+
+def _built(section: str, build: Callable[[], Any]) -> Any:
+    """build(), with a TypeError / ValueError / ArithmeticError raised while building a config section turned into a
+    ConfigError naming the section (pc3d errors pass as they are)."""
+    try:
+        return build()
+    except Pc3dError:
+        raise
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise ConfigError(f"{section}: {type(exc).__name__}: {exc}") from None
 
 
 def init_checkpoint(init_from: str) -> Path:

@@ -64,8 +64,8 @@ class KittiCalib:
         return "".join(f"{name}: " + " ".join(f"{v:.12e}" for v in getattr(self, name).ravel()) + "\n"
                        for name in _SHAPES)
 
-    # 4x4 homogeneous forms; LiDAR -> rectified camera is R0_rect @ Tr_velo_to_cam
-    def _velo_to_rect(self) -> np.ndarray:
+    def velo_to_rect(self) -> np.ndarray:
+        """4 x 4 LiDAR -> rectified camera, R0_rect @ Tr_velo_to_cam (the odometry calib.txt's Tr)."""
         r0 = np.eye(4)
         r0[:3, :3] = self.R0_rect
         tr = np.eye(4)
@@ -75,14 +75,14 @@ class KittiCalib:
     def lidar_to_rect(self, points: Any) -> Any:
         """LiDAR points [N, 3(+)] -> rectified camera [N, 3], dtype of the input (float64 maths)."""
         pts = _xyz(points)
-        m = self._velo_to_rect()
+        m = self.velo_to_rect()
         out = pts @ m[:3, :3].T + m[:3, 3]
         return like(out.astype(_out_dtype(points)), points)
 
     def rect_to_lidar(self, points: Any) -> Any:
         """Rectified camera points [N, 3(+)] -> LiDAR [N, 3], dtype of the input."""
         pts = _xyz(points)
-        m = np.linalg.inv(self._velo_to_rect())
+        m = np.linalg.inv(self.velo_to_rect())
         out = pts @ m[:3, :3].T + m[:3, 3]
         return like(out.astype(_out_dtype(points)), points)
 
@@ -101,7 +101,7 @@ class KittiCalib:
 
     def lidar_to_image(self, points: Any) -> tuple[Any, Any]:
         """LiDAR points [N, 3(+)] -> (uv [N, 2], depth [N]) in the left colour image (P2)."""
-        rect = self._velo_to_rect()
+        rect = self.velo_to_rect()
         pts = _xyz(points)
         rect_pts = pts @ rect[:3, :3].T + rect[:3, 3]
         uv, depth = self.rect_to_image(rect_pts)

@@ -153,7 +153,9 @@ def _read_bin(path: Path, columns: int, features: tuple[str, ...], pad: bool) ->
     for width in candidates:
         if size % (4 * width) == 0:
             rows = np.fromfile(path, dtype="<f4").reshape(-1, width)
-            looks_like = bin_width(rows.reshape(-1))
+            # only a width that divides the file and is no multiple of this one can contradict it (no cost otherwise)
+            rivals = any(rows.size % w == 0 and w % width for w in range(3, 9))
+            looks_like = bin_width(rows.reshape(-1)) if rivals else None
             if looks_like is not None and looks_like % width:
                 raise DataFormatError(path, f"read as {width} float32 per point ({', '.join((*XYZ, *features))}), its "
                                             f"rows are not points: the values repeat every {looks_like} (a file of "

@@ -133,8 +133,8 @@ def fuse_boxes(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, view_o
     IoU: a wall cabinet above a base cabinet is another object). The fused box is the score-weighted mean of the
     cluster's centres, sizes (and velocities), its heading the direction of the score-weighted sum of heading
     vectors, each first turned to point within 90 degrees of the best box's (IoU clusters a box with its
-    half-turned twin); its score is the mean
-    over all views of each view's best score in the cluster (a view that found nothing there adds 0).
+    half-turned twin); its score is the mean over all views of each view's best score in the cluster (a view that
+    found nothing there adds 0).
     Returns {"boxes" float32 [C, 7 (+2)], "scores" float32 [C], "labels" int64 [C]}, best first.
     """
     boxes = np.asarray(boxes, np.float32)

@@ -173,29 +173,39 @@ def cat_features(tensors: Sequence[SparseTensor]) -> SparseTensor:
     return first.replace_feature(torch.cat([t.feats for t in tensors], dim=1))
 
 
+def site_rows(coords: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """int64 [N]: the row of `ref` [M, 1 + D] (unique sites) holding each site of coords [N, 1 + D], -1 where none;
+    on coords' device."""
+    if not len(coords) or not len(ref):
+        return torch.full((len(coords),), -1, dtype=torch.int64, device=coords.device)
+    coords, ref = coords.long(), ref.long().to(coords.device)
+    extents = torch.maximum(coords.amax(0), ref.amax(0)) + 1
+
+    def keys(c: torch.Tensor) -> torch.Tensor:
+        key = c[:, 0].clone()
+        for axis in range(1, c.shape[1]):
+            key = key * extents[axis] + c[:, axis]
+        return key
+
+    ref_keys, order = torch.sort(keys(ref))
+    wanted = keys(coords)
+    pos = torch.searchsorted(ref_keys, wanted).clamp(max=len(ref_keys) - 1)
+    return torch.where(ref_keys[pos] == wanted, order[pos], torch.full_like(pos, -1))
+
+
 def add_at_sites(dst: SparseTensor, src: SparseTensor) -> SparseTensor:
     """dst's features plus src's at the sites they share, on dst's sites with src's spatial shape (the skip
     connection of a generative neck: a transposed conv's output holds every site of the encoder level it
     returns to). SparseTensorError when a site of src is not one of dst's."""
     if dst.feats.shape[1] != src.feats.shape[1] or dst.batch_size != src.batch_size:
         raise SparseTensorError(f"add_at_sites: {dst} and {src} differ in channels or batch size")
-    extents = [dst.batch_size, *(max(a, b) for a, b in zip(dst.spatial_shape, src.spatial_shape, strict=True))]
-
-    def keys(coords: torch.Tensor) -> torch.Tensor:
-        key = torch.zeros(len(coords), dtype=torch.int64, device=coords.device)
-        for axis, extent in enumerate(extents):
-            key = key * extent + coords[:, axis].long()
-        return key
-
-    dst_keys, order = torch.sort(keys(dst.coords))
-    src_keys = keys(src.coords)
-    if not len(src_keys):
+    if not len(src.coords):
         return dst.with_sites(dst.feats, dst.coords, src.spatial_shape, dst.stride)
-    pos = torch.searchsorted(dst_keys, src_keys).clamp(max=max(len(dst_keys) - 1, 0))
-    missing = len(src_keys) if not len(dst_keys) else int((dst_keys[pos] != src_keys).sum())
+    rows = site_rows(src.coords, dst.coords)
+    missing = int((rows < 0).sum())
     if missing:
         raise SparseTensorError(f"add_at_sites: {missing} sites of {src} are not sites of {dst}")
-    feats = dst.feats.index_add(0, order[pos], src.feats.to(dst.feats.dtype))
+    feats = dst.feats.index_add(0, rows, src.feats.to(dst.feats.dtype))
     return dst.with_sites(feats, dst.coords, src.spatial_shape, dst.stride)
 
 

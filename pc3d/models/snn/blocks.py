@@ -33,6 +33,7 @@ from pc3d.sparse import SparseConvolution, SparseModule, SparseSequential, Spars
 from pc3d.sparse.backend import resolve
 from pc3d.sparse.conv import cached_map
 from pc3d.sparse.kernel_map import strided_map, submanifold_map
+from pc3d.sparse.tensor import site_rows
 
 Neuron = Callable[[], nn.Module]
 
@@ -65,25 +66,6 @@ def conv_counts(spikes: torch.Tensor, in_sample: torch.Tensor, nbr: torch.Tensor
 COUNTING = "counting map"  # key prefix of the maps built for counting (SparseTensor.maps / indice_dict)
 
 
-def rows_in(coords: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-    """int64 [N]: the row of `ref` [M, 1 + D] (unique sites) holding each site of coords [N, 1 + D], -1 where none."""
-    coords, ref = coords.long().cpu(), ref.long().cpu()
-    if not len(coords) or not len(ref):
-        return torch.full((len(coords),), -1, dtype=torch.int64)
-    extents = torch.maximum(coords.amax(0), ref.amax(0)) + 1
-
-    def keys(c: torch.Tensor) -> torch.Tensor:
-        key = c[:, 0].clone()
-        for axis in range(1, c.shape[1]):
-            key = key * extents[axis] + c[:, axis]
-        return key
-
-    ref_keys, order = torch.sort(keys(ref))
-    wanted = keys(coords)
-    pos = torch.searchsorted(ref_keys, wanted).clamp(max=len(ref_keys) - 1)
-    return torch.where(ref_keys[pos] == wanted, order[pos], torch.full_like(pos, -1))
-
-
 def counting_table(conv: SparseConvolution, s: SparseTensor, y: SparseTensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(nbr int64 [N_out, K]: the input row of s read by offset k of output row o, -1 for none; the sample of each
     output row) of conv run on s giving y, whichever backend ran it. The native engine's own map when it ran the
@@ -103,7 +85,7 @@ def counting_table(conv: SparseConvolution, s: SparseTensor, y: SparseTensor) ->
                                     "counted (measure a network whose strided conv is a SpikeConv too)")
         key = (COUNTING, "strided", conv.kernel_size, *geometry)
         kmap = cached_map(y, key, lambda: strided_map(y, conv.kernel_size, *geometry[:3], generative=geometry[3]))
-        coarse = rows_in(kmap.out_coords, s.coords)  # row of s of each of the paired conv's output sites
+        coarse = site_rows(kmap.out_coords.cpu(), s.coords.cpu())  # row of s of each of the paired conv's output sites
         nbr = torch.from_numpy(kmap.table(transposed=True)).long()
         nbr = torch.where(nbr >= 0, coarse[nbr.clamp(min=0)], nbr)
         return nbr, y.coords[:, 0].long().cpu()

@@ -27,19 +27,10 @@ from ..simulator import SimFrame
 from .settings import WriterSettings
 
 
-def velo_to_rectified_camera() -> np.ndarray:
-    """4 x 4 Tr of the odometry calib.txt: velodyne -> rectified left camera (R0_rect @ Tr_velo_to_cam: the odometry
-    files have no R0_rect line, x = P_i Tr X)."""
-    calib = kitti_calib()
-    tr, r0 = np.eye(4), np.eye(4)
-    tr[:3] = calib.Tr_velo_to_cam
-    r0[:3, :3] = calib.R0_rect
-    return r0 @ tr
-
-
 def calib_text() -> str:
     calib = kitti_calib()
-    rows = [(f"P{i}", getattr(calib, f"P{i}")) for i in range(4)] + [("Tr", velo_to_rectified_camera()[:3])]
+    # Tr: velodyne -> rectified camera (the odometry files have no R0_rect line: x = P_i Tr X)
+    rows = [(f"P{i}", getattr(calib, f"P{i}")) for i in range(4)] + [("Tr", calib.velo_to_rect()[:3])]
     return "".join(f"{name}: " + " ".join(f"{v:.12e}" for v in m.ravel()) + "\n" for name, m in rows)
 
 
@@ -63,7 +54,7 @@ class SequenceWriter:
         (self.dir / "velodyne").mkdir(parents=True, exist_ok=True)
         (self.dir / "labels").mkdir(parents=True, exist_ok=True)
         (self.dir / "boxes").mkdir(parents=True, exist_ok=True)
-        self.tr = velo_to_rectified_camera()
+        self.tr = kitti_calib().velo_to_rect()  # calib.txt's Tr: the poses are in the rectified camera frame
         self.first: np.ndarray | None = None
         self.poses: list[np.ndarray] = []
         self.times: list[float] = []
