@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,20 @@ def test_postprocess_rotated_nms_and_topk():
 def test_iou_branch_target_is_exact_for_perfect_boxes():
     b = gt_batch()["gt_boxes"][0, :, :7]
     assert torch.allclose(torch.as_tensor(iou_3d_aligned(b, b)).float(), torch.ones(4), atol=1e-5)
+
+
+@pytest.mark.parametrize("experiment", ["centerpoint_sim_waymo_iou", "dsvt_pillar_sim_kitti", "flatformer_sim_kitti"])
+def test_an_iou_recipes_post_processor_keeps_what_its_head_kept(experiment):
+    """The head thresholds the heat (0.1); a box of heat 0.3 whose IoU branch rectified its score to 0.05 is
+    kept, as OpenPCDet's NMS takes no score threshold after rectification."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+
+    configs = Path(__file__).resolve().parents[1] / "configs"
+    with initialize_config_dir(config_dir=str(configs), version_base=None):
+        cfg = compose("config", overrides=[f"experiment={experiment}"])
+    assert cfg.model.dense_head.with_iou
+    post = instantiate(cfg.model.post_process)
+    boxes = torch.tensor([[5.0, 0, 0, 4, 2, 1.5, 0], [20.0, 5, 0, 4, 2, 1.5, 0]])
+    out = post.frame(boxes, torch.tensor([0.05, 0.8]), torch.tensor([1, 1]))
+    assert out["scores"].tolist() == pytest.approx([0.8, 0.05])

@@ -18,12 +18,15 @@ class PostProcessor(nn.Module):
     """Candidates (boxes [N, 7 (+2)], scores [N], labels [N]) of each frame -> the prediction dicts above (NMS
     reads the first 7 columns).
 
+    score_threshold: candidates scoring below it are dropped first; None keeps every candidate, for heads that
+    threshold their own (a center head thresholds the heat before an IoU branch rectifies the score; OpenPCDet's
+    NMS after it takes no threshold, so a box of heat 0.3 whose rectified score fell to 0.05 stays).
     nms: 'rotated' (per-class BEV IoU above iou_threshold is suppressed), 'circle' (per-class centre
     distance below min_radius metres, CenterPoint) or 'none'. pre_max_size caps the candidates per
     class before NMS, post_max_size the detections per frame after it.
     """
 
-    def __init__(self, score_threshold: float = 0.1, nms: str = "rotated", iou_threshold: float = 0.1,
+    def __init__(self, score_threshold: float | None = 0.1, nms: str = "rotated", iou_threshold: float = 0.1,
                  min_radius: float | dict | None = None, pre_max_size: int = 1000, post_max_size: int = 100):
         super().__init__()
         if nms not in ("rotated", "circle", "none"):
@@ -39,8 +42,9 @@ class PostProcessor(nn.Module):
     def frame(self, boxes, scores, labels, frame_id: str = "") -> dict:
         boxes = _np(boxes).astype(np.float32).reshape(-1, boxes.shape[-1] if len(boxes) else 7)[:, :9]
         scores, labels = _np(scores).astype(np.float32).reshape(-1), _np(labels).astype(np.int64).reshape(-1)
-        keep = scores >= self.score_threshold
-        boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
+        if self.score_threshold is not None:
+            keep = scores >= self.score_threshold
+            boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
         if len(boxes) and self.nms == "rotated":
             keep = nms_multiclass(boxes, scores, labels, self.iou_threshold, self.pre_max_size)
         elif len(boxes) and self.nms == "circle":
