@@ -304,6 +304,12 @@ def test_ctrl_c_to_the_whole_group_stops_a_run_with_workers_cleanly(tmp_path):
     assert ckpt["progress"]["step"] >= 4
 
 
+def test_sigterm_to_the_whole_group_stops_a_run_with_workers_cleanly(tmp_path):
+    """SLURM's SIGTERM reaches every process of the job: the workers leave it to the trainer, which saves."""
+    _, ckpt = _stop_a_training(tmp_path, signal.SIGTERM, "train.workers=1", "train.accumulate=8", group=True)
+    assert ckpt["progress"]["step"] >= 4
+
+
 def test_a_step_with_non_finite_gradients_is_skipped_and_named(tmp_path, caplog):
     """A NaN loss at step 5 leaves the weights as step 4 left them (no NaN reaches them or the optimizer's
     state), names the batch's frames, and the run goes on; without it step 5 would have moved them."""

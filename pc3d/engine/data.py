@@ -23,8 +23,11 @@ from __future__ import annotations
 
 import math
 import multiprocessing
+import multiprocessing.forkserver as forkserver
+import os
 import random
 import signal
+import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
@@ -34,6 +37,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from pc3d.engine.seeding import sample_seed, seed_globals
+
+PRELOAD = "pc3d.engine.forkserver_signals"
 
 
 class Item(NamedTuple):
@@ -137,8 +142,12 @@ def collate_fn_of(dataset: Dataset):
 
 def worker_context(workers: int) -> str | None:
     """Start method of DataLoader workers: forkserver where there is one, since libgomp (numba's and
-    torch's OpenMP) aborts in a child forked after a parallel region ran in the parent."""
+    torch's OpenMP) aborts in a child forked after a parallel region ran in the parent. The forkserver preloads
+    `pc3d.engine.forkserver_signals` (it ignores a group's SIGTERM there), if it has not started yet."""
     if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
+        preload = forkserver._forkserver._preload_modules  # ['__main__'] by default; effective until it starts
+        if PRELOAD not in preload:
+            forkserver.set_forkserver_preload([*preload, PRELOAD])
         return "forkserver"
     return None
 
@@ -150,16 +159,40 @@ def init_worker(worker_id: int) -> None:
     (torch sets 1 in each worker), so N workers add N threads, not N x cores. The bounded OpenMP spin of pc3d's
     thread policy reaches workers through the environment.
 
-    Signals: a worker ignores SIGINT. Ctrl-C reaches the whole foreground process group; a worker that died of it
-    would end the run at the next batch with "DataLoader worker exited unexpectedly", before the trainer's stop
-    (pc3d.engine.signals) saves at the step boundary (the forkserver ignores SIGINT itself). SIGTERM keeps its
-    default: multiprocessing ends leftover workers with it at exit. A SIGTERM to the whole group (SLURM without
-    `B:`) still ends the workers, and with them a run stopped mid-step."""
+    Signals: a worker ignores SIGINT, and SIGTERM from anyone but the process that started it
+    (`leave_foreign_sigterm_to_the_trainer`). Ctrl-C reaches the whole foreground process group, and SLURM's
+    SIGTERM every process of the job; a worker that died of either would end the run at the next batch with
+    "DataLoader worker exited unexpectedly", before the trainer's stop (pc3d.engine.signals) saves at the step
+    boundary. The forkserver ignores SIGINT itself, and SIGTERM by `worker_context`'s preload."""
     del worker_id
     from pc3d_ops.threads import use_threads
 
     use_threads(torch.get_num_threads())
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_foreign_sigterm_to_the_trainer()
+
+
+def leave_foreign_sigterm_to_the_trainer() -> None:
+    """In a loader's worker: exit at once on a SIGTERM from the process that started it (the loader ending a
+    worker that did not stop, or multiprocessing at exit: torch's worker handler does the same), and ignore one
+    from anyone else (a group's or a job's, which the trainer hears too and answers by stopping at the step
+    boundary, then ending its workers itself; should the trainer die instead, torch's worker loop sees it and
+    exits). The sender is known only to `sigwaitinfo`: SIGTERM is blocked in this thread, and so in every thread
+    started after it, and one thread waits for it. Where there is no sigwaitinfo (macOS) SIGTERM keeps torch's
+    handling."""
+    if not hasattr(signal, "sigwaitinfo"):
+        return
+    starter = multiprocessing.parent_process()
+    senders = {os.getppid(), starter.pid if starter is not None else os.getppid()}  # forkserver worker: 2 pids
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo({signal.SIGTERM})
+            if info.si_pid in senders:
+                os._exit(0)
+
+    threading.Thread(target=wait, name="pc3d-sigterm", daemon=True).start()
 
 
 def train_loader(dataset: Dataset, sampler: EpochBatchSampler, *, workers: int, pin_memory: bool = False
