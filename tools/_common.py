@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -72,6 +73,41 @@ def alternated(fns, repeats: int = 5, warmup: int = 1) -> list[float]:
             fn()
             t.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def spconv_missing() -> str | None:
+    """None where spconv imports (directly and as pc3d's "spconv" backend), else what a row against it puts in its
+    reference column instead ("spconv unavailable: ModuleNotFoundError"): the row keeps pc3d's side, as the
+    Open3D-ML rows do where Open3D-ML is missing."""
+    from pc3d.sparse.backend import spconv_module
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import spconv.pytorch  # noqa: F401
+        spconv_module()
+    except Exception as err:  # noqa: BLE001  (a missing install, or one broken against this torch)
+        return f"spconv unavailable: {type(err).__name__}"
+    return None
+
+
+def versus(ours: float, ref: float | None, missing: str | None = None, name: str = "spconv CPU") -> dict:
+    """A row's reference columns: `name`, its time and the speed-up ref / ours; where the reference is missing
+    (`missing`: why, see spconv_missing) that reason alone."""
+    if missing:
+        return {"ref": missing}
+    return {"ref": name, "ref_s": ref, "speedup": ref / max(ours, 1e-9)}
+
+
+def section_markdown(section: dict) -> str:
+    """A table a suite adds beside its rows ({"title", "columns": {key: heading}, "rows"}, carried by the row that
+    sums it up, bench.py renders it after the suite's table): floats in 3-digit scientific notation."""
+    columns = section["columns"]
+    lines = [f"### {section['title']}", "", "| " + " | ".join(columns.values()) + " |", "|" + "---|" * len(columns)]
+    for r in section["rows"]:
+        cells = [f"{r.get(k):.2e}" if isinstance(r.get(k), float) else str(r.get(k, "")) for k in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def rel_diff(a, b) -> float:

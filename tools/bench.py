@@ -8,7 +8,9 @@
     python tools/bench.py all --out bench_results/
 
 Every suite prints a markdown table and (with --json / --out) writes
-{"suite", "machine", "rows": [{"case", "pc3d_s", "ref", "ref_s", "speedup", ...}]}.
+{"suite", "machine", "rows": [{"case", "pc3d_s", "ref", "ref_s", "speedup", ...}]}; a row may carry a table
+of its own under "table" ({"title", "columns", "rows"}: the sparse suite's per-layer gradient errors), which the
+markdown shows after the suite's table.
 Times are the median of repeated runs after a warm-up (numba compiles on the first call).
 Each suite's JSON records, under "machine", the share of CPU time the hypervisor stole and other
 processes took while it ran (tools/cpu_share.py); above 5 % the table is followed by a warning.
@@ -31,6 +33,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_share  # noqa: E402
+from _common import section_markdown  # noqa: E402
 
 
 def timed(fn: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -53,13 +56,15 @@ def machine() -> dict:
 
 
 def markdown(suite: str, rows: list[dict]) -> str:
-    extra = sorted({k for r in rows for k in r} - {"case", "pc3d_s", "ref", "ref_s", "speedup"})
+    """The suite's table, then the tables rows carry under "table" (e.g. the sparse suite's per-layer gradients)."""
+    extra = sorted({k for r in rows for k in r} - {"case", "pc3d_s", "ref", "ref_s", "speedup", "table"})
     head = ["case", "pc3d (ms)", "reference", "ref (ms)", "speedup", *extra]
     lines = [f"### {suite}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [r["case"], _fmt(r.get("pc3d_s"), 1e3), r.get("ref", ""), _fmt(r.get("ref_s"), 1e3),
                  _fmt(r.get("speedup"), 1, "x")] + [_fmt(r.get(k)) for k in extra]
         lines.append("| " + " | ".join(cells) + " |")
+    lines += ["\n" + section_markdown(r["table"]) for r in rows if "table" in r]
     return "\n".join(lines)
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import load_benchmark_sweep, rel_diff, rows_in_site_order
+from _common import alternated, load_benchmark_sweep, rel_diff, rows_in_site_order, spconv_missing, versus
 
 import pc3d.sparse as sp
 from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
@@ -118,17 +118,19 @@ def _child_step_time(backend: str, voxel: float, bf16: bool, steps: int) -> None
     print(json.dumps({"seconds": statistics.median(times)}))
 
 
-def fresh_process_rounds(voxel: float, rounds: int, steps: int = 3) -> dict:
+def fresh_process_rounds(voxel: float, rounds: int, steps: int = 3, spconv: bool = True) -> dict:
     """Each round runs pc3d float32, pc3d bf16 autocast and spconv in three fresh processes one after another
     (`steps` timed steps each, median); returns the median step times and the median and range over the rounds
-    of spconv's time / pc3d's (float32 and bf16)."""
+    of spconv's time / pc3d's (float32 and bf16). Without `spconv` (not installed) pc3d's two times alone."""
     variants = {"float32": ("native", False), "bf16": ("native", True), "spconv": ("spconv", False)}
+    if not spconv:
+        del variants["spconv"]
     times = {name: [] for name in variants}
     for _ in range(rounds):
         for name, (backend, bf16) in variants.items():
             times[name].append(_in_child(f"_child_step_time({backend!r}, {voxel!r}, {bf16}, {steps})")["seconds"])
     out = {name: statistics.median(t) for name, t in times.items()}
-    for name in ("float32", "bf16"):
+    for name in ("float32", "bf16") if spconv else ():
         ratios = [r / o for r, o in zip(times["spconv"], times[name], strict=True)]
         out[f"{name}_speedup"] = statistics.median(ratios)
         out[f"{name}_range"] = f"{min(ratios):.2f}-{max(ratios):.2f}x"
@@ -136,41 +138,46 @@ def fresh_process_rounds(voxel: float, rounds: int, steps: int = 3) -> dict:
 
 
 def backbone_rows(voxel, timed, repeats, quick) -> list[dict]:
-    """VoxelBackBone8x stages (16-32-64-64, three stride-2 convs), forward + backward, same weights."""
+    """VoxelBackBone8x stages (16-32-64-64, three stride-2 convs), forward + backward, same weights; where spconv
+    does not import, pc3d's side of each row alone (_common.spconv_missing). The bf16 row's vs_pc3d_float32 is
+    of pc3d float32 and bf16 steps timed in turn (_common.alternated)."""
+    missing = spconv_missing()
     step, net, coords = backbone_step(voxel)
     tag = f"{voxel} m ({len(coords):,} voxels)"
 
     ours = timed(lambda: step("native"), repeats=repeats)
-    ref = timed(lambda: step("spconv"), repeats=repeats)
+    ref = None if missing else timed(lambda: step("spconv"), repeats=repeats)
     out_ours = step("native")
     grads_ours = [p.grad.clone() for p in net.parameters()]
     out_again = step("native")
     grads_again = [p.grad.clone() for p in net.parameters()]
-    out_ref = step("spconv")
-    grads_ref = [p.grad.clone() for p in net.parameters()]
     bitwise = torch.equal(out_ours.feats, out_again.feats) and all(
         torch.equal(g1, g2) for g1, g2 in zip(grads_ours, grads_again, strict=True))
-    feat_diff = rel_diff(rows_in_site_order(out_ours.coords, out_ours.feats),
-                         rows_in_site_order(out_ref.coords, out_ref.feats))
-    grad_diff = max(rel_diff(g1, g2) for g1, g2 in zip(grads_ours, grads_ref, strict=True))
     mem_ours = _peak_in_child("native", voxel)
-    mem_ref = _peak_in_child("spconv", voxel)
-    rows = [{"case": f"VoxelBackBone8x stages fwd + bwd, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
-             "speedup": ref / ours, "max_rel_diff": feat_diff, "max_rel_grad_diff": grad_diff,
-             "bitwise_repeatable": bitwise, "peak_mib": round(mem_ours, 1), "ref_peak_mib": round(mem_ref, 1)}]
-    bf16 = timed(lambda: step("native", bf16=True), repeats=repeats)
+    feat_diff = grad_diff = mem_ref = None
+    if not missing:
+        out_ref = step("spconv")
+        grads_ref = [p.grad.clone() for p in net.parameters()]
+        feat_diff = rel_diff(rows_in_site_order(out_ours.coords, out_ours.feats),
+                             rows_in_site_order(out_ref.coords, out_ref.feats))
+        grad_diff = max(rel_diff(g1, g2) for g1, g2 in zip(grads_ours, grads_ref, strict=True))
+        mem_ref = round(_peak_in_child("spconv", voxel), 1)
+    rows = [{"case": f"VoxelBackBone8x stages fwd + bwd, {tag}", "pc3d_s": ours, **versus(ours, ref, missing),
+             "max_rel_diff": feat_diff, "max_rel_grad_diff": grad_diff,
+             "bitwise_repeatable": bitwise, "peak_mib": round(mem_ours, 1), "ref_peak_mib": mem_ref}]
+    fp32, bf16 = alternated([lambda: step("native"), lambda: step("native", bf16=True)], repeats)
     out_bf16 = step("native", bf16=True)
     rows.append({"case": f"VoxelBackBone8x stages fwd + bwd, bf16 autocast, {tag}", "pc3d_s": bf16,
-                 "ref": "spconv CPU (float32)", "ref_s": ref, "speedup": ref / bf16,
-                 "vs_pc3d_float32": round(ours / bf16, 2),
+                 **versus(bf16, ref, missing, "spconv CPU (float32)"), "vs_pc3d_float32": round(fp32 / bf16, 2),
                  "max_rel_diff": rel_diff(out_bf16.feats.float(), out_ours.feats)})
     rounds = 2 if quick else 5
-    fresh = fresh_process_rounds(voxel, rounds)
+    fresh = fresh_process_rounds(voxel, rounds, spconv=not missing)
     rows.append({"case": f"VoxelBackBone8x stages fwd + bwd, fresh processes in turn, median of {rounds} rounds, {tag}",
-                 "pc3d_s": fresh["float32"], "ref": "spconv CPU", "ref_s": fresh["spconv"],
-                 "speedup": fresh["float32_speedup"], "speedup_range": fresh["float32_range"],
-                 "bf16_ms": round(fresh["bf16"] * 1e3, 1), "bf16_speedup": round(fresh["bf16_speedup"], 2),
-                 "bf16_range": fresh["bf16_range"]})
+                 "pc3d_s": fresh["float32"], "ref": missing or "spconv CPU", "ref_s": fresh.get("spconv"),
+                 "speedup": fresh.get("float32_speedup"), "speedup_range": fresh.get("float32_range"),
+                 "bf16_ms": round(fresh["bf16"] * 1e3, 1),
+                 "bf16_speedup": None if missing else round(fresh["bf16_speedup"], 2),
+                 "bf16_range": fresh.get("bf16_range")})
     if voxel == 0.1:
         iters = 20 if quick else 200
         rss = []

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import spconv_missing, versus
 
 import pc3d.sparse as sp
 
@@ -114,38 +115,42 @@ def _setup():
 
 
 def run_det(timed, quick: bool = False) -> list[dict]:
+    """The sparse backbone, the whole frame and each stage, native engine against spconv, then the two-process row;
+    where spconv does not import, the native engine's side alone (_common.spconv_missing)."""
     del timed  # stages are timed inside one call; rounds alternate the engines below
+    missing = spconv_missing()
+    engines = ("native",) if missing else ("native", "spconv")
     model, collate, sample, timer = _setup()
-    for backend in ("native", "spconv", "native"):  # warm-up: numba compilation, spconv import
+    for backend in (*engines, "native"):  # warm-up: numba compilation, spconv import
         _run_frame(model, collate, sample, timer, backend)
     rounds = 3 if quick else 7
-    runs: dict[str, list[dict]] = {"native": [], "spconv": []}
+    runs: dict[str, list[dict]] = {backend: [] for backend in engines}
     preds = {}
     for r in range(rounds):
-        for backend in ("native", "spconv") if r % 2 == 0 else ("spconv", "native"):
+        for backend in engines if r % 2 == 0 else engines[::-1]:
             preds[backend], times = _run_frame(model, collate, sample, timer, backend)
             runs[backend].append(times)
 
     def med(backend: str, *stages: str) -> float:
         return statistics.median(sum(t.get(s, 0.0) for s in stages) for t in runs[backend])
 
-    same, diff = _same_boxes(preds["native"], preds["spconv"])
+    def sides(*stages: str) -> dict:
+        ours = med("native", *stages)
+        return {"pc3d_s": ours, **versus(ours, None if missing else med("spconv", *stages), missing)}
+
+    same, diff = (None, None) if missing else _same_boxes(preds["native"], preds["spconv"])
     n_voxels = int(collate([sample])["voxels"].shape[0])
     tag = f"{n_voxels:,} voxels, {len(sample['points']):,} points"
     sparse = ("vfe", "backbone_3d")
-    rows = [{"case": f"sparse backbone (VFE + 3D backbone), {tag}", "pc3d_s": med("native", *sparse),
-             "ref": "spconv CPU", "ref_s": med("spconv", *sparse),
-             "speedup": med("spconv", *sparse) / med("native", *sparse)}]
-    whole = {"case": f"whole frame, {tag}", "pc3d_s": med("native", "total"), "ref": "spconv CPU",
-             "ref_s": med("spconv", "total"), "speedup": med("spconv", "total") / med("native", "total"),
+    rows = [{"case": f"sparse backbone (VFE + 3D backbone), {tag}", **sides(*sparse)}]
+    whole = {"case": f"whole frame, {tag}", **sides("total"),
              "same_boxes": same, "max_box_diff": diff, "boxes": len(preds["native"]["boxes"])}
     total = med("native", "total")
     whole["stages_ms"] = " / ".join(f"{s} {1e3 * med('native', s):.1f}" for s in STAGES)
     whole["dense_share"] = f"{med('native', 'map_to_bev', 'backbone_2d', 'dense_head') / total:.0%}"
     rows.append(whole)
     for stage in STAGES:
-        rows.append({"case": f"stage: {stage}", "pc3d_s": med("native", stage), "ref": "spconv CPU",
-                     "ref_s": med("spconv", stage), "speedup": med("spconv", stage) / max(med("native", stage), 1e-9)})
+        rows.append({"case": f"stage: {stage}", **sides(stage)})
     rows.append(contention_row(quick))
     return rows
 

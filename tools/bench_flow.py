@@ -1,8 +1,9 @@
 """`tools/bench.py flow`: SCTN on one simulated FlyingThings3D-layout pair of 8,192 + 8,192 points.
 
 Rows: the model's forward and forward + backward with the forward time of each stage (feature_net: the
-sparse U-Net of both clouds; transformer; transport; refine; the rest, e.g. the interpolation to points and
-the neighbour searches, is the total minus these) and the peak resident
+sparse U-Net of both clouds; transformer; transport; refine; the rest, other_fwd_ms, e.g. the interpolation to
+points and the neighbour searches, is a call's total minus these), each a median over the timed calls as the
+total is (other_fwd_ms: the median of each call's rest), and the peak resident
 memory of forward + backward (``ru_maxrss`` of a fresh process, imports included), with the transport kernel
 kept (the default, faster) and rebuilt per product (``ot_keep_kernel: false``); then the global
 attention of one cloud, pc3d's query blocks against one torch ``scaled_dot_product_attention`` call over
@@ -14,9 +15,11 @@ from __future__ import annotations
 
 import json
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +65,23 @@ def _peak_rss_mib(sample: dict, keep_kernel: bool) -> float:
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mib"]
 
 
+def _timed_by_stage(timed, timer, fn, repeats: int) -> tuple[float, dict[str, float], float]:
+    """(fn's time as `timed` gives it, {stage: median seconds}, median seconds outside the stages) over the
+    timed calls of fn; timer: the StageTimer of the model fn runs. Every figure is a median over the same calls
+    (the rest: of each call's total minus its stages)."""
+    calls = []  # (seconds, {stage: seconds}) of each call
+
+    def call():
+        start = time.perf_counter()
+        fn()
+        calls.append((time.perf_counter() - start, timer.take()))
+
+    timer.take()
+    t = timed(call, repeats=repeats, warmup=0)
+    stages = {k: statistics.median(s.get(k, 0.0) for _, s in calls) for k in calls[0][1]}
+    return t, stages, statistics.median(total - sum(s.values()) for total, s in calls)
+
+
 def run_flow(timed, quick: bool = False) -> list[dict]:
     import torch.nn.functional as F
 
@@ -84,12 +104,10 @@ def run_flow(timed, quick: bool = False) -> list[dict]:
     for mode, fn, train in (("forward", forward, False), ("forward + backward", forward_backward, True)):
         model.train(train)
         fn()  # warm-up: numba, kernel maps
-        timer.take()
-        t = timed(fn, repeats=repeats, warmup=0)
-        stages = {k: v / repeats for k, v in timer.take().items()}  # forward time of each stage
+        t, stages, other = _timed_by_stage(timed, timer, fn, repeats)
         row = {"case": f"SCTN {mode}, {POINTS:,} + {POINTS:,} points", "pc3d_s": t}
         row.update({f"{k}_fwd_ms": round(1e3 * v, 1) for k, v in stages.items()})
-        row["other_fwd_ms"] = round(1e3 * (t - sum(stages.values())), 1) if not train else None
+        row["other_fwd_ms"] = round(1e3 * other, 1) if not train else None
         rows.append(row)
     rows[-1]["peak_rss_mib"] = round(_peak_rss_mib(sample, keep_kernel=True))
     model.transport.keep_kernel = False  # rebuild the transport kernel per product: O(block) memory

@@ -7,7 +7,7 @@ from __future__ import annotations
 from functools import partial
 
 import torch
-from _common import rows_in_site_order
+from _common import rows_in_site_order, spconv_missing
 from bench_backbone import BatchNormF64, backbone_step
 
 import pc3d.sparse as sp
@@ -103,17 +103,18 @@ def gradient_table(voxel: float, control: bool = True) -> list[dict]:
     already carry (norm-relative, rows matched by site); the kernel-only errors and the cancellation
     of the weight-gradient sum; the ReLU flips after the conv (elements whose sign differs from the
     float64 run's); with `control`, the norm-relative errors of the same stack with SiLU (no kink), and
-    with SiLU and BatchNorm computed in float64 (what is left is the convs' own float32 arithmetic)."""
+    with SiLU and BatchNorm computed in float64 (what is left is the convs' own float32 arithmetic). Where spconv
+    does not import, pc3d's columns alone."""
+    engines = {"pc3d": "native"} if spconv_missing() else {"pc3d": "native", "spconv": "spconv"}
     ref_layers, ref_grads = _probe_run(voxel, torch.float64, "native")
-    ours_layers, ours_grads = _probe_run(voxel, torch.float32, "native")
-    sp_layers, sp_grads = _probe_run(voxel, torch.float32, "spconv")
+    f32_runs = {tag: _probe_run(voxel, torch.float32, backend) for tag, backend in engines.items()}  # layers, grads
     controls = {}  # label -> (float64 run's grads, {engine: float32 grads})
     if control:
         bn64 = partial(BatchNormF64, eps=1e-3)
         for label, act, norm in (("silu", torch.nn.SiLU, None), ("silu_bn64", torch.nn.SiLU, bn64)):
             _, exact = _probe_run(voxel, torch.float64, "native", act, norm)
             controls[label] = exact, {tag: _probe_run(voxel, torch.float32, backend, act, norm)[1]
-                                      for tag, backend in (("pc3d", "native"), ("spconv", "spconv"))}
+                                      for tag, backend in engines.items()}
     rows = []
     for name, ref in ref_layers.items():
         module = ref["module"]
@@ -122,12 +123,10 @@ def gradient_table(voxel: float, control: bool = True) -> list[dict]:
         dy64 = _aligned(ref["dy"], ref["y_coords"])
         act64 = _aligned(*ref["act_out"])
         k_ours, k_gemm, cancel = _kernel_only(ref)
-        row = {"layer": name, "conv": f"{module.in_channels}->{module.out_channels} {kind}", "sites": len(ref["y"]),
-               "pc3d_norm_rel": _norm_rel(ours_grads[name], ref_grads[name]),
-               "spconv_norm_rel": _norm_rel(sp_grads[name], ref_grads[name]),
-               "pc3d_max_rel": _max_rel(ours_grads[name], ref_grads[name]),
-               "spconv_max_rel": _max_rel(sp_grads[name], ref_grads[name])}
-        for tag, layers in (("pc3d", ours_layers), ("spconv", sp_layers)):
+        row = {"layer": name, "conv": f"{module.in_channels}->{module.out_channels} {kind}", "sites": len(ref["y"])}
+        row.update({f"{tag}_norm_rel": _norm_rel(g[name], ref_grads[name]) for tag, (_, g) in f32_runs.items()})
+        row.update({f"{tag}_max_rel": _max_rel(g[name], ref_grads[name]) for tag, (_, g) in f32_runs.items()})
+        for tag, (layers, _) in f32_runs.items():
             rec = layers[name]
             row[f"{tag}_x_err"] = _norm_rel(_aligned(rec["x"], rec["x_coords"]), x64)
             row[f"{tag}_dy_err"] = _norm_rel(_aligned(rec["dy"], rec["y_coords"]), dy64)
@@ -153,28 +152,30 @@ GRAD_COLUMNS = (("layer", "layer"), ("conv", "conv"), ("sites", "sites"),
                 ("spconv_silu_bn64_norm_rel", "SiLU + BN in f64: spconv"))
 
 
-def gradient_markdown(voxel: float, rows: list[dict]) -> str:
-    columns = [(k, title) for k, title in GRAD_COLUMNS if k in rows[0]]
-    lines = [f"### sparse: weight-gradient error against pc3d float64, VoxelBackBone8x, {voxel} m", "",
-             "| " + " | ".join(title for _, title in columns) + " |", "|" + "---|" * len(columns)]
-    for r in rows:
-        cells = [f"{r[k]:.2e}" if isinstance(r[k], float) else str(r[k]) for k, _ in columns]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+def gradient_section(voxel: float, rows: list[dict]) -> dict:
+    """The per-layer table as a section of the suite's outputs (_common.section_markdown): the summary row carries
+    it, so the suite's JSON holds every layer's row and its markdown the table."""
+    return {"title": f"sparse: weight-gradient error against pc3d float64, VoxelBackBone8x, {voxel} m",
+            "columns": {k: title for k, title in GRAD_COLUMNS if k in rows[0]}, "rows": rows}
 
 
 def gradient_summary(voxel: float, layers: list[dict]) -> dict:
-    """The suite-table row of one gradient table: worst layers, where pc3d is at most spconv, the flips."""
-    within = sum(r["pc3d_norm_rel"] <= r["spconv_norm_rel"] for r in layers)
+    """The suite-table row of one gradient table: worst layers, where pc3d is at most spconv, the flips (pc3d's
+    figures alone where spconv does not import); the table itself under "table" (gradient_section)."""
+    spconv = "spconv_norm_rel" in layers[0]
+    tags = ("pc3d", "spconv") if spconv else ("pc3d",)
     row = {"case": f"VoxelBackBone8x weight-gradient error vs float64 (worst layer), {voxel} m",
-           "ref": "spconv CPU", "grad_norm_rel": max(r["pc3d_norm_rel"] for r in layers),
-           "ref_grad_norm_rel": max(r["spconv_norm_rel"] for r in layers),
-           "grad_layers_pc3d_le_ref": f"{within}/{len(layers)}",
-           "relu_flips": f"{sum(r['pc3d_relu_flips'] for r in layers)} / {sum(r['spconv_relu_flips'] for r in layers)}",
-           "kernel_only_le_gemm": f"{sum(r['pc3d_kernel_only'] <= r['gemm_kernel_only'] for r in layers)}"
-                                  f"/{len(layers)}"}
+           "ref": "spconv CPU" if spconv else spconv_missing(),
+           "grad_norm_rel": max(r["pc3d_norm_rel"] for r in layers)}
+    if spconv:
+        within = sum(r["pc3d_norm_rel"] <= r["spconv_norm_rel"] for r in layers)
+        row["ref_grad_norm_rel"] = max(r["spconv_norm_rel"] for r in layers)
+        row["grad_layers_pc3d_le_ref"] = f"{within}/{len(layers)}"
+    row["relu_flips"] = " / ".join(str(sum(r[f"{tag}_relu_flips"] for r in layers)) for tag in tags)
+    row["kernel_only_le_gemm"] = f"{sum(r['pc3d_kernel_only'] <= r['gemm_kernel_only'] for r in layers)}/{len(layers)}"
     if "pc3d_silu_bn64_norm_rel" in layers[0]:
         row["silu_bn64_grad_norm_rel"] = max(r["pc3d_silu_bn64_norm_rel"] for r in layers)
-        row["silu_bn64_ref_grad_norm_rel"] = max(r["spconv_silu_bn64_norm_rel"] for r in layers)
+        if spconv:
+            row["silu_bn64_ref_grad_norm_rel"] = max(r["spconv_silu_bn64_norm_rel"] for r in layers)
+    row["table"] = gradient_section(voxel, layers)
     return row
-

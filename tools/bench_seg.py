@@ -70,10 +70,11 @@ def run_seg(timed=None, quick: bool = False) -> list[dict]:
             if differ:
                 raise ValueError(f"{c.experiment_name} differs from {REFERENCE[0]} in {differ}")
         times: dict[tuple, list[float]] = {recipe: [] for recipe in RECIPES}
-        points = []
+        points = []  # of the timed rounds' batches (not the warm-up's)
         for r in range(warmup + rounds):
             samples = [data[(r * size + i) % len(data)] for i in range(size)]
-            points.append(sum(len(s["points"]) for s in samples))
+            if r >= warmup:
+                points.append(sum(len(s["points"]) for s in samples))
             for recipe, (_, model, optimizer) in built.items():
                 batch = data.collate_fn(samples)  # a fresh batch per model: a forward may add keys to it
                 start = time.perf_counter()

@@ -3,13 +3,14 @@ voxels of the standard sweep, its input rows spike counts 0..4 with a share of t
 run by the native engine with zero-row skipping (pc3d) against the same engine without it (the reference
 row: every active pair multiplied, as any other sparse engine does). Each row checks the outputs are
 bitwise equal. Forward, and forward + backward (the feature gradient keeps every row; the weight gradient
-skips too).
+skips too). The two variants take turns within every repeat (_common.alternated), so their ratio shares the
+host's speed of the moment.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
-from _common import load_benchmark_sweep
+from _common import alternated, load_benchmark_sweep
 
 import pc3d.sparse as sp
 from pc3d.voxel import grid_sample
@@ -26,6 +27,7 @@ def _spikes(n: int, silent: float, seed: int = 0) -> torch.Tensor:
 
 
 def run_snn(timed, quick: bool = False) -> list[dict]:
+    del timed  # the two variants take turns within every repeat (_common.alternated)
     points, _ = load_benchmark_sweep()
     coords_np, shape, _, _ = grid_sample(points, VOXEL)
     coords = torch.from_numpy(coords_np)
@@ -52,8 +54,7 @@ def run_snn(timed, quick: bool = False) -> list[dict]:
         same = torch.equal(forward(True).view(torch.int32), forward(False).view(torch.int32))
         tag = f"{100 * silent:.0f} % silent rows, {len(coords):,} voxels"
         for mode, fn in (("forward", forward), ("forward + backward", forward_backward)):
-            ours = timed(lambda fn=fn: fn(True), repeats=repeats)
-            ref = timed(lambda fn=fn: fn(False), repeats=repeats)
+            ours, ref = alternated([lambda fn=fn: fn(True), lambda fn=fn: fn(False)], repeats)
             rows.append({"case": f"SubM {CHANNELS}->{CHANNELS} {mode}, {tag}", "pc3d_s": ours,
                          "ref": "same engine, no skipping", "ref_s": ref, "speedup": ref / ours,
                          "same_outputs": same})

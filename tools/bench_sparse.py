@@ -4,12 +4,14 @@ Workload: the 360-degree sweep ../shared/samples/scan360/benchmark-pc.npz at 0.1
 batch 1, torch's thread count (2 on the reference machine). Both engines get the same input sites
 in the same order and the same weights.
 
-Engine-against-engine rows time each engine's repeats in a block; same-engine ratios (bf16 / float32) take turns
-(_common.alternated). Alternating pc3d with spconv was tried (2026-12-06): each engine's call then follows the
-other's, whose allocator and cache state slowed pc3d's VoxelBackBone8x step by 10-25 %, an artefact no training
-loop has; blocks carry the host's drift instead, so a ratio on a shared host is read over several runs. The
-backbone also gets a row timed in fresh processes, the engines in turn over several rounds
-(`bench_backbone.fresh_process_rounds`): the median of the rounds' ratios and their range.
+Engine-against-engine rows time each engine's repeats in a block; same-engine ratios (bf16 / float32, the depthwise
+kernels / the generic grouped ones, the backbone's bf16 / float32) take turns (_common.alternated). Alternating pc3d
+with spconv was tried (2026-12-06): each engine's call then follows the other's, whose allocator and cache state
+slowed pc3d's VoxelBackBone8x step by 10-25 %, an artefact no training loop has; blocks carry the host's drift
+instead, so a ratio on a shared host is read over several runs. The backbone also gets a row timed in fresh
+processes, the engines in turn over several rounds (`bench_backbone.fresh_process_rounds`): the median of the
+rounds' ratios and their range. Where spconv does not import, its rows keep pc3d's side, the reference column
+saying so (as the Open3D-ML rows do).
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import warnings
 
 import numpy as np
 import torch
-from _common import alternated, load_benchmark_sweep, rel_diff, rows_in_site_order
+from _common import alternated, load_benchmark_sweep, rel_diff, rows_in_site_order, spconv_missing, versus
 from bench_backbone import backbone_rows
-from bench_gradients import gradient_markdown, gradient_summary, gradient_table
+from bench_gradients import gradient_summary, gradient_table
 
 import pc3d.sparse as sp
 from pc3d.engine.optim import cpu_multiplies_bf16
@@ -56,7 +58,9 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
     repeats = 3 if quick else 7
     rows: list[dict] = []
 
-    gemm = {}  # GFLOP/s of torch's square GEMM per dtype: the roof the sparse rows are read against
+    # GFLOP/s of torch's square GEMM per dtype: the roof the sparse rows are read against (of_gemm). Its rows have
+    # no pc3d side: the time is torch.mm's, in the reference columns
+    gemm = {}
     for dtype, name in ((torch.float32, "float32"), (torch.bfloat16, "bf16")):
         if dtype == torch.bfloat16 and not cpu_multiplies_bf16():  # torch's scalar fallback: a minute per GEMM
             gemm[dtype] = None
@@ -66,15 +70,13 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
         b = torch.randn(2048, 2048).to(dtype)
         gemm_s = timed(lambda a=a, b=b: torch.mm(a, b), repeats=repeats)
         gemm[dtype] = 2 * 2048**3 / gemm_s / 1e9
-        rows.append({"case": f"square GEMM 2048^3 {name} (torch)", "pc3d_s": gemm_s, "ref": "-",
-                     "gflops": round(gemm[dtype], 1)})
+        rows.append({"case": f"square GEMM 2048^3 {name} (torch)", "ref": "torch.mm (the of_gemm roof)",
+                     "ref_s": gemm_s, "ref_gflops": round(gemm[dtype], 1)})
 
     for voxel in (0.1, 0.05):
         rows.extend(_scale_rows(points, voxel, timed, repeats, gemm, quick))
     for voxel in (0.1,) if quick else (0.1, 0.05):
-        layers = gradient_table(voxel, control=not quick)
-        print(gradient_markdown(voxel, layers) + "\n", flush=True)
-        rows.append(gradient_summary(voxel, layers))
+        rows.append(gradient_summary(voxel, gradient_table(voxel, control=not quick)))  # the per-layer table in it
     return rows
 
 
@@ -95,8 +97,10 @@ def _refuse_map_build(*args, **kwargs):
 
 
 def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
-    """Map build, SubM forward / backward, strided conv and the backbone at one voxel size."""
-    spconv, ConvAlgo, spconv_ops = _spconv()
+    """Map build, SubM forward / backward, strided conv and the backbone at one voxel size; where spconv does not
+    import, pc3d's side of each row alone, the reference column saying why (_common.spconv_missing)."""
+    missing = spconv_missing()
+    spconv, ConvAlgo, spconv_ops = (None, None, None) if missing else _spconv()
     rows: list[dict] = []
     coords_np, shape, _, _ = grid_sample(points, voxel)
     coords = torch.from_numpy(coords_np)
@@ -108,39 +112,42 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
     x = sp.SparseTensor(feats, coords, shape, 1)
     # the neighbour table and the block pair lists every CPU conv reads (spconv's pairs are its whole map too)
     ours = timed(lambda: submanifold_map(x, (3, 3, 3), (1, 1, 1)).pairs(False), repeats=repeats)
-    ref = timed(lambda: spconv_ops.get_indice_pairs(coords, 1, list(shape), ConvAlgo.Native, [3, 3, 3],
-                                                    [1, 1, 1], [1, 1, 1], [1, 1, 1], [0, 0, 0], subm=True),
-                repeats=repeats)
+    ref = None if missing else timed(
+        lambda: spconv_ops.get_indice_pairs(coords, 1, list(shape), ConvAlgo.Native, [3, 3, 3], [1, 1, 1],
+                                            [1, 1, 1], [1, 1, 1], [0, 0, 0], subm=True), repeats=repeats)
     kmap = submanifold_map(x, (3, 3, 3), (1, 1, 1))
-    rows.append({"case": f"kernel map SubM k3, {tag}", "pc3d_s": ours, "ref": "spconv CPU", "ref_s": ref,
-                 "speedup": ref / ours, "avg_neighbours": round(kmap.n_pairs / n, 2)})
+    rows.append({"case": f"kernel map SubM k3, {tag}", "pc3d_s": ours, **versus(ours, ref, missing),
+                 "avg_neighbours": round(kmap.n_pairs / n, 2)})
 
     # SubM 64 -> 64 with a cached map
     conv = sp.SubMConv3d(64, 64, 3, bias=False, indice_key="subm")
-    twin = spconv.SubMConv3d(64, 64, 3, bias=False, indice_key="subm", algo=ConvAlgo.Native)
-    twin.load_state_dict(conv.state_dict())
+    if not missing:
+        twin = spconv.SubMConv3d(64, 64, 3, bias=False, indice_key="subm", algo=ConvAlgo.Native)
+        twin.load_state_dict(conv.state_dict())
     with torch.no_grad():
         y_ours = conv(x)
-        y_ref = twin(spconv.SparseConvTensor(feats, coords, list(shape), 1))
-        # spconv keeps a map on the tensor a conv returns, not on its input: run on that output's sites (a SubM
-        # keeps them), or every call builds the map again
-        st = y_ref.replace_feature(feats)
+        if not missing:
+            y_ref = twin(spconv.SparseConvTensor(feats, coords, list(shape), 1))
+            # spconv keeps a map on the tensor a conv returns, not on its input: run on that output's sites (a SubM
+            # keeps them), or every call builds the map again
+            st = y_ref.replace_feature(feats)
         fwd32 = timed(lambda: conv(x), repeats=repeats)
-        ref = timed(_no_map_built(spconv_ops, lambda: twin(st)), repeats=repeats)
+        ref = None if missing else timed(_no_map_built(spconv_ops, lambda: twin(st)), repeats=repeats)
     flops = 2 * kmap.n_pairs * 64 * 64
-    rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": fwd32, "ref": "spconv CPU",
-                 "ref_s": ref, "speedup": ref / fwd32, "gflops": round(flops / fwd32 / 1e9, 1),
+    rows.append({"case": f"SubM 64->64 forward (cached map), {tag}", "pc3d_s": fwd32, **versus(fwd32, ref, missing),
+                 "gflops": round(flops / fwd32 / 1e9, 1),
                  "of_gemm": round(flops / fwd32 / 1e9 / gemm[torch.float32], 2),
-                 "max_rel_diff": rel_diff(y_ours.feats, y_ref.features)})
+                 "max_rel_diff": None if missing else rel_diff(y_ours.feats, y_ref.features)})
 
     xg = x.replace_feature(feats.clone().requires_grad_(True))
-    stg = st.replace_feature(feats.clone().requires_grad_(True))
+    if not missing:
+        stg = st.replace_feature(feats.clone().requires_grad_(True))
     grad = torch.randn(n, 64)
     fb32 = timed(_step(lambda: conv(xg).feats, grad, xg.feats, conv.weight), repeats=repeats)
-    ref = timed(_no_map_built(spconv_ops, _step(lambda: twin(stg).features, grad, stg.features, twin.weight)),
-                repeats=repeats)
-    rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, "ref": "spconv CPU",
-                 "ref_s": ref, "speedup": ref / fb32, "gflops": round(3 * flops / fb32 / 1e9, 1)})
+    ref = None if missing else timed(
+        _no_map_built(spconv_ops, _step(lambda: twin(stg).features, grad, stg.features, twin.weight)), repeats=repeats)
+    rows.append({"case": f"SubM 64->64 forward + backward, {tag}", "pc3d_s": fb32, **versus(fb32, ref, missing),
+                 "gflops": round(3 * flops / fb32 / 1e9, 1)})
     rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16]))
     if voxel == 0.1:
         rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
@@ -149,17 +156,19 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
 
     # strided conv, map included (fresh tensors every call)
     down = sp.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False)
-    down_ref = spconv.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False, algo=ConvAlgo.Native)
-    down_ref.load_state_dict(down.state_dict())
+    if not missing:
+        down_ref = spconv.SparseConv3d(64, 64, 3, stride=2, padding=1, bias=False, algo=ConvAlgo.Native)
+        down_ref.load_state_dict(down.state_dict())
     with torch.no_grad():
         ours = timed(lambda: down(sp.SparseTensor(feats, coords, shape, 1)), repeats=repeats)
-        ref = timed(lambda: down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1)), repeats=repeats)
+        ref = None if missing else timed(lambda: down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1)),
+                                         repeats=repeats)
         y_ours = down(sp.SparseTensor(feats, coords, shape, 1))
-        y_ref = down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1))
-    rows.append({"case": f"strided conv k3 s2 64->64 (map included), {tag}", "pc3d_s": ours, "ref": "spconv CPU",
-                 "ref_s": ref, "speedup": ref / ours,
-                 "max_rel_diff": rel_diff(rows_in_site_order(y_ours.coords, y_ours.feats),
-                                           rows_in_site_order(y_ref.indices, y_ref.features))})
+        y_ref = None if missing else down_ref(spconv.SparseConvTensor(feats, coords, list(shape), 1))
+    rows.append({"case": f"strided conv k3 s2 64->64 (map included), {tag}", "pc3d_s": ours,
+                 **versus(ours, ref, missing),
+                 "max_rel_diff": None if missing else rel_diff(rows_in_site_order(y_ours.coords, y_ours.feats),
+                                                               rows_in_site_order(y_ref.indices, y_ref.features))})
 
     rows.extend(backbone_rows(voxel, timed, repeats, quick))
     return rows
@@ -240,7 +249,7 @@ def _depthwise_rows(x, grad, tag, timed, repeats) -> list[dict]:
     rows.append({"case": f"depthwise SubM k3 C=64 forward + backward, {tag}", "pc3d_s": ours,
                  "ref": "torch gather-mul-index_add", "ref_s": ref, "speedup": ref / ours,
                  "gflops": round(3 * flops / ours / 1e9, 2)})
-    rows.extend(_grouped_generic_rows(x, conv, grad, tag, timed, repeats))
+    rows.extend(_grouped_generic_rows(x, conv, grad, tag, repeats))
     return rows
 
 
@@ -266,10 +275,11 @@ def _pointwise_rows(x, tag, timed, repeats, gemm_fp32) -> list[dict]:
     return rows
 
 
-def _grouped_generic_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
+def _grouped_generic_rows(x, conv, grad, tag, repeats) -> list[dict]:
     """The depthwise conv against pc3d's general grouped kernels (the register-blocked micro-kernels, one masked
-    lane per group, 64 groups a row): forward, and forward + feature gradient + weight gradient. Read this row
-    as "depthwise kernels vs the generic path a grouped conv would take without them"."""
+    lane per group, 64 groups a row): forward, and forward + feature gradient + weight gradient, the two timed in
+    turn (_common.alternated). Read this row as "depthwise kernels vs the generic path a grouped conv would take
+    without them"."""
     from pc3d_ops import sparse_conv as kernels
 
     from pc3d.sparse.ops import _weight_kgio
@@ -292,12 +302,11 @@ def _grouped_generic_rows(x, conv, grad, tag, timed, repeats) -> list[dict]:
 
     xg = x.replace_feature(x.feats.clone().requires_grad_(True))
     with torch.no_grad():
-        ours = timed(lambda: conv(x), repeats=repeats)
-    ref = timed(generic_forward, repeats=repeats)
+        ours, ref = alternated([lambda: conv(x), generic_forward], repeats)
     rows = [{"case": f"depthwise SubM k3 C=64 forward (cached map), {tag}", "pc3d_s": ours,
              "ref": "pc3d generic grouped kernels", "ref_s": ref, "speedup": ref / ours}]
-    ours = timed(_step(lambda: conv(xg).feats, grad, xg.feats, conv.weight), repeats=repeats)
-    ref = timed(generic_forward_backward, repeats=repeats)
+    ours, ref = alternated([_step(lambda: conv(xg).feats, grad, xg.feats, conv.weight), generic_forward_backward],
+                           repeats)
     rows.append({"case": f"depthwise SubM k3 C=64 forward + backward, {tag}", "pc3d_s": ours,
                  "ref": "pc3d generic grouped kernels", "ref_s": ref, "speedup": ref / ours})
     return rows

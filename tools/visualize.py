@@ -15,7 +15,9 @@ ScanNet scene (truth needs no --pred), or grey where the prediction is right and
 rgb for a file of x, y, z, r, g, b rows (colours in 0..1 or 0..255, as mmdetection3d's ScanNet .bin keeps them;
 auto finds such .bin files by their values, pc3d.infer.point_files.bin_width);
 --view: the 3D camera, behind the sensor or fitted to the points from above (auto: the latter indoors).
-Output: <out>/000000.png, 000001.png, ... (and <out>/video.mp4 with --video when ffmpeg is installed).
+Output: <out>/000000.png, 000001.png, ... numbered consecutively over the frames drawn (a skipped frame leaves no
+gap, so ffmpeg's image sequence reads them all), <out>/frames.txt (one line per PNG: its name, a tab, the frame's id)
+and <out>/video.mp4 with --video when ffmpeg is installed.
 3D rendering uses Open3D's OffscreenRenderer; 'auto' falls back to the numpy BEV image when no renderer is
 available. Any cloud renders (missing feature columns are 0);
 a frame that cannot be read, or whose --pred file is malformed, is skipped with one line and counted. A pc3d
@@ -131,22 +133,28 @@ def render(args: argparse.Namespace) -> int:
                 raise
             print(f"3D renderer unavailable ({exc}); writing BEV images", flush=True)
             mode = "bev"
-    written, skipped, used = [], 0, mode
-    for i, item in enumerate(track(items, desc="render", unit="frame")):
+    written, frame_ids, skipped, used = [], [], 0, mode
+    for item in track(items, desc="render", unit="frame"):
         try:
-            scene = load_scene(source.read(item))
+            frame = source.read(item)
+            scene = load_scene(frame)
         except DataFormatError as error:
             if len(items) == 1:
                 raise
             skipped += 1
             print(f"skipping a bad frame: {error}", file=sys.stderr, flush=True)
             continue
-        path, used = render_scene_png(scene, args.out / f"{i:06d}.png", renderer, mode, args.area, 0.1, colours)
+        # numbered by PNG, not by item: ffmpeg's image2 input stops at the first missing number
+        path, used = render_scene_png(scene, args.out / f"{len(written):06d}.png", renderer, mode, args.area, 0.1,
+                                      colours)
         written.append(path)
+        frame_ids.append(frame.frame_id)
     if not written:
         raise DataFormatError(source.path, f"all {len(items)} frames are bad (listed above)")
-    print(f"{len(written)} PNGs ({used}) in {args.out}" + (f"; {skipped} bad frame(s) skipped (listed above)"
-                                                           if skipped else ""), flush=True)
+    (args.out / "frames.txt").write_text("".join(f"{path.name}\t{frame_id}\n"
+                                                 for path, frame_id in zip(written, frame_ids, strict=True)))
+    print(f"{len(written)} PNGs ({used}) in {args.out}, frames.txt names their frames"
+          + (f"; {skipped} bad frame(s) skipped (listed above)" if skipped else ""), flush=True)
     if args.video:
         video = write_video(written, args.out / "video.mp4")
         print(f"video: {video}" if video else "no video: ffmpeg not found", flush=True)
