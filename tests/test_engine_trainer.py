@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
-from trainer_helpers import make_trainer, one_thread, params, poisoned_trainer  # noqa: F401 (autouse fixture)
+from trainer_helpers import free_port, make_trainer, one_thread, params, poisoned_trainer  # noqa: F401 (autouse fixture)
 
 from pc3d.data.toy import ToyShapes
 from pc3d.engine import distributed, optim
@@ -240,17 +239,11 @@ def _ddp_worker(rank: int, port: int, out: Path, errors) -> None:
         raise
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_ddp_two_processes_match_one(tmp_path):
     """2 gloo ranks x batch 8 == 1 process x batch 16 (same samples per step, gradients averaged)."""
     ctx = mp.get_context("fork")  # children inherit the imported torch: no second import on a busy machine
     errors = ctx.Queue()
-    port = _free_port()
+    port = free_port()
     procs = [ctx.Process(target=_ddp_worker, args=(r, port, tmp_path / "ddp", errors)) for r in range(2)]
     for p in procs:
         p.start()

@@ -2,6 +2,7 @@
 (ToyPointNet on ToyShapes, seeded), params, and a model whose loss turns NaN on chosen steps (poisoned_trainer)."""
 from __future__ import annotations
 
+import socket
 from functools import partial
 
 import pytest
@@ -22,6 +23,13 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a gloo process group's rendezvous)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def make_trainer(run_dir, *, dropout=0.1, train_size=64, augment=True, **settings) -> Trainer:

@@ -5,8 +5,15 @@
     evaluate ema.model
 
 The effective decay ramps up as `decay * (1 - exp(-step / warmup_steps))` (the YOLOv5 / timm
-schedule) so the average is not dominated by the random initial weights. Floating-point parameters
-and buffers are averaged; integer buffers (BatchNorm's num_batches_tracked) are copied.
+schedule) so the average is not dominated by the random initial weights.
+
+What is averaged (`averaged_keys`): the floating-point parameters and the running statistics of normalisation
+layers (running_mean / running_var of torch's _NormBase: BatchNorm, SyncBatchNorm, pc3d.sparse.BatchNorm1d,
+InstanceNorm with running statistics), which follow the weights, as YOLOv5's ModelEMA and torch's
+AveragedModel(use_buffers=True) average them. Every other state entry is copied from the model: integer buffers
+(BatchNorm's num_batches_tracked, a mean teacher's step) and floating buffers that count or sum the data rather
+than follow the weights (a mean teacher's reflectivity prior, pc3d.models.semi.ReflectivityPrior: averaged, its
+float64 counts were fractional and lagged the model's), constants too. A checkpoint's EMA state loads as before.
 """
 from __future__ import annotations
 
@@ -17,11 +24,22 @@ import torch
 from torch import nn
 
 
+def averaged_keys(model: nn.Module) -> frozenset[str]:
+    """The state_dict keys of `model` a weight average averages: its parameters and its norm layers' running_mean /
+    running_var (see module doc); every other entry is copied."""
+    keys = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+    for prefix, module in model.named_modules(remove_duplicate=False):
+        if isinstance(module, nn.modules.batchnorm._NormBase):
+            keys.update(f"{prefix}.{name}" if prefix else name for name in ("running_mean", "running_var"))
+    return frozenset(keys)
+
+
 class ModelEMA:
     def __init__(self, model: nn.Module, decay: float = 0.999, warmup_steps: int = 0):
         self.model = copy.deepcopy(model).eval().requires_grad_(False)
         self.decay, self.warmup_steps = decay, warmup_steps
         self.updates = 0
+        self.averaged = averaged_keys(self.model)
 
     def current_decay(self) -> float:
         if self.warmup_steps <= 0:
@@ -33,8 +51,8 @@ class ModelEMA:
         self.updates += 1
         d = self.current_decay()
         avg_f, new_f = [], []
-        for a, n in zip(self.model.state_dict().values(), model.state_dict().values(), strict=True):
-            if a.dtype.is_floating_point:
+        for (key, a), n in zip(self.model.state_dict().items(), model.state_dict().values(), strict=True):
+            if key in self.averaged and a.dtype.is_floating_point:
                 avg_f.append(a)
                 new_f.append(n.detach())
             else:

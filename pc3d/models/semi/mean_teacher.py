@@ -9,7 +9,7 @@
                 labels for a student that starts afresh (self-training, the student sees every scan);
                 teacher_flips: its probabilities averaged over the scan and its mirror images in x, y and both
                 (pc3d.data.batch.mirrored)
-    pseudo      reflectivity prior (fit on the labelled frames' points only) -> class-range thresholds
+    pseudo      reflectivity prior (fit on the labelled frames' points only, every rank's) -> class-range thresholds
                 -> hard labels where sure, soft targets where middling (pc3d.models.semi.pseudo_labels)
     student     supervised loss (the segmentor's own: CE + Lovasz) on the labelled frames
                 + unlabelled_weight x ramp(step) x (CE on hard pseudo labels + confidence-weighted KL to the
@@ -27,6 +27,12 @@ max_alpha): 0.5, 0.67, 0.75, ..., max_alpha from n = 99 at 0.99. At step 0 the t
 built or as init_from loaded both; init_from of a supervised run starts `step` at 0. A forward only reads `step`
 (alpha, warm-up, ramp-up, the LaserMix turn): the micro-batches of one step see the same teacher and factors, and a
 step the trainer skips leaves the teacher as it was.
+
+Several processes (DDP). Every buffer this model accumulates changes the same way on every rank, so DDP's
+broadcast_buffers (rank 0's buffers copied over every rank's at each forward) loses nothing: the reflectivity prior
+adds every rank's labelled points (its update sums them over the ranks, pseudo_labels' module doc), and `step` counts
+the optimizer steps, which every rank applies or skips together. The class-range thresholds are no buffers: each
+rank's come from its own batch.
 
 Train mode: {"loss", "loss_sup", "loss_pseudo", "pseudo_share" (share of unlabelled points with a hard label),
 "alpha" (alpha(step), the factor of the update that made the teacher labelling this step; 1 for a fixed teacher),

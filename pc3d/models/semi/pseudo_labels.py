@@ -19,15 +19,27 @@ Conventions
 - targets: a point with confidence >= its cell's threshold gets the hard label argmax p'; a point within
   ``soft_margin`` below it gets the soft target p' (weighted by its confidence); the rest are ignored.
 Nothing here reads a ground-truth label of an unlabelled frame: the prior is fit on labelled frames.
+Several processes (DDP, torch.distributed initialised): the prior is fit on every rank's labelled points. Each
+update's sums are summed over the ranks (all_reduce) before they enter the buffers, so every rank holds the prior one
+process would fit on the union of their points (up to float rounding) and the same prior on every rank: DDP's
+broadcast_buffers, which copies rank 0's buffers over every rank's at each forward, then copies equal values instead
+of throwing the other ranks' points away. An update is then a collective: every rank makes it (the mean teacher, once
+per training forward).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 import torch
+import torch.distributed as dist
 from torch import nn
 
 IGNORE = -1
+
+
+def _world_size() -> int:
+    """The number of processes whose statistics are summed (1 unless torch.distributed is initialised)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
 
 def range_band(points: torch.Tensor, edges: Sequence[float]) -> torch.Tensor:
@@ -43,7 +55,9 @@ class ReflectivityPrior(nn.Module):
 
     num_classes, ignore_index: the label space (ignored labels never count); edges: range bands;
     remission_bins, max_ratio: the histogram of normalised remission. The sums are float64 buffers, so
-    they travel in the model's state dict: a resumed run goes on with the prior it had."""
+    they travel in the model's state dict: a resumed run goes on with the prior it had. They are statistics of
+    the data, not of the weights: a weight average (pc3d.engine.ema) copies them. Under torch.distributed every
+    update adds all ranks' sums (module doc), the same on every rank."""
 
     def __init__(self, num_classes: int, edges: Sequence[float] = (0, 10, 20, 30, 40, 50), ignore_index: int = 0,
                  remission_bins: int = 16, max_ratio: float = 4.0):
@@ -66,17 +80,29 @@ class ReflectivityPrior(nn.Module):
 
     def update(self, points: torch.Tensor, remission: torch.Tensor, labels: torch.Tensor) -> None:
         """Add labelled points [N, >= 2] with remission [N] and labels [N] (ignore_index skipped): first the
-        band means, then the class histograms of the remission normalised by them."""
+        band means, then the class histograms of the remission normalised by them. Under torch.distributed, a
+        collective: the points of every rank's call are added, on every rank (N may be 0 on some)."""
         device = self.band_sum.device
         keep = labels != self.ignore_index
         points, labels = points[keep].to(device), labels[keep].to(device)
         remission = remission[keep].double().to(device)
         band = range_band(points, self.edges)
-        self.band_sum.index_add_(0, band, remission)
-        self.band_count.index_add_(0, band, torch.ones_like(remission))
-        cell = labels * self.bins + self._bin(self.normalised(points, remission))
-        self.histogram += torch.bincount(cell, minlength=self.num_classes * self.bins).view(
-            self.num_classes, self.bins).double()
+        ranks = _world_size()
+        if ranks > 1:  # this call's band sums over every rank, then into the buffers
+            sums = torch.zeros(2, len(self.edges), dtype=torch.float64, device=device)
+            sums[0].index_add_(0, band, remission)
+            sums[1].index_add_(0, band, torch.ones_like(remission))
+            dist.all_reduce(sums)
+            self.band_sum += sums[0]
+            self.band_count += sums[1]
+        else:  # one process: each point added straight into the buffers
+            self.band_sum.index_add_(0, band, remission)
+            self.band_count.index_add_(0, band, torch.ones_like(remission))
+        cell = labels * self.bins + self._bin(self.normalised(points, remission))  # by every rank's band means
+        counts = torch.bincount(cell, minlength=self.num_classes * self.bins).view(self.num_classes, self.bins).double()
+        if ranks > 1:
+            dist.all_reduce(counts)
+        self.histogram += counts
 
     def likelihood(self, points: torch.Tensor, remission: torch.Tensor) -> torch.Tensor:
         """float64 [N, num_classes]: p(rho | c) of each point's normalised remission (add-one smoothed)."""
