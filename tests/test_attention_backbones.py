@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from conftest import random_sparse
 
-from pc3d.errors import SparseTensorError
+from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.models.backbones3d.attention import AttentionLayer, SlotAttention
 from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR
 from pc3d.models.backbones3d.flatformer import FlatFormer
@@ -241,3 +241,12 @@ def test_a_backbone_cast_to_one_dtype_runs_in_it(make, dtype):
     with torch.no_grad():
         y = net(x.replace_feature(x.feats.to(dtype)))
     assert y.feats.dtype == dtype and torch.isfinite(y.feats.float()).all()
+
+
+@pytest.mark.parametrize("channels, heads, match", [(18, 2, "channels=18: the sine-cosine position encoding"),
+                                                    (20, 8, "channels=20 is not a multiple of heads=8")])
+def test_flatformer_checks_its_channels_when_built(channels, heads, match):
+    """The position encoding's multiple of 4 (and the heads' split) is a ConfigError naming the parameter when
+    the module is built, not a ValueError at the first forward."""
+    with pytest.raises(ConfigError, match=match):
+        FlatFormer(8, **{**SMALL_FLAT, "channels": channels, "heads": heads})

@@ -1,6 +1,8 @@
 """Indoor detection AP (ScanNet / VoteNet convention) on hand-computed cases."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -32,7 +34,7 @@ def test_one_class_by_hand():
             (np.stack([box(0.0)]), np.array([0.7]))]
     assert class_ap(dets, truths, 0.25) == pytest.approx(5 / 6)
     assert class_ap(dets, truths, 0.5) == pytest.approx(1 / 3 + 1 / 3 * 2 / 3)
-    assert class_ap(dets, [np.zeros((0, 7))] * 2, 0.25) is None  # no ground truth: no AP
+    assert math.isnan(class_ap(dets, [np.zeros((0, 7))] * 2, 0.25))  # no ground truth: AP undefined (0 / 0)
     overlap = float(aligned_iou(np.stack([box(5.0)]), np.stack([box(5.5)]))[0, 0])  # eval_det: ovmax > ovthresh
     one = ([(np.stack([box(5.5)]), np.array([0.9]))], [np.stack([box(5.0)])])
     assert class_ap(*one, overlap) == 0.0 and class_ap(*one, overlap - 1e-6) == 1.0
@@ -42,10 +44,30 @@ def test_map_over_present_classes_and_mismatched_scenes():
     preds = [{"boxes": np.stack([box(0.0), box(3.0)]), "scores": np.array([0.9, 0.8]), "labels": np.array([1, 2])}]
     truths = [{"gt_boxes": np.stack([box(0.0)]), "gt_labels": np.array([1])}]
     metrics = indoor_map(preds, truths, ["chair", "table", "sofa"])
-    assert metrics["AP_0.25/chair"] == pytest.approx(100) and "AP_0.25/table" not in metrics
+    assert metrics["AP_0.25/chair"] == pytest.approx(100) and math.isnan(metrics["AP_0.25/table"])
     assert metrics["mAP_0.25"] == pytest.approx(100) and metrics["mAP_0.50"] == pytest.approx(100)
     with pytest.raises(DataFormatError, match="2 scenes"):
         indoor_map(preds, truths * 2, ["chair"])
+
+
+def test_a_class_without_ground_truth_has_ap_nan_and_stays_out_of_the_map():
+    """npos = 0: eval_det's recall is 0 / 0, the AP undefined (NaN), not 0; the mAP is the mean over the classes
+    with ground truth, and NaN when the split has none."""
+    # scene A: chair truth at 0, scene B: chair truth at 5. Detections by score: chair on A's truth (TP), chair at 2
+    # (FP), table at 3 (no table anywhere). Chair: recall 1/2 1/2, precision 1 1/2 -> AP = 1/2 x 1 = 0.5.
+    preds = [{"boxes": np.stack([box(0.0), box(2.0), box(3.0)]), "scores": np.array([0.9, 0.8, 0.7]),
+              "labels": np.array([1, 1, 2])},
+             {"boxes": np.zeros((0, 7)), "scores": np.zeros(0), "labels": np.zeros(0, int)}]
+    truths = [{"gt_boxes": np.stack([box(0.0)]), "gt_labels": np.array([1])},
+              {"gt_boxes": np.stack([box(5.0)]), "gt_labels": np.array([1])}]
+    metrics = indoor_map(preds, truths, ["chair", "table", "sofa"], thresholds=(0.25,))
+    assert metrics["AP_0.25/chair"] == pytest.approx(50)
+    assert math.isnan(metrics["AP_0.25/table"]) and math.isnan(metrics["AP_0.25/sofa"])  # predicted or not
+    assert metrics["mAP_0.25"] == pytest.approx(50)  # chair alone: neither (50 + 0 + 0) / 3 nor NaN
+    empty = [{"gt_boxes": np.zeros((0, 7)), "gt_labels": np.zeros(0, int)}] * 2
+    nothing = indoor_map(preds, empty, ["chair", "table", "sofa"], thresholds=(0.25,))
+    assert math.isnan(nothing["mAP_0.25"])  # no class present: no mean, not a 0
+    assert all(math.isnan(nothing[f"AP_0.25/{name}"]) for name in ("chair", "table", "sofa"))
 
 
 def test_boxes_from_instances_of_a_hand_built_scene():
@@ -95,7 +117,7 @@ def test_simulated_scannet_boxes_infos_and_the_hook(tmp_path):
     flat = {int(c) for i in range(len(data)) for b, c in zip(*data.annotations(i).values(), strict=True)
             if np.prod(b[3:6]) == 0}
     for c, name in enumerate(data.box_class_names, 1):
-        if f"AP_0.25/{name}" in metrics and c not in flat:
+        if not math.isnan(metrics[f"AP_0.25/{name}"]) and c not in flat:
             assert metrics[f"AP_0.25/{name}"] == pytest.approx(100) and metrics[f"AP_0.50/{name}"] == pytest.approx(100)
 
 

@@ -314,6 +314,22 @@ def test_sceneflow_layouts(tmp_path):
         assert (pc1[:, 2] < 0).all() and (pc1[:, 2] > -35).all()
 
 
+def test_sceneflow_kitti_never_writes_an_empty_pair(tmp_path):
+    """SceneFlowDataset refuses an empty pair, so the writer never writes one: a sensor with no column in the
+    camera's view is refused before anything is written (2 columns look left and right), and a pair left empty
+    all the same (1 column straight ahead: seed 0's third pair sees nothing near) stops the run naming it, the
+    pairs before it whole, rather than leaving it out or writing it empty."""
+    from pc3d.data.sceneflow import SceneFlowDataset
+
+    with pytest.raises(ConfigError, match="columns=2: no column of the kitti_hdl64e sensor looks into the camera"):
+        simulate_dataset("sceneflow_kitti", tmp_path / "two", frames=1, columns=2)
+    assert not any((tmp_path / "two").rglob("*.npy"))
+    with pytest.raises(ConfigError, match=r"000002: no point of this pair is left .* pairs 000000-000001 are written"):
+        simulate_dataset("sceneflow_kitti", tmp_path / "one", frames=4, seed=0, columns=1, sequence_length=2)
+    data = SceneFlowDataset(tmp_path / "one", variant="kitti", num_points=16)
+    assert len(data) == 2 and all(len(data.load(i)["points"]) > 0 for i in range(2))
+
+
 def test_flying_things_background_shows_the_camera_motion():
     """The static scenery (wall + clutter) moves rigidly with the camera, objects do not, and the bare wall,
     whose in-plane motion no geometry can show, holds a small share of the points."""

@@ -10,7 +10,7 @@ from conftest import random_sparse, sample_path
 from torch import nn
 
 import pc3d.sparse as sp
-from pc3d.errors import BackendUnavailableError
+from pc3d.errors import BackendUnavailableError, SparseTensorError
 from pc3d.sparse import SparseTensor
 from pc3d.voxel import grid_sample
 
@@ -219,3 +219,38 @@ def test_real_scan_subm_strided_inverse_match_spconv():
 
     y_nat, _ = run_both(make, x, same_order=True)
     assert torch.equal(y_nat.coords, x.coords)
+
+
+KEY_MISUSE = {  # layers; what the spconv backend says (spconv itself: a raw ValueError or AssertionError)
+    "subm key at a second level": (lambda b: [sp.SubMConv3d(4, 6, 3, indice_key="subm1", backend=b),
+                                              sp.SparseConv3d(6, 6, 3, 2, 1, indice_key="down1", backend=b),
+                                              sp.SubMConv3d(6, 6, 3, indice_key="subm1", backend=b)],
+                                   r"indice_key 'subm1': SubM convs share it on different sites \(\d+ sites of grid "
+                                   r"\[7, 9, 11\], then \d+ of grid \[4, 5, 6\]\)"),
+    "subm key on other sites of one grid": (lambda b: [sp.SubMConv3d(4, 6, 3, indice_key="subm1", backend=b),
+                                                       sp.SparseConv3d(6, 6, 3, 1, 1, backend=b),  # dilates the sites
+                                                       sp.SubMConv3d(6, 6, 3, indice_key="subm1", backend=b)],
+                                            r"indice_key 'subm1': SubM convs share it on different sites"),
+    "strided key taken twice": (lambda b: [sp.SparseConv3d(4, 6, 3, 2, 1, indice_key="down", backend=b),
+                                           sp.SparseConv3d(6, 6, 3, 2, 1, indice_key="down", backend=b)],
+                                r"indice_key 'down': a second strided"),
+    "inverse conv without its pair": (lambda b: [sp.SparseInverseConv3d(4, 6, 3, indice_key="down", backend=b)],
+                                      r"no strided conv with indice_key 'down' produced these sites"),
+}
+
+
+@pytest.mark.parametrize("case", list(KEY_MISUSE))
+def test_indice_key_misuse_is_a_pc3d_error_naming_the_key_on_spconv(case):
+    """spconv reuses the pairs stored under an indice_key after checking the grid shape and site count only
+    (raw ValueError / AssertionError); the spconv backend checks the key first and says which it is. The native
+    engine builds a SubM map per set of sites and lets a later strided conv's key replace the earlier one: those
+    run there; an inverse conv without its strided conv is its error too."""
+    layers, message = KEY_MISUSE[case]
+    x = random_tensor()
+    if case.startswith("inverse"):
+        with pytest.raises(SparseTensorError, match=message):
+            sp.SparseSequential(*layers("native"))(clone_input(x))
+    else:
+        assert len(sp.SparseSequential(*layers("native"))(clone_input(x))) > 0
+    with pytest.raises(SparseTensorError, match=message):
+        sp.SparseSequential(*layers("spconv"))(clone_input(x))

@@ -10,8 +10,13 @@ Conventions
   a match at 0.25) and was not taken by a higher-scored detection, else a false positive;
 - AP = the area under the precision envelope over all recall points: recall padded with 0 and 1, precision
   with 0 and 0, each precision replaced by the maximum at that recall or above, summed over recall steps;
-- mAP: the mean over the classes that have ground truth in the split ("the classes present"); a class
-  without ground truth has no AP (detections of it do not count).
+- a class without ground truth in the split (npos = 0) has AP NaN, undefined, never 0: eval_det / mmdetection3d's
+  indoor_eval divide the recall by npos = 0 there (0 / 0) and report NaN for such a class when it was predicted;
+  pc3d reports NaN for every such class of ``class_names``, predicted or not;
+- mAP: the mean over the classes that have ground truth in the split ("the classes present"), the NaN classes
+  left out, so a class without ground truth neither pulls the mean to 0 nor turns it NaN (the reference tools'
+  plain np.mean over their dict turns NaN when a predicted class has no ground truth); NaN when no class has
+  ground truth (np.mean of no AP, as theirs).
 """
 from __future__ import annotations
 
@@ -33,12 +38,12 @@ def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
 
 
 def class_ap(detections: Sequence[tuple[np.ndarray, np.ndarray]], truths: Sequence[np.ndarray],
-             threshold: float) -> float | None:
+             threshold: float) -> float:
     """AP of one class: detections[s] = (boxes [K, 7], scores [K]) and truths[s] = boxes [M, 7] of scene s;
-    None when no scene has ground truth."""
+    NaN when no scene has ground truth (recall 0 / 0: undefined, see the module doc)."""
     positives = sum(len(t) for t in truths)
     if positives == 0:
-        return None
+        return float("nan")
     rows = [(s, k) for s, (boxes, _) in enumerate(detections) for k in range(len(boxes))]
     scores = np.array([detections[s][1][k] for s, k in rows], np.float64)
     order = np.argsort(-scores, kind="stable")
@@ -64,7 +69,8 @@ def indoor_map(predictions: Sequence[dict], truths: Sequence[dict], class_names:
     """{"mAP_0.25", "mAP_0.50", "AP_0.25/<class>", ...} in percent over scenes in the same order.
 
     predictions[s]: {"boxes" [K, 7], "scores" [K], "labels" [K] (1..C)}; truths[s]: {"gt_boxes" [M, 7],
-    "gt_labels" [M] (1..C)}; class_names[c - 1] names class id c."""
+    "gt_labels" [M] (1..C)}; class_names[c - 1] names class id c. A class without ground truth in the split has AP
+    NaN and is left out of the mAP, the mean over the classes present; the mAP is NaN when no class is present."""
     if len(predictions) != len(truths):
         raise DataFormatError(None, f"{len(predictions)} predictions for {len(truths)} scenes")
     metrics: dict[str, float] = {}
@@ -76,8 +82,8 @@ def indoor_map(predictions: Sequence[dict], truths: Sequence[dict], class_names:
                      np.asarray(p["scores"])[np.asarray(p["labels"]) == c]) for p in predictions]
             gts = [np.asarray(t["gt_boxes"])[np.asarray(t["gt_labels"]) == c] for t in truths]
             ap = class_ap(dets, gts, threshold)
-            if ap is not None:
-                metrics[f"AP_{tag}/{name}"] = 100 * ap
+            metrics[f"AP_{tag}/{name}"] = 100 * ap
+            if not np.isnan(ap):  # the classes present
                 aps.append(ap)
-        metrics[f"mAP_{tag}"] = 100 * float(np.mean(aps)) if aps else 0.0
+        metrics[f"mAP_{tag}"] = 100 * float(np.mean(aps)) if aps else float("nan")
     return metrics

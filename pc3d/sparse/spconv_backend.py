@@ -10,8 +10,17 @@ coordinates when the SparseTensor is built, duplicate sites once per set of site
 merge or double-count them silently) and the output grid of every strided / transposed layer
 (a forward pre-hook on the twin) before spconv runs. On CPU, spconv keys sites with int32, so a
 grid of 2**31 - 1 keys or more is refused there (use the native backend).
+
+indice_key: spconv keeps one pair list per key along a chain (a SubM key per kernel and dilation here) and
+reuses it for every later conv of that key, checking only the grid's shape and the site count (a raw
+ValueError or AssertionError, or, on other sites of that shape and count, the wrong pairs). The native engine
+builds a SubM map per set of sites and lets a later strided conv's key replace an earlier one. So before
+spconv runs, a key whose pairs belong to other sites (a SubM key reused at another level), a strided conv's key
+taken already, or an inverse conv without its strided conv's pairs is a SparseTensorError naming the key.
 """
 from __future__ import annotations
+
+import torch
 
 from pc3d.errors import BackendUnavailableError, SparseTensorError
 from pc3d.sparse.backend import spconv_module
@@ -53,6 +62,37 @@ def _check_grid(twin, args) -> None:
                 raise SparseTensorError(
                     f"spconv {type(twin).__name__} on CPU: batch_size {x.batch_size} x grid {shape} = {keys} "
                     f"keys; spconv's CPU maps hold at most {INT32_MAX - 1} (int32 keys); use backend='native'")
+
+
+def _same_sites(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a is b or (a.shape == b.shape and a.device == b.device and torch.equal(a, b))
+
+
+def _check_indice_key(twin, args) -> None:
+    """Forward pre-hook of a conv twin with an indice_key: the pairs spconv would reuse under the key must be
+    this input's (module doc), else a SparseTensorError naming the key, as the native engine would."""
+    x, key = args[0], twin.indice_key
+    name = getattr(twin, "pc3d_indice_key", key)
+    datas = x.indice_dict.get(key)
+    if twin.inverse:  # the native engine's own messages
+        if datas is None or datas.is_subm or not _same_sites(datas.out_indices, x.indices):
+            raise SparseTensorError(f"inverse conv: no strided conv with indice_key {name!r} produced these sites")
+        if tuple(datas.ksize) != tuple(twin.kernel_size):
+            raise SparseTensorError(f"inverse conv kernel {tuple(twin.kernel_size)} differs from its paired conv's "
+                                    f"{tuple(datas.ksize)} (indice_key {name!r})")
+        return
+    if datas is None:
+        return
+    if not twin.subm:
+        raise SparseTensorError(
+            f"indice_key {name!r}: a second strided / transposed conv takes the key of an earlier one on this chain; "
+            "spconv keeps one map per key (and cannot replace it): give each strided conv its own indice_key")
+    if list(datas.spatial_shape) != list(x.spatial_shape) or not _same_sites(datas.indices, x.indices):
+        raise SparseTensorError(
+            f"indice_key {name!r}: SubM convs share it on different sites ({len(datas.indices)} sites of grid "
+            f"{list(datas.spatial_shape)}, then {len(x.indices)} of grid {list(x.spatial_shape)}): spconv keeps one "
+            "pair list per key, so give each level its own indice_key (backend='native' builds a map per set of "
+            "sites)")
 
 
 def from_spconv(y, x: SparseTensor, stride) -> SparseTensor:
@@ -126,6 +166,9 @@ def build_conv(layer):
     # of its other kernels (and of pc3d): the general path keeps one layout for every kernel size
     twin.conv1x1 = False
     twin.register_forward_pre_hook(_check_grid)
+    if layer.indice_key:
+        twin.pc3d_indice_key = layer.indice_key  # the user's key, for the messages (a SubM twin's has a suffix)
+        twin.register_forward_pre_hook(_check_indice_key)
     return twin
 
 

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from pc3d.errors import ConfigError
 from pc3d.models.backbones3d.attention import AttentionLayer, run_layer
 from pc3d.sparse import SparseTensor
 from pc3d.sparse.window import Slots, flat_groups
@@ -41,7 +42,8 @@ def sine_position_encoding(coords: torch.Tensor, channels: int, temperature: flo
 class FlatFormer(nn.Module):
     """FlatFormer backbone (module docstring): SparseTensor [N, in_channels] on a (Z, Y, X) grid ->
     SparseTensor [N, channels] on the same sites. window_shape: (z, y, x) cells; use_checkpoint:
-    recompute attention layers in the backward pass."""
+    recompute attention layers in the backward pass. channels: a multiple of 4 (the sine-cosine position
+    encoding: sin and cos of x and y) and of heads, checked when the module is built."""
 
     orders = (("x", False), ("x", True), ("y", False), ("y", True))
 
@@ -49,6 +51,11 @@ class FlatFormer(nn.Module):
                  ffn_channels: int = 256, window_shape: Sequence[int] = (1, 13, 13), group_size: int = 144,
                  dropout: float = 0.0, use_checkpoint: bool = False):
         super().__init__()
+        if channels % 4:
+            raise ConfigError(f"FlatFormer channels={channels}: the sine-cosine position encoding needs a multiple "
+                              "of 4 (sin and cos of the x and y cells)")
+        if channels % heads:
+            raise ConfigError(f"FlatFormer channels={channels} is not a multiple of heads={heads}")
         self.window_shape = tuple(window_shape)
         self.shift = tuple(w // 2 for w in self.window_shape)
         self.group_size = group_size

@@ -5,6 +5,10 @@
         camera frame with x left, y up, z forward (HPLFlowNet's kitti_utils negates x and y of the
         rectified camera); camera field of view only, ground (y < -1.4 in both clouds) and depth
         >= 35 m removed, as the loaders expect.
+        Every pair holds at least one point (SceneFlowDataset refuses an empty one): a sensor with no column
+        in the camera's view is a ConfigError before anything is written, and a pair that ends up empty all
+        the same (a few columns, nothing near in view) stops the run with a ConfigError naming it, never a
+        pair left out or written empty.
     calib_cam_to_cam/NNNNNN.txt
         the pair's rectified cameras as KITTI scene flow's training/calib_cam_to_cam files give them
         (S_rect_0i, R_rect_00, P_rect_0i; the world's one calibration), for the 2D metrics
@@ -20,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from pc3d.errors import ConfigError
 from pc3d.geometry.calib import KittiCalib
 
 from ..frames import outdoor_frames
 from ..ground_truth import IMAGE_SHAPE, in_camera_fov, kitti_calib
 from ..primitives import Parts, box, cylinder, ellipsoid
+from ..sensor import PRESETS, LidarSpec
 from ..world import World
 from .settings import WriterSettings
 
@@ -59,11 +65,28 @@ def cam_to_cam_text(calib: KittiCalib, image_shape: tuple[int, int] = IMAGE_SHAP
     return "".join(lines)
 
 
+def columns_in_view(spec: LidarSpec, calib: KittiCalib) -> int:
+    """How many of the sensor's azimuth columns see into the camera's image (any beam, 3 to 34 m out)."""
+    az, incl = spec.azimuths(), spec.inclinations[:, None]
+    rays = np.stack(np.broadcast_arrays(np.cos(incl) * np.cos(az), np.cos(incl) * np.sin(az), np.sin(incl)), -1)
+    points = np.concatenate([r * rays.reshape(-1, 3) for r in (3.0, 10.0, 34.0)])
+    return int(in_camera_fov(points, calib).reshape(3, -1, len(az)).any(axis=(0, 1)).sum())
+
+
+def _columns_hint(spec: LidarSpec) -> str:
+    preset = PRESETS[spec.name]().columns if spec.name in PRESETS else None
+    return "simulate with more columns" + (f" (the {spec.name} preset has {preset})" if preset else "")
+
+
 def write_sceneflow_kitti(settings: WriterSettings) -> None:
     """settings.frames pairs under settings.out/KITTI_DIR, a new scene every sequence_length pairs, and their
-    calib_cam_to_cam files."""
+    calib_cam_to_cam files. ConfigError for a sensor that would leave a pair empty (the module doc)."""
     calib = kitti_calib()
     spec = settings.spec
+    in_view = columns_in_view(spec, calib)
+    if in_view == 0:
+        raise ConfigError(f"sceneflow_kitti: columns={spec.columns}: no column of the {spec.name} sensor looks into "
+                          f"the camera's field of view, so every pair would be empty; {_columns_hint(spec)}")
     root = Path(settings.out) / KITTI_DIR
     calib_dir = Path(settings.out) / "calib_cam_to_cam"
     calib_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +106,15 @@ def write_sceneflow_kitti(settings: WriterSettings) -> None:
         c2 = np.asarray(calib.lidar_to_rect(pc2[keep]), np.float64) * (-1.0, -1.0, 1.0)
         ground = (c1[:, 1] < -1.4) & (c2[:, 1] < -1.4)
         near = (c1[:, 2] < 35.0) & (c2[:, 2] < 35.0)
-        _save(root / f"{n:06d}", c1[~ground & near], c2[~ground & near])
+        p1, p2 = c1[~ground & near].astype(np.float32), c2[~ground & near].astype(np.float32)
+        # what SceneFlowDataset keeps of the float32 files: it refuses a pair with nothing left
+        if not (~((p1[:, 1] < -1.4) & (p2[:, 1] < -1.4)) & (p1[:, 2] < 35.0) & (p2[:, 2] < 35.0)).any():
+            before = "no pair is" if n == 0 else "pair 000000 is" if n == 1 else f"pairs 000000-{n - 1:06d} are"
+            raise ConfigError(f"{root / f'{n:06d}'}: no point of this pair is left in the camera's view (ground, depth "
+                              f">= 35 m and occluded points removed) with columns={spec.columns} of the {spec.name} "
+                              f"sensor ({in_view} in the camera's field of view), and SceneFlowDataset refuses an "
+                              f"empty pair; {before} written; {_columns_hint(spec)}")
+        _save(root / f"{n:06d}", p1, p2)
         (calib_dir / f"{n:06d}.txt").write_text(calib_text)
         settings.tick(n + 1)
 
