@@ -243,6 +243,9 @@ def test_inverse_conv_without_matching_strided_conv_raises():
     sp.SparseConv3d(4, 6, 3, 2, 1, indice_key="down")(x)
     with pytest.raises(SparseTensorError, match="indice_key 'down'"):  # fine sites, not the coarse ones
         sp.SparseInverseConv3d(4, 4, 3, indice_key="down")(x)
+    y = sp.SubMConv3d(4, 4, 3, indice_key="subm")(x)  # a SubM map's sites are its own: running it back is no inverse
+    with pytest.raises(SparseTensorError, match="indice_key 'subm' names a submanifold conv's map"):
+        sp.SparseInverseConv3d(4, 4, 3, indice_key="subm")(y)
 
 
 # ----------------------------------------------------------------------------------- empty input

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 
@@ -26,3 +27,23 @@ def test_png_numbers_leave_no_gap_at_a_skipped_frame(tmp_path, capsys):
     assert sorted(p.name for p in out.glob("*.png")) == ["000000.png", "000001.png", "000002.png"]
     rows = [line.split("\t") for line in (out / "frames.txt").read_text().splitlines()]
     assert rows == [["000000.png", "seq/000000"], ["000001.png", "seq/000002"], ["000002.png", "seq/000003"]]
+
+
+def test_the_video_takes_exactly_the_frames_it_is_given(tmp_path, monkeypatch):
+    """PNGs a longer earlier run left in the folder stay out: ffmpeg reads len(frames) from the first one's number
+    (checked on the command, ffmpeg itself is not needed)."""
+    import subprocess
+
+    from pc3d.viz import write_video
+
+    frames = [tmp_path / f"{i:06d}.png" for i in range(3)]
+    for f in [*frames, tmp_path / "000003.png", tmp_path / "000004.png"]:  # two leftovers
+        f.write_bytes(b"")
+    calls = []
+    monkeypatch.setattr("shutil.which", lambda name: "/usr/bin/ffmpeg")
+    monkeypatch.setattr(subprocess, "run", lambda cmd, check: calls.append(cmd) or subprocess.CompletedProcess(cmd, 0))
+    assert write_video(frames, tmp_path / "video.mp4") == tmp_path / "video.mp4"
+    cmd = calls[0]
+    assert cmd[cmd.index("-frames:v") + 1] == "3" and cmd[cmd.index("-start_number") + 1] == "0"
+    with pytest.raises(ValueError, match="consecutive"):
+        write_video([frames[0], frames[2]], tmp_path / "video.mp4")

@@ -118,6 +118,9 @@ class SparseConvolution(SparseModule):
             return kmap, False
         if self.inverse:
             kmap = x.indice_dict.get(self.indice_key)
+            if kmap is not None and kmap.in_coords is kmap.out_coords:  # a SubM map: it has no other sites to go to
+                raise SparseTensorError(f"inverse conv: indice_key {self.indice_key!r} names a submanifold conv's "
+                                        "map; an inverse conv needs the key of the strided conv it undoes")
             if kmap is None or kmap.out_coords is not x.coords:
                 raise SparseTensorError(f"inverse conv: no strided conv with indice_key "
                                         f"{self.indice_key!r} produced these sites")

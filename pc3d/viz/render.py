@@ -89,15 +89,23 @@ def render_scene_png(scene: Scene, path: str | PathLike, renderer: OffscreenRend
 
 
 def write_video(frames: Sequence[str | PathLike], path: str | PathLike, fps: int = 10) -> Path | None:
-    """Encode numbered PNGs to a video with ffmpeg when it is on PATH (None otherwise)."""
+    """Encode PNGs named with consecutive six-digit numbers in one folder (000000.png, 000001.png, ..., as
+    tools/visualize.py writes them) to a video with ffmpeg when it is on PATH (None otherwise). Exactly these
+    frames: the sequence starts at the first one's number and stops after len(frames), so PNGs an earlier, longer
+    run left in the folder stay out. ValueError for frames not so named."""
     import shutil
     import subprocess
 
+    paths = [Path(f) for f in frames]
+    first = int(paths[0].stem) if paths and paths[0].stem.isdigit() else 0
+    expected = [paths[0].parent / f"{first + i:06d}.png" for i in range(len(paths))] if paths else []
+    if paths != expected:
+        raise ValueError(f"write_video needs consecutive numbered PNGs in one folder (000000.png, ...), got "
+                         f"{[str(p) for p in paths[:3]]}...")
     ffmpeg = shutil.which("ffmpeg")
-    if not ffmpeg or not frames:
+    if not ffmpeg or not paths:
         return None
-    folder = Path(frames[0]).parent
-    pattern = str(folder / "%06d.png")
-    cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-i", pattern, "-pix_fmt", "yuv420p",
-           "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]
+    pattern = str(paths[0].parent / "%06d.png")
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-framerate", str(fps), "-start_number", str(first), "-i", pattern,
+           "-frames:v", str(len(paths)), "-pix_fmt", "yuv420p", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2", str(path)]
     return Path(path) if subprocess.run(cmd, check=False).returncode == 0 else None
