@@ -243,10 +243,14 @@ def test_a_backbone_cast_to_one_dtype_runs_in_it(make, dtype):
     assert y.feats.dtype == dtype and torch.isfinite(y.feats.float()).all()
 
 
-@pytest.mark.parametrize("channels, heads, match", [(18, 2, "channels=18: the sine-cosine position encoding"),
-                                                    (20, 8, "channels=20 is not a multiple of heads=8")])
-def test_flatformer_checks_its_channels_when_built(channels, heads, match):
-    """The position encoding's multiple of 4 (and the heads' split) is a ConfigError naming the parameter when
-    the module is built, not a ValueError at the first forward."""
+@pytest.mark.parametrize("options, match", [({"channels": 18, "heads": 2}, "channels=18: the sine-cosine position"),
+                                            ({"channels": 20, "heads": 8}, "channels=20 is not a multiple of heads=8"),
+                                            ({"heads": 0}, "heads=0"),
+                                            ({"window_shape": (1, 0, 13)}, r"window_shape=\[1, 0, 13\]"),
+                                            ({"window_shape": (13, 13)}, r"window_shape=\[13, 13\]"),
+                                            ({"group_size": 0}, "group_size=0")])
+def test_flatformer_checks_its_parameters_when_built(options, match):
+    """The position encoding's multiple of 4, the heads' split, the window and the group size are ConfigErrors
+    naming the parameter when the module is built, not a ValueError or ZeroDivisionError at the first forward."""
     with pytest.raises(ConfigError, match=match):
-        FlatFormer(8, **{**SMALL_FLAT, "channels": channels, "heads": heads})
+        FlatFormer(8, **{**SMALL_FLAT, **options})

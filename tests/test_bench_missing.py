@@ -88,3 +88,14 @@ def test_the_det_rows_keep_the_native_side_without_spconv(monkeypatch, no_spconv
     assert set(engines) == {"native"}
     against = _spconv_rows_are_pc3d_only(rows)
     assert len(against) == 2 + len(bench_det.STAGES) and all(r["pc3d_s"] > 0 for r in against)
+
+
+def test_the_open3d_voxel_rows_keep_pc3d_side_without_open3d(monkeypatch):
+    import bench_voxel
+
+    monkeypatch.setitem(sys.modules, "open3d", None)  # import open3d -> ModuleNotFoundError
+    points = np.c_[tiny_sweep()[0], np.zeros(3000, np.float32)]
+    rows = [bench_voxel._dynamic(fake_timed, points, 0.2, 2, 1),
+            bench_voxel._grid_sample(fake_timed, points, 0.2, 2, 1)]
+    assert all(r["ref"].startswith("Open3D unavailable: ") and r["pc3d_s"] == 1e-3 and r["voxels"] > 0
+               for r in rows)

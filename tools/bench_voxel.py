@@ -62,10 +62,22 @@ def _open3d_down_sample(xyz: np.ndarray, voxel: float):
     return o3d.geometry.PointCloud(o3d.utility.Vector3dVector(xyz.astype(np.float64))).voxel_down_sample(voxel)
 
 
+def open3d_missing() -> str | None:
+    """"Open3D unavailable: <error>" where open3d does not import (its rows then keep pc3d's side), else None."""
+    try:
+        import open3d  # noqa: F401
+    except Exception as err:  # noqa: BLE001  (a missing system library raises OSError, an ABI mismatch anything)
+        return f"Open3D unavailable: {type(err).__name__}"
+    return None
+
+
 def _dynamic(timed, points: np.ndarray, voxel: float, rounds: int, repeats: int) -> dict:
     vox = DynamicVoxelizer(voxel, RANGE)
     xyz = points[:, :3]
     out = vox(points)
+    if missing := open3d_missing():
+        return {"case": f"dynamic voxelization + inverse map {voxel} m", "pc3d_s": timed(lambda: vox(points),
+                repeats=repeats), "ref": missing, "voxels": len(out)}
     ours_s, ref_s = _alternating(timed, lambda: vox(points), lambda: _open3d_down_sample(xyz, voxel), rounds,
                                  repeats)
     return _row(f"dynamic voxelization + inverse map {voxel} m", ours_s, "Open3D voxel_down_sample", ref_s,
@@ -75,6 +87,9 @@ def _dynamic(timed, points: np.ndarray, voxel: float, rounds: int, repeats: int)
 def _grid_sample(timed, points: np.ndarray, voxel: float, rounds: int, repeats: int) -> dict:
     xyz = points[:, :3]
     coords = grid_sample(xyz, voxel)[0]
+    if missing := open3d_missing():
+        return {"case": f"grid_sample (fitted range) {voxel} m", "pc3d_s": timed(lambda: grid_sample(xyz, voxel),
+                repeats=repeats), "ref": missing, "voxels": len(coords)}
     ours_s, ref_s = _alternating(timed, lambda: grid_sample(xyz, voxel), lambda: _open3d_down_sample(xyz, voxel),
                                  rounds, repeats)
     return _row(f"grid_sample (fitted range) {voxel} m", ours_s, "Open3D voxel_down_sample", ref_s,

@@ -43,7 +43,8 @@ class FlatFormer(nn.Module):
     """FlatFormer backbone (module docstring): SparseTensor [N, in_channels] on a (Z, Y, X) grid ->
     SparseTensor [N, channels] on the same sites. window_shape: (z, y, x) cells; use_checkpoint:
     recompute attention layers in the backward pass. channels: a multiple of 4 (the sine-cosine position
-    encoding: sin and cos of x and y) and of heads, checked when the module is built."""
+    encoding: sin and cos of x and y) and of heads; checked when the module is built, as window_shape and
+    group_size."""
 
     orders = (("x", False), ("x", True), ("y", False), ("y", True))
 
@@ -54,8 +55,12 @@ class FlatFormer(nn.Module):
         if channels % 4:
             raise ConfigError(f"FlatFormer channels={channels}: the sine-cosine position encoding needs a multiple "
                               "of 4 (sin and cos of the x and y cells)")
-        if channels % heads:
+        if heads < 1 or channels % heads:
             raise ConfigError(f"FlatFormer channels={channels} is not a multiple of heads={heads}")
+        if len(window_shape) != 3 or any(int(w) != w or w < 1 for w in window_shape):
+            raise ConfigError(f"FlatFormer window_shape={list(window_shape)}: three positive ints, (z, y, x) cells")
+        if group_size < 1:
+            raise ConfigError(f"FlatFormer group_size={group_size}: at least 1 token a group")
         self.window_shape = tuple(window_shape)
         self.shift = tuple(w // 2 for w in self.window_shape)
         self.group_size = group_size
