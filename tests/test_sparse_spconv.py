@@ -236,6 +236,9 @@ KEY_MISUSE = {  # layers; what the spconv backend says (spconv itself: a raw Val
                                 r"indice_key 'down': a second strided"),
     "inverse conv without its pair": (lambda b: [sp.SparseInverseConv3d(4, 6, 3, indice_key="down", backend=b)],
                                       r"no strided conv with indice_key 'down' produced these sites"),
+    "pool key taken twice": (lambda b: [sp.SparseMaxPool3d(2, indice_key="pool", backend=b),
+                                        sp.SparseMaxPool3d(2, indice_key="pool", backend=b)],
+                             r"indice_key 'pool': a pool takes the key"),
 }
 
 

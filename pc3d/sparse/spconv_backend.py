@@ -183,4 +183,15 @@ def build_pool(layer):
     twin = cls(layer.kernel_size, stride=layer.stride, padding=layer.padding, dilation=layer.dilation,
                **kwargs)
     twin.register_forward_pre_hook(_check_grid)
+    if layer.indice_key:
+        twin.register_forward_pre_hook(_check_pool_key)
     return twin
+
+
+def _check_pool_key(twin, args) -> None:
+    """Forward pre-hook of a pool twin with an indice_key: spconv keeps one map per key and raises its own
+    ValueError for a second one; the same SparseTensorError naming the key as for a strided conv (module doc)."""
+    if twin.indice_key in args[0].indice_dict:
+        raise SparseTensorError(
+            f"indice_key {twin.indice_key!r}: a pool takes the key of an earlier strided conv or pool on this chain; "
+            "spconv keeps one map per key (and cannot replace it): give each its own indice_key")
