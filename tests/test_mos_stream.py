@@ -145,11 +145,12 @@ def test_bayes_filter_hand_computed():
 
     l0 = logit(0.25)  # log(1 / 3) = -1.0986
     f = BinaryBayesFilter(0.25)
-    f.add(7, np.array([0.0, -2.0, 2.0, 5.0]), np.array([True, True, True, False]))
-    f.add(7, np.array([0.0, -0.5, -3.0, 5.0]), np.array([True, True, False, False]))
-    # beliefs: 2 * 1.0986 > 0; -2.5 + 2.197 < 0; 2 + 1.0986 > 0 (the second window did not see it); never seen
-    np.testing.assert_allclose(f.beliefs[7][:3], [-2 * l0, -2.5 - 2 * l0, 2 - l0])
-    assert f.pop(7, fallback=np.array([0, 1, 0, 1])).tolist() == [1, 0, 1, 1]
+    f.add(7, np.array([0.0, -2.0, 2.0, 5.0, -0.5]), np.array([True, True, True, False, True]))
+    f.add(7, np.array([0.0, -0.5, -3.0, 5.0, 9.0]), np.array([True, True, False, False, False]))
+    # filtered log-odds (4DMOS: first l, then l - l0 for each further window): 0 + 1.0986 > 0; -2 - 0.5 + 1.0986 < 0;
+    # 2 > 0 (the second window did not see it); never seen (fallback); one window at p = 0.38 (l = -0.5) stays static
+    np.testing.assert_allclose(f.beliefs[7][[0, 1, 2, 4]], [-2 * l0, -2.5 - 2 * l0, 2 - l0, -0.5 - l0])
+    assert f.pop(7, fallback=np.array([0, 1, 0, 1, 1])).tolist() == [1, 0, 1, 1, 0]
     assert 7 not in f.beliefs
     with pytest.raises(ConfigError):
         BinaryBayesFilter(1.0)
@@ -244,7 +245,7 @@ def test_predictor_streams_scans_with_poses_as_tools_infer_does(sequence, tmp_pa
 
 def test_bayes_filtered_output_writes_each_scan_once_no_window_holds_it_any_more():
     """Windows of 3 scans (2 past): every window calls its current scan moving (log-odds 1) and its past scans
-    static (-3). A scan is written when the window two frames later has passed, with the summed belief; the
+    static (-3). A scan is written when the window two frames later has passed, with the filtered log-odds; the
     end of the stream writes the open ones with the windows they had."""
     from pathlib import Path
 
@@ -276,8 +277,9 @@ def test_bayes_filtered_output_writes_each_scan_once_no_window_holds_it_any_more
     assert scenes == [None, None, "00/000000", "00/000001"]
     assert "inner" in out.close()
     l0 = logit(0.25)
-    assert (1 - l0) + 2 * (-3 - l0) < 0 < (1 - l0) + (-3 - l0)  # three windows: static; two: moving
-    assert inner.written == [("00/000000", [0]), ("00/000001", [0]), ("00/000002", [1]), ("00/000003", [1])]
+    # filtered log-odds l0 + sum(l - l0): three windows and two windows static, one window (its current) moving
+    assert l0 + (1 - l0) + 2 * (-3 - l0) < 0 and l0 + (1 - l0) + (-3 - l0) < 0 < l0 + (1 - l0)
+    assert inner.written == [("00/000000", [0]), ("00/000001", [0]), ("00/000002", [0]), ("00/000003", [1])]
 
 
 def test_tools_infer_bayes_filter_and_eval_mos(sequence, tmp_path, capsys):

@@ -1,11 +1,14 @@
 """Binary Bayes filter over overlapping windows (4DMOS, Mersch et al. 2022): a scan lies in the windows of
 several consecutive frames, and each window's network gives every point a log-odds
-l = log p(moving) / p(static). The filtered belief of a point is
+l = log p(moving) / p(static). The filtered log-odds of a point, a binary Bayes filter started at the prior, is
 
-    sum over the windows that measured it of (l - logit(prior)),   prior = 0.25 (4DMOS),
+    logit(prior) + sum over the windows that measured it of (l - logit(prior)),   prior = 0.25 (4DMOS),
 
-and the point is moving when its belief is > 0. A point no window measured (outside every voxel grid)
-keeps the fallback prediction (the single-window one).
+which is 4DMOS's confidences_to_labels.py ("bayes": the first window's l, plus l - logit(prior) for each
+further one), and the point is moving when it is > 0 (probability > 0.5). One window alone decides as it would
+unfiltered; each further window adds -logit(prior) (+1.1 at 0.25: a prior below 0.5 tips points to moving as
+windows accumulate; 0.5 adds nothing). A point no window measured (outside every voxel grid) keeps the fallback
+prediction (the single-window one).
 
     f = BinaryBayesFilter()
     f.add(scan, log_odds, measured)          # once per window holding the scan
@@ -28,7 +31,8 @@ def logit(p: float) -> float:
 
 
 class BinaryBayesFilter:
-    """Per scan: the belief float64 [N] (sum of l - logit(prior)) and the count of measurements per point."""
+    """Per scan: the belief float64 [N] (sum of l - logit(prior); the filtered log-odds is logit(prior) + belief)
+    and the count of measurements per point."""
 
     def __init__(self, prior: float = PRIOR):
         self.prior_log_odds = logit(prior)
@@ -48,8 +52,8 @@ class BinaryBayesFilter:
         self.counts[scan] += measured
 
     def moving(self, scan: int, fallback: np.ndarray | None = None) -> np.ndarray:
-        """uint8 [N]: belief > 0 where measured, else `fallback` (else static)."""
-        out = (self.beliefs[scan] > 0).astype(np.uint8)
+        """uint8 [N]: filtered log-odds logit(prior) + belief > 0 where measured, else `fallback` (else static)."""
+        out = (self.prior_log_odds + self.beliefs[scan] > 0).astype(np.uint8)
         unseen = self.counts[scan] == 0
         if unseen.any():
             out[unseen] = 0 if fallback is None else np.asarray(fallback, np.uint8)[unseen]

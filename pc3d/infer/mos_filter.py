@@ -4,8 +4,8 @@ A scan lies in the windows of itself and of the n_past_scans frames after it. Ea
 every point of every scan in it a log-odds (the model's ``return_log_odds``; a past scan's raw point takes
 its reduced point's value, ``scan_window.scan_log_odds``); ``pc3d.eval.bayes_filter`` sums them per point.
 A scan is final once the window of the frame n_past_scans after it has been seen (no later window holds
-it): only then is it written, with belief > 0 as moving (a point no window measured keeps its own window's
-flag). At a sequence change and at the end, the scans still open are written with the windows they had.
+it): only then is it written, moving where its filtered log-odds is > 0 (a point no window measured keeps its
+own window's flag). At a sequence change and at the end, the scans still open are written with the windows they had.
 So files appear n_past_scans frames late, and renders show each scan when it is written (the last
 n_past_scans scans of a sequence are written but not rendered).
 """
