@@ -87,3 +87,24 @@ def test_errors():
         waymo_eval([{"boxes": boxes(2), "types": np.ones(2)}], [dt_frame(boxes(1))])
     with pytest.raises(DataFormatError, match="type ids"):
         waymo_eval([gt_frame(1, types=7)], [dt_frame(boxes(1))])
+
+
+def test_a_score_on_a_cutoff_meets_it_as_in_float32():
+    """Scores and cutoffs are proto floats in the official tools: a TP scored 0.57 (float32) stays at the cutoff
+    0.57, where alone it has precision 1 (in float64 it lay just below, and the FP scored 0.565 came with it)."""
+    gt = gt_frame(1)
+    dt = {"boxes": np.r_[boxes(1), boxes(1, shift=30)], "types": np.ones(2, int),
+          "scores": np.array([0.57, 0.565], np.float32)}
+    assert waymo_eval([gt], [dt])["vehicle"]["LEVEL_1"]["AP"] == pytest.approx(1.0)
+    assert sum(float(np.float32(k / 100)) >= k * 0.01 for k in range(101)) < 101  # float64 would miss some
+
+
+def test_a_difficulty_the_label_sets_stands_and_points_decide_where_it_is_unset():
+    """compute_detection_metrics_main (OpenPCDet's waymo_eval too): a box labelled LEVEL_1 with 3 points stays
+    LEVEL_1; an unset level (0) follows the points (<= 5: LEVEL_2)."""
+    gt = gt_frame(3)
+    gt["num_points"] = np.array([100, 3, 3])
+    gt["difficulty"] = np.array([0, 1, 0])
+    r = waymo_eval([gt], [dt_frame(boxes(1))])
+    assert r["vehicle"]["LEVEL_1"]["num_gt"] == 2 and r["vehicle"]["LEVEL_2"]["num_gt"] == 3
+    assert r["vehicle"]["LEVEL_1"]["AP"] == pytest.approx(0.5)

@@ -4,7 +4,8 @@ What is computed, following ``waymo_open_dataset/metrics`` (detection_metrics.cc
 metrics_utils.cc) with the configuration OpenPCDet and the leaderboard tools use:
 
 - breakdown by object type; a prediction is only matched to ground truth of its own type;
-- score cutoffs 0.00, 0.01, ..., 0.99, 1.00; at each cutoff the predictions with score >= cutoff
+- score cutoffs 0.00, 0.01, ..., 0.99, 1.00; at each cutoff the predictions with score >= cutoff (both
+  compared as float32, the protos' type)
   are matched per frame by a Hungarian assignment maximising the sum of 3D IoUs over the pairs
   whose IoU >= the class threshold (vehicle 0.7, pedestrian 0.5, cyclist 0.5);
 - every matched prediction is a TP (also at LEVEL_1 when its ground truth is LEVEL_2, as in the
@@ -15,7 +16,8 @@ metrics_utils.cc) with the configuration OpenPCDet and the leaderboard tools use
   accuracies / (TP + FP), recall = TP / (TP + FN) for both; AP is the official
   ``ComputeMeanAveragePrecision``: precision envelope, gaps in recall filled every 0.05, trapezoids.
 
-Difficulty: LEVEL_2 when the box holds <= 5 LiDAR points or its ``difficulty`` field says 2;
+Difficulty: the level the box's ``difficulty`` field sets, and where it is unset (0) LEVEL_2 when the box holds
+<= 5 LiDAR points, else LEVEL_1;
 boxes with 0 points are not evaluated (the dataset's rule); ``levels`` set them instead (gt_levels).
 Deviations: IoUs are exact float64 (the official matcher quantises IoU weights to integers, which can only
 change ties, and Waymo's polygon intersection returns 0 for about 1 in 100 boxes that coincide exactly with a
@@ -212,17 +214,25 @@ def _frame(d: dict, keys: tuple[str, ...], where: str) -> dict:
     return out
 
 
+def float32_values(x) -> np.ndarray:
+    """float64 [N] holding x rounded to float32: scores and score cutoffs are proto floats in the official tools,
+    so a score of 0.57 meets the cutoff 0.57 (in float64 the float32 score 0.57 lies below 0.57)."""
+    return np.asarray(x, np.float32).astype(np.float64)
+
+
 def gt_levels(g: dict, cls: str) -> tuple[np.ndarray, np.ndarray]:
     """(bool [M]: the ground-truth boxes of class `cls` that are scored, int64: their levels, 1 or 2). By default
-    the boxes with LiDAR points, LEVEL_2 at <= 5 points or where ``difficulty`` says 2; with ``levels`` (1 or 2 per
+    the boxes with LiDAR points at the level their ``difficulty`` sets (1 or 2), or where it is unset (0, or no
+    such field) LEVEL_2 at <= 5 points, else LEVEL_1 (compute_detection_metrics_main, OpenPCDet's waymo_eval, and
+    waymo_breakdown.detection_levels for files); with ``levels`` (1 or 2 per
     box, set by the caller, as the official tools do for Objects files) every box of the class at its given level."""
     if "levels" in g:
         sel = g["types"] == cls
         return sel, np.where(g["levels"][sel] == 2, 2, 1).astype(np.int64)
     sel = (g["types"] == cls) & (g["num_points"] > 0)
     level = np.where(g["num_points"][sel] <= 5, 2, 1)
-    if "difficulty" in g:
-        level = np.maximum(level, np.where(g["difficulty"][sel] == 2, 2, 1))
+    if "difficulty" in g:  # a level the label sets stands; the points decide only where it is unset (0)
+        level = np.where(g["difficulty"][sel] > 0, g["difficulty"][sel], level)
     return sel, level.astype(np.int64)
 
 
@@ -250,7 +260,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
             raise ConfigError(f"Waymo class {cls!r} is not evaluated; use {list(IOU_THRESHOLDS)}")
     gts = [_frame(g, ("boxes", "types", "num_points"), f"ground truth frame {i}") for i, g in enumerate(gt)]
     dts = [_frame(d, ("boxes", "types", "scores"), f"predictions frame {i}") for i, d in enumerate(dt)]
-    cutoffs = np.asarray(sorted(score_cutoffs), np.float64)
+    cutoffs = float32_values(sorted(score_cutoffs))
     result: dict = {}
     for cls in classes:
         iou_blocks, ha_blocks, scores, in_zone, levels, pd_n, gt_n = [], [], [], [], [], [], []
@@ -259,7 +269,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
             dsel = d["types"] == cls
             order = np.argsort(-d["scores"][dsel], kind="stable")
             pb, gb = d["boxes"][dsel][order], g["boxes"][gsel]
-            scores.append(d["scores"][dsel][order].astype(np.float64))
+            scores.append(float32_values(d["scores"][dsel][order]))
             in_zone.append(d["overlap_with_nlz"][dsel][order])
             levels.append(lvl.astype(np.int64))
             pd_n.append(len(pb))

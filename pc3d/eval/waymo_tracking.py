@@ -5,8 +5,9 @@ What is computed, following ``waymo_open_dataset/metrics`` (mot.cc, tracking_met
 
 - per object type, per segment (frames in time order), per score cutoff (0.00, 0.01, ..., 1.00, as the
   detection metrics here), the CLEAR MOT mapping procedure (Bernardin and Stiefelhagen 2006) over the predictions
-  scoring >= the cutoff and the ground truth with LiDAR points: (1) each (object, hypothesis) pair of the mapping
-  kept so far stays matched when both are in the frame and their 3D IoU reaches the class threshold (vehicle 0.7,
+  scoring >= the cutoff (both as float32, the protos' type) and the ground truth with LiDAR points: (1) each
+  (object, hypothesis) pair of the mapping kept so far stays matched when both are in the frame and their 3D IoU
+  reaches the class threshold (vehicle 0.7,
   pedestrian 0.5, cyclist 0.5, as detection); (2) the rest are matched by a Hungarian assignment maximising the
   sum of IoUs over the pairs at or above the threshold; a new pair that contradicts the object's earlier
   hypothesis is a mismatch, and so is one that takes the hypothesis of an object gone from the frame (an
@@ -38,6 +39,7 @@ from pc3d.eval.waymo import (
     LEVELS,
     WAYMO_CLASSES,
     _frame,
+    float32_values,
     gt_levels,
     hungarian_max,
 )
@@ -64,7 +66,7 @@ def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str
                 raise DataFormatError(where, f"frame {f}: {who} {cls} id {twice!r} appears twice")
         iou = (np.asarray(iou_3d(d["boxes"][dsel], g["boxes"][gsel]), np.float64).reshape(len(dsel), -1)
                if len(dsel) and gsel.any() else np.zeros((len(dsel), int(gsel.sum()))))
-        out.append((gt_ids, level, dt_ids, d["scores"][dsel].astype(np.float64), d["overlap_with_nlz"][dsel], iou,
+        out.append((gt_ids, level, dt_ids, float32_values(d["scores"][dsel]), d["overlap_with_nlz"][dsel], iou,
                     None if duplicate_ids == "error" else dsel))
     return out
 
@@ -177,7 +179,7 @@ def waymo_tracking_eval(gt: Sequence[Sequence[dict]], dt: Sequence[Sequence[dict
         counts = np.zeros((len(cutoffs), 8))
         for s, (sg, sd) in enumerate(segments):
             frames = _class_frames(sg, sd, cls, f"segment {s}", duplicate_ids)
-            for k, cutoff in enumerate(cutoffs):
+            for k, cutoff in enumerate(float32_values(cutoffs)):  # scores and cutoffs compared as float32 (protos)
                 counts[k] += _mot_counts(frames, IOU_THRESHOLDS[cls], cutoff)
         result[cls] = {name: _metrics(counts, cutoffs, lv) for lv, name in enumerate(LEVELS)}
     result["mean"] = {name: {m: float(np.mean([result[c][name][m] for c in classes])) if classes else 0.0
