@@ -152,7 +152,7 @@ def _nearest_aabb(box):
     """Axis-aligned BEV box (x1, y1, x2, y2) after turning the box to its nearest axis."""
     h = box[6] - np.floor(box[6] / np.pi + 0.5) * np.pi  # heading modulo pi, in [-pi/2, pi/2)
     dx, dy = box[3], box[4]
-    if np.abs(h) > np.pi / 4:
+    if np.abs(h) >= np.pi / 4:  # OpenPCDet keeps the dims only below pi / 4
         dx, dy = dy, dx
     return box[0] - 0.5 * dx, box[1] - 0.5 * dy, box[0] + 0.5 * dx, box[1] + 0.5 * dy
 
@@ -209,7 +209,7 @@ def nms_rotated(boxes, iou_threshold, max_keep, cell):
     """
     k = boxes.shape[0]
     keep = np.empty(k, np.int64)
-    if k == 0:
+    if k == 0 or max_keep <= 0:
         return keep[:0]
     ix, iy, ny, keys = _cell_index(boxes[:, 0], boxes[:, 1], cell)
     order = np.argsort(keys, kind="mergesort")  # stable: ranks ascend within a cell
@@ -276,7 +276,7 @@ def nms_circle(xy, min_radius, max_keep, cell):
     """
     k = xy.shape[0]
     keep = np.empty(k, np.int64)
-    if k == 0:
+    if k == 0 or max_keep <= 0:
         return keep[:0]
     ix, iy, ny, keys = _cell_index(xy[:, 0], xy[:, 1], cell)
     order = np.argsort(keys, kind="mergesort")

@@ -155,7 +155,9 @@ def _query(q, origin, dims, cell, tkeys, trows, starts, sorted_xyz, sorted_idx, 
     qc = np.empty(3, np.int64)
     start = 0
     for a in range(3):
-        qc[a] = np.int64(np.floor((q[a] - origin[a]) / cell))
+        # clamped far outside any grid (dims < 2^21 per axis): a query 1e38 m out would overflow int64 and never
+        # stop; from there the shells still reach every cell, with distances from the true q
+        qc[a] = np.int64(np.floor(min(max((q[a] - origin[a]) / cell, -2.0**40), 2.0**40)))
         # shells nearer than the grid's first cell are empty
         if qc[a] < 0:
             start = max(start, -qc[a])
@@ -224,7 +226,8 @@ def _query_order(query, origin, dims, cell):
     for i in range(nq):
         key = np.int64(0)
         for a in range(3):
-            c = min(max(np.int64(np.floor((query[i, a] - origin[a]) / cell)), 0), dims[a] - 1)
+            c = min(max(np.int64(np.floor(min(max((query[i, a] - origin[a]) / cell, -1.0), dims[a]))), 0),
+                    dims[a] - 1)
             key = key * dims[a] + c
         keys[i] = key
     return np.argsort(keys)

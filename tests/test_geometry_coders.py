@@ -187,6 +187,53 @@ def test_knn_from_far_outside_a_thin_cloud_brute_force(rng, k):
     np.testing.assert_allclose(got_d, d_ref, rtol=1e-5)
 
 
+def test_non_finite_rows_are_points_nowhere(rng):
+    """A NaN / inf reference row is never a neighbour (one NaN reference emptied every answer: the grid's cell
+    became NaN); a NaN / inf query row has none (a NaN query never stopped searching); the others are brute force,
+    with the references' own row numbers. A query 3e38 m out (finite) is answered too."""
+    ref = rng.uniform(-5, 5, (400, 3)).astype(np.float32)
+    ref[[7, 100]] = [np.nan, 0, 0], [0, np.inf, 0]
+    query = rng.uniform(-6, 6, (50, 3)).astype(np.float32)
+    query[[3, 9]] = [np.nan, np.nan, np.nan], [-np.inf, 0, 0]
+    query[20] = [3e38, 0, 0]
+    finite_ref = np.delete(np.arange(400), [7, 100])
+    rows = np.delete(np.arange(50), [3, 9])
+    d_ref, i_ref, d_all = brute_knn(query[rows], ref[finite_ref], 4)
+    dist, idx = knn(query, ref, 4)
+    np.testing.assert_array_equal(idx[rows], finite_ref[i_ref])
+    np.testing.assert_allclose(dist[rows], d_ref.astype(np.float32), rtol=1e-5)  # 3e38 m out: inf in float32
+    assert (idx[[3, 9]] == -1).all() and np.isinf(dist[[3, 9]]).all()
+    got = radius_neighbors(query, ref, 2.0, 8)
+    assert (got[[3, 9]] == -1).all()
+    for row, i in enumerate(rows):
+        inside = np.flatnonzero(d_all[row] <= 4.0)
+        inside = finite_ref[inside[np.argsort(d_all[row, inside], kind="stable")][:8]]
+        np.testing.assert_array_equal(got[i, : len(inside)], inside)
+
+
+@pytest.mark.parametrize("cloud", ["repeated rows", "two tight clusters"])
+def test_knn_grid_is_not_refined_past_what_the_points_fill(rng, cloud):
+    """Repeated rows (a 300-point cloud resampled to 8,192) and two 1 cm clusters 5 m apart: the cells stay at
+    least 1/8 of the uniform-density guess (refined without bound they were 1/100 of it, and a query between the
+    clusters searched for seconds); answers are brute force."""
+    from pc3d.geometry.neighbors import _knn_grid
+
+    if cloud == "repeated rows":
+        unique = np.c_[rng.uniform(-20, 20, (300, 2)), rng.uniform(-2, 2, 300)]
+        ref = unique[rng.integers(0, 300, 8192)]
+    else:
+        ref = np.r_[rng.uniform(0, 0.01, (400, 3)), rng.uniform(0, 0.01, (400, 3)) + 5.0 / np.sqrt(3)]
+    extent = ref.max(0) - ref.min(0)
+    guess = float(np.cbrt(np.prod(extent) * 2 / len(ref)))
+    side, _ = _knn_grid(np.ascontiguousarray(ref, np.float64), 4)
+    assert side >= guess / 8 * (1 - 1e-9)
+    query = np.r_[ref[:50] + 0.01, np.full((1, 3), 2.5 / np.sqrt(3))]
+    d_ref, i_ref, _ = brute_knn(query, ref, 4)
+    dist, idx = knn(query, ref, 4)
+    np.testing.assert_allclose(dist, d_ref.astype(np.float32), rtol=1e-5)
+    np.testing.assert_allclose(((query[:, None] - ref[idx]) ** 2).sum(-1), d_ref, rtol=1e-5)  # ties: any of equals
+
+
 def test_radius_components_brute_force(rng):
     """Clusters against a flood fill over the full distance matrix (every neighbour kept: max_neighbors = N),
     numbered in order of each cluster's first point."""

@@ -235,3 +235,24 @@ def test_points_in_boxes_brute_force(rng):
     assert points_in_boxes_count(pts[:0], boxes).tolist() == [0] * 30
     with pytest.raises(DataFormatError):
         points_in_boxes(pts[:, :2], boxes)
+
+
+def test_nms_post_max_size_zero_keeps_nothing():
+    """post_max_size caps the result, 0 included (the kernels kept their first box before looking at the cap)."""
+    from pc3d.geometry import nms_axis_aligned
+
+    boxes = np.array([[0, 0, 0, 1, 1, 1, 0], [5, 5, 0, 1, 1, 1, 0]], np.float32)
+    scores, labels = np.array([0.9, 0.8], np.float32), np.array([1, 2])
+    assert len(nms_rotated(boxes, scores, 0.5, post_max_size=0)) == 0
+    assert len(nms_circle(boxes, scores, 1.0, post_max_size=0)) == 0
+    assert len(nms_multiclass(boxes, scores, labels, 0.5, post_max_size=0)) == 0
+    assert len(nms_axis_aligned(boxes, scores, labels, 0.5, post_max_size=0)) == 0
+    assert nms_rotated(boxes, scores, 0.5, post_max_size=1).tolist() == [0]
+
+
+def test_nearest_bev_iou_turns_a_box_at_exactly_a_quarter_turn():
+    """OpenPCDet keeps a box's dx, dy only below pi / 4 (limit_period(h, 0.5, pi).abs() < pi / 4): a 4 x 1 box at
+    exactly pi / 4 becomes 1 x 4 against the same box at 0, IoU 1 / 7."""
+    a = np.array([[0, 0, 0, 4, 1, 1, np.pi / 4]])
+    b = np.array([[0, 0, 0, 4, 1, 1, 0.0]])
+    assert iou_bev_nearest(a, b)[0, 0] == pytest.approx(1 / 7)

@@ -3,6 +3,9 @@
 The reference points are sorted into a uniform 3D grid (cells sorted by key); each query searches
 growing shells of cells and stops once no unvisited cell can hold a nearer point, so the answer
 equals brute force (ties: lower reference index first) without a Q x R distance matrix.
+
+Non-finite coordinates (NaN, inf), as elsewhere in pc3d.geometry, are points nowhere: a reference row with one is
+never a neighbour, and a query row with one has none (inf / -1).
 """
 from __future__ import annotations
 
@@ -43,20 +46,34 @@ def _floor_side(ref: np.ndarray) -> float:
 def _knn_grid(ref: np.ndarray, k: int):
     """A grid whose occupied cells hold about k / 2 points each: the 27 cells around a query then
     usually hold the answer. Two refinements adapt the first (uniform-density) guess to clouds
-    that lie on surfaces, as LiDAR sweeps do."""
+    that lie on surfaces, as LiDAR sweeps do (a sweep's cells end 2-5.5x finer than the guess). They stop at 1/8
+    of the guess, and a finer grid is kept only if its occupied cells grew at least as 1 / sqrt(the side's
+    factor) (a surface's grow as 1 / factor^2, a line's as 1 / factor): repeated rows (a cloud padded by
+    resampling) do not spread over finer cells, and tight clusters far apart do not fill the space between them;
+    a grid refined for them without bound left a query between them millions of empty cells to search."""
     lo, hi = _bounds(ref)
     extent = np.maximum(hi - lo, 1e-3)
     target = max(k / 2, 2.0)
-    side = max(float(np.cbrt(np.prod(extent) * target / len(ref))), _floor_side(ref))
-    grid = _k.build_grid(ref, side)
+    guess = max(float(np.cbrt(np.prod(extent) * target / len(ref))), _floor_side(ref))
+    side, grid = guess, _k.build_grid(ref, guess)
     for _ in range(2):
         occupancy = len(ref) / len(grid[2])
         if target / 2 <= occupancy <= target * 2:
             break
         # occupancy of a surface-like cloud grows with the cell's area
-        side = max(side * float(np.sqrt(target / occupancy)), _floor_side(ref))
-        grid = _k.build_grid(ref, side)
+        factor = float(np.sqrt(target / occupancy))
+        finer_side = max(side * factor, guess / 8, _floor_side(ref))
+        finer = _k.build_grid(ref, finer_side)
+        if finer_side < side and len(finer[2]) < len(grid[2]) * (side / finer_side) ** 0.5:
+            break  # the points did not spread: keep the coarser grid
+        side, grid = finer_side, finer
     return side, grid
+
+
+def _finite_rows(points: np.ndarray) -> np.ndarray | None:
+    """Rows of points [N, 3] whose coordinates are all finite, or None when every row is."""
+    finite = np.isfinite(points).all(axis=1)
+    return None if finite.all() else np.flatnonzero(finite)
 
 
 def knn(query: Any, ref: Any, k: int) -> tuple[Any, Any]:
@@ -69,6 +86,14 @@ def knn(query: Any, ref: Any, k: int) -> tuple[Any, Any]:
     k = _positive_int(k, "k")
     q = _xyz64(query, "query")
     r = _xyz64(ref, "ref")
+    q_rows, r_rows = _finite_rows(q), _finite_rows(r)
+    if q_rows is not None or r_rows is not None:  # the finite rows alone, indices mapped back (module doc)
+        q_rows = np.arange(len(q)) if q_rows is None else q_rows
+        r_rows = np.arange(len(r)) if r_rows is None else r_rows
+        dist, idx = np.full((len(q), k), np.inf, np.float32), np.full((len(q), k), -1, np.int64)
+        d, i = knn(q[q_rows], r[r_rows], k)
+        dist[q_rows], idx[q_rows] = d, np.where(i >= 0, r_rows[np.maximum(i, 0)], -1)
+        return like(dist, query), like(idx, query)
     if len(r) == 0 or len(q) == 0:
         return like(np.full((len(q), k), np.inf, np.float32), query), like(np.full((len(q), k), -1, np.int64), query)
     side, grid = _knn_grid(r, k)
@@ -115,6 +140,14 @@ def radius_neighbors(query: Any, ref: Any, radius: float, max_neighbors: int) ->
     radius = check_positive(radius, "radius")
     q = _xyz64(query, "query")
     r = _xyz64(ref, "ref")
+    q_rows, r_rows = _finite_rows(q), _finite_rows(r)
+    if q_rows is not None or r_rows is not None:  # the finite rows alone, indices mapped back (module doc)
+        q_rows = np.arange(len(q)) if q_rows is None else q_rows
+        r_rows = np.arange(len(r)) if r_rows is None else r_rows
+        idx = np.full((len(q), k), -1, np.int64)
+        i = radius_neighbors(q[q_rows], r[r_rows], radius, k)
+        idx[q_rows] = np.where(i >= 0, r_rows[np.maximum(i, 0)], -1)
+        return like(idx, query)
     if len(r) == 0 or len(q) == 0:
         return like(np.full((len(q), k), -1, np.int64), query)
     side = max(radius, _floor_side(r))

@@ -50,9 +50,10 @@ def select_rows(sample: dict, index: np.ndarray, cloud: str = "points") -> dict:
 
 
 class RangeCrop:
-    """Keep the points of every cloud inside point_range and the boxes whose centres are inside it
-    (x, y only for boxes, as OpenPCDet's mask_boxes_outside_range); a second view's points2 keeps the rows of
-    the points kept. Deterministic."""
+    """Keep the points of every cloud inside point_range and the boxes whose centres are inside it in x and y
+    (z not checked; OpenPCDet's mask_boxes_outside_range keeps a box with any corner inside in older versions and
+    one whose centre is inside in x, y and z, bounds included, in newer ones); a second view's points2 keeps the
+    rows of the points kept. Deterministic."""
 
     def __init__(self, point_range: Sequence[float], crop_boxes: bool = True):
         self.point_range = _check_range(point_range)
