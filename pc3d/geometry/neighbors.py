@@ -108,7 +108,9 @@ def knn(query: Any, ref: Any, k: int) -> tuple[Any, Any]:
         coarse = max(side, float(np.median(far[1])) / _FAR_CELLS)
         grid = _k.build_grid(r, coarse)
         dist[far[0]], idx[far[0]] = _k.search(q[far[0]], *grid[:2], coarse, *grid[2:], k, np.inf)
-    return like(dist.astype(np.float32), query), like(idx, query)
+    with np.errstate(over="ignore"):  # a squared distance beyond float32 is inf there
+        dist = dist.astype(np.float32)
+    return like(dist, query), like(idx, query)
 
 
 # a query this many cells or more outside the references' box is "far"; a coarse grid is built for the far queries
