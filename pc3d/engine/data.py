@@ -145,7 +145,9 @@ def worker_context(workers: int) -> str | None:
     torch's OpenMP) aborts in a child forked after a parallel region ran in the parent. The forkserver preloads
     `pc3d.engine.forkserver_signals` (it ignores a group's SIGTERM there), if it has not started yet."""
     if workers > 0 and "forkserver" in multiprocessing.get_all_start_methods():
-        preload = forkserver._forkserver._preload_modules  # ['__main__'] by default; effective until it starts
+        # ['__main__'] by default (a private attribute: a Python without it keeps that default); effective until the
+        # forkserver starts
+        preload = getattr(forkserver._forkserver, "_preload_modules", ["__main__"])
         if PRELOAD not in preload:
             forkserver.set_forkserver_preload([*preload, PRELOAD])
         return "forkserver"
