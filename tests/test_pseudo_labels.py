@@ -87,3 +87,18 @@ def test_min_confidence_floors_every_cell_and_leaves_sure_cells_alone():
     hard, soft = pseudo_targets(prob, band, floored, soft_margin=0.25)
     assert hard.tolist() == [IGNORE, IGNORE, 0, 0, 0] + [IGNORE] * 5
     assert (soft[5:] > 0).tolist() == [False, False, False, True, True]  # 0.65, 0.7: within 0.25 below 0.9
+
+
+def test_ema_update_copies_buffers_that_count_data():
+    """The teacher averages weights and norm statistics; a float buffer that sums data (the reflectivity prior's
+    counts) is the student's, not a lagging mix of old and new counts."""
+    teacher, student = (nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)) for _ in range(2))
+    for model, value in ((teacher, 0.0), (student, 1.0)):
+        model.register_buffer("counts", torch.full((3,), 10.0 * value, dtype=torch.float64))
+        for p in model.parameters():
+            nn.init.constant_(p, value)
+        model[1].running_mean.fill_(value)
+    ema_update(teacher, student, step=1)  # alpha 0.5
+    assert teacher[0].weight.flatten().tolist() == pytest.approx([0.5] * 4)
+    assert teacher[1].running_mean.tolist() == pytest.approx([0.5, 0.5])
+    assert teacher.counts.tolist() == [10.0] * 3

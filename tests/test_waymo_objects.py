@@ -398,3 +398,18 @@ def test_eval_waymo_reports_a_bad_file_in_one_line(tmp_path, capsys):
         eval_waymo.main([str(tmp_path / "bad.bin"), str(tmp_path / "bad.bin"), "--segmentation", "--range",
                          *["0"] * 6])
     assert "--range crops boxes" in capsys.readouterr().err
+
+
+def test_objects_without_speeds_in_a_file_with_speeds_get_nan(tmp_path):
+    """A frame written with 7 columns beside one with 9: its objects carry no metadata, so their speeds are unknown
+    (NaN, which AVE skips), not 0 m/s."""
+    frames = [{"context_name": "s", "timestamp": 1, "boxes": [[0, 0, 0, 1, 1, 1, 0, 2.0, -1.0]], "types": ["vehicle"]},
+              {"context_name": "s", "timestamp": 2, "boxes": [[5, 0, 0, 1, 1, 1, 0]], "types": ["vehicle"]}]
+    read = read_objects(write_objects(tmp_path / "mixed.bin", frames))
+    assert read[("s", 1)]["boxes"][0, 7:].tolist() == [2.0, -1.0]
+    assert np.isnan(read[("s", 2)]["boxes"][0, 7:]).all()
+    again = read_objects(write_objects(tmp_path / "again.bin", [{"context_name": "s", "timestamp": t, **read["s", t]}
+                                                                for t in (1, 2)]))
+    np.testing.assert_array_equal(again[("s", 2)]["boxes"], read[("s", 2)]["boxes"])  # NaN speeds stay unset
+    with pytest.raises(DataFormatError, match="box 0 is not finite"):
+        write_objects(tmp_path / "half.bin", [frames[0] | {"boxes": [[0, 0, 0, 1, 1, 1, 0, 2.0, np.nan]]}])

@@ -49,7 +49,8 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
     stays unset: 1.0, a ground truth's), ``"ids"`` [K] (object / track ids, written as strings),
     ``"num_points"``, ``"difficulty"``, ``"tracking_difficulty"`` [K] (ground truth), ``"overlap_with_nlz"`` [K]
     (predictions in a no-label zone: an unmatched one is not a false positive). Boxes of 9 columns also
-    fill ``metadata.speed_x / speed_y``. Written atomically (a temporary file, then renamed); returns the path."""
+    fill ``metadata.speed_x / speed_y`` (not where both speeds are NaN: unknown, as `read_objects` gives them).
+    Written atomically (a temporary file, then renamed); returns the path."""
     path = Path(path)
     objects = message_class("Objects")()
     for n, frame in enumerate(frames):
@@ -59,8 +60,10 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
         boxes = boxes.reshape(count, -1) if count else boxes.reshape(0, 7)
         if boxes.shape[1] not in (7, 9):
             raise DataFormatError(where, f"boxes must be [K, 7] or [K, 9], got {boxes.shape}")
-        if not np.isfinite(boxes).all():
-            raise DataFormatError(where, f"box {int(np.flatnonzero(~np.isfinite(boxes).all(1))[0])} is not finite")
+        speed_known = np.isfinite(boxes[:, 7:]).all(1)  # both NaN: unknown, left unset (read back as NaN)
+        bad = ~np.isfinite(boxes[:, :7]).all(1) | ~(speed_known | np.isnan(boxes[:, 7:]).all(1))
+        if bad.any():
+            raise DataFormatError(where, f"box {int(np.flatnonzero(bad)[0])} is not finite")
         types = _type_ids(frame["types"], where)
         columns = {key: np.asarray(frame[key]).reshape(-1) for key in
                    ("scores", "ids", "num_points", "difficulty", "tracking_difficulty", "overlap_with_nlz")
@@ -74,7 +77,7 @@ def write_objects(path: str | os.PathLike, frames: Iterable[Mapping]) -> Path:
             label, box = o.object, o.object.box
             for field, value in zip(BOX_FIELDS, boxes[k, :7].tolist(), strict=True):
                 setattr(box, field, value)
-            if boxes.shape[1] == 9:
+            if boxes.shape[1] == 9 and speed_known[k]:
                 label.metadata.speed_x, label.metadata.speed_y = boxes[k, 7:9].tolist()
             label.type = int(types[k])
             if "scores" in columns:
@@ -127,10 +130,10 @@ def prediction_frames(per_segment: Mapping[str, list], class_names,
 
 def read_objects(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
     """The objects of an Objects file by frame, ``{(context_name, timestamp): {"boxes" float64 [K, 7] ([K, 9] when
-    any object of the file has speeds), "types" [K] (lower-case names), "scores" float64 [K], "ids" [K] (str),
-    "num_points" int64 [K], "difficulty" int64 [K], "tracking_difficulty" int64 [K], "overlap_with_nlz" bool [K]}}``,
-    frames in file order. A file protobuf cannot parse, a camera object, an unknown type or a non-finite box value
-    is a DataFormatError naming the file."""
+    any object of the file has speeds; an object without them gets NaN speeds, which AVE skips), "types" [K]
+    (lower-case names), "scores" float64 [K], "ids" [K] (str), "num_points" int64 [K], "difficulty" int64 [K],
+    "tracking_difficulty" int64 [K], "overlap_with_nlz" bool [K]}}``, frames in file order. A file protobuf cannot
+    parse, a camera object, an unknown type or a non-finite box value is a DataFormatError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, "no such file")
@@ -142,8 +145,8 @@ def read_objects(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
     ids, keys, cameras = [], [], 0
     for i, o in enumerate(objects.objects):
         label, box = o.object, o.object.box
-        boxes[i] = (box.center_x, box.center_y, box.center_z, box.length, box.width, box.height, box.heading,
-                    label.metadata.speed_x, label.metadata.speed_y)
+        speed = (label.metadata.speed_x, label.metadata.speed_y) if label.HasField("metadata") else (np.nan, np.nan)
+        boxes[i] = (box.center_x, box.center_y, box.center_z, box.length, box.width, box.height, box.heading, *speed)
         types[i], scores[i], nlz[i] = label.type, o.score, o.overlap_with_nlz
         num_points[i], difficulty[i] = label.num_lidar_points_in_box, label.detection_difficulty_level
         tracking[i] = label.tracking_difficulty_level
@@ -152,8 +155,9 @@ def read_objects(path: str | os.PathLike) -> dict[tuple[str, int], dict]:
         cameras += o.HasField("camera_name")
     if cameras:
         raise DataFormatError(path, f"{cameras} camera objects (camera_name set): pc3d reads 3D LiDAR objects only")
-    if not np.isfinite(boxes).all():
-        raise DataFormatError(path, f"object {int(np.flatnonzero(~np.isfinite(boxes).all(1))[0])}: non-finite box")
+    finite = np.isfinite(boxes[:, :7]).all(1) & ~np.isinf(boxes[:, 7:]).any(1)
+    if not finite.all():
+        raise DataFormatError(path, f"object {int(np.flatnonzero(~finite)[0])}: non-finite box")
     unknown = sorted(set(types.tolist()) - set(TYPE_NAMES))
     if unknown:
         raise DataFormatError(path, f"unknown object types {unknown[:5]} (expected {TYPE_NAMES})")

@@ -34,6 +34,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from pc3d.engine.ema import averaged_keys
+
 IGNORE = -1
 
 
@@ -143,12 +145,16 @@ def pseudo_targets(prob: torch.Tensor, band: torch.Tensor, thresholds: torch.Ten
 
 @torch.no_grad()
 def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, step: int, max_alpha: float = 0.99) -> float:
-    """teacher <- alpha * teacher + (1 - alpha) * student over parameters and floating buffers (BatchNorm
-    statistics), alpha = min(1 - 1 / (step + 1), max_alpha): the teacher follows closely at first. Integer
-    buffers (BatchNorm's batch counter) are copied. Returns alpha."""
+    """teacher <- alpha * teacher + (1 - alpha) * student over parameters and norm running statistics (the entries
+    `pc3d.engine.ema.averaged_keys` names), alpha = min(1 - 1 / (step + 1), max_alpha): the teacher follows
+    closely at first. Every other entry (BatchNorm's batch counter, buffers that count or sum data) is copied.
+    Returns alpha."""
     alpha = min(1.0 - 1.0 / (step + 1), max_alpha)
-    for t, s in zip(teacher.state_dict().values(), student.state_dict().values(), strict=True):
-        if t.dtype.is_floating_point:
+    averaged = averaged_keys(student)
+    teacher_state = teacher.state_dict()
+    for key, s in student.state_dict().items():
+        t = teacher_state[key]
+        if key in averaged and t.dtype.is_floating_point:
             t.mul_(alpha).add_(s.detach(), alpha=1.0 - alpha)
         else:
             t.copy_(s)
