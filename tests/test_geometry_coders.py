@@ -139,6 +139,10 @@ def test_spherical_projection():
     fov = np.deg2rad(28.0)
     assert row[0] == int(np.floor((1 - np.deg2rad(25.0) / fov) * 64))
     assert row[3] == 63  # below the field of view: clipped to the last row
+    tilted = np.array([[10.0, 0.0, 10.0 * np.tan(np.deg2rad(6.01))]])  # a field of view from 2 to 10 degrees up
+    assert spherical_projection(tilted, 10.0, 2.0, 64, 2048)[0].tolist() == [31]
+    with pytest.raises(ConfigError, match="top must lie above its bottom"):
+        spherical_projection(pts, -25.0, 3.0, 64, 2048)  # up and down swapped
 
 
 def brute_knn(q, r, k):

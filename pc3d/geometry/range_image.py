@@ -103,23 +103,24 @@ def spherical_projection(points: Any, fov_up_deg: float, fov_down_deg: float, h:
     """SemanticKITTI / RangeNet++ spherical projection of LiDAR points [N, 3+].
 
     fov_up_deg, fov_down_deg: vertical field of view (e.g. 3 and -25 for the HDL-64E); h, w: image
-    size. Column = floor(0.5 (1 - atan2(y, x) / pi) w), row = floor((1 - (pitch + |fov_down|) / fov) h),
+    size. Column = floor(0.5 (1 - atan2(y, x) / pi) w), row = floor((1 - (pitch - fov_down) / fov) h),
     both clipped into the image, as RangeNet does (points outside the field of view land on the
     border rows). Returns (row int64 [N], col int64 [N], range float32 [N]).
     """
     pts = check_points(points)
     fov_up = np.deg2rad(fov_up_deg)
     fov_down = np.deg2rad(fov_down_deg)
-    fov = abs(fov_down) + abs(fov_up)
-    if not fov > 0:
-        raise ConfigError(f"field of view must be positive, got up {fov_up_deg}, down {fov_down_deg}")
+    if not fov_up > fov_down:
+        raise ConfigError(f"the field of view's top must lie above its bottom, got up {fov_up_deg}, down "
+                          f"{fov_down_deg} (degrees)")
+    fov = fov_up - fov_down  # RangeNet's |down| + |up| where down <= 0 <= up
     xyz = pts[:, :3].astype(np.float64)
     depth = np.linalg.norm(xyz, axis=1)
     yaw = -np.arctan2(xyz[:, 1], xyz[:, 0])
     with np.errstate(invalid="ignore", divide="ignore"):
         pitch = np.where(depth > 0, np.arcsin(np.clip(xyz[:, 2] / depth, -1, 1)), 0.0)
     col = np.floor(0.5 * (yaw / np.pi + 1.0) * w)
-    row = np.floor((1.0 - (pitch + abs(fov_down)) / fov) * h)
+    row = np.floor((1.0 - (pitch - fov_down) / fov) * h)
     col = np.clip(col, 0, w - 1).astype(np.int64)
     row = np.clip(row, 0, h - 1).astype(np.int64)
     return row, col, depth.astype(np.float32)
