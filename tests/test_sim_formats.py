@@ -314,6 +314,18 @@ def test_sceneflow_layouts(tmp_path):
         assert (pc1[:, 2] < 0).all() and (pc1[:, 2] > -35).all()
 
 
+def test_flyingthings_writer_filters_the_float32_values_it_saves(tmp_path, monkeypatch):
+    """A point 1e-7 m inside the 35 m depth limit in float64 lies on it in float32, where SceneFlowDataset drops
+    it; the writer filters the values it saves, so the loader finds every written point."""
+    import pc3d.sim.writers.sceneflow as writer
+
+    pc1 = np.array([[0.0, 0.0, 10.0], [1.0, 0.0, 35.0 - 1e-7], [0.0, 1.0, 20.0]])
+    monkeypatch.setattr(writer, "flying_things_scene", lambda rng: (pc1, pc1 + 0.1 * np.array([0, 0, -1.0]), None))
+    root = simulate_dataset("sceneflow_ft3d", tmp_path, frames=1)
+    saved = np.load(root / "FlyingThings3D_subset_processed_35m" / "train" / "0000000" / "pc1.npy")
+    assert saved.tolist() == [[0.0, 0.0, -10.0], [0.0, -1.0, -20.0]]
+
+
 def test_sceneflow_kitti_never_writes_an_empty_pair(tmp_path):
     """SceneFlowDataset refuses an empty pair, so the writer never writes one: a sensor with no column in the
     camera's view is refused before anything is written (2 columns look left and right), and a pair left empty

@@ -102,13 +102,13 @@ def write_sceneflow_kitti(settings: WriterSettings) -> None:
         moved_road = pc2 @ next_sensor[:3, :3].T + next_sensor[:3, 3]
         keep = in_camera_fov(pc1, calib) & in_camera_fov(pc2, calib)
         keep &= _visible(next_world, next_sensor[:3, 3], moved_road)
-        c1 = np.asarray(calib.lidar_to_rect(pc1[keep]), np.float64) * (-1.0, -1.0, 1.0)
-        c2 = np.asarray(calib.lidar_to_rect(pc2[keep]), np.float64) * (-1.0, -1.0, 1.0)
+        # filtered on the float32 values the files hold, as SceneFlowDataset filters them: it drops nothing more
+        c1 = (np.asarray(calib.lidar_to_rect(pc1[keep]), np.float64) * (-1.0, -1.0, 1.0)).astype(np.float32)
+        c2 = (np.asarray(calib.lidar_to_rect(pc2[keep]), np.float64) * (-1.0, -1.0, 1.0)).astype(np.float32)
         ground = (c1[:, 1] < -1.4) & (c2[:, 1] < -1.4)
         near = (c1[:, 2] < 35.0) & (c2[:, 2] < 35.0)
-        p1, p2 = c1[~ground & near].astype(np.float32), c2[~ground & near].astype(np.float32)
-        # what SceneFlowDataset keeps of the float32 files: it refuses a pair with nothing left
-        if not (~((p1[:, 1] < -1.4) & (p2[:, 1] < -1.4)) & (p1[:, 2] < 35.0) & (p2[:, 2] < 35.0)).any():
+        p1, p2 = c1[~ground & near], c2[~ground & near]
+        if not len(p1):  # SceneFlowDataset refuses a pair with nothing left
             before = "no pair is" if n == 0 else "pair 000000 is" if n == 1 else f"pairs 000000-{n - 1:06d} are"
             raise ConfigError(f"{root / f'{n:06d}'}: no point of this pair is left in the camera's view (ground, depth "
                               f">= 35 m and occluded points removed) with columns={spec.columns} of the {spec.name} "
@@ -198,7 +198,7 @@ def write_sceneflow_ft3d(settings: WriterSettings) -> None:
         pc1, pc2, _ = flying_things_scene(rng)
         # disk frame: x right, y up, z = -depth
         flip = np.array([1.0, -1.0, -1.0])
-        pc1, pc2 = pc1 * flip, pc2 * flip
+        pc1, pc2 = (pc1 * flip).astype(np.float32), (pc2 * flip).astype(np.float32)  # filtered as the files hold them
         near = (pc1[:, 2] > -35.0) & (pc2[:, 2] > -35.0)
         split, index = ("train", n) if n < n_train else ("val", n - n_train)
         _save(root / split / f"{index:07d}", pc1[near], pc2[near])
