@@ -108,3 +108,11 @@ def test_a_difficulty_the_label_sets_stands_and_points_decide_where_it_is_unset(
     r = waymo_eval([gt], [dt_frame(boxes(1))])
     assert r["vehicle"]["LEVEL_1"]["num_gt"] == 2 and r["vehicle"]["LEVEL_2"]["num_gt"] == 3
     assert r["vehicle"]["LEVEL_1"]["AP"] == pytest.approx(0.5)
+
+
+def test_an_iou_of_the_threshold_in_float32_matches_as_in_the_official_matcher():
+    """The official matcher's IoU() is a float compared with float thresholds: a box 0.7 as long as its ground
+    truth inside it (IoU 0.7; 0.6999999999999998 in float64 arithmetic) is a TP."""
+    gt = {"boxes": np.array([[0, 0, 0, 1.0, 2.0, 1.5, 0]]), "types": np.ones(1, int), "num_points": np.full(1, 100)}
+    dt = {"boxes": np.array([[0, 0, 0, 0.7, 2.0, 1.5, 0]]), "types": np.ones(1, int), "scores": np.ones(1)}
+    assert waymo_eval([gt], [dt])["vehicle"]["LEVEL_1"]["AP"] == pytest.approx(1.0)

@@ -448,3 +448,12 @@ def test_a_score_on_a_tracking_cutoff_meets_it_as_in_float32():
         frame["scores"] = frame["scores"].astype(np.float32)
     r = mot(gt, dt)
     assert r["MOTA"] == pytest.approx(1.0) and r["score_cutoff"] == pytest.approx(0.57)
+
+
+def test_an_iou_of_the_threshold_in_float32_matches_as_in_the_official_tracking_tool():
+    """IoU 0.7 exactly (0.6999999999999998 in float64 arithmetic) meets the vehicle threshold, as float32 does."""
+    gt = gt_frame([("A", 0)])
+    gt["boxes"][0, 3:6] = (1.0, 2.0, 1.5)
+    dt = dt_frame([(1, 0)])
+    dt["boxes"][0, 3:6] = (0.7, 2.0, 1.5)
+    assert mot([gt], [dt])["MOTA"] == pytest.approx(1.0)

@@ -19,9 +19,11 @@ metrics_utils.cc) with the configuration OpenPCDet and the leaderboard tools use
 Difficulty: the level the box's ``difficulty`` field sets, and where it is unset (0) LEVEL_2 when the box holds
 <= 5 LiDAR points, else LEVEL_1;
 boxes with 0 points are not evaluated (the dataset's rule); ``levels`` set them instead (gt_levels).
-Deviations: IoUs are exact float64 (the official matcher quantises IoU weights to integers, which can only
-change ties, and Waymo's polygon intersection returns 0 for about 1 in 100 boxes that coincide exactly with a
-box turned by pi: pc3d.eval.waymo_breakdown). Whether a prediction overlaps a no-label zone is the caller's flag,
+IoUs are compared with the thresholds as float32 (the matcher's ``IoU()`` is a float, its thresholds proto floats:
+an IoU of 0.7 in float32 meets 0.7 though its float64 value may lie below). Deviations: the official matcher
+quantises the IoU weights of its assignment to integers, which can only change ties; Waymo's polygon intersection
+returns 0 for about 1 in 100 boxes that coincide exactly with a box turned by pi (pc3d.eval.waymo_breakdown).
+Whether a prediction overlaps a no-label zone is the caller's flag,
 as in the official tools (the leaderboard computes it from zone polygons the public data does not hold).
 """
 from __future__ import annotations
@@ -275,7 +277,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
             pd_n.append(len(pb))
             gt_n.append(len(gb))
             if len(pb) and len(gb):
-                iou_blocks.append(np.asarray(iou_3d(pb, gb), np.float64).ravel())
+                iou_blocks.append(float32_values(iou_3d(pb, gb)).ravel())
                 ha_blocks.append(_heading_accuracy(pb[:, 6], gb[:, 6]).ravel())
             else:
                 iou_blocks.append(np.zeros(0))
@@ -288,7 +290,7 @@ def waymo_eval(gt: list[dict], dt: list[dict], classes: tuple[str, ...] = WAYMO_
                                np.concatenate(scores) if scores else np.zeros(0),
                                np.concatenate(in_zone) if in_zone else np.zeros(0, bool),
                                np.concatenate(levels) if levels else np.zeros(0, np.int64),
-                               float(IOU_THRESHOLDS[cls]), cutoffs)
+                               float(float32_values(IOU_THRESHOLDS[cls])), cutoffs)
         all_levels = np.concatenate(levels) if levels else np.zeros(0, np.int64)
         result[cls] = {}
         for lv, name in enumerate(LEVELS):

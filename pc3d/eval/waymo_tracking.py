@@ -24,7 +24,8 @@ What is computed, following ``waymo_open_dataset/metrics`` (mot.cc, tracking_met
 
 Boxes are x, y, z, dx, dy, dz, heading in each frame's own (vehicle) frame: IoUs do not need poses. Ids are any
 hashable values (Waymo: ``key.laser_object_id`` strings); one id twice in a frame is a DataFormatError.
-Deviations: IoUs are exact float64 (the official matcher quantises them).
+IoUs are float32 as the official matcher's (compared with float32 thresholds); its assignment's integer weights
+(quantised IoUs) are not copied, which can only change ties.
 """
 from __future__ import annotations
 
@@ -64,7 +65,7 @@ def _class_frames(frames_gt: Sequence[dict], frames_dt: Sequence[dict], cls: str
             if len(set(ids)) < len(ids):
                 twice = next(i for i in ids if ids.count(i) > 1)
                 raise DataFormatError(where, f"frame {f}: {who} {cls} id {twice!r} appears twice")
-        iou = (np.asarray(iou_3d(d["boxes"][dsel], g["boxes"][gsel]), np.float64).reshape(len(dsel), -1)
+        iou = (float32_values(iou_3d(d["boxes"][dsel], g["boxes"][gsel])).reshape(len(dsel), -1)
                if len(dsel) and gsel.any() else np.zeros((len(dsel), int(gsel.sum()))))
         out.append((gt_ids, level, dt_ids, float32_values(d["scores"][dsel]), d["overlap_with_nlz"][dsel], iou,
                     None if duplicate_ids == "error" else dsel))
@@ -180,7 +181,7 @@ def waymo_tracking_eval(gt: Sequence[Sequence[dict]], dt: Sequence[Sequence[dict
         for s, (sg, sd) in enumerate(segments):
             frames = _class_frames(sg, sd, cls, f"segment {s}", duplicate_ids)
             for k, cutoff in enumerate(float32_values(cutoffs)):  # scores and cutoffs compared as float32 (protos)
-                counts[k] += _mot_counts(frames, IOU_THRESHOLDS[cls], cutoff)
+                counts[k] += _mot_counts(frames, float(float32_values(IOU_THRESHOLDS[cls])), cutoff)
         result[cls] = {name: _metrics(counts, cutoffs, lv) for lv, name in enumerate(LEVELS)}
     result["mean"] = {name: {m: float(np.mean([result[c][name][m] for c in classes])) if classes else 0.0
                              for m in ("MOTA", "MOTP")} for name in LEVELS}
