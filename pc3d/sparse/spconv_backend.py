@@ -11,14 +11,19 @@ merge or double-count them silently) and the output grid of every strided / tran
 (a forward pre-hook on the twin) before spconv runs. On CPU, spconv keys sites with int32, so a
 grid of 2**31 - 1 keys or more is refused there (use the native backend).
 
-indice_key: spconv keeps one pair list per key along a chain (a SubM key per kernel and dilation here) and
-reuses it for every later conv of that key, checking only the grid's shape and the site count (a raw
-ValueError or AssertionError, or, on other sites of that shape and count, the wrong pairs). The native engine
-builds a SubM map per set of sites and lets a later strided conv's key replace an earlier one. So before
-spconv runs, a key whose pairs belong to other sites (a SubM key reused at another level), a strided conv's key
-taken already, or an inverse conv without its strided conv's pairs is a SparseTensorError naming the key.
+indice_key: spconv keeps one pair list per key along a chain and reuses it for every later conv of that key,
+checking only the grid's shape and the site count (a raw ValueError or AssertionError, or, on other sites of
+that shape and count, the wrong pairs). The native engine builds a SubM map per set of sites and lets a later
+strided conv's key replace an earlier one. So a SubM key is spconv's per kernel, dilation and set of sites: the
+user's key plus ':k<kernel>:d<dilation>' on the first sites it meets on the chain, then '#1', '#2', ... on each
+other set (a key reused at another level), chosen by a forward pre-hook; SubM convs on one set of sites share
+one pair list, and a decoder level back on its encoder's sites finds the encoder's. Before spconv runs, a
+strided conv's key taken already or an inverse conv without its strided conv's pairs is a SparseTensorError
+naming the key.
 """
 from __future__ import annotations
+
+import itertools
 
 import torch
 
@@ -68,12 +73,25 @@ def _same_sites(a: torch.Tensor, b: torch.Tensor) -> bool:
     return a is b or (a.shape == b.shape and a.device == b.device and torch.equal(a, b))
 
 
+def _subm_site_key(twin, args) -> None:
+    """Forward pre-hook of a SubM twin with an indice_key: sets the spconv key of this input's sites (module doc),
+    the first of the twin's keys that is free or holds a SubM pair list of these sites."""
+    x, base = args[0], twin.pc3d_subm_key
+    for n in itertools.count():
+        key = f"{base}#{n}" if n else base
+        datas = x.indice_dict.get(key)
+        if datas is None or (datas.is_subm and list(datas.spatial_shape) == list(x.spatial_shape)
+                             and _same_sites(datas.indices, x.indices)):
+            twin.indice_key = key
+            return
+
+
 def _check_indice_key(twin, args) -> None:
-    """Forward pre-hook of a conv twin with an indice_key: the pairs spconv would reuse under the key must be
-    this input's (module doc), else a SparseTensorError naming the key, as the native engine would."""
-    x, key = args[0], twin.indice_key
-    name = getattr(twin, "pc3d_indice_key", key)
-    datas = x.indice_dict.get(key)
+    """Forward pre-hook of a strided / transposed / inverse conv twin with an indice_key: the pairs spconv would
+    reuse under the key must be this input's (module doc), else a SparseTensorError naming the key, as the
+    native engine would."""
+    x, name = args[0], twin.indice_key
+    datas = x.indice_dict.get(name)
     if twin.inverse:  # the native engine's own messages
         if datas is None or datas.is_subm or not _same_sites(datas.out_indices, x.indices):
             raise SparseTensorError(f"inverse conv: no strided conv with indice_key {name!r} produced these sites")
@@ -81,18 +99,10 @@ def _check_indice_key(twin, args) -> None:
             raise SparseTensorError(f"inverse conv kernel {tuple(twin.kernel_size)} differs from its paired conv's "
                                     f"{tuple(datas.ksize)} (indice_key {name!r})")
         return
-    if datas is None:
-        return
-    if not twin.subm:
+    if datas is not None:
         raise SparseTensorError(
             f"indice_key {name!r}: a second strided / transposed conv takes the key of an earlier one on this chain; "
             "spconv keeps one map per key (and cannot replace it): give each strided conv its own indice_key")
-    if list(datas.spatial_shape) != list(x.spatial_shape) or not _same_sites(datas.indices, x.indices):
-        raise SparseTensorError(
-            f"indice_key {name!r}: SubM convs share it on different sites ({len(datas.indices)} sites of grid "
-            f"{list(datas.spatial_shape)}, then {len(x.indices)} of grid {list(x.spatial_shape)}): spconv keeps one "
-            "pair list per key, so give each level its own indice_key (backend='native' builds a map per set of "
-            "sites)")
 
 
 def from_spconv(y, x: SparseTensor, stride) -> SparseTensor:
@@ -166,8 +176,10 @@ def build_conv(layer):
     # of its other kernels (and of pc3d): the general path keeps one layout for every kernel size
     twin.conv1x1 = False
     twin.register_forward_pre_hook(_check_grid)
-    if layer.indice_key:
-        twin.pc3d_indice_key = layer.indice_key  # the user's key, for the messages (a SubM twin's has a suffix)
+    if layer.subm and key:
+        twin.pc3d_subm_key = key  # the key of the first sites; the hook sets the key of each input's
+        twin.register_forward_pre_hook(_subm_site_key)
+    elif key:
         twin.register_forward_pre_hook(_check_indice_key)
     return twin
 
