@@ -8,12 +8,14 @@ z -2..4 m) and voxelized as the papers do: 0.32 m pillars (468 x 468) for DSVT-p
 (0.1 x 0.1 x 0.15 m over +-75.2 m). Each backbone gets seeded random input features of its width on its
 sites (the VFE is not timed), seeded weights, BatchNorm in train mode for forward + backward. Widths are the
 papers' (DSVT 192, FlatFormer 128), plus FlatFormer at DSVT's width (the papers' speed claim at equal width).
-The reference column of every row is VoxelBackBone8x in the same mode.
+The reference column of every row is VoxelBackBone8x in the same mode, timed in turn with the row's backbone
+(_common.alternated), so each ratio shares the host's speed of its minutes.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+from _common import alternated
 
 RANGE = [-74.88, -74.88, -2.0, 74.88, 74.88, 4.0]
 PILLAR = [0.32, 0.32, 6.0]
@@ -98,24 +100,22 @@ def run_attn(timed, quick: bool = False) -> list[dict]:
             net(fresh(x)).feats.square().mean().backward()
         return run
 
-    conv.eval()
-    ref = {"forward": timed(forward(conv, conv_x), repeats=repeats)}
-    conv.train()
-    ref["forward + backward"] = timed(backward(conv, conv_x), repeats=repeats)
     rows = []
     for name, build, grid, channels in _backbones():
         torch.manual_seed(0)
         net = build()
         x = _input(*grids[grid], channels)
+        conv.eval()
         net.eval()
-        fwd = timed(forward(net, x), repeats=repeats)
         part = timed(_partition(net, x), repeats=repeats)
+        ref_fwd, fwd = alternated([forward(conv, conv_x), forward(net, x)], repeats)
+        conv.train()
         net.train()
-        fwd_bwd = timed(backward(net, x), repeats=repeats)
-        for mode, t in (("forward", fwd), ("forward + backward", fwd_bwd)):
+        ref_bwd, fwd_bwd = alternated([backward(conv, conv_x), backward(net, x)], repeats)
+        for mode, t, ref in (("forward", fwd, ref_fwd), ("forward + backward", fwd_bwd, ref_bwd)):
             rows.append({"case": f"{name}, {mode}, {len(x):,} sites", "pc3d_s": t,
-                         "ref": f"VoxelBackBone8x ({len(conv_x):,} voxels)", "ref_s": ref[mode],
-                         "speedup": ref[mode] / t, "partition_share": f"{part / fwd:.1%}" if mode == "forward" else ""})
+                         "ref": f"VoxelBackBone8x ({len(conv_x):,} voxels)", "ref_s": ref,
+                         "speedup": ref / t, "partition_share": f"{part / fwd:.1%}" if mode == "forward" else ""})
     return rows
 
 
