@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pc3d.data.batch import Collate
+from pc3d.errors import ConfigError
 from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
 from pc3d.models.backbones3d.voxel_res_backbone import VoxelResBackBone8x
 from pc3d.models.bev import BaseBEVBackbone, HeightCompression, PointPillarScatter
@@ -92,6 +93,22 @@ def test_voxel_backbones_stride_and_gradients(backbone):
     assert torch.equal(bev, out.dense().flatten(1, 2)) and bev.is_contiguous(memory_format=torch.channels_last)
     bev.sum().backward()
     assert torch.isfinite(x.feats.grad).all() and x.feats.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("backbone", [VoxelBackBone8x, VoxelResBackBone8x])
+def test_z_padding_keeps_openpcdets_two_z_cells_for_bev(backbone):
+    """OpenPCDet pads the grid by one z cell (sparse_shape = grid_size[::-1] + [1, 0, 0]): KITTI's 40 cells end
+    as 2 under the stages and z-halving conv (a 256-wide BEV map from 128 channels), not 1."""
+    net = backbone(4, out_channels=8, channels=(8, 8, 8, 8), z_padding=1)
+    assert net.output_shape((40, 1600, 1408)) == (2, 200, 176)
+    assert backbone(4, out_channels=8, channels=(8, 8, 8, 8)).output_shape((40, 1600, 1408)) == (1, 200, 176)
+    x = MeanVFE(4)(batch_with(HardVoxelizer([0.1, 0.1, 0.1], RANGE, 5, 20000)))
+    assert x.spatial_shape == (40, 128, 128)
+    out = net(x)
+    assert out.spatial_shape == net.output_shape(x.spatial_shape) == (2, 16, 16)
+    assert int(out.coords[:, 1].max()) == 1  # the padding lies above the top: sites fill both cells
+    with pytest.raises(ConfigError, match="z_padding"):
+        backbone(4, z_padding=-1)
 
 
 def test_pillar_scatter_and_bev_backbone():

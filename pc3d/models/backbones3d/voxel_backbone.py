@@ -13,6 +13,7 @@ from functools import partial
 
 from torch import nn
 
+from pc3d.errors import ConfigError
 from pc3d.models.backbones3d.blocks import Act, Norm, batch_norm, post_act_block
 from pc3d.sparse import SparseConvolution, SparseSequential, SparseTensor
 from pc3d.sparse.kernel_map import conv_output_shape
@@ -20,12 +21,19 @@ from pc3d.sparse.kernel_map import conv_output_shape
 
 class VoxelStages(nn.Module):
     """conv_input -> conv1 .. conv4 (-> conv_out or None), set with `out_channels` by the subclass; the
-    methods of the convention above."""
+    methods of the convention above. `z_padding`: empty cells added above the grid's top in z before the first
+    conv, as OpenPCDet's `sparse_shape = grid_size[::-1] + [1, 0, 0]` (z_padding 1): KITTI's and Waymo's 40 z
+    cells then end as 2 under SECOND's stages, a BEV map of 2 x out_channels, rather than 1."""
+
+    z_padding: int = 0
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         return self.forward_features(x)[0]
 
     def forward_features(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
+        if self.z_padding:
+            x = SparseTensor(x.feats, x.coords, self._padded(x.spatial_shape), x.batch_size, stride=x.stride,
+                             check=False)
         x1 = self.conv1(self.conv_input(x))
         x2 = self.conv2(x1)
         x3 = self.conv3(x2)
@@ -36,11 +44,19 @@ class VoxelStages(nn.Module):
     def output_shape(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
         """The output's spatial shape for an input grid (Z, Y, X): spconv's output-size rule
         (in + 2p - d(k - 1) - 1) // s + 1 applied for each strided conv, in stage order."""
-        shape = tuple(spatial_shape)
+        shape = self._padded(spatial_shape)
         for m in self.modules():  # registration order is execution order: the stages form one chain
             if isinstance(m, SparseConvolution) and not (m.subm or m.inverse or m.transposed):
                 shape = conv_output_shape(shape, m.kernel_size, m.stride, m.padding, m.dilation)
         return shape
+
+    def _padded(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        return (int(spatial_shape[0]) + self.z_padding, *(int(s) for s in spatial_shape[1:]))
+
+    def _set_z_padding(self, z_padding: int) -> None:
+        if isinstance(z_padding, bool) or not isinstance(z_padding, int) or z_padding < 0:
+            raise ConfigError(f"z_padding must be an int >= 0 (cells added above the grid in z), got {z_padding!r}")
+        self.z_padding = z_padding
 
 
 class VoxelBackBone8x(VoxelStages):
@@ -48,13 +64,15 @@ class VoxelBackBone8x(VoxelStages):
     norm_momentum: of the default BatchNorm (OpenPCDet's 0.01 suits long runs; short CPU runs need ~0.1,
     else the running statistics used in eval mode lag far behind the weights). act, norm: blocks.py.
 
-    With `out_channels` (128 in SECOND), a (3, 1, 1) / (2, 1, 1) conv further halves z for BEV.
+    With `out_channels` (128 in SECOND), a (3, 1, 1) / (2, 1, 1) conv further halves z for BEV. z_padding:
+    VoxelStages.
     """
 
     def __init__(self, in_channels: int, out_channels: int | None = 128,
                  channels: Sequence[int] = (16, 32, 64, 64), norm_momentum: float = 0.01, act: Act = nn.ReLU,
-                 norm: Norm | None = None):
+                 norm: Norm | None = None, z_padding: int = 0):
         super().__init__()
+        self._set_z_padding(z_padding)
         c1, c2, c3, c4 = channels
         block = partial(post_act_block, act=act, norm=norm or batch_norm(norm_momentum))
         self.conv_input = block(in_channels, c1, 3, indice_key="subm1", padding=1)

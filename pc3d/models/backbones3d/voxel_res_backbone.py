@@ -23,8 +23,10 @@ class VoxelResBackBone8x(VoxelStages):
     def __init__(self, in_channels: int, out_channels: int | None = 128,
                  channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01, act: Act = nn.ReLU,
                  norm: Norm | None = None, block: Callable[..., SparseModule] | None = None,
-                 basic: Callable[..., SparseModule] | None = None, first: Callable[..., SparseModule] | None = None):
+                 basic: Callable[..., SparseModule] | None = None, first: Callable[..., SparseModule] | None = None,
+                 z_padding: int = 0):
         super().__init__()
+        self._set_z_padding(z_padding)
         c1, c2, c3, c4 = channels
         parts = {"act": act, "norm": norm or batch_norm(norm_momentum)}
         block = block or partial(post_act_block, **parts)

@@ -24,12 +24,12 @@ from pc3d.models.snn.neuron import MultiSpike
 
 class SpikingVoxelResBackBone8x(VoxelResBackBone8x):
     """Stages of `channels` (16, 32, 64, 128), two SpikingBlocks each; in_channels / out_channels /
-    norm_momentum as VoxelResBackBone8x; neuron: MultiSpike or nn.ReLU."""
+    norm_momentum / z_padding as VoxelResBackBone8x; neuron: MultiSpike or nn.ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int | None = 128,
                  channels: Sequence[int] = (16, 32, 64, 128), norm_momentum: float = 0.01,
-                 neuron: Neuron = MultiSpike):
+                 neuron: Neuron = MultiSpike, z_padding: int = 0):
         norm = batch_norm(norm_momentum)
         super().__init__(in_channels, out_channels, channels, block=partial(SpikeConv, neuron=neuron, norm=norm),
                          basic=partial(SpikingBlock, neuron=neuron, norm=norm),
-                         first=partial(SpikeConv, neuron=nn.Identity, norm=norm))
+                         first=partial(SpikeConv, neuron=nn.Identity, norm=norm), z_padding=z_padding)
