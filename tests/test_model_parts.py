@@ -203,8 +203,10 @@ def test_segmentor_parts_from_config(experiment):
 
 # sha256 of "key:shape" lines of the state_dict, recorded before widths were derived: checkpoints keep loading
 STATE_DICTS = {
-    "second_kitti": (162, "c88cbaa8d55f75a6"),
-    "centerpoint_kitti": (296, "8c49e028a47cc4d8"),
+    # OpenPCDet's z padding since 2026-12-07 (a 256-wide BEV map; before: c88cbaa8d55f75a6, 8c49e028a47cc4d8 with
+    # backbone_3d.z_padding=0, which a run's saved config keeps)
+    "second_kitti": (162, "74b079cd7303bb4b"),
+    "centerpoint_kitti": (296, "1d50da080eaa135e"),
     "centerpoint_pillar_kitti": (212, "3be0fa591c26b710"),
     "pointpillars_kitti": (126, "a7d0761de2cf2016"),
     "semantickitti_seg": (284, "a69682f432c1f5a0"),

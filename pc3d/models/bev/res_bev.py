@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pc3d.models.bev.second_bev import _up
+from pc3d.models.bev.second_bev import _up, staged_upsampled
 
 
 class BasicBlock2d(nn.Module):
@@ -49,8 +49,4 @@ class BaseBEVResBackbone(nn.Module):
         self.out_channels = sum(num_upsample_filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ups = []
-        for block, deblock in zip(self.blocks, self.deblocks, strict=True):
-            x = block(x)
-            ups.append(deblock(x))
-        return torch.cat(ups, 1) if len(ups) > 1 else ups[0]
+        return staged_upsampled(self.blocks, self.deblocks, x)

@@ -23,6 +23,15 @@ def _up(cin: int, cout: int, stride: float, momentum: float = 0.01) -> nn.Sequen
     return nn.Sequential(conv, nn.BatchNorm2d(cout, eps=1e-3, momentum=momentum), nn.ReLU())
 
 
+def staged_upsampled(blocks: nn.ModuleList, deblocks: nn.ModuleList, x: torch.Tensor) -> torch.Tensor:
+    """The stages in turn, each stage's output upsampled by its deblock; the upsampled maps concatenated."""
+    ups = []
+    for block, deblock in zip(blocks, deblocks, strict=True):
+        x = block(x)
+        ups.append(deblock(x))
+    return torch.cat(ups, 1) if len(ups) > 1 else ups[0]
+
+
 class BaseBEVBackbone(nn.Module):
     """Stage i: a conv of stride layer_strides[i] to num_filters[i] channels, then layer_nums[i] convs;
     its output is upsampled by upsample_strides[i] to num_upsample_filters[i] channels; the upsampled
@@ -47,8 +56,4 @@ class BaseBEVBackbone(nn.Module):
         self.out_channels = sum(num_upsample_filters)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ups = []
-        for block, deblock in zip(self.blocks, self.deblocks, strict=True):
-            x = block(x)
-            ups.append(deblock(x))
-        return torch.cat(ups, 1) if len(ups) > 1 else ups[0]
+        return staged_upsampled(self.blocks, self.deblocks, x)
