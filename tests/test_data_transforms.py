@@ -81,14 +81,46 @@ def test_boxes_keep_their_points(transform):
         assert (iou[~np.eye(len(iou), dtype=bool)] == 0).all()
 
 
+def _turn(a: float) -> np.ndarray:
+    return np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+
+
 def test_rotation_turns_velocity_and_flip_mirrors_heading():
     sample = _scene(np.random.default_rng(1))
-    v = np.linalg.norm(sample["gt_boxes"][:, 7:9], axis=1)
-    out = GlobalRotation([0.5, 0.5])(dict(sample), np.random.default_rng(0))
-    np.testing.assert_allclose(np.linalg.norm(out["gt_boxes"][:, 7:9], axis=1), v, rtol=1e-5)
+    boxes = sample["gt_boxes"].astype(np.float64)
+    out = GlobalRotation([0.5, 0.5])(dict(sample), np.random.default_rng(0))  # exactly 0.5 rad
+    np.testing.assert_allclose(out["gt_boxes"][:, 7:9], boxes[:, 7:9] @ _turn(0.5).T, atol=1e-5)
+    np.testing.assert_allclose(out["gt_boxes"][:, :2], boxes[:, :2] @ _turn(0.5).T, atol=1e-4)
+    heading = (boxes[:, 6] + 0.5 + np.pi) % (2 * np.pi) - np.pi
+    np.testing.assert_allclose(out["gt_boxes"][:, 6], heading, atol=1e-5)
+    np.testing.assert_allclose(out["points"][:, :2], sample["points"][:, :2] @ _turn(0.5).T, atol=1e-4)
     flipped = RandomFlip(["x"], prob=1.0)(dict(sample), np.random.default_rng(0))
     np.testing.assert_allclose(flipped["gt_boxes"][:, 6], -sample["gt_boxes"][:, 6], atol=1e-6)
     np.testing.assert_allclose(flipped["gt_boxes"][:, 8], -sample["gt_boxes"][:, 8])
+
+
+def test_global_transforms_and_object_noise_move_what_they_draw():
+    """Points and boxes keeping their points (above) also holds for a transform that does nothing: here each
+    one is seen to move the scene by one drawn motion."""
+    sample = _scene(np.random.default_rng(4))
+    xyz, boxes = sample["points"][:, :3].astype(np.float64), sample["gt_boxes"].astype(np.float64)
+    scaled = GlobalScaling([0.8, 1.2])(dict(sample), np.random.default_rng(0))
+    factor = float(np.median(scaled["points"][:, :3] / xyz))
+    assert 0.8 <= factor <= 1.2 and abs(factor - 1) > 1e-3
+    np.testing.assert_allclose(scaled["points"][:, :3], xyz * factor, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(scaled["gt_boxes"][:, :6], boxes[:, :6] * factor, rtol=1e-5, atol=1e-5)
+    shifted = GlobalTranslation(2.0)(dict(sample), np.random.default_rng(0))
+    offset = shifted["points"][0, :3] - xyz[0]
+    assert np.abs(offset).max() > 1e-3
+    np.testing.assert_allclose(shifted["points"][:, :3], xyz + offset, atol=1e-4)
+    np.testing.assert_allclose(shifted["gt_boxes"][:, :3], boxes[:, :3] + offset, atol=1e-4)
+    np.testing.assert_allclose(shifted["gt_boxes"][:, 3:], boxes[:, 3:], atol=1e-6)
+    inside = points_in_boxes(sample["points"], sample["gt_boxes"]) >= 0  # the box index of each point, or -1
+    noisy = ObjectNoise(num_try=50)(dict(sample), np.random.default_rng(0))
+    moved = np.abs(noisy["gt_boxes"][:, :3] - boxes[:, :3]).max(1) > 1e-3
+    assert moved.sum() >= 2  # boxes moved, and their points with them (test_boxes_keep_their_points)
+    assert np.abs(noisy["points"][inside, :3] - xyz[inside]).max() > 1e-3
+    np.testing.assert_array_equal(noisy["points"][~inside], sample["points"][~inside])  # the background stays
 
 
 def test_affine_maps_xyz_in_float64_and_keeps_features():

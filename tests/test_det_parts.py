@@ -48,6 +48,29 @@ def test_mean_vfe():
     batch = batch_with(HardVoxelizer(VOXEL, RANGE, 5, 20000))
     x = MeanVFE(4)(batch)
     assert x.feats.shape == (len(batch["voxel_coords"]), 4) and x.spatial_shape == (20, 128, 128)
+    voxels, counts = batch["voxels"].double().numpy(), batch["voxel_num_points"].numpy()
+    assert (counts > 1).any()  # voxels holding several points: a mean, not a point
+    means = np.stack([voxels[v, :n].mean(0) for v, n in enumerate(counts)])  # the filled slots of each voxel
+    np.testing.assert_allclose(x.feats.double().numpy(), means, rtol=1e-6, atol=1e-6)
+
+
+def _first_layer_input(vfe, batch) -> torch.Tensor:
+    """What the VFE feeds its first PFN layer (the decorated point features)."""
+    seen = []
+    handle = vfe.pfn_layers[0].register_forward_pre_hook(lambda _, args: seen.append(args[0].detach()))
+    vfe(batch)
+    handle.remove()
+    return seen[0].double()
+
+
+def _decorations(xyz: np.ndarray, group: np.ndarray, size, lower) -> tuple[np.ndarray, np.ndarray]:
+    """Per point: xyz minus the mean of its voxel's points, and xyz minus its voxel's centre, the voxel found
+    from the point itself (float64)."""
+    sums, n = np.zeros((group.max() + 1, 3)), np.bincount(group)
+    np.add.at(sums, group, xyz)
+    size, lower = np.asarray(size, np.float64), np.asarray(lower, np.float64)
+    centre = (np.floor((xyz - lower) / size) + 0.5) * size + lower
+    return xyz - (sums / n[:, None])[group], xyz - centre
 
 
 def test_pillar_vfe_masks_padding_and_has_gradients():
@@ -64,6 +87,13 @@ def test_pillar_vfe_masks_padding_and_has_gradients():
     pad = torch.arange(16)[None, :] >= batch["voxel_num_points"][:, None]
     dirty["voxels"] = torch.where(pad[..., None], torch.full_like(batch["voxels"], 50.0), batch["voxels"])
     assert torch.allclose(vfe(dirty).feats, ref)
+    # the decorated input: the point's own columns, its offset from its pillar's mean and from the pillar's centre
+    valid = ~pad
+    x = _first_layer_input(vfe, batch).reshape(*pad.shape, -1)[valid].numpy()
+    points = batch["voxels"][valid].double().numpy()
+    group = torch.arange(len(pad))[:, None].expand_as(pad)[valid].numpy()
+    to_mean, to_centre = _decorations(points[:, :3], group, PILLAR, RANGE[:3])
+    np.testing.assert_allclose(x, np.c_[points, to_mean, to_centre], atol=1e-5)
 
 
 @pytest.mark.parametrize("pillars", [False, True])
@@ -75,6 +105,11 @@ def test_dynamic_vfe(pillars):
     assert x.feats.shape == (len(batch["voxel_coords"]), 16)
     x.feats.square().sum().backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in vfe.parameters())
+    keep = batch["point_to_voxel"] >= 0
+    points = batch["points"][keep].double().numpy()
+    to_mean, to_centre = _decorations(points[:, :3], batch["point_to_voxel"][keep].numpy(), PILLAR if pillars
+                                      else VOXEL, RANGE[:3])
+    np.testing.assert_allclose(_first_layer_input(vfe, batch).numpy(), np.c_[points, to_mean, to_centre], atol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", [VoxelBackBone8x, VoxelResBackBone8x])

@@ -107,6 +107,7 @@ def test_to_float64_keeps_sites_and_runs_in_double():
     x = random_tensor()
     y = x.to(torch.float64)
     assert y.feats.dtype == torch.float64 and y.coords is x.coords and y.maps is x.maps
+    assert torch.equal(y.feats, x.feats.double())
     out = sp.SubMConv3d(4, 6, 3).double()(y)
     assert out.feats.dtype == torch.float64 and len(out) == len(x)
 
