@@ -130,13 +130,25 @@ def test_code_weights_scale_the_difference_before_the_smooth_l1():
 
 
 def test_gaussian_targets():
-    assert gaussian_radius(10, 10, 0.1) > 0
+    # CenterNet / CenterPoint's three cases (their code, roots halved as written there), h = 4, w = 10, overlap 0.1:
+    #   r1 = (14 + sqrt(14^2 - 4 * 40 * 0.9 / 1.1)) / 2 = (14 + sqrt(65.09)) / 2 = 11.03
+    #   r2 = (28 + sqrt(28^2 - 16 * 0.9 * 40)) / 2 = (28 + sqrt(208)) / 2 = 21.21
+    #   r3 = (-2.8 + sqrt(2.8^2 + 16 * 0.1 * 0.9 * 40)) / 2 = (-2.8 + sqrt(65.44)) / 2 = 2.6447   <- the minimum
+    assert gaussian_radius(4, 10, 0.1) == pytest.approx((-2.8 + math.sqrt(65.44)) / 2, rel=1e-9)
+    # h = w = 10: r3 = (-4 + sqrt(16 + 16 * 0.1 * 0.9 * 100)) / 2 = (-4 + sqrt(160)) / 2 = 2 sqrt(10) - 2 = 4.3246
+    # (r1 = 14.26, r2 = 26.32); min_overlap 0.7 would give 2.733
+    assert gaussian_radius(10, 10, 0.1) == pytest.approx(2 * math.sqrt(10) - 2, rel=1e-9)
     hm = np.zeros((9, 9), np.float32)
     draw_gaussian(hm, 0, 8, 2)  # clipped at the corner
     assert hm[8, 0] == 1 and hm.max() == 1 and (hm > 0).sum() == 9
     hm = np.zeros((9, 9), np.float32)
     draw_gaussian(hm, 4, 4, 2)
     assert np.allclose(hm, hm.T) and hm[4, 4] == 1 and (hm > 0).sum() == 25
+    # diameter 2r + 1 = 5, sigma = 5 / 6, 2 sigma^2 = 50 / 36: a cell at squared distance d2 holds exp(-0.72 d2)
+    assert hm[4, 5] == pytest.approx(math.exp(-0.72), rel=1e-6)  # 0.4868
+    assert hm[3, 5] == pytest.approx(math.exp(-1.44), rel=1e-6)  # 0.2369
+    assert hm[6, 5] == pytest.approx(math.exp(-3.6), rel=1e-6)  # d2 = 5: 0.0273
+    assert hm[2, 2] == pytest.approx(math.exp(-5.76), rel=1e-6)  # corner of the patch, d2 = 8
 
 
 def center_head(with_iou: bool = False) -> CenterHead:
@@ -248,6 +260,39 @@ def test_focal_losses():
     perfect = gaussian_focal_loss(torch.where(hm > 0, 8.0, -8.0), hm)
     wrong = gaussian_focal_loss(torch.where(hm > 0, -8.0, 8.0), hm)
     assert perfect < 0.01 < wrong
+
+    # Hand-computed. Focal loss (Lin et al.): alpha_t (1 - p_t)^gamma CE, alpha_t = alpha (0.25) on positives and
+    # 1 - alpha on negatives, gamma 2; sigma(4) = 0.982014, sigma(-4) = 0.017986, log(1 + e^-4) = 0.0181499.
+    one = torch.ones(1)
+    # confident positive, logit 4, target 1: 0.25 * 0.017986^2 * 0.0181499 = 1.4679e-6
+    pos = sigmoid_focal_loss(torch.tensor([[4.0]]), torch.tensor([[1.0]]), one)
+    assert pos.item() == pytest.approx(1.4678924e-6, rel=1e-4)
+    # confident negative, logit -4, target 0: 0.75 * 0.017986^2 * 0.0181499 = 4.4037e-6
+    neg = sigmoid_focal_loss(torch.tensor([[-4.0]]), torch.tensor([[0.0]]), one)
+    assert neg.item() == pytest.approx(4.4036773e-6, rel=1e-4)
+    # missed positive, logit -4, target 1: 0.25 * 0.982014^2 * (4 + 0.0181499) = 0.968727
+    missed = sigmoid_focal_loss(torch.tensor([[-4.0]]), torch.tensor([[1.0]]), one)
+    assert missed.item() == pytest.approx(0.9687268, rel=1e-4)
+    # per-anchor weights scale whole rows: 2 x (missed + neg) + 0.5 x (pos + neg)
+    both = sigmoid_focal_loss(torch.tensor([[-4.0, -4.0], [4.0, -4.0]]), torch.tensor([[1.0, 0.0], [1.0, 0.0]]),
+                              torch.tensor([2.0, 0.5]))
+    assert both.item() == pytest.approx(2 * (0.9687268 + 4.4036773e-6) + 0.5 * (1.4678924e-6 + 4.4036773e-6),
+                                        rel=1e-4)
+
+    # CenterNet's heat-map focal loss, alpha 2, beta 4, divided by the number of peaks (cells equal to 1):
+    #   peak:      -(1 - p)^2 log p;   other cell: -(1 - y)^4 p^2 log(1 - p)
+    # Two peaks predicted at the clamp 1 - 1e-4 (each 1e-8 * 1e-4 = 1e-12), background at the clamp 1e-4 (1e-12
+    # each), one Gaussian cell y = 0.5 predicted 0.5: -(0.0625 * 0.25 * log 0.5) = 0.0108304; / 2 peaks = 0.0054152.
+    hm = torch.zeros(1, 1, 8, 8)
+    hm[0, 0, 1, 1] = hm[0, 0, 6, 6] = 1
+    hm[0, 0, 3, 4] = 0.5
+    logits = torch.where(hm == 1, 20.0, -20.0)
+    logits[0, 0, 3, 4] = 0.0
+    assert gaussian_focal_loss(logits, hm).item() == pytest.approx(-math.log(0.5) * 0.25 * 0.0625 / 2, rel=1e-5)
+    # a peak predicted 0.5 instead: its -(1 - 0.5)^2 log 0.5 = 0.1732868 joins, still over 2 peaks
+    logits[0, 0, 6, 6] = 0.0
+    assert gaussian_focal_loss(logits, hm).item() == pytest.approx(-math.log(0.5) * 0.25 * (1 + 0.0625) / 2,
+                                                                   rel=1e-5)
 
 
 def test_postprocess_rotated_nms_and_topk():

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 from functools import partial
 
 import numpy as np
@@ -152,6 +153,16 @@ def test_fsc_loss_zero_for_equal_flows_and_l1_on_valid_points():
     loss.backward()
     assert torch.isfinite(flow.grad).all()
     assert fsc_loss(torch.randn(50, 3, generator=g), feats, neighbours[:, 1:]) > 0
+    # Hand-computed: w = max(0, 1 - exp(-cos / 0.45)), the loss is the mean of w |flow_i - flow_k| over valid pairs.
+    # Point 0's features [1, 0]; its neighbours: 1 ([2, 0], cos 1, w = 1 - exp(-1 / 0.45) = 0.891632, distance 5),
+    # 2 ([0, 3], cos 0, w = 1 - 1 = 0, distance 2), 3 ([-1, 0], cos -1, raw w = 1 - exp(1 / 0.45) = -8.23, clamped
+    # to 0, distance 1); point 1's only neighbour is 0 (w 0.891632, distance 5); -1 pads. Four valid pairs:
+    # (0.891632 * 5 + 0 + 0 + 0.891632 * 5) / 4 = 2.22908 (all weights 1: 13 / 4; unclamped: 0.172).
+    feats = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0], [-1.0, 0.0]])
+    flow = torch.tensor([[0.0, 0.0, 0.0], [3.0, 4.0, 0.0], [0.0, 0.0, 2.0], [1.0, 0.0, 0.0]])
+    neighbours = torch.tensor([[1, 2, 3], [0, -1, -1], [-1, -1, -1], [-1, -1, -1]])
+    w = 1 - math.exp(-1 / 0.45)
+    assert fsc_loss(flow, feats, neighbours).item() == pytest.approx(2 * w * 5 / 4, rel=1e-5)
     pred, gt = torch.zeros(3, 3), torch.tensor([[1.0, 1.0, 1.0], [0.0, 2.0, 0.0], [9.0, 9.0, 9.0]])
     assert flow_l1(pred, gt, torch.tensor([True, True, False])).item() == pytest.approx(2.5)
 
