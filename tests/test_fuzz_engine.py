@@ -15,7 +15,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, event, given, settings
+from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 import pc3d.sparse as sp
@@ -231,13 +231,83 @@ def test_fuzz_max_pool_equals_brute_force_or_refuses(data, kernel, stride):
 bad_value = st.one_of(st.integers(-3, 4), st.sampled_from([2**31, 2**40, 2.5, 3.0, True, "3", None, (3, 3), ()]))
 
 
+@st.composite
+def layer_arguments(draw):
+    """(ndim, kind, kernel, stride, padding, dilation, in_channels, groups) of a conv or pool (out_channels 4).
+
+    In two examples of three every value is plausible: a parameter is an int or ndim ints in [its lower
+    bound, 4], now and then 2**8 (a kernel at the volume limit in 2-D, past it in 3-D) or 2**31 - 1 (the
+    largest int allowed); channels 1, 2 or 4 and groups 1 or 2 (which 1 channel does not divide); a
+    submanifold conv mostly gets stride 1. In the third, about half the values are hostile (bad_value,
+    zero, negative or non-int channels and groups)."""
+    hostile = draw(st.integers(0, 2)) == 0
+
+    def rarely_bad():
+        return hostile and draw(st.booleans())
+
+    def one(low):
+        return draw(st.integers(low, 4)) if draw(st.integers(0, 7)) else draw(st.sampled_from([2**8, INT32_MAX]))
+
+    def parameter(low):
+        if rarely_bad():
+            return draw(bad_value)
+        return one(low) if draw(st.booleans()) else tuple(one(low) for _ in range(ndim))
+
+    ndim = draw(st.sampled_from([2, 3, 4]))
+    kind = draw(st.sampled_from(["subm", "conv", "transposed", "maxpool", "avgpool"]))
+    kernel, padding, dilation = parameter(1), parameter(0), parameter(1)
+    stride = 1 if kind == "subm" and draw(st.integers(0, 3)) else parameter(1)
+    channels = draw(st.sampled_from([0, -2, 2.0, 3]) if rarely_bad() else st.sampled_from([1, 2, 4]))
+    groups = draw(st.sampled_from([4, 0, -1, True]) if rarely_bad() else st.sampled_from([1, 2]))
+    return ndim, kind, kernel, stride, padding, dilation, channels, groups
+
+
+def ints_or_none(value, ndim: int, low: int):
+    """The ndim ints a layer must store for `value` (an int or a tuple of ndim ints, every one in
+    [low, 2**31 - 1]; no bool, float or str), or None when the value is invalid."""
+    if type(value) is int:
+        value = (value,) * ndim
+    if not isinstance(value, tuple) or len(value) != ndim or any(type(v) is not int for v in value):
+        return None
+    return value if all(low <= v <= INT32_MAX for v in value) else None
+
+
+def expected_layer(ndim, kind, kernel, stride, padding, dilation, channels, groups):
+    """({parameter: the ndim ints the layer must store}, {names of the invalid parameters}) by the
+    documented limits: kernel_size, stride, dilation >= 1 and padding >= 0 (ints, at most 2**31 - 1),
+    at most MAX_KERNEL_VOLUME kernel offsets, stride 1 for a submanifold conv, a pool's stride
+    defaulting to its kernel; for a conv, channels and groups ints >= 1, groups dividing in_channels
+    and out_channels (4)."""
+    pool = kind.endswith("pool")
+    if pool and stride is None:
+        stride = kernel
+    want = {"kernel_size": ints_or_none(kernel, ndim, 1), "stride": ints_or_none(stride, ndim, 1),
+            "padding": ints_or_none(padding, ndim, 0), "dilation": ints_or_none(dilation, ndim, 1)}
+    invalid = {name for name, values in want.items() if values is None}
+    if want["kernel_size"] is not None and math.prod(want["kernel_size"]) > MAX_KERNEL_VOLUME:
+        invalid.add("kernel_size")
+    if kind == "subm" and want["stride"] not in (None, (1,) * ndim):
+        invalid.add("stride")
+    if not pool:
+        if type(channels) is not int or not 1 <= channels <= INT32_MAX:
+            invalid.add("channels")
+        if type(groups) is not int or not 1 <= groups <= INT32_MAX:
+            invalid.add("groups")
+        elif "channels" not in invalid and (channels % groups or 4 % groups):
+            invalid.add("groups")
+    return want, invalid
+
+
 @FUZZ
-@given(ndim=st.sampled_from([2, 3, 4]), kernel=bad_value, stride=bad_value, padding=bad_value,
-       dilation=bad_value, channels=st.sampled_from([1, 4, 0, -2, 2.0]), groups=st.sampled_from([1, 2, 0, -1]),
-       kind=st.sampled_from(["subm", "conv", "transposed", "maxpool", "avgpool"]))
-def test_fuzz_layer_parameters_are_ints_in_range_or_config_error(ndim, kernel, stride, padding, dilation, channels,
-                                                                 groups, kind):
-    """Any parameter a user can type: a layer whose parameters are all valid ints, or ConfigError."""
+@example(args=(3, "conv", 3, 1, 3, (1, 2, 1), 4, 2))  # valid, padding 3: always run
+@example(args=(2, "maxpool", (2, 3), None, (0, 4), 1, 1, 1))  # a pool's stride defaults to its kernel
+@given(args=layer_arguments())
+def test_fuzz_layer_parameters_are_ints_in_range_or_config_error(args):
+    """Any parameter a user can type: ConfigError naming an invalid parameter exactly when the
+    documented limits (expected_layer) say some parameter is invalid, else a layer that stores the
+    given values as ndim Python ints."""
+    ndim, kind, kernel, stride, padding, dilation, channels, groups = args
+    want, invalid = expected_layer(*args)
     try:
         if kind.endswith("pool"):
             layer = sp.SparsePool(ndim, kernel, stride, padding, dilation, mode=kind[:3])
@@ -245,12 +315,15 @@ def test_fuzz_layer_parameters_are_ints_in_range_or_config_error(ndim, kernel, s
             layer = sp.SparseConvolution(ndim, channels, 4, kernel, stride, padding, dilation, groups=groups,
                                          subm=kind == "subm", transposed=kind == "transposed")
     except ConfigError as error:
-        assert any(name in str(error) for name in ("kernel_size", "stride", "padding", "dilation", "channels",
-                                                   "groups"))
+        event("refused")
+        assert invalid, f"valid parameters refused: {args!r}: {error}"
+        assert any(name in str(error) for name in invalid), f"{error} names none of the invalid {sorted(invalid)}"
         return
-    for name, low in (("kernel_size", 1), ("stride", 1), ("padding", 0), ("dilation", 1)):
-        values = getattr(layer, name)
-        assert len(values) == ndim and all(type(v) is int and low <= v <= INT32_MAX for v in values)
+    event("built")
+    assert not invalid, f"invalid {sorted(invalid)} accepted: {args!r}"
+    for name, values in want.items():
+        stored = getattr(layer, name)
+        assert stored == values and all(type(v) is int for v in stored), (name, stored, values)
     assert math.prod(layer.kernel_size) <= MAX_KERNEL_VOLUME
 
 
@@ -366,36 +439,92 @@ def test_fuzz_spconv_backend_matches_native_or_refuses(data, kernel, stride, sub
 
 
 # ------------------------------------------------------------------------------------------ voxelizers
-size_value = st.one_of(st.floats(0.05, 2.0), st.sampled_from([0.0, -0.5, 1e-46, 1e-12, 1e39, float("nan"),
-                                                              float("inf")]))
-bound = st.one_of(st.floats(-5, 5), st.sampled_from([1e30, -1e30, 1e39, float("nan")]))
+hostile_size = st.sampled_from([0.0, -0.5, 1e-46, 1e-12, 1e39, float("nan"), float("inf")])
+hostile_bound = st.sampled_from([1e30, -1e30, 1e39, float("nan")])
+hostile_span = st.sampled_from([0.0, -1.0, 1e30])
+size_value = st.one_of(st.floats(0.05, 2.0), hostile_size)
 coordinate = st.one_of(st.floats(-6, 6, width=32), st.sampled_from([float("nan"), float("inf"), -float("inf"),
                                                                     1e30, -3e38, 3e38]))
 
 
+@st.composite
+def voxel_case(draw):
+    """(voxel_size, point_range, points [N][4], cell) for a voxelizer: in three examples of four,
+    sizes in [0.05, 2] and a range of spans in [0.1, 8] (a usable grid, or one with no cell on an axis),
+    in the fourth hostile sizes or bounds (zero, negative, NaN, inf, underflowing or overflowing float32,
+    a max not above its min); points spread over the range and a little beyond it, one in eight with a
+    hostile or far value in one column; cell: the fractions of the grid at which the test adds a point."""
+    hostile = draw(st.integers(0, 3)) == 0
+
+    def pick(good, bad):
+        return draw(bad) if hostile and draw(st.booleans()) else draw(good)
+
+    voxel_size = [pick(st.floats(0.05, 2.0), hostile_size) for _ in range(3)]
+    lo = [pick(st.floats(-5, 5), hostile_bound) for _ in range(3)]
+    span = [pick(st.floats(0.1, 8), hostile_span) for _ in range(3)]
+    points = []
+    for _ in range(draw(st.integers(0, 30))):
+        row = [a + draw(st.floats(-0.25, 1.25)) * b for a, b in zip(lo, span, strict=True)]
+        row.append(draw(st.floats(-6, 6, width=32)))
+        if draw(st.integers(0, 7)) == 0:
+            row[draw(st.integers(0, 3))] = draw(coordinate)
+        points.append(row)
+    cell = [draw(st.floats(0, 1, exclude_max=True)) for _ in range(3)]
+    return voxel_size, [*lo, *(a + b for a, b in zip(lo, span, strict=True))], points, cell
+
+
+def expected_grid(voxel_size, point_range):
+    """Cells per axis a voxelizer must build (x, y, z), or None when it must refuse the configuration:
+    sizes and bounds are taken in float32; every size finite and > 0, every bound finite, every max above
+    its min; round(span / size) (spconv's float32 rule, half up) cells per axis, each in [1, 2**31 - 1],
+    at most 2**53 in all."""
+    with np.errstate(all="ignore"):
+        size = np.array(voxel_size, np.float64).astype(np.float32)
+        bounds = np.array(point_range, np.float64).astype(np.float32)
+        lower, upper = bounds[:3], bounds[3:]
+        if not (np.isfinite(size).all() and (size > 0).all() and np.isfinite(bounds).all() and (upper > lower).all()):
+            return None
+        cells = np.floor((upper - lower) / size + np.float32(0.5))
+    if not np.isfinite(cells).all() or (cells < 1).any() or (cells > INT32_MAX).any():
+        return None
+    return cells.astype(np.int64) if math.prod(int(c) for c in cells) <= 2**53 else None
+
+
 @FUZZ
-@given(voxel_size=st.lists(size_value, min_size=3, max_size=3), lo=st.lists(bound, min_size=3, max_size=3),
-       span=st.lists(st.one_of(st.floats(0.1, 8), st.sampled_from([0.0, -1.0, 1e30])), min_size=3, max_size=3),
-       points=st.lists(st.lists(coordinate, min_size=4, max_size=4), min_size=0, max_size=30),
-       hard=st.booleans())
-def test_fuzz_voxelizers_equal_float32_reference_or_refuse(voxel_size, lo, span, points, hard):
-    """Hostile voxel sizes, ranges and points: either every kept point sits in its float32 cell
-    floor((p - min) / size) and every other point is counted as cropped or non-finite, or a
-    ConfigError / DataFormatError."""
-    point_range = [*lo, *(a + b for a, b in zip(lo, span, strict=True))]
-    pts = np.array(points, np.float32).reshape(-1, 4)
+@example(case=([0.5, 0.25, 1.0], [-1.0, 0.0, -2.0, 1.0, 1.0, 2.0], [[0.1, 0.3, -1.5, 0.0], [5.0, 0.5, 0.0, 1.0]],
+               [0.5, 0.0, 0.9]), hard=True)
+@example(case=([0.5, 0.25, 1.0], [-1.0, 0.0, -2.0, 1.0, 1.0, 2.0], [[0.1, 0.3, -1.5, 0.0], [5.0, 0.5, 0.0, 1.0]],
+               [0.5, 0.0, 0.9]), hard=False)
+@given(case=voxel_case(), hard=st.booleans())
+def test_fuzz_voxelizers_equal_float32_reference_or_refuse(case, hard):
+    """Hostile voxel sizes, ranges and points: a ConfigError exactly when the configuration is invalid
+    (expected_grid), else the expected grid, every kept point in its float32 cell floor((p - min) / size)
+    and every other point counted as cropped or non-finite. A non-empty cloud on a valid grid gets a
+    point at the centre of a cell first, so every such example compares at least one kept point."""
+    voxel_size, point_range, points, cell = case
+    grid_size = expected_grid(voxel_size, point_range)
+    with np.errstate(over="ignore"):
+        pts = np.array(points, np.float32).reshape(-1, 4)
+        if grid_size is not None and len(pts):
+            size, lower = np.float32(voxel_size), np.float32(point_range[:3])
+            index = np.minimum((np.array(cell) * grid_size).astype(np.int64), grid_size - 1)
+            pts = np.vstack([np.append(lower + (index + 0.5) * size, 0).astype(np.float32), pts])
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NonFinitePointsWarning)
         warnings.simplefilter("error")  # numpy overflow / invalid warnings would mean unchecked arithmetic
+        warnings.simplefilter("ignore", NonFinitePointsWarning)  # after "error": the filter added last wins
         try:
             vox = (HardVoxelizer(voxel_size, point_range, 4, 1000) if hard
                    else DynamicVoxelizer(voxel_size, point_range))
-        except ConfigError:
+        except ConfigError as error:
+            event("refused")
+            assert grid_size is None, f"valid voxel_size {voxel_size} and range {point_range} refused: {error}"
             return
+        assert grid_size is not None, f"invalid voxel_size {voxel_size} or range {point_range} accepted"
         out = vox(pts)
     grid = vox.grid
-    assert np.isfinite(grid.voxel_size).all() and (grid.voxel_size > 0).all()
-    assert (grid.grid_size >= 1).all() and (grid.grid_size <= INT32_MAX).all()
+    np.testing.assert_array_equal(grid.grid_size, grid_size)
+    np.testing.assert_array_equal(grid.voxel_size, np.float32(voxel_size))
+    np.testing.assert_array_equal(grid.lower, np.float32(point_range[:3]))
     finite = np.isfinite(pts).all(1)
     with np.errstate(all="ignore"):
         cells = np.floor((pts[:, :3] - grid.lower) / grid.voxel_size)
@@ -405,9 +534,13 @@ def test_fuzz_voxelizers_equal_float32_reference_or_refuse(voxel_size, lo, span,
     if not hard:
         p2v[out.keep] = out.point_to_voxel
     assert ((p2v >= 0) == inside).all()
-    if inside.any():
-        got = out.coords[p2v[inside], 1:][:, ::-1]
-        np.testing.assert_array_equal(got, cells[inside].astype(np.int64))
+    if len(pts) == 0:
+        event("empty cloud")
+        return
+    assert inside[0], (pts[0], cells[0])  # the added cell centre: a kept point is compared below
+    event("compared")
+    got = out.coords[p2v[inside], 1:][:, ::-1]
+    np.testing.assert_array_equal(got, cells[inside].astype(np.int64))
 
 
 @FUZZ
