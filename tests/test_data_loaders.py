@@ -321,3 +321,25 @@ def test_fov_mask_equals_the_projection_in_float64():
     assert 1000 < expected.sum() < len(points) - 1000
     np.testing.assert_array_equal(got[~near_edge], expected[~near_edge])
     assert fov_mask(points[:0], calib, IMAGE_SHAPE).shape == (0,)
+
+
+def test_label_conventions_by_hand(tmp_path):
+    """KITTI's difficulty reads the 2D box's height (a 10 px wide, 60 px tall pedestrian, neither occluded nor
+    truncated, is easy); ScanNet's instance is 1 + objectId (objectId 0 is an object, 0 none); SemanticKITTI's
+    train ids come from the lower 16 bits, -1 for a class the learning map does not know (2, 300), 1 for car."""
+    from pc3d.data.scannet import instance_ids
+    from pc3d.data.semantickitti import train_ids
+
+    (tmp_path / "label_2").mkdir()
+    (tmp_path / "label_2" / "000000.txt").write_text(
+        "Pedestrian 0.00 0 0.00 100.00 100.00 110.00 160.00 1.70 0.60 0.80 1.00 1.50 20.00 0.00\n")
+    ds = object.__new__(KittiDataset)  # load_annos reads ds.path only
+    ds.base = tmp_path
+    assert ds.load_annos("000000", kitti_calib(), IMAGE_SHAPE)["difficulty"].tolist() == [0]
+    (tmp_path / "s_vh_clean_2.0.010000.segs.json").write_text(json.dumps({"segIndices": [5, 5, 7, 7, 9]}))
+    (tmp_path / "s.aggregation.json").write_text(json.dumps(
+        {"segGroups": [{"objectId": 0, "segments": [5]}, {"objectId": 1, "segments": [7]}]}))
+    assert instance_ids(tmp_path, "s", 5).tolist() == [1, 1, 2, 2, 0]
+    lut = lookup_table(load_learning_map(str(LEARNING_MAPS / "semantic-kitti.yaml"))["learning_map"])
+    raw = np.array([2 | 7 << 16, 300 | 7 << 16, 10 | 3 << 16], np.uint32)
+    assert train_ids(raw, lut).tolist() == [-1, -1, 1]

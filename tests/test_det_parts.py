@@ -226,3 +226,16 @@ def test_detector_train_and_eval_contract(name):
         assert p["frame_id"] == fid and p["boxes"].shape[1] == 7 and p["boxes"].dtype == np.float32
         assert len(p["boxes"]) == len(p["scores"]) == len(p["labels"])
         assert (p["labels"] >= 1).all() and (p["labels"] <= 3).all()
+
+
+def test_center_head_drops_centres_beyond_the_post_range():
+    """One hot cell at ix 6 of a 0.8 m stride-8 grid (centre x 4.8 m) lies beyond post_center_range's x 3.0."""
+    head = CenterHead(8, ["Car"], [["Car"]], [0.1, 0.1, 0.2], [0, -3.2, -3, 6.4, 3.2, 1], 8,
+                      post_center_range=[0, -3.2, -3, 3.0, 3.2, 1])
+    pred = {"hm": torch.full((1, 1, 8, 8), -10.0), "center": torch.zeros(1, 2, 8, 8),
+            "center_z": torch.zeros(1, 1, 8, 8), "dim": torch.zeros(1, 3, 8, 8), "rot": torch.zeros(1, 2, 8, 8)}
+    pred["rot"][:, 1] = 1.0
+    pred["hm"][0, 0, 4, 6] = 10.0
+    assert len(head.predict([pred])[0][0]) == 0
+    pred["hm"][0, 0, 4, 6], pred["hm"][0, 0, 4, 2] = -10.0, 10.0  # ix 2: x 2.0 m, inside
+    assert len(head.predict([pred])[0][0]) == 1

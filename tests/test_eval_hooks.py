@@ -134,3 +134,22 @@ def test_kitti_hook_reads_annotations_only(tmp_path):
     m = hook(Data(), [pred] * 50)
     assert m["Car_3d/easy_R40"] == pytest.approx(100.0, abs=0.01)
     assert "Car" in hook.last_table
+
+
+def test_kitti_rows_of_lidar_boxes_by_hand():
+    """A LiDAR box at (10, 5) heading 0 (along the LiDAR's x = the camera's z) has rotation_y -pi/2 and
+    alpha = rotation_y - atan2(x_cam, z_cam), about -pi/2 + atan2(5, 10) = -1.107 (the camera sits near the
+    LiDAR); a box left of the image (y 30 at x 10) or behind the camera gives no row."""
+    from pc3d.eval.kitti_io import to_kitti_anno
+    from pc3d.sim.ground_truth import kitti_calib
+
+    def rows(boxes):
+        return to_kitti_anno({"boxes": np.array(boxes, np.float32), "scores": np.ones(len(boxes)),
+                              "labels": np.ones(len(boxes), np.int64)}, kitti_calib(), (370, 1224), ["Car"])
+
+    anno = rows([[10, 5, -1, 4, 2, 1.5, 0]])
+    x, z, ry = anno["location"][0, 0], anno["location"][0, 2], anno["rotation_y"][0]
+    assert ry == pytest.approx(-np.pi / 2, abs=1e-3)
+    assert anno["alpha"][0] == pytest.approx((ry - np.arctan2(x, z) + np.pi) % (2 * np.pi) - np.pi, abs=1e-4)
+    assert anno["alpha"][0] == pytest.approx(-np.pi / 2 + np.arctan2(5, 10), abs=0.02)
+    assert len(rows([[10, 30, -1, 4, 2, 1.5, 0], [-10, 0, -1, 4, 2, 1.5, 0]])["name"]) == 0

@@ -157,3 +157,17 @@ def test_select_frames_tool_writes_lists_a_dataset_reads(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataFormatError, match="no numbered sequence"):
         SemanticKittiDataset(tmp_path / "empty", sequences="all")
+
+
+def _pose(yaw: float) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+    return pose
+
+
+def test_a_heading_across_pi_is_a_small_turn_and_budgets_round():
+    """Yaw 3.1 -> -3.1 turns by 2 pi - 6.2 = 0.083 rad (heading weighted 10 m per radian), not 6.2; and 10 % of 19
+    frames is 2 (1.9 rounded), not 1."""
+    motion = motion_coordinate(np.stack([_pose(3.1), _pose(-3.1)]))
+    assert motion[0] == 0 and motion[-1] == pytest.approx(10 * (2 * np.pi - 6.2), abs=1e-6)
+    assert budget(19, 0.1) == 2

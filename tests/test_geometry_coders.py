@@ -274,3 +274,15 @@ def test_knn_padding_torch_and_errors():
         radius_neighbors(ref, ref, -1.0, 4)
     with pytest.raises(DataFormatError):
         knn(ref[:, :2], ref, 1)
+
+
+def test_coder_encodings_by_hand():
+    """Round trips cannot see a convention that encode and decode share: OpenPCDet's residuals (x, y over the
+    anchor's BEV diagonal, z over its height, log size ratios, heading difference) and CenterPoint's targets
+    (offset inside the cell, z, log sizes, sin / cos of the heading, in that order)."""
+    residual = ResidualCoder().encode(np.array([[1, 2, 3, 4, 2, 3, 0.5]]), np.array([[0, 0, 0, 2, 1, 1.5, 0]]))[0]
+    diagonal, ln2 = np.sqrt(5.0), np.log(2.0)  # sqrt(2^2 + 1^2); every size doubles
+    np.testing.assert_allclose(residual, [1 / diagonal, 2 / diagonal, 2.0, ln2, ln2, ln2, 0.5], atol=1e-6)
+    # x 1.0 on a 0.1 m grid at stride 8 (0.8 m cells from x 0): cell 1, offset 0.25; y -39 from -40: the same
+    target = CenterPointCoder([0.1, 0.1], [0, -40], 8).encode(np.array([[1.0, -39.0, 0.5, 2, 1, 1, 0.3]]))[0]
+    np.testing.assert_allclose(target, [0.25, 0.25, 0.5, ln2, 0, 0, np.sin(0.3), np.cos(0.3)], atol=1e-6)

@@ -102,3 +102,15 @@ def test_ema_update_copies_buffers_that_count_data():
     assert teacher[0].weight.flatten().tolist() == pytest.approx([0.5] * 4)
     assert teacher[1].running_mean.tolist() == pytest.approx([0.5, 0.5])
     assert teacher.counts.tolist() == [10.0] * 3
+
+
+def test_prior_smoothing_and_beta_by_hand():
+    """One class-0 point of remission 0.5 in its band (mean 0.5: ratio 1, bin 1 of 4 over [0, 4)): add-one
+    smoothing gives class 0 (1 + 1) / (1 + 4) = 2 / 5 there and the empty class 1 / 4; beta 2 squares the
+    likelihoods: 0.5 * 0.2^2 : 0.5 * 0.4^2 = 0.2 : 0.8."""
+    prior = ReflectivityPrior(2, edges=(0, 100), ignore_index=-1, remission_bins=4, max_ratio=4.0)
+    prior.update(torch.tensor([[1.0, 0.0]]), torch.tensor([0.5]), torch.tensor([0]))
+    likelihood = prior.likelihood(torch.tensor([[1.0, 0.0]]), torch.tensor([0.5]))
+    assert likelihood.flatten().tolist() == pytest.approx([2 / 5, 1 / 4])
+    adjusted = adjust(torch.tensor([[0.5, 0.5]]), torch.tensor([[0.2, 0.4]], dtype=torch.float64), beta=2.0)
+    assert adjusted.flatten().tolist() == pytest.approx([0.2, 0.8])
