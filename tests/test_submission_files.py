@@ -46,3 +46,19 @@ def test_scannet_predictions_one_nyu40_id_per_vertex(tmp_path):
     for scene in scenes:
         ids = np.loadtxt(tmp_path / "test" / "predictions" / f"{scene}.txt", dtype=np.int64)
         assert len(ids) == len(read_scene(Path(root) / "scans" / scene))
+
+
+def test_rows_dropped_for_nan_are_written_as_the_ignored_label(tmp_path):
+    """An inference file's NaN rows get no prediction: in ScanNet's submission ids they are 0 (unannotated),
+    not the NYU id of train class 0 (wall, 1); train classes 2 and 3 are NYU 3 and 4."""
+    from types import SimpleNamespace
+
+    from pc3d.infer.outputs import SegmentationOutput
+
+    writer = SegmentationOutput(tmp_path, {"_target_": "pc3d.data.scannet.ScanNetDataset"},
+                                SimpleNamespace(kind="scannet"), 20)
+    frame = SimpleNamespace(points=np.zeros((2, 6), np.float32), extra={"kept": np.array([True, False, True])},
+                            sequence=None, frame_id="scene0000_00", source="x")
+    writer.write(frame, {"pred_labels": np.array([2, 3])})
+    (written,) = sorted(tmp_path.rglob("*.txt"))
+    assert np.loadtxt(written, dtype=int).tolist() == [3, 0, 4]
