@@ -134,6 +134,12 @@ def test_waymo_round_trip(tmp_path):
         names = {1: "Vehicle", 2: "Pedestrian", 4: "Cyclist"}
         assert list(annos["name"]) == [names[WAYMO_TYPE[k]] for k, ok in zip(frame.kinds, keep, strict=True) if ok]
         assert s["gt_boxes"].shape[1] == 9 and set(s["gt_labels"].tolist()) <= {1, 2, 3}
+        np.testing.assert_array_equal(annos["num_points"], frame.num_points[keep])
+        np.testing.assert_array_equal(annos["difficulty"], np.where(frame.num_points[keep] <= 5, 2, 1))  # 5: L2
+        # a box with exactly min_box_points points trains
+        least = int(annos["num_points"][np.isin(annos["name"], ds.class_names)].min())
+        trained = WaymoDataset(root, "train", drop_no_label_zone=False, min_box_points=least).load(i)
+        assert len(trained["gt_boxes"]) == np.isin(annos["name"], ds.class_names).sum()
     # tools/test.py's parquet: the first frame's boxes as predictions, none in the second
     import pyarrow.parquet as pq
 
