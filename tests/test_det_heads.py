@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from pc3d.geometry import iou_3d_aligned
+from pc3d.geometry import ResidualCoder, iou_3d_aligned
 from pc3d.models.heads.anchor_head import AnchorHead
 from pc3d.models.heads.anchors import AnchorGenerator, assign_targets
 from pc3d.models.heads.center_head import CenterHead
@@ -65,11 +65,9 @@ def iou_bev_match(decoded: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return np.asarray(iou_3d(decoded.astype(np.float64), boxes[:, :7].astype(np.float64))).max(1)
 
 
-def test_anchor_head_perfect_logits_recover_boxes():
-    """Feeding the head its own targets as outputs decodes to the ground truth (direction bins included)."""
-    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35],
-                      score_threshold=0.5)
-    batch = gt_batch()
+def perfect_outputs(head: AnchorHead, batch: dict) -> tuple[dict, torch.Tensor]:
+    """Head outputs equal to the head's own targets on a 32 x 32 map: class logits +-10, box deltas = targets,
+    direction logits 10 on the bin of the matched heading (bins of width pi from dir_offset); and the labels."""
     anchors, classes = head.anchors(32, 32)
     b = batch["gt_boxes"][0].numpy()
     labels, targets, headings = assign_targets(anchors, classes, b[:, :7], b[:, 7].astype(np.int64),
@@ -81,6 +79,16 @@ def test_anchor_head_perfect_logits_recover_boxes():
     dir_bin = (rot / math.pi).floor().long().clamp(max=1)
     out = {"cls": cls, "box": targets[None], "dir": torch.nn.functional.one_hot(dir_bin, 2).float()[None] * 10,
            "map_size": (32, 32)}
+    return out, labels
+
+
+def test_anchor_head_perfect_logits_recover_boxes():
+    """Feeding the head its own targets as outputs decodes to the ground truth (direction bins included)."""
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35],
+                      score_threshold=0.5)
+    batch = gt_batch()
+    b = batch["gt_boxes"][0].numpy()
+    out, _ = perfect_outputs(head, batch)
     (boxes, scores, labels_out), = head.predict(out)
     pred = PostProcessor(score_threshold=0.5, iou_threshold=0.1)([(boxes, scores, labels_out)], ["f0"])[0]
     assert len(pred["boxes"]) == len(b)
@@ -89,6 +97,52 @@ def test_anchor_head_perfect_logits_recover_boxes():
     assert np.allclose(pred["boxes"][order, :6], ref[:, :6], atol=1e-4)
     assert np.allclose(np.cos(pred["boxes"][order, 6] - ref[:, 6]), 1, atol=1e-5)
     assert (pred["labels"][order] == ref[:, 7]).all()
+
+
+def test_anchor_head_loss_of_perfect_outputs():
+    """The perfect outputs' direction logits (10 on the right bin, 0 on the other) cost log(1 + e^-10) = 4.5e-5
+    per positive: the loss's direction target uses the bins predict() reads (width 2 pi / 2 from dir_offset).
+    Ignored anchors (IoU between the thresholds) carry no classification loss: +10 logits there change nothing."""
+    head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35])
+    batch = gt_batch()
+    out, labels = perfect_outputs(head, batch)
+    losses = head.loss(out, batch)
+    assert losses["loss_dir"].item() < 1e-3
+    ignored = labels < 0
+    assert ignored.any()
+    out["cls"][0, ignored] = 10.0
+    assert abs(head.loss(out, batch)["loss_cls"].item() - losses["loss_cls"].item()) < 1e-6
+
+
+def test_assign_targets_forced_anchor_regresses_to_the_box_it_is_forced_by():
+    """1 x 1 anchors at x = 0 and 0.5, 1 x 1 boxes A at x = 0 and B at x = 1.2 (BEV IoU = x overlap / union):
+    anchor 0: IoU(A) = 1; anchor 1: IoU(A) = 0.5 / 1.5 = 0.33, IoU(B) = 0.3 / 1.7 = 0.18. Anchor 1 is B's best
+    anchor, so it is positive and regresses to B: dx = (1.2 - 0.5) / diagonal sqrt(2), not A's -0.5 / sqrt(2)."""
+    anchors = np.array([[0, 0, 0, 1, 1, 1, 0], [0.5, 0, 0, 1, 1, 1, 0]], np.float32)
+    gt = np.array([[0, 0, 0, 1, 1, 1, 0], [1.2, 0, 0, 1, 1, 1, 0]], np.float32)
+    labels, targets, _ = assign_targets(anchors, np.array([1, 1]), gt, np.array([1, 1]), [0.6], [0.45],
+                                        ResidualCoder())
+    assert labels.tolist() == [1, 1]
+    assert abs(targets[1, 0].item() - 0.7 / math.sqrt(2)) < 1e-5
+
+
+def test_assign_targets_ignore_band():
+    """A 4 x 2 box at x = 0; 4 x 2 anchors at x = 0 (IoU 1), 1.3 (overlap 2.7 x 2 = 5.4, union 16 - 5.4 = 10.6,
+    IoU 0.509, between 0.45 and 0.6: ignored) and 20 (IoU 0: background)."""
+    anchors = np.array([[x, 0, 0, 4, 2, 1.5, 0] for x in (0, 1.3, 20)], np.float32)
+    gt = np.array([[0, 0, 0, 4, 2, 1.5, 0]], np.float32)
+    labels, _, _ = assign_targets(anchors, np.array([1, 1, 1]), gt, np.array([1]), [0.6], [0.45], ResidualCoder())
+    assert labels.tolist() == [1, -1, 0]
+
+
+def test_assign_targets_uses_the_class_own_thresholds():
+    """A class-2 box 0.8 x 0.6 at x = 0; anchors at x = 0 (IoU 1) and 0.25 (overlap 0.55 x 0.6 = 0.33, union
+    0.96 - 0.33 = 0.63, IoU 0.524): positive under class 2's 0.5, where class 1's 0.6 would ignore it."""
+    anchors = np.array([[x, 0, 0, 0.8, 0.6, 1.73, 0] for x in (0, 0.25)], np.float32)
+    gt = np.array([[0, 0, 0, 0.8, 0.6, 1.73, 0]], np.float32)
+    labels, _, _ = assign_targets(anchors, np.array([2, 2]), gt, np.array([2]), [0.6, 0.5], [0.45, 0.35],
+                                  ResidualCoder())
+    assert labels.tolist() == [2, 2]
 
 
 def test_anchor_head_keeps_a_crowded_frames_rarer_classes():
