@@ -39,6 +39,9 @@ def test_anchor_generator_layout():
     assert np.allclose(anchors[0, 0, 1, 6], math.pi / 2, atol=1e-6)
     assert gen.classes().tolist() == [1, 1, 2, 2, 3, 3]
     assert np.allclose(anchors[..., 2, 2], -0.6 + 1.73 / 2)
+    assert np.allclose(anchors[0, 0, 0, 3:6], SIZES[0]) and np.allclose(anchors[0, 0, 1, 3:6], SIZES[0])  # dx, dy, dz
+    one = AnchorGenerator(RANGE, [[3.9, 1.6, 1.56]], [-1.78], (0.0,))(4, 4)
+    assert np.allclose(one[..., 0, 3:6], [3.9, 1.6, 1.56]) and np.allclose(one[..., 0, 6], 0.0)
 
 
 def test_anchor_assignment_round_trip():

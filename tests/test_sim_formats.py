@@ -60,6 +60,8 @@ def test_kitti_object_layout(kitti):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", png[16:24]) == (1224, 370)
         plane = (kitti / "training" / "planes" / f"{name}.txt").read_text().splitlines()
         assert plane[0] == "# Plane" and len(plane[3].split()) == 4
+        a, b, c, d = map(float, plane[3].split())  # as KITTI's: normal up (camera -y), d the camera's height
+        assert b < -0.99 and 1.4 < d < 2.0 and abs(a) < 0.1 and abs(c) < 0.1
     assert sum(len((kitti / "training" / "label_2" / f"{n}.txt").read_text().splitlines()) for n in names) > 0
     sets = {s: (kitti / "ImageSets" / f"{s}.txt").read_text().split() for s in ("train", "val", "trainval", "test")}
     assert sorted(sets["train"] + sets["val"]) == names == sets["trainval"] and sets["test"] == []
