@@ -455,3 +455,18 @@ def test_street_writers_take_the_scene_options(tmp_path, fmt):
     assert boxes(moving_density=2.0) > plain and boxes(groups=4.0) > plain
     with pytest.raises(ConfigError, match="groups: only the street formats"):
         simulate_dataset("scannet", tmp_path / "scannet", frames=1, groups=1.0)
+
+
+def test_kitti_occlusion_levels_follow_the_visible_fraction(monkeypatch):
+    """KITTI's occluded field: 0 fully visible (>= 80 % of the object seen here), 1 partly (>= 40 %), 2 largely."""
+    import pc3d.sim.ground_truth as gt
+    from pc3d.sim.api import outdoor_frames, sensor_spec
+
+    frame = next(f for _, _, f in outdoor_frames(1, 0, sensor_spec("kitti"), frames_per_scene=1))
+    fractions = np.array([0.95, 0.8, 0.79, 0.4, 0.39, 0.0])
+    monkeypatch.setattr(gt, "visible_fraction", lambda frame, calib, which: np.resize(fractions, len(which)))
+    objects = gt.kitti_objects(frame, kitti_calib())
+    labelled = objects.index >= 0
+    assert labelled.sum() >= len(fractions)
+    expected = np.resize(np.array([0, 0, 1, 1, 2, 2]), labelled.sum())
+    np.testing.assert_array_equal(np.asarray(objects.occluded)[labelled], expected)
