@@ -21,9 +21,11 @@ from pc3d.data.transforms import (
     RandomFlip,
     RangeCrop,
     SamplePoints,
+    TanhFeatures,
 )
 from pc3d.data.transforms.point_ops import in_range
 from pc3d.data.transforms.views import SecondView, is_second_view
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry import iou_bev, points_in_boxes, points_in_boxes_count
 from pc3d.sim.api import simulate_dataset
 from pc3d.voxel import DynamicVoxelizer, HardVoxelizer
@@ -303,3 +305,22 @@ def test_dynamic_collate_maps_every_point():
     assert ((p2v >= 0) == inside).all() and len(batch["point_labels"]) == 1500
     assert (batch["voxel_coords"][p2v[inside], 0].numpy() == batch["point_batch"].numpy()[inside]).all()
     assert sparse_input(batch).feats.shape[1] == 6
+
+
+def test_tanh_features_squash_the_named_columns_of_every_cloud():
+    points = np.array([[1.0, -2.0, 3.0, 0.0, 4000.0, 0.5],
+                       [5.0, 6.0, -7.0, -0.5, 0.25, 2.0]], np.float32)
+    sample = {"points": points, "points2": points[::-1].copy(), "frame_id": "f"}
+    out = TanhFeatures([3, 4])(sample, np.random.default_rng(0))
+    expected = points.copy()
+    expected[:, 3] = [0.0, -0.46211716]  # tanh(0), tanh(-0.5)
+    expected[:, 4] = [1.0, 0.24491866]   # tanh(4000), tanh(0.25)
+    np.testing.assert_allclose(out["points"], expected, rtol=1e-6)
+    np.testing.assert_allclose(out["points2"], expected[::-1], rtol=1e-6)
+    assert out["points"].dtype == np.float32
+    assert sample["points"][0, 4] == 4000.0  # the input sample is left as it was
+    with pytest.raises(DataFormatError, match="f: TanhFeatures squashes column 6 but points has 6 columns"):
+        TanhFeatures([6])(sample, np.random.default_rng(0))
+    for bad in ([2], [], [3, 3]):
+        with pytest.raises(ConfigError, match="distinct feature columns"):
+            TanhFeatures(bad)

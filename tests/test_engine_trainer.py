@@ -16,6 +16,7 @@ import torch
 import torch.multiprocessing as mp
 from trainer_helpers import free_port, make_trainer, one_thread, params, poisoned_trainer  # noqa: F401 (autouse fixture)
 
+from pc3d.data.dataset import PointCloudDataset
 from pc3d.data.toy import ToyShapes
 from pc3d.engine import distributed, optim
 from pc3d.engine.checkpoint import load_checkpoint
@@ -383,3 +384,64 @@ def test_the_logged_lr_is_the_one_the_step_used(tmp_path):
     t._log = lambda *args: logged.append(t._lr)
     t.fit()
     assert logged == used and len(set(used)) > 1
+
+
+class _ShiftedFrames(PointCloudDataset):
+    """Eight frames of 16 points near the origin; the one augmentation moves every point 100 m along x."""
+
+    def __init__(self):
+        super().__init__(augmentations=[_shift_x], training=True)
+        self.frames = list(range(8))
+
+    def load(self, index: int) -> dict:
+        points = np.random.default_rng(index).uniform(-1, 1, (16, 4)).astype(np.float32)
+        return {"points": points, "frame_id": str(index)}
+
+
+def _shift_x(sample: dict, rng: np.random.Generator) -> dict:
+    del rng
+    points = sample["points"].copy()
+    points[:, 0] += 100.0
+    return {**sample, "points": points}
+
+
+class _AugmentationRecorder(torch.nn.Module):
+    """A model that notes, per training batch, whether its points were augmented (moved along x)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+        self.augmented: list[bool] = []
+
+    def forward(self, batch):
+        if self.training:
+            self.augmented.append(bool((batch["points"][:, 0] > 50).all()))
+        return {"loss": (self.w - 1).square().sum()}
+
+
+@pytest.mark.parametrize(("limit", "plain", "expected"), [
+    ({"max_epochs": 3}, 1, [True] * 4 + [False] * 2),
+    ({"max_epochs": 3}, 2, [True] * 2 + [False] * 4),
+    ({"max_iters": 5}, 1, [True] * 4 + [False]),   # epochs 0-2 of 2 steps, the last one cut short: it is plain
+    ({"max_epochs": 3}, 0, [True] * 6),
+    ({"max_epochs": 3, "workers": 2}, 1, [True] * 4 + [False] * 2),  # persistent workers hear it too
+])
+def test_plain_last_epochs_load_frames_without_augmentation(tmp_path, limit, plain, expected):
+    model = _AugmentationRecorder()
+    trainer = Trainer(model, _ShiftedFrames(), optimizer=partial(torch.optim.SGD, lr=0.1),
+                      settings=TrainSettings(**limit, batch_size=4, eval_interval=0, ckpt_interval=0,
+                                             tensorboard=False, plain_last_epochs=plain), run_dir=tmp_path, seed=0)
+    trainer.fit()
+    assert model.augmented == expected
+
+
+def test_plain_last_epochs_needs_an_augmented_epoch_and_a_dataset_that_can_stop(tmp_path):
+    settings = {"batch_size": 4, "eval_interval": 0, "ckpt_interval": 0, "tensorboard": False}
+    with pytest.raises(ConfigError, match="leaves no augmented epoch of the run's 3"):
+        Trainer(_AugmentationRecorder(), _ShiftedFrames(), optimizer=partial(torch.optim.SGD, lr=0.1),
+                settings=TrainSettings(max_epochs=3, plain_last_epochs=3, **settings), run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="ToyShapes has none"):
+        Trainer(_AugmentationRecorder(), ToyShapes("train", train_size=8), optimizer=partial(torch.optim.SGD, lr=0.1),
+                settings=TrainSettings(max_epochs=3, plain_last_epochs=1, **settings), run_dir=tmp_path)
+    with pytest.raises(ConfigError, match="plain_last_epochs must be >= 0"):
+        TrainSettings(max_epochs=3, plain_last_epochs=-1)

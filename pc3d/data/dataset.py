@@ -59,6 +59,8 @@ class PointCloudDataset(torch.utils.data.Dataset):
     seed: the augmentation seed; sample i of epoch e is augmented with a generator seeded by
     (seed, e, i). None: draw each sample's seed from python's ``random``, which pc3d.engine seeds
     per sample from (run seed, epoch, index), so runs under the engine are reproducible too.
+    augment_epochs: an attribute (None: every epoch): epochs from it on load training frames without the
+    augmentations (pc3d.engine sets it from `train.plain_last_epochs`).
     skip_bad_frames: when a training frame raises DataFormatError, warn
     (BadFrameWarning naming the file), count it in ``self.skipped`` and return the next good frame
     instead of raising; ``skip_report()`` summarises what was skipped in this process. A frame that is not
@@ -82,6 +84,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
         self.collate_fn = Collate(voxelizer)
         self.seed = None if seed is None else int(seed)
         self.epoch = 0
+        self.augment_epochs: int | None = None
         self.skip_bad_frames = bool(skip_bad_frames)
         self.skipped: dict[str, str] = {}
         self.notes: dict[str, list[str]] = {}
@@ -127,7 +130,7 @@ class PointCloudDataset(torch.utils.data.Dataset):
                 seed = sample_seed(self.seed, self.epoch, index)
             sample["seed"] = seed
             rng = np.random.default_rng(seed)
-            if self.is_training:
+            if self.is_training and (self.augment_epochs is None or self.epoch < self.augment_epochs):
                 sample = self.augmentations(sample, rng)
             return self.transforms(sample, rng)
         raise DataFormatError(None, f"all {len(self)} frames are bad: {self.skip_report()}")

@@ -11,6 +11,10 @@ Items are `(index, seed, epoch)` triples. Datasets with their own augmentation s
 calls it inside whichever process loads the item, so DataLoader workers stay persistent across
 epochs (no worker start-up per epoch, and no worker torn down while it still prefetches).
 
+Datasets with an `augment_epochs` attribute (pc3d.data.dataset.PointCloudDataset) augment only the epochs
+below it; `train.plain_last_epochs: N` sets it so that the run's last N epochs load frames as they are
+(`stop_augmenting`: DSVT's last epoch; OpenPCDet's DisableAugmentationHook, mmdet3d's DisableAugHook).
+
 Samplers. `EpochBatchSampler` is the training sampler (it replaces DistributedSampler): epoch `e`
 shuffles with a generator seeded by (seed, e), pads to a multiple of the world size like
 DistributedSampler, gives rank `r` the positions r, r + W, r + 2W, ... and batches them; a
@@ -37,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 from torch.utils.data._utils.collate import default_collate
 
 from pc3d.engine.seeding import sample_seed, seed_globals
+from pc3d.errors import ConfigError
 
 PRELOAD = "pc3d.engine.forkserver_signals"
 
@@ -138,6 +143,17 @@ class ShardSampler(Sampler[Item]):
 def collate_fn_of(dataset: Dataset):
     """The dataset's `collate_fn` attribute, or torch's default collate."""
     return getattr(dataset, "collate_fn", None) or default_collate
+
+
+def stop_augmenting(dataset: Dataset, total_epochs: int, last: int) -> None:
+    """Make `dataset` load the last `last` of `total_epochs` epochs without augmentation (its `augment_epochs`
+    attribute); ConfigError when it has no such attribute or no augmented epoch would be left."""
+    if not hasattr(dataset, "augment_epochs"):
+        raise ConfigError(f"train.plain_last_epochs needs a dataset that can stop augmenting (an augment_epochs "
+                          f"attribute, as pc3d.data.dataset.PointCloudDataset has); {type(dataset).__name__} has none")
+    if last >= total_epochs:
+        raise ConfigError(f"train.plain_last_epochs={last} leaves no augmented epoch of the run's {total_epochs}")
+    dataset.augment_epochs = total_epochs - last
 
 
 def worker_context(workers: int) -> str | None:

@@ -34,6 +34,7 @@ class TrainSettings:
     sync_bn: bool = False
     find_unused_parameters: bool = False
     tensorboard: bool = True
+    plain_last_epochs: int = 0          # the last N epochs load training frames without augmentation (DSVT's last one)
 
     def __post_init__(self):
         self._check_types()
@@ -47,7 +48,8 @@ class TrainSettings:
         """ConfigError naming train.<key> for a value of the right type outside its range."""
         at_least = {"max_epochs": 1, "max_iters": 1, "batch_size": 1, "val_batch_size": 1, "accumulate": 1,
                     "log_interval": 1, "keep_last": 1, "workers": 0, "ema_warmup_steps": 0, "eval_interval": 0,
-                    "ckpt_interval": 0, "max_nonfinite_steps": 0}
+                    "ckpt_interval": 0, "max_nonfinite_steps": 0,
+                    "plain_last_epochs": 0}
         for name, low in at_least.items():
             value = getattr(self, name)
             if value is not None and value < low:

@@ -38,7 +38,7 @@ from torch.utils.data import Dataset
 
 from pc3d.engine import distributed
 from pc3d.engine.checkpoint import CheckpointManager, load_checkpoint, resolve_checkpoint
-from pc3d.engine.data import EpochBatchSampler, to_device, train_loader
+from pc3d.engine.data import EpochBatchSampler, stop_augmenting, to_device, train_loader
 from pc3d.engine.ema import ModelEMA
 from pc3d.engine.evaluator import Evaluator, evaluate
 from pc3d.engine.monitor import Progress, ScalarWriter, flatten_metrics, write_json
@@ -100,6 +100,9 @@ class Trainer:
                               f"{settings.batch_size} x accumulate={settings.accumulate} x "
                               f"{self.info.world_size} processes")
         self.total_steps = settings.max_iters or settings.max_epochs * self.steps_per_epoch
+        self.total_epochs = math.ceil(self.total_steps / self.steps_per_epoch)  # the last one partial under max_iters
+        if settings.plain_last_epochs:
+            stop_augmenting(train_set, self.total_epochs, settings.plain_last_epochs)
         self.schedule = schedule(self.optimizer, total_steps=self.total_steps) if schedule else None
         self.loader = train_loader(train_set, self.sampler, workers=settings.workers,
                                    pin_memory=self.info.device.type == "cuda")
@@ -207,6 +210,9 @@ class Trainer:
             log.info("training %s: %d steps (%d per epoch), %s, %d process(es) of %d thread(s), device %s, "
                      "run dir %s", type(self.net).__name__, self.total_steps, self.steps_per_epoch, self.cadence(),
                      self.info.world_size, torch.get_num_threads(), self.info.device, self.run_dir)
+            if self.s.plain_last_epochs:
+                log.info("epochs %d-%d load training frames without augmentation (train.plain_last_epochs=%d)",
+                         self.total_epochs - self.s.plain_last_epochs, self.total_epochs - 1, self.s.plain_last_epochs)
             for warning in self.crowded_intervals():
                 log.warning(warning)
         self.model.train()

@@ -8,6 +8,7 @@ Build them in a dataset config as a list of hydra ``_target_`` entries, e.g.
       - {_target_: pc3d.data.transforms.GlobalRotation, angle: [-0.785, 0.785]}
 """
 from .compose import Compose, Transform, instantiate
+from .features import TanhFeatures
 from .global_ops import (
     CenterShift,
     GlobalRotation,
@@ -29,6 +30,6 @@ __all__ = [
     "BoxesFromInstances",
     "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation",
     "ObjectNoise",
-    "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "Transform",
+    "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "TanhFeatures", "Transform",
     "affine_sample", "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
 ]
