@@ -470,3 +470,26 @@ def test_kitti_occlusion_levels_follow_the_visible_fraction(monkeypatch):
     assert labelled.sum() >= len(fractions)
     expected = np.resize(np.array([0, 0, 1, 1, 2, 2]), labelled.sum())
     np.testing.assert_array_equal(np.asarray(objects.occluded)[labelled], expected)
+
+
+def test_semantickitti_times_and_poses_start_at_each_sequences_first_scan(tmp_path):
+    """times.txt counts from the sequence's first scan and poses.txt from its pose, wherever the scene clock and
+    the sensor stood then (the writer's scenes start at 0 s; a clock 7.5 s on must not show)."""
+    from dataclasses import replace
+
+    from pc3d.sim.frames import outdoor_frames, sensor_spec
+    from pc3d.sim.writers.semantickitti import SequenceWriter
+
+    frames = [f for _, _, f in outdoor_frames(3, 4, sensor_spec("kitti_hdl64e", 256), frames_per_scene=3, spacing=0.5)]
+    writer = SequenceWriter(tmp_path, 3)
+    for frame in frames:
+        writer.write(replace(frame, time=frame.time + 7.5))
+    writer.close()
+    seq = tmp_path / "sequences" / "03"
+    np.testing.assert_allclose(np.loadtxt(seq / "times.txt"), [0.0, 0.5, 1.0], atol=1e-9)
+    poses = np.loadtxt(seq / "poses.txt").reshape(-1, 3, 4)
+    np.testing.assert_allclose(poses[0], np.eye(3, 4), atol=1e-9)
+    assert not np.allclose(frames[0].sensor_pose, np.eye(4))  # the first pose was not the identity to begin with
+    tr = kitti_calib().velo_to_rect()  # the later poses: the sensor's motion since the first scan, in the camera frame
+    moved = tr @ np.linalg.inv(frames[0].sensor_pose) @ frames[2].sensor_pose @ np.linalg.inv(tr)
+    np.testing.assert_allclose(poses[2], moved[:3], atol=1e-6)
