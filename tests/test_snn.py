@@ -11,12 +11,14 @@ from torch import nn
 
 import pc3d.sparse as sp
 from pc3d.engine.evaluator import attach_measurements, measuring
+from pc3d.errors import ConfigError
 from pc3d.eval.energy import energy_summary, energy_table
 from pc3d.eval.hooks import ClassificationEvaluator, EnergyReport
 from pc3d.models.contract import check_prediction
 from pc3d.models.snn import (
     MultiSpike,
     SpikeConv,
+    SpikingBasicBlock,
     SpikingBlock,
     SpikingClassifier,
     SpikingUNet,
@@ -253,3 +255,40 @@ def test_spiking_block_residual_adds_pre_spike_values():
         nn.init.zeros_(conv.weight)
     x = spike_tensor(n_sites=50, channels=4, silent=0.0).replace_feature(torch.randn(50, 4))
     assert torch.allclose(block(x).feats, x.feats)  # zero convs: the block is the identity on pre-spike values
+
+
+def test_e3dsnn_as_released_has_its_parameter_count():
+    """T at 40 classes, by hand: stem 6*16*27 + 2*16*16*27 = 16,416; stage i a kernel-2 down conv (8 offsets) and
+    three SubM 3^3 convs: 16*16*8 + 3*16*16*27, 16*32*8 + 3*32*32*27, 32*64*8 + 3*64*64*27, 64*128*8 +
+    3*128*128*27 = 1,850,624; BatchNorm weight and bias after each of the 19 convs: 2*(3*16 + 4*(16 + 32 + 64 + 128))
+    = 2,016; head 128*40 + 40 = 5,160. The paper: 1.87 M."""
+    model = SpikingClassifier(widths="T", blocks=(1, 1, 1, 1), block="basic", head="plain")
+    assert sum(p.numel() for p in model.parameters()) == 16_416 + 1_850_624 + 2_016 + 5_160 == 1_874_216
+    assert isinstance(model.head.neuron, nn.Identity)  # the head reads pre-spike values
+    with pytest.raises(ConfigError, match="block must be one of"):
+        SpikingClassifier(block="triple")
+
+
+def test_spiking_basic_block_is_a_residual_spike_conv_then_a_spiking_block():
+    torch.manual_seed(0)
+    block = SpikingBasicBlock(4, indice_key="b", norm=partial(nn.BatchNorm1d, affine=False)).eval()
+    x = spike_tensor(n_sites=60, channels=4, silent=0.0).replace_feature(3 * torch.randn(60, 4))
+    y = block.conv(x)
+    expected = block.block(y.replace_feature(y.feats + x.feats))
+    assert torch.equal(block(x).feats, expected.feats)
+    assert len([m for m in block.modules() if isinstance(m, SpikeConv)]) == 3
+
+
+def test_plain_head_adds_its_bias_to_the_mean_and_basic_blocks_are_measured():
+    torch.manual_seed(0)
+    batch = shape_batch()
+    model = SpikingClassifier(in_channels=6, num_classes=2, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1),
+                              block="basic", head="plain").eval()
+    with torch.no_grad():
+        before = model.logits(batch)
+        model.head_bias.copy_(torch.tensor([0.5, -2.0]))
+        assert torch.allclose(model.logits(batch), before + torch.tensor([0.5, -2.0]))
+        with measuring(model):
+            preds = model(batch)
+    attach_measurements(model, preds)
+    assert len(preds[0]["measurements"]) == 3 + 4 + 3 * 4 + 1  # stem, downs, three convs per block, head

@@ -2,6 +2,7 @@
 
     SpikeConv        neuron -> sparse conv -> norm           the unit of every spiking network
     SpikingBlock     x + SpikeConv(SpikeConv(x))            (shortcut: Linear + norm when the width changes)
+    SpikingBasicBlock  y = x + SpikeConv(x), then SpikingBlock(y): E-3DSNN's BasicBlock (three convs)
 
 `neuron` is a factory: MultiSpike (spike counts 0..4) for the spiking network, nn.ReLU for its ANN twin of
 the same widths (the reference of the energy comparison), nn.Identity for an encoding layer whose input is
@@ -174,3 +175,18 @@ class SpikingBlock(SparseModule):
     def forward(self, x: SparseTensor) -> SparseTensor:
         out = self.conv2(self.conv1(x))
         return out.replace_feature(out.feats + self.shortcut(x).feats)
+
+
+class SpikingBasicBlock(SparseModule):
+    """E-3DSNN's BasicBlock as released (three SubM 3^ndim convs on one set of sites, two residuals on pre-spike
+    values): y = x + SpikeConv(x), then y + SpikeConv(SpikeConv(y)) (a SpikingBlock)."""
+
+    def __init__(self, channels: int, indice_key: str | None = None, ndim: int = 3, neuron: Neuron = MultiSpike,
+                 norm: Norm = BATCH_NORM):
+        super().__init__()
+        self.conv = SpikeConv(channels, channels, 3, indice_key, padding=1, ndim=ndim, neuron=neuron, norm=norm)
+        self.block = SpikingBlock(channels, indice_key=indice_key, ndim=ndim, neuron=neuron, norm=norm)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        y = self.conv(x)
+        return self.block(y.replace_feature(y.feats + x.feats))
