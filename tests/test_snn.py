@@ -21,6 +21,7 @@ from pc3d.models.snn import (
     SpikingBasicBlock,
     SpikingBlock,
     SpikingClassifier,
+    SpikingFuse,
     SpikingUNet,
     SpikingVoxelResBackBone8x,
     multi_spike,
@@ -292,3 +293,37 @@ def test_plain_head_adds_its_bias_to_the_mean_and_basic_blocks_are_measured():
             preds = model(batch)
     attach_measurements(model, preds)
     assert len(preds[0]["measurements"]) == 3 + 4 + 3 * 4 + 1  # stem, downs, three convs per block, head
+
+
+def test_e3dsnn_segmentation_network_as_released():
+    """channels (64, 64, 128, 128, 256), by hand: stem 4*64*27 + 2*64*64*27 = 228,096; kernel-2 downs 8*(64*64 +
+    64*128 + 128*128 + 128*256) = 491,520; two BasicBlocks per stage, 3 convs each: 6*27*(64^2 + 128^2 + 128^2 +
+    256^2) = 16,588,800; inverse convs 4*8*256*256 = 2,097,152; fusion 256*(384 + 384 + 320 + 320) + 4*256*256 =
+    622,592; BatchNorm weight and bias: 2*(3*64 + 576 + 6*576 + 4*256 + 8*256) = 14,592. Released: about 20 M."""
+    net = SpikingUNet(in_channels=4, channels=(64, 64, 128, 128, 256), enc_depths=(2, 2, 2, 2),
+                      dec_channels=(256,) * 4, dec_depths=(1,) * 4, stem="convs", block="basic", decoder="fuse")
+    assert sum(p.numel() for p in net.parameters()) == (
+        228_096 + 491_520 + 16_588_800 + 2_097_152 + 622_592 + 14_592) == 20_042_752
+    with pytest.raises(ConfigError, match="dec_depths all 1"):
+        SpikingUNet(decoder="fuse")
+
+
+def test_spiking_fuse_adds_two_1x1_spike_convs_of_the_concatenation_to_the_up_part():
+    torch.manual_seed(0)
+    fuse = SpikingFuse(12, 8, indice_key="f", norm=partial(nn.BatchNorm1d, affine=False)).eval()
+    x = spike_tensor(n_sites=40, channels=12, silent=0.0).replace_feature(3 * torch.randn(40, 12))
+    expected = fuse.conv2(fuse.conv1(x)).feats + x.feats[:, :8]
+    assert torch.equal(fuse(x).feats, expected)
+    assert fuse.conv1.conv.kernel_size == (1, 1, 1) and fuse.conv1.conv.subm
+
+
+def test_released_layout_spiking_unet_keeps_the_sites_and_is_measured():
+    torch.manual_seed(0)
+    x = spike_tensor(n_sites=300, channels=4, silent=0.0, shape=(16, 16, 16), batch=2)
+    net = SpikingUNet(in_channels=4, channels=(8, 8, 16, 16), enc_depths=(1, 2, 1), dec_channels=(16, 16, 8),
+                      dec_depths=(1, 1, 1), stem="convs", block="basic", decoder="fuse")
+    y = net(x)
+    assert torch.equal(y.coords, x.coords) and y.feats.shape == (300, 8) == (300, net.out_channels)
+    y.feats.square().mean().backward()
+    convs = [m for m in net.modules() if isinstance(m, SpikeConv)]
+    assert len(convs) == 3 + 3 + 3 * (1 + 2 + 1) + 3 + 2 * 3  # stem, downs, basic blocks, inverse convs, fusions

@@ -45,7 +45,8 @@ class SparseUNet(SparseModule):
     lets the running statistics trail the weights, and evaluation-mode outputs drift from the training ones).
     block, resample, stem: other units for the same stage list (the spiking U-Net's): block(in, out,
     indice_key=...) a residual block, resample(in, out, indice_key=..., stride=..., conv_type=...) the strided
-    and inverse convs, stem(in_channels, channels[0]) the stem (None: the residual / SDSC defaults).
+    and inverse convs, stem(in_channels, channels[0]) the stem (None: the residual / SDSC defaults); dec_block:
+    the decoder's blocks (None: `block`), the first of each stage reading cat(up, skip).
     down_sites: "all" or "floor" (see the module docstring; "floor" with the dense default resample only).
     """
 
@@ -55,7 +56,8 @@ class SparseUNet(SparseModule):
                  ndim: int = 3, act: Act = nn.ReLU, norm: Norm | None = None, stem_kernel: int = 3,
                  down_kernel: int = 2, block: Callable[..., SparseModule] | None = None,
                  resample: Callable[..., SparseModule] | None = None,
-                 stem: Callable[[int, int], SparseModule] | None = None, down_sites: str = "all"):
+                 stem: Callable[[int, int], SparseModule] | None = None, down_sites: str = "all",
+                 dec_block: Callable[..., SparseModule] | None = None):
         super().__init__()
         stages = len(channels) - 1
         if down_sites not in ("all", "floor"):
@@ -79,14 +81,16 @@ class SparseUNet(SparseModule):
                                      conv_type="spconv", **floored))
             self.enc.append(SparseSequential(*[block(channels[i + 1], channels[i + 1], indice_key=f"subm{i + 1}")
                                                for _ in range(enc_depths[i])]))
+        dec_block = dec_block or block
         self.up, self.dec = nn.ModuleList(), nn.ModuleList()
         width = channels[-1]
         for j in range(stages):  # deepest first: decoder stage j restores the sites of down{stages - 1 - j}
             i = stages - 1 - j
             self.up.append(resample(width, dec_channels[j], indice_key=f"down{i}",
                                    conv_type="inverseconv"))
-            blocks = [block(dec_channels[j] + channels[i], dec_channels[j], indice_key=f"subm{i}")]
-            blocks += [block(dec_channels[j], dec_channels[j], indice_key=f"subm{i}") for _ in range(dec_depths[j] - 1)]
+            blocks = [dec_block(dec_channels[j] + channels[i], dec_channels[j], indice_key=f"subm{i}")]
+            blocks += [dec_block(dec_channels[j], dec_channels[j], indice_key=f"subm{i}")
+                       for _ in range(dec_depths[j] - 1)]
             self.dec.append(SparseSequential(*blocks))
             width = dec_channels[j]
         self.out_channels = width

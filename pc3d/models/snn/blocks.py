@@ -3,6 +3,7 @@
     SpikeConv        neuron -> sparse conv -> norm           the unit of every spiking network
     SpikingBlock     x + SpikeConv(SpikeConv(x))            (shortcut: Linear + norm when the width changes)
     SpikingBasicBlock  y = x + SpikeConv(x), then SpikingBlock(y): E-3DSNN's BasicBlock (three convs)
+    SpikingFuse      up + two 1x1 SpikeConvs of cat(up, skip): E-3DSNN's decoder stage after the inverse conv
 
 `neuron` is a factory: MultiSpike (spike counts 0..4) for the spiking network, nn.ReLU for its ANN twin of
 the same widths (the reference of the energy comparison), nn.Identity for an encoding layer whose input is
@@ -179,14 +180,42 @@ class SpikingBlock(SparseModule):
 
 class SpikingBasicBlock(SparseModule):
     """E-3DSNN's BasicBlock as released (three SubM 3^ndim convs on one set of sites, two residuals on pre-spike
-    values): y = x + SpikeConv(x), then y + SpikeConv(SpikeConv(y)) (a SpikingBlock)."""
+    values): y = x + SpikeConv(x), then y + SpikeConv(SpikeConv(y)) (a SpikingBlock). One width in and out
+    (out_channels, if given, must equal in_channels: the signature of SpikingBlock)."""
 
-    def __init__(self, channels: int, indice_key: str | None = None, ndim: int = 3, neuron: Neuron = MultiSpike,
-                 norm: Norm = BATCH_NORM):
+    def __init__(self, in_channels: int, out_channels: int | None = None, indice_key: str | None = None,
+                 ndim: int = 3, neuron: Neuron = MultiSpike, norm: Norm = BATCH_NORM):
         super().__init__()
+        if out_channels not in (None, in_channels):
+            raise ConfigError(f"SpikingBasicBlock keeps its width: {in_channels} in, {out_channels} out")
+        channels = in_channels
         self.conv = SpikeConv(channels, channels, 3, indice_key, padding=1, ndim=ndim, neuron=neuron, norm=norm)
         self.block = SpikingBlock(channels, indice_key=indice_key, ndim=ndim, neuron=neuron, norm=norm)
 
     def forward(self, x: SparseTensor) -> SparseTensor:
         y = self.conv(x)
         return self.block(y.replace_feature(y.feats + x.feats))
+
+
+class SpikingFuse(SparseModule):
+    """E-3DSNN's decoder fusion (its UpBlock after the inverse conv): for x = cat(up, skip) with `up` the first
+    out_channels columns, up + norm(W2 spike(norm(W1 spike(x)))), W1 and W2 1x1 SubM SpikeConvs (the released
+    Linear layers; their biases, which the BatchNorm after each cancels, left out)."""
+
+    def __init__(self, in_channels: int, out_channels: int, indice_key: str | None = None, ndim: int = 3,
+                 neuron: Neuron = MultiSpike, norm: Norm = BATCH_NORM):
+        super().__init__()
+        if in_channels <= out_channels:
+            raise ConfigError(f"SpikingFuse: the concatenation ({in_channels}) must be wider than its output "
+                              f"({out_channels}): up first, then the skip")
+        key = None if indice_key is None else f"{indice_key}:1x1"
+        self.out_channels = out_channels
+        self.conv1 = SpikeConv(in_channels, out_channels, 1, key, ndim=ndim, neuron=neuron, norm=norm)
+        self.conv2 = SpikeConv(out_channels, out_channels, 1, key, ndim=ndim, neuron=neuron, norm=norm)
+
+    def forward(self, x: SparseTensor) -> SparseTensor:
+        out = self.conv2(self.conv1(x))
+        return out.replace_feature(out.feats + x.feats[:, :self.out_channels])
+
+
+RESIDUAL_BLOCKS = {"pair": SpikingBlock, "basic": SpikingBasicBlock}  # pc3d's two convs, E-3DSNN's released three

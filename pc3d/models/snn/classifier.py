@@ -27,17 +27,16 @@ from torch.nn import functional as F
 from pc3d.data.batch import sparse_input
 from pc3d.errors import ConfigError
 from pc3d.models.backbones3d.blocks import batch_norm
-from pc3d.models.snn.blocks import Neuron, SpikeConv, SpikingBasicBlock, SpikingBlock
+from pc3d.models.snn.blocks import RESIDUAL_BLOCKS, Neuron, SpikeConv
 from pc3d.models.snn.neuron import MultiSpike
 from pc3d.sparse import SparseSequential
 
 WIDTHS = {"T": (16, 32, 64, 128), "S": (24, 48, 96, 160)}
-BLOCKS = {"pair": SpikingBlock, "basic": SpikingBasicBlock}  # residual blocks: pc3d's two convs, E-3DSNN's three
 
 
 class SpikingClassifier(nn.Module):
     """in_channels: voxel feature width (3 + C); num_classes; widths: a WIDTHS key or 4 ints (the stem has
-    the first stage's width); blocks: residual blocks per stage, of kind `block` ("pair" | "basic", BLOCKS);
+    the first stage's width); blocks: residual blocks per stage, of kind `block` ("pair" | "basic");
     head: "spike" (spike -> bias-free 1x1 conv) | "plain" (1x1 conv with a bias on pre-spike values, E-3DSNN's);
     label_smoothing of the loss; neuron: factory (MultiSpike, or nn.ReLU for the ANN twin); norm_momentum of
     BatchNorm."""
@@ -51,9 +50,9 @@ class SpikingClassifier(nn.Module):
         widths = WIDTHS[widths] if isinstance(widths, str) else tuple(widths)
         if len(widths) != len(blocks):
             raise ValueError(f"need one block count per stage: widths {widths}, blocks {tuple(blocks)}")
-        if block not in BLOCKS or head not in ("spike", "plain"):
-            raise ConfigError(f"SpikingClassifier: block must be one of {sorted(BLOCKS)} and head 'spike' or 'plain', "
-                              f"got {block!r}, {head!r}")
+        if block not in RESIDUAL_BLOCKS or head not in ("spike", "plain"):
+            raise ConfigError(f"SpikingClassifier: block must be one of {sorted(RESIDUAL_BLOCKS)} and head 'spike' or "
+                              f"'plain', got {block!r}, {head!r}")
         norm = batch_norm(norm_momentum)
         self.label_smoothing = label_smoothing
         self.stem = SparseSequential(
@@ -63,7 +62,8 @@ class SpikingClassifier(nn.Module):
         stages, width = [], widths[0]
         for i, (out, depth) in enumerate(zip(widths, blocks, strict=True)):
             stage = [SpikeConv(width, out, 2, f"down{i}", stride=2, conv_type="spconv", neuron=neuron, norm=norm)]
-            stage += [BLOCKS[block](out, indice_key=f"stage{i}", neuron=neuron, norm=norm) for _ in range(depth)]
+            unit = RESIDUAL_BLOCKS[block]
+            stage += [unit(out, indice_key=f"stage{i}", neuron=neuron, norm=norm) for _ in range(depth)]
             stages.append(SparseSequential(*stage))
             width = out
         self.stages = nn.ModuleList(stages)
