@@ -10,7 +10,7 @@ import torch
 from pc3d.engine.data import EpochBatchSampler, ShardSampler, to_device
 from pc3d.engine.ema import ModelEMA
 from pc3d.engine.optim import param_groups
-from pc3d.engine.schedule import OneCycle, WarmupCosine, WarmupStep
+from pc3d.engine.schedule import OneCycle, WarmupCosine, WarmupExponential, WarmupStep
 from pc3d.errors import ConfigError
 
 
@@ -47,6 +47,17 @@ def test_step_schedule():
     assert lrs[0] == lrs[49] == 1.0
     assert lrs[50] == pytest.approx(0.1) and lrs[74] == pytest.approx(0.1)
     assert lrs[75] == pytest.approx(0.01)
+
+
+def test_exponential_schedule_spreads_a_per_epoch_decay_over_the_steps():
+    # 60 epochs of x0.99 (4DMOS): 0.99 ** 60 = 0.5472 at the end; after a 10-step warm-up, step 10 + 45 of the
+    # 90 left is halfway, sqrt(0.5472) = 0.7397
+    lrs = _lrs(lambda o, t: WarmupExponential(o, t, warmup_steps=10, final_ratio=0.99 ** 60), 100)
+    assert lrs[10] == pytest.approx(1.0) and lrs[55] == pytest.approx(0.7397, abs=1e-4)
+    assert lrs[100] == pytest.approx(0.5472, abs=1e-4)
+    assert all(a > b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    with pytest.raises(ConfigError, match="final_ratio"):
+        WarmupExponential(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), 10, final_ratio=0.0)
 
 
 def test_one_cycle_lr_and_momentum():

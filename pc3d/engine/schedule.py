@@ -117,6 +117,19 @@ class WarmupStep(Schedule):
         return self.gamma ** sum(progress >= m for m in self.milestones)
 
 
+class WarmupExponential(Schedule):
+    """Warm-up, then lr x final_ratio ** progress: an exponential decay spread over the steps. A per-epoch decay by
+    gamma over E epochs (torch's StepLR(step_size=1, gamma), 4DMOS's and InsMOS's 0.99) is final_ratio = gamma ** E,
+    here continuous instead of in E steps."""
+
+    def __init__(self, optimizer: Optimizer, total_steps: int, *, final_ratio: float = 0.1, **warmup):
+        self.final_ratio = _number("final_ratio", final_ratio, 0, 1, low_open=True)
+        super().__init__(optimizer, total_steps, **warmup)
+
+    def decay(self, progress: float) -> float:
+        return self.final_ratio ** progress
+
+
 class OneCycle(Schedule):
     """One-cycle lr and momentum (OpenPCDet's adam_onecycle); the optimizer's lr is max_lr.
 

@@ -3,8 +3,9 @@
 Prediction, per site with centre p on a level of cell size c = stride x voxel size (per axis):
     logits   [S, K]          sigmoid class scores
     centre = p + c * offset,   size = c * exp(log_size)        (offset, log_size: 6 linear outputs)
-Targets (TR3D's assignment): each ground-truth box takes the `top_k` sites of its sample nearest its centre;
-a site taken by several boxes keeps the smallest one (FCAF3D); such sites are positives of their box's class,
+Targets: each ground-truth box takes the `top_k` sites of its sample nearest its centre (FCAF3D's top-k; TR3D
+takes 6 on the level its class is assigned to and also requires the box to be the site's nearest centre); a
+site taken by several boxes keeps the smallest one (FCAF3D); such sites are positives of their box's class,
 every other site is a negative of every class.
 Losses: sigmoid focal loss over every site and class / number of positives; DIoU of the positives' boxes
 (mean). Inference: every (site, class) score above `score_threshold`, the `pre_max_size` best per class,
@@ -59,7 +60,7 @@ def assign_nearest(centres: torch.Tensor, site_batch: torch.Tensor, gt_boxes: to
 
 class AxisAlignedBoxHead(nn.Module):
     """in_channels: the level's width; num_classes: K (labels 1..K); voxel_size / point_cloud_range: the
-    voxelizer's grid (site centres and cell sizes derive from them). top_k: sites per box (TR3D: 18).
+    voxelizer's grid (site centres and cell sizes derive from them). top_k: sites per box (FCAF3D: 18; TR3D: 6).
     box_weight: weight of the DIoU loss; focal_alpha / focal_gamma: the focal loss's."""
 
     def __init__(self, in_channels: int, num_classes: int, voxel_size: Sequence[float],
