@@ -11,6 +11,10 @@
        inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]       NLL (fused)
     -> eval: current-scan points from the fused logits (as MosNet), plus the detections
 
+The fusion is pc3d's: the released InsMOS joins the masks to its instance branch's UNet decoder with SubM 3^3
+convs and takes both NLL terms on the current scan's points only (configs/experiment/semantickitti_insmos.yaml
+lists the differences).
+
 Parts after the motion net arrive as partials (hydra `_partial_: true`) completed with the widths before them,
 as in pc3d.models.detectors.bev_detector; the BEV grid is VoxelGrid(voxel_size, point_cloud_range) (the
 spatial part of the 4D grid). Two logits (static, moving) as in MosNet: the unlabelled train id is ignored.
