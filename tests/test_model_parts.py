@@ -209,7 +209,9 @@ STATE_DICTS = {
     "centerpoint_kitti": (296, "1d50da080eaa135e"),
     "centerpoint_pillar_kitti": (212, "3be0fa591c26b710"),
     "pointpillars_kitti": (126, "a7d0761de2cf2016"),
-    "semantickitti_seg": (284, "a69682f432c1f5a0"),
+    # Pointcept's SpUNet since 2026-12-07 (before: a69682f432c1f5a0, 284 keys, with enc_depths [2, 2, 2, 2],
+    # stem_kernel 3, stem_blocks 1, which a run's saved config keeps)
+    "semantickitti_seg": (356, "9f8f34ff6dae285b"),
     "sim_scannet_seg": (152, "a457f731c7f447fe"),
     # the separable U-Net at twice the widths: sim_semantickitti_ds_seg's model until 2026-12-02 (a run keeps
     # its config, so its checkpoints load whatever the recipe says today)

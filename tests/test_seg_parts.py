@@ -121,6 +121,34 @@ def test_separable_unet_has_at_most_half_the_parameters():
     assert separable <= 0.5 * dense
 
 
+def _pointcept_spunet_parameters(cin: int, channels=(32, 64, 128, 256, 256, 128, 96, 96),
+                                 layers=(2, 3, 4, 6, 2, 2, 2, 2), base: int = 32) -> int:
+    """Parameters of Pointcept's SpUNet-v1m1 backbone without its final conv, counted from its definition: a
+    kernel-5 SubM stem + BN; per stage a kernel-2 down conv + BN and BasicBlocks (two SubM 3^3 + BN, a 1x1 + BN
+    projection where the width changes); per decoder stage a kernel-2 inverse conv + BN and BasicBlocks, the
+    first on cat(up, skip)."""
+    def block(cin_, cout):
+        return 27 * cin_ * cout + 27 * cout * cout + 4 * cout + (cin_ * cout + 2 * cout if cin_ != cout else 0)
+
+    total = 125 * cin * base + 2 * base
+    enc, stages = base, len(layers) // 2
+    dec = channels[-1]
+    for s in range(stages):
+        total += 8 * enc * channels[s] + 2 * channels[s] + layers[s] * block(channels[s], channels[s])
+        up_in = channels[len(channels) - s - 2]
+        total += 8 * up_in * dec + 2 * dec + block(dec + enc, dec)
+        total += (layers[len(channels) - s - 1] - 1) * block(dec, dec)
+        enc, dec = channels[s], channels[len(channels) - s - 2]
+    return total
+
+
+def test_unet_builds_pointcepts_spunet():
+    net = SparseUNet(4, (32, 32, 64, 128, 256), (2, 3, 4, 6), (256, 128, 96, 96), (2, 2, 2, 2), stem_kernel=5,
+                     stem_blocks=0)
+    assert sum(p.numel() for p in net.parameters()) == _pointcept_spunet_parameters(4) == 39_147_904
+    assert len(net.stem) == 1 and net.out_channels == 96
+
+
 def test_unet_rejects_mismatched_stage_lists():
     with pytest.raises(ValueError, match="len"):
         SparseUNet(4, (8, 16), (1, 1), (8,), (1,))

@@ -48,6 +48,7 @@ class SparseUNet(SparseModule):
     and inverse convs, stem(in_channels, channels[0]) the stem (None: the residual / SDSC defaults); dec_block:
     the decoder's blocks (None: `block`), the first of each stage reading cat(up, skip).
     down_sites: "all" or "floor" (see the module docstring; "floor" with the dense default resample only).
+    stem_blocks: residual blocks after the stem conv of the default stem (Pointcept's SpUNet: 0).
     """
 
     def __init__(self, in_channels: int = 4, channels: Sequence[int] = (32, 64, 128, 256),
@@ -57,7 +58,7 @@ class SparseUNet(SparseModule):
                  down_kernel: int = 2, block: Callable[..., SparseModule] | None = None,
                  resample: Callable[..., SparseModule] | None = None,
                  stem: Callable[[int, int], SparseModule] | None = None, down_sites: str = "all",
-                 dec_block: Callable[..., SparseModule] | None = None):
+                 dec_block: Callable[..., SparseModule] | None = None, stem_blocks: int = 1):
         super().__init__()
         stages = len(channels) - 1
         if down_sites not in ("all", "floor"):
@@ -74,7 +75,7 @@ class SparseUNet(SparseModule):
                                        padding=(down_kernel - 1) // 2, **parts)
         self.stem = stem(in_channels, channels[0]) if stem else SparseSequential(
             post_act_block(in_channels, channels[0], stem_kernel, indice_key="subm0", **parts),
-            block(channels[0], channels[0], indice_key="subm0"))
+            *[block(channels[0], channels[0], indice_key="subm0") for _ in range(stem_blocks)])
         self.down, self.enc = nn.ModuleList(), nn.ModuleList()
         for i in range(stages):
             self.down.append(resample(channels[i], channels[i + 1], indice_key=f"down{i}", stride=2,
