@@ -13,8 +13,8 @@ inverse convs (SCTN: 7 and 3). down_sites: the strided convs' output sites, "all
 (spconv's; an odd kernel dilates the cloud, 7.7k -> 15k voxels on an SCTN cloud) or "floor", the input sites
 floored to the stride (MinkowskiEngine's, as SCTN was built; a 2^ndim kernel gives these either way).
 separable=True builds every
-3^ndim and 2^ndim conv after the stem as a Sparse Depthwise Separable Convolution (Less is More): the
-same stage list with far fewer parameters.
+3^ndim and 2^ndim conv after the stem as a Sparse Depthwise Separable Convolution (Less is More's unit): the
+same stage list with far fewer parameters (LiM3D itself separates only the SubM convs of a Cylinder3D network).
 
 Backbone convention (every pc3d 3D backbone): `forward(x) -> SparseTensor`;
 `forward_features(x) -> (SparseTensor, dict[str, SparseTensor])` adds the multi-scale tensors, here
