@@ -211,3 +211,36 @@ def test_collate_equals_direct_calls(name):
     for key, value in direct.items():
         got = batch[key] if key == "spatial_shape" else batch[key].numpy()
         np.testing.assert_array_equal(got, value, err_msg=key)
+
+
+def _labelled(frame: str, n: int, seed: int, boxes: int = 1) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"frame_id": frame, "seed": seed, "points": rng.uniform(-5, 5, (n, 4)).astype(np.float32),
+            "point_labels": rng.integers(0, 3, n), "instance_ids": np.array([0, 1, 2] * (n // 3) + [0] * (n % 3)),
+            "gt_boxes": rng.uniform(0, 1, (boxes, 7)).astype(np.float32), "gt_labels": np.arange(1, boxes + 1)}
+
+
+def test_mix3d_merges_pairs_of_samples_into_one_scene():
+    samples = [_labelled("a", 6, 1), _labelled("b", 4, 2, boxes=2), _labelled("c", 5, 3)]
+    batch = Collate(mix_prob=1.0)(samples)
+    assert batch["batch_size"] == 2 and batch["frame_id"] == ["a+b", "c"]
+    assert batch["point_offsets"].tolist() == [0, 10, 15]
+    assert np.array_equal(batch["points"][:10].numpy(), np.concatenate([samples[0]["points"], samples[1]["points"]]))
+    labels = samples[0]["point_labels"].tolist() + samples[1]["point_labels"].tolist()
+    assert batch["point_labels"][:10].tolist() == labels
+    assert batch["instance_ids"][:10].tolist() == [0, 1, 2, 0, 1, 2] + [0, 3, 4, 0]  # b's instances after a's two
+    assert batch["num_gt"].tolist() == [3, 1] and batch["gt_boxes"][0, :, 7].tolist() == [1, 1, 2]
+    assert Collate(mix_prob=0.0)(samples)["batch_size"] == 3
+    with pytest.raises(DataFormatError, match="a\\+b: Mix3D needs gt_boxes in both"):
+        Collate(mix_prob=1.0)([samples[0], {k: v for k, v in samples[1].items() if k not in ("gt_boxes", "gt_labels")}])
+    window = {**samples[1], "num_current_points": 2}
+    with pytest.raises(DataFormatError, match="not multi-scan windows"):
+        Collate(mix_prob=1.0)([samples[0], window])
+
+
+def test_mix3d_draw_is_seeded_by_the_batch_and_keeps_its_probability():
+    collate = Collate(mix_prob=0.8)
+    mixed = [collate([_labelled("a", 3, seed), _labelled("b", 3, seed + 1)])["batch_size"] == 1 for seed in range(400)]
+    assert 0.74 < np.mean(mixed) < 0.86
+    again = [collate([_labelled("a", 3, seed), _labelled("b", 3, seed + 1)])["batch_size"] == 1 for seed in range(400)]
+    assert mixed == again

@@ -101,3 +101,22 @@ def test_simulate_and_test_command_lines(tmp_path):
                           timeout=300)
     assert proc.returncode != 0 and "Could not override" not in proc.stderr
     assert "no_run" in proc.stderr
+
+
+def test_mix_prob_reaches_the_training_sets_collate_only(tmp_path):
+    from omegaconf import OmegaConf
+
+    from pc3d.engine.runner import build_dataset
+    from pc3d.errors import ConfigError
+    from pc3d.sim.api import simulate_dataset
+
+    root = simulate_dataset("semantickitti", tmp_path / "sk", frames=2, seed=0)
+    node = OmegaConf.create({"_target_": "pc3d.data.SemanticKittiDataset", "root": str(root), "sequences": ["00"],
+                             "mix_prob": 0.8})
+    assert build_dataset(node, "train", training=True).collate_fn.mix_prob == 0.8
+    assert build_dataset(node, "train", training=False).collate_fn.mix_prob == 0.0
+    with pytest.raises(ConfigError, match="needs a dataset collated by pc3d.data.batch.Collate; ToyShapes"):
+        build_dataset(OmegaConf.create({"_target_": "pc3d.data.toy.ToyShapes", "train_size": 8, "mix_prob": 0.5}),
+                      "train", True)
+    with pytest.raises(ConfigError, match="mix_prob must be a number in"):
+        build_dataset(OmegaConf.merge(node, {"mix_prob": 1.5}), "train", True)

@@ -218,18 +218,67 @@ class Voxelizer(Protocol):
         """The voxel keys above for clouds [N_b, 3 + C] (sample b gets batch index b)."""
 
 
+MIX_STREAM = 0x4D6978  # the stream of a batch's Mix3D draw, apart from the samples' own augmentation draws
+
+
+def merge_samples(a: dict, b: dict) -> dict:
+    """One scene of two (Mix3D, Nekrasov et al. 2021, as Pointcept's collate mixes): every cloud and its point-wise
+    keys concatenated, a's rows first; boxes and their labels concatenated; b's instance ids moved past a's; frame
+    id "a+b"; a's seed and metadata. Multi-scan windows (`num_current_points`) and classification samples
+    (`label`) cannot be mixed: a DataFormatError names the frames."""
+    frames = f"{a.get('frame_id')}+{b.get('frame_id')}"
+    if any(key in s for key in ("num_current_points", "label") for s in (a, b)):
+        raise DataFormatError(frames, "Mix3D mixes single scans with point-wise labels, not multi-scan windows "
+                                      "(num_current_points) or shapes with one label")
+    out = {**a, "frame_id": frames}
+    for cloud in CLOUDS:
+        keys = [key for key in point_keys(cloud) if key in a or key in b]
+        if cloud not in a and cloud not in b:
+            continue
+        missing = [key for key in keys if key not in a or key not in b]
+        if missing:
+            raise DataFormatError(frames, f"Mix3D needs the same point-wise keys in both samples; {missing} in one")
+        for key in keys:
+            second = b[key]
+            if key.startswith("instance_ids"):
+                second = np.where(second > 0, second + int(a[key].max(initial=0)), second)
+            out[key] = np.concatenate([a[key], second])
+    for key in (*BOX_KEYS, "other_boxes"):
+        if key in a and key in b:
+            out[key] = np.concatenate([a[key], b[key]])
+        elif key in a or key in b:
+            raise DataFormatError(frames, f"Mix3D needs {key} in both samples or in neither")
+    return out
+
+
+def mix_pairs(samples: Sequence[dict]) -> list[dict]:
+    """Samples 0 and 1, 2 and 3, ... merged into one scene each (`merge_samples`); an odd last one stays alone."""
+    pairs = [merge_samples(samples[i], samples[i + 1]) for i in range(0, len(samples) - 1, 2)]
+    return pairs + ([samples[-1]] if len(samples) % 2 else [])
+
+
 class Collate:
     """DataLoader ``collate_fn``: samples -> the batch above; voxelizes every cloud in the worker when
     given a voxelizer (a ``pc3d.voxel`` voxelizer, or None for point-based models). A shuffling
     hard voxelizer is seeded with each sample's seed, so batches are reproducible.
+
+    mix_prob: with this probability a batch's samples are mixed in pairs first (`mix_pairs`: Mix3D; Pointcept's
+    segmentation recipes use 0.8), so it holds about half as many scenes. The draw is seeded by the first sample's
+    seed: reproducible, whatever the worker count. Training only (the dataset config's `mix_prob`, which
+    pc3d.engine.runner.build_dataset gives the training set's Collate).
     """
 
-    def __init__(self, voxelizer: Voxelizer | None = None):
+    def __init__(self, voxelizer: Voxelizer | None = None, mix_prob: float = 0.0):
         self.voxelizer = voxelizer
+        self.mix_prob = float(mix_prob)
 
     def __call__(self, samples: Sequence[dict]) -> dict:
         if not samples:
             raise DataFormatError(None, "cannot collate an empty list of samples")
+        if self.mix_prob > 0 and len(samples) > 1:
+            draw = np.random.default_rng([int(samples[0].get("seed", 0)) % 2**63, MIX_STREAM]).random()
+            if draw < self.mix_prob:
+                samples = mix_pairs(samples)
         batch: dict[str, Any] = {
             "batch_size": len(samples),
             "frame_id": [s.get("frame_id", "") for s in samples],

@@ -89,18 +89,34 @@ def apply_threads(cfg) -> None:
         use_threads(int(threads))
 
 
+ENGINE_KEYS = ("evaluator", "mix_prob")  # keys of a dataset config that are the engine's, not dataset arguments
+
+
 def build_dataset(node, split: str, training: bool):
     """The dataset of `split`, augmenting only when `training`: evaluating on a split named like a
-    training split ('trainval') must not augment. Datasets without a `training` argument decide by split."""
+    training split ('trainval') must not augment. Datasets without a `training` argument decide by split.
+    `mix_prob` (Mix3D, pc3d.data.batch.Collate) goes to a training set's Collate; evaluation never mixes."""
     from hydra.utils import get_class
     from omegaconf import OmegaConf
+
+    from pc3d.data.batch import Collate
 
     kwargs: dict[str, Any] = {"split": split}
     if "training" in inspect.signature(get_class(node["_target_"])).parameters:
         kwargs["training"] = training
-    if "evaluator" in node:  # the hook is the engine's, not a dataset argument; resolve while still in the tree
-        node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k != "evaluator"}
-    return _instantiate(node, **kwargs)
+    mix_prob = node.get("mix_prob") or 0.0
+    if isinstance(mix_prob, bool) or not isinstance(mix_prob, (int, float)) or not 0 <= mix_prob <= 1:
+        raise ConfigError(f"dataset.mix_prob must be a number in [0, 1], got {mix_prob!r}")
+    if any(key in node for key in ENGINE_KEYS):  # resolve while still in the tree
+        node = {k: v for k, v in OmegaConf.to_container(node, resolve=True).items() if k not in ENGINE_KEYS}
+    dataset = _instantiate(node, **kwargs)
+    if mix_prob and training:
+        collate = getattr(dataset, "collate_fn", None)
+        if not isinstance(collate, Collate):
+            raise ConfigError(f"dataset.mix_prob needs a dataset collated by pc3d.data.batch.Collate; "
+                              f"{type(dataset).__name__} has {type(collate).__name__}")
+        collate.mix_prob = mix_prob
+    return dataset
 
 
 def build_evaluator(cfg):
