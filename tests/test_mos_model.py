@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from pc3d.data.batch import Collate, sparse_input
+from pc3d.errors import ConfigError
 from pc3d.models.contract import check_prediction, task_of
 from pc3d.models.mos.mos_net import MosNet, current_mask, mos_loss, mos_predictions, point_probabilities
 from pc3d.models.mos.motion_net import MotionUNet
@@ -79,6 +80,21 @@ def test_mos_net_train_loss_reaches_every_parameter():
     out["loss"].backward()
     missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not missing, missing
+
+
+def test_occupancy_input_reads_one_constant_channel_whatever_the_point_columns():
+    model = tiny_model(voxel_input="occupancy").eval()
+    assert model.backbone.stem[0].in_channels == 1
+    batch = make_batch()
+    changed = {**batch, "points": batch["points"].clone()}
+    changed["points"][:, 3] = 7.0  # intensity: the mean columns change, the occupancy does not
+    with torch.no_grad():
+        assert torch.equal(model.moving_probabilities(batch)["probabilities"],
+                           model.moving_probabilities(changed)["probabilities"])
+        assert not torch.equal(tiny_model().eval().moving_probabilities(batch)["probabilities"],
+                               tiny_model().eval().moving_probabilities(changed)["probabilities"])
+    with pytest.raises(ConfigError, match="voxel_input must be one of"):
+        tiny_model(voxel_input="ones")
 
 
 def test_predictions_follow_the_contract_on_the_current_scan():

@@ -34,7 +34,15 @@ from pc3d.data.batch import sparse_input
 from pc3d.errors import ConfigError
 from pc3d.geometry.points_in_boxes import points_in_boxes
 from pc3d.models.backbones3d.blocks import batch_norm, post_act_block
-from pc3d.models.mos.mos_net import UNMAPPED, current_mask, mos_loss, mos_predictions, point_probabilities
+from pc3d.models.mos.mos_net import (
+    UNMAPPED,
+    current_mask,
+    mos_loss,
+    mos_predictions,
+    motion_channels,
+    net_input,
+    point_probabilities,
+)
 from pc3d.models.mos.motion_net import MotionUNet
 from pc3d.sparse import SparseTensor
 from pc3d.voxel import VoxelGrid
@@ -99,7 +107,9 @@ class InsMOS(nn.Module):
     over the box classes); post_process: a PostProcessor. voxel_size, point_cloud_range: the spatial part of
     the 4D grid. fusion_channels: width of the fusion levels. mask_threshold: detection score for the box
     masks. motion_weight, detection_weight: loss weights (the fused NLL weighs 1). class_weights: (static,
-    moving) cross-entropy weights. unmapped, return_log_odds: as MosNet (of the fused output)."""
+    moving) cross-entropy weights. unmapped, return_log_odds: as MosNet (of the fused output). motion_input: what the
+    motion net reads, "mean" or "occupancy" (MosNet's voxel_input; InsMOS's: a constant); the instance branch reads
+    the mean point columns either way."""
 
     task = "mos"
 
@@ -108,14 +118,15 @@ class InsMOS(nn.Module):
                  point_cloud_range: Sequence[float], fusion_channels: int = 16, mask_threshold: float = 0.3,
                  motion_weight: float = 1.0, detection_weight: float = 1.0,
                  class_weights: Sequence[float] | None = None, unmapped: str = "nearest",
-                 return_log_odds: bool = False):
+                 return_log_odds: bool = False, motion_input: str = "mean"):
         super().__init__()
         if unmapped not in UNMAPPED:
             raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
         self.voxel_size, self.point_cloud_range = list(voxel_size)[:3], list(point_cloud_range)
         self.mask_threshold, self.unmapped, self.return_log_odds = mask_threshold, unmapped, return_log_odds
         self.motion_weight, self.detection_weight = motion_weight, detection_weight
-        self.motion_net: MotionUNet = motion_net(in_channels=in_channels)
+        self.motion_input = motion_input
+        self.motion_net: MotionUNet = motion_net(in_channels=motion_channels(in_channels, motion_input))
         self.motion_head = nn.Linear(self.motion_net.out_channels, 2)
         shape = VoxelGrid(self.voxel_size, self.point_cloud_range).spatial_shape
         self.backbone_3d = backbone_3d(in_channels=in_channels + 2)
@@ -143,7 +154,7 @@ class InsMOS(nn.Module):
     def fused_logits(self, batch: dict):
         """(the 4D input, motion logits [V, 2], fused logits [V, 2], the dense head's maps, the detections)."""
         x = sparse_input(batch, batch["points"].device)
-        _, scales = self.motion_net.forward_features(x)
+        _, scales = self.motion_net.forward_features(net_input(x, self.motion_input))
         motion = self.motion_head(scales["dec0"].feats)
         current = current_voxels(batch)
         scan = SparseTensor(torch.cat([x.feats[current], motion[current]], 1), x.coords[current][:, [0, 2, 3, 4]],

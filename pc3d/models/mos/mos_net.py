@@ -29,8 +29,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from pc3d.data.batch import sparse_input
+from pc3d.errors import ConfigError
 from pc3d.models.segmentors.point_head import fill_point_to_voxel
-from pc3d.sparse import SparseModule
+from pc3d.sparse import SparseModule, SparseTensor
 
 UNMAPPED = ("nearest", "static")
 IGNORE = -1  # target of unlabelled points (MOS train id 0 - 1)
@@ -133,10 +134,27 @@ def mos_predictions(batch: dict, probabilities: torch.Tensor, mapped: torch.Tens
     return out
 
 
+VOXEL_INPUTS = ("mean", "occupancy")
+
+
+def net_input(x: SparseTensor, kind: str) -> SparseTensor:
+    """What a motion net reads of the 4D voxels x: "mean" (their mean point columns) or "occupancy" (a 1 per voxel:
+    4DMOS's and InsMOS's input, a constant 0.5 there, whose scale the first BatchNorm takes away)."""
+    return x if kind == "mean" else x.replace_feature(x.feats.new_ones(len(x.feats), 1))
+
+
+def motion_channels(in_channels: int, kind: str) -> int:
+    """The motion net's input width for `net_input(x, kind)` of voxels with in_channels columns."""
+    if kind not in VOXEL_INPUTS:
+        raise ConfigError(f"voxel_input must be one of {VOXEL_INPUTS}, got {kind!r}")
+    return in_channels if kind == "mean" else 1
+
+
 class MosNet(nn.Module):
     """in_channels: voxel feature width (mean x, y, z, intensity, time: 5). backbone: a partial (hydra
-    `_partial_: true`) completed as backbone(in_channels=in_channels), a MotionUNet or any 4D sparse module
-    with `out_channels`. class_weights: cross-entropy weights of (static, moving), or None.
+    `_partial_: true`) completed as backbone(in_channels=...), a MotionUNet or any 4D sparse module
+    with `out_channels`. voxel_input: "mean" (the voxels' mean point columns) or "occupancy" (a 1 per voxel,
+    4DMOS's input; `net_input`). class_weights: cross-entropy weights of (static, moving), or None.
     unmapped: "nearest" or "static" for current-scan points outside the grid. return_log_odds: add the
     window's per-point log-odds to each prediction (for a Bayes filter)."""
 
@@ -144,14 +162,14 @@ class MosNet(nn.Module):
 
     def __init__(self, in_channels: int, backbone: Callable[..., SparseModule],
                  class_weights: Sequence[float] | None = None, unmapped: str = "nearest",
-                 return_log_odds: bool = False):
+                 return_log_odds: bool = False, voxel_input: str = "mean"):
         super().__init__()
         if unmapped not in UNMAPPED:
             raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
         if class_weights is not None and len(class_weights) != 2:
             raise ValueError(f"class_weights: two floats (static, moving), got {list(class_weights)}")
-        self.unmapped, self.return_log_odds = unmapped, return_log_odds
-        self.backbone = backbone(in_channels=in_channels)
+        self.unmapped, self.return_log_odds, self.voxel_input = unmapped, return_log_odds, voxel_input
+        self.backbone = backbone(in_channels=motion_channels(in_channels, voxel_input))
         self.head = nn.Linear(self.backbone.out_channels, 2)
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor(class_weights, dtype=torch.float32), persistent=False)
@@ -159,7 +177,8 @@ class MosNet(nn.Module):
     def forward(self, batch: dict):
         if self.training:
             x = sparse_input(batch, batch["points"].device)
-            return mos_loss(self.head(self.backbone(x).feats), batch, self.class_weights)
+            return mos_loss(self.head(self.backbone(net_input(x, self.voxel_input)).feats), batch,
+                            self.class_weights)
         scores = self.moving_probabilities(batch)
         return self.predictions(batch, scores["probabilities"][scores["mapped"]], scores["mapped"])
 
@@ -167,8 +186,8 @@ class MosNet(nn.Module):
         """{"probabilities": float32 [sum N, 2], "mapped": bool [sum N]} of every point of the window
         (point_probabilities): what test-time augmentation (pc3d.models.tta) averages over views."""
         x = sparse_input(batch, batch["points"].device)
-        probabilities, mapped = point_probabilities(batch, self.head(self.backbone(x).feats), x.coords[:, 0].long(),
-                                                    self.unmapped)
+        logits = self.head(self.backbone(net_input(x, self.voxel_input)).feats)
+        probabilities, mapped = point_probabilities(batch, logits, x.coords[:, 0].long(), self.unmapped)
         return {"probabilities": probabilities, "mapped": mapped}
 
     def predictions(self, batch: dict, probabilities: torch.Tensor, mapped: torch.Tensor) -> list[dict]:
