@@ -83,6 +83,23 @@ def test_insmos_losses_reach_every_parameter():
     assert not missing, missing
 
 
+def test_loss_on_current_ignores_the_past_scans_labels_and_occupancy_input_reads_one_channel():
+    model = tiny_insmos(loss_on="current", motion_input="occupancy").train()
+    assert model.motion_net.stem[0].in_channels == 1 and model.backbone_3d.conv_input[0].in_channels == 5 + 2
+    batch = make_batch()
+    relabelled = {**batch, "point_labels": batch["point_labels"].clone()}
+    past = torch.ones(len(batch["point_labels"]), dtype=torch.bool)
+    for b, n in enumerate(batch["num_current_points"].tolist()):
+        past[batch["point_offsets"][b]:batch["point_offsets"][b] + n] = False
+    relabelled["point_labels"][past] = 3 - relabelled["point_labels"][past].clamp(min=1)  # static <-> moving
+    same = [model(b)["loss"] for b in (batch, relabelled)]
+    assert torch.equal(same[0], same[1])
+    window = tiny_insmos(loss_on="window", motion_input="occupancy").train()
+    assert not torch.equal(window(batch)["loss"], window(relabelled)["loss"])
+    with pytest.raises(ConfigError, match="loss_on must be"):
+        tiny_insmos(loss_on="all")
+
+
 def test_insmos_predictions_follow_the_contract_with_boxes():
     batch = make_batch()
     model = tiny_insmos().eval()

@@ -109,7 +109,8 @@ class InsMOS(nn.Module):
     masks. motion_weight, detection_weight: loss weights (the fused NLL weighs 1). class_weights: (static,
     moving) cross-entropy weights. unmapped, return_log_odds: as MosNet (of the fused output). motion_input: what the
     motion net reads, "mean" or "occupancy" (MosNet's voxel_input; InsMOS's: a constant); the instance branch reads
-    the mean point columns either way."""
+    the mean point columns either way. loss_on: the NLL terms over every point of the window ("window", as
+    4DMOS) or the current scan's points alone ("current", InsMOS's released training)."""
 
     task = "mos"
 
@@ -118,8 +119,11 @@ class InsMOS(nn.Module):
                  point_cloud_range: Sequence[float], fusion_channels: int = 16, mask_threshold: float = 0.3,
                  motion_weight: float = 1.0, detection_weight: float = 1.0,
                  class_weights: Sequence[float] | None = None, unmapped: str = "nearest",
-                 return_log_odds: bool = False, motion_input: str = "mean"):
+                 return_log_odds: bool = False, motion_input: str = "mean", loss_on: str = "window"):
         super().__init__()
+        if loss_on not in ("window", "current"):
+            raise ConfigError(f"InsMOS loss_on must be 'window' or 'current', got {loss_on!r}")
+        self.loss_on = loss_on
         if unmapped not in UNMAPPED:
             raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
         self.voxel_size, self.point_cloud_range = list(voxel_size)[:3], list(point_cloud_range)
@@ -187,8 +191,9 @@ class InsMOS(nn.Module):
         if "gt_boxes" not in batch:
             raise ConfigError("InsMOS trains its detection head on gt_boxes / gt_labels: the batch has none "
                               "(SemanticKittiDataset mode 'mos' with boxes)")
-        out = mos_loss(fused, batch, self.class_weights)
-        motion_terms = mos_loss(motion, batch, self.class_weights)
+        points = current_mask(batch) if self.loss_on == "current" else None
+        out = mos_loss(fused, batch, self.class_weights, point_mask=points)
+        motion_terms = mos_loss(motion, batch, self.class_weights, point_mask=points)
         det = self.dense_head.loss(heads, batch)
         loss = out["loss"] + self.motion_weight * motion_terms["loss"] + self.detection_weight * det["loss"]
         return {"loss": loss, "loss_fused": out["loss_mos"], "loss_motion": motion_terms["loss_mos"],
