@@ -22,6 +22,7 @@ from pc3d.data.transforms import (
     RangeCrop,
     SamplePoints,
     TanhFeatures,
+    rotate_sample,
 )
 from pc3d.data.transforms.point_ops import in_range
 from pc3d.data.transforms.views import SecondView, is_second_view
@@ -324,3 +325,15 @@ def test_tanh_features_squash_the_named_columns_of_every_cloud():
     for bad in ([2], [], [3, 3]):
         with pytest.raises(ConfigError, match="distinct feature columns"):
             TanhFeatures(bad)
+
+
+def test_global_rotation_with_a_probability_turns_that_share_of_the_scenes():
+    sample = {"frame_id": "f", "points": np.array([[1.0, 0.0, 0.0, 0.5]], np.float32)}
+    turned = [not np.allclose(GlobalRotation([0.5, 0.5], prob=0.5)(dict(sample), np.random.default_rng(s))["points"],
+                              sample["points"]) for s in range(400)]
+    assert 0.42 < np.mean(turned) < 0.58
+    rng, ref = np.random.default_rng(3), np.random.default_rng(3)  # prob 1: the stream of the option-less transform
+    np.testing.assert_array_equal(GlobalRotation(np.pi)(dict(sample), rng)["points"],
+                                  rotate_sample(dict(sample), ref.uniform(-np.pi, np.pi))["points"])
+    with pytest.raises(ConfigError, match="prob must be in"):
+        GlobalRotation(np.pi, prob=1.5)

@@ -86,12 +86,19 @@ def flip_sample(sample: dict, axis: str) -> dict:
 
 
 class GlobalRotation:
-    """Rotate the scene about z by an angle uniform in `angle` (radians; one number a = [-a, a])."""
+    """Rotate the scene about z by an angle uniform in `angle` (radians; one number a = [-a, a]), with probability
+    `prob` (Pointcept's RandomRotate p; at 1, the default, no draw decides it, so the generator's stream is as before
+    the option)."""
 
-    def __init__(self, angle: float | Sequence[float] = (-np.pi / 4, np.pi / 4)):
+    def __init__(self, angle: float | Sequence[float] = (-np.pi / 4, np.pi / 4), prob: float = 1.0):
         self.low, self.high = _pair(angle, "angle")
+        if not 0 <= prob <= 1:
+            raise ConfigError(f"GlobalRotation: prob must be in [0, 1], got {prob!r}")
+        self.prob = float(prob)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if self.prob < 1 and rng.random() >= self.prob:
+            return sample
         return rotate_sample(sample, rng.uniform(self.low, self.high))
 
 
