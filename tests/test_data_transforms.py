@@ -12,6 +12,7 @@ from pc3d.data.transforms import (
     Compose,
     GlobalRotation,
     GlobalScaling,
+    GlobalTilt,
     GlobalTranslation,
     GTSampling,
     ObjectNoise,
@@ -337,3 +338,20 @@ def test_global_rotation_with_a_probability_turns_that_share_of_the_scenes():
                                   rotate_sample(dict(sample), ref.uniform(-np.pi, np.pi))["points"])
     with pytest.raises(ConfigError, match="prob must be in"):
         GlobalRotation(np.pi, prob=1.5)
+
+
+def test_global_tilt_turns_points_and_flow_about_x_and_y_within_its_clip():
+    points = np.array([[0.0, 0.0, 1.0, 0.3], [1.0, 2.0, 0.0, 0.7]], np.float32)
+    sample = {"frame_id": "f", "points": points.copy(), "flow": points[:, :3].copy()}
+    out = GlobalTilt(sigma=1.0, clip=0.1)(dict(sample), np.random.default_rng(0))
+    z_axis = out["points"][0, :3]  # the unit z point: where the tilt sends the up axis
+    assert abs(np.linalg.norm(z_axis) - 1) < 1e-6 and 0 < np.arccos(z_axis[2]) <= np.hypot(0.1, 0.1) + 1e-6
+    np.testing.assert_allclose(np.linalg.norm(out["points"][:, :3], axis=1), np.linalg.norm(points[:, :3], axis=1),
+                               rtol=1e-6)  # a rotation: lengths kept
+    np.testing.assert_allclose(out["flow"], out["points"][:, :3], atol=1e-6)  # vectors turn as the points
+    np.testing.assert_array_equal(out["points"][:, 3], points[:, 3])  # features stay
+    # one angle by hand: rng draws (ax, ay); about x by ax turns (0, 0, 1) to (0, -sin ax, cos ax), then about y
+    ax, ay = np.clip(np.random.default_rng(0).normal(0.0, 1.0, 2), -0.1, 0.1)
+    np.testing.assert_allclose(z_axis, [np.sin(ay) * np.cos(ax), -np.sin(ax), np.cos(ay) * np.cos(ax)], atol=1e-6)
+    with pytest.raises(DataFormatError, match="f: GlobalTilt would tilt the boxes"):
+        GlobalTilt()({**sample, "gt_boxes": np.zeros((1, 7), np.float32)}, np.random.default_rng(0))

@@ -13,6 +13,7 @@ from .global_ops import (
     CenterShift,
     GlobalRotation,
     GlobalScaling,
+    GlobalTilt,
     GlobalTranslation,
     RandomFlip,
     affine_sample,
@@ -28,7 +29,8 @@ from .segmentation import ColorJitter, PointJitter
 
 __all__ = [
     "BoxesFromInstances",
-    "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTranslation",
+    "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTilt",
+    "GlobalTranslation",
     "ObjectNoise",
     "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "TanhFeatures", "Transform",
     "affine_sample", "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",

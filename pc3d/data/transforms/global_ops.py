@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 from pc3d_ops import geometry as _geometry
 
-from pc3d.errors import ConfigError
+from pc3d.errors import ConfigError, DataFormatError
 from pc3d.geometry.boxes import wrap_angle
 
 from ..batch import clouds_of, vector_keys
@@ -158,3 +158,25 @@ class RandomFlip:
             if rng.random() < self.prob:
                 sample = flip_sample(sample, axis)
         return sample
+
+
+class GlobalTilt:
+    """Tilt the scene about the x and y axes by angles drawn from N(0, sigma) and clipped to +-clip (radians):
+    4DMOS's rotation perturbation (sigma 0.06, clip 0.18), Pointcept's small x / y RandomRotate. For samples without
+    boxes (segmentation, MOS): a tilted box is no longer upright, so a sample with gt_boxes or other_boxes is a
+    DataFormatError. Every cloud's x, y, z and vector keys (flow) turn; feature columns (normals among them) do not."""
+
+    def __init__(self, sigma: float = 0.06, clip: float = 0.18):
+        if not (sigma >= 0 and clip >= 0):
+            raise ConfigError(f"GlobalTilt: sigma and clip must be >= 0, got {sigma!r}, {clip!r}")
+        self.sigma, self.clip = float(sigma), float(clip)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if "gt_boxes" in sample or "other_boxes" in sample:
+            raise DataFormatError(sample.get("frame_id"), "GlobalTilt would tilt the boxes out of upright: use it on "
+                                                          "samples without boxes (segmentation, MOS)")
+        ax, ay = np.clip(rng.normal(0.0, self.sigma, 2), -self.clip, self.clip)
+        cx, sx, cy, sy = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay)
+        about_x = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
+        about_y = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])
+        return affine_sample(sample, about_y @ about_x)
