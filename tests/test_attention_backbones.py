@@ -9,11 +9,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import random_sparse
+from torch import nn
 
 from pc3d.errors import ConfigError, SparseTensorError
 from pc3d.models.backbones3d.attention import AttentionLayer, SlotAttention
-from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR
-from pc3d.models.backbones3d.flatformer import FlatFormer
+from pc3d.models.backbones3d.dsvt import DSVT, X_MAJOR, Y_MAJOR, DSVTStage, ZAttentionPool
+from pc3d.models.backbones3d.flatformer import ORDERS, FlatFormer
 from pc3d.sparse import SparseTensor
 from pc3d.sparse.window import Slots, dynamic_sets, flat_groups
 
@@ -254,3 +255,69 @@ def test_flatformer_checks_its_parameters_when_built(options, match):
     naming the parameter when the module is built, not a ValueError or ZeroDivisionError at the first forward."""
     with pytest.raises(ConfigError, match=match):
         FlatFormer(8, **{**SMALL_FLAT, **options})
+
+
+def _grid(ny: int, nx: int) -> torch.Tensor:
+    """The coordinates of a full ny x nx pillar grid of one sample, y-major."""
+    return torch.tensor([(0, 0, y, x) for y in range(ny) for x in range(nx)], dtype=torch.int32)
+
+
+def _stage() -> DSVTStage:
+    return DSVTStage(8, 2, 4, (1, 4, 4), (1, 4, 4), (0, 2, 2), heads=2, ffn_channels=16)
+
+
+def test_dsvt_sets_are_y_major_then_x_major():
+    # a full 4 x 4 window in sets of 4: the first layer's sets are rows (one y each), the second's columns
+    # (one x each)
+    coords = _grid(4, 4)
+    x = SparseTensor(torch.zeros(16, 8), coords, (1, 4, 4), 1)
+    (_, (y_sets, x_sets)), _ = _stage().partition(x)
+    for t in range(4):
+        assert coords[y_sets.index[t], 2].unique().numel() == 1 and coords[y_sets.index[t], 3].unique().numel() == 4
+        assert coords[x_sets.index[t], 3].unique().numel() == 1 and coords[x_sets.index[t], 2].unique().numel() == 4
+
+
+def test_dsvt_blocks_alternate_the_unshifted_and_the_shifted_windows():
+    # block b runs plan[b % 2]
+    stage = _stage()
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, feats, offsets, sets, use_checkpoint=False):
+            seen.append(offsets)
+            return feats
+
+    stage.blocks = nn.ModuleList([Spy(), Spy()])
+    plan = [(torch.zeros(1), None), (torch.ones(1), None)]
+    stage(SparseTensor(torch.zeros(1, 8), torch.zeros(1, 4, dtype=torch.int32), (1, 4, 4), 1), plan=plan)
+    assert seen[0] is plan[0][0] and seen[1] is plan[1][0]
+
+
+def test_z_pooling_queries_the_occupied_sub_voxels_only_and_scales_the_stride():
+    # one voxel with negative features under a parent of 2 z cells: the query is that voxel's features (an empty
+    # slot's zeros would win the max); the output's z stride doubles
+    torch.manual_seed(0)
+    pool = ZAttentionPool(4, 2, 2).eval()
+    feats = -torch.ones(1, 4) - torch.arange(4.0)
+    x = SparseTensor(feats, torch.tensor([[0, 1, 1, 0]], dtype=torch.int32), (4, 2, 2), 1, stride=(1, 1, 1))
+    out = pool(x)
+    assert out.spatial_shape == (2, 2, 2) and out.stride == (2, 1, 1) and out.coords.tolist() == [[0, 0, 1, 0]]
+    # one occupied slot: attention returns its projected value whatever the query
+    key = torch.stack([torch.zeros(4), feats[0]])[None] + pool.slot_embed
+    value = torch.stack([torch.zeros(4), feats[0]])[None]
+    attn = pool.attn(feats[None], key, value, key_padding_mask=torch.tensor([[True, False]]), need_weights=False)[0]
+    with torch.no_grad():
+        assert torch.allclose(out.feats, pool.norm(feats + attn[:, 0]), atol=1e-5)
+
+
+def test_flatformer_shifted_orders_use_half_window_shifts():
+    # orders 1 and 3 are the x / y orders with the windows moved by half a window
+    coords = _grid(6, 6)
+    x = SparseTensor(torch.zeros(36, 8), coords, (1, 6, 6), 1)
+    model = FlatFormer(8, 8, blocks=1, heads=2, ffn_channels=16, window_shape=(1, 4, 4), group_size=4)
+    groups = model.partition(x)
+    for g, (axis, shift) in zip(groups, [("x", (0, 0, 0)), ("x", (0, 2, 2)), ("y", (0, 0, 0)), ("y", (0, 2, 2))],
+                                strict=True):
+        ref = flat_groups(coords, (1, 6, 6), (1, 4, 4), shift, 4, ORDERS[axis], 1)
+        assert torch.equal(g.index, ref.index)
+    assert not torch.equal(groups[0].index, groups[1].index)

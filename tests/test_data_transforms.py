@@ -355,3 +355,35 @@ def test_global_tilt_turns_points_and_flow_about_x_and_y_within_its_clip():
     np.testing.assert_allclose(z_axis, [np.sin(ay) * np.cos(ax), -np.sin(ax), np.cos(ay) * np.cos(ax)], atol=1e-6)
     with pytest.raises(DataFormatError, match="f: GlobalTilt would tilt the boxes"):
         GlobalTilt()({**sample, "gt_boxes": np.zeros((1, 7), np.float32)}, np.random.default_rng(0))
+
+
+def test_range_crop_keeps_boxes_by_their_centre_in_x_and_y():
+    # y is checked against y_max (10), not x_max (70); [min, max) in x and y, z not checked
+    sample = {"points": np.zeros((1, 4), np.float32),
+              "gt_boxes": np.array([[5, 9, 0, 1, 1, 1, 0], [5, 20, 0, 1, 1, 1, 0], [5, -10, 0, 1, 1, 1, 0],
+                                    [70, 0, 0, 1, 1, 1, 0], [5, 0, 5, 1, 1, 1, 0]], np.float32),
+              "gt_labels": np.array([1, 2, 3, 4, 5])}
+    out = RangeCrop([0, -10, -3, 70, 10, 1])(sample)
+    assert out["gt_labels"].tolist() == [1, 3, 5]
+
+
+def test_sample_points_draws_a_subset_without_repeats():
+    # a cloud of n >= num_points gives distinct rows; a smaller one is repeated to num_points
+    rng = np.random.default_rng(0)
+    idx = SamplePoints(64).indices(64, rng)
+    assert sorted(idx.tolist()) == list(range(64))
+    idx = SamplePoints(8).indices(10, rng)
+    assert len(set(idx.tolist())) == 8
+    small = SamplePoints(8).indices(5, rng)
+    assert sorted(set(small.tolist())) == list(range(5)) and len(small) == 8
+
+
+def test_color_jitter_clips_colours_to_the_unit_range():
+    # a brightness shift of up to +-2 on colours 0 and 1 leaves them in [0, 1]; xyz untouched
+    pts = np.array([[0, 0, 0, 0.0, 0.5, 1.0], [1, 1, 1, 1.0, 0.0, 0.5]], np.float32)
+    for seed in range(5):
+        out = ColorJitter(brightness=2.0, std=0.0, prob=1.0)({"points": pts.copy()}, np.random.default_rng(seed))
+        colours = out["points"][:, 3:]
+        assert colours.min() >= 0.0 and colours.max() <= 1.0
+        assert np.isin(colours, [0.0, 1.0]).any()  # something was clipped
+        assert np.array_equal(out["points"][:, :3], pts[:, :3])

@@ -1,4 +1,5 @@
-"""Checkpoints: atomic writes, corrupted / foreign files, `latest` fallback, rotation, RNG states."""
+"""Checkpoints: atomic writes, corrupted / foreign files, `latest` fallback, rotation, RNG states, the best
+checkpoint's bookkeeping, EMA weights."""
 from __future__ import annotations
 
 import datetime
@@ -118,3 +119,44 @@ def test_weights_holding_nan_are_refused_by_name(tmp_path):
     state["0.weight"][1, 2] = 0.5
     load_model_state(model, state, tmp_path / "fine.pt")
     assert model[0].weight[1, 2] == 0.5
+
+
+def test_an_equal_metric_does_not_move_best(tmp_path):
+    # best.pt stays on the first save that reached the best value, in either mode
+    manager = CheckpointManager(tmp_path, keep_last=3, best_metric="acc", mode="max")
+    state = {"model": {"w": torch.zeros(1)}, "progress": {"step": 1}}
+    manager.save(state, 1, {"acc": 0.5})
+    manager.save({**state, "progress": {"step": 2}}, 2, {"acc": 0.5})
+    assert manager.best_step == 1 and load_checkpoint(manager.best_path)["progress"]["step"] == 1
+    manager_min = CheckpointManager(tmp_path / "min", best_metric="loss", mode="min")
+    manager_min.save(state, 1, {"loss": 0.5})
+    manager_min.save({**state, "progress": {"step": 2}}, 2, {"loss": 0.5})
+    assert manager_min.best_step == 1
+
+
+def test_a_nan_metric_never_becomes_the_best(tmp_path):
+    # a NaN evaluation (a diverged run) is not a best, even the first
+    manager = CheckpointManager(tmp_path, best_metric="acc", mode="max")
+    state = {"model": {"w": torch.zeros(1)}, "progress": {"step": 1}}
+    manager.save(state, 1, {"acc": float("nan")})
+    assert manager.best_step is None and not manager.best_path.exists()
+    manager.save({**state, "progress": {"step": 2}}, 2, {"acc": 0.3})
+    assert manager.best_step == 2 and manager.best_path.exists()
+
+
+def test_a_best_of_another_mode_is_not_loaded(tmp_path):
+    # a run resumed with best_mode changed max -> min starts its best afresh
+    manager = CheckpointManager(tmp_path, best_metric="acc", mode="min")
+    manager.load_best_state({"metric": "acc", "mode": "max", "value": 0.9, "step": 3})
+    assert manager.best_state() == {"metric": "acc", "mode": "min", "value": None, "step": None}
+    manager.load_best_state({"metric": "acc", "mode": "min", "value": 0.2, "step": 4})
+    assert manager.best_value == 0.2 and manager.best_step == 4
+
+
+def test_load_weights_takes_the_ema_only_when_asked(tmp_path):
+    # the checkpoint holds both: the EMA's weights (ones) by default, the raw model's (zeros) with ema=False
+    manager = CheckpointManager(tmp_path)
+    path = manager.save({"model": {"w": torch.zeros(2)}, "ema": {"model": {"w": torch.ones(2)}, "updates": 3,
+                                                                    "decay": 0.9}, "progress": {"step": 1}}, 1)
+    assert load_weights(path)["w"].tolist() == [1.0, 1.0]
+    assert load_weights(path, ema=False)["w"].tolist() == [0.0, 0.0]

@@ -1,4 +1,4 @@
-"""LR schedules on hand-checked values; EMA; to_device; samplers."""
+"""LR schedules on hand-checked values; gradient clipping; EMA; to_device; samplers and the seeded dataset."""
 from __future__ import annotations
 
 import math
@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from pc3d.engine.data import EpochBatchSampler, ShardSampler, to_device
+from pc3d.engine.data import EpochBatchSampler, Item, SeededDataset, ShardSampler, to_device
 from pc3d.engine.ema import ModelEMA
-from pc3d.engine.optim import param_groups
+from pc3d.engine.optim import clip_gradients, param_groups
 from pc3d.engine.schedule import OneCycle, WarmupCosine, WarmupExponential, WarmupStep
+from pc3d.engine.seeding import sample_seed
 from pc3d.errors import ConfigError
 
 
@@ -128,3 +129,67 @@ def test_samplers_shard_like_one_process():
     one.set_epoch(1, start_batch=1)
     assert len(list(one)) == len(one) - 1
     assert [i for s in (ShardSampler(5, rank=r, world_size=2) for r in range(2)) for i, _, _ in s] == [0, 2, 4, 1, 3]
+
+
+def test_one_cycle_rise_is_int_of_pct_start_times_steps():
+    # 0.35 * 10 = 3.5 -> 3 rise steps (OpenPCDet / fastai int(), not round()), so step 3 is the peak
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    sched = OneCycle(opt, 10, pct_start=0.35, div_factor=10, final_div_factor=1e4)
+    for _ in range(3):
+        sched.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(1.0)
+    assert opt.param_groups[0]["betas"][0] == pytest.approx(0.85)
+
+
+def test_clip_gradients_clips_the_euclidean_norm():
+    # grad (3, 4) has L2 norm 5 (L1 7); clipped to 1 it becomes (0.6, 0.8)
+    p = torch.nn.Parameter(torch.zeros(2))
+    p.grad = torch.tensor([3.0, 4.0])
+    norm = clip_gradients([p], 1.0)
+    assert float(norm) == pytest.approx(5.0)
+    assert torch.allclose(p.grad, torch.tensor([0.6, 0.8]), atol=1e-5)
+    assert clip_gradients([p], None) is None
+
+
+def test_a_samples_seed_changes_with_the_epoch():
+    # augmentation differs from epoch to epoch: seed = sample_seed(seed, epoch, index)
+    sampler = EpochBatchSampler(4, 4, shuffle=False, seed=7)
+    seeds = {}
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        (batch,) = list(sampler)
+        seeds[epoch] = [item.seed for item in batch]
+        assert seeds[epoch] == [sample_seed(7, epoch, i) for i in range(4)]
+    assert all(a != b for a, b in zip(seeds[0], seeds[1], strict=True))
+
+
+def test_seeded_dataset_tells_the_dataset_epoch_zero_too():
+    # a fresh dataset's epoch starts at 0 anyway; one handed over at another epoch (a second run on the same
+    # object) must be told epoch 0 for epoch 0's items
+    class Recorder(torch.utils.data.Dataset):
+        epoch = 5
+
+        def __len__(self):
+            return 1
+
+        def set_epoch(self, epoch):
+            self.epoch = epoch
+
+        def __getitem__(self, index):
+            return self.epoch
+
+    assert SeededDataset(Recorder()).__getitems__([Item(0, 1, 0)]) == [0]
+
+
+@pytest.mark.parametrize(("num_samples", "world_size"), [(5, 2), (1, 3), (2, 5), (7, 3)])
+def test_the_sampler_pads_every_rank_as_distributed_sampler_does(num_samples, world_size):
+    """Without shuffling each rank gets what torch's DistributedSampler gives it, also when the world is more than
+    twice the dataset (the padding then repeats the order more than once); every rank the same count."""
+    from torch.utils.data import DistributedSampler
+
+    for rank in range(world_size):
+        ours = EpochBatchSampler(num_samples, 1, shuffle=False, rank=rank, world_size=world_size)
+        theirs = DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=False)
+        batches = list(ours)
+        assert len(batches) == len(ours) == len(theirs)
+        assert [item.index for batch in batches for item in batch] == list(theirs)

@@ -20,6 +20,7 @@ from pc3d.data.dataset import PointCloudDataset
 from pc3d.data.toy import ToyShapes
 from pc3d.engine import distributed, optim
 from pc3d.engine.checkpoint import load_checkpoint
+from pc3d.engine.ema import ModelEMA
 from pc3d.engine.schedule import WarmupCosine
 from pc3d.engine.seeding import seed_everything
 from pc3d.engine.settings import TrainSettings
@@ -445,3 +446,34 @@ def test_plain_last_epochs_needs_an_augmented_epoch_and_a_dataset_that_can_stop(
                 settings=TrainSettings(max_epochs=3, plain_last_epochs=1, **settings), run_dir=tmp_path)
     with pytest.raises(ConfigError, match="plain_last_epochs must be >= 0"):
         TrainSettings(max_epochs=3, plain_last_epochs=-1)
+
+
+def _sgd_trainer(run_dir, batch_size, accumulate):
+    seed_everything(0)
+    data = {"train_size": 16, "val_size": 8, "num_points": 32, "augment": False}
+    settings = TrainSettings(max_iters=1, batch_size=batch_size, accumulate=accumulate, log_interval=1,
+                             eval_interval=0, ckpt_interval=0, tensorboard=False)
+    return Trainer(ToyPointNet(width=16, dropout=0.0), ToyShapes("train", **data),
+                   optimizer=partial(torch.optim.SGD, lr=0.5), settings=settings, run_dir=run_dir, seed=0)
+
+
+def test_accumulated_micro_batches_step_as_one_batch(tmp_path):
+    # 2 micro-batches of 4 with accumulate=2 give the gradient of one batch of 8 (the mean loss),
+    # so plain SGD (scale-sensitive, unlike Adam) lands on the same weights
+    one = _sgd_trainer(tmp_path / "one", 8, 1)
+    two = _sgd_trainer(tmp_path / "two", 4, 2)
+    start = params(one)
+    one.fit()
+    two.fit()
+    moved = max(float((a - b).abs().max()) for a, b in zip(params(one), start, strict=True))
+    assert moved > 1e-3
+    for a, b in zip(params(one), params(two), strict=True):
+        assert torch.allclose(a, b, atol=1e-5, rtol=1e-4)
+
+
+def test_a_skipped_step_leaves_the_ema_alone(tmp_path):
+    # step 5's loss is NaN, so of 8 steps 7 are applied and the EMA is updated 7 times
+    trainer = poisoned_trainer(tmp_path, {5}, max_iters=8, ema_decay=0.9)
+    trainer.ema = ModelEMA(trainer.net, 0.9)  # poisoned_trainer wraps the net after the EMA copy was made
+    trainer.fit()
+    assert trainer.skipped_steps == 1 and trainer.ema.updates == 7

@@ -172,3 +172,38 @@ def test_classification_accuracy():
     m = classification_metrics(pred, gt, 4)  # class 3 has no samples: not averaged
     assert m["oAcc"] == overall_accuracy(pred, gt) == pytest.approx(0.75)
     assert m["mAcc"] == mean_class_accuracy(pred, gt, 4) == pytest.approx((1 + 1 + 0.5) / 3)
+
+
+def test_scene_flow_relative_error_is_relative_to_the_ground_truth():
+    # ||gt|| = 1, errors 0.052 and 0.105 along the flow: relative to gt 5.2 % and 10.5 %
+    # (relative to the prediction 4.94 % and 9.5 %, which would flip AccS, AccR and Outliers)
+    gt = np.array([[1.0, 0, 0], [1.0, 0, 0]])
+    pred = np.array([[1.052, 0, 0], [1.105, 0, 0]])
+    m = scene_flow_metrics(pred, gt)
+    assert m["AccS"] == 0.0 and m["AccR"] == pytest.approx(0.5) and m["Outliers"] == pytest.approx(0.5)
+
+
+def test_scene_flow_accr_counts_a_point_by_its_relative_error_alone():
+    # err 0.15 m (>= 0.1) but 7.5 % of a 2 m flow: AccR, not AccS, not an outlier
+    m = scene_flow_metrics(np.array([[2.15, 0, 0]]), np.array([[2.0, 0, 0]]))
+    assert (m["AccS"], m["AccR"], m["Outliers"]) == (0.0, 1.0, 0.0)
+
+
+CAMERA = np.array([[100.0, 0, 50, 0], [0, 100.0, 20, 0], [0, 0, 1.0, 0]])  # z is the depth
+
+
+def test_acc2d_relative_error_is_relative_to_the_ground_truth_flow():
+    # at depth 10 m, 10 m of x flow is 100 px, 10.52 m is 105.2 px: err 5.2 px (> 3),
+    # 5.2 % of the gt flow (a miss) but 4.94 % of the predicted one
+    m = scene_flow_metrics(np.array([[10.52, 0, 0]]), np.array([[10.0, 0, 0]]), None, np.array([[0.0, 0, 10]]),
+                           CAMERA)
+    assert m["EPE2D"] == pytest.approx(5.2) and m["Acc2D"] == 0.0
+
+
+def test_2d_flow_uses_the_projections_fourth_column():
+    # KITTI's P_rect_02 has P[0, 3] = f * tx != 0; a point at depth 10 moving 5 m towards the camera:
+    # u = (50 z + 100) / z goes 60 -> 70 (10 px of gt flow); without the column both are 50 (no flow)
+    camera = CAMERA.copy()
+    camera[0, 3] = 100.0
+    m = scene_flow_metrics(np.zeros((1, 3)), np.array([[0.0, 0, -5]]), None, np.array([[0.0, 0, 10]]), camera)
+    assert m["EPE2D"] == pytest.approx(10.0) and m["Acc2D"] == 0.0

@@ -4,6 +4,7 @@ from __future__ import annotations
 import itertools
 import math
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -325,3 +326,24 @@ def test_transport_runs_in_float32_under_autocast(dtype):
     torch.testing.assert_close(got, want)
     assert sinkhorn_flow(f1[:0], f2, x1[:0], x2, eps, gamma).shape == (0, 3)
     assert torch.equal(sinkhorn_flow(f1, f2[:0], x1, x2[:0], eps, gamma), torch.zeros(512, 3))
+
+
+def test_sctn_predictions_echo_the_first_cloud():
+    # a prediction's points are those of the first cloud (zeros here), not points2 (ones)
+    batch = {"batch_size": 1, "frame_id": ["f"], "points": torch.zeros(2, 4), "points2": torch.ones(2, 4)}
+    (pred,) = SCTN.predictions(torch.zeros(2, 3), batch, [0, 2])
+    assert pred["points"].tolist() == [[0.0, 0, 0], [0.0, 0, 0]]
+
+
+def test_sctn_fsc_leaves_the_point_itself_out():
+    # neighbours[:, 0] is the point itself (its own nearest neighbour): the loss takes columns 1..k
+    torch.manual_seed(0)
+    n, k = 6, 3
+    flow, feats = torch.randn(n, 3), torch.nn.functional.normalize(torch.randn(n, 8), dim=1)
+    neighbours = torch.stack([torch.arange(n)] + [torch.randperm(n) for _ in range(4)], 1)
+    fake = SimpleNamespace(fsc_weight=1.0, step=torch.zeros((), dtype=torch.int64), fsc_start_step=0, fsc_k=k,
+                           fsc_temperature=0.45)
+    out = SCTN.loss(fake, flow, feats, neighbours, {"flow": flow.clone()})
+    expected = fsc_loss(flow, feats, neighbours[:, 1:k + 1], 0.45)
+    assert torch.allclose(out["loss_fsc"], expected)
+    assert not torch.allclose(expected, fsc_loss(flow, feats, neighbours[:, :k], 0.45))

@@ -4,6 +4,7 @@ learns a simulated MOS sequence."""
 from __future__ import annotations
 
 from functools import partial
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -201,3 +202,30 @@ def test_box_masks_use_the_voxel_centre_at_every_stride():
     det = [{"boxes": box, "scores": np.array([1.0], np.float32), "labels": np.array([3])}]
     masks = box_masks(x, det, 3, VOXEL, RANGE, threshold=0.5).numpy()
     np.testing.assert_array_equal(masks, [[0, 0, 1], [0, 0, 0]])  # the second voxel's centre is 0.5 m along x
+
+
+def test_box_masks_read_the_strides_in_x_y_z_order():
+    # a (t, z, y, x) tensor strided (1, 1, 2, 4): voxel x 1 has its centre at x = (1 + 0.5) * 4 * 0.1 = 0.6 m
+    # (with the strides read in reverse, 0.15 m)
+    from pc3d.sparse import SparseTensor
+
+    x = SparseTensor(torch.zeros(1, 2), torch.tensor([[0, 0, 0, 0, 1]], dtype=torch.int32), (1, 4, 4, 4), 1,
+                     stride=(1, 1, 2, 4))
+    box = np.array([[0.6, 0.1, 0.05, 0.2, 0.2, 0.2, 0.0]], np.float32)
+    det = [{"boxes": box, "scores": np.array([0.9]), "labels": np.array([1])}]
+    masks = box_masks(x, det, 1, [0.1, 0.1, 0.1], [0, 0, 0, 3.2, 3.2, 3.2], 0.3)
+    assert masks.tolist() == [[1.0]]
+
+
+def test_insmos_motion_loss_is_weighted():
+    # with motion_weight 0 the total is the fused loss (+ a zero detection loss), however wrong the motion head
+    zero = torch.zeros(())
+    fake = SimpleNamespace(class_weights=None, motion_weight=0.0, detection_weight=1.0, loss_on="window",
+                           dense_head=SimpleNamespace(loss=lambda heads, batch: {"loss": zero, "loss_hm": zero,
+                                                                                 "loss_reg": zero}))
+    batch = {"gt_boxes": None, "point_to_voxel": torch.tensor([0, 1]), "point_labels": torch.tensor([1, 2])}
+    fused = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
+    motion = torch.tensor([[0.0, 2.0], [2.0, 0.0]])  # wrong on both points: a large loss
+    out = InsMOS.losses(fake, batch, motion, fused, None)
+    assert torch.allclose(out["loss"], out["loss_fused"])
+    assert out["loss_motion"] > out["loss_fused"]

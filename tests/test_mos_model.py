@@ -12,7 +12,14 @@ import torch.nn.functional as F
 from pc3d.data.batch import Collate, sparse_input
 from pc3d.errors import ConfigError
 from pc3d.models.contract import check_prediction, task_of
-from pc3d.models.mos.mos_net import MosNet, current_mask, mos_loss, mos_predictions, point_probabilities
+from pc3d.models.mos.mos_net import (
+    MosNet,
+    current_mask,
+    current_point_voxel,
+    mos_loss,
+    mos_predictions,
+    point_probabilities,
+)
 from pc3d.models.mos.motion_net import MotionUNet
 from pc3d.voxel import TemporalVoxelizer
 
@@ -237,3 +244,25 @@ def test_tiny_motion_net_learns_a_simulated_mos_sequence(tmp_path):
     after = moving_iou()
     print(f"moving IoU {before:.1f} -> {after:.1f}")
     assert after > max(FLOOR, before + 20), (before, after)
+
+
+def _unmapped_batch():
+    # sample 0: current scan rows 0-1 (row 1 outside the grid), a past scan's row 2
+    return {"points": torch.tensor([[5.0, 0, 0], [0.1, 0, 0], [0.2, 0, 0]]),
+            "point_batch": torch.zeros(3, dtype=torch.long), "point_offsets": torch.tensor([0, 3]),
+            "num_current_points": torch.tensor([2]), "point_to_voxel": torch.tensor([0, -1, 1]), "batch_size": 1,
+            "frame_id": ["f"]}
+
+
+def test_an_unmapped_current_point_takes_the_nearest_voxel_of_the_current_scan():
+    # voxel 1 holds only a past scan's point: not a candidate, however near
+    assert current_point_voxel(_unmapped_batch(), torch.tensor([0, 0])).tolist() == [0, 0]
+
+
+def test_log_odds_are_measured_only_where_the_point_has_its_own_voxel():
+    # row 1 was given a voxel by the nearest fill: not a measurement (log odds 0); row 0: log(0.8 / 0.2)
+    probabilities = torch.tensor([[0.2, 0.8], [0.3, 0.7], [0.9, 0.1]])
+    (pred,) = mos_predictions(_unmapped_batch(), probabilities, torch.ones(3, dtype=torch.bool), return_log_odds=True)
+    assert pred["measured"].tolist() == [True, False, True]
+    assert pred["log_odds"][1] == 0.0 and pred["log_odds"][0] == pytest.approx(np.log(4.0))
+    assert pred["moving"].tolist() == [1, 1]

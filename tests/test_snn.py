@@ -327,3 +327,42 @@ def test_released_layout_spiking_unet_keeps_the_sites_and_is_measured():
     y.feats.square().mean().backward()
     convs = [m for m in net.modules() if isinstance(m, SpikeConv)]
     assert len(convs) == 3 + 3 + 3 * (1 + 2 + 1) + 3 + 2 * 3  # stem, downs, basic blocks, inverse convs, fusions
+
+
+def test_energy_counts_of_a_grouped_conv():
+    # 2 input rows x 4 channels (spike totals 3 and 1), 3 active pairs, Cout 4 in 2 groups:
+    # macs = 3 pairs x 4 x (4 / 2) = 24; sops = (3 + 1 + 1) x 2 = 10
+    from pc3d.models.snn.blocks import conv_counts
+
+    spikes = torch.tensor([[1.0, 2, 0, 0], [0, 0, 1, 0]])
+    nbr = torch.tensor([[0, 1], [1, -1]])
+    c = conv_counts(spikes, torch.tensor([0, 0]), nbr, torch.tensor([0, 0]), 1, 4, groups=2)
+    assert c["macs"].tolist() == [24.0] and c["sops"].tolist() == [10.0]
+    assert c["neurons"].tolist() == [8.0] and c["spikes"].tolist() == [4.0] and c["active"].tolist() == [3.0]
+
+
+def test_spiking_classifier_logits_are_the_mean_of_the_heads_sites():
+    # logits = mean over each sample's sites of the head's output (a 40-cell grid leaves 2^3 cells after the
+    # four stride-2 stages: several sites per sample, so a sum would differ)
+    from pc3d.data.batch import Collate
+    from pc3d.voxel import DynamicVoxelizer
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    samples = []
+    for i, n in enumerate((300, 80)):
+        p = rng.standard_normal((n, 3))
+        p /= np.linalg.norm(p, axis=1, keepdims=True) * (1 + i)
+        samples.append({"frame_id": f"s{i}", "points": np.concatenate([p, p], 1).astype(np.float32), "label": i})
+    batch = Collate(DynamicVoxelizer(voxel_size=[0.05] * 3, point_range=[-1, -1, -1, 1, 1, 1]))(samples)
+    model = SpikingClassifier(in_channels=6, num_classes=2, widths=(8, 8, 16, 16), blocks=(1, 1, 1, 1),
+                              neuron=nn.ReLU).eval()
+    captured = {}
+    model.head.register_forward_hook(lambda m, i, o: captured.setdefault("y", o))
+    with torch.no_grad():
+        logits = model.logits(batch)
+    y = captured["y"]
+    sample = y.coords[:, 0].long()
+    assert (sample == 0).sum() > 1 and (sample == 1).sum() > 1  # with one site a sum is a mean
+    for b in range(2):
+        assert torch.allclose(logits[b], y.feats[sample == b].mean(0).float(), rtol=1e-3, atol=1e-12)  # tiny values

@@ -457,3 +457,27 @@ def test_an_iou_of_the_threshold_in_float32_matches_as_in_the_official_tracking_
     dt = dt_frame([(1, 0)])
     dt["boxes"][0, 3:6] = (0.7, 2.0, 1.5)
     assert mot([gt], [dt])["MOTA"] == pytest.approx(1.0)
+
+
+def test_motp_is_the_mean_over_matches_not_objects():
+    # two pedestrians, one matched at IoU 0.6 (box shifted 1 m), the other missed:
+    # MOTA 1 - 1/2, MOTP = (1 - 0.6) / 1 match = 0.4 (averaged over the objects it would be 0.2)
+    r = mot([gt_frame([("A", 0), ("B", 10)], "pedestrian")], [dt_frame([("h1", 1)], "pedestrian")], "pedestrian")
+    assert r["MOTA"] == pytest.approx(0.5) and r["miss"] == pytest.approx(0.5)
+    assert r["MOTP"] == pytest.approx(0.4, abs=1e-6)
+
+
+def test_a_detection_exactly_at_the_gate_is_taken():
+    # the assignment's rule is dist <= gate: 4.0 m from a still vehicle track (gate 4 m) keeps its id
+    tracker = GreedyTracker(max_distances(["Vehicle"]))
+    assert tracker.update([[0.0, 0.0]], [1], [0.9], 0.0).tolist() == [0]
+    assert tracker.update([[4.0, 0.0]], [1], [0.9], 0.1).tolist() == [0]
+
+
+def test_a_track_taken_in_the_second_stage_is_not_counted_as_missed():
+    # with max_age 0 a track that the second stage matched must survive the frame
+    tracker = GreedyTracker(max_distances(["Vehicle"]), max_age=0, motion="own", max_speed=max_speeds(["Vehicle"]))
+    assert tracker.update([[0.0, 0.0]], [1], [0.9], 0.0).tolist() == [0]
+    assert tracker.update([[10.0, 0.0]], [1], [0.9], 0.5).tolist() == [0]  # 10 m: beyond the gate, within 15 m
+    assert len(tracker) == 1 and tracker.missed.tolist() == [0]
+    assert tracker.update([[20.0, 0.0]], [1], [0.9], 1.0).tolist() == [0]  # own motion 20 m/s predicts (20, 0)

@@ -12,6 +12,8 @@ from pc3d.voxel import (
     HardCylindricalVoxelizer,
     HardTemporalVoxelizer,
     TemporalVoxelizer,
+    VoxelGrid,
+    pillar_grid,
     point_offsets,
     to_sparse_tensor,
 )
@@ -96,3 +98,10 @@ def test_cylindrical_azimuths_just_below_pi_stay_in_the_last_cell(n_phi):
     assert (hard.point_to_voxel >= 0).all()
     to_centre, _ = point_offsets(pts, dv)
     assert (to_centre.abs() <= torch.from_numpy(vox.grid.voxel_size) / 2 + 1e-4).all()
+
+
+def test_pillar_grid_rounds_the_cell_count_as_the_voxel_grid():
+    # 1.0 / 0.35 = 2.86 pillars -> 3 (spconv's std::round), as VoxelGrid counts them
+    grid = pillar_grid([0.35, 0.35], [0, 0, -1, 1.0, 1.0, 1])
+    assert grid.spatial_shape == (1, 3, 3)
+    assert grid.grid_size[:2].tolist() == VoxelGrid([0.35, 0.35, 2.0], [0, 0, -1, 1.0, 1.0, 1]).grid_size[:2].tolist()

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pc3d.sparse.window import dynamic_sets, flat_groups, num_windows, sort_by_window
+from pc3d.sparse.window import dynamic_sets, flat_groups, num_windows, relative_to_window_centre, sort_by_window
 
 Y_MAJOR, X_MAJOR = (1, 2, 0), (2, 1, 0)
 
@@ -166,3 +166,13 @@ def test_group_of_a_sample_smaller_than_g_stays_inside_it():
     assert (coords[slots.index[-1], 0] == 1).all()
     assert slots.key_mask[-1].tolist() == [True, True, False, False]
     assert slots.index[1].tolist() == [3, 4, 5, 6]  # sample 0's last group: its final 4 tokens
+
+
+def test_offsets_from_the_window_centre_are_cell_centres():
+    # in a 1 x 4 x 4 window, cell (y 0, x 0)'s centre is 1.5 cells before the window's centre along y and x;
+    # cell (3, 1) is 1.5 after along y and 0.5 before along x; z (1 cell) is 0
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 3, 1], [0, 0, 5, 6]], dtype=torch.int32)
+    rel = relative_to_window_centre(coords, (1, 4, 4), (0, 0, 0))
+    assert rel.tolist() == [[0.0, -1.5, -1.5], [0.0, 1.5, -0.5], [0.0, -0.5, 0.5]]
+    shifted = relative_to_window_centre(coords, (1, 4, 4), (0, 2, 2))  # cell 0 + 2 = position 2 of its window
+    assert shifted[0].tolist() == [0.0, 0.5, 0.5]

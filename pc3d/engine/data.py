@@ -119,7 +119,9 @@ class EpochBatchSampler(Sampler[list[Item]]):
         else:
             order = list(range(self.num_samples))
         total = self.per_rank * self.world_size
-        order += order[: total - len(order)]
+        pad = total - len(order)  # repeated as often as needed (DistributedSampler's rule): W > 2N pads beyond one copy
+        if pad and order:
+            order += (order * math.ceil(pad / len(order)))[:pad]
         mine = order[self.rank:total:self.world_size]
         items = [Item(i, sample_seed(self.seed, self.epoch, i), self.epoch) for i in mine]
         for b in range(self.start_batch, len(self)):
