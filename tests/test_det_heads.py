@@ -389,3 +389,23 @@ def test_an_iou_recipes_post_processor_keeps_what_its_head_kept(experiment):
     boxes = torch.tensor([[5.0, 0, 0, 4, 2, 1.5, 0], [20.0, 5, 0, 4, 2, 1.5, 0]])
     out = post.frame(boxes, torch.tensor([0.05, 0.8]), torch.tensor([1, 1]))
     assert out["scores"].tolist() == pytest.approx([0.8, 0.05])
+
+
+def test_center_head_without_a_shared_conv_and_1x1_branches_reads_each_cell_alone():
+    """InsMOS's head: no shared conv, one 1x1 conv a branch: 16 x (3 + 8) weights + 11 biases, and a cell's outputs
+    depend on that cell's features only."""
+    from pc3d.errors import ConfigError
+
+    head = CenterHead(16, CLASSES, [CLASSES], VOXEL, RANGE, out_stride=4, shared_channels=None, num_head_convs=1,
+                      final_kernel=1).eval()
+    assert sum(p.numel() for p in head.parameters()) == 16 * 11 + 11
+    x = torch.randn(1, 16, 6, 6)
+    changed = x.clone()
+    changed[0, :, 2, 3] += 1.0
+    with torch.no_grad():
+        a, b = head(x)[0], head(changed)[0]
+    for name in a:
+        moved = (a[name] != b[name]).any(1)[0]
+        assert moved[2, 3] and moved.sum() == 1, name
+    with pytest.raises(ConfigError, match="final_kernel must be 1 or 3"):
+        CenterHead(16, CLASSES, [CLASSES], VOXEL, RANGE, out_stride=4, final_kernel=5)

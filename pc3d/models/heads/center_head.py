@@ -20,12 +20,13 @@ VELOCITY = {"vel": 2}
 VELOCITY_CODE_WEIGHTS = (0.2, 0.2)
 
 
-def _branch(cin: int, cout: int, channels: int, num_convs: int, bias: float = 0.0) -> nn.Sequential:
+def _branch(cin: int, cout: int, channels: int, num_convs: int, bias: float = 0.0,
+            final_kernel: int = 3) -> nn.Sequential:
     layers: list[nn.Module] = []
     for _ in range(num_convs - 1):
         layers += [nn.Conv2d(cin, channels, 3, padding=1, bias=False), nn.BatchNorm2d(channels), nn.ReLU()]
         cin = channels
-    last = nn.Conv2d(cin, cout, 3, padding=1)
+    last = nn.Conv2d(cin, cout, final_kernel, padding=final_kernel // 2)
     nn.init.constant_(last.bias, bias)
     return nn.Sequential(*layers, last)
 
@@ -34,13 +35,13 @@ class SeparateHead(nn.Module):
     """One task's branches: hm (num_classes), center (2), center_z (1), dim (3), rot (2) (, vel (2)) (, iou (1))."""
 
     def __init__(self, in_channels: int, num_classes: int, channels: int = 64, num_convs: int = 2,
-                 with_iou: bool = False, with_velocity: bool = False, velocity_convs: int = 1):
+                 with_iou: bool = False, with_velocity: bool = False, velocity_convs: int = 1, final_kernel: int = 3):
         super().__init__()
         outs = {"hm": num_classes, **BRANCHES, **(VELOCITY if with_velocity else {}),
                 **({"iou": 1} if with_iou else {})}
         self.branches = nn.ModuleDict({
             name: _branch(in_channels, c, channels, velocity_convs if name == "vel" else num_convs,
-                          -2.19 if name == "hm" else 0.0)
+                          -2.19 if name == "hm" else 0.0, final_kernel)
             for name, c in outs.items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -54,6 +55,8 @@ class CenterHead(nn.Module):
     list (labels are 1 + index in it). out_stride: BEV cells per voxel (the 3D backbone's stride).
     loss(out, batch) -> {"loss", "loss_hm", "loss_reg"(, "loss_iou")}; predict(out) -> per frame
     (boxes [N, 7 (+2)], scores [N], labels [N]), each task's top max_per_task whose heat is at least score_threshold.
+    shared_channels: width of the shared 3x3 conv, or None for none (the branches read the BEV map itself);
+    final_kernel: 1 or 3, the last conv of every branch (InsMOS's head: no shared conv, one 1x1 conv a branch).
     with_velocity: a vel branch regresses each box's velocity (vx, vy in m/s, the boxes' columns 7, 8; it needs
     gt_boxes [M, 9], and a box whose velocity is NaN, unknown, adds no velocity loss); boxes then have 9 columns.
     velocity_convs: the vel branch's convolutions (CenterPoint: 2, as every branch). Default 1, a 3x3 conv on the
@@ -73,7 +76,8 @@ class CenterHead(nn.Module):
 
     def __init__(self, in_channels: int, class_names: Sequence[str], tasks: Sequence[Sequence[str]],
                  voxel_size: Sequence[float], point_cloud_range: Sequence[float], out_stride: int,
-                 shared_channels: int = 64, head_channels: int = 64, num_head_convs: int = 2, with_iou: bool = False,
+                 shared_channels: int | None = 64, head_channels: int = 64, num_head_convs: int = 2,
+                 final_kernel: int = 3, with_iou: bool = False,
                  hm_weight: float = 1.0, reg_weight: float = 2.0, iou_weight: float = 1.0,
                  code_weights: Sequence[float] | None = None, with_velocity: bool = False, velocity_convs: int = 1,
                  max_objs: int = 500, min_overlap: float = 0.1,
@@ -83,10 +87,14 @@ class CenterHead(nn.Module):
         self.class_names = list(class_names)
         self.tasks = [[self.class_names.index(c) + 1 for c in task] for task in tasks]
         self.coder = CenterPointCoder(voxel_size, point_cloud_range, out_stride)
-        self.shared = nn.Sequential(nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False),
-                                    nn.BatchNorm2d(shared_channels), nn.ReLU())
-        self.heads = nn.ModuleList(SeparateHead(shared_channels, len(t), head_channels, num_head_convs, with_iou,
-                                                with_velocity, velocity_convs) for t in self.tasks)
+        if final_kernel not in (1, 3):
+            raise ConfigError(f"CenterHead final_kernel must be 1 or 3, got {final_kernel!r}")
+        self.shared = nn.Identity() if shared_channels is None else nn.Sequential(
+            nn.Conv2d(in_channels, shared_channels, 3, padding=1, bias=False), nn.BatchNorm2d(shared_channels),
+            nn.ReLU())
+        width = in_channels if shared_channels is None else shared_channels
+        self.heads = nn.ModuleList(SeparateHead(width, len(t), head_channels, num_head_convs, with_iou,
+                                                with_velocity, velocity_convs, final_kernel) for t in self.tasks)
         self.with_iou, self.with_velocity = with_iou, with_velocity
         self.regression = [*BRANCHES, *(VELOCITY if with_velocity else {})]
         self.weights = (hm_weight, reg_weight, iou_weight)
