@@ -100,7 +100,7 @@ def test_occupancy_input_reads_one_constant_channel_whatever_the_point_columns()
                            model.moving_probabilities(changed)["probabilities"])
         assert not torch.equal(tiny_model().eval().moving_probabilities(batch)["probabilities"],
                                tiny_model().eval().moving_probabilities(changed)["probabilities"])
-    with pytest.raises(ConfigError, match="voxel_input must be one of"):
+    with pytest.raises(ConfigError, match="voxel_input, InsMOS motion_input\\) must be one of"):
         tiny_model(voxel_input="ones")
 
 

@@ -30,9 +30,9 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
     """Map a sample by p -> matrix @ p + offset.
 
     matrix: [3, 3] keeping boxes upright: a rotation about z, a mirror of x or y, a uniform scale, or
-    a product of them. Every cloud's x, y, z map as points; its vector keys (flow) and the box
-    velocities as vectors; box centres (gt_boxes, other_boxes) as points, sizes by the scale, headings turn with
-    the matrix.
+    a product of them (GlobalTilt's rotations about x and y only for samples without boxes). Every cloud's
+    x, y, z map as points; its vector keys (flow) and the box velocities as vectors; box centres (gt_boxes,
+    other_boxes) as points, sizes by the scale, headings turn with the matrix.
     """
     m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
     for cloud in clouds_of(sample):

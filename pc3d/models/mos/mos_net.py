@@ -146,7 +146,8 @@ def net_input(x: SparseTensor, kind: str) -> SparseTensor:
 def motion_channels(in_channels: int, kind: str) -> int:
     """The motion net's input width for `net_input(x, kind)` of voxels with in_channels columns."""
     if kind not in VOXEL_INPUTS:
-        raise ConfigError(f"voxel_input must be one of {VOXEL_INPUTS}, got {kind!r}")
+        raise ConfigError(f"the motion net's input (MosNet voxel_input, InsMOS motion_input) must be one of "
+                          f"{VOXEL_INPUTS}, got {kind!r}")
     return in_channels if kind == "mean" else 1
 
 

@@ -59,10 +59,9 @@ class SpikingClassifier(nn.Module):
             SpikeConv(in_channels, widths[0], 3, "stem", padding=1, neuron=nn.Identity, norm=norm),
             SpikeConv(widths[0], widths[0], 3, "stem", padding=1, neuron=neuron, norm=norm),
             SpikeConv(widths[0], widths[0], 3, "stem", padding=1, neuron=neuron, norm=norm))
-        stages, width = [], widths[0]
+        stages, width, unit = [], widths[0], RESIDUAL_BLOCKS[block]
         for i, (out, depth) in enumerate(zip(widths, blocks, strict=True)):
             stage = [SpikeConv(width, out, 2, f"down{i}", stride=2, conv_type="spconv", neuron=neuron, norm=norm)]
-            unit = RESIDUAL_BLOCKS[block]
             stage += [unit(out, indice_key=f"stage{i}", neuron=neuron, norm=norm) for _ in range(depth)]
             stages.append(SparseSequential(*stage))
             width = out
