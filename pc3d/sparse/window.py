@@ -73,14 +73,21 @@ def raster_key(index: torch.Tensor, sizes: Sequence[int], axes: Sequence[int], s
 
 
 def sort_by_window(coords: torch.Tensor, spatial_shape: Sequence[int], window_shape: Sequence[int],
-                   shift: Sequence[int], axes: Sequence[int], serpentine: bool = False
+                   shift: Sequence[int], axes: Sequence[int], serpentine: bool = False,
+                   window_axes: Sequence[int] | None = None, continuous: bool = False
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """(order int64 [N], window int64 [N]): input rows sorted by (batch, window, position in window), and
-    the window id (unique over the batch) of each sorted row."""
+    the window id (unique over the batch) of each sorted row. Windows are visited along `window_axes` (default:
+    `axes`, the order inside a window); `continuous` reverses the order inside every window whose index along
+    the slowest window axis is odd (FlatFormer's released path, which runs back through each other row of
+    windows)."""
+    window_axes = axes if window_axes is None else window_axes
     windows = num_windows(spatial_shape, window_shape, shift)
     win, local = window_position(coords, window_shape, shift)
-    win_key = coords[:, 0].long() * _prod(windows) + raster_key(win, windows, axes, serpentine)
+    win_key = coords[:, 0].long() * _prod(windows) + raster_key(win, windows, window_axes, serpentine)
     pos_key = raster_key(local, window_shape, axes, serpentine)
+    if continuous:
+        pos_key = torch.where(win[:, window_axes[0]] % 2 == 1, _prod(window_shape) - 1 - pos_key, pos_key)
     order = torch.argsort(win_key * _prod(window_shape) + pos_key)
     return order, win_key[order]
 
@@ -109,12 +116,19 @@ def dynamic_sets(coords: torch.Tensor, spatial_shape: Sequence[int], window_shap
 
 
 def flat_groups(coords: torch.Tensor, spatial_shape: Sequence[int], window_shape: Sequence[int],
-                shift: Sequence[int], group_size: int, axes: Sequence[int], batch_size: int) -> Slots:
+                shift: Sequence[int], group_size: int, axes: Sequence[int], batch_size: int,
+                released_path: bool = False) -> Slots:
     """FlatFormer's groups: each sample's voxels in serpentine window order, cut into ceil(m / G) groups
     of G = group_size slots. The last group holds the sample's final G tokens (its leading slots repeat
     tokens of the group before, whose outputs come from there); a sample with m < G tokens fills its one
-    group with its final token repeated, masked for keys, so no group reaches into another sample."""
-    order, _ = sort_by_window(coords, spatial_shape, window_shape, shift, axes, serpentine=True)
+    group with its final token repeated, masked for keys, so no group reaches into another sample.
+
+    released_path: the released code's order (mit-han-lab/flatformer, FlattenedWindowMapping): windows visited
+    with the two slowest of `axes` swapped (its "x" order walks the windows along x, and the cells inside each
+    window with x slowest), the path inside a window reversed in every other row of windows."""
+    window_axes = (axes[1], axes[0], *axes[2:]) if released_path else axes
+    order, _ = sort_by_window(coords, spatial_shape, window_shape, shift, axes, serpentine=True,
+                              window_axes=window_axes, continuous=released_path)
     if len(order) == 0:
         return _empty(group_size, coords.device)
     device = coords.device

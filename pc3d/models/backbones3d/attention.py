@@ -6,6 +6,8 @@ from its first slot. q = k = features + position, v = features; post-norm residu
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -55,6 +57,25 @@ class AttentionLayer(nn.Module):
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None, slots: Slots) -> torch.Tensor:
         x = self.norm1(x + self.dropout(self.attn(x, pos, slots)))
         return self.norm2(x + self.dropout(self.ffn(x)))
+
+
+def xavier_uniform_weights(module: nn.Module) -> None:
+    """Draw every weight matrix of `module` xavier-uniform, as DSVT's and FlatFormer's released code do
+    (`_reset_parameters`: every parameter of two or more dimensions). A SlotAttention's q, k and v projections
+    are drawn as the one [3C, C] matrix of nn.MultiheadAttention, which those codes use, with its zero biases."""
+    slot_qkv = set()
+    for m in module.modules():
+        if isinstance(m, SlotAttention):
+            c = m.v.weight.shape[1]
+            bound = math.sqrt(6.0 / (c + 3 * c))  # xavier-uniform of a [3C, C] matrix
+            for linear in (m.qk, m.v):
+                nn.init.uniform_(linear.weight, -bound, bound)
+                nn.init.zeros_(linear.bias)
+                slot_qkv.add(id(linear.weight))
+            nn.init.zeros_(m.out.bias)  # nn.MultiheadAttention's out_proj bias
+    for p in module.parameters():
+        if p.dim() > 1 and id(p) not in slot_qkv:
+            nn.init.xavier_uniform_(p)
 
 
 def run_layer(layer: nn.Module, use_checkpoint: bool, *args):

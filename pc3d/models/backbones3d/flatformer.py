@@ -7,8 +7,12 @@
 
 Order "x" visits windows (and cells inside a window) with x as the slowest axis, "y" with y; a shifted
 order moves the windows by half a window. The four group partitions are computed once per forward pass
-and shared by the blocks. Axis order is the grid's (z, y, x); input and output: SparseTensor on the same
-sites, so it plugs into PointPillarScatter.
+and shared by the blocks. Two options build the released network (mit-han-lab/flatformer; off by default,
+where the simulated recipes were measured): `released_path`, its order (`pc3d.sparse.window.flat_groups`:
+its "x" order walks the windows along x and the cells inside each window with x slowest, the path inside a
+window reversed in every other row of windows), and `xavier_init`, its initialisation (every weight matrix
+xavier-uniform, attention's q, k, v as one [3C, C] matrix with zero biases). Axis order is the grid's
+(z, y, x); input and output: SparseTensor on the same sites, so it plugs into PointPillarScatter.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import torch
 from torch import nn
 
 from pc3d.errors import ConfigError
-from pc3d.models.backbones3d.attention import AttentionLayer, run_layer
+from pc3d.models.backbones3d.attention import AttentionLayer, run_layer, xavier_uniform_weights
 from pc3d.sparse import SparseTensor
 from pc3d.sparse.window import Slots, flat_groups
 
@@ -44,13 +48,14 @@ class FlatFormer(nn.Module):
     SparseTensor [N, channels] on the same sites. window_shape: (z, y, x) cells; use_checkpoint:
     recompute attention layers in the backward pass. channels: a multiple of 4 (the sine-cosine position
     encoding: sin and cos of x and y) and of heads; checked when the module is built, as window_shape and
-    group_size."""
+    group_size. released_path, xavier_init: the released network (module docstring)."""
 
     orders = (("x", False), ("x", True), ("y", False), ("y", True))
 
     def __init__(self, in_channels: int, channels: int = 128, blocks: int = 2, heads: int = 8,
                  ffn_channels: int = 256, window_shape: Sequence[int] = (1, 13, 13), group_size: int = 144,
-                 dropout: float = 0.0, use_checkpoint: bool = False):
+                 dropout: float = 0.0, use_checkpoint: bool = False, released_path: bool = False,
+                 xavier_init: bool = False):
         super().__init__()
         if channels % 4:
             raise ConfigError(f"FlatFormer channels={channels}: the sine-cosine position encoding needs a multiple "
@@ -68,13 +73,16 @@ class FlatFormer(nn.Module):
         self.layers = nn.ModuleList(AttentionLayer(channels, heads, ffn_channels, dropout)
                                     for _ in range(blocks * len(self.orders)))
         self.use_checkpoint = use_checkpoint
+        self.released_path = released_path
         self.out_channels = channels
+        if xavier_init:
+            xavier_uniform_weights(self)
 
     def partition(self, x: SparseTensor) -> list[Slots]:
         """The groups of each order (self.orders)."""
         zero = (0,) * len(self.window_shape)
         return [flat_groups(x.coords, x.spatial_shape, self.window_shape, self.shift if shifted else zero,
-                            self.group_size, ORDERS[axis], x.batch_size)
+                            self.group_size, ORDERS[axis], x.batch_size, self.released_path)
                 for axis, shifted in self.orders]
 
     def forward(self, x: SparseTensor) -> SparseTensor:
