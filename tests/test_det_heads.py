@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from pc3d.errors import ConfigError
 from pc3d.geometry import ResidualCoder, iou_3d_aligned
 from pc3d.models.heads.anchor_head import AnchorHead
 from pc3d.models.heads.anchors import AnchorGenerator, assign_targets
@@ -175,6 +176,31 @@ def test_anchor_head_loss_and_gradients():
     empty = {"gt_boxes": torch.zeros(2, 0, 8), "num_gt": torch.tensor([0, 0]), "frame_id": ["a", "b"],
              "batch_size": 2}
     assert head.loss(head(torch.randn(2, 16, 32, 32)), empty)["num_pos"] == 0  # not the clamped normaliser
+
+
+@torch.no_grad()
+def test_anchor_head_normalises_by_the_batch_or_by_each_frame():
+    """Two frames, 4 boxes and 1: "frame" (OpenPCDet's) is the mean of the frames' own losses, "batch" the frames'
+    losses weighted by their positive anchors."""
+    torch.manual_seed(0)
+    two = gt_batch()
+    two = {"gt_boxes": torch.cat([two["gt_boxes"], two["gt_boxes"]]), "num_gt": torch.tensor([4, 1]),
+           "frame_id": ["f0", "f1"], "batch_size": 2}
+    x = torch.randn(2, 16, 32, 32)
+    for normalize in ("batch", "frame"):
+        head = AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35],
+                          normalize=normalize)
+        both = head.loss(head(x), two)
+        alone = [head.loss(head(x[i:i + 1]), {"gt_boxes": two["gt_boxes"][i:i + 1], "num_gt": two["num_gt"][i:i + 1],
+                                              "frame_id": [f"f{i}"], "batch_size": 1}) for i in range(2)]
+        pos = torch.tensor([a["num_pos"] for a in alone])
+        assert pos[0] > pos[1] > 0
+        share = torch.full((2,), 0.5) if normalize == "frame" else pos / pos.sum()
+        for key in ("loss_cls", "loss_box", "loss_dir", "loss"):
+            want = sum(w * a[key] for w, a in zip(share, alone, strict=True))
+            torch.testing.assert_close(both[key], want, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ConfigError, match="normalize"):
+        AnchorHead(16, 3, RANGE, SIZES, [-1.78, -0.6, -0.6], [0.6, 0.5, 0.5], [0.45, 0.35, 0.35], normalize="anchor")
 
 
 def test_code_weights_scale_the_difference_before_the_smooth_l1():

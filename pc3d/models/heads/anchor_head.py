@@ -10,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from pc3d.errors import ConfigError
 from pc3d.geometry import ResidualCoder
 from pc3d.models.heads.anchors import AnchorGenerator, assign_targets
 from pc3d.models.heads.losses import add_sin_difference, sigmoid_focal_loss, weighted_smooth_l1
@@ -21,6 +22,11 @@ class AnchorHead(nn.Module):
 
     loss(out, batch) -> {"loss", "loss_cls", "loss_box", "loss_dir"};
     predict(out) -> per frame (boxes [N, 7], scores [N], labels [N] 1..K), scores above score_threshold.
+
+    normalize: what each loss term is divided by. "batch" (mmdetection3d's): the sums over the batch's anchors by
+    the batch's positive anchors; "frame" (OpenPCDet's AnchorHeadTemplate): each frame's sums by its own positive
+    anchors (at least 1), averaged over the batch's frames, so a frame crowded with objects weighs as much as one
+    with a single car.
     """
 
     def __init__(self, in_channels: int, num_classes: int, point_cloud_range: Sequence[float],
@@ -28,8 +34,12 @@ class AnchorHead(nn.Module):
                  matched_thresholds: Sequence[float], unmatched_thresholds: Sequence[float],
                  anchor_rotations: Sequence[float] = (0.0, 1.5707963), dir_offset: float = 0.78539,
                  num_dir_bins: int = 2, cls_weight: float = 1.0, box_weight: float = 2.0, dir_weight: float = 0.2,
-                 code_weights: Sequence[float] = (1.0,) * 7, score_threshold: float = 0.1, pre_max_size: int = 4096):
+                 code_weights: Sequence[float] = (1.0,) * 7, score_threshold: float = 0.1, pre_max_size: int = 4096,
+                 normalize: str = "batch"):
         super().__init__()
+        if normalize not in ("batch", "frame"):
+            raise ConfigError(f"AnchorHead normalize must be 'batch' or 'frame', got {normalize!r}")
+        self.normalize = normalize
         self.num_classes = num_classes
         self.anchor_generator = AnchorGenerator(point_cloud_range, anchor_sizes, anchor_bottom_heights,
                                                 anchor_rotations)
@@ -75,7 +85,10 @@ class AnchorHead(nn.Module):
         box_targets = torch.stack([t[1] for t in targets]).to(dev)
         headings = torch.stack([t[2] for t in targets]).to(dev)
         pos = (labels > 0).float()
-        norm = pos.sum().clamp(min=1.0)
+        if self.normalize == "batch":
+            norm = pos.sum().clamp(min=1.0)
+        else:  # a frame's positives, and the batch's mean over frames
+            norm = pos.sum(1, keepdim=True).clamp(min=1.0) * len(targets)
         cls_weights = (labels >= 0).float() / norm
         one_hot = F.one_hot(labels.clamp(min=0), self.num_classes + 1)[..., 1:].float()
         loss_cls = sigmoid_focal_loss(out["cls"], one_hot, cls_weights)
@@ -83,7 +96,8 @@ class AnchorHead(nn.Module):
         loss_box = weighted_smooth_l1(pred, target, pos / norm, self.code_weights)
         rot = torch.remainder(headings - self.dir_offset, 2 * math.pi)
         dir_target = (rot / (2 * math.pi / self.num_dir_bins)).floor().long().clamp(max=self.num_dir_bins - 1)
-        loss_dir = (F.cross_entropy(out["dir"].transpose(1, 2), dir_target, reduction="none") * pos).sum() / norm
+        loss_dir = F.cross_entropy(out["dir"].transpose(1, 2), dir_target, reduction="none") * pos
+        loss_dir = loss_dir.sum() / norm if self.normalize == "batch" else (loss_dir / norm).sum()
         wc, wb, wd = self.weights
         loss = wc * loss_cls + wb * loss_box + wd * loss_dir
         return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_box": loss_box.detach(),
