@@ -8,6 +8,7 @@ Build them in a dataset config as a list of hydra ``_target_`` entries, e.g.
       - {_target_: pc3d.data.transforms.GlobalRotation, angle: [-0.785, 0.785]}
 """
 from .compose import Compose, Transform, instantiate
+from .elastic import ElasticDistortion
 from .features import TanhFeatures
 from .global_ops import (
     CenterShift,
@@ -24,14 +25,13 @@ from .global_ops import (
 )
 from .indoor_ops import BoxesFromInstances
 from .object_ops import GTSampling, ObjectNoise
-from .point_ops import PointShuffle, RandomDrop, RangeCrop, SamplePoints, in_range
-from .segmentation import ColorJitter, PointJitter
+from .point_ops import PointShuffle, RandomDrop, RandomDropout, RangeCrop, SamplePoints, SphereCrop, in_range
+from .segmentation import ChromaticAutoContrast, ColorJitter, PointJitter
 
 __all__ = [
-    "BoxesFromInstances",
-    "CenterShift", "ColorJitter", "Compose", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTilt",
-    "GlobalTranslation",
-    "ObjectNoise",
-    "PointJitter", "PointShuffle", "RandomDrop", "RandomFlip", "RangeCrop", "SamplePoints", "TanhFeatures", "Transform",
-    "affine_sample", "flip_sample", "in_range", "instantiate", "rotate_sample", "scale_sample", "translate_sample",
+    "BoxesFromInstances", "CenterShift", "ChromaticAutoContrast", "ColorJitter", "Compose", "ElasticDistortion",
+    "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTilt", "GlobalTranslation", "ObjectNoise",
+    "PointJitter", "PointShuffle", "RandomDrop", "RandomDropout", "RandomFlip", "RangeCrop", "SamplePoints",
+    "SphereCrop", "TanhFeatures", "Transform", "affine_sample", "flip_sample", "in_range", "instantiate",
+    "rotate_sample", "scale_sample", "translate_sample",
 ]

@@ -162,20 +162,29 @@ class RandomFlip:
 
 class GlobalTilt:
     """Tilt the scene about the x and y axes by angles drawn from N(0, sigma) and clipped to +-clip (radians):
-    4DMOS's rotation perturbation (sigma 0.06, clip 0.18), Pointcept's small x / y RandomRotate. For samples without
-    boxes (segmentation, MOS): a tilted box is no longer upright, so a sample with gt_boxes or other_boxes is a
-    DataFormatError. Every cloud's x, y, z and vector keys (flow) turn; feature columns (normals among them) do not."""
+    4DMOS's rotation perturbation (sigma 0.06, clip 0.18); with `uniform`, drawn uniform in +-clip, each axis
+    tilted with probability `prob` (Pointcept's RandomRotate about x and y: clip pi / 64, prob 0.5). For samples
+    without boxes (segmentation, MOS): a tilted box is no longer upright, so a sample with gt_boxes or other_boxes
+    is a DataFormatError. Every cloud's x, y, z and vector keys (flow) turn; feature columns (normals among them)
+    do not."""
 
-    def __init__(self, sigma: float = 0.06, clip: float = 0.18):
-        if not (sigma >= 0 and clip >= 0):
-            raise ConfigError(f"GlobalTilt: sigma and clip must be >= 0, got {sigma!r}, {clip!r}")
-        self.sigma, self.clip = float(sigma), float(clip)
+    def __init__(self, sigma: float = 0.06, clip: float = 0.18, uniform: bool = False, prob: float = 1.0):
+        if not (sigma >= 0 and clip >= 0 and 0 <= prob <= 1):
+            raise ConfigError(f"GlobalTilt: sigma and clip must be >= 0 and prob in [0, 1], got {sigma!r}, {clip!r}, "
+                              f"{prob!r}")
+        if prob < 1 and not uniform:
+            raise ConfigError("GlobalTilt: prob applies to the uniform draw (Pointcept's); the normal one tilts always")
+        self.sigma, self.clip, self.uniform, self.prob = float(sigma), float(clip), bool(uniform), float(prob)
 
     def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
         if "gt_boxes" in sample or "other_boxes" in sample:
             raise DataFormatError(sample.get("frame_id"), "GlobalTilt would tilt the boxes out of upright: use it on "
                                                           "samples without boxes (segmentation, MOS)")
-        ax, ay = np.clip(rng.normal(0.0, self.sigma, 2), -self.clip, self.clip)
+        if self.uniform:  # Pointcept's order: the x turn (if drawn), then the y turn
+            ax, ay = (rng.uniform(-self.clip, self.clip) if self.prob == 1 or rng.random() < self.prob else 0.0
+                      for _ in range(2))
+        else:
+            ax, ay = np.clip(rng.normal(0.0, self.sigma, 2), -self.clip, self.clip)
         cx, sx, cy, sy = np.cos(ax), np.sin(ax), np.cos(ay), np.sin(ay)
         about_x = np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]])
         about_y = np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]])

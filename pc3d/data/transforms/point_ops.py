@@ -1,5 +1,5 @@
-"""Point-set operations that keep every point-wise key aligned: range crop, shuffle, random drop,
-fixed-size sampling (scene flow's 8,192 points). Each runs on every cloud of the sample, each cloud
+"""Point-set operations that keep every point-wise key aligned: range crop, shuffle, random drop and dropout,
+sphere crop, fixed-size sampling (scene flow's 8,192 points). Each runs on every cloud of the sample, each cloud
 with its own point-wise keys (pc3d.data.batch.select_points), in the order of CLOUDS; except a second view
 (pc3d.data.transforms.views.SecondView: points2 is the points' view row by row), whose points2 and its keys take
 the rows chosen for points, as point-wise keys of points do (`select_rows`)."""
@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from pc3d.errors import ConfigError
+from pc3d.errors import ConfigError, DataFormatError
 
 from ..batch import clouds_of, select_boxes, select_points
 from .views import is_second_view
@@ -93,6 +93,55 @@ class RandomDrop:
         ratio = rng.uniform(0.0, self.max_ratio)
         for cloud in selected_clouds(sample):
             select_rows(sample, rng.random(len(sample[cloud])) >= ratio, cloud)
+        return sample
+
+
+class RandomDropout:
+    """With probability `prob`, keep a random int(n x (1 - ratio)) of the n points of every cloud, in their order
+    (Pointcept's RandomDropout: ScanNet's recipe drops 20 % of the points of 20 % of the scenes). RandomDrop draws
+    the ratio instead."""
+
+    def __init__(self, ratio: float = 0.2, prob: float = 0.2):
+        if not 0 <= ratio < 1 or not 0 <= prob <= 1:
+            raise ConfigError(f"RandomDropout: ratio must be in [0, 1) and prob in [0, 1], got {ratio!r}, {prob!r}")
+        self.ratio, self.prob = float(ratio), float(prob)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if rng.random() >= self.prob:
+            return sample
+        for cloud in selected_clouds(sample):
+            n = len(sample[cloud])
+            keep = np.zeros(n, bool)
+            keep[rng.choice(n, int(n * (1.0 - self.ratio)), replace=False)] = True
+            select_rows(sample, keep, cloud)
+        return sample
+
+
+class SphereCrop:
+    """Keep the `max_points` points of every cloud nearest a random point of the sample's points (Pointcept's
+    SphereCrop, mode random: ScanNet's recipe crops its training scenes to 100,000); a cloud with fewer points is
+    kept whole. Points keep their order. For samples without boxes (a crop would cut objects): a sample with
+    gt_boxes or other_boxes is a DataFormatError."""
+
+    def __init__(self, max_points: int = 100_000):
+        if int(max_points) < 1:
+            raise ConfigError(f"SphereCrop: max_points must be >= 1, got {max_points!r}")
+        self.max_points = int(max_points)
+
+    def __call__(self, sample: dict, rng: np.random.Generator) -> dict:
+        if "gt_boxes" in sample or "other_boxes" in sample:
+            raise DataFormatError(sample.get("frame_id"), "SphereCrop would cut boxes: use it on samples without "
+                                                          "boxes (segmentation)")
+        if len(sample["points"]) <= self.max_points and all(len(sample[c]) <= self.max_points
+                                                             for c in selected_clouds(sample)):
+            return sample
+        centre = sample["points"][rng.integers(len(sample["points"])), :3].astype(np.float64)
+        for cloud in selected_clouds(sample):
+            if len(sample[cloud]) > self.max_points:
+                d2 = np.square(sample[cloud][:, :3] - centre).sum(1)
+                keep = np.zeros(len(d2), bool)
+                keep[np.argsort(d2, kind="stable")[:self.max_points]] = True
+                select_rows(sample, keep, cloud)
         return sample
 
 
