@@ -111,6 +111,45 @@ def test_assign_nearest_takes_the_top_k_sites_and_the_smaller_box_on_a_tie():
     assert boxes[:, -1].tolist() == [1, 3]
 
 
+def test_assign_by_level_and_the_nearest_box_rule():
+    # sites 0-3 on level 0 at x = 0, 1, 2, 3; sites 4-5 on level 1 at x = 0.5, 2.5. Box A (class 1 -> level 0) at
+    # x = 1.2, box B (class 2 -> level 1) at x = 2.2, top_k 2
+    centres = torch.tensor([[0.0, 0, 0], [1.0, 0, 0], [2.0, 0, 0], [3.0, 0, 0], [0.5, 0, 0], [2.5, 0, 0]])
+    site_level = torch.tensor([0, 0, 0, 0, 1, 1])
+    gt = torch.zeros(1, 2, 8)
+    gt[0, 0] = torch.tensor([1.2, 0, 0, 3, 3, 3, 0, 1])
+    gt[0, 1] = torch.tensor([2.2, 0, 0, 1, 1, 1, 0, 2])
+    args = (centres, torch.zeros(6, dtype=torch.long), gt, torch.tensor([2]), 2, site_level, [0, 1])
+    target, _ = assign_nearest(*args, rule="smallest")
+    assert target.tolist() == [-1, 0, 0, -1, 1, 1]  # A: sites 1, 2 of level 0; B: both level-1 sites
+    # TR3D's rule: site 2 (x = 2) lies nearer B's centre (0.2) than A's (0.8), and B cannot take it (level 1): no
+    # box; site 4 (x = 0.5) is B's by level but A's centre is nearer: no box either
+    target, _ = assign_nearest(*args, rule="nearest")
+    assert target.tolist() == [-1, 0, -1, -1, -1, 1]
+    # boxes with fewer sites on their level than top_k take what there is, never a site of the other level (both
+    # level-1 sites go to the smaller box B)
+    target, _ = assign_nearest(centres, torch.zeros(6, dtype=torch.long), gt, torch.tensor([2]), 4, site_level, [1, 1])
+    assert target.tolist() == [-1, -1, -1, -1, 1, 1]
+
+
+def test_two_out_levels_come_finest_first_at_the_head_width():
+    torch.manual_seed(0)
+    coords = torch.unique(torch.randint(0, 32, (300, 3)), dim=0)
+    x = sp.SparseTensor(torch.randn(len(coords), 4), torch.cat([torch.zeros(len(coords), 1).long(), coords], 1).int(),
+                        (32, 32, 32), 1)
+    net = GenerativeSparseResNet(4, channels=(8, 8, 12, 16), blocks=[0, 1, 1, 2], out_level=[2, 3],
+                                 head_channels=10).eval()
+    fine, coarse = net(x)
+    assert fine.stride == (4, 4, 4) and coarse.stride == (8, 8, 8) and net.out_channels == 10
+    assert fine.feats.shape[1] == coarse.feats.shape[1] == 10
+    assert len(net.stem) == 1 and len(net.stages[2]) == 3  # the conv block, then the level's residual blocks
+    # the coarse level is the encoder's last; the fine one every child of it (generative), as with one level
+    one = GenerativeSparseResNet(4, channels=(8, 8, 12, 16), out_level=2).eval()
+    assert {tuple(c) for c in one(x).coords.tolist()} == {tuple(c) for c in fine.coords.tolist()}
+    with pytest.raises(ValueError, match="head_channels"):
+        GenerativeSparseResNet(4, channels=(8, 8, 12, 16), out_level=[2, 3])
+
+
 def test_diou_loss_by_hand():
     unit = torch.tensor([[0.0, 0, 0, 1, 1, 1]])
     assert axis_aligned_diou_loss(unit, unit).item() == pytest.approx(0.0)
@@ -162,9 +201,17 @@ def _batch(samples):
     return Collate(voxelizer=DynamicVoxelizer(GRID["voxel_size"], GRID["point_cloud_range"]))(samples)
 
 
-def test_detector_losses_backpropagate_and_predictions_meet_the_contract():
+def _two_level_detector():
+    return SparseIndoorDetector(
+        6, 18, partial(GenerativeSparseResNet, channels=(16, 16, 24, 32, 32), out_level=[2, 3], head_channels=24),
+        partial(AxisAlignedBoxHead, **GRID, score_threshold=0.05, top_k=6, rule="nearest",
+                label2level=[0, 1, 0, 1, 1, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0, 0, 1, 0]))
+
+
+@pytest.mark.parametrize("make", [_detector, _two_level_detector])
+def test_detector_losses_backpropagate_and_predictions_meet_the_contract(make):
     torch.manual_seed(0)
-    model = _detector()
+    model = make()
     batch = _batch([_scene(0), _scene(1)])
     out = model.train()(batch)
     assert set(out) >= {"loss", "loss_cls", "loss_box"} and torch.isfinite(out["loss"])

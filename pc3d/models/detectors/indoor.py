@@ -2,6 +2,7 @@
 
     voxels (batch contract: mean x, y, z, r, g, b per voxel)
     -> backbone: sparse ResNet encoder + generative transposed-conv neck (GenerativeSparseResNet), one level
+       (or several, TR3D's two: the head reads each, every class on its own level)
     -> head: per site class scores and an axis-aligned box (AxisAlignedBoxHead)
     -> train: focal + DIoU losses against the nearest sites of each box; eval: per-class axis-aligned NMS
 
