@@ -142,3 +142,20 @@ def test_uniform_tilt_turns_each_axis_on_a_share_of_the_scenes_within_its_clip()
     assert np.arcsin(np.abs([t[1] for t in tilts])).max() <= clip + 1e-6
     with pytest.raises(ConfigError, match="prob applies to the uniform draw"):
         GlobalTilt(prob=0.5)
+
+
+def test_clip_to_range_moves_far_points_into_the_last_cells():
+    from pc3d.data.transforms import ClipToRange
+    from pc3d.data.transforms.point_ops import in_range
+
+    r = [-35.2, -35.2, -4.0, 35.2, 35.2, 2.0]
+    pts = np.array([[100, -100, 10, 0.1], [1, 2, 0, 0.2], [35.2, 35.2, 2.0, 0.3], [-40, 0, -5, 0.4]], np.float32)
+    out = ClipToRange(r)({"points": pts.copy(), "points2": pts.copy()})
+    for cloud in ("points", "points2"):
+        got = out[cloud]
+        assert in_range(got, np.asarray(r, np.float32)).all()  # upper bounds exclusive: the largest float below
+        np.testing.assert_allclose(got[:, :3], np.clip(pts[:, :3], r[:3], r[3:]), atol=1e-5)
+        np.testing.assert_array_equal(got[1], pts[1])
+        np.testing.assert_array_equal(got[:, 3], pts[:, 3])
+    inside = {"points": pts[1:2].copy()}
+    assert ClipToRange(r)(inside)["points"] is inside["points"]  # nothing to move: the same array

@@ -25,13 +25,22 @@ from .global_ops import (
 )
 from .indoor_ops import BoxesFromInstances
 from .object_ops import GTSampling, ObjectNoise
-from .point_ops import PointShuffle, RandomDrop, RandomDropout, RangeCrop, SamplePoints, SphereCrop, in_range
+from .point_ops import (
+    ClipToRange,
+    PointShuffle,
+    RandomDrop,
+    RandomDropout,
+    RangeCrop,
+    SamplePoints,
+    SphereCrop,
+    in_range,
+)
 from .segmentation import ChromaticAutoContrast, ColorJitter, PointJitter
 
 __all__ = [
-    "BoxesFromInstances", "CenterShift", "ChromaticAutoContrast", "ColorJitter", "Compose", "ElasticDistortion",
-    "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTilt", "GlobalTranslation", "ObjectNoise",
-    "PointJitter", "PointShuffle", "RandomDrop", "RandomDropout", "RandomFlip", "RangeCrop", "SamplePoints",
-    "SphereCrop", "TanhFeatures", "Transform", "affine_sample", "flip_sample", "in_range", "instantiate",
-    "rotate_sample", "scale_sample", "translate_sample",
+    "BoxesFromInstances", "CenterShift", "ChromaticAutoContrast", "ClipToRange", "ColorJitter", "Compose",
+    "ElasticDistortion", "GTSampling", "GlobalRotation", "GlobalScaling", "GlobalTilt", "GlobalTranslation",
+    "ObjectNoise", "PointJitter", "PointShuffle", "RandomDrop", "RandomDropout", "RandomFlip", "RangeCrop",
+    "SamplePoints", "SphereCrop", "TanhFeatures", "Transform", "affine_sample", "flip_sample", "in_range",
+    "instantiate", "rotate_sample", "scale_sample", "translate_sample",
 ]

@@ -71,6 +71,26 @@ class RangeCrop:
         return sample
 
 
+class ClipToRange:
+    """Move every point of every cloud outside point_range onto its nearest face (x, y, z clamped into the range;
+    the upper bounds are exclusive, as the voxel grid's, so a clamped point lands in the last cell): Pointcept's
+    PointClip, which gives far points the label of the grid's border cells instead of leaving them out. Keeps
+    every row; deterministic."""
+
+    def __init__(self, point_range: Sequence[float]):
+        r = _check_range(point_range)
+        self.low, self.high = r[:3], np.nextafter(r[3:], r[:3])  # the largest float32 below each upper bound
+
+    def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
+        for cloud in clouds_of(sample):
+            pts = sample[cloud]
+            if ((pts[:, :3] < self.low) | (pts[:, :3] > self.high)).any():
+                pts = pts.copy()
+                pts[:, :3] = np.clip(pts[:, :3], self.low, self.high)
+                sample[cloud] = pts
+        return sample
+
+
 class PointShuffle:
     """Permute the points of every cloud (and its point-wise keys with them); a multi-scan sample
     keeps its current scan first (select_points)."""
