@@ -18,6 +18,7 @@ from pc3d.models.mos.mos_net import (
     current_point_voxel,
     mos_loss,
     mos_predictions,
+    net_input,
     point_probabilities,
 )
 from pc3d.models.mos.motion_net import MotionUNet
@@ -102,6 +103,19 @@ def test_occupancy_input_reads_one_constant_channel_whatever_the_point_columns()
                                tiny_model().eval().moving_probabilities(changed)["probabilities"])
     with pytest.raises(ConfigError, match="voxel_input, InsMOS motion_input\\) must be one of"):
         tiny_model(voxel_input="ones")
+
+
+def test_occupancy_input_never_averages_the_points(monkeypatch):
+    import pc3d.voxel
+
+    model = tiny_model(voxel_input="occupancy").eval()
+    batch = make_batch()
+    with torch.no_grad():
+        want = model.head(model.backbone(net_input(sparse_input(batch), "occupancy")).feats)
+        monkeypatch.setattr(pc3d.voxel, "scatter_mean", lambda *a, **k: pytest.fail("the points were averaged"))
+        x = model.voxels(batch)
+        assert torch.equal(x.feats, torch.ones(len(x.feats), 1))
+        assert torch.equal(model.head(model.backbone(x).feats), want)
 
 
 def test_predictions_follow_the_contract_on_the_current_scan():

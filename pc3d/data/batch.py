@@ -356,9 +356,10 @@ def mirrored(batch: dict, axes: Sequence[int]) -> dict:
     return out if voxels is None else out | {"voxels": voxels}
 
 
-def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: str = "points"):
+def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: str = "points",
+                 occupancy: bool = False):
     """SparseTensor of a voxelized cloud of the batch: each voxel's feature is the mean of its points'
-    columns [3 + C]."""
+    columns [3 + C], or with `occupancy` a 1 [1] (4DMOS's input: the points are not read)."""
     from pc3d.voxel import scatter_mean, to_sparse_tensor
 
     s = CLOUDS[cloud]
@@ -366,7 +367,9 @@ def sparse_input(batch: dict, device: torch.device | str | None = None, cloud: s
         raise DataFormatError(None, f"the batch has no voxels of {cloud}: build the DataLoader with "
                                     "Collate(voxelizer=...)")
     coords, counts = batch["voxel_coords" + s], batch["voxel_num_points" + s]
-    if "voxels" + s in batch:
+    if occupancy:
+        feats = torch.ones((len(coords), 1), dtype=batch[cloud].dtype, device=coords.device)
+    elif "voxels" + s in batch:
         voxels = batch["voxels" + s]
         feats = voxels.sum(1) / counts.clamp(min=1).to(voxels.dtype)[:, None]
     else:

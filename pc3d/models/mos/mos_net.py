@@ -175,19 +175,22 @@ class MosNet(nn.Module):
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor(class_weights, dtype=torch.float32), persistent=False)
 
+    def voxels(self, batch: dict) -> SparseTensor:
+        """The backbone's input: the window's voxels with their mean point columns, or a 1 each (occupancy: the
+        points' columns are never averaged)."""
+        return sparse_input(batch, batch["points"].device, occupancy=self.voxel_input == "occupancy")
+
     def forward(self, batch: dict):
         if self.training:
-            x = sparse_input(batch, batch["points"].device)
-            return mos_loss(self.head(self.backbone(net_input(x, self.voxel_input)).feats), batch,
-                            self.class_weights)
+            return mos_loss(self.head(self.backbone(self.voxels(batch)).feats), batch, self.class_weights)
         scores = self.moving_probabilities(batch)
         return self.predictions(batch, scores["probabilities"][scores["mapped"]], scores["mapped"])
 
     def moving_probabilities(self, batch: dict) -> dict:
         """{"probabilities": float32 [sum N, 2], "mapped": bool [sum N]} of every point of the window
         (point_probabilities): what test-time augmentation (pc3d.models.tta) averages over views."""
-        x = sparse_input(batch, batch["points"].device)
-        logits = self.head(self.backbone(net_input(x, self.voxel_input)).feats)
+        x = self.voxels(batch)
+        logits = self.head(self.backbone(x).feats)
         probabilities, mapped = point_probabilities(batch, logits, x.coords[:, 0].long(), self.unmapped)
         return {"probabilities": probabilities, "mapped": mapped}
 
