@@ -18,7 +18,8 @@ from pc3d.data import (
 )
 from pc3d.data.io import read_bin
 from pc3d.data.kitti import IMAGE_SHAPE, camera_boxes, fov_mask, parse_label
-from pc3d.data.scannet import nyu40_to_scannet20, read_ply_vertices
+from pc3d.data.ply import read_ply_vertices
+from pc3d.data.scannet import nyu40_to_scannet20
 from pc3d.data.semantickitti import LEARNING_MAPS, load_learning_map, lookup_table
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.eval.sceneflow import project

@@ -32,6 +32,9 @@ flow           float32 [N, 3]        scene flow: motion of each point of `points
 flow_mask      bool [N]              scene flow: True where the flow is valid (not occluded)
 label          int                   shape classification: the sample's class id 0..K-1 (``class_names[label]``)
 seed           int                   the seed of this sample's augmentation (reproducible: (seed, epoch, index))
+normal_columns tuple[int, ...]       the feature columns of every cloud holding unit surface normals, three per
+                                     normal (nx, ny, nz; ModelNet40, ScanNet with normals): geometric transforms
+                                     turn them as directions
 metadata       dict                  anything for evaluation and visualisation, never collated: e.g.
                                      ``annos`` (the frame's full, un-augmented labels incl. DontCare and
                                      difficulty), ``calib``, ``pose``, ``source`` (the file read)
@@ -64,6 +67,7 @@ gt_boxes          float32 [B, Mmax, 7 (+2) + 1]  each sample's boxes, class id (
                                           layout); Mmax = max(1, max M)
 num_gt            int64 [B]
 label             int64 [B]               (shape classification) each sample's class id
+normal_columns    tuple[int, ...]         the samples' normal columns, where they name them (the first sample's)
 
 With a voxelizer (``Collate(voxelizer=...)``, voxelization runs in the DataLoader workers), for every cloud
 (the keys of points2 carry the suffix 2: voxel_coords2, point_to_voxel2, ..., from the same voxelizer):
@@ -183,6 +187,11 @@ def check_sample(sample: dict) -> None:
         raise DataFormatError(frame, f"{orphans} without their cloud")
     if "num_current_points" in sample:
         _check_current_first(sample)
+    if "normal_columns" in sample:
+        columns, width = list(sample["normal_columns"]), sample["points"].shape[1]
+        if len(columns) % 3 or not all(isinstance(c, int | np.integer) and 3 <= c < width for c in columns):
+            raise DataFormatError(frame, f"normal_columns must name feature columns of points (3 .. {width - 1}), "
+                                         f"three per normal; got {columns}")
     if "gt_boxes" in sample:
         boxes = sample["gt_boxes"]
         if boxes.dtype != np.float32 or boxes.ndim != 2 or boxes.shape[1] not in (7, 9):
@@ -288,6 +297,8 @@ class Collate:
         for cloud in CLOUDS:
             if all(cloud in s for s in samples):
                 batch.update(self.collate_cloud(samples, cloud))
+        if "normal_columns" in samples[0]:
+            batch["normal_columns"] = tuple(int(c) for c in samples[0]["normal_columns"])
         if all("num_current_points" in s for s in samples):
             batch["num_current_points"] = torch.as_tensor([s["num_current_points"] for s in samples],
                                                           dtype=torch.int64)

@@ -148,5 +148,5 @@ class ModelNet40(PointCloudDataset):
         if self.normalize:
             shape[:, :3] = pc_normalize(shape[:, :3])
         return {"frame_id": self.frames[index], "points": np.ascontiguousarray(shape, np.float32),
-                "label": int(self.labels[index]), "metadata": {"source": str(path)}}
+                "normal_columns": (3, 4, 5), "label": int(self.labels[index]), "metadata": {"source": str(path)}}
 

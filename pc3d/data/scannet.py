@@ -8,7 +8,9 @@
                                                           (read from scans/ too, where a scene is found there)
     scannetv2_{train,val,test}.txt
 
-Points are axis-aligned (pc3d's frame for ScanNet: z up, metres), colours scaled to 0..1. Labels are
+Points are axis-aligned (pc3d's frame for ScanNet: z up, metres), colours scaled to 0..1; with normals=True
+three more columns hold each vertex's unit normal from the mesh's triangles (area-weighted, as Open3D's
+compute_vertex_normals, which Pointcept's preprocessing calls; a vertex of no triangle gets 0). Labels are
 the 20 benchmark classes 0..19 (NYU40 ids 1 2 3 4 5 6 7 8 9 10 11 12 14 16 24 28 33 34 36 39);
 every other id is ``ignore_index`` = -1, as in Pointcept and mmdetection3d.
 """
@@ -28,6 +30,7 @@ from .dataset import PointCloudDataset
 from .indoor_boxes import instance_boxes
 from .io import check_finite, read_ids, read_int_lines, read_lines
 from .label_space import LabelSpace, checked_ids
+from .ply import read_ply_faces, read_ply_vertices, vertex_normals
 
 log = logging.getLogger(__name__)
 SCANNET20_IDS = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39)
@@ -42,180 +45,6 @@ def nyu40_to_scannet20(labels: np.ndarray) -> np.ndarray:
     lut = np.full(65536, -1, np.int64)
     lut[list(SCANNET20_IDS)] = np.arange(len(SCANNET20_IDS))
     return lut[np.asarray(labels, np.int64) & 0xFFFF]
-
-
-_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1", "short": "i2", "int16": "i2",
-              "ushort": "u2", "uint16": "u2", "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
-              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
-
-
-def _ply_header(path: Path) -> tuple[str, list[tuple[str, int, list]], int] | None:
-    """(format, elements [(name, count, properties)], offset of the body) of a ply file; None when the
-    header is not one pc3d parses (plyfile reports what is wrong). A property is (name, numpy code) or,
-    for a list, (name, (count code, item code))."""
-    with path.open("rb") as f:
-        head = f.read(1 << 16)
-    end = head.find(b"end_header")
-    if not head.startswith(b"ply") or end < 0:
-        return None
-    body = end + len(b"end_header") + (2 if head[end + 10:end + 12] == b"\r\n" else 1)
-    fmt, elements = None, []
-    for line in head[:end].decode("ascii", "replace").splitlines()[1:]:
-        words = line.split()
-        if not words or words[0] in ("comment", "obj_info"):
-            continue
-        try:
-            if words[0] == "format":
-                fmt = words[1]
-            elif words[0] == "element":
-                elements.append((words[1], int(words[2]), []))
-            elif words[0] == "property" and words[1] == "list":
-                elements[-1][2].append((words[4], (_PLY_TYPES[words[2]], _PLY_TYPES[words[3]])))
-            elif words[0] == "property":
-                elements[-1][2].append((words[2], _PLY_TYPES[words[1]]))
-        except (IndexError, KeyError, ValueError):
-            return None  # plyfile reports what is wrong with the header
-    if fmt not in ("ascii", "binary_little_endian", "binary_big_endian") or not elements:
-        return None
-    if min(count for _, count, _ in elements) < 0:
-        raise DataFormatError(path, "negative element count in the header")
-    return fmt, elements, body
-
-
-def _element_bytes(path: Path, order: str, offset: int, count: int, props: list, vertices: int) -> int | None:
-    """Bytes taken by `count` rows of an element at `offset`: fixed rows, or rows of one list whose length is
-    read from the file (constant lengths checked at once, others row by row); None for other layouts. A list
-    of vertex indices must index the `vertices` read before it: a header that under-counts vertices shifts
-    the faces into vertex bytes, and a walk over those can, by chance, still end where the file does."""
-    lists = [k for k, (_, code) in enumerate(props) if isinstance(code, tuple)]
-    fixed = sum(np.dtype(code).itemsize for _, code in props if not isinstance(code, tuple))
-    if not lists or not count:
-        return count * fixed
-    if len(props) > 1:
-        return None
-    len_code, item_code = props[lists[0]][1]
-    len_dtype, item = np.dtype(order + len_code), np.dtype(item_code).itemsize
-    size = path.stat().st_size
-    if offset + len_dtype.itemsize > size:
-        return size + 1  # the caller reports the file as too short
-    first = int(np.fromfile(path, len_dtype, count=1, offset=offset)[0])
-    row = len_dtype.itemsize + max(first, 0) * item
-    indices = props[lists[0]][0] in ("vertex_indices", "vertex_index") and np.dtype(item_code).kind in "iu"
-    if first >= 0 and offset + count * row <= size:
-        rows = np.memmap(path, np.uint8, "r", offset, (count, row))
-        lengths = np.ascontiguousarray(rows[:, :len_dtype.itemsize]).view(len_dtype).reshape(-1)
-        if (lengths == first).all():
-            if indices and first:
-                values = np.ascontiguousarray(rows[:, len_dtype.itemsize:]).view(order + item_code)
-                if values.min() < 0 or values.max() >= vertices:
-                    raise DataFormatError(path, f"face vertex indices outside [0, {vertices}): the header's vertex "
-                                                "count does not match the vertices in the file")
-            return count * row
-    data = np.memmap(path, np.uint8, "r")
-    position = offset
-    for _ in range(count):
-        if position + len_dtype.itemsize > size:
-            return size + 1
-        length = int(data[position:position + len_dtype.itemsize].view(len_dtype)[0])
-        if indices and length > 0:
-            start = position + len_dtype.itemsize
-            stop = start + min(length, max(size - start, 0) // item) * item  # whole items inside the file
-            values = np.asarray(data[start:stop]).view(order + item_code)
-            if len(values) and (values.min() < 0 or values.max() >= vertices):
-                raise DataFormatError(path, f"face vertex indices outside [0, {vertices}): the header's vertex "
-                                            "count does not match the vertices in the file")
-        position += len_dtype.itemsize + length * item
-    return position - offset
-
-
-def _vertex_block(path: Path) -> np.ndarray | None:
-    """The vertex element of a binary ply whose first element is 'vertex' with scalar properties, read
-    straight into a structured array (faces are skipped, but their bytes are counted: the file must end
-    where the header says); None for any other layout."""
-    header = _ply_header(path)
-    if header is None or header[0] == "ascii":
-        return None
-    fmt, elements, body = header
-    name, count, props = elements[0]
-    if name != "vertex" or not props or any(isinstance(code, tuple) for _, code in props):
-        return None
-    order = "<" if fmt == "binary_little_endian" else ">"
-    dtype = np.dtype([(prop, order + code) for prop, code in props])
-    size = path.stat().st_size
-    end = body + count * dtype.itemsize
-    if size < end:
-        raise DataFormatError(path, f"truncated: {count} vertices of {dtype.itemsize} bytes do not fit the file")
-    for _, rows, other_props in elements[1:]:
-        taken = _element_bytes(path, order, end, rows, other_props, count)
-        if taken is None:
-            return None
-        end += taken
-    _check_extent(path, elements, end - body, size - body)
-    return np.fromfile(path, dtype, count=count, offset=body)
-
-
-def _check_extent(path: Path, elements, expected: int, found: int, unit: str = "bytes") -> None:
-    """DataFormatError when the body holds more or fewer bytes (ascii: lines) than the header's counts need."""
-    if expected != found:
-        counts = ", ".join(f"{rows} {name}" for name, rows, _ in elements)
-        raise DataFormatError(path, f"the header's element counts ({counts}) need {expected} {unit} of data, the "
-                                    f"file has {found}: a wrong vertex count or a truncated file")
-
-
-def _check_plyfile_extent(path: Path, ply) -> None:
-    """What plyfile read covers the file exactly (plyfile ignores rows after the counted ones)."""
-    header = _ply_header(path)
-    if header is None:  # a header only plyfile understands: nothing to compare with
-        return
-    fmt, elements, body = header
-    data = path.read_bytes()[body:]
-    if fmt == "ascii":
-        _check_extent(path, elements, sum(rows for _, rows, _ in elements),
-                      sum(1 for line in data.splitlines() if line.strip()), "lines")
-        return
-    expected = 0
-    for element in ply.elements:
-        for prop in element.properties:
-            if hasattr(prop, "len_dtype"):
-                items = sum(len(v) for v in element.data[prop.name])
-                expected += (element.count * np.dtype(prop.len_dtype).itemsize
-                             + items * np.dtype(prop.val_dtype).itemsize)
-            else:
-                expected += element.count * np.dtype(prop.dtype()).itemsize
-    _check_extent(path, elements, expected, len(data))
-
-
-def read_ply_vertices(path: str | PathLike, fields: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The named vertex properties of a ply file; DataFormatError naming the file when unreadable, missing one,
-    or holding more or fewer rows than its header counts.
-
-    Binary files with the vertex element first (ScanNet's meshes and label meshes) are read with numpy
-    alone, skipping the faces; anything else goes through plyfile."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(path, "file does not exist")
-    try:
-        block = _vertex_block(path)
-        if block is not None:
-            names = list(block.dtype.names)
-            columns = {f: block[f] for f in fields if f in names}
-        else:
-            from plyfile import PlyData
-
-            ply = PlyData.read(str(path))
-            _check_plyfile_extent(path, ply)
-            vertex = ply["vertex"]
-            names = [p.name for p in vertex.properties]
-            columns = {f: np.asarray(vertex[f]) for f in fields if f in names}
-        missing = [f for f in fields if f not in names]
-        if missing:
-            raise DataFormatError(path, f"vertex element lacks {missing} (has {names})")
-        return {f: np.ascontiguousarray(columns[f]).astype(columns[f].dtype.newbyteorder("="), copy=False)
-                for f in fields}
-    except DataFormatError:
-        raise
-    except Exception as error:  # plyfile raises PlyParseError, ValueError, KeyError, EOFError ... on bad bytes
-        raise DataFormatError(path, f"not a readable ply mesh ({type(error).__name__}: {error})") from None
 
 
 def axis_alignment(path: str | PathLike) -> np.ndarray:
@@ -259,9 +88,9 @@ def instance_ids(folder: Path, scene: str, n: int) -> np.ndarray:
     return out
 
 
-def read_scene(folder: Path, align: np.ndarray | None = None) -> np.ndarray:
+def read_scene(folder: Path, align: np.ndarray | None = None, normals: bool = False) -> np.ndarray:
     """float32 [N, 6] of scans/<scene>: mesh vertices x, y, z (axis-aligned by `align`, default the scene's
-    <scene>.txt when present) and r, g, b in 0..1."""
+    <scene>.txt when present) and r, g, b in 0..1; with normals [N, 9], nx, ny, nz (aligned) after them."""
     folder = Path(folder)
     mesh = folder / f"{folder.name}_vh_clean_2.ply"
     v = read_ply_vertices(mesh, ("x", "y", "z", "red", "green", "blue"))
@@ -274,7 +103,10 @@ def read_scene(folder: Path, align: np.ndarray | None = None) -> np.ndarray:
         align = axis_alignment(meta) if meta.is_file() else np.eye(4)
     xyz = xyz @ align[:3, :3].T + align[:3, 3]
     rgb = np.stack([v["red"], v["green"], v["blue"]], 1).astype(np.float32) / 255.0
-    return np.concatenate([xyz.astype(np.float32), rgb], 1)
+    columns = [xyz.astype(np.float32), rgb]
+    if normals:
+        columns.append(vertex_normals(xyz, read_ply_faces(mesh, len(xyz))))
+    return np.concatenate(columns, 1)
 
 
 def read_nyu40_labels(path: Path, num_vertices: int) -> np.ndarray:
@@ -303,10 +135,10 @@ def write_scannet_labels(path: Path, train_ids: np.ndarray, num_vertices: int | 
 
 
 class ScanNetDataset(PointCloudDataset):
-    """ScanNet v2 scenes of a split as segmentation samples: points [N, 6] (x, y, z, r, g, b),
-    point_labels (20 classes, -1 ignored) and, with instances=True, instance_ids; with boxes=True (instances
-    implied) the detection benchmark's axis-aligned gt_boxes / gt_labels (1..18, ``box_class_names``) from the
-    instances (pc3d.data.indoor_boxes)."""
+    """ScanNet v2 scenes of a split as segmentation samples: points [N, 6] (x, y, z, r, g, b; with normals=True
+    [N, 9], + nx, ny, nz, named as the sample's `normal_columns`), point_labels (20 classes, -1 ignored) and, with
+    instances=True, instance_ids; with boxes=True (instances implied) the detection benchmark's axis-aligned
+    gt_boxes / gt_labels (1..18, ``box_class_names``) from the instances (pc3d.data.indoor_boxes)."""
 
     feature_names = ("r", "g", "b")
     indoor = True
@@ -317,10 +149,13 @@ class ScanNetDataset(PointCloudDataset):
 
     def __init__(self, root: str | PathLike, split: str = "train", align: bool = True, instances: bool = False,
                  boxes: bool = False, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
-                 voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None):
+                 voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
+                 normals: bool = False):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
-        self.root, self.split, self.align = Path(root), split, align
+        self.root, self.split, self.align, self.normals = Path(root), split, align, bool(normals)
+        if self.normals:
+            self.feature_names = (*ScanNetDataset.feature_names, "nx", "ny", "nz")
         self.instances, self.boxes = instances or boxes, boxes
         self.frames = read_ids(self.root / f"scannetv2_{split}.txt")
 
@@ -402,9 +237,11 @@ class ScanNetDataset(PointCloudDataset):
         folder = self.scene_folder(scene)
         mesh = folder / f"{scene}_vh_clean_2.ply"
         align = axis_alignment(folder / f"{scene}.txt") if self.align else np.eye(4)
-        points = read_scene(folder, align)
+        points = read_scene(folder, align, self.normals)
         sample = {"frame_id": scene, "points": points,
                   "metadata": {"axis_alignment": align, "source": str(mesh)}}
+        if self.normals:
+            sample["normal_columns"] = (6, 7, 8)
         if self.split != "test":
             nyu = read_nyu40_labels(folder / f"{scene}_vh_clean_2.labels.ply", len(points))
             sample["point_labels"] = nyu40_to_scannet20(nyu)

@@ -313,7 +313,7 @@ def _read_pcd_open3d(path: Path, declared: int) -> tuple[np.ndarray, tuple[str, 
 
 def _read_ply(path: Path) -> tuple[np.ndarray, tuple[str, ...]]:
     """Vertices of a .ply file (any format plyfile reads), columns by property name; uchar colours in 0..1."""
-    from pc3d.data.scannet import read_ply_vertices
+    from pc3d.data.ply import read_ply_vertices
 
     with path.open("rb") as f:
         head = f.read(1 << 16)

@@ -70,10 +70,15 @@ class View:
         quarter = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
         return self.scale * np.linalg.matrix_power(quarter, self.quarters % 4) @ mirror
 
-    def apply(self, points: torch.Tensor) -> torch.Tensor:
-        """A copy of `points` [N, 3 + C] seen in this view (feature columns unchanged)."""
+    def apply(self, points: torch.Tensor, normal_columns: Sequence[int] = ()) -> torch.Tensor:
+        """A copy of `points` [N, 3 + C] seen in this view: x, y, z, and the normals in `normal_columns` (three per
+        normal) turned without the scale; the other feature columns unchanged."""
         out = points.clone()
         out[:, :3] = points[:, :3] @ torch.as_tensor(self.matrix.T, dtype=points.dtype, device=points.device)
+        turn = torch.as_tensor(self.matrix.T / self.scale, dtype=points.dtype, device=points.device)
+        for i in range(0, len(normal_columns), 3):
+            cols = list(normal_columns[i:i + 3])
+            out[:, cols] = points[:, cols] @ turn
         return out
 
     def boxes(self, boxes: np.ndarray, inverse: bool = False) -> np.ndarray:
@@ -115,7 +120,7 @@ def view_batch(batch: dict, view: View, voxelizer) -> dict:
     for cloud, suffix in CLOUDS.items():
         if cloud not in batch:
             continue
-        points = view.apply(batch[cloud])
+        points = view.apply(batch[cloud], batch.get("normal_columns", ()))
         offsets = batch["point_offsets" + suffix].tolist()
         clouds = [points[offsets[b]:offsets[b + 1]].cpu().numpy() for b in range(batch["batch_size"])]
         voxels = voxelizer.voxelize(clouds, seeds=[int(s) for s in batch["seed"]], frames=list(batch["frame_id"]))

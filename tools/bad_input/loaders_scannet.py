@@ -44,7 +44,7 @@ def _ply_undercount_both(r: Path):
 
 
 def _ply_ascii(path: Path, drop: tuple[str, ...] = ()) -> None:
-    from pc3d.data.scannet import read_ply_vertices
+    from pc3d.data.ply import read_ply_vertices
 
     names = ("x", "y", "z", "red", "green", "blue")
     v = read_ply_vertices(path, names)

@@ -2,7 +2,8 @@
 
 Each is one map p -> A p + t applied by `affine_sample` to everything geometric in a sample: x, y, z
 of every cloud (pc3d.data.batch.CLOUDS), the vector keys of each cloud (flow: turned and scaled,
-never translated) and the boxes (centres, sizes, headings, velocities).
+never translated), the normal columns the sample names (`normal_columns`: turned, kept unit) and the boxes
+(centres, sizes, headings, velocities).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
     m, t = np.asarray(matrix, np.float64), np.asarray(offset, np.float64)
     for cloud in clouds_of(sample):
         sample[cloud] = _geometry.affine_points(np.ascontiguousarray(sample[cloud], np.float32), m, t)
+        turn_normals(sample[cloud], sample.get("normal_columns", ()), m)
         for key in vector_keys(cloud):
             if key in sample:
                 sample[key] = (sample[key] @ m.T).astype(np.float32)
@@ -44,6 +46,21 @@ def affine_sample(sample: dict, matrix: np.ndarray, offset: Sequence[float] = (0
         if key in sample:
             sample[key] = affine_boxes(sample[key], m, t)
     return sample
+
+
+def turn_normals(points: np.ndarray, columns: Sequence[int], matrix: np.ndarray) -> None:
+    """Turn the normals in `columns` of points [N, 3 + C] (three per normal) in place by a map of `affine_sample`'s
+    kind, s x Q with Q orthogonal: a normal maps by the inverse transpose, s^-1 Q, and stays unit as Q n does."""
+    columns = list(columns)
+    if not columns or not len(points):
+        return
+    if len(columns) % 3:
+        raise DataFormatError(None, f"normal_columns come in threes (nx, ny, nz), got {columns}")
+    scale = float(np.linalg.norm(matrix[:, 2]))
+    q = matrix if scale == 1.0 else matrix / scale
+    for i in range(0, len(columns), 3):
+        cols = columns[i:i + 3]
+        points[:, cols] = (points[:, cols] @ q.T).astype(points.dtype)
 
 
 def affine_boxes(boxes: np.ndarray, matrix: np.ndarray, offset: Sequence[float] = (0.0, 0.0, 0.0)) -> np.ndarray:
