@@ -293,6 +293,28 @@ def test_dsvt_blocks_alternate_the_unshifted_and_the_shifted_windows():
     assert seen[0] is plan[0][0] and seen[1] is plan[1][0]
 
 
+def test_dsvt_counts_blocks_over_the_whole_network_so_one_block_stages_alternate_windows():
+    # the voxel variant's stages hold one block each: stage 1's block is the network's second, shifted (the
+    # released code's block_id); counting per stage would never use a shifted window
+    net = DSVT(16, **SMALL_DSVT_VOXEL)
+    seen = []
+
+    class Spy(nn.Module):
+        def forward(self, feats, offsets, sets, use_checkpoint=False):
+            seen.append(offsets)
+            return feats
+
+    for stage in net.stages:
+        stage.blocks = nn.ModuleList([Spy()])
+    plans = []
+    for stage in net.stages:
+        stage.partition = lambda x, stage=stage, original=stage.partition: plans.append(original(x)) or plans[-1]
+    x = random_sparse((16, 8, 8), 16, batch=1, occupancy=0.3, seed=1)
+    net(x)
+    assert [next(i for i, (offsets, _) in enumerate(plan) if offsets is o) for plan, o in zip(plans, seen,
+                                                                                          strict=True)] == [0, 1, 0]
+
+
 def test_z_pooling_queries_the_occupied_sub_voxels_only_and_scales_the_stride():
     # one voxel with negative features under a parent of 2 z cells: the query is that voxel's features (an empty
     # slot's zeros would win the max); the output's z stride doubles

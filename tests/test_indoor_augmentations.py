@@ -139,23 +139,28 @@ def test_uniform_tilt_turns_each_axis_on_a_share_of_the_scenes_within_its_clip()
     about_x = np.array([abs(t[1]) > 0 for t in tilts])  # a turn about x moves the up axis in y
     about_y = np.array([abs(t[0]) > 0 for t in tilts])
     assert 0.4 < about_x.mean() < 0.6 and 0.4 < about_y.mean() < 0.6
+    assert 0.17 < (about_x & about_y).mean() < 0.33  # two coins, as Pointcept's two RandomRotates
     assert np.arcsin(np.abs([t[1] for t in tilts])).max() <= clip + 1e-6
     with pytest.raises(ConfigError, match="prob applies to the uniform draw"):
         GlobalTilt(prob=0.5)
 
 
-def test_clip_to_range_moves_far_points_into_the_last_cells():
+@pytest.mark.parametrize("r", [[-35.2, -35.2, -4.0, 35.2, 35.2, 2.0], [-75.2, -75.2, -4.0, 75.2, 75.2, 2.0]])
+def test_clip_to_range_moves_far_points_into_the_last_cells(r):
     from pc3d.data.transforms import ClipToRange
-    from pc3d.data.transforms.point_ops import in_range
+    from pc3d.voxel import DynamicVoxelizer
 
-    r = [-35.2, -35.2, -4.0, 35.2, 35.2, 2.0]
-    pts = np.array([[100, -100, 10, 0.1], [1, 2, 0, 0.2], [35.2, 35.2, 2.0, 0.3], [-40, 0, -5, 0.4]], np.float32)
-    out = ClipToRange(r)({"points": pts.copy(), "points2": pts.copy()})
+    # points beyond every face: float32 (2 - 1 ulp) - (-4) rounds to 6.0, which a bound just below the range's top
+    # would carry into the cell past the grid
+    pts = np.array([[100, -100, 10, 0.1], [1, 2, 0, 0.2], [r[3], r[4], r[5], 0.3], [-90, 0, -5, 0.4],
+                    [0, 0, 2.5, 0.5], [0, 0, -4.5, 0.6]], np.float32)
+    out = ClipToRange(r, 0.05)({"points": pts.copy(), "points2": pts.copy()})
+    voxels = DynamicVoxelizer(0.05, r).voxelize([out["points"], out["points2"]])
+    assert (voxels["point_to_voxel"] >= 0).all()  # every clamped point lies in a cell of the grid
     for cloud in ("points", "points2"):
         got = out[cloud]
-        assert in_range(got, np.asarray(r, np.float32)).all()  # upper bounds exclusive: the largest float below
         np.testing.assert_allclose(got[:, :3], np.clip(pts[:, :3], r[:3], r[3:]), atol=1e-5)
         np.testing.assert_array_equal(got[1], pts[1])
         np.testing.assert_array_equal(got[:, 3], pts[:, 3])
     inside = {"points": pts[1:2].copy()}
-    assert ClipToRange(r)(inside)["points"] is inside["points"]  # nothing to move: the same array
+    assert ClipToRange(r, 0.05)(inside)["points"] is inside["points"]  # nothing to move: the same array

@@ -9,8 +9,8 @@
     scannetv2_{train,val,test}.txt
 
 Points are axis-aligned (pc3d's frame for ScanNet: z up, metres), colours scaled to 0..1; with normals=True
-three more columns hold each vertex's unit normal from the mesh's triangles (area-weighted, as Open3D's
-compute_vertex_normals, which Pointcept's preprocessing calls; a vertex of no triangle gets 0). Labels are
+three more columns hold each vertex's unit normal from the mesh's triangles (area-weighted, as Pointcept's
+preprocessing and Open3D's compute_vertex_normals compute them; a vertex of no triangle gets 0). Labels are
 the 20 benchmark classes 0..19 (NYU40 ids 1 2 3 4 5 6 7 8 9 10 11 12 14 16 24 28 33 34 36 39);
 every other id is ``ignore_index`` = -1, as in Pointcept and mmdetection3d.
 """

@@ -115,6 +115,19 @@ class VoxelGrid:
         return (f"{type(self).__name__}(voxel_size={self.voxel_size.tolist()}, lower={self.lower.tolist()}, "
                 f"grid_size={self.grid_size.tolist()}, axes={self.axes.tolist()})")
 
+    def last_inside(self) -> np.ndarray:
+        """float32 [D]: per axis the largest float32 coordinate whose cell, floor((v - lower) / size) in float32 as
+        the kernels compute it, is still inside the grid (the last cell's top, below the range's upper bound
+        whenever rounding would carry it past)."""
+        out = np.empty(self.ndim, np.float32)
+        for a in range(self.ndim):
+            lower, size, n = self.lower[a], self.voxel_size[a], int(self.grid_size[a])
+            v = np.nextafter(np.float32(lower + np.float32(n) * size), np.float32(-np.inf))
+            while np.floor((v - lower) / size) >= n:
+                v = np.nextafter(v, np.float32(-np.inf))
+            out[a] = v
+        return out
+
     def positions(self, points: np.ndarray) -> np.ndarray:
         """The array whose `axes` columns the grid is laid on: the points themselves here."""
         return points

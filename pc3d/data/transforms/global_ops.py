@@ -182,8 +182,8 @@ class GlobalTilt:
     4DMOS's rotation perturbation (sigma 0.06, clip 0.18); with `uniform`, drawn uniform in +-clip, each axis
     tilted with probability `prob` (Pointcept's RandomRotate about x and y: clip pi / 64, prob 0.5). For samples
     without boxes (segmentation, MOS): a tilted box is no longer upright, so a sample with gt_boxes or other_boxes
-    is a DataFormatError. Every cloud's x, y, z and vector keys (flow) turn; feature columns (normals among them)
-    do not."""
+    is a DataFormatError. Every cloud's x, y, z, vector keys (flow) and the normal columns the sample names turn;
+    other feature columns do not."""
 
     def __init__(self, sigma: float = 0.06, clip: float = 0.18, uniform: bool = False, prob: float = 1.0):
         if not (sigma >= 0 and clip >= 0 and 0 <= prob <= 1):

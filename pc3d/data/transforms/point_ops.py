@@ -72,14 +72,17 @@ class RangeCrop:
 
 
 class ClipToRange:
-    """Move every point of every cloud outside point_range onto its nearest face (x, y, z clamped into the range;
-    the upper bounds are exclusive, as the voxel grid's, so a clamped point lands in the last cell): Pointcept's
-    PointClip, which gives far points the label of the grid's border cells instead of leaving them out. Keeps
-    every row; deterministic."""
+    """Move every point of every cloud outside the voxel grid of point_range and voxel_size onto its nearest face:
+    x, y, z clamped to [lower, the last float32 the voxelizer still puts in the last cell] (pc3d.voxel.VoxelGrid
+    .last_inside: the range's upper bounds are exclusive, and float32 rounding can carry a value just below one
+    into the cell past the grid). Pointcept's PointClip, which gives far points the label of the grid's border
+    cells instead of leaving them out. Keeps every row; deterministic."""
 
-    def __init__(self, point_range: Sequence[float]):
-        r = _check_range(point_range)
-        self.low, self.high = r[:3], np.nextafter(r[3:], r[:3])  # the largest float32 below each upper bound
+    def __init__(self, point_range: Sequence[float], voxel_size: float | Sequence[float]):
+        from pc3d.voxel.grid import VoxelGrid
+
+        grid = VoxelGrid(voxel_size, _check_range(point_range))
+        self.low, self.high = grid.lower.astype(np.float32), grid.last_inside()
 
     def __call__(self, sample: dict, rng: np.random.Generator | None = None) -> dict:
         for cloud in clouds_of(sample):

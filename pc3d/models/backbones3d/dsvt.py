@@ -1,9 +1,10 @@
 """DSVT (Wang et al., CVPR 2023): dynamic sparse window attention on pillars or voxels.
 
     input projection (when in_channels != channels[0])
-    stage i: blocks[i] DSVT blocks; block b uses window (window_shape[i], 0) when b is even and
-             (shifted_window_shape[i], shift[i]) when b is odd; a block = a set attention layer over
-             y-major sets, then one over x-major sets, of set_size[i] voxels
+    stage i: blocks[i] DSVT blocks; block b, counted over the whole network (the released code's
+             block_id), uses window (window_shape[i], 0) when b is even and (shifted_window_shape[i],
+             shift[i]) when b is odd, so one-block stages (the voxel variant) alternate too; a block = a set
+             attention layer over y-major sets, then one over x-major sets, of set_size[i] voxels
     between stages (voxel variant): z pooling by attention (ZAttentionPool), z shrinks by pool_z[i]
 
 Each block learns its own position embedding (Linear, BN, ReLU, Linear on the voxel's offset from its
@@ -91,10 +92,12 @@ class DSVTStage(nn.Module):
             out.append((relative_to_window_centre(x.coords, shape, shift), sets))
         return out
 
-    def forward(self, x: SparseTensor, plan=None, use_checkpoint: bool = False) -> SparseTensor:
+    def forward(self, x: SparseTensor, plan=None, use_checkpoint: bool = False, first_block: int = 0
+                ) -> SparseTensor:
+        """first_block: the network-wide number of this stage's first block (its parity picks the window)."""
         plan = self.partition(x) if plan is None else plan
         feats = x.feats
-        for b, block in enumerate(self.blocks):
+        for b, block in enumerate(self.blocks, first_block):
             offsets, sets = plan[b % 2]
             feats = block(feats, offsets, sets, use_checkpoint)
         return x.replace_feature(feats)
@@ -175,11 +178,12 @@ class DSVT(nn.Module):
 
     def forward_features(self, x: SparseTensor) -> tuple[SparseTensor, dict[str, SparseTensor]]:
         x = x.replace_feature(self.input_proj(x.feats))
-        outs = {}
+        outs, first = {}, 0
         for i, stage in enumerate(self.stages):
             if i:
                 x = self.pools[i - 1](x)
-            x = stage(x, use_checkpoint=self.use_checkpoint)
+            x = stage(x, use_checkpoint=self.use_checkpoint, first_block=first)
+            first += len(stage.blocks)
             outs[f"stage{i + 1}"] = x
         return x, outs
 
