@@ -308,11 +308,13 @@ def test_dsvt_counts_blocks_over_the_whole_network_so_one_block_stages_alternate
         stage.blocks = nn.ModuleList([Spy()])
     plans = []
     for stage in net.stages:
-        stage.partition = lambda x, stage=stage, original=stage.partition: plans.append(original(x)) or plans[-1]
+        stage.partition = lambda x, *a, original=stage.partition: plans.append(original(x, *a)) or plans[-1]
     x = random_sparse((16, 8, 8), 16, batch=1, occupancy=0.3, seed=1)
     net(x)
-    assert [next(i for i, (offsets, _) in enumerate(plan) if offsets is o) for plan, o in zip(plans, seen,
-                                                                                          strict=True)] == [0, 1, 0]
+    used = [next(i for i, entry in enumerate(plan) if entry is not None and entry[0] is o)
+            for plan, o in zip(plans, seen, strict=True)]
+    assert used == [0, 1, 0]
+    assert all(sum(entry is not None for entry in plan) == 1 for plan in plans)  # the window it uses, alone
 
 
 def test_z_pooling_queries_the_occupied_sub_voxels_only_and_scales_the_stride():

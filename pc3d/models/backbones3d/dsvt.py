@@ -83,10 +83,15 @@ class DSVTStage(nn.Module):
         self.blocks = nn.ModuleList(DSVTBlock(channels, heads, ffn_channels, dropout, **block_options)
                                     for _ in range(blocks))
 
-    def partition(self, x: SparseTensor) -> list[tuple[torch.Tensor, tuple[Slots, Slots]]]:
-        """Per window configuration: (offsets from the window centre [N, 3], (y-major sets, x-major sets))."""
+    def partition(self, x: SparseTensor, configurations: Sequence[int] = (0, 1)
+                  ) -> list[tuple[torch.Tensor, tuple[Slots, Slots]] | None]:
+        """Per window configuration (0 unshifted, 1 shifted): (offsets from the window centre [N, 3], (y-major
+        sets, x-major sets)); None for a configuration not in `configurations`."""
         out = []
-        for shape, shift in self.windows:
+        for i, (shape, shift) in enumerate(self.windows):
+            if i not in configurations:
+                out.append(None)
+                continue
             sets = tuple(dynamic_sets(x.coords, x.spatial_shape, shape, shift, self.set_size, axes)
                          for axes in (Y_MAJOR, X_MAJOR))
             out.append((relative_to_window_centre(x.coords, shape, shift), sets))
@@ -94,8 +99,10 @@ class DSVTStage(nn.Module):
 
     def forward(self, x: SparseTensor, plan=None, use_checkpoint: bool = False, first_block: int = 0
                 ) -> SparseTensor:
-        """first_block: the network-wide number of this stage's first block (its parity picks the window)."""
-        plan = self.partition(x) if plan is None else plan
+        """first_block: the network-wide number of this stage's first block (its parity picks the window; a
+        one-block stage partitions its voxels for that window alone)."""
+        used = sorted({b % 2 for b in range(first_block, first_block + len(self.blocks))})
+        plan = self.partition(x, used) if plan is None else plan
         feats = x.feats
         for b, block in enumerate(self.blocks, first_block):
             offsets, sets = plan[b % 2]
