@@ -80,6 +80,19 @@ def test_pose_chaining_two_frames(tmp_path):
     assert first["points"].shape == (1, 5) and first["point_frame"].tolist() == [0]
 
 
+def test_full_windows_leave_a_sequences_first_scans_out_of_training_only(tmp_path):
+    poses = [rigid(0.0, (k, 0, 0)) for k in range(4)]
+    scans = [np.array([[5.0 + k, 0, 0, 0.5]]) for k in range(4)]
+    write_sequence(tmp_path, scans, [np.array([40])] * 4, poses)
+    root = tmp_path
+    frames = {training: SemanticKittiDataset(root, sequences=[0], mode="mos", n_past_scans=2, scan_period=0.1,
+                                             full_windows=True, training=training).frames for training in (True, False)}
+    assert frames[True] == [("00", "000002"), ("00", "000003")]  # scans 0 and 1 have fewer than 2 before them
+    assert len(frames[False]) == 4  # evaluation scores every scan
+    assert len(SemanticKittiDataset(root, sequences=[0], mode="mos", n_past_scans=2, scan_period=0.1,
+                                    training=True).frames) == 4
+
+
 def test_times_follow_the_scan_index_with_a_scan_period(tmp_path):
     root, _ = two_frames(tmp_path)
     (root / "sequences" / "00" / "times.txt").write_text("0.0\n0.1036\n")  # KITTI's real spacing

@@ -180,6 +180,8 @@ class SemanticKittiDataset(PointCloudDataset):
     ``metadata["labelled"]`` is False. labelled_only: keep only the listed frames (the supervised-only baseline).
     labelled_repeat: list the labelled frames this many times (a mean teacher's batches then hold labelled
     frames: at 5 % labels, 20 repeats make about half of each epoch labelled).
+    full_windows: a training dataset keeps only the scans with n_past_scans scans before them (4DMOS trains no
+    window on a sequence's first scans); evaluation keeps every scan (the benchmark scores them all).
     """
 
     ignore_index = 0
@@ -193,7 +195,7 @@ class SemanticKittiDataset(PointCloudDataset):
                  transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None, voxel_size=None,
                  seed: int | None = None, skip_bad_frames: bool = False, training: bool | None = None,
                  labelled_frames: str | PathLike | None = None, labelled_only: bool = False,
-                 labelled_repeat: int = 1):
+                 labelled_repeat: int = 1, full_windows: bool = False):
         super().__init__(transforms, augmentations, voxelizer, point_cloud_range, voxel_size, seed, skip_bad_frames,
                          training)
         if mode not in MODES:
@@ -254,6 +256,8 @@ class SemanticKittiDataset(PointCloudDataset):
                 raise DataFormatError(folder / s / "velodyne" / f"{orphans[0]}.bin", f"missing, but labels/"
                                       f"{orphans[0]}.label exists ({len(orphans)} labels without their scan)")
         self.frames = [(s, p.stem) for s in present for p in scans[s]]
+        if full_windows and self.n_past_scans and self.is_training:  # scan numbers 0 .. n_past_scans - 1 go
+            self.frames = [(s, n) for s, n in self.frames if not n.isdigit() or int(n) >= self.n_past_scans]
         self.unlabelled: set[tuple[str, str]] = set()
         if labelled_frames is not None and self.is_training:  # evaluation reads every label
             self._restrict_labels(Path(labelled_frames), labelled_only, labelled_repeat)
