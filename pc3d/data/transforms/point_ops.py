@@ -155,8 +155,7 @@ class SphereCrop:
         if "gt_boxes" in sample or "other_boxes" in sample:
             raise DataFormatError(sample.get("frame_id"), "SphereCrop would cut boxes: use it on samples without "
                                                           "boxes (segmentation)")
-        if len(sample["points"]) <= self.max_points and all(len(sample[c]) <= self.max_points
-                                                             for c in selected_clouds(sample)):
+        if all(len(sample[c]) <= self.max_points for c in selected_clouds(sample)):
             return sample
         centre = sample["points"][rng.integers(len(sample["points"])), :3].astype(np.float64)
         for cloud in selected_clouds(sample):
