@@ -9,16 +9,20 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from pc3d.data.batch import Collate, sparse_input
 from pc3d.errors import ConfigError
+from pc3d.models.backbones3d.blocks import batch_norm
 from pc3d.models.backbones3d.voxel_backbone import VoxelBackBone8x
 from pc3d.models.bev import BaseBEVBackbone, HeightCompression
 from pc3d.models.contract import check_prediction, task_of
 from pc3d.models.heads.center_head import CenterHead
-from pc3d.models.mos.insmos import InsMOS, box_masks
+from pc3d.models.mos.insmos import InsMOS, box_masks, current_voxels
+from pc3d.models.mos.instance_decoder import InstanceDecoder, URBlock
 from pc3d.models.mos.motion_net import MotionUNet
 from pc3d.models.postprocess import PostProcessor
+from pc3d.sparse import SparseTensor
 from pc3d.voxel import TemporalVoxelizer
 
 RANGE = [-8.0, -8.0, -2.0, 8.0, 8.0, 2.0]
@@ -193,8 +197,6 @@ def test_tiny_insmos_learns_a_simulated_mos_sequence(tmp_path):
 
 
 def test_box_masks_use_the_voxel_centre_at_every_stride():
-    from pc3d.sparse import SparseTensor
-
     coords = torch.tensor([[0, 0, 3, 5, 6], [0, 1, 3, 5, 7]], dtype=torch.int32)  # (b, t, z, y, x) at stride 2
     x = SparseTensor(torch.zeros(2, 4), coords, (3, 8, 32, 32), 1, stride=(1, 2, 2, 2))
     centre = [-8.0 + 6.5 * 0.5, -8.0 + 5.5 * 0.5, -2.0 + 3.5 * 0.5]  # (-4.75, -5.25, -0.25)
@@ -207,8 +209,6 @@ def test_box_masks_use_the_voxel_centre_at_every_stride():
 def test_box_masks_read_the_strides_in_x_y_z_order():
     # a (t, z, y, x) tensor strided (1, 1, 2, 4): voxel x 1 has its centre at x = (1 + 0.5) * 4 * 0.1 = 0.6 m
     # (with the strides read in reverse, 0.15 m)
-    from pc3d.sparse import SparseTensor
-
     x = SparseTensor(torch.zeros(1, 2), torch.tensor([[0, 0, 0, 0, 1]], dtype=torch.int32), (1, 4, 4, 4), 1,
                      stride=(1, 1, 2, 4))
     box = np.array([[0.6, 0.1, 0.05, 0.2, 0.2, 0.2, 0.0]], np.float32)
@@ -229,3 +229,72 @@ def test_insmos_motion_loss_is_weighted():
     out = InsMOS.losses(fake, batch, motion, fused, None)
     assert torch.allclose(out["loss"], out["loss_fused"])
     assert out["loss_motion"] > out["loss_fused"]
+
+
+def test_instance_fusion_reaches_every_parameter_and_past_voxels_keep_the_motion_logits():
+    model = tiny_insmos(fusion="instance", loss_on="current").train()
+    batch = make_batch()
+    out = model(batch)
+    out["loss"].backward()
+    missing = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing, missing
+    model.eval()
+    with torch.no_grad():
+        x, motion, fused, _, _ = model.fused_logits(batch)
+    current = torch.zeros(len(motion), dtype=torch.bool)
+    current[current_voxels(batch)] = True
+    assert torch.equal(fused[~current], motion[~current]) and not torch.equal(fused[current], motion[current])
+    with pytest.raises(ConfigError, match="fusion must be"):
+        tiny_insmos(fusion="decoder")
+
+
+def test_instance_decoder_has_the_released_unetv2_decoder_parameters():
+    # InsMOS's UNetV2 decoder at its widths (16, 32, 64, 128), conv_out 128, 3 box classes, counted from its
+    # definition: inv_conv_out, five fusion blocks, four (t, m, inverse / out) triples, the classifier (2 logits here)
+    decoder = InstanceDecoder((16, 32, 64, 128), 128, 3)
+    k = 27
+    convs = [128 * 128 * 3, k * 131 * 128, k * 67 * 64, k * 35 * 32, k * 19 * 16, k * 19 * 16,
+             2 * k * 128 * 128, k * 256 * 128, k * 128 * 64, 2 * k * 64 * 64, k * 128 * 64, k * 64 * 32,
+             2 * k * 32 * 32, k * 64 * 32, k * 32 * 16, 2 * k * 16 * 16, k * 32 * 16, k * 16 * 16]
+    norms = 2 * (128 + 64 + 32 + 16 + 16 + 3 * 128 + 64 + 3 * 64 + 32 + 3 * 32 + 16 + 3 * 16 + 16)
+    assert sum(p.numel() for p in decoder.parameters()) == sum(convs) + norms + 16 * 2 + 2
+
+
+def test_instance_decoder_reads_masks_at_strides_8_4_2_1_and_the_encoder_stages_as_laterals():
+    batch = make_batch()
+    model = tiny_insmos(fusion="instance").eval()
+    scan = sparse_input(batch)
+    current = current_voxels(batch)
+    scan = SparseTensor(torch.cat([scan.feats[current], torch.zeros(len(current), 2)], 1),
+                        scan.coords[current][:, [0, 2, 3, 4]], scan.spatial_shape[1:], 2)
+    strides = []
+
+    def masks(level):
+        strides.append(level.stride)
+        return torch.zeros(len(level.feats), 3)
+
+    seen = {}
+    for i, ur in enumerate(model.fusion.ur):
+        ur.transform.register_forward_hook(lambda m, args, out, i=i: seen.update({f"lateral{i}": args[0]}))
+    model.fusion.fuse[0].register_forward_hook(lambda m, args, out: seen.update(fused4=out))
+    with torch.no_grad():
+        encoded, stages = model.backbone_3d.forward_features(scan)
+        logits = model.fusion(encoded, stages, masks)
+    assert strides == [(8, 8, 8), (4, 4, 4), (2, 2, 2), (1, 1, 1)] and logits.shape == (len(current), 2)
+    # laterals: the deepest level's own fused tensor (as released), then the encoder's x_conv3, x_conv2, x_conv1
+    assert seen["lateral0"] is seen["fused4"]
+    assert all(seen[f"lateral{i}"] is stages[f"x_conv{4 - i}"] for i in (1, 2, 3))
+
+
+def test_ur_block_adds_the_channel_pair_sums_of_bottom_and_transformed_lateral():
+    # zero conv weights: the merge gives 0 (batch norm of zeros, ReLU) and the basic block passes ReLU(lateral),
+    # so the block returns cat(bottom, relu(lateral)) with consecutive channel pairs summed
+    block = URBlock(2, "subm1", nn.Identity(), batch_norm(0.1))
+    for p in block.parameters():
+        if p.ndim > 1:
+            nn.init.zeros_(p)
+    coords = torch.tensor([[0, 0, 0, 0], [0, 0, 0, 5]], dtype=torch.int32)
+    bottom = SparseTensor(torch.tensor([[1.0, 2.0], [3.0, 4.0]]), coords, (1, 1, 8), 1)
+    lateral = bottom.replace_feature(torch.tensor([[5.0, -6.0], [-7.0, 8.0]]))
+    out = block.train()(lateral, bottom)
+    torch.testing.assert_close(out.feats, torch.tensor([[3.0, 5.0], [7.0, 8.0]]))

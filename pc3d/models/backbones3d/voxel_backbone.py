@@ -20,10 +20,11 @@ from pc3d.sparse.kernel_map import conv_output_shape
 
 
 class VoxelStages(nn.Module):
-    """conv_input -> conv1 .. conv4 (-> conv_out or None), set with `out_channels` by the subclass; the
-    methods of the convention above. `z_padding`: empty cells added above the grid's top in z before the first
-    conv, as OpenPCDet's `sparse_shape = grid_size[::-1] + [1, 0, 0]` (z_padding 1): KITTI's and Waymo's 40 z
-    cells then end as 2 under SECOND's stages, a BEV map of 2 x out_channels, rather than 1."""
+    """conv_input -> conv1 .. conv4 (-> conv_out or None), set with `out_channels` and `stage_channels` (the
+    widths of conv1 .. conv4) by the subclass; the methods of the convention above. `z_padding`: empty cells
+    added above the grid's top in z before the first conv, as OpenPCDet's `sparse_shape = grid_size[::-1] +
+    [1, 0, 0]` (z_padding 1): KITTI's and Waymo's 40 z cells then end as 2 under SECOND's stages, a BEV map of
+    2 x out_channels, rather than 1."""
 
     z_padding: int = 0
 
@@ -91,6 +92,7 @@ class VoxelBackBone8x(VoxelStages):
             block(c4, c4, 3, indice_key="subm4"))
         self.conv_out = z_halving(block, c4, out_channels)
         self.out_channels = out_channels or c4
+        self.stage_channels = (c1, c2, c3, c4)
 
 
 def z_halving(block, cin: int, out_channels: int | None) -> SparseSequential | None:

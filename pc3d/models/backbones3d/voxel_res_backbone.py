@@ -49,3 +49,4 @@ class VoxelResBackBone8x(VoxelStages):
             basic(c4, indice_key="res4"))
         self.conv_out = z_halving(block, c4, out_channels)
         self.out_channels = out_channels or c4
+        self.stage_channels = (c1, c2, c3, c4)

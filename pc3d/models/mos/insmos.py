@@ -5,15 +5,18 @@
     -> instance branch: the current scan's voxels (b, z, y, x), features = point columns + motion logits
        -> backbone_3d (sparse encoder) -> map_to_bev -> backbone_2d -> dense_head (CenterHead: car,
        pedestrian, cyclist)                                                                   detection loss
-    -> upsample fusion (UpsampleFusion): from the deepest decoder level of the motion net to the finest,
-       each level's features concatenated with one-hot "voxel centre inside a predicted box of class c"
-       masks (boxes scoring >= mask_threshold) and the coarser level's fused features brought up by the
-       inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]       NLL (fused)
+    -> upsample fusion of one-hot "voxel centre inside a predicted box of class c" masks (boxes scoring
+       >= mask_threshold), `fusion`:
+       "motion" (UpsampleFusion, pc3d's): from the deepest decoder level of the motion net to the finest,
+         each level's features concatenated with the masks and the coarser level's fused features brought
+         up by the inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]
+       "instance" (InstanceDecoder, InsMOS's released): a UNetV2 decoder over the instance encoder's stages
+         joins the masks at every level with SubM blocks -> logits on the current scan's voxels; the past
+         scans' voxels keep the motion logits                                                NLL (fused)
     -> eval: current-scan points from the fused logits (as MosNet), plus the detections
 
-The fusion is pc3d's: the released InsMOS joins the masks to its instance branch's UNet decoder with SubM 3^3
-convs and takes both NLL terms on the current scan's points only (configs/experiment/semantickitti_insmos.yaml
-lists the differences).
+InsMOS takes both NLL terms on the current scan's points only (loss_on "current";
+configs/experiment/semantickitti_insmos.yaml lists the remaining differences).
 
 Parts after the motion net arrive as partials (hydra `_partial_: true`) completed with the widths before them,
 as in pc3d.models.detectors.bev_detector; the BEV grid is VoxelGrid(voxel_size, point_cloud_range) (the
@@ -34,6 +37,7 @@ from pc3d.data.batch import sparse_input
 from pc3d.errors import ConfigError
 from pc3d.geometry.points_in_boxes import points_in_boxes
 from pc3d.models.backbones3d.blocks import batch_norm, post_act_block
+from pc3d.models.mos.instance_decoder import InstanceDecoder
 from pc3d.models.mos.mos_net import (
     UNMAPPED,
     current_mask,
@@ -59,11 +63,11 @@ def current_voxels(batch: dict) -> torch.Tensor:
 
 def box_masks(x: SparseTensor, detections: list[dict], num_classes: int, voxel_size: Sequence[float],
               point_cloud_range: Sequence[float], threshold: float) -> torch.Tensor:
-    """float [V, num_classes]: 1 where the centre of a 4D voxel of x (any stride) lies inside a detection of
-    class c (label c + 1) of its sample scoring >= threshold."""
+    """float [V, num_classes]: 1 where the centre of a voxel of x (4D or 3D, any stride) lies inside a detection
+    of class c (label c + 1) of its sample scoring >= threshold."""
     coords = x.coords.cpu().numpy()
-    stride = np.asarray(x.stride[1:][::-1], np.float64)  # (x, y, z) strides of the (t, z, y, x) tensor
-    centres = np.asarray(point_cloud_range[:3]) + (coords[:, [4, 3, 2]] + 0.5) * stride * np.asarray(voxel_size)
+    stride = np.asarray(x.stride[-3:][::-1], np.float64)  # (x, y, z) strides of a (t,) z, y, x tensor
+    centres = np.asarray(point_cloud_range[:3]) + (coords[:, [-1, -2, -3]] + 0.5) * stride * np.asarray(voxel_size)
     masks = np.zeros((len(coords), num_classes), np.float32)
     for b, det in enumerate(detections):
         rows = np.flatnonzero(coords[:, 0] == b)
@@ -110,7 +114,9 @@ class InsMOS(nn.Module):
     moving) cross-entropy weights. unmapped, return_log_odds: as MosNet (of the fused output). motion_input: what the
     motion net reads, "mean" or "occupancy" (MosNet's voxel_input; InsMOS's: a constant); the instance branch reads
     the mean point columns either way. loss_on: the NLL terms over every point of the window ("window", as
-    4DMOS) or the current scan's points alone ("current", InsMOS's released training)."""
+    4DMOS) or the current scan's points alone ("current", InsMOS's released training). fusion: "motion" or
+    "instance" (module docstring; "instance" needs a VoxelStages backbone_3d: VoxelBackBone8x or
+    VoxelResBackBone8x). fusion_norm_momentum: the fusion layers' BatchNorm momentum (InsMOS: 0.01)."""
 
     task = "mos"
 
@@ -119,11 +125,14 @@ class InsMOS(nn.Module):
                  point_cloud_range: Sequence[float], fusion_channels: int = 16, mask_threshold: float = 0.3,
                  motion_weight: float = 1.0, detection_weight: float = 1.0,
                  class_weights: Sequence[float] | None = None, unmapped: str = "nearest",
-                 return_log_odds: bool = False, motion_input: str = "mean", loss_on: str = "window"):
+                 return_log_odds: bool = False, motion_input: str = "mean", loss_on: str = "window",
+                 fusion: str = "motion", fusion_norm_momentum: float = 0.1):
         super().__init__()
         if loss_on not in ("window", "current"):
             raise ConfigError(f"InsMOS loss_on must be 'window' or 'current', got {loss_on!r}")
-        self.loss_on = loss_on
+        if fusion not in ("motion", "instance"):
+            raise ConfigError(f"InsMOS fusion must be 'motion' or 'instance', got {fusion!r}")
+        self.loss_on, self.fusion_on = loss_on, fusion
         if unmapped not in UNMAPPED:
             raise ValueError(f"unmapped must be one of {UNMAPPED}, not {unmapped!r}")
         self.voxel_size, self.point_cloud_range = list(voxel_size)[:3], list(point_cloud_range)
@@ -140,10 +149,18 @@ class InsMOS(nn.Module):
         self.dense_head = dense_head(in_channels=self.backbone_2d.out_channels)
         self.post_process = post_process
         self.num_box_classes = len(self.dense_head.class_names)
-        stages = len(self.motion_net.down)
-        self.fusion = UpsampleFusion(self.motion_net.dec_channels, self.num_box_classes, fusion_channels,
-                                     [f"down{i}" for i in range(stages - 2, -1, -1)],
-                                     self.motion_net.down[0][0].kernel_size)
+        if fusion == "instance":
+            if not hasattr(self.backbone_3d, "stage_channels"):
+                raise ConfigError("InsMOS fusion 'instance' decodes the instance encoder's stages: backbone_3d must "
+                                  f"be VoxelBackBone8x or VoxelResBackBone8x, not {type(self.backbone_3d).__name__}")
+            self.fusion = InstanceDecoder(self.backbone_3d.stage_channels,
+                                          None if self.backbone_3d.conv_out is None else self.backbone_3d.out_channels,
+                                          self.num_box_classes, fusion_norm_momentum)
+        else:
+            stages = len(self.motion_net.down)
+            self.fusion = UpsampleFusion(self.motion_net.dec_channels, self.num_box_classes, fusion_channels,
+                                         [f"down{i}" for i in range(stages - 2, -1, -1)],
+                                         self.motion_net.down[0][0].kernel_size, fusion_norm_momentum)
         self.register_buffer("class_weights", None if class_weights is None else
                              torch.tensor(class_weights, dtype=torch.float32), persistent=False)
 
@@ -163,12 +180,20 @@ class InsMOS(nn.Module):
         current = current_voxels(batch)
         scan = SparseTensor(torch.cat([x.feats[current], motion[current]], 1), x.coords[current][:, [0, 2, 3, 4]],
                             x.spatial_shape[1:], batch["batch_size"])
-        heads = self.dense_head(self.backbone_2d(self.map_to_bev(self.backbone_3d(scan))))
+        encoded, stages = self.backbone_3d.forward_features(scan)
+        heads = self.dense_head(self.backbone_2d(self.map_to_bev(encoded)))
         detections = self.post_process(self.dense_head.predict(heads), batch["frame_id"])
-        levels = [scales[f"dec{i}"] for i in range(len(self.motion_net.down) - 1, -1, -1)]
-        masks = [box_masks(level, detections, self.num_box_classes, self.voxel_size, self.point_cloud_range,
-                           self.mask_threshold) for level in levels]
-        return x, motion, self.fusion(levels, masks), heads, detections
+
+        def masks(level: SparseTensor) -> torch.Tensor:
+            return box_masks(level, detections, self.num_box_classes, self.voxel_size, self.point_cloud_range,
+                             self.mask_threshold)
+
+        if self.fusion_on == "instance":  # rows of the scan's voxels, in the order of `current`
+            fused = motion.index_copy(0, current, self.fusion(encoded, stages, masks).to(motion.dtype))
+        else:
+            levels = [scales[f"dec{i}"] for i in range(len(self.motion_net.down) - 1, -1, -1)]
+            fused = self.fusion(levels, [masks(level) for level in levels])
+        return x, motion, fused, heads, detections
 
     def moving_probabilities(self, batch: dict) -> dict:
         """{"probabilities": float32 [sum N, 2], "mapped": bool [sum N]} of every point of the window from the
