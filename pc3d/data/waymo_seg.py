@@ -6,21 +6,24 @@ the ``lidar_segmentation`` component.
 
 Each labelled pixel holds (instance id, semantic class); a point takes the label of the range-image pixel it
 came from (``range_image_labels``), so the labels follow the points of each return exactly. Only frames with
-a segmentation row are samples (the real dataset labels about every fifth frame), and only the TOP laser is
-labelled, so only its points are read. The testing split has no labels: ``frames_file`` (Waymo's
-``3d_semseg_test_set_frames.txt``, one ``context_name,timestamp`` per line) names the frames to predict, and a
-frame without labels has every point undefined. Classes: Segmentation.Type 0..22 (``WAYMO_SEG_CLASSES``); 0
-(undefined) is ``ignore_index``, so mIoU runs over the 22 defined classes. Points in no-label zones are
-dropped with their labels (drop_no_label_zone) or kept as undefined.
+a segmentation row are samples (the real dataset labels about every fifth frame). Only the TOP laser is
+labelled: by default only its points are read; ``lasers`` adds others' points (Pointcept reads all five),
+every one of them undefined, and a submission (``range_image_frames``) holds the TOP laser's. The testing
+split has no labels: ``frames_file`` (Waymo's ``3d_semseg_test_set_frames.txt``, one ``context_name,timestamp``
+per line) names the frames to predict, and a frame without labels has every point undefined. Classes:
+Segmentation.Type 0..22 (``WAYMO_SEG_CLASSES``); 0 (undefined) is ``ignore_index``, so mIoU runs over the 22
+defined classes. Points in no-label zones are dropped with their labels (drop_no_label_zone) or kept as
+undefined.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 
-from pc3d.errors import DataFormatError
+from pc3d.errors import ConfigError, DataFormatError
 
 from .io import read_label
 from .label_space import LabelSpace, checked_ids
@@ -48,6 +51,19 @@ def write_label_file(path: Path, semantic: np.ndarray) -> Path:
     return path
 
 
+def checked_lasers(lasers: Sequence[int]) -> tuple[int, ...]:
+    """The laser names of a segmentation sample: distinct ints 1..5 (TOP, FRONT, SIDE_LEFT, SIDE_RIGHT, REAR)
+    holding TOP, the one labelled; ConfigError otherwise."""
+    try:
+        names = [int(laser) for laser in lasers]
+    except (TypeError, ValueError):
+        names = []
+    if not names or len(set(names)) < len(names) or not set(names) <= {1, 2, 3, 4, 5} or TOP not in names:
+        raise ConfigError(f"lasers must be distinct laser names 1..5 including TOP (1), the labelled one; got "
+                          f"{lasers!r}")
+    return tuple(sorted(names))
+
+
 def range_image_labels(labels: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(semantic int64 [K], instance int64 [K]) of points at pixels [K, 2] (row, col) of a label image
     [H, W, 2] (instance id, semantic class)."""
@@ -56,16 +72,19 @@ def range_image_labels(labels: np.ndarray, pixels: np.ndarray) -> tuple[np.ndarr
 
 
 class WaymoSegmentationDataset(WaymoDataset):
-    """Samples {frame_id, points [N, 5] (x, y, z, intensity, elongation; TOP laser, vehicle frame),
-    point_labels [N] (0..22), instance_ids [N]} of the frames that have segmentation labels.
+    """Samples {frame_id, points [N, 5] (x, y, z, intensity, elongation; vehicle frame), point_labels [N]
+    (0..22), instance_ids [N]} of the frames that have segmentation labels.
 
     root / split / returns / drop_no_label_zone / index and the common dataset arguments as WaymoDataset.
     frames_file: the frames to read (``context_name,timestamp`` lines; the test set's, which has no labels)
-    instead of the labelled ones; each must be a frame of the split."""
+    instead of the labelled ones; each must be a frame of the split. lasers: laser names (1 TOP .. 5 REAR) whose
+    points a sample holds, in the file's laser order; TOP (the labelled one) must be among them, the others'
+    points are undefined (0)."""
 
     class_names = list(WAYMO_SEG_CLASSES)
     ignore_index = 0
-    lasers = (TOP,)  # only the TOP laser is labelled; pc3d.infer reads a segment's frames for this model so too
+    lasers = (TOP,)  # the default: only the TOP laser is labelled; tools/infer.py feeds a model the lasers its
+    # dataset config names (this default without one)
 
     @classmethod
     def label_space(cls, **_) -> LabelSpace:
@@ -81,7 +100,7 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     def write_predictions(self, predictions: list[dict], out_dir) -> Path:
         """`tools/test.py` hook: ``<out_dir>/<segment>/<timestamp>.label`` per labelled frame, one class per point
-        of the sample (the TOP laser's points, in the loader's order), and all frames in
+        of the sample (in the loader's order), and all frames in
         ``<out_dir>/segmentation.bin``, Waymo's SegmentationFrameList (pc3d.eval.waymo_segmentation: what
         compute_segmentation_metrics_main, tools/eval_waymo.py --segmentation and a submission take)."""
         from pc3d.eval.waymo_segmentation import write_segmentation_frames
@@ -98,12 +117,14 @@ class WaymoSegmentationDataset(WaymoDataset):
     def __init__(self, root: str | PathLike, split: str = "training", returns=(1, 2), drop_no_label_zone: bool = True,
                  index=None, transforms=None, augmentations=None, voxelizer=None, point_cloud_range=None,
                  voxel_size=None, seed: int | None = None, skip_bad_frames: bool = False,
-                 training: bool | None = None, frames_file: str | PathLike | None = None):
+                 training: bool | None = None, frames_file: str | PathLike | None = None,
+                 lasers: Sequence[int] = (TOP,)):
         super().__init__(root, split, returns=returns, drop_no_label_zone=drop_no_label_zone, index=index,
                          labels=False, transforms=transforms, augmentations=augmentations, voxelizer=voxelizer,
                          point_cloud_range=point_cloud_range, voxel_size=voxel_size, seed=seed,
                          skip_bad_frames=skip_bad_frames, training=training)
         self.class_names = list(WAYMO_SEG_CLASSES)
+        self.lasers = checked_lasers(lasers)
         self._label_rows: dict[str, dict[int, tuple[int, int]]] = {}  # segment -> {timestamp: (row group, row)}
         labelled = {segment: self._labelled_timestamps(segment) for segment in {f[0] for f in self.frames}}
         if frames_file is not None:
@@ -173,32 +194,37 @@ class WaymoSegmentationDataset(WaymoDataset):
             images[r] = flat.reshape(shape)
         return images
 
-    def top_returns(self, segment: str, timestamp: int, group: int):
-        """(return, points float32 [K, 6] (as read_returns), pixels [K, 2], kept bool [K] (the points a sample holds:
-        outside no-label zones when drop_no_label_zone), label image int32 [H, W, 2], zeros for a frame without
-        labels) of each TOP laser return, in load()'s order."""
+    def sample_returns(self, segment: str, timestamp: int, group: int):
+        """(laser, return, points float32 [K, 6] (as read_returns), pixels [K, 2], kept bool [K] (the points a sample
+        holds: outside no-label zones when drop_no_label_zone), semantic [K], instance [K], the range image's (H, W))
+        of each return of the sample's lasers, in load()'s order. TOP's labels come from its label image (0 for a
+        frame without labels and in no-label zones), every other laser's are 0 (undefined)."""
         labelled = timestamp in self._label_rows.get(segment, {})
         label_images = self.read_label_images(segment, timestamp) if labelled else {}
         for laser, ret, cloud, pixels in self.read_returns(segment, timestamp, group):
-            if laser != TOP:
+            if laser not in self.lasers:
                 continue
-            image = label_images.get(ret)
-            if image is None:  # a frame without labels (the test set's): every pixel undefined
-                image = np.zeros((*self.range_image_shape(segment, timestamp, group, TOP, ret), 2), np.int32)
-            if (pixels.max(0, initial=0) >= image.shape[:2]).any():
-                raise DataFormatError(self.component("lidar_segmentation", segment),
-                                      f"frame {timestamp} return {ret}: label image {image.shape[:2]} is smaller "
-                                      "than the range image")
             kept = cloud[:, 5] <= 0 if self.drop_no_label_zone else np.ones(len(cloud), bool)
-            yield ret, cloud, pixels, kept, image
+            image = label_images.get(ret) if laser == TOP else None
+            shape = image.shape[:2] if image is not None else self.range_image_shape(segment, timestamp, group,
+                                                                                      laser, ret)
+            if image is None:  # another laser, or a frame without labels (the test set's): every pixel undefined
+                undefined = np.zeros(len(cloud), np.int64)
+                yield laser, ret, cloud, pixels, kept, undefined, undefined, shape
+                continue
+            if (pixels.max(0, initial=0) >= shape).any():
+                raise DataFormatError(self.component("lidar_segmentation", segment),
+                                      f"frame {timestamp} return {ret}: label image {shape} is smaller "
+                                      "than the range image")
+            semantic, instance = range_image_labels(image, pixels)
+            yield laser, ret, cloud, pixels, kept, np.where(cloud[:, 5] > 0, 0, semantic), instance, shape
 
     def load(self, index: int) -> dict:
         segment, timestamp, group = self.frames[index]
         clouds, semantic, instance = [], [], []
-        for _, cloud, pixels, keep, image in self.top_returns(segment, timestamp, group):
-            sem, inst = range_image_labels(image, pixels)
+        for _, _, cloud, _, keep, sem, inst, _ in self.sample_returns(segment, timestamp, group):
             clouds.append(cloud[keep, :5])
-            semantic.append(np.where(cloud[keep, 5] > 0, 0, sem[keep]))
+            semantic.append(sem[keep])
             instance.append(inst[keep])
         if semantic and (np.concatenate(semantic) >= len(WAYMO_SEG_CLASSES)).any():
             raise DataFormatError(self.component("lidar_segmentation", segment),
@@ -213,16 +239,23 @@ class WaymoSegmentationDataset(WaymoDataset):
     def range_image_frames(self, labels: list[np.ndarray] | None = None):
         """pc3d.eval.waymo_segmentation.write_segmentation_frames' frames: each frame's per-point classes (labels[i]
         for frame i, in load()'s order: a model's predictions) or, without labels, its ground truth as load() reads
-        it, put back on the pixels of the TOP laser's two returns; every other pixel 0 (undefined)."""
+        it, put back on the pixels of the TOP laser's two returns (the other lasers' points are left out); every
+        other pixel 0 (undefined)."""
         from pc3d.eval.waymo_segmentation import range_images
 
         if labels is not None and len(labels) != len(self.frames):
             raise DataFormatError(self.root, f"{len(labels)} predictions for {len(self.frames)} frames")
         for index, (segment, timestamp, group) in enumerate(self.frames):
-            returns, truth = [], []
-            for ret, cloud, pixels, keep, image in self.top_returns(segment, timestamp, group):
-                returns.append((ret, pixels[keep], image.shape[:2]))
-                truth.append(np.where(cloud[keep, 5] > 0, 0, range_image_labels(image, pixels)[0][keep]))
-            given = np.concatenate(truth) if labels is None else labels[index]
+            returns, truth, top = [], [], []
+            for laser, ret, _, pixels, keep, sem, _, shape in self.sample_returns(segment, timestamp, group):
+                truth.append(sem[keep])
+                top.append(np.full(int(keep.sum()), laser == TOP))
+                if laser == TOP:
+                    returns.append((ret, pixels[keep], shape))
+            given = np.concatenate(truth) if labels is None else np.asarray(labels[index])
+            top = np.concatenate(top) if top else np.zeros(0, bool)
+            if len(given) != len(top):
+                raise DataFormatError(self.component("lidar", segment), f"frame {timestamp}: {len(given)} labels for "
+                                                                        f"its {len(top)} points")
             yield {"context_name": segment, "timestamp": timestamp,
-                   "returns": range_images(given, returns, f"{segment}/{timestamp}")}
+                   "returns": range_images(given[top], returns, f"{segment}/{timestamp}")}

@@ -174,16 +174,23 @@ class SegmentationOutput:
 
 
 def range_image_frame(frame: SourceFrame, labels: np.ndarray) -> dict:
-    """write_segmentation_frames' frame of a Waymo TOP-laser frame's per-point labels (extra["range_pixels"]:
-    each return's pixels, in the points' order)."""
+    """write_segmentation_frames' frame of a Waymo frame's per-point labels (extra["range_pixels"]: each laser and
+    return's pixels, in the points' order): the TOP laser's points (the one labelled), the other lasers' left out."""
     from pc3d.eval.waymo_segmentation import range_images
 
     lasers = {laser for laser, _ in frame.extra["range_pixels"]}
-    if lasers != {1}:
+    if 1 not in lasers:
         raise DataFormatError(frame.source, f"lasers {sorted(lasers)}: a SegmentationFrameList holds the TOP laser (1)")
-    returns = [(ret, pixels, shape) for (_, ret), (pixels, shape) in frame.extra["range_pixels"].items()]
+    returns, top, start = [], [], 0
+    for (laser, ret), (pixels, shape) in frame.extra["range_pixels"].items():
+        if laser == 1:
+            returns.append((ret, pixels, shape))
+            top.append(np.arange(start, start + len(pixels)))
+        start += len(pixels)
+    if start != len(labels):
+        raise DataFormatError(frame.source, f"{len(labels)} labels for the {start} points of frame {frame.frame_id}")
     return {"context_name": frame.extra["segment"], "timestamp": frame.extra["timestamp"],
-            "returns": range_images(labels, returns, frame.frame_id)}
+            "returns": range_images(np.asarray(labels)[np.concatenate(top)], returns, frame.frame_id)}
 
 
 class MosOutput(SegmentationOutput):
