@@ -30,9 +30,11 @@ Boxes (mode "mos", labelled sequences): ``gt_boxes`` [M, 7] / ``gt_labels`` (1 c
 3 cyclist: ``box_class_names``) of the current scan's instances of raw classes car (10, 252),
 person (30, 254) and bicyclist (31, 253), moving or not, with at least MIN_BOX_POINTS points. A
 sequence with a ``boxes/`` folder (the simulator writes one: ``NNNNNN.txt`` lines "instance raw_id x
-y z dx dy dz heading", LiDAR frame, exact ground truth) gives its boxes; otherwise each instance's
-box is fitted to its points (``fit_box``: heading along the principal axis of the points' BEV
-covariance, extent and centre from the min / max of the points in that rotated frame and in z).
+y z dx dy dz heading", LiDAR frame, exact ground truth) gives its boxes, else one with InsMOS's
+``boundingbox_label/`` folder (``NNNNNN.npy``, pc3d.data.insmos_boxes: its car / pedestrian / cyclist
+boxes, as InsMOS trains on them); otherwise each instance's box is fitted to its points (``fit_box``:
+heading along the principal axis of the points' BEV covariance, extent and centre from the min / max of
+the points in that rotated frame and in z).
 
 Sequences listed in ``sequences`` must all exist (DataFormatError); of a split taken from the learning
 map, missing or empty sequence folders are counted in ``notes`` and warned once. Labels are all or
@@ -50,6 +52,7 @@ from pc3d_ops import geometry as _geometry
 from pc3d.errors import ConfigError, DataFormatError
 
 from .dataset import PointCloudDataset
+from .insmos_boxes import read_insmos_boxes
 from .io import check_finite, read_bin, read_label, read_lines, read_matrix_lines
 from .label_space import LabelSpace
 from .learning_maps import LEARNING_MAPS, MODES, load_learning_map, lookup_table
@@ -379,9 +382,13 @@ class SemanticKittiDataset(PointCloudDataset):
 
     def read_boxes(self, seq: str, name: str, points: np.ndarray, raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(gt_boxes float32 [M, 7], gt_labels int64 [M]) of a scan: boxes/NNNNNN.txt when the sequence has a
-        boxes/ folder, else fitted to the instances (see the module docstring)."""
+        boxes/ folder, else boundingbox_label/NNNNNN.npy (InsMOS's), else fitted to the instances (see the module
+        docstring)."""
         semantic, instance = (raw & 0xFFFF).astype(np.int64), (raw >> 16).astype(np.int64)
         folder = self.root / "sequences" / seq / "boxes"
+        insmos = self.root / "sequences" / seq / "boundingbox_label"
+        if not folder.is_dir() and insmos.is_dir():
+            return read_insmos_boxes(insmos / f"{name}.npy")
         if not folder.is_dir():
             boxes, labels, _ = instance_boxes(points[:, :3], semantic, instance)
             return boxes, labels
