@@ -61,10 +61,14 @@ def _last_phi_in_grid(phi_min: np.float32, size: np.float32, n_phi: int) -> np.f
 
 
 class CylindricalVoxelizer(DynamicGridVoxelizer):
-    """Dynamic cylindrical voxels (Cylinder3D): coords (b, z, phi, rho) sorted, inverse map per point."""
+    """Dynamic cylindrical voxels (Cylinder3D): coords (b, z, phi, rho) sorted, inverse map per point.
+    voxel_size, point_range: accepted and unused, so that a dataset config's Cartesian voxelizer entry (which
+    passes them) can be retargeted to this class by an experiment; the grid is grid_size over rho_range, the
+    full azimuth and z_range."""
 
     def __init__(self, grid_size: Sequence[int] = (480, 360, 32), rho_range: Sequence[float] = (0.0, 50.0),
-                 z_range: Sequence[float] = (-4.0, 2.0), *, nan_policy: str = "warn"):
+                 z_range: Sequence[float] = (-4.0, 2.0), *, nan_policy: str = "warn", voxel_size=None,
+                 point_range=None):
         super().__init__(CylindricalGrid(grid_size, rho_range, z_range), nan_policy=nan_policy)
 
 

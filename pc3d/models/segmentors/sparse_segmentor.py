@@ -1,6 +1,6 @@
 """A voxel semantic segmentor, shared by outdoor (SemanticKITTI) and indoor (ScanNet) data.
 
-    voxels (batch contract: mean point features per voxel) -> sparse backbone -> voxel logits
+    voxels (batch contract: mean point features per voxel, or a voxel encoder's) -> sparse backbone -> voxel logits
     -> train: loss on voxels (majority label of their points) or on points
     -> eval: every point's logits through point_to_voxel -> one label per point
 
@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from pc3d.data.batch import sparse_input
+from pc3d.errors import ConfigError
 from pc3d.models.losses import SegmentationLoss
 from pc3d.models.segmentors.point_head import PointFusionHead, PointHead, fill_point_to_voxel, voxel_labels
-from pc3d.sparse import SparseModule
+from pc3d.sparse import SparseModule, SparseTensor
 
 
 class SparseSegmentor(nn.Module):
@@ -34,6 +35,9 @@ class SparseSegmentor(nn.Module):
     unmapped: "nearest" or "ignore" for points outside every voxel at evaluation (see point_head).
     point_branch: hidden width of a PointFusionHead (0: voxel logits only, the plain PointHead); with it
     each point is classified from its voxel's feature and its own columns, and the loss is on points.
+    voxel_encoder: a partial completed as voxel_encoder(in_channels=in_channels) that encodes each voxel from its
+    points, batch -> SparseTensor, exposing `out_channels` (Cylinder3D's point encoder,
+    pc3d.models.vfe.cylinder_vfe); None: the voxels' mean point columns. in_channels is then the points' width.
     """
 
     task = "segmentation"
@@ -41,13 +45,16 @@ class SparseSegmentor(nn.Module):
     def __init__(self, in_channels: int, backbone: Callable[..., SparseModule], num_classes: int,
                  ignore_index: int = -1, class_weights: Sequence[float] | None = None, ce_weight: float = 1.0,
                  lovasz_weight: float = 1.0, loss_on: str = "voxels", unmapped: str = "nearest", dropout: float = 0.0,
-                 point_branch: int = 0):
+                 point_branch: int = 0, voxel_encoder: Callable[..., nn.Module] | None = None):
         super().__init__()
         if loss_on not in ("voxels", "points"):
             raise ValueError(f"loss_on must be 'voxels' or 'points', not {loss_on!r}")
+        if point_branch and voxel_encoder is not None:
+            raise ConfigError("point_branch reads the voxels' mean point columns: it does not go with a voxel_encoder")
         self.num_classes, self.ignore_index = num_classes, ignore_index
         self.loss_on, self.unmapped = ("points" if point_branch else loss_on), unmapped
-        self.backbone = backbone(in_channels=in_channels)
+        self.voxel_encoder = None if voxel_encoder is None else voxel_encoder(in_channels=in_channels)
+        self.backbone = backbone(in_channels=in_channels if voxel_encoder is None else self.voxel_encoder.out_channels)
         self.fusion = point_branch > 0
         width = self.backbone.out_channels
         self.head = (PointFusionHead(width, in_channels, num_classes, point_branch, dropout)
@@ -56,14 +63,20 @@ class SparseSegmentor(nn.Module):
 
     def forward(self, batch: dict):
         if self.training:
-            x = sparse_input(batch, batch["points"].device)
+            x = self.voxels(batch)
             return self.losses(batch, self.backbone(x).feats, x.feats)
         return self.predictions(batch, *self.evaluated_logits(batch))
+
+    def voxels(self, batch: dict) -> SparseTensor:
+        """The backbone's input: the voxel encoder's features, or each voxel's mean point columns."""
+        if self.voxel_encoder is None:
+            return sparse_input(batch, batch["points"].device)
+        return self.voxel_encoder(batch)
 
     def evaluated_logits(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits of the points that get a voxel at evaluation, in point order; that mask [sum N]): the
         `unmapped` policy decides whether a point outside every voxel takes its nearest one's."""
-        x = sparse_input(batch, batch["points"].device)
+        x = self.voxels(batch)
         feats = self.backbone(x).feats
         point_voxel = fill_point_to_voxel(batch["point_to_voxel"], batch["points"], batch["point_batch"],
                                           x.coords[:, 0].long(), self.unmapped)

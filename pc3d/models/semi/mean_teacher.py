@@ -50,7 +50,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from pc3d.data.batch import cloud_view, mirrored, sparse_input
+from pc3d.data.batch import cloud_view, mirrored
 from pc3d.errors import ConfigError, DataFormatError
 from pc3d.models.segmentors.point_head import voxel_labels
 from pc3d.models.semi.laser_mix import concat_batches, laser_mix
@@ -132,6 +132,9 @@ class MeanTeacherSegmentor(nn.Module):
         if mix_weight < 0 or not mix_areas or any(int(a) < 2 for a in mix_areas):
             raise ConfigError(f"mix_weight must be >= 0 and mix_areas counts >= 2, got {mix_weight}, {list(mix_areas)}")
         self.mix_weight, self.mix_areas = float(mix_weight), [int(a) for a in mix_areas]
+        if getattr(student, "voxel_encoder", None) is not None and (mix_weight > 0 or teacher_flips):
+            raise ConfigError("LaserMix (mix_weight > 0) and teacher_flips read a Cartesian grid's voxels (their mean "
+                              "points, their mirrored coords): a student with a voxel_encoder (Cylinder3D) has neither")
         if teacher not in ("ema", "fixed"):
             raise ConfigError(f"teacher must be 'ema' or 'fixed', got {teacher!r}")
         self.fixed_teacher = teacher == "fixed"
@@ -211,7 +214,7 @@ class MeanTeacherSegmentor(nn.Module):
                           batch["point_labels"][point_labelled])
 
         view = cloud_view(batch, "points2") | {"point_labels": batch["point_labels"]}
-        x = sparse_input(view, view["points"].device)
+        x = self.student.voxels(view)
         unlabelled = ~point_labelled & (batch["point_to_voxel"] >= 0) & (view["point_to_voxel"] >= 0)
         teaching = ramp > 0.0 and bool(unlabelled.any())
         if teaching:
@@ -300,7 +303,7 @@ class MeanTeacherSegmentor(nn.Module):
         total = 0
         for axes in flips:
             view = mirrored(batch, axes) if axes else batch
-            x = sparse_input(view, view["points"].device)
+            x = model.voxels(view)
             feats = model.backbone(x).feats
             total = total + model.point_logits(view, feats, x.feats, point_voxel).float().softmax(1)
         return total / len(flips)
