@@ -196,9 +196,10 @@ class WaymoSegmentationDataset(WaymoDataset):
 
     def sample_returns(self, segment: str, timestamp: int, group: int):
         """(laser, return, points float32 [K, 6] (as read_returns), pixels [K, 2], kept bool [K] (the points a sample
-        holds: outside no-label zones when drop_no_label_zone), semantic [K], instance [K], the range image's (H, W))
-        of each return of the sample's lasers, in load()'s order. TOP's labels come from its label image (0 for a
-        frame without labels and in no-label zones), every other laser's are 0 (undefined)."""
+        holds: outside no-label zones when drop_no_label_zone), semantic [K], instance [K], the TOP range image's
+        (H, W) (None for other lasers)) of each return of the sample's lasers, in load()'s order. TOP's labels come
+        from its label image (0 for a frame without labels and in no-label zones), every other laser's are 0
+        (undefined)."""
         labelled = timestamp in self._label_rows.get(segment, {})
         label_images = self.read_label_images(segment, timestamp) if labelled else {}
         for laser, ret, cloud, pixels in self.read_returns(segment, timestamp, group):
@@ -206,8 +207,8 @@ class WaymoSegmentationDataset(WaymoDataset):
                 continue
             kept = cloud[:, 5] <= 0 if self.drop_no_label_zone else np.ones(len(cloud), bool)
             image = label_images.get(ret) if laser == TOP else None
-            shape = image.shape[:2] if image is not None else self.range_image_shape(segment, timestamp, group,
-                                                                                      laser, ret)
+            shape = image.shape[:2] if image is not None else (  # another laser's is never needed
+                self.range_image_shape(segment, timestamp, group, laser, ret) if laser == TOP else None)
             if image is None:  # another laser, or a frame without labels (the test set's): every pixel undefined
                 undefined = np.zeros(len(cloud), np.int64)
                 yield laser, ret, cloud, pixels, kept, undefined, undefined, shape
