@@ -99,3 +99,15 @@ def test_the_open3d_voxel_rows_keep_pc3d_side_without_open3d(monkeypatch):
             bench_voxel._grid_sample(fake_timed, points, 0.2, 2, 1)]
     assert all(r["ref"].startswith("Open3D unavailable: ") and r["pc3d_s"] == 1e-3 and r["voxels"] > 0
                for r in rows)
+
+
+def test_the_wide_row_keeps_pc3d_side_without_spconv():
+    import bench_sparse
+
+    from pc3d.voxel import grid_sample
+
+    coords, shape, _, _ = grid_sample(tiny_sweep()[0], 0.1)
+    row = bench_sparse._wide_row(torch.from_numpy(coords), shape, fake_timed, 1, 100.0, None, None,
+                                 "spconv unavailable: ModuleNotFoundError")
+    assert row["ref"].startswith("spconv unavailable") and row["pc3d_s"] == 1e-3 and row["gflops"] > 0
+    assert "256->256" in row["case"] and "sites" in row["case"]

@@ -80,6 +80,30 @@ def run_sparse(timed, quick: bool = False) -> list[dict]:
     return rows
 
 
+def _wide_row(coords, shape, timed, repeats, gemm32, spconv, ConvAlgo, missing) -> dict:
+    """SubM 256 -> 256 forward + backward on the sweep's sites floored to 0.4 m (a U-Net's third level, where
+    Cylinder3D and SpUNet run 256 channels), map cached, against spconv's; the weight gradient takes the per-offset
+    GEMMs (ops.WIDE_WGRAD)."""
+    wide = torch.unique(torch.cat([coords[:, :1], coords[:, 1:] // 4], 1), dim=0)
+    x = sp.SparseTensor(torch.randn(len(wide), 256, requires_grad=True), wide, tuple(-(-s // 4) for s in shape), 1)
+    conv = sp.SubMConv3d(256, 256, 3, bias=False)
+    grad = torch.randn(len(wide), 256)
+    kmap = submanifold_map(x, (3, 3, 3), (1, 1, 1))
+    conv(x)  # the map, cached on x
+    ours = timed(_step(lambda: conv(x).feats, grad, x.feats, conv.weight), repeats=repeats)
+    ref = None
+    if not missing:
+        twin = spconv.SubMConv3d(256, 256, 3, bias=False, indice_key="wide", algo=ConvAlgo.Native)
+        twin.load_state_dict(conv.state_dict())
+        st = twin(spconv.SparseConvTensor(x.feats.detach(), wide, [-(-s // 4) for s in shape], 1))
+        st = st.replace_feature(x.feats.detach().clone().requires_grad_(True))
+        ref = timed(_step(lambda: twin(st).features, grad, st.features, twin.weight), repeats=repeats)
+    flops = 3 * 2 * kmap.n_pairs * 256 * 256
+    return {"case": f"SubM 256->256 forward + backward, 0.4 m ({len(wide):,} sites)", "pc3d_s": ours,
+            **versus(ours, ref, missing), "gflops": round(flops / ours / 1e9, 1),
+            "of_gemm": round(flops / ours / 1e9 / gemm32, 2)}
+
+
 def _no_map_built(spconv_ops, fn):
     """fn, refusing to run if spconv builds a kernel map inside it (a "cached map" row must time the conv only)."""
     def call():
@@ -150,6 +174,7 @@ def _scale_rows(points, voxel, timed, repeats, gemm, quick) -> list[dict]:
                  "gflops": round(3 * flops / fb32 / 1e9, 1)})
     rows.extend(_bf16_rows(x, conv, grad, flops, tag, repeats, y_ours.feats, gemm[torch.bfloat16]))
     if voxel == 0.1:
+        rows.append(_wide_row(coords, shape, timed, min(repeats, 3), gemm[torch.float32], spconv, ConvAlgo, missing))
         rows.extend(_depthwise_rows(x, grad, tag, timed, repeats))
         rows.extend(_pointwise_rows(x, tag, timed, repeats, gemm[torch.float32]))
         rows.extend(_open3d_rows(x, conv, grad, tag, timed, quick))
