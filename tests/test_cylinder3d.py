@@ -17,7 +17,7 @@ from pc3d.models.backbones3d.cylinder3d import AsymmetricUNet, ReconBlock, _Unit
 from pc3d.models.backbones3d.dsconv import SparseDepthwiseSeparableConv
 from pc3d.models.segmentors.sparse_segmentor import SparseSegmentor
 from pc3d.models.vfe.cylinder_vfe import CylinderPointEncoder
-from pc3d.sparse import SparseConvolution, SparseTensor
+from pc3d.sparse import SparseConvolution, SparseSequential, SparseTensor
 from pc3d.voxel import CylindricalVoxelizer
 
 GRID = dict(grid_size=(48, 36, 8), rho_range=(0.0, 24.0), z_range=(-4.0, 2.0))
@@ -52,6 +52,14 @@ def test_kernels_and_strides_follow_cylinder3d_on_pcd3s_axes():
     assert [d.pool.stride for d in net.down] == [(2, 2, 2), (2, 2, 2), (1, 2, 2), (1, 2, 2)]  # z pooled twice
     assert [b[0].kernel_size for b in net.recon.branches] == [(1, 1, 3), (1, 3, 1), (3, 1, 1)]  # rho, phi, z
     assert all(u.up.kernel_size == (3, 3, 3) and u.up.inverse for u in net.up)
+    for block in (net.context, *[d.res for d in net.down]):  # each branch: the same kernel twice
+        for branch in (block.shortcut, block.branch):
+            assert branch[0][0].kernel_size == branch[1][0].kernel_size
+    assert all(u.trans[0].kernel_size == (3, 3, 3) for u in net.up)
+    assert all(c[0].kernel_size == (3, 3, 1) for u in net.up for c in u.convs)  # up blocks: three "1x3"
+    units = [m for m in net.modules() if isinstance(m, SparseSequential) and len(m) == 3
+             and isinstance(m[0], SparseConvolution) and m[0].subm and not isinstance(m[2], nn.Sigmoid)]
+    assert units and all(isinstance(m[1], nn.LeakyReLU) and isinstance(m[2], nn.BatchNorm1d) for m in units)
 
 
 def test_separable_network_separates_the_submanifold_convs_only():

@@ -221,6 +221,7 @@ def test_insmos_motion_loss_is_weighted():
     # with motion_weight 0 the total is the fused loss (+ a zero detection loss), however wrong the motion head
     zero = torch.zeros(())
     fake = SimpleNamespace(class_weights=None, motion_weight=0.0, detection_weight=1.0, loss_on="window",
+                           fusion_on="motion",
                            dense_head=SimpleNamespace(loss=lambda heads, batch: {"loss": zero, "loss_hm": zero,
                                                                                  "loss_reg": zero}))
     batch = {"gt_boxes": None, "point_to_voxel": torch.tensor([0, 1]), "point_labels": torch.tensor([1, 2])}
@@ -298,3 +299,17 @@ def test_ur_block_adds_the_channel_pair_sums_of_bottom_and_transformed_lateral()
     lateral = bottom.replace_feature(torch.tensor([[5.0, -6.0], [-7.0, 8.0]]))
     out = block.train()(lateral, bottom)
     torch.testing.assert_close(out.feats, torch.tensor([[3.0, 5.0], [7.0, 8.0]]))
+
+
+def test_instance_fusion_takes_its_nll_on_the_current_scan_alone():
+    # the decoder predicts the current scan; the past voxels' "fused" logits are the motion logits, counted once
+    model = tiny_insmos(fusion="instance", loss_on="window").train()
+    batch = make_batch()
+    relabelled = {**batch, "point_labels": batch["point_labels"].clone()}
+    past = torch.ones(len(batch["point_labels"]), dtype=torch.bool)
+    for b, n in enumerate(batch["num_current_points"].tolist()):
+        past[batch["point_offsets"][b]:batch["point_offsets"][b] + n] = False
+    relabelled["point_labels"][past] = 3 - relabelled["point_labels"][past].clamp(min=1)
+    first, second = model(batch), model(relabelled)
+    assert torch.equal(first["loss_fused"], second["loss_fused"])
+    assert not torch.equal(first["loss_motion"], second["loss_motion"])  # the motion net still learns the window

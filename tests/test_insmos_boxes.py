@@ -99,3 +99,69 @@ def test_a_sequence_with_insmos_box_files_gives_them_as_ground_truth(tmp_path):
                                   past_voxel_size=0.1).load(1)
     np.testing.assert_array_equal(sample["gt_boxes"], np.array([r[3] for r in ROWS[:4]], np.float32))
     assert sample["gt_labels"].tolist() == [1, 1, 2, 3]
+
+
+def _crafted(path, payload, descr="|O", shape=(1,)):
+    """An .npy file whose header says `descr` / `shape` and whose pickle is `payload`'s (protocol 3)."""
+    import io
+
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+    path.write_bytes(header.getvalue() + pickle.dumps(payload, protocol=3))
+    return path
+
+
+class _Reduce:
+    """A pickled call: func(*args), then BUILD with state (None: no BUILD)."""
+
+    def __init__(self, func, args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+def _array(dtype, data, shape=(1,)):
+    from numpy._core.multiarray import _reconstruct
+
+    return _Reduce(_reconstruct, (np.ndarray, (0,), b"b"), (1, shape, dtype, False, data))
+
+
+@pytest.mark.parametrize("case", ["object field in a void dtype", "object field set on a float dtype",
+                                  "object dtype without its flags", "object array of raw bytes",
+                                  "object scalar", "ndarray called directly"])
+def test_numpy_parts_bent_to_read_memory_are_refused(tmp_path, case):
+    """numpy's own pickled parts can make an array read file bytes as object pointers (a dtype state that hides an
+    object field, an object array given bytes): every such state is refused before numpy applies it. The pointer
+    here is the id of a string of this process (harmless)."""
+    import struct
+
+    from numpy._core.multiarray import scalar
+
+    target = "a string of this process"
+    raw = struct.pack("<Q", id(target))
+    hidden = (3, "|", None, ("a",), {"a": (np.dtype("O"), 0)}, 8, 1, 0)
+    payload = {
+        "object field in a void dtype": _array(_Reduce(np.dtype, ("V8", False, True), hidden), raw),
+        "object field set on a float dtype": _array(_Reduce(np.dtype, ("f8", False, True), hidden), raw),
+        "object dtype without its flags": _array(_Reduce(np.dtype, ("O8", False, True),
+                                                         (3, "|", None, None, None, -1, -1, 0)), raw),
+        "object array of raw bytes": _array(np.dtype("O"), raw),
+        "object scalar": _Reduce(scalar, (np.dtype("O"), raw)),
+        "ndarray called directly": _Reduce(np.ndarray, ((1,), np.dtype("O"), raw)),
+    }[case]
+    path = _crafted(tmp_path / "bad.npy", payload)
+    with pytest.raises(DataFormatError, match="bad.npy"):
+        load_object_npy(path)
+
+
+def test_an_array_whose_dtype_is_not_its_headers_is_refused(tmp_path):
+    path = _crafted(tmp_path / "x.npy", np.array([1.0, 2.0]), shape=(2,))  # header: objects; pickle: floats
+    with pytest.raises(DataFormatError, match="does not match its header"):
+        load_object_npy(path)
+
+
+def test_a_degenerate_box_of_a_dropped_class_does_not_fail_its_file(tmp_path):
+    rows = [*ROWS[:2], ["other", 12, 0, [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]], ["bus", 3, 1, [1.0] * 6 + [0.0]]]
+    boxes, labels = read_insmos_boxes(save_rows(tmp_path / "000000.npy", rows))
+    assert labels.tolist() == [1, 1, 1] and len(boxes) == 3  # the bus is a car too

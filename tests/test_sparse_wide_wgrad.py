@@ -43,7 +43,10 @@ def test_subm_weight_gradient_equals_the_dense_convs_on_the_active_sites():
 
 
 @pytest.mark.parametrize("kind", ["strided", "inverse"])
-def test_strided_and_inverse_weight_gradients_equal_the_register_blocked_kernels(kind, monkeypatch):
+@pytest.mark.parametrize("silent_rows", [False, True])
+def test_strided_and_inverse_weight_gradients_equal_the_register_blocked_kernels(kind, silent_rows, monkeypatch):
+    """silent_rows: every third input row all zeros and the conv told to skip such rows (a spiking layer's): the GEMMs
+    read them anyway (they add zeros), the kernel leaves them out."""
     x = random_tensor((8, 9, 10), 192 if kind == "inverse" else 96, seed=2)
     down = sp.SparseConv3d(192 if kind == "inverse" else 96, 96 if kind == "inverse" else 192, 3, 2, 1,
                            bias=False, indice_key="d")
@@ -51,6 +54,9 @@ def test_strided_and_inverse_weight_gradients_equal_the_register_blocked_kernels
     if kind == "inverse":
         coarse = down(x)
         x = coarse.replace_feature(coarse.feats.detach())
+    if silent_rows:
+        x = x.replace_feature(x.feats * (torch.arange(len(x.feats)) % 3 != 0)[:, None])
+        conv.skip_zero_rows = True
     wide = weight_grad(conv, x)
     assert torch.equal(wide, weight_grad(conv, x))  # deterministic
     monkeypatch.setattr(ops, "WIDE_WGRAD", (10**9, 10**9))  # the register-blocked kernel

@@ -6,7 +6,8 @@ SemanticSegmentationSubmission). Tar and gzip what it writes, then upload.
         --account-name me@example.com --method-name pc3d-centerpoint --out submission/detection
     python tools/waymo_submission.py tracking <tracks>/objects.bin --account-name ... --method-name ... --out ...
     python tools/waymo_submission.py segmentation <seg run>/test_validation/predictions/segmentation.bin \\
-        --account-name ... --method-name ... --sensor-type LIDAR_TOP --out submission/segmentation.bin
+        --account-name ... --method-name ... --sensor-type LIDAR_ALL --out submission/segmentation.bin
+    (--sensor-type: the sensors the model read: LIDAR_ALL for waymo_seg's five lasers, LIDAR_TOP for TOP alone)
 
 Detection / tracking write <out>0 .. <out>{N-1} (--num-shards N, 4 as create_submission), leaving out objects
 scoring below 0.03 and boxes with a NaN field, as it does.

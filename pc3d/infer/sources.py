@@ -276,7 +276,8 @@ class WaymoSegments(Source):
 
     def _read_lasers(self, item: int) -> SourceFrame:
         """The frame's points of `lasers` only (outside no-label zones, in read_returns' order), and
-        extra["range_pixels"] = {(laser, return): (pixels [K, 2] of those points in order, (H, W))}."""
+        extra["range_pixels"] = {(laser, return): (pixels [K, 2] of those points in order, (H, W) of the TOP laser's
+        range image, None for another laser's: a SegmentationFrameList holds TOP's alone)}."""
         if self.with_poses:
             raise ConfigError("a model of some lasers' points (Waymo segmentation) does not stream past sweeps")
         segment, timestamp, group = self.dataset.frames[item]
@@ -286,8 +287,8 @@ class WaymoSegments(Source):
             if laser in self.lasers:
                 keep = cloud[:, 5] <= 0 if self.dataset.drop_no_label_zone else np.ones(len(cloud), bool)
                 clouds.append(cloud[keep, :5])
-                range_pixels[(laser, ret)] = (pixels[keep], self.dataset.range_image_shape(segment, timestamp, group,
-                                                                                           laser, ret))
+                shape = self.dataset.range_image_shape(segment, timestamp, group, laser, ret) if laser == 1 else None
+                range_pixels[(laser, ret)] = (pixels[keep], shape)
         cloud = np.concatenate(clouds) if clouds else np.zeros((0, 5), np.float32)
         points, extra = _frame_cloud(finite_rows(cloud, source, tuple(self.dataset.feature_names)), self.features,
                                      source, self.pad)

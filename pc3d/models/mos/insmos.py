@@ -12,7 +12,7 @@
          up by the inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]
        "instance" (InstanceDecoder, InsMOS's released): a UNetV2 decoder over the instance encoder's stages
          joins the masks at every level with SubM blocks -> logits on the current scan's voxels; the past
-         scans' voxels keep the motion logits                                                NLL (fused)
+         scans' voxels keep the motion logits (NLL (fused) on the current scan's points alone)  NLL (fused)
     -> eval: current-scan points from the fused logits (as MosNet), plus the detections
 
 InsMOS takes both NLL terms on the current scan's points only (loss_on "current";
@@ -217,7 +217,9 @@ class InsMOS(nn.Module):
             raise ConfigError("InsMOS trains its detection head on gt_boxes / gt_labels: the batch has none "
                               "(SemanticKittiDataset mode 'mos' with boxes)")
         points = current_mask(batch) if self.loss_on == "current" else None
-        out = mos_loss(fused, batch, self.class_weights, point_mask=points)
+        # the instance decoder's logits cover the current scan alone (the past voxels' are the motion logits)
+        out = mos_loss(fused, batch, self.class_weights,
+                       point_mask=current_mask(batch) if self.fusion_on == "instance" else points)
         motion_terms = mos_loss(motion, batch, self.class_weights, point_mask=points)
         det = self.dense_head.loss(heads, batch)
         loss = out["loss"] + self.motion_weight * motion_terms["loss"] + self.detection_weight * det["loss"]

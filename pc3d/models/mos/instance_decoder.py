@@ -16,8 +16,10 @@ UR(lateral, bottom) is UNetV2's UR_block_forward: t = SparseBasicBlock(lateral);
 (2c -> c); m plus cat(bottom, t) with consecutive channel pairs summed (its channel_reduction) -> the next conv.
 As released, the deepest level's lateral input is the fused F4 itself (UNetV2 passes x_conv4 there).
 
-Widths and indice keys come from the encoder (`stage_channels`, VoxelStages' keys "subm1" .. "subm4",
-"spconv2" .. "spconv4", "spconv_down2"), so the inverse convs run the encoder's own kernel maps.
+Widths come from the encoder (`stage_channels`) and the inverse convs take its strided convs' keys ("spconv2" ..
+"spconv4", "spconv_down2"), so they run the encoder's own kernel maps; the SubM blocks use "subm1" .. "subm4"
+(VoxelBackBone8x's; VoxelResBackBone8x names its "res1" .. "res4": a SubM map is cached by kernel, so the blocks
+find it either way).
 """
 from __future__ import annotations
 
