@@ -73,8 +73,9 @@ def run(args: argparse.Namespace) -> int:
                           None if args.flow_keep_ground else args.flow_min_z)
     dataset_cfg = OmegaConf.to_container(cfg.dataset, resolve=True)
     source = open_source(args.source, predictor.feature_names, args.split, args.pad_features, loader=dataset_cfg)
-    if hasattr(source, "lasers"):  # a model of some lasers' points (Waymo segmentation: its config's, or TOP) is fed
-        source.lasers = dataset_cfg.get("lasers") or getattr(dataset_class(dataset_cfg), "lasers", None)  # those alone
+    # a model of some lasers' points (Waymo segmentation: its dataset config's, else the class's TOP) is fed those alone
+    if hasattr(source, "lasers"):
+        source.lasers = dataset_cfg.get("lasers") or getattr(dataset_class(dataset_cfg), "lasers", None)
     if window is not None:
         if not hasattr(source, "with_poses"):
             raise ConfigError(f"{args.source}: a {source.kind} source has no poses; a model trained on a window of "

@@ -29,9 +29,12 @@ from .io import NUMPY_FILE_ERRORS, _size
 
 INSMOS_BOX_CLASS = {1: 1, 3: 1, 6: 1, 8: 2, 9: 3, 10: 3}  # InsMOS label -> box class (1 car, 2 pedestrian, 3 cyclist)
 _MULTIARRAY = ("numpy.core.multiarray", "numpy._core.multiarray")  # numpy 1.x's module, numpy 2's
-def _NDARRAY(*_args):  # what the pickle's "numpy.ndarray" global stands for: only _reconstruct may take it
-    raise pickle.UnpicklingError("numpy.ndarray called directly (numpy pickles an array through _reconstruct)")
 _PLAIN = frozenset("?bBhHiIlLqQefdgFDG")  # numpy type characters of plain numbers (no objects, no raw bytes)
+
+
+def _ndarray(*_args):
+    """What the pickle's "numpy.ndarray" global stands for: only _reconstruct may take it, never called."""
+    raise pickle.UnpicklingError("numpy.ndarray called directly (numpy pickles an array through _reconstruct)")
 
 
 def _plain_or_object(dtype) -> bool:
@@ -54,7 +57,7 @@ def _dtype(spec, align=False, copy=True):
 
 
 def _reconstruct(cls, shape, typecode):
-    if cls is not _NDARRAY or shape != (0,) or typecode != b"b":
+    if cls is not _ndarray or shape != (0,) or typecode != b"b":
         raise pickle.UnpicklingError("an array must be rebuilt as numpy pickles one: _reconstruct(ndarray, (0,), b'b')")
     return np.ndarray((0,), np.uint8)
 
@@ -74,7 +77,7 @@ class _ArraysOnly(pickle._Unpickler):  # the Python unpickler: its BUILD step ca
         if module in _MULTIARRAY and name in ("_reconstruct", "scalar"):
             return _reconstruct if name == "_reconstruct" else _scalar
         if module == "numpy" and name in ("ndarray", "dtype"):
-            return _NDARRAY if name == "ndarray" else _dtype
+            return _ndarray if name == "ndarray" else _dtype
         raise pickle.UnpicklingError(f"{module}.{name} is not a numpy array part")
 
     def load_build(self):

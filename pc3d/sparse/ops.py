@@ -230,9 +230,8 @@ WIDE_WGRAD = (96, 192)
 def _gemm_weight_gradient(feats: torch.Tensor, grad: torch.Tensor, kmap: KernelMap, transposed: bool,
                           shape_kgio: tuple[int, int, int, int]) -> torch.Tensor:
     """dW[k] = feats[inputs of k]^T @ grad[outputs of k] by torch.mm (CPU, groups 1), over the map's own table: a
-    transposed run (an inverse conv, a feature gradient's map) reads the same pairs with the roles swapped, so no
-    transposed table is built. Deterministic at a fixed thread count; with skip_zero the all-zero rows take part
-    (they add zeros)."""
+    transposed run (an inverse conv) reads the same pairs with the roles swapped, so no transposed table is built.
+    Deterministic at a fixed thread count; with skip_zero the all-zero rows take part (they add zeros)."""
     nbr = kmap.table(False)
     out = feats.new_empty(shape_kgio)
     for k in range(shape_kgio[0]):

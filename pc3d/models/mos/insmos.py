@@ -11,8 +11,8 @@
          each level's features concatenated with the masks and the coarser level's fused features brought
          up by the inverse of the motion net's strided conv -> final Linear -> fused logits [V, 2]
        "instance" (InstanceDecoder, InsMOS's released): a UNetV2 decoder over the instance encoder's stages
-         joins the masks at every level with SubM blocks -> logits on the current scan's voxels; the past
-         scans' voxels keep the motion logits (NLL (fused) on the current scan's points alone)  NLL (fused)
+         joins the masks at every level with SubM blocks -> logits on the current scan's voxels (the past
+         scans' voxels keep the motion logits; the fused NLL counts the current scan alone)   NLL (fused)
     -> eval: current-scan points from the fused logits (as MosNet), plus the detections
 
 InsMOS takes both NLL terms on the current scan's points only (loss_on "current";
