@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from pc3d.errors import ConfigError
-from pc3d.geometry import nms_circle, nms_multiclass, wrap_angle
+from pc3d.geometry import nms_circle, nms_multiclass, nms_rotated, wrap_angle
 
 
 class PostProcessor(nn.Module):
@@ -23,16 +23,18 @@ class PostProcessor(nn.Module):
     NMS after it takes no threshold, so a box of heat 0.3 whose rectified score fell to 0.05 stays).
     nms: 'rotated' (per-class BEV IoU above iou_threshold is suppressed), 'circle' (per-class centre
     distance below min_radius metres, CenterPoint) or 'none'. pre_max_size caps the candidates per
-    class before NMS, post_max_size the detections per frame after it.
+    class before NMS, post_max_size the detections per frame after it. class_agnostic: rotated NMS over all
+    classes at once (boxes of different classes suppress each other, OpenPCDet's class_agnostic_nms: Voxel R-CNN).
     """
 
     def __init__(self, score_threshold: float | None = 0.1, nms: str = "rotated", iou_threshold: float = 0.1,
-                 min_radius: float | dict | None = None, pre_max_size: int = 1000, post_max_size: int = 100):
+                 min_radius: float | dict | None = None, pre_max_size: int = 1000, post_max_size: int = 100,
+                 class_agnostic: bool = False):
         super().__init__()
         if nms not in ("rotated", "circle", "none"):
             raise ConfigError(f"nms must be 'rotated', 'circle' or 'none', not {nms!r}")
         self.score_threshold, self.nms, self.iou_threshold = score_threshold, nms, iou_threshold
-        self.min_radius = min_radius
+        self.min_radius, self.class_agnostic = min_radius, class_agnostic
         self.pre_max_size, self.post_max_size = pre_max_size, post_max_size
 
     def forward(self, candidates: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]], frame_ids: list[str]
@@ -45,7 +47,9 @@ class PostProcessor(nn.Module):
         if self.score_threshold is not None:
             keep = scores >= self.score_threshold
             boxes, scores, labels = boxes[keep], scores[keep], labels[keep]
-        if len(boxes) and self.nms == "rotated":
+        if len(boxes) and self.nms == "rotated" and self.class_agnostic:
+            keep = nms_rotated(boxes, scores, self.iou_threshold, self.pre_max_size)
+        elif len(boxes) and self.nms == "rotated":
             keep = nms_multiclass(boxes, scores, labels, self.iou_threshold, self.pre_max_size)
         elif len(boxes) and self.nms == "circle":
             keep = self._circle(boxes, scores, labels)

@@ -21,7 +21,9 @@ class AnchorHead(nn.Module):
     direction logits [B, H*W*A, num_dir_bins]; A = K classes x R rotations anchors per cell.
 
     loss(out, batch) -> {"loss", "loss_cls", "loss_box", "loss_dir"};
-    predict(out) -> per frame (boxes [N, 7], scores [N], labels [N] 1..K), scores above score_threshold.
+    predict(out) -> per frame (boxes [N, 7], scores [N], labels [N] 1..K), scores above score_threshold;
+    candidates(out, n): the same for the n best-scored anchors, whatever their score (a two-stage detector's
+    proposals).
 
     normalize: what each loss term is divided by. "batch" (mmdetection3d's): the sums over the batch's anchors by
     the batch's positive anchors; "frame" (OpenPCDet's AnchorHeadTemplate): each frame's sums by its own positive
@@ -103,16 +105,24 @@ class AnchorHead(nn.Module):
         return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_box": loss_box.detach(),
                 "loss_dir": loss_dir.detach(), "num_pos": pos.sum().detach() / len(targets)}
 
-    @torch.no_grad()
     def predict(self, out: dict) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self._decode(out, self.score_threshold, self.pre_max_size)
+
+    def candidates(self, out: dict, pre_max_size: int) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        return self._decode(out, None, pre_max_size)
+
+    @torch.no_grad()
+    def _decode(self, out: dict, threshold: float | None, pre_max_size: int
+                ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         anchors_np, _ = self.anchors(*out["map_size"])
         anchors = torch.from_numpy(anchors_np).to(out["box"].device)
         period = 2 * math.pi / self.num_dir_bins
         frames = []
         for cls, box, dirs in zip(out["cls"], out["box"], out["dir"], strict=True):
             scores, labels = torch.sigmoid(cls).max(1)
-            keep = torch.nonzero(scores >= self.score_threshold)[:, 0]
-            keep = keep[scores[keep].argsort(descending=True)[: self.pre_max_size]]
+            keep = (torch.arange(len(scores), device=scores.device) if threshold is None
+                    else torch.nonzero(scores >= threshold)[:, 0])
+            keep = keep[scores[keep].argsort(descending=True)[:pre_max_size]]
             boxes = self.coder.decode(box[keep], anchors[keep])
             rot = torch.remainder(boxes[:, 6] - self.dir_offset, period)
             boxes[:, 6] = rot + self.dir_offset + period * dirs[keep].argmax(1).to(boxes.dtype)

@@ -1,10 +1,14 @@
 """Detection losses: sigmoid focal loss (anchor heads), Gaussian focal loss (CenterPoint heat maps),
-weighted smooth-L1 / L1 box regression, the sin-difference trick for headings, and the DIoU loss of
-axis-aligned boxes (indoor heads)."""
+weighted smooth-L1 / L1 box regression, the sin-difference trick for headings, the corner loss of refined
+boxes (two-stage heads) and the DIoU loss of axis-aligned boxes (indoor heads)."""
 from __future__ import annotations
+
+import math
 
 import torch
 from torch.nn import functional as F
+
+from pc3d.geometry import boxes_to_corners
 
 
 def sigmoid_focal_loss(logits: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor,
@@ -48,6 +52,18 @@ def add_sin_difference(pred: torch.Tensor, target: torch.Tensor, dim: int = 6) -
     pred = torch.cat([pred[..., :dim], torch.sin(a) * torch.cos(b), pred[..., dim + 1:]], -1)
     target = torch.cat([target[..., :dim], torch.cos(a) * torch.sin(b), target[..., dim + 1:]], -1)
     return pred, target
+
+
+def corner_loss(pred: torch.Tensor, target: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
+    """[P]: smooth-L1 (beta) of the distance between each of the 8 corners of pred [P, 7] and the same corner of
+    target [P, 7] or of target turned by pi (whichever is nearer, per corner), mean over the corners: OpenPCDet's
+    get_corner_loss_lidar, which ties a refined box's centre, size and heading together."""
+    flipped = torch.cat([target[:, :6], target[:, 6:7] + math.pi], 1)
+    corners = boxes_to_corners(pred[:, :7])
+    distance = torch.minimum((corners - boxes_to_corners(target[:, :7])).norm(dim=2),
+                             (corners - boxes_to_corners(flipped)).norm(dim=2))
+    loss = torch.where(distance < beta, 0.5 * distance ** 2 / beta, distance - 0.5 * beta)
+    return loss.mean(1)
 
 
 def axis_aligned_diou_loss(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
