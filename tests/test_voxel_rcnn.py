@@ -265,3 +265,40 @@ def test_both_stages_train_every_parameter_and_predict_by_the_contract(sim_batch
     for p in preds:
         check_prediction("detection", p)
         assert 0 < len(p["boxes"]) <= 20  # the test setting's RoIs, every one kept at threshold 0
+
+
+def released_spiking_backbone_parameters() -> int:
+    """E-3DSNN's VoxelBackBone8x_3dv_snn counted from its definition (4 point columns): stem of three SubM convs,
+    conv1 one, conv2..4 a strided conv and two BasicBlocks of three convs, conv_out; each conv + BatchNorm."""
+    sub = lambda cin, cout, k=27: cin * cout * k + 2 * cout  # noqa: E731
+    stages = sum(sub(cin, cout) + 6 * sub(cout, cout) for cin, cout in ((16, 32), (32, 64), (64, 64)))
+    return sub(4, 16) + 2 * sub(16, 16) + sub(16, 16) + stages + sub(64, 128, 3)
+
+
+def test_spiking_voxel_rcnn_has_e3dsnns_parameter_count_and_stage_shapes():
+    from pc3d.models.snn import MultiSpike
+
+    with initialize_config_dir(str(CONFIGS), version_base=None):
+        cfg = compose("config", overrides=["experiment=snn_voxel_rcnn_kitti"])
+    model = instantiate(cfg.model)
+    backbone = sum(p.numel() for p in model.backbone_3d.parameters())
+    assert backbone == released_spiking_backbone_parameters() == 1_722_368  # the 1.72 M E-3DSNN reports
+    ann_backbone = sum(p.numel() for p in VoxelBackBone8x(4, 128).parameters())
+    assert sum(p.numel() for p in model.parameters()) == released_parameters() - ann_backbone + backbone
+    # every dense layer of the BEV network and of the RoI head's FC stacks reads spikes
+    for stack in (*model.backbone_2d.blocks, *model.backbone_2d.deblocks, model.roi_head.shared_fc,
+                  model.roi_head.cls_fc, model.roi_head.reg_fc):
+        layers = [m for m in stack if not isinstance(m, nn.Dropout)]
+        for i, m in enumerate(layers):
+            if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
+                assert isinstance(layers[i - 1], MultiSpike), stack
+    # conv4 pads z as released: KITTI's 41 + 1 z cells -> 21 -> 11 -> 6 -> 2
+    shapes = []
+    handle = model.backbone_3d.conv4.register_forward_hook(lambda m, i, o: shapes.append(o.spatial_shape))
+    coords = torch.tensor([[0, 20, 800, 700], [0, 21, 801, 700]], dtype=torch.int32)
+    model.eval()
+    with torch.no_grad():
+        out = model.backbone_3d(SparseTensor(torch.rand(2, 4), coords, (41, 1600, 1408), 1))
+    handle.remove()
+    assert shapes == [(6, 200, 176)] and out.spatial_shape == (2, 200, 176)
+    assert torch.equal(out.feats, out.feats.round()) and out.feats.min() >= 0 and out.feats.max() <= 4  # spikes
