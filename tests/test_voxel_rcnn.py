@@ -73,7 +73,9 @@ def test_voxel_centres_and_point_cells_follow_openpcdet():
     assert torch.allclose(voxel_centers(x, VOXEL, RANGE),
                           torch.tensor([[0.1, -3.1, -1.8], [7.5 * 0.2, -3.2 + 5.5 * 0.2, -2.0 + 3.5 * 0.4]]))
     cells = point_cells(torch.tensor([[0.25, -3.05, -1.7], [-0.05, 0.0, 0.0]]), (2, 2, 2), VOXEL, RANGE)
-    assert cells.tolist() == [[0, 0, 1], [5, 16, -1]]  # (z, y, x): floor at the voxel, then floor-divided
+    # (z, y, x): floor at the voxel, then floor-divided by the stride. z of the second point: 2.0 m over float32's
+    # 0.2 (0.200000003) is 9.99999985 exactly, cell 9 (as the release's `//`), where the rounded quotient reads 10
+    assert cells.tolist() == [[0, 0, 1], [4, 16, -1]]
 
 
 @pytest.mark.parametrize("query_range,radius,nsample", [((2, 2, 2), 0.45, 4), ((1, 3, 2), 0.6, 8), ((0, 1, 1), 9, 3)])
@@ -285,20 +287,48 @@ def test_spiking_voxel_rcnn_has_e3dsnns_parameter_count_and_stage_shapes():
     assert backbone == released_spiking_backbone_parameters() == 1_722_368  # the 1.72 M E-3DSNN reports
     ann_backbone = sum(p.numel() for p in VoxelBackBone8x(4, 128).parameters())
     assert sum(p.numel() for p in model.parameters()) == released_parameters() - ann_backbone + backbone
-    # every dense layer of the BEV network and of the RoI head's FC stacks reads spikes
-    for stack in (*model.backbone_2d.blocks, *model.backbone_2d.deblocks, model.roi_head.shared_fc,
-                  model.roi_head.cls_fc, model.roi_head.reg_fc):
+    # every dense layer of the BEV network, the pools' output layers and the RoI head's FC stacks reads spikes,
+    # and the pools' neuron takes the place of the ReLU after features + offsets
+    pools = [(pool.mlps_out, pool.acts) for pool in model.roi_head.pools.values()]
+    assert all(isinstance(a, MultiSpike) for _, acts in pools for a in acts)
+    for stack in (*model.backbone_2d.blocks, *model.backbone_2d.deblocks, *(m for outs, _ in pools for m in outs),
+                  model.roi_head.shared_fc, model.roi_head.cls_fc, model.roi_head.reg_fc):
         layers = [m for m in stack if not isinstance(m, nn.Dropout)]
         for i, m in enumerate(layers):
             if isinstance(m, (nn.Linear, nn.Conv2d, nn.ConvTranspose2d)):
                 assert isinstance(layers[i - 1], MultiSpike), stack
-    # conv4 pads z as released: KITTI's 41 + 1 z cells -> 21 -> 11 -> 6 -> 2
+    # conv4 pads z as released: KITTI's 40 z cells + 1 (z_padding) -> 21 -> 11 -> 6 -> 2
     shapes = []
     handle = model.backbone_3d.conv4.register_forward_hook(lambda m, i, o: shapes.append(o.spatial_shape))
-    coords = torch.tensor([[0, 20, 800, 700], [0, 21, 801, 700]], dtype=torch.int32)
+    coords = torch.tensor([[0, 20, 800, 700], [0, 21, 801, 700], [0, 39, 801, 701]], dtype=torch.int32)
     model.eval()
     with torch.no_grad():
-        out = model.backbone_3d(SparseTensor(torch.rand(2, 4), coords, (41, 1600, 1408), 1))
+        out = model.backbone_3d(SparseTensor(torch.rand(3, 4), coords, (40, 1600, 1408), 1))
     handle.remove()
     assert shapes == [(6, 200, 176)] and out.spatial_shape == (2, 200, 176)
     assert torch.equal(out.feats, out.feats.round()) and out.feats.min() >= 0 and out.feats.max() <= 4  # spikes
+
+
+def test_a_frame_without_proposals_or_boxes_leaves_the_others_their_own_sites(sim_batch, monkeypatch):
+    import pc3d.models.roi_heads.grid_pool as grid_pool
+
+    seen = []
+
+    def spy(x, site_xyz, query_xyz, query_batch, *args):
+        seen.append(query_batch.unique().tolist())
+        return voxel_query(x, site_xyz, query_xyz, query_batch, *args)
+
+    monkeypatch.setattr(grid_pool, "voxel_query", spy)
+    torch.manual_seed(0)
+    model = tiny_detector().train()
+    last, stages = model.backbone_3d.forward_features(model.vfe(sim_batch))
+    candidates = model.dense_head.candidates(model.dense_head(model.backbone_2d(model.map_to_bev(last))), 500)
+    empty = (candidates[0][0][:0], candidates[0][1][:0], candidates[0][2][:0])
+    out = model.roi_head.loss(stages, [empty, candidates[1]], sim_batch)  # frame 0: no proposal
+    assert torch.isfinite(out["loss"]) and seen and all(s == [1] for s in seen), seen
+    no_boxes = dict(sim_batch, num_gt=torch.zeros_like(sim_batch["num_gt"]))
+    out = model.roi_head.loss(stages, candidates, no_boxes)  # no ground truth: every RoI background
+    assert torch.isfinite(out["loss"]) and out["rcnn_fg"] == 0 and out["loss_rcnn_corner"] == 0
+    nan = (candidates[1][0].clone(), candidates[1][1], candidates[1][2])
+    nan[0][0, 0] = float("nan")
+    assert len(model.roi_head.proposals([nan])[0][0]) > 0  # a diverging box is left out, not an error

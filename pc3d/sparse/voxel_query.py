@@ -34,7 +34,7 @@ def point_cells(xyz: torch.Tensor, stride: Sequence[int], voxel_size: Sequence[f
     grid (voxel_size x, y, z), which may lie outside the grid."""
     size = xyz.new_tensor([float(v) for v in voxel_size])
     low = xyz.new_tensor([float(v) for v in point_cloud_range[:3]])
-    base = torch.floor((xyz - low) / size)
+    base = torch.div(xyz - low, size, rounding_mode="floor")  # the release's `//`: exact at cell borders
     return torch.div(base, base.new_tensor([float(s) for s in stride[::-1]]), rounding_mode="floor"
                      ).long()[:, [2, 1, 0]]
 

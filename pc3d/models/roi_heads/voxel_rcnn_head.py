@@ -1,7 +1,8 @@
 """Voxel R-CNN's second stage (OpenPCDet's VoxelRCNNHead; E-3DSNN's VoxelRCNNHead_spike with a neuron):
 
     proposals    the first stage's boxes of each frame: top pre_max_size by score -> rotated NMS (iou_threshold)
-                 -> at most post_max_size RoIs (their class is the first stage's)
+                 -> at most post_max_size RoIs (their class is the first stage's); boxes that are not finite
+                 (a diverging first stage) are left out
     targets      (training) rois_per_frame RoIs drawn per frame, their targets (roi_targets.RoISampler)
     grid pool    grid_size^3 points per RoI pool each source stage (grid_pool.NeighborVoxelPool), concatenated
     shared FC    [grid^3 x pooled channels] -> shared_fc widths, then a cls branch (cls_fc -> 1 logit) and a
@@ -15,6 +16,11 @@ each corner's distance to the matched box's or its pi-turned twin's, mean over c
 
 Layers: ANN (neuron None): Linear -> BN -> ReLU per width, dropout between widths; spiking: neuron -> Linear ->
 BN, as E-3DSNN's. Class agnostic (one score and one box per RoI), as both released configs.
+
+Stated difference: a frame keeps the RoIs its NMS keeps. The release pads every frame to post_max_size with
+all-zero boxes; there they are drawn as easy background in training and refined at test time (a zero-size box
+that no NMS removes, kept when it scores 0.3). Either way this only matters when NMS keeps fewer boxes than
+post_max_size.
 """
 from __future__ import annotations
 
@@ -94,9 +100,10 @@ class VoxelRCNNHead(nn.Module):
         cfg = self.proposals_cfg[self.training]
         out = []
         for boxes, scores, labels in candidates:
-            keep = nms_rotated(boxes[:, :7].detach(), scores.detach(), cfg["iou_threshold"], cfg["pre_max_size"],
-                               cfg["post_max_size"])
-            out.append((boxes[keep, :7].detach().float(), labels[keep]))
+            finite = torch.nonzero(torch.isfinite(boxes[:, :7]).all(1) & torch.isfinite(scores))[:, 0]
+            boxes, scores, labels = boxes[finite, :7].detach().float(), scores[finite].detach(), labels[finite]
+            keep = nms_rotated(boxes, scores, cfg["iou_threshold"], cfg["pre_max_size"], cfg["post_max_size"])
+            out.append((boxes[keep], labels[keep]))
         return out
 
     def forward(self, stages: Mapping[str, SparseTensor], rois: torch.Tensor, roi_batch: torch.Tensor
@@ -120,28 +127,29 @@ class VoxelRCNNHead(nn.Module):
         return torch.cat([boxes[:, 0:3] + rois[:, 0:3], boxes[:, 3:]], 1)
 
     @staticmethod
-    def _stack(per_frame: Sequence[torch.Tensor], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = torch.cat([torch.full((len(r),), i, dtype=torch.long, device=like.device)
-                           for i, r in enumerate(per_frame)])
-        return torch.cat(list(per_frame)), batch
+    def _stack(per_frame: Mapping[int, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(the RoIs of every frame [R, 7], each one's frame index [R]) from {frame index: RoIs}."""
+        rois = list(per_frame.values())
+        batch = torch.cat([torch.full((len(r),), i, dtype=torch.long, device=r.device) for i, r in per_frame.items()])
+        return torch.cat(rois), batch
 
     def loss(self, stages: Mapping[str, SparseTensor], candidates: Candidates, batch: dict) -> dict:
-        drawn_rois, drawn_gt, drawn_iou = [], [], []
+        drawn_rois, drawn_gt, drawn_iou = {}, [], []
         for i, (rois, labels) in enumerate(self.proposals(candidates)):
+            if len(rois) == 0:  # no proposal at all: nothing to draw from this frame
+                continue
             n = int(batch["num_gt"][i])
             gt = batch["gt_boxes"][i, :n].to(rois)
             iou, which = self.sampler.match(rois, labels, gt[:, :7], gt[:, -1].long())
-            if len(rois) == 0:  # no proposal at all: nothing to draw from this frame
-                continue
             pick = self.sampler.draw(iou)
-            drawn_rois.append(rois[pick])
+            drawn_rois[i] = rois[pick]
             drawn_gt.append(gt[which[pick], :7] if n else rois.new_zeros(len(pick), 7))
             drawn_iou.append(iou[pick])
         if not drawn_rois:
             zero = sum(p.sum() for p in self.parameters()) * 0.0
             return {"loss": zero, "loss_rcnn_cls": zero.detach(), "loss_rcnn_reg": zero.detach(),
                     "loss_rcnn_corner": zero.detach()}
-        rois, roi_batch = self._stack(drawn_rois, drawn_rois[0])
+        rois, roi_batch = self._stack(drawn_rois)
         gt, iou = torch.cat(drawn_gt), torch.cat(drawn_iou)
         logits, residuals = self(stages, rois, roi_batch)
         cls_target = self.sampler.cls_targets(iou)
@@ -165,10 +173,9 @@ class VoxelRCNNHead(nn.Module):
     def predict(self, stages: Mapping[str, SparseTensor], candidates: Candidates) -> Candidates:
         """Per frame (boxes [P, 7], scores [P], labels [P]) of the refined RoIs (the post-processor's input)."""
         proposals = self.proposals(candidates)
-        device = candidates[0][0].device if candidates else torch.device("cpu")
-        rois, roi_batch = self._stack([r for r, _ in proposals], torch.zeros(0, device=device))
-        if len(rois) == 0:
+        if sum(len(r) for r, _ in proposals) == 0:
             return [(r.new_zeros(0, 7), r.new_zeros(0), labels) for r, labels in proposals]
+        rois, roi_batch = self._stack({i: r for i, (r, _) in enumerate(proposals)})
         logits, residuals = self(stages, rois, roi_batch)
         boxes, scores = self.decode(residuals.float(), rois), torch.sigmoid(logits.float())
         return [(boxes[roi_batch == i], scores[roi_batch == i], labels) for i, (_, labels) in enumerate(proposals)]
