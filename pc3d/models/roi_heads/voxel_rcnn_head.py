@@ -148,7 +148,7 @@ class VoxelRCNNHead(nn.Module):
         if not drawn_rois:
             zero = sum(p.sum() for p in self.parameters()) * 0.0
             return {"loss": zero, "loss_rcnn_cls": zero.detach(), "loss_rcnn_reg": zero.detach(),
-                    "loss_rcnn_corner": zero.detach()}
+                    "loss_rcnn_corner": zero.detach(), "rcnn_fg": zero.detach()}
         rois, roi_batch = self._stack(drawn_rois)
         gt, iou = torch.cat(drawn_gt), torch.cat(drawn_iou)
         logits, residuals = self(stages, rois, roi_batch)
